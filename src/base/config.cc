@@ -1,0 +1,279 @@
+// TOML mapping of grid_config, with toml++.
+#include "base/config.h"
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace vodgrid {
+
+std::string listen_address::url() const { return fmt::format("http://{}:{}", host, port); }
+
+namespace {
+
+error bad(std::string_view origin, std::string msg) {
+  return make_error(errc::invalid_argument, fmt::format("{}: {}", origin, msg));
+}
+
+result<listen_address> parse_listen(toml::node_view<toml::node> n,
+                                    std::string_view origin, std::string_view what) {
+  auto s = n.value<std::string>();
+  if (!s) {
+    return bad(origin, fmt::format("{}: 'listen' must be \"host:port\"", what));
+  }
+  auto colon = s->rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return bad(origin, fmt::format("{}: 'listen' must be \"host:port\", got \"{}\"", what, *s));
+  }
+  listen_address a;
+  a.host = s->substr(0, colon);
+  int port = 0;
+  try {
+    port = std::stoi(s->substr(colon + 1));
+  } catch (...) {
+    port = -1;
+  }
+  if (port <= 0 || port > 65535) {
+    return bad(origin, fmt::format("{}: bad port in \"{}\"", what, *s));
+  }
+  a.port = static_cast<uint16_t>(port);
+  return a;
+}
+
+template <class T>
+result<T> get_positive(const toml::table& t, std::string_view key, T def, std::string_view origin,
+                       std::string_view what) {
+  auto n = t[key];
+  if (!n) {
+    return def;
+  }
+  auto v = n.value<int64_t>();
+  if (!v || *v < 0) {
+    return bad(origin, fmt::format("{}: '{}' must be a non-negative integer", what, key));
+  }
+  return static_cast<T>(*v);
+}
+
+}  // namespace
+
+result<grid_config> grid_config::parse(std::string_view text, std::string_view origin) {
+  toml::table root;
+  try {
+    root = toml::parse(text, std::string(origin));
+  } catch (const toml::parse_error& e) {
+    return bad(origin, fmt::format("line {}: {}", e.source().begin.line, e.description()));
+  }
+  grid_config g;
+  if (auto grid = root["grid"].as_table()) {
+    auto hb = get_positive<int64_t>(*grid, "heartbeat_interval_ms", 250, origin, "[grid]");
+    if (!hb) return hb.err();
+    auto to = get_positive<int64_t>(*grid, "heartbeat_timeout_ms", 1500, origin, "[grid]");
+    if (!to) return to.err();
+    if (*hb < 10 || *to <= *hb) {
+      return bad(origin, "[grid]: need heartbeat_interval_ms >= 10 and heartbeat_timeout_ms > it");
+    }
+    g.heartbeat_interval = std::chrono::milliseconds(*hb);
+    g.heartbeat_timeout = std::chrono::milliseconds(*to);
+    g.log_level = (*grid)["log_level"].value_or(std::string("info"));
+  }
+  auto stations = root["station"].as_array();
+  if (!stations || stations->empty()) {
+    return bad(origin, "no [[station]] defined");
+  }
+  std::set<std::string> names;
+  std::set<std::pair<std::string, uint16_t>> ports;
+  auto claim_port = [&](const listen_address& a, std::string_view who) -> status {
+    if (!ports.insert({a.host, a.port}).second) {
+      return bad(origin, fmt::format("{}: {}:{} is used twice", who, a.host, a.port));
+    }
+    return {};
+  };
+  for (auto& sn : *stations) {
+    auto st = sn.as_table();
+    if (!st) {
+      return bad(origin, "[[station]] must be a table");
+    }
+    station_config s;
+    auto name = station_id::parse((*st)["name"].value_or(std::string()));
+    if (!name) {
+      return bad(origin, "a station needs a valid 'name' ([A-Za-z0-9_-], at most 64)");
+    }
+    s.name = *name;
+    std::string what = "station " + s.name.str();
+    if (!names.insert(s.name.str()).second) {
+      return bad(origin, what + ": name used twice");
+    }
+    auto dir = (*st)["director"].as_table();
+    if (!dir) {
+      return bad(origin, what + ": needs a [station.director] table");
+    }
+    auto l = parse_listen((*dir)["listen"], origin, what + " director");
+    if (!l) return l.err();
+    s.director.listen = *l;
+    if (auto st2 = claim_port(s.director.listen, what + " director"); !st2) return st2.err();
+    s.director.data_dir = (*dir)["data_dir"].value_or(std::string());
+    if (s.director.data_dir.empty()) {
+      return bad(origin, what + " director: needs 'data_dir'");
+    }
+    auto copies = get_positive<uint32_t>(*dir, "copies", 2, origin, what + " director");
+    if (!copies) return copies.err();
+    if (*copies < 1) {
+      return bad(origin, what + " director: 'copies' must be at least 1");
+    }
+    s.director.copies = *copies;
+    auto engines = (*st)["engine"].as_array();
+    if (!engines || engines->empty()) {
+      return bad(origin, what + ": needs at least one [[station.engine]]");
+    }
+    for (auto& en : *engines) {
+      auto et = en.as_table();
+      if (!et) {
+        return bad(origin, what + ": [[station.engine]] must be a table");
+      }
+      engine_config e;
+      auto ename = engine_id::parse((*et)["name"].value_or(std::string()));
+      if (!ename) {
+        return bad(origin, what + ": an engine needs a valid 'name'");
+      }
+      e.name = *ename;
+      std::string ewhat = "engine " + e.name.str();
+      if (!names.insert(e.name.str()).second) {
+        return bad(origin, ewhat + ": name used twice");
+      }
+      auto el = parse_listen((*et)["listen"], origin, ewhat);
+      if (!el) return el.err();
+      e.listen = *el;
+      if (auto st2 = claim_port(e.listen, ewhat); !st2) return st2.err();
+      auto dirs = (*et)["data_dirs"].as_array();
+      if (!dirs || dirs->empty()) {
+        return bad(origin, ewhat + ": needs 'data_dirs', a non-empty array of paths");
+      }
+      for (auto& d : *dirs) {
+        auto p = d.value<std::string>();
+        if (!p || p->empty()) {
+          return bad(origin, ewhat + ": 'data_dirs' entries must be non-empty strings");
+        }
+        e.data_dirs.emplace_back(*p);
+      }
+      auto ms = get_positive<uint32_t>(*et, "max_streams", 1000, origin, ewhat);
+      if (!ms) return ms.err();
+      auto mb = get_positive<uint64_t>(*et, "max_bytes_per_second", 0, origin, ewhat);
+      if (!mb) return mb.err();
+      auto mx = get_positive<uint64_t>(*et, "max_segment_bytes", 64 << 20, origin, ewhat);
+      if (!mx) return mx.err();
+      if (*ms < 1 || *mx < 1024) {
+        return bad(origin, ewhat + ": max_streams must be >= 1 and max_segment_bytes >= 1024");
+      }
+      e.max_streams = *ms;
+      e.max_bytes_per_second = *mb;
+      e.max_segment_bytes = *mx;
+      s.engines.push_back(std::move(e));
+    }
+    if (s.director.copies > s.engines.size()) {
+      return bad(origin, what + ": 'copies' exceeds the number of engines");
+    }
+    g.stations.push_back(std::move(s));
+  }
+  return g;
+}
+
+result<grid_config> grid_config::load(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) {
+    return make_error(errc::not_found, fmt::format("cannot read config {}", file.string()));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse(ss.str(), file.string());
+}
+
+std::string grid_config::to_toml() const {
+  toml::table root;
+  root.insert("grid", toml::table{{"heartbeat_interval_ms", heartbeat_interval.count()},
+                                  {"heartbeat_timeout_ms", heartbeat_timeout.count()},
+                                  {"log_level", log_level}});
+  toml::array sts;
+  for (auto& s : stations) {
+    toml::array engs;
+    for (auto& e : s.engines) {
+      toml::array dirs;
+      for (auto& d : e.data_dirs) {
+        dirs.push_back(d.string());
+      }
+      engs.push_back(toml::table{
+          {"name", e.name.str()},
+          {"listen", fmt::format("{}:{}", e.listen.host, e.listen.port)},
+          {"data_dirs", dirs},
+          {"max_streams", static_cast<int64_t>(e.max_streams)},
+          {"max_bytes_per_second", static_cast<int64_t>(e.max_bytes_per_second)},
+          {"max_segment_bytes", static_cast<int64_t>(e.max_segment_bytes)}});
+    }
+    sts.push_back(toml::table{
+        {"name", s.name.str()},
+        {"director",
+         toml::table{{"listen", fmt::format("{}:{}", s.director.listen.host, s.director.listen.port)},
+                     {"data_dir", s.director.data_dir.string()},
+                     {"copies", static_cast<int64_t>(s.director.copies)}}},
+        {"engine", engs}});
+  }
+  root.insert("station", sts);
+  std::stringstream ss;
+  ss << root << "\n";
+  return ss.str();
+}
+
+grid_config grid_config::embedded_default(const std::filesystem::path& data_dir,
+                                          uint16_t base_port) {
+  auto port = [&](int p) { return static_cast<uint16_t>(p - 8700 + base_port); };
+  grid_config g;
+  station_config s;
+  s.name = *station_id::parse("edge");
+  s.director.listen = {"127.0.0.1", port(8720)};
+  s.director.data_dir = data_dir / "edge";
+  s.director.copies = 2;
+  for (int i = 1; i <= 3; ++i) {
+    engine_config e;
+    e.name = *engine_id::parse(fmt::format("edge-{}", i));
+    e.listen = {"127.0.0.1", port(8720 + i)};
+    e.data_dirs = {data_dir / e.name.str() / "d0", data_dir / e.name.str() / "d1"};
+    s.engines.push_back(std::move(e));
+  }
+  g.stations.push_back(std::move(s));
+  return g;
+}
+
+const station_config* grid_config::find_station(std::string_view name) const {
+  for (auto& s : stations) {
+    if (s.name.str() == name) {
+      return &s;
+    }
+  }
+  return nullptr;
+}
+
+const station_config* grid_config::station_of_engine(std::string_view engine) const {
+  for (auto& s : stations) {
+    for (auto& e : s.engines) {
+      if (e.name.str() == engine) {
+        return &s;
+      }
+    }
+  }
+  return nullptr;
+}
+
+const engine_config* grid_config::find_engine(std::string_view name) const {
+  for (auto& s : stations) {
+    for (auto& e : s.engines) {
+      if (e.name.str() == name) {
+        return &e;
+      }
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace vodgrid

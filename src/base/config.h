@@ -1,0 +1,65 @@
+// The grid's configuration: one TOML file describes every station, director and engine; each daemon
+// reads it with its own name. Every key is documented in docs/configuration.md.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "base/ids.h"
+#include "base/result.h"
+
+namespace vodgrid {
+
+struct listen_address {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+  std::string url() const;  // "http://host:port"
+};
+
+struct engine_config {
+  engine_id name;
+  listen_address listen;
+  // One entry per independent I/O channel (claim 3); each gets its own I/O worker thread.
+  std::vector<std::filesystem::path> data_dirs;
+  uint32_t max_streams = 1000;            // concurrent segment streams before the director stops sending more
+  uint64_t max_bytes_per_second = 0;      // outbound budget the director respects; 0 = unlimited
+  uint64_t max_segment_bytes = 64 << 20;  // largest segment a PUT or fetch may carry
+};
+
+struct director_config {
+  listen_address listen;
+  std::filesystem::path data_dir;  // where the program catalog of the station is kept
+  uint32_t copies = 2;             // copies of each segment placed within the station
+};
+
+struct station_config {
+  station_id name;
+  director_config director;
+  std::vector<engine_config> engines;
+};
+
+struct grid_config {
+  std::vector<station_config> stations;
+  std::chrono::milliseconds heartbeat_interval{250};  // engine → director
+  std::chrono::milliseconds heartbeat_timeout{1500};  // an engine silent this long leaves rotation
+  std::string log_level = "info";
+
+  // Parses and validates (unique names, ports set, at least one data dir per engine).
+  static result<grid_config> parse(std::string_view toml_text, std::string_view origin = "config");
+  static result<grid_config> load(const std::filesystem::path& file);
+  std::string to_toml() const;
+
+  // The embedded default of `vodgrid up`: station `edge` with a director and three engines on
+  // loopback, ports from 8720 moved by base_port - 8700, data under data_dir.
+  static grid_config embedded_default(const std::filesystem::path& data_dir, uint16_t base_port);
+
+  const station_config* find_station(std::string_view name) const;
+  // The station an engine belongs to, or nullptr.
+  const station_config* station_of_engine(std::string_view engine) const;
+  const engine_config* find_engine(std::string_view name) const;
+};
+
+}  // namespace vodgrid

@@ -1,0 +1,79 @@
+// The HTTP/1.1 client daemons and consoles use to talk to each other: keep-alive connections pooled
+// per host, a deadline on every exchange, a size limit on every reply, no redirect following (the
+// console wants to see the director's 302s).
+// Threading: one client belongs to one executor; do not share it across threads.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/verb.hpp>
+
+#include "base/result.h"
+
+namespace vodgrid::net {
+
+struct client_options {
+  std::chrono::milliseconds connect_timeout{3'000};
+  std::chrono::milliseconds request_timeout{30'000};  // whole exchange: write + read
+  uint64_t max_body = 256ull << 20;                   // larger replies are cut with errc::too_large
+  size_t max_idle_per_host = 16;
+};
+
+struct client_response {
+  unsigned status = 0;
+  std::string body;
+  boost::beast::http::fields headers;
+  std::string header(std::string_view name) const;
+};
+
+struct parsed_url {
+  std::string host;
+  uint16_t port = 80;
+  std::string target;  // path and query, at least "/"
+  std::string origin() const;  // "http://host:port"
+};
+// Only http:// URLs with an explicit or default port; errc::invalid_argument otherwise.
+result<parsed_url> parse_http_url(std::string_view url);
+// Resolves `ref` (absolute, absolute-path or relative) against `base`, as a browser would.
+result<std::string> resolve_url(std::string_view base, std::string_view ref);
+
+class http_client {
+ public:
+  explicit http_client(boost::asio::any_io_executor ex, client_options opts = {});
+  ~http_client();
+  http_client(const http_client&) = delete;
+  http_client& operator=(const http_client&) = delete;
+
+  using header_list = std::vector<std::pair<std::string, std::string>>;
+  // One exchange. A transport failure on a pooled connection is retried once on a fresh one.
+  // Errors: errc::unavailable (connect failed), errc::timeout, errc::too_large,
+  // errc::protocol_error (a malformed reply). An HTTP error status is not an error here.
+  boost::asio::awaitable<result<client_response>> request(boost::beast::http::verb method,
+                                                          std::string url, std::string body = {},
+                                                          header_list headers = {});
+  boost::asio::awaitable<result<client_response>> get(std::string url) {
+    return request(boost::beast::http::verb::get, std::move(url));
+  }
+  // POST/PUT a JSON body with Content-Type application/json.
+  boost::asio::awaitable<result<client_response>> send_json(boost::beast::http::verb method,
+                                                            std::string url, std::string json);
+
+  const client_options& options() const { return opts_; }
+
+ private:
+  struct pool;
+  boost::asio::any_io_executor ex_;
+  client_options opts_;
+  std::unique_ptr<pool> pool_;
+};
+
+}  // namespace vodgrid::net

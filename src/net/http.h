@@ -1,0 +1,133 @@
+// The HTTP/1.1 server every daemon runs: Beast with C++20 coroutines, a router, JSON errors, file
+// bodies sent with sendfile(2), deadlines and size limits on every read, and a two-phase stop.
+// Threading: a server and its handlers run on one executor (the daemon's io_context thread); daemon
+// state touched by handlers therefore needs no lock unless other threads touch it too.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/json/value.hpp>
+
+#include "base/result.h"
+#include "net/metrics.h"
+
+namespace vodgrid::net {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+using request = http::request<http::string_body>;
+
+// A slice of an open file to send as the body; `owner` keeps the descriptor open until sent.
+struct file_slice {
+  std::shared_ptr<void> owner;
+  int fd = -1;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct reply {
+  http::status status = http::status::ok;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::optional<file_slice> file;  // when set, the body is this file slice (sendfile)
+  bool close = false;              // close the connection after this reply
+};
+
+// Maps an error onto its HTTP status with body {"error": "<errc>", "detail": "..."}.
+reply error_reply(const error& e);
+reply error_reply(http::status s, std::string_view code, std::string_view detail);
+reply json_reply(const boost::json::value& v, http::status s = http::status::ok);
+http::status status_of(errc e);
+
+// Parses a JSON object body; errc::invalid_argument with the parser's reason otherwise.
+result<boost::json::object> parse_json_object(std::string_view body);
+
+// What a handler sees of one request. Valid until the handler's coroutine completes.
+struct request_context {
+  request req;
+  tcp::endpoint remote;
+  std::string path;                          // the target without its query
+  std::vector<std::string> params;           // captured `{}` parts of the route pattern, in order
+  std::map<std::string, std::string> query;  // decoded query parameters (last one wins)
+  std::string_view query_param(const std::string& k) const;
+};
+
+// Handlers are called with a context owned by the connection's coroutine, which awaits them at once.
+using handler = std::function<asio::awaitable<reply>(request_context&)>;
+
+struct server_options {
+  std::chrono::milliseconds header_timeout{10'000};  // to receive a whole request header
+  std::chrono::milliseconds body_timeout{60'000};    // to receive a request body
+  std::chrono::milliseconds idle_timeout{60'000};    // keep-alive between requests
+  std::chrono::milliseconds write_timeout{60'000};   // per progress of a reply write
+  uint32_t header_limit = 8 * 1024;                  // bytes of request line + headers
+  uint64_t default_body_limit = 1 << 20;             // routes may raise it
+  uint32_t max_connections = 10'000;                 // beyond: accepted then closed at once
+};
+
+class http_server {
+ public:
+  http_server(asio::any_io_executor ex, std::string name, server_options opts = {});
+  ~http_server();
+
+  // A pattern is a path whose parts may be "{}" or "{}<suffix>" (e.g. "{}.ts"), each capturing
+  // a part (the suffix stripped). HEAD is routed to GET handlers; the body is then dropped.
+  void route(http::verb method, std::string pattern, handler h, uint64_t body_limit = 0);
+
+  // Binds and starts accepting; returns the bound port (useful with port 0).
+  result<uint16_t> listen(const std::string& host, uint16_t port);
+
+  // Two-phase stop: stop accepting and let idle connections go, then wait up to `drain` for
+  // requests in flight, then cut what remains. Completes when every connection is gone.
+  asio::awaitable<void> stop(std::chrono::milliseconds drain);
+
+  metrics_registry& metrics() { return metrics_; }
+  // Extra fields for /healthz (e.g. the daemon's role and name); called on each request.
+  void set_health(std::function<boost::json::object()> fn) { health_ = std::move(fn); }
+  size_t connections() const { return sessions_.size(); }
+
+ private:
+  struct route_entry {
+    http::verb method;
+    std::vector<std::string> parts;
+    handler h;
+    uint64_t body_limit;
+  };
+  struct session;
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> run_session(tcp::socket sock);
+  const route_entry* match(http::verb method, std::string_view path,
+                           std::vector<std::string>& params, bool& path_known) const;
+  asio::awaitable<reply> dispatch(request_context& ctx, const route_entry* r, bool path_known);
+
+  asio::any_io_executor ex_;
+  std::string name_;
+  server_options opts_;
+  tcp::acceptor acceptor_;
+  std::vector<route_entry> routes_;
+  std::list<session*> sessions_;
+  bool stopping_ = false;
+  metrics_registry metrics_;
+  std::function<boost::json::object()> health_;
+  metric_value* requests_total_[6]{};
+  metric_value* bytes_sent_ = nullptr;
+};
+
+}  // namespace vodgrid::net

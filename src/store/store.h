@@ -1,0 +1,113 @@
+// The segment store of one engine: segments kept as files over one or more data directories, each
+// directory an independent I/O channel with its own worker thread (claim 3). A segment counts as
+// held only once its bytes matched their SHA-256 and were made durable (temp file, fsync, rename,
+// fsync of the directory); a file left by a crash before the rename is never served.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include "base/ids.h"
+#include "base/result.h"
+#include "base/sha256.h"
+
+namespace vodgrid::store {
+
+// What the store knows of one held segment.
+struct segment_info {
+  segment_key key;
+  uint64_t size = 0;
+  sha256_digest sha256{};
+  uint32_t dir = 0;  // index into options::data_dirs
+};
+
+// File operations the store performs, behind an interface so that tests can inject faults (no
+// space, a failed fsync, a crash between write and rename). All paths are absolute.
+class file_ops {
+ public:
+  virtual ~file_ops() = default;
+  // Creates `path` exclusively and writes all of `data`; returns errc::no_space on ENOSPC.
+  virtual status write_file(const std::filesystem::path& path, std::string_view data) = 0;
+  virtual status fsync_file(const std::filesystem::path& path) = 0;
+  virtual status rename(const std::filesystem::path& from, const std::filesystem::path& to) = 0;
+  virtual status fsync_dir(const std::filesystem::path& dir) = 0;
+  virtual status remove(const std::filesystem::path& path) = 0;
+};
+std::unique_ptr<file_ops> posix_file_ops();
+
+struct options {
+  std::vector<std::filesystem::path> data_dirs;  // at least one; created if missing
+  uint64_t max_segment_bytes = 64 << 20;         // larger puts are refused with errc::too_large
+  bool verify_on_open = false;                    // re-hash every file when opening (slow)
+  std::shared_ptr<file_ops> fs;                   // null: posix_file_ops()
+};
+
+// An open file of a held segment, for sendfile. Owns the descriptor.
+class segment_file {
+ public:
+  segment_file(int fd, uint64_t size) : fd_(fd), size_(size) {}
+  segment_file(segment_file&& o) noexcept : fd_(std::exchange(o.fd_, -1)), size_(o.size_) {}
+  segment_file& operator=(segment_file&&) = delete;
+  segment_file(const segment_file&) = delete;
+  ~segment_file();
+  int fd() const { return fd_; }
+  uint64_t size() const { return size_; }
+
+ private:
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+struct dir_stats {
+  std::filesystem::path path;
+  uint64_t segments = 0;
+  uint64_t used_bytes = 0;
+  uint64_t free_bytes = 0;   // statvfs f_bavail * f_frsize
+  uint64_t total_bytes = 0;
+};
+
+// Thread-safety: every member may be called from any thread; the index is guarded by one mutex.
+// The awaitable members run their disk work on the chosen directory's worker and resume on the
+// caller's executor.
+class segment_store {
+ public:
+  // Creates missing directories, removes leftover temp files, and rebuilds the index from the
+  // files on disk (files whose name or size does not match are moved aside to <dir>/quarantine).
+  static result<std::unique_ptr<segment_store>> open(options opts);
+  ~segment_store();
+
+  // Stores `data` as `key` if its SHA-256 is `expected`; nothing is written on a mismatch
+  // (errc::digest_mismatch). Putting a segment already held with the same digest succeeds without
+  // writing; with another digest it is errc::conflict. The directory is the one with the most
+  // free space.
+  boost::asio::awaitable<result<segment_info>> put(segment_key key, std::string data,
+                                                   sha256_digest expected);
+  // Removes a held segment (errc::not_found if not held).
+  boost::asio::awaitable<status> remove(segment_key key);
+  // Asks the kernel to bring the segment into the page cache (posix_fadvise WILLNEED + readahead).
+  boost::asio::awaitable<status> preload(segment_key key);
+
+  std::optional<segment_info> find(const segment_key& key) const;
+  result<segment_file> open_segment(const segment_key& key) const;
+  std::vector<segment_info> list() const;
+  std::vector<dir_stats> stats() const;
+
+  // Called (from a worker thread, outside the lock) after a segment is added or removed.
+  using listener = std::function<void(const segment_info&, bool added)>;
+  void set_listener(listener l);
+
+ private:
+  struct impl;
+  explicit segment_store(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace vodgrid::store

@@ -1,0 +1,88 @@
+// Unit tests of base: names, segment indices, the grid configuration.
+#include <gtest/gtest.h>
+
+#include "base/config.h"
+#include "base/ids.h"
+
+namespace vodgrid {
+namespace {
+
+TEST(Names, AcceptOnlySafeCharacters) {
+  EXPECT_TRUE(program_id::parse("big_buck-bunny2"));
+  EXPECT_FALSE(program_id::parse(""));
+  EXPECT_FALSE(program_id::parse(".."));
+  EXPECT_FALSE(program_id::parse("%2e%2e"));
+  EXPECT_FALSE(program_id::parse("a/b"));
+  EXPECT_FALSE(program_id::parse("a\\b"));
+  EXPECT_FALSE(program_id::parse(std::string("a\0b", 3)));
+  EXPECT_FALSE(program_id::parse("-rf"));
+  EXPECT_FALSE(program_id::parse(std::string(65, 'a')));
+  EXPECT_TRUE(program_id::parse(std::string(64, 'a')));
+}
+
+TEST(SegmentIndex, ParsesCanonicalDecimalOnly) {
+  EXPECT_EQ(segment_index::parse("0")->v, 0u);
+  EXPECT_EQ(segment_index::parse("999999")->v, 999999u);
+  EXPECT_FALSE(segment_index::parse("1000000"));
+  EXPECT_FALSE(segment_index::parse("01"));
+  EXPECT_FALSE(segment_index::parse("-1"));
+  EXPECT_FALSE(segment_index::parse("1e3"));
+  EXPECT_FALSE(segment_index::parse("18446744073709551617"));
+  EXPECT_FALSE(segment_index::parse(""));
+}
+
+TEST(GridConfig, EmbeddedDefaultRoundTripsThroughToml) {
+  auto g = grid_config::embedded_default("/tmp/vg", 9700);
+  ASSERT_EQ(g.stations.size(), 1u);
+  EXPECT_EQ(g.stations[0].director.listen.port, 9720);
+  ASSERT_EQ(g.stations[0].engines.size(), 3u);
+  EXPECT_EQ(g.stations[0].engines[2].listen.port, 9723);
+  auto again = grid_config::parse(g.to_toml());
+  ASSERT_TRUE(again) << again.err().detail;
+  EXPECT_EQ(again->stations[0].engines[1].name.str(), "edge-2");
+  EXPECT_EQ(again->stations[0].engines[1].data_dirs.size(), 2u);
+  EXPECT_EQ(again->stations[0].engines[1].listen.port, 9722);
+  EXPECT_EQ(again->station_of_engine("edge-3")->name.str(), "edge");
+  EXPECT_EQ(again->find_engine("nope"), nullptr);
+}
+
+TEST(GridConfig, RejectsBrokenConfigsWithAReason) {
+  auto bad = [](std::string text) {
+    auto r = grid_config::parse(text);
+    EXPECT_FALSE(r) << text;
+    return r ? std::string() : r.err().detail;
+  };
+  EXPECT_NE(bad("this is = = not toml").find("line"), std::string::npos);
+  EXPECT_NE(bad("").find("no [[station]]"), std::string::npos);
+  std::string base = R"([[station]]
+name = "s"
+director = { listen = "127.0.0.1:9000", data_dir = "/tmp/x", copies = 1 }
+)";
+  EXPECT_NE(bad(base).find("engine"), std::string::npos);
+  EXPECT_NE(bad(base + R"([[station.engine]]
+name = "e1"
+listen = "127.0.0.1:9000"
+data_dirs = ["/tmp/e1"]
+)").find("used twice"), std::string::npos);
+  EXPECT_NE(bad(base + R"([[station.engine]]
+name = "../e1"
+listen = "127.0.0.1:9001"
+data_dirs = ["/tmp/e1"]
+)").find("name"), std::string::npos);
+  EXPECT_NE(bad(base + R"([[station.engine]]
+name = "e1"
+listen = "127.0.0.1:99999"
+data_dirs = ["/tmp/e1"]
+)").find("port"), std::string::npos);
+  auto ok = grid_config::parse(base + R"([[station.engine]]
+name = "e1"
+listen = "127.0.0.1:9001"
+data_dirs = ["/tmp/e1"]
+max_streams = 7
+)");
+  ASSERT_TRUE(ok) << ok.err().detail;
+  EXPECT_EQ(ok->stations[0].engines[0].max_streams, 7u);
+}
+
+}  // namespace
+}  // namespace vodgrid
