@@ -42,6 +42,8 @@ inline error make_error(errc code, std::string detail) { return error{code, std:
 template <class T>
 class [[nodiscard]] result {
  public:
+  // An unset result holds an internal error (Asio's futures need a default constructor).
+  result() : v_(error{errc::internal, "no result"}) {}
   result(T value) : v_(std::move(value)) {}      // NOLINT: implicit by design
   result(error e) : v_(std::move(e)) {}           // NOLINT
   bool has_value() const { return v_.index() == 0; }

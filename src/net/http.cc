@@ -13,7 +13,6 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
-#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 
@@ -65,18 +64,6 @@ reply json_reply(const json::value& v, http::status s) {
   r.body = json::serialize(v);
   r.body += '\n';
   return r;
-}
-
-result<json::object> parse_json_object(std::string_view body) {
-  boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
-  if (ec) {
-    return make_error(errc::invalid_argument, "malformed JSON: " + ec.message());
-  }
-  if (!v.is_object()) {
-    return make_error(errc::invalid_argument, "the body must be a JSON object");
-  }
-  return std::move(v.as_object());
 }
 
 std::string_view request_context::query_param(const std::string& k) const {

@@ -56,9 +56,6 @@ reply error_reply(http::status s, std::string_view code, std::string_view detail
 reply json_reply(const boost::json::value& v, http::status s = http::status::ok);
 http::status status_of(errc e);
 
-// Parses a JSON object body; errc::invalid_argument with the parser's reason otherwise.
-result<boost::json::object> parse_json_object(std::string_view body);
-
 // What a handler sees of one request. Valid until the handler's coroutine completes.
 struct request_context {
   request req;

@@ -1,0 +1,411 @@
+// JSON mapping of the wire types. Every decoder checks types, names, ranges and digests.
+#include "api/api.h"
+
+#include <boost/json/parse.hpp>
+#include <fmt/format.h>
+
+#include <cmath>
+
+namespace vodgrid::api {
+
+namespace json = boost::json;
+
+namespace {
+
+error bad(std::string_view field, std::string_view what) {
+  return make_error(errc::invalid_argument, fmt::format("'{}' {}", field, what));
+}
+
+result<std::string> get_string(const json::object& o, std::string_view k, size_t max = 4096) {
+  auto* v = o.if_contains(k);
+  if (!v || !v->is_string()) {
+    return bad(k, "must be a string");
+  }
+  if (v->as_string().size() > max) {
+    return bad(k, fmt::format("is longer than {} characters", max));
+  }
+  return std::string(v->as_string());
+}
+
+result<uint64_t> get_u64(const json::object& o, std::string_view k, bool required = true) {
+  auto* v = o.if_contains(k);
+  if (!v) {
+    if (required) {
+      return bad(k, "is missing");
+    }
+    return uint64_t{0};
+  }
+  if (v->is_uint64()) {
+    return v->as_uint64();
+  }
+  if (v->is_int64() && v->as_int64() >= 0) {
+    return static_cast<uint64_t>(v->as_int64());
+  }
+  return bad(k, "must be a non-negative integer");
+}
+
+result<bool> get_bool(const json::object& o, std::string_view k) {
+  auto* v = o.if_contains(k);
+  if (!v) {
+    return false;
+  }
+  if (!v->is_bool()) {
+    return bad(k, "must be true or false");
+  }
+  return v->as_bool();
+}
+
+template <class T>
+result<T> get_name(const json::object& o, std::string_view k) {
+  auto s = get_string(o, k, 64);
+  if (!s) {
+    return s.err();
+  }
+  auto n = T::parse(*s);
+  if (!n) {
+    return bad(k, "must be 1-64 characters of [A-Za-z0-9_-]");
+  }
+  return *n;
+}
+
+result<segment_index> get_index(const json::object& o, std::string_view k) {
+  auto v = get_u64(o, k);
+  if (!v) {
+    return v.err();
+  }
+  if (*v >= segment_index::max) {
+    return bad(k, "is out of range");
+  }
+  return segment_index{static_cast<uint32_t>(*v)};
+}
+
+result<sha256_digest> get_digest(const json::object& o, std::string_view k) {
+  auto s = get_string(o, k, 64);
+  if (!s) {
+    return s.err();
+  }
+  auto d = parse_sha256_hex(*s);
+  if (!d) {
+    return bad(k, "must be 64 hex digits");
+  }
+  return *d;
+}
+
+result<const json::array*> get_array(const json::object& o, std::string_view k, size_t max,
+                                     bool required = true) {
+  static const json::array empty;
+  auto* v = o.if_contains(k);
+  if (!v) {
+    if (required) {
+      return bad(k, "is missing");
+    }
+    return &empty;
+  }
+  if (!v->is_array()) {
+    return bad(k, "must be an array");
+  }
+  if (v->as_array().size() > max) {
+    return bad(k, fmt::format("has more than {} entries", max));
+  }
+  return &v->as_array();
+}
+
+result<segment_key> get_key(const json::object& o) {
+  auto p = get_name<program_id>(o, "program");
+  if (!p) return p.err();
+  auto i = get_index(o, "index");
+  if (!i) return i.err();
+  return segment_key{*p, *i};
+}
+
+constexpr size_t max_list = 4'000'000;  // entries in one inventory or manifest
+
+}  // namespace
+
+result<json::object> parse_object(std::string_view body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec) {
+    return make_error(errc::invalid_argument, "malformed JSON: " + ec.message());
+  }
+  if (!v.is_object()) {
+    return make_error(errc::invalid_argument, "the body must be a JSON object");
+  }
+  return std::move(v.as_object());
+}
+
+template <class T>
+result<T> decode(std::string_view body) {
+  auto o = parse_object(body);
+  if (!o) {
+    return o.err();
+  }
+  return from_json<T>(*o);
+}
+template result<heartbeat> decode<heartbeat>(std::string_view);
+template result<heartbeat_reply> decode<heartbeat_reply>(std::string_view);
+template result<program_manifest> decode<program_manifest>(std::string_view);
+template result<placement> decode<placement>(std::string_view);
+template result<fetch_order> decode<fetch_order>(std::string_view);
+template result<preload_order> decode<preload_order>(std::string_view);
+
+double program_manifest::duration() const {
+  double d = 0;
+  for (auto& s : segments) {
+    d += s.duration;
+  }
+  return d;
+}
+
+json::value to_json(const segment_ref& v) {
+  return json::object{{"program", v.key.program.str()},
+                      {"index", v.key.index.v},
+                      {"size", v.size},
+                      {"sha256", to_hex(v.sha256)}};
+}
+
+json::value to_json(const engine_load& v) {
+  return json::object{{"active_streams", v.active_streams},
+                      {"bytes_per_second", v.bytes_per_second},
+                      {"free_bytes", v.free_bytes},
+                      {"total_bytes", v.total_bytes},
+                      {"max_streams", v.max_streams},
+                      {"max_bytes_per_second", v.max_bytes_per_second}};
+}
+
+json::value to_json(const heartbeat& v) {
+  json::array added, removed;
+  for (auto& a : v.added) {
+    added.push_back(to_json(a));
+  }
+  for (auto& r : v.removed) {
+    removed.push_back(json::object{{"program", r.program.str()}, {"index", r.index.v}});
+  }
+  return json::object{{"engine", v.engine.str()}, {"url", v.url},     {"epoch", v.epoch},
+                      {"seq", v.seq},             {"full", v.full},   {"load", to_json(v.load)},
+                      {"added", added},           {"removed", removed}};
+}
+
+json::value to_json(const heartbeat_reply& v) { return json::object{{"resync", v.resync}}; }
+
+json::value to_json(const segment_entry& v) {
+  return json::object{{"index", v.index.v},
+                      {"duration", v.duration},
+                      {"size", v.size},
+                      {"sha256", to_hex(v.sha256)}};
+}
+
+json::value to_json(const program_manifest& v) {
+  json::array segs;
+  for (auto& s : v.segments) {
+    segs.push_back(to_json(s));
+  }
+  return json::object{{"id", v.id.str()},
+                      {"title", v.title},
+                      {"state", v.state},
+                      {"duration", v.duration()},
+                      {"segments", segs}};
+}
+
+json::value to_json(const placement& v) {
+  json::array targets;
+  for (auto& t : v.targets) {
+    json::array engines;
+    for (auto& e : t) {
+      engines.push_back(json::object{{"name", e.name.str()}, {"url", e.url}});
+    }
+    targets.push_back(engines);
+  }
+  return json::object{{"targets", targets}};
+}
+
+json::value to_json(const fetch_order& v) {
+  return json::object{{"program", v.key.program.str()},
+                      {"index", v.key.index.v},
+                      {"sha256", to_hex(v.sha256)},
+                      {"size", v.size},
+                      {"source", v.source}};
+}
+
+json::value to_json(const preload_order& v) {
+  return json::object{{"program", v.key.program.str()}, {"index", v.key.index.v}};
+}
+
+template <>
+result<heartbeat> from_json<heartbeat>(const json::object& o) {
+  heartbeat h;
+  auto e = get_name<engine_id>(o, "engine");
+  if (!e) return e.err();
+  h.engine = *e;
+  auto url = get_string(o, "url", 256);
+  if (!url) return url.err();
+  h.url = *url;
+  auto epoch = get_u64(o, "epoch");
+  if (!epoch) return epoch.err();
+  h.epoch = *epoch;
+  auto seq = get_u64(o, "seq");
+  if (!seq) return seq.err();
+  h.seq = *seq;
+  auto full = get_bool(o, "full");
+  if (!full) return full.err();
+  h.full = *full;
+  auto* lv = o.if_contains("load");
+  if (!lv || !lv->is_object()) {
+    return bad("load", "must be an object");
+  }
+  auto& lo = lv->as_object();
+  auto as = get_u64(lo, "active_streams");
+  if (!as) return as.err();
+  auto bps = get_u64(lo, "bytes_per_second", false);
+  if (!bps) return bps.err();
+  auto fb = get_u64(lo, "free_bytes", false);
+  if (!fb) return fb.err();
+  auto tb = get_u64(lo, "total_bytes", false);
+  if (!tb) return tb.err();
+  auto ms = get_u64(lo, "max_streams");
+  if (!ms) return ms.err();
+  auto mb = get_u64(lo, "max_bytes_per_second", false);
+  if (!mb) return mb.err();
+  if (*as > UINT32_MAX || *ms > UINT32_MAX) {
+    return bad("load", "has an out-of-range stream count");
+  }
+  h.load = {static_cast<uint32_t>(*as), *bps, *fb, *tb, static_cast<uint32_t>(*ms), *mb};
+  auto added = get_array(o, "added", max_list, false);
+  if (!added) return added.err();
+  for (auto& a : **added) {
+    if (!a.is_object()) {
+      return bad("added", "entries must be objects");
+    }
+    auto k = get_key(a.as_object());
+    if (!k) return k.err();
+    auto size = get_u64(a.as_object(), "size");
+    if (!size) return size.err();
+    auto d = get_digest(a.as_object(), "sha256");
+    if (!d) return d.err();
+    h.added.push_back({*k, *size, *d});
+  }
+  auto removed = get_array(o, "removed", max_list, false);
+  if (!removed) return removed.err();
+  for (auto& r : **removed) {
+    if (!r.is_object()) {
+      return bad("removed", "entries must be objects");
+    }
+    auto k = get_key(r.as_object());
+    if (!k) return k.err();
+    h.removed.push_back(*k);
+  }
+  return h;
+}
+
+template <>
+result<heartbeat_reply> from_json<heartbeat_reply>(const json::object& o) {
+  auto r = get_bool(o, "resync");
+  if (!r) return r.err();
+  return heartbeat_reply{*r};
+}
+
+template <>
+result<program_manifest> from_json<program_manifest>(const json::object& o) {
+  program_manifest m;
+  auto id = get_name<program_id>(o, "id");
+  if (!id) return id.err();
+  m.id = *id;
+  auto title = get_string(o, "title", 512);
+  if (!title) return title.err();
+  m.title = *title;
+  if (o.contains("state")) {
+    auto st = get_string(o, "state", 32);
+    if (!st) return st.err();
+    m.state = *st;
+  }
+  auto segs = get_array(o, "segments", segment_index::max);
+  if (!segs) return segs.err();
+  if ((*segs)->empty()) {
+    return bad("segments", "must not be empty");
+  }
+  uint32_t expect = 0;
+  for (auto& sv : **segs) {
+    if (!sv.is_object()) {
+      return bad("segments", "entries must be objects");
+    }
+    auto& so = sv.as_object();
+    segment_entry e;
+    auto idx = get_index(so, "index");
+    if (!idx) return idx.err();
+    if (idx->v != expect++) {
+      return bad("segments", "must list indices 0, 1, 2, ... in order");
+    }
+    e.index = *idx;
+    auto* dv = so.if_contains("duration");
+    if (!dv || !(dv->is_double() || dv->is_int64() || dv->is_uint64())) {
+      return bad("duration", "must be a number");
+    }
+    e.duration = dv->to_number<double>();
+    if (!(e.duration > 0) || e.duration > 3600 || std::isnan(e.duration)) {
+      return bad("duration", "must be in (0, 3600] seconds");
+    }
+    auto size = get_u64(so, "size");
+    if (!size) return size.err();
+    if (*size == 0) {
+      return bad("size", "must be positive");
+    }
+    e.size = *size;
+    auto d = get_digest(so, "sha256");
+    if (!d) return d.err();
+    e.sha256 = *d;
+    m.segments.push_back(e);
+  }
+  return m;
+}
+
+template <>
+result<placement> from_json<placement>(const json::object& o) {
+  placement p;
+  auto targets = get_array(o, "targets", segment_index::max);
+  if (!targets) return targets.err();
+  for (auto& t : **targets) {
+    if (!t.is_array()) {
+      return bad("targets", "entries must be arrays");
+    }
+    std::vector<engine_ref> engines;
+    for (auto& e : t.as_array()) {
+      if (!e.is_object()) {
+        return bad("targets", "engines must be objects");
+      }
+      auto name = get_name<engine_id>(e.as_object(), "name");
+      if (!name) return name.err();
+      auto url = get_string(e.as_object(), "url", 256);
+      if (!url) return url.err();
+      engines.push_back({*name, *url});
+    }
+    p.targets.push_back(std::move(engines));
+  }
+  return p;
+}
+
+template <>
+result<fetch_order> from_json<fetch_order>(const json::object& o) {
+  fetch_order f;
+  auto k = get_key(o);
+  if (!k) return k.err();
+  f.key = *k;
+  auto d = get_digest(o, "sha256");
+  if (!d) return d.err();
+  f.sha256 = *d;
+  auto size = get_u64(o, "size", false);
+  if (!size) return size.err();
+  f.size = *size;
+  auto src = get_string(o, "source", 2048);
+  if (!src) return src.err();
+  f.source = *src;
+  return f;
+}
+
+template <>
+result<preload_order> from_json<preload_order>(const json::object& o) {
+  auto k = get_key(o);
+  if (!k) return k.err();
+  return preload_order{*k};
+}
+
+}  // namespace vodgrid::api

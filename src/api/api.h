@@ -1,0 +1,128 @@
+// The request and reply types that cross the wire between daemons and consoles, with their JSON
+// mapping: one place per type. Decoders validate everything (names, indices, digests, ranges) and
+// return errc::invalid_argument with the field at fault.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+
+#include "base/ids.h"
+#include "base/result.h"
+#include "base/sha256.h"
+
+namespace vodgrid::api {
+
+// HTTP header carrying a segment's SHA-256 (hex) on PUT and on every segment reply.
+inline constexpr const char* sha256_header = "X-Vodgrid-Sha256";
+// HTTP header naming the engine that served a segment.
+inline constexpr const char* engine_header = "X-Vodgrid-Engine";
+
+struct segment_ref {  // one held segment copy
+  segment_key key;
+  uint64_t size = 0;
+  sha256_digest sha256{};
+};
+
+struct engine_load {
+  uint32_t active_streams = 0;
+  uint64_t bytes_per_second = 0;  // sent, averaged over the last heartbeat interval
+  uint64_t free_bytes = 0;
+  uint64_t total_bytes = 0;
+  uint32_t max_streams = 0;
+  uint64_t max_bytes_per_second = 0;  // 0: unlimited
+};
+
+// POST /v1/engines/{name}/heartbeat (engine → director). `full` carries the whole inventory in
+// `added` and replaces what the director knew; otherwise `added`/`removed` are changes since
+// heartbeat `seq - 1` of the same `epoch` (one per engine process start).
+struct heartbeat {
+  engine_id engine;
+  std::string url;
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  bool full = false;
+  engine_load load;
+  std::vector<segment_ref> added;
+  std::vector<segment_key> removed;
+};
+// The director's answer: resync asks for a full heartbeat next.
+struct heartbeat_reply {
+  bool resync = false;
+};
+
+struct segment_entry {
+  segment_index index;
+  double duration = 0;  // seconds
+  uint64_t size = 0;
+  sha256_digest sha256{};
+};
+
+// A program as the station knows it: POST /v1/programs (loader → director), GET /v1/programs/{id}.
+struct program_manifest {
+  program_id id;
+  std::string title;
+  std::string state;  // "loading" | "ready" (set by the director)
+  std::vector<segment_entry> segments;  // indices 0..n-1 in order
+  double duration() const;
+};
+
+struct engine_ref {
+  engine_id name;
+  std::string url;
+};
+
+// Reply to POST /v1/programs: which engines must receive each segment.
+struct placement {
+  std::vector<std::vector<engine_ref>> targets;  // targets[i]: engines for segment i
+};
+
+// POST /v1/orders/fetch (director or loader → engine): copy a segment from `source` (a URL).
+struct fetch_order {
+  segment_key key;
+  sha256_digest sha256{};
+  uint64_t size = 0;
+  std::string source;
+};
+
+// POST /v1/orders/preload (director → engine).
+struct preload_order {
+  segment_key key;
+};
+
+boost::json::value to_json(const segment_ref& v);
+boost::json::value to_json(const engine_load& v);
+boost::json::value to_json(const heartbeat& v);
+boost::json::value to_json(const heartbeat_reply& v);
+boost::json::value to_json(const segment_entry& v);
+boost::json::value to_json(const program_manifest& v);
+boost::json::value to_json(const placement& v);
+boost::json::value to_json(const fetch_order& v);
+boost::json::value to_json(const preload_order& v);
+
+template <class T>
+result<T> from_json(const boost::json::object& o);
+template <>
+result<heartbeat> from_json<heartbeat>(const boost::json::object& o);
+template <>
+result<heartbeat_reply> from_json<heartbeat_reply>(const boost::json::object& o);
+template <>
+result<program_manifest> from_json<program_manifest>(const boost::json::object& o);
+template <>
+result<placement> from_json<placement>(const boost::json::object& o);
+template <>
+result<fetch_order> from_json<fetch_order>(const boost::json::object& o);
+template <>
+result<preload_order> from_json<preload_order>(const boost::json::object& o);
+
+// Parses a JSON object body; errc::invalid_argument with the parser's reason otherwise.
+result<boost::json::object> parse_object(std::string_view body);
+
+// Parses a body and decodes it: the common path of every handler and client.
+template <class T>
+result<T> decode(std::string_view body);
+
+}  // namespace vodgrid::api

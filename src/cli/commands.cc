@@ -1,0 +1,323 @@
+// The operator's and viewer's commands: up, demo, ingest, programs, status, play.
+#include "cli/commands.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
+#include "api/api.h"
+#include "base/log.h"
+#include "base/process.h"
+#include "cli/grid.h"
+#include "cli/sync.h"
+#include "console/player.h"
+#include "director/loader.h"
+#include "net/client.h"
+
+namespace vodgrid::cli {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+namespace {
+
+int fail(std::string_view cmd, std::string_view why) {
+  std::cerr << "vodgrid " << cmd << ": " << why << "\n";
+  return 1;
+}
+
+result<grid_config> grid_from(const grid_options& o) {
+  if (!o.config.empty()) {
+    return grid_config::load(o.config);
+  }
+  if (o.base_port < 1024 || o.base_port > 65000) {
+    return make_error(errc::invalid_argument, "--base-port must be within 1024..65000");
+  }
+  return grid_config::embedded_default(std::filesystem::absolute(o.data), o.base_port);
+}
+
+volatile sig_atomic_t interrupted = 0;
+void on_signal(int) { interrupted = 1; }
+
+asio::awaitable<result<net::client_response>> get_json(std::string url) {
+  net::http_client client(co_await asio::this_coro::executor);
+  co_return co_await client.get(std::move(url));
+}
+
+result<json::object> fetch_object(const std::string& url) {
+  asio::io_context io;
+  auto r = run_sync(io, get_json(url));
+  if (!r) {
+    return r.err();
+  }
+  if (r->status != 200) {
+    return make_error(errc::unavailable, fmt::format("{} answered {}: {}", url, r->status, r->body));
+  }
+  return api::parse_object(r->body);
+}
+
+asio::awaitable<result<api::program_manifest>> load(director::load_request req) {
+  net::client_options co;
+  co.request_timeout = std::chrono::seconds(60);
+  net::http_client client(co_await asio::this_coro::executor, co);
+  co_return co_await director::load_program(client, std::move(req));
+}
+
+result<api::program_manifest> ingest(const ingest_options& o, bool quiet) {
+  auto id = program_id::parse(o.id.empty() ? id_from_title(o.title) : o.id);
+  if (!id) {
+    return make_error(errc::invalid_argument,
+                      fmt::format("bad program id '{}': use 1-64 characters of [A-Za-z0-9_-]", o.id));
+  }
+  if (o.title.empty()) {
+    return make_error(errc::invalid_argument, "--title must not be empty");
+  }
+  bool tty = ::isatty(2);
+  director::load_request req{grid_url(o.grid), *id, o.title, o.source, nullptr};
+  if (!quiet) {
+    req.progress = [tty](size_t done, size_t total) {
+      if (tty) {
+        int width = 30;
+        int filled = static_cast<int>(width * done / total);
+        std::cerr << fmt::format("\r[{}{}] {}/{} segments", std::string(filled, '#'),
+                                 std::string(width - filled, ' '), done, total)
+                  << (done == total ? "\n" : "") << std::flush;
+      } else if (done == total || done % 10 == 0) {
+        std::cerr << fmt::format("loaded {}/{} segments\n", done, total);
+      }
+    };
+  }
+  asio::io_context io;
+  return run_sync(io, load(std::move(req)));
+}
+
+asio::awaitable<console::play_report> play_async(console::play_options o) {
+  co_return co_await console::play(std::move(o));
+}
+
+// The sample program of the demo: 12 s of test pattern and tone, H.264/AAC in 2 s MPEG-TS segments,
+// made once with the ffmpeg command line.
+result<std::filesystem::path> make_sample(const std::filesystem::path& dir) {
+  auto playlist = dir / "index.m3u8";
+  std::error_code ec;
+  if (std::filesystem::exists(playlist, ec)) {
+    return playlist;
+  }
+  std::filesystem::create_directories(dir, ec);
+  std::string ffmpeg = "/usr/bin/ffmpeg";
+  if (!std::filesystem::exists(ffmpeg, ec)) {
+    return make_error(errc::not_found, "ffmpeg is not installed (make demo installs it)");
+  }
+  auto p = child_process::spawn(
+      {ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+       "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+       "-t", "12", "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-keyint_min", "50",
+       "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-f", "hls",
+       "-hls_time", "2", "-hls_playlist_type", "vod", "-hls_segment_filename",
+       (dir / "seg%03d.ts").string(), playlist.string()},
+      dir / "ffmpeg.log");
+  if (!p) {
+    return p.err();
+  }
+  auto st = p->wait(std::chrono::minutes(2));
+  if (!st || *st != 0) {
+    return make_error(errc::io_error, fmt::format("ffmpeg failed to make the sample (see {})",
+                                                  (dir / "ffmpeg.log").string()));
+  }
+  return playlist;
+}
+
+}  // namespace
+
+std::string grid_url(const std::string& flag) {
+  if (!flag.empty()) {
+    return flag;
+  }
+  if (const char* env = std::getenv("VODGRID_GRID"); env && *env) {
+    return env;
+  }
+  return "http://127.0.0.1:8720";
+}
+
+std::string id_from_title(const std::string& title) {
+  std::string id;
+  for (char c : title) {
+    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
+      id += c;
+    } else if (c >= 'A' && c <= 'Z') {
+      id += static_cast<char>(c - 'A' + 'a');
+    } else if (!id.empty() && id.back() != '-') {
+      id += '-';
+    }
+    if (id.size() == 64) {
+      break;
+    }
+  }
+  while (!id.empty() && id.back() == '-') {
+    id.pop_back();
+  }
+  return id;
+}
+
+int run_up(const grid_options& o) {
+  auto grid = grid_from(o);
+  if (!grid) {
+    return fail("up", grid.err().detail);
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  auto g = local_grid::start(*grid, o.data, std::chrono::seconds(20));
+  if (!g) {
+    return fail("up", g.err().detail);
+  }
+  std::cout << "ready\n";
+  for (auto& s : grid->stations) {
+    std::cout << fmt::format("station {}: director {}  engines", s.name.str(), s.director.listen.url());
+    for (auto& e : s.engines) {
+      std::cout << " " << e.name.str() << "=" << e.listen.url();
+    }
+    std::cout << "\n";
+    std::cout << fmt::format("viewer URL: {}/v1/programs/<id>/index.m3u8\n", s.director.listen.url());
+  }
+  std::cout << fmt::format("logs: {}\n", g->log_dir().string()) << std::flush;
+  while (!interrupted) {
+    for (auto& gone : g->reap()) {
+      std::cerr << "vodgrid up: " << gone << "\n";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::cerr << "vodgrid up: stopping\n";
+  g->stop();
+  return 0;
+}
+
+int run_demo(const demo_options& o) {
+  auto grid = grid_from(o.grid);
+  if (!grid) {
+    return fail("demo", grid.err().detail);
+  }
+  auto sample = make_sample(std::filesystem::absolute(o.grid.data) / "sample");
+  if (!sample) {
+    return fail("demo", sample.err().detail);
+  }
+  std::cout << "starting the grid...\n" << std::flush;
+  auto g = local_grid::start(*grid, o.grid.data, std::chrono::seconds(20));
+  if (!g) {
+    return fail("demo", g.err().detail);
+  }
+  std::cout << "ready\n";
+  std::string director = g->director_url();
+  auto existing = fetch_object(director + "/v1/programs/demo");
+  if (!existing || !existing->contains("state") || existing->at("state").as_string() != "ready") {
+    if (existing) {  // a half-loaded program from an interrupted run: start over
+      asio::io_context io;
+      net::http_client c(io.get_executor());
+      run_sync(io, c.request(boost::beast::http::verb::delete_, director + "/v1/programs/demo"));
+    }
+    ingest_options in{director, sample->parent_path().string(), "vodgrid demo", "demo"};
+    auto m = ingest(in, false);
+    if (!m) {
+      return fail("demo", "ingest: " + m.err().detail);
+    }
+    std::cout << fmt::format("ingested program demo: {} segments, {:.1f} s\n", m->segments.size(), m->duration());
+  }
+  std::string url = director + "/v1/programs/demo/index.m3u8";
+  std::cout << fmt::format("playing {} with {} viewers{}\n", url, o.viewers, o.realtime ? " in real time" : "")
+            << std::flush;
+  console::play_options po;
+  po.url = url;
+  po.viewers = o.viewers;
+  po.realtime = o.realtime;
+  asio::io_context io;
+  auto report = run_sync(io, play_async(po));
+  std::cout << report.to_text();
+  std::cout << fmt::format("watch it yourself while a grid runs (vodgrid up): ffplay {}  |  vlc {}  |  mpv {}\n",
+                           url, url, url);
+  g->stop();
+  return report.ok() ? 0 : 1;
+}
+
+int run_ingest(const ingest_options& o) {
+  auto m = ingest(o, false);
+  if (!m) {
+    return fail("ingest", m.err().detail);
+  }
+  std::cout << fmt::format("program {} ready: {} segments, {:.1f} s\nviewer URL: {}/v1/programs/{}/index.m3u8\n",
+                           m->id.str(), m->segments.size(), m->duration(), grid_url(o.grid), m->id.str());
+  return 0;
+}
+
+int run_programs(const std::string& grid) {
+  auto o = fetch_object(grid_url(grid) + "/v1/programs");
+  if (!o) {
+    return fail("programs", o.err().detail);
+  }
+  std::cout << fmt::format("{:<24} {:<8} {:>8} {:>10}  {}\n", "ID", "STATE", "SEGMENTS", "SECONDS", "TITLE");
+  for (auto& p : o->at("programs").as_array()) {
+    auto& po = p.as_object();
+    std::cout << fmt::format("{:<24} {:<8} {:>8} {:>10.1f}  {}\n", std::string(po.at("id").as_string()),
+                             std::string(po.at("state").as_string()), po.at("segments").to_number<uint64_t>(),
+                             po.at("duration").to_number<double>(), std::string(po.at("title").as_string()));
+  }
+  return 0;
+}
+
+int run_status(const std::string& grid) {
+  auto o = fetch_object(grid_url(grid) + "/v1/engines");
+  if (!o) {
+    return fail("status", o.err().detail);
+  }
+  std::cout << fmt::format("station {} (director {})\n", std::string(o->at("station").as_string()), grid_url(grid));
+  std::cout << fmt::format("{:<16} {:<5} {:>9} {:>8} {:>12} {:>12}  {}\n", "ENGINE", "UP", "SEGMENTS",
+                           "STREAMS", "BYTES/S", "FREE GB", "URL");
+  for (auto& e : o->at("engines").as_array()) {
+    auto& eo = e.as_object();
+    auto& load = eo.at("load").as_object();
+    std::cout << fmt::format("{:<16} {:<5} {:>9} {:>4}/{:<4} {:>12} {:>12.1f}  {}\n",
+                             std::string(eo.at("name").as_string()), eo.at("up").as_bool() ? "yes" : "NO",
+                             eo.at("segments").to_number<uint64_t>(),
+                             load.at("active_streams").to_number<uint64_t>(),
+                             load.at("max_streams").to_number<uint64_t>(),
+                             load.at("bytes_per_second").to_number<uint64_t>(),
+                             load.at("free_bytes").to_number<double>() / 1e9,
+                             std::string(eo.at("url").as_string()));
+  }
+  return 0;
+}
+
+int run_play(const play_cli_options& o) {
+  if (auto u = net::parse_http_url(o.url); !u) {
+    return fail("play", u.err().detail);
+  }
+  if (o.viewers < 1 || o.viewers > 10000) {
+    return fail("play", "--viewers must be within 1..10000");
+  }
+  console::play_options po;
+  po.url = o.url;
+  po.token = o.token;
+  po.viewers = o.viewers;
+  po.realtime = o.realtime;
+  po.verify = o.verify;
+  asio::io_context io;
+  auto report = run_sync(io, play_async(po));
+  if (o.json) {
+    std::cout << json::serialize(report.to_json()) << "\n";
+  } else {
+    std::cout << report.to_text();
+  }
+  if (!report.ok()) {
+    std::cerr << "vodgrid play: " << (report.errors.empty() ? "some segments failed" : report.errors.front()) << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace vodgrid::cli

@@ -1,0 +1,57 @@
+// The subcommands of `vodgrid`, each a function that returns the process exit code. main.cc parses
+// the command line (CLI11) and calls one of these; each prints one line on stderr on failure.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "base/config.h"
+
+namespace vodgrid::cli {
+
+// Daemons: run until SIGINT/SIGTERM, then stop in two phases.
+int run_engine(const std::filesystem::path& config, const std::string& name);
+int run_director(const std::filesystem::path& config, const std::string& name);
+
+struct grid_options {
+  std::filesystem::path config;  // empty: the embedded default
+  std::filesystem::path data = "vodgrid-data";
+  uint16_t base_port = 8700;
+};
+int run_up(const grid_options& opts);
+
+struct demo_options {
+  grid_options grid;
+  uint32_t viewers = 4;
+  bool realtime = false;
+};
+int run_demo(const demo_options& opts);
+
+struct ingest_options {
+  std::string grid;  // the director's URL
+  std::string source;
+  std::string title;
+  std::string id;  // empty: made from the title
+};
+int run_ingest(const ingest_options& opts);
+int run_programs(const std::string& grid);
+int run_status(const std::string& grid);
+
+struct play_cli_options {
+  std::string url;
+  std::string token;
+  uint32_t viewers = 1;
+  bool realtime = false;
+  bool verify = true;
+  bool json = false;
+};
+int run_play(const play_cli_options& opts);
+
+// The grid URL from --grid, else VODGRID_GRID, else the embedded grid's director on this machine.
+std::string grid_url(const std::string& flag);
+// A program id from a title: lowercase letters, digits and '-', at most 64.
+std::string id_from_title(const std::string& title);
+
+}  // namespace vodgrid::cli

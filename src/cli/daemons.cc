@@ -1,0 +1,71 @@
+// `vodgrid engine` and `vodgrid director`: load the grid config, start the daemon, stop it in two
+// phases on SIGINT or SIGTERM.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <fmt/format.h>
+
+#include <csignal>
+#include <iostream>
+
+#include "base/log.h"
+#include "cli/commands.h"
+#include "director/director.h"
+#include "engine/engine.h"
+
+namespace vodgrid::cli {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr std::chrono::milliseconds drain{5'000};
+
+template <class Daemon>
+asio::awaitable<void> stop_then_quit(Daemon& d, asio::io_context& io) {
+  co_await d.stop(drain);
+  io.stop();
+}
+
+template <class Daemon, class Id>
+int run_daemon(const std::filesystem::path& config, const std::string& name, std::string_view role) {
+  std::signal(SIGPIPE, SIG_IGN);
+  auto grid = grid_config::load(config);
+  if (!grid) {
+    std::cerr << "vodgrid " << role << ": " << grid.err().detail << "\n";
+    return 2;
+  }
+  auto id = Id::parse(name);
+  if (!id) {
+    std::cerr << "vodgrid " << role << ": bad name '" << name << "'\n";
+    return 2;
+  }
+  log::init(grid->log_level, fmt::format("{}", name));
+  asio::io_context io(1);
+  Daemon d(io, *grid, *id);
+  if (auto st = d.start(); !st) {
+    std::cerr << "vodgrid " << role << " " << name << ": " << st.err().detail << "\n";
+    return 1;
+  }
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int) {
+    if (!ec) {
+      asio::co_spawn(io, stop_then_quit(d, io), asio::detached);
+    }
+  });
+  io.run();
+  return 0;
+}
+
+}  // namespace
+
+int run_engine(const std::filesystem::path& config, const std::string& name) {
+  return run_daemon<engine::engine_daemon, engine_id>(config, name, "engine");
+}
+
+int run_director(const std::filesystem::path& config, const std::string& name) {
+  return run_daemon<director::director_daemon, station_id>(config, name, "director");
+}
+
+}  // namespace vodgrid::cli

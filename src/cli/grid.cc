@@ -1,0 +1,122 @@
+#include "cli/grid.h"
+
+#include <csignal>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+
+#include "base/fs.h"
+#include "cli/sync.h"
+#include "net/client.h"
+
+namespace vodgrid::cli {
+
+namespace asio = boost::asio;
+
+namespace {
+
+asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds timeout) {
+  auto ex = co_await asio::this_coro::executor;
+  net::client_options co;
+  co.connect_timeout = std::chrono::milliseconds(500);
+  co.request_timeout = std::chrono::milliseconds(1000);
+  net::http_client client(ex, co);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  asio::steady_timer t(ex);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = co_await client.get(url + "/healthz");
+    if (r && r->status == 200) {
+      co_return true;
+    }
+    t.expires_after(std::chrono::milliseconds(50));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  co_return false;
+}
+
+}  // namespace
+
+bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout) {
+  asio::io_context io;
+  return run_sync(io, poll_health(url, timeout));
+}
+
+result<local_grid> local_grid::start(const grid_config& grid, const std::filesystem::path& data,
+                                     std::chrono::milliseconds timeout) {
+  local_grid g;
+  g.grid_ = grid;
+  std::error_code ec;
+  auto abs = std::filesystem::absolute(data, ec);
+  g.logs_ = abs / "logs";
+  std::filesystem::create_directories(g.logs_, ec);
+  if (ec) {
+    return make_error(errc::io_error, fmt::format("cannot create {}: {}", g.logs_.string(), ec.message()));
+  }
+  auto config_file = abs / "grid.toml";
+  if (auto st = write_file_durably(config_file, grid.to_toml()); !st) {
+    return st.err();
+  }
+  auto exe = self_executable().string();
+  auto launch = [&](std::string role, std::string name, std::string url) -> status {
+    auto p = child_process::spawn({exe, role, "--config", config_file.string(), "--name", name},
+                                  g.logs_ / (name + ".log"));
+    if (!p) {
+      return p.err();
+    }
+    g.daemons_.push_back({role, name, url, std::move(*p)});
+    return {};
+  };
+  for (auto& s : grid.stations) {
+    if (auto st = launch("director", s.name.str(), s.director.listen.url()); !st) {
+      return st.err();
+    }
+    for (auto& e : s.engines) {
+      if (auto st = launch("engine", e.name.str(), e.listen.url()); !st) {
+        return st.err();
+      }
+    }
+  }
+  for (auto& d : g.daemons_) {
+    if (!wait_healthy(d.url, timeout)) {
+      std::string why = d.process.running() ? "does not answer /healthz" : "exited";
+      g.stop(std::chrono::seconds(2));
+      return make_error(errc::unavailable, fmt::format("{} {} {} (see {})", d.role, d.name, why,
+                                                       (g.logs_ / (d.name + ".log")).string()));
+    }
+  }
+  return g;
+}
+
+local_grid::~local_grid() { stop(std::chrono::seconds(5)); }
+
+void local_grid::stop(std::chrono::milliseconds grace) {
+  // Engines first, so that the director does not see them vanish one by one while it drains.
+  for (auto it = daemons_.rbegin(); it != daemons_.rend(); ++it) {
+    it->process.signal(SIGTERM);
+  }
+  for (auto it = daemons_.rbegin(); it != daemons_.rend(); ++it) {
+    it->process.stop(grace);
+  }
+  daemons_.clear();
+}
+
+std::vector<std::string> local_grid::reap() {
+  std::vector<std::string> gone;
+  for (auto& d : daemons_) {
+    if (d.process.pid() > 0 && !d.process.running()) {
+      auto st = d.process.wait(std::chrono::milliseconds(0));
+      gone.push_back(fmt::format("{} {} exited (status {})", d.role, d.name, st.value_or(-1)));
+      d.process = child_process();
+    }
+  }
+  return gone;
+}
+
+std::string local_grid::director_url(size_t station) const {
+  return grid_.stations.at(station).director.listen.url();
+}
+
+}  // namespace vodgrid::cli

@@ -1,0 +1,51 @@
+// The local grid launcher behind `vodgrid up` and `vodgrid demo`: each daemon of a grid config runs
+// as its own child process (a chassis of blades, claim 6), logs under DATA/logs, and the grid counts
+// as ready once every daemon answers /healthz.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "base/config.h"
+#include "base/process.h"
+#include "base/result.h"
+
+namespace vodgrid::cli {
+
+class local_grid {
+ public:
+  struct daemon {
+    std::string role;  // "director" | "engine"
+    std::string name;
+    std::string url;
+    child_process process;
+  };
+
+  // Writes the config to DATA/grid.toml, starts every daemon, waits up to `timeout` for health.
+  static result<local_grid> start(const grid_config& grid, const std::filesystem::path& data,
+                                   std::chrono::milliseconds timeout);
+  local_grid(local_grid&&) = default;
+  ~local_grid();
+
+  // SIGTERM to every daemon (engines first), SIGKILL after `grace`.
+  void stop(std::chrono::milliseconds grace = std::chrono::seconds(10));
+  // Daemons that exited since the last call, as "role name (status N)".
+  std::vector<std::string> reap();
+
+  const grid_config& config() const { return grid_; }
+  const std::filesystem::path& log_dir() const { return logs_; }
+  std::string director_url(size_t station = 0) const;
+
+ private:
+  local_grid() = default;
+  grid_config grid_;
+  std::filesystem::path logs_;
+  std::vector<daemon> daemons_;
+};
+
+// Waits until GET url/healthz answers 200; false on timeout.
+bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout);
+
+}  // namespace vodgrid::cli

@@ -1,0 +1,262 @@
+#include "console/player.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/object.hpp>
+#include <fmt/format.h>
+
+#include <memory>
+
+#include "api/api.h"
+#include "api/hls.h"
+#include "base/sha256.h"
+#include "net/client.h"
+
+namespace vodgrid::console {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+namespace json = boost::json;
+using steady = std::chrono::steady_clock;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+std::string play_report::to_text() const {
+  std::string out = fmt::format(
+      "viewers {}  segments {}  failed {}  bytes {}  retries {}  stalls {}  digest mismatches {}  "
+      "wall {:.2f} s  media {:.2f} s per viewer\n",
+      viewers, segments, segments_failed, bytes, retries, stalls, digest_mismatches, seconds,
+      media_seconds);
+  out += "engines:";
+  for (auto& [e, n] : engines) {
+    out += fmt::format(" {}={}", e, n);
+  }
+  out += "\n";
+  for (auto& e : errors) {
+    out += "error: " + e + "\n";
+  }
+  out += ok() ? "result: ok\n" : "result: FAILED\n";
+  return out;
+}
+
+json::value play_report::to_json() const {
+  json::object eng;
+  for (auto& [e, n] : engines) {
+    eng[e] = n;
+  }
+  json::array errs;
+  for (auto& e : errors) {
+    errs.push_back(json::value(e));
+  }
+  return json::object{{"viewers", viewers},     {"segments", segments},
+                      {"segments_failed", segments_failed}, {"bytes", bytes},
+                      {"retries", retries},     {"stalls", stalls},
+                      {"digest_mismatches", digest_mismatches},
+                      {"seconds", seconds},     {"media_seconds", media_seconds},
+                      {"engines", eng},         {"errors", errs},
+                      {"ok", ok()}};
+}
+
+namespace {
+
+struct shared_state {
+  play_options opts;
+  play_report report;
+  uint32_t running = 0;
+  void error(std::string e) {
+    if (report.errors.size() < 20) {
+      report.errors.push_back(std::move(e));
+    }
+  }
+};
+
+std::string with_token(const std::string& url, const std::string& token) {
+  if (token.empty()) {
+    return url;
+  }
+  return url + (url.find('?') == std::string::npos ? "?" : "&") + "token=" + token;
+}
+
+// The manifest URL that goes with a playlist URL: .../v1/programs/{id}/index.m3u8 → .../v1/programs/{id}.
+std::string manifest_url(const std::string& playlist_url) {
+  auto q = playlist_url.find('?');
+  std::string base = playlist_url.substr(0, q);
+  constexpr std::string_view tail = "/index.m3u8";
+  if (base.size() > tail.size() && base.compare(base.size() - tail.size(), tail.size(), tail) == 0) {
+    base.resize(base.size() - tail.size());
+    return base + (q == std::string::npos ? "" : playlist_url.substr(q));
+  }
+  return {};
+}
+
+asio::awaitable<void> sleep_for(steady::duration d) {
+  if (d <= steady::duration::zero()) {
+    co_return;
+  }
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(use_tuple);
+}
+
+// One segment, through the director, retried until delivered and verified or attempts run out.
+// Returns the bytes delivered, 0 on failure.
+asio::awaitable<uint64_t> fetch_segment(net::http_client& client, std::shared_ptr<shared_state> st,
+                                        std::string director_url, const sha256_digest* expected,
+                                        size_t index) {
+  auto& rep = st->report;
+  std::string last_error;
+  for (uint32_t attempt = 0; attempt < st->opts.max_attempts; ++attempt) {
+    if (attempt > 0) {
+      ++rep.retries;
+      co_await sleep_for(std::chrono::milliseconds(std::min<uint32_t>(100 * attempt, 1000)));
+    }
+    auto redirect = co_await client.get(director_url);
+    if (!redirect) {
+      last_error = "director: " + redirect.err().detail;
+      continue;
+    }
+    if (redirect->status != 302) {
+      last_error = fmt::format("director answered {} for segment {}: {}", redirect->status, index,
+                               redirect->body.substr(0, 200));
+      if (redirect->status == 404 || redirect->status == 401 || redirect->status == 403) {
+        break;  // retrying cannot help
+      }
+      continue;
+    }
+    auto location = net::resolve_url(director_url, redirect->header("Location"));
+    if (!location) {
+      last_error = "bad Location from the director";
+      continue;
+    }
+    auto engine = net::parse_http_url(*location);
+    auto res = co_await client.get(*location);
+    if (!res) {
+      last_error = fmt::format("engine {}: {}", engine ? engine->origin() : *location, res.err().detail);
+      continue;
+    }
+    if (res->status != 200) {
+      last_error = fmt::format("engine {} answered {} for segment {}", engine ? engine->origin() : *location,
+                               res->status, index);
+      continue;
+    }
+    if (expected && sha256(res->body) != *expected) {
+      ++rep.digest_mismatches;
+      last_error = fmt::format("segment {} from {} does not match its SHA-256", index,
+                               engine ? engine->origin() : *location);
+      continue;
+    }
+    ++rep.engines[engine ? engine->origin() : *location];
+    co_return res->body.size();
+  }
+  st->error(fmt::format("segment {}: {}", index, last_error));
+  co_return 0;
+}
+
+asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
+  auto ex = co_await asio::this_coro::executor;
+  net::client_options co;
+  co.request_timeout = st->opts.attempt_timeout;
+  net::http_client client(ex, co);
+  auto& rep = st->report;
+  std::string playlist_url = with_token(st->opts.url, st->opts.token);
+  auto pl_res = co_await client.get(playlist_url);
+  if (!pl_res || pl_res->status != 200) {
+    st->error(pl_res ? fmt::format("playlist: {} {}", pl_res->status, pl_res->body.substr(0, 200))
+                     : "playlist: " + pl_res.err().detail);
+    --st->running;
+    co_return;
+  }
+  auto pl = api::parse_media_playlist(pl_res->body);
+  if (!pl) {
+    st->error("playlist: " + pl.err().detail);
+    --st->running;
+    co_return;
+  }
+  std::vector<sha256_digest> digests;
+  if (st->opts.verify) {
+    // (No co_await inside a conditional expression: GCC 12 destroys its temporaries twice.)
+    auto murl = manifest_url(playlist_url);
+    std::optional<api::program_manifest> m;
+    if (!murl.empty()) {
+      auto mres = co_await client.get(murl);
+      if (mres && mres->status == 200) {
+        if (auto d = api::decode<api::program_manifest>(mres->body)) {
+          m = std::move(*d);
+        }
+      }
+    }
+    if (!m || m->segments.size() != pl->segments.size()) {
+      st->error("cannot verify: the director publishes no matching SHA-256 list for " + st->opts.url);
+      --st->running;
+      co_return;
+    }
+    for (auto& s : m->segments) {
+      digests.push_back(s.sha256);
+    }
+  }
+  double media = 0;
+  auto playback_start = steady::time_point{};
+  double buffered_until = 0;  // media time up to which segments have arrived
+  for (size_t i = 0; i < pl->segments.size(); ++i) {
+    auto& seg = pl->segments[i];
+    if (st->opts.realtime && i > 0) {
+      // Fetch segment i once segment i-1 starts playing: one segment of buffer, as a set-top box.
+      auto start_prev = playback_start + std::chrono::duration_cast<steady::duration>(
+                                             std::chrono::duration<double>(buffered_until - pl->segments[i - 1].duration));
+      co_await sleep_for(start_prev - steady::now());
+    }
+    auto seg_url = net::resolve_url(playlist_url, seg.uri);
+    uint64_t got = 0;
+    if (seg_url) {
+      got = co_await fetch_segment(client, st, *seg_url, st->opts.verify ? &digests[i] : nullptr, i);
+    } else {
+      st->error(fmt::format("segment {}: bad URI {}", i, seg.uri));
+    }
+    if (got == 0) {
+      ++rep.segments_failed;
+    } else {
+      ++rep.segments;
+      rep.bytes += got;
+    }
+    auto now = steady::now();
+    if (i == 0) {
+      playback_start = now;
+    } else if (st->opts.realtime) {
+      auto due = playback_start + std::chrono::duration_cast<steady::duration>(
+                                      std::chrono::duration<double>(buffered_until));
+      if (now > due) {
+        ++rep.stalls;
+        playback_start += now - due;  // playback waited for the segment
+      }
+    }
+    buffered_until += seg.duration;
+    media += seg.duration;
+  }
+  rep.media_seconds = media;
+  --st->running;
+}
+
+}  // namespace
+
+asio::awaitable<play_report> play(play_options opts) {
+  auto ex = co_await asio::this_coro::executor;
+  auto st = std::make_shared<shared_state>();
+  st->opts = std::move(opts);
+  st->report.viewers = st->opts.viewers;
+  auto t0 = steady::now();
+  st->running = st->opts.viewers;
+  for (uint32_t v = 0; v < st->opts.viewers; ++v) {
+    asio::co_spawn(ex, run_viewer(st), asio::detached);
+  }
+  asio::steady_timer t(ex);
+  while (st->running > 0) {
+    t.expires_after(std::chrono::milliseconds(10));
+    co_await t.async_wait(use_tuple);
+  }
+  st->report.seconds = std::chrono::duration<double>(steady::now() - t0).count();
+  co_return st->report;
+}
+
+}  // namespace vodgrid::console

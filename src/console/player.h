@@ -1,0 +1,47 @@
+// The console: plays an HLS VOD program through a director as a set-top box would — playlist,
+// per-segment redirects, SHA-256 check of every segment, optional real-time pacing — for one or
+// many concurrent viewers, and reports what happened. It is also vodgrid's load generator.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/value.hpp>
+
+namespace vodgrid::console {
+
+struct play_options {
+  std::string url;          // http://DIRECTOR/v1/programs/{id}/index.m3u8
+  std::string token;        // appended as ?token= when not empty
+  uint32_t viewers = 1;     // concurrent consoles
+  bool realtime = false;    // fetch each segment only when the previous one starts playing
+  bool verify = true;       // check every segment against the director's published SHA-256
+  uint32_t max_attempts = 12;  // per segment, through the director each time
+  std::chrono::milliseconds attempt_timeout{20'000};
+};
+
+struct play_report {
+  uint32_t viewers = 0;
+  uint64_t segments = 0;        // segments played (verified, when verifying)
+  uint64_t segments_failed = 0; // segments no attempt could deliver
+  uint64_t bytes = 0;
+  uint64_t retries = 0;         // attempts beyond the first
+  uint64_t stalls = 0;          // real time only: a segment arrived after it was due to play
+  uint64_t digest_mismatches = 0;
+  double seconds = 0;           // wall time
+  double media_seconds = 0;     // per viewer
+  std::map<std::string, uint64_t> engines;  // engine origin → segments served
+  std::vector<std::string> errors;          // first few, for the operator
+  bool ok() const { return segments_failed == 0 && errors.empty(); }
+  std::string to_text() const;
+  boost::json::value to_json() const;
+};
+
+// Plays with `opts.viewers` concurrent consoles on the caller's executor.
+boost::asio::awaitable<play_report> play(play_options opts);
+
+}  // namespace vodgrid::console

@@ -1,0 +1,165 @@
+#include "director/tables.h"
+
+#include <algorithm>
+
+namespace vodgrid::director {
+
+namespace {
+
+bool qualifies(const candidate& c) {
+  if (!c.up || c.max_streams == 0 || c.streams >= c.max_streams) {
+    return false;
+  }
+  return c.max_bytes_per_second == 0 || c.bytes_per_second < c.max_bytes_per_second;
+}
+
+// Load relative to the engine's limits, the larger of streams and bandwidth.
+double load_of(const candidate& c) {
+  double l = static_cast<double>(c.streams) / c.max_streams;
+  if (c.max_bytes_per_second) {
+    l = std::max(l, static_cast<double>(c.bytes_per_second) / static_cast<double>(c.max_bytes_per_second));
+  }
+  return l;
+}
+
+}  // namespace
+
+std::optional<size_t> choose_engine(const std::vector<candidate>& holders,
+                                    std::optional<size_t> preferred, uint64_t rotation) {
+  std::optional<size_t> best;
+  double best_load = 0;
+  size_t n = holders.size();
+  for (size_t k = 0; k < n; ++k) {
+    const candidate& c = holders[(k + rotation) % n];
+    if (!qualifies(c)) {
+      continue;
+    }
+    double l = load_of(c);
+    if (!best || l < best_load) {
+      best = c.engine;
+      best_load = l;
+    }
+  }
+  if (best && preferred) {
+    for (auto& c : holders) {
+      if (c.engine == *preferred && qualifies(c) &&
+          load_of(c) <= best_load + 1.0 / std::max<uint32_t>(c.max_streams, 1)) {
+        return c.engine;
+      }
+    }
+  }
+  return best;
+}
+
+api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::time_point now) {
+  auto idx = find_engine(hb.engine.str());
+  if (!idx) {
+    engines_.push_back(std::make_unique<engine_entry>());
+    engines_.back()->name = hb.engine;
+    idx = engines_.size() - 1;
+  }
+  engine_entry& e = *engines_[*idx];
+  bool continues = e.epoch == hb.epoch && hb.seq == e.seq + 1;
+  if (!hb.full && !continues) {
+    return {true};
+  }
+  e.url = hb.url;
+  e.epoch = hb.epoch;
+  e.seq = hb.seq;
+  e.last_seen = now;
+  e.load = hb.load;
+  e.assigned = 0;
+  if (hb.full) {
+    auto old = e.held;
+    for (auto& k : old) {
+      remove_location(*idx, k);
+    }
+  }
+  for (auto& k : hb.removed) {
+    remove_location(*idx, k);
+  }
+  for (auto& s : hb.added) {
+    add_location(*idx, s.key);
+  }
+  return {false};
+}
+
+void station_tables::add_location(size_t engine, const segment_key& key) {
+  if (engines_[engine]->held.insert(key).second) {
+    locations_[key].push_back(engine);
+  }
+}
+
+void station_tables::remove_location(size_t engine, const segment_key& key) {
+  if (engines_[engine]->held.erase(key) == 0) {
+    return;
+  }
+  auto it = locations_.find(key);
+  if (it == locations_.end()) {
+    return;
+  }
+  std::erase(it->second, engine);
+  if (it->second.empty()) {
+    locations_.erase(it);
+  }
+}
+
+const std::vector<size_t>& station_tables::holders(const segment_key& key) const {
+  static const std::vector<size_t> none;
+  auto it = locations_.find(key);
+  return it == locations_.end() ? none : it->second;
+}
+
+std::vector<candidate> station_tables::candidates(const segment_key& key,
+                                                  steady::time_point now) const {
+  std::vector<candidate> out;
+  for (size_t i : holders(key)) {
+    const engine_entry& e = *engines_[i];
+    out.push_back(candidate{i, is_up(e, now), e.load.active_streams + e.assigned,
+                            e.load.max_streams, e.load.bytes_per_second,
+                            e.load.max_bytes_per_second});
+  }
+  return out;
+}
+
+std::optional<size_t> station_tables::choose(const segment_key& key, steady::time_point now,
+                                             std::optional<size_t> preferred) {
+  auto c = choose_engine(candidates(key, now), preferred, rotation_++);
+  if (c) {
+    ++engines_[*c]->assigned;
+  }
+  return c;
+}
+
+std::optional<size_t> station_tables::peek(const segment_key& key, steady::time_point now) const {
+  return choose_engine(candidates(key, now), std::nullopt, rotation_);
+}
+
+size_t station_tables::up_holders(const segment_key& key, steady::time_point now) const {
+  size_t n = 0;
+  for (size_t i : holders(key)) {
+    n += is_up(*engines_[i], now) ? 1 : 0;
+  }
+  return n;
+}
+
+std::vector<size_t> station_tables::up_engines(steady::time_point now) const {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < engines_.size(); ++i) {
+    if (is_up(*engines_[i], now)) {
+      out.push_back(i);
+    }
+  }
+  return out;
+}
+
+std::optional<size_t> station_tables::find_engine(std::string_view name) const {
+  for (size_t i = 0; i < engines_.size(); ++i) {
+    if (engines_[i]->name.str() == name) {
+      return i;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace vodgrid::director

@@ -1,0 +1,91 @@
+// The director's view of its station: the engine table (status and load from heartbeats) and the
+// segment location table (which engines hold which segment), and the choice of an engine for a
+// console (claim 18: by status and load). No I/O; the daemon owns one instance on its io thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "api/api.h"
+#include "base/ids.h"
+
+namespace vodgrid::director {
+
+using steady = std::chrono::steady_clock;
+
+struct engine_entry {
+  engine_id name;
+  std::string url;
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  steady::time_point last_seen{};
+  api::engine_load load;
+  // Consoles sent to this engine since its last heartbeat: the load it does not know of yet.
+  uint32_t assigned = 0;
+  std::unordered_set<segment_key> held;
+};
+
+// What selection needs to know of one holder.
+struct candidate {
+  size_t engine = 0;  // index in the engine table
+  bool up = false;
+  uint32_t streams = 0;      // reported active streams plus consoles assigned since
+  uint32_t max_streams = 0;
+  uint64_t bytes_per_second = 0;
+  uint64_t max_bytes_per_second = 0;  // 0: unlimited
+};
+
+// Picks the engine for a console among the holders of a segment: up, under its stream and
+// bandwidth limits, least loaded relative to its limit. `preferred` (an engine told to preload the
+// segment) wins when it qualifies and its load is within one stream of the best. Ties go to the
+// lowest `rotation`-shifted position, so equal engines share the work. nullopt when none qualifies.
+std::optional<size_t> choose_engine(const std::vector<candidate>& holders,
+                                    std::optional<size_t> preferred, uint64_t rotation);
+
+class station_tables {
+ public:
+  explicit station_tables(std::chrono::milliseconds heartbeat_timeout)
+      : timeout_(heartbeat_timeout) {}
+
+  // Applies a heartbeat. Returns resync=true when the director cannot apply changes (unknown
+  // engine, new epoch, missed sequence number): the engine then sends its whole inventory.
+  api::heartbeat_reply apply(const api::heartbeat& hb, steady::time_point now);
+
+  bool is_up(const engine_entry& e, steady::time_point now) const {
+    return e.epoch != 0 && now - e.last_seen <= timeout_;
+  }
+  // Chooses an engine for segment `key` and counts the console against it. nullopt: no holder
+  // qualifies (none up, or all at their limits).
+  std::optional<size_t> choose(const segment_key& key, steady::time_point now,
+                               std::optional<size_t> preferred = std::nullopt);
+  // The engine choose() would pick, without counting a console.
+  std::optional<size_t> peek(const segment_key& key, steady::time_point now) const;
+
+  // Engines (up or not) holding `key`, by index.
+  const std::vector<size_t>& holders(const segment_key& key) const;
+  size_t up_holders(const segment_key& key, steady::time_point now) const;
+  std::vector<size_t> up_engines(steady::time_point now) const;
+
+  const engine_entry& engine(size_t i) const { return *engines_.at(i); }
+  size_t engine_count() const { return engines_.size(); }
+  std::optional<size_t> find_engine(std::string_view name) const;
+  size_t location_count() const { return locations_.size(); }
+
+ private:
+  std::vector<candidate> candidates(const segment_key& key, steady::time_point now) const;
+  void add_location(size_t engine, const segment_key& key);
+  void remove_location(size_t engine, const segment_key& key);
+
+  std::chrono::milliseconds timeout_;
+  std::vector<std::unique_ptr<engine_entry>> engines_;
+  std::unordered_map<segment_key, std::vector<size_t>> locations_;
+  uint64_t rotation_ = 0;
+};
+
+}  // namespace vodgrid::director
