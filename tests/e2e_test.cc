@@ -1,0 +1,122 @@
+// End-to-end tests: real daemons, the real ffmpeg as a player, `vodgrid play` as a crowd of consoles.
+#include <gtest/gtest.h>
+
+#include <boost/json/parse.hpp>
+#include <fmt/format.h>
+
+#include <csignal>
+#include <regex>
+#include <set>
+
+#include "api/api.h"
+#include "base/fs.h"
+#include "support/support.h"
+
+namespace vodgrid::test {
+namespace {
+
+std::string streamhash(const std::string& input) {
+  auto r = run({"/usr/bin/ffmpeg", "-nostdin", "-v", "error", "-i", input, "-map", "0", "-c", "copy",
+                "-f", "streamhash", "-"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  return r.out;
+}
+
+double body_bytes_sent(const std::string& engine_url) {
+  auto r = http_get(engine_url + "/metrics");
+  if (!r) {
+    return -1;
+  }
+  std::smatch m;
+  std::regex re("vodgrid_http_body_bytes_sent_total ([0-9.e+]+)");
+  return std::regex_search(r->body, m, re) ? std::stod(m[1]) : -1;
+}
+
+TEST(EndToEnd, FfmpegReadsExactlyTheSourcePacketsThroughTheDirector) {
+  station_fixture st;
+  temp_dir src;
+  auto playlist = make_sample(src.path(), 8, 1);
+  auto in = st.ingest(src.path().string(), "movie");
+  ASSERT_EQ(in.status, 0) << in.err;
+
+  std::vector<double> before;
+  for (int i = 0; i < 3; ++i) {
+    before.push_back(body_bytes_sent(st.engine_url(i)));
+  }
+  std::string via_grid = streamhash(st.director_url() + "/v1/programs/movie/index.m3u8");
+  std::string from_source = streamhash(playlist.string());
+  ASSERT_FALSE(from_source.empty());
+  EXPECT_EQ(via_grid, from_source);
+
+  int engines_used = 0;
+  for (int i = 0; i < 3; ++i) {
+    engines_used += body_bytes_sent(st.engine_url(i)) > before[static_cast<size_t>(i)] ? 1 : 0;
+  }
+  EXPECT_GE(engines_used, 2) << "the redirects should spread the program over the engines";
+}
+
+TEST(EndToEnd, EveryViewerFinishesWhenAnEngineIsKilledMidStream) {
+  station_fixture::options o;
+  o.copies = 3;  // every engine holds every segment: the dead one is chosen until it leaves rotation
+  o.heartbeat_interval_ms = 250;
+  o.heartbeat_timeout_ms = 1500;
+  station_fixture st(o);
+  temp_dir src;
+  make_sample(src.path(), 8, 1);
+  ASSERT_EQ(st.ingest(src.path().string(), "live").status, 0);
+
+  std::string url = st.director_url() + "/v1/programs/live/index.m3u8";
+  auto out = st.data() / "play.json";
+  auto player = child_process::spawn(
+      {"/bin/sh", "-c", fmt::format("'{}' play '{}' --viewers 20 --realtime --json > '{}'", vodgrid_binary(),
+                                    url, out.string())});
+  ASSERT_TRUE(player);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  ASSERT_TRUE(player->running()) << "the play ended before the engine was killed";
+  st.kill_engine(0, SIGKILL);
+  auto status = player->wait(std::chrono::seconds(60));
+  ASSERT_TRUE(status);
+  auto text = read_file(out);
+  ASSERT_TRUE(text);
+  auto report = boost::json::parse(*text).as_object();
+  EXPECT_EQ(*status, 0) << *text;
+  EXPECT_EQ(report.at("segments").to_number<int64_t>(), 20 * 8) << *text;
+  EXPECT_EQ(report.at("segments_failed").to_number<int64_t>(), 0) << *text;
+  EXPECT_EQ(report.at("digest_mismatches").to_number<int64_t>(), 0) << *text;
+  EXPECT_TRUE(report.at("ok").as_bool()) << *text;
+  // The kill was felt: some segment went to the dead engine and was retried through the director.
+  EXPECT_GT(report.at("retries").to_number<int64_t>(), 0) << *text;
+}
+
+TEST(EndToEnd, PlayExitsNonZeroWhenTheProgramCannotBePlayed) {
+  station_fixture st;
+  auto r = run({vodgrid_binary(), "play", st.director_url() + "/v1/programs/nothing/index.m3u8"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("vodgrid play:"), std::string::npos) << r.err;
+  auto bad = run({vodgrid_binary(), "play", "not a url"});
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("vodgrid play:"), std::string::npos) << bad.err;
+}
+
+TEST(EndToEnd, DemoRunsTheGridAndPlaysTheSample) {
+  temp_dir d;
+  // The demo's grid uses base+20..base+23; find a base whose four ports are free.
+  uint16_t base = 0;
+  for (int tries = 0; tries < 100 && base == 0; ++tries) {
+    uint16_t p = free_port();
+    if (p < 2000 || p > 60000) {
+      continue;
+    }
+    base = static_cast<uint16_t>(p - 20);
+  }
+  auto r = run({vodgrid_binary(), "demo", "--data", d.path().string(), "--base-port", std::to_string(base),
+                "--viewers", "3"},
+               std::chrono::minutes(3));
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("ready"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("result: ok"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("segments 18"), std::string::npos) << r.out;  // 3 viewers x 6 segments
+}
+
+}  // namespace
+}  // namespace vodgrid::test

@@ -1,0 +1,128 @@
+// Unit tests of the director's tables: heartbeats, locations, and the choice of an engine (claim 18).
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "director/tables.h"
+
+namespace vodgrid::director {
+namespace {
+
+using namespace std::chrono_literals;
+
+candidate c(size_t e, uint32_t streams, uint32_t max = 10, bool up = true) {
+  return candidate{e, up, streams, max, 0, 0};
+}
+
+TEST(ChooseEngine, PicksTheLeastLoadedRelativeToItsLimit) {
+  EXPECT_EQ(choose_engine({c(0, 5), c(1, 2), c(2, 7)}, std::nullopt, 0), 1u);
+  // 5 of 100 is lighter than 2 of 10.
+  EXPECT_EQ(choose_engine({c(0, 5, 100), c(1, 2, 10)}, std::nullopt, 0), 0u);
+}
+
+TEST(ChooseEngine, SkipsEnginesDownOrAtTheirLimit) {
+  EXPECT_EQ(choose_engine({c(0, 0, 10, false), c(1, 9)}, std::nullopt, 0), 1u);
+  EXPECT_EQ(choose_engine({c(0, 10), c(1, 3, 10, false)}, std::nullopt, 0), std::nullopt);
+  EXPECT_EQ(choose_engine({}, std::nullopt, 0), std::nullopt);
+  candidate busy{0, true, 0, 10, 1000, 1000};  // bandwidth budget used up
+  EXPECT_EQ(choose_engine({busy, c(1, 9)}, std::nullopt, 0), 1u);
+}
+
+TEST(ChooseEngine, PrefersThePreloadedEngineWhenNearlyAsLight) {
+  EXPECT_EQ(choose_engine({c(0, 2), c(1, 3)}, 1, 0), 1u);
+  EXPECT_EQ(choose_engine({c(0, 2), c(1, 8)}, 1, 0), 0u);
+  EXPECT_EQ(choose_engine({c(0, 2), c(1, 10)}, 1, 0), 0u);
+}
+
+TEST(ChooseEngine, RotationSharesTiesAcrossEngines) {
+  std::map<size_t, int> hits;
+  for (uint64_t r = 0; r < 9; ++r) {
+    ++hits[*choose_engine({c(0, 1), c(1, 1), c(2, 1)}, std::nullopt, r)];
+  }
+  EXPECT_EQ(hits.size(), 3u);
+  EXPECT_EQ(hits[0], 3);
+}
+
+api::heartbeat beat(std::string name, uint64_t epoch, uint64_t seq, bool full,
+                    std::vector<uint32_t> added = {}, std::vector<uint32_t> removed = {}) {
+  api::heartbeat hb;
+  hb.engine = *engine_id::parse(name);
+  hb.url = "http://" + name;
+  hb.epoch = epoch;
+  hb.seq = seq;
+  hb.full = full;
+  hb.load.max_streams = 2;
+  for (auto i : added) {
+    hb.added.push_back({{*program_id::parse("p"), segment_index{i}}, 1, {}});
+  }
+  for (auto i : removed) {
+    hb.removed.push_back({*program_id::parse("p"), segment_index{i}});
+  }
+  return hb;
+}
+
+segment_key key(uint32_t i) { return {*program_id::parse("p"), segment_index{i}}; }
+
+TEST(StationTables, HeartbeatsBuildTheLocationTable) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  EXPECT_FALSE(t.apply(beat("a", 1, 1, true, {0, 1}), now).resync);
+  EXPECT_FALSE(t.apply(beat("b", 9, 1, true, {1}), now).resync);
+  EXPECT_EQ(t.holders(key(0)).size(), 1u);
+  EXPECT_EQ(t.holders(key(1)).size(), 2u);
+  EXPECT_FALSE(t.apply(beat("a", 1, 2, false, {2}, {0}), now).resync);
+  EXPECT_TRUE(t.holders(key(0)).empty());
+  EXPECT_EQ(t.holders(key(2)).size(), 1u);
+}
+
+TEST(StationTables, AGapOrANewEpochAsksForTheWholeInventory) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  EXPECT_TRUE(t.apply(beat("a", 1, 5, false, {0}), now).resync);  // never heard of it
+  t.apply(beat("a", 1, 1, true, {0}), now);
+  EXPECT_TRUE(t.apply(beat("a", 1, 3, false, {1}), now).resync);  // seq 2 lost
+  EXPECT_TRUE(t.holders(key(1)).empty());
+  EXPECT_TRUE(t.apply(beat("a", 2, 2, false, {1}), now).resync);  // restarted
+  // A full inventory replaces what was known.
+  EXPECT_FALSE(t.apply(beat("a", 2, 1, true, {1}), now).resync);
+  EXPECT_TRUE(t.holders(key(0)).empty());
+  EXPECT_EQ(t.holders(key(1)).size(), 1u);
+}
+
+TEST(StationTables, ASilentEngineLeavesRotationAndReturns) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  t.apply(beat("a", 1, 1, true, {0}), now);
+  t.apply(beat("b", 1, 1, true, {0}), now);
+  auto later = now + 1500ms;
+  t.apply(beat("b", 1, 2, false), later);  // only b keeps beating
+  for (int i = 0; i < 2; ++i) {
+    auto e = t.choose(key(0), later);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(t.engine(*e).name.str(), "b");
+  }
+  EXPECT_EQ(t.up_holders(key(0), later), 1u);
+  t.apply(beat("a", 1, 2, false), later);
+  EXPECT_EQ(t.up_holders(key(0), later), 2u);
+}
+
+TEST(StationTables, ConsolesSentSinceTheLastHeartbeatCountAsLoad) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  t.apply(beat("a", 1, 1, true, {0}), now);  // max_streams = 2
+  t.apply(beat("b", 1, 1, true, {0}), now);
+  std::map<std::string, int> hits;
+  for (int i = 0; i < 4; ++i) {
+    auto e = t.choose(key(0), now);
+    ASSERT_TRUE(e) << i;
+    ++hits[t.engine(*e).name.str()];
+  }
+  EXPECT_EQ(hits["a"], 2);
+  EXPECT_EQ(hits["b"], 2);
+  EXPECT_FALSE(t.choose(key(0), now));  // both at their limit until they report
+  t.apply(beat("a", 1, 2, false), now);   // a reports 0 active streams
+  EXPECT_EQ(t.engine(*t.choose(key(0), now)).name.str(), "a");
+}
+
+}  // namespace
+}  // namespace vodgrid::director

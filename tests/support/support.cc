@@ -1,0 +1,286 @@
+#include "support/support.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <fmt/format.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "base/fs.h"
+
+#ifndef VODGRID_BINARY
+#define VODGRID_BINARY "vodgrid"
+#endif
+
+namespace vodgrid::test {
+
+namespace asio = boost::asio;
+namespace http_ns = boost::beast::http;
+
+uint16_t free_port() {
+  // Ports are handed out from a random starting point so that tests running in parallel rarely
+  // race for the same one between this check and the daemon's bind.
+  static std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(::getpid()));
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    uint16_t port = static_cast<uint16_t>(20000 + rng() % 30000);
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (ok) {
+      return port;
+    }
+  }
+  throw std::runtime_error("no free port");
+}
+
+temp_dir::temp_dir() {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "vodgrid-test-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) {
+    throw std::runtime_error("mkdtemp failed");
+  }
+  path_ = tmpl;
+}
+
+temp_dir::~temp_dir() {
+  if (!std::getenv("VODGRID_KEEP_TEST_DATA")) {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+}
+
+std::string vodgrid_binary() { return VODGRID_BINARY; }
+
+run_result run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+  temp_dir d;
+  auto out = d.path() / "out";
+  auto err = d.path() / "err";
+  // child_process sends both streams to one file; wrap in sh to split them.
+  std::string cmd;
+  for (auto& a : argv) {
+    std::string q = "'";
+    for (char c : a) {
+      q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    }
+    cmd += q + "' ";
+  }
+  cmd += "</dev/null >'" + out.string() + "' 2>'" + err.string() + "'";
+  auto p = child_process::spawn({"/bin/sh", "-c", cmd});
+  run_result r;
+  if (!p) {
+    r.err = p.err().detail;
+    return r;
+  }
+  auto st = p->wait(timeout);
+  if (!st) {
+    p->stop(std::chrono::seconds(1));
+    r.status = -1;
+  } else {
+    r.status = *st;
+  }
+  r.out = read_file(out).has_value() ? *read_file(out) : "";
+  r.err = read_file(err).has_value() ? *read_file(err) : "";
+  return r;
+}
+
+std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds, int segment_seconds) {
+  std::filesystem::create_directories(dir);
+  auto playlist = dir / "index.m3u8";
+  int fps = 25;
+  auto r = run({"/usr/bin/ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                fmt::format("testsrc2=size=320x180:rate={}", fps), "-f", "lavfi", "-i",
+                "sine=frequency=440:sample_rate=48000", "-t", std::to_string(seconds), "-c:v",
+                "libx264", "-preset", "ultrafast", "-g", std::to_string(fps * segment_seconds),
+                "-keyint_min", std::to_string(fps * segment_seconds), "-sc_threshold", "0",
+                "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-f", "hls", "-hls_time",
+                std::to_string(segment_seconds), "-hls_playlist_type", "vod",
+                "-hls_segment_filename", (dir / "seg%03d.ts").string(), playlist.string()});
+  if (r.status != 0) {
+    throw std::runtime_error("ffmpeg failed: " + r.err);
+  }
+  return playlist;
+}
+
+station_fixture::station_fixture(options o) {
+  station_config s;
+  s.name = *station_id::parse("st");
+  s.director.listen = {"127.0.0.1", free_port()};
+  s.director.data_dir = dir_.path() / "director";
+  s.director.copies = static_cast<uint32_t>(o.copies);
+  for (int i = 0; i < o.engines; ++i) {
+    engine_config e;
+    e.name = *engine_id::parse(fmt::format("e{}", i));
+    e.listen = {"127.0.0.1", free_port()};
+    for (int d = 0; d < o.dirs_per_engine; ++d) {
+      e.data_dirs.push_back(dir_.path() / e.name.str() / fmt::format("d{}", d));
+    }
+    e.max_streams = o.max_streams;
+    s.engines.push_back(e);
+  }
+  grid_.stations.push_back(s);
+  grid_.heartbeat_interval = std::chrono::milliseconds(o.heartbeat_interval_ms);
+  grid_.heartbeat_timeout = std::chrono::milliseconds(o.heartbeat_timeout_ms);
+  config_file_ = dir_.path() / "grid.toml";
+  if (!write_file_durably(config_file_, grid_.to_toml())) {
+    throw std::runtime_error("cannot write the config");
+  }
+  start_director();
+  engines_.resize(static_cast<size_t>(o.engines));
+  for (int i = 0; i < o.engines; ++i) {
+    start_engine(i);
+  }
+  // Ready once the director sees every engine up.
+  bool ok = eventually([&] {
+    auto r = http_get(director_url() + "/healthz");
+    return r && r->body.find(fmt::format("\"engines_up\":{}", o.engines)) != std::string::npos;
+  }, std::chrono::seconds(20));
+  if (!ok) {
+    throw std::runtime_error("the station did not come up; director log:\n" + log_of("st"));
+  }
+}
+
+station_fixture::~station_fixture() {
+  for (auto& e : engines_) {
+    e.signal(SIGTERM);
+  }
+  director_.signal(SIGTERM);
+  for (auto& e : engines_) {
+    e.stop(std::chrono::seconds(5));
+  }
+  director_.stop(std::chrono::seconds(5));
+}
+
+std::string station_fixture::director_url() const { return grid_.stations[0].director.listen.url(); }
+std::string station_fixture::engine_url(int i) const {
+  return grid_.stations[0].engines.at(static_cast<size_t>(i)).listen.url();
+}
+std::string station_fixture::engine_name(int i) const {
+  return grid_.stations[0].engines.at(static_cast<size_t>(i)).name.str();
+}
+
+void station_fixture::kill_engine(int i, int sig) {
+  auto& p = engines_.at(static_cast<size_t>(i));
+  p.signal(sig);
+  p.wait(std::chrono::seconds(10));
+}
+
+void station_fixture::start_engine(int i) {
+  auto name = engine_name(i);
+  auto p = child_process::spawn({vodgrid_binary(), "engine", "--config", config_file_.string(), "--name", name},
+                                dir_.path() / (name + ".log"));
+  if (!p) {
+    throw std::runtime_error(p.err().detail);
+  }
+  engines_.at(static_cast<size_t>(i)) = std::move(*p);
+  if (!eventually([&] { auto r = http_get(engine_url(i) + "/healthz"); return r && r->status == 200; })) {
+    throw std::runtime_error("engine did not start:\n" + log_of(name));
+  }
+}
+
+void station_fixture::kill_director(int sig) {
+  director_.signal(sig);
+  director_.wait(std::chrono::seconds(10));
+}
+
+void station_fixture::start_director() {
+  auto p = child_process::spawn({vodgrid_binary(), "director", "--config", config_file_.string(), "--name", "st"},
+                                dir_.path() / "st.log");
+  if (!p) {
+    throw std::runtime_error(p.err().detail);
+  }
+  director_ = std::move(*p);
+  if (!eventually([&] { auto r = http_get(director_url() + "/healthz"); return r && r->status == 200; })) {
+    throw std::runtime_error("director did not start:\n" + log_of("st"));
+  }
+}
+
+run_result station_fixture::ingest(const std::string& source, const std::string& id) {
+  return run({vodgrid_binary(), "ingest", source, "--title", "Test " + id, "--id", id, "--grid", director_url()});
+}
+
+std::string station_fixture::log_of(const std::string& name) const {
+  auto t = read_file(dir_.path() / (name + ".log"));
+  return t ? *t : std::string();
+}
+
+namespace {
+asio::awaitable<result<net::client_response>> do_http(http_ns::verb method, std::string url, std::string body,
+                                                      net::http_client::header_list headers) {
+  net::http_client client(co_await asio::this_coro::executor);
+  co_return co_await client.request(method, std::move(url), std::move(body), std::move(headers));
+}
+}  // namespace
+
+result<net::client_response> http(http_ns::verb method, const std::string& url, const std::string& body,
+                                  net::http_client::header_list headers) {
+  asio::io_context io;
+  auto f = asio::co_spawn(io, do_http(method, url, body, std::move(headers)), asio::use_future);
+  io.run();
+  return f.get();
+}
+
+std::string raw_exchange(uint16_t port, const std::string& bytes, std::chrono::milliseconds timeout) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return {};
+  }
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) {
+      break;
+    }
+    off += static_cast<size_t>(n);
+  }
+  std::string out;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[65536];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      break;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+      break;
+    }
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      break;
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+int status_of(const std::string& raw) {
+  if (raw.rfind("HTTP/1.1 ", 0) != 0 || raw.size() < 12) {
+    return 0;
+  }
+  return std::atoi(raw.substr(9, 3).c_str());
+}
+
+}  // namespace vodgrid::test

@@ -1,0 +1,117 @@
+// Test support: free ports, temporary folders, real `vodgrid` daemons as child processes, a sample
+// program made by the real ffmpeg, and raw and HTTP exchanges with a server.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <thread>
+#include <string>
+#include <vector>
+
+#include "base/config.h"
+#include "base/process.h"
+#include "net/client.h"
+
+namespace vodgrid::test {
+
+// A TCP port on 127.0.0.1 that nothing listens on right now.
+uint16_t free_port();
+
+// A fresh folder, removed when the object goes (unless VODGRID_KEEP_TEST_DATA is set).
+class temp_dir {
+ public:
+  temp_dir();
+  ~temp_dir();
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// The path of the built `vodgrid`.
+std::string vodgrid_binary();
+
+struct run_result {
+  int status = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs a command to completion (argv[0] is a path), capturing its output.
+run_result run(const std::vector<std::string>& argv,
+               std::chrono::milliseconds timeout = std::chrono::minutes(3));
+
+// Makes an HLS VOD sample with ffmpeg: `seconds` of test pattern and tone, H.264/AAC, segments of
+// `segment_seconds`. Returns the playlist's path.
+std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds = 8,
+                                  int segment_seconds = 1);
+
+// One station (director + `engines` engines) of real processes on free ports.
+class station_fixture {
+ public:
+  struct options {
+    int engines = 3;
+    int copies = 2;
+    int dirs_per_engine = 2;
+    uint32_t max_streams = 1000;
+    int heartbeat_interval_ms = 100;
+    int heartbeat_timeout_ms = 1000;
+  };
+  station_fixture() : station_fixture(options{}) {}
+  explicit station_fixture(options o);
+  ~station_fixture();
+
+  const grid_config& config() const { return grid_; }
+  const std::filesystem::path& data() const { return dir_.path(); }
+  std::string director_url() const;
+  std::string engine_url(int i) const;
+  std::string engine_name(int i) const;
+  // SIGKILL (or another signal) to engine i; restart it later with start_engine.
+  void kill_engine(int i, int sig = 9);
+  void start_engine(int i);
+  void kill_director(int sig = 9);
+  void start_director();
+  // `vodgrid ingest SOURCE --title T --id ID --grid DIRECTOR`.
+  run_result ingest(const std::string& source, const std::string& id);
+  std::string log_of(const std::string& name) const;
+
+ private:
+  temp_dir dir_;
+  grid_config grid_;
+  std::filesystem::path config_file_;
+  child_process director_;
+  std::vector<child_process> engines_;
+};
+
+// Blocking HTTP on a private io_context.
+result<net::client_response> http(boost::beast::http::verb method, const std::string& url,
+                                   const std::string& body = {},
+                                   net::http_client::header_list headers = {});
+inline result<net::client_response> http_get(const std::string& url,
+                                             net::http_client::header_list headers = {}) {
+  return http(boost::beast::http::verb::get, url, {}, std::move(headers));
+}
+
+// Sends raw bytes to 127.0.0.1:port, half-closes nothing, and reads until the peer closes or
+// `timeout` passes. Returns what was read ("" if nothing).
+std::string raw_exchange(uint16_t port, const std::string& bytes,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(3));
+// The status code of the first response line in `raw` ("HTTP/1.1 400 ..." → 400), 0 if none.
+int status_of(const std::string& raw);
+
+// Waits until `pred` is true or `timeout` passes; returns the last value of `pred`.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
+}  // namespace vodgrid::test
