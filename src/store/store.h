@@ -10,6 +10,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -39,6 +41,7 @@ class file_ops {
   virtual status fsync_file(const std::filesystem::path& path) = 0;
   virtual status rename(const std::filesystem::path& from, const std::filesystem::path& to) = 0;
   virtual status fsync_dir(const std::filesystem::path& dir) = 0;
+  // errc::not_found if `path` does not exist.
   virtual status remove(const std::filesystem::path& path) = 0;
 };
 std::unique_ptr<file_ops> posix_file_ops();
@@ -46,8 +49,8 @@ std::unique_ptr<file_ops> posix_file_ops();
 struct options {
   std::vector<std::filesystem::path> data_dirs;  // at least one; created if missing
   uint64_t max_segment_bytes = 64 << 20;         // larger puts are refused with errc::too_large
-  bool verify_on_open = false;                    // re-hash every file when opening (slow)
-  std::shared_ptr<file_ops> fs;                   // null: posix_file_ops()
+  bool verify_on_open = false;                   // re-hash every file when opening (slow)
+  std::shared_ptr<file_ops> fs;                  // null: posix_file_ops()
 };
 
 // An open file of a held segment, for sendfile. Owns the descriptor.
@@ -70,13 +73,15 @@ struct dir_stats {
   std::filesystem::path path;
   uint64_t segments = 0;
   uint64_t used_bytes = 0;
-  uint64_t free_bytes = 0;   // statvfs f_bavail * f_frsize
+  uint64_t free_bytes = 0;  // statvfs f_bavail * f_frsize
   uint64_t total_bytes = 0;
 };
 
 // Thread-safety: every member may be called from any thread; the index is guarded by one mutex.
 // The awaitable members run their disk work on the chosen directory's worker and resume on the
-// caller's executor.
+// caller's executor. Every awaitable must have completed before the store is destroyed; the
+// destructor joins the workers. A data directory is open in at most one store (D/LOCK, flock);
+// open() of a directory in use is errc::conflict.
 class segment_store {
  public:
   // Creates missing directories, removes leftover temp files, and rebuilds the index from the
@@ -87,10 +92,15 @@ class segment_store {
   // Stores `data` as `key` if its SHA-256 is `expected`; nothing is written on a mismatch
   // (errc::digest_mismatch). Putting a segment already held with the same digest succeeds without
   // writing; with another digest it is errc::conflict. The directory is the one with the most
-  // free space.
+  // free space; directories on one filesystem share its free space, so among them the one holding
+  // the fewest bytes. Puts and removes of one key are serialised: a put that finds another put or
+  // remove of its key in progress waits for it, then answers as if it had come after it (same
+  // digest: the held info; another digest: errc::conflict; the first failed: it writes itself).
+  // Errors: too_large, digest_mismatch, conflict, no_space, io_error (nothing is held then).
   boost::asio::awaitable<result<segment_info>> put(segment_key key, std::string data,
                                                    sha256_digest expected);
-  // Removes a held segment (errc::not_found if not held).
+  // Removes a held segment (errc::not_found if not held). An io_error from the directory fsync
+  // after the unlink still leaves the segment removed (the listener has been told).
   boost::asio::awaitable<status> remove(segment_key key);
   // Asks the kernel to bring the segment into the page cache (posix_fadvise WILLNEED + readahead).
   boost::asio::awaitable<status> preload(segment_key key);
@@ -100,7 +110,9 @@ class segment_store {
   std::vector<segment_info> list() const;
   std::vector<dir_stats> stats() const;
 
-  // Called (from a worker thread, outside the lock) after a segment is added or removed.
+  // Called (from the worker thread of the segment's directory, outside the lock, before the put or
+  // remove resumes its caller) after a segment is added or removed; not for an idempotent put.
+  // It must not block for long: it holds up that directory's I/O.
   using listener = std::function<void(const segment_info&, bool added)>;
   void set_listener(listener l);
 
