@@ -470,6 +470,9 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     if (auto n = tables.peek(next, now)) {
       auto ttl = std::chrono::duration_cast<steady::duration>(
           std::chrono::duration<double>((*m)->segments[idx->v].duration * 2 + 1));
+      if (preloaded.size() > 100'000) {  // hints of consoles that went away
+        std::erase_if(preloaded, [now](const auto& kv) { return kv.second.second <= now; });
+      }
       preloaded[next] = {*n, now + ttl};
       preload_orders->inc();
       asio::co_spawn(io, send_preload(tables.engine(*n).url + "/v1/orders/preload", api::preload_order{next}),

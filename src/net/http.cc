@@ -276,6 +276,53 @@ asio::awaitable<reply> http_server::dispatch(request_context& ctx, const route_e
   }
 }
 
+// Writes one reply; false if the connection must end.
+asio::awaitable<bool> http_server::write_reply(beast::tcp_stream& stream, reply r, bool head,
+                                               bool keep_alive) {
+  int cls = static_cast<int>(r.status) / 100;
+  if (cls >= 1 && cls <= 5) {
+    requests_total_[cls]->inc();
+  }
+  keep_alive = keep_alive && !r.close && !stopping_;
+  stream.expires_after(opts_.write_timeout);
+  if (r.file || head) {
+    http::response<http::empty_body> res{r.status, 11};
+    res.set(http::field::server, "vodgrid");
+    res.set(http::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers) {
+      res.set(k, v);
+    }
+    res.content_length(r.file ? r.file->length : r.body.size());
+    res.keep_alive(keep_alive);
+    http::response_serializer<http::empty_body> sr(res);
+    auto [wec, n] = co_await http::async_write_header(stream, sr, use_tuple);
+    if (wec) {
+      co_return false;
+    }
+    if (r.file && !head) {
+      uint64_t sent = 0;
+      auto fec = co_await send_file(stream.socket(), *r.file, opts_.write_timeout, sent);
+      bytes_sent_->inc(static_cast<double>(sent));
+      if (fec) {
+        co_return false;
+      }
+    }
+    co_return keep_alive;
+  }
+  http::response<http::string_body> res{r.status, 11};
+  res.set(http::field::server, "vodgrid");
+  res.set(http::field::content_type, r.content_type);
+  for (auto& [k, v] : r.headers) {
+    res.set(k, v);
+  }
+  res.body() = std::move(r.body);
+  res.keep_alive(keep_alive);
+  res.prepare_payload();
+  bytes_sent_->inc(static_cast<double>(res.body().size()));
+  auto [wec, n] = co_await http::async_write(stream, res, use_tuple);
+  co_return !wec && keep_alive;
+  }
+
 asio::awaitable<void> http_server::run_session(tcp::socket sock) {
   beast::tcp_stream stream(std::move(sock));
   session s;
@@ -290,52 +337,6 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     max_limit = std::max(max_limit, r.body_limit);
   }
 
-  // Writes one reply; false if the connection must end.
-  auto write_reply = [&](reply r, bool head, bool keep_alive) -> asio::awaitable<bool> {
-    int cls = static_cast<int>(r.status) / 100;
-    if (cls >= 1 && cls <= 5) {
-      requests_total_[cls]->inc();
-    }
-    keep_alive = keep_alive && !r.close && !stopping_;
-    stream.expires_after(opts_.write_timeout);
-    if (r.file || head) {
-      http::response<http::empty_body> res{r.status, 11};
-      res.set(http::field::server, "vodgrid");
-      res.set(http::field::content_type, r.content_type);
-      for (auto& [k, v] : r.headers) {
-        res.set(k, v);
-      }
-      res.content_length(r.file ? r.file->length : r.body.size());
-      res.keep_alive(keep_alive);
-      http::response_serializer<http::empty_body> sr(res);
-      auto [wec, n] = co_await http::async_write_header(stream, sr, use_tuple);
-      if (wec) {
-        co_return false;
-      }
-      if (r.file && !head) {
-        uint64_t sent = 0;
-        auto fec = co_await send_file(stream.socket(), *r.file, opts_.write_timeout, sent);
-        bytes_sent_->inc(static_cast<double>(sent));
-        if (fec) {
-          co_return false;
-        }
-      }
-      co_return keep_alive;
-    }
-    http::response<http::string_body> res{r.status, 11};
-    res.set(http::field::server, "vodgrid");
-    res.set(http::field::content_type, r.content_type);
-    for (auto& [k, v] : r.headers) {
-      res.set(k, v);
-    }
-    res.body() = std::move(r.body);
-    res.keep_alive(keep_alive);
-    res.prepare_payload();
-    bytes_sent_->inc(static_cast<double>(res.body().size()));
-    auto [wec, n] = co_await http::async_write(stream, res, use_tuple);
-    co_return !wec && keep_alive;
-  };
-
   bool first = true;
   while (!stopping_) {
     s.busy = false;
@@ -347,12 +348,12 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     auto [rec, rn] = co_await http::async_read_header(stream, buf, parser, use_tuple);
     if (rec) {
       if (rec == http::error::header_limit) {
-        co_await write_reply(error_reply(http::status::request_header_fields_too_large,
+        co_await write_reply(stream, error_reply(http::status::request_header_fields_too_large,
                                          "header_too_large", "the request header is too large"),
                              false, false);
       } else if (rec.category() == http::make_error_code(http::error::bad_target).category() &&
                  rec != http::error::end_of_stream && rec != http::error::partial_message) {
-        co_await write_reply(error_reply(http::status::bad_request, "bad_request",
+        co_await write_reply(stream, error_reply(http::status::bad_request, "bad_request",
                                          "malformed request: " + rec.message()),
                              false, false);
       }
@@ -365,7 +366,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     bool head = hdr.method() == http::verb::head;
     auto target = boost::urls::parse_origin_form(hdr.target());
     if (!target) {
-      co_await write_reply(error_reply(http::status::bad_request, "bad_request",
+      co_await write_reply(stream, error_reply(http::status::bad_request, "bad_request",
                                        "malformed request target"),
                            head, false);
       break;
@@ -378,7 +379,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     const route_entry* r = match(hdr.method(), ctx.path, ctx.params, path_known);
     uint64_t limit = r ? r->body_limit : opts_.default_body_limit;
     if (auto cl = parser.content_length(); cl && *cl > limit) {
-      co_await write_reply(error_reply(http::status::payload_too_large, "too_large",
+      co_await write_reply(stream, error_reply(http::status::payload_too_large, "too_large",
                                        fmt::format("the body is limited to {} bytes", limit)),
                            head, false);
       break;
@@ -388,7 +389,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
       stream.expires_after(opts_.body_timeout);
       auto [bec, bn] = co_await http::async_read(stream, buf, parser, use_tuple);
       if (bec == http::error::body_limit) {
-        co_await write_reply(error_reply(http::status::payload_too_large, "too_large",
+        co_await write_reply(stream, error_reply(http::status::payload_too_large, "too_large",
                                          fmt::format("the body is limited to {} bytes", limit)),
                              head, false);
         break;
@@ -396,7 +397,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
       if (bec) {
         if (bec.category() == http::make_error_code(http::error::bad_target).category() &&
             bec != http::error::partial_message && bec != http::error::end_of_stream) {
-          co_await write_reply(error_reply(http::status::bad_request, "bad_request",
+          co_await write_reply(stream, error_reply(http::status::bad_request, "bad_request",
                                            "malformed request body: " + bec.message()),
                                head, false);
         }
@@ -406,7 +407,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     ctx.req = parser.release();
     bool keep_alive = ctx.req.keep_alive();
     reply rep = co_await dispatch(ctx, r, path_known);
-    if (!co_await write_reply(std::move(rep), head, keep_alive)) {
+    if (!co_await write_reply(stream, std::move(rep), head, keep_alive)) {
       break;
     }
   }

@@ -19,6 +19,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/json/value.hpp>
 
@@ -112,6 +113,8 @@ class http_server {
   asio::awaitable<void> run_session(tcp::socket sock);
   const route_entry* match(http::verb method, std::string_view path,
                            std::vector<std::string>& params, bool& path_known) const;
+  asio::awaitable<bool> write_reply(boost::beast::tcp_stream& stream, reply r, bool head,
+                                    bool keep_alive);
   asio::awaitable<reply> dispatch(request_context& ctx, const route_entry* r, bool path_known);
 
   asio::any_io_executor ex_;
