@@ -239,8 +239,9 @@ int run_demo(const demo_options& o) {
   asio::io_context io;
   auto report = run_sync(io, play_async(po));
   std::cout << report.to_text();
-  std::cout << fmt::format("watch it yourself while a grid runs (vodgrid up): ffplay {}  |  vlc {}  |  mpv {}\n",
-                           url, url, url);
+  std::string again = fmt::format("vodgrid up --data {}{}", o.grid.data.string(),
+                                  o.grid.base_port == 8700 ? "" : fmt::format(" --base-port {}", o.grid.base_port));
+  std::cout << fmt::format("to watch it: run `{}`, then: ffplay {}  (or vlc, mpv)\n", again, url);
   g->stop();
   return report.ok() ? 0 : 1;
 }

@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 
+#include "api/api.h"
 #include "base/fs.h"
 #include "cli/sync.h"
 #include "net/client.h"
@@ -18,7 +19,8 @@ namespace asio = boost::asio;
 
 namespace {
 
-asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds timeout) {
+asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds timeout,
+                                  size_t engines_up) {
   auto ex = co_await asio::this_coro::executor;
   net::client_options co;
   co.connect_timeout = std::chrono::milliseconds(500);
@@ -29,7 +31,14 @@ asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds tim
   while (std::chrono::steady_clock::now() < deadline) {
     auto r = co_await client.get(url + "/healthz");
     if (r && r->status == 200) {
-      co_return true;
+      if (engines_up == 0) {
+        co_return true;
+      }
+      auto o = api::parse_object(r->body);
+      auto* up = o ? o->if_contains("engines_up") : nullptr;
+      if (up && up->is_number() && up->to_number<size_t>() >= engines_up) {
+        co_return true;
+      }
     }
     t.expires_after(std::chrono::milliseconds(50));
     co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -39,9 +48,9 @@ asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds tim
 
 }  // namespace
 
-bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout) {
+bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout, size_t engines_up) {
   asio::io_context io;
-  return run_sync(io, poll_health(url, timeout));
+  return run_sync(io, poll_health(url, timeout, engines_up));
 }
 
 result<local_grid> local_grid::start(const grid_config& grid, const std::filesystem::path& data,
@@ -80,7 +89,7 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
     }
   }
   for (auto& d : g.daemons_) {
-    if (!wait_healthy(d.url, timeout)) {
+    if (!wait_healthy(d.url, timeout, d.role == "director" ? grid.find_station(d.name)->engines.size() : 0)) {
       std::string why = d.process.running() ? "does not answer /healthz" : "exited";
       g.stop(std::chrono::seconds(2));
       return make_error(errc::unavailable, fmt::format("{} {} {} (see {})", d.role, d.name, why,

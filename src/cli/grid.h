@@ -1,6 +1,6 @@
 // The local grid launcher behind `vodgrid up` and `vodgrid demo`: each daemon of a grid config runs
 // as its own child process (a chassis of blades, claim 6), logs under DATA/logs, and the grid counts
-// as ready once every daemon answers /healthz.
+// as ready once every daemon answers /healthz and every director sees all its engines.
 #pragma once
 
 #include <chrono>
@@ -45,7 +45,8 @@ class local_grid {
   std::vector<daemon> daemons_;
 };
 
-// Waits until GET url/healthz answers 200; false on timeout.
-bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout);
+// Waits until GET url/healthz answers 200 and, for a director, reports at least `engines_up`
+// engines in rotation; false on timeout.
+bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout, size_t engines_up = 0);
 
 }  // namespace vodgrid::cli
