@@ -10,7 +10,9 @@ namespace {
 
 namespace json = boost::json;
 
-std::string hex(char c) { return std::string(64, c); }
+std::string hex(char c) {
+  return std::string(64, c);
+}
 
 TEST(Api, HeartbeatRoundTrips) {
   heartbeat hb;
@@ -63,20 +65,25 @@ TEST(Api, DecodersRefuseBadInputNamingTheField) {
   };
   EXPECT_NE(reason("{").find("malformed JSON"), std::string::npos);
   EXPECT_NE(reason("[]").find("object"), std::string::npos);
-  EXPECT_NE(reason(R"({"program":"../x","index":1,"sha256":")" + hex('a') + R"(","source":"http://a/"})")
-                .find("program"),
-            std::string::npos);
-  EXPECT_NE(reason(R"({"program":"p","index":-1,"sha256":")" + hex('a') + R"(","source":"s"})").find("index"),
+  EXPECT_NE(
+      reason(R"({"program":"../x","index":1,"sha256":")" + hex('a') + R"(","source":"http://a/"})")
+          .find("program"),
+      std::string::npos);
+  EXPECT_NE(reason(R"({"program":"p","index":-1,"sha256":")" + hex('a') + R"(","source":"s"})")
+                .find("index"),
             std::string::npos);
   EXPECT_NE(reason(R"({"program":"p","index":1000000,"sha256":")" + hex('a') + R"(","source":"s"})")
                 .find("index"),
             std::string::npos);
-  EXPECT_NE(reason(R"({"program":"p","index":1,"sha256":"abc","source":"s"})").find("sha256"), std::string::npos);
-  EXPECT_NE(reason(R"({"program":"p","index":1,"sha256":")" + hex('g') + R"(","source":"s"})").find("sha256"),
+  EXPECT_NE(reason(R"({"program":"p","index":1,"sha256":"abc","source":"s"})").find("sha256"),
+            std::string::npos);
+  EXPECT_NE(reason(R"({"program":"p","index":1,"sha256":")" + hex('g') + R"(","source":"s"})")
+                .find("sha256"),
             std::string::npos);
   EXPECT_NE(reason(R"({"program":"p","index":1,"sha256":")" + hex('a') + R"("})").find("source"),
             std::string::npos);
-  auto ok = decode<fetch_order>(R"({"program":"p","index":1,"sha256":")" + hex('A') + R"(","source":"s"})");
+  auto ok = decode<fetch_order>(R"({"program":"p","index":1,"sha256":")" + hex('A') +
+                                R"(","source":"s"})");
   EXPECT_TRUE(ok);
 }
 

@@ -63,17 +63,23 @@ director = { listen = "127.0.0.1:9000", data_dir = "/tmp/x", copies = 1 }
 name = "e1"
 listen = "127.0.0.1:9000"
 data_dirs = ["/tmp/e1"]
-)").find("used twice"), std::string::npos);
+)")
+                .find("used twice"),
+            std::string::npos);
   EXPECT_NE(bad(base + R"([[station.engine]]
 name = "../e1"
 listen = "127.0.0.1:9001"
 data_dirs = ["/tmp/e1"]
-)").find("name"), std::string::npos);
+)")
+                .find("name"),
+            std::string::npos);
   EXPECT_NE(bad(base + R"([[station.engine]]
 name = "e1"
 listen = "127.0.0.1:99999"
 data_dirs = ["/tmp/e1"]
-)").find("port"), std::string::npos);
+)")
+                .find("port"),
+            std::string::npos);
   auto ok = grid_config::parse(base + R"([[station.engine]]
 name = "e1"
 listen = "127.0.0.1:9001"

@@ -1,8 +1,9 @@
-// End-to-end tests: real daemons, the real ffmpeg as a player, `vodgrid play` as a crowd of consoles.
+// End-to-end tests: real daemons, the real ffmpeg as a player, `vodgrid play` as a crowd of
+// consoles.
 #include <gtest/gtest.h>
 
-#include <boost/json/parse.hpp>
 #include <fmt/format.h>
+#include <boost/json/parse.hpp>
 
 #include <csignal>
 #include <regex>
@@ -16,8 +17,8 @@ namespace vodgrid::test {
 namespace {
 
 std::string streamhash(const std::string& input) {
-  auto r = run({"/usr/bin/ffmpeg", "-nostdin", "-v", "error", "-i", input, "-map", "0", "-c", "copy",
-                "-f", "streamhash", "-"});
+  auto r = run({"/usr/bin/ffmpeg", "-nostdin", "-v", "error", "-i", input, "-map", "0", "-c",
+                "copy", "-f", "streamhash", "-"});
   EXPECT_EQ(r.status, 0) << r.err;
   return r.out;
 }
@@ -57,7 +58,8 @@ TEST(EndToEnd, FfmpegReadsExactlyTheSourcePacketsThroughTheDirector) {
 
 TEST(EndToEnd, EveryViewerFinishesWhenAnEngineIsKilledMidStream) {
   station_fixture::options o;
-  o.copies = 3;  // every engine holds every segment: the dead one is chosen until it leaves rotation
+  o.copies =
+      3;  // every engine holds every segment: the dead one is chosen until it leaves rotation
   o.heartbeat_interval_ms = 250;
   o.heartbeat_timeout_ms = 1500;
   station_fixture st(o);
@@ -67,9 +69,10 @@ TEST(EndToEnd, EveryViewerFinishesWhenAnEngineIsKilledMidStream) {
 
   std::string url = st.director_url() + "/v1/programs/live/index.m3u8";
   auto out = st.data() / "play.json";
-  auto player = child_process::spawn(
-      {"/bin/sh", "-c", fmt::format("'{}' play '{}' --viewers 20 --realtime --json > '{}'", vodgrid_binary(),
-                                    url, out.string())});
+  auto player =
+      child_process::spawn({"/bin/sh", "-c",
+                            fmt::format("'{}' play '{}' --viewers 20 --realtime --json > '{}'",
+                                        vodgrid_binary(), url, out.string())});
   ASSERT_TRUE(player);
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   ASSERT_TRUE(player->running()) << "the play ended before the engine was killed";
@@ -109,8 +112,8 @@ TEST(EndToEnd, DemoRunsTheGridAndPlaysTheSample) {
     }
     base = static_cast<uint16_t>(p - 20);
   }
-  auto r = run({vodgrid_binary(), "demo", "--data", d.path().string(), "--base-port", std::to_string(base),
-                "--viewers", "3"},
+  auto r = run({vodgrid_binary(), "demo", "--data", d.path().string(), "--base-port",
+                std::to_string(base), "--viewers", "3"},
                std::chrono::minutes(3));
   EXPECT_EQ(r.status, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("ready"), std::string::npos) << r.out;

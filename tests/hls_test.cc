@@ -27,10 +27,13 @@ TEST(Hls, RefusesWhatItCannotServeWithTheLine) {
   };
   EXPECT_NE(err("").find("empty"), std::string::npos);
   EXPECT_NE(err("hello\n").find("line 1"), std::string::npos);
-  EXPECT_NE(err("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n").find("master"), std::string::npos);
-  EXPECT_NE(err("#EXTM3U\n#EXT-X-KEY:METHOD=AES-128,URI=\"k\"\n#EXTINF:1,\na.ts\n").find("encrypted"),
+  EXPECT_NE(err("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n").find("master"),
             std::string::npos);
-  EXPECT_NE(err("#EXTM3U\n#EXT-X-MAP:URI=\"i.mp4\"\n#EXTINF:1,\na.m4s\n").find("fMP4"), std::string::npos);
+  EXPECT_NE(
+      err("#EXTM3U\n#EXT-X-KEY:METHOD=AES-128,URI=\"k\"\n#EXTINF:1,\na.ts\n").find("encrypted"),
+      std::string::npos);
+  EXPECT_NE(err("#EXTM3U\n#EXT-X-MAP:URI=\"i.mp4\"\n#EXTINF:1,\na.m4s\n").find("fMP4"),
+            std::string::npos);
   EXPECT_NE(err("#EXTM3U\n#EXTINF:-1,\na.ts\n").find("duration"), std::string::npos);
   EXPECT_NE(err("#EXTM3U\n#EXTINF:nan,\na.ts\n").find("duration"), std::string::npos);
   EXPECT_NE(err("#EXTM3U\na.ts\n").find("without #EXTINF"), std::string::npos);

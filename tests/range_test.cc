@@ -6,7 +6,9 @@
 namespace vodgrid::net {
 namespace {
 
-range_decision d(std::string_view h, uint64_t size = 1000) { return decide_range(h, size); }
+range_decision d(std::string_view h, uint64_t size = 1000) {
+  return decide_range(h, size);
+}
 
 TEST(Range, ClosedRange) {
   auto r = d("bytes=0-99");

@@ -1,4 +1,5 @@
-// Unit tests of the director's tables: heartbeats, locations, and the choice of an engine (claim 18).
+// Unit tests of the director's tables: heartbeats, locations, and the choice of an engine (claim
+// 18).
 #include <gtest/gtest.h>
 
 #include <map>
@@ -61,7 +62,9 @@ api::heartbeat beat(std::string name, uint64_t epoch, uint64_t seq, bool full,
   return hb;
 }
 
-segment_key key(uint32_t i) { return {*program_id::parse("p"), segment_index{i}}; }
+segment_key key(uint32_t i) {
+  return {*program_id::parse("p"), segment_index{i}};
+}
 
 TEST(StationTables, HeartbeatsBuildTheLocationTable) {
   station_tables t(1000ms);
@@ -119,8 +122,8 @@ TEST(StationTables, ConsolesSentSinceTheLastHeartbeatCountAsLoad) {
   }
   EXPECT_EQ(hits["a"], 2);
   EXPECT_EQ(hits["b"], 2);
-  EXPECT_FALSE(t.choose(key(0), now));  // both at their limit until they report
-  t.apply(beat("a", 1, 2, false), now);   // a reports 0 active streams
+  EXPECT_FALSE(t.choose(key(0), now));   // both at their limit until they report
+  t.apply(beat("a", 1, 2, false), now);  // a reports 0 active streams
   EXPECT_EQ(t.engine(*t.choose(key(0), now)).name.str(), "a");
 }
 

@@ -1,8 +1,8 @@
 // JSON mapping of the wire types. Every decoder checks types, names, ranges and digests.
 #include "api/api.h"
 
-#include <boost/json/parse.hpp>
 #include <fmt/format.h>
+#include <boost/json/parse.hpp>
 
 #include <cmath>
 
@@ -112,9 +112,11 @@ result<const json::array*> get_array(const json::object& o, std::string_view k, 
 
 result<segment_key> get_key(const json::object& o) {
   auto p = get_name<program_id>(o, "program");
-  if (!p) return p.err();
+  if (!p)
+    return p.err();
   auto i = get_index(o, "index");
-  if (!i) return i.err();
+  if (!i)
+    return i.err();
   return segment_key{*p, *i};
 }
 
@@ -165,12 +167,10 @@ json::value to_json(const segment_ref& v) {
 }
 
 json::value to_json(const engine_load& v) {
-  return json::object{{"active_streams", v.active_streams},
-                      {"bytes_per_second", v.bytes_per_second},
-                      {"free_bytes", v.free_bytes},
-                      {"total_bytes", v.total_bytes},
-                      {"max_streams", v.max_streams},
-                      {"max_bytes_per_second", v.max_bytes_per_second}};
+  return json::object{
+      {"active_streams", v.active_streams}, {"bytes_per_second", v.bytes_per_second},
+      {"free_bytes", v.free_bytes},         {"total_bytes", v.total_bytes},
+      {"max_streams", v.max_streams},       {"max_bytes_per_second", v.max_bytes_per_second}};
 }
 
 json::value to_json(const heartbeat& v) {
@@ -181,12 +181,15 @@ json::value to_json(const heartbeat& v) {
   for (auto& r : v.removed) {
     removed.push_back(json::object{{"program", r.program.str()}, {"index", r.index.v}});
   }
-  return json::object{{"engine", v.engine.str()}, {"url", v.url},     {"epoch", v.epoch},
-                      {"seq", v.seq},             {"full", v.full},   {"load", to_json(v.load)},
+  return json::object{{"engine", v.engine.str()}, {"url", v.url},
+                      {"epoch", v.epoch},         {"seq", v.seq},
+                      {"full", v.full},           {"load", to_json(v.load)},
                       {"added", added},           {"removed", removed}};
 }
 
-json::value to_json(const heartbeat_reply& v) { return json::object{{"resync", v.resync}}; }
+json::value to_json(const heartbeat_reply& v) {
+  return json::object{{"resync", v.resync}};
+}
 
 json::value to_json(const segment_entry& v) {
   return json::object{{"index", v.index.v},
@@ -235,19 +238,24 @@ template <>
 result<heartbeat> from_json<heartbeat>(const json::object& o) {
   heartbeat h;
   auto e = get_name<engine_id>(o, "engine");
-  if (!e) return e.err();
+  if (!e)
+    return e.err();
   h.engine = *e;
   auto url = get_string(o, "url", 256);
-  if (!url) return url.err();
+  if (!url)
+    return url.err();
   h.url = *url;
   auto epoch = get_u64(o, "epoch");
-  if (!epoch) return epoch.err();
+  if (!epoch)
+    return epoch.err();
   h.epoch = *epoch;
   auto seq = get_u64(o, "seq");
-  if (!seq) return seq.err();
+  if (!seq)
+    return seq.err();
   h.seq = *seq;
   auto full = get_bool(o, "full");
-  if (!full) return full.err();
+  if (!full)
+    return full.err();
   h.full = *full;
   auto* lv = o.if_contains("load");
   if (!lv || !lv->is_object()) {
@@ -255,43 +263,55 @@ result<heartbeat> from_json<heartbeat>(const json::object& o) {
   }
   auto& lo = lv->as_object();
   auto as = get_u64(lo, "active_streams");
-  if (!as) return as.err();
+  if (!as)
+    return as.err();
   auto bps = get_u64(lo, "bytes_per_second", false);
-  if (!bps) return bps.err();
+  if (!bps)
+    return bps.err();
   auto fb = get_u64(lo, "free_bytes", false);
-  if (!fb) return fb.err();
+  if (!fb)
+    return fb.err();
   auto tb = get_u64(lo, "total_bytes", false);
-  if (!tb) return tb.err();
+  if (!tb)
+    return tb.err();
   auto ms = get_u64(lo, "max_streams");
-  if (!ms) return ms.err();
+  if (!ms)
+    return ms.err();
   auto mb = get_u64(lo, "max_bytes_per_second", false);
-  if (!mb) return mb.err();
+  if (!mb)
+    return mb.err();
   if (*as > UINT32_MAX || *ms > UINT32_MAX) {
     return bad("load", "has an out-of-range stream count");
   }
   h.load = {static_cast<uint32_t>(*as), *bps, *fb, *tb, static_cast<uint32_t>(*ms), *mb};
   auto added = get_array(o, "added", max_list, false);
-  if (!added) return added.err();
+  if (!added)
+    return added.err();
   for (auto& a : **added) {
     if (!a.is_object()) {
       return bad("added", "entries must be objects");
     }
     auto k = get_key(a.as_object());
-    if (!k) return k.err();
+    if (!k)
+      return k.err();
     auto size = get_u64(a.as_object(), "size");
-    if (!size) return size.err();
+    if (!size)
+      return size.err();
     auto d = get_digest(a.as_object(), "sha256");
-    if (!d) return d.err();
+    if (!d)
+      return d.err();
     h.added.push_back({*k, *size, *d});
   }
   auto removed = get_array(o, "removed", max_list, false);
-  if (!removed) return removed.err();
+  if (!removed)
+    return removed.err();
   for (auto& r : **removed) {
     if (!r.is_object()) {
       return bad("removed", "entries must be objects");
     }
     auto k = get_key(r.as_object());
-    if (!k) return k.err();
+    if (!k)
+      return k.err();
     h.removed.push_back(*k);
   }
   return h;
@@ -300,7 +320,8 @@ result<heartbeat> from_json<heartbeat>(const json::object& o) {
 template <>
 result<heartbeat_reply> from_json<heartbeat_reply>(const json::object& o) {
   auto r = get_bool(o, "resync");
-  if (!r) return r.err();
+  if (!r)
+    return r.err();
   return heartbeat_reply{*r};
 }
 
@@ -308,18 +329,22 @@ template <>
 result<program_manifest> from_json<program_manifest>(const json::object& o) {
   program_manifest m;
   auto id = get_name<program_id>(o, "id");
-  if (!id) return id.err();
+  if (!id)
+    return id.err();
   m.id = *id;
   auto title = get_string(o, "title", 512);
-  if (!title) return title.err();
+  if (!title)
+    return title.err();
   m.title = *title;
   if (o.contains("state")) {
     auto st = get_string(o, "state", 32);
-    if (!st) return st.err();
+    if (!st)
+      return st.err();
     m.state = *st;
   }
   auto segs = get_array(o, "segments", segment_index::max);
-  if (!segs) return segs.err();
+  if (!segs)
+    return segs.err();
   if ((*segs)->empty()) {
     return bad("segments", "must not be empty");
   }
@@ -331,7 +356,8 @@ result<program_manifest> from_json<program_manifest>(const json::object& o) {
     auto& so = sv.as_object();
     segment_entry e;
     auto idx = get_index(so, "index");
-    if (!idx) return idx.err();
+    if (!idx)
+      return idx.err();
     if (idx->v != expect++) {
       return bad("segments", "must list indices 0, 1, 2, ... in order");
     }
@@ -345,13 +371,15 @@ result<program_manifest> from_json<program_manifest>(const json::object& o) {
       return bad("duration", "must be in (0, 3600] seconds");
     }
     auto size = get_u64(so, "size");
-    if (!size) return size.err();
+    if (!size)
+      return size.err();
     if (*size == 0) {
       return bad("size", "must be positive");
     }
     e.size = *size;
     auto d = get_digest(so, "sha256");
-    if (!d) return d.err();
+    if (!d)
+      return d.err();
     e.sha256 = *d;
     m.segments.push_back(e);
   }
@@ -362,7 +390,8 @@ template <>
 result<placement> from_json<placement>(const json::object& o) {
   placement p;
   auto targets = get_array(o, "targets", segment_index::max);
-  if (!targets) return targets.err();
+  if (!targets)
+    return targets.err();
   for (auto& t : **targets) {
     if (!t.is_array()) {
       return bad("targets", "entries must be arrays");
@@ -373,9 +402,11 @@ result<placement> from_json<placement>(const json::object& o) {
         return bad("targets", "engines must be objects");
       }
       auto name = get_name<engine_id>(e.as_object(), "name");
-      if (!name) return name.err();
+      if (!name)
+        return name.err();
       auto url = get_string(e.as_object(), "url", 256);
-      if (!url) return url.err();
+      if (!url)
+        return url.err();
       engines.push_back({*name, *url});
     }
     p.targets.push_back(std::move(engines));
@@ -387,16 +418,20 @@ template <>
 result<fetch_order> from_json<fetch_order>(const json::object& o) {
   fetch_order f;
   auto k = get_key(o);
-  if (!k) return k.err();
+  if (!k)
+    return k.err();
   f.key = *k;
   auto d = get_digest(o, "sha256");
-  if (!d) return d.err();
+  if (!d)
+    return d.err();
   f.sha256 = *d;
   auto size = get_u64(o, "size", false);
-  if (!size) return size.err();
+  if (!size)
+    return size.err();
   f.size = *size;
   auto src = get_string(o, "source", 2048);
-  if (!src) return src.err();
+  if (!src)
+    return src.err();
   f.source = *src;
   return f;
 }
@@ -404,7 +439,8 @@ result<fetch_order> from_json<fetch_order>(const json::object& o) {
 template <>
 result<preload_order> from_json<preload_order>(const json::object& o) {
   auto k = get_key(o);
-  if (!k) return k.err();
+  if (!k)
+    return k.err();
   return preload_order{*k};
 }
 

@@ -65,7 +65,7 @@ struct segment_entry {
 struct program_manifest {
   program_id id;
   std::string title;
-  std::string state;  // "loading" | "ready" (set by the director)
+  std::string state;                    // "loading" | "ready" (set by the director)
   std::vector<segment_entry> segments;  // indices 0..n-1 in order
   double duration() const;
 };

@@ -9,7 +9,9 @@ namespace vodgrid::api {
 
 namespace {
 
-bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+bool starts_with(std::string_view s, std::string_view p) {
+  return s.substr(0, p.size()) == p;
+}
 
 error bad_line(size_t line, std::string_view what) {
   return make_error(errc::invalid_argument, fmt::format("playlist line {}: {}", line, what));
@@ -52,7 +54,8 @@ result<media_playlist> parse_media_playlist(std::string_view text) {
         std::string num(line.substr(8, line.find(',') - 8));
         char* end = nullptr;
         double d = std::strtod(num.c_str(), &end);
-        if (num.empty() || end != num.c_str() + num.size() || !std::isfinite(d) || d <= 0 || d > 3600) {
+        if (num.empty() || end != num.c_str() + num.size() || !std::isfinite(d) || d <= 0 ||
+            d > 3600) {
           return bad_line(line_no, "bad #EXTINF duration");
         }
         pending = true;
@@ -63,7 +66,8 @@ result<media_playlist> parse_media_playlist(std::string_view text) {
         pl.endlist = true;
       } else if (starts_with(line, "#EXT-X-STREAM-INF")) {
         return bad_line(line_no, "a master playlist: give the URL of one of its media playlists");
-      } else if (starts_with(line, "#EXT-X-KEY:") && line.find("METHOD=NONE") == std::string_view::npos) {
+      } else if (starts_with(line, "#EXT-X-KEY:") &&
+                 line.find("METHOD=NONE") == std::string_view::npos) {
         return bad_line(line_no, "encrypted segments are not supported");
       } else if (starts_with(line, "#EXT-X-BYTERANGE")) {
         return bad_line(line_no, "byte-range segments are not supported");

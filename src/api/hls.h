@@ -23,12 +23,13 @@ struct media_playlist {
 };
 
 // Parses a media playlist. Refuses, with the line at fault: a missing #EXTM3U, a master playlist
-// (#EXT-X-STREAM-INF: pass one of its variants), encrypted segments, byte-range or fMP4 (#EXT-X-MAP)
-// segments, an #EXTINF without a URI or with a bad duration, more than segment_index::max entries.
+// (#EXT-X-STREAM-INF: pass one of its variants), encrypted segments, byte-range or fMP4
+// (#EXT-X-MAP) segments, an #EXTINF without a URI or with a bad duration, more than
+// segment_index::max entries.
 result<media_playlist> parse_media_playlist(std::string_view text);
 
-// Writes the VOD playlist of a program: segment URIs are "segments/{n}.ts" relative to the playlist,
-// followed by `query` (e.g. "?token=...") when not empty.
+// Writes the VOD playlist of a program: segment URIs are "segments/{n}.ts" relative to the
+// playlist, followed by `query` (e.g. "?token=...") when not empty.
 std::string write_vod_playlist(const program_manifest& m, std::string_view query);
 
 }  // namespace vodgrid::api

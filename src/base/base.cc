@@ -8,21 +8,36 @@ namespace vodgrid {
 
 std::string_view to_string(errc e) {
   switch (e) {
-    case errc::ok: return "ok";
-    case errc::invalid_argument: return "invalid_argument";
-    case errc::not_found: return "not_found";
-    case errc::conflict: return "conflict";
-    case errc::unauthorized: return "unauthorized";
-    case errc::forbidden: return "forbidden";
-    case errc::too_large: return "too_large";
-    case errc::range_not_satisfiable: return "range_not_satisfiable";
-    case errc::unavailable: return "unavailable";
-    case errc::timeout: return "timeout";
-    case errc::digest_mismatch: return "digest_mismatch";
-    case errc::io_error: return "io_error";
-    case errc::no_space: return "no_space";
-    case errc::protocol_error: return "protocol_error";
-    case errc::internal: return "internal";
+    case errc::ok:
+      return "ok";
+    case errc::invalid_argument:
+      return "invalid_argument";
+    case errc::not_found:
+      return "not_found";
+    case errc::conflict:
+      return "conflict";
+    case errc::unauthorized:
+      return "unauthorized";
+    case errc::forbidden:
+      return "forbidden";
+    case errc::too_large:
+      return "too_large";
+    case errc::range_not_satisfiable:
+      return "range_not_satisfiable";
+    case errc::unavailable:
+      return "unavailable";
+    case errc::timeout:
+      return "timeout";
+    case errc::digest_mismatch:
+      return "digest_mismatch";
+    case errc::io_error:
+      return "io_error";
+    case errc::no_space:
+      return "no_space";
+    case errc::protocol_error:
+      return "protocol_error";
+    case errc::internal:
+      return "internal";
   }
   return "unknown";
 }
@@ -53,6 +68,8 @@ std::optional<segment_index> segment_index::parse(std::string_view s) {
   return segment_index{v};
 }
 
-std::string segment_key::str() const { return program.str() + "/" + std::to_string(index.v); }
+std::string segment_key::str() const {
+  return program.str() + "/" + std::to_string(index.v);
+}
 
 }  // namespace vodgrid

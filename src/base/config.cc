@@ -3,14 +3,16 @@
 
 #include <fmt/format.h>
 
+#include <toml++/toml.h>
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 namespace vodgrid {
 
-std::string listen_address::url() const { return fmt::format("http://{}:{}", host, port); }
+std::string listen_address::url() const {
+  return fmt::format("http://{}:{}", host, port);
+}
 
 namespace {
 
@@ -18,8 +20,8 @@ error bad(std::string_view origin, std::string msg) {
   return make_error(errc::invalid_argument, fmt::format("{}: {}", origin, msg));
 }
 
-result<listen_address> parse_listen(toml::node_view<toml::node> n,
-                                    std::string_view origin, std::string_view what) {
+result<listen_address> parse_listen(toml::node_view<toml::node> n, std::string_view origin,
+                                    std::string_view what) {
   auto s = n.value<std::string>();
   if (!s) {
     return bad(origin, fmt::format("{}: 'listen' must be \"host:port\"", what));
@@ -69,9 +71,11 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
   grid_config g;
   if (auto grid = root["grid"].as_table()) {
     auto hb = get_positive<int64_t>(*grid, "heartbeat_interval_ms", 250, origin, "[grid]");
-    if (!hb) return hb.err();
+    if (!hb)
+      return hb.err();
     auto to = get_positive<int64_t>(*grid, "heartbeat_timeout_ms", 1500, origin, "[grid]");
-    if (!to) return to.err();
+    if (!to)
+      return to.err();
     if (*hb < 10 || *to <= *hb) {
       return bad(origin, "[grid]: need heartbeat_interval_ms >= 10 and heartbeat_timeout_ms > it");
     }
@@ -111,15 +115,18 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
       return bad(origin, what + ": needs a [station.director] table");
     }
     auto l = parse_listen((*dir)["listen"], origin, what + " director");
-    if (!l) return l.err();
+    if (!l)
+      return l.err();
     s.director.listen = *l;
-    if (auto st2 = claim_port(s.director.listen, what + " director"); !st2) return st2.err();
+    if (auto st2 = claim_port(s.director.listen, what + " director"); !st2)
+      return st2.err();
     s.director.data_dir = (*dir)["data_dir"].value_or(std::string());
     if (s.director.data_dir.empty()) {
       return bad(origin, what + " director: needs 'data_dir'");
     }
     auto copies = get_positive<uint32_t>(*dir, "copies", 2, origin, what + " director");
-    if (!copies) return copies.err();
+    if (!copies)
+      return copies.err();
     if (*copies < 1) {
       return bad(origin, what + " director: 'copies' must be at least 1");
     }
@@ -144,9 +151,11 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
         return bad(origin, ewhat + ": name used twice");
       }
       auto el = parse_listen((*et)["listen"], origin, ewhat);
-      if (!el) return el.err();
+      if (!el)
+        return el.err();
       e.listen = *el;
-      if (auto st2 = claim_port(e.listen, ewhat); !st2) return st2.err();
+      if (auto st2 = claim_port(e.listen, ewhat); !st2)
+        return st2.err();
       auto dirs = (*et)["data_dirs"].as_array();
       if (!dirs || dirs->empty()) {
         return bad(origin, ewhat + ": needs 'data_dirs', a non-empty array of paths");
@@ -159,11 +168,14 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
         e.data_dirs.emplace_back(*p);
       }
       auto ms = get_positive<uint32_t>(*et, "max_streams", 1000, origin, ewhat);
-      if (!ms) return ms.err();
+      if (!ms)
+        return ms.err();
       auto mb = get_positive<uint64_t>(*et, "max_bytes_per_second", 0, origin, ewhat);
-      if (!mb) return mb.err();
+      if (!mb)
+        return mb.err();
       auto mx = get_positive<uint64_t>(*et, "max_segment_bytes", 64 << 20, origin, ewhat);
-      if (!mx) return mx.err();
+      if (!mx)
+        return mx.err();
       if (*ms < 1 || *mx < 1024) {
         return bad(origin, ewhat + ": max_streams must be >= 1 and max_segment_bytes >= 1024");
       }
@@ -203,21 +215,21 @@ std::string grid_config::to_toml() const {
       for (auto& d : e.data_dirs) {
         dirs.push_back(d.string());
       }
-      engs.push_back(toml::table{
-          {"name", e.name.str()},
-          {"listen", fmt::format("{}:{}", e.listen.host, e.listen.port)},
-          {"data_dirs", dirs},
-          {"max_streams", static_cast<int64_t>(e.max_streams)},
-          {"max_bytes_per_second", static_cast<int64_t>(e.max_bytes_per_second)},
-          {"max_segment_bytes", static_cast<int64_t>(e.max_segment_bytes)}});
+      engs.push_back(
+          toml::table{{"name", e.name.str()},
+                      {"listen", fmt::format("{}:{}", e.listen.host, e.listen.port)},
+                      {"data_dirs", dirs},
+                      {"max_streams", static_cast<int64_t>(e.max_streams)},
+                      {"max_bytes_per_second", static_cast<int64_t>(e.max_bytes_per_second)},
+                      {"max_segment_bytes", static_cast<int64_t>(e.max_segment_bytes)}});
     }
-    sts.push_back(toml::table{
-        {"name", s.name.str()},
-        {"director",
-         toml::table{{"listen", fmt::format("{}:{}", s.director.listen.host, s.director.listen.port)},
-                     {"data_dir", s.director.data_dir.string()},
-                     {"copies", static_cast<int64_t>(s.director.copies)}}},
-        {"engine", engs}});
+    sts.push_back(
+        toml::table{{"name", s.name.str()},
+                    {"director", toml::table{{"listen", fmt::format("{}:{}", s.director.listen.host,
+                                                                    s.director.listen.port)},
+                                             {"data_dir", s.director.data_dir.string()},
+                                             {"copies", static_cast<int64_t>(s.director.copies)}}},
+                    {"engine", engs}});
   }
   root.insert("station", sts);
   std::stringstream ss;

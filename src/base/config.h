@@ -24,7 +24,7 @@ struct engine_config {
   listen_address listen;
   // One entry per independent I/O channel (claim 3); each gets its own I/O worker thread.
   std::vector<std::filesystem::path> data_dirs;
-  uint32_t max_streams = 1000;            // concurrent segment streams before the director stops sending more
+  uint32_t max_streams = 1000;  // concurrent segment streams before the director stops sending more
   uint64_t max_bytes_per_second = 0;      // outbound budget the director respects; 0 = unlimited
   uint64_t max_segment_bytes = 64 << 20;  // largest segment a PUT or fetch may carry
 };

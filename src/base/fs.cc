@@ -3,9 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <cerrno>
 #include <cstring>
-#include <fmt/format.h>
 
 namespace vodgrid {
 
@@ -101,7 +101,8 @@ result<std::string> read_file(const std::filesystem::path& path, uint64_t max_by
     out.append(buf, static_cast<size_t>(n));
     if (out.size() > max_bytes) {
       ::close(fd);
-      return make_error(errc::too_large, fmt::format("{} is larger than {} bytes", path.string(), max_bytes));
+      return make_error(errc::too_large,
+                        fmt::format("{} is larger than {} bytes", path.string(), max_bytes));
     }
   }
   ::close(fd);

@@ -1,5 +1,6 @@
 // Strong types for the names that cross the wire: program ids, segment indices, engine and station
-// names. Each is validated once at the edge, so nothing downstream can build a hostile path from one.
+// names. Each is validated once at the edge, so nothing downstream can build a hostile path from
+// one.
 #pragma once
 
 #include <compare>

@@ -1,4 +1,5 @@
-// One named spdlog logger per module; messages carry their context (program, segment, engine, peer).
+// One named spdlog logger per module; messages carry their context (program, segment, engine,
+// peer).
 #pragma once
 
 #include <memory>

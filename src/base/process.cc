@@ -6,9 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <cerrno>
 #include <cstring>
-#include <fmt/format.h>
 #include <thread>
 
 namespace vodgrid {
@@ -27,7 +27,8 @@ result<child_process> child_process::spawn(const std::vector<std::string>& argv,
   if (!log_file.empty()) {
     log_fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (log_fd < 0) {
-      return make_error(errc::io_error, fmt::format("open {}: {}", log_file.string(), std::strerror(errno)));
+      return make_error(errc::io_error,
+                        fmt::format("open {}: {}", log_file.string(), std::strerror(errno)));
     }
   }
   pid_t parent = ::getpid();

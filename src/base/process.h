@@ -1,5 +1,5 @@
-// Child processes: the local grid launcher runs each daemon as its own process (so that a test or an
-// operator can kill one), and tests drive the real `vodgrid` binary the same way.
+// Child processes: the local grid launcher runs each daemon as its own process (so that a test or
+// an operator can kill one), and tests drive the real `vodgrid` binary the same way.
 #pragma once
 
 #include <sys/types.h>

@@ -4,9 +4,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/json/serialize.hpp>
-#include <fmt/format.h>
 
 #include <csignal>
 #include <cstdlib>
@@ -45,7 +45,9 @@ result<grid_config> grid_from(const grid_options& o) {
 }
 
 volatile sig_atomic_t interrupted = 0;
-void on_signal(int) { interrupted = 1; }
+void on_signal(int) {
+  interrupted = 1;
+}
 
 asio::awaitable<result<net::client_response>> get_json(std::string url) {
   net::http_client client(co_await asio::this_coro::executor);
@@ -59,7 +61,8 @@ result<json::object> fetch_object(const std::string& url) {
     return r.err();
   }
   if (r->status != 200) {
-    return make_error(errc::unavailable, fmt::format("{} answered {}: {}", url, r->status, r->body));
+    return make_error(errc::unavailable,
+                      fmt::format("{} answered {}: {}", url, r->status, r->body));
   }
   return api::parse_object(r->body);
 }
@@ -74,8 +77,9 @@ asio::awaitable<result<api::program_manifest>> load(director::load_request req) 
 result<api::program_manifest> ingest(const ingest_options& o, bool quiet) {
   auto id = program_id::parse(o.id.empty() ? id_from_title(o.title) : o.id);
   if (!id) {
-    return make_error(errc::invalid_argument,
-                      fmt::format("bad program id '{}': use 1-64 characters of [A-Za-z0-9_-]", o.id));
+    return make_error(
+        errc::invalid_argument,
+        fmt::format("bad program id '{}': use 1-64 characters of [A-Za-z0-9_-]", o.id));
   }
   if (o.title.empty()) {
     return make_error(errc::invalid_argument, "--title must not be empty");
@@ -116,14 +120,47 @@ result<std::filesystem::path> make_sample(const std::filesystem::path& dir) {
   if (!std::filesystem::exists(ffmpeg, ec)) {
     return make_error(errc::not_found, "ffmpeg is not installed (make demo installs it)");
   }
-  auto p = child_process::spawn(
-      {ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-       "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-       "-t", "12", "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-keyint_min", "50",
-       "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-f", "hls",
-       "-hls_time", "2", "-hls_playlist_type", "vod", "-hls_segment_filename",
-       (dir / "seg%03d.ts").string(), playlist.string()},
-      dir / "ffmpeg.log");
+  auto p = child_process::spawn({ffmpeg,
+                                 "-nostdin",
+                                 "-loglevel",
+                                 "error",
+                                 "-y",
+                                 "-f",
+                                 "lavfi",
+                                 "-i",
+                                 "testsrc2=size=640x360:rate=25",
+                                 "-f",
+                                 "lavfi",
+                                 "-i",
+                                 "sine=frequency=440:sample_rate=48000",
+                                 "-t",
+                                 "12",
+                                 "-c:v",
+                                 "libx264",
+                                 "-preset",
+                                 "veryfast",
+                                 "-g",
+                                 "50",
+                                 "-keyint_min",
+                                 "50",
+                                 "-sc_threshold",
+                                 "0",
+                                 "-pix_fmt",
+                                 "yuv420p",
+                                 "-c:a",
+                                 "aac",
+                                 "-b:a",
+                                 "96k",
+                                 "-f",
+                                 "hls",
+                                 "-hls_time",
+                                 "2",
+                                 "-hls_playlist_type",
+                                 "vod",
+                                 "-hls_segment_filename",
+                                 (dir / "seg%03d.ts").string(),
+                                 playlist.string()},
+                                dir / "ffmpeg.log");
   if (!p) {
     return p.err();
   }
@@ -180,12 +217,14 @@ int run_up(const grid_options& o) {
   }
   std::cout << "ready\n";
   for (auto& s : grid->stations) {
-    std::cout << fmt::format("station {}: director {}  engines", s.name.str(), s.director.listen.url());
+    std::cout << fmt::format("station {}: director {}  engines", s.name.str(),
+                             s.director.listen.url());
     for (auto& e : s.engines) {
       std::cout << " " << e.name.str() << "=" << e.listen.url();
     }
     std::cout << "\n";
-    std::cout << fmt::format("viewer URL: {}/v1/programs/<id>/index.m3u8\n", s.director.listen.url());
+    std::cout << fmt::format("viewer URL: {}/v1/programs/<id>/index.m3u8\n",
+                             s.director.listen.url());
   }
   std::cout << fmt::format("logs: {}\n", g->log_dir().string()) << std::flush;
   while (!interrupted) {
@@ -227,10 +266,12 @@ int run_demo(const demo_options& o) {
     if (!m) {
       return fail("demo", "ingest: " + m.err().detail);
     }
-    std::cout << fmt::format("ingested program demo: {} segments, {:.1f} s\n", m->segments.size(), m->duration());
+    std::cout << fmt::format("ingested program demo: {} segments, {:.1f} s\n", m->segments.size(),
+                             m->duration());
   }
   std::string url = director + "/v1/programs/demo/index.m3u8";
-  std::cout << fmt::format("playing {} with {} viewers{}\n", url, o.viewers, o.realtime ? " in real time" : "")
+  std::cout << fmt::format("playing {} with {} viewers{}\n", url, o.viewers,
+                           o.realtime ? " in real time" : "")
             << std::flush;
   console::play_options po;
   po.url = url;
@@ -239,8 +280,9 @@ int run_demo(const demo_options& o) {
   asio::io_context io;
   auto report = run_sync(io, play_async(po));
   std::cout << report.to_text();
-  std::string again = fmt::format("vodgrid up --data {}{}", o.grid.data.string(),
-                                  o.grid.base_port == 8700 ? "" : fmt::format(" --base-port {}", o.grid.base_port));
+  std::string again =
+      fmt::format("vodgrid up --data {}{}", o.grid.data.string(),
+                  o.grid.base_port == 8700 ? "" : fmt::format(" --base-port {}", o.grid.base_port));
   std::cout << fmt::format("to watch it: run `{}`, then: ffplay {}  (or vlc, mpv)\n", again, url);
   g->stop();
   return report.ok() ? 0 : 1;
@@ -251,8 +293,9 @@ int run_ingest(const ingest_options& o) {
   if (!m) {
     return fail("ingest", m.err().detail);
   }
-  std::cout << fmt::format("program {} ready: {} segments, {:.1f} s\nviewer URL: {}/v1/programs/{}/index.m3u8\n",
-                           m->id.str(), m->segments.size(), m->duration(), grid_url(o.grid), m->id.str());
+  std::cout << fmt::format(
+      "program {} ready: {} segments, {:.1f} s\nviewer URL: {}/v1/programs/{}/index.m3u8\n",
+      m->id.str(), m->segments.size(), m->duration(), grid_url(o.grid), m->id.str());
   return 0;
 }
 
@@ -261,12 +304,14 @@ int run_programs(const std::string& grid) {
   if (!o) {
     return fail("programs", o.err().detail);
   }
-  std::cout << fmt::format("{:<24} {:<8} {:>8} {:>10}  {}\n", "ID", "STATE", "SEGMENTS", "SECONDS", "TITLE");
+  std::cout << fmt::format("{:<24} {:<8} {:>8} {:>10}  {}\n", "ID", "STATE", "SEGMENTS", "SECONDS",
+                           "TITLE");
   for (auto& p : o->at("programs").as_array()) {
     auto& po = p.as_object();
-    std::cout << fmt::format("{:<24} {:<8} {:>8} {:>10.1f}  {}\n", std::string(po.at("id").as_string()),
-                             std::string(po.at("state").as_string()), po.at("segments").to_number<uint64_t>(),
-                             po.at("duration").to_number<double>(), std::string(po.at("title").as_string()));
+    std::cout << fmt::format(
+        "{:<24} {:<8} {:>8} {:>10.1f}  {}\n", std::string(po.at("id").as_string()),
+        std::string(po.at("state").as_string()), po.at("segments").to_number<uint64_t>(),
+        po.at("duration").to_number<double>(), std::string(po.at("title").as_string()));
   }
   return 0;
 }
@@ -276,20 +321,20 @@ int run_status(const std::string& grid) {
   if (!o) {
     return fail("status", o.err().detail);
   }
-  std::cout << fmt::format("station {} (director {})\n", std::string(o->at("station").as_string()), grid_url(grid));
-  std::cout << fmt::format("{:<16} {:<5} {:>9} {:>8} {:>12} {:>12}  {}\n", "ENGINE", "UP", "SEGMENTS",
-                           "STREAMS", "BYTES/S", "FREE GB", "URL");
+  std::cout << fmt::format("station {} (director {})\n", std::string(o->at("station").as_string()),
+                           grid_url(grid));
+  std::cout << fmt::format("{:<16} {:<5} {:>9} {:>8} {:>12} {:>12}  {}\n", "ENGINE", "UP",
+                           "SEGMENTS", "STREAMS", "BYTES/S", "FREE GB", "URL");
   for (auto& e : o->at("engines").as_array()) {
     auto& eo = e.as_object();
     auto& load = eo.at("load").as_object();
-    std::cout << fmt::format("{:<16} {:<5} {:>9} {:>4}/{:<4} {:>12} {:>12.1f}  {}\n",
-                             std::string(eo.at("name").as_string()), eo.at("up").as_bool() ? "yes" : "NO",
-                             eo.at("segments").to_number<uint64_t>(),
-                             load.at("active_streams").to_number<uint64_t>(),
-                             load.at("max_streams").to_number<uint64_t>(),
-                             load.at("bytes_per_second").to_number<uint64_t>(),
-                             load.at("free_bytes").to_number<double>() / 1e9,
-                             std::string(eo.at("url").as_string()));
+    std::cout << fmt::format(
+        "{:<16} {:<5} {:>9} {:>4}/{:<4} {:>12} {:>12.1f}  {}\n",
+        std::string(eo.at("name").as_string()), eo.at("up").as_bool() ? "yes" : "NO",
+        eo.at("segments").to_number<uint64_t>(), load.at("active_streams").to_number<uint64_t>(),
+        load.at("max_streams").to_number<uint64_t>(),
+        load.at("bytes_per_second").to_number<uint64_t>(),
+        load.at("free_bytes").to_number<double>() / 1e9, std::string(eo.at("url").as_string()));
   }
   return 0;
 }
@@ -315,7 +360,8 @@ int run_play(const play_cli_options& o) {
     std::cout << report.to_text();
   }
   if (!report.ok()) {
-    std::cerr << "vodgrid play: " << (report.errors.empty() ? "some segments failed" : report.errors.front()) << "\n";
+    std::cerr << "vodgrid play: "
+              << (report.errors.empty() ? "some segments failed" : report.errors.front()) << "\n";
     return 1;
   }
   return 0;

@@ -1,10 +1,10 @@
 // `vodgrid engine` and `vodgrid director`: load the grid config, start the daemon, stop it in two
 // phases on SIGINT or SIGTERM.
+#include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <fmt/format.h>
 
 #include <csignal>
 #include <iostream>
@@ -29,7 +29,8 @@ asio::awaitable<void> stop_then_quit(Daemon& d, asio::io_context& io) {
 }
 
 template <class Daemon, class Id>
-int run_daemon(const std::filesystem::path& config, const std::string& name, std::string_view role) {
+int run_daemon(const std::filesystem::path& config, const std::string& name,
+               std::string_view role) {
   std::signal(SIGPIPE, SIG_IGN);
   auto grid = grid_config::load(config);
   if (!grid) {

@@ -2,11 +2,11 @@
 
 #include <csignal>
 
+#include <fmt/format.h>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <fmt/format.h>
 
 #include "api/api.h"
 #include "base/fs.h"
@@ -62,7 +62,8 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
   g.logs_ = abs / "logs";
   std::filesystem::create_directories(g.logs_, ec);
   if (ec) {
-    return make_error(errc::io_error, fmt::format("cannot create {}: {}", g.logs_.string(), ec.message()));
+    return make_error(errc::io_error,
+                      fmt::format("cannot create {}: {}", g.logs_.string(), ec.message()));
   }
   auto config_file = abs / "grid.toml";
   if (auto st = write_file_durably(config_file, grid.to_toml()); !st) {
@@ -89,7 +90,8 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
     }
   }
   for (auto& d : g.daemons_) {
-    if (!wait_healthy(d.url, timeout, d.role == "director" ? grid.find_station(d.name)->engines.size() : 0)) {
+    if (!wait_healthy(d.url, timeout,
+                      d.role == "director" ? grid.find_station(d.name)->engines.size() : 0)) {
       std::string why = d.process.running() ? "does not answer /healthz" : "exited";
       g.stop(std::chrono::seconds(2));
       return make_error(errc::unavailable, fmt::format("{} {} {} (see {})", d.role, d.name, why,
@@ -99,7 +101,9 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
   return g;
 }
 
-local_grid::~local_grid() { stop(std::chrono::seconds(5)); }
+local_grid::~local_grid() {
+  stop(std::chrono::seconds(5));
+}
 
 void local_grid::stop(std::chrono::milliseconds grace) {
   // Engines first, so that the director does not see them vanish one by one while it drains.

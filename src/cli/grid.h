@@ -1,6 +1,6 @@
 // The local grid launcher behind `vodgrid up` and `vodgrid demo`: each daemon of a grid config runs
-// as its own child process (a chassis of blades, claim 6), logs under DATA/logs, and the grid counts
-// as ready once every daemon answers /healthz and every director sees all its engines.
+// as its own child process (a chassis of blades, claim 6), logs under DATA/logs, and the grid
+// counts as ready once every daemon answers /healthz and every director sees all its engines.
 #pragma once
 
 #include <chrono>
@@ -25,7 +25,7 @@ class local_grid {
 
   // Writes the config to DATA/grid.toml, starts every daemon, waits up to `timeout` for health.
   static result<local_grid> start(const grid_config& grid, const std::filesystem::path& data,
-                                   std::chrono::milliseconds timeout);
+                                  std::chrono::milliseconds timeout);
   local_grid(local_grid&&) = default;
   ~local_grid();
 

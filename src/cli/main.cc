@@ -14,24 +14,30 @@ int main(int argc, char** argv) {
 
   std::string config, name;
   auto* engine = app.add_subcommand("engine", "Run a media engine daemon");
-  engine->add_option("--config", config, "The grid's TOML file")->required()->check(CLI::ExistingFile);
+  engine->add_option("--config", config, "The grid's TOML file")
+      ->required()
+      ->check(CLI::ExistingFile);
   engine->add_option("--name", name, "This engine's name in the config")->required();
   auto* director = app.add_subcommand("director", "Run a station's media director daemon");
-  director->add_option("--config", config, "The grid's TOML file")->required()->check(CLI::ExistingFile);
+  director->add_option("--config", config, "The grid's TOML file")
+      ->required()
+      ->check(CLI::ExistingFile);
   director->add_option("--name", name, "The station's name in the config")->required();
 
   grid_options grid;
   auto add_grid = [&](CLI::App* c) {
     c->add_option("--config", grid.config, "A grid TOML file (default: the embedded grid)")
         ->check(CLI::ExistingFile);
-    c->add_option("--data", grid.data, "Where the embedded grid keeps its data")->capture_default_str();
+    c->add_option("--data", grid.data, "Where the embedded grid keeps its data")
+        ->capture_default_str();
     c->add_option("--base-port", grid.base_port, "Move every default port by P - 8700")
         ->capture_default_str();
   };
   auto* up = app.add_subcommand("up", "Run a whole grid on this machine until Ctrl-C");
   add_grid(up);
   demo_options demo;
-  auto* demo_cmd = app.add_subcommand("demo", "Run the grid, ingest a sample, play it, report, exit");
+  auto* demo_cmd =
+      app.add_subcommand("demo", "Run the grid, ingest a sample, play it, report, exit");
   add_grid(demo_cmd);
   demo_cmd->add_option("--viewers", demo.viewers, "Concurrent viewers")->capture_default_str();
   demo_cmd->add_flag("--realtime", demo.realtime, "Play at the speed of the media");
@@ -39,11 +45,14 @@ int main(int argc, char** argv) {
   std::string grid_flag;
   ingest_options ingest;
   auto* ingest_cmd = app.add_subcommand("ingest", "Load a packaged HLS VOD program into a station");
-  ingest_cmd->add_option("SOURCE", ingest.source, "A folder, .m3u8 file or http:// URL of an HLS VOD playlist")
+  ingest_cmd
+      ->add_option("SOURCE", ingest.source,
+                   "A folder, .m3u8 file or http:// URL of an HLS VOD playlist")
       ->required();
   ingest_cmd->add_option("--title", ingest.title, "The program's title")->required();
   ingest_cmd->add_option("--id", ingest.id, "The program's id (default: made from the title)");
-  ingest_cmd->add_option("--grid", grid_flag, "The director's URL (default: $VODGRID_GRID or the local grid)");
+  ingest_cmd->add_option("--grid", grid_flag,
+                         "The director's URL (default: $VODGRID_GRID or the local grid)");
 
   auto* programs = app.add_subcommand("programs", "List the programs of a station");
   programs->add_option("--grid", grid_flag, "The director's URL");
@@ -52,11 +61,13 @@ int main(int argc, char** argv) {
 
   play_cli_options play;
   bool no_verify = false;
-  auto* play_cmd = app.add_subcommand("play", "Play a program as a console: verify, report, exit non-zero on failure");
+  auto* play_cmd = app.add_subcommand(
+      "play", "Play a program as a console: verify, report, exit non-zero on failure");
   play_cmd->add_option("URL", play.url, "http://DIRECTOR/v1/programs/{id}/index.m3u8")->required();
   play_cmd->add_option("--token", play.token, "A viewer token (default: $VODGRID_TOKEN)");
   play_cmd->add_option("--viewers", play.viewers, "Concurrent viewers")->capture_default_str();
-  play_cmd->add_flag("--realtime", play.realtime, "Fetch each segment when the previous one starts playing");
+  play_cmd->add_flag("--realtime", play.realtime,
+                     "Fetch each segment when the previous one starts playing");
   play_cmd->add_flag("--no-verify", no_verify, "Do not check segments against their SHA-256");
   play_cmd->add_flag("--json", play.json, "Print the report as JSON");
 

@@ -1,5 +1,6 @@
 #include "console/player.h"
 
+#include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -7,7 +8,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/object.hpp>
-#include <fmt/format.h>
 
 #include <memory>
 
@@ -51,12 +51,17 @@ json::value play_report::to_json() const {
   for (auto& e : errors) {
     errs.push_back(json::value(e));
   }
-  return json::object{{"viewers", viewers},     {"segments", segments},
-                      {"segments_failed", segments_failed}, {"bytes", bytes},
-                      {"retries", retries},     {"stalls", stalls},
+  return json::object{{"viewers", viewers},
+                      {"segments", segments},
+                      {"segments_failed", segments_failed},
+                      {"bytes", bytes},
+                      {"retries", retries},
+                      {"stalls", stalls},
                       {"digest_mismatches", digest_mismatches},
-                      {"seconds", seconds},     {"media_seconds", media_seconds},
-                      {"engines", eng},         {"errors", errs},
+                      {"seconds", seconds},
+                      {"media_seconds", media_seconds},
+                      {"engines", eng},
+                      {"errors", errs},
                       {"ok", ok()}};
 }
 
@@ -80,12 +85,14 @@ std::string with_token(const std::string& url, const std::string& token) {
   return url + (url.find('?') == std::string::npos ? "?" : "&") + "token=" + token;
 }
 
-// The manifest URL that goes with a playlist URL: .../v1/programs/{id}/index.m3u8 → .../v1/programs/{id}.
+// The manifest URL that goes with a playlist URL: .../v1/programs/{id}/index.m3u8 →
+// .../v1/programs/{id}.
 std::string manifest_url(const std::string& playlist_url) {
   auto q = playlist_url.find('?');
   std::string base = playlist_url.substr(0, q);
   constexpr std::string_view tail = "/index.m3u8";
-  if (base.size() > tail.size() && base.compare(base.size() - tail.size(), tail.size(), tail) == 0) {
+  if (base.size() > tail.size() &&
+      base.compare(base.size() - tail.size(), tail.size(), tail) == 0) {
     base.resize(base.size() - tail.size());
     return base + (q == std::string::npos ? "" : playlist_url.substr(q));
   }
@@ -133,12 +140,13 @@ asio::awaitable<uint64_t> fetch_segment(net::http_client& client, std::shared_pt
     auto engine = net::parse_http_url(*location);
     auto res = co_await client.get(*location);
     if (!res) {
-      last_error = fmt::format("engine {}: {}", engine ? engine->origin() : *location, res.err().detail);
+      last_error =
+          fmt::format("engine {}: {}", engine ? engine->origin() : *location, res.err().detail);
       continue;
     }
     if (res->status != 200) {
-      last_error = fmt::format("engine {} answered {} for segment {}", engine ? engine->origin() : *location,
-                               res->status, index);
+      last_error = fmt::format("engine {} answered {} for segment {}",
+                               engine ? engine->origin() : *location, res->status, index);
       continue;
     }
     if (expected && sha256(res->body) != *expected) {
@@ -188,7 +196,8 @@ asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
       }
     }
     if (!m || m->segments.size() != pl->segments.size()) {
-      st->error("cannot verify: the director publishes no matching SHA-256 list for " + st->opts.url);
+      st->error("cannot verify: the director publishes no matching SHA-256 list for " +
+                st->opts.url);
       --st->running;
       co_return;
     }
@@ -203,14 +212,16 @@ asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
     auto& seg = pl->segments[i];
     if (st->opts.realtime && i > 0) {
       // Fetch segment i once segment i-1 starts playing: one segment of buffer, as a set-top box.
-      auto start_prev = playback_start + std::chrono::duration_cast<steady::duration>(
-                                             std::chrono::duration<double>(buffered_until - pl->segments[i - 1].duration));
+      auto start_prev = playback_start +
+                        std::chrono::duration_cast<steady::duration>(std::chrono::duration<double>(
+                            buffered_until - pl->segments[i - 1].duration));
       co_await sleep_for(start_prev - steady::now());
     }
     auto seg_url = net::resolve_url(playlist_url, seg.uri);
     uint64_t got = 0;
     if (seg_url) {
-      got = co_await fetch_segment(client, st, *seg_url, st->opts.verify ? &digests[i] : nullptr, i);
+      got =
+          co_await fetch_segment(client, st, *seg_url, st->opts.verify ? &digests[i] : nullptr, i);
     } else {
       st->error(fmt::format("segment {}: bad URI {}", i, seg.uri));
     }

@@ -15,25 +15,25 @@
 namespace vodgrid::console {
 
 struct play_options {
-  std::string url;          // http://DIRECTOR/v1/programs/{id}/index.m3u8
-  std::string token;        // appended as ?token= when not empty
-  uint32_t viewers = 1;     // concurrent consoles
-  bool realtime = false;    // fetch each segment only when the previous one starts playing
-  bool verify = true;       // check every segment against the director's published SHA-256
+  std::string url;             // http://DIRECTOR/v1/programs/{id}/index.m3u8
+  std::string token;           // appended as ?token= when not empty
+  uint32_t viewers = 1;        // concurrent consoles
+  bool realtime = false;       // fetch each segment only when the previous one starts playing
+  bool verify = true;          // check every segment against the director's published SHA-256
   uint32_t max_attempts = 12;  // per segment, through the director each time
   std::chrono::milliseconds attempt_timeout{20'000};
 };
 
 struct play_report {
   uint32_t viewers = 0;
-  uint64_t segments = 0;        // segments played (verified, when verifying)
-  uint64_t segments_failed = 0; // segments no attempt could deliver
+  uint64_t segments = 0;         // segments played (verified, when verifying)
+  uint64_t segments_failed = 0;  // segments no attempt could deliver
   uint64_t bytes = 0;
-  uint64_t retries = 0;         // attempts beyond the first
-  uint64_t stalls = 0;          // real time only: a segment arrived after it was due to play
+  uint64_t retries = 0;  // attempts beyond the first
+  uint64_t stalls = 0;   // real time only: a segment arrived after it was due to play
   uint64_t digest_mismatches = 0;
-  double seconds = 0;           // wall time
-  double media_seconds = 0;     // per viewer
+  double seconds = 0;                       // wall time
+  double media_seconds = 0;                 // per viewer
   std::map<std::string, uint64_t> engines;  // engine origin → segments served
   std::vector<std::string> errors;          // first few, for the operator
   bool ok() const { return segments_failed == 0 && errors.empty(); }

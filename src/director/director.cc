@@ -2,13 +2,13 @@
 // playlists and segment redirects.
 #include "director/director.h"
 
+#include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
-#include <fmt/format.h>
 
 #include <map>
 
@@ -56,7 +56,9 @@ struct director_daemon::impl {
   impl(asio::io_context& i, grid_config g)
       : io(i), grid(std::move(g)), tables(grid.heartbeat_timeout) {}
 
-  std::filesystem::path catalog_path() const { return station->director.data_dir / "programs.json"; }
+  std::filesystem::path catalog_path() const {
+    return station->director.data_dir / "programs.json";
+  }
   status load_catalog();
   status save_catalog();
   void routes();
@@ -82,7 +84,9 @@ director_daemon::director_daemon(asio::io_context& io, grid_config grid, station
 
 director_daemon::~director_daemon() = default;
 
-uint16_t director_daemon::port() const { return impl_->port; }
+uint16_t director_daemon::port() const {
+  return impl_->port;
+}
 
 status director_daemon::start() {
   auto& d = *impl_;
@@ -92,8 +96,8 @@ status director_daemon::start() {
   if (auto st = d.load_catalog(); !st) {
     return st;
   }
-  d.server = std::make_unique<net::http_server>(d.io.get_executor(),
-                                                "director " + d.station->name.str());
+  d.server =
+      std::make_unique<net::http_server>(d.io.get_executor(), "director " + d.station->name.str());
   net::client_options co;
   co.request_timeout = std::chrono::seconds(5);
   co.max_body = 1 << 20;
@@ -128,17 +132,21 @@ status director_daemon::impl::load_catalog() {
   }
   auto o = api::parse_object(*text);
   if (!o) {
-    return make_error(errc::io_error, fmt::format("{}: {}", catalog_path().string(), o.err().detail));
+    return make_error(errc::io_error,
+                      fmt::format("{}: {}", catalog_path().string(), o.err().detail));
   }
   auto* progs = o->if_contains("programs");
   if (!progs || !progs->is_array()) {
     return make_error(errc::io_error, catalog_path().string() + ": no 'programs' array");
   }
   for (auto& p : progs->as_array()) {
-    auto m = p.is_object() ? api::from_json<api::program_manifest>(p.as_object())
-                           : result<api::program_manifest>(make_error(errc::invalid_argument, "not an object"));
+    auto m =
+        p.is_object()
+            ? api::from_json<api::program_manifest>(p.as_object())
+            : result<api::program_manifest>(make_error(errc::invalid_argument, "not an object"));
     if (!m) {
-      return make_error(errc::io_error, fmt::format("{}: {}", catalog_path().string(), m.err().detail));
+      return make_error(errc::io_error,
+                        fmt::format("{}: {}", catalog_path().string(), m.err().detail));
     }
     catalog[m->id] = std::move(*m);
   }
@@ -157,8 +165,8 @@ void director_daemon::impl::routes() {
   using V = http::verb;
   auto on = [this](V v, std::string pattern, asio::awaitable<reply> (impl::*fn)(request_context&),
                    uint64_t limit = 0) {
-    server->route(v, std::move(pattern), [this, fn](request_context& c) { return (this->*fn)(c); },
-                  limit);
+    server->route(
+        v, std::move(pattern), [this, fn](request_context& c) { return (this->*fn)(c); }, limit);
   };
   on(V::post, "/v1/engines/{}/heartbeat", &impl::heartbeat, 512ull << 20);
   on(V::get, "/v1/engines", &impl::list_engines);
@@ -177,13 +185,15 @@ void director_daemon::impl::routes() {
                         {"programs", catalog.size()}};
   });
   auto& m = server->metrics();
-  redirects = &m.counter("vodgrid_director_redirects_total", "Segment requests redirected to an engine");
-  unavailable = &m.counter("vodgrid_director_unavailable_total", "Segment requests with no engine to serve them");
-  preload_orders = &m.counter("vodgrid_director_preload_orders_total", "Preload orders sent to engines");
+  redirects =
+      &m.counter("vodgrid_director_redirects_total", "Segment requests redirected to an engine");
+  unavailable = &m.counter("vodgrid_director_unavailable_total",
+                           "Segment requests with no engine to serve them");
+  preload_orders =
+      &m.counter("vodgrid_director_preload_orders_total", "Preload orders sent to engines");
   heartbeats = &m.counter("vodgrid_director_heartbeats_total", "Engine heartbeats received");
-  m.gauge_fn("vodgrid_director_engines_up", "Engines in rotation", [this] {
-    return static_cast<double>(tables.up_engines(steady::now()).size());
-  });
+  m.gauge_fn("vodgrid_director_engines_up", "Engines in rotation",
+             [this] { return static_cast<double>(tables.up_engines(steady::now()).size()); });
   m.gauge_fn("vodgrid_director_locations", "Segments with at least one copy in the station",
              [this] { return static_cast<double>(tables.location_count()); });
 }
@@ -194,7 +204,8 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
     co_return net::error_reply(hb.err());
   }
   if (hb->engine.str() != ctx.params[0]) {
-    co_return net::error_reply(make_error(errc::invalid_argument, "the engine in the body is not the one in the path"));
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "the engine in the body is not the one in the path"));
   }
   bool ours = false;
   for (auto& e : station->engines) {
@@ -202,7 +213,8 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
   }
   if (!ours) {
     co_return net::error_reply(make_error(
-        errc::forbidden, fmt::format("engine {} is not in station {}", hb->engine.str(), station->name.str())));
+        errc::forbidden,
+        fmt::format("engine {} is not in station {}", hb->engine.str(), station->name.str())));
   }
   auto before = tables.find_engine(hb->engine.str());
   bool was_up = before && tables.is_up(tables.engine(*before), steady::now());
@@ -210,7 +222,8 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
   heartbeats->inc();
   if (!was_up && !rep.resync) {
     logger->info("director {}: engine {} up at {} with {} segments", station->name.str(),
-                 hb->engine.str(), hb->url, tables.engine(*tables.find_engine(hb->engine.str())).held.size());
+                 hb->engine.str(), hb->url,
+                 tables.engine(*tables.find_engine(hb->engine.str())).held.size());
   }
   co_return net::json_reply(api::to_json(rep));
 }
@@ -224,7 +237,8 @@ asio::awaitable<reply> director_daemon::impl::list_engines(request_context&) {
         {"name", e.name.str()},
         {"url", e.url},
         {"up", tables.is_up(e, now)},
-        {"last_seen_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now - e.last_seen).count()},
+        {"last_seen_ms",
+         std::chrono::duration_cast<std::chrono::milliseconds>(now - e.last_seen).count()},
         {"segments", e.held.size()},
         {"assigned", e.assigned},
         {"load", api::to_json(e.load)}});
@@ -239,15 +253,16 @@ asio::awaitable<reply> director_daemon::impl::create_program(request_context& ct
   }
   auto it = catalog.find(m->id);
   if (it != catalog.end() && it->second.state == state_ready) {
-    co_return net::error_reply(make_error(errc::conflict, fmt::format("program {} already exists", m->id.str())));
+    co_return net::error_reply(
+        make_error(errc::conflict, fmt::format("program {} already exists", m->id.str())));
   }
   auto now = steady::now();
   auto up = tables.up_engines(now);
   size_t copies = station->director.copies;
   if (up.size() < std::max<size_t>(copies, 2)) {
-    co_return net::error_reply(make_error(
-        errc::unavailable, fmt::format("{} engines up; a program needs at least {}", up.size(),
-                                       std::max<size_t>(copies, 2))));
+    co_return net::error_reply(
+        make_error(errc::unavailable, fmt::format("{} engines up; a program needs at least {}",
+                                                  up.size(), std::max<size_t>(copies, 2))));
   }
   // Spread: segment i goes to `copies` consecutive engines starting at i mod n, so that every
   // program is served by at least two engines and the load of a program is shared by all.
@@ -262,7 +277,8 @@ asio::awaitable<reply> director_daemon::impl::create_program(request_context& ct
     }
     for (size_t k = 0; k < up.size() && targets.size() < copies; ++k) {
       auto& e = tables.engine(up[(i + k) % up.size()]);
-      bool dup = std::any_of(targets.begin(), targets.end(), [&](auto& t) { return t.name == e.name; });
+      bool dup =
+          std::any_of(targets.begin(), targets.end(), [&](auto& t) { return t.name == e.name; });
       if (!dup) {
         targets.push_back({e.name, e.url});
       }
@@ -280,7 +296,8 @@ asio::awaitable<reply> director_daemon::impl::create_program(request_context& ct
   co_return net::json_reply(api::to_json(pl), http::status::created);
 }
 
-std::string director_daemon::impl::missing_copies(const api::program_manifest& m, size_t want) const {
+std::string director_daemon::impl::missing_copies(const api::program_manifest& m,
+                                                  size_t want) const {
   auto now = steady::now();
   for (auto& s : m.segments) {
     segment_key key{m.id, s.index};
@@ -319,7 +336,8 @@ asio::awaitable<reply> director_daemon::impl::commit_program(request_context& ct
     co_await t.async_wait(use_tuple);
   }
   if (!missing.empty()) {
-    co_return net::error_reply(make_error(errc::conflict, "not every segment is in place: " + missing));
+    co_return net::error_reply(
+        make_error(errc::conflict, "not every segment is in place: " + missing));
   }
   it->second.state = std::string(state_ready);
   if (auto st = save_catalog(); !st) {
@@ -355,7 +373,9 @@ asio::awaitable<reply> director_daemon::impl::delete_program(request_context& ct
   for (auto& s : m.segments) {
     segment_key key{m.id, s.index};
     for (size_t h : tables.holders(key)) {
-      asio::co_spawn(io, send_delete(fmt::format("{}/v1/segments/{}/{}.ts", tables.engine(h).url, m.id.str(), s.index.v)),
+      asio::co_spawn(io,
+                     send_delete(fmt::format("{}/v1/segments/{}/{}.ts", tables.engine(h).url,
+                                             m.id.str(), s.index.v)),
                      asio::detached);
     }
   }
@@ -386,14 +406,16 @@ asio::awaitable<reply> director_daemon::impl::get_program(request_context& ctx) 
   co_return net::json_reply(api::to_json(it->second));
 }
 
-result<const api::program_manifest*> director_daemon::impl::ready_program(const std::string& raw) const {
+result<const api::program_manifest*> director_daemon::impl::ready_program(
+    const std::string& raw) const {
   auto id = program_id::parse(raw);
   auto it = id ? catalog.find(*id) : catalog.end();
   if (it == catalog.end()) {
     return make_error(errc::not_found, "no such program: " + raw);
   }
   if (it->second.state != state_ready) {
-    return make_error(errc::not_found, fmt::format("program {} is not ready ({})", raw, it->second.state));
+    return make_error(errc::not_found,
+                      fmt::format("program {} is not ready ({})", raw, it->second.state));
   }
   return &it->second;
 }
@@ -416,11 +438,14 @@ asio::awaitable<reply> director_daemon::impl::playlist(request_context& ctx) {
   co_return r;
 }
 
-asio::awaitable<void> director_daemon::impl::send_preload(std::string url, api::preload_order order) {
+asio::awaitable<void> director_daemon::impl::send_preload(std::string url,
+                                                          api::preload_order order) {
   ++background;
-  auto res = co_await client->send_json(http::verb::post, url, json::serialize(api::to_json(order)));
+  auto res =
+      co_await client->send_json(http::verb::post, url, json::serialize(api::to_json(order)));
   if (!res || res->status >= 300) {
-    logger->debug("director {}: preload {} at {} failed", station->name.str(), order.key.str(), url);
+    logger->debug("director {}: preload {} at {} failed", station->name.str(), order.key.str(),
+                  url);
   }
   --background;
 }
@@ -432,8 +457,9 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   }
   auto idx = segment_index::parse(ctx.params[1]);
   if (!idx || idx->v >= (*m)->segments.size()) {
-    co_return net::error_reply(make_error(
-        errc::not_found, fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
+    co_return net::error_reply(
+        make_error(errc::not_found,
+                   fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
   }
   auto now = steady::now();
   segment_key key{(*m)->id, *idx};
@@ -447,8 +473,9 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   auto chosen = tables.choose(key, now, hint);
   if (!chosen) {
     unavailable->inc();
-    auto r = net::error_reply(make_error(
-        errc::unavailable, fmt::format("no engine holding {} is up and under its limits", key.str())));
+    auto r = net::error_reply(
+        make_error(errc::unavailable,
+                   fmt::format("no engine holding {} is up and under its limits", key.str())));
     r.headers.emplace_back("Retry-After", "1");
     co_return r;
   }
@@ -459,7 +486,8 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   }
   reply r;
   r.status = http::status::found;
-  r.headers.emplace_back("Location", fmt::format("{}/v1/segments/{}/{}.ts{}", e.url, key.program.str(), idx->v, query));
+  r.headers.emplace_back("Location", fmt::format("{}/v1/segments/{}/{}.ts{}", e.url,
+                                                 key.program.str(), idx->v, query));
   r.headers.emplace_back("Cache-Control", "no-store");
   r.body = "{}\n";
   redirects->inc();
@@ -475,8 +503,9 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
       }
       preloaded[next] = {*n, now + ttl};
       preload_orders->inc();
-      asio::co_spawn(io, send_preload(tables.engine(*n).url + "/v1/orders/preload", api::preload_order{next}),
-                     asio::detached);
+      asio::co_spawn(
+          io, send_preload(tables.engine(*n).url + "/v1/orders/preload", api::preload_order{next}),
+          asio::detached);
     }
   }
   co_return r;

@@ -1,7 +1,7 @@
 #include "director/loader.h"
 
-#include <boost/json/serialize.hpp>
 #include <fmt/format.h>
+#include <boost/json/serialize.hpp>
 
 #include <filesystem>
 
@@ -19,7 +19,9 @@ namespace {
 
 constexpr uint64_t max_segment = 256ull << 20;
 
-bool is_url(std::string_view s) { return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0; }
+bool is_url(std::string_view s) {
+  return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0;
+}
 
 // Where the playlist and its segments are read from.
 struct source {
@@ -46,8 +48,9 @@ result<source> locate(const std::string& s) {
     if (fs::exists(idx, ec)) {
       return source{idx.string(), false};
     }
-    return make_error(errc::invalid_argument,
-                      fmt::format("{}: expected one .m3u8 playlist in the folder, found {}", s, found.size()));
+    return make_error(
+        errc::invalid_argument,
+        fmt::format("{}: expected one .m3u8 playlist in the folder, found {}", s, found.size()));
   }
   if (!fs::is_regular_file(s, ec)) {
     return make_error(errc::invalid_argument, fmt::format("{}: no such file or folder", s));
@@ -86,7 +89,8 @@ result<std::string> segment_location(const source& src, const std::string& uri) 
 
 // MPEG-TS: 188-byte packets, each starting with the sync byte 0x47.
 status check_ts(std::string_view data, const std::string& where) {
-  if (data.empty() || data.size() % 188 != 0 || data[0] != 0x47 || data[188 * (data.size() / 188 - 1)] != 0x47) {
+  if (data.empty() || data.size() % 188 != 0 || data[0] != 0x47 ||
+      data[188 * (data.size() / 188 - 1)] != 0x47) {
     return make_error(errc::invalid_argument, fmt::format("{}: not an MPEG-TS segment", where));
   }
   return {};
@@ -94,7 +98,8 @@ status check_ts(std::string_view data, const std::string& where) {
 
 }  // namespace
 
-asio::awaitable<result<api::program_manifest>> load_program(net::http_client& client, load_request req) {
+asio::awaitable<result<api::program_manifest>> load_program(net::http_client& client,
+                                                            load_request req) {
   auto src = locate(req.source);
   if (!src) {
     co_return src.err();
@@ -105,11 +110,13 @@ asio::awaitable<result<api::program_manifest>> load_program(net::http_client& cl
   }
   auto pl = api::parse_media_playlist(*text);
   if (!pl) {
-    co_return make_error(errc::invalid_argument, fmt::format("{}: {}", src->playlist_location, pl.err().detail));
+    co_return make_error(errc::invalid_argument,
+                         fmt::format("{}: {}", src->playlist_location, pl.err().detail));
   }
   if (!pl->endlist) {
-    co_return make_error(errc::invalid_argument,
-                         fmt::format("{}: not a VOD playlist (no #EXT-X-ENDLIST)", src->playlist_location));
+    co_return make_error(
+        errc::invalid_argument,
+        fmt::format("{}: not a VOD playlist (no #EXT-X-ENDLIST)", src->playlist_location));
   }
 
   // Pass 1: hash every segment (one in memory at a time).
@@ -149,7 +156,8 @@ asio::awaitable<result<api::program_manifest>> load_program(net::http_client& cl
     co_return placement.err();
   }
   if (placement->targets.size() != m.segments.size()) {
-    co_return make_error(errc::protocol_error, "the director's placement does not match the program");
+    co_return make_error(errc::protocol_error,
+                         "the director's placement does not match the program");
   }
 
   // Pass 2: upload each segment to its engines.
@@ -159,7 +167,8 @@ asio::awaitable<result<api::program_manifest>> load_program(net::http_client& cl
       co_return data.err();
     }
     if (sha256(*data) != m.segments[i].sha256) {
-      co_return make_error(errc::digest_mismatch, fmt::format("{} changed while loading", where[i]));
+      co_return make_error(errc::digest_mismatch,
+                           fmt::format("{} changed while loading", where[i]));
     }
     for (auto& e : placement->targets[i]) {
       auto url = fmt::format("{}/v1/segments/{}/{}.ts", e.url, m.id.str(), i);
@@ -168,11 +177,13 @@ asio::awaitable<result<api::program_manifest>> load_program(net::http_client& cl
       headers.emplace_back("Content-Type", "video/mp2t");
       auto put = co_await client.request(http::verb::put, url, *data, std::move(headers));
       if (!put) {
-        co_return make_error(put.err().code, fmt::format("engine {}: {}", e.name.str(), put.err().detail));
+        co_return make_error(put.err().code,
+                             fmt::format("engine {}: {}", e.name.str(), put.err().detail));
       }
       if (put->status != 201 && put->status != 200) {
-        co_return make_error(errc::unavailable, fmt::format("engine {} refused segment {} ({}): {}",
-                                                            e.name.str(), i, put->status, put->body));
+        co_return make_error(errc::unavailable,
+                             fmt::format("engine {} refused segment {} ({}): {}", e.name.str(), i,
+                                         put->status, put->body));
       }
     }
     if (req.progress) {
@@ -186,8 +197,9 @@ asio::awaitable<result<api::program_manifest>> load_program(net::http_client& cl
     co_return commit.err();
   }
   if (commit->status != 200) {
-    co_return make_error(errc::unavailable, fmt::format("director did not commit the program ({}): {}",
-                                                        commit->status, commit->body));
+    co_return make_error(
+        errc::unavailable,
+        fmt::format("director did not commit the program ({}): {}", commit->status, commit->body));
   }
   auto done = api::decode<api::program_manifest>(commit->body);
   if (!done) {

@@ -17,7 +17,8 @@ bool qualifies(const candidate& c) {
 double load_of(const candidate& c) {
   double l = static_cast<double>(c.streams) / c.max_streams;
   if (c.max_bytes_per_second) {
-    l = std::max(l, static_cast<double>(c.bytes_per_second) / static_cast<double>(c.max_bytes_per_second));
+    l = std::max(
+        l, static_cast<double>(c.bytes_per_second) / static_cast<double>(c.max_bytes_per_second));
   }
   return l;
 }

@@ -35,7 +35,7 @@ struct engine_entry {
 struct candidate {
   size_t engine = 0;  // index in the engine table
   bool up = false;
-  uint32_t streams = 0;      // reported active streams plus consoles assigned since
+  uint32_t streams = 0;  // reported active streams plus consoles assigned since
   uint32_t max_streams = 0;
   uint64_t bytes_per_second = 0;
   uint64_t max_bytes_per_second = 0;  // 0: unlimited

@@ -1,6 +1,7 @@
 // The engine daemon's HTTP handlers and heartbeat loop.
 #include "engine/engine.h"
 
+#include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -8,7 +9,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
-#include <fmt/format.h>
 
 #include <mutex>
 #include <random>
@@ -113,7 +113,9 @@ engine_daemon::engine_daemon(asio::io_context& io, grid_config grid, engine_id n
 
 engine_daemon::~engine_daemon() = default;
 
-uint16_t engine_daemon::port() const { return impl_->port; }
+uint16_t engine_daemon::port() const {
+  return impl_->port;
+}
 
 status engine_daemon::start() {
   auto& d = *impl_;
@@ -131,10 +133,12 @@ status engine_daemon::start() {
   auto listed = d.store->list();
   d.logger->info("{}: {} segments held in {} data directories", d.self->name.str(), listed.size(),
                  d.self->data_dirs.size());
-  d.store->set_listener([&d](const store::segment_info& s, bool added) { d.on_store_change(s, added); });
+  d.store->set_listener(
+      [&d](const store::segment_info& s, bool added) { d.on_store_change(s, added); });
 
   net::server_options sopts;
-  d.server = std::make_unique<net::http_server>(d.io.get_executor(), "engine " + d.self->name.str(), sopts);
+  d.server = std::make_unique<net::http_server>(d.io.get_executor(), "engine " + d.self->name.str(),
+                                                sopts);
   net::client_options copts;
   copts.max_body = d.self->max_segment_bytes;
   copts.request_timeout = std::chrono::seconds(30);
@@ -182,8 +186,8 @@ void engine_daemon::impl::routes() {
   using V = http::verb;
   std::string seg = "/v1/segments/{}/{}.ts";
   server->route(V::get, seg, [this](request_context& c) { return get_segment(c); });
-  server->route(V::put, seg, [this](request_context& c) { return put_segment(c); },
-                self->max_segment_bytes);
+  server->route(
+      V::put, seg, [this](request_context& c) { return put_segment(c); }, self->max_segment_bytes);
   server->route(V::delete_, seg, [this](request_context& c) { return delete_segment(c); });
   server->route(V::get, "/v1/segments", [this](request_context& c) { return list_segments(c); });
   server->route(V::post, "/v1/orders/fetch", [this](request_context& c) { return fetch(c); });
@@ -203,9 +207,8 @@ void engine_daemon::impl::routes() {
                               "result=\"failed\"");
   preloads = &m.counter("vodgrid_engine_preloads_total", "Preload orders carried out");
   bytes_sent = &m.counter("vodgrid_http_body_bytes_sent_total", "Reply body bytes sent");
-  m.gauge_fn("vodgrid_engine_segments", "Segments held", [this] {
-    return static_cast<double>(store->list().size());
-  });
+  m.gauge_fn("vodgrid_engine_segments", "Segments held",
+             [this] { return static_cast<double>(store->list().size()); });
   m.gauge_fn("vodgrid_engine_free_bytes", "Free bytes over all data directories", [this] {
     double f = 0;
     for (auto& s : store->stats()) {
@@ -271,8 +274,9 @@ asio::awaitable<reply> engine_daemon::impl::put_segment(request_context& ctx) {
   }
   auto digest = parse_sha256_hex(ctx.req[api::sha256_header]);
   if (!digest) {
-    co_return net::error_reply(make_error(
-        errc::invalid_argument, fmt::format("a PUT needs the header {}: <64 hex digits>", api::sha256_header)));
+    co_return net::error_reply(
+        make_error(errc::invalid_argument,
+                   fmt::format("a PUT needs the header {}: <64 hex digits>", api::sha256_header)));
   }
   bool had = store->find(*key).has_value();
   auto res = co_await store->put(*key, std::move(ctx.req.body()), *digest);
@@ -327,8 +331,9 @@ asio::awaitable<reply> engine_daemon::impl::fetch(request_context& ctx) {
   }
   if (res->status != 200) {
     fetches_failed->inc();
-    co_return net::error_reply(make_error(
-        errc::protocol_error, fmt::format("source answered {} for {}", res->status, order->source)));
+    co_return net::error_reply(
+        make_error(errc::protocol_error,
+                   fmt::format("source answered {} for {}", res->status, order->source)));
   }
   auto put = co_await store->put(order->key, std::move(res->body), order->sha256);
   if (!put) {
@@ -385,7 +390,8 @@ asio::awaitable<bool> engine_daemon::impl::beat() {
   last_beat = now;
   hb.load.active_streams = *active_streams;
   double bytes_now = bytes_sent->get();
-  hb.load.bytes_per_second = secs > 0 ? static_cast<uint64_t>((bytes_now - last_bytes_sent) / secs) : 0;
+  hb.load.bytes_per_second =
+      secs > 0 ? static_cast<uint64_t>((bytes_now - last_bytes_sent) / secs) : 0;
   last_bytes_sent = bytes_now;
   for (auto& s : store->stats()) {
     hb.load.free_bytes += s.free_bytes;
@@ -395,7 +401,8 @@ asio::awaitable<bool> engine_daemon::impl::beat() {
   hb.load.max_bytes_per_second = self->max_bytes_per_second;
   streams_gauge->set(*active_streams);
 
-  auto url = fmt::format("{}/v1/engines/{}/heartbeat", station->director.listen.url(), self->name.str());
+  auto url =
+      fmt::format("{}/v1/engines/{}/heartbeat", station->director.listen.url(), self->name.str());
   auto res = co_await client->send_json(http::verb::post, url, json::serialize(api::to_json(hb)));
   bool ok = res && res->status == 200;
   if (ok) {

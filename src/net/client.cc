@@ -1,6 +1,7 @@
 // The HTTP client: a small per-host pool of keep-alive Beast streams.
 #include "net/client.h"
 
+#include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -11,7 +12,6 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url.hpp>
-#include <fmt/format.h>
 
 namespace vodgrid::net {
 
@@ -26,7 +26,9 @@ std::string client_response::header(std::string_view name) const {
   return it == headers.end() ? std::string() : std::string(it->value());
 }
 
-std::string parsed_url::origin() const { return fmt::format("http://{}:{}", host, port); }
+std::string parsed_url::origin() const {
+  return fmt::format("http://{}:{}", host, port);
+}
 
 result<parsed_url> parse_http_url(std::string_view url) {
   auto u = boost::urls::parse_absolute_uri(url);
@@ -60,12 +62,14 @@ result<std::string> resolve_url(std::string_view base, std::string_view ref) {
   auto b = boost::urls::parse_absolute_uri(base);
   auto r = boost::urls::parse_uri_reference(ref);
   if (!b || !r) {
-    return make_error(errc::invalid_argument, fmt::format("cannot resolve {} against {}", ref, base));
+    return make_error(errc::invalid_argument,
+                      fmt::format("cannot resolve {} against {}", ref, base));
   }
   boost::urls::url out;
   auto rv = boost::urls::resolve(*b, *r, out);
   if (!rv) {
-    return make_error(errc::invalid_argument, fmt::format("cannot resolve {} against {}", ref, base));
+    return make_error(errc::invalid_argument,
+                      fmt::format("cannot resolve {} against {}", ref, base));
   }
   return std::string(out.buffer());
 }
@@ -81,8 +85,7 @@ http_client::~http_client() = default;
 
 asio::awaitable<result<client_response>> http_client::send_json(http::verb method, std::string url,
                                                                 std::string json) {
-  return request(method, std::move(url), std::move(json),
-                 {{"Content-Type", "application/json"}});
+  return request(method, std::move(url), std::move(json), {{"Content-Type", "application/json"}});
 }
 
 asio::awaitable<result<client_response>> http_client::request(http::verb method, std::string url,
@@ -116,7 +119,8 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     } else {
       stream = std::make_unique<beast::tcp_stream>(ex_);
       tcp::resolver resolver(ex_);
-      auto [rec, eps] = co_await resolver.async_resolve(pu->host, std::to_string(pu->port), use_tuple);
+      auto [rec, eps] =
+          co_await resolver.async_resolve(pu->host, std::to_string(pu->port), use_tuple);
       if (rec) {
         co_return make_error(errc::unavailable,
                              fmt::format("cannot resolve {}: {}", pu->host, rec.message()));
@@ -136,8 +140,9 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
       if (pooled) {
         continue;  // the peer closed an idle connection: retry on a fresh one
       }
-      co_return make_error(wec == beast::error::timeout ? errc::timeout : errc::unavailable,
-                           fmt::format("{} {}: {}", std::string(http::to_string(method)), url, wec.message()));
+      co_return make_error(
+          wec == beast::error::timeout ? errc::timeout : errc::unavailable,
+          fmt::format("{} {}: {}", std::string(http::to_string(method)), url, wec.message()));
     }
     beast::flat_buffer buf;
     http::response_parser<http::string_body> parser;
@@ -148,7 +153,8 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     }
     auto [rec, rn] = co_await http::async_read(*stream, buf, parser, use_tuple);
     if (rec) {
-      if (pooled && rn == 0 && (rec == http::error::end_of_stream || rec == asio::error::connection_reset)) {
+      if (pooled && rn == 0 &&
+          (rec == http::error::end_of_stream || rec == asio::error::connection_reset)) {
         continue;
       }
       errc code = errc::protocol_error;
@@ -160,7 +166,8 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
                  rec == asio::error::connection_reset || rec == asio::error::eof) {
         code = errc::unavailable;
       }
-      co_return make_error(code, fmt::format("{} {}: {}", std::string(http::to_string(method)), url, rec.message()));
+      co_return make_error(
+          code, fmt::format("{} {}: {}", std::string(http::to_string(method)), url, rec.message()));
     }
     auto res = parser.release();
     client_response out;

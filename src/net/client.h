@@ -12,8 +12,8 @@
 #include <utility>
 #include <vector>
 
-#include <boost/asio/awaitable.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/verb.hpp>
 
@@ -38,7 +38,7 @@ struct client_response {
 struct parsed_url {
   std::string host;
   uint16_t port = 80;
-  std::string target;  // path and query, at least "/"
+  std::string target;          // path and query, at least "/"
   std::string origin() const;  // "http://host:port"
 };
 // Only http:// URLs with an explicit or default port; errc::invalid_argument otherwise.

@@ -29,21 +29,36 @@ constexpr auto use_tuple = asio::as_tuple(use_awaitable);
 
 http::status status_of(errc e) {
   switch (e) {
-    case errc::ok: return http::status::ok;
-    case errc::invalid_argument: return http::status::bad_request;
-    case errc::not_found: return http::status::not_found;
-    case errc::conflict: return http::status::conflict;
-    case errc::unauthorized: return http::status::unauthorized;
-    case errc::forbidden: return http::status::forbidden;
-    case errc::too_large: return http::status::payload_too_large;
-    case errc::range_not_satisfiable: return http::status::range_not_satisfiable;
-    case errc::unavailable: return http::status::service_unavailable;
-    case errc::timeout: return http::status::gateway_timeout;
-    case errc::digest_mismatch: return http::status::unprocessable_entity;
-    case errc::io_error: return http::status::internal_server_error;
-    case errc::no_space: return http::status::insufficient_storage;
-    case errc::protocol_error: return http::status::bad_gateway;
-    case errc::internal: return http::status::internal_server_error;
+    case errc::ok:
+      return http::status::ok;
+    case errc::invalid_argument:
+      return http::status::bad_request;
+    case errc::not_found:
+      return http::status::not_found;
+    case errc::conflict:
+      return http::status::conflict;
+    case errc::unauthorized:
+      return http::status::unauthorized;
+    case errc::forbidden:
+      return http::status::forbidden;
+    case errc::too_large:
+      return http::status::payload_too_large;
+    case errc::range_not_satisfiable:
+      return http::status::range_not_satisfiable;
+    case errc::unavailable:
+      return http::status::service_unavailable;
+    case errc::timeout:
+      return http::status::gateway_timeout;
+    case errc::digest_mismatch:
+      return http::status::unprocessable_entity;
+    case errc::io_error:
+      return http::status::internal_server_error;
+    case errc::no_space:
+      return http::status::insufficient_storage;
+    case errc::protocol_error:
+      return http::status::bad_gateway;
+    case errc::internal:
+      return http::status::internal_server_error;
   }
   return http::status::internal_server_error;
 }
@@ -56,7 +71,9 @@ reply error_reply(http::status s, std::string_view code, std::string_view detail
   return r;
 }
 
-reply error_reply(const error& e) { return error_reply(status_of(e.code), to_string(e.code), e.detail); }
+reply error_reply(const error& e) {
+  return error_reply(status_of(e.code), to_string(e.code), e.detail);
+}
 
 reply json_reply(const json::value& v, http::status s) {
   reply r;
@@ -263,8 +280,9 @@ asio::awaitable<reply> http_server::dispatch(request_context& ctx, const route_e
   }
   if (!r) {
     if (path_known) {
-      co_return error_reply(http::status::method_not_allowed, "method_not_allowed",
-                            fmt::format("{} is not allowed on {}", std::string(ctx.req.method_string()), ctx.path));
+      co_return error_reply(
+          http::status::method_not_allowed, "method_not_allowed",
+          fmt::format("{} is not allowed on {}", std::string(ctx.req.method_string()), ctx.path));
     }
     co_return error_reply(http::status::not_found, "not_found", "no such resource: " + ctx.path);
   }
@@ -321,7 +339,7 @@ asio::awaitable<bool> http_server::write_reply(beast::tcp_stream& stream, reply 
   bytes_sent_->inc(static_cast<double>(res.body().size()));
   auto [wec, n] = co_await http::async_write(stream, res, use_tuple);
   co_return !wec && keep_alive;
-  }
+}
 
 asio::awaitable<void> http_server::run_session(tcp::socket sock) {
   beast::tcp_stream stream(std::move(sock));
@@ -348,12 +366,14 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     auto [rec, rn] = co_await http::async_read_header(stream, buf, parser, use_tuple);
     if (rec) {
       if (rec == http::error::header_limit) {
-        co_await write_reply(stream, error_reply(http::status::request_header_fields_too_large,
+        co_await write_reply(stream,
+                             error_reply(http::status::request_header_fields_too_large,
                                          "header_too_large", "the request header is too large"),
                              false, false);
       } else if (rec.category() == http::make_error_code(http::error::bad_target).category() &&
                  rec != http::error::end_of_stream && rec != http::error::partial_message) {
-        co_await write_reply(stream, error_reply(http::status::bad_request, "bad_request",
+        co_await write_reply(stream,
+                             error_reply(http::status::bad_request, "bad_request",
                                          "malformed request: " + rec.message()),
                              false, false);
       }
@@ -366,9 +386,9 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     bool head = hdr.method() == http::verb::head;
     auto target = boost::urls::parse_origin_form(hdr.target());
     if (!target) {
-      co_await write_reply(stream, error_reply(http::status::bad_request, "bad_request",
-                                       "malformed request target"),
-                           head, false);
+      co_await write_reply(
+          stream, error_reply(http::status::bad_request, "bad_request", "malformed request target"),
+          head, false);
       break;
     }
     ctx.path = std::string(target->encoded_path());
@@ -379,7 +399,8 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     const route_entry* r = match(hdr.method(), ctx.path, ctx.params, path_known);
     uint64_t limit = r ? r->body_limit : opts_.default_body_limit;
     if (auto cl = parser.content_length(); cl && *cl > limit) {
-      co_await write_reply(stream, error_reply(http::status::payload_too_large, "too_large",
+      co_await write_reply(stream,
+                           error_reply(http::status::payload_too_large, "too_large",
                                        fmt::format("the body is limited to {} bytes", limit)),
                            head, false);
       break;
@@ -389,7 +410,8 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
       stream.expires_after(opts_.body_timeout);
       auto [bec, bn] = co_await http::async_read(stream, buf, parser, use_tuple);
       if (bec == http::error::body_limit) {
-        co_await write_reply(stream, error_reply(http::status::payload_too_large, "too_large",
+        co_await write_reply(stream,
+                             error_reply(http::status::payload_too_large, "too_large",
                                          fmt::format("the body is limited to {} bytes", limit)),
                              head, false);
         break;
@@ -397,7 +419,8 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
       if (bec) {
         if (bec.category() == http::make_error_code(http::error::bad_target).category() &&
             bec != http::error::partial_message && bec != http::error::end_of_stream) {
-          co_await write_reply(stream, error_reply(http::status::bad_request, "bad_request",
+          co_await write_reply(stream,
+                               error_reply(http::status::bad_request, "bad_request",
                                            "malformed request body: " + bec.message()),
                                head, false);
         }

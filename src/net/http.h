@@ -67,7 +67,8 @@ struct request_context {
   std::string_view query_param(const std::string& k) const;
 };
 
-// Handlers are called with a context owned by the connection's coroutine, which awaits them at once.
+// Handlers are called with a context owned by the connection's coroutine, which awaits them at
+// once.
 using handler = std::function<asio::awaitable<reply>(request_context&)>;
 
 struct server_options {

@@ -12,9 +12,9 @@ struct byte_range {
 };
 
 enum class range_kind {
-  none,            // no Range header, an unknown unit, bad syntax, or several ranges: send 200 whole
-  satisfiable,     // send 206 with `range`
-  unsatisfiable,   // send 416 with Content-Range: bytes */size
+  none,           // no Range header, an unknown unit, bad syntax, or several ranges: send 200 whole
+  satisfiable,    // send 206 with `range`
+  unsatisfiable,  // send 416 with Content-Range: bytes */size
 };
 
 struct range_decision {

@@ -7,10 +7,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
-#include <fmt/format.h>
 
 #include <csignal>
 #include <cstdlib>
@@ -66,7 +66,9 @@ temp_dir::~temp_dir() {
   }
 }
 
-std::string vodgrid_binary() { return VODGRID_BINARY; }
+std::string vodgrid_binary() {
+  return VODGRID_BINARY;
+}
 
 run_result run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
   temp_dir d;
@@ -100,18 +102,51 @@ run_result run(const std::vector<std::string>& argv, std::chrono::milliseconds t
   return r;
 }
 
-std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds, int segment_seconds) {
+std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds,
+                                  int segment_seconds) {
   std::filesystem::create_directories(dir);
   auto playlist = dir / "index.m3u8";
   int fps = 25;
-  auto r = run({"/usr/bin/ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                fmt::format("testsrc2=size=320x180:rate={}", fps), "-f", "lavfi", "-i",
-                "sine=frequency=440:sample_rate=48000", "-t", std::to_string(seconds), "-c:v",
-                "libx264", "-preset", "ultrafast", "-g", std::to_string(fps * segment_seconds),
-                "-keyint_min", std::to_string(fps * segment_seconds), "-sc_threshold", "0",
-                "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-f", "hls", "-hls_time",
-                std::to_string(segment_seconds), "-hls_playlist_type", "vod",
-                "-hls_segment_filename", (dir / "seg%03d.ts").string(), playlist.string()});
+  auto r = run({"/usr/bin/ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                fmt::format("testsrc2=size=320x180:rate={}", fps),
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                std::to_string(seconds),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                std::to_string(fps * segment_seconds),
+                "-keyint_min",
+                std::to_string(fps * segment_seconds),
+                "-sc_threshold",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+                "-f",
+                "hls",
+                "-hls_time",
+                std::to_string(segment_seconds),
+                "-hls_playlist_type",
+                "vod",
+                "-hls_segment_filename",
+                (dir / "seg%03d.ts").string(),
+                playlist.string()});
   if (r.status != 0) {
     throw std::runtime_error("ffmpeg failed: " + r.err);
   }
@@ -147,10 +182,12 @@ station_fixture::station_fixture(options o) {
     start_engine(i);
   }
   // Ready once the director sees every engine up.
-  bool ok = eventually([&] {
-    auto r = http_get(director_url() + "/healthz");
-    return r && r->body.find(fmt::format("\"engines_up\":{}", o.engines)) != std::string::npos;
-  }, std::chrono::seconds(20));
+  bool ok = eventually(
+      [&] {
+        auto r = http_get(director_url() + "/healthz");
+        return r && r->body.find(fmt::format("\"engines_up\":{}", o.engines)) != std::string::npos;
+      },
+      std::chrono::seconds(20));
   if (!ok) {
     throw std::runtime_error("the station did not come up; director log:\n" + log_of("st"));
   }
@@ -167,7 +204,9 @@ station_fixture::~station_fixture() {
   director_.stop(std::chrono::seconds(5));
 }
 
-std::string station_fixture::director_url() const { return grid_.stations[0].director.listen.url(); }
+std::string station_fixture::director_url() const {
+  return grid_.stations[0].director.listen.url();
+}
 std::string station_fixture::engine_url(int i) const {
   return grid_.stations[0].engines.at(static_cast<size_t>(i)).listen.url();
 }
@@ -183,13 +222,17 @@ void station_fixture::kill_engine(int i, int sig) {
 
 void station_fixture::start_engine(int i) {
   auto name = engine_name(i);
-  auto p = child_process::spawn({vodgrid_binary(), "engine", "--config", config_file_.string(), "--name", name},
-                                dir_.path() / (name + ".log"));
+  auto p = child_process::spawn(
+      {vodgrid_binary(), "engine", "--config", config_file_.string(), "--name", name},
+      dir_.path() / (name + ".log"));
   if (!p) {
     throw std::runtime_error(p.err().detail);
   }
   engines_.at(static_cast<size_t>(i)) = std::move(*p);
-  if (!eventually([&] { auto r = http_get(engine_url(i) + "/healthz"); return r && r->status == 200; })) {
+  if (!eventually([&] {
+        auto r = http_get(engine_url(i) + "/healthz");
+        return r && r->status == 200;
+      })) {
     throw std::runtime_error("engine did not start:\n" + log_of(name));
   }
 }
@@ -200,19 +243,24 @@ void station_fixture::kill_director(int sig) {
 }
 
 void station_fixture::start_director() {
-  auto p = child_process::spawn({vodgrid_binary(), "director", "--config", config_file_.string(), "--name", "st"},
-                                dir_.path() / "st.log");
+  auto p = child_process::spawn(
+      {vodgrid_binary(), "director", "--config", config_file_.string(), "--name", "st"},
+      dir_.path() / "st.log");
   if (!p) {
     throw std::runtime_error(p.err().detail);
   }
   director_ = std::move(*p);
-  if (!eventually([&] { auto r = http_get(director_url() + "/healthz"); return r && r->status == 200; })) {
+  if (!eventually([&] {
+        auto r = http_get(director_url() + "/healthz");
+        return r && r->status == 200;
+      })) {
     throw std::runtime_error("director did not start:\n" + log_of("st"));
   }
 }
 
 run_result station_fixture::ingest(const std::string& source, const std::string& id) {
-  return run({vodgrid_binary(), "ingest", source, "--title", "Test " + id, "--id", id, "--grid", director_url()});
+  return run({vodgrid_binary(), "ingest", source, "--title", "Test " + id, "--id", id, "--grid",
+              director_url()});
 }
 
 std::string station_fixture::log_of(const std::string& name) const {
@@ -221,22 +269,24 @@ std::string station_fixture::log_of(const std::string& name) const {
 }
 
 namespace {
-asio::awaitable<result<net::client_response>> do_http(http_ns::verb method, std::string url, std::string body,
+asio::awaitable<result<net::client_response>> do_http(http_ns::verb method, std::string url,
+                                                      std::string body,
                                                       net::http_client::header_list headers) {
   net::http_client client(co_await asio::this_coro::executor);
   co_return co_await client.request(method, std::move(url), std::move(body), std::move(headers));
 }
 }  // namespace
 
-result<net::client_response> http(http_ns::verb method, const std::string& url, const std::string& body,
-                                  net::http_client::header_list headers) {
+result<net::client_response> http(http_ns::verb method, const std::string& url,
+                                  const std::string& body, net::http_client::header_list headers) {
   asio::io_context io;
   auto f = asio::co_spawn(io, do_http(method, url, body, std::move(headers)), asio::use_future);
   io.run();
   return f.get();
 }
 
-std::string raw_exchange(uint16_t port, const std::string& bytes, std::chrono::milliseconds timeout) {
+std::string raw_exchange(uint16_t port, const std::string& bytes,
+                         std::chrono::milliseconds timeout) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -258,7 +308,8 @@ std::string raw_exchange(uint16_t port, const std::string& bytes, std::chrono::m
   auto deadline = std::chrono::steady_clock::now() + timeout;
   char buf[65536];
   for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       break;
     }

@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <map>
 #include <optional>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/config.h"
@@ -87,8 +87,8 @@ class station_fixture {
 
 // Blocking HTTP on a private io_context.
 result<net::client_response> http(boost::beast::http::verb method, const std::string& url,
-                                   const std::string& body = {},
-                                   net::http_client::header_list headers = {});
+                                  const std::string& body = {},
+                                  net::http_client::header_list headers = {});
 inline result<net::client_response> http_get(const std::string& url,
                                              net::http_client::header_list headers = {}) {
   return http(boost::beast::http::verb::get, url, {}, std::move(headers));
