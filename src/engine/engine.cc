@@ -59,7 +59,6 @@ struct engine_daemon::impl {
   double last_bytes_sent = 0;
   steady::time_point last_beat = steady::now();
 
-  net::metric_value* streams_gauge = nullptr;
   net::metric_value* fetches_ok = nullptr;
   net::metric_value* fetches_failed = nullptr;
   net::metric_value* preloads = nullptr;
@@ -200,7 +199,8 @@ void engine_daemon::impl::routes() {
                         {"active_streams", *active_streams}};
   });
   auto& m = server->metrics();
-  streams_gauge = &m.gauge("vodgrid_engine_active_streams", "Segment streams in flight");
+  m.gauge_fn("vodgrid_engine_active_streams", "Segment streams in flight",
+             [this] { return static_cast<double>(*active_streams); });
   fetches_ok = &m.counter("vodgrid_engine_fetches_total", "Segment copies from other engines",
                           "result=\"ok\"");
   fetches_failed = &m.counter("vodgrid_engine_fetches_total", "Segment copies from other engines",
@@ -399,7 +399,6 @@ asio::awaitable<bool> engine_daemon::impl::beat() {
   }
   hb.load.max_streams = self->max_streams;
   hb.load.max_bytes_per_second = self->max_bytes_per_second;
-  streams_gauge->set(*active_streams);
 
   auto url =
       fmt::format("{}/v1/engines/{}/heartbeat", station->director.listen.url(), self->name.str());
