@@ -256,11 +256,7 @@ int run_demo(const demo_options& o) {
   std::string director = g->director_url();
   auto existing = fetch_object(director + "/v1/programs/demo");
   if (!existing || !existing->contains("state") || existing->at("state").as_string() != "ready") {
-    if (existing) {  // a half-loaded program from an interrupted run: start over
-      asio::io_context io;
-      net::http_client c(io.get_executor());
-      run_sync(io, c.request(boost::beast::http::verb::delete_, director + "/v1/programs/demo"));
-    }
+    // A program left 'loading' by an interrupted run is simply loaded again.
     ingest_options in{director, sample->parent_path().string(), "vodgrid demo", "demo"};
     auto m = ingest(in, false);
     if (!m) {
