@@ -89,8 +89,11 @@ result<std::string> segment_location(const source& src, const std::string& uri) 
 
 // MPEG-TS: 188-byte packets, each starting with the sync byte 0x47.
 status check_ts(std::string_view data, const std::string& where) {
-  if (data.empty() || data.size() % 188 != 0 || data[0] != 0x47 ||
-      data[188 * (data.size() / 188 - 1)] != 0x47) {
+  bool ok = !data.empty() && data.size() % 188 == 0;
+  for (size_t off = 0; ok && off < data.size(); off += 188) {
+    ok = data[off] == 0x47;
+  }
+  if (!ok) {
     return make_error(errc::invalid_argument, fmt::format("{}: not an MPEG-TS segment", where));
   }
   return {};
