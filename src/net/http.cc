@@ -155,6 +155,19 @@ asio::awaitable<boost::system::error_code> send_file(tcp::socket& sock, const fi
 
 }  // namespace
 
+// RFC 9112 §6.1 and §3.2: a request whose Transfer-Encoding does not end in chunked cannot be
+// framed (Beast would read it as bodiless, a request-smuggling vector), and HTTP/1.1 needs a Host.
+// Returns why the request is refused, or "".
+std::string http_server::framing_error(const http::request_header<>& h, bool chunked) {
+  if (h.find(http::field::transfer_encoding) != h.end() && !chunked) {
+    return "Transfer-Encoding must end in chunked";
+  }
+  if (h.version() >= 11 && h.find(http::field::host) == h.end()) {
+    return "an HTTP/1.1 request needs a Host header";
+  }
+  return {};
+}
+
 http_server::http_server(asio::any_io_executor ex, std::string name, server_options opts)
     : ex_(ex), name_(std::move(name)), opts_(opts), acceptor_(ex) {
   for (int i = 1; i <= 5; ++i) {
@@ -223,9 +236,10 @@ asio::awaitable<void> http_server::accept_loop() {
 
 const http_server::route_entry* http_server::match(http::verb method, std::string_view path,
                                                    std::vector<std::string>& params,
-                                                   bool& path_known) const {
+                                                   std::string& allow) const {
   auto parts = split_path(path);
-  path_known = false;
+  allow.clear();
+  const route_entry* found = nullptr;
   for (auto& r : routes_) {
     if (r.parts.size() != parts.size()) {
       continue;
@@ -250,17 +264,19 @@ const http_server::route_entry* http_server::match(http::verb method, std::strin
     if (!ok) {
       continue;
     }
-    path_known = true;
-    if (r.method == method || (method == http::verb::head && r.method == http::verb::get)) {
+    auto verb = std::string(http::to_string(r.method));
+    allow += (allow.empty() ? "" : ", ") + verb + (r.method == http::verb::get ? ", HEAD" : "");
+    if (!found &&
+        (r.method == method || (method == http::verb::head && r.method == http::verb::get))) {
       params = std::move(caught);
-      return &r;
+      found = &r;
     }
   }
-  return nullptr;
+  return found;
 }
 
 asio::awaitable<reply> http_server::dispatch(request_context& ctx, const route_entry* r,
-                                             bool path_known) {
+                                             const std::string& allow) {
   auto method = ctx.req.method();
   bool get = method == http::verb::get || method == http::verb::head;
   if (get && ctx.path == "/healthz") {
@@ -279,10 +295,12 @@ asio::awaitable<reply> http_server::dispatch(request_context& ctx, const route_e
     co_return rep;
   }
   if (!r) {
-    if (path_known) {
-      co_return error_reply(
+    if (!allow.empty()) {
+      auto e = error_reply(
           http::status::method_not_allowed, "method_not_allowed",
           fmt::format("{} is not allowed on {}", std::string(ctx.req.method_string()), ctx.path));
+      e.headers.emplace_back("Allow", allow);
+      co_return e;
     }
     co_return error_reply(http::status::not_found, "not_found", "no such resource: " + ctx.path);
   }
@@ -350,17 +368,13 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
   beast::flat_buffer buf;
   boost::system::error_code ec;
   auto remote = stream.socket().remote_endpoint(ec);
-  uint64_t max_limit = opts_.default_body_limit;
-  for (auto& r : routes_) {
-    max_limit = std::max(max_limit, r.body_limit);
-  }
 
   bool first = true;
   while (!stopping_) {
     s.busy = false;
     http::request_parser<http::string_body> parser;
     parser.header_limit(opts_.header_limit);
-    parser.body_limit(max_limit);
+    parser.body_limit(boost::none);  // the route's limit is set once the header names the route
     stream.expires_after(first ? opts_.header_timeout : opts_.idle_timeout);
     first = false;
     auto [rec, rn] = co_await http::async_read_header(stream, buf, parser, use_tuple);
@@ -384,6 +398,11 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     ctx.remote = remote;
     auto& hdr = parser.get();
     bool head = hdr.method() == http::verb::head;
+    if (auto why = framing_error(hdr, parser.chunked()); !why.empty()) {
+      co_await write_reply(stream, error_reply(http::status::bad_request, "bad_request", why), head,
+                           false);
+      break;
+    }
     auto target = boost::urls::parse_origin_form(hdr.target());
     if (!target) {
       co_await write_reply(
@@ -395,8 +414,8 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     for (auto p : target->params()) {
       ctx.query[p.key] = p.value;
     }
-    bool path_known = false;
-    const route_entry* r = match(hdr.method(), ctx.path, ctx.params, path_known);
+    std::string allow;
+    const route_entry* r = match(hdr.method(), ctx.path, ctx.params, allow);
     uint64_t limit = r ? r->body_limit : opts_.default_body_limit;
     if (auto cl = parser.content_length(); cl && *cl > limit) {
       co_await write_reply(stream,
@@ -407,6 +426,14 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     }
     if (!parser.is_done()) {
       parser.body_limit(limit);
+      if (beast::iequals(hdr[http::field::expect], "100-continue")) {
+        http::response<http::empty_body> cont{http::status::continue_, 11};
+        stream.expires_after(opts_.write_timeout);
+        auto [cec, cn] = co_await http::async_write(stream, cont, use_tuple);
+        if (cec) {
+          break;
+        }
+      }
       stream.expires_after(opts_.body_timeout);
       auto [bec, bn] = co_await http::async_read(stream, buf, parser, use_tuple);
       if (bec == http::error::body_limit) {
@@ -429,7 +456,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     }
     ctx.req = parser.release();
     bool keep_alive = ctx.req.keep_alive();
-    reply rep = co_await dispatch(ctx, r, path_known);
+    reply rep = co_await dispatch(ctx, r, allow);
     if (!co_await write_reply(stream, std::move(rep), head, keep_alive)) {
       break;
     }

@@ -113,10 +113,12 @@ class http_server {
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> run_session(tcp::socket sock);
   const route_entry* match(http::verb method, std::string_view path,
-                           std::vector<std::string>& params, bool& path_known) const;
+                           std::vector<std::string>& params, std::string& allow) const;
   asio::awaitable<bool> write_reply(boost::beast::tcp_stream& stream, reply r, bool head,
                                     bool keep_alive);
-  asio::awaitable<reply> dispatch(request_context& ctx, const route_entry* r, bool path_known);
+  asio::awaitable<reply> dispatch(request_context& ctx, const route_entry* r,
+                                  const std::string& allow);
+  static std::string framing_error(const http::request_header<>& h, bool chunked);
 
   asio::any_io_executor ex_;
   std::string name_;

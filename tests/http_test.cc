@@ -1,0 +1,622 @@
+// Tests of net::http_server in-process: routing, keep-alive, malformed requests, file replies
+// (sendfile), /healthz and /metrics, and the two-phase stop.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include "net/http.h"
+#include "support/support.h"
+
+namespace vodgrid::net {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+using test::raw_exchange;
+using V = http::verb;
+
+// Deterministic bytes that differ at every offset class, so a shifted slice is noticed.
+std::string pattern_bytes(size_t n) {
+  std::string s(n, '\0');
+  uint32_t x = 12345;
+  for (char& c : s) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+// The body of a raw HTTP response (after the blank line), "" if none.
+std::string body_of(const std::string& raw) {
+  auto p = raw.find("\r\n\r\n");
+  return p == std::string::npos ? std::string() : raw.substr(p + 4);
+}
+
+// The header block of a raw HTTP response, lowercased for easy matching.
+std::string headers_of(const std::string& raw) {
+  std::string h = raw.substr(0, raw.find("\r\n\r\n"));
+  for (char& c : h) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return h;
+}
+
+int count_of(const std::string& hay, const std::string& needle) {
+  int n = 0;
+  for (size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+// Connects to 127.0.0.1:port, sends `bytes` and closes at once without reading.
+void send_and_close(uint16_t port, const std::string& bytes) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  }
+  ::close(fd);
+}
+
+bool can_connect(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// State the handlers share with the test thread.
+struct shared_state {
+  std::atomic<int> posts{0};  // calls of the POST /upload and /small handlers
+  std::atomic<int> slow_started{0};
+  std::atomic<int> slow_done{0};
+  std::filesystem::path file;  // served by GET /file
+};
+
+asio::awaitable<reply> echo_params(request_context& ctx) {
+  json::array a;
+  for (auto& p : ctx.params) {
+    a.push_back(json::value(p));
+  }
+  json::object q;
+  for (auto& [k, v] : ctx.query) {
+    q[k] = v;
+  }
+  co_return json_reply(json::object{{"params", a}, {"query", q}, {"path", ctx.path}});
+}
+
+asio::awaitable<reply> count_upload(std::shared_ptr<shared_state> st, request_context& ctx) {
+  ++st->posts;
+  co_return json_reply(json::object{{"received", ctx.req.body().size()}});
+}
+
+asio::awaitable<reply> slow(std::shared_ptr<shared_state> st, request_context&) {
+  ++st->slow_started;
+  asio::steady_timer t(co_await asio::this_coro::executor, 200ms);
+  co_await t.async_wait(asio::use_awaitable);
+  ++st->slow_done;
+  reply r;
+  r.content_type = "text/plain";
+  r.body = "slow done";
+  co_return r;
+}
+
+// GET /file?off=N&len=M: a slice of the shared file (the whole file by default).
+asio::awaitable<reply> serve_file(std::shared_ptr<shared_state> st, request_context& ctx) {
+  int fd = ::open(st->file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    co_return error_reply(http::status::internal_server_error, "io_error", "open failed");
+  }
+  auto owner = std::shared_ptr<void>(nullptr, [fd](void*) { ::close(fd); });
+  uint64_t size = std::filesystem::file_size(st->file);
+  uint64_t off = ctx.query.count("off") ? std::stoull(ctx.query.at("off")) : 0;
+  uint64_t len = ctx.query.count("len") ? std::stoull(ctx.query.at("len")) : size - off;
+  reply r;
+  r.content_type = "application/octet-stream";
+  r.file = file_slice{owner, fd, off, len};
+  co_return r;
+}
+
+// A server on its own io_context thread, with a few routes.
+class server_harness {
+ public:
+  explicit server_harness(server_options opts = short_timeouts()) {
+    st_->file = dir_.path() / "data.bin";
+    server_.emplace(io_.get_executor(), "test", opts);
+    auto st = st_;
+    server_->route(V::get, "/items/{}/{}.ts", [](request_context& c) { return echo_params(c); });
+    server_->route(V::get, "/echo", [](request_context& c) { return echo_params(c); });
+    server_->route(
+        V::post, "/upload", [st](request_context& c) { return count_upload(st, c); }, 4096);
+    server_->route(
+        V::post, "/small", [st](request_context& c) { return count_upload(st, c); }, 100);
+    server_->route(V::get, "/slow", [st](request_context& c) { return slow(st, c); });
+    server_->route(V::get, "/file", [st](request_context& c) { return serve_file(st, c); });
+    auto port = server_->listen("127.0.0.1", 0);
+    if (!port) {
+      throw std::runtime_error(port.err().detail);
+    }
+    port_ = *port;
+    thread_ = std::thread([this] { io_.run(); });
+  }
+
+  ~server_harness() {
+    if (!stopped_) {
+      stop(0ms).wait();
+    }
+    thread_.join();
+  }
+
+  static server_options short_timeouts() {
+    server_options o;
+    o.header_timeout = 2s;
+    o.body_timeout = 1s;
+    o.idle_timeout = 2s;
+    return o;
+  }
+
+  // Starts the two-phase stop on the server's thread; the future is ready when it completes.
+  std::future<void> stop(std::chrono::milliseconds drain) {
+    stopped_ = true;
+    return asio::co_spawn(io_, server_->stop(drain), asio::use_future);
+  }
+
+  // The server's open connections, read on its own thread.
+  size_t connections() {
+    auto f = asio::co_spawn(io_, count_connections(&*server_), asio::use_future);
+    return f.get();
+  }
+
+  uint16_t port() const { return port_; }
+  std::string url(const std::string& target) const {
+    return fmt::format("http://127.0.0.1:{}{}", port_, target);
+  }
+  shared_state& state() { return *st_; }
+  const std::filesystem::path& dir() const { return dir_.path(); }
+
+ private:
+  static asio::awaitable<size_t> count_connections(http_server* s) { co_return s->connections(); }
+
+  test::temp_dir dir_;
+  std::shared_ptr<shared_state> st_ = std::make_shared<shared_state>();
+  asio::io_context io_;
+  std::optional<http_server> server_;
+  std::thread thread_;
+  uint16_t port_ = 0;
+  bool stopped_ = false;
+};
+
+// Sends raw bytes and reports the reply and whether the server closed the connection on its own
+// (well before our read deadline).
+struct raw_outcome {
+  std::string reply;
+  bool closed_by_server = false;
+};
+raw_outcome exchange_expecting_close(uint16_t port, const std::string& bytes) {
+  auto t0 = std::chrono::steady_clock::now();
+  raw_outcome o;
+  o.reply = raw_exchange(port, bytes, 8s);
+  o.closed_by_server = std::chrono::steady_clock::now() - t0 < 6s;
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+TEST(HttpServerRouting, CapturesParamsAndStripsTheSuffix) {
+  server_harness h;
+  auto r = test::http_get(h.url("/items/abc-1/42.ts"));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->status, 200u);
+  auto o = json::parse(r->body).as_object();
+  ASSERT_EQ(o.at("params").as_array().size(), 2u);
+  EXPECT_EQ(o.at("params").as_array()[0].as_string(), "abc-1");
+  EXPECT_EQ(o.at("params").as_array()[1].as_string(), "42");
+  EXPECT_EQ(o.at("path").as_string(), "/items/abc-1/42.ts");
+}
+
+TEST(HttpServerRouting, SuffixPatternRejectsOtherSuffixesAndEmptyCaptures) {
+  server_harness h;
+  for (std::string target : {"/items/abc/42.mp4", "/items/abc/.ts", "/items/abc/42", "/items/abc",
+                             "/items/abc/42.ts/more"}) {
+    SCOPED_TRACE(target);
+    auto r = test::http_get(h.url(target));
+    ASSERT_TRUE(r) << r.err().detail;
+    EXPECT_EQ(r->status, 404u);
+  }
+}
+
+TEST(HttpServerRouting, QueryParametersAreDecodedAndLastOneWins) {
+  server_harness h;
+  auto r = test::http_get(h.url("/echo?a=1&b=x%20y&a=2"));
+  ASSERT_TRUE(r) << r.err().detail;
+  ASSERT_EQ(r->status, 200u);
+  auto o = json::parse(r->body).as_object();
+  EXPECT_EQ(o.at("query").as_object().at("a").as_string(), "2");
+  EXPECT_EQ(o.at("query").as_object().at("b").as_string(), "x y");
+  EXPECT_EQ(o.at("path").as_string(), "/echo");
+}
+
+TEST(HttpServerRouting, UnknownPathIs404WithJsonErrorBody) {
+  server_harness h;
+  auto r = test::http_get(h.url("/no/such/thing"));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->status, 404u);
+  EXPECT_NE(r->header("Content-Type").find("application/json"), std::string::npos);
+  auto o = json::parse(r->body).as_object();
+  EXPECT_EQ(o.at("error").as_string(), "not_found");
+  EXPECT_TRUE(o.at("detail").is_string());
+  EXPECT_FALSE(o.at("detail").as_string().empty());
+}
+
+TEST(HttpServerRouting, KnownPathWithWrongMethodIs405) {
+  server_harness h;
+  auto r = test::http(V::delete_, h.url("/items/abc/1.ts"));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->status, 405u);
+  auto o = json::parse(r->body).as_object();
+  EXPECT_EQ(o.at("error").as_string(), "method_not_allowed");
+  EXPECT_TRUE(o.at("detail").is_string());
+  EXPECT_EQ(r->header("Allow"), "GET, HEAD");  // RFC 9110 §15.5.6
+  EXPECT_EQ(h.state().posts.load(), 0);
+}
+
+TEST(HttpServerRouting, HeadOnGetRouteGivesContentLengthWithoutBody) {
+  server_harness h;
+  auto get = test::http_get(h.url("/items/abc/1.ts"));
+  ASSERT_TRUE(get) << get.err().detail;
+  ASSERT_FALSE(get->body.empty());
+  auto raw = raw_exchange(h.port(),
+                          "HEAD /items/abc/1.ts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(test::status_of(raw), 200);
+  EXPECT_NE(headers_of(raw).find(fmt::format("content-length: {}", get->body.size())),
+            std::string::npos)
+      << raw;
+  EXPECT_EQ(body_of(raw), "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keep-alive
+
+TEST(HttpServerKeepAlive, TwoPipelinedRequestsOnOneConnectionAreBothAnswered) {
+  server_harness h;
+  auto raw = raw_exchange(h.port(),
+                          "GET /items/a/1.ts HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "GET /items/b/2.ts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(count_of(raw, "HTTP/1.1 200 OK\r\n"), 2) << raw;
+  auto first = raw.find("\"a\"");
+  auto second = raw.find("\"b\"");
+  ASSERT_NE(first, std::string::npos);
+  ASSERT_NE(second, std::string::npos);
+  EXPECT_LT(first, second);  // answered in order
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed requests: 4xx and the connection closed, nothing handled
+
+TEST(HttpServerMalformed, GarbageRequestLineIs400AndCloses) {
+  server_harness h;
+  auto o = exchange_expecting_close(h.port(), "THIS IS NOT HTTP\r\n\r\n");
+  EXPECT_EQ(test::status_of(o.reply), 400) << o.reply;
+  EXPECT_TRUE(o.closed_by_server);
+}
+
+TEST(HttpServerMalformed, ContentLengthWithChunkedIs400AndNotHandled) {
+  server_harness h;
+  auto o = exchange_expecting_close(h.port(),
+                                    "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                    "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+  EXPECT_EQ(test::status_of(o.reply), 400) << o.reply;
+  EXPECT_TRUE(o.closed_by_server);
+  EXPECT_EQ(h.state().posts.load(), 0);
+}
+
+TEST(HttpServerMalformed, DuplicateDifferingContentLengthIs400AndNotHandled) {
+  server_harness h;
+  auto o = exchange_expecting_close(h.port(),
+                                    "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                    "Content-Length: 6\r\n\r\nhello!");
+  EXPECT_EQ(test::status_of(o.reply), 400) << o.reply;
+  EXPECT_TRUE(o.closed_by_server);
+  EXPECT_EQ(h.state().posts.load(), 0);
+}
+
+TEST(HttpServerMalformed, NulByteInTargetIs400AndCloses) {
+  server_harness h;
+  std::string req = "GET /items/a";
+  req += '\0';
+  req += "b/1.ts HTTP/1.1\r\nHost: x\r\n\r\n";
+  auto o = exchange_expecting_close(h.port(), req);
+  EXPECT_EQ(test::status_of(o.reply), 400) << o.reply;
+  EXPECT_TRUE(o.closed_by_server);
+}
+
+TEST(HttpServerMalformed, OversizedHeaderIs431AndCloses) {
+  server_harness h;
+  std::string req =
+      "GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(9000, 'a') + "\r\n\r\n";
+  auto o = exchange_expecting_close(h.port(), req);
+  EXPECT_EQ(test::status_of(o.reply), 431) << o.reply.substr(0, 200);
+  EXPECT_TRUE(o.closed_by_server);
+}
+
+TEST(HttpServerMalformed, BodyOverRouteLimitIs413AndNotHandled) {
+  server_harness h;
+  // 200 bytes to a route limited to 100 (below the server-wide largest limit of 4096).
+  auto o = exchange_expecting_close(
+      h.port(),
+      "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n" + std::string(200, 'x'));
+  EXPECT_EQ(test::status_of(o.reply), 413) << o.reply;
+  EXPECT_TRUE(o.closed_by_server);
+  EXPECT_EQ(h.state().posts.load(), 0);
+}
+
+TEST(HttpServerMalformed, ChunkedBodyOverRouteLimitIs413AndNotHandled) {
+  server_harness h;
+  std::string chunk(150, 'x');
+  auto o = exchange_expecting_close(
+      h.port(),
+      "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "96\r\n" +
+          chunk + "\r\n0\r\n\r\n");
+  EXPECT_EQ(test::status_of(o.reply), 413) << o.reply;
+  EXPECT_TRUE(o.closed_by_server);
+  EXPECT_EQ(h.state().posts.load(), 0);
+}
+
+TEST(HttpServerMalformed, BodyOverEveryRouteLimitIs413AndNotHandled) {
+  server_harness h;
+  // Larger than the largest limit of any route (4096): Beast itself refuses it while reading the
+  // header; the client must still learn why.
+  auto o = exchange_expecting_close(
+      h.port(),
+      "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n"
+      "tiny");
+  EXPECT_EQ(test::status_of(o.reply), 413) << o.reply;
+  EXPECT_TRUE(o.closed_by_server);
+  EXPECT_EQ(h.state().posts.load(), 0);
+}
+
+TEST(HttpServerMalformed, TransferEncodingNotEndingInChunkedIs400AndNotHandled) {
+  server_harness h;
+  auto o =
+      exchange_expecting_close(h.port(),
+                               "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"
+                               "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(test::status_of(o.reply), 400) << o.reply;
+  EXPECT_TRUE(o.closed_by_server);
+  EXPECT_EQ(h.state().posts.load(), 0);
+}
+
+TEST(HttpServerMalformed, Http11RequestWithoutHostIs400) {
+  server_harness h;
+  auto o = exchange_expecting_close(h.port(), "GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(test::status_of(o.reply), 400) << o.reply;
+}
+
+TEST(HttpServerMalformed, BodyCutShortByClientCloseIsNeverHandled) {
+  server_harness h;
+  send_and_close(h.port(),
+                 "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789");
+  // Once the server has let the connection go, the handler must not have run.
+  EXPECT_TRUE(test::eventually([&] { return h.connections() == 0; }, 5s));
+  EXPECT_EQ(h.state().posts.load(), 0);
+  // The server still serves.
+  auto r = test::http_get(h.url("/healthz"));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(h.state().posts.load(), 0);
+}
+
+TEST(HttpServerMalformed, BodyCutShortByTimeoutIsNeverHandled) {
+  server_harness h;  // body_timeout 1 s
+  auto o = exchange_expecting_close(
+      h.port(), "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789");
+  EXPECT_TRUE(o.closed_by_server);  // the server gave up at its body deadline
+  EXPECT_EQ(test::status_of(o.reply), 0) << o.reply;
+  EXPECT_EQ(h.state().posts.load(), 0);
+}
+
+TEST(HttpServerMalformed, BodyWithinLimitIsHandled) {
+  // The counterpart of the refusals above: the same route takes a proper body.
+  server_harness h;
+  auto r = test::http(V::post, h.url("/upload"), std::string(1000, 'y'));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(json::parse(r->body).as_object().at("received").to_number<uint64_t>(), 1000u);
+  EXPECT_EQ(h.state().posts.load(), 1);
+}
+
+TEST(HttpServerMalformed, ExpectContinueIsAnsweredBeforeTheBody) {
+  // A client that waits for 100 Continue (curl does, for bodies over 1 KiB) gets it at once.
+  server_harness h;
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(h.port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  std::string head =
+      "POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+  ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  char buf[256];
+  pollfd p{fd, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 2000), 1) << "no 100 Continue";
+  ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(n)).rfind("HTTP/1.1 100 Continue", 0), 0u);
+  ASSERT_EQ(::send(fd, "abc", 3, MSG_NOSIGNAL), 3);
+  ASSERT_EQ(::poll(&p, 1, 2000), 1);
+  n = ::recv(fd, buf, sizeof buf, 0);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(test::status_of(std::string(buf, static_cast<size_t>(n))), 200);
+  ::close(fd);
+  EXPECT_EQ(h.state().posts.load(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// File replies (sendfile)
+
+TEST(HttpServerFile, WholeFileIsSentExactly) {
+  server_harness h;
+  auto data = pattern_bytes(3 * 1024 * 1024 + 17);  // beyond the socket buffers: EAGAIN path
+  std::ofstream(h.state().file, std::ios::binary) << data;
+  auto r = test::http_get(h.url("/file"));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(r->header("Content-Length"), std::to_string(data.size()));
+  EXPECT_TRUE(r->body == data) << "body of " << r->body.size() << " bytes differs";
+}
+
+TEST(HttpServerFile, SliceInTheMiddleIsSentExactly) {
+  server_harness h;
+  auto data = pattern_bytes(100'000);
+  std::ofstream(h.state().file, std::ios::binary) << data;
+  auto r = test::http_get(h.url("/file?off=12345&len=54321"));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_TRUE(r->body == data.substr(12345, 54321)) << "got " << r->body.size() << " bytes";
+}
+
+TEST(HttpServerFile, HeadOnFileGivesLengthWithoutBody) {
+  server_harness h;
+  auto data = pattern_bytes(5000);
+  std::ofstream(h.state().file, std::ios::binary) << data;
+  auto raw = raw_exchange(h.port(), "HEAD /file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(test::status_of(raw), 200);
+  EXPECT_NE(headers_of(raw).find("content-length: 5000"), std::string::npos) << raw;
+  EXPECT_EQ(body_of(raw), "");
+}
+
+TEST(HttpServerFile, KeepAliveContinuesAfterAFileReply) {
+  server_harness h;
+  auto data = pattern_bytes(1000);
+  std::ofstream(h.state().file, std::ios::binary) << data;
+  auto raw = raw_exchange(h.port(),
+                          "GET /file?off=10&len=20 HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "GET /items/z/3.ts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(count_of(raw, "HTTP/1.1 200 OK\r\n"), 2) << raw;
+  auto second = raw.find("HTTP/1.1 200 OK\r\n", 1);
+  ASSERT_NE(second, std::string::npos);
+  EXPECT_EQ(body_of(raw.substr(0, second)), data.substr(10, 20));
+}
+
+// ---------------------------------------------------------------------------------------------
+// /healthz and /metrics
+
+TEST(HttpServerBuiltins, HealthzAnswersOk) {
+  server_harness h;
+  auto r = test::http_get(h.url("/healthz"));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->status, 200u);
+  auto o = json::parse(r->body).as_object();
+  EXPECT_EQ(o.at("status").as_string(), "ok");
+  EXPECT_EQ(o.at("daemon").as_string(), "test");
+}
+
+TEST(HttpServerBuiltins, MetricsArePrometheusTextCountingRequests) {
+  server_harness h;
+  ASSERT_TRUE(test::http_get(h.url("/healthz")));
+  ASSERT_TRUE(test::http_get(h.url("/nope")));
+  auto r = test::http_get(h.url("/metrics"));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(r->header("Content-Type").rfind("text/plain", 0), 0u) << r->header("Content-Type");
+  EXPECT_NE(r->body.find("# TYPE vodgrid_http_requests_total counter\n"), std::string::npos)
+      << r->body;
+  EXPECT_NE(r->body.find("vodgrid_http_requests_total{code=\"2xx\"} 1\n"), std::string::npos)
+      << r->body;
+  EXPECT_NE(r->body.find("vodgrid_http_requests_total{code=\"4xx\"} 1\n"), std::string::npos)
+      << r->body;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two-phase stop
+
+TEST(HttpServerStop, RequestInFlightCompletesAndStopWaitsForIt) {
+  server_harness h;
+  auto in_flight = std::async(std::launch::async, [&] {
+    return raw_exchange(h.port(), "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", 5s);
+  });
+  ASSERT_TRUE(test::eventually([&] { return h.state().slow_started.load() == 1; }, 5s));
+  auto stopped = h.stop(2s);
+  auto raw = in_flight.get();
+  EXPECT_EQ(test::status_of(raw), 200) << raw;
+  EXPECT_EQ(body_of(raw), "slow done");
+  // The reply tells the client the connection ends (the server is stopping).
+  EXPECT_NE(headers_of(raw).find("connection: close"), std::string::npos) << raw;
+  ASSERT_EQ(stopped.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(h.state().slow_done.load(), 1);
+}
+
+TEST(HttpServerStop, NewConnectionsAreRefusedAfterStop) {
+  server_harness h;
+  ASSERT_TRUE(can_connect(h.port()));
+  ASSERT_EQ(h.stop(1s).wait_for(5s), std::future_status::ready);
+  EXPECT_FALSE(can_connect(h.port()));
+}
+
+TEST(HttpServerStop, IdleKeepAliveConnectionIsClosedAtOnce) {
+  server_harness h;
+  // A keep-alive client that got its reply and stays idle must not hold up the stop until the
+  // drain bound, and sees its connection closed.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(h.port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  std::string req = "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  std::string got;
+  char buf[4096];
+  while (got.find("\"/echo\"}") == std::string::npos) {  // the end of the JSON body
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    ASSERT_GT(n, 0);
+    got.append(buf, static_cast<size_t>(n));
+  }
+  EXPECT_EQ(test::status_of(got), 200);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(h.stop(3s).wait_for(5s), std::future_status::ready);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  EXPECT_EQ(::recv(fd, buf, sizeof buf, 0), 0);  // closed by the server, nothing more sent
+  ::close(fd);
+}
+
+}  // namespace
+}  // namespace vodgrid::net
