@@ -33,6 +33,23 @@ double body_bytes_sent(const std::string& engine_url) {
   return std::regex_search(r->body, m, re) ? std::stod(m[1]) : -1;
 }
 
+// A base port whose default grid ports (base+20 .. base+23) are all free right now.
+uint16_t free_base_port() {
+  for (;;) {
+    uint16_t p = free_port();
+    if (p < 2000 || p > 60000) {
+      continue;
+    }
+    bool all = true;
+    for (int i = 1; i <= 3 && all; ++i) {
+      all = port_is_free(static_cast<uint16_t>(p + i));
+    }
+    if (all) {
+      return static_cast<uint16_t>(p - 20);
+    }
+  }
+}
+
 TEST(EndToEnd, FfmpegReadsExactlyTheSourcePacketsThroughTheDirector) {
   station_fixture st;
   temp_dir src;
@@ -103,15 +120,7 @@ TEST(EndToEnd, PlayExitsNonZeroWhenTheProgramCannotBePlayed) {
 
 TEST(EndToEnd, DemoRunsTheGridAndPlaysTheSample) {
   temp_dir d;
-  // The demo's grid uses base+20..base+23; find a base whose four ports are free.
-  uint16_t base = 0;
-  for (int tries = 0; tries < 100 && base == 0; ++tries) {
-    uint16_t p = free_port();
-    if (p < 2000 || p > 60000) {
-      continue;
-    }
-    base = static_cast<uint16_t>(p - 20);
-  }
+  uint16_t base = free_base_port();
   auto r = run({vodgrid_binary(), "demo", "--data", d.path().string(), "--base-port",
                 std::to_string(base), "--viewers", "3"},
                std::chrono::minutes(3));
@@ -119,6 +128,40 @@ TEST(EndToEnd, DemoRunsTheGridAndPlaysTheSample) {
   EXPECT_NE(r.out.find("ready"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("result: ok"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("segments 18"), std::string::npos) << r.out;  // 3 viewers x 6 segments
+}
+
+TEST(EndToEnd, UpRunsAGridFromAConfigUntilInterrupted) {
+  temp_dir d;
+  grid_config g = grid_config::embedded_default(d.path(), free_base_port());
+  g.stations[0].engines.pop_back();  // a shape of our own: two engines
+  g.stations[0].engines[1].listen.port = free_port();
+  auto config = d.path() / "mine.toml";
+  ASSERT_TRUE(write_file_durably(config, g.to_toml()));
+  auto out = d.path() / "up.out";
+  auto up = child_process::spawn(
+      {"/bin/sh", "-c",
+       fmt::format("exec '{}' up --config '{}' --data '{}' > '{}' 2>&1", vodgrid_binary(),
+                   config.string(), (d.path() / "data").string(), out.string())});
+  ASSERT_TRUE(up);
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto t = read_file(out);
+        return t && t->find("ready\n") != std::string::npos;
+      },
+      std::chrono::seconds(30)))
+      << read_file(out).value();
+  auto director = g.stations[0].director.listen.url();
+  auto engines = http_get(director + "/v1/engines");
+  ASSERT_TRUE(engines);
+  EXPECT_NE(engines->body.find("edge-2"), std::string::npos);
+  EXPECT_EQ(engines->body.find("edge-3"), std::string::npos);
+  up->signal(SIGINT);
+  auto status = up->wait(std::chrono::seconds(20));
+  ASSERT_TRUE(status);
+  EXPECT_EQ(*status, 0);
+  EXPECT_FALSE(http_get(director + "/healthz")) << "the director outlived vodgrid up";
+  EXPECT_FALSE(http_get(g.stations[0].engines[0].listen.url() + "/healthz"))
+      << "an engine outlived vodgrid up";
 }
 
 }  // namespace

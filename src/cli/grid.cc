@@ -1,5 +1,6 @@
 #include "cli/grid.h"
 
+#include <algorithm>
 #include <csignal>
 
 #include <fmt/format.h>
@@ -89,10 +90,17 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
       }
     }
   }
+  // Engines first: a director waits for all its engines, so a dead engine is named as such.
+  std::stable_partition(g.daemons_.begin(), g.daemons_.end(),
+                        [](const daemon& d) { return d.role == "engine"; });
   for (auto& d : g.daemons_) {
     if (!wait_healthy(d.url, timeout,
                       d.role == "director" ? grid.find_station(d.name)->engines.size() : 0)) {
-      std::string why = d.process.running() ? "does not answer /healthz" : "exited";
+      std::string why =
+          !d.process.running() ? "exited"
+          : d.role == "director" && wait_healthy(d.url, std::chrono::milliseconds(100))
+              ? "does not see all its engines"
+              : "does not answer /healthz";
       g.stop(std::chrono::seconds(2));
       return make_error(errc::unavailable, fmt::format("{} {} {} (see {})", d.role, d.name, why,
                                                        (g.logs_ / (d.name + ".log")).string()));
@@ -106,12 +114,18 @@ local_grid::~local_grid() {
 }
 
 void local_grid::stop(std::chrono::milliseconds grace) {
-  // Engines first, so that the director does not see them vanish one by one while it drains.
-  for (auto it = daemons_.rbegin(); it != daemons_.rend(); ++it) {
-    it->process.signal(SIGTERM);
-  }
-  for (auto it = daemons_.rbegin(); it != daemons_.rend(); ++it) {
-    it->process.stop(grace);
+  // Engines first, so that a director does not see them vanish one by one while it drains.
+  for (const char* role : {"engine", "director"}) {
+    for (auto& d : daemons_) {
+      if (d.role == role) {
+        d.process.signal(SIGTERM);
+      }
+    }
+    for (auto& d : daemons_) {
+      if (d.role == role) {
+        d.process.stop(grace);
+      }
+    }
   }
   daemons_.clear();
 }

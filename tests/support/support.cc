@@ -31,20 +31,24 @@ namespace vodgrid::test {
 namespace asio = boost::asio;
 namespace http_ns = boost::beast::http;
 
+bool port_is_free(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
 uint16_t free_port() {
   // Ports are handed out from a random starting point so that tests running in parallel rarely
   // race for the same one between this check and the daemon's bind.
   static std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(::getpid()));
   for (int attempt = 0; attempt < 1000; ++attempt) {
-    uint16_t port = static_cast<uint16_t>(20000 + rng() % 30000);
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
-    if (ok) {
+    auto port = static_cast<uint16_t>(20000 + rng() % 30000);
+    if (port_is_free(port)) {
       return port;
     }
   }

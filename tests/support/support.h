@@ -19,6 +19,7 @@ namespace vodgrid::test {
 
 // A TCP port on 127.0.0.1 that nothing listens on right now.
 uint16_t free_port();
+bool port_is_free(uint16_t port);
 
 // A fresh folder, removed when the object goes (unless VODGRID_KEEP_TEST_DATA is set).
 class temp_dir {
