@@ -92,3 +92,54 @@ max_streams = 7
 
 }  // namespace
 }  // namespace vodgrid
+
+namespace vodgrid {
+namespace {
+
+TEST(GridConfig, ARegistryNeedsExactlyOneHomeStation) {
+  std::string two = R"([registry]
+listen = "127.0.0.1:9000"
+database = "sqlite:///tmp/r.db"
+[[station]]
+name = "a"
+home = HOME_A
+x_km = 10.5
+uplink_mbps = 100
+director = { listen = "127.0.0.1:9001", data_dir = "/tmp/a", copies = 1, parallel_copies = 8 }
+[[station.engine]]
+name = "a1"
+listen = "127.0.0.1:9002"
+data_dirs = ["/tmp/a1"]
+[[station]]
+name = "b"
+director = { listen = "127.0.0.1:9003", data_dir = "/tmp/b", copies = 1 }
+[[station.engine]]
+name = "b1"
+listen = "127.0.0.1:9004"
+data_dirs = ["/tmp/b1"]
+)";
+  auto with = [&](std::string home) {
+    auto t = two;
+    t.replace(t.find("HOME_A"), 6, home);
+    return grid_config::parse(t);
+  };
+  auto none = with("false");
+  ASSERT_FALSE(none);
+  EXPECT_NE(none.err().detail.find("home"), std::string::npos);
+  auto ok = with("true");
+  ASSERT_TRUE(ok) << ok.err().detail;
+  ASSERT_TRUE(ok->registry);
+  EXPECT_EQ(ok->registry->listen.port, 9000);
+  EXPECT_EQ(ok->home_station()->name.str(), "a");
+  EXPECT_DOUBLE_EQ(ok->stations[0].x_km, 10.5);
+  EXPECT_EQ(ok->stations[0].uplink_bits_per_second, 100'000'000u);
+  EXPECT_EQ(ok->stations[0].director.parallel_copies, 8u);
+  auto again = grid_config::parse(ok->to_toml());
+  ASSERT_TRUE(again) << again.err().detail;
+  EXPECT_EQ(again->registry->database, "sqlite:///tmp/r.db");
+  EXPECT_TRUE(again->stations[0].home);
+  EXPECT_FALSE(again->stations[1].home);
+}
+
+}  // namespace
+}  // namespace vodgrid

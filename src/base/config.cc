@@ -83,6 +83,19 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     g.heartbeat_timeout = std::chrono::milliseconds(*to);
     g.log_level = (*grid)["log_level"].value_or(std::string("info"));
   }
+  if (auto reg = root["registry"].as_table()) {
+    registry_config r;
+    auto l = parse_listen((*reg)["listen"], origin, "[registry]");
+    if (!l) {
+      return l.err();
+    }
+    r.listen = *l;
+    r.database = (*reg)["database"].value_or(std::string());
+    if (r.database.empty()) {
+      return bad(origin, "[registry]: needs 'database' (sqlite:///path or postgresql://...)");
+    }
+    g.registry = r;
+  }
   auto stations = root["station"].as_array();
   if (!stations || stations->empty()) {
     return bad(origin, "no [[station]] defined");
@@ -131,6 +144,25 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
       return bad(origin, what + " director: 'copies' must be at least 1");
     }
     s.director.copies = *copies;
+    auto pc = get_positive<uint32_t>(*dir, "parallel_copies", 4, origin, what + " director");
+    if (!pc) {
+      return pc.err();
+    }
+    if (*pc < 1 || *pc > 256) {
+      return bad(origin, what + " director: 'parallel_copies' must be within 1..256");
+    }
+    s.director.parallel_copies = *pc;
+    s.home = (*st)["home"].value_or(false);
+    s.x_km = (*st)["x_km"].value_or(0.0);
+    s.y_km = (*st)["y_km"].value_or(0.0);
+    auto up = get_positive<uint64_t>(*st, "uplink_mbps", 1000, origin, what);
+    if (!up) {
+      return up.err();
+    }
+    if (*up < 1) {
+      return bad(origin, what + ": 'uplink_mbps' must be at least 1");
+    }
+    s.uplink_bits_per_second = *up * 1'000'000;
     auto engines = (*st)["engine"].as_array();
     if (!engines || engines->empty()) {
       return bad(origin, what + ": needs at least one [[station.engine]]");
@@ -189,6 +221,18 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     }
     g.stations.push_back(std::move(s));
   }
+  if (g.registry) {
+    if (auto st = claim_port(g.registry->listen, "registry"); !st) {
+      return st.err();
+    }
+    size_t homes = 0;
+    for (auto& s : g.stations) {
+      homes += s.home ? 1 : 0;
+    }
+    if (homes != 1) {
+      return bad(origin, "a grid with a [registry] needs exactly one station with home = true");
+    }
+  }
   return g;
 }
 
@@ -207,6 +251,12 @@ std::string grid_config::to_toml() const {
   root.insert("grid", toml::table{{"heartbeat_interval_ms", heartbeat_interval.count()},
                                   {"heartbeat_timeout_ms", heartbeat_timeout.count()},
                                   {"log_level", log_level}});
+  if (registry) {
+    root.insert(
+        "registry",
+        toml::table{{"listen", fmt::format("{}:{}", registry->listen.host, registry->listen.port)},
+                    {"database", registry->database}});
+  }
   toml::array sts;
   for (auto& s : stations) {
     toml::array engs;
@@ -223,13 +273,19 @@ std::string grid_config::to_toml() const {
                       {"max_bytes_per_second", static_cast<int64_t>(e.max_bytes_per_second)},
                       {"max_segment_bytes", static_cast<int64_t>(e.max_segment_bytes)}});
     }
-    sts.push_back(
-        toml::table{{"name", s.name.str()},
-                    {"director", toml::table{{"listen", fmt::format("{}:{}", s.director.listen.host,
-                                                                    s.director.listen.port)},
-                                             {"data_dir", s.director.data_dir.string()},
-                                             {"copies", static_cast<int64_t>(s.director.copies)}}},
-                    {"engine", engs}});
+    sts.push_back(toml::table{
+        {"name", s.name.str()},
+        {"home", s.home},
+        {"x_km", s.x_km},
+        {"y_km", s.y_km},
+        {"uplink_mbps", static_cast<int64_t>(s.uplink_bits_per_second / 1'000'000)},
+        {"director",
+         toml::table{
+             {"listen", fmt::format("{}:{}", s.director.listen.host, s.director.listen.port)},
+             {"data_dir", s.director.data_dir.string()},
+             {"copies", static_cast<int64_t>(s.director.copies)},
+             {"parallel_copies", static_cast<int64_t>(s.director.parallel_copies)}}},
+        {"engine", engs}});
   }
   root.insert("station", sts);
   std::stringstream ss;
@@ -260,6 +316,15 @@ grid_config grid_config::embedded_default(const std::filesystem::path& data_dir,
 const station_config* grid_config::find_station(std::string_view name) const {
   for (auto& s : stations) {
     if (s.name.str() == name) {
+      return &s;
+    }
+  }
+  return nullptr;
+}
+
+const station_config* grid_config::home_station() const {
+  for (auto& s : stations) {
+    if (s.home) {
       return &s;
     }
   }

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,16 +34,26 @@ struct director_config {
   listen_address listen;
   std::filesystem::path data_dir;  // where the program catalog of the station is kept
   uint32_t copies = 2;             // copies of each segment placed within the station
+  uint32_t parallel_copies = 4;    // segment copies from other stations in flight at once
 };
 
 struct station_config {
   station_id name;
   director_config director;
   std::vector<engine_config> engines;
+  bool home = false;          // holds every program whole; the source of last resort
+  double x_km = 0, y_km = 0;  // location on the operator's map, for distances
+  uint64_t uplink_bits_per_second = 1'000'000'000;  // capacity toward other stations
+};
+
+struct registry_config {
+  listen_address listen;
+  std::string database;  // a db::open URL: sqlite:///path or postgresql://...
 };
 
 struct grid_config {
   std::vector<station_config> stations;
+  std::optional<registry_config> registry;            // none: stations stand alone
   std::chrono::milliseconds heartbeat_interval{250};  // engine → director
   std::chrono::milliseconds heartbeat_timeout{1500};  // an engine silent this long leaves rotation
   std::string log_level = "info";
@@ -57,6 +68,7 @@ struct grid_config {
   static grid_config embedded_default(const std::filesystem::path& data_dir, uint16_t base_port);
 
   const station_config* find_station(std::string_view name) const;
+  const station_config* home_station() const;
   // The station an engine belongs to, or nullptr.
   const station_config* station_of_engine(std::string_view engine) const;
   const engine_config* find_engine(std::string_view name) const;
