@@ -33,16 +33,23 @@ TEST(SegmentIndex, ParsesCanonicalDecimalOnly) {
 
 TEST(GridConfig, EmbeddedDefaultRoundTripsThroughToml) {
   auto g = grid_config::embedded_default("/tmp/vg", 9700);
-  ASSERT_EQ(g.stations.size(), 1u);
-  EXPECT_EQ(g.stations[0].director.listen.port, 9720);
-  ASSERT_EQ(g.stations[0].engines.size(), 3u);
-  EXPECT_EQ(g.stations[0].engines[2].listen.port, 9723);
+  ASSERT_TRUE(g.registry);
+  EXPECT_EQ(g.registry->listen.port, 9700);
+  EXPECT_EQ(g.registry->database, "sqlite:///tmp/vg/registry.db");
+  ASSERT_EQ(g.stations.size(), 2u);
+  EXPECT_EQ(g.home_station()->name.str(), "home");
+  EXPECT_EQ(g.stations[0].director.listen.port, 9710);
+  EXPECT_EQ(g.stations[0].engines.size(), 2u);
+  EXPECT_EQ(g.stations[1].director.listen.port, 9720);
+  ASSERT_EQ(g.stations[1].engines.size(), 3u);
+  EXPECT_EQ(g.stations[1].engines[2].listen.port, 9723);
   auto again = grid_config::parse(g.to_toml());
   ASSERT_TRUE(again) << again.err().detail;
-  EXPECT_EQ(again->stations[0].engines[1].name.str(), "edge-2");
-  EXPECT_EQ(again->stations[0].engines[1].data_dirs.size(), 2u);
-  EXPECT_EQ(again->stations[0].engines[1].listen.port, 9722);
+  EXPECT_EQ(again->stations[1].engines[1].name.str(), "edge-2");
+  EXPECT_EQ(again->stations[1].engines[1].data_dirs.size(), 2u);
+  EXPECT_EQ(again->stations[1].engines[1].listen.port, 9722);
   EXPECT_EQ(again->station_of_engine("edge-3")->name.str(), "edge");
+  EXPECT_EQ(again->station_of_engine("home-1")->name.str(), "home");
   EXPECT_EQ(again->find_engine("nope"), nullptr);
 }
 

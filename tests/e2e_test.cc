@@ -33,19 +33,21 @@ double body_bytes_sent(const std::string& engine_url) {
   return std::regex_search(r->body, m, re) ? std::stod(m[1]) : -1;
 }
 
-// A base port whose default grid ports (base+20 .. base+23) are all free right now.
+// A base port whose default grid ports (registry base, home base+10..12, edge base+20..23) are all
+// free right now.
 uint16_t free_base_port() {
   for (;;) {
     uint16_t p = free_port();
     if (p < 2000 || p > 60000) {
       continue;
     }
+    auto base = static_cast<uint16_t>(p - 20);
     bool all = true;
-    for (int i = 1; i <= 3 && all; ++i) {
-      all = port_is_free(static_cast<uint16_t>(p + i));
+    for (int off : {0, 10, 11, 12, 21, 22, 23}) {
+      all = all && port_is_free(static_cast<uint16_t>(base + off));
     }
     if (all) {
-      return static_cast<uint16_t>(p - 20);
+      return base;
     }
   }
 }
@@ -132,9 +134,20 @@ TEST(EndToEnd, DemoRunsTheGridAndPlaysTheSample) {
 
 TEST(EndToEnd, UpRunsAGridFromAConfigUntilInterrupted) {
   temp_dir d;
-  grid_config g = grid_config::embedded_default(d.path(), free_base_port());
-  g.stations[0].engines.pop_back();  // a shape of our own: two engines
-  g.stations[0].engines[1].listen.port = free_port();
+  // A shape of our own: one station of two engines, no registry.
+  grid_config g;
+  station_config st;
+  st.name = *station_id::parse("solo");
+  st.director.listen = {"127.0.0.1", free_port()};
+  st.director.data_dir = d.path() / "solo";
+  for (int i = 1; i <= 2; ++i) {
+    engine_config e;
+    e.name = *engine_id::parse(fmt::format("solo-{}", i));
+    e.listen = {"127.0.0.1", free_port()};
+    e.data_dirs = {d.path() / e.name.str()};
+    st.engines.push_back(e);
+  }
+  g.stations.push_back(st);
   auto config = d.path() / "mine.toml";
   ASSERT_TRUE(write_file_durably(config, g.to_toml()));
   auto out = d.path() / "up.out";
@@ -153,8 +166,8 @@ TEST(EndToEnd, UpRunsAGridFromAConfigUntilInterrupted) {
   auto director = g.stations[0].director.listen.url();
   auto engines = http_get(director + "/v1/engines");
   ASSERT_TRUE(engines);
-  EXPECT_NE(engines->body.find("edge-2"), std::string::npos);
-  EXPECT_EQ(engines->body.find("edge-3"), std::string::npos);
+  EXPECT_NE(engines->body.find("solo-1"), std::string::npos);
+  EXPECT_NE(engines->body.find("solo-2"), std::string::npos);
   up->signal(SIGINT);
   auto status = up->wait(std::chrono::seconds(20));
   ASSERT_TRUE(status);

@@ -150,6 +150,10 @@ template result<program_manifest> decode<program_manifest>(std::string_view);
 template result<placement> decode<placement>(std::string_view);
 template result<fetch_order> decode<fetch_order>(std::string_view);
 template result<preload_order> decode<preload_order>(std::string_view);
+template result<station_registration> decode<station_registration>(std::string_view);
+template result<station_report> decode<station_report>(std::string_view);
+template result<distribution> decode<distribution>(std::string_view);
+template result<std::vector<source>> decode<std::vector<source>>(std::string_view);
 
 double program_manifest::duration() const {
   double d = 0;
@@ -442,6 +446,215 @@ result<preload_order> from_json<preload_order>(const json::object& o) {
   if (!k)
     return k.err();
   return preload_order{*k};
+}
+
+json::value to_json(const station_registration& v) {
+  return json::object{{"name", v.name.str()}, {"director_url", v.director_url},
+                      {"home", v.home},       {"x_km", v.x_km},
+                      {"y_km", v.y_km},       {"uplink_bits_per_second", v.uplink_bits_per_second}};
+}
+
+json::value to_json(const station_report& v) {
+  json::array changes, copies;
+  for (auto& c : v.changes) {
+    changes.push_back(
+        json::object{{"program", c.key.program.str()}, {"index", c.key.index.v}, {"held", c.held}});
+  }
+  for (auto& c : v.copies) {
+    copies.push_back(
+        json::object{{"source", c.source.str()}, {"bytes", c.bytes}, {"seconds", c.seconds}});
+  }
+  return json::object{{"load", v.load},
+                      {"sending_bits_per_second", v.sending_bits_per_second},
+                      {"engines_up", v.engines_up},
+                      {"changes", changes},
+                      {"copies", copies}};
+}
+
+json::value to_json(const distribution& v) {
+  json::array targets;
+  for (auto& t : v.targets) {
+    targets.push_back(json::value(t));
+  }
+  return json::object{
+      {"manifest", to_json(v.manifest)}, {"targets", targets}, {"prefetch", v.prefetch}};
+}
+
+namespace {
+
+result<double> get_number(const json::object& o, std::string_view k, double lo, double hi) {
+  auto* v = o.if_contains(k);
+  if (!v) {
+    return 0.0;
+  }
+  if (!v->is_number()) {
+    return bad(k, "must be a number");
+  }
+  double d = v->to_number<double>();
+  if (!(d >= lo && d <= hi)) {
+    return bad(k, fmt::format("must be within {}..{}", lo, hi));
+  }
+  return d;
+}
+
+}  // namespace
+
+template <>
+result<station_registration> from_json<station_registration>(const json::object& o) {
+  station_registration r;
+  auto name = get_name<station_id>(o, "name");
+  if (!name) {
+    return name.err();
+  }
+  r.name = *name;
+  auto url = get_string(o, "director_url", 256);
+  if (!url) {
+    return url.err();
+  }
+  r.director_url = *url;
+  auto home = get_bool(o, "home");
+  if (!home) {
+    return home.err();
+  }
+  r.home = *home;
+  auto x = get_number(o, "x_km", -1e5, 1e5);
+  if (!x) {
+    return x.err();
+  }
+  auto y = get_number(o, "y_km", -1e5, 1e5);
+  if (!y) {
+    return y.err();
+  }
+  r.x_km = *x;
+  r.y_km = *y;
+  auto up = get_u64(o, "uplink_bits_per_second", false);
+  if (!up) {
+    return up.err();
+  }
+  r.uplink_bits_per_second = *up;
+  return r;
+}
+
+template <>
+result<station_report> from_json<station_report>(const json::object& o) {
+  station_report r;
+  auto load = get_number(o, "load", 0, 1e6);
+  if (!load) {
+    return load.err();
+  }
+  r.load = *load;
+  auto s = get_u64(o, "sending_bits_per_second", false);
+  if (!s) {
+    return s.err();
+  }
+  r.sending_bits_per_second = *s;
+  auto e = get_u64(o, "engines_up", false);
+  if (!e) {
+    return e.err();
+  }
+  r.engines_up = static_cast<uint32_t>(std::min<uint64_t>(*e, UINT32_MAX));
+  auto changes = get_array(o, "changes", max_list, false);
+  if (!changes) {
+    return changes.err();
+  }
+  for (auto& c : **changes) {
+    if (!c.is_object()) {
+      return bad("changes", "entries must be objects");
+    }
+    auto k = get_key(c.as_object());
+    if (!k) {
+      return k.err();
+    }
+    auto held = get_bool(c.as_object(), "held");
+    if (!held) {
+      return held.err();
+    }
+    r.changes.push_back({*k, *held});
+  }
+  auto copies = get_array(o, "copies", 100'000, false);
+  if (!copies) {
+    return copies.err();
+  }
+  for (auto& c : **copies) {
+    if (!c.is_object()) {
+      return bad("copies", "entries must be objects");
+    }
+    auto src = get_name<station_id>(c.as_object(), "source");
+    if (!src) {
+      return src.err();
+    }
+    auto bytes = get_u64(c.as_object(), "bytes");
+    if (!bytes) {
+      return bytes.err();
+    }
+    auto secs = get_number(c.as_object(), "seconds", 0, 1e6);
+    if (!secs) {
+      return secs.err();
+    }
+    r.copies.push_back({*src, *bytes, *secs});
+  }
+  return r;
+}
+
+template <>
+result<distribution> from_json<distribution>(const json::object& o) {
+  distribution d;
+  auto* m = o.if_contains("manifest");
+  if (!m || !m->is_object()) {
+    return bad("manifest", "must be an object");
+  }
+  auto man = from_json<program_manifest>(m->as_object());
+  if (!man) {
+    return man.err();
+  }
+  d.manifest = std::move(*man);
+  auto targets = get_array(o, "targets", 10'000, false);
+  if (!targets) {
+    return targets.err();
+  }
+  for (auto& t : **targets) {
+    if (!t.is_string() || !valid_name(t.as_string())) {
+      return bad("targets", "entries must be station names");
+    }
+    d.targets.emplace_back(t.as_string());
+  }
+  auto pf = get_u64(o, "prefetch", false);
+  if (!pf) {
+    return pf.err();
+  }
+  if (*pf > segment_index::max) {
+    return bad("prefetch", "is out of range");
+  }
+  d.prefetch = static_cast<uint32_t>(*pf);
+  return d;
+}
+
+template <>
+result<std::vector<source>> from_json<std::vector<source>>(const json::object& o) {
+  auto list = get_array(o, "sources", 10'000);
+  if (!list) {
+    return list.err();
+  }
+  std::vector<source> out;
+  for (auto& s : **list) {
+    if (!s.is_object()) {
+      return bad("sources", "entries must be objects");
+    }
+    auto name = get_name<station_id>(s.as_object(), "station");
+    if (!name) {
+      return name.err();
+    }
+    auto url = get_string(s.as_object(), "director_url", 256);
+    if (!url) {
+      return url.err();
+    }
+    auto cost = get_number(s.as_object(), "cost", 0, 1e12);
+    if (!cost) {
+      return cost.err();
+    }
+    out.push_back({*name, *url, *cost});
+  }
+  return out;
 }
 
 }  // namespace vodgrid::api

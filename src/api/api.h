@@ -93,6 +93,54 @@ struct preload_order {
   segment_key key;
 };
 
+// PUT /v1/stations/{name} (director → registry).
+struct station_registration {
+  station_id name;
+  std::string director_url;
+  bool home = false;
+  double x_km = 0, y_km = 0;
+  uint64_t uplink_bits_per_second = 0;
+};
+
+struct location_change {
+  segment_key key;
+  bool held = true;  // false: the station no longer holds it
+};
+
+// A finished copy from another station: feeds the cost model's measured throughput.
+struct copy_sample {
+  station_id source;
+  uint64_t bytes = 0;
+  double seconds = 0;
+};
+
+// POST /v1/stations/{name}/report (director → registry): load, location changes, copy samples.
+struct station_report {
+  double load = 0;  // streams in use over stream capacity
+  uint64_t sending_bits_per_second = 0;
+  uint32_t engines_up = 0;
+  std::vector<location_change> changes;
+  std::vector<copy_sample> copies;
+};
+
+// PUT /v1/programs/{id} (ingest → registry) and POST /v1/programs/{id}/distribute (registry →
+// director): the program, the stations that must hold it, and how much to pre-position.
+struct distribution {
+  program_manifest manifest;
+  std::vector<std::string> targets;  // empty: every station but the home
+  uint32_t prefetch = 0;             // segments from the start to copy ahead; 0 = all
+};
+
+// One entry of GET /v1/programs/{id}/segments/{n}/sources, cheapest first.
+struct source {
+  station_id station;
+  std::string director_url;
+  double cost = 0;
+};
+
+boost::json::value to_json(const station_registration& v);
+boost::json::value to_json(const station_report& v);
+boost::json::value to_json(const distribution& v);
 boost::json::value to_json(const segment_ref& v);
 boost::json::value to_json(const engine_load& v);
 boost::json::value to_json(const heartbeat& v);
@@ -117,6 +165,14 @@ template <>
 result<fetch_order> from_json<fetch_order>(const boost::json::object& o);
 template <>
 result<preload_order> from_json<preload_order>(const boost::json::object& o);
+template <>
+result<station_registration> from_json<station_registration>(const boost::json::object& o);
+template <>
+result<station_report> from_json<station_report>(const boost::json::object& o);
+template <>
+result<distribution> from_json<distribution>(const boost::json::object& o);
+template <>
+result<std::vector<source>> from_json<std::vector<source>>(const boost::json::object& o);
 
 // Parses a JSON object body; errc::invalid_argument with the parser's reason otherwise.
 result<boost::json::object> parse_object(std::string_view body);

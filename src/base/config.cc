@@ -297,19 +297,27 @@ grid_config grid_config::embedded_default(const std::filesystem::path& data_dir,
                                           uint16_t base_port) {
   auto port = [&](int p) { return static_cast<uint16_t>(p - 8700 + base_port); };
   grid_config g;
-  station_config s;
-  s.name = *station_id::parse("edge");
-  s.director.listen = {"127.0.0.1", port(8720)};
-  s.director.data_dir = data_dir / "edge";
-  s.director.copies = 2;
-  for (int i = 1; i <= 3; ++i) {
-    engine_config e;
-    e.name = *engine_id::parse(fmt::format("edge-{}", i));
-    e.listen = {"127.0.0.1", port(8720 + i)};
-    e.data_dirs = {data_dir / e.name.str() / "d0", data_dir / e.name.str() / "d1"};
-    s.engines.push_back(std::move(e));
-  }
-  g.stations.push_back(std::move(s));
+  g.registry =
+      registry_config{{"127.0.0.1", port(8700)}, "sqlite://" + (data_dir / "registry.db").string()};
+  auto station = [&](std::string name, int director_port, int engines, bool home, double x_km) {
+    station_config s;
+    s.name = *station_id::parse(name);
+    s.home = home;
+    s.x_km = x_km;
+    s.director.listen = {"127.0.0.1", port(director_port)};
+    s.director.data_dir = data_dir / name;
+    s.director.copies = 2;
+    for (int i = 1; i <= engines; ++i) {
+      engine_config e;
+      e.name = *engine_id::parse(fmt::format("{}-{}", name, i));
+      e.listen = {"127.0.0.1", port(director_port + i)};
+      e.data_dirs = {data_dir / e.name.str() / "d0", data_dir / e.name.str() / "d1"};
+      s.engines.push_back(std::move(e));
+    }
+    return s;
+  };
+  g.stations.push_back(station("home", 8710, 2, true, 0));
+  g.stations.push_back(station("edge", 8720, 3, false, 500));
   return g;
 }
 

@@ -63,8 +63,9 @@ struct grid_config {
   static result<grid_config> load(const std::filesystem::path& file);
   std::string to_toml() const;
 
-  // The embedded default of `vodgrid up`: station `edge` with a director and three engines on
-  // loopback, ports from 8720 moved by base_port - 8700, data under data_dir.
+  // The embedded default of `vodgrid up` (DESIGN.md): the registry on 8700 (SQLite under data_dir),
+  // station `home` (director 8710, engines home-1, home-2) and station `edge` (director 8720,
+  // engines edge-1..3), all on loopback, every port moved by base_port - 8700.
   static grid_config embedded_default(const std::filesystem::path& data_dir, uint16_t base_port);
 
   const station_config* find_station(std::string_view name) const;

@@ -67,6 +67,40 @@ result<json::object> fetch_object(const std::string& url) {
   return api::parse_object(r->body);
 }
 
+// What answers at a grid URL: "registry" or "director" (from its /healthz).
+result<std::string> role_of(const std::string& url) {
+  auto h = fetch_object(url + "/healthz");
+  if (!h) {
+    return h.err();
+  }
+  auto* role = h->if_contains("role");
+  if (!role || !role->is_string()) {
+    return make_error(errc::protocol_error, url + " is not a vodgrid registry or director");
+  }
+  return std::string(role->as_string());
+}
+
+// The home station's director, from the registry.
+result<std::string> home_director(const std::string& registry) {
+  auto o = fetch_object(registry + "/v1/stations");
+  if (!o) {
+    return o.err();
+  }
+  for (auto& s : o->at("stations").as_array()) {
+    auto& so = s.as_object();
+    if (so.at("home").as_bool()) {
+      return std::string(so.at("director_url").as_string());
+    }
+  }
+  return make_error(errc::unavailable, "the home station has not registered with the registry yet");
+}
+
+asio::awaitable<result<net::client_response>> put_json(std::string url, std::string body) {
+  net::http_client client(co_await asio::this_coro::executor);
+  co_return co_await client.send_json(boost::beast::http::verb::put, std::move(url),
+                                      std::move(body));
+}
+
 asio::awaitable<result<api::program_manifest>> load(director::load_request req) {
   net::client_options co;
   co.request_timeout = std::chrono::seconds(60);
@@ -85,7 +119,22 @@ result<api::program_manifest> ingest(const ingest_options& o, bool quiet) {
     return make_error(errc::invalid_argument, "--title must not be empty");
   }
   bool tty = ::isatty(2);
-  director::load_request req{grid_url(o.grid), *id, o.title, o.source, nullptr};
+  std::string grid = grid_url(o.grid);
+  auto role = role_of(grid);
+  if (!role) {
+    return role.err();
+  }
+  std::string director_url = grid;
+  if (*role == "registry") {
+    auto home = home_director(grid);
+    if (!home) {
+      return home.err();
+    }
+    director_url = *home;
+  } else if (!o.stations.empty()) {
+    return make_error(errc::invalid_argument, "--stations needs a grid with a registry");
+  }
+  director::load_request req{director_url, *id, o.title, o.source, nullptr};
   if (!quiet) {
     req.progress = [tty](size_t done, size_t total) {
       if (tty) {
@@ -100,7 +149,32 @@ result<api::program_manifest> ingest(const ingest_options& o, bool quiet) {
     };
   }
   asio::io_context io;
-  return run_sync(io, load(std::move(req)));
+  auto m = run_sync(io, load(std::move(req)));
+  if (!m || *role != "registry") {
+    return m;
+  }
+  // Claim 11: the distribution parameters go to the registry, which tells the target stations.
+  api::distribution d{*m, {}, 0};
+  for (size_t i = 0; i < o.stations.size();) {
+    size_t j = o.stations.find(',', i);
+    j = j == std::string::npos ? o.stations.size() : j;
+    if (j > i) {
+      d.targets.push_back(o.stations.substr(i, j - i));
+    }
+    i = j + 1;
+  }
+  d.manifest.state.clear();
+  auto r = run_sync(io, put_json(fmt::format("{}/v1/programs/{}", grid, m->id.str()),
+                                 json::serialize(api::to_json(d))));
+  if (!r) {
+    return r.err();
+  }
+  if (r->status != 200) {
+    return make_error(
+        errc::unavailable,
+        fmt::format("the registry refused the distribution ({}): {}", r->status, r->body));
+  }
+  return m;
 }
 
 asio::awaitable<console::play_report> play_async(console::play_options o) {
@@ -181,7 +255,7 @@ std::string grid_url(const std::string& flag) {
   if (const char* env = std::getenv("VODGRID_GRID"); env && *env) {
     return env;
   }
-  return "http://127.0.0.1:8720";
+  return "http://127.0.0.1:8700";
 }
 
 std::string id_from_title(const std::string& title) {
@@ -253,17 +327,32 @@ int run_demo(const demo_options& o) {
     return fail("demo", g.err().detail);
   }
   std::cout << "ready\n";
-  std::string director = g->director_url();
+  // Viewers watch at a station that is not the home: with a registry, the program reaches it by
+  // distribution and by misses (claims 12-14).
+  size_t viewing = 0;
+  for (size_t i = 0; i < grid->stations.size(); ++i) {
+    viewing = grid->stations[i].home ? viewing : i;
+  }
+  std::string director = g->director_url(viewing);
+  std::string grid_entry = grid->registry ? grid->registry->listen.url() : director;
   auto existing = fetch_object(director + "/v1/programs/demo");
   if (!existing || !existing->contains("state") || existing->at("state").as_string() != "ready") {
     // A program left 'loading' by an interrupted run is simply loaded again.
-    ingest_options in{director, sample->parent_path().string(), "vodgrid demo", "demo"};
+    ingest_options in{grid_entry, "", sample->parent_path().string(), "vodgrid demo", "demo"};
     auto m = ingest(in, false);
     if (!m) {
       return fail("demo", "ingest: " + m.err().detail);
     }
     std::cout << fmt::format("ingested program demo: {} segments, {:.1f} s\n", m->segments.size(),
                              m->duration());
+  }
+  // The registry tells the viewing station about the program a moment after the ingest.
+  for (int i = 0; i < 200; ++i) {
+    auto p = fetch_object(director + "/v1/programs/demo");
+    if (p && p->contains("state") && p->at("state").as_string() == "ready") {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   std::string url = director + "/v1/programs/demo/index.m3u8";
   std::cout << fmt::format("playing {} with {} viewers{}\n", url, o.viewers,
@@ -289,9 +378,19 @@ int run_ingest(const ingest_options& o) {
   if (!m) {
     return fail("ingest", m.err().detail);
   }
-  std::cout << fmt::format(
-      "program {} ready: {} segments, {:.1f} s\nviewer URL: {}/v1/programs/{}/index.m3u8\n",
-      m->id.str(), m->segments.size(), m->duration(), grid_url(o.grid), m->id.str());
+  std::cout << fmt::format("program {} ready: {} segments, {:.1f} s\n", m->id.str(),
+                           m->segments.size(), m->duration());
+  auto stations = fetch_object(grid_url(o.grid) + "/v1/stations");
+  if (stations) {
+    for (auto& s : stations->at("stations").as_array()) {
+      std::cout << fmt::format("viewer URL ({}): {}/v1/programs/{}/index.m3u8\n",
+                               std::string(s.at("name").as_string()),
+                               std::string(s.at("director_url").as_string()), m->id.str());
+    }
+  } else {
+    std::cout << fmt::format("viewer URL: {}/v1/programs/{}/index.m3u8\n", grid_url(o.grid),
+                             m->id.str());
+  }
   return 0;
 }
 
@@ -312,16 +411,14 @@ int run_programs(const std::string& grid) {
   return 0;
 }
 
-int run_status(const std::string& grid) {
-  auto o = fetch_object(grid_url(grid) + "/v1/engines");
-  if (!o) {
-    return fail("status", o.err().detail);
-  }
-  std::cout << fmt::format("station {} (director {})\n", std::string(o->at("station").as_string()),
-                           grid_url(grid));
+namespace {
+
+void print_engines(const json::object& o, const std::string& director) {
+  std::cout << fmt::format("station {} (director {})\n", std::string(o.at("station").as_string()),
+                           director);
   std::cout << fmt::format("{:<16} {:<5} {:>9} {:>8} {:>12} {:>12}  {}\n", "ENGINE", "UP",
                            "SEGMENTS", "STREAMS", "BYTES/S", "FREE GB", "URL");
-  for (auto& e : o->at("engines").as_array()) {
+  for (auto& e : o.at("engines").as_array()) {
     auto& eo = e.as_object();
     auto& load = eo.at("load").as_object();
     std::cout << fmt::format(
@@ -331,6 +428,55 @@ int run_status(const std::string& grid) {
         load.at("max_streams").to_number<uint64_t>(),
         load.at("bytes_per_second").to_number<uint64_t>(),
         load.at("free_bytes").to_number<double>() / 1e9, std::string(eo.at("url").as_string()));
+  }
+}
+
+}  // namespace
+
+int run_status(const std::string& grid) {
+  auto url = grid_url(grid);
+  auto role = role_of(url);
+  if (!role) {
+    return fail("status", role.err().detail);
+  }
+  if (*role != "registry") {
+    auto o = fetch_object(url + "/v1/engines");
+    if (!o) {
+      return fail("status", o.err().detail);
+    }
+    print_engines(*o, url);
+    return 0;
+  }
+  auto st = fetch_object(url + "/v1/stations");
+  if (!st) {
+    return fail("status", st.err().detail);
+  }
+  std::cout << fmt::format("registry {}\n", url);
+  std::cout << fmt::format("{:<12} {:<5} {:<5} {:>9} {:>12} {:>12} {:>6} {:>13}  {}\n", "STATION",
+                           "HOME", "UP", "X,Y KM", "UPLINK MB/S", "SENDING MB/S", "LOAD",
+                           "COPY MB/S", "DIRECTOR");
+  for (auto& s : st->at("stations").as_array()) {
+    auto& so = s.as_object();
+    std::cout << fmt::format(
+        "{:<12} {:<5} {:<5} {:>4.0f},{:<4.0f} {:>12.1f} {:>12.1f} {:>6.2f} {:>13.1f}  {}\n",
+        std::string(so.at("name").as_string()), so.at("home").as_bool() ? "yes" : "",
+        so.at("up").as_bool() ? "yes" : "NO", so.at("x_km").to_number<double>(),
+        so.at("y_km").to_number<double>(),
+        so.at("uplink_bits_per_second").to_number<double>() / 8e6,
+        so.at("sending_bits_per_second").to_number<double>() / 8e6,
+        so.at("load").to_number<double>(), so.at("copy_bits_per_second").to_number<double>() / 8e6,
+        std::string(so.at("director_url").as_string()));
+  }
+  for (auto& s : st->at("stations").as_array()) {
+    std::string director(s.at("director_url").as_string());
+    std::cout << "\n";
+    auto o = fetch_object(director + "/v1/engines");
+    if (!o) {
+      std::cout << fmt::format("station {}: {}\n", std::string(s.at("name").as_string()),
+                               o.err().detail);
+      continue;
+    }
+    print_engines(*o, director);
   }
   return 0;
 }

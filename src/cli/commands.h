@@ -14,6 +14,7 @@ namespace vodgrid::cli {
 // Daemons: run until SIGINT/SIGTERM, then stop in two phases.
 int run_engine(const std::filesystem::path& config, const std::string& name);
 int run_director(const std::filesystem::path& config, const std::string& name);
+int run_registry(const std::filesystem::path& config);
 
 struct grid_options {
   std::filesystem::path config;  // empty: the embedded default
@@ -30,7 +31,8 @@ struct demo_options {
 int run_demo(const demo_options& opts);
 
 struct ingest_options {
-  std::string grid;  // the director's URL
+  std::string grid;      // the registry's URL (or, for a lone station, its director's)
+  std::string stations;  // comma-separated target stations; empty: all
   std::string source;
   std::string title;
   std::string id;  // empty: made from the title
@@ -49,7 +51,7 @@ struct play_cli_options {
 };
 int run_play(const play_cli_options& opts);
 
-// The grid URL from --grid, else VODGRID_GRID, else the embedded grid's director on this machine.
+// The grid URL from --grid, else VODGRID_GRID, else the embedded grid's registry on this machine.
 std::string grid_url(const std::string& flag);
 // A program id from a title: lowercase letters, digits and '-', at most 64.
 std::string id_from_title(const std::string& title);

@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "director/director.h"
 #include "engine/engine.h"
+#include "registry/registry.h"
 
 namespace vodgrid::cli {
 
@@ -28,23 +29,8 @@ asio::awaitable<void> stop_then_quit(Daemon& d, asio::io_context& io) {
   io.stop();
 }
 
-template <class Daemon, class Id>
-int run_daemon(const std::filesystem::path& config, const std::string& name,
-               std::string_view role) {
-  std::signal(SIGPIPE, SIG_IGN);
-  auto grid = grid_config::load(config);
-  if (!grid) {
-    std::cerr << "vodgrid " << role << ": " << grid.err().detail << "\n";
-    return 2;
-  }
-  auto id = Id::parse(name);
-  if (!id) {
-    std::cerr << "vodgrid " << role << ": bad name '" << name << "'\n";
-    return 2;
-  }
-  log::init(grid->log_level, fmt::format("{}", name));
-  asio::io_context io(1);
-  Daemon d(io, *grid, *id);
+template <class Daemon, class... Args>
+int serve(Daemon& d, asio::io_context& io, std::string_view role, const std::string& name) {
   if (auto st = d.start(); !st) {
     std::cerr << "vodgrid " << role << " " << name << ": " << st.err().detail << "\n";
     return 1;
@@ -59,6 +45,33 @@ int run_daemon(const std::filesystem::path& config, const std::string& name,
   return 0;
 }
 
+result<grid_config> load_config(const std::filesystem::path& config, std::string_view role) {
+  std::signal(SIGPIPE, SIG_IGN);
+  auto grid = grid_config::load(config);
+  if (!grid) {
+    std::cerr << "vodgrid " << role << ": " << grid.err().detail << "\n";
+  }
+  return grid;
+}
+
+template <class Daemon, class Id>
+int run_daemon(const std::filesystem::path& config, const std::string& name,
+               std::string_view role) {
+  auto grid = load_config(config, role);
+  if (!grid) {
+    return 2;
+  }
+  auto id = Id::parse(name);
+  if (!id) {
+    std::cerr << "vodgrid " << role << ": bad name '" << name << "'\n";
+    return 2;
+  }
+  log::init(grid->log_level, name);
+  asio::io_context io(1);
+  Daemon d(io, *grid, *id);
+  return serve(d, io, role, name);
+}
+
 }  // namespace
 
 int run_engine(const std::filesystem::path& config, const std::string& name) {
@@ -67,6 +80,17 @@ int run_engine(const std::filesystem::path& config, const std::string& name) {
 
 int run_director(const std::filesystem::path& config, const std::string& name) {
   return run_daemon<director::director_daemon, station_id>(config, name, "director");
+}
+
+int run_registry(const std::filesystem::path& config) {
+  auto grid = load_config(config, "registry");
+  if (!grid) {
+    return 2;
+  }
+  log::init(grid->log_level, "registry");
+  asio::io_context io(1);
+  registry::registry_daemon d(io, *grid);
+  return serve(d, io, "registry", "registry");
 }
 
 }  // namespace vodgrid::cli

@@ -21,7 +21,7 @@ namespace asio = boost::asio;
 namespace {
 
 asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds timeout,
-                                  size_t engines_up) {
+                                  std::string field, size_t at_least) {
   auto ex = co_await asio::this_coro::executor;
   net::client_options co;
   co.connect_timeout = std::chrono::milliseconds(500);
@@ -32,12 +32,12 @@ asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds tim
   while (std::chrono::steady_clock::now() < deadline) {
     auto r = co_await client.get(url + "/healthz");
     if (r && r->status == 200) {
-      if (engines_up == 0) {
+      if (at_least == 0) {
         co_return true;
       }
       auto o = api::parse_object(r->body);
-      auto* up = o ? o->if_contains("engines_up") : nullptr;
-      if (up && up->is_number() && up->to_number<size_t>() >= engines_up) {
+      auto* up = o ? o->if_contains(field) : nullptr;
+      if (up && up->is_number() && up->to_number<size_t>() >= at_least) {
         co_return true;
       }
     }
@@ -49,9 +49,10 @@ asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds tim
 
 }  // namespace
 
-bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout, size_t engines_up) {
+bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout, std::string field,
+                  size_t at_least) {
   asio::io_context io;
-  return run_sync(io, poll_health(url, timeout, engines_up));
+  return run_sync(io, poll_health(url, timeout, std::move(field), at_least));
 }
 
 result<local_grid> local_grid::start(const grid_config& grid, const std::filesystem::path& data,
@@ -80,6 +81,11 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
     g.daemons_.push_back({role, name, url, std::move(*p)});
     return {};
   };
+  if (grid.registry) {
+    if (auto st = launch("registry", "registry", grid.registry->listen.url()); !st) {
+      return st.err();
+    }
+  }
   for (auto& s : grid.stations) {
     if (auto st = launch("director", s.name.str(), s.director.listen.url()); !st) {
       return st.err();
@@ -90,17 +96,22 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
       }
     }
   }
-  // Engines first: a director waits for all its engines, so a dead engine is named as such.
-  std::stable_partition(g.daemons_.begin(), g.daemons_.end(),
-                        [](const daemon& d) { return d.role == "engine"; });
+  // Engines first, then directors (each waits for all its engines), then the registry (it waits
+  // for every station): a daemon that failed is named as such.
+  auto rank = [](const daemon& d) { return d.role == "engine" ? 0 : d.role == "director" ? 1 : 2; };
+  std::stable_sort(g.daemons_.begin(), g.daemons_.end(),
+                   [&](const daemon& a, const daemon& b) { return rank(a) < rank(b); });
   for (auto& d : g.daemons_) {
-    if (!wait_healthy(d.url, timeout,
-                      d.role == "director" ? grid.find_station(d.name)->engines.size() : 0)) {
-      std::string why =
-          !d.process.running() ? "exited"
-          : d.role == "director" && wait_healthy(d.url, std::chrono::milliseconds(100))
-              ? "does not see all its engines"
-              : "does not answer /healthz";
+    std::string field = d.role == "director" ? "engines_up" : "stations_up";
+    size_t want = d.role == "director"   ? grid.find_station(d.name)->engines.size()
+                  : d.role == "registry" ? grid.stations.size()
+                                         : 0;
+    if (!wait_healthy(d.url, timeout, field, want)) {
+      std::string why = !d.process.running() ? "exited"
+                        : d.role != "engine" && wait_healthy(d.url, std::chrono::milliseconds(100))
+                            ? (d.role == "director" ? "does not see all its engines"
+                                                    : "does not see all its stations")
+                            : "does not answer /healthz";
       g.stop(std::chrono::seconds(2));
       return make_error(errc::unavailable, fmt::format("{} {} {} (see {})", d.role, d.name, why,
                                                        (g.logs_ / (d.name + ".log")).string()));
@@ -115,7 +126,7 @@ local_grid::~local_grid() {
 
 void local_grid::stop(std::chrono::milliseconds grace) {
   // Engines first, so that a director does not see them vanish one by one while it drains.
-  for (const char* role : {"engine", "director"}) {
+  for (const char* role : {"engine", "director", "registry"}) {
     for (auto& d : daemons_) {
       if (d.role == role) {
         d.process.signal(SIGTERM);

@@ -45,8 +45,9 @@ class local_grid {
   std::vector<daemon> daemons_;
 };
 
-// Waits until GET url/healthz answers 200 and, for a director, reports at least `engines_up`
-// engines in rotation; false on timeout.
-bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout, size_t engines_up = 0);
+// Waits until GET url/healthz answers 200 and, when `at_least` > 0, its number `field` (a
+// director's engines_up, the registry's stations_up) reaches it; false on timeout.
+bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout, std::string field = {},
+                  size_t at_least = 0);
 
 }  // namespace vodgrid::cli

@@ -24,6 +24,12 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   director->add_option("--name", name, "The station's name in the config")->required();
 
+  auto* registry = app.add_subcommand("registry", "Run the media location registry daemon");
+  registry->add_option("--config", config, "The grid's TOML file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  registry->add_option("--name", name, "Ignored: a grid has one registry");
+
   grid_options grid;
   auto add_grid = [&](CLI::App* c) {
     c->add_option("--config", grid.config, "A grid TOML file (default: the embedded grid)")
@@ -55,9 +61,10 @@ int main(int argc, char** argv) {
                          "The director's URL (default: $VODGRID_GRID or the local grid)");
 
   auto* programs = app.add_subcommand("programs", "List the programs of a station");
-  programs->add_option("--grid", grid_flag, "The director's URL");
-  auto* status = app.add_subcommand("status", "Show a station's engines: health and load");
-  status->add_option("--grid", grid_flag, "The director's URL");
+  programs->add_option("--grid", grid_flag, "The registry's URL, or a lone station's director");
+  auto* status = app.add_subcommand(
+      "status", "Show the stations and their engines: health, load, cost inputs");
+  status->add_option("--grid", grid_flag, "The registry's URL, or a lone station's director");
 
   play_cli_options play;
   bool no_verify = false;
@@ -87,6 +94,9 @@ int main(int argc, char** argv) {
   }
   if (*director) {
     return run_director(config, name);
+  }
+  if (*registry) {
+    return run_registry(config);
   }
   if (*up) {
     return run_up(grid);

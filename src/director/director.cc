@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <deque>
 #include <map>
 
 #include "api/api.h"
@@ -47,6 +48,21 @@ struct director_daemon::impl {
   std::unordered_map<segment_key, std::pair<size_t, steady::time_point>> preloaded;
   uint16_t port = 0;
   uint32_t background = 0;  // detached tasks in flight (preload orders); stop waits for them
+  bool stopping = false;
+
+  // The link to the registry (when the grid has one): registration, reports, copies.
+  bool registered = false;
+  std::vector<api::location_change> unreported;  // changes not yet acknowledged by the registry
+  std::vector<api::copy_sample> copy_samples;
+  struct pending_copy {
+    explicit pending_copy(asio::io_context& io) : done(io, steady::time_point::max()) {}
+    asio::steady_timer done;  // cancelled when the copy ends; waiters wait on it
+    result<size_t> engine;    // the receiving engine, or why the copy failed
+    bool finished = false;
+  };
+  std::unordered_map<segment_key, std::shared_ptr<pending_copy>> copies_in_flight;
+  std::deque<segment_key> prefetch_queue;
+  uint32_t copy_workers = 0;
 
   net::metric_value* redirects = nullptr;
   net::metric_value* unavailable = nullptr;
@@ -73,6 +89,17 @@ struct director_daemon::impl {
   asio::awaitable<reply> segment(request_context& ctx);
   asio::awaitable<void> send_preload(std::string url, api::preload_order order);
   asio::awaitable<void> send_delete(std::string url);
+  asio::awaitable<reply> distribute(request_context& ctx);
+  asio::awaitable<reply> holder(request_context& ctx);
+  asio::awaitable<void> registry_loop();
+  asio::awaitable<bool> report_to_registry();
+  asio::awaitable<result<size_t>> acquire(segment_key key);
+  asio::awaitable<result<size_t>> copy_from_sources(segment_key key);
+  asio::awaitable<void> prefetch_worker();
+  std::optional<size_t> receiving_engine(const segment_key& key);
+  std::string registry_url() const {
+    return grid.registry ? grid.registry->listen.url() : std::string();
+  }
   result<const api::program_manifest*> ready_program(const std::string& id) const;
   std::string missing_copies(const api::program_manifest& m, size_t want) const;
 };
@@ -99,8 +126,8 @@ status director_daemon::start() {
   d.server =
       std::make_unique<net::http_server>(d.io.get_executor(), "director " + d.station->name.str());
   net::client_options co;
-  co.request_timeout = std::chrono::seconds(5);
-  co.max_body = 1 << 20;
+  co.request_timeout = std::chrono::seconds(60);  // a copy order lasts as long as the copy
+  co.max_body = 64 << 20;
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
   d.routes();
   auto port = d.server->listen(d.station->director.listen.host, d.station->director.listen.port);
@@ -108,6 +135,9 @@ status director_daemon::start() {
     return port.err();
   }
   d.port = *port;
+  if (d.grid.registry) {
+    asio::co_spawn(d.io, d.registry_loop(), asio::detached);
+  }
   d.logger->info("director {}: listening on {}:{}, {} programs in the catalog",
                  d.station->name.str(), d.station->director.listen.host, d.port, d.catalog.size());
   return {};
@@ -115,6 +145,7 @@ status director_daemon::start() {
 
 asio::awaitable<void> director_daemon::stop(std::chrono::milliseconds drain) {
   auto& d = *impl_;
+  d.stopping = true;
   if (d.server) {
     co_await d.server->stop(drain);
   }
@@ -177,6 +208,8 @@ void director_daemon::impl::routes() {
   on(V::post, "/v1/programs/{}/commit", &impl::commit_program);
   on(V::get, "/v1/programs/{}/index.m3u8", &impl::playlist);
   on(V::get, "/v1/programs/{}/segments/{}.ts", &impl::segment);
+  on(V::get, "/v1/programs/{}/segments/{}/holder", &impl::holder);
+  on(V::post, "/v1/programs/{}/distribute", &impl::distribute, 256ull << 20);
   server->set_health([this] {
     auto now = steady::now();
     return json::object{{"role", "director"},
@@ -344,6 +377,11 @@ asio::awaitable<reply> director_daemon::impl::commit_program(request_context& ct
     it->second.state = std::string(state_loading);
     co_return net::error_reply(st.err());
   }
+  if (grid.registry && registered) {
+    // The registry learns the new locations before the loader hands the program on for
+    // distribution, so that the first seeking station finds its source.
+    co_await report_to_registry();
+  }
   logger->info("director {}: program {} ready", station->name.str(), id->str());
   co_return net::json_reply(api::to_json(it->second));
 }
@@ -470,6 +508,24 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     }
     preloaded.erase(p);
   }
+  if (tables.holders(key).empty() && grid.registry) {
+    // Claim 14: the station lacks the segment; copy it from the cheapest source, then redirect.
+    auto got = co_await acquire(key);
+    if (!got) {
+      unavailable->inc();
+      auto r = net::error_reply(
+          make_error(errc::unavailable,
+                     fmt::format("{} is in no engine of station {} and could not be copied: {}",
+                                 key.str(), station->name.str(), got.err().detail)));
+      r.headers.emplace_back("Retry-After", "1");
+      co_return r;
+    }
+    now = steady::now();
+    m = ready_program(ctx.params[0]);
+    if (!m) {
+      co_return net::error_reply(m.err());
+    }
+  }
   auto chosen = tables.choose(key, now, hint);
   if (!chosen) {
     unavailable->inc();
@@ -509,6 +565,279 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     }
   }
   co_return r;
+}
+
+}  // namespace vodgrid::director
+
+namespace vodgrid::director {
+
+// The station's engine that should receive a copy: up, not holding it, least loaded, most free
+// space.
+std::optional<size_t> director_daemon::impl::receiving_engine(const segment_key& key) {
+  std::optional<size_t> best;
+  double best_score = 0;
+  for (size_t i : tables.up_engines(steady::now())) {
+    auto& e = tables.engine(i);
+    if (e.held.count(key)) {
+      continue;
+    }
+    double load = static_cast<double>(e.load.active_streams + e.assigned) /
+                  std::max<uint32_t>(e.load.max_streams, 1);
+    double score = load - static_cast<double>(e.load.free_bytes) * 1e-15;
+    if (!best || score < best_score) {
+      best = i;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
+// Claims 12-14: ask the registry for sources, cheapest first; ask each source station's director
+// which engine holds the segment; order an engine of ours to copy it from there. The engine checks
+// the digest before it counts the segment as held, so a failed copy leaves nothing behind.
+asio::awaitable<result<size_t>> director_daemon::impl::copy_from_sources(segment_key key) {
+  auto it = catalog.find(key.program);
+  if (it == catalog.end() || key.index.v >= it->second.segments.size()) {
+    co_return make_error(errc::not_found, "no such segment: " + key.str());
+  }
+  auto entry = it->second.segments[key.index.v];
+  auto res = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/sources?for={}",
+                                              registry_url(), key.program.str(), key.index.v,
+                                              station->name.str()));
+  if (!res) {
+    co_return make_error(errc::unavailable, "registry: " + res.err().detail);
+  }
+  if (res->status != 200) {
+    co_return make_error(errc::unavailable,
+                         fmt::format("registry answered {}: {}", res->status, res->body));
+  }
+  auto sources = api::decode<std::vector<api::source>>(res->body);
+  if (!sources) {
+    co_return sources.err();
+  }
+  std::string last = "no station holds it";
+  for (auto& src : *sources) {
+    auto h = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/holder",
+                                              src.director_url, key.program.str(), key.index.v));
+    if (!h || h->status != 200) {
+      last = fmt::format("station {}: {}", src.station.str(), h ? h->body : h.err().detail);
+      continue;
+    }
+    auto ho = api::parse_object(h->body);
+    auto* url = ho ? ho->if_contains("url") : nullptr;
+    if (!url || !url->is_string()) {
+      last = fmt::format("station {} named no engine", src.station.str());
+      continue;
+    }
+    auto target = receiving_engine(key);
+    if (!target) {
+      co_return make_error(errc::unavailable,
+                           "no engine of this station is up to receive " + key.str());
+    }
+    api::fetch_order order{key, entry.sha256, entry.size, std::string(url->as_string())};
+    auto t0 = steady::now();
+    auto f = co_await client->send_json(http::verb::post,
+                                        tables.engine(*target).url + "/v1/orders/fetch",
+                                        json::serialize(api::to_json(order)));
+    if (!f || (f->status != 201 && f->status != 200)) {
+      last = fmt::format("copy from station {} to engine {} failed: {}", src.station.str(),
+                         tables.engine(*target).name.str(), f ? f->body : f.err().detail);
+      logger->warn("director {}: {}", station->name.str(), last);
+      continue;
+    }
+    double secs = std::chrono::duration<double>(steady::now() - t0).count();
+    tables.note_copy(*target, key);
+    copy_samples.push_back({src.station, entry.size, secs});
+    co_return *target;
+  }
+  co_return make_error(errc::unavailable, last);
+}
+
+// One copy per segment at a time: concurrent requests for it wait for the same copy.
+asio::awaitable<result<size_t>> director_daemon::impl::acquire(segment_key key) {
+  auto it = copies_in_flight.find(key);
+  if (it != copies_in_flight.end()) {
+    auto p = it->second;
+    if (!p->finished) {
+      co_await p->done.async_wait(use_tuple);
+    }
+    co_return p->engine;
+  }
+  auto p = std::make_shared<pending_copy>(io);
+  copies_in_flight[key] = p;
+  ++background;
+  p->engine = co_await copy_from_sources(key);
+  p->finished = true;
+  p->done.cancel();
+  copies_in_flight.erase(key);
+  --background;
+  co_return p->engine;
+}
+
+asio::awaitable<void> director_daemon::impl::prefetch_worker() {
+  while (!prefetch_queue.empty() && !stopping) {
+    auto key = prefetch_queue.front();
+    prefetch_queue.pop_front();
+    if (!tables.holders(key).empty() || catalog.find(key.program) == catalog.end()) {
+      continue;
+    }
+    // A source may not have reported its copy yet: try a few times before leaving the segment to
+    // the miss path.
+    asio::steady_timer t(io);
+    for (int attempt = 0; attempt < 6 && !stopping; ++attempt) {
+      auto r = co_await acquire(key);
+      if (r || !tables.holders(key).empty()) {
+        break;
+      }
+      if (attempt == 5) {
+        logger->warn("director {}: prefetch of {} failed: {}", station->name.str(), key.str(),
+                     r.err().detail);
+      }
+      t.expires_after(std::chrono::milliseconds(250 << attempt));
+      co_await t.async_wait(use_tuple);
+    }
+  }
+  --copy_workers;
+}
+
+asio::awaitable<reply> director_daemon::impl::distribute(request_context& ctx) {
+  auto d = api::decode<api::distribution>(ctx.req.body());
+  if (!d) {
+    co_return net::error_reply(d.err());
+  }
+  if (d->manifest.id.str() != ctx.params[0]) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "the program in the body is not the one in the path"));
+  }
+  auto& m = d->manifest;
+  auto it = catalog.find(m.id);
+  bool known = it != catalog.end() && it->second.state == state_ready;
+  if (!known) {
+    // Served at once: what the station lacks is copied on the first request (claim 14).
+    m.state = std::string(state_ready);
+    catalog[m.id] = m;
+    if (auto st = save_catalog(); !st) {
+      catalog.erase(m.id);
+      co_return net::error_reply(st.err());
+    }
+  }
+  size_t n =
+      d->prefetch == 0 ? m.segments.size() : std::min<size_t>(d->prefetch, m.segments.size());
+  size_t queued = 0;
+  for (size_t i = 0; i < n; ++i) {
+    segment_key key{m.id, segment_index{static_cast<uint32_t>(i)}};
+    if (tables.holders(key).empty()) {
+      prefetch_queue.push_back(key);
+      ++queued;
+    }
+  }
+  while (copy_workers < station->director.parallel_copies && copy_workers < prefetch_queue.size()) {
+    ++copy_workers;  // the worker counts itself out when the queue is empty
+    asio::co_spawn(io, prefetch_worker(), asio::detached);
+  }
+  logger->info("director {}: program {} distributed here; {} segments to copy", station->name.str(),
+               m.id.str(), queued);
+  co_return net::json_reply(json::object{{"program", m.id.str()}, {"queued", queued}});
+}
+
+asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
+  auto id = program_id::parse(ctx.params[0]);
+  auto idx = segment_index::parse(ctx.params[1]);
+  if (!id || !idx) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "bad program or segment in " + ctx.path));
+  }
+  segment_key key{*id, *idx};
+  if (tables.holders(key).empty()) {
+    co_return net::error_reply(
+        make_error(errc::not_found,
+                   fmt::format("station {} does not hold {}", station->name.str(), key.str())));
+  }
+  auto e = tables.choose(key, steady::now());
+  if (!e) {
+    auto r = net::error_reply(make_error(
+        errc::unavailable, "no engine holding " + key.str() + " is up and under its limits"));
+    r.headers.emplace_back("Retry-After", "1");
+    co_return r;
+  }
+  auto& eng = tables.engine(*e);
+  co_return net::json_reply(
+      json::object{{"engine", eng.name.str()},
+                   {"url", fmt::format("{}/v1/segments/{}/{}.ts", eng.url, id->str(), idx->v)}});
+}
+
+asio::awaitable<bool> director_daemon::impl::report_to_registry() {
+  auto now = steady::now();
+  api::station_report r;
+  double streams = 0, capacity = 0;
+  for (size_t i : tables.up_engines(now)) {
+    auto& e = tables.engine(i);
+    streams += e.load.active_streams;
+    capacity += e.load.max_streams;
+    r.sending_bits_per_second += e.load.bytes_per_second * 8;
+  }
+  r.engines_up = static_cast<uint32_t>(tables.up_engines(now).size());
+  r.load = capacity > 0 ? streams / capacity : 1;
+  for (auto& c : tables.drain_changes()) {
+    unreported.push_back(c);
+  }
+  r.changes = unreported;
+  r.copies = copy_samples;
+  auto res = co_await client->send_json(
+      http::verb::post,
+      fmt::format("{}/v1/stations/{}/report", registry_url(), station->name.str()),
+      json::serialize(api::to_json(r)));
+  if (res && res->status == 200) {
+    // Only what was sent is acknowledged; changes drained meanwhile stay for the next report.
+    unreported.erase(unreported.begin(),
+                     unreported.begin() + static_cast<std::ptrdiff_t>(r.changes.size()));
+    copy_samples.erase(copy_samples.begin(),
+                       copy_samples.begin() + static_cast<std::ptrdiff_t>(r.copies.size()));
+    co_return true;
+  }
+  if (res && res->status == 409) {
+    registered = false;  // the registry does not know us (it restarted): register again
+  }
+  co_return false;
+}
+
+// Registers the station, then reports load and location changes every few hundred milliseconds.
+// While the registry is down the station goes on serving what it holds; changes wait and are
+// reported when it comes back.
+asio::awaitable<void> director_daemon::impl::registry_loop() {
+  ++background;
+  asio::steady_timer t(io);
+  bool was_ok = false;  // the registry may start after us: only a lost registry is worth a warning
+  bool ever_ok = false;
+  while (!stopping) {
+    bool ok = true;
+    if (!registered) {
+      api::station_registration reg{station->name, station->director.listen.url(),
+                                    station->home, station->x_km,
+                                    station->y_km, station->uplink_bits_per_second};
+      auto res = co_await client->send_json(
+          http::verb::put, fmt::format("{}/v1/stations/{}", registry_url(), station->name.str()),
+          json::serialize(api::to_json(reg)));
+      registered = res && res->status == 200;
+      ok = registered;
+    }
+    if (registered) {
+      ok = co_await report_to_registry();
+    }
+    if (ok != was_ok && (ok || ever_ok)) {
+      if (ok) {
+        ever_ok = true;
+        logger->info("director {}: registry {} reached", station->name.str(), registry_url());
+      } else {
+        logger->warn("director {}: registry {} unreachable; serving on, changes kept",
+                     station->name.str(), registry_url());
+      }
+    }
+    was_ok = ok;
+    t.expires_after(std::chrono::milliseconds(ok ? 250 : 500));
+    co_await t.async_wait(use_tuple);
+  }
+  --background;
 }
 
 }  // namespace vodgrid::director

@@ -87,8 +87,22 @@ api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::tim
 
 void station_tables::add_location(size_t engine, const segment_key& key) {
   if (engines_[engine]->held.insert(key).second) {
-    locations_[key].push_back(engine);
+    auto& l = locations_[key];
+    l.push_back(engine);
+    if (l.size() == 1) {
+      changes_[key] = true;
+    }
   }
+}
+
+std::vector<api::location_change> station_tables::drain_changes() {
+  std::vector<api::location_change> out;
+  out.reserve(changes_.size());
+  for (auto& [k, held] : changes_) {
+    out.push_back({k, held});
+  }
+  changes_.clear();
+  return out;
 }
 
 void station_tables::remove_location(size_t engine, const segment_key& key) {
@@ -102,6 +116,7 @@ void station_tables::remove_location(size_t engine, const segment_key& key) {
   std::erase(it->second, engine);
   if (it->second.empty()) {
     locations_.erase(it);
+    changes_[key] = false;
   }
 }
 

@@ -77,6 +77,12 @@ class station_tables {
   std::optional<size_t> find_engine(std::string_view name) const;
   size_t location_count() const { return locations_.size(); }
 
+  // Records a copy an engine has just reported done, before its heartbeat says so.
+  void note_copy(size_t engine, const segment_key& key) { add_location(engine, key); }
+  // Station-level changes since the last call: a segment gaining its first copy in the station
+  // (held) or losing its last (not held). What the director reports to the registry.
+  std::vector<api::location_change> drain_changes();
+
  private:
   std::vector<candidate> candidates(const segment_key& key, steady::time_point now) const;
   void add_location(size_t engine, const segment_key& key);
@@ -86,6 +92,7 @@ class station_tables {
   std::vector<std::unique_ptr<engine_entry>> engines_;
   std::unordered_map<segment_key, std::vector<size_t>> locations_;
   uint64_t rotation_ = 0;
+  std::unordered_map<segment_key, bool> changes_;  // the last word on each segment since a drain
 };
 
 }  // namespace vodgrid::director

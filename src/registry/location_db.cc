@@ -1,0 +1,244 @@
+#include "registry/location_db.h"
+
+#include <fmt/format.h>
+
+#include <bit>
+
+namespace vodgrid::registry {
+
+bool segment_bits::test(uint32_t i) const {
+  size_t byte = i / 8;
+  return byte < bytes_.size() && (static_cast<uint8_t>(bytes_[byte]) >> (i % 8)) & 1;
+}
+
+void segment_bits::set(uint32_t i, bool on) {
+  size_t byte = i / 8;
+  if (byte >= bytes_.size()) {
+    if (!on) {
+      return;
+    }
+    bytes_.resize(byte + 1, '\0');
+  }
+  auto b = static_cast<uint8_t>(bytes_[byte]);
+  b = on ? static_cast<uint8_t>(b | (1u << (i % 8))) : static_cast<uint8_t>(b & ~(1u << (i % 8)));
+  bytes_[byte] = static_cast<char>(b);
+}
+
+uint64_t segment_bits::count() const {
+  uint64_t n = 0;
+  for (char c : bytes_) {
+    n += static_cast<uint64_t>(std::popcount(static_cast<uint8_t>(c)));
+  }
+  return n;
+}
+
+namespace {
+
+constexpr std::string_view schema = R"(
+CREATE TABLE IF NOT EXISTS stations (
+  name TEXT PRIMARY KEY,
+  director_url TEXT NOT NULL,
+  home BIGINT NOT NULL,
+  x_km DOUBLE PRECISION NOT NULL,
+  y_km DOUBLE PRECISION NOT NULL,
+  uplink_bps BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS programs (
+  id TEXT PRIMARY KEY,
+  manifest TEXT NOT NULL,
+  targets TEXT NOT NULL,
+  prefetch BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS holdings (
+  program TEXT NOT NULL,
+  station TEXT NOT NULL,
+  bits BLOB NOT NULL,
+  held BIGINT NOT NULL,
+  PRIMARY KEY (program, station)
+);
+)";
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (auto& s : v) {
+    out += (out.empty() ? "" : ",") + s;
+  }
+  return out;
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) {
+      j = s.size();
+    }
+    if (j > i) {
+      out.push_back(s.substr(i, j - i));
+    }
+    i = j + 1;
+  }
+  return out;
+}
+
+result<program_record> program_of(const db::row& r) {
+  auto id = program_id::parse(r.text(0));
+  if (!id) {
+    return make_error(errc::io_error, "a program row has a bad id: " + r.text(0));
+  }
+  return program_record{*id, r.text(1), split(r.text(2)), static_cast<uint32_t>(r.i64(3))};
+}
+
+}  // namespace
+
+result<std::unique_ptr<location_db>> location_db::open(const std::string& url) {
+  auto c = db::open(url);
+  if (!c) {
+    return c.err();
+  }
+  if (auto st = (*c)->exec_script(schema); !st) {
+    return st.err();
+  }
+  return std::unique_ptr<location_db>(new location_db(std::move(*c)));
+}
+
+status location_db::put_station(const station_record& s) {
+  auto r = db_->exec(
+      "INSERT INTO stations (name, director_url, home, x_km, y_km, uplink_bps) "
+      "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET "
+      "director_url = excluded.director_url, home = excluded.home, x_km = excluded.x_km, "
+      "y_km = excluded.y_km, uplink_bps = excluded.uplink_bps",
+      {s.name.str(), s.director_url, int64_t{s.home ? 1 : 0}, s.x_km, s.y_km,
+       static_cast<int64_t>(s.uplink_bits_per_second)});
+  if (!r) {
+    return r.err();
+  }
+  return {};
+}
+
+result<std::vector<station_record>> location_db::stations() {
+  auto rows = db_->query(
+      "SELECT name, director_url, home, x_km, y_km, uplink_bps FROM stations ORDER BY name");
+  if (!rows) {
+    return rows.err();
+  }
+  std::vector<station_record> out;
+  for (auto& r : *rows) {
+    auto name = station_id::parse(r.text(0));
+    if (!name) {
+      continue;
+    }
+    out.push_back(
+        {*name, r.text(1), r.i64(2) != 0, r.f64(3), r.f64(4), static_cast<uint64_t>(r.i64(5))});
+  }
+  return out;
+}
+
+status location_db::put_program(const program_record& p) {
+  auto r = db_->exec(
+      "INSERT INTO programs (id, manifest, targets, prefetch) VALUES ($1, $2, $3, $4) "
+      "ON CONFLICT (id) DO UPDATE SET manifest = excluded.manifest, targets = excluded.targets, "
+      "prefetch = excluded.prefetch",
+      {p.id.str(), p.manifest_json, join(p.targets), static_cast<int64_t>(p.prefetch)});
+  if (!r) {
+    return r.err();
+  }
+  return {};
+}
+
+result<std::optional<program_record>> location_db::program(const program_id& id) {
+  auto rows =
+      db_->query("SELECT id, manifest, targets, prefetch FROM programs WHERE id = $1", {id.str()});
+  if (!rows) {
+    return rows.err();
+  }
+  if (rows->empty()) {
+    return std::optional<program_record>();
+  }
+  auto p = program_of(rows->front());
+  if (!p) {
+    return p.err();
+  }
+  return std::optional<program_record>(std::move(*p));
+}
+
+result<std::vector<program_record>> location_db::programs() {
+  auto rows = db_->query("SELECT id, manifest, targets, prefetch FROM programs ORDER BY id");
+  if (!rows) {
+    return rows.err();
+  }
+  std::vector<program_record> out;
+  for (auto& r : *rows) {
+    auto p = program_of(r);
+    if (!p) {
+      return p.err();
+    }
+    out.push_back(std::move(*p));
+  }
+  return out;
+}
+
+status location_db::apply(const station_id& station, const std::vector<location_change>& changes) {
+  // Group by program: one read-modify-write of one row per program.
+  std::map<program_id, std::vector<const location_change*>> by_program;
+  for (auto& c : changes) {
+    by_program[c.key.program].push_back(&c);
+  }
+  std::string lock = db_->kind() == db::dialect::postgresql ? " FOR UPDATE" : "";
+  return db::in_transaction(*db_, [&]() -> status {
+    for (auto& [program, list] : by_program) {
+      auto rows = db_->query("SELECT bits FROM holdings WHERE program = $1 AND station = $2" + lock,
+                             {program.str(), station.str()});
+      if (!rows) {
+        return rows.err();
+      }
+      segment_bits bits(rows->empty() ? std::string() : rows->front().bytes(0));
+      for (auto* c : list) {
+        bits.set(c->key.index.v, c->held);
+      }
+      auto n = static_cast<int64_t>(bits.count());
+      auto w =
+          rows->empty()
+              ? db_->exec(
+                    "INSERT INTO holdings (program, station, bits, held) VALUES ($1, $2, $3, $4)",
+                    {program.str(), station.str(), db::blob{bits.bytes()}, n})
+              : db_->exec(
+                    "UPDATE holdings SET bits = $3, held = $4 WHERE program = $1 AND station = $2",
+                    {program.str(), station.str(), db::blob{bits.bytes()}, n});
+      if (!w) {
+        return w.err();
+      }
+    }
+    return {};
+  });
+}
+
+result<std::vector<std::string>> location_db::holders(const segment_key& key) {
+  auto rows = db_->query("SELECT station, bits FROM holdings WHERE program = $1 AND held > 0",
+                         {key.program.str()});
+  if (!rows) {
+    return rows.err();
+  }
+  std::vector<std::string> out;
+  for (auto& r : *rows) {
+    if (segment_bits(r.bytes(1)).test(key.index.v)) {
+      out.push_back(r.text(0));
+    }
+  }
+  return out;
+}
+
+result<std::map<std::string, uint64_t>> location_db::counts(const program_id& id) {
+  auto rows = db_->query("SELECT station, held FROM holdings WHERE program = $1", {id.str()});
+  if (!rows) {
+    return rows.err();
+  }
+  std::map<std::string, uint64_t> out;
+  for (auto& r : *rows) {
+    out[r.text(0)] = static_cast<uint64_t>(r.i64(1));
+  }
+  return out;
+}
+
+}  // namespace vodgrid::registry

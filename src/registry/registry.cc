@@ -1,0 +1,481 @@
+// The registry daemon's HTTP handlers. Database work runs on a thread of its own (db_pool); the
+// live view of the stations (load, measured copy throughput) lives on the io thread.
+#include "registry/registry.h"
+
+#include <fmt/format.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <map>
+
+#include "api/api.h"
+#include "base/log.h"
+#include "net/client.h"
+#include "net/http.h"
+#include "registry/cost.h"
+#include "registry/location_db.h"
+
+namespace vodgrid::registry {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+namespace json = boost::json;
+using net::reply;
+using net::request_context;
+using steady = std::chrono::steady_clock;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+constexpr auto station_silence = std::chrono::seconds(5);  // no report for this long: down
+}  // namespace
+
+struct registry_daemon::impl {
+  asio::io_context& io;
+  grid_config grid;
+  std::shared_ptr<spdlog::logger> logger = log::get("registry");
+  std::unique_ptr<net::http_server> server;
+  std::unique_ptr<net::http_client> client;
+  asio::thread_pool db_pool{1};
+  std::unique_ptr<location_db> db;
+  cost_model costs;
+  uint16_t port = 0;
+  uint32_t background = 0;
+
+  struct live {
+    steady::time_point last_report{};
+    double load = 0;
+    uint64_t sending_bits_per_second = 0;
+    uint32_t engines_up = 0;
+    double copy_bits_per_second = 0;  // EWMA of copies from this station
+  };
+  std::map<std::string, live> stations;  // io thread only
+
+  net::metric_value* reports = nullptr;
+  net::metric_value* changes = nullptr;
+  net::metric_value* lookups = nullptr;
+
+  impl(asio::io_context& i, grid_config g) : io(i), grid(std::move(g)) {}
+  ~impl() { db_pool.join(); }
+
+  // Runs `f` on the database thread and resumes on the io thread.
+  template <class F>
+  asio::awaitable<std::invoke_result_t<F>> on_db(F f) {
+    co_await asio::post(asio::bind_executor(db_pool.get_executor(), asio::use_awaitable));
+    auto r = f();
+    co_await asio::post(asio::bind_executor(io.get_executor(), asio::use_awaitable));
+    co_return r;
+  }
+
+  bool is_up(const std::string& station) const {
+    auto it = stations.find(station);
+    return it != stations.end() && steady::now() - it->second.last_report < station_silence;
+  }
+
+  void routes();
+  asio::awaitable<reply> put_station(request_context& ctx);
+  asio::awaitable<reply> report(request_context& ctx);
+  asio::awaitable<reply> list_stations(request_context& ctx);
+  asio::awaitable<reply> put_program(request_context& ctx);
+  asio::awaitable<reply> list_programs(request_context& ctx);
+  asio::awaitable<reply> get_program(request_context& ctx);
+  asio::awaitable<reply> sources(request_context& ctx);
+  asio::awaitable<void> notify(std::string director_url, std::string station, api::distribution d);
+  std::vector<std::string> targets_of(const api::distribution& d) const;
+};
+
+registry_daemon::registry_daemon(asio::io_context& io, grid_config grid)
+    : impl_(std::make_unique<impl>(io, std::move(grid))) {}
+
+registry_daemon::~registry_daemon() = default;
+
+uint16_t registry_daemon::port() const {
+  return impl_->port;
+}
+
+status registry_daemon::start() {
+  auto& d = *impl_;
+  if (!d.grid.registry) {
+    return make_error(errc::invalid_argument, "the config has no [registry]");
+  }
+  auto db = location_db::open(d.grid.registry->database);
+  if (!db) {
+    return db.err();
+  }
+  d.db = std::move(*db);
+  d.server = std::make_unique<net::http_server>(d.io.get_executor(), "registry");
+  net::client_options co;
+  co.request_timeout = std::chrono::seconds(10);
+  d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
+  d.routes();
+  auto port = d.server->listen(d.grid.registry->listen.host, d.grid.registry->listen.port);
+  if (!port) {
+    return port.err();
+  }
+  d.port = *port;
+  d.logger->info("registry: listening on {}:{}, database {}", d.grid.registry->listen.host, d.port,
+                 d.db->connection().kind() == db::dialect::sqlite ? "SQLite" : "PostgreSQL");
+  return {};
+}
+
+asio::awaitable<void> registry_daemon::stop(std::chrono::milliseconds drain) {
+  auto& d = *impl_;
+  if (d.server) {
+    co_await d.server->stop(drain);
+  }
+  asio::steady_timer t(d.io);
+  while (d.background > 0) {
+    t.expires_after(std::chrono::milliseconds(5));
+    co_await t.async_wait(use_tuple);
+  }
+}
+
+void registry_daemon::impl::routes() {
+  using V = http::verb;
+  auto on = [this](V v, std::string pattern, asio::awaitable<reply> (impl::*fn)(request_context&),
+                   uint64_t limit = 0) {
+    server->route(
+        v, std::move(pattern), [this, fn](request_context& c) { return (this->*fn)(c); }, limit);
+  };
+  on(V::put, "/v1/stations/{}", &impl::put_station);
+  on(V::post, "/v1/stations/{}/report", &impl::report, 256ull << 20);
+  on(V::get, "/v1/stations", &impl::list_stations);
+  on(V::put, "/v1/programs/{}", &impl::put_program, 256ull << 20);
+  on(V::get, "/v1/programs", &impl::list_programs);
+  on(V::get, "/v1/programs/{}", &impl::get_program);
+  on(V::get, "/v1/programs/{}/segments/{}/sources", &impl::sources);
+  server->set_health([this] {
+    size_t up = 0;
+    for (auto& [name, l] : stations) {
+      up += is_up(name) ? 1 : 0;
+    }
+    return json::object{{"role", "registry"}, {"stations_up", up}};
+  });
+  auto& m = server->metrics();
+  reports = &m.counter("vodgrid_registry_reports_total", "Station reports received");
+  changes = &m.counter("vodgrid_registry_location_changes_total", "Location changes recorded");
+  lookups = &m.counter("vodgrid_registry_source_lookups_total", "Source lookups answered");
+}
+
+std::vector<std::string> registry_daemon::impl::targets_of(const api::distribution& d) const {
+  if (!d.targets.empty()) {
+    return d.targets;
+  }
+  std::vector<std::string> all;
+  for (auto& s : grid.stations) {
+    if (!s.home) {
+      all.push_back(s.name.str());
+    }
+  }
+  return all;
+}
+
+asio::awaitable<reply> registry_daemon::impl::put_station(request_context& ctx) {
+  auto r = api::decode<api::station_registration>(ctx.req.body());
+  if (!r) {
+    co_return net::error_reply(r.err());
+  }
+  if (r->name.str() != ctx.params[0]) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "the station in the body is not the one in the path"));
+  }
+  auto* cfg = grid.find_station(r->name.str());
+  if (!cfg) {
+    co_return net::error_reply(
+        make_error(errc::forbidden, "no station " + r->name.str() + " in the grid"));
+  }
+  if (auto u = net::parse_http_url(r->director_url); !u) {
+    co_return net::error_reply(u.err());
+  }
+  station_record rec{r->name, r->director_url, cfg->home,
+                     r->x_km, r->y_km,         r->uplink_bits_per_second};
+  auto st = co_await on_db([&] { return db->put_station(rec); });
+  if (!st) {
+    co_return net::error_reply(st.err());
+  }
+  stations[r->name.str()].last_report = steady::now();
+  logger->info("registry: station {} registered at {}", r->name.str(), r->director_url);
+  // Catch-up: everything this station must hold, told again (it may have missed it while down).
+  auto progs = co_await on_db([&] { return db->programs(); });
+  size_t told = 0;
+  if (progs) {
+    for (auto& p : *progs) {
+      auto m = api::decode<api::program_manifest>(p.manifest_json);
+      if (!m) {
+        continue;
+      }
+      api::distribution d{std::move(*m), p.targets, p.prefetch};
+      auto targets = targets_of(d);
+      if (std::find(targets.begin(), targets.end(), r->name.str()) != targets.end()) {
+        asio::co_spawn(io, notify(r->director_url, r->name.str(), std::move(d)), asio::detached);
+        ++told;
+      }
+    }
+  }
+  co_return net::json_reply(json::object{{"station", r->name.str()}, {"programs", told}});
+}
+
+asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
+  auto name = station_id::parse(ctx.params[0]);
+  if (!name || !grid.find_station(name->str())) {
+    co_return net::error_reply(
+        make_error(errc::forbidden, "no station " + ctx.params[0] + " in the grid"));
+  }
+  auto it = stations.find(name->str());
+  if (it == stations.end()) {
+    co_return net::error_reply(
+        make_error(errc::conflict, "station " + name->str() + " has not registered"));
+  }
+  auto r = api::decode<api::station_report>(ctx.req.body());
+  if (!r) {
+    co_return net::error_reply(r.err());
+  }
+  if (!r->changes.empty()) {
+    std::vector<location_change> list;
+    list.reserve(r->changes.size());
+    for (auto& c : r->changes) {
+      list.push_back({c.key, c.held});
+    }
+    auto st = co_await on_db([&] { return db->apply(*name, list); });
+    if (!st) {
+      logger->error("registry: recording {} changes of {}: {}", list.size(), name->str(),
+                    st.err().detail);
+      co_return net::error_reply(st.err());
+    }
+    changes->inc(static_cast<double>(list.size()));
+  }
+  auto& l = stations[name->str()];
+  l.last_report = steady::now();
+  l.load = r->load;
+  l.sending_bits_per_second = r->sending_bits_per_second;
+  l.engines_up = r->engines_up;
+  for (auto& c : r->copies) {
+    if (c.seconds > 0 && c.bytes > 0) {
+      auto& src = stations[c.source.str()];
+      double bps = static_cast<double>(c.bytes) * 8 / c.seconds;
+      src.copy_bits_per_second =
+          src.copy_bits_per_second == 0 ? bps : 0.8 * src.copy_bits_per_second + 0.2 * bps;
+    }
+  }
+  reports->inc();
+  co_return net::json_reply(json::object{{"recorded", r->changes.size()}});
+}
+
+asio::awaitable<reply> registry_daemon::impl::list_stations(request_context&) {
+  auto recs = co_await on_db([&] { return db->stations(); });
+  if (!recs) {
+    co_return net::error_reply(recs.err());
+  }
+  json::array a;
+  for (auto& s : *recs) {
+    auto l = stations.count(s.name.str()) ? stations.at(s.name.str()) : live{};
+    a.push_back(json::object{{"name", s.name.str()},
+                             {"director_url", s.director_url},
+                             {"home", s.home},
+                             {"up", is_up(s.name.str())},
+                             {"x_km", s.x_km},
+                             {"y_km", s.y_km},
+                             {"uplink_bits_per_second", s.uplink_bits_per_second},
+                             {"sending_bits_per_second", l.sending_bits_per_second},
+                             {"load", l.load},
+                             {"engines_up", l.engines_up},
+                             {"copy_bits_per_second", l.copy_bits_per_second}});
+  }
+  co_return net::json_reply(json::object{{"stations", a}});
+}
+
+asio::awaitable<void> registry_daemon::impl::notify(std::string director_url, std::string station,
+                                                    api::distribution d) {
+  ++background;
+  std::string body = json::serialize(api::to_json(d));
+  std::string url = fmt::format("{}/v1/programs/{}/distribute", director_url, d.manifest.id.str());
+  asio::steady_timer t(io);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto r = co_await client->send_json(http::verb::post, url, body);
+    if (r && r->status < 300) {
+      logger->info("registry: station {} told to hold program {}", station, d.manifest.id.str());
+      break;
+    }
+    logger->warn("registry: telling station {} about {} failed ({}); retrying", station,
+                 d.manifest.id.str(), r ? std::to_string(r->status) : r.err().detail);
+    t.expires_after(std::chrono::milliseconds(200 << attempt));
+    co_await t.async_wait(use_tuple);
+  }
+  --background;
+}
+
+asio::awaitable<reply> registry_daemon::impl::put_program(request_context& ctx) {
+  auto d = api::decode<api::distribution>(ctx.req.body());
+  if (!d) {
+    co_return net::error_reply(d.err());
+  }
+  if (d->manifest.id.str() != ctx.params[0]) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "the program in the body is not the one in the path"));
+  }
+  for (auto& t : d->targets) {
+    auto* s = grid.find_station(t);
+    if (!s) {
+      co_return net::error_reply(make_error(errc::not_found, "no station " + t + " in the grid"));
+    }
+  }
+  d->manifest.state.clear();
+  program_record rec{d->manifest.id, json::serialize(api::to_json(d->manifest)), d->targets,
+                     d->prefetch};
+  auto st = co_await on_db([&] { return db->put_program(rec); });
+  if (!st) {
+    co_return net::error_reply(st.err());
+  }
+  auto recs = co_await on_db([&] { return db->stations(); });
+  json::array told;
+  for (auto& t : targets_of(*d)) {
+    std::string url;
+    if (recs) {
+      for (auto& s : *recs) {
+        url = s.name.str() == t ? s.director_url : url;
+      }
+    }
+    if (url.empty()) {
+      continue;  // told when it registers
+    }
+    told.push_back(json::value(t));
+    asio::co_spawn(io, notify(url, t, *d), asio::detached);
+  }
+  logger->info("registry: program {} ({} segments) to be distributed", d->manifest.id.str(),
+               d->manifest.segments.size());
+  co_return net::json_reply(json::object{{"program", d->manifest.id.str()}, {"targets", told}});
+}
+
+asio::awaitable<reply> registry_daemon::impl::list_programs(request_context&) {
+  auto progs = co_await on_db([&] { return db->programs(); });
+  if (!progs) {
+    co_return net::error_reply(progs.err());
+  }
+  json::array a;
+  for (auto& p : *progs) {
+    auto m = api::decode<api::program_manifest>(p.manifest_json);
+    if (!m) {
+      continue;
+    }
+    json::array targets;
+    for (auto& t : p.targets) {
+      targets.push_back(json::value(t));
+    }
+    a.push_back(json::object{{"id", p.id.str()},
+                             {"title", m->title},
+                             {"state", "ready"},
+                             {"segments", m->segments.size()},
+                             {"duration", m->duration()},
+                             {"targets", targets}});
+  }
+  co_return net::json_reply(json::object{{"programs", a}});
+}
+
+asio::awaitable<reply> registry_daemon::impl::get_program(request_context& ctx) {
+  auto id = program_id::parse(ctx.params[0]);
+  if (!id) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto p = co_await on_db([&] { return db->program(*id); });
+  if (!p) {
+    co_return net::error_reply(p.err());
+  }
+  if (!*p) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto counts = co_await on_db([&] { return db->counts(*id); });
+  auto m = api::parse_object((*p)->manifest_json);
+  if (!m) {
+    co_return net::error_reply(m.err());
+  }
+  json::object held;
+  if (counts) {
+    for (auto& [station, n] : *counts) {
+      held[station] = n;
+    }
+  }
+  (*m)["held"] = held;
+  (*m)["state"] = "ready";
+  co_return net::json_reply(*m);
+}
+
+asio::awaitable<reply> registry_daemon::impl::sources(request_context& ctx) {
+  auto id = program_id::parse(ctx.params[0]);
+  auto idx = segment_index::parse(ctx.params[1]);
+  auto seeker_name = std::string(ctx.query_param("for"));
+  auto* seeker_cfg = grid.find_station(seeker_name);
+  if (!id || !idx) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "bad program or segment in " + ctx.path));
+  }
+  if (!seeker_cfg) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "'for' must name a station of the grid"));
+  }
+  auto p = co_await on_db([&] { return db->program(*id); });
+  if (!p || !*p) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto m = api::decode<api::program_manifest>((*p)->manifest_json);
+  if (!m || idx->v >= m->segments.size()) {
+    co_return net::error_reply(
+        make_error(errc::not_found,
+                   fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
+  }
+  segment_key key{*id, *idx};
+  auto holders = co_await on_db([&] { return db->holders(key); });
+  auto recs = co_await on_db([&] { return db->stations(); });
+  if (!holders || !recs) {
+    co_return net::error_reply(!holders ? holders.err() : recs.err());
+  }
+  std::map<std::string, std::string> urls;
+  std::vector<station_inputs> inputs;
+  for (auto& h : *holders) {
+    for (auto& s : *recs) {
+      if (s.name.str() != h) {
+        continue;
+      }
+      auto l = stations.count(h) ? stations.at(h) : live{};
+      station_inputs in;
+      in.name = h;
+      in.home = s.home;
+      in.up = is_up(h);
+      in.x_km = s.x_km;
+      in.y_km = s.y_km;
+      in.uplink_bits_per_second = s.uplink_bits_per_second;
+      in.sending_bits_per_second = l.sending_bits_per_second;
+      in.load = l.load;
+      in.copy_bits_per_second = l.copy_bits_per_second;
+      inputs.push_back(in);
+      urls[h] = s.director_url;
+    }
+  }
+  station_inputs seeker;
+  seeker.name = seeker_name;
+  seeker.x_km = seeker_cfg->x_km;
+  seeker.y_km = seeker_cfg->y_km;
+  json::array out;
+  for (auto& [in, b] : costs.rank(inputs, seeker, m->segments[idx->v].size)) {
+    out.push_back(json::object{
+        {"station", in.name},
+        {"director_url", urls[in.name]},
+        {"cost", b.cost},
+        {"inputs", json::object{{"available_bits_per_second", b.available_bits_per_second},
+                                {"distance_km", b.distance_km},
+                                {"transfer_seconds", b.transfer_seconds},
+                                {"latency_seconds", b.latency_seconds},
+                                {"load_factor", b.load_factor},
+                                {"home_penalty_seconds", b.home_penalty_seconds}}}});
+  }
+  lookups->inc();
+  co_return net::json_reply(
+      json::object{{"program", id->str()}, {"index", idx->v}, {"sources", out}});
+}
+
+}  // namespace vodgrid::registry
