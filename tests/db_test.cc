@@ -24,10 +24,25 @@ namespace {
 using test::postgres_server;
 using test::temp_dir;
 
-// One server for the whole run; each test gets a database of its own.
+// One server for the whole run; each test gets a schema of its own (a database each would give
+// crash recovery thousands of files to fsync).
 postgres_server& pg() {
   static postgres_server server;
   return server;
+}
+
+// Creates a fresh schema and returns a URL whose connections use it.
+std::string fresh_schema() {
+  static int schemas = 0;
+  std::string name = fmt::format("t{}", ++schemas);
+  auto admin = open(pg().url());
+  if (!admin) {
+    throw std::runtime_error(admin.err().detail);
+  }
+  if (auto s = (*admin)->exec_script("CREATE SCHEMA " + name); !s) {
+    throw std::runtime_error(s.err().detail);
+  }
+  return pg().url() + "?options=-csearch_path%3D" + name;
 }
 
 template <class T>
@@ -64,9 +79,8 @@ std::string all_bytes(size_t n) {
 class Db : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    static int databases = 0;
     if (postgresql()) {
-      url_ = pg().create_database(fmt::format("t{}", ++databases));
+      url_ = fresh_schema();
     } else {
       url_ = "sqlite://" + (dir_.path() / "test.db").string();
     }
@@ -139,8 +153,7 @@ TEST_P(Db, EveryValueTypeRoundTrips) {
       "CREATE TABLE t (k BIGINT PRIMARY KEY, i BIGINT, d DOUBLE PRECISION, s TEXT, b BLOB);"));
   const std::string nuls("\0a\0\xff\0", 5);
   std::vector<std::vector<value>> rows = {
-      {int64_t{1}, std::numeric_limits<int64_t>::max(), 3.141592653589793, "héllo ✓",
-       blob{nuls}},
+      {int64_t{1}, std::numeric_limits<int64_t>::max(), 3.141592653589793, "héllo ✓", blob{nuls}},
       {int64_t{2}, std::numeric_limits<int64_t>::min(), -0.1, std::string(), blob{}},
       {int64_t{3}, int64_t{0}, 1e308, "it's \"quoted\" $1 ?1", blob{all_bytes(1 << 20)}},
       {int64_t{4}, int64_t{-1}, 5e-324, "x", blob{"\\x00"}},
@@ -184,8 +197,8 @@ TEST_P(Db, ParametersInAnyOrderAndRepeated) {
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].text(0), "first");
   EXPECT_EQ(got[0].text(1), "second");
-  auto same = must(c_->query("SELECT k FROM t WHERE a = $2 AND k = $1 AND k + 0 = $1",
-                             {int64_t{7}, "first"}));
+  auto same = must(
+      c_->query("SELECT k FROM t WHERE a = $2 AND k = $1 AND k + 0 = $1", {int64_t{7}, "first"}));
   EXPECT_EQ(same.size(), 1u);
   auto literal = must(c_->query("SELECT '$1', $1 -- $2\n", {"x"}));
   EXPECT_EQ(literal.at(0).text(0), "$1");
@@ -365,8 +378,8 @@ TEST_P(Db, ConcurrentReadModifyWriteLosesNoUpdate) {
           if (!got) {
             return got.err();
           }
-          auto n = conn.exec("UPDATE counter SET n = $1 WHERE k = $2",
-                             {got->at(0).i64(0) + 1, "c"});
+          auto n =
+              conn.exec("UPDATE counter SET n = $1 WHERE k = $2", {got->at(0).i64(0) + 1, "c"});
           return n ? status{} : status{n.err()};
         });
         if (!s) {
@@ -397,8 +410,7 @@ TEST_P(Db, CommittedWriteSurvivesACrash) {
 class Postgres : public ::testing::Test {
  protected:
   void SetUp() override {
-    static int databases = 0;
-    url_ = pg().create_database(fmt::format("p{}", ++databases));
+    url_ = fresh_schema();
     c_ = must(open(url_));
   }
   std::string url_;
@@ -442,12 +454,46 @@ TEST_F(Postgres, CommitAfterAFailedStatementReportsThatFailure) {
 TEST_F(Postgres, BlobColumnsAreBytea) {
   must(c_->exec_script("CREATE TABLE t (b BLOB, \"blob note\" TEXT DEFAULT 'BLOB');"));
   auto got = must(c_->query(
-      "SELECT data_type, column_default FROM information_schema.columns WHERE table_name = 't' "
-      "ORDER BY ordinal_position"));
+      "SELECT data_type, column_default FROM information_schema.columns WHERE table_name = 't' AND "
+      "table_schema = current_schema() ORDER BY ordinal_position"));
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].text(0), "bytea");
   EXPECT_EQ(got[1].text(0), "text");
   EXPECT_TRUE(contains_nocase(got[1].text(1), "'BLOB'")) << got[1].text(1);
+}
+
+TEST_F(Postgres, SerializationFailureIsConflict) {
+  must(c_->exec_script("CREATE TABLE t (k BIGINT PRIMARY KEY, n BIGINT NOT NULL);"));
+  must(c_->exec("INSERT INTO t (k, n) VALUES (1, 0)"));
+  auto other = must(open(url_));
+  must(c_->begin());
+  must(c_->exec("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"));
+  EXPECT_EQ(must(c_->query("SELECT n FROM t WHERE k = 1")).at(0).i64(0), 0);
+  must(other->exec("UPDATE t SET n = 5 WHERE k = 1"));
+  auto r = c_->exec("UPDATE t SET n = 1 WHERE k = 1");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::conflict) << r.err().detail;
+  must(c_->rollback());
+}
+
+TEST_F(Postgres, SynchronousCommitOffIsTurnedBackOn) {
+  auto c = must(open(pg().url() + "?options=-csynchronous_commit%3Doff"));
+  EXPECT_EQ(must(c->query("SHOW synchronous_commit")).at(0).text(0), "on");
+}
+
+TEST(Sqlite, BusyDatabaseIsConflict) {
+  temp_dir d;
+  std::string url = "sqlite://" + (d.path() / "busy.db").string();
+  auto a = must(open(url));
+  auto b = must(open(url));
+  must(b->exec("PRAGMA busy_timeout = 0"));  // fail at once rather than wait 5 s
+  must(a->begin());
+  status s = b->begin();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.err().code, errc::conflict) << s.err().detail;
+  must(a->commit());
+  must(b->begin());
+  must(b->commit());
 }
 
 TEST(DbOpen, UnknownSchemeIsInvalidArgument) {
@@ -497,12 +543,14 @@ TEST(SqlRewrite, PlaceholdersOutsideLiteralsAndComments) {
 }
 
 TEST(SqlRewrite, BlobBecomesByteaInCodeOnly) {
-  auto r = detail::rewrite_sql("CREATE TABLE t (a BLOB, b blob NOT NULL, \"blob\" TEXT, c TEXT "
-                               "DEFAULT 'blob', blobs TEXT) -- blob",
-                               {.blob_to_bytea = true});
-  EXPECT_EQ(r.sql,
-            "CREATE TABLE t (a BYTEA, b BYTEA NOT NULL, \"blob\" TEXT, c TEXT DEFAULT 'blob', blobs "
-            "TEXT) -- blob");
+  auto r = detail::rewrite_sql(
+      "CREATE TABLE t (a BLOB, b blob NOT NULL, \"blob\" TEXT, c TEXT "
+      "DEFAULT 'blob', blobs TEXT) -- blob",
+      {.blob_to_bytea = true});
+  EXPECT_EQ(
+      r.sql,
+      "CREATE TABLE t (a BYTEA, b BYTEA NOT NULL, \"blob\" TEXT, c TEXT DEFAULT 'blob', blobs "
+      "TEXT) -- blob");
 }
 
 TEST(SqlRewrite, TrailingForUpdateIsDroppedWhenAsked) {

@@ -618,7 +618,8 @@ result<distribution> from_json<distribution>(const json::object& o) {
     }
     d.targets.emplace_back(t.as_string());
   }
-  auto pf = get_u64(o, "prefetch", false);
+  auto pf = o.contains("prefetch") ? get_u64(o, "prefetch")
+                                   : result<uint64_t>(uint64_t{segment_index::max});
   if (!pf) {
     return pf.err();
   }

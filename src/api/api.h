@@ -128,7 +128,8 @@ struct station_report {
 struct distribution {
   program_manifest manifest;
   std::vector<std::string> targets;  // empty: every station but the home
-  uint32_t prefetch = 0;             // segments from the start to copy ahead; 0 = all
+  // Segments from the start that each target copies ahead; the rest come on a miss (claim 14).
+  uint32_t prefetch = segment_index::max;  // segment_index::max (or more): all of them
 };
 
 // One entry of GET /v1/programs/{id}/segments/{n}/sources, cheapest first.

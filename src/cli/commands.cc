@@ -154,7 +154,7 @@ result<api::program_manifest> ingest(const ingest_options& o, bool quiet) {
     return m;
   }
   // Claim 11: the distribution parameters go to the registry, which tells the target stations.
-  api::distribution d{*m, {}, 0};
+  api::distribution d{*m, {}, o.prefetch};
   for (size_t i = 0; i < o.stations.size();) {
     size_t j = o.stations.find(',', i);
     j = j == std::string::npos ? o.stations.size() : j;
@@ -338,7 +338,11 @@ int run_demo(const demo_options& o) {
   auto existing = fetch_object(director + "/v1/programs/demo");
   if (!existing || !existing->contains("state") || existing->at("state").as_string() != "ready") {
     // A program left 'loading' by an interrupted run is simply loaded again.
-    ingest_options in{grid_entry, "", sample->parent_path().string(), "vodgrid demo", "demo"};
+    ingest_options in;
+    in.grid = grid_entry;
+    in.source = sample->parent_path().string();
+    in.title = "vodgrid demo";
+    in.id = "demo";
     auto m = ingest(in, false);
     if (!m) {
       return fail("demo", "ingest: " + m.err().detail);

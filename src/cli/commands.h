@@ -33,6 +33,7 @@ int run_demo(const demo_options& opts);
 struct ingest_options {
   std::string grid;      // the registry's URL (or, for a lone station, its director's)
   std::string stations;  // comma-separated target stations; empty: all
+  uint32_t prefetch = segment_index::max;  // segments each target copies ahead; the rest on a miss
   std::string source;
   std::string title;
   std::string id;  // empty: made from the title

@@ -57,8 +57,16 @@ int main(int argc, char** argv) {
       ->required();
   ingest_cmd->add_option("--title", ingest.title, "The program's title")->required();
   ingest_cmd->add_option("--id", ingest.id, "The program's id (default: made from the title)");
+  ingest_cmd->add_option("--stations", ingest.stations,
+                         "Stations to distribute to, comma-separated (default: all)");
+  ingest_cmd
+      ->add_option(
+          "--prefetch", ingest.prefetch,
+          "Segments each station copies ahead (default: all); the rest are copied on a miss")
+      ->check(CLI::Range(0u, 1'000'000u));
   ingest_cmd->add_option("--grid", grid_flag,
-                         "The director's URL (default: $VODGRID_GRID or the local grid)");
+                         "The registry's URL, or a lone station's director (default: $VODGRID_GRID "
+                         "or the local grid)");
 
   auto* programs = app.add_subcommand("programs", "List the programs of a station");
   programs->add_option("--grid", grid_flag, "The registry's URL, or a lone station's director");

@@ -185,8 +185,8 @@ rewritten rewrite_sql(std::string_view s, const rewrite_options& how) {
     bool after_ident = i > 0 && ident_char(s[i - 1]);
     size_t end = i + 1;
     if (c == '\'') {
-      bool escape_string = i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
-                           (i < 2 || !ident_char(s[i - 2]));
+      bool escape_string =
+          i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') && (i < 2 || !ident_char(s[i - 2]));
       end = end_of_quoted(s, i, '\'', escape_string);
     } else if (c == '"') {
       end = end_of_quoted(s, i, '"', false);
@@ -255,8 +255,8 @@ rewritten rewrite_sql(std::string_view s, const rewrite_options& how) {
   }
   if (how.strip_for_update && iequals(last[0].word, "for") && iequals(last[1].word, "update")) {
     r.sql.resize(last[0].out);
-    while (!r.sql.empty() && (r.sql.back() == ' ' || r.sql.back() == '\t' ||
-                              r.sql.back() == '\n' || r.sql.back() == '\r')) {
+    while (!r.sql.empty() && (r.sql.back() == ' ' || r.sql.back() == '\t' || r.sql.back() == '\n' ||
+                              r.sql.back() == '\r')) {
       r.sql.pop_back();
     }
   }
@@ -265,9 +265,9 @@ rewritten rewrite_sql(std::string_view s, const rewrite_options& how) {
 
 status check_params(int wanted, const std::vector<value>& params) {
   if (params.size() != static_cast<size_t>(wanted)) {
-    return make_error(errc::invalid_argument,
-                      fmt::format("the statement takes {} parameters, {} given", wanted,
-                                  params.size()));
+    return make_error(
+        errc::invalid_argument,
+        fmt::format("the statement takes {} parameters, {} given", wanted, params.size()));
   }
   for (size_t i = 0; i < params.size(); ++i) {
     if (const auto* t = std::get_if<std::string>(&params[i])) {

@@ -52,8 +52,8 @@ using value = std::variant<std::monostate, int64_t, double, std::string, blob>;
 struct row {
   std::vector<value> cols;
   bool is_null(size_t i) const { return std::holds_alternative<std::monostate>(cols.at(i)); }
-  int64_t i64(size_t i) const;        // integers; errors (throws) on another type
-  double f64(size_t i) const;         // doubles or integers
+  int64_t i64(size_t i) const;  // integers; errors (throws) on another type
+  double f64(size_t i) const;   // doubles or integers
   const std::string& text(size_t i) const;
   const std::string& bytes(size_t i) const;  // blobs
 };
@@ -69,8 +69,8 @@ class connection {
   virtual result<std::vector<row>> query(std::string_view sql,
                                          const std::vector<value>& params = {}) = 0;
   // Runs several statements separated by ';' without parameters (schema creation). On PostgreSQL
-  // the word BLOB becomes BYTEA; the statements run as one transaction unless they contain their
-  // own BEGIN/COMMIT.
+  // the word BLOB becomes BYTEA. Call it between begin() and commit() for all or nothing (both
+  // backends have transactional DDL).
   virtual status exec_script(std::string_view sql) = 0;
   // Transactions; commit is durable when it returns (SQLite WAL + synchronous=FULL; PostgreSQL
   // with synchronous_commit on). SQLite's begin() takes the write lock (BEGIN IMMEDIATE), so

@@ -142,13 +142,15 @@ class pg_connection final : public connection {
   // Commit durability needs synchronous_commit: `off` is the one setting that acknowledges a
   // commit before its WAL is flushed, so it is turned back on (the stronger remote_* stay).
   status setup_session() {
-    auto r = query("SHOW synchronous_commit", {});
-    if (!r) {
-      return r.err();
+    // Straight through libpq: this runs inside usable(), before any guard of a lost transaction.
+    pg_result r(PQexec(conn_, "SHOW synchronous_commit"));
+    if (auto s = check(r.get(), false); !s) {
+      return s;
     }
-    if (!r->empty() && r->front().text(0) == "off") {
-      if (auto s = exec("SET synchronous_commit TO on", {}); !s) {
-        return s.err();
+    if (PQntuples(r.get()) == 1 && std::strcmp(PQgetvalue(r.get(), 0, 0), "off") == 0) {
+      pg_result set(PQexec(conn_, "SET synchronous_commit TO on"));
+      if (auto s = check(set.get(), false); !s) {
+        return s;
       }
     }
     return {};
@@ -322,7 +324,7 @@ class pg_connection final : public connection {
     if (msg.empty()) {
       msg = trimmed(PQerrorMessage(conn_));
     }
-    errc code = !connected ? errc::unavailable
+    errc code = !connected         ? errc::unavailable
                 : state != nullptr ? classify(state)
                                    : errc::io_error;
     error e = make_error(code, "postgresql: " + msg);
@@ -351,8 +353,8 @@ result<std::unique_ptr<connection>> open_postgresql(const std::string& url) {
   }
   PQconninfoFree(opts);
   // Defaults first; the URL, expanded last, overrides them.
-  const char* keys[] = {"client_encoding", "connect_timeout", "fallback_application_name",
-                        "dbname", nullptr};
+  const char* keys[] = {"client_encoding", "connect_timeout", "fallback_application_name", "dbname",
+                        nullptr};
   const char* values[] = {"UTF8", "10", "vodgrid", url.c_str(), nullptr};
   PGconn* c = PQconnectdbParams(keys, values, 1);
   if (c == nullptr) {

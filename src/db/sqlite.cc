@@ -220,10 +220,9 @@ class sqlite_connection final : public connection {
               return sqlite3_bind_text64(st, n, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8);
             } else {
               // A null pointer would bind NULL: an empty blob needs zeroblob.
-              return v.bytes.empty()
-                         ? sqlite3_bind_zeroblob(st, n, 0)
-                         : sqlite3_bind_blob64(st, n, v.bytes.data(), v.bytes.size(),
-                                               SQLITE_STATIC);
+              return v.bytes.empty() ? sqlite3_bind_zeroblob(st, n, 0)
+                                     : sqlite3_bind_blob64(st, n, v.bytes.data(), v.bytes.size(),
+                                                           SQLITE_STATIC);
             }
           },
           params[i]);

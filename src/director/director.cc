@@ -721,8 +721,7 @@ asio::awaitable<reply> director_daemon::impl::distribute(request_context& ctx) {
       co_return net::error_reply(st.err());
     }
   }
-  size_t n =
-      d->prefetch == 0 ? m.segments.size() : std::min<size_t>(d->prefetch, m.segments.size());
+  size_t n = std::min<size_t>(d->prefetch, m.segments.size());
   size_t queued = 0;
   for (size_t i = 0; i < n; ++i) {
     segment_key key{m.id, segment_index{static_cast<uint32_t>(i)}};

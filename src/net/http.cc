@@ -175,6 +175,8 @@ http_server::http_server(asio::any_io_executor ex, std::string name, server_opti
                                            fmt::format("code=\"{}xx\"", i));
   }
   bytes_sent_ = &metrics_.counter("vodgrid_http_body_bytes_sent_total", "Reply body bytes sent");
+  file_bytes_sent_ = &metrics_.counter("vodgrid_http_file_bytes_sent_total",
+                                       "Reply body bytes sent from files (segments) with sendfile");
   metrics_.gauge_fn("vodgrid_http_connections", "Open HTTP connections",
                     [this] { return static_cast<double>(sessions_.size()); });
 }
@@ -339,6 +341,7 @@ asio::awaitable<bool> http_server::write_reply(beast::tcp_stream& stream, reply 
       uint64_t sent = 0;
       auto fec = co_await send_file(stream.socket(), *r.file, opts_.write_timeout, sent);
       bytes_sent_->inc(static_cast<double>(sent));
+      file_bytes_sent_->inc(static_cast<double>(sent));
       if (fec) {
         co_return false;
       }

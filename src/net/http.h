@@ -131,6 +131,7 @@ class http_server {
   std::function<boost::json::object()> health_;
   metric_value* requests_total_[6]{};
   metric_value* bytes_sent_ = nullptr;
+  metric_value* file_bytes_sent_ = nullptr;
 };
 
 }  // namespace vodgrid::net

@@ -30,7 +30,7 @@ struct program_record {
   program_id id;
   std::string manifest_json;         // api::program_manifest as JSON
   std::vector<std::string> targets;  // stations that must hold it
-  uint32_t prefetch = 0;  // segments to pre-position at each target (from the start); 0 = all
+  uint32_t prefetch = 0;  // segments to pre-position at each target, from the start (api::distribution)
 };
 
 struct location_change {

@@ -29,7 +29,9 @@ std::string trim(std::string s) {
 // newest /usr/lib/postgresql/*/bin.
 std::filesystem::path find_bindir() {
   namespace fs = std::filesystem;
-  auto has_server = [](const fs::path& d) { return fs::exists(d / "postgres") && fs::exists(d / "initdb"); };
+  auto has_server = [](const fs::path& d) {
+    return fs::exists(d / "postgres") && fs::exists(d / "initdb");
+  };
   if (fs::path d = "/usr/lib/postgresql/15/bin"; has_server(d)) {
     return d;
   }
@@ -107,11 +109,12 @@ postgres_server::postgres_server() : bin_(find_bindir()), data_(dir_.path() / "d
     }
   }
   // --no-sync: initdb's files need not survive a power cut; the server's own writes are fsynced.
-  auto init = run(as_server_user({(bin_ / "initdb").string(), "-D", data_.string(), "-U",
-                                  "vodgrid", "-A", "trust", "-E", "UTF8", "--locale=C",
-                                  "--no-sync", "--no-instructions"}));
+  auto init =
+      run(as_server_user({(bin_ / "initdb").string(), "-D", data_.string(), "-U", "vodgrid", "-A",
+                          "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"}));
   if (init.status != 0) {
-    throw std::runtime_error(fmt::format("initdb failed ({}): {}{}", init.status, init.out, init.err));
+    throw std::runtime_error(
+        fmt::format("initdb failed ({}): {}{}", init.status, init.out, init.err));
   }
   // Another process may take the free port before the server binds it: try a few.
   bool started = false;

@@ -272,6 +272,138 @@ std::string station_fixture::log_of(const std::string& name) const {
   return t ? *t : std::string();
 }
 
+grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string database) {
+  grid_.registry = registry_config{
+      {"127.0.0.1", free_port()},
+      database.empty() ? "sqlite://" + (dir_.path() / "registry.db").string() : database};
+  grid_.heartbeat_interval = std::chrono::milliseconds(100);
+  grid_.heartbeat_timeout = std::chrono::milliseconds(1000);
+  for (size_t i = 0; i < stations.size(); ++i) {
+    auto& spec = stations[i];
+    station_config s;
+    s.name = *station_id::parse(spec.name);
+    s.home = i == 0;
+    s.x_km = spec.x_km;
+    s.uplink_bits_per_second = spec.uplink_mbps * 1'000'000;
+    s.director.listen = {"127.0.0.1", free_port()};
+    s.director.data_dir = dir_.path() / spec.name;
+    s.director.copies = static_cast<uint32_t>(std::min(spec.engines, 2));
+    for (int e = 1; e <= spec.engines; ++e) {
+      engine_config ec;
+      ec.name = *engine_id::parse(fmt::format("{}-{}", spec.name, e));
+      ec.listen = {"127.0.0.1", free_port()};
+      ec.data_dirs = {dir_.path() / ec.name.str()};
+      s.engines.push_back(ec);
+    }
+    grid_.stations.push_back(s);
+  }
+  config_file_ = dir_.path() / "grid.toml";
+  if (!write_file_durably(config_file_, grid_.to_toml())) {
+    throw std::runtime_error("cannot write the config");
+  }
+  start("registry");
+  for (auto& s : grid_.stations) {
+    start(s.name.str());
+    for (auto& e : s.engines) {
+      start(e.name.str());
+    }
+  }
+  bool ok = eventually(
+      [&] {
+        auto r = http_get(registry_url() + "/healthz");
+        return r && r->body.find(fmt::format("\"stations_up\":{}", stations.size())) !=
+                        std::string::npos;
+      },
+      std::chrono::seconds(20));
+  for (auto& s : grid_.stations) {
+    ok = ok && eventually(
+                   [&] {
+                     auto r = http_get(s.director.listen.url() + "/healthz");
+                     return r && r->body.find(fmt::format("\"engines_up\":{}", s.engines.size())) !=
+                                     std::string::npos;
+                   },
+                   std::chrono::seconds(20));
+  }
+  if (!ok) {
+    throw std::runtime_error("the grid did not come up; registry log:\n" + log_of("registry"));
+  }
+}
+
+grid_fixture::~grid_fixture() {
+  for (auto& [name, p] : procs_) {
+    p.signal(SIGTERM);
+  }
+  for (auto& [name, p] : procs_) {
+    p.stop(std::chrono::seconds(5));
+  }
+}
+
+std::string grid_fixture::director_url(const std::string& station) const {
+  return grid_.find_station(station)->director.listen.url();
+}
+
+std::string grid_fixture::engine_url(const std::string& engine) const {
+  return grid_.find_engine(engine)->listen.url();
+}
+
+std::vector<std::string> grid_fixture::engines_of(const std::string& station) const {
+  std::vector<std::string> out;
+  for (auto& e : grid_.find_station(station)->engines) {
+    out.push_back(e.name.str());
+  }
+  return out;
+}
+
+std::vector<std::string> grid_fixture::argv_of(const std::string& name) const {
+  std::string role = name == "registry"         ? "registry"
+                     : grid_.find_station(name) ? "director"
+                                                : "engine";
+  return {vodgrid_binary(), role, "--config", config_file_.string(), "--name", name};
+}
+
+void grid_fixture::kill(const std::string& name, int sig) {
+  auto& p = procs_.at(name);
+  p.signal(sig);
+  p.wait(std::chrono::seconds(10));
+}
+
+void grid_fixture::start(const std::string& name) {
+  auto p = child_process::spawn(argv_of(name), dir_.path() / (name + ".log"));
+  if (!p) {
+    throw std::runtime_error(p.err().detail);
+  }
+  procs_[name] = std::move(*p);
+  std::string url = name == "registry"         ? registry_url()
+                    : grid_.find_station(name) ? director_url(name)
+                                               : engine_url(name);
+  if (!eventually([&] {
+        auto r = http_get(url + "/healthz");
+        return r && r->status == 200;
+      })) {
+    throw std::runtime_error(name + " did not start:\n" + log_of(name));
+  }
+}
+
+run_result grid_fixture::ingest(const std::string& source, const std::string& id,
+                                const std::string& stations, const std::string& prefetch) {
+  std::vector<std::string> argv{vodgrid_binary(), "ingest", source,   "--title",     "Test " + id,
+                                "--id",           id,       "--grid", registry_url()};
+  if (!stations.empty()) {
+    argv.push_back("--stations");
+    argv.push_back(stations);
+  }
+  if (!prefetch.empty()) {
+    argv.push_back("--prefetch");
+    argv.push_back(prefetch);
+  }
+  return run(argv);
+}
+
+std::string grid_fixture::log_of(const std::string& name) const {
+  auto t = read_file(dir_.path() / (name + ".log"));
+  return t ? *t : std::string();
+}
+
 namespace {
 asio::awaitable<result<net::client_response>> do_http(http_ns::verb method, std::string url,
                                                       std::string body,

@@ -86,6 +86,40 @@ class station_fixture {
   std::vector<child_process> engines_;
 };
 
+// A grid of real processes on free ports: a registry (SQLite unless `database` is given) and
+// stations, each a director and its engines. Station 0 is the home.
+class grid_fixture {
+ public:
+  struct station_spec {
+    std::string name;
+    int engines = 2;
+    double x_km = 0;
+    uint64_t uplink_mbps = 1000;
+  };
+  explicit grid_fixture(std::vector<station_spec> stations, std::string database = {});
+  ~grid_fixture();
+
+  const grid_config& config() const { return grid_; }
+  const std::filesystem::path& data() const { return dir_.path(); }
+  std::string registry_url() const { return grid_.registry->listen.url(); }
+  std::string director_url(const std::string& station) const;
+  std::string engine_url(const std::string& engine) const;
+  std::vector<std::string> engines_of(const std::string& station) const;
+  void kill(const std::string& name, int sig = 9);  // "registry", a station or an engine
+  void start(const std::string& name);
+  // `vodgrid ingest SOURCE --title T --id ID --grid REGISTRY [--stations S]`.
+  run_result ingest(const std::string& source, const std::string& id,
+                    const std::string& stations = {}, const std::string& prefetch = {});
+  std::string log_of(const std::string& name) const;
+
+ private:
+  std::vector<std::string> argv_of(const std::string& name) const;
+  temp_dir dir_;
+  grid_config grid_;
+  std::filesystem::path config_file_;
+  std::map<std::string, child_process> procs_;
+};
+
 // Blocking HTTP on a private io_context.
 result<net::client_response> http(boost::beast::http::verb method, const std::string& url,
                                   const std::string& body = {},
