@@ -146,11 +146,14 @@ status director_daemon::start() {
 asio::awaitable<void> director_daemon::stop(std::chrono::milliseconds drain) {
   auto& d = *impl_;
   d.stopping = true;
+  auto deadline = steady::now() + drain;
   if (d.server) {
     co_await d.server->stop(drain);
   }
+  // Copies and orders still in flight are abandoned at the deadline; the engines finish or drop
+  // them on their own, and nothing unfinished was recorded.
   asio::steady_timer t(d.io);
-  while (d.background > 0) {
+  while (d.background > 0 && steady::now() < deadline) {
     t.expires_after(std::chrono::milliseconds(5));
     co_await t.async_wait(use_tuple);
   }

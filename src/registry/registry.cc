@@ -47,6 +47,7 @@ struct registry_daemon::impl {
   cost_model costs;
   uint16_t port = 0;
   uint32_t background = 0;
+  bool stopping = false;
 
   struct live {
     steady::time_point last_report{};
@@ -126,11 +127,15 @@ status registry_daemon::start() {
 
 asio::awaitable<void> registry_daemon::stop(std::chrono::milliseconds drain) {
   auto& d = *impl_;
+  d.stopping = true;
+  auto deadline = steady::now() + drain;
   if (d.server) {
     co_await d.server->stop(drain);
   }
+  // Notifications still retrying are abandoned at the deadline: a station told nothing is told
+  // again when it next registers.
   asio::steady_timer t(d.io);
-  while (d.background > 0) {
+  while (d.background > 0 && steady::now() < deadline) {
     t.expires_after(std::chrono::milliseconds(5));
     co_await t.async_wait(use_tuple);
   }
@@ -256,8 +261,10 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
   l.sending_bits_per_second = r->sending_bits_per_second;
   l.engines_up = r->engines_up;
   for (auto& c : r->copies) {
-    if (c.seconds > 0 && c.bytes > 0) {
-      auto& src = stations[c.source.str()];
+    // Only stations that registered have a live entry; a sample naming another is ignored.
+    auto src_it = stations.find(c.source.str());
+    if (c.seconds > 0 && c.bytes > 0 && src_it != stations.end()) {
+      auto& src = src_it->second;
       double bps = static_cast<double>(c.bytes) * 8 / c.seconds;
       src.copy_bits_per_second =
           src.copy_bits_per_second == 0 ? bps : 0.8 * src.copy_bits_per_second + 0.2 * bps;
@@ -296,10 +303,15 @@ asio::awaitable<void> registry_daemon::impl::notify(std::string director_url, st
   std::string body = json::serialize(api::to_json(d));
   std::string url = fmt::format("{}/v1/programs/{}/distribute", director_url, d.manifest.id.str());
   asio::steady_timer t(io);
-  for (int attempt = 0; attempt < 5; ++attempt) {
+  for (int attempt = 0; attempt < 5 && !stopping; ++attempt) {
     auto r = co_await client->send_json(http::verb::post, url, body);
     if (r && r->status < 300) {
       logger->info("registry: station {} told to hold program {}", station, d.manifest.id.str());
+      break;
+    }
+    if (attempt == 4 || stopping) {
+      logger->warn("registry: station {} not told about {}; it will be when it registers again",
+                   station, d.manifest.id.str());
       break;
     }
     logger->warn("registry: telling station {} about {} failed ({}); retrying", station,
