@@ -124,6 +124,35 @@ TEST(Distribution, ACopyMovesToTheNextSourceWhenTheCheapestIsDead) {
   EXPECT_TRUE(eventually([&] { return held_at(g, "film", "b") == 4; }));
 }
 
+TEST(Distribution, ACopyMovesToTheNextSourceWhenTheSourceEnginesDie) {
+  grid_fixture g({{"home", 2, 0}, {"a", 2, 100}, {"b", 2, 150}});
+  temp_dir src;
+  make_sample(src.path(), 4, 1);
+  ASSERT_EQ(g.ingest(src.path().string(), "film", "a,b", "0").status, 0);
+  ASSERT_TRUE(eventually(
+      [&] { return http_get(g.director_url("b") + "/v1/programs/film")->status == 200; }));
+  ASSERT_EQ(play(g.director_url("a"), "film").status, 0);
+  ASSERT_TRUE(eventually([&] { return held_at(g, "film", "a") == 4; }));
+  // a's director lives on and still names its engines for a moment; the copies from them fail
+  // (connection refused), the engines of b keep nothing partial, and the home provides instead.
+  for (auto& e : g.engines_of("a")) {
+    g.kill(e, SIGKILL);
+  }
+  double home_before = station_bytes_sent(g, "home");
+  auto pb = play(g.director_url("b"), "film");
+  EXPECT_EQ(pb.status, 0) << pb.out << pb.err << g.log_of("b");
+  EXPECT_GT(station_bytes_sent(g, "home"), home_before);
+  EXPECT_TRUE(eventually([&] { return held_at(g, "film", "b") == 4; }));
+  for (auto& e : g.engines_of("b")) {
+    auto inv = http_get(g.engine_url(e) + "/v1/segments");
+    ASSERT_TRUE(inv);
+    auto segs = boost::json::parse(inv->body).as_object().at("segments").as_array();
+    for (auto& seg : segs) {
+      EXPECT_EQ(seg.at("program").as_string(), "film");
+    }
+  }
+}
+
 TEST(Distribution, DirectorsServeOnWithoutTheRegistryAndCatchUp) {
   grid_fixture g({{"home", 2, 0}, {"a", 2, 100}});
   temp_dir src;
