@@ -30,7 +30,8 @@ struct program_record {
   program_id id;
   std::string manifest_json;         // api::program_manifest as JSON
   std::vector<std::string> targets;  // stations that must hold it
-  uint32_t prefetch = 0;  // segments to pre-position at each target, from the start (api::distribution)
+  uint32_t prefetch =
+      0;  // segments to pre-position at each target, from the start (api::distribution)
 };
 
 struct location_change {
