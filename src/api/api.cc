@@ -112,11 +112,13 @@ result<const json::array*> get_array(const json::object& o, std::string_view k, 
 
 result<segment_key> get_key(const json::object& o) {
   auto p = get_name<program_id>(o, "program");
-  if (!p)
+  if (!p) {
     return p.err();
+  }
   auto i = get_index(o, "index");
-  if (!i)
+  if (!i) {
     return i.err();
+  }
   return segment_key{*p, *i};
 }
 
@@ -242,24 +244,29 @@ template <>
 result<heartbeat> from_json<heartbeat>(const json::object& o) {
   heartbeat h;
   auto e = get_name<engine_id>(o, "engine");
-  if (!e)
+  if (!e) {
     return e.err();
+  }
   h.engine = *e;
   auto url = get_string(o, "url", 256);
-  if (!url)
+  if (!url) {
     return url.err();
+  }
   h.url = *url;
   auto epoch = get_u64(o, "epoch");
-  if (!epoch)
+  if (!epoch) {
     return epoch.err();
+  }
   h.epoch = *epoch;
   auto seq = get_u64(o, "seq");
-  if (!seq)
+  if (!seq) {
     return seq.err();
+  }
   h.seq = *seq;
   auto full = get_bool(o, "full");
-  if (!full)
+  if (!full) {
     return full.err();
+  }
   h.full = *full;
   auto* lv = o.if_contains("load");
   if (!lv || !lv->is_object()) {
@@ -267,55 +274,67 @@ result<heartbeat> from_json<heartbeat>(const json::object& o) {
   }
   auto& lo = lv->as_object();
   auto as = get_u64(lo, "active_streams");
-  if (!as)
+  if (!as) {
     return as.err();
+  }
   auto bps = get_u64(lo, "bytes_per_second", false);
-  if (!bps)
+  if (!bps) {
     return bps.err();
+  }
   auto fb = get_u64(lo, "free_bytes", false);
-  if (!fb)
+  if (!fb) {
     return fb.err();
+  }
   auto tb = get_u64(lo, "total_bytes", false);
-  if (!tb)
+  if (!tb) {
     return tb.err();
+  }
   auto ms = get_u64(lo, "max_streams");
-  if (!ms)
+  if (!ms) {
     return ms.err();
+  }
   auto mb = get_u64(lo, "max_bytes_per_second", false);
-  if (!mb)
+  if (!mb) {
     return mb.err();
+  }
   if (*as > UINT32_MAX || *ms > UINT32_MAX) {
     return bad("load", "has an out-of-range stream count");
   }
   h.load = {static_cast<uint32_t>(*as), *bps, *fb, *tb, static_cast<uint32_t>(*ms), *mb};
   auto added = get_array(o, "added", max_list, false);
-  if (!added)
+  if (!added) {
     return added.err();
+  }
   for (auto& a : **added) {
     if (!a.is_object()) {
       return bad("added", "entries must be objects");
     }
     auto k = get_key(a.as_object());
-    if (!k)
+    if (!k) {
       return k.err();
+    }
     auto size = get_u64(a.as_object(), "size");
-    if (!size)
+    if (!size) {
       return size.err();
+    }
     auto d = get_digest(a.as_object(), "sha256");
-    if (!d)
+    if (!d) {
       return d.err();
+    }
     h.added.push_back({*k, *size, *d});
   }
   auto removed = get_array(o, "removed", max_list, false);
-  if (!removed)
+  if (!removed) {
     return removed.err();
+  }
   for (auto& r : **removed) {
     if (!r.is_object()) {
       return bad("removed", "entries must be objects");
     }
     auto k = get_key(r.as_object());
-    if (!k)
+    if (!k) {
       return k.err();
+    }
     h.removed.push_back(*k);
   }
   return h;
@@ -324,8 +343,9 @@ result<heartbeat> from_json<heartbeat>(const json::object& o) {
 template <>
 result<heartbeat_reply> from_json<heartbeat_reply>(const json::object& o) {
   auto r = get_bool(o, "resync");
-  if (!r)
+  if (!r) {
     return r.err();
+  }
   return heartbeat_reply{*r};
 }
 
@@ -333,22 +353,26 @@ template <>
 result<program_manifest> from_json<program_manifest>(const json::object& o) {
   program_manifest m;
   auto id = get_name<program_id>(o, "id");
-  if (!id)
+  if (!id) {
     return id.err();
+  }
   m.id = *id;
   auto title = get_string(o, "title", 512);
-  if (!title)
+  if (!title) {
     return title.err();
+  }
   m.title = *title;
   if (o.contains("state")) {
     auto st = get_string(o, "state", 32);
-    if (!st)
+    if (!st) {
       return st.err();
+    }
     m.state = *st;
   }
   auto segs = get_array(o, "segments", segment_index::max);
-  if (!segs)
+  if (!segs) {
     return segs.err();
+  }
   if ((*segs)->empty()) {
     return bad("segments", "must not be empty");
   }
@@ -360,8 +384,9 @@ result<program_manifest> from_json<program_manifest>(const json::object& o) {
     auto& so = sv.as_object();
     segment_entry e;
     auto idx = get_index(so, "index");
-    if (!idx)
+    if (!idx) {
       return idx.err();
+    }
     if (idx->v != expect++) {
       return bad("segments", "must list indices 0, 1, 2, ... in order");
     }
@@ -375,15 +400,17 @@ result<program_manifest> from_json<program_manifest>(const json::object& o) {
       return bad("duration", "must be in (0, 3600] seconds");
     }
     auto size = get_u64(so, "size");
-    if (!size)
+    if (!size) {
       return size.err();
+    }
     if (*size == 0) {
       return bad("size", "must be positive");
     }
     e.size = *size;
     auto d = get_digest(so, "sha256");
-    if (!d)
+    if (!d) {
       return d.err();
+    }
     e.sha256 = *d;
     m.segments.push_back(e);
   }
@@ -394,8 +421,9 @@ template <>
 result<placement> from_json<placement>(const json::object& o) {
   placement p;
   auto targets = get_array(o, "targets", segment_index::max);
-  if (!targets)
+  if (!targets) {
     return targets.err();
+  }
   for (auto& t : **targets) {
     if (!t.is_array()) {
       return bad("targets", "entries must be arrays");
@@ -406,11 +434,13 @@ result<placement> from_json<placement>(const json::object& o) {
         return bad("targets", "engines must be objects");
       }
       auto name = get_name<engine_id>(e.as_object(), "name");
-      if (!name)
+      if (!name) {
         return name.err();
+      }
       auto url = get_string(e.as_object(), "url", 256);
-      if (!url)
+      if (!url) {
         return url.err();
+      }
       engines.push_back({*name, *url});
     }
     p.targets.push_back(std::move(engines));
@@ -422,20 +452,24 @@ template <>
 result<fetch_order> from_json<fetch_order>(const json::object& o) {
   fetch_order f;
   auto k = get_key(o);
-  if (!k)
+  if (!k) {
     return k.err();
+  }
   f.key = *k;
   auto d = get_digest(o, "sha256");
-  if (!d)
+  if (!d) {
     return d.err();
+  }
   f.sha256 = *d;
   auto size = get_u64(o, "size", false);
-  if (!size)
+  if (!size) {
     return size.err();
+  }
   f.size = *size;
   auto src = get_string(o, "source", 2048);
-  if (!src)
+  if (!src) {
     return src.err();
+  }
   f.source = *src;
   return f;
 }
@@ -443,8 +477,9 @@ result<fetch_order> from_json<fetch_order>(const json::object& o) {
 template <>
 result<preload_order> from_json<preload_order>(const json::object& o) {
   auto k = get_key(o);
-  if (!k)
+  if (!k) {
     return k.err();
+  }
   return preload_order{*k};
 }
 

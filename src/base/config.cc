@@ -71,11 +71,13 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
   grid_config g;
   if (auto grid = root["grid"].as_table()) {
     auto hb = get_positive<int64_t>(*grid, "heartbeat_interval_ms", 250, origin, "[grid]");
-    if (!hb)
+    if (!hb) {
       return hb.err();
+    }
     auto to = get_positive<int64_t>(*grid, "heartbeat_timeout_ms", 1500, origin, "[grid]");
-    if (!to)
+    if (!to) {
       return to.err();
+    }
     if (*hb < 10 || *to <= *hb) {
       return bad(origin, "[grid]: need heartbeat_interval_ms >= 10 and heartbeat_timeout_ms > it");
     }
@@ -128,18 +130,21 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
       return bad(origin, what + ": needs a [station.director] table");
     }
     auto l = parse_listen((*dir)["listen"], origin, what + " director");
-    if (!l)
+    if (!l) {
       return l.err();
+    }
     s.director.listen = *l;
-    if (auto st2 = claim_port(s.director.listen, what + " director"); !st2)
+    if (auto st2 = claim_port(s.director.listen, what + " director"); !st2) {
       return st2.err();
+    }
     s.director.data_dir = (*dir)["data_dir"].value_or(std::string());
     if (s.director.data_dir.empty()) {
       return bad(origin, what + " director: needs 'data_dir'");
     }
     auto copies = get_positive<uint32_t>(*dir, "copies", 2, origin, what + " director");
-    if (!copies)
+    if (!copies) {
       return copies.err();
+    }
     if (*copies < 1) {
       return bad(origin, what + " director: 'copies' must be at least 1");
     }
@@ -183,11 +188,13 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
         return bad(origin, ewhat + ": name used twice");
       }
       auto el = parse_listen((*et)["listen"], origin, ewhat);
-      if (!el)
+      if (!el) {
         return el.err();
+      }
       e.listen = *el;
-      if (auto st2 = claim_port(e.listen, ewhat); !st2)
+      if (auto st2 = claim_port(e.listen, ewhat); !st2) {
         return st2.err();
+      }
       auto dirs = (*et)["data_dirs"].as_array();
       if (!dirs || dirs->empty()) {
         return bad(origin, ewhat + ": needs 'data_dirs', a non-empty array of paths");
@@ -200,14 +207,17 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
         e.data_dirs.emplace_back(*p);
       }
       auto ms = get_positive<uint32_t>(*et, "max_streams", 1000, origin, ewhat);
-      if (!ms)
+      if (!ms) {
         return ms.err();
+      }
       auto mb = get_positive<uint64_t>(*et, "max_bytes_per_second", 0, origin, ewhat);
-      if (!mb)
+      if (!mb) {
         return mb.err();
+      }
       auto mx = get_positive<uint64_t>(*et, "max_segment_bytes", 64 << 20, origin, ewhat);
-      if (!mx)
+      if (!mx) {
         return mx.err();
+      }
       if (*ms < 1 || *mx < 1024) {
         return bad(origin, ewhat + ": max_streams must be >= 1 and max_segment_bytes >= 1024");
       }
