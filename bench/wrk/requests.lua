@@ -1,0 +1,40 @@
+-- wrk script shared by the benchmarks: GETs drawn at random (fixed seed) from a precomputed set,
+-- so that both servers get the same mix and wrk spends as little as possible per request.
+--   BENCH_PATH_FMT  path with one %d, e.g. /v1/segments/bench/%d.ts
+--   BENCH_COUNT     how many indices (0 .. BENCH_COUNT-1)
+--   BENCH_RANGE     0: whole objects; else the length of each Range (aligned slices of the object)
+--   BENCH_SIZE      the object's size in bytes (for ranges)
+-- done() prints one line "WRK_RESULT key=value ..." that bench/lib.sh parses.
+local fmt = os.getenv("BENCH_PATH_FMT") or "/%d"
+local count = tonumber(os.getenv("BENCH_COUNT") or "1")
+local range = tonumber(os.getenv("BENCH_RANGE") or "0")
+local size = tonumber(os.getenv("BENCH_SIZE") or "0")
+local reqs = {}
+
+init = function(args)
+  math.randomseed(20240601)
+  for i = 0, count - 1 do
+    local path = string.format(fmt, i)
+    if range > 0 then
+      for off = 0, size - range, range do
+        reqs[#reqs + 1] = wrk.format("GET", path, { ["Range"] = string.format("bytes=%d-%d", off, off + range - 1) })
+      end
+    else
+      reqs[#reqs + 1] = wrk.format("GET", path)
+    end
+  end
+end
+
+request = function()
+  return reqs[math.random(#reqs)]
+end
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK_RESULT requests=%d bytes=%d duration_us=%d errors=%d connect=%d read=%d write=%d status=%d timeout=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.bytes, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
