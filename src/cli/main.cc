@@ -97,40 +97,49 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
 
-  if (*engine) {
-    return run_engine(config, name);
-  }
-  if (*director) {
-    return run_director(config, name);
-  }
-  if (*registry) {
-    return run_registry(config);
-  }
-  if (*up) {
-    return run_up(grid);
-  }
-  if (*demo_cmd) {
-    demo.grid = grid;
-    return run_demo(demo);
-  }
-  if (*ingest_cmd) {
-    ingest.grid = grid_flag;
-    return run_ingest(ingest);
-  }
-  if (*programs) {
-    return run_programs(grid_flag);
-  }
-  if (*status) {
-    return run_status(grid_flag);
-  }
-  if (*play_cmd) {
-    play.verify = !no_verify;
-    if (play.token.empty()) {
-      if (const char* t = std::getenv("VODGRID_TOKEN")) {
-        play.token = t;
-      }
+  auto dispatch = [&]() -> int {
+    if (*engine) {
+      return run_engine(config, name);
     }
-    return run_play(play);
+    if (*director) {
+      return run_director(config, name);
+    }
+    if (*registry) {
+      return run_registry(config);
+    }
+    if (*up) {
+      return run_up(grid);
+    }
+    if (*demo_cmd) {
+      demo.grid = grid;
+      return run_demo(demo);
+    }
+    if (*ingest_cmd) {
+      ingest.grid = grid_flag;
+      return run_ingest(ingest);
+    }
+    if (*programs) {
+      return run_programs(grid_flag);
+    }
+    if (*status) {
+      return run_status(grid_flag);
+    }
+    if (*play_cmd) {
+      play.verify = !no_verify;
+      if (play.token.empty()) {
+        if (const char* t = std::getenv("VODGRID_TOKEN")) {
+          play.token = t;
+        }
+      }
+      return run_play(play);
+    }
+    return 2;
+  };
+  try {
+    return dispatch();
+  } catch (const std::exception& e) {
+    // A daemon answered something unexpected: still one line and a non-zero exit.
+    std::cerr << "vodgrid: " << e.what() << "\n";
+    return 1;
   }
-  return 2;
 }

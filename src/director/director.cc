@@ -52,6 +52,7 @@ struct director_daemon::impl {
 
   // The link to the registry (when the grid has one): registration, reports, copies.
   bool registered = false;
+  bool reporting = false;  // one report in flight at a time: replies acknowledge a prefix
   std::vector<api::location_change> unreported;  // changes not yet acknowledged by the registry
   std::vector<api::copy_sample> copy_samples;
   struct pending_copy {
@@ -93,6 +94,7 @@ struct director_daemon::impl {
   asio::awaitable<reply> holder(request_context& ctx);
   asio::awaitable<void> registry_loop();
   asio::awaitable<bool> report_to_registry();
+  asio::awaitable<bool> send_report();
   asio::awaitable<result<size_t>> acquire(segment_key key);
   asio::awaitable<result<size_t>> copy_from_sources(segment_key key);
   asio::awaitable<void> prefetch_worker();
@@ -245,7 +247,10 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
   }
   bool ours = false;
   for (auto& e : station->engines) {
-    ours = ours || e.name == hb->engine;
+    if (e.name == hb->engine) {
+      ours = true;
+      hb->url = e.listen.url();  // consoles go where the config says, whatever a heartbeat claims
+    }
   }
   if (!ours) {
     co_return net::error_reply(make_error(
@@ -322,9 +327,17 @@ asio::awaitable<reply> director_daemon::impl::create_program(request_context& ct
     pl.targets.push_back(std::move(targets));
   }
   m->state = std::string(state_loading);
+  std::optional<api::program_manifest> before;
+  if (it != catalog.end()) {
+    before = it->second;
+  }
   catalog[m->id] = *m;
   if (auto st = save_catalog(); !st) {
-    catalog.erase(m->id);
+    if (before) {
+      catalog[m->id] = std::move(*before);  // what the disk still holds
+    } else {
+      catalog.erase(m->id);
+    }
     co_return net::error_reply(st.err());
   }
   logger->info("director {}: loading program {} ({} segments, {:.1f} s)", station->name.str(),
@@ -386,6 +399,10 @@ asio::awaitable<reply> director_daemon::impl::commit_program(request_context& ct
     co_await report_to_registry();
   }
   logger->info("director {}: program {} ready", station->name.str(), id->str());
+  it = catalog.find(*id);  // the report awaited: the program may have been deleted meanwhile
+  if (it == catalog.end()) {
+    co_return net::error_reply(make_error(errc::not_found, "program deleted while committing"));
+  }
   co_return net::json_reply(api::to_json(it->second));
 }
 
@@ -769,6 +786,18 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
 }
 
 asio::awaitable<bool> director_daemon::impl::report_to_registry() {
+  asio::steady_timer wait(io);
+  while (reporting) {
+    wait.expires_after(std::chrono::milliseconds(2));
+    co_await wait.async_wait(use_tuple);
+  }
+  reporting = true;
+  bool ok = co_await send_report();
+  reporting = false;
+  co_return ok;
+}
+
+asio::awaitable<bool> director_daemon::impl::send_report() {
   auto now = steady::now();
   api::station_report r;
   double streams = 0, capacity = 0;

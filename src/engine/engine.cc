@@ -10,7 +10,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 
 #include "api/api.h"
@@ -36,7 +38,6 @@ struct engine_daemon::impl {
   const engine_config* self = nullptr;
   const station_config* station = nullptr;
   std::shared_ptr<spdlog::logger> logger = log::get("engine");
-  std::unique_ptr<store::segment_store> store;
   std::unique_ptr<net::http_server> server;
   std::unique_ptr<net::http_client> client;
   uint16_t port = 0;
@@ -49,9 +50,9 @@ struct engine_daemon::impl {
   std::shared_ptr<uint32_t> active_streams = std::make_shared<uint32_t>(0);
 
   // Inventory changes since the last heartbeat the director acknowledged. Written by store workers.
+  // Only the last event per segment counts: a store then a delete within one interval is a delete.
   std::mutex changes_mu;
-  std::vector<api::segment_ref> added;
-  std::vector<segment_key> removed;
+  std::map<segment_key, std::optional<api::segment_ref>> changes;  // nullopt: removed
 
   uint64_t epoch = std::random_device{}() * 4294967296ull + std::random_device{}();
   uint64_t seq = 0;
@@ -63,6 +64,10 @@ struct engine_daemon::impl {
   net::metric_value* fetches_failed = nullptr;
   net::metric_value* preloads = nullptr;
   net::metric_value* bytes_sent = nullptr;
+
+  // Declared last, destroyed first: its worker threads call on_store_change, which uses the
+  // members above.
+  std::unique_ptr<store::segment_store> store;
 
   impl(asio::io_context& i, grid_config g) : io(i), grid(std::move(g)) {}
 
@@ -172,9 +177,9 @@ void engine_daemon::impl::on_store_change(const store::segment_info& s, bool was
   {
     std::lock_guard lock(changes_mu);
     if (was_added) {
-      added.push_back({s.key, s.size, s.sha256});
+      changes[s.key] = api::segment_ref{s.key, s.size, s.sha256};
     } else {
-      removed.push_back(s.key);
+      changes[s.key] = std::nullopt;
     }
   }
   // Tell the director soon rather than at the next tick: a loader is waiting on it.
@@ -370,20 +375,23 @@ asio::awaitable<bool> engine_daemon::impl::beat() {
   hb.epoch = epoch;
   hb.seq = ++seq;
   hb.full = need_full;
-  std::vector<api::segment_ref> add;
-  std::vector<segment_key> rem;
+  std::map<segment_key, std::optional<api::segment_ref>> changed;
   {
     std::lock_guard lock(changes_mu);
-    add.swap(added);
-    rem.swap(removed);
+    changed.swap(changes);
   }
   if (hb.full) {
     for (auto& s : store->list()) {
       hb.added.push_back({s.key, s.size, s.sha256});
     }
   } else {
-    hb.added = add;
-    hb.removed = rem;
+    for (auto& [key, ref] : changed) {
+      if (ref) {
+        hb.added.push_back(*ref);
+      } else {
+        hb.removed.push_back(key);
+      }
+    }
   }
   auto now = steady::now();
   double secs = std::chrono::duration<double>(now - last_beat).count();

@@ -75,8 +75,17 @@ result<std::string> resolve_url(std::string_view base, std::string_view ref) {
 }
 
 struct http_client::pool {
-  std::map<std::string, std::vector<std::unique_ptr<beast::tcp_stream>>> idle;
+  struct idle_stream {
+    std::unique_ptr<beast::tcp_stream> stream;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::map<std::string, std::vector<idle_stream>> idle;
 };
+
+namespace {
+// Servers close idle keep-alive connections (vodgrid's after 60 s): reuse only younger ones.
+constexpr auto max_idle_age = std::chrono::seconds(20);
+}  // namespace
 
 http_client::http_client(asio::any_io_executor ex, client_options opts)
     : ex_(ex), opts_(opts), pool_(std::make_unique<pool>()) {}
@@ -112,8 +121,11 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     std::unique_ptr<beast::tcp_stream> stream;
     bool pooled = false;
     auto& idle = pool_->idle[key];
-    if (!idle.empty()) {
-      stream = std::move(idle.back());
+    std::erase_if(idle, [](const pool::idle_stream& s) {
+      return std::chrono::steady_clock::now() - s.since > max_idle_age;
+    });
+    if (!idle.empty() && attempt == 0) {
+      stream = std::move(idle.back().stream);
       idle.pop_back();
       pooled = true;
     } else {
@@ -138,7 +150,8 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     auto [wec, wn] = co_await http::async_write(*stream, req, use_tuple);
     if (wec) {
       if (pooled) {
-        continue;  // the peer closed an idle connection: retry on a fresh one
+        idle.clear();  // the peer closed idle connections: its others are likely dead too
+        continue;      // retry on a fresh one
       }
       co_return make_error(
           wec == beast::error::timeout ? errc::timeout : errc::unavailable,
@@ -155,6 +168,7 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     if (rec) {
       if (pooled && rn == 0 &&
           (rec == http::error::end_of_stream || rec == asio::error::connection_reset)) {
+        idle.clear();
         continue;
       }
       errc code = errc::protocol_error;
@@ -179,7 +193,7 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     }
     if (keep && idle.size() < opts_.max_idle_per_host) {
       stream->expires_never();
-      idle.push_back(std::move(stream));
+      idle.push_back({std::move(stream), std::chrono::steady_clock::now()});
     }
     co_return out;
   }

@@ -121,6 +121,13 @@ asio::awaitable<boost::system::error_code> send_file(tcp::socket& sock, const fi
   }
   off_t off = static_cast<off_t>(f.offset);
   uint64_t left = f.length;
+  // The deadline's handler may run after this coroutine has moved on (or ended): it cancels the
+  // socket only if the wait it was armed for is still the current one.
+  struct deadline_state {
+    tcp::socket* sock;
+    uint64_t wait = 0;
+  };
+  auto state = std::make_shared<deadline_state>(deadline_state{&sock});
   asio::steady_timer timer(sock.get_executor());
   while (left > 0) {
     ssize_t n = ::sendfile(sock.native_handle(), f.fd, &off, std::min<uint64_t>(left, 1u << 30));
@@ -130,26 +137,33 @@ asio::awaitable<boost::system::error_code> send_file(tcp::socket& sock, const fi
       continue;
     }
     if (n == 0) {
+      state->sock = nullptr;
       co_return make_error_code(asio::error::eof);  // the file is shorter than promised
     }
     if (errno == EINTR) {
       continue;
     }
     if (errno != EAGAIN) {
+      state->sock = nullptr;
       co_return boost::system::error_code(errno, boost::system::system_category());
     }
+    uint64_t this_wait = ++state->wait;
     timer.expires_after(timeout);
-    timer.async_wait([&sock](boost::system::error_code tec) {
-      if (!tec) {
-        sock.cancel();
+    timer.async_wait([state, this_wait](boost::system::error_code tec) {
+      if (!tec && state->sock && state->wait == this_wait) {
+        boost::system::error_code ec;
+        state->sock->cancel(ec);
       }
     });
     auto [wec] = co_await sock.async_wait(tcp::socket::wait_write, use_tuple);
+    ++state->wait;
     timer.cancel();
     if (wec) {
+      state->sock = nullptr;
       co_return wec;
     }
   }
+  state->sock = nullptr;
   co_return boost::system::error_code{};
 }
 

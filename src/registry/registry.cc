@@ -14,6 +14,7 @@
 #include <boost/json/serialize.hpp>
 
 #include <map>
+#include <optional>
 
 #include "api/api.h"
 #include "base/log.h"
@@ -68,10 +69,17 @@ struct registry_daemon::impl {
   // Runs `f` on the database thread and resumes on the io thread.
   template <class F>
   asio::awaitable<std::invoke_result_t<F>> on_db(F f) {
+    using R = std::invoke_result_t<F>;
     co_await asio::post(asio::bind_executor(db_pool.get_executor(), asio::use_awaitable));
-    auto r = f();
+    std::optional<R> r;
+    try {
+      r.emplace(f());
+    } catch (
+        const std::exception& e) {  // a malformed row: never leave the coroutine on this thread
+      r.emplace(make_error(errc::io_error, std::string("database: ") + e.what()));
+    }
     co_await asio::post(asio::bind_executor(io.get_executor(), asio::use_awaitable));
-    co_return r;
+    co_return std::move(*r);
   }
 
   bool is_up(const std::string& station) const {
@@ -198,6 +206,8 @@ asio::awaitable<reply> registry_daemon::impl::put_station(request_context& ctx) 
   if (auto u = net::parse_http_url(r->director_url); !u) {
     co_return net::error_reply(u.err());
   }
+  // The director URL comes from the grid config: a registration cannot send copies elsewhere.
+  r->director_url = cfg->director.listen.url();
   station_record rec{r->name, r->director_url, cfg->home,
                      r->x_km, r->y_km,         r->uplink_bits_per_second};
   auto st = co_await on_db([&] { return db->put_station(rec); });

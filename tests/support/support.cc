@@ -45,9 +45,17 @@ bool port_is_free(uint16_t port) {
 uint16_t free_port() {
   // Ports are handed out from a random starting point so that tests running in parallel rarely
   // race for the same one between this check and the daemon's bind.
+  // They come from below the kernel's ephemeral range, which outgoing connections draw from: a
+  // port chosen there can be taken by any client socket before the daemon binds it.
   static std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(::getpid()));
+  static const uint32_t ephemeral_low = [] {
+    std::ifstream f("/proc/sys/net/ipv4/ip_local_port_range");
+    uint32_t low = 32768;
+    f >> low;
+    return std::max<uint32_t>(low, 12000);
+  }();
   for (int attempt = 0; attempt < 1000; ++attempt) {
-    auto port = static_cast<uint16_t>(20000 + rng() % 30000);
+    auto port = static_cast<uint16_t>(10000 + rng() % (ephemeral_low - 10000));
     if (port_is_free(port)) {
       return port;
     }
