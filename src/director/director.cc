@@ -522,11 +522,8 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   auto now = steady::now();
   segment_key key{(*m)->id, *idx};
   std::optional<size_t> hint;
-  if (auto p = preloaded.find(key); p != preloaded.end()) {
-    if (p->second.second > now) {
-      hint = p->second.first;
-    }
-    preloaded.erase(p);
+  if (auto p = preloaded.find(key); p != preloaded.end() && p->second.second > now) {
+    hint = p->second.first;  // kept until it expires: every console of this segment may use it
   }
   if (tables.holders(key).empty() && grid.registry) {
     // Claim 14: the station lacks the segment; copy it from the cheapest source, then redirect.
@@ -577,11 +574,18 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
       if (preloaded.size() > 100'000) {  // hints of consoles that went away
         std::erase_if(preloaded, [now](const auto& kv) { return kv.second.second <= now; });
       }
-      preloaded[next] = {*n, now + ttl};
-      preload_orders->inc();
-      asio::co_spawn(
-          io, send_preload(tables.engine(*n).url + "/v1/orders/preload", api::preload_order{next}),
-          asio::detached);
+      // One order per (segment, engine) while its hint holds, not one per console: many viewers
+      // of a program would otherwise send the same order over and over.
+      auto sent = preloaded.find(next);
+      bool fresh = sent != preloaded.end() && sent->second.first == *n && sent->second.second > now;
+      if (!fresh) {
+        preloaded[next] = {*n, now + ttl};
+        preload_orders->inc();
+        asio::co_spawn(
+            io,
+            send_preload(tables.engine(*n).url + "/v1/orders/preload", api::preload_order{next}),
+            asio::detached);
+      }
     }
   }
   co_return r;

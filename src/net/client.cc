@@ -130,12 +130,22 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
       pooled = true;
     } else {
       stream = std::make_unique<beast::tcp_stream>(ex_);
-      tcp::resolver resolver(ex_);
-      auto [rec, eps] =
-          co_await resolver.async_resolve(pu->host, std::to_string(pu->port), use_tuple);
-      if (rec) {
-        co_return make_error(errc::unavailable,
-                             fmt::format("cannot resolve {}: {}", pu->host, rec.message()));
+      std::vector<tcp::endpoint> eps;
+      boost::system::error_code aec;
+      auto literal = asio::ip::make_address(pu->host, aec);
+      if (!aec) {
+        eps.emplace_back(literal, pu->port);  // an address needs no resolver round trip
+      } else {
+        tcp::resolver resolver(ex_);
+        auto [rec, found] =
+            co_await resolver.async_resolve(pu->host, std::to_string(pu->port), use_tuple);
+        if (rec) {
+          co_return make_error(errc::unavailable,
+                               fmt::format("cannot resolve {}: {}", pu->host, rec.message()));
+        }
+        for (auto& e : found) {
+          eps.push_back(e.endpoint());
+        }
       }
       stream->expires_after(opts_.connect_timeout);
       auto [cec, ep] = co_await stream->async_connect(eps, use_tuple);
