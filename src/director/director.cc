@@ -574,10 +574,12 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
       if (preloaded.size() > 100'000) {  // hints of consoles that went away
         std::erase_if(preloaded, [now](const auto& kv) { return kv.second.second <= now; });
       }
-      // One order per (segment, engine) while its hint holds, not one per console: many viewers
-      // of a program would otherwise send the same order over and over.
+      // One order per segment while its hint holds, not one per console: many viewers of a
+      // program would otherwise send the same order over and over. The hinted engine is preferred
+      // for the next segment (choose_engine), so its preload is the one that counts.
       auto sent = preloaded.find(next);
-      bool fresh = sent != preloaded.end() && sent->second.first == *n && sent->second.second > now;
+      bool fresh = sent != preloaded.end() && sent->second.second > now &&
+                   tables.is_up(tables.engine(sent->second.first), now);
       if (!fresh) {
         preloaded[next] = {*n, now + ttl};
         preload_orders->inc();
