@@ -44,7 +44,8 @@ uint16_t free_base_port() {
     auto base = static_cast<uint16_t>(p - 20);
     bool all = true;
     for (int off : {0, 10, 11, 12, 21, 22, 23}) {
-      all = all && port_is_free(static_cast<uint16_t>(base + off));
+      auto q = static_cast<uint16_t>(base + off);
+      all = all && port_is_free(q) && claim_port(q);
     }
     if (all) {
       return base;

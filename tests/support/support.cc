@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,7 +16,9 @@
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -42,9 +45,39 @@ bool port_is_free(uint16_t port) {
   return ok;
 }
 
+// Claims a port for this process until it exits: an flock on a file named after the port, in a
+// folder every test process shares. Two tests running at once never hand out the same port, and
+// one process never hands out a port twice, even before the daemon it was meant for binds it.
+bool claim_port(uint16_t port) {
+  static std::mutex mu;
+  static std::set<uint16_t> claimed;
+  static const std::filesystem::path dir = [] {
+    auto d = std::filesystem::temp_directory_path() / "vodgrid-test-ports";
+    std::error_code ec;
+    std::filesystem::create_directories(d, ec);
+    std::filesystem::permissions(d, std::filesystem::perms::all, ec);
+    return d;
+  }();
+  std::lock_guard lock(mu);
+  if (claimed.contains(port)) {
+    return false;
+  }
+  auto file = dir / fmt::format("{}", port);
+  int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    return false;
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return false;
+  }
+  claimed.insert(port);  // the descriptor stays open, and the lock held, until the process ends
+  return true;
+}
+
 uint16_t free_port() {
   // Ports are handed out from a random starting point so that tests running in parallel rarely
-  // race for the same one between this check and the daemon's bind.
+  // contend for the same lock file.
   // They come from below the kernel's ephemeral range, which outgoing connections draw from: a
   // port chosen there can be taken by any client socket before the daemon binds it.
   static std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(::getpid()));
@@ -54,9 +87,11 @@ uint16_t free_port() {
     f >> low;
     return std::max<uint32_t>(low, 12000);
   }();
+  static std::mutex mu;
+  std::lock_guard lock(mu);
   for (int attempt = 0; attempt < 1000; ++attempt) {
     auto port = static_cast<uint16_t>(10000 + rng() % (ephemeral_low - 10000));
-    if (port_is_free(port)) {
+    if (port_is_free(port) && claim_port(port)) {
       return port;
     }
   }

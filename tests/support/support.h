@@ -20,6 +20,8 @@ namespace vodgrid::test {
 // A TCP port on 127.0.0.1 that nothing listens on right now.
 uint16_t free_port();
 bool port_is_free(uint16_t port);
+// Reserves `port` for this process: no other test process, and no later call here, hands it out.
+bool claim_port(uint16_t port);
 
 // A fresh folder, removed when the object goes (unless VODGRID_KEEP_TEST_DATA is set).
 class temp_dir {
