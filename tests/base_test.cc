@@ -148,5 +148,65 @@ data_dirs = ["/tmp/b1"]
   EXPECT_FALSE(again->stations[1].home);
 }
 
+TEST(GridConfig, AuthAndContentSectionsRoundTripAndAreChecked) {
+  std::string base = R"([registry]
+listen = "127.0.0.1:9000"
+database = "sqlite:///tmp/r.db"
+EXTRA
+[[station]]
+name = "a"
+home = true
+director = { listen = "127.0.0.1:9001", data_dir = "/tmp/a", copies = 1 }
+[[station.engine]]
+name = "a1"
+listen = "LISTEN"
+data_dirs = ["/tmp/a1"]
+)";
+  auto with = [&](std::string extra, std::string listen = "127.0.0.1:9002") {
+    auto t = base;
+    t.replace(t.find("EXTRA"), 5, extra);
+    t.replace(t.find("LISTEN"), 6, listen);
+    return grid_config::parse(t);
+  };
+  auto ok = with(R"([auth]
+listen = "127.0.0.1:9005"
+database = "sqlite:///tmp/auth.db"
+demo_accounts = true
+[content]
+listen = "127.0.0.1:9006"
+database = "sqlite:///tmp/content.db"
+work_dir = "/tmp/content")");
+  ASSERT_TRUE(ok) << ok.err().detail;
+  ASSERT_TRUE(ok->auth && ok->content);
+  EXPECT_EQ(ok->auth->listen.port, 9005);
+  EXPECT_TRUE(ok->auth->demo_accounts);
+  EXPECT_EQ(ok->content->work_dir, "/tmp/content");
+  auto again = grid_config::parse(ok->to_toml());
+  ASSERT_TRUE(again) << again.err().detail;
+  EXPECT_EQ(again->content->database, "sqlite:///tmp/content.db");
+  EXPECT_EQ(again->auth->database, "sqlite:///tmp/auth.db");
+  EXPECT_TRUE(again->auth->demo_accounts);
+
+  // The demo accounts on a grid that listens beyond loopback.
+  auto wide = with(R"([auth]
+listen = "127.0.0.1:9005"
+database = "sqlite:///tmp/auth.db"
+demo_accounts = true)",
+                   "0.0.0.0:9002");
+  ASSERT_FALSE(wide);
+  EXPECT_NE(wide.err().detail.find("loopback"), std::string::npos);
+  // A port used twice, a missing database.
+  auto twice = with(R"([content]
+listen = "127.0.0.1:9001"
+database = "sqlite:///tmp/c.db"
+work_dir = "/tmp/c")");
+  ASSERT_FALSE(twice);
+  EXPECT_NE(twice.err().detail.find("twice"), std::string::npos);
+  auto nodb = with(R"([auth]
+listen = "127.0.0.1:9005")");
+  ASSERT_FALSE(nodb);
+  EXPECT_NE(nodb.err().detail.find("database"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace vodgrid

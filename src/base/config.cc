@@ -98,6 +98,37 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     }
     g.registry = r;
   }
+  if (auto au = root["auth"].as_table()) {
+    auth_config a;
+    auto l = parse_listen((*au)["listen"], origin, "[auth]");
+    if (!l) {
+      return l.err();
+    }
+    a.listen = *l;
+    a.database = (*au)["database"].value_or(std::string());
+    if (a.database.empty()) {
+      return bad(origin, "[auth]: needs 'database' (sqlite:///path or postgresql://...)");
+    }
+    a.demo_accounts = (*au)["demo_accounts"].value_or(false);
+    g.auth = a;
+  }
+  if (auto ct = root["content"].as_table()) {
+    content_config c;
+    auto l = parse_listen((*ct)["listen"], origin, "[content]");
+    if (!l) {
+      return l.err();
+    }
+    c.listen = *l;
+    c.database = (*ct)["database"].value_or(std::string());
+    if (c.database.empty()) {
+      return bad(origin, "[content]: needs 'database' (sqlite:///path or postgresql://...)");
+    }
+    c.work_dir = (*ct)["work_dir"].value_or(std::string());
+    if (c.work_dir.empty()) {
+      return bad(origin, "[content]: needs 'work_dir'");
+    }
+    g.content = c;
+  }
   auto stations = root["station"].as_array();
   if (!stations || stations->empty()) {
     return bad(origin, "no [[station]] defined");
@@ -243,6 +274,22 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
       return bad(origin, "a grid with a [registry] needs exactly one station with home = true");
     }
   }
+  if (g.auth) {
+    if (auto st = claim_port(g.auth->listen, "auth"); !st) {
+      return st.err();
+    }
+  }
+  if (g.content) {
+    if (auto st = claim_port(g.content->listen, "content"); !st) {
+      return st.err();
+    }
+    if (!g.home_station()) {
+      return bad(origin, "a grid with [content] needs a station with home = true");
+    }
+  }
+  if (g.auth && g.auth->demo_accounts && !g.all_on_loopback()) {
+    return bad(origin, "[auth]: demo_accounts is for a grid on loopback only");
+  }
   return g;
 }
 
@@ -266,6 +313,19 @@ std::string grid_config::to_toml() const {
         "registry",
         toml::table{{"listen", fmt::format("{}:{}", registry->listen.host, registry->listen.port)},
                     {"database", registry->database}});
+  }
+  if (auth) {
+    root.insert("auth",
+                toml::table{{"listen", fmt::format("{}:{}", auth->listen.host, auth->listen.port)},
+                            {"database", auth->database},
+                            {"demo_accounts", auth->demo_accounts}});
+  }
+  if (content) {
+    root.insert(
+        "content",
+        toml::table{{"listen", fmt::format("{}:{}", content->listen.host, content->listen.port)},
+                    {"database", content->database},
+                    {"work_dir", content->work_dir.string()}});
   }
   toml::array sts;
   for (auto& s : stations) {
@@ -347,6 +407,22 @@ const station_config* grid_config::home_station() const {
     }
   }
   return nullptr;
+}
+
+bool grid_config::all_on_loopback() const {
+  auto loopback = [](const listen_address& a) {
+    return a.host == "127.0.0.1" || a.host == "localhost" || a.host == "::1" ||
+           a.host.starts_with("127.");
+  };
+  bool all = (!registry || loopback(registry->listen)) && (!auth || loopback(auth->listen)) &&
+             (!content || loopback(content->listen));
+  for (auto& s : stations) {
+    all = all && loopback(s.director.listen);
+    for (auto& e : s.engines) {
+      all = all && loopback(e.listen);
+    }
+  }
+  return all;
 }
 
 const station_config* grid_config::station_of_engine(std::string_view engine) const {

@@ -51,9 +51,27 @@ struct registry_config {
   std::string database;  // a db::open URL: sqlite:///path or postgresql://...
 };
 
+// The authentication server (claims 5, 23-25).
+struct auth_config {
+  listen_address listen;
+  std::string database;  // a db::open URL, as for the registry
+  // Creates the accounts demo/demo (subscriber) and admin/admin (operator) at start. Set by the
+  // embedded default only; the parser refuses it unless every daemon of the grid is on loopback.
+  bool demo_accounts = false;
+};
+
+// The content manager with its content engine (claims 2, 11).
+struct content_config {
+  listen_address listen;
+  std::string database;            // a db::open URL: the program catalog
+  std::filesystem::path work_dir;  // downloads and packaging in progress
+};
+
 struct grid_config {
   std::vector<station_config> stations;
   std::optional<registry_config> registry;            // none: stations stand alone
+  std::optional<auth_config> auth;                    // none: no tokens are asked for
+  std::optional<content_config> content;              // none: no content manager
   std::chrono::milliseconds heartbeat_interval{250};  // engine → director
   std::chrono::milliseconds heartbeat_timeout{1500};  // an engine silent this long leaves rotation
   std::string log_level = "info";
@@ -69,6 +87,7 @@ struct grid_config {
   static grid_config embedded_default(const std::filesystem::path& data_dir, uint16_t base_port);
 
   const station_config* find_station(std::string_view name) const;
+  bool all_on_loopback() const;  // every daemon listens on a loopback address
   const station_config* home_station() const;
   // The station an engine belongs to, or nullptr.
   const station_config* station_of_engine(std::string_view engine) const;
