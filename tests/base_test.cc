@@ -210,3 +210,44 @@ listen = "127.0.0.1:9005")");
 
 }  // namespace
 }  // namespace vodgrid
+
+#include "base/time.h"
+
+namespace vodgrid {
+namespace {
+
+TEST(Rfc3339, ParsesZuluOffsetsAndFractionsAndFormatsBack) {
+  auto z = parse_rfc3339("2026-11-25T23:59:00Z");
+  ASSERT_TRUE(z) << z.err().detail;
+  EXPECT_EQ(wall_clock::to_time_t(*z), 1795651140);
+  EXPECT_EQ(format_rfc3339(*z), "2026-11-25T23:59:00Z");
+  auto off = parse_rfc3339("2026-11-26T01:59:00+02:00");
+  ASSERT_TRUE(off);
+  EXPECT_EQ(*off, *z);
+  auto neg = parse_rfc3339("2026-11-25t18:59:00-05:00");
+  ASSERT_TRUE(neg);
+  EXPECT_EQ(*neg, *z);
+  auto frac = parse_rfc3339("2026-11-25T23:59:00.250Z");
+  ASSERT_TRUE(frac);
+  EXPECT_EQ(*frac - *z, std::chrono::milliseconds(250));
+  EXPECT_EQ(format_rfc3339(*frac), "2026-11-25T23:59:00.250Z");
+  auto leap = parse_rfc3339("2028-02-29T00:00:00Z");
+  EXPECT_TRUE(leap);
+}
+
+TEST(Rfc3339, RefusesWhatIsNotOne) {
+  for (const char* bad :
+       {"", "now", "2026-11-25", "2026-11-25T23:59:00", "2026-13-01T00:00:00Z",
+        "2026-02-29T00:00:00Z", "2026-11-31T00:00:00Z", "2026-11-25T24:00:00Z",
+        "2026-11-25T23:59:00ZZ", "2026-11-25T23:59:00+2:00", "2026-11-25T23:59:00.Z",
+        "1969-12-31T23:59:59Z", "2026-11-25X23:59:00Z", "2026-11-25T23:59:00+02:00junk"}) {
+    auto r = parse_rfc3339(bad);
+    EXPECT_FALSE(r) << bad;
+    if (!r) {
+      EXPECT_EQ(r.err().code, errc::invalid_argument);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace vodgrid

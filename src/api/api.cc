@@ -155,6 +155,7 @@ template result<preload_order> decode<preload_order>(std::string_view);
 template result<station_registration> decode<station_registration>(std::string_view);
 template result<station_report> decode<station_report>(std::string_view);
 template result<distribution> decode<distribution>(std::string_view);
+template result<availability_change> decode<availability_change>(std::string_view);
 template result<std::vector<source>> decode<std::vector<source>>(std::string_view);
 
 double program_manifest::duration() const {
@@ -212,6 +213,8 @@ json::value to_json(const program_manifest& v) {
   return json::object{{"id", v.id.str()},
                       {"title", v.title},
                       {"state", v.state},
+                      {"availability", v.availability},
+                      {"publish_at", v.publish_at},
                       {"duration", v.duration()},
                       {"segments", segs}};
 }
@@ -369,6 +372,23 @@ result<program_manifest> from_json<program_manifest>(const json::object& o) {
     }
     m.state = *st;
   }
+  if (o.contains("availability")) {
+    auto av = get_string(o, "availability", 32);
+    if (!av) {
+      return av.err();
+    }
+    if (!valid_availability(*av)) {
+      return bad("availability", "must be inactive, published or withdrawn");
+    }
+    m.availability = *av;
+  }
+  if (o.contains("publish_at")) {
+    auto pa = get_string(o, "publish_at", 64);
+    if (!pa) {
+      return pa.err();
+    }
+    m.publish_at = *pa;
+  }
   auto segs = get_array(o, "segments", segment_index::max);
   if (!segs) {
     return segs.err();
@@ -481,6 +501,35 @@ result<preload_order> from_json<preload_order>(const json::object& o) {
     return k.err();
   }
   return preload_order{*k};
+}
+
+bool valid_availability(std::string_view a) {
+  return a == availability_inactive || a == availability_published || a == availability_withdrawn;
+}
+
+json::value to_json(const availability_change& v) {
+  return json::object{{"availability", v.availability}, {"publish_at", v.publish_at}};
+}
+
+template <>
+result<availability_change> from_json<availability_change>(const json::object& o) {
+  availability_change c;
+  auto av = get_string(o, "availability", 32);
+  if (!av) {
+    return av.err();
+  }
+  if (!valid_availability(*av)) {
+    return bad("availability", "must be inactive, published or withdrawn");
+  }
+  c.availability = *av;
+  if (o.contains("publish_at")) {
+    auto pa = get_string(o, "publish_at", 64);
+    if (!pa) {
+      return pa.err();
+    }
+    c.publish_at = *pa;
+  }
+  return c;
 }
 
 json::value to_json(const station_registration& v) {

@@ -65,7 +65,12 @@ struct segment_entry {
 struct program_manifest {
   program_id id;
   std::string title;
-  std::string state;                    // "loading" | "ready" (set by the director)
+  std::string state;  // "loading" | "ready" (set by the director)
+  // Whether consoles may play it (claim 11), set by the content manager: "inactive" (loaded,
+  // waiting for its publish time), "published" or "withdrawn". A program loaded without a
+  // content manager is published at once.
+  std::string availability = "published";
+  std::string publish_at;               // RFC 3339 UTC, or empty: for the viewers' 404 reason
   std::vector<segment_entry> segments;  // indices 0..n-1 in order
   double duration() const;
 };
@@ -78,6 +83,18 @@ struct engine_ref {
 // Reply to POST /v1/programs: which engines must receive each segment.
 struct placement {
   std::vector<std::vector<engine_ref>> targets;  // targets[i]: engines for segment i
+};
+
+// The values of program_manifest::availability.
+inline constexpr std::string_view availability_inactive = "inactive";
+inline constexpr std::string_view availability_published = "published";
+inline constexpr std::string_view availability_withdrawn = "withdrawn";
+bool valid_availability(std::string_view a);
+
+// POST /v1/programs/{id}/availability (content manager → director and registry).
+struct availability_change {
+  std::string availability;
+  std::string publish_at;  // RFC 3339 UTC or empty
 };
 
 // POST /v1/orders/fetch (director or loader → engine): copy a segment from `source` (a URL).
@@ -151,6 +168,7 @@ boost::json::value to_json(const program_manifest& v);
 boost::json::value to_json(const placement& v);
 boost::json::value to_json(const fetch_order& v);
 boost::json::value to_json(const preload_order& v);
+boost::json::value to_json(const availability_change& v);
 
 template <class T>
 result<T> from_json(const boost::json::object& o);
@@ -166,6 +184,8 @@ template <>
 result<fetch_order> from_json<fetch_order>(const boost::json::object& o);
 template <>
 result<preload_order> from_json<preload_order>(const boost::json::object& o);
+template <>
+result<availability_change> from_json<availability_change>(const boost::json::object& o);
 template <>
 result<station_registration> from_json<station_registration>(const boost::json::object& o);
 template <>
