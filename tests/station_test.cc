@@ -744,6 +744,55 @@ TEST(StationDirector, UnknownProgramIs404Json) {
   }
 }
 
+TEST(StationDirector, ConsolesAreRefusedBeforePublishAndAfterWithdrawal) {
+  station_fixture st(opts{.engines = 2, .copies = 1});
+  temp_dir dir;
+  auto s = ingest_sample(st, dir.path(), "movie", 2);
+  ASSERT_FALSE(HasFailure());
+  auto set = [&](std::string body) {
+    return http(boost::beast::http::verb::post,
+                st.director_url() + "/v1/programs/movie/availability", body);
+  };
+  auto refused = [&](std::string_view reason) {
+    for (std::string target : {"/index.m3u8", "/segments/0.ts"}) {
+      auto r = http_get(st.director_url() + "/v1/programs/movie" + target);
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 404u) << target;
+      EXPECT_NE(r->body.find(reason), std::string::npos) << r->body;
+    }
+  };
+  // A program loaded without a content manager is published at once.
+  EXPECT_EQ(ask_segment(st, "movie", 0).status, 302u);
+  auto r = set(R"({"availability":"inactive","publish_at":"2030-01-01T00:00:00Z"})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u) << r->body;
+  refused("it publishes at 2030-01-01T00:00:00Z");
+  // The operator's view still lists it, with its state.
+  auto info = http_get(st.director_url() + "/v1/programs/movie");
+  EXPECT_EQ(json::parse(info->body).at("availability").as_string(), "inactive");
+  // Bad changes are refused and change nothing.
+  for (std::string bad :
+       {R"({"availability":"live"})", R"({})", "not json", R"({"availability":7})"}) {
+    auto b = set(bad);
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->status, 400u) << bad;
+  }
+  auto none =
+      http(boost::beast::http::verb::post, st.director_url() + "/v1/programs/nosuch/availability",
+           R"({"availability":"published"})");
+  EXPECT_EQ(none->status, 404u);
+  refused("publishes at");
+  // The state survives a restart of the director.
+  st.kill_director(SIGKILL);
+  st.start_director();
+  refused("publishes at");
+  ASSERT_EQ(set(R"({"availability":"published"})")->status, 200u);
+  EXPECT_TRUE(eventually([&] { return ask_segment(st, "movie", 0).status == 302u; }));
+  EXPECT_EQ(http_get(st.director_url() + "/v1/programs/movie/index.m3u8")->status, 200u);
+  ASSERT_EQ(set(R"({"availability":"withdrawn"})")->status, 200u);
+  refused("withdrawn");
+}
+
 TEST(StationDirector, SegmentPastTheEndIs404) {
   station_fixture st(opts{.engines = 2, .copies = 1});
   temp_dir dir;

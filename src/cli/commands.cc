@@ -134,7 +134,11 @@ result<api::program_manifest> ingest(const ingest_options& o, bool quiet) {
   } else if (!o.stations.empty()) {
     return make_error(errc::invalid_argument, "--stations needs a grid with a registry");
   }
-  director::load_request req{director_url, *id, o.title, o.source, nullptr};
+  director::load_request req;
+  req.director_url = director_url;
+  req.id = *id;
+  req.title = o.title;
+  req.source = o.source;
   if (!quiet) {
     req.progress = [tty](size_t done, size_t total) {
       if (tty) {

@@ -91,6 +91,7 @@ struct director_daemon::impl {
   asio::awaitable<void> send_preload(std::string url, api::preload_order order);
   asio::awaitable<void> send_delete(std::string url);
   asio::awaitable<reply> distribute(request_context& ctx);
+  asio::awaitable<reply> set_availability(request_context& ctx);
   asio::awaitable<reply> holder(request_context& ctx);
   asio::awaitable<void> registry_loop();
   asio::awaitable<bool> report_to_registry();
@@ -215,6 +216,7 @@ void director_daemon::impl::routes() {
   on(V::get, "/v1/programs/{}/segments/{}.ts", &impl::segment);
   on(V::get, "/v1/programs/{}/segments/{}/holder", &impl::holder);
   on(V::post, "/v1/programs/{}/distribute", &impl::distribute, 256ull << 20);
+  on(V::post, "/v1/programs/{}/availability", &impl::set_availability);
   server->set_health([this] {
     auto now = steady::now();
     return json::object{{"role", "director"},
@@ -449,6 +451,8 @@ asio::awaitable<reply> director_daemon::impl::list_programs(request_context&) {
     a.push_back(json::object{{"id", id.str()},
                              {"title", m.title},
                              {"state", m.state},
+                             {"availability", m.availability},
+                             {"publish_at", m.publish_at},
                              {"segments", m.segments.size()},
                              {"duration", m.duration()}});
   }
@@ -464,6 +468,47 @@ asio::awaitable<reply> director_daemon::impl::get_program(request_context& ctx) 
   co_return net::json_reply(api::to_json(it->second));
 }
 
+namespace {
+
+// Why consoles may not play a program that is loaded (claim 11): the viewer's 404 reason.
+std::string unavailable_reason(const api::program_manifest& m) {
+  if (m.availability == api::availability_withdrawn) {
+    return fmt::format("program {} has been withdrawn", m.id.str());
+  }
+  if (!m.publish_at.empty()) {
+    return fmt::format("program {} is not published yet: it publishes at {}", m.id.str(),
+                       m.publish_at);
+  }
+  return fmt::format("program {} is not published", m.id.str());
+}
+
+}  // namespace
+
+// POST /v1/programs/{id}/availability (content manager → director): publish or withdraw.
+asio::awaitable<reply> director_daemon::impl::set_availability(request_context& ctx) {
+  auto c = api::decode<api::availability_change>(ctx.req.body());
+  if (!c) {
+    co_return net::error_reply(c.err());
+  }
+  auto id = program_id::parse(ctx.params[0]);
+  auto it = id ? catalog.find(*id) : catalog.end();
+  if (it == catalog.end()) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto& m = it->second;
+  if (m.availability != c->availability || m.publish_at != c->publish_at) {
+    auto before = m;
+    m.availability = c->availability;
+    m.publish_at = c->publish_at;
+    if (auto st = save_catalog(); !st) {
+      m = std::move(before);
+      co_return net::error_reply(st.err());
+    }
+    logger->info("director {}: program {} {}", station->name.str(), m.id.str(), m.availability);
+  }
+  co_return net::json_reply(api::to_json(m));
+}
+
 result<const api::program_manifest*> director_daemon::impl::ready_program(
     const std::string& raw) const {
   auto id = program_id::parse(raw);
@@ -474,6 +519,9 @@ result<const api::program_manifest*> director_daemon::impl::ready_program(
   if (it->second.state != state_ready) {
     return make_error(errc::not_found,
                       fmt::format("program {} is not ready ({})", raw, it->second.state));
+  }
+  if (it->second.availability != api::availability_published) {
+    return make_error(errc::not_found, unavailable_reason(it->second));
   }
   return &it->second;
 }

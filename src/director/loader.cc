@@ -7,6 +7,7 @@
 
 #include "api/hls.h"
 #include "base/fs.h"
+#include "base/log.h"
 
 namespace vodgrid::director {
 
@@ -99,70 +100,13 @@ status check_ts(std::string_view data, const std::string& where) {
   return {};
 }
 
-}  // namespace
-
-asio::awaitable<result<api::program_manifest>> load_program(net::http_client& client,
-                                                            load_request req) {
-  auto src = locate(req.source);
-  if (!src) {
-    co_return src.err();
-  }
-  auto text = co_await read_location(client, *src, src->playlist_location);
-  if (!text) {
-    co_return text.err();
-  }
-  auto pl = api::parse_media_playlist(*text);
-  if (!pl) {
-    co_return make_error(errc::invalid_argument,
-                         fmt::format("{}: {}", src->playlist_location, pl.err().detail));
-  }
-  if (!pl->endlist) {
-    co_return make_error(
-        errc::invalid_argument,
-        fmt::format("{}: not a VOD playlist (no #EXT-X-ENDLIST)", src->playlist_location));
-  }
-
-  // Pass 1: hash every segment (one in memory at a time).
-  api::program_manifest m;
-  m.id = req.id;
-  m.title = req.title;
-  std::vector<std::string> where;
-  for (size_t i = 0; i < pl->segments.size(); ++i) {
-    auto loc = segment_location(*src, pl->segments[i].uri);
-    if (!loc) {
-      co_return loc.err();
-    }
-    auto data = co_await read_location(client, *src, *loc);
-    if (!data) {
-      co_return data.err();
-    }
-    if (auto st = check_ts(*data, *loc); !st) {
-      co_return st.err();
-    }
-    m.segments.push_back({segment_index{static_cast<uint32_t>(i)}, pl->segments[i].duration,
-                          data->size(), sha256(*data)});
-    where.push_back(*loc);
-  }
-
-  // The director answers with the engines each segment must go to.
-  auto created = co_await client.send_json(http::verb::post, req.director_url + "/v1/programs",
-                                           json::serialize(api::to_json(m)));
-  if (!created) {
-    co_return created.err();
-  }
-  if (created->status != 201) {
-    co_return make_error(errc::unavailable, fmt::format("director refused the program ({}): {}",
-                                                        created->status, created->body));
-  }
-  auto placement = api::decode<api::placement>(created->body);
-  if (!placement) {
-    co_return placement.err();
-  }
-  if (placement->targets.size() != m.segments.size()) {
-    co_return make_error(errc::protocol_error,
-                         "the director's placement does not match the program");
-  }
-
+// Pass 2 of load_program: uploads each segment to its engines and commits.
+asio::awaitable<result<api::program_manifest>> place_and_commit(
+    net::http_client& client, const load_request& req, const api::program_manifest& m,
+    const source& src_ref, const std::vector<std::string>& where,
+    const api::placement& placement_ref) {
+  auto* src = &src_ref;
+  auto* placement = &placement_ref;
   // Pass 2: upload each segment to its engines.
   for (size_t i = 0; i < m.segments.size(); ++i) {
     auto data = co_await read_location(client, *src, where[i]);
@@ -209,6 +153,85 @@ asio::awaitable<result<api::program_manifest>> load_program(net::http_client& cl
     co_return done.err();
   }
   co_return std::move(*done);
+}
+
+}  // namespace
+
+asio::awaitable<result<api::program_manifest>> load_program(net::http_client& client,
+                                                            load_request req) {
+  auto src = locate(req.source);
+  if (!src) {
+    co_return src.err();
+  }
+  auto text = co_await read_location(client, *src, src->playlist_location);
+  if (!text) {
+    co_return text.err();
+  }
+  auto pl = api::parse_media_playlist(*text);
+  if (!pl) {
+    co_return make_error(errc::invalid_argument,
+                         fmt::format("{}: {}", src->playlist_location, pl.err().detail));
+  }
+  if (!pl->endlist) {
+    co_return make_error(
+        errc::invalid_argument,
+        fmt::format("{}: not a VOD playlist (no #EXT-X-ENDLIST)", src->playlist_location));
+  }
+
+  // Pass 1: hash every segment (one in memory at a time).
+  api::program_manifest m;
+  m.id = req.id;
+  m.title = req.title;
+  m.availability = req.availability;
+  m.publish_at = req.publish_at;
+  std::vector<std::string> where;
+  for (size_t i = 0; i < pl->segments.size(); ++i) {
+    auto loc = segment_location(*src, pl->segments[i].uri);
+    if (!loc) {
+      co_return loc.err();
+    }
+    auto data = co_await read_location(client, *src, *loc);
+    if (!data) {
+      co_return data.err();
+    }
+    if (auto st = check_ts(*data, *loc); !st) {
+      co_return st.err();
+    }
+    m.segments.push_back({segment_index{static_cast<uint32_t>(i)}, pl->segments[i].duration,
+                          data->size(), sha256(*data)});
+    where.push_back(*loc);
+  }
+
+  // The director answers with the engines each segment must go to.
+  auto created = co_await client.send_json(http::verb::post, req.director_url + "/v1/programs",
+                                           json::serialize(api::to_json(m)));
+  if (!created) {
+    co_return created.err();
+  }
+  if (created->status != 201) {
+    co_return make_error(errc::unavailable, fmt::format("director refused the program ({}): {}",
+                                                        created->status, created->body));
+  }
+  auto placement = api::decode<api::placement>(created->body);
+  if (!placement) {
+    co_return placement.err();
+  }
+  if (placement->targets.size() != m.segments.size()) {
+    co_return make_error(errc::protocol_error,
+                         "the director's placement does not match the program");
+  }
+
+  auto placed = co_await place_and_commit(client, req, m, *src, where, *placement);
+  if (!placed) {
+    // Nothing partial stays behind: the director forgets the program and deletes its copies.
+    auto del = co_await client.request(
+        http::verb::delete_, fmt::format("{}/v1/programs/{}", req.director_url, m.id.str()));
+    if (!del || (del->status != 204 && del->status != 404)) {
+      log::get("loader")->warn("program {}: could not be removed after a failed load: {}",
+                               m.id.str(), del ? std::to_string(del->status) : del.err().detail);
+    }
+  }
+  co_return placed;
 }
 
 }  // namespace vodgrid::director

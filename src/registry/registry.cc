@@ -95,6 +95,8 @@ struct registry_daemon::impl {
   asio::awaitable<reply> list_programs(request_context& ctx);
   asio::awaitable<reply> get_program(request_context& ctx);
   asio::awaitable<reply> sources(request_context& ctx);
+  asio::awaitable<reply> set_availability(request_context& ctx);
+  asio::awaitable<reply> grid_info(request_context& ctx);
   asio::awaitable<void> notify(std::string director_url, std::string station, api::distribution d);
   std::vector<std::string> targets_of(const api::distribution& d) const;
 };
@@ -163,6 +165,8 @@ void registry_daemon::impl::routes() {
   on(V::get, "/v1/programs", &impl::list_programs);
   on(V::get, "/v1/programs/{}", &impl::get_program);
   on(V::get, "/v1/programs/{}/segments/{}/sources", &impl::sources);
+  on(V::post, "/v1/programs/{}/availability", &impl::set_availability);
+  on(V::get, "/v1/grid", &impl::grid_info);
   server->set_health([this] {
     size_t up = 0;
     for (auto& [name, l] : stations) {
@@ -391,7 +395,8 @@ asio::awaitable<reply> registry_daemon::impl::list_programs(request_context&) {
     }
     a.push_back(json::object{{"id", p.id.str()},
                              {"title", m->title},
-                             {"state", "ready"},
+                             {"availability", m->availability},
+                             {"publish_at", m->publish_at},
                              {"segments", m->segments.size()},
                              {"duration", m->duration()},
                              {"targets", targets}});
@@ -423,7 +428,6 @@ asio::awaitable<reply> registry_daemon::impl::get_program(request_context& ctx) 
     }
   }
   (*m)["held"] = held;
-  (*m)["state"] = "ready";
   co_return net::json_reply(*m);
 }
 
@@ -498,6 +502,56 @@ asio::awaitable<reply> registry_daemon::impl::sources(request_context& ctx) {
   lookups->inc();
   co_return net::json_reply(
       json::object{{"program", id->str()}, {"index", idx->v}, {"sources", out}});
+}
+
+// POST /v1/programs/{id}/availability (content manager → registry): the stored manifest follows, so
+// that a station told about the program later (at its registration, say) learns it as it is now.
+// The content manager tells the directors itself.
+asio::awaitable<reply> registry_daemon::impl::set_availability(request_context& ctx) {
+  auto c = api::decode<api::availability_change>(ctx.req.body());
+  if (!c) {
+    co_return net::error_reply(c.err());
+  }
+  auto id = program_id::parse(ctx.params[0]);
+  if (!id) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto p = co_await on_db([&] { return db->program(*id); });
+  if (!p) {
+    co_return net::error_reply(p.err());
+  }
+  if (!*p) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto m = api::decode<api::program_manifest>((*p)->manifest_json);
+  if (!m) {
+    co_return net::error_reply(m.err());
+  }
+  m->availability = c->availability;
+  m->publish_at = c->publish_at;
+  auto rec = **p;
+  rec.manifest_json = json::serialize(api::to_json(*m));
+  auto st = co_await on_db([&] { return db->put_program(rec); });
+  if (!st) {
+    co_return net::error_reply(st.err());
+  }
+  logger->info("registry: program {} {}", id->str(), m->availability);
+  co_return net::json_reply(api::to_json(*c));
+}
+
+// GET /v1/grid: where the grid's services are, for the client commands that know only the
+// registry's URL (DESIGN.md: --grid).
+asio::awaitable<reply> registry_daemon::impl::grid_info(request_context&) {
+  json::object o{{"registry", grid.registry->listen.url()}};
+  o["auth"] = grid.auth ? json::value(grid.auth->listen.url()) : json::value(nullptr);
+  o["content"] = grid.content ? json::value(grid.content->listen.url()) : json::value(nullptr);
+  json::array stations;
+  for (auto& s : grid.stations) {
+    stations.push_back(json::object{
+        {"name", s.name.str()}, {"home", s.home}, {"director_url", s.director.listen.url()}});
+  }
+  o["stations"] = stations;
+  co_return net::json_reply(o);
 }
 
 }  // namespace vodgrid::registry
