@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build ccache pkg-config clang-format
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
-  libssl-dev libsqlite3-dev libpq-dev postgresql libcurl4-openssl-dev
+  libssl-dev libsodium-dev libsqlite3-dev libpq-dev postgresql libcurl4-openssl-dev
   libavformat-dev libavcodec-dev libavutil-dev
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -1,0 +1,574 @@
+// The auth daemon's handlers. Every database touch, signature and password hash runs on db_pool;
+// handlers decode and check their input on the io thread first, so bad input changes nothing.
+#include "auth/daemon.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <iostream>
+#include <optional>
+
+#include "auth/client.h"
+#include "auth/keys.h"
+#include "auth/store.h"
+#include "auth/verifier.h"
+#include "base/log.h"
+#include "net/http.h"
+
+namespace vodgrid::auth {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+namespace json = boost::json;
+using net::reply;
+using net::request_context;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+reply bad_request(std::string detail) {
+  return net::error_reply(make_error(errc::invalid_argument, std::move(detail)));
+}
+
+// A JSON object body whose keys are all in `allowed`.
+result<json::object> body_object(const request_context& ctx,
+                                 std::initializer_list<std::string_view> allowed) {
+  boost::system::error_code ec;
+  json::value v = json::parse(ctx.req.body(), ec);
+  if (ec || !v.is_object()) {
+    return make_error(errc::invalid_argument, "the body must be a JSON object");
+  }
+  for (auto& kv : v.as_object()) {
+    if (std::find(allowed.begin(), allowed.end(), kv.key()) == allowed.end()) {
+      return make_error(errc::invalid_argument, "unknown field '" + std::string(kv.key()) + "'");
+    }
+  }
+  return std::move(v.as_object());
+}
+
+result<std::string> string_field(const json::object& o, std::string_view key, size_t max_len) {
+  auto* v = o.if_contains(key);
+  if (!v || !v->is_string() || v->as_string().empty() || v->as_string().size() > max_len) {
+    return make_error(errc::invalid_argument, "'" + std::string(key) +
+                                                  "' must be a string of 1 to " +
+                                                  std::to_string(max_len) + " bytes");
+  }
+  return std::string(v->as_string());
+}
+
+// A hash that no password matches, verified when the account does not exist so that a login for
+// an unknown name costs as much as one for a known name.
+const std::string& dummy_hash(password_cost cost) {
+  static const std::string h = *hash_password("vodgrid-no-such-account", cost);
+  return h;
+}
+
+}  // namespace
+
+struct auth_daemon::impl {
+  asio::io_context& io;
+  grid_config grid;
+  auth_options opts;
+  std::shared_ptr<spdlog::logger> logger = log::get("auth");
+  std::unique_ptr<net::http_server> server;
+  asio::thread_pool db_pool{1};
+  std::unique_ptr<auth_store> store;          // db thread only (and start)
+  std::unique_ptr<keyring> keys;              // db thread only (and start)
+  std::shared_ptr<token_verifier> verifier =  // any thread
+      std::make_shared<token_verifier>();
+  std::string issuer;
+  uint16_t port = 0;
+  bool stopping = false;
+  std::unique_ptr<asio::steady_timer> timer;
+  bool housekeeping_running = false;
+
+  net::metric_value* logins = nullptr;
+  net::metric_value* refusals = nullptr;
+  net::metric_value* rotations = nullptr;
+
+  impl(asio::io_context& i, grid_config g, auth_options o) : io(i), grid(std::move(g)), opts(o) {}
+  ~impl() { db_pool.join(); }
+
+  int64_t retire_after() const {
+    return std::max({opts.viewer_ttl, opts.engine_ttl, opts.operator_ttl}) + 60;
+  }
+
+  // Runs `f` on the database thread and resumes on the io thread.
+  template <class F>
+  asio::awaitable<std::invoke_result_t<F>> on_db(F f) {
+    using R = std::invoke_result_t<F>;
+    co_await asio::post(asio::bind_executor(db_pool.get_executor(), asio::use_awaitable));
+    std::optional<R> r;
+    try {
+      r.emplace(f());
+    } catch (const std::exception& e) {  // never leave the coroutine on this thread
+      r.emplace(make_error(errc::io_error, std::string("auth: ") + e.what()));
+    }
+    co_await asio::post(asio::bind_executor(io.get_executor(), asio::use_awaitable));
+    co_return std::move(*r);
+  }
+
+  // db thread: persists a key change and publishes the keys to our own verifier.
+  status keys_changed(const std::vector<key_entry>& changed, const std::vector<std::string>& gone) {
+    if (auto st = store->save_keys(changed, gone); !st) {
+      return st;
+    }
+    verifier->set_keys(keys->published());
+    return {};
+  }
+
+  // db thread: rotates when the signing key is older than rotate_every; retires old keys.
+  status housekeep(int64_t now) {
+    std::vector<key_entry> changed;
+    if (keys->empty() || keys->entries().back().created_at + opts.rotate_every <= now) {
+      changed = keys->rotate(now);
+    }
+    auto gone = keys->retire(now);
+    if (changed.empty() && gone.empty()) {
+      return {};
+    }
+    return keys_changed(changed, gone);
+  }
+
+  claims claims_for(const account& a, int64_t now, std::string address) const {
+    claims c;
+    c.issuer = issuer;
+    c.subject = a.name;
+    c.kind = a.kind;
+    c.all_programs = a.kind != token_kind::viewer || a.all_programs;
+    if (a.kind == token_kind::viewer && !a.all_programs) {
+      c.programs = a.programs;
+    }
+    c.issued_at = now;
+    int64_t ttl = a.kind == token_kind::viewer   ? opts.viewer_ttl
+                  : a.kind == token_kind::engine ? opts.engine_ttl
+                                                 : opts.operator_ttl;
+    c.expires_at = now + ttl;
+    c.address = std::move(address);
+    c.station = a.kind == token_kind::engine ? a.station : std::string();
+    return c;
+  }
+
+  // db thread: the login reply for an account whose credentials were checked.
+  result<login_reply> issue(const account& a, std::string address) {
+    int64_t now = unix_now();
+    claims c = claims_for(a, now, std::move(address));
+    login_reply r;
+    r.token = keys->signer().issue(c);
+    r.kind = c.kind;
+    r.subject = c.subject;
+    r.expires_at = c.expires_at;
+    if (a.kind == token_kind::engine) {
+      auto k = store->station_key(a.station);
+      if (!k) {
+        return k.err();
+      }
+      r.station = a.station;
+      r.station_key = std::move(*k);
+    }
+    return r;
+  }
+
+  // The operator token of a request, or the reply refusing it.
+  std::optional<reply> require_operator(const request_context& ctx) const {
+    requirement req{token_kind::operator_, std::nullopt, client_address(ctx)};
+    auto v = verifier->verify(token_of(ctx), req);
+    if (!v) {
+      refusals->inc();
+      return net::error_reply(v.as_error());
+    }
+    return std::nullopt;
+  }
+
+  asio::awaitable<void> housekeeping_loop();
+  void routes();
+  asio::awaitable<reply> login(request_context& ctx, token_kind kind);
+  asio::awaitable<reply> renew(request_context& ctx);
+  asio::awaitable<reply> get_keys(request_context& ctx);
+  asio::awaitable<reply> rotate(request_context& ctx);
+  asio::awaitable<reply> list_accounts(request_context& ctx);
+  asio::awaitable<reply> put_account(request_context& ctx);
+  asio::awaitable<reply> delete_account(request_context& ctx);
+};
+
+auth_daemon::auth_daemon(asio::io_context& io, grid_config grid, auth_options opts)
+    : impl_(std::make_unique<impl>(io, std::move(grid), opts)) {}
+
+auth_daemon::~auth_daemon() = default;
+
+uint16_t auth_daemon::port() const {
+  return impl_->port;
+}
+
+status auth_daemon::start() {
+  auto& d = *impl_;
+  if (!d.grid.auth) {
+    return make_error(errc::invalid_argument, "the config has no [auth]");
+  }
+  auto& cfg = *d.grid.auth;
+  d.issuer = cfg.listen.url();
+  auto store = auth_store::open(cfg.database);
+  if (!store) {
+    return store.err();
+  }
+  d.store = std::move(*store);
+  d.keys = std::make_unique<keyring>(d.retire_after());
+  auto entries = d.store->load_keys();
+  if (!entries) {
+    return entries.err();
+  }
+  if (auto st = d.keys->load(std::move(*entries)); !st) {
+    return st;
+  }
+  if (auto st = d.housekeep(unix_now()); !st) {
+    return st;
+  }
+  d.verifier->set_keys(d.keys->published());
+  if (cfg.demo_accounts) {
+    auto demo_hash = hash_password("demo", d.opts.cost);
+    auto admin_hash = hash_password("admin", d.opts.cost);
+    if (!demo_hash || !admin_hash) {
+      return make_error(errc::internal, "cannot hash the demo passwords");
+    }
+    account demo{token_kind::viewer, "demo", *demo_hash, true, {}, {}};
+    account admin{token_kind::operator_, "admin", *admin_hash, true, {}, {}};
+    for (auto* a : {&demo, &admin}) {
+      if (auto r = d.store->add_account_if_missing(*a); !r) {
+        return r.err();
+      }
+    }
+    std::cout << "demo accounts: subscriber demo/demo (all programs), operator admin/admin"
+              << std::endl;
+  }
+  d.server = std::make_unique<net::http_server>(d.io.get_executor(), "auth");
+  d.routes();
+  auto port = d.server->listen(cfg.listen.host, cfg.listen.port);
+  if (!port) {
+    return port.err();
+  }
+  d.port = *port;
+  d.timer = std::make_unique<asio::steady_timer>(d.io);
+  d.housekeeping_running = true;
+  asio::co_spawn(d.io, d.housekeeping_loop(), asio::detached);
+  d.logger->info("auth: listening on {}:{}, database {}, signing key {}", cfg.listen.host, d.port,
+                 d.store->connection().kind() == db::dialect::sqlite ? "SQLite" : "PostgreSQL",
+                 d.keys->signer().kid());
+  return {};
+}
+
+asio::awaitable<void> auth_daemon::stop(std::chrono::milliseconds drain) {
+  auto& d = *impl_;
+  d.stopping = true;
+  if (d.timer) {
+    d.timer->cancel();
+  }
+  if (d.server) {
+    co_await d.server->stop(drain);
+  }
+  asio::steady_timer t(d.io);
+  while (d.housekeeping_running) {
+    t.expires_after(std::chrono::milliseconds(5));
+    co_await t.async_wait(use_tuple);
+  }
+}
+
+asio::awaitable<void> auth_daemon::impl::housekeeping_loop() {
+  while (!stopping) {
+    timer->expires_after(opts.housekeeping);
+    co_await timer->async_wait(use_tuple);
+    if (stopping) {
+      break;
+    }
+    // A named lambda: GCC 12 mishandles a lambda temporary inside co_await.
+    auto job = [this] { return housekeep(unix_now()); };
+    auto st = co_await on_db(std::move(job));
+    if (!st) {
+      logger->warn("auth: key housekeeping failed: {}", st.err().detail);
+    }
+  }
+  housekeeping_running = false;
+}
+
+void auth_daemon::impl::routes() {
+  using V = http::verb;
+  auto on = [this](V v, std::string pattern, auto fn) {
+    server->route(v, std::move(pattern), [this, fn](request_context& c) { return fn(this, c); });
+  };
+  on(V::post, "/v1/login/viewer",
+     [](impl* d, request_context& c) { return d->login(c, token_kind::viewer); });
+  on(V::post, "/v1/login/operator",
+     [](impl* d, request_context& c) { return d->login(c, token_kind::operator_); });
+  on(V::post, "/v1/login/engine",
+     [](impl* d, request_context& c) { return d->login(c, token_kind::engine); });
+  on(V::post, "/v1/token/renew", [](impl* d, request_context& c) { return d->renew(c); });
+  on(V::get, "/v1/keys", [](impl* d, request_context& c) { return d->get_keys(c); });
+  on(V::post, "/v1/keys/rotate", [](impl* d, request_context& c) { return d->rotate(c); });
+  on(V::get, "/v1/accounts", [](impl* d, request_context& c) { return d->list_accounts(c); });
+  on(V::put, "/v1/accounts/{}/{}", [](impl* d, request_context& c) { return d->put_account(c); });
+  on(V::delete_, "/v1/accounts/{}/{}",
+     [](impl* d, request_context& c) { return d->delete_account(c); });
+  server->set_health([this] {
+    return json::object{{"role", "auth"}, {"keys", verifier->keys().size()}};
+  });
+  auto& m = server->metrics();
+  logins = &m.counter("vodgrid_auth_logins_total", "Tokens issued by logins and renewals");
+  refusals = &m.counter("vodgrid_auth_refusals_total", "Logins and operator calls refused");
+  rotations = &m.counter("vodgrid_auth_key_rotations_total", "Signing keys rotated by operators");
+}
+
+asio::awaitable<reply> auth_daemon::impl::login(request_context& ctx, token_kind kind) {
+  bool engine = kind == token_kind::engine;
+  auto o = engine ? body_object(ctx, {"name", "secret"})
+                  : body_object(ctx, {"user", "password", "bind_address"});
+  if (!o) {
+    co_return net::error_reply(o.err());
+  }
+  auto user = string_field(*o, engine ? "name" : "user", 64);
+  auto password = string_field(*o, engine ? "secret" : "password", max_password_bytes);
+  if (!user) {
+    co_return net::error_reply(user.err());
+  }
+  if (!password) {
+    co_return net::error_reply(password.err());
+  }
+  if (!valid_name(*user)) {
+    co_return bad_request("the name must be 1..64 characters of [A-Za-z0-9_-]");
+  }
+  std::string address;
+  if (auto* b = o->if_contains("bind_address")) {
+    if (!b->is_bool()) {
+      co_return bad_request("'bind_address' must be true or false");
+    }
+    if (b->as_bool()) {
+      address = client_address(ctx);
+    }
+  }
+  auto cost = opts.cost;
+  // A named lambda: GCC 12 mishandles a lambda temporary inside co_await.
+  auto job = [this, kind, cost, user = *user, password = *password,
+              address]() -> result<login_reply> {
+    auto a = store->find_account(kind, user);
+    if (!a) {
+      return a.err();
+    }
+    if (!*a) {
+      (void)verify_password(dummy_hash(cost), password);
+      return make_error(errc::unauthorized, "bad name or password");
+    }
+    if (!verify_password((*a)->hash, password)) {
+      return make_error(errc::unauthorized, "bad name or password");
+    }
+    return issue(**a, address);
+  };
+  auto r = co_await on_db(std::move(job));
+  if (!r) {
+    refusals->inc();
+    logger->info("auth: {} login of '{}' from {} refused: {}", to_string(kind), *user,
+                 client_address(ctx), r.err().detail);
+    co_return net::error_reply(r.err());
+  }
+  logins->inc();
+  net::reply rep;
+  rep.body = encode_login_reply(*r);
+  co_return rep;
+}
+
+asio::awaitable<reply> auth_daemon::impl::renew(request_context& ctx) {
+  auto text = std::string(token_of(ctx));
+  auto parsed = parse_token(text);
+  if (!parsed) {
+    refusals->inc();
+    co_return net::error_reply(text.empty() ? to_error(token_error::missing)
+                                            : to_error(token_error::malformed));
+  }
+  requirement req{parsed->body.kind, std::nullopt, client_address(ctx)};
+  auto v = verifier->verify(text, req);
+  if (!v) {
+    refusals->inc();
+    co_return net::error_reply(v.as_error());
+  }
+  claims old = *v.ok;
+  // A named lambda: GCC 12 mishandles a lambda temporary inside co_await.
+  auto job = [this, old]() -> result<login_reply> {
+    auto a = store->find_account(old.kind, old.subject);
+    if (!a) {
+      return a.err();
+    }
+    if (!*a) {
+      return make_error(errc::forbidden, "the account is gone");
+    }
+    return issue(**a, old.address);
+  };
+  auto r = co_await on_db(std::move(job));
+  if (!r) {
+    refusals->inc();
+    co_return net::error_reply(r.err());
+  }
+  logins->inc();
+  net::reply rep;
+  rep.body = encode_login_reply(*r);
+  co_return rep;
+}
+
+asio::awaitable<reply> auth_daemon::impl::get_keys(request_context&) {
+  net::reply rep;
+  rep.body = encode_keys(issuer, verifier->keys());
+  co_return rep;
+}
+
+asio::awaitable<reply> auth_daemon::impl::rotate(request_context& ctx) {
+  if (auto refused = require_operator(ctx)) {
+    co_return *refused;
+  }
+  // A named lambda: GCC 12 mishandles a lambda temporary inside co_await.
+  auto job = [this]() -> result<std::string> {
+    int64_t now = unix_now();
+    auto changed = keys->rotate(now);
+    auto gone = keys->retire(now);
+    if (auto st = keys_changed(changed, gone); !st) {
+      return st.err();
+    }
+    return keys->signer().kid();
+  };
+  auto r = co_await on_db(std::move(job));
+  if (!r) {
+    co_return net::error_reply(r.err());
+  }
+  rotations->inc();
+  logger->info("auth: keys rotated by {}; signing key {}", client_address(ctx), *r);
+  co_return net::json_reply(json::object{{"kid", *r}});
+}
+
+asio::awaitable<reply> auth_daemon::impl::list_accounts(request_context& ctx) {
+  if (auto refused = require_operator(ctx)) {
+    co_return *refused;
+  }
+  // A named lambda: GCC 12 mishandles a lambda temporary inside co_await.
+  auto job = [this] { return store->list_accounts(); };
+  auto r = co_await on_db(std::move(job));
+  if (!r) {
+    co_return net::error_reply(r.err());
+  }
+  json::array out;
+  for (auto& a : *r) {
+    json::object o{{"kind", account_collection(a.kind)}, {"name", a.name}};
+    if (a.kind == token_kind::viewer) {
+      if (a.all_programs) {
+        o["programs"] = "*";
+      } else {
+        json::array p;
+        for (auto& id : a.programs) {
+          p.push_back(json::value(id.str()));
+        }
+        o["programs"] = std::move(p);
+      }
+    }
+    if (a.kind == token_kind::engine) {
+      o["station"] = a.station;
+    }
+    out.push_back(std::move(o));
+  }
+  co_return net::json_reply(json::object{{"accounts", std::move(out)}});
+}
+
+asio::awaitable<reply> auth_daemon::impl::put_account(request_context& ctx) {
+  if (auto refused = require_operator(ctx)) {
+    co_return *refused;
+  }
+  auto kind = parse_account_collection(ctx.params[0]);
+  if (!kind) {
+    co_return net::error_reply(
+        make_error(errc::not_found, "accounts are subscribers, engines or operators"));
+  }
+  if (!valid_name(ctx.params[1])) {
+    co_return bad_request("the name must be 1..64 characters of [A-Za-z0-9_-]");
+  }
+  auto o = body_object(ctx, {"password", "programs", "station"});
+  if (!o) {
+    co_return net::error_reply(o.err());
+  }
+  auto password = string_field(*o, "password", max_password_bytes);
+  if (!password) {
+    co_return net::error_reply(password.err());
+  }
+  account a;
+  a.kind = *kind;
+  a.name = ctx.params[1];
+  auto* programs = o->if_contains("programs");
+  if (*kind == token_kind::viewer) {
+    if (!programs) {
+      co_return bad_request("a subscriber needs 'programs': \"*\" or a list of program ids");
+    }
+    if (programs->is_string() && programs->as_string() == "*") {
+      a.all_programs = true;
+    } else if (programs->is_array() && programs->as_array().size() <= max_entitlements) {
+      for (auto& p : programs->as_array()) {
+        auto id = p.is_string() ? program_id::parse(std::string_view(p.as_string())) : std::nullopt;
+        if (!id) {
+          co_return bad_request("'programs' holds a bad program id");
+        }
+        a.programs.push_back(*id);
+      }
+    } else {
+      co_return bad_request("'programs' must be \"*\" or a list of at most 256 program ids");
+    }
+  } else if (programs) {
+    co_return bad_request("only subscribers have 'programs'");
+  }
+  auto* station = o->if_contains("station");
+  if (*kind == token_kind::engine) {
+    if (!station || !station->is_string() || !valid_name(std::string_view(station->as_string()))) {
+      co_return bad_request("an engine needs 'station': the station it belongs to");
+    }
+    a.station = std::string(station->as_string());
+  } else if (station) {
+    co_return bad_request("only engines have 'station'");
+  }
+  auto cost = opts.cost;
+  // A named lambda: GCC 12 mishandles a lambda temporary inside co_await.
+  auto job = [this, a, cost, password = *password]() mutable -> status {
+    auto h = hash_password(password, cost);
+    if (!h) {
+      return h.err();
+    }
+    a.hash = std::move(*h);
+    return store->put_account(a);
+  };
+  auto r = co_await on_db(std::move(job));
+  if (!r) {
+    co_return net::error_reply(r.err());
+  }
+  logger->info("auth: account {}/{} set", ctx.params[0], ctx.params[1]);
+  co_return net::json_reply(json::object{{"kind", ctx.params[0]}, {"name", ctx.params[1]}});
+}
+
+asio::awaitable<reply> auth_daemon::impl::delete_account(request_context& ctx) {
+  if (auto refused = require_operator(ctx)) {
+    co_return *refused;
+  }
+  auto kind = parse_account_collection(ctx.params[0]);
+  if (!kind || !valid_name(ctx.params[1])) {
+    co_return net::error_reply(make_error(errc::not_found, "no such account"));
+  }
+  // A named lambda: GCC 12 mishandles a lambda temporary inside co_await.
+  auto job = [this, k = *kind, name = ctx.params[1]] { return store->delete_account(k, name); };
+  auto r = co_await on_db(std::move(job));
+  if (!r) {
+    co_return net::error_reply(r.err());
+  }
+  if (!*r) {
+    co_return net::error_reply(make_error(errc::not_found, "no such account"));
+  }
+  logger->info("auth: account {}/{} deleted", ctx.params[0], ctx.params[1]);
+  co_return net::json_reply(json::object{{"deleted", true}});
+}
+
+}  // namespace vodgrid::auth

@@ -1,0 +1,344 @@
+// The token's text form: base64url via libsodium, JSON via Boost.JSON, strict field checks.
+#include "auth/token.h"
+
+#include <sodium.h>
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+namespace vodgrid::auth {
+
+namespace json = boost::json;
+
+namespace {
+
+error bad(std::string detail) {
+  return make_error(errc::invalid_argument, "token: " + std::move(detail));
+}
+
+result<json::object> decode_part(std::string_view part, std::string_view what) {
+  auto bytes = base64url_decode(part);
+  if (!bytes) {
+    return bad(std::string(what) + " is not base64url");
+  }
+  boost::system::error_code ec;
+  json::value v = json::parse(*bytes, ec);
+  if (ec || !v.is_object()) {
+    return bad(std::string(what) + " is not a JSON object");
+  }
+  return std::move(v.as_object());
+}
+
+// Every key of `o` must be in `allowed`.
+bool only_keys(const json::object& o, std::initializer_list<std::string_view> allowed) {
+  for (auto& kv : o) {
+    if (std::find(allowed.begin(), allowed.end(), kv.key()) == allowed.end()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+result<std::string> text_field(const json::object& o, std::string_view key, size_t max_len) {
+  auto it = o.find(key);
+  if (it == o.end() || !it->value().is_string()) {
+    return bad("'" + std::string(key) + "' must be a string");
+  }
+  auto& s = it->value().as_string();
+  if (s.empty() || s.size() > max_len) {
+    return bad("'" + std::string(key) + "' has a bad length");
+  }
+  return std::string(s.data(), s.size());
+}
+
+result<int64_t> time_field(const json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end()) {
+    return bad("'" + std::string(key) + "' is missing");
+  }
+  auto& v = it->value();
+  int64_t t = 0;
+  if (v.is_int64()) {
+    t = v.as_int64();
+  } else if (v.is_uint64() && v.as_uint64() <= uint64_t(INT64_MAX)) {
+    t = int64_t(v.as_uint64());
+  } else {
+    return bad("'" + std::string(key) + "' must be an integer");
+  }
+  // Years 2001..2286 in unix seconds: anything else is a forgery or a unit mistake.
+  if (t < 1'000'000'000 || t > 9'999'999'999) {
+    return bad("'" + std::string(key) + "' is out of range");
+  }
+  return t;
+}
+
+result<claims> decode_claims(const json::object& o) {
+  if (!only_keys(o, {"iss", "sub", "kind", "ent", "iat", "exp", "addr", "stn"})) {
+    return bad("unknown field in the payload");
+  }
+  claims c;
+  auto iss = text_field(o, "iss", 256);
+  if (!iss) {
+    return iss.err();
+  }
+  c.issuer = std::move(*iss);
+  auto sub = text_field(o, "sub", 64);
+  if (!sub) {
+    return sub.err();
+  }
+  if (!valid_name(*sub)) {
+    return bad("'sub' is not a valid name");
+  }
+  c.subject = std::move(*sub);
+  auto kind = text_field(o, "kind", 16);
+  if (!kind) {
+    return kind.err();
+  }
+  auto k = parse_kind(*kind);
+  if (!k) {
+    return bad("'kind' must be viewer, engine or operator");
+  }
+  c.kind = *k;
+  auto ent = o.find("ent");
+  if (ent == o.end()) {
+    return bad("'ent' is missing");
+  }
+  if (ent->value().is_string() && ent->value().as_string() == "*") {
+    c.all_programs = true;
+  } else if (ent->value().is_array()) {
+    auto& a = ent->value().as_array();
+    if (a.size() > max_entitlements) {
+      return bad("'ent' lists too many programs");
+    }
+    for (auto& p : a) {
+      std::optional<program_id> id;
+      if (p.is_string()) {
+        id = program_id::parse(std::string_view(p.as_string()));
+      }
+      if (!id) {
+        return bad("'ent' holds a bad program id");
+      }
+      c.programs.push_back(std::move(*id));
+    }
+  } else {
+    return bad("'ent' must be \"*\" or a list of program ids");
+  }
+  auto iat = time_field(o, "iat");
+  if (!iat) {
+    return iat.err();
+  }
+  auto exp = time_field(o, "exp");
+  if (!exp) {
+    return exp.err();
+  }
+  if (*exp <= *iat || *exp - *iat > max_token_lifetime) {
+    return bad("'exp' must follow 'iat' by at most 30 days");
+  }
+  c.issued_at = *iat;
+  c.expires_at = *exp;
+  if (o.contains("addr")) {
+    auto a = text_field(o, "addr", 64);
+    if (!a) {
+      return a.err();
+    }
+    boost::system::error_code ec;
+    auto ip = boost::asio::ip::make_address(*a, ec);
+    if (ec || ip.to_string() != *a) {
+      return bad("'addr' is not an IP address in canonical form");
+    }
+    c.address = std::move(*a);
+  }
+  if (o.contains("stn")) {
+    auto s = text_field(o, "stn", 64);
+    if (!s) {
+      return s.err();
+    }
+    if (!valid_name(*s)) {
+      return bad("'stn' is not a valid station name");
+    }
+    c.station = std::move(*s);
+  }
+  return c;
+}
+
+json::object header_json(std::string_view kid) {
+  return json::object{{"alg", "EdDSA"}, {"typ", "vodgrid"}, {"kid", kid}};
+}
+
+json::object claims_json(const claims& c) {
+  json::object o{{"iss", c.issuer},
+                 {"sub", c.subject},
+                 {"kind", to_string(c.kind)},
+                 {"iat", c.issued_at},
+                 {"exp", c.expires_at}};
+  if (c.all_programs) {
+    o["ent"] = "*";
+  } else {
+    json::array a;
+    for (auto& p : c.programs) {
+      a.push_back(json::value(p.str()));
+    }
+    o["ent"] = std::move(a);
+  }
+  if (!c.address.empty()) {
+    o["addr"] = c.address;
+  }
+  if (!c.station.empty()) {
+    o["stn"] = c.station;
+  }
+  return o;
+}
+
+// The three parts of a compact token, or an error.
+result<std::array<std::string_view, 3>> split(std::string_view text) {
+  if (text.empty()) {
+    return bad("empty");
+  }
+  if (text.size() > max_token_bytes) {
+    return bad("longer than 4096 bytes");
+  }
+  auto d1 = text.find('.');
+  auto d2 = d1 == std::string_view::npos ? d1 : text.find('.', d1 + 1);
+  if (d2 == std::string_view::npos || text.find('.', d2 + 1) != std::string_view::npos) {
+    return bad("must have three parts separated by '.'");
+  }
+  return std::array<std::string_view, 3>{text.substr(0, d1), text.substr(d1 + 1, d2 - d1 - 1),
+                                         text.substr(d2 + 1)};
+}
+
+result<std::string> decode_header(std::string_view part) {
+  auto h = decode_part(part, "header");
+  if (!h) {
+    return h.err();
+  }
+  if (!only_keys(*h, {"alg", "typ", "kid"})) {
+    return bad("unknown field in the header");
+  }
+  auto alg = h->find("alg");
+  if (alg == h->end() || !alg->value().is_string() || alg->value().as_string() != "EdDSA") {
+    return bad("'alg' must be EdDSA");
+  }
+  auto typ = h->find("typ");
+  if (typ != h->end() && (!typ->value().is_string() || typ->value().as_string() != "vodgrid")) {
+    return bad("'typ' must be vodgrid");
+  }
+  auto kid = text_field(*h, "kid", 64);
+  if (!kid) {
+    return kid.err();
+  }
+  if (!valid_name(*kid)) {
+    return bad("'kid' is not a valid key id");
+  }
+  return kid;
+}
+
+}  // namespace
+
+std::string_view to_string(token_kind k) {
+  switch (k) {
+    case token_kind::viewer:
+      return "viewer";
+    case token_kind::engine:
+      return "engine";
+    case token_kind::operator_:
+      return "operator";
+  }
+  return "viewer";
+}
+
+std::optional<token_kind> parse_kind(std::string_view s) {
+  if (s == "viewer") {
+    return token_kind::viewer;
+  }
+  if (s == "engine") {
+    return token_kind::engine;
+  }
+  if (s == "operator") {
+    return token_kind::operator_;
+  }
+  return std::nullopt;
+}
+
+bool claims::entitled_to(const program_id& p) const {
+  if (all_programs) {
+    return true;
+  }
+  for (auto& q : programs) {
+    if (q == p) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string base64url_encode(std::string_view bytes) {
+  constexpr int variant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
+  std::string out(sodium_base64_ENCODED_LEN(bytes.size(), variant), '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                    bytes.size(), variant);
+  out.resize(out.size() - 1);  // the encoded length counts the terminating NUL
+  return out;
+}
+
+std::optional<std::string> base64url_decode(std::string_view text) {
+  std::string out(text.size() * 3 / 4 + 3, '\0');
+  size_t len = 0;
+  // A NULL b64_end makes libsodium refuse input that is not consumed whole.
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
+                        text.size(), nullptr, &len, nullptr,
+                        sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
+    return std::nullopt;
+  }
+  out.resize(len);
+  // Canonical form only: re-encoding must give back the same text (no stray trailing bits).
+  if (base64url_encode(out) != text) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+std::string signing_input(std::string_view kid, const claims& c) {
+  return base64url_encode(json::serialize(header_json(kid))) + "." +
+         base64url_encode(json::serialize(claims_json(c)));
+}
+
+result<std::string> token_kid(std::string_view text) {
+  auto parts = split(text);
+  if (!parts) {
+    return parts.err();
+  }
+  return decode_header((*parts)[0]);
+}
+
+result<parsed_token> parse_token(std::string_view text) {
+  auto parts = split(text);
+  if (!parts) {
+    return parts.err();
+  }
+  auto kid = decode_header((*parts)[0]);
+  if (!kid) {
+    return kid.err();
+  }
+  auto payload = decode_part((*parts)[1], "payload");
+  if (!payload) {
+    return payload.err();
+  }
+  auto c = decode_claims(*payload);
+  if (!c) {
+    return c.err();
+  }
+  auto sig = base64url_decode((*parts)[2]);
+  if (!sig || sig->size() != 64) {
+    return bad("the signature must be 64 bytes of base64url");
+  }
+  parsed_token t;
+  t.kid = std::move(*kid);
+  t.body = std::move(*c);
+  t.signing_input = text.substr(0, (*parts)[0].size() + 1 + (*parts)[1].size());
+  t.signature = std::move(*sig);
+  return t;
+}
+
+}  // namespace vodgrid::auth

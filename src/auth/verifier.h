@@ -1,0 +1,127 @@
+// Token verification for every daemon: signature (Ed25519, the auth server's published keys),
+// expiry, kind, entitlement and client address, with a bounded cache of verified tokens so that a
+// director's hot path costs a hash lookup, not a signature check. `key_fetcher` keeps the keys
+// fresh from the auth daemon's GET /v1/keys, fetching again (rate-limited) when a token names a key
+// it does not know.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "auth/keys.h"
+#include "auth/token.h"
+#include "base/result.h"
+
+namespace vodgrid::net {
+class http_client;
+}
+
+namespace vodgrid::auth {
+
+// Why a token was refused. missing → 401; every other → 403 (DESIGN.md flow 7).
+enum class token_error {
+  missing,      // no token where one is needed
+  malformed,    // not a token (parse_token failed)
+  unknown_key,  // its kid is not among the published keys (forged, or keys not yet fetched)
+  bad_signature,
+  expired,
+  wrong_kind,
+  not_entitled,   // the program is outside the token's entitlement
+  wrong_address,  // bound to another client address
+};
+std::string_view to_string(token_error e);
+// errc::unauthorized for missing, errc::forbidden otherwise; detail "token <reason>: ...".
+error to_error(token_error e, std::string_view detail = {});
+
+// What a request needs of its token. An empty `program` or `address` is not checked.
+struct requirement {
+  token_kind kind = token_kind::viewer;
+  std::optional<program_id> program;
+  std::string address;  // the client's IP address as the server saw it (canonical text)
+};
+
+struct verify_outcome {
+  std::optional<claims> ok;  // set when the token passed
+  token_error why = token_error::malformed;
+  std::string detail;
+  explicit operator bool() const { return ok.has_value(); }
+  error as_error() const { return to_error(why, detail); }
+};
+
+struct verifier_options {
+  size_t cache_entries = 100'000;  // verified tokens remembered (each ~0.5 KiB)
+  int64_t clock_skew = 30;         // seconds a token's iat may lie in our future
+};
+
+// Thread-safe (one mutex); every daemon thread may share one verifier.
+class token_verifier {
+ public:
+  explicit token_verifier(verifier_options opts = {}) : opts_(opts) {}
+
+  // Replaces the trusted keys. Tokens of a key no longer listed are refused from now on, even if
+  // remembered.
+  void set_keys(std::vector<public_key> keys);
+  std::vector<public_key> keys() const;
+  bool knows(std::string_view kid) const;
+
+  // Checks `token` at unix time `now` (seconds) against `req`.
+  verify_outcome verify(std::string_view token, const requirement& req, int64_t now) const;
+  verify_outcome verify(std::string_view token, const requirement& req) const;
+
+  size_t cached() const;
+
+ private:
+  struct transparent_hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  verify_outcome check_claims(const claims& c, const requirement& req, int64_t now) const;
+
+  verifier_options opts_;
+  mutable std::mutex mu_;                              // guards keys_ and cache_
+  std::unordered_map<std::string, std::string> keys_;  // kid → raw public key
+  mutable std::unordered_map<std::string, claims, transparent_hash, std::equal_to<>> cache_;
+};
+
+// Unix seconds now (system clock).
+int64_t unix_now();
+
+// Parses GET /v1/keys: {"issuer": "...", "keys": [{"kid":..,"alg":"EdDSA","x": base64url}]}.
+result<std::vector<public_key>> decode_keys(std::string_view body);
+std::string encode_keys(std::string_view issuer, const std::vector<public_key>& keys);
+
+// Keeps a verifier's keys in step with the auth daemon. Lives on one executor (that of `client`);
+// not thread-safe itself, but the verifier it feeds may be used from any thread.
+class key_fetcher {
+ public:
+  // `auth_url` like "http://127.0.0.1:8701". `min_interval`: fetches on unknown kids are at
+  // least this far apart (a flood of forged kids costs the auth server one request per interval).
+  key_fetcher(std::shared_ptr<token_verifier> v, net::http_client& client, std::string auth_url,
+              std::chrono::milliseconds min_interval = std::chrono::seconds(5));
+
+  // Fetches the keys now. errc::unavailable / protocol_error when the auth daemon cannot say.
+  boost::asio::awaitable<status> refresh();
+  // Verifies; when the token's kid is unknown and the last fetch is older than min_interval,
+  // fetches the keys once and verifies again.
+  boost::asio::awaitable<verify_outcome> verify(std::string token, requirement req);
+
+  const std::shared_ptr<token_verifier>& verifier() const { return verifier_; }
+
+ private:
+  std::shared_ptr<token_verifier> verifier_;
+  net::http_client& client_;
+  std::string url_;
+  std::chrono::milliseconds min_interval_;
+  std::optional<std::chrono::steady_clock::time_point> last_fetch_;
+};
+
+}  // namespace vodgrid::auth
