@@ -1,5 +1,5 @@
-// `vodgrid engine` and `vodgrid director`: load the grid config, start the daemon, stop it in two
-// phases on SIGINT or SIGTERM.
+// `vodgrid engine`, `director`, `registry` and `auth`: load the grid config, start the daemon,
+// stop it in two phases on SIGINT or SIGTERM.
 #include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -9,6 +9,7 @@
 #include <csignal>
 #include <iostream>
 
+#include "auth/daemon.h"
 #include "base/log.h"
 #include "cli/commands.h"
 #include "director/director.h"
@@ -91,6 +92,17 @@ int run_registry(const std::filesystem::path& config) {
   asio::io_context io(1);
   registry::registry_daemon d(io, *grid);
   return serve(d, io, "registry", "registry");
+}
+
+int run_auth(const std::filesystem::path& config) {
+  auto grid = load_config(config, "auth");
+  if (!grid) {
+    return 2;
+  }
+  log::init(grid->log_level, "auth");
+  asio::io_context io(1);
+  auth::auth_daemon d(io, *grid);
+  return serve(d, io, "auth", "auth");
 }
 
 }  // namespace vodgrid::cli

@@ -6,6 +6,10 @@
 
 #include "cli/commands.h"
 
+namespace vodgrid::cli {
+int run_auth(const std::filesystem::path& config);  // daemons.cc
+}
+
 int main(int argc, char** argv) {
   using namespace vodgrid::cli;
   CLI::App app{"vodgrid: a distributed video-on-demand delivery system"};
@@ -29,6 +33,11 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingFile);
   registry->add_option("--name", name, "Ignored: a grid has one registry");
+  auto* auth_cmd = app.add_subcommand("auth", "Run the authentication server daemon");
+  auth_cmd->add_option("--config", config, "The grid's TOML file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  auth_cmd->add_option("--name", name, "Ignored: a grid has one auth server");
 
   grid_options grid;
   auto add_grid = [&](CLI::App* c) {
@@ -106,6 +115,9 @@ int main(int argc, char** argv) {
     }
     if (*registry) {
       return run_registry(config);
+    }
+    if (*auth_cmd) {
+      return run_auth(config);
     }
     if (*up) {
       return run_up(grid);
