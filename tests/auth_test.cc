@@ -1,0 +1,282 @@
+// Tokens, the keyring's rotation, the verifier's checks and cache, URL signatures and password
+// hashing: forged, expired, tampered, wrong-kind, wrong-program and wrong-address tokens are
+// refused with the right reason.
+#include <gtest/gtest.h>
+
+#include "auth/keys.h"
+#include "auth/password.h"
+#include "auth/token.h"
+#include "auth/url_signer.h"
+#include "auth/verifier.h"
+
+namespace vodgrid::auth {
+namespace {
+
+constexpr int64_t t0 = 1'800'000'000;
+
+claims viewer_claims(std::vector<std::string> programs = {}) {
+  claims c;
+  c.issuer = "http://127.0.0.1:8701";
+  c.subject = "demo";
+  c.kind = token_kind::viewer;
+  c.all_programs = programs.empty();
+  for (auto& p : programs) {
+    c.programs.push_back(*program_id::parse(p));
+  }
+  c.issued_at = t0;
+  c.expires_at = t0 + 3600;
+  return c;
+}
+
+requirement need(token_kind k, std::string program = {}, std::string address = {}) {
+  requirement r;
+  r.kind = k;
+  if (!program.empty()) {
+    r.program = program_id::parse(program);
+  }
+  r.address = std::move(address);
+  return r;
+}
+
+struct AuthTest : ::testing::Test {
+  signing_key key = signing_key::generate("k1");
+  token_verifier v;
+  void SetUp() override { v.set_keys({key.public_part()}); }
+};
+
+TEST_F(AuthTest, IssuedTokenParsesBackToItsClaims) {
+  auto c = viewer_claims({"news", "film-2"});
+  c.address = "10.1.2.3";
+  auto t = parse_token(key.issue(c));
+  ASSERT_TRUE(t) << t.err().detail;
+  EXPECT_EQ(t->kid, "k1");
+  EXPECT_EQ(t->body, c);
+}
+
+TEST_F(AuthTest, GoodTokenPasses) {
+  auto out = v.verify(key.issue(viewer_claims()), need(token_kind::viewer, "news"), t0 + 10);
+  ASSERT_TRUE(out) << out.detail;
+  EXPECT_EQ(out.ok->subject, "demo");
+}
+
+TEST_F(AuthTest, MissingTokenIsUnauthorized) {
+  auto out = v.verify("", need(token_kind::viewer), t0);
+  EXPECT_EQ(out.why, token_error::missing);
+  EXPECT_EQ(out.as_error().code, errc::unauthorized);
+}
+
+TEST_F(AuthTest, ForgedTokenOfAnotherKeyWithTheSameKidIsRefused) {
+  auto forger = signing_key::generate("k1");
+  auto out = v.verify(forger.issue(viewer_claims()), need(token_kind::viewer), t0 + 1);
+  EXPECT_EQ(out.why, token_error::bad_signature);
+  EXPECT_EQ(out.as_error().code, errc::forbidden);
+}
+
+TEST_F(AuthTest, TokenOfAnUnknownKeyIsRefused) {
+  auto other = signing_key::generate("k2");
+  auto out = v.verify(other.issue(viewer_claims()), need(token_kind::viewer), t0 + 1);
+  EXPECT_EQ(out.why, token_error::unknown_key);
+}
+
+TEST_F(AuthTest, ExpiredTokenIsRefused) {
+  auto text = key.issue(viewer_claims());
+  EXPECT_TRUE(v.verify(text, need(token_kind::viewer), t0 + 3599));
+  auto out = v.verify(text, need(token_kind::viewer), t0 + 3600);  // also once cached
+  EXPECT_EQ(out.why, token_error::expired);
+  EXPECT_EQ(out.as_error().code, errc::forbidden);
+}
+
+TEST_F(AuthTest, TamperedPayloadIsRefused) {
+  auto text = key.issue(viewer_claims({"news"}));
+  auto dot1 = text.find('.');
+  auto dot2 = text.find('.', dot1 + 1);
+  auto c = viewer_claims();  // widen the entitlement to every program
+  std::string forged_input = signing_input("k1", c);
+  std::string forged = forged_input + text.substr(dot2);
+  EXPECT_EQ(v.verify(forged, need(token_kind::viewer, "film"), t0 + 1).why,
+            token_error::bad_signature);
+  // One flipped bit anywhere in the signature.
+  std::string flipped = text;
+  flipped[dot2 + 5] = flipped[dot2 + 5] == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(v.verify(flipped, need(token_kind::viewer, "news"), t0 + 1));
+}
+
+TEST_F(AuthTest, WrongKindIsRefused) {
+  auto text = key.issue(viewer_claims());
+  auto out = v.verify(text, need(token_kind::operator_), t0 + 1);
+  EXPECT_EQ(out.why, token_error::wrong_kind);
+  EXPECT_EQ(v.verify(text, need(token_kind::engine), t0 + 1).why, token_error::wrong_kind);
+}
+
+TEST_F(AuthTest, ProgramOutsideTheEntitlementIsRefused) {
+  auto text = key.issue(viewer_claims({"news"}));
+  EXPECT_TRUE(v.verify(text, need(token_kind::viewer, "news"), t0 + 1));
+  EXPECT_EQ(v.verify(text, need(token_kind::viewer, "film"), t0 + 1).why,
+            token_error::not_entitled);
+}
+
+TEST_F(AuthTest, TokenBoundToAnAddressIsRefusedFromAnother) {
+  auto c = viewer_claims();
+  c.address = "127.0.0.1";
+  auto text = key.issue(c);
+  EXPECT_TRUE(v.verify(text, need(token_kind::viewer, "", "127.0.0.1"), t0 + 1));
+  EXPECT_TRUE(v.verify(text, need(token_kind::viewer, "", "::ffff:127.0.0.1"), t0 + 1));
+  EXPECT_EQ(v.verify(text, need(token_kind::viewer, "", "127.0.0.2"), t0 + 1).why,
+            token_error::wrong_address);
+}
+
+TEST_F(AuthTest, VerifiedTokensAreCachedAndForgottenWhenKeysChange) {
+  auto text = key.issue(viewer_claims());
+  ASSERT_TRUE(v.verify(text, need(token_kind::viewer), t0 + 1));
+  EXPECT_EQ(v.cached(), 1u);
+  v.set_keys({});
+  EXPECT_EQ(v.cached(), 0u);
+  EXPECT_EQ(v.verify(text, need(token_kind::viewer), t0 + 1).why, token_error::unknown_key);
+}
+
+TEST_F(AuthTest, CacheStaysBounded) {
+  token_verifier small(verifier_options{.cache_entries = 8});
+  small.set_keys({key.public_part()});
+  for (int i = 0; i < 50; ++i) {
+    auto c = viewer_claims();
+    c.issued_at = t0 + i;
+    ASSERT_TRUE(small.verify(key.issue(c), need(token_kind::viewer), t0 + 60));
+    EXPECT_LE(small.cached(), 8u);
+  }
+}
+
+TEST(TokenParse, RefusesMalformedText) {
+  auto key = signing_key::generate("k1");
+  std::string good = key.issue(viewer_claims());
+  for (std::string bad :
+       {std::string(), std::string("."), std::string(".."), std::string("a.b.c"), good + ".",
+        good + "=", "x" + good, std::string(5000, 'a'), good.substr(0, good.size() - 1),
+        std::string("eyJ9.eyJ9.AAAA"), std::string("\0\0", 2)}) {
+    EXPECT_FALSE(parse_token(bad)) << bad;
+  }
+}
+
+TEST(TokenParse, RefusesWrongAlgorithmAndUnknownFields) {
+  auto key = signing_key::generate("k1");
+  std::string sig = "." + base64url_encode(std::string(64, 'x'));
+  std::string payload = base64url_encode(
+      R"({"iss":"i","sub":"demo","kind":"viewer","ent":"*","iat":1800000000,"exp":1800003600})");
+  auto header = [](std::string h) { return base64url_encode(h); };
+  EXPECT_TRUE(parse_token(header(R"({"alg":"EdDSA","kid":"k1"})") + "." + payload + sig));
+  EXPECT_FALSE(parse_token(header(R"({"alg":"none","kid":"k1"})") + "." + payload + sig));
+  EXPECT_FALSE(parse_token(header(R"({"alg":"HS256","kid":"k1"})") + "." + payload + sig));
+  EXPECT_FALSE(parse_token(header(R"({"alg":"EdDSA","kid":"../k"})") + "." + payload + sig));
+  EXPECT_FALSE(parse_token(header(R"({"alg":"EdDSA","kid":"k1","x":1})") + "." + payload + sig));
+  std::string extra = base64url_encode(
+      R"({"iss":"i","sub":"demo","kind":"viewer","ent":"*","iat":1800000000,"exp":1800003600,"admin":true})");
+  EXPECT_FALSE(parse_token(header(R"({"alg":"EdDSA","kid":"k1"})") + "." + extra + sig));
+  std::string kind = base64url_encode(
+      R"({"iss":"i","sub":"demo","kind":"root","ent":"*","iat":1800000000,"exp":1800003600})");
+  EXPECT_FALSE(parse_token(header(R"({"alg":"EdDSA","kid":"k1"})") + "." + kind + sig));
+  std::string forever = base64url_encode(
+      R"({"iss":"i","sub":"demo","kind":"viewer","ent":"*","iat":1800000000,"exp":9000000000})");
+  EXPECT_FALSE(parse_token(header(R"({"alg":"EdDSA","kid":"k1"})") + "." + forever + sig));
+}
+
+TEST(Base64url, RoundTripsAndRefusesNonCanonicalText) {
+  for (std::string s : {"", "a", "ab", "abc", "abcd", "\xff\xfe\x00"}) {
+    auto e = base64url_encode(s);
+    EXPECT_EQ(base64url_decode(e), s);
+  }
+  EXPECT_FALSE(base64url_decode("YQ=="));  // padding
+  EXPECT_FALSE(base64url_decode("YR"));    // stray bits: "YQ" is canonical
+  EXPECT_FALSE(base64url_decode("Y Q"));
+  EXPECT_FALSE(base64url_decode("a+b/"));  // the other alphabet
+}
+
+TEST(Keyring, SeveralKeysVerifyDuringRotationAndARetiredKeyIsRefused) {
+  keyring ring(3600);
+  ring.rotate(t0);
+  auto old_kid = ring.signer().kid();
+  auto old_token = ring.signer().issue(viewer_claims());
+  ring.rotate(t0 + 100);
+  auto new_token = ring.signer().issue(viewer_claims());
+  EXPECT_NE(ring.signer().kid(), old_kid);
+
+  token_verifier v;
+  v.set_keys(ring.published());
+  EXPECT_EQ(ring.published().size(), 2u);
+  EXPECT_TRUE(v.verify(old_token, need(token_kind::viewer), t0 + 200));
+  EXPECT_TRUE(v.verify(new_token, need(token_kind::viewer), t0 + 200));
+
+  EXPECT_TRUE(ring.retire(t0 + 100 + 3599).empty());
+  auto gone = ring.retire(t0 + 100 + 3600);
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_EQ(gone[0], old_kid);
+  v.set_keys(ring.published());
+  EXPECT_EQ(v.verify(old_token, need(token_kind::viewer), t0 + 200).why, token_error::unknown_key);
+  EXPECT_TRUE(v.verify(new_token, need(token_kind::viewer), t0 + 200));
+}
+
+TEST(Keyring, ReloadsFromItsEntries) {
+  keyring ring(3600);
+  ring.rotate(t0);
+  ring.rotate(t0 + 10);
+  auto token = ring.signer().issue(viewer_claims());
+  keyring again(3600);
+  ASSERT_TRUE(again.load(ring.entries()));
+  EXPECT_EQ(again.signer().kid(), ring.signer().kid());
+  EXPECT_EQ(again.published(), ring.published());
+  EXPECT_EQ(again.signer().issue(viewer_claims()), token);  // Ed25519 is deterministic
+  EXPECT_FALSE(again.load({key_entry{"k", "short", t0, 0}}));
+}
+
+TEST(UrlSigner, SignedPathVerifiesUntilItExpires) {
+  url_signer s(std::string(32, 'k'));
+  std::string url = s.sign("/v1/segments/news/3.ts", t0 + 30);
+  EXPECT_TRUE(s.verify(url, t0));
+  EXPECT_TRUE(s.verify(url, t0 + 29));
+  auto late = s.verify(url, t0 + 30);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.err().code, errc::forbidden);
+}
+
+TEST(UrlSigner, SignatureReplayedOnAnotherPathIsRefused) {
+  url_signer s(std::string(32, 'k'));
+  std::string q = s.sign_query("/v1/segments/news/3.ts", t0 + 30);
+  EXPECT_FALSE(s.verify("/v1/segments/news/4.ts?" + q, t0));
+  EXPECT_FALSE(s.verify("/v1/segments/film/3.ts?" + q, t0));
+  EXPECT_TRUE(s.verify("/v1/segments/news/3.ts?" + q, t0));
+}
+
+TEST(UrlSigner, OtherKeyMissingAndMalformedSignaturesAreRefused) {
+  url_signer s(std::string(32, 'k'));
+  url_signer other(std::string(32, 'o'));
+  std::string path = "/v1/segments/news/3.ts";
+  EXPECT_FALSE(s.verify(other.sign(path, t0 + 30), t0));
+  auto missing = s.verify(path, t0);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.err().code, errc::unauthorized);
+  std::string good = s.sign(path, t0 + 30);
+  // The expiry moved later with the old signature.
+  std::string moved = good;
+  moved.replace(moved.find("vg_exp=") + 7, std::to_string(t0 + 30).size(), std::to_string(t0 + 31));
+  EXPECT_FALSE(s.verify(moved, t0));
+  EXPECT_FALSE(s.verify(good + "&vg_exp=1", t0));  // two expiries
+  EXPECT_FALSE(s.verify(path + "?vg_exp=abc&vg_sig=x", t0));
+  EXPECT_FALSE(s.verify(s.sign(path, t0 + 100000), t0));  // too far ahead
+}
+
+TEST(Password, HashVerifiesOnlyItsPassword) {
+  password_cost cheap{1, 8 << 20};
+  auto h = hash_password("correct horse", cheap);
+  ASSERT_TRUE(h);
+  EXPECT_TRUE(h->starts_with("$argon2id$"));
+  EXPECT_TRUE(verify_password(*h, "correct horse"));
+  EXPECT_FALSE(verify_password(*h, "correct horsE"));
+  EXPECT_FALSE(verify_password(*h, ""));
+  EXPECT_FALSE(verify_password("", "correct horse"));
+  EXPECT_FALSE(verify_password("$argon2id$garbage", "correct horse"));
+  auto again = hash_password("correct horse", cheap);
+  EXPECT_NE(*again, *h);  // salted
+  EXPECT_FALSE(hash_password(""));
+  EXPECT_FALSE(hash_password(std::string(2000, 'x')));
+}
+
+}  // namespace
+}  // namespace vodgrid::auth
