@@ -1,0 +1,84 @@
+// The content manager's program catalog (claims 2, 11), kept through the storage layer (SQLite or
+// PostgreSQL): each program's title, source, publish time and targets, what the packager found
+// (duration, codecs, dimensions, bitrate, frames), its segment list (durations, sizes, SHA-256),
+// its lifecycle state and every change of that state with its time.
+//
+// Lifecycle:  ingesting ──▶ inactive ──▶ published ◀──▶ withdrawn
+//                  │           │                          ▲
+//                  └─▶ failed  └──────────────────────────┘
+// A failed program's id may be ingested again (the record is replaced; its history is kept).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/api.h"
+#include "base/ids.h"
+#include "base/result.h"
+#include "base/time.h"
+#include "db/db.h"
+
+namespace vodgrid::content {
+
+enum class program_state { ingesting, inactive, published, withdrawn, failed };
+std::string_view to_string(program_state s);
+std::optional<program_state> parse_state(std::string_view s);
+// Whether the lifecycle allows from → to.
+bool can_change(program_state from, program_state to);
+
+struct program_record {
+  program_id id;
+  std::string title;
+  std::string source;  // the provider's file, URL or playlist
+  program_state state = program_state::ingesting;
+  wall_clock::time_point publish_at{};
+  std::vector<std::string> targets;        // stations that pre-position it; empty: all but the home
+  uint32_t prefetch = segment_index::max;  // segments each target copies ahead (api::distribution)
+  wall_clock::time_point created_at{};
+  wall_clock::time_point updated_at{};
+  std::string error;  // why it failed
+  // From the packager (zero until packaged).
+  double duration = 0;
+  std::string video_codec, audio_codec;
+  int width = 0, height = 0;
+  uint64_t bitrate = 0;
+  int64_t video_frames = 0;
+  std::vector<api::segment_entry> segments;
+};
+
+struct state_change {
+  wall_clock::time_point at;
+  program_state state;
+  std::string detail;
+};
+
+class catalog {
+ public:
+  // Creates the tables if needed. The connection is used by one thread at a time (db::worker).
+  static result<std::unique_ptr<catalog>> open(db::connection& conn);
+
+  // A new program in state ingesting. errc::conflict if the id exists in any state but failed (a
+  // failed program is replaced).
+  status create(const program_record& p);
+  // Moves a program to `to` at `at`, recording the change; errc::conflict if the lifecycle does
+  // not allow it (the reason names both states), errc::not_found for an unknown id.
+  status change_state(const program_id& id, program_state to, wall_clock::time_point at,
+                      std::string detail = {});
+  // Records what the packager found and the segment list (state unchanged).
+  status set_packaged(const program_record& p);
+  status set_publish_at(const program_id& id, wall_clock::time_point t);
+
+  result<std::optional<program_record>> get(const program_id& id);  // with its segments
+  result<std::vector<program_record>> list();                       // without segments
+  result<std::vector<state_change>> history(const program_id& id);
+
+ private:
+  explicit catalog(db::connection& c) : conn_(c) {}
+  db::connection& conn_;
+};
+
+}  // namespace vodgrid::content
