@@ -142,8 +142,10 @@ asio::awaitable<reply> serve_file(std::shared_ptr<shared_state> st, request_cont
   }
   auto owner = std::shared_ptr<void>(nullptr, [fd](void*) { ::close(fd); });
   uint64_t size = std::filesystem::file_size(st->file);
-  uint64_t off = ctx.query.count("off") ? std::stoull(ctx.query.at("off")) : 0;
-  uint64_t len = ctx.query.count("len") ? std::stoull(ctx.query.at("len")) : size - off;
+  auto off_arg = ctx.query_param("off");
+  auto len_arg = ctx.query_param("len");
+  uint64_t off = off_arg.empty() ? 0 : std::stoull(std::string(off_arg));
+  uint64_t len = len_arg.empty() ? size - off : std::stoull(std::string(len_arg));
   reply r;
   r.content_type = "application/octet-stream";
   r.file = file_slice{owner, fd, off, len};

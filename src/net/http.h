@@ -44,8 +44,10 @@ struct file_slice {
 
 struct reply {
   http::status status = http::status::ok;
-  std::string content_type = "application/json";
+  const char* content_type = "application/json";  // a string literal (not copied, never freed)
   std::string body;
+  // Written as given; not Server, Content-Type, Content-Length or Connection, which the server
+  // sets.
   std::vector<std::pair<std::string, std::string>> headers;
   std::optional<file_slice> file;  // when set, the body is this file slice (sendfile)
   bool close = false;              // close the connection after this reply
@@ -57,14 +59,17 @@ reply error_reply(http::status s, std::string_view code, std::string_view detail
 reply json_reply(const boost::json::value& v, http::status s = http::status::ok);
 http::status status_of(errc e);
 
-// What a handler sees of one request. Valid until the handler's coroutine completes.
+// What a handler sees of one request. Valid until the handler's coroutine completes (the connection
+// reuses it for its next request).
 struct request_context {
   request req;
   tcp::endpoint remote;
-  std::string path;                          // the target without its query
-  std::vector<std::string> params;           // captured `{}` parts of the route pattern, in order
-  std::map<std::string, std::string> query;  // decoded query parameters (last one wins)
-  std::string_view query_param(const std::string& k) const;
+  std::string path;                 // the target without its query
+  std::vector<std::string> params;  // captured `{}` parts of the route pattern, in order
+  // Decoded query parameters in their order, repeats included.
+  std::vector<std::pair<std::string, std::string>> query;
+  // The value of the last query parameter named `k`, or "" if there is none.
+  std::string_view query_param(std::string_view k) const;
 };
 
 // Handlers are called with a context owned by the connection's coroutine, which awaits them at
@@ -80,6 +85,8 @@ struct server_options {
   uint64_t default_body_limit = 1 << 20;             // routes may raise it
   uint32_t max_connections = 10'000;                 // beyond: accepted then closed at once
 };
+// The timeouts are checked by one timer per server that ticks at a quarter of the shortest of
+// them (between 5 ms and 1 s), so each may run over by up to one tick.
 
 class http_server {
  public:
@@ -103,22 +110,29 @@ class http_server {
   size_t connections() const { return sessions_.size(); }
 
  private:
+  // One part of a route pattern: a literal, or a capture `{}` followed by `text` (its suffix).
+  struct route_part {
+    std::string text;
+    bool capture = false;
+  };
   struct route_entry {
     http::verb method;
-    std::vector<std::string> parts;
+    std::vector<route_part> parts;
     handler h;
     uint64_t body_limit;
   };
   struct session;
   asio::awaitable<void> accept_loop();
+  asio::awaitable<void> sweep_loop();
   asio::awaitable<void> run_session(tcp::socket sock);
   const route_entry* match(http::verb method, std::string_view path,
-                           std::vector<std::string>& params, std::string& allow) const;
-  asio::awaitable<bool> write_reply(boost::beast::tcp_stream& stream, reply r, bool head,
-                                    bool keep_alive);
-  asio::awaitable<reply> dispatch(request_context& ctx, const route_entry* r,
-                                  const std::string& allow);
-  static std::string framing_error(const http::request_header<>& h, bool chunked);
+                           std::vector<std::string>& params) const;
+  std::string allowed_methods(std::string_view path) const;
+  bool start_reply(session& s, const reply& r, bool head, bool keep_alive);
+  asio::awaitable<bool> finish_reply(session& s, reply r, bool head);
+  asio::awaitable<bool> write_reply(session& s, reply r, bool head, bool keep_alive);
+  asio::awaitable<reply> builtin(request_context& ctx, const route_entry* r);
+  static const char* framing_error(const http::request_header<>& h, bool chunked);
 
   asio::any_io_executor ex_;
   std::string name_;
@@ -127,6 +141,9 @@ class http_server {
   std::vector<route_entry> routes_;
   std::list<session*> sessions_;
   bool stopping_ = false;
+  bool sweeping_ = false;  // sweep_loop runs (while there are sessions)
+  asio::steady_timer sweep_timer_;
+  std::chrono::milliseconds sweep_tick_;
   metrics_registry metrics_;
   std::function<boost::json::object()> health_;
   metric_value* requests_total_[6]{};
