@@ -126,9 +126,10 @@ const std::vector<size_t>& station_tables::holders(const segment_key& key) const
   return it == locations_.end() ? none : it->second;
 }
 
-std::vector<candidate> station_tables::candidates(const segment_key& key,
-                                                  steady::time_point now) const {
-  std::vector<candidate> out;
+const std::vector<candidate>& station_tables::candidates(const segment_key& key,
+                                                         steady::time_point now) const {
+  std::vector<candidate>& out = scratch_;
+  out.clear();
   for (size_t i : holders(key)) {
     const engine_entry& e = *engines_[i];
     out.push_back(candidate{i, is_up(e, now), e.load.active_streams + e.assigned,

@@ -84,7 +84,8 @@ class station_tables {
   std::vector<api::location_change> drain_changes();
 
  private:
-  std::vector<candidate> candidates(const segment_key& key, steady::time_point now) const;
+  // The holders of `key` as candidates, in scratch_ (valid until the next call).
+  const std::vector<candidate>& candidates(const segment_key& key, steady::time_point now) const;
   void add_location(size_t engine, const segment_key& key);
   void remove_location(size_t engine, const segment_key& key);
 
@@ -93,6 +94,7 @@ class station_tables {
   std::unordered_map<segment_key, std::vector<size_t>> locations_;
   uint64_t rotation_ = 0;
   std::unordered_map<segment_key, bool> changes_;  // the last word on each segment since a drain
+  mutable std::vector<candidate> scratch_;  // candidates(): reused, not allocated per console
 };
 
 }  // namespace vodgrid::director
