@@ -601,14 +601,24 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     co_return r;
   }
   auto& e = tables.engine(*chosen);
-  std::string query;
+  std::string_view query;  // passed on as it came, with its '?'
   if (auto q = ctx.req.target().find('?'); q != std::string_view::npos) {
-    query = std::string(ctx.req.target().substr(q));
+    query = ctx.req.target().substr(q);
   }
+  // Built by appending: fmt's runtime format string cost more than the rest of this handler.
+  std::string location;
+  location.reserve(e.url.size() + key.program.str().size() + query.size() + 32);
+  location += e.url;
+  location += "/v1/segments/";
+  location += key.program.str();
+  location += '/';
+  location += std::to_string(idx->v);
+  location += ".ts";
+  location.append(query.data(), query.size());
   reply r;
   r.status = http::status::found;
-  r.headers.emplace_back("Location", fmt::format("{}/v1/segments/{}/{}.ts{}", e.url,
-                                                 key.program.str(), idx->v, query));
+  r.headers.reserve(2);
+  r.headers.emplace_back("Location", std::move(location));
   r.headers.emplace_back("Cache-Control", "no-store");
   r.body = "{}\n";
   redirects->inc();
