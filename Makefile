@@ -1,8 +1,11 @@
 # vodgrid's two commands: `make demo` and `make test`. Both install what is missing first.
 BUILD_JOBS ?= $(shell nproc)
 VODGRID := build/release/src/cli/vodgrid
+# `make fuzz`: seconds per libFuzzer target; `make test` runs each for FUZZ_TEST_SECONDS.
+FUZZ_SECONDS ?= 60
+FUZZ_TEST_SECONDS ?= 10
 
-.PHONY: all deps deps-bench build asan demo test test-release test-asan check-format format bench clean
+.PHONY: all deps deps-bench build asan demo test test-release test-asan test-fuzz fuzz check-format format bench clean
 
 all: build
 
@@ -35,10 +38,18 @@ test-release: build
 test-asan: asan
 	@ctest --preset asan
 
+# libFuzzer targets (fuzz/), built with clang into build/fuzz.
+test-fuzz: deps
+	@BUILD_JOBS=$(BUILD_JOBS) bash fuzz/run.sh $(FUZZ_TEST_SECONDS)
+
+fuzz: deps
+	@BUILD_JOBS=$(BUILD_JOBS) bash fuzz/run.sh $(FUZZ_SECONDS)
+
 test: check-format
 	@$(MAKE) --no-print-directory test-release
 	@$(MAKE) --no-print-directory test-asan
-	@echo "make test: release and asan suites passed"
+	@$(MAKE) --no-print-directory test-fuzz
+	@echo "make test: release, asan and fuzz suites passed"
 
 bench: build deps-bench
 	@bash bench/run_all.sh
