@@ -240,18 +240,25 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
   auto info = store->find(*key);
   uint64_t size = file->size();
   std::string digest = info ? to_hex(info->sha256) : std::string();
+  std::string etag;
+  etag.reserve(digest.size() + 2);
+  etag += '"';
+  etag += digest;
+  etag += '"';
   reply r;
   r.content_type = "video/mp2t";
+  r.headers.reserve(6);  // one allocation for the headers, Content-Range included
   r.headers.emplace_back("Accept-Ranges", "bytes");
-  r.headers.emplace_back("ETag", "\"" + digest + "\"");
+  r.headers.emplace_back("ETag", std::move(etag));
+  std::string_view our_etag = r.headers.back().second;  // stable: no reallocation after reserve
   r.headers.emplace_back("Cache-Control", "public, max-age=31536000, immutable");
-  r.headers.emplace_back(api::sha256_header, digest);
+  r.headers.emplace_back(api::sha256_header, std::move(digest));
   r.headers.emplace_back(api::engine_header, self->name.str());
   net::byte_range range{0, size};
   auto range_hdr = ctx.req[http::field::range];
   // If-Range with another validator than ours: send the whole segment (RFC 9110 §13.1.5).
   auto if_range = ctx.req[http::field::if_range];
-  if (!range_hdr.empty() && (if_range.empty() || if_range == "\"" + digest + "\"")) {
+  if (!range_hdr.empty() && (if_range.empty() || std::string_view(if_range) == our_etag)) {
     auto dec = net::decide_range(range_hdr, size);
     if (dec.kind == net::range_kind::unsatisfiable) {
       auto e = net::error_reply(http::status::range_not_satisfiable, "range_not_satisfiable",
