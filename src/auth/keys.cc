@@ -5,6 +5,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <tuple>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -127,8 +128,13 @@ bool verify_signature(std::string_view public_raw, std::string_view message,
 }
 
 status keyring::load(std::vector<key_entry> entries) {
+  // Oldest first. Times are in seconds, so a rotation within the second of the key before it
+  // ties: the key that stopped signing (signing_until set) is the older one.
   std::sort(entries.begin(), entries.end(), [](const key_entry& a, const key_entry& b) {
-    return a.created_at < b.created_at || (a.created_at == b.created_at && a.kid < b.kid);
+    auto rank = [](const key_entry& e) {
+      return std::make_tuple(e.created_at, e.signing_until == 0 ? 1 : 0, e.kid);
+    };
+    return rank(a) < rank(b);
   });
   std::vector<signing_key> keys;
   for (auto& e : entries) {
