@@ -44,9 +44,13 @@ CREATE TABLE IF NOT EXISTS content_history (
 );
 )";
 
-constexpr std::string_view columns =
+constexpr std::string_view stored_columns =
     "id, title, source, state, publish_at_ms, targets, prefetch, created_at_ms, updated_at_ms, "
     "error, duration, video_codec, audio_codec, width, height, bitrate, video_frames";
+constexpr std::string_view columns =
+    "id, title, source, state, publish_at_ms, targets, prefetch, created_at_ms, updated_at_ms, "
+    "error, duration, video_codec, audio_codec, width, height, bitrate, video_frames, "
+    "(SELECT COUNT(*) FROM content_segments s WHERE s.program = content_programs.id)";
 
 int64_t ms(wall_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
@@ -100,6 +104,7 @@ result<program_record> record_of(const db::row& r) {
   p.height = static_cast<int>(r.i64(14));
   p.bitrate = static_cast<uint64_t>(r.i64(15));
   p.video_frames = r.i64(16);
+  p.segment_count = static_cast<size_t>(r.i64(17));
   return p;
 }
 
@@ -187,7 +192,7 @@ status catalog::create(const program_record& p) {
     auto r = conn_.exec(
         fmt::format("INSERT INTO content_programs ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, "
                     "'', 0, '', '', 0, 0, 0, 0)",
-                    columns),
+                    stored_columns),
         {p.id.str(), p.title, p.source, std::string(to_string(program_state::ingesting)),
          ms(p.publish_at), join(p.targets), static_cast<int64_t>(p.prefetch), ms(p.created_at)});
     if (!r) {

@@ -47,7 +47,8 @@ struct program_record {
   int width = 0, height = 0;
   uint64_t bitrate = 0;
   int64_t video_frames = 0;
-  std::vector<api::segment_entry> segments;
+  size_t segment_count = 0;
+  std::vector<api::segment_entry> segments;  // filled by catalog::get only
 };
 
 struct state_change {

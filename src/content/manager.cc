@@ -73,7 +73,7 @@ json::object to_json(const program_record& p, bool full) {
                  {"height", p.height},
                  {"bitrate", p.bitrate},
                  {"video_frames", p.video_frames},
-                 {"segments", p.segments.size()}};
+                 {"segments", std::max(p.segments.size(), p.segment_count)}};
   json::array targets;
   for (auto& t : p.targets) {
     targets.push_back(json::value(t));
@@ -163,6 +163,10 @@ struct content_manager::impl {
   asio::awaitable<status> change(const program_id& id, program_state to, std::string detail);
   void announce(const program_record& p);
   asio::awaitable<void> push_loop();
+  asio::awaitable<std::set<std::string>> push_round(program_id id);
+  // Tells the stations now (one round) and answers with the program and the stations that have
+  // not acknowledged yet (they are told again until they do).
+  asio::awaitable<reply> announce_and_reply(const program_record& p);
   asio::awaitable<void> recover();
 };
 
@@ -464,8 +468,7 @@ asio::awaitable<reply> content_manager::impl::publish(request_context& ctx) {
   }
   publishes->inc();
   logger->info("program {}: published by the operator", id->str());
-  announce(**p);
-  co_return net::json_reply(to_json(**p, false));
+  co_return co_await announce_and_reply(**p);
 }
 
 asio::awaitable<reply> content_manager::impl::withdraw(request_context& ctx) {
@@ -486,8 +489,19 @@ asio::awaitable<reply> content_manager::impl::withdraw(request_context& ctx) {
     co_return net::error_reply(p ? make_error(errc::not_found, "program deleted") : p.err());
   }
   logger->info("program {}: withdrawn", id->str());
-  announce(**p);
-  co_return net::json_reply(to_json(**p, false));
+  co_return co_await announce_and_reply(**p);
+}
+
+asio::awaitable<reply> content_manager::impl::announce_and_reply(const program_record& p) {
+  announce(p);
+  auto missing = co_await push_round(p.id);
+  auto o = to_json(p, false);
+  json::array a;
+  for (auto& s : missing) {
+    a.push_back(json::value(s));
+  }
+  o["not_yet_told"] = a;
+  co_return net::json_reply(o);
 }
 
 // --- The ingest: provider → packager → home station → registry → schedule. ---
@@ -737,48 +751,64 @@ void content_manager::impl::announce(const program_record& p) {
   }
 }
 
+// One attempt to tell the registry and every director still missing a program's change; what
+// fails stays pending for the next round. Returns the stations still to tell.
+asio::awaitable<std::set<std::string>> content_manager::impl::push_round(program_id id) {
+  auto found = pending.find(id);
+  if (found == pending.end()) {
+    co_return std::set<std::string>{};
+  }
+  auto c = found->second;  // changes may arrive while this round awaits
+  std::string body = json::serialize(api::to_json(c.change));
+  if (c.registry) {
+    auto r = co_await client->send_json(
+        http::verb::post,
+        fmt::format("{}/v1/programs/{}/availability", grid.registry->listen.url(), id.str()), body);
+    if (r && (r->status == 200 || r->status == 404)) {
+      c.registry = false;
+    }
+  }
+  for (auto it = c.stations.begin(); it != c.stations.end();) {
+    auto* s = grid.find_station(*it);
+    auto r = co_await client->send_json(
+        http::verb::post,
+        fmt::format("{}/v1/programs/{}/availability", s->director.listen.url(), id.str()), body);
+    // The home always holds the program; with a registry, a target may not have it yet.
+    bool expected = s->home || grid.registry.has_value();
+    if (r && r->status == 200) {
+      it = c.stations.erase(it);
+    } else if (r && r->status == 404 && (!expected || c.attempts >= 600)) {
+      // Not a station of this program: it learns the change from the registry's copy if the
+      // program is distributed there later.
+      it = c.stations.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  ++c.attempts;
+  auto cur = pending.find(id);
+  if (cur != pending.end() && cur->second.change.availability == c.change.availability &&
+      cur->second.change.publish_at == c.change.publish_at) {
+    if (c.stations.empty() && !c.registry) {
+      pending.erase(cur);
+    } else {
+      cur->second = c;
+    }
+  }
+  co_return c.stations;
+}
+
 asio::awaitable<void> content_manager::impl::push_loop() {
   while (!pending.empty() && !stopping) {
-    auto round = pending;  // changes may arrive while this round awaits
+    std::vector<program_id> ids;
     int max_attempts = 0;
-    for (auto& [id, c] : round) {
-      std::string body = json::serialize(api::to_json(c.change));
-      if (c.registry) {
-        auto r = co_await client->send_json(
-            http::verb::post,
-            fmt::format("{}/v1/programs/{}/availability", grid.registry->listen.url(), id.str()),
-            body);
-        if (r && (r->status == 200 || r->status == 404)) {
-          c.registry = false;
-        }
-      }
-      for (auto it = c.stations.begin(); it != c.stations.end();) {
-        auto* s = grid.find_station(*it);
-        auto r = co_await client->send_json(
-            http::verb::post,
-            fmt::format("{}/v1/programs/{}/availability", s->director.listen.url(), id.str()),
-            body);
-        bool target =
-            s->home || (c.change.availability != api::availability_inactive && grid.registry);
-        if (r && r->status == 200) {
-          it = c.stations.erase(it);
-        } else if (r && r->status == 404 && (!target || c.attempts >= 600)) {
-          it = c.stations.erase(it);  // the station does not hold it, and will learn it from
-                                      // the registry's copy if it is distributed there later
-        } else {
-          ++it;
-        }
-      }
-      ++c.attempts;
-      max_attempts = std::max(max_attempts, c.attempts);
-      auto cur = pending.find(id);
-      if (cur != pending.end() && cur->second.change.availability == c.change.availability &&
-          cur->second.change.publish_at == c.change.publish_at) {
-        if (c.stations.empty() && !c.registry) {
-          pending.erase(cur);
-        } else {
-          cur->second = c;
-        }
+    for (auto& [id, c] : pending) {
+      ids.push_back(id);
+    }
+    for (auto& id : ids) {
+      co_await push_round(id);
+      if (auto it = pending.find(id); it != pending.end()) {
+        max_attempts = std::max(max_attempts, it->second.attempts);
       }
     }
     if (pending.empty() || stopping) {
