@@ -369,6 +369,9 @@ grid_config grid_config::embedded_default(const std::filesystem::path& data_dir,
   grid_config g;
   g.registry =
       registry_config{{"127.0.0.1", port(8700)}, "sqlite://" + (data_dir / "registry.db").string()};
+  g.content = content_config{{"127.0.0.1", port(8702)},
+                             "sqlite://" + (data_dir / "content.db").string(),
+                             data_dir / "content"};
   auto station = [&](std::string name, int director_port, int engines, bool home, double x_km) {
     station_config s;
     s.name = *station_id::parse(name);

@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "base/process.h"
 #include "cli/grid.h"
+#include "cli/remote.h"
 #include "cli/sync.h"
 #include "console/player.h"
 #include "director/loader.h"
@@ -47,52 +48,6 @@ result<grid_config> grid_from(const grid_options& o) {
 volatile sig_atomic_t interrupted = 0;
 void on_signal(int) {
   interrupted = 1;
-}
-
-asio::awaitable<result<net::client_response>> get_json(std::string url) {
-  net::http_client client(co_await asio::this_coro::executor);
-  co_return co_await client.get(std::move(url));
-}
-
-result<json::object> fetch_object(const std::string& url) {
-  asio::io_context io;
-  auto r = run_sync(io, get_json(url));
-  if (!r) {
-    return r.err();
-  }
-  if (r->status != 200) {
-    return make_error(errc::unavailable,
-                      fmt::format("{} answered {}: {}", url, r->status, r->body));
-  }
-  return api::parse_object(r->body);
-}
-
-// What answers at a grid URL: "registry" or "director" (from its /healthz).
-result<std::string> role_of(const std::string& url) {
-  auto h = fetch_object(url + "/healthz");
-  if (!h) {
-    return h.err();
-  }
-  auto* role = h->if_contains("role");
-  if (!role || !role->is_string()) {
-    return make_error(errc::protocol_error, url + " is not a vodgrid registry or director");
-  }
-  return std::string(role->as_string());
-}
-
-// The home station's director, from the registry.
-result<std::string> home_director(const std::string& registry) {
-  auto o = fetch_object(registry + "/v1/stations");
-  if (!o) {
-    return o.err();
-  }
-  for (auto& s : o->at("stations").as_array()) {
-    auto& so = s.as_object();
-    if (so.at("home").as_bool()) {
-      return std::string(so.at("director_url").as_string());
-    }
-  }
-  return make_error(errc::unavailable, "the home station has not registered with the registry yet");
 }
 
 asio::awaitable<result<net::client_response>> put_json(std::string url, std::string body) {
@@ -185,60 +140,65 @@ asio::awaitable<console::play_report> play_async(console::play_options o) {
   co_return co_await console::play(std::move(o));
 }
 
-// The sample program of the demo: 12 s of test pattern and tone, H.264/AAC in 2 s MPEG-TS segments,
-// made once with the ffmpeg command line.
-result<std::filesystem::path> make_sample(const std::filesystem::path& dir) {
-  auto playlist = dir / "index.m3u8";
+// The sample program of the demo: 12 s of test pattern and tone, H.264/AAC with a keyframe every
+// 2 s, made once with the ffmpeg command line: an MP4 file for the content manager to package, or
+// (for a grid without one) an HLS folder of 2 s MPEG-TS segments for the station loader.
+result<std::filesystem::path> make_sample(const std::filesystem::path& dir, bool hls) {
+  auto out = dir / (hls ? "index.m3u8" : "sample.mp4");
   std::error_code ec;
-  if (std::filesystem::exists(playlist, ec)) {
-    return playlist;
+  if (std::filesystem::exists(out, ec)) {
+    return out;
   }
   std::filesystem::create_directories(dir, ec);
   std::string ffmpeg = "/usr/bin/ffmpeg";
   if (!std::filesystem::exists(ffmpeg, ec)) {
     return make_error(errc::not_found, "ffmpeg is not installed (make demo installs it)");
   }
-  auto p = child_process::spawn({ffmpeg,
-                                 "-nostdin",
-                                 "-loglevel",
-                                 "error",
-                                 "-y",
-                                 "-f",
-                                 "lavfi",
-                                 "-i",
-                                 "testsrc2=size=640x360:rate=25",
-                                 "-f",
-                                 "lavfi",
-                                 "-i",
-                                 "sine=frequency=440:sample_rate=48000",
-                                 "-t",
-                                 "12",
-                                 "-c:v",
-                                 "libx264",
-                                 "-preset",
-                                 "veryfast",
-                                 "-g",
-                                 "50",
-                                 "-keyint_min",
-                                 "50",
-                                 "-sc_threshold",
-                                 "0",
-                                 "-pix_fmt",
-                                 "yuv420p",
-                                 "-c:a",
-                                 "aac",
-                                 "-b:a",
-                                 "96k",
-                                 "-f",
-                                 "hls",
-                                 "-hls_time",
-                                 "2",
-                                 "-hls_playlist_type",
-                                 "vod",
-                                 "-hls_segment_filename",
-                                 (dir / "seg%03d.ts").string(),
-                                 playlist.string()},
-                                dir / "ffmpeg.log");
+  std::vector<std::string> args = {ffmpeg,
+                                   "-nostdin",
+                                   "-loglevel",
+                                   "error",
+                                   "-y",
+                                   "-f",
+                                   "lavfi",
+                                   "-i",
+                                   "testsrc2=size=640x360:rate=25",
+                                   "-f",
+                                   "lavfi",
+                                   "-i",
+                                   "sine=frequency=440:sample_rate=48000",
+                                   "-t",
+                                   "12",
+                                   "-c:v",
+                                   "libx264",
+                                   "-preset",
+                                   "veryfast",
+                                   "-g",
+                                   "50",
+                                   "-keyint_min",
+                                   "50",
+                                   "-sc_threshold",
+                                   "0",
+                                   "-pix_fmt",
+                                   "yuv420p",
+                                   "-c:a",
+                                   "aac",
+                                   "-b:a",
+                                   "96k"};
+  if (hls) {
+    for (std::string a :
+         {"-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod", "-hls_segment_filename"}) {
+      args.push_back(a);
+    }
+    args.push_back((dir / "seg%03d.ts").string());
+  } else {
+    for (std::string a : {"-movflags", "+faststart", "-f", "mp4"}) {
+      args.push_back(a);
+    }
+  }
+  auto tmp = dir / (hls ? "index.m3u8" : "sample.part.mp4");
+  args.push_back(tmp.string());
+  auto p = child_process::spawn(args, dir / "ffmpeg.log");
   if (!p) {
     return p.err();
   }
@@ -247,7 +207,13 @@ result<std::filesystem::path> make_sample(const std::filesystem::path& dir) {
     return make_error(errc::io_error, fmt::format("ffmpeg failed to make the sample (see {})",
                                                   (dir / "ffmpeg.log").string()));
   }
-  return playlist;
+  if (!hls) {
+    std::filesystem::rename(tmp, out, ec);  // whole or not at all, for the next run
+    if (ec) {
+      return make_error(errc::io_error, ec.message());
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -316,14 +282,75 @@ int run_up(const grid_options& o) {
   return 0;
 }
 
+namespace {
+
+// Puts the demo program into the grid, as an operator would: through the content manager (an MP4
+// packaged, loaded into the home station, distributed, published now), or, for a grid without one,
+// as packaged HLS through the station loader.
+status load_demo(const grid_config& grid, const std::filesystem::path& data,
+                 const std::string& director) {
+  bool hls = !grid.content;
+  auto sample = make_sample(std::filesystem::absolute(data) / "sample", hls);
+  if (!sample) {
+    return sample.err();
+  }
+  ingest_options in;
+  in.title = "vodgrid demo";
+  in.id = "demo";
+  in.segment_seconds = 2;  // six segments: hand-offs between engines to watch
+  if (grid.content) {
+    auto content = grid.content->listen.url();
+    auto existing = fetch_object(content + "/v1/programs/demo");
+    std::string state = existing && existing->contains("state")
+                            ? std::string(existing->at("state").as_string())
+                            : std::string();
+    if (state == "inactive" || state == "withdrawn") {
+      if (auto p = send_object("POST", content + "/v1/programs/demo/publish", "{}"); !p) {
+        return p.err();
+      }
+    } else if (state != "published") {
+      in.grid = content;
+      in.source = sample->string();
+      auto p = content_ingest(content, in, false);
+      if (!p) {
+        return p.err();
+      }
+      std::cout << fmt::format("ingested program demo: {} segments, {:.1f} s, published\n",
+                               p->at("segments").as_array().size(),
+                               p->at("duration").to_number<double>());
+    }
+  } else {
+    auto existing = fetch_object(director + "/v1/programs/demo");
+    if (!existing || !existing->contains("state") || existing->at("state").as_string() != "ready") {
+      // A program left 'loading' by an interrupted run is simply loaded again.
+      in.grid = grid.registry ? grid.registry->listen.url() : director;
+      in.source = sample->parent_path().string();
+      auto m = ingest(in, false);
+      if (!m) {
+        return m.err();
+      }
+      std::cout << fmt::format("ingested program demo: {} segments, {:.1f} s\n", m->segments.size(),
+                               m->duration());
+    }
+  }
+  // The viewing station learns of the program (and of its publication) a moment later.
+  for (int i = 0; i < 200; ++i) {
+    auto p = fetch_object(director + "/v1/programs/demo");
+    if (p && p->contains("state") && p->at("state").as_string() == "ready" &&
+        (!p->contains("availability") || p->at("availability").as_string() == "published")) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return {};
+}
+
+}  // namespace
+
 int run_demo(const demo_options& o) {
   auto grid = grid_from(o.grid);
   if (!grid) {
     return fail("demo", grid.err().detail);
-  }
-  auto sample = make_sample(std::filesystem::absolute(o.grid.data) / "sample");
-  if (!sample) {
-    return fail("demo", sample.err().detail);
   }
   std::cout << "starting the grid...\n" << std::flush;
   auto g = local_grid::start(*grid, o.grid.data, std::chrono::seconds(20));
@@ -338,29 +365,8 @@ int run_demo(const demo_options& o) {
     viewing = grid->stations[i].home ? viewing : i;
   }
   std::string director = g->director_url(viewing);
-  std::string grid_entry = grid->registry ? grid->registry->listen.url() : director;
-  auto existing = fetch_object(director + "/v1/programs/demo");
-  if (!existing || !existing->contains("state") || existing->at("state").as_string() != "ready") {
-    // A program left 'loading' by an interrupted run is simply loaded again.
-    ingest_options in;
-    in.grid = grid_entry;
-    in.source = sample->parent_path().string();
-    in.title = "vodgrid demo";
-    in.id = "demo";
-    auto m = ingest(in, false);
-    if (!m) {
-      return fail("demo", "ingest: " + m.err().detail);
-    }
-    std::cout << fmt::format("ingested program demo: {} segments, {:.1f} s\n", m->segments.size(),
-                             m->duration());
-  }
-  // The registry tells the viewing station about the program a moment after the ingest.
-  for (int i = 0; i < 200; ++i) {
-    auto p = fetch_object(director + "/v1/programs/demo");
-    if (p && p->contains("state") && p->at("state").as_string() == "ready") {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (auto st = load_demo(*grid, o.grid.data, director); !st) {
+    return fail("demo", "ingest: " + st.err().detail);
   }
   std::string url = director + "/v1/programs/demo/index.m3u8";
   std::cout << fmt::format("playing {} with {} viewers{}\n", url, o.viewers,
@@ -382,6 +388,18 @@ int run_demo(const demo_options& o) {
 }
 
 int run_ingest(const ingest_options& o) {
+  auto content = content_url(grid_url(o.grid));
+  if (!content) {
+    return fail("ingest", content.err().detail);
+  }
+  if (*content) {
+    return run_content_ingest(**content, o);
+  }
+  // A grid without a content manager: the station-level loader takes packaged HLS only, and the
+  // program is published at once.
+  if (!o.publish_at.empty() && o.publish_at != "now") {
+    return fail("ingest", "--publish-at needs a grid with a content manager");
+  }
   auto m = ingest(o, false);
   if (!m) {
     return fail("ingest", m.err().detail);
@@ -403,6 +421,13 @@ int run_ingest(const ingest_options& o) {
 }
 
 int run_programs(const std::string& grid) {
+  auto content = content_url(grid_url(grid));
+  if (!content) {
+    return fail("programs", content.err().detail);
+  }
+  if (*content) {
+    return run_content_programs(**content);
+  }
   auto o = fetch_object(grid_url(grid) + "/v1/programs");
   if (!o) {
     return fail("programs", o.err().detail);

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 
+#include <boost/json/object.hpp>
+
 #include "base/config.h"
 
 namespace vodgrid::cli {
@@ -15,6 +17,8 @@ namespace vodgrid::cli {
 int run_engine(const std::filesystem::path& config, const std::string& name);
 int run_director(const std::filesystem::path& config, const std::string& name);
 int run_registry(const std::filesystem::path& config);
+int run_auth(const std::filesystem::path& config);
+int run_content(const std::filesystem::path& config);
 
 struct grid_options {
   std::filesystem::path config;  // empty: the embedded default
@@ -36,10 +40,14 @@ struct ingest_options {
   uint32_t prefetch = segment_index::max;  // segments each target copies ahead; the rest on a miss
   std::string source;
   std::string title;
-  std::string id;  // empty: made from the title
+  std::string id;              // empty: made from the title
+  std::string publish_at;      // "now" (or empty) or RFC 3339; needs a content manager
+  double segment_seconds = 4;  // the packager's target segment length
 };
 int run_ingest(const ingest_options& opts);
 int run_programs(const std::string& grid);
+// `vodgrid publish ID` / `vodgrid withdraw ID` (verb "publish" or "withdraw").
+int run_lifecycle(const std::string& verb, const std::string& id, const std::string& grid);
 int run_status(const std::string& grid);
 
 struct play_cli_options {
@@ -51,6 +59,13 @@ struct play_cli_options {
   bool json = false;
 };
 int run_play(const play_cli_options& opts);
+
+// Through the content manager at `content` (content_commands.cc): the ingest of any provider
+// source, waiting for it and showing its progress; the catalog.
+int run_content_ingest(const std::string& content, const ingest_options& o);
+int run_content_programs(const std::string& content);
+result<boost::json::object> content_ingest(const std::string& content, const ingest_options& o,
+                                           bool quiet);
 
 // The grid URL from --grid, else VODGRID_GRID, else the embedded grid's registry on this machine.
 std::string grid_url(const std::string& flag);

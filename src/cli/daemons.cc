@@ -1,5 +1,5 @@
-// `vodgrid engine`, `director`, `registry` and `auth`: load the grid config, start the daemon,
-// stop it in two phases on SIGINT or SIGTERM.
+// `vodgrid engine`, `director`, `registry`, `auth` and `content`: load the grid config, start the
+// daemon, stop it in two phases on SIGINT or SIGTERM.
 #include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -12,6 +12,7 @@
 #include "auth/daemon.h"
 #include "base/log.h"
 #include "cli/commands.h"
+#include "content/manager.h"
 #include "director/director.h"
 #include "engine/engine.h"
 #include "registry/registry.h"
@@ -103,6 +104,17 @@ int run_auth(const std::filesystem::path& config) {
   asio::io_context io(1);
   auth::auth_daemon d(io, *grid);
   return serve(d, io, "auth", "auth");
+}
+
+int run_content(const std::filesystem::path& config) {
+  auto grid = load_config(config, "content");
+  if (!grid) {
+    return 2;
+  }
+  log::init(grid->log_level, "content");
+  asio::io_context io(1);
+  content::content_manager d(io, *grid);
+  return serve(d, io, "content", "content");
 }
 
 }  // namespace vodgrid::cli

@@ -86,6 +86,16 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
       return st.err();
     }
   }
+  if (grid.auth) {
+    if (auto st = launch("auth", "auth", grid.auth->listen.url()); !st) {
+      return st.err();
+    }
+  }
+  if (grid.content) {
+    if (auto st = launch("content", "content", grid.content->listen.url()); !st) {
+      return st.err();
+    }
+  }
   for (auto& s : grid.stations) {
     if (auto st = launch("director", s.name.str(), s.director.listen.url()); !st) {
       return st.err();
@@ -97,8 +107,10 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
     }
   }
   // Engines first, then directors (each waits for all its engines), then the registry (it waits
-  // for every station): a daemon that failed is named as such.
-  auto rank = [](const daemon& d) { return d.role == "engine" ? 0 : d.role == "director" ? 1 : 2; };
+  // for every station), then auth and the content manager: a daemon that failed is named as such.
+  auto rank = [](const daemon& d) {
+    return d.role == "engine" ? 0 : d.role == "director" ? 1 : d.role == "registry" ? 2 : 3;
+  };
   std::stable_sort(g.daemons_.begin(), g.daemons_.end(),
                    [&](const daemon& a, const daemon& b) { return rank(a) < rank(b); });
   for (auto& d : g.daemons_) {
@@ -125,8 +137,9 @@ local_grid::~local_grid() {
 }
 
 void local_grid::stop(std::chrono::milliseconds grace) {
-  // Engines first, so that a director does not see them vanish one by one while it drains.
-  for (const char* role : {"engine", "director", "registry"}) {
+  // The content manager first (it talks to the directors), then engines, so that a director does
+  // not see them vanish one by one while it drains.
+  for (const char* role : {"content", "engine", "director", "registry", "auth"}) {
     for (auto& d : daemons_) {
       if (d.role == role) {
         d.process.signal(SIGTERM);

@@ -6,10 +6,6 @@
 
 #include "cli/commands.h"
 
-namespace vodgrid::cli {
-int run_auth(const std::filesystem::path& config);  // daemons.cc
-}
-
 int main(int argc, char** argv) {
   using namespace vodgrid::cli;
   CLI::App app{"vodgrid: a distributed video-on-demand delivery system"};
@@ -38,6 +34,12 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingFile);
   auth_cmd->add_option("--name", name, "Ignored: a grid has one auth server");
+  auto* content_cmd =
+      app.add_subcommand("content", "Run the content manager daemon with its content engine");
+  content_cmd->add_option("--config", config, "The grid's TOML file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  content_cmd->add_option("--name", name, "Ignored: a grid has one content manager");
 
   grid_options grid;
   auto add_grid = [&](CLI::App* c) {
@@ -59,13 +61,22 @@ int main(int argc, char** argv) {
 
   std::string grid_flag;
   ingest_options ingest;
-  auto* ingest_cmd = app.add_subcommand("ingest", "Load a packaged HLS VOD program into a station");
+  auto* ingest_cmd = app.add_subcommand(
+      "ingest", "Ingest a program from its provider: package it, load it, distribute, publish");
   ingest_cmd
       ->add_option("SOURCE", ingest.source,
-                   "A folder, .m3u8 file or http:// URL of an HLS VOD playlist")
+                   "A media file (MP4, MKV, MPEG-TS), an HLS VOD playlist (.m3u8 or a folder "
+                   "holding one), or an http(s) URL of either")
       ->required();
   ingest_cmd->add_option("--title", ingest.title, "The program's title")->required();
   ingest_cmd->add_option("--id", ingest.id, "The program's id (default: made from the title)");
+  ingest_cmd->add_option("--publish-at", ingest.publish_at,
+                         "now (the default) or an RFC 3339 time, e.g. 2026-12-24T18:00:00Z");
+  ingest_cmd
+      ->add_option("--segment-seconds", ingest.segment_seconds,
+                   "Target segment length: cut at the first keyframe after it")
+      ->check(CLI::Range(0.5, 60.0))
+      ->capture_default_str();
   ingest_cmd->add_option("--stations", ingest.stations,
                          "Stations to distribute to, comma-separated (default: all)");
   ingest_cmd
@@ -77,7 +88,16 @@ int main(int argc, char** argv) {
                          "The registry's URL, or a lone station's director (default: $VODGRID_GRID "
                          "or the local grid)");
 
-  auto* programs = app.add_subcommand("programs", "List the programs of a station");
+  std::string program;
+  auto* publish_cmd = app.add_subcommand("publish", "Publish a program now");
+  publish_cmd->add_option("ID", program, "The program's id")->required();
+  publish_cmd->add_option("--grid", grid_flag, "The registry's or content manager's URL");
+  auto* withdraw_cmd =
+      app.add_subcommand("withdraw", "Withdraw a program: consoles are refused it from now on");
+  withdraw_cmd->add_option("ID", program, "The program's id")->required();
+  withdraw_cmd->add_option("--grid", grid_flag, "The registry's or content manager's URL");
+
+  auto* programs = app.add_subcommand("programs", "List the programs of the grid");
   programs->add_option("--grid", grid_flag, "The registry's URL, or a lone station's director");
   auto* status = app.add_subcommand(
       "status", "Show the stations and their engines: health, load, cost inputs");
@@ -118,6 +138,15 @@ int main(int argc, char** argv) {
     }
     if (*auth_cmd) {
       return run_auth(config);
+    }
+    if (*content_cmd) {
+      return run_content(config);
+    }
+    if (*publish_cmd) {
+      return run_lifecycle("publish", program, grid_flag);
+    }
+    if (*withdraw_cmd) {
+      return run_lifecycle("withdraw", program, grid_flag);
     }
     if (*up) {
       return run_up(grid);

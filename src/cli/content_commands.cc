@@ -1,0 +1,228 @@
+// The operator's commands that go through the content manager: ingest (of any provider source),
+// programs, publish, withdraw.
+#include <fmt/format.h>
+#include <unistd.h>
+#include <boost/json/serialize.hpp>
+
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/remote.h"
+#include "content/fetch.h"
+
+namespace vodgrid::cli {
+
+namespace json = boost::json;
+
+namespace {
+
+int fail(std::string_view cmd, std::string_view why) {
+  std::cerr << "vodgrid " << cmd << ": " << why << "\n";
+  return 1;
+}
+
+std::string str(const json::object& o, std::string_view k) {
+  auto* v = o.if_contains(k);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+double num(const json::object& o, std::string_view k) {
+  auto* v = o.if_contains(k);
+  if (v && v->is_array()) {
+    return static_cast<double>(v->as_array().size());  // a list: its length
+  }
+  return v && v->is_number() ? v->to_number<double>() : 0;
+}
+
+// One progress report: a bar on a terminal, a line per phase change (and every tenth) otherwise.
+class progress_printer {
+ public:
+  explicit progress_printer(bool quiet) : quiet_(quiet), tty_(::isatty(2)) {}
+  void show(const json::object& progress) {
+    if (quiet_) {
+      return;
+    }
+    auto phase = str(progress, "phase");
+    double done = num(progress, "done"), total = num(progress, "total");
+    auto unit = str(progress, "unit");
+    auto amount = [&](double v) {
+      return unit == "bytes"     ? fmt::format("{:.1f} MB", v / 1e6)
+             : unit == "seconds" ? fmt::format("{:.1f} s", v)
+                                 : fmt::format("{:.0f}", v);
+    };
+    std::string text = total > 0 ? fmt::format("{} {}/{}", phase, amount(done), amount(total))
+                                 : fmt::format("{} {}", phase, amount(done));
+    if (tty_) {
+      int width = 30;
+      int filled = total > 0 ? static_cast<int>(width * std::min(1.0, done / total)) : 0;
+      std::cerr << fmt::format("\r[{}{}] {:<40}", std::string(filled, '#'),
+                               std::string(width - filled, ' '), text)
+                << std::flush;
+      shown_ = true;
+      return;
+    }
+    int tenth = total > 0 ? static_cast<int>(10 * done / total) : 0;
+    if (phase != phase_ || tenth != tenth_) {
+      std::cerr << text << "\n";
+      phase_ = phase;
+      tenth_ = tenth;
+    }
+  }
+  void end() {
+    if (shown_) {
+      std::cerr << "\n";
+      shown_ = false;
+    }
+  }
+
+ private:
+  bool quiet_, tty_;
+  bool shown_ = false;
+  std::string phase_;
+  int tenth_ = -1;
+};
+
+}  // namespace
+
+result<json::object> content_ingest(const std::string& content, const ingest_options& o,
+                                    bool quiet) {
+  if (o.title.empty()) {
+    return make_error(errc::invalid_argument, "--title must not be empty");
+  }
+  std::string id = o.id.empty() ? id_from_title(o.title) : o.id;
+  std::string source = o.source;
+  if (!content::is_url(source)) {
+    // The content manager reads local sources itself: it needs the absolute path.
+    std::error_code ec;
+    source = std::filesystem::absolute(source, ec).lexically_normal().string();
+    if (!std::filesystem::exists(source, ec)) {
+      return make_error(errc::invalid_argument, "no such file: " + o.source);
+    }
+  }
+  json::object req{{"id", id},
+                   {"title", o.title},
+                   {"source", source},
+                   {"publish_at", o.publish_at.empty() ? "now" : o.publish_at},
+                   {"target_seconds", o.segment_seconds}};
+  if (!o.stations.empty()) {
+    json::array st;
+    for (size_t i = 0; i < o.stations.size();) {
+      size_t j = o.stations.find(',', i);
+      j = j == std::string::npos ? o.stations.size() : j;
+      if (j > i) {
+        st.push_back(json::value(o.stations.substr(i, j - i)));
+      }
+      i = j + 1;
+    }
+    req["stations"] = st;
+  }
+  if (o.prefetch != segment_index::max) {
+    req["prefetch"] = o.prefetch;
+  }
+  auto created = send_object("POST", content + "/v1/programs", json::serialize(req));
+  if (!created) {
+    return created.err();
+  }
+  progress_printer bar(quiet);
+  std::string url = fmt::format("{}/v1/programs/{}", content, id);
+  bool wait_publish = o.publish_at.empty() || o.publish_at == "now";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::hours(24);
+  int publish_polls = 0;
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    auto p = fetch_object(url);
+    if (!p) {
+      bar.end();
+      return p.err();
+    }
+    auto state = str(*p, "state");
+    if (auto* pr = p->if_contains("progress"); pr && pr->is_object()) {
+      bar.show(pr->as_object());
+    }
+    if (state == "failed") {
+      bar.end();
+      return make_error(errc::invalid_argument, str(*p, "error"));
+    }
+    // Published right after the ingest when its time is now: wait a moment for that too, so that
+    // the viewer URL works when the command returns.
+    if (state == "published" || state == "withdrawn" ||
+        (state == "inactive" && (!wait_publish || ++publish_polls > 50))) {
+      bar.end();
+      return p;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      bar.end();
+      return make_error(errc::timeout, "the ingest did not finish within a day");
+    }
+  }
+}
+
+int run_content_ingest(const std::string& content, const ingest_options& o) {
+  auto p = content_ingest(content, o, false);
+  if (!p) {
+    return fail("ingest", p.err().detail);
+  }
+  std::string id = str(*p, "id");
+  std::cout << fmt::format("program {} {}: {} segments, {:.1f} s, {} {}x{}{}", id, str(*p, "state"),
+                           static_cast<uint64_t>(num(*p, "segments")), num(*p, "duration"),
+                           str(*p, "video_codec"), static_cast<int>(num(*p, "width")),
+                           static_cast<int>(num(*p, "height")),
+                           str(*p, "audio_codec").empty() ? "" : " + " + str(*p, "audio_codec"));
+  if (str(*p, "state") == "inactive") {
+    std::cout << fmt::format(", publishes at {}", str(*p, "publish_at"));
+  }
+  std::cout << "\n";
+  if (auto g = fetch_object(grid_url(o.grid) + "/v1/grid")) {
+    for (auto& s : g->at("stations").as_array()) {
+      std::cout << fmt::format("viewer URL ({}): {}/v1/programs/{}/index.m3u8\n",
+                               std::string(s.at("name").as_string()),
+                               std::string(s.at("director_url").as_string()), id);
+    }
+  }
+  return 0;
+}
+
+int run_content_programs(const std::string& content) {
+  auto o = fetch_object(content + "/v1/programs");
+  if (!o) {
+    return fail("programs", o.err().detail);
+  }
+  std::cout << fmt::format("{:<24} {:<10} {:>8} {:>9}  {:<20}  {}\n", "ID", "STATE", "SEGMENTS",
+                           "SECONDS", "PUBLISH AT", "TITLE");
+  for (auto& p : o->at("programs").as_array()) {
+    auto& po = p.as_object();
+    std::cout << fmt::format("{:<24} {:<10} {:>8} {:>9.1f}  {:<20}  {}{}\n", str(po, "id"),
+                             str(po, "state"), static_cast<uint64_t>(num(po, "segments")),
+                             num(po, "duration"), str(po, "publish_at"), str(po, "title"),
+                             str(po, "error").empty() ? "" : "  (" + str(po, "error") + ")");
+  }
+  return 0;
+}
+
+int run_lifecycle(const std::string& verb, const std::string& id, const std::string& grid) {
+  auto c = content_url(grid_url(grid));
+  if (!c) {
+    return fail(verb, c.err().detail);
+  }
+  if (!*c) {
+    return fail(verb, "this grid has no content manager");
+  }
+  auto p = send_object("POST", fmt::format("{}/v1/programs/{}/{}", **c, id, verb), "{}");
+  if (!p) {
+    return fail(verb, p.err().detail);
+  }
+  std::cout << fmt::format("program {} {}\n", id, str(*p, "state"));
+  if (auto* missing = p->if_contains("not_yet_told");
+      missing && missing->is_array() && !missing->as_array().empty()) {
+    std::string names;
+    for (auto& m : missing->as_array()) {
+      names += (names.empty() ? "" : ", ") + std::string(m.as_string());
+    }
+    std::cout << fmt::format("not yet acknowledged by {}: told again until they answer\n", names);
+  }
+  return 0;
+}
+
+}  // namespace vodgrid::cli

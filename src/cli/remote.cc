@@ -1,0 +1,129 @@
+#include "cli/remote.h"
+
+#include <fmt/format.h>
+#include <boost/asio/io_context.hpp>
+
+#include "api/api.h"
+#include "cli/sync.h"
+#include "net/client.h"
+
+namespace vodgrid::cli {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+namespace http = boost::beast::http;
+
+namespace {
+
+asio::awaitable<result<net::client_response>> exchange(http::verb v, std::string url,
+                                                       std::string body) {
+  net::client_options co;
+  co.request_timeout = std::chrono::seconds(30);
+  net::http_client client(co_await asio::this_coro::executor, co);
+  if (v == http::verb::get) {
+    co_return co_await client.get(std::move(url));
+  }
+  co_return co_await client.send_json(v, std::move(url), std::move(body));
+}
+
+errc errc_of(unsigned status) {
+  switch (status) {
+    case 400:
+      return errc::invalid_argument;
+    case 401:
+      return errc::unauthorized;
+    case 403:
+      return errc::forbidden;
+    case 404:
+      return errc::not_found;
+    case 409:
+      return errc::conflict;
+    case 413:
+      return errc::too_large;
+    default:
+      return errc::unavailable;
+  }
+}
+
+}  // namespace
+
+result<json::object> fetch_object(const std::string& url) {
+  asio::io_context io;
+  auto r = run_sync(io, exchange(http::verb::get, url, {}));
+  if (!r) {
+    return r.err();
+  }
+  if (r->status != 200) {
+    return make_error(errc::unavailable,
+                      fmt::format("{} answered {}: {}", url, r->status, r->body));
+  }
+  return api::parse_object(r->body);
+}
+
+result<json::object> send_object(const std::string& method, const std::string& url,
+                                 const std::string& body) {
+  asio::io_context io;
+  auto v = method == "PUT" ? http::verb::put : http::verb::post;
+  auto r = run_sync(io, exchange(v, url, body));
+  if (!r) {
+    return r.err();
+  }
+  auto o = api::parse_object(r->body);
+  if (r->status >= 300) {
+    auto* d = o ? o->if_contains("detail") : nullptr;
+    return make_error(errc_of(r->status), d && d->is_string()
+                                              ? std::string(d->as_string())
+                                              : fmt::format("{} answered {}", url, r->status));
+  }
+  return o;
+}
+
+result<std::string> role_of(const std::string& url) {
+  auto h = fetch_object(url + "/healthz");
+  if (!h) {
+    return h.err();
+  }
+  auto* role = h->if_contains("role");
+  if (!role || !role->is_string()) {
+    return make_error(errc::protocol_error, url + " is not a vodgrid daemon");
+  }
+  return std::string(role->as_string());
+}
+
+result<std::optional<std::string>> content_url(const std::string& grid) {
+  auto role = role_of(grid);
+  if (!role) {
+    return role.err();
+  }
+  if (*role == "content") {
+    return std::optional<std::string>(grid);
+  }
+  if (*role != "registry") {
+    return std::optional<std::string>();
+  }
+  auto g = fetch_object(grid + "/v1/grid");
+  if (!g) {
+    return g.err();
+  }
+  auto* c = g->if_contains("content");
+  if (!c || !c->is_string()) {
+    return std::optional<std::string>();
+  }
+  return std::optional<std::string>(std::string(c->as_string()));
+}
+
+result<std::string> home_director(const std::string& registry) {
+  auto o = fetch_object(registry + "/v1/stations");
+  if (!o) {
+    return o.err();
+  }
+  for (auto& s : o->at("stations").as_array()) {
+    auto& so = s.as_object();
+    if (so.at("home").as_bool()) {
+      return std::string(so.at("director_url").as_string());
+    }
+  }
+  return make_error(errc::unavailable, "the home station has not registered with the registry yet");
+}
+
+}  // namespace vodgrid::cli

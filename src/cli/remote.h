@@ -1,0 +1,30 @@
+// The client commands' view of a running grid: blocking JSON requests to its daemons, and where
+// each service is, found from the one URL the operator gives (--grid, DESIGN.md).
+#pragma once
+
+#include <boost/json/object.hpp>
+
+#include <optional>
+#include <string>
+
+#include "base/result.h"
+
+namespace vodgrid::cli {
+
+// GET url; the body as a JSON object if the answer is 200, else errc::unavailable with the
+// status and body (or the transport's error).
+result<boost::json::object> fetch_object(const std::string& url);
+// POST (or PUT) a JSON body; the answer's status and JSON object. A JSON error body's "detail"
+// becomes the error's detail, with the status's errc.
+result<boost::json::object> send_object(const std::string& method, const std::string& url,
+                                        const std::string& body);
+
+// What answers at a grid URL: "registry", "director", "content" or "auth" (from its /healthz).
+result<std::string> role_of(const std::string& url);
+// The content manager's URL: the grid URL itself if it is one, the registry's [content] if the
+// grid URL is a registry, nothing for a lone station's director.
+result<std::optional<std::string>> content_url(const std::string& grid);
+// The home station's director, from the registry.
+result<std::string> home_director(const std::string& registry);
+
+}  // namespace vodgrid::cli
