@@ -12,6 +12,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "db/db.h"
+
 namespace vodgrid::test {
 
 namespace {
@@ -235,6 +237,20 @@ std::string postgres_server::log() const {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::string fresh_postgres_schema(std::string_view prefix) {
+  static postgres_server server;
+  static int schemas = 0;
+  std::string name = fmt::format("{}{}", prefix, ++schemas);
+  auto admin = db::open(server.url());
+  if (!admin) {
+    throw std::runtime_error(admin.err().detail);
+  }
+  if (auto s = (*admin)->exec_script("CREATE SCHEMA " + name); !s) {
+    throw std::runtime_error(s.err().detail);
+  }
+  return server.url() + "?options=-csearch_path%3D" + name;
 }
 
 }  // namespace vodgrid::test

@@ -54,4 +54,8 @@ class postgres_server {
   child_process server_;
 };
 
+// One server for the whole test process, started on first use; each call makes a new schema in
+// it and returns a URL whose connections use that schema, so tests never see each other's tables.
+std::string fresh_postgres_schema(std::string_view prefix);
+
 }  // namespace vodgrid::test

@@ -315,10 +315,16 @@ std::string station_fixture::log_of(const std::string& name) const {
   return t ? *t : std::string();
 }
 
-grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string database) {
+grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string database,
+                           bool with_content) {
   grid_.registry = registry_config{
       {"127.0.0.1", free_port()},
       database.empty() ? "sqlite://" + (dir_.path() / "registry.db").string() : database};
+  if (with_content) {
+    grid_.content = content_config{{"127.0.0.1", free_port()},
+                                   "sqlite://" + (dir_.path() / "content.db").string(),
+                                   dir_.path() / "content"};
+  }
   grid_.heartbeat_interval = std::chrono::milliseconds(100);
   grid_.heartbeat_timeout = std::chrono::milliseconds(1000);
   for (size_t i = 0; i < stations.size(); ++i) {
@@ -370,6 +376,9 @@ grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string datab
   if (!ok) {
     throw std::runtime_error("the grid did not come up; registry log:\n" + log_of("registry"));
   }
+  if (grid_.content) {
+    start("content");
+  }
 }
 
 grid_fixture::~grid_fixture() {
@@ -398,9 +407,9 @@ std::vector<std::string> grid_fixture::engines_of(const std::string& station) co
 }
 
 std::vector<std::string> grid_fixture::argv_of(const std::string& name) const {
-  std::string role = name == "registry"         ? "registry"
-                     : grid_.find_station(name) ? "director"
-                                                : "engine";
+  std::string role = name == "registry" || name == "content" ? name
+                     : grid_.find_station(name)              ? "director"
+                                                             : "engine";
   return {vodgrid_binary(), role, "--config", config_file_.string(), "--name", name};
 }
 
@@ -417,6 +426,7 @@ void grid_fixture::start(const std::string& name) {
   }
   procs_[name] = std::move(*p);
   std::string url = name == "registry"         ? registry_url()
+                    : name == "content"        ? content_url()
                     : grid_.find_station(name) ? director_url(name)
                                                : engine_url(name);
   if (!eventually([&] {

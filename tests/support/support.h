@@ -98,12 +98,15 @@ class grid_fixture {
     double x_km = 0;
     uint64_t uplink_mbps = 1000;
   };
-  explicit grid_fixture(std::vector<station_spec> stations, std::string database = {});
+  // with_content: a content manager too (SQLite catalog), started last, named "content".
+  explicit grid_fixture(std::vector<station_spec> stations, std::string database = {},
+                        bool with_content = false);
   ~grid_fixture();
 
   const grid_config& config() const { return grid_; }
   const std::filesystem::path& data() const { return dir_.path(); }
   std::string registry_url() const { return grid_.registry->listen.url(); }
+  std::string content_url() const { return grid_.content->listen.url(); }
   std::string director_url(const std::string& station) const;
   std::string engine_url(const std::string& engine) const;
   std::vector<std::string> engines_of(const std::string& station) const;
