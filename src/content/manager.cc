@@ -563,6 +563,7 @@ asio::awaitable<result<package_result>> content_manager::impl::fetch_and_package
   po.input = input;
   po.out_dir = work / "hls";
   po.target_seconds = target_seconds;
+  po.durable = false;  // a scratch folder: the engines keep the segments durably
   uint64_t smallest = UINT64_MAX;
   for (auto& e : home().engines) {
     smallest = std::min(smallest, e.max_segment_bytes);

@@ -15,6 +15,7 @@
 #include <cstdarg>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -165,8 +166,9 @@ bool has_sps(const uint8_t* p, int n, AVCodecID codec) {
 // makes it durable under its final name. A segment never committed is unlinked.
 class segment_file {
  public:
-  segment_file(const fs::path& dir, uint32_t index)
-      : index_(index),
+  segment_file(const fs::path& dir, uint32_t index, bool durable)
+      : durable_(durable),
+        index_(index),
         name_(fmt::format("seg{:05d}.ts", index)),
         final_(dir / name_),
         tmp_(dir / ("." + name_ + ".tmp")) {}
@@ -208,7 +210,7 @@ class segment_file {
   }
 
   result<packaged_segment> commit(double duration) {
-    if (::fsync(fd_) != 0) {
+    if (durable_ && ::fsync(fd_) != 0) {
       return sys_error("fsync", tmp_);
     }
     int fd = fd_;
@@ -229,6 +231,7 @@ class segment_file {
   const fs::path& final_path() const { return final_; }
 
  private:
+  bool durable_;
   uint32_t index_;
   std::string name_;
   fs::path final_;
@@ -807,7 +810,7 @@ status packager::cut(int64_t key_pts) {
 }
 
 status packager::open_segment(uint32_t index) {
-  auto seg = std::make_unique<segment_file>(o_.out_dir, index);
+  auto seg = std::make_unique<segment_file>(o_.out_dir, index, o_.durable);
   if (auto st = seg->open(); !st) {
     return st;
   }
@@ -872,9 +875,21 @@ status packager::write_playlist() {
   text += "#EXT-X-ENDLIST\n";
   auto path = o_.out_dir / "index.m3u8";
   // Durable: temporary file, fsync, rename, then an fsync of the folder, which also makes the
-  // segments' renames durable.
-  if (auto st = write_file_durably(path, text); !st) {
-    return st;
+  // segments' renames durable. Otherwise the same, without the fsyncs: still never a torn file
+  // under its final name.
+  if (o_.durable) {
+    if (auto st = write_file_durably(path, text); !st) {
+      return st;
+    }
+  } else {
+    auto tmp = o_.out_dir / ".index.m3u8.tmp";
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out || ::rename(tmp.c_str(), path.c_str()) != 0) {
+      ::unlink(tmp.c_str());
+      return sys_error("write", path);
+    }
   }
   written_.push_back(path);
   return {};

@@ -27,6 +27,10 @@ struct package_options {
   uint64_t max_segment_bytes = 64ull << 20;
   // Bytes: the largest program, all segments together; past it, too_large.
   uint64_t max_bytes = 64ull << 30;
+  // Each segment and the playlist fsynced before they count (see below). The content manager turns
+  // it off: its output is a scratch folder, loaded into the engines (which store durably) and
+  // removed; after a crash the ingest is failed and started again, never resumed from the folder.
+  bool durable = true;
   // Milliseconds: the deadline of each read of a URL input.
   int io_timeout_ms = 30'000;
   // Called after each segment on the packaging thread: (seconds packaged, the input's stated
@@ -63,9 +67,9 @@ struct package_result {
 // keyframe and lasts between target_seconds and target_seconds + one GOP, except the last.
 // Timestamps are carried over unchanged, so the segments play back to back as the input did.
 //
-// Each segment is written to a temporary name, fsynced and renamed; the playlist is written last,
-// durably, and lists every segment. On failure everything written is removed again (out_dir too
-// if this call created it), so no playlist is left behind.
+// Each segment is written to a temporary name, fsynced (when durable) and renamed; the playlist is
+// written last, the same way, and lists every segment. On failure everything written is removed
+// again (out_dir too if this call created it), so no playlist is left behind.
 //
 // Errors: invalid_argument for bad options and for bad input, with the reason (no such file, not
 // a media file, a container other than MP4/MKV/MPEG-TS, no video stream, an unsupported codec, a
