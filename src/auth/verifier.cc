@@ -171,6 +171,22 @@ verify_outcome token_verifier::verify(std::string_view token, const requirement&
   return check_claims(t->body, req, now);
 }
 
+bool token_verifier::allows(std::string_view token, token_kind kind, const program_id* program,
+                            std::string_view address, int64_t now) const {
+  if (token.empty()) {
+    return false;
+  }
+  std::lock_guard lock(mu_);
+  auto it = cache_.find(token);
+  if (it == cache_.end()) {
+    return false;
+  }
+  const claims& c = it->second;
+  return now < c.expires_at && c.issued_at <= now + opts_.clock_skew && c.kind == kind &&
+         (!program || c.entitled_to(*program)) &&
+         (c.address.empty() || address.empty() || c.address == address);
+}
+
 result<std::vector<public_key>> decode_keys(std::string_view body) {
   auto bad = [](std::string d) { return make_error(errc::protocol_error, "keys: " + d); };
   boost::system::error_code ec;

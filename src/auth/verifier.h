@@ -77,6 +77,12 @@ class token_verifier {
   verify_outcome verify(std::string_view token, const requirement& req, int64_t now) const;
   verify_outcome verify(std::string_view token, const requirement& req) const;
 
+  // The hot path of a director or engine: true when `token` is remembered as verified and meets
+  // the requirement (kind, `program` when not null, `address` when not empty) at `now`. Allocates
+  // nothing. False says nothing more: call verify() for the outcome and its reason.
+  bool allows(std::string_view token, token_kind kind, const program_id* program,
+              std::string_view address, int64_t now) const;
+
   size_t cached() const;
 
  private:
