@@ -15,6 +15,8 @@
 
 #include "api/api.h"
 #include "api/hls.h"
+#include "auth/client.h"
+#include "auth/session.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "director/tables.h"
@@ -42,6 +44,8 @@ struct director_daemon::impl {
   std::shared_ptr<spdlog::logger> logger = log::get("director");
   std::unique_ptr<net::http_server> server;
   std::unique_ptr<net::http_client> client;  // preload orders and deletes
+  // With [auth]: the keys that check viewers' tokens and the station key that signs redirects.
+  std::unique_ptr<auth::service_session> auth;
   station_tables tables;
   std::map<program_id, api::program_manifest> catalog;
   // Engine told to preload a segment, and until when that hint holds (claim 16).
@@ -88,6 +92,7 @@ struct director_daemon::impl {
   asio::awaitable<reply> get_program(request_context& ctx);
   asio::awaitable<reply> playlist(request_context& ctx);
   asio::awaitable<reply> segment(request_context& ctx);
+  asio::awaitable<std::optional<reply>> refuse_token(request_context& ctx, auth::requirement req);
   asio::awaitable<void> send_preload(std::string url, api::preload_order order);
   asio::awaitable<void> send_delete(std::string url);
   asio::awaitable<reply> distribute(request_context& ctx);
@@ -132,6 +137,14 @@ status director_daemon::start() {
   co.request_timeout = std::chrono::seconds(60);  // a copy order lasts as long as the copy
   co.max_body = 64 << 20;
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
+  if (d.grid.auth) {
+    d.auth = std::make_unique<auth::service_session>(
+        d.io.get_executor(), d.grid.auth->listen.url(), d.station->name.str(),
+        d.station->director.data_dir, "director " + d.station->name.str());
+    if (auto st = d.auth->start(); !st) {
+      return st;
+    }
+  }
   d.routes();
   auto port = d.server->listen(d.station->director.listen.host, d.station->director.listen.port);
   if (!port) {
@@ -149,6 +162,9 @@ status director_daemon::start() {
 asio::awaitable<void> director_daemon::stop(std::chrono::milliseconds drain) {
   auto& d = *impl_;
   d.stopping = true;
+  if (d.auth) {
+    d.auth->stop();
+  }
   auto deadline = steady::now() + drain;
   if (d.server) {
     co_await d.server->stop(drain);
@@ -526,10 +542,33 @@ result<const api::program_manifest*> director_daemon::impl::ready_program(
   return &it->second;
 }
 
+// The slow path of a token check (the fast one is token_verifier::allows): the full verification,
+// with the keys fetched again when the token names one we do not know. nullopt: the token passes.
+asio::awaitable<std::optional<reply>> director_daemon::impl::refuse_token(request_context& ctx,
+                                                                          auth::requirement req) {
+  auto token = auth::token_of(ctx);
+  auto out = auth->verifier().verify(token, req);
+  if (!out && out.why == auth::token_error::unknown_key) {
+    out = co_await auth->keys().verify(std::string(token), std::move(req));
+  }
+  if (out) {
+    co_return std::nullopt;
+  }
+  co_return net::error_reply(out.as_error());
+}
+
 asio::awaitable<reply> director_daemon::impl::playlist(request_context& ctx) {
   auto m = ready_program(ctx.params[0]);
   if (!m) {
     co_return net::error_reply(m.err());
+  }
+  if (auth) {
+    // Claim 23: a viewer token entitled to the program, bound (if it says so) to this client.
+    auth::requirement req{auth::token_kind::viewer, (*m)->id, auth::client_address(ctx)};
+    auto refused = co_await refuse_token(ctx, std::move(req));
+    if (refused) {
+      co_return std::move(*refused);
+    }
   }
   // Whatever query the console used (a token, later) is carried to each segment URI.
   std::string query;
@@ -566,6 +605,14 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     co_return net::error_reply(
         make_error(errc::not_found,
                    fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
+  }
+  if (auth && !auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &(*m)->id,
+                                       auth::client_address(ctx), auth::unix_now())) {
+    auth::requirement req{auth::token_kind::viewer, (*m)->id, auth::client_address(ctx)};
+    auto refused = co_await refuse_token(ctx, std::move(req));
+    if (refused) {
+      co_return std::move(*refused);
+    }
   }
   auto now = steady::now();
   segment_key key{(*m)->id, *idx};
@@ -614,7 +661,20 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   location += '/';
   location += std::to_string(idx->v);
   location += ".ts";
-  location.append(query.data(), query.size());
+  if (auth) {
+    // Claim 23: the engine is shown a short-lived signature of its path, not the viewer's token.
+    if (!auth->signer()) {
+      auto u = net::error_reply(make_error(errc::unavailable, "not yet logged in at auth"));
+      u.headers.emplace_back("Retry-After", "1");
+      co_return u;
+    }
+    auto sig = auth->signer()->sign_query(std::string_view(location).substr(e.url.size()),
+                                          auth::unix_now() + 30);
+    location += '?';
+    location += sig;
+  } else {
+    location.append(query.data(), query.size());
+  }
   reply r;
   r.status = http::status::found;
   r.headers.reserve(2);
