@@ -16,6 +16,8 @@
 #include <random>
 
 #include "api/api.h"
+#include "auth/client.h"
+#include "auth/session.h"
 #include "base/log.h"
 #include "net/client.h"
 #include "net/http.h"
@@ -40,6 +42,9 @@ struct engine_daemon::impl {
   std::shared_ptr<spdlog::logger> logger = log::get("engine");
   std::unique_ptr<net::http_server> server;
   std::unique_ptr<net::http_client> client;
+  // With [auth]: the station key that checks the director's signatures, the keys that check other
+  // engines' tokens, and our own engine token for copies.
+  std::unique_ptr<auth::service_session> auth;
   uint16_t port = 0;
   bool stopping = false;
   bool heartbeat_running = false;
@@ -75,6 +80,7 @@ struct engine_daemon::impl {
 
   void routes();
   asio::awaitable<reply> get_segment(request_context& ctx);
+  asio::awaitable<std::optional<reply>> refuse_segment(request_context& ctx, error why);
   asio::awaitable<reply> put_segment(request_context& ctx);
   asio::awaitable<reply> delete_segment(request_context& ctx);
   asio::awaitable<reply> list_segments(request_context& ctx);
@@ -147,6 +153,14 @@ status engine_daemon::start() {
   copts.max_body = d.self->max_segment_bytes;
   copts.request_timeout = std::chrono::seconds(30);
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), copts);
+  if (d.grid.auth) {
+    d.auth = std::make_unique<auth::service_session>(d.io.get_executor(), d.grid.auth->listen.url(),
+                                                     d.self->name.str(), d.self->data_dirs.at(0),
+                                                     "engine " + d.self->name.str());
+    if (auto st = d.auth->start(); !st) {
+      return st;
+    }
+  }
   d.routes();
   auto port = d.server->listen(d.self->listen.host, d.self->listen.port);
   if (!port) {
@@ -163,6 +177,9 @@ asio::awaitable<void> engine_daemon::stop(std::chrono::milliseconds drain) {
   auto& d = *impl_;
   d.stopping = true;
   d.heartbeat_timer.cancel();
+  if (d.auth) {
+    d.auth->stop();
+  }
   if (d.server) {
     co_await d.server->stop(drain);
   }
@@ -223,7 +240,37 @@ void engine_daemon::impl::routes() {
   });
 }
 
+// A segment request without a valid URL signature: a copy by another engine passes with its engine
+// token (claims 24, 25); anything else is refused with the signature's reason.
+asio::awaitable<std::optional<reply>> engine_daemon::impl::refuse_segment(request_context& ctx,
+                                                                          error why) {
+  auto token = auth::token_of(ctx);
+  if (why.code == errc::unauthorized && !token.empty()) {
+    auth::requirement req{auth::token_kind::engine, std::nullopt, {}};
+    auto out = auth->verifier().verify(token, req);
+    if (!out && out.why == auth::token_error::unknown_key) {
+      out = co_await auth->keys().verify(std::string(token), std::move(req));
+    }
+    if (out) {
+      co_return std::nullopt;
+    }
+    co_return net::error_reply(out.as_error());
+  }
+  co_return net::error_reply(why);
+}
+
 asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
+  if (auth) {
+    auto* signer = auth->signer();
+    status sig = signer ? signer->verify(ctx.req.target(), auth::unix_now())
+                        : status(make_error(errc::unauthorized, "not yet logged in at auth"));
+    if (!sig) {
+      auto refused = co_await refuse_segment(ctx, sig.err());
+      if (refused) {
+        co_return std::move(*refused);
+      }
+    }
+  }
   auto key = key_from(ctx);
   if (!key) {
     co_return net::error_reply(key.err());
@@ -334,7 +381,11 @@ asio::awaitable<reply> engine_daemon::impl::fetch(request_context& ctx) {
   if (!src) {
     co_return net::error_reply(src.err());
   }
-  auto res = co_await client->get(order->source);
+  net::http_client::header_list headers;
+  if (auth && !auth->token().empty()) {
+    headers.emplace_back("Authorization", "Bearer " + auth->token());  // claims 24, 25
+  }
+  auto res = co_await client->request(http::verb::get, order->source, {}, std::move(headers));
   if (!res) {
     fetches_failed->inc();
     logger->warn("{}: fetch {} from {} failed: {}", self->name.str(), order->key.str(),
