@@ -369,6 +369,9 @@ grid_config grid_config::embedded_default(const std::filesystem::path& data_dir,
   grid_config g;
   g.registry =
       registry_config{{"127.0.0.1", port(8700)}, "sqlite://" + (data_dir / "registry.db").string()};
+  // Tokens on, with the demo accounts demo/demo and admin/admin: here and nowhere else.
+  g.auth =
+      auth_config{{"127.0.0.1", port(8701)}, "sqlite://" + (data_dir / "auth.db").string(), true};
   g.content = content_config{{"127.0.0.1", port(8702)},
                              "sqlite://" + (data_dir / "content.db").string(),
                              data_dir / "content"};

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "api/api.h"
+#include "auth/client.h"
 #include "base/log.h"
 #include "base/process.h"
 #include "cli/grid.h"
@@ -270,6 +271,12 @@ int run_up(const grid_options& o) {
     std::cout << fmt::format("viewer URL: {}/v1/programs/<id>/index.m3u8\n",
                              s.director.listen.url());
   }
+  if (grid->auth && grid->auth->demo_accounts) {
+    std::cout << fmt::format(
+        "auth {}: subscriber demo/demo, operator admin/admin (demo accounts, loopback only)\n"
+        "token: vodgrid login --user demo --password demo --grid {}\n",
+        grid->auth->listen.url(), grid->auth->listen.url());
+  }
   std::cout << fmt::format("logs: {}\n", g->log_dir().string()) << std::flush;
   while (!interrupted) {
     for (auto& gone : g->reap()) {
@@ -376,6 +383,14 @@ int run_demo(const demo_options& o) {
   po.url = url;
   po.viewers = o.viewers;
   po.realtime = o.realtime;
+  if (grid->auth && grid->auth->demo_accounts) {
+    auto t = login_token(grid->auth->listen.url(), "demo", "demo", false);
+    if (!t) {
+      return fail("demo", "login as demo: " + t.err().detail);
+    }
+    po.token = *t;
+    url += "?token=" + *t;
+  }
   asio::io_context io;
   auto report = run_sync(io, play_async(po));
   std::cout << report.to_text();
@@ -511,6 +526,40 @@ int run_status(const std::string& grid) {
     }
     print_engines(*o, director);
   }
+  return 0;
+}
+
+result<std::string> login_token(const std::string& auth_url, const std::string& user,
+                                const std::string& password, bool operator_) {
+  asio::io_context io;
+  auto r = run_sync(io,
+                    [](std::string url, std::string u, std::string p,
+                       bool op) -> asio::awaitable<result<auth::login_reply>> {
+                      net::http_client client(co_await asio::this_coro::executor);
+                      co_return co_await auth::login(
+                          client, std::move(url),
+                          op ? auth::token_kind::operator_ : auth::token_kind::viewer, std::move(u),
+                          std::move(p));
+                    }(auth_url, user, password, operator_));
+  if (!r) {
+    return r.err();
+  }
+  return r->token;
+}
+
+int run_login(const login_cli_options& o) {
+  auto url = auth_url(grid_url(o.grid));
+  if (!url) {
+    return fail("login", url.err().detail);
+  }
+  if (!*url) {
+    return fail("login", "this grid has no auth server: no token is needed");
+  }
+  auto t = login_token(**url, o.user, o.password, o.operator_);
+  if (!t) {
+    return fail("login", t.err().detail);
+  }
+  std::cout << *t << "\n";
   return 0;
 }
 

@@ -60,6 +60,18 @@ struct play_cli_options {
 };
 int run_play(const play_cli_options& opts);
 
+struct login_cli_options {
+  std::string grid;  // the registry's URL, or the auth server's
+  std::string user;
+  std::string password;
+  bool operator_ = false;  // an operator token instead of a viewer token
+};
+// `vodgrid login`: prints the token, one line.
+int run_login(const login_cli_options& opts);
+// A token for `url` (viewer or operator): logs in at `auth_url` (blocking).
+result<std::string> login_token(const std::string& auth_url, const std::string& user,
+                                const std::string& password, bool operator_);
+
 // Through the content manager at `content` (content_commands.cc): the ingest of any provider
 // source, waiting for it and showing its progress; the catalog.
 int run_content_ingest(const std::string& content, const ingest_options& o);

@@ -2,14 +2,18 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
 
 #include "api/api.h"
+#include "auth/client.h"
 #include "base/fs.h"
 #include "cli/sync.h"
 #include "net/client.h"
@@ -45,6 +49,49 @@ asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds tim
     co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
   }
   co_return false;
+}
+
+// As an operator would, with an operator token: every director (under its station's name) and every
+// engine gets an engine account whose password is the secret in its data directory (made if
+// missing), so that each can log in when it starts (claims 24, 25).
+asio::awaitable<status> provision(grid_config grid, std::string token) {
+  net::http_client client(co_await asio::this_coro::executor);
+  std::vector<std::tuple<std::string, std::filesystem::path, std::string>> accounts;
+  for (auto& s : grid.stations) {
+    accounts.emplace_back(s.name.str(), s.director.data_dir, s.name.str());
+    for (auto& e : s.engines) {
+      accounts.emplace_back(e.name.str(), e.data_dirs.at(0), s.name.str());
+    }
+  }
+  for (auto& [name, dir, station] : accounts) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    auto secret = auth::read_or_create_secret(dir);
+    if (!secret) {
+      co_return secret.err();
+    }
+    std::string body =
+        boost::json::serialize(boost::json::object{{"password", *secret}, {"station", station}});
+    net::http_client::header_list headers{{"Content-Type", "application/json"},
+                                          {"Authorization", "Bearer " + token}};
+    auto r = co_await client.request(boost::beast::http::verb::put,
+                                     grid.auth->listen.url() + "/v1/accounts/engines/" + name,
+                                     std::move(body), std::move(headers));
+    if (!r) {
+      co_return r.err();
+    }
+    if (r->status != 200) {
+      co_return make_error(errc::unavailable, fmt::format("auth refused the account of {}: {} {}",
+                                                          name, r->status, r->body));
+    }
+  }
+  co_return status{};
+}
+
+asio::awaitable<result<auth::login_reply>> admin_login(std::string url) {
+  net::http_client client(co_await asio::this_coro::executor);
+  co_return co_await auth::login(client, std::move(url), auth::token_kind::operator_, "admin",
+                                 "admin");
 }
 
 }  // namespace
@@ -89,6 +136,32 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
   if (grid.auth) {
     if (auto st = launch("auth", "auth", grid.auth->listen.url()); !st) {
       return st.err();
+    }
+    // Engines and directors log in when they start: their accounts come first. The operator
+    // token is $VODGRID_TOKEN, or admin's where the grid has the demo accounts.
+    if (!wait_healthy(grid.auth->listen.url(), timeout)) {
+      g.stop(std::chrono::seconds(2));
+      return make_error(errc::unavailable, fmt::format("auth does not answer /healthz (see {})",
+                                                       (g.logs_ / "auth.log").string()));
+    }
+    std::string token;
+    if (const char* env = std::getenv("VODGRID_TOKEN"); env && *env) {
+      token = env;
+    } else if (grid.auth->demo_accounts) {
+      asio::io_context io;
+      auto r = run_sync(io, admin_login(grid.auth->listen.url()));
+      if (!r) {
+        g.stop(std::chrono::seconds(2));
+        return make_error(r.err().code, "auth: admin login: " + r.err().detail);
+      }
+      token = r->token;
+    }
+    if (!token.empty()) {
+      asio::io_context io;
+      if (auto st = run_sync(io, provision(grid, token)); !st) {
+        g.stop(std::chrono::seconds(2));
+        return st.err();
+      }
     }
   }
   if (grid.content) {

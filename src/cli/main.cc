@@ -115,6 +115,16 @@ int main(int argc, char** argv) {
   play_cmd->add_flag("--no-verify", no_verify, "Do not check segments against their SHA-256");
   play_cmd->add_flag("--json", play.json, "Print the report as JSON");
 
+  login_cli_options login;
+  auto* login_cmd =
+      app.add_subcommand("login", "Log in at the grid's auth server and print a token");
+  login_cmd->add_option("--user", login.user, "The account's name")->required();
+  login_cmd->add_option("--password", login.password, "Its password")->required();
+  login_cmd->add_flag("--operator", login.operator_, "An operator token (default: a viewer's)");
+  login_cmd->add_option("--grid", login.grid,
+                        "The registry's URL or the auth server's (default: $VODGRID_GRID or the "
+                        "local grid)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -164,6 +174,9 @@ int main(int argc, char** argv) {
     }
     if (*status) {
       return run_status(grid_flag);
+    }
+    if (*login_cmd) {
+      return run_login(login);
     }
     if (*play_cmd) {
       play.verify = !no_verify;

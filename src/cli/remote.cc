@@ -112,6 +112,28 @@ result<std::optional<std::string>> content_url(const std::string& grid) {
   return std::optional<std::string>(std::string(c->as_string()));
 }
 
+result<std::optional<std::string>> auth_url(const std::string& grid) {
+  auto role = role_of(grid);
+  if (!role) {
+    return role.err();
+  }
+  if (*role == "auth") {
+    return std::optional<std::string>(grid);
+  }
+  if (*role != "registry") {
+    return std::optional<std::string>();
+  }
+  auto g = fetch_object(grid + "/v1/grid");
+  if (!g) {
+    return g.err();
+  }
+  auto* a = g->if_contains("auth");
+  if (!a || !a->is_string()) {
+    return std::optional<std::string>();
+  }
+  return std::optional<std::string>(std::string(a->as_string()));
+}
+
 result<std::string> home_director(const std::string& registry) {
   auto o = fetch_object(registry + "/v1/stations");
   if (!o) {

@@ -24,6 +24,9 @@ result<std::string> role_of(const std::string& url);
 // The content manager's URL: the grid URL itself if it is one, the registry's [content] if the
 // grid URL is a registry, nothing for a lone station's director.
 result<std::optional<std::string>> content_url(const std::string& grid);
+// The auth server's URL: the grid URL itself if it is one, the registry's [auth] if the grid URL is
+// a registry; nothing for a grid without tokens.
+result<std::optional<std::string>> auth_url(const std::string& grid);
 // The home station's director, from the registry.
 result<std::string> home_director(const std::string& registry);
 

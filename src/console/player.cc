@@ -79,8 +79,9 @@ struct shared_state {
 };
 
 std::string with_token(const std::string& url, const std::string& token) {
-  if (token.empty()) {
-    return url;
+  if (token.empty() || url.find("?token=") != std::string::npos ||
+      url.find("&token=") != std::string::npos) {
+    return url;  // the URL carries its own token
   }
   return url + (url.find('?') == std::string::npos ? "?" : "&") + "token=" + token;
 }
