@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "auth/client.h"
 #include "base/fs.h"
 
 #ifndef VODGRID_BINARY
@@ -200,6 +201,75 @@ std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds,
   return playlist;
 }
 
+std::string login_token(const std::string& auth_url, const std::string& kind,
+                        const std::string& user, const std::string& password) {
+  auto r = http(http_ns::verb::post, auth_url + "/v1/login/" + kind,
+                fmt::format(R"({{"user":"{}","password":"{}"}})", user, password),
+                {{"Content-Type", "application/json"}});
+  if (!r || r->status != 200) {
+    throw std::runtime_error("login as " + user + " failed: " + (r ? r->body : r.err().detail));
+  }
+  auto t = auth::decode_login_reply(r->body);
+  if (!t) {
+    throw std::runtime_error(t.err().detail);
+  }
+  return t->token;
+}
+
+void provision_engines(const grid_config& grid, const std::string& operator_token) {
+  auto put = [&](const std::string& name, const std::filesystem::path& dir,
+                 const std::string& station) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    auto secret = auth::read_or_create_secret(dir);
+    if (!secret) {
+      throw std::runtime_error(secret.err().detail);
+    }
+    auto r =
+        http(http_ns::verb::put, grid.auth->listen.url() + "/v1/accounts/engines/" + name,
+             fmt::format(R"({{"password":"{}","station":"{}"}})", *secret, station),
+             {{"Content-Type", "application/json"}, {"Authorization", "Bearer " + operator_token}});
+    if (!r || r->status != 200) {
+      throw std::runtime_error("provisioning " + name +
+                               " failed: " + (r ? r->body : r.err().detail));
+    }
+  };
+  for (auto& s : grid.stations) {
+    put(s.name.str(), s.director.data_dir, s.name.str());
+    for (auto& e : s.engines) {
+      put(e.name.str(), e.data_dirs.at(0), s.name.str());
+    }
+  }
+}
+
+namespace {
+
+auth_config test_auth(const std::filesystem::path& dir) {
+  return auth_config{{"127.0.0.1", free_port()}, "sqlite://" + (dir / "auth.db").string(), true};
+}
+
+// Starts `vodgrid auth`, waits for it, and provisions every director and engine.
+child_process start_auth(const grid_config& grid, const std::filesystem::path& config_file,
+                         const std::filesystem::path& dir) {
+  auto p = child_process::spawn(
+      {vodgrid_binary(), "auth", "--config", config_file.string(), "--name", "auth"},
+      dir / "auth.log");
+  if (!p) {
+    throw std::runtime_error(p.err().detail);
+  }
+  if (!eventually([&] {
+        auto r = http_get(grid.auth->listen.url() + "/healthz");
+        return r && r->status == 200;
+      })) {
+    auto log = read_file(dir / "auth.log");
+    throw std::runtime_error("auth did not start:\n" + (log ? *log : std::string()));
+  }
+  provision_engines(grid, login_token(grid.auth->listen.url(), "operator", "admin", "admin"));
+  return std::move(*p);
+}
+
+}  // namespace
+
 station_fixture::station_fixture(options o) {
   station_config s;
   s.name = *station_id::parse("st");
@@ -219,9 +289,15 @@ station_fixture::station_fixture(options o) {
   grid_.stations.push_back(s);
   grid_.heartbeat_interval = std::chrono::milliseconds(o.heartbeat_interval_ms);
   grid_.heartbeat_timeout = std::chrono::milliseconds(o.heartbeat_timeout_ms);
+  if (o.with_auth) {
+    grid_.auth = test_auth(dir_.path());
+  }
   config_file_ = dir_.path() / "grid.toml";
   if (!write_file_durably(config_file_, grid_.to_toml())) {
     throw std::runtime_error("cannot write the config");
+  }
+  if (grid_.auth) {
+    auth_ = start_auth(grid_, config_file_, dir_.path());
   }
   start_director();
   engines_.resize(static_cast<size_t>(o.engines));
@@ -249,6 +325,10 @@ station_fixture::~station_fixture() {
     e.stop(std::chrono::seconds(5));
   }
   director_.stop(std::chrono::seconds(5));
+  if (grid_.auth) {
+    auth_.signal(SIGTERM);
+    auth_.stop(std::chrono::seconds(5));
+  }
 }
 
 std::string station_fixture::director_url() const {
@@ -316,7 +396,7 @@ std::string station_fixture::log_of(const std::string& name) const {
 }
 
 grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string database,
-                           bool with_content) {
+                           bool with_content, bool with_auth) {
   grid_.registry = registry_config{
       {"127.0.0.1", free_port()},
       database.empty() ? "sqlite://" + (dir_.path() / "registry.db").string() : database};
@@ -324,6 +404,9 @@ grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string datab
     grid_.content = content_config{{"127.0.0.1", free_port()},
                                    "sqlite://" + (dir_.path() / "content.db").string(),
                                    dir_.path() / "content"};
+  }
+  if (with_auth) {
+    grid_.auth = test_auth(dir_.path());
   }
   grid_.heartbeat_interval = std::chrono::milliseconds(100);
   grid_.heartbeat_timeout = std::chrono::milliseconds(1000);
@@ -349,6 +432,9 @@ grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string datab
   config_file_ = dir_.path() / "grid.toml";
   if (!write_file_durably(config_file_, grid_.to_toml())) {
     throw std::runtime_error("cannot write the config");
+  }
+  if (grid_.auth) {
+    procs_["auth"] = start_auth(grid_, config_file_, dir_.path());
   }
   start("registry");
   for (auto& s : grid_.stations) {
@@ -407,9 +493,9 @@ std::vector<std::string> grid_fixture::engines_of(const std::string& station) co
 }
 
 std::vector<std::string> grid_fixture::argv_of(const std::string& name) const {
-  std::string role = name == "registry" || name == "content" ? name
-                     : grid_.find_station(name)              ? "director"
-                                                             : "engine";
+  std::string role = name == "registry" || name == "content" || name == "auth" ? name
+                     : grid_.find_station(name)                                ? "director"
+                                                                               : "engine";
   return {vodgrid_binary(), role, "--config", config_file_.string(), "--name", name};
 }
 
@@ -427,6 +513,7 @@ void grid_fixture::start(const std::string& name) {
   procs_[name] = std::move(*p);
   std::string url = name == "registry"         ? registry_url()
                     : name == "content"        ? content_url()
+                    : name == "auth"           ? auth_url()
                     : grid_.find_station(name) ? director_url(name)
                                                : engine_url(name);
   if (!eventually([&] {

@@ -51,6 +51,13 @@ run_result run(const std::vector<std::string>& argv,
 std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds = 8,
                                   int segment_seconds = 1);
 
+// Tokens from a grid's auth server (demo_accounts: demo/demo, admin/admin); throws on failure.
+std::string login_token(const std::string& auth_url, const std::string& kind,
+                        const std::string& user, const std::string& password);
+// As `vodgrid up` does: every director (under its station's name) and engine gets an engine
+// account whose password is its auth.secret (made here if missing). Throws on failure.
+void provision_engines(const grid_config& grid, const std::string& operator_token);
+
 // One station (director + `engines` engines) of real processes on free ports.
 class station_fixture {
  public:
@@ -61,6 +68,7 @@ class station_fixture {
     uint32_t max_streams = 1000;
     int heartbeat_interval_ms = 100;
     int heartbeat_timeout_ms = 1000;
+    bool with_auth = false;  // an auth server (demo accounts) and tokens on
   };
   station_fixture() : station_fixture(options{}) {}
   explicit station_fixture(options o);
@@ -69,6 +77,11 @@ class station_fixture {
   const grid_config& config() const { return grid_; }
   const std::filesystem::path& data() const { return dir_.path(); }
   std::string director_url() const;
+  std::string auth_url() const { return grid_.auth->listen.url(); }
+  std::string viewer_token() const { return login_token(auth_url(), "viewer", "demo", "demo"); }
+  std::string operator_token() const {
+    return login_token(auth_url(), "operator", "admin", "admin");
+  }
   std::string engine_url(int i) const;
   std::string engine_name(int i) const;
   // SIGKILL (or another signal) to engine i; restart it later with start_engine.
@@ -85,6 +98,7 @@ class station_fixture {
   grid_config grid_;
   std::filesystem::path config_file_;
   child_process director_;
+  child_process auth_;
   std::vector<child_process> engines_;
 };
 
@@ -99,14 +113,20 @@ class grid_fixture {
     uint64_t uplink_mbps = 1000;
   };
   // with_content: a content manager too (SQLite catalog), started last, named "content".
+  // with_auth: an auth server (demo accounts), started first; every daemon provisioned.
   explicit grid_fixture(std::vector<station_spec> stations, std::string database = {},
-                        bool with_content = false);
+                        bool with_content = false, bool with_auth = false);
   ~grid_fixture();
 
   const grid_config& config() const { return grid_; }
   const std::filesystem::path& data() const { return dir_.path(); }
   std::string registry_url() const { return grid_.registry->listen.url(); }
   std::string content_url() const { return grid_.content->listen.url(); }
+  std::string auth_url() const { return grid_.auth->listen.url(); }
+  std::string viewer_token() const { return login_token(auth_url(), "viewer", "demo", "demo"); }
+  std::string operator_token() const {
+    return login_token(auth_url(), "operator", "admin", "admin");
+  }
   std::string director_url(const std::string& station) const;
   std::string engine_url(const std::string& engine) const;
   std::vector<std::string> engines_of(const std::string& station) const;

@@ -1,0 +1,284 @@
+// Tokens in the grid (issue 5, claims 23-25): the director checks viewers' tokens on playlists and
+// segments, signs each redirect for the engine, the engine checks that signature (or, for a copy,
+// the receiving engine's token); the real ffmpeg and `vodgrid play` play with a token.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <memory>
+#include <regex>
+
+#include "auth/client.h"
+#include "auth/keys.h"
+#include "auth/store.h"
+#include "auth/url_signer.h"
+#include "auth/verifier.h"
+#include "base/fs.h"
+#include "support/support.h"
+
+namespace vodgrid::test {
+namespace {
+
+namespace http_ns = boost::beast::http;
+
+std::string streamhash(const std::string& input) {
+  auto r = run({"/usr/bin/ffmpeg", "-nostdin", "-v", "error", "-i", input, "-map", "0", "-c",
+                "copy", "-f", "streamhash", "-"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  return r.out;
+}
+
+// One station with tokens on and program "movie" (4 one-second segments), shared by the suite.
+class AuthGrid : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    station_fixture::options o;
+    o.engines = 2;
+    o.with_auth = true;
+    st_ = new station_fixture(o);
+    src_ = new temp_dir();
+    playlist_ = make_sample(src_->path(), 4, 1);
+    auto in = st_->ingest(src_->path().string(), "movie");
+    ASSERT_EQ(in.status, 0) << in.err;
+    auto store = auth::auth_store::open("sqlite://" + (st_->data() / "auth.db").string());
+    ASSERT_TRUE(store) << store.err().detail;
+    auto keys = (*store)->load_keys();
+    ASSERT_TRUE(keys && !keys->empty());
+    auto& newest = keys->back();
+    for (auto& k : *keys) {
+      if (k.signing_until == 0) {
+        newest = k;
+      }
+    }
+    auto sk = auth::signing_key::from_seed(newest.kid, newest.seed);
+    ASSERT_TRUE(sk);
+    key_ = new auth::signing_key(std::move(*sk));
+    auto sta = (*store)->station_key("st");
+    ASSERT_TRUE(sta);
+    station_key_ = new std::string(*sta);
+  }
+  static void TearDownTestSuite() {
+    delete key_;
+    delete station_key_;
+    delete st_;
+    delete src_;
+  }
+
+  static std::string playlist_url() {
+    return st_->director_url() + "/v1/programs/movie/index.m3u8";
+  }
+  static std::string segment_url(int i) {
+    return fmt::format("{}/v1/programs/movie/segments/{}.ts", st_->director_url(), i);
+  }
+  // A token signed with the auth server's own key: whatever claims a test needs.
+  static std::string issue(auth::claims c) { return key_->issue(c); }
+  static auth::claims viewer_claims() {
+    auth::claims c;
+    c.issuer = st_->auth_url();
+    c.subject = "demo";
+    c.kind = auth::token_kind::viewer;
+    c.all_programs = true;
+    c.issued_at = auth::unix_now() - 10;
+    c.expires_at = auth::unix_now() + 600;
+    return c;
+  }
+  // GETs `url` with the token as ?token= (or none), returns status and body.
+  static std::pair<int, std::string> get(const std::string& url, const std::string& token) {
+    auto r = http_get(token.empty() ? url : url + "?token=" + token);
+    if (!r) {
+      return {0, r.err().detail};
+    }
+    return {r->status, r->body};
+  }
+  // Expects both the playlist and a segment to be refused with `status` and `reason` in the body.
+  static void expect_refused(const std::string& token, int status, const std::string& reason) {
+    for (auto& url : {playlist_url(), segment_url(1)}) {
+      auto [code, body] = get(url, token);
+      EXPECT_EQ(code, status) << url << ": " << body;
+      EXPECT_NE(body.find(reason), std::string::npos) << url << ": " << body;
+      EXPECT_NE(body.find("\"error\""), std::string::npos) << body;
+    }
+  }
+  static std::string location(const std::string& token, int segment) {
+    auto r = http_get(segment_url(segment) + "?token=" + token);
+    EXPECT_TRUE(r && r->status == 302) << (r ? r->body : r.err().detail);
+    return r ? r->header("Location") : std::string();
+  }
+
+  static station_fixture* st_;
+  static temp_dir* src_;
+  static std::filesystem::path playlist_;
+  static auth::signing_key* key_;
+  static std::string* station_key_;
+};
+station_fixture* AuthGrid::st_ = nullptr;
+temp_dir* AuthGrid::src_ = nullptr;
+std::filesystem::path AuthGrid::playlist_;
+auth::signing_key* AuthGrid::key_ = nullptr;
+std::string* AuthGrid::station_key_ = nullptr;
+
+TEST_F(AuthGrid, AValidViewerTokenPlaysAndRedirectsToASignedEnginePath) {
+  auto token = st_->viewer_token();
+  auto [code, body] = get(playlist_url(), token);
+  ASSERT_EQ(code, 200) << body;
+  EXPECT_NE(body.find("segments/0.ts?token=" + token), std::string::npos) << body;
+  auto loc = location(token, 0);
+  EXPECT_NE(loc.find("/v1/segments/movie/0.ts?vg_exp="), std::string::npos) << loc;
+  EXPECT_EQ(loc.find("token="), std::string::npos) << "the engine needs no viewer token: " << loc;
+  auto seg = http_get(loc);
+  ASSERT_TRUE(seg);
+  EXPECT_EQ(seg->status, 200) << seg->body;
+  EXPECT_EQ(get(playlist_url(), issue(viewer_claims())).first, 200);
+}
+
+TEST_F(AuthGrid, DirectorRefusesAMissingTokenWith401) {
+  expect_refused("", 401, "token missing");
+}
+
+TEST_F(AuthGrid, DirectorRefusesForgedTokens) {
+  // Signed by a key the auth server never published.
+  auto stranger = auth::signing_key::generate(auth::new_kid());
+  expect_refused(stranger.issue(viewer_claims()), 403, "token unknown_key");
+  // Signed by a stranger's key under the server's key id.
+  auto impostor = auth::signing_key::generate(key_->kid());
+  expect_refused(impostor.issue(viewer_claims()), 403, "token bad_signature");
+  expect_refused("not-a-token", 403, "token malformed");
+}
+
+TEST_F(AuthGrid, DirectorRefusesATamperedToken) {
+  auto token = st_->viewer_token();
+  auto d1 = token.find('.');
+  auto d2 = token.find('.', d1 + 1);
+  auto payload = auth::base64url_decode(token.substr(d1 + 1, d2 - d1 - 1));
+  ASSERT_TRUE(payload);
+  auto at = payload->find("\"demo\"");
+  ASSERT_NE(at, std::string::npos) << *payload;
+  payload->replace(at, 6, "\"dema\"");
+  std::string tampered =
+      token.substr(0, d1 + 1) + auth::base64url_encode(*payload) + token.substr(d2);
+  expect_refused(tampered, 403, "token bad_signature");
+}
+
+TEST_F(AuthGrid, DirectorRefusesAnExpiredToken) {
+  auto c = viewer_claims();
+  c.issued_at = auth::unix_now() - 120;
+  c.expires_at = auth::unix_now() - 60;
+  expect_refused(issue(c), 403, "token expired");
+}
+
+TEST_F(AuthGrid, DirectorRefusesATokenOfAnotherKind) {
+  auto c = viewer_claims();
+  c.kind = auth::token_kind::operator_;
+  expect_refused(issue(c), 403, "token wrong_kind");
+  expect_refused(st_->operator_token(), 403, "token wrong_kind");
+}
+
+TEST_F(AuthGrid, DirectorRefusesAProgramOutsideTheEntitlement) {
+  auto c = viewer_claims();
+  c.all_programs = false;
+  c.programs = {*program_id::parse("another")};
+  expect_refused(issue(c), 403, "token not_entitled");
+  c.programs.push_back(*program_id::parse("movie"));
+  EXPECT_EQ(get(playlist_url(), issue(c)).first, 200);
+}
+
+TEST_F(AuthGrid, DirectorRefusesATokenBoundToAnotherAddress) {
+  auto c = viewer_claims();
+  c.address = "10.9.8.7";
+  expect_refused(issue(c), 403, "token wrong_address");
+  c.address = "127.0.0.1";
+  EXPECT_EQ(get(playlist_url(), issue(c)).first, 200);
+}
+
+TEST_F(AuthGrid, EngineRefusesASignatureMovedToAnotherPath) {
+  auto loc = location(st_->viewer_token(), 0);
+  auto q = loc.find('?');
+  ASSERT_NE(q, std::string::npos);
+  auto moved =
+      std::regex_replace(loc.substr(0, q), std::regex("/0\\.ts$"), "/1.ts") + loc.substr(q);
+  auto r = http_get(moved);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403) << r->body;
+  EXPECT_NE(r->body.find("does not match"), std::string::npos) << r->body;
+  auto bare = http_get(loc.substr(0, q));
+  ASSERT_TRUE(bare);
+  EXPECT_EQ(bare->status, 401) << bare->body;
+}
+
+TEST_F(AuthGrid, EngineRefusesASignatureReplayedAfterItExpired) {
+  auth::url_signer signer(*station_key_);
+  std::string path = "/v1/segments/movie/2.ts";
+  auto url = st_->engine_url(0) + signer.sign(path, auth::unix_now() + 2);
+  auto first = http_get(url);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 200) << first->body;
+  std::this_thread::sleep_for(std::chrono::milliseconds(3100));
+  auto again = http_get(url);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 403) << again->body;
+  EXPECT_NE(again->body.find("expired"), std::string::npos) << again->body;
+}
+
+TEST_F(AuthGrid, EngineServesACopyOnlyToAnEngineToken) {
+  std::string url = st_->engine_url(0) + "/v1/segments/movie/1.ts";
+  auto none = http_get(url);
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401) << none->body;
+  auto viewer = http_get(url, {{"Authorization", "Bearer " + st_->viewer_token()}});
+  ASSERT_TRUE(viewer);
+  EXPECT_EQ(viewer->status, 403) << viewer->body;
+  EXPECT_NE(viewer->body.find("wrong_kind"), std::string::npos) << viewer->body;
+  auto stranger = auth::signing_key::generate(auth::new_kid());
+  auto c = viewer_claims();
+  c.kind = auth::token_kind::engine;
+  c.subject = "e1";
+  c.station = "st";
+  auto forged = http_get(url, {{"Authorization", "Bearer " + stranger.issue(c)}});
+  ASSERT_TRUE(forged);
+  EXPECT_EQ(forged->status, 403) << forged->body;
+  // The other engine's own credentials, as its copies present them.
+  auto secret = read_file(st_->data() / "e1" / "d0" / "auth.secret");
+  ASSERT_TRUE(secret);
+  while (!secret->empty() && secret->back() == '\n') {
+    secret->pop_back();
+  }
+  auto login = http(http_ns::verb::post, st_->auth_url() + "/v1/login/engine",
+                    fmt::format(R"({{"name":"e1","secret":"{}"}})", *secret),
+                    {{"Content-Type", "application/json"}});
+  ASSERT_TRUE(login && login->status == 200) << (login ? login->body : login.err().detail);
+  auto token = auth::decode_login_reply(login->body);
+  ASSERT_TRUE(token);
+  auto ok = http_get(url, {{"Authorization", "Bearer " + token->token}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
+TEST_F(AuthGrid, FfmpegReadsExactlyTheSourcePacketsWithAToken) {
+  auto token = st_->viewer_token();
+  std::string via_grid = streamhash(playlist_url() + "?token=" + token);
+  std::string from_source = streamhash(playlist_.string());
+  ASSERT_FALSE(from_source.empty());
+  EXPECT_EQ(via_grid, from_source);
+}
+
+TEST_F(AuthGrid, VodgridLoginPrintsATokenThatPlayAccepts) {
+  auto login = run({vodgrid_binary(), "login", "--user", "demo", "--password", "demo", "--grid",
+                    st_->auth_url()});
+  ASSERT_EQ(login.status, 0) << login.err;
+  std::string token = login.out;
+  while (!token.empty() && token.back() == '\n') {
+    token.pop_back();
+  }
+  ASSERT_EQ(token.find('\n'), std::string::npos) << "one line: " << login.out;
+  auto play = run({vodgrid_binary(), "play", playlist_url(), "--token", token});
+  EXPECT_EQ(play.status, 0) << play.out << play.err;
+  auto refused = run({vodgrid_binary(), "play", playlist_url()});
+  EXPECT_NE(refused.status, 0) << refused.out;
+  EXPECT_NE(refused.err.find("401"), std::string::npos) << refused.err;
+  auto bad = run({vodgrid_binary(), "login", "--user", "demo", "--password", "wrong", "--grid",
+                  st_->auth_url()});
+  EXPECT_NE(bad.status, 0);
+}
+
+}  // namespace
+}  // namespace vodgrid::test
