@@ -280,5 +280,31 @@ TEST_F(AuthGrid, VodgridLoginPrintsATokenThatPlayAccepts) {
   EXPECT_NE(bad.status, 0);
 }
 
+// Claims 24, 25 across stations: the edge's engines copy from the home's with their engine tokens
+// (the home's engines refuse anything else), and a viewer plays at the edge with a token.
+TEST(AuthGridCopies, AStationCopiesFromAnotherWithItsEngineTokens) {
+  grid_fixture g({{"home", 2}, {"edge", 2, 100}}, {}, false, true);
+  temp_dir src;
+  make_sample(src.path(), 4, 1);
+  auto in = g.ingest(src.path().string(), "film", "edge", "0");  // the edge copies on a miss
+  ASSERT_EQ(in.status, 0) << in.err;
+  std::string url = g.director_url("edge") + "/v1/programs/film/index.m3u8";
+  ASSERT_TRUE(eventually([&] {
+    auto r = http_get(url + "?token=" + g.viewer_token());
+    return r && r->status == 200;
+  }));
+  auto play = run({vodgrid_binary(), "play", url, "--token", g.viewer_token()});
+  EXPECT_EQ(play.status, 0) << play.out << play.err << g.log_of("edge");
+  auto held = http_get(g.engine_url("edge-1") + "/v1/segments");
+  auto held2 = http_get(g.engine_url("edge-2") + "/v1/segments");
+  ASSERT_TRUE(held && held2);
+  EXPECT_NE((held->body + held2->body).find("\"film\""), std::string::npos)
+      << "the edge should hold copies: " << held->body << held2->body;
+  // Without a token the home's engine refuses the copy a stranger asks for.
+  auto bare = http_get(g.engine_url("home-1") + "/v1/segments/film/0.ts");
+  ASSERT_TRUE(bare);
+  EXPECT_EQ(bare->status, 401) << bare->body;
+}
+
 }  // namespace
 }  // namespace vodgrid::test
