@@ -33,8 +33,8 @@ double body_bytes_sent(const std::string& engine_url) {
   return std::regex_search(r->body, m, re) ? std::stod(m[1]) : -1;
 }
 
-// A base port whose default grid ports (registry base, home base+10..12, edge base+20..23) are all
-// free right now.
+// A base port whose default grid ports (registry base, auth base+1, content base+2, home
+// base+10..12, edge base+20..23) are all free right now, and claimed for this process.
 uint16_t free_base_port() {
   for (;;) {
     uint16_t p = free_port();
@@ -43,7 +43,7 @@ uint16_t free_base_port() {
     }
     auto base = static_cast<uint16_t>(p - 20);
     bool all = true;
-    for (int off : {0, 10, 11, 12, 21, 22, 23}) {
+    for (int off : {0, 1, 2, 10, 11, 12, 21, 22, 23}) {
       auto q = static_cast<uint16_t>(base + off);
       all = all && port_is_free(q) && claim_port(q);
     }
