@@ -274,8 +274,10 @@ int run_up(const grid_options& o) {
   if (grid->auth && grid->auth->demo_accounts) {
     std::cout << fmt::format(
         "auth {}: subscriber demo/demo, operator admin/admin (demo accounts, loopback only)\n"
-        "token: vodgrid login --user demo --password demo --grid {}\n",
-        grid->auth->listen.url(), grid->auth->listen.url());
+        "token: vodgrid login --user demo --password demo --grid {}\n"
+        "operator token (ingest, publish, withdraw): export VODGRID_TOKEN=$(vodgrid login --user "
+        "admin --password admin --operator --grid {})\n",
+        grid->auth->listen.url(), grid->auth->listen.url(), grid->auth->listen.url());
   }
   std::cout << fmt::format("logs: {}\n", g->log_dir().string()) << std::flush;
   while (!interrupted) {
@@ -307,12 +309,20 @@ status load_demo(const grid_config& grid, const std::filesystem::path& data,
   in.segment_seconds = 2;  // six segments: hand-offs between engines to watch
   if (grid.content) {
     auto content = grid.content->listen.url();
+    if (grid.auth) {
+      // The operator's token for the content manager (the embedded grid's demo account).
+      auto t = login_token(grid.auth->listen.url(), "admin", "admin", true);
+      if (!t) {
+        return make_error(t.err().code, "login as admin: " + t.err().detail);
+      }
+      in.token = *t;
+    }
     auto existing = fetch_object(content + "/v1/programs/demo");
     std::string state = existing && existing->contains("state")
                             ? std::string(existing->at("state").as_string())
                             : std::string();
     if (state == "inactive" || state == "withdrawn") {
-      if (auto p = send_object("POST", content + "/v1/programs/demo/publish", "{}"); !p) {
+      if (auto p = send_object("POST", content + "/v1/programs/demo/publish", "{}", in.token); !p) {
         return p.err();
       }
     } else if (state != "published") {

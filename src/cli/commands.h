@@ -43,11 +43,13 @@ struct ingest_options {
   std::string id;              // empty: made from the title
   std::string publish_at;      // "now" (or empty) or RFC 3339; needs a content manager
   double segment_seconds = 4;  // the packager's target segment length
+  std::string token;           // an operator token (default: $VODGRID_TOKEN)
 };
 int run_ingest(const ingest_options& opts);
 int run_programs(const std::string& grid);
 // `vodgrid publish ID` / `vodgrid withdraw ID` (verb "publish" or "withdraw").
-int run_lifecycle(const std::string& verb, const std::string& id, const std::string& grid);
+int run_lifecycle(const std::string& verb, const std::string& id, const std::string& grid,
+                  const std::string& token);
 int run_status(const std::string& grid);
 
 struct play_cli_options {

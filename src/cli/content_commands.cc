@@ -121,7 +121,8 @@ result<json::object> content_ingest(const std::string& content, const ingest_opt
   if (o.prefetch != segment_index::max) {
     req["prefetch"] = o.prefetch;
   }
-  auto created = send_object("POST", content + "/v1/programs", json::serialize(req));
+  auto created =
+      send_object("POST", content + "/v1/programs", json::serialize(req), token_from(o.token));
   if (!created) {
     return created.err();
   }
@@ -201,7 +202,8 @@ int run_content_programs(const std::string& content) {
   return 0;
 }
 
-int run_lifecycle(const std::string& verb, const std::string& id, const std::string& grid) {
+int run_lifecycle(const std::string& verb, const std::string& id, const std::string& grid,
+                  const std::string& token) {
   auto c = content_url(grid_url(grid));
   if (!c) {
     return fail(verb, c.err().detail);
@@ -209,7 +211,8 @@ int run_lifecycle(const std::string& verb, const std::string& id, const std::str
   if (!*c) {
     return fail(verb, "this grid has no content manager");
   }
-  auto p = send_object("POST", fmt::format("{}/v1/programs/{}/{}", **c, id, verb), "{}");
+  auto p = send_object("POST", fmt::format("{}/v1/programs/{}/{}", **c, id, verb), "{}",
+                       token_from(token));
   if (!p) {
     return fail(verb, p.err().detail);
   }

@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
       ->required();
   ingest_cmd->add_option("--title", ingest.title, "The program's title")->required();
   ingest_cmd->add_option("--id", ingest.id, "The program's id (default: made from the title)");
+  ingest_cmd->add_option("--token", ingest.token, "An operator token (default: $VODGRID_TOKEN)");
   ingest_cmd->add_option("--publish-at", ingest.publish_at,
                          "now (the default) or an RFC 3339 time, e.g. 2026-12-24T18:00:00Z");
   ingest_cmd
@@ -92,10 +93,13 @@ int main(int argc, char** argv) {
   auto* publish_cmd = app.add_subcommand("publish", "Publish a program now");
   publish_cmd->add_option("ID", program, "The program's id")->required();
   publish_cmd->add_option("--grid", grid_flag, "The registry's or content manager's URL");
+  std::string op_token;
+  publish_cmd->add_option("--token", op_token, "An operator token (default: $VODGRID_TOKEN)");
   auto* withdraw_cmd =
       app.add_subcommand("withdraw", "Withdraw a program: consoles are refused it from now on");
   withdraw_cmd->add_option("ID", program, "The program's id")->required();
   withdraw_cmd->add_option("--grid", grid_flag, "The registry's or content manager's URL");
+  withdraw_cmd->add_option("--token", op_token, "An operator token (default: $VODGRID_TOKEN)");
 
   auto* programs = app.add_subcommand("programs", "List the programs of the grid");
   programs->add_option("--grid", grid_flag, "The registry's URL, or a lone station's director");
@@ -153,10 +157,10 @@ int main(int argc, char** argv) {
       return run_content(config);
     }
     if (*publish_cmd) {
-      return run_lifecycle("publish", program, grid_flag);
+      return run_lifecycle("publish", program, grid_flag, op_token);
     }
     if (*withdraw_cmd) {
-      return run_lifecycle("withdraw", program, grid_flag);
+      return run_lifecycle("withdraw", program, grid_flag, op_token);
     }
     if (*up) {
       return run_up(grid);

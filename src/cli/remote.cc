@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <boost/asio/io_context.hpp>
 
+#include <cstdlib>
+
 #include "api/api.h"
 #include "cli/sync.h"
 #include "net/client.h"
@@ -16,14 +18,19 @@ namespace http = boost::beast::http;
 namespace {
 
 asio::awaitable<result<net::client_response>> exchange(http::verb v, std::string url,
-                                                       std::string body) {
+                                                       std::string body, std::string token) {
   net::client_options co;
   co.request_timeout = std::chrono::seconds(30);
   net::http_client client(co_await asio::this_coro::executor, co);
   if (v == http::verb::get) {
     co_return co_await client.get(std::move(url));
   }
-  co_return co_await client.send_json(v, std::move(url), std::move(body));
+  net::http_client::header_list headers;
+  headers.emplace_back("Content-Type", "application/json");
+  if (!token.empty()) {
+    headers.emplace_back("Authorization", "Bearer " + token);
+  }
+  co_return co_await client.request(v, std::move(url), std::move(body), std::move(headers));
 }
 
 errc errc_of(unsigned status) {
@@ -49,7 +56,7 @@ errc errc_of(unsigned status) {
 
 result<json::object> fetch_object(const std::string& url) {
   asio::io_context io;
-  auto r = run_sync(io, exchange(http::verb::get, url, {}));
+  auto r = run_sync(io, exchange(http::verb::get, url, {}, {}));
   if (!r) {
     return r.err();
   }
@@ -60,11 +67,19 @@ result<json::object> fetch_object(const std::string& url) {
   return api::parse_object(r->body);
 }
 
+std::string token_from(const std::string& flag) {
+  if (!flag.empty()) {
+    return flag;
+  }
+  const char* env = std::getenv("VODGRID_TOKEN");
+  return env ? env : "";
+}
+
 result<json::object> send_object(const std::string& method, const std::string& url,
-                                 const std::string& body) {
+                                 const std::string& body, const std::string& token) {
   asio::io_context io;
   auto v = method == "PUT" ? http::verb::put : http::verb::post;
-  auto r = run_sync(io, exchange(v, url, body));
+  auto r = run_sync(io, exchange(v, url, body, token));
   if (!r) {
     return r.err();
   }

@@ -15,9 +15,12 @@ namespace vodgrid::cli {
 // status and body (or the transport's error).
 result<boost::json::object> fetch_object(const std::string& url);
 // POST (or PUT) a JSON body; the answer's status and JSON object. A JSON error body's "detail"
-// becomes the error's detail, with the status's errc.
+// becomes the error's detail, with the status's errc. `token`, when not empty, goes as
+// `Authorization: Bearer` (an operator's, for the content manager's changes).
 result<boost::json::object> send_object(const std::string& method, const std::string& url,
-                                        const std::string& body);
+                                        const std::string& body, const std::string& token = {});
+// --token if given, else $VODGRID_TOKEN, else empty.
+std::string token_from(const std::string& flag);
 
 // What answers at a grid URL: "registry", "director", "content" or "auth" (from its /healthz).
 result<std::string> role_of(const std::string& url);

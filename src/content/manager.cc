@@ -19,6 +19,8 @@
 #include <set>
 
 #include "api/api.h"
+#include "auth/client.h"
+#include "auth/verifier.h"
 #include "base/log.h"
 #include "base/time.h"
 #include "content/catalog.h"
@@ -102,8 +104,11 @@ struct content_manager::impl {
   std::unique_ptr<net::http_client> client;
   std::unique_ptr<db::worker> db;
   std::unique_ptr<content::catalog> cat;  // used on the database thread only
-  asio::thread_pool jobs{2};              // downloads and packaging
-  std::atomic<bool> cancel{false};        // set at stop: downloads and packaging give up
+  // With [auth]: the auth server's keys, to check the operator token every change needs (item 5).
+  std::shared_ptr<auth::token_verifier> verifier;
+  std::unique_ptr<auth::key_fetcher> keys;
+  asio::thread_pool jobs{2};        // downloads and packaging
+  std::atomic<bool> cancel{false};  // set at stop: downloads and packaging give up
   uint16_t port = 0;
   bool stopping = false;
   uint32_t background = 0;  // ingests and pushes in flight
@@ -146,6 +151,8 @@ struct content_manager::impl {
   }
 
   void routes();
+  // nullopt when the request carries a valid operator token (or the grid has no auth server).
+  asio::awaitable<std::optional<reply>> refuse_operator(request_context& ctx);
   asio::awaitable<reply> create(request_context& ctx);
   asio::awaitable<reply> list(request_context& ctx);
   asio::awaitable<reply> get(request_context& ctx);
@@ -207,6 +214,10 @@ status content_manager::start() {
   net::client_options co;
   co.request_timeout = std::chrono::seconds(10);
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
+  if (d.grid.auth) {
+    d.verifier = std::make_shared<auth::token_verifier>();
+    d.keys = std::make_unique<auth::key_fetcher>(d.verifier, *d.client, d.grid.auth->listen.url());
+  }
   d.routes();
   auto port = d.server->listen(d.grid.content->listen.host, d.grid.content->listen.port);
   if (!port) {
@@ -261,9 +272,29 @@ void content_manager::impl::routes() {
   publishes = &m.counter("vodgrid_content_publishes_total", "Programs published");
 }
 
+asio::awaitable<std::optional<reply>> content_manager::impl::refuse_operator(request_context& ctx) {
+  if (!verifier) {
+    co_return std::nullopt;
+  }
+  auth::requirement req{auth::token_kind::operator_, std::nullopt, auth::client_address(ctx)};
+  auto token = auth::token_of(ctx);
+  auto out = verifier->verify(token, req);
+  if (!out && out.why == auth::token_error::unknown_key) {
+    out = co_await keys->verify(std::string(token), std::move(req));  // keys fetched again
+  }
+  if (out) {
+    co_return std::nullopt;
+  }
+  co_return net::error_reply(out.as_error());
+}
+
 // --- The request: checked whole before anything is recorded. ---
 
 asio::awaitable<reply> content_manager::impl::create(request_context& ctx) {
+  auto refused = co_await refuse_operator(ctx);
+  if (refused) {
+    co_return std::move(*refused);
+  }
   auto body = api::parse_object(ctx.req.body());
   if (!body) {
     co_return net::error_reply(body.err());
@@ -432,6 +463,10 @@ asio::awaitable<status> content_manager::impl::change(const program_id& id, prog
 }
 
 asio::awaitable<reply> content_manager::impl::publish(request_context& ctx) {
+  auto refused = co_await refuse_operator(ctx);
+  if (refused) {
+    co_return std::move(*refused);
+  }
   auto id = program_id::parse(ctx.params[0]);
   if (!id) {
     co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
@@ -472,6 +507,10 @@ asio::awaitable<reply> content_manager::impl::publish(request_context& ctx) {
 }
 
 asio::awaitable<reply> content_manager::impl::withdraw(request_context& ctx) {
+  auto refused = co_await refuse_operator(ctx);
+  if (refused) {
+    co_return std::move(*refused);
+  }
   auto id = program_id::parse(ctx.params[0]);
   if (!id) {
     co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
