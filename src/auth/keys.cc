@@ -5,8 +5,8 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
-#include <tuple>
 #include <stdexcept>
+#include <tuple>
 
 #include <fmt/format.h>
 
