@@ -90,13 +90,14 @@ stop_pid() {
 
 # --- ports and readiness ---------------------------------------------------------------------
 
-# free_port VAR: sets VAR to a port in 20000-50000 nobody listens on and this script has not
+# free_port VAR: sets VAR to a port in 20000-32767 (below Linux's ephemeral range, from which the
+# daemons' own outgoing connections take their local ports) nobody listens on and this script has not
 # handed out yet (not in a subshell, so that the ports handed out are remembered).
 USED_PORTS=" "
 free_port() {
   local p i
   for i in $(seq 1 200); do
-    p=$((20000 + RANDOM % 30001))
+    p=$((20000 + RANDOM % 12768))
     case "$USED_PORTS" in *" $p "*) continue ;; esac
     if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then
       USED_PORTS+="$p "
@@ -104,7 +105,7 @@ free_port() {
       return 0
     fi
   done
-  die "no free port found in 20000-50000"
+  die "no free port found in 20000-32767"
 }
 
 # wait_http URL [SECONDS] [LOG]: waits until URL answers 2xx.
