@@ -93,6 +93,7 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     }
     r.listen = *l;
     r.database = (*reg)["database"].value_or(std::string());
+    r.secret_dir = (*reg)["secret_dir"].value_or(std::string());
     if (r.database.empty()) {
       return bad(origin, "[registry]: needs 'database' (sqlite:///path or postgresql://...)");
     }
@@ -312,7 +313,8 @@ std::string grid_config::to_toml() const {
     root.insert(
         "registry",
         toml::table{{"listen", fmt::format("{}:{}", registry->listen.host, registry->listen.port)},
-                    {"database", registry->database}});
+                    {"database", registry->database},
+                    {"secret_dir", registry->secret_dir.string()}});
   }
   if (auth) {
     root.insert("auth",

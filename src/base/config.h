@@ -49,6 +49,8 @@ struct station_config {
 struct registry_config {
   listen_address listen;
   std::string database;  // a db::open URL: sqlite:///path or postgresql://...
+  // Where its auth.secret is, in a grid with [auth]; empty: the SQLite database's folder.
+  std::filesystem::path secret_dir;
 };
 
 // The authentication server (claims 5, 23-25).

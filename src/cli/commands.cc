@@ -51,15 +51,19 @@ void on_signal(int) {
   interrupted = 1;
 }
 
-asio::awaitable<result<net::client_response>> put_json(std::string url, std::string body) {
-  net::http_client client(co_await asio::this_coro::executor);
+asio::awaitable<result<net::client_response>> put_json(std::string url, std::string body,
+                                                       std::string token) {
+  net::client_options co;
+  co.bearer = [token] { return token; };
+  net::http_client client(co_await asio::this_coro::executor, co);
   co_return co_await client.send_json(boost::beast::http::verb::put, std::move(url),
                                       std::move(body));
 }
 
-asio::awaitable<result<api::program_manifest>> load(director::load_request req) {
+asio::awaitable<result<api::program_manifest>> load(director::load_request req, std::string token) {
   net::client_options co;
   co.request_timeout = std::chrono::seconds(60);
+  co.bearer = [token] { return token; };  // an operator's, for a grid with an auth server
   net::http_client client(co_await asio::this_coro::executor, co);
   co_return co_await director::load_program(client, std::move(req));
 }
@@ -109,7 +113,7 @@ result<api::program_manifest> ingest(const ingest_options& o, bool quiet) {
     };
   }
   asio::io_context io;
-  auto m = run_sync(io, load(std::move(req)));
+  auto m = run_sync(io, load(std::move(req), token_from(o.token)));
   if (!m || *role != "registry") {
     return m;
   }
@@ -125,7 +129,7 @@ result<api::program_manifest> ingest(const ingest_options& o, bool quiet) {
   }
   d.manifest.state.clear();
   auto r = run_sync(io, put_json(fmt::format("{}/v1/programs/{}", grid, m->id.str()),
-                                 json::serialize(api::to_json(d))));
+                                 json::serialize(api::to_json(d)), token_from(o.token)));
   if (!r) {
     return r.err();
   }

@@ -14,6 +14,7 @@
 
 #include "api/api.h"
 #include "auth/client.h"
+#include "auth/guard.h"
 #include "base/fs.h"
 #include "cli/sync.h"
 #include "net/client.h"
@@ -51,17 +52,19 @@ asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds tim
   co_return false;
 }
 
-// As an operator would, with an operator token: every director (under its station's name) and every
-// engine gets an engine account whose password is the secret in its data directory (made if
-// missing), so that each can log in when it starts (claims 24, 25).
+// As an operator would, with an operator token: every daemon that logs in (each director under its
+// station's name, each engine, the registry, the content manager: auth::service_accounts) gets an
+// engine account whose password is the secret in its folder (made if missing), so that each can
+// log in when it starts (claims 24, 25).
 asio::awaitable<status> provision(grid_config grid, std::string token) {
   net::http_client client(co_await asio::this_coro::executor);
+  auto all = auth::service_accounts(grid);
+  if (!all) {
+    co_return all.err();
+  }
   std::vector<std::tuple<std::string, std::filesystem::path, std::string>> accounts;
-  for (auto& s : grid.stations) {
-    accounts.emplace_back(s.name.str(), s.director.data_dir, s.name.str());
-    for (auto& e : s.engines) {
-      accounts.emplace_back(e.name.str(), e.data_dirs.at(0), s.name.str());
-    }
+  for (auto& a : *all) {
+    accounts.emplace_back(a.name, a.secret_dir, a.station);
   }
   for (auto& [name, dir, station] : accounts) {
     std::error_code ec;

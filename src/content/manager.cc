@@ -20,7 +20,8 @@
 
 #include "api/api.h"
 #include "auth/client.h"
-#include "auth/verifier.h"
+#include "auth/guard.h"
+#include "auth/session.h"
 #include "base/log.h"
 #include "base/time.h"
 #include "content/catalog.h"
@@ -104,9 +105,9 @@ struct content_manager::impl {
   std::unique_ptr<net::http_client> client;
   std::unique_ptr<db::worker> db;
   std::unique_ptr<content::catalog> cat;  // used on the database thread only
-  // With [auth]: the auth server's keys, to check the operator token every change needs (item 5).
-  std::shared_ptr<auth::token_verifier> verifier;
-  std::unique_ptr<auth::key_fetcher> keys;
+  // With [auth]: its own token (for the directors and the registry) and the auth server's keys,
+  // to check the operator token every change needs.
+  std::unique_ptr<auth::service_session> auth;
   asio::thread_pool jobs{2};        // downloads and packaging
   std::atomic<bool> cancel{false};  // set at stop: downloads and packaging give up
   uint16_t port = 0;
@@ -213,10 +214,15 @@ status content_manager::start() {
   d.server = std::make_unique<net::http_server>(d.io.get_executor(), "content");
   net::client_options co;
   co.request_timeout = std::chrono::seconds(10);
+  co.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
   if (d.grid.auth) {
-    d.verifier = std::make_shared<auth::token_verifier>();
-    d.keys = std::make_unique<auth::key_fetcher>(d.verifier, *d.client, d.grid.auth->listen.url());
+    d.auth = std::make_unique<auth::service_session>(d.io.get_executor(), d.grid.auth->listen.url(),
+                                                     "content", d.grid.content->work_dir,
+                                                     "content manager");
+    if (auto st = d.auth->start(); !st) {
+      return st;
+    }
   }
   d.routes();
   auto port = d.server->listen(d.grid.content->listen.host, d.grid.content->listen.port);
@@ -234,6 +240,9 @@ asio::awaitable<void> content_manager::stop(std::chrono::milliseconds drain) {
   auto& d = *impl_;
   d.stopping = true;
   d.cancel = true;
+  if (d.auth) {
+    d.auth->stop();
+  }
   auto deadline = steady::now() + drain;
   for (auto& [id, t] : d.schedule) {
     t->cancel();
@@ -273,19 +282,12 @@ void content_manager::impl::routes() {
 }
 
 asio::awaitable<std::optional<reply>> content_manager::impl::refuse_operator(request_context& ctx) {
-  if (!verifier) {
+  if (!auth) {
     co_return std::nullopt;
   }
-  auth::requirement req{auth::token_kind::operator_, std::nullopt, auth::client_address(ctx)};
-  auto token = auth::token_of(ctx);
-  auto out = verifier->verify(token, req);
-  if (!out && out.why == auth::token_error::unknown_key) {
-    out = co_await keys->verify(std::string(token), std::move(req));  // keys fetched again
-  }
-  if (out) {
-    co_return std::nullopt;
-  }
-  co_return net::error_reply(out.as_error());
+  std::vector<auth::token_kind> kinds{auth::token_kind::operator_};  // (GCC 12: no braced list
+                                                                     // as a coroutine argument)
+  co_return co_await auth::refuse_unless(ctx, auth->keys(), std::move(kinds));
 }
 
 // --- The request: checked whole before anything is recorded. ---
@@ -662,6 +664,7 @@ asio::awaitable<void> content_manager::impl::ingest(program_record p, double tar
   set_progress(id, {"loading", 0, static_cast<double>(p.segments.size()), "segments"});
   net::client_options co;
   co.request_timeout = std::chrono::seconds(60);
+  co.bearer = [this] { return auth ? auth->token() : std::string(); };
   net::http_client loader_client(io.get_executor(), co);
   auto manifest = co_await director::load_program(loader_client, lr);
   fs::remove_all(work, ec);  // the station holds the segments now (or nothing, on failure)

@@ -16,6 +16,7 @@
 #include "api/api.h"
 #include "api/hls.h"
 #include "auth/client.h"
+#include "auth/guard.h"
 #include "auth/session.h"
 #include "base/fs.h"
 #include "base/log.h"
@@ -136,6 +137,8 @@ status director_daemon::start() {
   net::client_options co;
   co.request_timeout = std::chrono::seconds(60);  // a copy order lasts as long as the copy
   co.max_body = 64 << 20;
+  // Orders to engines, reports to the registry, copies from other stations: with its token.
+  co.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
   if (d.grid.auth) {
     d.auth = std::make_unique<auth::service_session>(
@@ -221,18 +224,31 @@ void director_daemon::impl::routes() {
     server->route(
         v, std::move(pattern), [this, fn](request_context& c) { return (this->*fn)(c); }, limit);
   };
-  on(V::post, "/v1/engines/{}/heartbeat", &impl::heartbeat, 512ull << 20);
+  // Control endpoints, with an auth server: an operator's token (a loader) or a daemon's (an
+  // engine, the registry, the content manager, another station's director); heartbeats: an
+  // engine's.
+  using K = auth::token_kind;
+  auto guarded = [this](V v, std::string pattern,
+                        asio::awaitable<reply> (impl::*fn)(request_context&), uint64_t limit,
+                        std::vector<K> kinds) {
+    server->route(v, std::move(pattern),
+                  auth::guarded(auth.get(), std::move(kinds),
+                                [this, fn](request_context& c) { return (this->*fn)(c); }),
+                  limit);
+  };
+  const std::vector<K> service{K::engine, K::operator_};
+  guarded(V::post, "/v1/engines/{}/heartbeat", &impl::heartbeat, 512ull << 20, {K::engine});
   on(V::get, "/v1/engines", &impl::list_engines);
-  on(V::post, "/v1/programs", &impl::create_program, 256ull << 20);
+  guarded(V::post, "/v1/programs", &impl::create_program, 256ull << 20, service);
   on(V::get, "/v1/programs", &impl::list_programs);
   on(V::get, "/v1/programs/{}", &impl::get_program);
-  on(V::delete_, "/v1/programs/{}", &impl::delete_program);
-  on(V::post, "/v1/programs/{}/commit", &impl::commit_program);
+  guarded(V::delete_, "/v1/programs/{}", &impl::delete_program, 0, service);
+  guarded(V::post, "/v1/programs/{}/commit", &impl::commit_program, 0, service);
   on(V::get, "/v1/programs/{}/index.m3u8", &impl::playlist);
   on(V::get, "/v1/programs/{}/segments/{}.ts", &impl::segment);
-  on(V::get, "/v1/programs/{}/segments/{}/holder", &impl::holder);
-  on(V::post, "/v1/programs/{}/distribute", &impl::distribute, 256ull << 20);
-  on(V::post, "/v1/programs/{}/availability", &impl::set_availability);
+  guarded(V::get, "/v1/programs/{}/segments/{}/holder", &impl::holder, 0, service);
+  guarded(V::post, "/v1/programs/{}/distribute", &impl::distribute, 256ull << 20, service);
+  guarded(V::post, "/v1/programs/{}/availability", &impl::set_availability, 0, service);
   server->set_health([this] {
     auto now = steady::now();
     return json::object{{"role", "director"},

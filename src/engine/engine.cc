@@ -17,6 +17,7 @@
 
 #include "api/api.h"
 #include "auth/client.h"
+#include "auth/guard.h"
 #include "auth/session.h"
 #include "base/log.h"
 #include "net/client.h"
@@ -152,6 +153,8 @@ status engine_daemon::start() {
   net::client_options copts;
   copts.max_body = d.self->max_segment_bytes;
   copts.request_timeout = std::chrono::seconds(30);
+  // Heartbeats, and the copies it fetches, carry its engine token (claims 24, 25).
+  copts.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), copts);
   if (d.grid.auth) {
     d.auth = std::make_unique<auth::service_session>(d.io.get_executor(), d.grid.auth->listen.url(),
@@ -207,12 +210,17 @@ void engine_daemon::impl::routes() {
   using V = http::verb;
   std::string seg = "/v1/segments/{}/{}.ts";
   server->route(V::get, seg, [this](request_context& c) { return get_segment(c); });
-  server->route(
-      V::put, seg, [this](request_context& c) { return put_segment(c); }, self->max_segment_bytes);
-  server->route(V::delete_, seg, [this](request_context& c) { return delete_segment(c); });
+  // What changes the store or orders work: the director's, a loader's (operator) or another
+  // engine's token when the grid has an auth server (DESIGN.md flow 7).
+  auto guarded = [this](asio::awaitable<reply> (impl::*fn)(request_context&)) {
+    return auth::guarded(auth.get(), {auth::token_kind::engine, auth::token_kind::operator_},
+                         [this, fn](request_context& c) { return (this->*fn)(c); });
+  };
+  server->route(V::put, seg, guarded(&impl::put_segment), self->max_segment_bytes);
+  server->route(V::delete_, seg, guarded(&impl::delete_segment));
   server->route(V::get, "/v1/segments", [this](request_context& c) { return list_segments(c); });
-  server->route(V::post, "/v1/orders/fetch", [this](request_context& c) { return fetch(c); });
-  server->route(V::post, "/v1/orders/preload", [this](request_context& c) { return preload(c); });
+  server->route(V::post, "/v1/orders/fetch", guarded(&impl::fetch));
+  server->route(V::post, "/v1/orders/preload", guarded(&impl::preload));
   server->set_health([this] {
     return json::object{{"role", "engine"},
                         {"name", self->name.str()},

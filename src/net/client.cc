@@ -111,6 +111,11 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
   for (auto& [k, v] : headers) {
     req.set(k, v);
   }
+  if (opts_.bearer && req.find(http::field::authorization) == req.end()) {
+    if (auto t = opts_.bearer(); !t.empty()) {
+      req.set(http::field::authorization, "Bearer " + t);
+    }
+  }
   if (!body.empty() || method == http::verb::post || method == http::verb::put) {
     req.body() = std::move(body);
     req.prepare_payload();

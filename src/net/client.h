@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -26,6 +27,9 @@ struct client_options {
   std::chrono::milliseconds request_timeout{30'000};  // whole exchange: write + read
   uint64_t max_body = 256ull << 20;                   // larger replies are cut with errc::too_large
   size_t max_idle_per_host = 16;
+  // When set and it returns a token, every request without an Authorization header of its own
+  // carries "Authorization: Bearer <token>": how a daemon presents its service token.
+  std::function<std::string()> bearer;
 };
 
 struct client_response {

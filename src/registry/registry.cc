@@ -17,6 +17,8 @@
 #include <optional>
 
 #include "api/api.h"
+#include "auth/guard.h"
+#include "auth/session.h"
 #include "base/log.h"
 #include "net/client.h"
 #include "net/http.h"
@@ -43,6 +45,7 @@ struct registry_daemon::impl {
   std::shared_ptr<spdlog::logger> logger = log::get("registry");
   std::unique_ptr<net::http_server> server;
   std::unique_ptr<net::http_client> client;
+  std::unique_ptr<auth::service_session> auth;  // with [auth]: its token, and the keys it checks
   asio::thread_pool db_pool{1};
   std::unique_ptr<location_db> db;
   cost_model costs;
@@ -123,7 +126,23 @@ status registry_daemon::start() {
   d.server = std::make_unique<net::http_server>(d.io.get_executor(), "registry");
   net::client_options co;
   co.request_timeout = std::chrono::seconds(10);
+  co.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };  // to the directors
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
+  if (d.grid.auth) {
+    auto accounts = auth::service_accounts(d.grid);
+    if (!accounts) {
+      return accounts.err();
+    }
+    for (auto& a : *accounts) {
+      if (a.name == "registry") {
+        d.auth = std::make_unique<auth::service_session>(
+            d.io.get_executor(), d.grid.auth->listen.url(), a.name, a.secret_dir, "registry");
+      }
+    }
+    if (auto st = d.auth->start(); !st) {
+      return st;
+    }
+  }
   d.routes();
   auto port = d.server->listen(d.grid.registry->listen.host, d.grid.registry->listen.port);
   if (!port) {
@@ -138,6 +157,9 @@ status registry_daemon::start() {
 asio::awaitable<void> registry_daemon::stop(std::chrono::milliseconds drain) {
   auto& d = *impl_;
   d.stopping = true;
+  if (d.auth) {
+    d.auth->stop();
+  }
   auto deadline = steady::now() + drain;
   if (d.server) {
     co_await d.server->stop(drain);
@@ -158,14 +180,26 @@ void registry_daemon::impl::routes() {
     server->route(
         v, std::move(pattern), [this, fn](request_context& c) { return (this->*fn)(c); }, limit);
   };
-  on(V::put, "/v1/stations/{}", &impl::put_station);
-  on(V::post, "/v1/stations/{}/report", &impl::report, 256ull << 20);
+  // With an auth server: stations register and report with their director's token; programs and
+  // their availability come from an operator or the content manager.
+  using K = auth::token_kind;
+  auto guarded = [this](V v, std::string pattern,
+                        asio::awaitable<reply> (impl::*fn)(request_context&), uint64_t limit,
+                        std::vector<K> kinds) {
+    server->route(v, std::move(pattern),
+                  auth::guarded(auth.get(), std::move(kinds),
+                                [this, fn](request_context& c) { return (this->*fn)(c); }),
+                  limit);
+  };
+  guarded(V::put, "/v1/stations/{}", &impl::put_station, 0, {K::engine});
+  guarded(V::post, "/v1/stations/{}/report", &impl::report, 256ull << 20, {K::engine});
   on(V::get, "/v1/stations", &impl::list_stations);
-  on(V::put, "/v1/programs/{}", &impl::put_program, 256ull << 20);
+  guarded(V::put, "/v1/programs/{}", &impl::put_program, 256ull << 20, {K::engine, K::operator_});
   on(V::get, "/v1/programs", &impl::list_programs);
   on(V::get, "/v1/programs/{}", &impl::get_program);
   on(V::get, "/v1/programs/{}/segments/{}/sources", &impl::sources);
-  on(V::post, "/v1/programs/{}/availability", &impl::set_availability);
+  guarded(V::post, "/v1/programs/{}/availability", &impl::set_availability, 0,
+          {K::engine, K::operator_});
   on(V::get, "/v1/grid", &impl::grid_info);
   server->set_health([this] {
     size_t up = 0;

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "auth/client.h"
+#include "auth/guard.h"
 #include "base/fs.h"
 
 #ifndef VODGRID_BINARY
@@ -234,11 +235,12 @@ void provision_engines(const grid_config& grid, const std::string& operator_toke
                                " failed: " + (r ? r->body : r.err().detail));
     }
   };
-  for (auto& s : grid.stations) {
-    put(s.name.str(), s.director.data_dir, s.name.str());
-    for (auto& e : s.engines) {
-      put(e.name.str(), e.data_dirs.at(0), s.name.str());
-    }
+  auto accounts = auth::service_accounts(grid);
+  if (!accounts) {
+    throw std::runtime_error(accounts.err().detail);
+  }
+  for (auto& a : *accounts) {
+    put(a.name, a.secret_dir, a.station);
   }
 }
 
@@ -386,8 +388,13 @@ void station_fixture::start_director() {
 }
 
 run_result station_fixture::ingest(const std::string& source, const std::string& id) {
-  return run({vodgrid_binary(), "ingest", source, "--title", "Test " + id, "--id", id, "--grid",
-              director_url()});
+  std::vector<std::string> argv{vodgrid_binary(), "ingest", source,   "--title",     "Test " + id,
+                                "--id",           id,       "--grid", director_url()};
+  if (grid_.auth) {
+    argv.push_back("--token");
+    argv.push_back(operator_token());
+  }
+  return run(argv);
 }
 
 std::string station_fixture::log_of(const std::string& name) const {
@@ -535,6 +542,10 @@ run_result grid_fixture::ingest(const std::string& source, const std::string& id
   if (!prefetch.empty()) {
     argv.push_back("--prefetch");
     argv.push_back(prefetch);
+  }
+  if (grid_.auth) {
+    argv.push_back("--token");
+    argv.push_back(operator_token());
   }
   return run(argv);
 }
