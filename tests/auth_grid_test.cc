@@ -306,5 +306,81 @@ TEST(AuthGridCopies, AStationCopiesFromAnotherWithItsEngineTokens) {
   EXPECT_EQ(bare->status, 401) << bare->body;
 }
 
+// Item 5: every control endpoint needs an operator's or a daemon's token; a viewer's will not do,
+// and a refused request changes nothing.
+TEST(AuthGridControl, ControlEndpointsRefuseViewersAndStrangers) {
+  grid_fixture g({{"home", 2}, {"edge", 2, 100}}, {}, false, true);
+  temp_dir src;
+  make_sample(src.path(), 2, 1);
+  auto viewer = g.viewer_token();
+  // An ingest with a viewer token, or none, is refused at the director and loads nothing.
+  for (std::string token : {std::string(), viewer}) {
+    std::vector<std::string> argv{vodgrid_binary(), "ingest", src.path().string(),
+                                  "--title",        "x",      "--id",
+                                  "film",           "--grid", g.director_url("home")};
+    if (!token.empty()) {
+      argv.push_back("--token");
+      argv.push_back(token);
+    }
+    auto in = run(argv);
+    EXPECT_EQ(in.status, 1);
+    EXPECT_NE(in.err.find("token"), std::string::npos) << in.err;
+    EXPECT_EQ(http_get(g.director_url("home") + "/v1/programs/film")->status, 404u);
+  }
+  struct call {
+    http_ns::verb verb;
+    std::string url, body;
+  };
+  auto dir = g.director_url("home");
+  auto eng = g.engine_url("home-1");
+  auto reg = g.registry_url();
+  std::vector<call> calls{
+      {http_ns::verb::post, dir + "/v1/programs", "{}"},
+      {http_ns::verb::post, dir + "/v1/programs/film/commit", ""},
+      {http_ns::verb::delete_, dir + "/v1/programs/film", ""},
+      {http_ns::verb::post, dir + "/v1/programs/film/distribute", "{}"},
+      {http_ns::verb::post, dir + "/v1/programs/film/availability",
+       R"({"availability":"published"})"},
+      {http_ns::verb::post, dir + "/v1/engines/home-1/heartbeat", "{}"},
+      {http_ns::verb::get, dir + "/v1/programs/film/segments/0/holder", ""},
+      {http_ns::verb::put, eng + "/v1/segments/film/0.ts", "bytes"},
+      {http_ns::verb::delete_, eng + "/v1/segments/film/0.ts", ""},
+      {http_ns::verb::post, eng + "/v1/orders/fetch", "{}"},
+      {http_ns::verb::post, eng + "/v1/orders/preload", "{}"},
+      {http_ns::verb::put, reg + "/v1/programs/film", "{}"},
+      {http_ns::verb::post, reg + "/v1/programs/film/availability",
+       R"({"availability":"published"})"},
+      {http_ns::verb::put, reg + "/v1/stations/home", "{}"},
+      {http_ns::verb::post, reg + "/v1/stations/home/report", "{}"},
+  };
+  for (auto& c : calls) {
+    SCOPED_TRACE(c.url);
+    auto bare = http(c.verb, c.url, c.body, {{"Content-Type", "application/json"}});
+    ASSERT_TRUE(bare);
+    EXPECT_EQ(bare->status, 401u) << bare->body;
+    auto as_viewer =
+        http(c.verb, c.url, c.body,
+             {{"Content-Type", "application/json"}, {"Authorization", "Bearer " + viewer}});
+    ASSERT_TRUE(as_viewer);
+    EXPECT_EQ(as_viewer->status, 403u) << as_viewer->body;
+    EXPECT_NE(as_viewer->body.find("\"error\""), std::string::npos);
+  }
+  // The operator's token passes the check (and the request is then judged on its merits).
+  auto op = http(
+      http_ns::verb::post, dir + "/v1/programs/film/availability",
+      R"({"availability":"published"})",
+      {{"Content-Type", "application/json"}, {"Authorization", "Bearer " + g.operator_token()}});
+  ASSERT_TRUE(op);
+  EXPECT_EQ(op->status, 404u) << op->body;  // no such program
+  // With it, the station loader works end to end, and the registry distributes to the edge (its
+  // own token at the edge's director).
+  auto in = g.ingest(src.path().string(), "film", "edge");
+  ASSERT_EQ(in.status, 0) << in.err << g.log_of("home");
+  EXPECT_TRUE(eventually([&] {
+    auto r = http_get(g.director_url("edge") + "/v1/programs/film");
+    return r && r->status == 200;
+  }));
+}
+
 }  // namespace
 }  // namespace vodgrid::test
