@@ -105,12 +105,16 @@ result<std::string> role_of(const std::string& url) {
   return std::string(role->as_string());
 }
 
-result<std::optional<std::string>> content_url(const std::string& grid) {
+namespace {
+
+// The URL of a grid service ("content", "auth"): the grid URL itself if that service answers
+// there, the registry's record of it if a registry does, nothing otherwise.
+result<std::optional<std::string>> service_url(const std::string& grid, std::string_view service) {
   auto role = role_of(grid);
   if (!role) {
     return role.err();
   }
-  if (*role == "content") {
+  if (*role == service) {
     return std::optional<std::string>(grid);
   }
   if (*role != "registry") {
@@ -120,33 +124,21 @@ result<std::optional<std::string>> content_url(const std::string& grid) {
   if (!g) {
     return g.err();
   }
-  auto* c = g->if_contains("content");
+  auto* c = g->if_contains(service);
   if (!c || !c->is_string()) {
     return std::optional<std::string>();
   }
   return std::optional<std::string>(std::string(c->as_string()));
 }
 
+}  // namespace
+
+result<std::optional<std::string>> content_url(const std::string& grid) {
+  return service_url(grid, "content");
+}
+
 result<std::optional<std::string>> auth_url(const std::string& grid) {
-  auto role = role_of(grid);
-  if (!role) {
-    return role.err();
-  }
-  if (*role == "auth") {
-    return std::optional<std::string>(grid);
-  }
-  if (*role != "registry") {
-    return std::optional<std::string>();
-  }
-  auto g = fetch_object(grid + "/v1/grid");
-  if (!g) {
-    return g.err();
-  }
-  auto* a = g->if_contains("auth");
-  if (!a || !a->is_string()) {
-    return std::optional<std::string>();
-  }
-  return std::optional<std::string>(std::string(a->as_string()));
+  return service_url(grid, "auth");
 }
 
 result<std::string> home_director(const std::string& registry) {
