@@ -12,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <map>
@@ -57,6 +58,7 @@ struct progress_info {
 struct pending_change {
   api::availability_change change;
   std::set<std::string> stations;  // still to tell
+  std::set<std::string> holders;   // the home and the program's targets: they will have it
   bool registry = false;           // still to tell
   int attempts = 0;
 };
@@ -782,6 +784,13 @@ void content_manager::impl::announce(const program_record& p) {
   c.change.publish_at = format_rfc3339(p.publish_at);
   for (auto& s : grid.stations) {
     c.stations.insert(s.name.str());
+    // No targets: every station (api::distribution); without a registry, the home alone.
+    bool target = grid.registry &&
+                  (p.targets.empty() ||
+                   std::find(p.targets.begin(), p.targets.end(), s.name.str()) != p.targets.end());
+    if (s.home || target) {
+      c.holders.insert(s.name.str());
+    }
   }
   c.registry = grid.registry.has_value();
   pending[p.id] = std::move(c);
@@ -816,8 +825,9 @@ asio::awaitable<std::set<std::string>> content_manager::impl::push_round(program
     auto r = co_await client->send_json(
         http::verb::post,
         fmt::format("{}/v1/programs/{}/availability", s->director.listen.url(), id.str()), body);
-    // The home always holds the program; with a registry, a target may not have it yet.
-    bool expected = s->home || grid.registry.has_value();
+    // A station that holds it, or will once the registry's distribution reaches it, is told
+    // until it answers; any other one only if it happens to know the program.
+    bool expected = c.holders.contains(*it);
     if (r && r->status == 200) {
       it = c.stations.erase(it);
     } else if (r && r->status == 404 && (!expected || c.attempts >= 600)) {
