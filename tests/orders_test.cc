@@ -36,7 +36,7 @@ std::string fetch_body(const std::string& program, int index, const std::string&
   api::fetch_order o{{*program_id::parse(program), segment_index{static_cast<uint32_t>(index)}},
                      sha256(data),
                      data.size(),
-                     source};
+                     {source}};
   return boost::json::serialize(api::to_json(o));
 }
 

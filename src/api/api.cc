@@ -152,6 +152,7 @@ template result<program_manifest> decode<program_manifest>(std::string_view);
 template result<placement> decode<placement>(std::string_view);
 template result<fetch_order> decode<fetch_order>(std::string_view);
 template result<preload_order> decode<preload_order>(std::string_view);
+template result<eviction_request> decode<eviction_request>(std::string_view);
 template result<station_registration> decode<station_registration>(std::string_view);
 template result<station_report> decode<station_report>(std::string_view);
 template result<distribution> decode<distribution>(std::string_view);
@@ -177,8 +178,17 @@ json::value to_json(const engine_load& v) {
   return json::object{
       {"active_streams", v.active_streams}, {"bytes_per_second", v.bytes_per_second},
       {"free_bytes", v.free_bytes},         {"total_bytes", v.total_bytes},
-      {"max_streams", v.max_streams},       {"max_bytes_per_second", v.max_bytes_per_second}};
+      {"max_streams", v.max_streams},       {"max_bytes_per_second", v.max_bytes_per_second},
+      {"used_bytes", v.used_bytes},         {"max_disk_bytes", v.max_disk_bytes}};
 }
+
+namespace {
+
+json::object key_json(const segment_key& k) {
+  return json::object{{"program", k.program.str()}, {"index", k.index.v}};
+}
+
+}  // namespace
 
 json::value to_json(const heartbeat& v) {
   json::array added, removed;
@@ -186,12 +196,28 @@ json::value to_json(const heartbeat& v) {
     added.push_back(to_json(a));
   }
   for (auto& r : v.removed) {
-    removed.push_back(json::object{{"program", r.program.str()}, {"index", r.index.v}});
+    removed.push_back(key_json(r));
+  }
+  json::array filling, copies;
+  for (auto& f : v.filling) {
+    filling.push_back(key_json(f));
+  }
+  for (auto& c : v.copies) {
+    auto o = key_json(c.key);
+    o["source"] = c.source;
+    o["bytes"] = c.bytes;
+    o["seconds"] = c.seconds;
+    o["ok"] = c.ok;
+    if (!c.ok) {
+      o["error"] = c.error;
+    }
+    copies.push_back(std::move(o));
   }
   return json::object{{"engine", v.engine.str()}, {"url", v.url},
                       {"epoch", v.epoch},         {"seq", v.seq},
                       {"full", v.full},           {"load", to_json(v.load)},
-                      {"added", added},           {"removed", removed}};
+                      {"added", added},           {"removed", removed},
+                      {"filling", filling},       {"copies", copies}};
 }
 
 json::value to_json(const heartbeat_reply& v) {
@@ -232,11 +258,16 @@ json::value to_json(const placement& v) {
 }
 
 json::value to_json(const fetch_order& v) {
+  json::array sources;
+  for (auto& s : v.sources) {
+    sources.push_back(json::string(s));
+  }
   return json::object{{"program", v.key.program.str()},
                       {"index", v.key.index.v},
                       {"sha256", to_hex(v.sha256)},
                       {"size", v.size},
-                      {"source", v.source}};
+                      {"sources", sources},
+                      {"wait", v.wait}};
 }
 
 json::value to_json(const preload_order& v) {
@@ -300,10 +331,18 @@ result<heartbeat> from_json<heartbeat>(const json::object& o) {
   if (!mb) {
     return mb.err();
   }
+  auto ub = get_u64(lo, "used_bytes", false);
+  if (!ub) {
+    return ub.err();
+  }
+  auto md = get_u64(lo, "max_disk_bytes", false);
+  if (!md) {
+    return md.err();
+  }
   if (*as > UINT32_MAX || *ms > UINT32_MAX) {
     return bad("load", "has an out-of-range stream count");
   }
-  h.load = {static_cast<uint32_t>(*as), *bps, *fb, *tb, static_cast<uint32_t>(*ms), *mb};
+  h.load = {static_cast<uint32_t>(*as), *bps, *fb, *tb, static_cast<uint32_t>(*ms), *mb, *ub, *md};
   auto added = get_array(o, "added", max_list, false);
   if (!added) {
     return added.err();
@@ -339,6 +378,61 @@ result<heartbeat> from_json<heartbeat>(const json::object& o) {
       return k.err();
     }
     h.removed.push_back(*k);
+  }
+  auto filling = get_array(o, "filling", max_list, false);
+  if (!filling) {
+    return filling.err();
+  }
+  for (auto& f : **filling) {
+    auto k = f.is_object() ? get_key(f.as_object())
+                           : result<segment_key>(bad("filling", "entries must be objects"));
+    if (!k) {
+      return k.err();
+    }
+    h.filling.push_back(*k);
+  }
+  auto copies = get_array(o, "copies", max_list, false);
+  if (!copies) {
+    return copies.err();
+  }
+  for (auto& c : **copies) {
+    if (!c.is_object()) {
+      return bad("copies", "entries must be objects");
+    }
+    auto& co = c.as_object();
+    copy_result r;
+    auto k = get_key(co);
+    if (!k) {
+      return k.err();
+    }
+    r.key = *k;
+    auto src = get_string(co, "source", 2048);
+    if (!src) {
+      return src.err();
+    }
+    r.source = *src;
+    auto bytes = get_u64(co, "bytes", false);
+    if (!bytes) {
+      return bytes.err();
+    }
+    r.bytes = *bytes;
+    auto* secs = co.if_contains("seconds");
+    if (secs && secs->is_number()) {
+      r.seconds = secs->to_number<double>();
+    }
+    if (!std::isfinite(r.seconds) || r.seconds < 0) {
+      return bad("seconds", "must be a non-negative number");
+    }
+    auto ok = get_bool(co, "ok");
+    if (!ok) {
+      return ok.err();
+    }
+    r.ok = *ok;
+    if (auto* e = co.if_contains("error"); e && e->is_string()) {
+      r.error =
+          std::string(e->as_string().subview(0, std::min<size_t>(e->as_string().size(), 1024)));
+    }
+    h.copies.push_back(std::move(r));
   }
   return h;
 }
@@ -486,12 +580,67 @@ result<fetch_order> from_json<fetch_order>(const json::object& o) {
     return size.err();
   }
   f.size = *size;
-  auto src = get_string(o, "source", 2048);
-  if (!src) {
-    return src.err();
+  if (o.contains("source")) {
+    auto src = get_string(o, "source", 2048);
+    if (!src) {
+      return src.err();
+    }
+    f.sources.push_back(*src);
   }
-  f.source = *src;
+  auto sources = get_array(o, "sources", 16, false);
+  if (!sources) {
+    return sources.err();
+  }
+  for (auto& s : **sources) {
+    if (!s.is_string() || s.as_string().empty() || s.as_string().size() > 2048) {
+      return bad("sources", "entries must be URLs of at most 2048 characters");
+    }
+    f.sources.emplace_back(s.as_string());
+  }
+  if (f.sources.empty()) {
+    return bad("source", "is missing: a fetch order needs 'source' or 'sources'");
+  }
+  if (o.contains("wait")) {
+    auto w = get_bool(o, "wait");
+    if (!w) {
+      return w.err();
+    }
+    f.wait = *w;
+  } else {
+    f.wait = true;
+  }
   return f;
+}
+
+json::value to_json(const eviction_request& v) {
+  json::array segs;
+  for (auto& k : v.segments) {
+    segs.push_back(key_json(k));
+  }
+  return json::object{{"bytes", v.bytes}, {"segments", segs}};
+}
+
+template <>
+result<eviction_request> from_json<eviction_request>(const json::object& o) {
+  eviction_request r;
+  auto bytes = get_u64(o, "bytes", false);
+  if (!bytes) {
+    return bytes.err();
+  }
+  r.bytes = *bytes;
+  auto segs = get_array(o, "segments", 100'000);
+  if (!segs) {
+    return segs.err();
+  }
+  for (auto& v : **segs) {
+    auto k = v.is_object() ? get_key(v.as_object())
+                           : result<segment_key>(bad("segments", "entries must be objects"));
+    if (!k) {
+      return k.err();
+    }
+    r.segments.push_back(*k);
+  }
+  return r;
 }
 
 template <>
@@ -541,8 +690,13 @@ json::value to_json(const station_registration& v) {
 json::value to_json(const station_report& v) {
   json::array changes, copies;
   for (auto& c : v.changes) {
-    changes.push_back(
-        json::object{{"program", c.key.program.str()}, {"index", c.key.index.v}, {"held", c.held}});
+    auto o = key_json(c.key);
+    o["held"] = c.held;
+    if (!c.engine.empty()) {
+      o["engine"] = c.engine;
+      o["filling"] = c.filling;
+    }
+    changes.push_back(std::move(o));
   }
   for (auto& c : v.copies) {
     copies.push_back(
@@ -653,7 +807,19 @@ result<station_report> from_json<station_report>(const json::object& o) {
     if (!held) {
       return held.err();
     }
-    r.changes.push_back({*k, *held});
+    std::string engine;
+    if (c.as_object().contains("engine")) {
+      auto e = get_name<engine_id>(c.as_object(), "engine");
+      if (!e) {
+        return e.err();
+      }
+      engine = e->str();
+    }
+    auto filling = get_bool(c.as_object(), "filling");
+    if (!filling) {
+      return filling.err();
+    }
+    r.changes.push_back({*k, *held, std::move(engine), *filling});
   }
   auto copies = get_array(o, "copies", 100'000, false);
   if (!copies) {

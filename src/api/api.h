@@ -20,6 +20,8 @@ namespace vodgrid::api {
 inline constexpr const char* sha256_header = "X-Vodgrid-Sha256";
 // HTTP header naming the engine that served a segment.
 inline constexpr const char* engine_header = "X-Vodgrid-Engine";
+// HTTP header on an engine's GET of a segment from another engine (a copy): names the receiver.
+inline constexpr const char* copy_header = "X-Vodgrid-Copy";
 
 struct segment_ref {  // one held segment copy
   segment_key key;
@@ -34,6 +36,18 @@ struct engine_load {
   uint64_t total_bytes = 0;
   uint32_t max_streams = 0;
   uint64_t max_bytes_per_second = 0;  // 0: unlimited
+  uint64_t used_bytes = 0;            // segment bytes held
+  uint64_t max_disk_bytes = 0;        // the engine's disk budget for segments; 0: the filesystems'
+};
+
+// A copy from other engines that ended since the last heartbeat (claim 20: "copy done").
+struct copy_result {
+  segment_key key;
+  std::string source;  // the URL that delivered the last byte, or the last one tried
+  uint64_t bytes = 0;
+  double seconds = 0;
+  bool ok = false;
+  std::string error;  // why it failed
 };
 
 // POST /v1/engines/{name}/heartbeat (engine → director). `full` carries the whole inventory in
@@ -48,6 +62,8 @@ struct heartbeat {
   engine_load load;
   std::vector<segment_ref> added;
   std::vector<segment_key> removed;
+  std::vector<segment_key> filling;  // every segment it is receiving now (not a change list)
+  std::vector<copy_result> copies;
 };
 // The director's answer: resync asks for a full heartbeat next.
 struct heartbeat_reply {
@@ -97,12 +113,23 @@ struct availability_change {
   std::string publish_at;  // RFC 3339 UTC or empty
 };
 
-// POST /v1/orders/fetch (director or loader → engine): copy a segment from `source` (a URL).
+// POST /v1/orders/fetch (director or loader → engine): copy a segment from `sources` (URLs, tried
+// in order; a copy cut short resumes from the next with a range). The engine serves the segment
+// while it arrives. `wait`: answer when the copy is done (201), or as soon as it has started (202).
 struct fetch_order {
   segment_key key;
   sha256_digest sha256{};
-  uint64_t size = 0;
-  std::string source;
+  uint64_t size = 0;                 // 0: whatever the source says
+  std::vector<std::string> sources;  // at least one; JSON "source" (one) or "sources"
+  bool wait = true;
+};
+
+// POST /v1/engines/{name}/evictions (engine → director): segments the engine would evict, least
+// recently used first, and how many bytes it must free; the director answers with the ones it
+// allows (same shape, bytes 0).
+struct eviction_request {
+  uint64_t bytes = 0;
+  std::vector<segment_key> segments;
 };
 
 // POST /v1/orders/preload (director → engine).
@@ -119,9 +146,14 @@ struct station_registration {
   uint64_t uplink_bits_per_second = 0;
 };
 
+// A change in where a segment lives. Without an engine: the station gained its first whole copy
+// (held) or lost its last. With one: that engine now holds it whole (held) or no longer does; with
+// `filling`, it started (held) or stopped receiving it.
 struct location_change {
   segment_key key;
-  bool held = true;  // false: the station no longer holds it
+  bool held = true;
+  std::string engine;
+  bool filling = false;
 };
 
 // A finished copy from another station: feeds the cost model's measured throughput.
@@ -169,6 +201,7 @@ boost::json::value to_json(const placement& v);
 boost::json::value to_json(const fetch_order& v);
 boost::json::value to_json(const preload_order& v);
 boost::json::value to_json(const availability_change& v);
+boost::json::value to_json(const eviction_request& v);
 
 template <class T>
 result<T> from_json(const boost::json::object& o);
@@ -184,6 +217,8 @@ template <>
 result<fetch_order> from_json<fetch_order>(const boost::json::object& o);
 template <>
 result<preload_order> from_json<preload_order>(const boost::json::object& o);
+template <>
+result<eviction_request> from_json<eviction_request>(const boost::json::object& o);
 template <>
 result<availability_change> from_json<availability_change>(const boost::json::object& o);
 template <>

@@ -189,6 +189,23 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
       return bad(origin, what + " director: 'parallel_copies' must be within 1..256");
     }
     s.director.parallel_copies = *pc;
+    auto hot = get_positive<uint32_t>(*dir, "hot_load_percent", 80, origin, what + " director");
+    if (!hot) {
+      return hot.err();
+    }
+    if (*hot < 1 || *hot > 100) {
+      return bad(origin, what + " director: 'hot_load_percent' must be within 1..100");
+    }
+    s.director.hot_load_percent = *hot;
+    auto idle =
+        get_positive<uint32_t>(*dir, "replica_idle_seconds", 300, origin, what + " director");
+    if (!idle) {
+      return idle.err();
+    }
+    if (*idle < 1) {
+      return bad(origin, what + " director: 'replica_idle_seconds' must be at least 1");
+    }
+    s.director.replica_idle = std::chrono::seconds(*idle);
     s.home = (*st)["home"].value_or(false);
     s.x_km = (*st)["x_km"].value_or(0.0);
     s.y_km = (*st)["y_km"].value_or(0.0);
@@ -250,9 +267,19 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
       if (!mx) {
         return mx.err();
       }
+      auto md = get_positive<uint64_t>(*et, "max_disk_bytes", 0, origin, ewhat);
+      if (!md) {
+        return md.err();
+      }
       if (*ms < 1 || *mx < 1024) {
         return bad(origin, ewhat + ": max_streams must be >= 1 and max_segment_bytes >= 1024");
       }
+      if (*md != 0 && *md < *mx) {
+        return bad(origin, ewhat +
+                               ": max_disk_bytes must be 0 (no budget) or at least "
+                               "max_segment_bytes");
+      }
+      e.max_disk_bytes = *md;
       e.max_streams = *ms;
       e.max_bytes_per_second = *mb;
       e.max_segment_bytes = *mx;
@@ -343,7 +370,8 @@ std::string grid_config::to_toml() const {
                       {"data_dirs", dirs},
                       {"max_streams", static_cast<int64_t>(e.max_streams)},
                       {"max_bytes_per_second", static_cast<int64_t>(e.max_bytes_per_second)},
-                      {"max_segment_bytes", static_cast<int64_t>(e.max_segment_bytes)}});
+                      {"max_segment_bytes", static_cast<int64_t>(e.max_segment_bytes)},
+                      {"max_disk_bytes", static_cast<int64_t>(e.max_disk_bytes)}});
     }
     sts.push_back(toml::table{
         {"name", s.name.str()},
@@ -356,7 +384,9 @@ std::string grid_config::to_toml() const {
              {"listen", fmt::format("{}:{}", s.director.listen.host, s.director.listen.port)},
              {"data_dir", s.director.data_dir.string()},
              {"copies", static_cast<int64_t>(s.director.copies)},
-             {"parallel_copies", static_cast<int64_t>(s.director.parallel_copies)}}},
+             {"parallel_copies", static_cast<int64_t>(s.director.parallel_copies)},
+             {"hot_load_percent", static_cast<int64_t>(s.director.hot_load_percent)},
+             {"replica_idle_seconds", static_cast<int64_t>(s.director.replica_idle.count())}}},
         {"engine", engs}});
   }
   root.insert("station", sts);

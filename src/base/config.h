@@ -28,6 +28,9 @@ struct engine_config {
   uint32_t max_streams = 1000;  // concurrent segment streams before the director stops sending more
   uint64_t max_bytes_per_second = 0;      // outbound budget the director respects; 0 = unlimited
   uint64_t max_segment_bytes = 64 << 20;  // largest segment a PUT or fetch may carry
+  // Bytes of segments the engine may hold; 0: as much as its filesystems take. Near the budget (or
+  // a full filesystem) it evicts the least recently used copies the director allows.
+  uint64_t max_disk_bytes = 0;
 };
 
 struct director_config {
@@ -35,6 +38,11 @@ struct director_config {
   std::filesystem::path data_dir;  // where the program catalog of the station is kept
   uint32_t copies = 2;             // copies of each segment placed within the station
   uint32_t parallel_copies = 4;    // segment copies from other stations in flight at once
+  // A segment is hot when every engine holding it is at this share of its stream or bandwidth
+  // limit: another engine then receives a replica (claims 19, 20).
+  uint32_t hot_load_percent = 80;
+  // A replica made for load is deleted once no console was sent to it for this long.
+  std::chrono::seconds replica_idle{300};
 };
 
 struct station_config {

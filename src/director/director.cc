@@ -12,6 +12,7 @@
 
 #include <deque>
 #include <map>
+#include <unordered_set>
 
 #include "api/api.h"
 #include "api/hls.h"
@@ -67,6 +68,11 @@ struct director_daemon::impl {
     bool finished = false;
   };
   std::unordered_map<segment_key, std::shared_ptr<pending_copy>> copies_in_flight;
+  // The station each source engine belongs to, by origin: copy samples name the station.
+  std::unordered_map<std::string, station_id> station_of_origin;
+  // Replicas made for load (claim 19), and when a console was last sent to each: deleted when idle.
+  std::map<std::pair<segment_key, size_t>, steady::time_point> replicas;
+  std::unordered_set<segment_key> replicating;  // a replica order in flight
   std::deque<segment_key> prefetch_queue;
   uint32_t copy_workers = 0;
 
@@ -74,6 +80,10 @@ struct director_daemon::impl {
   net::metric_value* unavailable = nullptr;
   net::metric_value* preload_orders = nullptr;
   net::metric_value* heartbeats = nullptr;
+  net::metric_value* replicas_made = nullptr;
+  net::metric_value* replicas_dropped = nullptr;
+  net::metric_value* evictions_allowed = nullptr;
+  net::metric_value* evictions_refused = nullptr;
 
   impl(asio::io_context& i, grid_config g)
       : io(i), grid(std::move(g)), tables(grid.heartbeat_timeout) {}
@@ -102,10 +112,24 @@ struct director_daemon::impl {
   asio::awaitable<void> registry_loop();
   asio::awaitable<bool> report_to_registry();
   asio::awaitable<bool> send_report();
-  asio::awaitable<result<size_t>> acquire(segment_key key);
-  asio::awaitable<result<size_t>> copy_from_sources(segment_key key);
+  asio::awaitable<result<size_t>> acquire(segment_key key, bool wait,
+                                          std::optional<size_t> exclude = std::nullopt);
+  asio::awaitable<result<size_t>> copy_from_sources(segment_key key, bool wait,
+                                                    std::optional<size_t> exclude);
+  asio::awaitable<result<size_t>> replicate(segment_key key, std::optional<size_t> exclude);
+  asio::awaitable<void> replicate_in_background(segment_key key);
+  asio::awaitable<result<size_t>> order_fetch(size_t target, const segment_key& key,
+                                              std::vector<std::string> sources, bool wait);
+  asio::awaitable<reply> evictions(request_context& ctx);
+  asio::awaitable<bool> held_elsewhere(const segment_key& key, size_t engine);
+  asio::awaitable<void> maintenance_loop();
+  std::string segment_url(size_t engine, const segment_key& key) const {
+    return fmt::format("{}/v1/segments/{}/{}.ts", tables.engine(engine).url, key.program.str(),
+                       key.index.v);
+  }
   asio::awaitable<void> prefetch_worker();
-  std::optional<size_t> receiving_engine(const segment_key& key);
+  std::optional<size_t> receiving_engine(const segment_key& key,
+                                         std::optional<size_t> exclude = std::nullopt);
   std::string registry_url() const {
     return grid.registry ? grid.registry->listen.url() : std::string();
   }
@@ -157,6 +181,7 @@ status director_daemon::start() {
   if (d.grid.registry) {
     asio::co_spawn(d.io, d.registry_loop(), asio::detached);
   }
+  asio::co_spawn(d.io, d.maintenance_loop(), asio::detached);
   d.logger->info("director {}: listening on {}:{}, {} programs in the catalog",
                  d.station->name.str(), d.station->director.listen.host, d.port, d.catalog.size());
   return {};
@@ -249,6 +274,7 @@ void director_daemon::impl::routes() {
   guarded(V::get, "/v1/programs/{}/segments/{}/holder", &impl::holder, 0, service);
   guarded(V::post, "/v1/programs/{}/distribute", &impl::distribute, 256ull << 20, service);
   guarded(V::post, "/v1/programs/{}/availability", &impl::set_availability, 0, service);
+  guarded(V::post, "/v1/engines/{}/evictions", &impl::evictions, 16ull << 20, {K::engine});
   server->set_health([this] {
     auto now = steady::now();
     return json::object{{"role", "director"},
@@ -264,6 +290,16 @@ void director_daemon::impl::routes() {
   preload_orders =
       &m.counter("vodgrid_director_preload_orders_total", "Preload orders sent to engines");
   heartbeats = &m.counter("vodgrid_director_heartbeats_total", "Engine heartbeats received");
+  replicas_made = &m.counter("vodgrid_director_replicas_total",
+                             "Replicas of hot segments ordered (claim 19)", "event=\"made\"");
+  replicas_dropped = &m.counter("vodgrid_director_replicas_total",
+                                "Replicas of hot segments ordered (claim 19)", "event=\"dropped\"");
+  evictions_allowed = &m.counter("vodgrid_director_evictions_total", "Evictions engines asked for",
+                                 "result=\"allowed\"");
+  evictions_refused = &m.counter("vodgrid_director_evictions_total", "Evictions engines asked for",
+                                 "result=\"refused\"");
+  m.gauge_fn("vodgrid_director_replicas", "Replicas made for load that are still kept",
+             [this] { return static_cast<double>(replicas.size()); });
   m.gauge_fn("vodgrid_director_engines_up", "Engines in rotation",
              [this] { return static_cast<double>(tables.up_engines(steady::now()).size()); });
   m.gauge_fn("vodgrid_director_locations", "Segments with at least one copy in the station",
@@ -295,6 +331,18 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
   bool was_up = before && tables.is_up(tables.engine(*before), steady::now());
   auto rep = tables.apply(*hb, steady::now());
   heartbeats->inc();
+  for (auto& c : hb->copies) {
+    // Claim 20, copy done: a copy from another station is a sample of its throughput.
+    auto u = net::parse_http_url(c.source);
+    auto from = u ? station_of_origin.find(u->origin()) : station_of_origin.end();
+    if (c.ok && from != station_of_origin.end() && c.seconds > 0) {
+      copy_samples.push_back({from->second, c.bytes, c.seconds});
+    }
+    if (!c.ok) {
+      logger->warn("director {}: engine {} failed to copy {}: {}", station->name.str(),
+                   hb->engine.str(), c.key.str(), c.error);
+    }
+  }
   if (!was_up && !rep.resync) {
     logger->info("director {}: engine {} up at {} with {} segments", station->name.str(),
                  hb->engine.str(), hb->url,
@@ -636,9 +684,10 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   if (auto p = preloaded.find(key); p != preloaded.end() && p->second.second > now) {
     hint = p->second.first;  // kept until it expires: every console of this segment may use it
   }
-  if (tables.holders(key).empty() && grid.registry) {
-    // Claim 14: the station lacks the segment; copy it from the cheapest source, then redirect.
-    auto got = co_await acquire(key);
+  if (tables.holders(key).empty() && tables.filling(key).empty() && grid.registry) {
+    // Claim 14: the station lacks the segment. An engine starts copying it from the cheapest
+    // source and the console goes there at once: the engine serves it while it arrives.
+    auto got = co_await acquire(key, false);
     if (!got) {
       unavailable->inc();
       auto r = net::error_reply(
@@ -655,6 +704,19 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     }
   }
   auto chosen = tables.choose(key, now, hint);
+  if (!chosen && tables.up_holders(key, now) > 0) {
+    // Claim 19: every holder is at its limits. Another engine receives a replica and this
+    // console goes there, served as the replica arrives.
+    if (auto got = co_await replicate(key, std::nullopt)) {
+      now = steady::now();
+      chosen = tables.choose(key, now);
+    }
+  } else if (chosen && !replicating.contains(key) &&
+             tables.hot(key, now, station->director.hot_load_percent)) {
+    // Near the limits: replicate before consoles have to wait for it.
+    replicating.insert(key);
+    asio::co_spawn(io, replicate_in_background(key), asio::detached);
+  }
   if (!chosen) {
     unavailable->inc();
     auto r = net::error_reply(
@@ -662,6 +724,9 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
                    fmt::format("no engine holding {} is up and under its limits", key.str())));
     r.headers.emplace_back("Retry-After", "1");
     co_return r;
+  }
+  if (auto rep = replicas.find({key, *chosen}); rep != replicas.end()) {
+    rep->second = now;
   }
   auto& e = tables.engine(*chosen);
   std::string_view query;  // passed on as it came, with its '?'
@@ -731,18 +796,30 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
 
 namespace vodgrid::director {
 
-// The station's engine that should receive a copy: up, not holding it, least loaded, most free
-// space.
-std::optional<size_t> director_daemon::impl::receiving_engine(const segment_key& key) {
+// The station's engine that should receive a copy: up, neither holding nor receiving it, under its
+// stream limit and with room in its disk budget; least loaded, then most free space.
+std::optional<size_t> director_daemon::impl::receiving_engine(const segment_key& key,
+                                                              std::optional<size_t> exclude) {
+  auto it = catalog.find(key.program);
+  uint64_t size = it != catalog.end() && key.index.v < it->second.segments.size()
+                      ? it->second.segments[key.index.v].size
+                      : 0;
   std::optional<size_t> best;
   double best_score = 0;
   for (size_t i : tables.up_engines(steady::now())) {
     auto& e = tables.engine(i);
-    if (e.held.count(key)) {
+    if (i == exclude || e.held.count(key) || e.filling.count(key)) {
       continue;
     }
-    double load = static_cast<double>(e.load.active_streams + e.assigned) /
-                  std::max<uint32_t>(e.load.max_streams, 1);
+    uint32_t streams = e.load.active_streams + e.assigned;
+    if (streams >= e.load.max_streams) {
+      continue;
+    }
+    if (e.load.max_disk_bytes > 0 && e.load.used_bytes + size > e.load.max_disk_bytes &&
+        e.load.used_bytes > 0) {
+      continue;  // it would have to evict; another engine has room
+    }
+    double load = static_cast<double>(streams) / std::max<uint32_t>(e.load.max_streams, 1);
     double score = load - static_cast<double>(e.load.free_bytes) * 1e-15;
     if (!best || score < best_score) {
       best = i;
@@ -752,15 +829,39 @@ std::optional<size_t> director_daemon::impl::receiving_engine(const segment_key&
   return best;
 }
 
-// Claims 12-14: ask the registry for sources, cheapest first; ask each source station's director
-// which engine holds the segment; order an engine of ours to copy it from there. The engine checks
-// the digest before it counts the segment as held, so a failed copy leaves nothing behind.
-asio::awaitable<result<size_t>> director_daemon::impl::copy_from_sources(segment_key key) {
+// Orders engine `target` to copy `key` from `sources` in turn. wait: answers when the copy is done;
+// otherwise as soon as the engine receives it, which serves it meanwhile (cut-through).
+asio::awaitable<result<size_t>> director_daemon::impl::order_fetch(size_t target,
+                                                                   const segment_key& key,
+                                                                   std::vector<std::string> sources,
+                                                                   bool wait) {
   auto it = catalog.find(key.program);
   if (it == catalog.end() || key.index.v >= it->second.segments.size()) {
     co_return make_error(errc::not_found, "no such segment: " + key.str());
   }
   auto entry = it->second.segments[key.index.v];
+  api::fetch_order order{key, entry.sha256, entry.size, std::move(sources), wait};
+  auto url = tables.engine(target).url + "/v1/orders/fetch";
+  auto f = co_await client->send_json(http::verb::post, url, json::serialize(api::to_json(order)));
+  if (!f || (f->status != 201 && f->status != 200 && f->status != 202)) {
+    co_return make_error(errc::unavailable, fmt::format("engine {} did not take the copy of {}: {}",
+                                                        tables.engine(target).name.str(), key.str(),
+                                                        f ? f->body : f.err().detail));
+  }
+  if (f->status == 202) {
+    tables.note_filling(target, key);
+  } else {
+    tables.note_copy(target, key);
+  }
+  co_return target;
+}
+
+// Claims 12-14: ask the registry for sources, cheapest first; ask each source station's director
+// which engine holds the segment; order an engine of ours to copy it from those engines in that
+// order (a transfer cut short resumes from the next). The engine checks the digest before it counts
+// the segment as held, so a failed copy leaves nothing behind.
+asio::awaitable<result<size_t>> director_daemon::impl::copy_from_sources(
+    segment_key key, bool wait, std::optional<size_t> exclude) {
   auto res = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/sources?for={}",
                                               registry_url(), key.program.str(), key.index.v,
                                               station->name.str()));
@@ -776,8 +877,13 @@ asio::awaitable<result<size_t>> director_daemon::impl::copy_from_sources(segment
     co_return sources.err();
   }
   std::string last = "no station holds it";
+  std::vector<std::string> urls;
+  constexpr size_t max_sources = 3;  // enough to ride out a dead source or two
   for (auto& src : *sources) {
-    auto h = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/holder",
+    if (src.station == station->name || urls.size() == max_sources) {
+      continue;
+    }
+    auto h = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/holder?whole=1",
                                               src.director_url, key.program.str(), key.index.v));
     if (!h || h->status != 200) {
       last = fmt::format("station {}: {}", src.station.str(), h ? h->body : h.err().detail);
@@ -785,36 +891,34 @@ asio::awaitable<result<size_t>> director_daemon::impl::copy_from_sources(segment
     }
     auto ho = api::parse_object(h->body);
     auto* url = ho ? ho->if_contains("url") : nullptr;
-    if (!url || !url->is_string()) {
+    auto u = url && url->is_string()
+                 ? net::parse_http_url(url->as_string())
+                 : result<net::parsed_url>(make_error(errc::invalid_argument, "no url"));
+    if (!u) {
       last = fmt::format("station {} named no engine", src.station.str());
       continue;
     }
-    auto target = receiving_engine(key);
-    if (!target) {
-      co_return make_error(errc::unavailable,
-                           "no engine of this station is up to receive " + key.str());
-    }
-    api::fetch_order order{key, entry.sha256, entry.size, std::string(url->as_string())};
-    auto t0 = steady::now();
-    auto f = co_await client->send_json(http::verb::post,
-                                        tables.engine(*target).url + "/v1/orders/fetch",
-                                        json::serialize(api::to_json(order)));
-    if (!f || (f->status != 201 && f->status != 200)) {
-      last = fmt::format("copy from station {} to engine {} failed: {}", src.station.str(),
-                         tables.engine(*target).name.str(), f ? f->body : f.err().detail);
-      logger->warn("director {}: {}", station->name.str(), last);
-      continue;
-    }
-    double secs = std::chrono::duration<double>(steady::now() - t0).count();
-    tables.note_copy(*target, key);
-    copy_samples.push_back({src.station, entry.size, secs});
-    co_return *target;
+    station_of_origin[u->origin()] = src.station;
+    urls.emplace_back(url->as_string());
   }
-  co_return make_error(errc::unavailable, last);
+  if (urls.empty()) {
+    co_return make_error(errc::unavailable, last);
+  }
+  auto target = receiving_engine(key, exclude);
+  if (!target) {
+    co_return make_error(errc::unavailable,
+                         "no engine of this station is up and has room to receive " + key.str());
+  }
+  auto got = co_await order_fetch(*target, key, std::move(urls), wait);
+  if (!got) {
+    logger->warn("director {}: {}", station->name.str(), got.err().detail);
+  }
+  co_return got;
 }
 
-// One copy per segment at a time: concurrent requests for it wait for the same copy.
-asio::awaitable<result<size_t>> director_daemon::impl::acquire(segment_key key) {
+// One copy per segment at a time: concurrent requests for it wait for the same order.
+asio::awaitable<result<size_t>> director_daemon::impl::acquire(segment_key key, bool wait,
+                                                               std::optional<size_t> exclude) {
   auto it = copies_in_flight.find(key);
   if (it != copies_in_flight.end()) {
     auto p = it->second;
@@ -826,12 +930,51 @@ asio::awaitable<result<size_t>> director_daemon::impl::acquire(segment_key key) 
   auto p = std::make_shared<pending_copy>(io);
   copies_in_flight[key] = p;
   ++background;
-  p->engine = co_await copy_from_sources(key);
+  p->engine = co_await copy_from_sources(key, wait, exclude);
   p->finished = true;
   p->done.cancel();
   copies_in_flight.erase(key);
   --background;
   co_return p->engine;
+}
+
+// Claims 19, 20: every engine holding the segment is at its limits, so another engine receives a
+// replica from the least loaded holder (a copy between engines is not held to the console limit),
+// and serves it while it arrives. The heartbeat that reports it held ("copy done") reaches the
+// registry with the station's next report.
+asio::awaitable<result<size_t>> director_daemon::impl::replicate(segment_key key,
+                                                                 std::optional<size_t> exclude) {
+  auto now = steady::now();
+  std::vector<std::string> sources;
+  for (size_t h : tables.sources_by_load(key, now)) {
+    if (h != exclude) {
+      sources.push_back(segment_url(h, key));
+    }
+  }
+  if (sources.empty()) {
+    co_return make_error(errc::unavailable, "no engine of the station holds " + key.str());
+  }
+  auto target = receiving_engine(key, exclude);
+  if (!target) {
+    co_return make_error(errc::unavailable, "every engine of station " + station->name.str() +
+                                                " is at its limits or holds " + key.str() +
+                                                " already");
+  }
+  auto got = co_await order_fetch(*target, key, std::move(sources), false);
+  if (got) {
+    replicas[{key, *got}] = steady::now();
+    replicas_made->inc();
+    logger->info("director {}: {} is hot; engine {} receives a replica", station->name.str(),
+                 key.str(), tables.engine(*got).name.str());
+  }
+  co_return got;
+}
+
+asio::awaitable<void> director_daemon::impl::replicate_in_background(segment_key key) {
+  ++background;
+  co_await replicate(key, std::nullopt);
+  replicating.erase(key);
+  --background;
 }
 
 asio::awaitable<void> director_daemon::impl::prefetch_worker() {
@@ -845,7 +988,7 @@ asio::awaitable<void> director_daemon::impl::prefetch_worker() {
     // the miss path.
     asio::steady_timer t(io);
     for (int attempt = 0; attempt < 6 && !stopping; ++attempt) {
-      auto r = co_await acquire(key);
+      auto r = co_await acquire(key, true);
       if (r || !tables.holders(key).empty()) {
         break;
       }
@@ -899,6 +1042,10 @@ asio::awaitable<reply> director_daemon::impl::distribute(request_context& ctx) {
   co_return net::json_reply(json::object{{"program", m.id.str()}, {"queued", queued}});
 }
 
+// GET /v1/programs/{id}/segments/{n}/holder: an engine of this station for the segment, for
+// another station's copy or for one of our engines sending a console on. ?whole=1: only an engine
+// holding it whole; ?exclude=<engine>: not that one (its copy failed, or it is the asker);
+// ?get=1: if none can serve it, have one receive it (a replica, or a copy from another station).
 asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   auto id = program_id::parse(ctx.params[0]);
   auto idx = segment_index::parse(ctx.params[1]);
@@ -907,22 +1054,163 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
         make_error(errc::invalid_argument, "bad program or segment in " + ctx.path));
   }
   segment_key key{*id, *idx};
-  if (tables.holders(key).empty()) {
-    co_return net::error_reply(
-        make_error(errc::not_found,
-                   fmt::format("station {} does not hold {}", station->name.str(), key.str())));
+  bool whole = ctx.query_param("whole") == "1";
+  bool get = ctx.query_param("get") == "1";
+  std::optional<size_t> exclude;
+  if (auto ex = ctx.query_param("exclude"); !ex.empty()) {
+    exclude = tables.find_engine(ex);
+    if (exclude && tables.engine(*exclude).filling.count(key) && get) {
+      tables.end_filling(*exclude, key);  // its copy failed: no console goes there for it
+    }
   }
-  auto e = tables.choose(key, steady::now());
+  auto now = steady::now();
+  auto pick = [&](const std::vector<size_t>& engines) -> std::optional<size_t> {
+    std::optional<size_t> best;
+    double best_load = 0;
+    for (size_t e : engines) {
+      auto& en = tables.engine(e);
+      candidate c{e,
+                  tables.is_up(en, now),
+                  en.load.active_streams + en.assigned,
+                  en.load.max_streams,
+                  en.load.bytes_per_second,
+                  en.load.max_bytes_per_second};
+      if (e == exclude || !c.up || c.streams >= c.max_streams) {
+        continue;
+      }
+      if (!best || load_of(c) < best_load) {
+        best = e;
+        best_load = load_of(c);
+      }
+    }
+    return best;
+  };
+  auto e = pick(tables.holders(key));
+  if (!e && !whole) {
+    e = pick(tables.filling(key));
+  }
+  if (!e && get) {
+    auto m = ready_program(ctx.params[0]);
+    if (m && idx->v < (*m)->segments.size()) {
+      auto got = tables.holders(key).empty() && grid.registry
+                     ? co_await acquire(key, false, exclude)
+                     : co_await replicate(key, exclude);
+      if (got) {
+        e = *got;
+      }
+    }
+  }
   if (!e) {
+    if (tables.holders(key).empty()) {
+      co_return net::error_reply(
+          make_error(errc::not_found,
+                     fmt::format("station {} does not hold {}", station->name.str(), key.str())));
+    }
     auto r = net::error_reply(make_error(
         errc::unavailable, "no engine holding " + key.str() + " is up and under its limits"));
     r.headers.emplace_back("Retry-After", "1");
     co_return r;
   }
   auto& eng = tables.engine(*e);
+  ++tables.engine_mut(*e).assigned;
   co_return net::json_reply(
-      json::object{{"engine", eng.name.str()},
-                   {"url", fmt::format("{}/v1/segments/{}/{}.ts", eng.url, id->str(), idx->v)}});
+      json::object{{"engine", eng.name.str()}, {"url", segment_url(*e, key)}});
+}
+
+// POST /v1/engines/{name}/evictions: the engine names what it would evict, least recently used
+// first; it may evict a copy only if another engine of the station holds the segment whole, or
+// another station does (asked of the registry): never the last copy in the grid.
+asio::awaitable<reply> director_daemon::impl::evictions(request_context& ctx) {
+  auto req = api::decode<api::eviction_request>(ctx.req.body());
+  if (!req) {
+    co_return net::error_reply(req.err());
+  }
+  auto e = tables.find_engine(ctx.params[0]);
+  if (!e) {
+    co_return net::error_reply(
+        make_error(errc::not_found, "no engine " + ctx.params[0] + " has reported here"));
+  }
+  api::eviction_request allowed;
+  uint64_t freed = 0;
+  for (auto& key : req->segments) {
+    if (freed >= req->bytes) {
+      break;
+    }
+    if (!tables.engine(*e).held.count(key)) {
+      continue;
+    }
+    if (co_await held_elsewhere(key, *e)) {
+      allowed.segments.push_back(key);
+      auto it = catalog.find(key.program);
+      freed += it != catalog.end() && key.index.v < it->second.segments.size()
+                   ? it->second.segments[key.index.v].size
+                   : 0;
+      replicas.erase({key, *e});
+      evictions_allowed->inc();
+    } else {
+      evictions_refused->inc();
+    }
+  }
+  co_return net::json_reply(api::to_json(allowed));
+}
+
+// Whether a whole copy of `key` other than engine `engine`'s exists: at another up engine of the
+// station, or at another station that the registry lists as a source.
+asio::awaitable<bool> director_daemon::impl::held_elsewhere(const segment_key& key, size_t engine) {
+  auto now = steady::now();
+  for (size_t h : tables.holders(key)) {
+    if (h != engine && tables.is_up(tables.engine(h), now)) {
+      co_return true;
+    }
+  }
+  if (!grid.registry) {
+    co_return false;
+  }
+  auto res = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/sources?for={}",
+                                              registry_url(), key.program.str(), key.index.v,
+                                              station->name.str()));
+  if (!res || res->status != 200) {
+    co_return false;  // unknown is no
+  }
+  auto sources = api::decode<std::vector<api::source>>(res->body);
+  if (!sources) {
+    co_return false;
+  }
+  for (auto& src : *sources) {
+    if (src.station != station->name) {
+      co_return true;
+    }
+  }
+  co_return false;
+}
+
+// Deletes replicas made for load once no console has been sent to them for replica_idle, keeping
+// the station's placement (`copies` whole copies) of the segment.
+asio::awaitable<void> director_daemon::impl::maintenance_loop() {
+  ++background;
+  asio::steady_timer t(io);
+  while (!stopping) {
+    t.expires_after(std::chrono::milliseconds(500));
+    co_await t.async_wait(use_tuple);
+    auto now = steady::now();
+    for (auto it = replicas.begin(); it != replicas.end();) {
+      auto& [what, used] = *it;
+      auto& [key, engine] = what;
+      if (now - used < station->director.replica_idle) {
+        ++it;
+        continue;
+      }
+      if (tables.up_holders(key, now) > station->director.copies &&
+          tables.engine(engine).held.count(key)) {
+        replicas_dropped->inc();
+        logger->info("director {}: replica of {} at engine {} idle; deleting it",
+                     station->name.str(), key.str(), tables.engine(engine).name.str());
+        asio::co_spawn(io, send_delete(segment_url(engine, key)), asio::detached);
+      }
+      it = replicas.erase(it);
+    }
+  }
+  --background;
 }
 
 asio::awaitable<bool> director_daemon::impl::report_to_registry() {

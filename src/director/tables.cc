@@ -13,17 +13,16 @@ bool qualifies(const candidate& c) {
   return c.max_bytes_per_second == 0 || c.bytes_per_second < c.max_bytes_per_second;
 }
 
-// Load relative to the engine's limits, the larger of streams and bandwidth.
+}  // namespace
+
 double load_of(const candidate& c) {
-  double l = static_cast<double>(c.streams) / c.max_streams;
+  double l = static_cast<double>(c.streams) / std::max<uint32_t>(c.max_streams, 1);
   if (c.max_bytes_per_second) {
     l = std::max(
         l, static_cast<double>(c.bytes_per_second) / static_cast<double>(c.max_bytes_per_second));
   }
   return l;
 }
-
-}  // namespace
 
 std::optional<size_t> choose_engine(const std::vector<candidate>& holders,
                                     std::optional<size_t> preferred, uint64_t rotation) {
@@ -82,11 +81,93 @@ api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::tim
   for (auto& s : hb.added) {
     add_location(*idx, s.key);
   }
+  // `filling` is the engine's whole list: copies it no longer names have ended.
+  std::unordered_set<segment_key> now_filling(hb.filling.begin(), hb.filling.end());
+  std::vector<segment_key> ended;
+  for (auto& k : e.filling) {
+    if (!now_filling.contains(k)) {
+      ended.push_back(k);
+    }
+  }
+  for (auto& k : ended) {
+    remove_filling(*idx, k);
+  }
+  for (auto& k : hb.filling) {
+    if (!e.held.contains(k)) {
+      add_filling(*idx, k);
+    }
+  }
   return {false};
 }
 
+void station_tables::add_filling(size_t engine, const segment_key& key) {
+  if (engines_[engine]->filling.insert(key).second) {
+    filling_[key].push_back(engine);
+    note_engine_change(engine, key, true, true);
+  }
+}
+
+void station_tables::remove_filling(size_t engine, const segment_key& key) {
+  if (engines_[engine]->filling.erase(key) == 0) {
+    return;
+  }
+  note_engine_change(engine, key, true, false);
+  auto it = filling_.find(key);
+  if (it != filling_.end()) {
+    std::erase(it->second, engine);
+    if (it->second.empty()) {
+      filling_.erase(it);
+    }
+  }
+}
+
+void station_tables::note_engine_change(size_t engine, const segment_key& key, bool filling,
+                                        bool held) {
+  engine_changes_[{key, engine, filling}] = held;
+}
+
+const std::vector<size_t>& station_tables::filling(const segment_key& key) const {
+  static const std::vector<size_t> none;
+  auto it = filling_.find(key);
+  return it == filling_.end() ? none : it->second;
+}
+
+bool station_tables::hot(const segment_key& key, steady::time_point now, uint32_t percent) const {
+  bool any = false;
+  for (bool receiving : {false, true}) {
+    for (auto& c : candidates(key, now, receiving)) {
+      if (!c.up) {
+        continue;
+      }
+      any = true;
+      if (load_of(c) * 100 < percent) {
+        return false;
+      }
+    }
+  }
+  return any;
+}
+
+std::vector<size_t> station_tables::sources_by_load(const segment_key& key,
+                                                    steady::time_point now) const {
+  std::vector<std::pair<double, size_t>> up;
+  for (auto& c : candidates(key, now)) {
+    if (c.up) {
+      up.emplace_back(load_of(c), c.engine);
+    }
+  }
+  std::sort(up.begin(), up.end());
+  std::vector<size_t> out;
+  for (auto& [l, i] : up) {
+    out.push_back(i);
+  }
+  return out;
+}
+
 void station_tables::add_location(size_t engine, const segment_key& key) {
+  remove_filling(engine, key);  // a whole copy is no longer arriving
   if (engines_[engine]->held.insert(key).second) {
+    note_engine_change(engine, key, false, true);
     auto& l = locations_[key];
     l.push_back(engine);
     if (l.size() == 1) {
@@ -102,6 +183,11 @@ std::vector<api::location_change> station_tables::drain_changes() {
     out.push_back({k, held});
   }
   changes_.clear();
+  for (auto& [what, held] : engine_changes_) {
+    auto& [k, engine, filling] = what;
+    out.push_back({k, held, engines_[engine]->name.str(), filling});
+  }
+  engine_changes_.clear();
   return out;
 }
 
@@ -109,6 +195,7 @@ void station_tables::remove_location(size_t engine, const segment_key& key) {
   if (engines_[engine]->held.erase(key) == 0) {
     return;
   }
+  note_engine_change(engine, key, false, false);
   auto it = locations_.find(key);
   if (it == locations_.end()) {
     return;
@@ -127,10 +214,11 @@ const std::vector<size_t>& station_tables::holders(const segment_key& key) const
 }
 
 const std::vector<candidate>& station_tables::candidates(const segment_key& key,
-                                                         steady::time_point now) const {
+                                                         steady::time_point now,
+                                                         bool receiving) const {
   std::vector<candidate>& out = scratch_;
   out.clear();
-  for (size_t i : holders(key)) {
+  for (size_t i : receiving ? filling(key) : holders(key)) {
     const engine_entry& e = *engines_[i];
     out.push_back(candidate{i, is_up(e, now), e.load.active_streams + e.assigned,
                             e.load.max_streams, e.load.bytes_per_second,
@@ -142,6 +230,9 @@ const std::vector<candidate>& station_tables::candidates(const segment_key& key,
 std::optional<size_t> station_tables::choose(const segment_key& key, steady::time_point now,
                                              std::optional<size_t> preferred) {
   auto c = choose_engine(candidates(key, now), preferred, rotation_++);
+  if (!c && filling_.contains(key)) {
+    c = choose_engine(candidates(key, now, true), std::nullopt, rotation_);
+  }
   if (c) {
     ++engines_[*c]->assigned;
   }

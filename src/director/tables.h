@@ -5,9 +5,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -29,6 +31,7 @@ struct engine_entry {
   // Consoles sent to this engine since its last heartbeat: the load it does not know of yet.
   uint32_t assigned = 0;
   std::unordered_set<segment_key> held;
+  std::unordered_set<segment_key> filling;  // segments it is receiving (and serving meanwhile)
 };
 
 // What selection needs to know of one holder.
@@ -40,6 +43,9 @@ struct candidate {
   uint64_t bytes_per_second = 0;
   uint64_t max_bytes_per_second = 0;  // 0: unlimited
 };
+
+// An engine's load relative to its limits: the larger of streams and bandwidth, 1 at a limit.
+double load_of(const candidate& c);
 
 // Picks the engine for a console among the holders of a segment: up, under its stream and
 // bandwidth limits, least loaded relative to its limit. `preferred` (an engine told to preload the
@@ -60,40 +66,60 @@ class station_tables {
   bool is_up(const engine_entry& e, steady::time_point now) const {
     return e.epoch != 0 && now - e.last_seen <= timeout_;
   }
-  // Chooses an engine for segment `key` and counts the console against it. nullopt: no holder
-  // qualifies (none up, or all at their limits).
+  // Chooses an engine for segment `key` and counts the console against it: a holder of the whole
+  // segment, else one receiving it (it serves while it receives). nullopt: none qualifies (none up,
+  // or all at their limits).
   std::optional<size_t> choose(const segment_key& key, steady::time_point now,
                                std::optional<size_t> preferred = std::nullopt);
+  // Whether every up engine holding or receiving `key` is at `percent` of its limits (and there is
+  // at least one): the segment is hot (claim 19).
+  bool hot(const segment_key& key, steady::time_point now, uint32_t percent) const;
+  // The up holders of the whole segment, least loaded first: sources for a replica.
+  std::vector<size_t> sources_by_load(const segment_key& key, steady::time_point now) const;
   // The engine choose() would pick, without counting a console.
   std::optional<size_t> peek(const segment_key& key, steady::time_point now) const;
 
-  // Engines (up or not) holding `key`, by index.
+  // Engines (up or not) holding `key` whole, by index.
   const std::vector<size_t>& holders(const segment_key& key) const;
+  // Engines (up or not) receiving `key`.
+  const std::vector<size_t>& filling(const segment_key& key) const;
   size_t up_holders(const segment_key& key, steady::time_point now) const;
   std::vector<size_t> up_engines(steady::time_point now) const;
 
   const engine_entry& engine(size_t i) const { return *engines_.at(i); }
+  engine_entry& engine_mut(size_t i) { return *engines_.at(i); }
   size_t engine_count() const { return engines_.size(); }
   std::optional<size_t> find_engine(std::string_view name) const;
   size_t location_count() const { return locations_.size(); }
 
   // Records a copy an engine has just reported done, before its heartbeat says so.
   void note_copy(size_t engine, const segment_key& key) { add_location(engine, key); }
-  // Station-level changes since the last call: a segment gaining its first copy in the station
-  // (held) or losing its last (not held). What the director reports to the registry.
+  // Records a copy an engine has just accepted to receive, before its heartbeat says so.
+  void note_filling(size_t engine, const segment_key& key) { add_filling(engine, key); }
+  // Forgets a copy that an engine reported failed, before its heartbeat says so.
+  void end_filling(size_t engine, const segment_key& key) { remove_filling(engine, key); }
+  // Changes since the last call, for the registry: station-level ones (a segment gaining its first
+  // whole copy in the station, or losing its last) and each engine's (holding, receiving).
   std::vector<api::location_change> drain_changes();
 
  private:
   // The holders of `key` as candidates, in scratch_ (valid until the next call).
-  const std::vector<candidate>& candidates(const segment_key& key, steady::time_point now) const;
+  const std::vector<candidate>& candidates(const segment_key& key, steady::time_point now,
+                                           bool receiving = false) const;
   void add_location(size_t engine, const segment_key& key);
   void remove_location(size_t engine, const segment_key& key);
+  void add_filling(size_t engine, const segment_key& key);
+  void remove_filling(size_t engine, const segment_key& key);
+  void note_engine_change(size_t engine, const segment_key& key, bool filling, bool held);
 
   std::chrono::milliseconds timeout_;
   std::vector<std::unique_ptr<engine_entry>> engines_;
   std::unordered_map<segment_key, std::vector<size_t>> locations_;
+  std::unordered_map<segment_key, std::vector<size_t>> filling_;
   uint64_t rotation_ = 0;
   std::unordered_map<segment_key, bool> changes_;  // the last word on each segment since a drain
+  // The same per (segment, engine, receiving or whole).
+  std::map<std::tuple<segment_key, size_t, bool>, bool> engine_changes_;
   mutable std::vector<candidate> scratch_;  // candidates(): reused, not allocated per console
 };
 

@@ -7,6 +7,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -74,11 +75,21 @@ result<std::string> resolve_url(std::string_view base, std::string_view ref) {
   return std::string(out.buffer());
 }
 
+// The idle keep-alive connections per origin, and how an exchange gets and returns one.
 struct http_client::pool {
   struct idle_stream {
     std::unique_ptr<beast::tcp_stream> stream;
     std::chrono::steady_clock::time_point since;
   };
+  pool(asio::any_io_executor e, const client_options& o) : ex(std::move(e)), opts(o) {}
+  http::request<http::string_body> make_request(http::verb method, const parsed_url& pu,
+                                                std::string body, const header_list& headers) const;
+  asio::awaitable<result<std::unique_ptr<beast::tcp_stream>>> connect(const parsed_url& pu,
+                                                                      bool fresh, bool& pooled);
+  void keep(const parsed_url& pu, std::unique_ptr<beast::tcp_stream> stream);
+
+  asio::any_io_executor ex;
+  const client_options& opts;
   std::map<std::string, std::vector<idle_stream>> idle;
 };
 
@@ -88,7 +99,7 @@ constexpr auto max_idle_age = std::chrono::seconds(20);
 }  // namespace
 
 http_client::http_client(asio::any_io_executor ex, client_options opts)
-    : ex_(ex), opts_(opts), pool_(std::make_unique<pool>()) {}
+    : ex_(ex), opts_(opts), pool_(std::make_unique<pool>(ex, opts_)) {}
 
 http_client::~http_client() = default;
 
@@ -97,22 +108,18 @@ asio::awaitable<result<client_response>> http_client::send_json(http::verb metho
   return request(method, std::move(url), std::move(json), {{"Content-Type", "application/json"}});
 }
 
-asio::awaitable<result<client_response>> http_client::request(http::verb method, std::string url,
-                                                              std::string body,
-                                                              header_list headers) {
-  auto pu = parse_http_url(url);
-  if (!pu) {
-    co_return pu.err();
-  }
-  std::string key = pu->origin();
-  http::request<http::string_body> req{method, pu->target, 11};
-  req.set(http::field::host, fmt::format("{}:{}", pu->host, pu->port));
+http::request<http::string_body> http_client::pool::make_request(http::verb method,
+                                                                 const parsed_url& pu,
+                                                                 std::string body,
+                                                                 const header_list& headers) const {
+  http::request<http::string_body> req{method, pu.target, 11};
+  req.set(http::field::host, fmt::format("{}:{}", pu.host, pu.port));
   req.set(http::field::user_agent, "vodgrid");
   for (auto& [k, v] : headers) {
     req.set(k, v);
   }
-  if (opts_.bearer && req.find(http::field::authorization) == req.end()) {
-    if (auto t = opts_.bearer(); !t.empty()) {
+  if (opts.bearer && req.find(http::field::authorization) == req.end()) {
+    if (auto t = opts.bearer(); !t.empty()) {
       req.set(http::field::authorization, "Bearer " + t);
     }
   }
@@ -121,52 +128,109 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     req.prepare_payload();
   }
   req.keep_alive(true);
+  return req;
+}
 
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    std::unique_ptr<beast::tcp_stream> stream;
-    bool pooled = false;
-    auto& idle = pool_->idle[key];
-    std::erase_if(idle, [](const pool::idle_stream& s) {
-      return std::chrono::steady_clock::now() - s.since > max_idle_age;
-    });
-    if (!idle.empty() && attempt == 0) {
-      stream = std::move(idle.back().stream);
-      idle.pop_back();
-      pooled = true;
-    } else {
-      stream = std::make_unique<beast::tcp_stream>(ex_);
-      std::vector<tcp::endpoint> eps;
-      boost::system::error_code aec;
-      auto literal = asio::ip::make_address(pu->host, aec);
-      if (!aec) {
-        eps.emplace_back(literal, pu->port);  // an address needs no resolver round trip
-      } else {
-        tcp::resolver resolver(ex_);
-        auto [rec, found] =
-            co_await resolver.async_resolve(pu->host, std::to_string(pu->port), use_tuple);
-        if (rec) {
-          co_return make_error(errc::unavailable,
-                               fmt::format("cannot resolve {}: {}", pu->host, rec.message()));
-        }
-        for (auto& e : found) {
-          eps.push_back(e.endpoint());
-        }
-      }
-      stream->expires_after(opts_.connect_timeout);
-      auto [cec, ep] = co_await stream->async_connect(eps, use_tuple);
-      if (cec) {
-        co_return make_error(cec == beast::error::timeout ? errc::timeout : errc::unavailable,
-                             fmt::format("cannot connect to {}: {}", key, cec.message()));
-      }
-      boost::system::error_code ec;
-      stream->socket().set_option(tcp::no_delay(true), ec);
+// A pooled keep-alive stream to the URL's origin (unless `fresh`), or a new connection. `pooled`
+// tells the caller whether a transport failure is worth one retry on a fresh connection.
+asio::awaitable<result<std::unique_ptr<beast::tcp_stream>>> http_client::pool::connect(
+    const parsed_url& pu, bool fresh, bool& pooled) {
+  auto& idle = this->idle[pu.origin()];
+  std::erase_if(idle, [](const pool::idle_stream& s) {
+    return std::chrono::steady_clock::now() - s.since > max_idle_age;
+  });
+  pooled = false;
+  if (!idle.empty() && !fresh) {
+    auto stream = std::move(idle.back().stream);
+    idle.pop_back();
+    pooled = true;
+    co_return stream;
+  }
+  auto stream = std::make_unique<beast::tcp_stream>(ex);
+  std::vector<tcp::endpoint> eps;
+  boost::system::error_code aec;
+  auto literal = asio::ip::make_address(pu.host, aec);
+  if (!aec) {
+    eps.emplace_back(literal, pu.port);  // an address needs no resolver round trip
+  } else {
+    tcp::resolver resolver(ex);
+    auto [rec, found] =
+        co_await resolver.async_resolve(pu.host, std::to_string(pu.port), use_tuple);
+    if (rec) {
+      co_return make_error(errc::unavailable,
+                           fmt::format("cannot resolve {}: {}", pu.host, rec.message()));
     }
-    stream->expires_after(opts_.request_timeout);
-    auto [wec, wn] = co_await http::async_write(*stream, req, use_tuple);
+    for (auto& e : found) {
+      eps.push_back(e.endpoint());
+    }
+  }
+  stream->expires_after(opts.connect_timeout);
+  auto [cec, ep] = co_await stream->async_connect(eps, use_tuple);
+  if (cec) {
+    co_return make_error(cec == beast::error::timeout ? errc::timeout : errc::unavailable,
+                         fmt::format("cannot connect to {}: {}", pu.origin(), cec.message()));
+  }
+  boost::system::error_code ec;
+  stream->socket().set_option(tcp::no_delay(true), ec);
+  co_return stream;
+}
+
+void http_client::pool::keep(const parsed_url& pu, std::unique_ptr<beast::tcp_stream> stream) {
+  auto& idle = this->idle[pu.origin()];
+  if (idle.size() < opts.max_idle_per_host) {
+    stream->expires_never();
+    idle.push_back({std::move(stream), std::chrono::steady_clock::now()});
+  }
+}
+
+namespace {
+
+errc read_error_code(const boost::system::error_code& rec) {
+  if (rec == beast::error::timeout) {
+    return errc::timeout;
+  }
+  if (rec == http::error::body_limit) {
+    return errc::too_large;
+  }
+  if (rec == http::error::end_of_stream || rec == http::error::partial_message ||
+      rec == asio::error::connection_reset || rec == asio::error::eof) {
+    return errc::unavailable;
+  }
+  return errc::protocol_error;
+}
+
+template <class Message>
+client_response head_of(const Message& res) {
+  client_response out;
+  out.status = res.result_int();
+  for (auto& f : res) {
+    out.headers.insert(f.name_string(), f.value());
+  }
+  return out;
+}
+
+}  // namespace
+
+asio::awaitable<result<client_response>> http_client::request(http::verb method, std::string url,
+                                                              std::string body,
+                                                              header_list headers) {
+  auto pu = parse_http_url(url);
+  if (!pu) {
+    co_return pu.err();
+  }
+  auto req = pool_->make_request(method, *pu, std::move(body), headers);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool pooled = false;
+    auto stream = co_await pool_->connect(*pu, attempt > 0, pooled);
+    if (!stream) {
+      co_return stream.err();
+    }
+    (*stream)->expires_after(opts_.request_timeout);
+    auto [wec, wn] = co_await http::async_write(**stream, req, use_tuple);
     if (wec) {
       if (pooled) {
-        idle.clear();  // the peer closed idle connections: its others are likely dead too
-        continue;      // retry on a fresh one
+        pool_->idle[pu->origin()].clear();  // the peer closed idle connections: its others too
+        continue;                           // retry on a fresh one
       }
       co_return make_error(
           wec == beast::error::timeout ? errc::timeout : errc::unavailable,
@@ -179,37 +243,96 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     if (method == http::verb::head) {
       parser.skip(true);
     }
-    auto [rec, rn] = co_await http::async_read(*stream, buf, parser, use_tuple);
+    auto [rec, rn] = co_await http::async_read(**stream, buf, parser, use_tuple);
     if (rec) {
       if (pooled && rn == 0 &&
           (rec == http::error::end_of_stream || rec == asio::error::connection_reset)) {
-        idle.clear();
+        pool_->idle[pu->origin()].clear();
         continue;
       }
-      errc code = errc::protocol_error;
-      if (rec == beast::error::timeout) {
-        code = errc::timeout;
-      } else if (rec == http::error::body_limit) {
-        code = errc::too_large;
-      } else if (rec == http::error::end_of_stream || rec == http::error::partial_message ||
-                 rec == asio::error::connection_reset || rec == asio::error::eof) {
-        code = errc::unavailable;
-      }
       co_return make_error(
-          code, fmt::format("{} {}: {}", std::string(http::to_string(method)), url, rec.message()));
+          read_error_code(rec),
+          fmt::format("{} {}: {}", std::string(http::to_string(method)), url, rec.message()));
     }
     auto res = parser.release();
-    client_response out;
-    out.status = res.result_int();
-    bool keep = res.keep_alive();
+    client_response out = head_of(res);
     out.body = std::move(res.body());
-    for (auto& f : res) {
-      out.headers.insert(f.name_string(), f.value());
+    if (res.keep_alive()) {
+      pool_->keep(*pu, std::move(*stream));
     }
-    if (keep && idle.size() < opts_.max_idle_per_host) {
-      stream->expires_never();
-      idle.push_back({std::move(stream), std::chrono::steady_clock::now()});
+    co_return out;
+  }
+  co_return make_error(errc::unavailable, fmt::format("{}: connection closed by peer", url));
+}
+
+// Beast's buffer_body reads into memory the caller owns, chunk by chunk, which is what a copy
+// served while it arrives needs: no second buffer and a progress call after every read.
+asio::awaitable<result<client_response>> http_client::get_into(std::string url, header_list headers,
+                                                               body_sink sink) {
+  auto pu = parse_http_url(url);
+  if (!pu) {
+    co_return pu.err();
+  }
+  auto req = pool_->make_request(http::verb::get, *pu, {}, headers);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool pooled = false;
+    auto stream = co_await pool_->connect(*pu, attempt > 0, pooled);
+    if (!stream) {
+      co_return stream.err();
     }
+    auto& st = **stream;
+    st.expires_after(opts_.request_timeout);
+    auto [wec, wn] = co_await http::async_write(st, req, use_tuple);
+    if (wec) {
+      if (pooled) {
+        pool_->idle[pu->origin()].clear();
+        continue;
+      }
+      co_return make_error(wec == beast::error::timeout ? errc::timeout : errc::unavailable,
+                           fmt::format("GET {}: {}", url, wec.message()));
+    }
+    beast::flat_buffer buf;
+    http::response_parser<http::buffer_body> parser;
+    parser.body_limit(opts_.max_body);
+    parser.header_limit(64 * 1024);
+    auto [hec, hn] = co_await http::async_read_header(st, buf, parser, use_tuple);
+    if (hec) {
+      if (pooled && hn == 0 &&
+          (hec == http::error::end_of_stream || hec == asio::error::connection_reset)) {
+        pool_->idle[pu->origin()].clear();
+        continue;
+      }
+      co_return make_error(read_error_code(hec), fmt::format("GET {}: {}", url, hec.message()));
+    }
+    client_response out = head_of(parser.get());
+    auto dest = sink.on_head(out);
+    if (!dest) {
+      co_return out;  // the connection is dropped with the unread body
+    }
+    size_t filled = 0;
+    while (!parser.is_done()) {
+      auto& body = parser.get().body();
+      body.data = dest->data() + filled;
+      body.size = dest->size() - filled;
+      if (body.size == 0) {
+        co_return make_error(errc::too_large, fmt::format("GET {}: more than the {} bytes expected",
+                                                          url, dest->size()));
+      }
+      auto [rec, rn] = co_await http::async_read(st, buf, parser, use_tuple);
+      if (rec && rec != http::error::need_buffer) {
+        co_return make_error(read_error_code(rec),
+                             fmt::format("GET {}: {} after {} bytes", url, rec.message(), filled));
+      }
+      size_t now = dest->size() - parser.get().body().size;
+      if (now > filled) {
+        filled = now;
+        sink.on_data(filled);
+      }
+    }
+    if (parser.get().keep_alive()) {
+      pool_->keep(*pu, std::move(*stream));
+    }
+    out.body.clear();
     co_return out;
   }
   co_return make_error(errc::unavailable, fmt::format("{}: connection closed by peer", url));

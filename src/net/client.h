@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -70,6 +71,17 @@ class http_client {
   // POST/PUT a JSON body with Content-Type application/json.
   boost::asio::awaitable<result<client_response>> send_json(boost::beast::http::verb method,
                                                             std::string url, std::string json);
+
+  // A GET whose body is read straight into memory the caller owns, as it arrives. `on_head` sees
+  // the status and headers and returns where the body goes, or an error to leave the body unread
+  // (the reply is then returned without it); `on_data` is called after every read with the number
+  // of body bytes written so far. A body longer than the place given is errc::too_large.
+  struct body_sink {
+    std::function<result<std::span<char>>(const client_response& head)> on_head;
+    std::function<void(size_t written)> on_data;
+  };
+  boost::asio::awaitable<result<client_response>> get_into(std::string url, header_list headers,
+                                                           body_sink sink);
 
   const client_options& options() const { return opts_; }
 

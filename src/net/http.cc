@@ -521,10 +521,10 @@ bool http_server::start_reply(session& s, const reply& r, bool head, bool keep_a
     h += "\r\n"sv;
   }
   h += "Content-Length: "sv;
-  append_number(h, r.file ? r.file->length : r.body.size());
+  append_number(h, r.file ? r.file->length : r.stream ? r.stream->length : r.body.size());
   h += keep_alive ? "\r\n\r\n"sv : "\r\nConnection: close\r\n\r\n"sv;
-  if (r.file && !head) {
-    return false;  // finish_reply sends the head and the file
+  if ((r.file || r.stream) && !head) {
+    return false;  // finish_reply sends the head and the file or stream
   }
   std::array<asio::const_buffer, 2> parts{asio::buffer(h),
                                           head ? asio::const_buffer() : asio::buffer(r.body)};
@@ -554,7 +554,11 @@ bool http_server::start_reply(session& s, const reply& r, bool head, bool keep_a
 // not be sent.
 asio::awaitable<bool> http_server::finish_reply(session& s, reply r, bool head) {
   bool file = r.file && !head;
-  int flags = file && r.file->length > 0 ? MSG_MORE : 0;  // the head leaves with the file's start
+  int flags =
+      (file && r.file->length > 0) || (r.stream && !head && r.stream->length > 0 &&
+                                       r.stream->body->available().size() > r.stream->offset)
+          ? MSG_MORE
+          : 0;  // the head leaves with the file's start
   std::array<asio::const_buffer, 2> rest{asio::buffer(s.head), asio::const_buffer()};
   auto ec = co_await write_rest(*s.sock, rest, 0, flags, s.deadline, opts_.write_timeout);
   if (ec) {
@@ -568,6 +572,41 @@ asio::awaitable<bool> http_server::finish_reply(session& s, reply r, bool head) 
     if (fec) {
       co_return false;
     }
+  }
+  if (r.stream && !head) {
+    co_return co_await send_stream(s, *r.stream);
+  }
+  co_return true;
+}
+
+// Sends a slice of a growing body as its bytes arrive. While it waits for them the write deadline
+// is held off: how long a body takes to arrive is its producer's business (an engine's copy has its
+// own timeout), and the connection ends when the body fails.
+asio::awaitable<bool> http_server::send_stream(session& s, const stream_slice& st) {
+  uint64_t pos = st.offset;
+  uint64_t end = st.offset + st.length;
+  while (pos < end) {
+    auto have = st.body->available();
+    if (have.size() <= pos) {
+      s.deadline = steady::time_point::max();
+      co_await st.body->wait_beyond(pos);
+      if (stopping_) {
+        co_return false;
+      }
+      have = st.body->available();
+      if (have.size() <= pos) {
+        co_return false;  // the body failed: the console sees a short reply and asks again
+      }
+    }
+    size_t n = static_cast<size_t>(std::min<uint64_t>(end, have.size()) - pos);
+    std::array<asio::const_buffer, 2> part{asio::buffer(have.data() + pos, n),
+                                           asio::const_buffer()};
+    auto ec = co_await write_rest(*s.sock, part, 0, 0, s.deadline, opts_.write_timeout);
+    if (ec) {
+      co_return false;
+    }
+    bytes_sent_->inc(static_cast<double>(n));
+    pos += n;
   }
   co_return true;
 }

@@ -42,6 +42,25 @@ struct file_slice {
   uint64_t length = 0;
 };
 
+// A body still arriving while it is sent (cut-through: an engine streams a segment it is
+// receiving). Bytes [0, available().size()) may be sent; the view's data stays valid while the body
+// lives and only grows. Implementations belong to the server's executor.
+class growing_body {
+ public:
+  virtual ~growing_body() = default;
+  virtual std::string_view available() const = 0;
+  // Completes once more than `have` bytes are available, or the body has failed (then available()
+  // stays at `have` or below and the reply ends with its connection).
+  virtual asio::awaitable<void> wait_beyond(uint64_t have) = 0;
+};
+
+struct stream_slice {
+  std::shared_ptr<growing_body> body;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  std::shared_ptr<void> owner;  // released with the reply (e.g. what counts the stream)
+};
+
 struct reply {
   http::status status = http::status::ok;
   const char* content_type = "application/json";  // a string literal (not copied, never freed)
@@ -49,8 +68,9 @@ struct reply {
   // Written as given; not Server, Content-Type, Content-Length or Connection, which the server
   // sets.
   std::vector<std::pair<std::string, std::string>> headers;
-  std::optional<file_slice> file;  // when set, the body is this file slice (sendfile)
-  bool close = false;              // close the connection after this reply
+  std::optional<file_slice> file;      // when set, the body is this file slice (sendfile)
+  std::optional<stream_slice> stream;  // when set, the body is this slice of a growing body
+  bool close = false;                  // close the connection after this reply
 };
 
 // Maps an error onto its HTTP status with body {"error": "<errc>", "detail": "..."}.
@@ -130,6 +150,7 @@ class http_server {
   std::string allowed_methods(std::string_view path) const;
   bool start_reply(session& s, const reply& r, bool head, bool keep_alive);
   asio::awaitable<bool> finish_reply(session& s, reply r, bool head);
+  asio::awaitable<bool> send_stream(session& s, const stream_slice& st);
   asio::awaitable<bool> write_reply(session& s, reply r, bool head, bool keep_alive);
   asio::awaitable<reply> builtin(request_context& ctx, const route_entry* r);
   static const char* framing_error(const http::request_header<>& h, bool chunked);

@@ -293,7 +293,9 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
     std::vector<location_change> list;
     list.reserve(r->changes.size());
     for (auto& c : r->changes) {
-      list.push_back({c.key, c.held});
+      if (c.engine.empty()) {
+        list.push_back({c.key, c.held});
+      }
     }
     auto st = co_await on_db([&] { return db->apply(*name, list); });
     if (!st) {
