@@ -541,8 +541,15 @@ json::value to_json(const station_registration& v) {
 json::value to_json(const station_report& v) {
   json::array changes, copies;
   for (auto& c : v.changes) {
-    changes.push_back(
-        json::object{{"program", c.key.program.str()}, {"index", c.key.index.v}, {"held", c.held}});
+    json::object o{{"program", c.key.program.str()}, {"index", c.key.index.v}, {"held", c.held}};
+    // Station-level changes stay in the shape registries have always read.
+    if (!c.engine.empty()) {
+      o["engine"] = c.engine;
+    }
+    if (c.filling) {
+      o["filling"] = true;
+    }
+    changes.push_back(std::move(o));
   }
   for (auto& c : v.copies) {
     copies.push_back(
@@ -653,7 +660,22 @@ result<station_report> from_json<station_report>(const json::object& o) {
     if (!held) {
       return held.err();
     }
-    r.changes.push_back({*k, *held});
+    std::string engine;
+    if (c.as_object().contains("engine")) {
+      auto e = get_name<engine_id>(c.as_object(), "engine");
+      if (!e) {
+        return e.err();
+      }
+      engine = e->str();
+    }
+    auto filling = get_bool(c.as_object(), "filling");
+    if (!filling) {
+      return filling.err();
+    }
+    if (*filling && engine.empty()) {
+      return bad("filling", "needs an 'engine': only an engine receives a segment");
+    }
+    r.changes.push_back({*k, *held, std::move(engine), *filling});
   }
   auto copies = get_array(o, "copies", 100'000, false);
   if (!copies) {

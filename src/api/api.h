@@ -119,9 +119,18 @@ struct station_registration {
   uint64_t uplink_bits_per_second = 0;
 };
 
+// One change of where a segment lives, at the reporting station as a whole or at one of its
+// engines (docs/registry.md, "Locations per engine"):
+//  - engine empty: the station now holds the segment whole (held) or no longer does;
+//  - engine set, filling false: that engine now holds it whole (held) or no longer holds it
+//    (removed or evicted);
+//  - engine set, filling true: that engine started receiving it (held) or stopped (finished or
+//    failed; a finish also comes as a whole-segment change).
 struct location_change {
   segment_key key;
-  bool held = true;  // false: the station no longer holds it
+  bool held = true;
+  std::string engine;    // a valid_name of an engine of the station, or empty
+  bool filling = false;  // only with an engine
 };
 
 // A finished copy from another station: feeds the cost model's measured throughput.
