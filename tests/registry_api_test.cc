@@ -69,13 +69,22 @@ struct change {
   std::string program;
   int64_t index;
   bool held = true;
+  std::string engine;  // empty: a station-level change
+  bool filling = false;
 };
 
 std::string report_body(const std::vector<change>& changes, double load = 0,
                         json::array copies = {}) {
   json::array list;
   for (auto& c : changes) {
-    list.push_back(json::object{{"program", c.program}, {"index", c.index}, {"held", c.held}});
+    json::object o{{"program", c.program}, {"index", c.index}, {"held", c.held}};
+    if (!c.engine.empty()) {
+      o["engine"] = c.engine;
+    }
+    if (c.filling) {
+      o["filling"] = true;
+    }
+    list.push_back(std::move(o));
   }
   return json::serialize(json::object{{"load", load},
                                       {"sending_bits_per_second", 0},
@@ -85,7 +94,8 @@ std::string report_body(const std::vector<change>& changes, double load = 0,
 }
 
 // A grid of four stations, `home` (x = 0, the home), `a` (x = 100), `b` (x = 5000) and the seeker
-// `s` (x = 0), with a registry in front of a database. Nothing listens at the directors' and
+// `s` (x = 0), each with engines `<station>-1` and `<station>-2`, with a registry in front of a
+// database. Nothing listens at the directors' and
 // engines' addresses: the test talks to the registry itself.
 class RegistryTest : public ::testing::Test {
  protected:
@@ -124,11 +134,13 @@ class RegistryTest : public ::testing::Test {
     s.director.listen = {"127.0.0.1", free_port()};
     s.director.data_dir = dir_.path() / name;
     s.director.copies = 1;
-    engine_config e;
-    e.name = *engine_id::parse(name + "-1");
-    e.listen = {"127.0.0.1", free_port()};
-    e.data_dirs = {dir_.path() / (name + "-1")};
-    s.engines.push_back(e);
+    for (auto* n : {"-1", "-2"}) {
+      engine_config e;
+      e.name = *engine_id::parse(name + n);
+      e.listen = {"127.0.0.1", free_port()};
+      e.data_dirs = {dir_.path() / (name + n)};
+      s.engines.push_back(e);
+    }
     grid_.stations.push_back(s);
   }
 
@@ -203,6 +215,29 @@ class RegistryTest : public ::testing::Test {
   reply sources(const std::string& program, const std::string& index, const std::string& seeker) {
     return get(fmt::format("/v1/programs/{}/segments/{}/sources?for={}", program, index, seeker));
   }
+  reply locations(const std::string& program, const std::string& index) {
+    return get(fmt::format("/v1/programs/{}/segments/{}/locations", program, index));
+  }
+  // A locations reply as "station:complete|partial engines|filling" per station, in its order.
+  static std::vector<std::string> where(const reply& r) {
+    std::vector<std::string> out;
+    auto names = [](const json::value& v) {
+      std::vector<std::string> n;
+      for (auto& e : v.as_array()) {
+        n.emplace_back(e.as_string());
+      }
+      return fmt::format("{}", fmt::join(n, ","));
+    };
+    if (auto* list = r.obj.if_contains("stations"); list && list->is_array()) {
+      for (auto& s : list->as_array()) {
+        auto& o = s.as_object();
+        out.push_back(fmt::format("{}:{} {}|{}", std::string(o.at("station").as_string()),
+                                  o.at("complete").as_bool() ? "complete" : "partial",
+                                  names(o.at("engines")), names(o.at("filling"))));
+      }
+    }
+    return out;
+  }
   // The stations named by a sources reply, in its order.
   static std::vector<std::string> names_of(const reply& r) {
     std::vector<std::string> out;
@@ -241,6 +276,11 @@ INSTANTIATE_TEST_SUITE_P(Backends, RegistryOnBoth, ::testing::Values("sqlite", "
                          [](const auto& info) { return info.param; });
 
 #define EXPECT_STATUS(r, code) EXPECT_EQ((r).status, code##u) << (r).body
+#define ASSERT_STATUS(r, code)                        \
+  do {                                                \
+    auto reply_ = (r);                                \
+    ASSERT_EQ(reply_.status, code##u) << reply_.body; \
+  } while (0)
 
 // --- sources ranked by the cost model ---
 
@@ -338,6 +378,63 @@ TEST_P(RegistryOnBoth, MeasuredCopyThroughputRanksASourceLower) {
   EXPECT_EQ(names_of(r), (std::vector<std::string>{"b", "home", "a"})) << r.body;
 }
 
+// --- locations per engine ---
+
+TEST_P(RegistryOnBoth, EngineLocationsAreListedPerStation) {
+  for (auto* s : {"home", "a", "b", "s"}) {
+    ASSERT_EQ(register_station(s).status, 200u);
+  }
+  ASSERT_EQ(put_program("movie", 3).status, 200u);
+  // Each station's report mixes station and engine changes, as a director sends them.
+  ASSERT_STATUS(report("a", {{"movie", 0, true, "a-1"},
+                             {"movie", 0},
+                             {"movie", 0, true, "a-2"},
+                             {"movie", 1, true, "a-2"}}),
+                200);
+  ASSERT_STATUS(report("home", {{"movie", 0}, {"movie", 0, true, "home-1"}}), 200);
+  auto r = locations("movie", "0");
+  ASSERT_STATUS(r, 200);
+  EXPECT_EQ(r.obj.at("program").as_string(), "movie");
+  EXPECT_EQ(r.obj.at("segment").to_number<int64_t>(), 0);
+  EXPECT_EQ(where(r), (std::vector<std::string>{"a:complete a-1,a-2|", "home:complete home-1|"}));
+  // An engine's copy without the station's says nothing to source lookups.
+  EXPECT_EQ(where(locations("movie", "1")), (std::vector<std::string>{"a:partial a-2|"}));
+  EXPECT_TRUE(names_of(sources("movie", "1", "s")).empty());
+  EXPECT_EQ(where(locations("movie", "2")), std::vector<std::string>{});
+  EXPECT_EQ(held("movie"), (std::map<std::string, int64_t>{{"a", 1}, {"home", 1}}));
+}
+
+TEST_P(RegistryOnBoth, AnEngineRemovalOrEvictionIsRecorded) {
+  ASSERT_EQ(register_station("a").status, 200u);
+  ASSERT_EQ(put_program("movie", 3).status, 200u);
+  ASSERT_STATUS(report("a", {{"movie", 2}, {"movie", 2, true, "a-1"}, {"movie", 2, true, "a-2"}}),
+                200);
+  ASSERT_STATUS(report("a", {{"movie", 2, false, "a-1"}}), 200);
+  EXPECT_EQ(where(locations("movie", "2")), (std::vector<std::string>{"a:complete a-2|"}));
+  ASSERT_STATUS(report("a", {{"movie", 2, false, "a-2"}, {"movie", 2, false}}), 200);
+  EXPECT_EQ(where(locations("movie", "2")), std::vector<std::string>{});
+  EXPECT_EQ(held("movie")["a"], 0);
+}
+
+TEST_P(RegistryOnBoth, AFillingCopyIsListedButIsNoSource) {
+  for (auto* s : {"home", "a", "s"}) {
+    ASSERT_EQ(register_station(s).status, 200u);
+  }
+  ASSERT_EQ(put_program("movie", 3).status, 200u);
+  ASSERT_STATUS(report("home", {{"movie", 1}, {"movie", 1, true, "home-1"}}), 200);
+  ASSERT_STATUS(report("a", {{"movie", 1, true, "a-1", true}}), 200);
+  EXPECT_EQ(where(locations("movie", "1")),
+            (std::vector<std::string>{"a:partial |a-1", "home:complete home-1|"}));
+  EXPECT_EQ(names_of(sources("movie", "1", "s")), (std::vector<std::string>{"home"}));
+  // The copy finishes: whole at the engine, the station's first copy, the filling ended.
+  ASSERT_STATUS(
+      report("a", {{"movie", 1, true, "a-1"}, {"movie", 1}, {"movie", 1, false, "a-1", true}}),
+      200);
+  EXPECT_EQ(where(locations("movie", "1")),
+            (std::vector<std::string>{"a:complete a-1|", "home:complete home-1|"}));
+  EXPECT_EQ(names_of(sources("movie", "1", "s")), (std::vector<std::string>{"a", "home"}));
+}
+
 // A station silent for more than 5 s is down: no source. Takes ~5.5 s, so on one backend only.
 TEST_F(RegistryTest, SilentStationIsLeftOutOfSources) {
   for (auto* s : {"home", "a", "b", "s"}) {
@@ -386,8 +483,9 @@ class RegistryBadInput : public RegistryOnBoth {
     ASSERT_EQ(register_station("home").status, 200u);
     ASSERT_EQ(register_station("a").status, 200u);
     ASSERT_EQ(put_program("movie", 3, {"a"}).status, 200u);
-    ASSERT_EQ(report("a", {{"movie", 1}}, 0.25).status, 200u);
+    ASSERT_EQ(report("a", {{"movie", 1}, {"movie", 1, true, "a-1"}}, 0.25).status, 200u);
     before_stations_ = get("/v1/stations").body;
+    before_locations_ = locations("movie", "1").body + locations("movie", "0").body;
     before_program_ = get("/v1/programs/movie").body;
     before_programs_ = get("/v1/programs").body;
   }
@@ -408,6 +506,8 @@ class RegistryBadInput : public RegistryOnBoth {
     EXPECT_EQ(get("/v1/stations").body, before_stations_) << what;
     EXPECT_EQ(get("/v1/programs/movie").body, before_program_) << what;
     EXPECT_EQ(get("/v1/programs").body, before_programs_) << what;
+    EXPECT_EQ(locations("movie", "1").body + locations("movie", "0").body, before_locations_)
+        << what;
   }
   // A request with a Content-Length over the limit and no body: 413 before the body is read.
   void expect_too_large(const std::string& method, const std::string& path, uint64_t length) {
@@ -425,7 +525,7 @@ class RegistryBadInput : public RegistryOnBoth {
     expect_unchanged(what);
   }
 
-  std::string before_stations_, before_program_, before_programs_;
+  std::string before_stations_, before_program_, before_programs_, before_locations_;
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, RegistryBadInput, ::testing::Values("sqlite", "postgresql"),
@@ -508,6 +608,38 @@ TEST_P(RegistryBadInput, BadSourceLookups) {
   expect_refused(get("/v1/programs/movie/segments/0/sources"), 400, "no seeker");
   for (auto* index : {"1000000", "-1", "x", "01"}) {
     auto r = sources("movie", index, "s");
+    EXPECT_GE(r.status, 400u) << index << ": " << r.body;
+    EXPECT_LT(r.status, 500u) << index << ": " << r.body;
+    expect_error_body(r.obj, index);
+  }
+}
+
+TEST_P(RegistryBadInput, EnginesNotOfTheReportingStation) {
+  // Another station's engine, an engine of no station, beside a valid change that is not applied.
+  for (auto* engine : {"b-1", "zz-1", "a-3"}) {
+    auto r = report("a", {{"movie", 0}, {"movie", 0, true, "a-2"}, {"movie", 0, true, engine}});
+    expect_refused(r, 400, std::string("engine ") + engine);
+    EXPECT_NE(r.obj.at("detail").as_string().find(engine), std::string::npos) << r.body;
+  }
+  expect_refused(
+      call(verb::post, "/v1/stations/a/report",
+           R"({"changes":[{"program":"movie","index":0,"held":true,"engine":"../a-1"}]})"),
+      400, "bad engine name");
+  expect_refused(call(verb::post, "/v1/stations/a/report",
+                      R"({"changes":[{"program":"movie","index":0,"held":true,"filling":true}]})"),
+                 400, "filling without an engine");
+  expect_refused(
+      call(
+          verb::post, "/v1/stations/a/report",
+          R"({"changes":[{"program":"movie","index":0,"held":true,"engine":"a-1","filling":"yes"}]})"),
+      400, "filling a string");
+}
+
+TEST_P(RegistryBadInput, BadLocationLookups) {
+  expect_refused(locations("movie", "3"), 404, "index past the end");
+  expect_refused(locations("unknown", "0"), 404, "unknown program");
+  for (auto* index : {"1000000", "-1", "x", "01"}) {
+    auto r = locations("movie", index);
     EXPECT_GE(r.status, 400u) << index << ": " << r.body;
     EXPECT_LT(r.status, 500u) << index << ": " << r.body;
     expect_error_body(r.obj, index);

@@ -13,6 +13,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 
@@ -98,6 +99,7 @@ struct registry_daemon::impl {
   asio::awaitable<reply> list_programs(request_context& ctx);
   asio::awaitable<reply> get_program(request_context& ctx);
   asio::awaitable<reply> sources(request_context& ctx);
+  asio::awaitable<reply> locations(request_context& ctx);
   asio::awaitable<reply> set_availability(request_context& ctx);
   asio::awaitable<reply> grid_info(request_context& ctx);
   asio::awaitable<void> notify(std::string director_url, std::string station, api::distribution d);
@@ -198,6 +200,7 @@ void registry_daemon::impl::routes() {
   on(V::get, "/v1/programs", &impl::list_programs);
   on(V::get, "/v1/programs/{}", &impl::get_program);
   on(V::get, "/v1/programs/{}/segments/{}/sources", &impl::sources);
+  on(V::get, "/v1/programs/{}/segments/{}/locations", &impl::locations);
   guarded(V::post, "/v1/programs/{}/availability", &impl::set_availability, 0,
           {K::engine, K::operator_});
   on(V::get, "/v1/grid", &impl::grid_info);
@@ -276,7 +279,8 @@ asio::awaitable<reply> registry_daemon::impl::put_station(request_context& ctx) 
 
 asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
   auto name = station_id::parse(ctx.params[0]);
-  if (!name || !grid.find_station(name->str())) {
+  auto* cfg = name ? grid.find_station(name->str()) : nullptr;
+  if (!cfg) {
     co_return net::error_reply(
         make_error(errc::forbidden, "no station " + ctx.params[0] + " in the grid"));
   }
@@ -293,7 +297,20 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
     std::vector<location_change> list;
     list.reserve(r->changes.size());
     for (auto& c : r->changes) {
-      list.push_back({c.key, c.held});
+      location_change lc{c.key, c.held, std::nullopt, c.filling};
+      if (!c.engine.empty()) {
+        // A station speaks only for its own engines: the config says which those are.
+        auto it = std::find_if(cfg->engines.begin(), cfg->engines.end(),
+                               [&](auto& e) { return e.name.str() == c.engine; });
+        if (it == cfg->engines.end()) {
+          co_return net::error_reply(
+              make_error(errc::invalid_argument,
+                         fmt::format("engine {} is not an engine of station {} (change of {})",
+                                     c.engine, name->str(), c.key.str())));
+        }
+        lc.engine = it->name;
+      }
+      list.push_back(std::move(lc));
     }
     auto st = co_await on_db([&] { return db->apply(*name, list); });
     if (!st) {
@@ -536,6 +553,51 @@ asio::awaitable<reply> registry_daemon::impl::sources(request_context& ctx) {
   lookups->inc();
   co_return net::json_reply(
       json::object{{"program", id->str()}, {"index", idx->v}, {"sources", out}});
+}
+
+// GET /v1/programs/{id}/segments/{n}/locations: where the segment lives, per station and engine,
+// filling copies included (operators and tools; sources() is what directors use).
+asio::awaitable<reply> registry_daemon::impl::locations(request_context& ctx) {
+  auto id = program_id::parse(ctx.params[0]);
+  auto idx = segment_index::parse(ctx.params[1]);
+  if (!id || !idx) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "bad program or segment in " + ctx.path));
+  }
+  auto p = co_await on_db([&] { return db->program(*id); });
+  if (!p) {
+    co_return net::error_reply(p.err());
+  }
+  if (!*p) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto m = api::decode<api::program_manifest>((*p)->manifest_json);
+  if (!m || idx->v >= m->segments.size()) {
+    co_return net::error_reply(
+        make_error(errc::not_found,
+                   fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
+  }
+  segment_key key{*id, *idx};
+  auto where = co_await on_db([&] { return db->locations(key); });
+  if (!where) {
+    co_return net::error_reply(where.err());
+  }
+  json::array out;
+  for (auto& s : *where) {
+    json::array engines, filling;
+    for (auto& e : s.engines) {
+      engines.push_back(json::value(e));
+    }
+    for (auto& e : s.filling) {
+      filling.push_back(json::value(e));
+    }
+    out.push_back(json::object{{"station", s.station},
+                               {"complete", s.complete},
+                               {"engines", engines},
+                               {"filling", filling}});
+  }
+  co_return net::json_reply(
+      json::object{{"program", id->str()}, {"segment", idx->v}, {"stations", out}});
 }
 
 // POST /v1/programs/{id}/availability (content manager → registry): the stored manifest follows, so
