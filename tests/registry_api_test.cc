@@ -596,8 +596,41 @@ TEST_P(RegistryBadInput, OutOfRangeIndicesInReports) {
   expect_refused(call(verb::post, "/v1/stations/a/report",
                       R"({"changes":[{"program":"../etc","index":0,"held":true}]})"),
                  400, "bad program name");
-  // The largest index there is, is fine.
+  // Past the end of a program the registry knows (movie has 3 segments), whatever the kind.
+  for (auto c : std::vector<change>{
+           {"movie", 3}, {"movie", 3, true, "a-1"}, {"movie", 999'999, true, "a-2", true}}) {
+    auto r = report("a", {{"movie", 0}, {"movie", 2, true, "a-1"}, c});
+    expect_refused(r, 400, fmt::format("index {} of movie", c.index));
+    EXPECT_NE(r.obj.at("detail").as_string().find("3 segments"), std::string::npos) << r.body;
+  }
+  // A loss past the end only clears what a longer program of that id left: accepted.
+  EXPECT_STATUS(report("a", {{"movie", 3, false}, {"movie", 7, false, "a-1"}}, 0.25), 200);
+  expect_unchanged("losses past the end");
+  EXPECT_STATUS(report("a", {{"movie", 2}}), 200);
+  // A program the registry does not know yet: its largest index there is, is fine.
   EXPECT_STATUS(report("a", {{"other", 999'999}}), 200);
+}
+
+TEST_P(RegistryBadInput, BadAvailabilityChanges) {
+  for (std::string body : {"{\"availability\": ", "not json", "[]", "", "{} trailing"}) {
+    expect_refused(call(verb::post, "/v1/programs/movie/availability", body), 400,
+                   "availability: " + body);
+  }
+  expect_refused(call(verb::post, "/v1/programs/movie/availability", R"({"availability":"gone"})"),
+                 400, "unknown availability");
+  expect_refused(call(verb::post, "/v1/programs/movie/availability", R"({"availability":7})"), 400,
+                 "availability a number");
+  expect_refused(
+      call(verb::post, "/v1/programs/unknown/availability", R"({"availability":"published"})"), 404,
+      "unknown program");
+  expect_refused(
+      call(verb::post, "/v1/programs/..%2Fx/availability", R"({"availability":"published"})"), 404,
+      "bad program id");
+  expect_too_large("POST", "/v1/programs/movie/availability", 2u << 20);
+  // A good one still goes through.
+  auto ok = call(verb::post, "/v1/programs/movie/availability", R"({"availability":"withdrawn"})");
+  EXPECT_STATUS(ok, 200);
+  EXPECT_EQ(get("/v1/programs/movie").obj.at("availability").as_string(), "withdrawn");
 }
 
 TEST_P(RegistryBadInput, BadSourceLookups) {
@@ -745,6 +778,22 @@ TEST_P(RegistryOnBoth, AcknowledgedReportsSurviveSigkill) {
 }
 
 // --- restarts ---
+
+// The segment count that bounds a report's indices is the program's as last stored, also after a
+// restart of the registry.
+TEST_P(RegistryOnBoth, ReportIndicesAreBoundedByTheProgramAsStored) {
+  ASSERT_EQ(register_station("a").status, 200u);
+  ASSERT_EQ(put_program("movie", 3).status, 200u);
+  EXPECT_STATUS(report("a", {{"movie", 3}}), 400);
+  ASSERT_EQ(put_program("movie", 5).status, 200u);
+  EXPECT_STATUS(report("a", {{"movie", 3}}), 200);
+  kill_registry();
+  start_registry();
+  ASSERT_EQ(register_station("a").status, 200u);
+  EXPECT_STATUS(report("a", {{"movie", 5, true, "a-1"}}), 400);
+  EXPECT_STATUS(report("a", {{"movie", 4}}), 200);
+  EXPECT_EQ(held("movie")["a"], 2);
+}
 
 TEST_P(RegistryOnBoth, RestartKeepsStationsAndProgramsButAsksForRegistration) {
   ASSERT_EQ(register_station("home").status, 200u);

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "api/api.h"
 #include "auth/guard.h"
@@ -62,6 +63,9 @@ struct registry_daemon::impl {
     double copy_bits_per_second = 0;  // EWMA of copies from this station
   };
   std::map<std::string, live> stations;  // io thread only
+  // Segment counts of the programs the registry knows, so that checking a report's indices parses
+  // no manifest; database thread only (filled by put_program, and from the database on first need).
+  std::map<program_id, uint32_t> segment_counts;
 
   net::metric_value* reports = nullptr;
   net::metric_value* changes = nullptr;
@@ -104,6 +108,7 @@ struct registry_daemon::impl {
   asio::awaitable<reply> grid_info(request_context& ctx);
   asio::awaitable<void> notify(std::string director_url, std::string station, api::distribution d);
   std::vector<std::string> targets_of(const api::distribution& d) const;
+  status check_indices(const std::vector<location_change>& list);
 };
 
 registry_daemon::registry_daemon(asio::io_context& io, grid_config grid)
@@ -312,10 +317,19 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
       }
       list.push_back(std::move(lc));
     }
-    auto st = co_await on_db([&] { return db->apply(*name, list); });
+    auto st = co_await on_db([&]() -> status {
+      if (auto checked = check_indices(list); !checked) {
+        return checked;
+      }
+      return db->apply(*name, list);
+    });
     if (!st) {
-      logger->error("registry: recording {} changes of {}: {}", list.size(), name->str(),
-                    st.err().detail);
+      if (st.err().code == errc::invalid_argument) {
+        logger->warn("registry: report of {} refused: {}", name->str(), st.err().detail);
+      } else {
+        logger->error("registry: recording {} changes of {}: {}", list.size(), name->str(),
+                      st.err().detail);
+      }
       co_return net::error_reply(st.err());
     }
     changes->inc(static_cast<double>(list.size()));
@@ -337,6 +351,46 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
   }
   reports->inc();
   co_return net::json_reply(json::object{{"recorded", r->changes.size()}});
+}
+
+// On the database thread. Refuses a copy gained past the end of a program the registry knows. A
+// program it does not know yet passes: the home station reports a program's locations before
+// ingest sends its distribution. A loss past the end passes too: it can only clear a location
+// recorded while the program was longer, and refusing it would leave that location for ever.
+status registry_daemon::impl::check_indices(const std::vector<location_change>& list) {
+  std::set<program_id> unknown;
+  for (auto& c : list) {
+    if (!c.held) {
+      continue;
+    }
+    auto& program = c.key.program;
+    auto it = segment_counts.find(program);
+    if (it == segment_counts.end()) {
+      if (unknown.count(program)) {
+        continue;
+      }
+      auto p = db->program(program);
+      if (!p) {
+        return p.err();
+      }
+      if (!*p) {
+        unknown.insert(program);
+        continue;
+      }
+      auto m = api::decode<api::program_manifest>((*p)->manifest_json);
+      if (!m) {
+        return make_error(errc::io_error, "the stored manifest of " + program.str() +
+                                              " does not decode: " + m.err().detail);
+      }
+      it = segment_counts.emplace(program, static_cast<uint32_t>(m->segments.size())).first;
+    }
+    if (c.key.index.v >= it->second) {
+      return make_error(errc::invalid_argument,
+                        fmt::format("program {} has {} segments: there is no segment {}",
+                                    program.str(), it->second, c.key.index.v));
+    }
+  }
+  return {};
 }
 
 asio::awaitable<reply> registry_daemon::impl::list_stations(request_context&) {
@@ -405,7 +459,14 @@ asio::awaitable<reply> registry_daemon::impl::put_program(request_context& ctx) 
   d->manifest.state.clear();
   program_record rec{d->manifest.id, json::serialize(api::to_json(d->manifest)), d->targets,
                      d->prefetch};
-  auto st = co_await on_db([&] { return db->put_program(rec); });
+  auto segments = static_cast<uint32_t>(d->manifest.segments.size());
+  auto st = co_await on_db([&]() -> status {
+    auto put = db->put_program(rec);
+    if (put) {
+      segment_counts[rec.id] = segments;
+    }
+    return put;
+  });
   if (!st) {
     co_return net::error_reply(st.err());
   }
