@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <random>
 #include <stdexcept>
@@ -685,6 +686,51 @@ TEST_P(RegistryBadInput, OversizedBodies) {
   expect_too_large("PUT", "/v1/programs/movie", 300ull << 20);
   // The server still answers afterwards.
   EXPECT_STATUS(get("/v1/stations"), 200);
+}
+
+// The grid's config says where a station is and what its uplink carries; a registration's body
+// does not move it.
+TEST_F(RegistryTest, ConfiguredLocationAndUplinkWinOverTheRegistration) {
+  kill_registry();
+  auto& a = grid_.stations[1];
+  ASSERT_EQ(a.name.str(), "a");
+  a.y_km = 42;
+  a.uplink_bits_per_second = 123'000'000;
+  ASSERT_TRUE(write_file_durably(config_file_, grid_.to_toml()));
+  start_registry();
+  auto r = call(verb::put, "/v1/stations/a",
+                json::serialize(json::object{{"name", "a"},
+                                             {"director_url", "http://127.0.0.1:1"},
+                                             {"home", true},
+                                             {"x_km", 7},
+                                             {"y_km", 8},
+                                             {"uplink_bits_per_second", 9}}));
+  ASSERT_STATUS(r, 200);
+  ASSERT_STATUS(register_station("s"), 200);
+  auto list = get("/v1/stations");
+  ASSERT_STATUS(list, 200);
+  bool seen = false;
+  for (auto& v : list.obj.at("stations").as_array()) {
+    auto& o = v.as_object();
+    if (o.at("name").as_string() != "a") {
+      continue;
+    }
+    seen = true;
+    EXPECT_DOUBLE_EQ(o.at("x_km").to_number<double>(), 100);
+    EXPECT_DOUBLE_EQ(o.at("y_km").to_number<double>(), 42);
+    EXPECT_EQ(o.at("uplink_bits_per_second").to_number<uint64_t>(), 123'000'000u);
+    EXPECT_FALSE(o.at("home").as_bool());
+    EXPECT_EQ(o.at("director_url").as_string(), a.director.listen.url());
+  }
+  EXPECT_TRUE(seen) << list.body;
+  // The cost model reads the same: a's distance from s (0, 0) and its uplink.
+  ASSERT_STATUS(put_program("movie", 1), 200);
+  ASSERT_STATUS(report("a", {{"movie", 0}}), 200);
+  auto src = sources("movie", "0", "s");
+  ASSERT_EQ(names_of(src), std::vector<std::string>{"a"}) << src.body;
+  auto& in = src.obj.at("sources").as_array()[0].as_object().at("inputs").as_object();
+  EXPECT_NEAR(in.at("distance_km").to_number<double>(), std::hypot(100.0, 42.0), 1e-9);
+  EXPECT_DOUBLE_EQ(in.at("available_bits_per_second").to_number<double>(), 123e6);
 }
 
 // A copy sample naming a station is no registration of that station.

@@ -252,10 +252,11 @@ asio::awaitable<reply> registry_daemon::impl::put_station(request_context& ctx) 
   if (auto u = net::parse_http_url(r->director_url); !u) {
     co_return net::error_reply(u.err());
   }
-  // The director URL comes from the grid config: a registration cannot send copies elsewhere.
+  // What the grid config says of the station wins over the body: a registration can neither send
+  // copies elsewhere nor move the station or widen its uplink in the cost model.
   r->director_url = cfg->director.listen.url();
-  station_record rec{r->name, r->director_url, cfg->home,
-                     r->x_km, r->y_km,         r->uplink_bits_per_second};
+  station_record rec{r->name,   r->director_url, cfg->home,
+                     cfg->x_km, cfg->y_km,       cfg->uplink_bits_per_second};
   auto st = co_await on_db([&] { return db->put_station(rec); });
   if (!st) {
     co_return net::error_reply(st.err());
