@@ -7,16 +7,21 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <thread>
 
 #include <fmt/format.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
 #include <boost/json.hpp>
 
 #include "api/api.h"
 #include "base/fs.h"
 #include "db/db.h"
+#include "net/http.h"
 #include "support/postgres.h"
 #include "support/support.h"
 
@@ -731,6 +736,87 @@ TEST_F(RegistryTest, ConfiguredLocationAndUplinkWinOverTheRegistration) {
   auto& in = src.obj.at("sources").as_array()[0].as_object().at("inputs").as_object();
   EXPECT_NEAR(in.at("distance_km").to_number<double>(), std::hypot(100.0, 42.0), 1e-9);
   EXPECT_DOUBLE_EQ(in.at("available_bits_per_second").to_number<double>(), 123e6);
+}
+
+// A director that takes only distributions, on a station's port: it answers 503 to the first
+// `refusals` and 200 after, keeping the bodies it accepted. Runs on a thread of its own.
+class fake_director {
+ public:
+  fake_director(uint16_t port, int refusals) : refusals_(refusals) {
+    server_.emplace(io_.get_executor(), "fake-director");
+    server_->route(verb::post, "/v1/programs/{}/distribute",
+                   [this](net::request_context& c) { return distribute(this, c); });
+    if (auto p = server_->listen("127.0.0.1", port); !p) {
+      throw std::runtime_error(p.err().detail);
+    }
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~fake_director() {
+    boost::asio::co_spawn(io_, server_->stop(std::chrono::milliseconds(0)), boost::asio::use_future)
+        .wait();
+    thread_.join();
+  }
+  int attempts() {
+    std::lock_guard lock(mu_);
+    return attempts_;
+  }
+  std::vector<std::string> told() {
+    std::lock_guard lock(mu_);
+    return told_;
+  }
+
+ private:
+  static boost::asio::awaitable<net::reply> distribute(fake_director* self,
+                                                       net::request_context& c) {
+    std::lock_guard lock(self->mu_);
+    if (++self->attempts_ <= self->refusals_) {
+      co_return net::error_reply(make_error(errc::unavailable, "not now"));
+    }
+    self->told_.push_back(c.req.body());
+    co_return net::json_reply(json::object{{"program", c.params[0]}});
+  }
+
+  int refusals_;
+  std::mutex mu_;
+  int attempts_ = 0;
+  std::vector<std::string> told_;
+  boost::asio::io_context io_;
+  std::optional<net::http_server> server_;
+  std::thread thread_;
+};
+
+// A target station that answers 503 to its first five notifications still gets the program: the
+// registry retries with a growing wait for as long as the station stays registered and reports.
+TEST_F(RegistryTest, ATargetThatRefusesAtFirstIsToldLater) {
+  fake_director director(station("a").director.listen.port, 5);
+  ASSERT_STATUS(register_station("a"), 200);
+  ASSERT_STATUS(put_program("movie", 3, {"a"}), 200);
+  auto start = std::chrono::steady_clock::now();
+  auto last_report = start;
+  bool told = eventually(
+      [&] {
+        // a's director is alive: it reports, as a real one does every 250 ms.
+        if (std::chrono::steady_clock::now() - last_report > std::chrono::milliseconds(250)) {
+          EXPECT_EQ(report("a", {}).status, 200u);
+          last_report = std::chrono::steady_clock::now();
+        }
+        return !director.told().empty();
+      },
+      std::chrono::seconds(20));
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(told) << director.attempts() << " attempts\n" << log();
+  EXPECT_EQ(director.attempts(), 6);
+  // The waits grow (0.2 + 0.4 + 0.8 + 1.6 + 3.2 s), but stay within the cap.
+  EXPECT_GE(took, std::chrono::milliseconds(5500));
+  auto d = api::decode<api::distribution>(director.told().front());
+  ASSERT_TRUE(d) << d.err().detail;
+  EXPECT_EQ(d->manifest.id.str(), "movie");
+  EXPECT_EQ(d->manifest.segments.size(), 3u);
+  EXPECT_EQ(d->targets, std::vector<std::string>{"a"});
+  // Told once, it is not told again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(director.attempts(), 6);
+  EXPECT_EQ(director.told().size(), 1u);
 }
 
 // A copy sample naming a station is no registration of that station.

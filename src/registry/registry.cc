@@ -39,6 +39,9 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 constexpr auto station_silence = std::chrono::seconds(5);  // no report for this long: down
+// Telling a station to hold a program is retried, the wait doubling from the first to the last.
+constexpr auto notify_first_wait = std::chrono::milliseconds(200);
+constexpr auto notify_max_wait = std::chrono::seconds(5);
 }  // namespace
 
 struct registry_daemon::impl {
@@ -63,6 +66,11 @@ struct registry_daemon::impl {
     double copy_bits_per_second = 0;  // EWMA of copies from this station
   };
   std::map<std::string, live> stations;  // io thread only
+  // What ends a notification's retries, io thread only: the station registering again (it is then
+  // told everything afresh) or the program being put again (its targets are told afresh).
+  std::map<std::string, uint64_t> registrations;  // station → registrations since start
+  std::map<std::string, uint64_t> distributions;  // program → puts since start
+  std::set<asio::steady_timer*> notify_waits;     // retries waiting; stop() cancels them
   // Segment counts of the programs the registry knows, so that checking a report's indices parses
   // no manifest; database thread only (filled by put_program, and from the database on first need).
   std::map<program_id, uint32_t> segment_counts;
@@ -168,6 +176,9 @@ asio::awaitable<void> registry_daemon::stop(std::chrono::milliseconds drain) {
     d.auth->stop();
   }
   auto deadline = steady::now() + drain;
+  for (auto* t : d.notify_waits) {
+    t->cancel();
+  }
   if (d.server) {
     co_await d.server->stop(drain);
   }
@@ -262,6 +273,7 @@ asio::awaitable<reply> registry_daemon::impl::put_station(request_context& ctx) 
     co_return net::error_reply(st.err());
   }
   stations[r->name.str()].last_report = steady::now();
+  ++registrations[r->name.str()];
   logger->info("registry: station {} registered at {}", r->name.str(), r->director_url);
   // Catch-up: everything this station must hold, told again (it may have missed it while down).
   auto progs = co_await on_db([&] { return db->programs(); });
@@ -417,27 +429,50 @@ asio::awaitable<reply> registry_daemon::impl::list_stations(request_context&) {
   co_return net::json_reply(json::object{{"stations", a}});
 }
 
+// Tells a target station what it must hold, until it answers 2xx. Retries go on, the wait
+// doubling up to notify_max_wait, as long as the registry runs and neither the station registered
+// again nor the program was put again since (each starts notifications of its own). While the
+// station is down (silent), nothing is sent: it is told once it reports again.
 asio::awaitable<void> registry_daemon::impl::notify(std::string director_url, std::string station,
                                                     api::distribution d) {
   ++background;
+  std::string program = d.manifest.id.str();
   std::string body = json::serialize(api::to_json(d));
-  std::string url = fmt::format("{}/v1/programs/{}/distribute", director_url, d.manifest.id.str());
+  std::string url = fmt::format("{}/v1/programs/{}/distribute", director_url, program);
+  uint64_t registration = registrations[station];
+  uint64_t distribution = distributions[program];
+  auto current = [&] {
+    return !stopping && registrations[station] == registration &&
+           distributions[program] == distribution;
+  };
   asio::steady_timer t(io);
-  for (int attempt = 0; attempt < 5 && !stopping; ++attempt) {
-    auto r = co_await client->send_json(http::verb::post, url, body);
-    if (r && r->status < 300) {
-      logger->info("registry: station {} told to hold program {}", station, d.manifest.id.str());
-      break;
+  std::chrono::milliseconds wait = notify_first_wait;
+  bool told = false;
+  for (int failures = 0; current();) {
+    if (is_up(station)) {
+      auto r = co_await client->send_json(http::verb::post, url, body);
+      if (r && r->status < 300) {
+        told = true;
+        logger->info("registry: station {} told to hold program {}", station, program);
+        break;
+      }
+      // The first failure and then every tenth: a station down for long must not flood the log.
+      if (failures++ % 10 == 0) {
+        logger->warn("registry: telling station {} about {} failed ({}); retrying", station,
+                     program, r ? std::to_string(r->status) : r.err().detail);
+      }
     }
-    if (attempt == 4 || stopping) {
-      logger->warn("registry: station {} not told about {}; it will be when it registers again",
-                   station, d.manifest.id.str());
-      break;
-    }
-    logger->warn("registry: telling station {} about {} failed ({}); retrying", station,
-                 d.manifest.id.str(), r ? std::to_string(r->status) : r.err().detail);
-    t.expires_after(std::chrono::milliseconds(200 << attempt));
+    t.expires_after(wait);
+    notify_waits.insert(&t);
     co_await t.async_wait(use_tuple);
+    notify_waits.erase(&t);
+    wait = std::min<std::chrono::milliseconds>(wait * 2, notify_max_wait);
+  }
+  if (!told) {
+    logger->info("registry: station {} not told about {} by this notification ({})", station,
+                 program,
+                 stopping ? "the registry stops; it is told when it registers again"
+                          : "superseded by a newer registration or distribution");
   }
   --background;
 }
@@ -471,6 +506,8 @@ asio::awaitable<reply> registry_daemon::impl::put_program(request_context& ctx) 
   if (!st) {
     co_return net::error_reply(st.err());
   }
+  // The program as now stored is the one to tell: notifications of an earlier put end.
+  ++distributions[d->manifest.id.str()];
   auto recs = co_await on_db([&] { return db->stations(); });
   json::array told;
   for (auto& t : targets_of(*d)) {
