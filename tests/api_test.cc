@@ -1,6 +1,7 @@
 // Unit tests of the wire types' JSON mapping: round trips and refusals of bad input.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
 #include <boost/json/serialize.hpp>
 
 #include "api/api.h"
@@ -97,6 +98,51 @@ TEST(Api, ManifestRefusesAbsurdSegments) {
   EXPECT_TRUE(bad(R"({"index":0,"duration":"1","size":1,"sha256":")" + hex('a') + "\"}"));
   EXPECT_TRUE(bad(R"({"index":0,"duration":1,"size":0,"sha256":")" + hex('a') + "\"}"));
   EXPECT_FALSE(bad(R"({"index":0,"duration":1,"size":1,"sha256":")" + hex('a') + "\"}"));
+}
+
+TEST(Api, ReportChangesCarryTheEngineAndFilling) {
+  station_report r;
+  r.load = 0.5;
+  r.changes.push_back({{*program_id::parse("p"), {3}}, true});
+  r.changes.push_back({{*program_id::parse("p"), {4}}, false, "edge-1"});
+  r.changes.push_back({{*program_id::parse("q"), {0}}, true, "edge-2", true});
+  auto body = json::serialize(to_json(r));
+  // A station-level change keeps the shape it always had.
+  EXPECT_NE(body.find(R"({"program":"p","index":3,"held":true})"), std::string::npos) << body;
+  auto back = decode<station_report>(body);
+  ASSERT_TRUE(back) << back.err().detail;
+  ASSERT_EQ(back->changes.size(), 3u);
+  EXPECT_EQ(back->changes[0].engine, "");
+  EXPECT_FALSE(back->changes[0].filling);
+  EXPECT_TRUE(back->changes[0].held);
+  EXPECT_EQ(back->changes[1].engine, "edge-1");
+  EXPECT_FALSE(back->changes[1].held);
+  EXPECT_FALSE(back->changes[1].filling);
+  EXPECT_EQ(back->changes[2].key.program.str(), "q");
+  EXPECT_EQ(back->changes[2].engine, "edge-2");
+  EXPECT_TRUE(back->changes[2].filling);
+  EXPECT_TRUE(back->changes[2].held);
+}
+
+TEST(Api, ReportChangesRefuseABadEngineOrFillingWithoutOne) {
+  auto reason = [](std::string change) {
+    auto r = decode<station_report>(R"({"changes":[)" + change + "]}");
+    EXPECT_FALSE(r) << change;
+    return r ? std::string() : r.err().detail;
+  };
+  for (auto* engine : {R"("../e")", R"("")", "7", "null", R"("a b")"}) {
+    EXPECT_NE(reason(fmt::format(R"({{"program":"p","index":0,"held":true,"engine":{}}})", engine))
+                  .find("engine"),
+              std::string::npos)
+        << engine;
+  }
+  EXPECT_NE(reason(R"({"program":"p","index":0,"held":true,"filling":true})").find("filling"),
+            std::string::npos);
+  EXPECT_NE(
+      reason(R"({"program":"p","index":0,"held":true,"engine":"e","filling":1})").find("filling"),
+      std::string::npos);
+  EXPECT_TRUE(decode<station_report>(
+      R"({"changes":[{"program":"p","index":0,"held":true,"engine":"e","filling":false}]})"));
 }
 
 }  // namespace

@@ -5,17 +5,23 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <csignal>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <thread>
 
 #include <fmt/format.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
 #include <boost/json.hpp>
 
 #include "api/api.h"
 #include "base/fs.h"
 #include "db/db.h"
+#include "net/http.h"
 #include "support/postgres.h"
 #include "support/support.h"
 
@@ -69,13 +75,22 @@ struct change {
   std::string program;
   int64_t index;
   bool held = true;
+  std::string engine;  // empty: a station-level change
+  bool filling = false;
 };
 
 std::string report_body(const std::vector<change>& changes, double load = 0,
                         json::array copies = {}) {
   json::array list;
   for (auto& c : changes) {
-    list.push_back(json::object{{"program", c.program}, {"index", c.index}, {"held", c.held}});
+    json::object o{{"program", c.program}, {"index", c.index}, {"held", c.held}};
+    if (!c.engine.empty()) {
+      o["engine"] = c.engine;
+    }
+    if (c.filling) {
+      o["filling"] = true;
+    }
+    list.push_back(std::move(o));
   }
   return json::serialize(json::object{{"load", load},
                                       {"sending_bits_per_second", 0},
@@ -85,7 +100,8 @@ std::string report_body(const std::vector<change>& changes, double load = 0,
 }
 
 // A grid of four stations, `home` (x = 0, the home), `a` (x = 100), `b` (x = 5000) and the seeker
-// `s` (x = 0), with a registry in front of a database. Nothing listens at the directors' and
+// `s` (x = 0), each with engines `<station>-1` and `<station>-2`, with a registry in front of a
+// database. Nothing listens at the directors' and
 // engines' addresses: the test talks to the registry itself.
 class RegistryTest : public ::testing::Test {
  protected:
@@ -124,11 +140,13 @@ class RegistryTest : public ::testing::Test {
     s.director.listen = {"127.0.0.1", free_port()};
     s.director.data_dir = dir_.path() / name;
     s.director.copies = 1;
-    engine_config e;
-    e.name = *engine_id::parse(name + "-1");
-    e.listen = {"127.0.0.1", free_port()};
-    e.data_dirs = {dir_.path() / (name + "-1")};
-    s.engines.push_back(e);
+    for (auto* n : {"-1", "-2"}) {
+      engine_config e;
+      e.name = *engine_id::parse(name + n);
+      e.listen = {"127.0.0.1", free_port()};
+      e.data_dirs = {dir_.path() / (name + n)};
+      s.engines.push_back(e);
+    }
     grid_.stations.push_back(s);
   }
 
@@ -203,6 +221,29 @@ class RegistryTest : public ::testing::Test {
   reply sources(const std::string& program, const std::string& index, const std::string& seeker) {
     return get(fmt::format("/v1/programs/{}/segments/{}/sources?for={}", program, index, seeker));
   }
+  reply locations(const std::string& program, const std::string& index) {
+    return get(fmt::format("/v1/programs/{}/segments/{}/locations", program, index));
+  }
+  // A locations reply as "station:complete|partial engines|filling" per station, in its order.
+  static std::vector<std::string> where(const reply& r) {
+    std::vector<std::string> out;
+    auto names = [](const json::value& v) {
+      std::vector<std::string> n;
+      for (auto& e : v.as_array()) {
+        n.emplace_back(e.as_string());
+      }
+      return fmt::format("{}", fmt::join(n, ","));
+    };
+    if (auto* list = r.obj.if_contains("stations"); list && list->is_array()) {
+      for (auto& s : list->as_array()) {
+        auto& o = s.as_object();
+        out.push_back(fmt::format("{}:{} {}|{}", std::string(o.at("station").as_string()),
+                                  o.at("complete").as_bool() ? "complete" : "partial",
+                                  names(o.at("engines")), names(o.at("filling"))));
+      }
+    }
+    return out;
+  }
   // The stations named by a sources reply, in its order.
   static std::vector<std::string> names_of(const reply& r) {
     std::vector<std::string> out;
@@ -241,6 +282,11 @@ INSTANTIATE_TEST_SUITE_P(Backends, RegistryOnBoth, ::testing::Values("sqlite", "
                          [](const auto& info) { return info.param; });
 
 #define EXPECT_STATUS(r, code) EXPECT_EQ((r).status, code##u) << (r).body
+#define ASSERT_STATUS(r, code)                        \
+  do {                                                \
+    auto reply_ = (r);                                \
+    ASSERT_EQ(reply_.status, code##u) << reply_.body; \
+  } while (0)
 
 // --- sources ranked by the cost model ---
 
@@ -338,6 +384,63 @@ TEST_P(RegistryOnBoth, MeasuredCopyThroughputRanksASourceLower) {
   EXPECT_EQ(names_of(r), (std::vector<std::string>{"b", "home", "a"})) << r.body;
 }
 
+// --- locations per engine ---
+
+TEST_P(RegistryOnBoth, EngineLocationsAreListedPerStation) {
+  for (auto* s : {"home", "a", "b", "s"}) {
+    ASSERT_EQ(register_station(s).status, 200u);
+  }
+  ASSERT_EQ(put_program("movie", 3).status, 200u);
+  // Each station's report mixes station and engine changes, as a director sends them.
+  ASSERT_STATUS(report("a", {{"movie", 0, true, "a-1"},
+                             {"movie", 0},
+                             {"movie", 0, true, "a-2"},
+                             {"movie", 1, true, "a-2"}}),
+                200);
+  ASSERT_STATUS(report("home", {{"movie", 0}, {"movie", 0, true, "home-1"}}), 200);
+  auto r = locations("movie", "0");
+  ASSERT_STATUS(r, 200);
+  EXPECT_EQ(r.obj.at("program").as_string(), "movie");
+  EXPECT_EQ(r.obj.at("segment").to_number<int64_t>(), 0);
+  EXPECT_EQ(where(r), (std::vector<std::string>{"a:complete a-1,a-2|", "home:complete home-1|"}));
+  // An engine's copy without the station's says nothing to source lookups.
+  EXPECT_EQ(where(locations("movie", "1")), (std::vector<std::string>{"a:partial a-2|"}));
+  EXPECT_TRUE(names_of(sources("movie", "1", "s")).empty());
+  EXPECT_EQ(where(locations("movie", "2")), std::vector<std::string>{});
+  EXPECT_EQ(held("movie"), (std::map<std::string, int64_t>{{"a", 1}, {"home", 1}}));
+}
+
+TEST_P(RegistryOnBoth, AnEngineRemovalOrEvictionIsRecorded) {
+  ASSERT_EQ(register_station("a").status, 200u);
+  ASSERT_EQ(put_program("movie", 3).status, 200u);
+  ASSERT_STATUS(report("a", {{"movie", 2}, {"movie", 2, true, "a-1"}, {"movie", 2, true, "a-2"}}),
+                200);
+  ASSERT_STATUS(report("a", {{"movie", 2, false, "a-1"}}), 200);
+  EXPECT_EQ(where(locations("movie", "2")), (std::vector<std::string>{"a:complete a-2|"}));
+  ASSERT_STATUS(report("a", {{"movie", 2, false, "a-2"}, {"movie", 2, false}}), 200);
+  EXPECT_EQ(where(locations("movie", "2")), std::vector<std::string>{});
+  EXPECT_EQ(held("movie")["a"], 0);
+}
+
+TEST_P(RegistryOnBoth, AFillingCopyIsListedButIsNoSource) {
+  for (auto* s : {"home", "a", "s"}) {
+    ASSERT_EQ(register_station(s).status, 200u);
+  }
+  ASSERT_EQ(put_program("movie", 3).status, 200u);
+  ASSERT_STATUS(report("home", {{"movie", 1}, {"movie", 1, true, "home-1"}}), 200);
+  ASSERT_STATUS(report("a", {{"movie", 1, true, "a-1", true}}), 200);
+  EXPECT_EQ(where(locations("movie", "1")),
+            (std::vector<std::string>{"a:partial |a-1", "home:complete home-1|"}));
+  EXPECT_EQ(names_of(sources("movie", "1", "s")), (std::vector<std::string>{"home"}));
+  // The copy finishes: whole at the engine, the station's first copy, the filling ended.
+  ASSERT_STATUS(
+      report("a", {{"movie", 1, true, "a-1"}, {"movie", 1}, {"movie", 1, false, "a-1", true}}),
+      200);
+  EXPECT_EQ(where(locations("movie", "1")),
+            (std::vector<std::string>{"a:complete a-1|", "home:complete home-1|"}));
+  EXPECT_EQ(names_of(sources("movie", "1", "s")), (std::vector<std::string>{"a", "home"}));
+}
+
 // A station silent for more than 5 s is down: no source. Takes ~5.5 s, so on one backend only.
 TEST_F(RegistryTest, SilentStationIsLeftOutOfSources) {
   for (auto* s : {"home", "a", "b", "s"}) {
@@ -386,8 +489,9 @@ class RegistryBadInput : public RegistryOnBoth {
     ASSERT_EQ(register_station("home").status, 200u);
     ASSERT_EQ(register_station("a").status, 200u);
     ASSERT_EQ(put_program("movie", 3, {"a"}).status, 200u);
-    ASSERT_EQ(report("a", {{"movie", 1}}, 0.25).status, 200u);
+    ASSERT_EQ(report("a", {{"movie", 1}, {"movie", 1, true, "a-1"}}, 0.25).status, 200u);
     before_stations_ = get("/v1/stations").body;
+    before_locations_ = locations("movie", "1").body + locations("movie", "0").body;
     before_program_ = get("/v1/programs/movie").body;
     before_programs_ = get("/v1/programs").body;
   }
@@ -408,6 +512,8 @@ class RegistryBadInput : public RegistryOnBoth {
     EXPECT_EQ(get("/v1/stations").body, before_stations_) << what;
     EXPECT_EQ(get("/v1/programs/movie").body, before_program_) << what;
     EXPECT_EQ(get("/v1/programs").body, before_programs_) << what;
+    EXPECT_EQ(locations("movie", "1").body + locations("movie", "0").body, before_locations_)
+        << what;
   }
   // A request with a Content-Length over the limit and no body: 413 before the body is read.
   void expect_too_large(const std::string& method, const std::string& path, uint64_t length) {
@@ -425,7 +531,7 @@ class RegistryBadInput : public RegistryOnBoth {
     expect_unchanged(what);
   }
 
-  std::string before_stations_, before_program_, before_programs_;
+  std::string before_stations_, before_program_, before_programs_, before_locations_;
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, RegistryBadInput, ::testing::Values("sqlite", "postgresql"),
@@ -496,8 +602,41 @@ TEST_P(RegistryBadInput, OutOfRangeIndicesInReports) {
   expect_refused(call(verb::post, "/v1/stations/a/report",
                       R"({"changes":[{"program":"../etc","index":0,"held":true}]})"),
                  400, "bad program name");
-  // The largest index there is, is fine.
+  // Past the end of a program the registry knows (movie has 3 segments), whatever the kind.
+  for (auto c : std::vector<change>{
+           {"movie", 3}, {"movie", 3, true, "a-1"}, {"movie", 999'999, true, "a-2", true}}) {
+    auto r = report("a", {{"movie", 0}, {"movie", 2, true, "a-1"}, c});
+    expect_refused(r, 400, fmt::format("index {} of movie", c.index));
+    EXPECT_NE(r.obj.at("detail").as_string().find("3 segments"), std::string::npos) << r.body;
+  }
+  // A loss past the end only clears what a longer program of that id left: accepted.
+  EXPECT_STATUS(report("a", {{"movie", 3, false}, {"movie", 7, false, "a-1"}}, 0.25), 200);
+  expect_unchanged("losses past the end");
+  EXPECT_STATUS(report("a", {{"movie", 2}}), 200);
+  // A program the registry does not know yet: its largest index there is, is fine.
   EXPECT_STATUS(report("a", {{"other", 999'999}}), 200);
+}
+
+TEST_P(RegistryBadInput, BadAvailabilityChanges) {
+  for (std::string body : {"{\"availability\": ", "not json", "[]", "", "{} trailing"}) {
+    expect_refused(call(verb::post, "/v1/programs/movie/availability", body), 400,
+                   "availability: " + body);
+  }
+  expect_refused(call(verb::post, "/v1/programs/movie/availability", R"({"availability":"gone"})"),
+                 400, "unknown availability");
+  expect_refused(call(verb::post, "/v1/programs/movie/availability", R"({"availability":7})"), 400,
+                 "availability a number");
+  expect_refused(
+      call(verb::post, "/v1/programs/unknown/availability", R"({"availability":"published"})"), 404,
+      "unknown program");
+  expect_refused(
+      call(verb::post, "/v1/programs/..%2Fx/availability", R"({"availability":"published"})"), 404,
+      "bad program id");
+  expect_too_large("POST", "/v1/programs/movie/availability", 2u << 20);
+  // A good one still goes through.
+  auto ok = call(verb::post, "/v1/programs/movie/availability", R"({"availability":"withdrawn"})");
+  EXPECT_STATUS(ok, 200);
+  EXPECT_EQ(get("/v1/programs/movie").obj.at("availability").as_string(), "withdrawn");
 }
 
 TEST_P(RegistryBadInput, BadSourceLookups) {
@@ -514,12 +653,170 @@ TEST_P(RegistryBadInput, BadSourceLookups) {
   }
 }
 
+TEST_P(RegistryBadInput, EnginesNotOfTheReportingStation) {
+  // Another station's engine, an engine of no station, beside a valid change that is not applied.
+  for (auto* engine : {"b-1", "zz-1", "a-3"}) {
+    auto r = report("a", {{"movie", 0}, {"movie", 0, true, "a-2"}, {"movie", 0, true, engine}});
+    expect_refused(r, 400, std::string("engine ") + engine);
+    EXPECT_NE(r.obj.at("detail").as_string().find(engine), std::string::npos) << r.body;
+  }
+  expect_refused(
+      call(verb::post, "/v1/stations/a/report",
+           R"({"changes":[{"program":"movie","index":0,"held":true,"engine":"../a-1"}]})"),
+      400, "bad engine name");
+  expect_refused(call(verb::post, "/v1/stations/a/report",
+                      R"({"changes":[{"program":"movie","index":0,"held":true,"filling":true}]})"),
+                 400, "filling without an engine");
+  expect_refused(
+      call(
+          verb::post, "/v1/stations/a/report",
+          R"({"changes":[{"program":"movie","index":0,"held":true,"engine":"a-1","filling":"yes"}]})"),
+      400, "filling a string");
+}
+
+TEST_P(RegistryBadInput, BadLocationLookups) {
+  expect_refused(locations("movie", "3"), 404, "index past the end");
+  expect_refused(locations("unknown", "0"), 404, "unknown program");
+  for (auto* index : {"1000000", "-1", "x", "01"}) {
+    auto r = locations("movie", index);
+    EXPECT_GE(r.status, 400u) << index << ": " << r.body;
+    EXPECT_LT(r.status, 500u) << index << ": " << r.body;
+    expect_error_body(r.obj, index);
+  }
+}
+
 TEST_P(RegistryBadInput, OversizedBodies) {
   expect_too_large("PUT", "/v1/stations/a", 2u << 20);
   expect_too_large("POST", "/v1/stations/a/report", 300ull << 20);
   expect_too_large("PUT", "/v1/programs/movie", 300ull << 20);
   // The server still answers afterwards.
   EXPECT_STATUS(get("/v1/stations"), 200);
+}
+
+// The grid's config says where a station is and what its uplink carries; a registration's body
+// does not move it.
+TEST_F(RegistryTest, ConfiguredLocationAndUplinkWinOverTheRegistration) {
+  kill_registry();
+  auto& a = grid_.stations[1];
+  ASSERT_EQ(a.name.str(), "a");
+  a.y_km = 42;
+  a.uplink_bits_per_second = 123'000'000;
+  ASSERT_TRUE(write_file_durably(config_file_, grid_.to_toml()));
+  start_registry();
+  auto r = call(verb::put, "/v1/stations/a",
+                json::serialize(json::object{{"name", "a"},
+                                             {"director_url", "http://127.0.0.1:1"},
+                                             {"home", true},
+                                             {"x_km", 7},
+                                             {"y_km", 8},
+                                             {"uplink_bits_per_second", 9}}));
+  ASSERT_STATUS(r, 200);
+  ASSERT_STATUS(register_station("s"), 200);
+  auto list = get("/v1/stations");
+  ASSERT_STATUS(list, 200);
+  bool seen = false;
+  for (auto& v : list.obj.at("stations").as_array()) {
+    auto& o = v.as_object();
+    if (o.at("name").as_string() != "a") {
+      continue;
+    }
+    seen = true;
+    EXPECT_DOUBLE_EQ(o.at("x_km").to_number<double>(), 100);
+    EXPECT_DOUBLE_EQ(o.at("y_km").to_number<double>(), 42);
+    EXPECT_EQ(o.at("uplink_bits_per_second").to_number<uint64_t>(), 123'000'000u);
+    EXPECT_FALSE(o.at("home").as_bool());
+    EXPECT_EQ(o.at("director_url").as_string(), a.director.listen.url());
+  }
+  EXPECT_TRUE(seen) << list.body;
+  // The cost model reads the same: a's distance from s (0, 0) and its uplink.
+  ASSERT_STATUS(put_program("movie", 1), 200);
+  ASSERT_STATUS(report("a", {{"movie", 0}}), 200);
+  auto src = sources("movie", "0", "s");
+  ASSERT_EQ(names_of(src), std::vector<std::string>{"a"}) << src.body;
+  auto& in = src.obj.at("sources").as_array()[0].as_object().at("inputs").as_object();
+  EXPECT_NEAR(in.at("distance_km").to_number<double>(), std::hypot(100.0, 42.0), 1e-9);
+  EXPECT_DOUBLE_EQ(in.at("available_bits_per_second").to_number<double>(), 123e6);
+}
+
+// A director that takes only distributions, on a station's port: it answers 503 to the first
+// `refusals` and 200 after, keeping the bodies it accepted. Runs on a thread of its own.
+class fake_director {
+ public:
+  fake_director(uint16_t port, int refusals) : refusals_(refusals) {
+    server_.emplace(io_.get_executor(), "fake-director");
+    server_->route(verb::post, "/v1/programs/{}/distribute",
+                   [this](net::request_context& c) { return distribute(this, c); });
+    if (auto p = server_->listen("127.0.0.1", port); !p) {
+      throw std::runtime_error(p.err().detail);
+    }
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~fake_director() {
+    boost::asio::co_spawn(io_, server_->stop(std::chrono::milliseconds(0)), boost::asio::use_future)
+        .wait();
+    thread_.join();
+  }
+  int attempts() {
+    std::lock_guard lock(mu_);
+    return attempts_;
+  }
+  std::vector<std::string> told() {
+    std::lock_guard lock(mu_);
+    return told_;
+  }
+
+ private:
+  static boost::asio::awaitable<net::reply> distribute(fake_director* self,
+                                                       net::request_context& c) {
+    std::lock_guard lock(self->mu_);
+    if (++self->attempts_ <= self->refusals_) {
+      co_return net::error_reply(make_error(errc::unavailable, "not now"));
+    }
+    self->told_.push_back(c.req.body());
+    co_return net::json_reply(json::object{{"program", c.params[0]}});
+  }
+
+  int refusals_;
+  std::mutex mu_;
+  int attempts_ = 0;
+  std::vector<std::string> told_;
+  boost::asio::io_context io_;
+  std::optional<net::http_server> server_;
+  std::thread thread_;
+};
+
+// A target station that answers 503 to its first five notifications still gets the program: the
+// registry retries with a growing wait for as long as the station stays registered and reports.
+TEST_F(RegistryTest, ATargetThatRefusesAtFirstIsToldLater) {
+  fake_director director(station("a").director.listen.port, 5);
+  ASSERT_STATUS(register_station("a"), 200);
+  ASSERT_STATUS(put_program("movie", 3, {"a"}), 200);
+  auto start = std::chrono::steady_clock::now();
+  auto last_report = start;
+  bool told = eventually(
+      [&] {
+        // a's director is alive: it reports, as a real one does every 250 ms.
+        if (std::chrono::steady_clock::now() - last_report > std::chrono::milliseconds(250)) {
+          EXPECT_EQ(report("a", {}).status, 200u);
+          last_report = std::chrono::steady_clock::now();
+        }
+        return !director.told().empty();
+      },
+      std::chrono::seconds(20));
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(told) << director.attempts() << " attempts\n" << log();
+  EXPECT_EQ(director.attempts(), 6);
+  // The waits grow (0.2 + 0.4 + 0.8 + 1.6 + 3.2 s), but stay within the cap.
+  EXPECT_GE(took, std::chrono::milliseconds(5500));
+  auto d = api::decode<api::distribution>(director.told().front());
+  ASSERT_TRUE(d) << d.err().detail;
+  EXPECT_EQ(d->manifest.id.str(), "movie");
+  EXPECT_EQ(d->manifest.segments.size(), 3u);
+  EXPECT_EQ(d->targets, std::vector<std::string>{"a"});
+  // Told once, it is not told again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(director.attempts(), 6);
+  EXPECT_EQ(director.told().size(), 1u);
 }
 
 // A copy sample naming a station is no registration of that station.
@@ -615,6 +912,22 @@ TEST_P(RegistryOnBoth, AcknowledgedReportsSurviveSigkill) {
 }
 
 // --- restarts ---
+
+// The segment count that bounds a report's indices is the program's as last stored, also after a
+// restart of the registry.
+TEST_P(RegistryOnBoth, ReportIndicesAreBoundedByTheProgramAsStored) {
+  ASSERT_EQ(register_station("a").status, 200u);
+  ASSERT_EQ(put_program("movie", 3).status, 200u);
+  EXPECT_STATUS(report("a", {{"movie", 3}}), 400);
+  ASSERT_EQ(put_program("movie", 5).status, 200u);
+  EXPECT_STATUS(report("a", {{"movie", 3}}), 200);
+  kill_registry();
+  start_registry();
+  ASSERT_EQ(register_station("a").status, 200u);
+  EXPECT_STATUS(report("a", {{"movie", 5, true, "a-1"}}), 400);
+  EXPECT_STATUS(report("a", {{"movie", 4}}), 200);
+  EXPECT_EQ(held("movie")["a"], 2);
+}
 
 TEST_P(RegistryOnBoth, RestartKeepsStationsAndProgramsButAsksForRegistration) {
   ASSERT_EQ(register_station("home").status, 200u);

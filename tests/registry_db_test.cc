@@ -66,6 +66,16 @@ segment_key key(std::string_view program, uint32_t index) {
 location_change held(std::string_view program, uint32_t index, bool on = true) {
   return location_change{key(program, index), on};
 }
+// An engine's change: it holds the segment whole (or no longer does).
+location_change whole(std::string_view engine, std::string_view program, uint32_t index,
+                      bool on = true) {
+  return location_change{key(program, index), on, *engine_id::parse(engine), false};
+}
+// An engine's change: it started receiving the segment (or stopped).
+location_change filling(std::string_view engine, std::string_view program, uint32_t index,
+                        bool on = true) {
+  return location_change{key(program, index), on, *engine_id::parse(engine), true};
+}
 
 std::vector<std::string> sorted(std::vector<std::string> v) {
   std::sort(v.begin(), v.end());
@@ -89,6 +99,20 @@ class LocationDb : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<location_db> reopen() { return must(location_db::open(url_)); }
   names holders(location_db& d, const segment_key& k) { return sorted(must(d.holders(k))); }
   names holders(const segment_key& k) { return holders(*db_, k); }
+  // "station: complete? engines | filling" per station, for compact expectations.
+  names locations(location_db& d, const segment_key& k) {
+    names out;
+    for (auto& s : must(d.locations(k))) {
+      out.push_back(fmt::format("{}:{} {}|{}", s.station, s.complete ? "complete" : "partial",
+                                fmt::join(s.engines, ","), fmt::join(s.filling, ",")));
+    }
+    return out;
+  }
+  names locations(const segment_key& k) { return locations(*db_, k); }
+  int64_t engine_rows() {
+    auto rows = must(db_->connection().query("SELECT COUNT(*) FROM engine_holdings"));
+    return rows.front().i64(0);
+  }
 
   temp_dir dir_;
   std::string url_;
@@ -327,6 +351,115 @@ TEST_P(LocationDb, AppliedChangesSurviveACrash) {
   EXPECT_EQ(must(d->counts(pid("movie")))["a"], 2u);
 }
 
+// --- locations per engine ---
+
+TEST_P(LocationDb, EngineChangesAreListedPerStation) {
+  must(db_->apply(sid("a"), {whole("a-1", "movie", 0), whole("a-2", "movie", 0),
+                             whole("a-1", "movie", 1), held("movie", 0)}));
+  must(db_->apply(sid("b"), {whole("b-1", "movie", 0), held("movie", 0)}));
+  EXPECT_EQ(locations(key("movie", 0)), (names{"a:complete a-1,a-2|", "b:complete b-1|"}));
+  // An engine holding segment 1 says nothing of the station index: that takes a station change.
+  EXPECT_EQ(locations(key("movie", 1)), (names{"a:partial a-1|"}));
+  EXPECT_EQ(holders(key("movie", 1)), names{});
+  EXPECT_EQ(must(db_->counts(pid("movie"))), (std::map<std::string, uint64_t>{{"a", 1}, {"b", 1}}));
+  EXPECT_EQ(locations(key("movie", 2)), names{});
+  EXPECT_EQ(locations(key("unknown", 0)), names{});
+  // One row per (program, station, engine).
+  EXPECT_EQ(engine_rows(), 3);
+}
+
+TEST_P(LocationDb, AnEvictionClearsTheEngineBit) {
+  must(db_->apply(sid("a"), {whole("a-1", "movie", 0), whole("a-1", "movie", 1),
+                             whole("a-2", "movie", 1), held("movie", 0), held("movie", 1)}));
+  // a-1 evicts segment 1; a-2 still holds it, so the station does too.
+  must(db_->apply(sid("a"), {whole("a-1", "movie", 1, false)}));
+  EXPECT_EQ(locations(key("movie", 1)), (names{"a:complete a-2|"}));
+  EXPECT_EQ(locations(key("movie", 0)), (names{"a:complete a-1|"}));
+  // a-2 loses it too: the station's last copy, reported beside it.
+  must(db_->apply(sid("a"), {whole("a-2", "movie", 1, false), held("movie", 1, false)}));
+  EXPECT_EQ(locations(key("movie", 1)), names{});
+  EXPECT_EQ(holders(key("movie", 1)), names{});
+  EXPECT_EQ(holders(key("movie", 0)), (names{"a"}));
+  // a-2 holds nothing of the program any more: its row is gone.
+  EXPECT_EQ(engine_rows(), 1);
+  must(db_->apply(sid("a"), {whole("a-1", "movie", 0, false)}));
+  EXPECT_EQ(engine_rows(), 0);
+}
+
+TEST_P(LocationDb, AFillingCopyIsNeverASource) {
+  must(db_->apply(sid("b"), {filling("b-1", "movie", 2)}));
+  EXPECT_EQ(holders(key("movie", 2)), names{});
+  EXPECT_EQ(locations(key("movie", 2)), (names{"b:partial |b-1"}));
+  EXPECT_TRUE(must(db_->counts(pid("movie"))).empty());
+  // The copy finishes: the engine holds it whole, the station reports its first copy, and the
+  // end of the filling comes last.
+  must(db_->apply(sid("b"), {whole("b-1", "movie", 2), held("movie", 2)}));
+  EXPECT_EQ(locations(key("movie", 2)), (names{"b:complete b-1|"}));
+  EXPECT_EQ(holders(key("movie", 2)), (names{"b"}));
+  must(db_->apply(sid("b"), {filling("b-1", "movie", 2, false)}));
+  EXPECT_EQ(locations(key("movie", 2)), (names{"b:complete b-1|"}));
+}
+
+TEST_P(LocationDb, AFailedFillLeavesNothing) {
+  must(db_->apply(sid("b"), {filling("b-1", "movie", 4), filling("b-2", "movie", 4)}));
+  EXPECT_EQ(locations(key("movie", 4)), (names{"b:partial |b-1,b-2"}));
+  must(db_->apply(sid("b"), {filling("b-1", "movie", 4, false)}));
+  EXPECT_EQ(locations(key("movie", 4)), (names{"b:partial |b-2"}));
+  must(db_->apply(sid("b"), {filling("b-2", "movie", 4, false)}));
+  EXPECT_EQ(locations(key("movie", 4)), names{});
+  EXPECT_EQ(engine_rows(), 0);
+}
+
+TEST_P(LocationDb, MixedChangesInOneBatchApplyInOrder) {
+  must(db_->apply(sid("a"), {filling("a-1", "movie", 0), whole("a-1", "movie", 0), held("movie", 0),
+                             whole("a-2", "movie", 5), filling("a-2", "movie", 6),
+                             whole("a-2", "movie", 5, false), held("other", 1),
+                             filling("a-1", "other", 1), whole("a-1", "other", 1)}));
+  EXPECT_EQ(locations(key("movie", 0)), (names{"a:complete a-1|"}));
+  EXPECT_EQ(locations(key("movie", 5)), names{});
+  EXPECT_EQ(locations(key("movie", 6)), (names{"a:partial |a-2"}));
+  EXPECT_EQ(locations(key("other", 1)), (names{"a:complete a-1|"}));
+  EXPECT_EQ(holders(key("movie", 0)), (names{"a"}));
+  EXPECT_EQ(holders(key("movie", 6)), names{});
+}
+
+TEST_P(LocationDb, EngineRowsSurviveReopening) {
+  must(db_->apply(sid("a"), {whole("a-1", "movie", 999'999), filling("a-2", "movie", 3)}));
+  db_.reset();
+  auto again = reopen();
+  EXPECT_EQ(locations(*again, key("movie", 999'999)), (names{"a:partial a-1|"}));
+  EXPECT_EQ(locations(*again, key("movie", 3)), (names{"a:partial |a-2"}));
+}
+
+// A database made before engine rows existed: opening it adds the table and keeps the rest.
+TEST_P(LocationDb, OpeningAnOlderDatabaseAddsTheEngineTable) {
+  db_.reset();
+  {
+    auto old = must(db::open(url_));
+    must(old->exec_script(R"(
+      DROP TABLE IF EXISTS engine_holdings;
+      DROP TABLE IF EXISTS holdings;
+      DROP TABLE IF EXISTS programs;
+      DROP TABLE IF EXISTS stations;
+      CREATE TABLE stations (name TEXT PRIMARY KEY, director_url TEXT NOT NULL,
+        home BIGINT NOT NULL, x_km DOUBLE PRECISION NOT NULL, y_km DOUBLE PRECISION NOT NULL,
+        uplink_bps BIGINT NOT NULL);
+      CREATE TABLE programs (id TEXT PRIMARY KEY, manifest TEXT NOT NULL, targets TEXT NOT NULL,
+        prefetch BIGINT NOT NULL);
+      CREATE TABLE holdings (program TEXT NOT NULL, station TEXT NOT NULL, bits BLOB NOT NULL,
+        held BIGINT NOT NULL, PRIMARY KEY (program, station));
+      INSERT INTO stations VALUES ('a', 'http://127.0.0.1:1', 0, 1, 2, 3);
+    )"));
+    must(old->exec("INSERT INTO holdings VALUES ('movie', 'a', $1, 1)",
+                   {db::blob{std::string("\x02", 1)}}));
+  }
+  db_ = reopen();
+  EXPECT_EQ(holders(key("movie", 1)), (names{"a"}));
+  EXPECT_EQ(must(db_->stations()).size(), 1u);
+  must(db_->apply(sid("a"), {whole("a-1", "movie", 1)}));
+  EXPECT_EQ(locations(key("movie", 1)), (names{"a:complete a-1|"}));
+}
+
 // --- segment_bits ---
 
 TEST(SegmentBits, EmptyHoldsNothing) {
@@ -392,6 +525,16 @@ TEST(SegmentBits, ClearingBeyondTheEndDoesNotGrow) {
   segment_bits empty;
   empty.set(0, false);
   EXPECT_TRUE(empty.bytes().empty());
+}
+
+TEST(SegmentBits, ClearingTheHighestBitsShrinksIt) {
+  segment_bits b;
+  b.set(2, true);
+  b.set(999, true);
+  b.set(999, false);
+  EXPECT_EQ(b.bytes().size(), 1u);
+  b.set(2, false);
+  EXPECT_TRUE(b.bytes().empty());
 }
 
 TEST(SegmentBits, CountsEveryBitOfEveryByte) {

@@ -690,11 +690,13 @@ json::value to_json(const station_registration& v) {
 json::value to_json(const station_report& v) {
   json::array changes, copies;
   for (auto& c : v.changes) {
-    auto o = key_json(c.key);
-    o["held"] = c.held;
+    json::object o{{"program", c.key.program.str()}, {"index", c.key.index.v}, {"held", c.held}};
+    // Station-level changes stay in the shape registries have always read.
     if (!c.engine.empty()) {
       o["engine"] = c.engine;
-      o["filling"] = c.filling;
+    }
+    if (c.filling) {
+      o["filling"] = true;
     }
     changes.push_back(std::move(o));
   }
@@ -818,6 +820,9 @@ result<station_report> from_json<station_report>(const json::object& o) {
     auto filling = get_bool(c.as_object(), "filling");
     if (!filling) {
       return filling.err();
+    }
+    if (*filling && engine.empty()) {
+      return bad("filling", "needs an 'engine': only an engine receives a segment");
     }
     r.changes.push_back({*k, *held, std::move(engine), *filling});
   }

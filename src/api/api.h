@@ -146,14 +146,18 @@ struct station_registration {
   uint64_t uplink_bits_per_second = 0;
 };
 
-// A change in where a segment lives. Without an engine: the station gained its first whole copy
-// (held) or lost its last. With one: that engine now holds it whole (held) or no longer does; with
-// `filling`, it started (held) or stopped receiving it.
+// One change of where a segment lives, at the reporting station as a whole or at one of its
+// engines (docs/registry.md, "Locations per engine"):
+//  - engine empty: the station now holds the segment whole (held) or no longer does;
+//  - engine set, filling false: that engine now holds it whole (held) or no longer holds it
+//    (removed or evicted);
+//  - engine set, filling true: that engine started receiving it (held) or stopped (finished or
+//    failed; a finish also comes as a whole-segment change).
 struct location_change {
   segment_key key;
   bool held = true;
-  std::string engine;
-  bool filling = false;
+  std::string engine;    // a valid_name of an engine of the station, or empty
+  bool filling = false;  // only with an engine
 };
 
 // A finished copy from another station: feeds the cost model's measured throughput.

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
 
 namespace vodgrid::registry {
@@ -22,6 +23,9 @@ void segment_bits::set(uint32_t i, bool on) {
   auto b = static_cast<uint8_t>(bytes_[byte]);
   b = on ? static_cast<uint8_t>(b | (1u << (i % 8))) : static_cast<uint8_t>(b & ~(1u << (i % 8)));
   bytes_[byte] = static_cast<char>(b);
+  while (!on && !bytes_.empty() && bytes_.back() == '\0') {
+    bytes_.pop_back();
+  }
 }
 
 uint64_t segment_bits::count() const {
@@ -55,6 +59,14 @@ CREATE TABLE IF NOT EXISTS holdings (
   bits BLOB NOT NULL,
   held BIGINT NOT NULL,
   PRIMARY KEY (program, station)
+);
+CREATE TABLE IF NOT EXISTS engine_holdings (
+  program TEXT NOT NULL,
+  station TEXT NOT NULL,
+  engine TEXT NOT NULL,
+  bits BLOB NOT NULL,
+  filling BLOB NOT NULL,
+  PRIMARY KEY (program, station, engine)
 );
 )";
 
@@ -180,38 +192,123 @@ result<std::vector<program_record>> location_db::programs() {
 }
 
 status location_db::apply(const station_id& station, const std::vector<location_change>& changes) {
-  // Group by program: one read-modify-write of one row per program.
+  // Group by program, keeping the order within each: one read-modify-write of the station's rows
+  // of each program. Station and engine rows are independent, so the order between them is moot.
   std::map<program_id, std::vector<const location_change*>> by_program;
   for (auto& c : changes) {
     by_program[c.key.program].push_back(&c);
   }
-  std::string lock = db_->kind() == db::dialect::postgresql ? " FOR UPDATE" : "";
   return db::in_transaction(*db_, [&]() -> status {
     for (auto& [program, list] : by_program) {
-      auto rows = db_->query("SELECT bits FROM holdings WHERE program = $1 AND station = $2" + lock,
-                             {program.str(), station.str()});
-      if (!rows) {
-        return rows.err();
+      if (auto st = apply_station(program, station, list); !st) {
+        return st;
       }
-      segment_bits bits(rows->empty() ? std::string() : rows->front().bytes(0));
-      for (auto* c : list) {
-        bits.set(c->key.index.v, c->held);
-      }
-      auto n = static_cast<int64_t>(bits.count());
-      auto w =
-          rows->empty()
-              ? db_->exec(
-                    "INSERT INTO holdings (program, station, bits, held) VALUES ($1, $2, $3, $4)",
-                    {program.str(), station.str(), db::blob{bits.bytes()}, n})
-              : db_->exec(
-                    "UPDATE holdings SET bits = $3, held = $4 WHERE program = $1 AND station = $2",
-                    {program.str(), station.str(), db::blob{bits.bytes()}, n});
-      if (!w) {
-        return w.err();
+      if (auto st = apply_engines(program, station, list); !st) {
+        return st;
       }
     }
     return {};
   });
+}
+
+status location_db::apply_station(const program_id& program, const station_id& station,
+                                  const std::vector<const location_change*>& list) {
+  if (std::none_of(list.begin(), list.end(), [](auto* c) { return !c->engine; })) {
+    return {};
+  }
+  std::string lock = db_->kind() == db::dialect::postgresql ? " FOR UPDATE" : "";
+  auto rows = db_->query("SELECT bits FROM holdings WHERE program = $1 AND station = $2" + lock,
+                         {program.str(), station.str()});
+  if (!rows) {
+    return rows.err();
+  }
+  segment_bits bits(rows->empty() ? std::string() : rows->front().bytes(0));
+  for (auto* c : list) {
+    if (!c->engine) {
+      bits.set(c->key.index.v, c->held);
+    }
+  }
+  auto n = static_cast<int64_t>(bits.count());
+  auto w =
+      rows->empty()
+          ? db_->exec("INSERT INTO holdings (program, station, bits, held) VALUES ($1, $2, $3, $4)",
+                      {program.str(), station.str(), db::blob{bits.bytes()}, n})
+          : db_->exec(
+                "UPDATE holdings SET bits = $3, held = $4 WHERE program = $1 AND station = $2",
+                {program.str(), station.str(), db::blob{bits.bytes()}, n});
+  if (!w) {
+    return w.err();
+  }
+  return {};
+}
+
+status location_db::apply_engines(const program_id& program, const station_id& station,
+                                  const std::vector<const location_change*>& list) {
+  if (std::none_of(list.begin(), list.end(), [](auto* c) { return c->engine.has_value(); })) {
+    return {};
+  }
+  std::string lock = db_->kind() == db::dialect::postgresql ? " FOR UPDATE" : "";
+  auto rows = db_->query(
+      "SELECT engine, bits, filling FROM engine_holdings WHERE program = $1 AND station = $2" +
+          lock,
+      {program.str(), station.str()});
+  if (!rows) {
+    return rows.err();
+  }
+  struct engine_row {
+    segment_bits whole, filling;
+    bool stored = false;
+    bool touched = false;
+  };
+  std::map<std::string, engine_row> engines;
+  for (auto& r : *rows) {
+    engines[r.text(0)] = {segment_bits(r.bytes(1)), segment_bits(r.bytes(2)), true};
+  }
+  for (auto* c : list) {
+    if (!c->engine) {
+      continue;
+    }
+    auto& e = engines[c->engine->str()];
+    e.touched = true;
+    if (c->filling) {
+      e.filling.set(c->key.index.v, c->held);
+    } else {
+      // Held whole, or gone: either way the engine is no longer receiving it.
+      e.whole.set(c->key.index.v, c->held);
+      e.filling.set(c->key.index.v, false);
+    }
+  }
+  for (auto& [engine, e] : engines) {
+    if (!e.touched) {
+      continue;
+    }
+    result<int64_t> w = int64_t{0};
+    if (e.whole.count() == 0 && e.filling.count() == 0) {
+      // An engine holding nothing of the program keeps no row: rows stay programs × stations ×
+      // engines holding any of it.
+      if (e.stored) {
+        w = db_->exec(
+            "DELETE FROM engine_holdings WHERE program = $1 AND station = $2 AND engine = $3",
+            {program.str(), station.str(), engine});
+      }
+    } else if (e.stored) {
+      w = db_->exec(
+          "UPDATE engine_holdings SET bits = $4, filling = $5 "
+          "WHERE program = $1 AND station = $2 AND engine = $3",
+          {program.str(), station.str(), engine, db::blob{e.whole.bytes()},
+           db::blob{e.filling.bytes()}});
+    } else {
+      w = db_->exec(
+          "INSERT INTO engine_holdings (program, station, engine, bits, filling) "
+          "VALUES ($1, $2, $3, $4, $5)",
+          {program.str(), station.str(), engine, db::blob{e.whole.bytes()},
+           db::blob{e.filling.bytes()}});
+    }
+    if (!w) {
+      return w.err();
+    }
+  }
+  return {};
 }
 
 result<std::vector<std::string>> location_db::holders(const segment_key& key) {
@@ -225,6 +322,49 @@ result<std::vector<std::string>> location_db::holders(const segment_key& key) {
     if (segment_bits(r.bytes(1)).test(key.index.v)) {
       out.push_back(r.text(0));
     }
+  }
+  return out;
+}
+
+result<std::vector<station_locations>> location_db::locations(const segment_key& key) {
+  auto stations = db_->query("SELECT station, bits FROM holdings WHERE program = $1 AND held > 0",
+                             {key.program.str()});
+  if (!stations) {
+    return stations.err();
+  }
+  auto engines =
+      db_->query("SELECT station, engine, bits, filling FROM engine_holdings WHERE program = $1",
+                 {key.program.str()});
+  if (!engines) {
+    return engines.err();
+  }
+  std::map<std::string, station_locations> by_station;
+  auto at = [&](const std::string& name) -> station_locations& {
+    auto& s = by_station[name];
+    s.station = name;
+    return s;
+  };
+  for (auto& r : *stations) {
+    if (segment_bits(r.bytes(1)).test(key.index.v)) {
+      at(r.text(0)).complete = true;
+    }
+  }
+  for (auto& r : *engines) {
+    bool whole = segment_bits(r.bytes(2)).test(key.index.v);
+    bool filling = segment_bits(r.bytes(3)).test(key.index.v);
+    if (whole) {
+      at(r.text(0)).engines.push_back(r.text(1));
+    }
+    if (filling) {
+      at(r.text(0)).filling.push_back(r.text(1));
+    }
+  }
+  std::vector<station_locations> out;
+  out.reserve(by_station.size());
+  for (auto& [name, s] : by_station) {
+    std::sort(s.engines.begin(), s.engines.end());
+    std::sort(s.filling.begin(), s.filling.end());
+    out.push_back(std::move(s));
   }
   return out;
 }

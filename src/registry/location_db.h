@@ -1,7 +1,9 @@
 // The registry's database: stations, programs with their distribution parameters, and where every
 // segment lives. Locations are kept per (program, station) as a bitmap of the segments that
 // station holds whole — one row per program a station holds, not one per segment copy — so that
-// 10^5 programs × 10^3 segments × 10^3 stations fit (docs/registry.md has the sizing).
+// 10^5 programs × 10^3 segments × 10^3 stations fit (docs/registry.md has the sizing). That table
+// is the index source lookups read; beside it, per (program, station, engine), two bitmaps say
+// which segments each engine holds whole and which it is receiving.
 // Threading: not thread-safe; the registry daemon calls it from its one database thread.
 #pragma once
 
@@ -34,9 +36,21 @@ struct program_record {
       0;  // segments to pre-position at each target, from the start (api::distribution)
 };
 
+// A change at the station as a whole (no engine) or at one of its engines; api::location_change
+// gives the meaning of each kind.
 struct location_change {
   segment_key key;
-  bool held = true;  // false: the station no longer holds it
+  bool held = true;                 // false: no longer held (filling: no longer receiving)
+  std::optional<engine_id> engine;  // empty: the station as a whole
+  bool filling = false;             // with an engine: receiving it, not holding it whole
+};
+
+// Where one segment lives at one station.
+struct station_locations {
+  std::string station;
+  bool complete = false;             // the station holds it whole: a source
+  std::vector<std::string> engines;  // its engines holding it whole, by name
+  std::vector<std::string> filling;  // its engines receiving it, by name: never a source
 };
 
 // A set of segment indices as a little bitmap (bit i of byte i/8).
@@ -45,6 +59,7 @@ class segment_bits {
   segment_bits() = default;
   explicit segment_bits(std::string bytes) : bytes_(std::move(bytes)) {}
   bool test(uint32_t i) const;
+  // Clearing drops trailing zero bytes, so a bitmap of copies in flight stays as short as they.
   void set(uint32_t i, bool on);
   uint64_t count() const;
   const std::string& bytes() const { return bytes_; }
@@ -65,10 +80,14 @@ class location_db {
   result<std::optional<program_record>> program(const program_id& id);
   result<std::vector<program_record>> programs();
 
-  // Applies one station's changes in one transaction; durable when it returns.
+  // Applies one station's changes, in order, in one transaction; durable when it returns.
+  // Station-level changes move the station index (holders, counts); engine changes move only the
+  // per-engine rows. An engine's whole-segment change, held or not, also ends its filling of it.
   status apply(const station_id& station, const std::vector<location_change>& changes);
-  // Stations holding the segment whole.
+  // Stations holding the segment whole (the station index; filling copies are never here).
   result<std::vector<std::string>> holders(const segment_key& key);
+  // Every station holding the segment whole or with an engine holding or receiving it, by name.
+  result<std::vector<station_locations>> locations(const segment_key& key);
   // Per station, how many segments of the program it holds.
   result<std::map<std::string, uint64_t>> counts(const program_id& id);
 
@@ -76,6 +95,11 @@ class location_db {
 
  private:
   explicit location_db(std::unique_ptr<db::connection> c) : db_(std::move(c)) {}
+  // Parts of apply, inside its transaction: one program's changes.
+  status apply_station(const program_id& program, const station_id& station,
+                       const std::vector<const location_change*>& list);
+  status apply_engines(const program_id& program, const station_id& station,
+                       const std::vector<const location_change*>& list);
   std::unique_ptr<db::connection> db_;
 };
 

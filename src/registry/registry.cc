@@ -13,8 +13,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "api/api.h"
 #include "auth/guard.h"
@@ -37,6 +39,9 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 constexpr auto station_silence = std::chrono::seconds(5);  // no report for this long: down
+// Telling a station to hold a program is retried, the wait doubling from the first to the last.
+constexpr auto notify_first_wait = std::chrono::milliseconds(200);
+constexpr auto notify_max_wait = std::chrono::seconds(5);
 }  // namespace
 
 struct registry_daemon::impl {
@@ -61,6 +66,14 @@ struct registry_daemon::impl {
     double copy_bits_per_second = 0;  // EWMA of copies from this station
   };
   std::map<std::string, live> stations;  // io thread only
+  // What ends a notification's retries, io thread only: the station registering again (it is then
+  // told everything afresh) or the program being put again (its targets are told afresh).
+  std::map<std::string, uint64_t> registrations;  // station → registrations since start
+  std::map<std::string, uint64_t> distributions;  // program → puts since start
+  std::set<asio::steady_timer*> notify_waits;     // retries waiting; stop() cancels them
+  // Segment counts of the programs the registry knows, so that checking a report's indices parses
+  // no manifest; database thread only (filled by put_program, and from the database on first need).
+  std::map<program_id, uint32_t> segment_counts;
 
   net::metric_value* reports = nullptr;
   net::metric_value* changes = nullptr;
@@ -98,10 +111,12 @@ struct registry_daemon::impl {
   asio::awaitable<reply> list_programs(request_context& ctx);
   asio::awaitable<reply> get_program(request_context& ctx);
   asio::awaitable<reply> sources(request_context& ctx);
+  asio::awaitable<reply> locations(request_context& ctx);
   asio::awaitable<reply> set_availability(request_context& ctx);
   asio::awaitable<reply> grid_info(request_context& ctx);
   asio::awaitable<void> notify(std::string director_url, std::string station, api::distribution d);
   std::vector<std::string> targets_of(const api::distribution& d) const;
+  status check_indices(const std::vector<location_change>& list);
 };
 
 registry_daemon::registry_daemon(asio::io_context& io, grid_config grid)
@@ -161,6 +176,9 @@ asio::awaitable<void> registry_daemon::stop(std::chrono::milliseconds drain) {
     d.auth->stop();
   }
   auto deadline = steady::now() + drain;
+  for (auto* t : d.notify_waits) {
+    t->cancel();
+  }
   if (d.server) {
     co_await d.server->stop(drain);
   }
@@ -198,6 +216,7 @@ void registry_daemon::impl::routes() {
   on(V::get, "/v1/programs", &impl::list_programs);
   on(V::get, "/v1/programs/{}", &impl::get_program);
   on(V::get, "/v1/programs/{}/segments/{}/sources", &impl::sources);
+  on(V::get, "/v1/programs/{}/segments/{}/locations", &impl::locations);
   guarded(V::post, "/v1/programs/{}/availability", &impl::set_availability, 0,
           {K::engine, K::operator_});
   on(V::get, "/v1/grid", &impl::grid_info);
@@ -244,15 +263,17 @@ asio::awaitable<reply> registry_daemon::impl::put_station(request_context& ctx) 
   if (auto u = net::parse_http_url(r->director_url); !u) {
     co_return net::error_reply(u.err());
   }
-  // The director URL comes from the grid config: a registration cannot send copies elsewhere.
+  // What the grid config says of the station wins over the body: a registration can neither send
+  // copies elsewhere nor move the station or widen its uplink in the cost model.
   r->director_url = cfg->director.listen.url();
-  station_record rec{r->name, r->director_url, cfg->home,
-                     r->x_km, r->y_km,         r->uplink_bits_per_second};
+  station_record rec{r->name,   r->director_url, cfg->home,
+                     cfg->x_km, cfg->y_km,       cfg->uplink_bits_per_second};
   auto st = co_await on_db([&] { return db->put_station(rec); });
   if (!st) {
     co_return net::error_reply(st.err());
   }
   stations[r->name.str()].last_report = steady::now();
+  ++registrations[r->name.str()];
   logger->info("registry: station {} registered at {}", r->name.str(), r->director_url);
   // Catch-up: everything this station must hold, told again (it may have missed it while down).
   auto progs = co_await on_db([&] { return db->programs(); });
@@ -276,7 +297,8 @@ asio::awaitable<reply> registry_daemon::impl::put_station(request_context& ctx) 
 
 asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
   auto name = station_id::parse(ctx.params[0]);
-  if (!name || !grid.find_station(name->str())) {
+  auto* cfg = name ? grid.find_station(name->str()) : nullptr;
+  if (!cfg) {
     co_return net::error_reply(
         make_error(errc::forbidden, "no station " + ctx.params[0] + " in the grid"));
   }
@@ -293,14 +315,34 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
     std::vector<location_change> list;
     list.reserve(r->changes.size());
     for (auto& c : r->changes) {
-      if (c.engine.empty()) {
-        list.push_back({c.key, c.held});
+      location_change lc{c.key, c.held, std::nullopt, c.filling};
+      if (!c.engine.empty()) {
+        // A station speaks only for its own engines: the config says which those are.
+        auto it = std::find_if(cfg->engines.begin(), cfg->engines.end(),
+                               [&](auto& e) { return e.name.str() == c.engine; });
+        if (it == cfg->engines.end()) {
+          co_return net::error_reply(
+              make_error(errc::invalid_argument,
+                         fmt::format("engine {} is not an engine of station {} (change of {})",
+                                     c.engine, name->str(), c.key.str())));
+        }
+        lc.engine = it->name;
       }
+      list.push_back(std::move(lc));
     }
-    auto st = co_await on_db([&] { return db->apply(*name, list); });
+    auto st = co_await on_db([&]() -> status {
+      if (auto checked = check_indices(list); !checked) {
+        return checked;
+      }
+      return db->apply(*name, list);
+    });
     if (!st) {
-      logger->error("registry: recording {} changes of {}: {}", list.size(), name->str(),
-                    st.err().detail);
+      if (st.err().code == errc::invalid_argument) {
+        logger->warn("registry: report of {} refused: {}", name->str(), st.err().detail);
+      } else {
+        logger->error("registry: recording {} changes of {}: {}", list.size(), name->str(),
+                      st.err().detail);
+      }
       co_return net::error_reply(st.err());
     }
     changes->inc(static_cast<double>(list.size()));
@@ -322,6 +364,46 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
   }
   reports->inc();
   co_return net::json_reply(json::object{{"recorded", r->changes.size()}});
+}
+
+// On the database thread. Refuses a copy gained past the end of a program the registry knows. A
+// program it does not know yet passes: the home station reports a program's locations before
+// ingest sends its distribution. A loss past the end passes too: it can only clear a location
+// recorded while the program was longer, and refusing it would leave that location for ever.
+status registry_daemon::impl::check_indices(const std::vector<location_change>& list) {
+  std::set<program_id> unknown;
+  for (auto& c : list) {
+    if (!c.held) {
+      continue;
+    }
+    auto& program = c.key.program;
+    auto it = segment_counts.find(program);
+    if (it == segment_counts.end()) {
+      if (unknown.count(program)) {
+        continue;
+      }
+      auto p = db->program(program);
+      if (!p) {
+        return p.err();
+      }
+      if (!*p) {
+        unknown.insert(program);
+        continue;
+      }
+      auto m = api::decode<api::program_manifest>((*p)->manifest_json);
+      if (!m) {
+        return make_error(errc::io_error, "the stored manifest of " + program.str() +
+                                              " does not decode: " + m.err().detail);
+      }
+      it = segment_counts.emplace(program, static_cast<uint32_t>(m->segments.size())).first;
+    }
+    if (c.key.index.v >= it->second) {
+      return make_error(errc::invalid_argument,
+                        fmt::format("program {} has {} segments: there is no segment {}",
+                                    program.str(), it->second, c.key.index.v));
+    }
+  }
+  return {};
 }
 
 asio::awaitable<reply> registry_daemon::impl::list_stations(request_context&) {
@@ -347,27 +429,50 @@ asio::awaitable<reply> registry_daemon::impl::list_stations(request_context&) {
   co_return net::json_reply(json::object{{"stations", a}});
 }
 
+// Tells a target station what it must hold, until it answers 2xx. Retries go on, the wait
+// doubling up to notify_max_wait, as long as the registry runs and neither the station registered
+// again nor the program was put again since (each starts notifications of its own). While the
+// station is down (silent), nothing is sent: it is told once it reports again.
 asio::awaitable<void> registry_daemon::impl::notify(std::string director_url, std::string station,
                                                     api::distribution d) {
   ++background;
+  std::string program = d.manifest.id.str();
   std::string body = json::serialize(api::to_json(d));
-  std::string url = fmt::format("{}/v1/programs/{}/distribute", director_url, d.manifest.id.str());
+  std::string url = fmt::format("{}/v1/programs/{}/distribute", director_url, program);
+  uint64_t registration = registrations[station];
+  uint64_t distribution = distributions[program];
+  auto current = [&] {
+    return !stopping && registrations[station] == registration &&
+           distributions[program] == distribution;
+  };
   asio::steady_timer t(io);
-  for (int attempt = 0; attempt < 5 && !stopping; ++attempt) {
-    auto r = co_await client->send_json(http::verb::post, url, body);
-    if (r && r->status < 300) {
-      logger->info("registry: station {} told to hold program {}", station, d.manifest.id.str());
-      break;
+  std::chrono::milliseconds wait = notify_first_wait;
+  bool told = false;
+  for (int failures = 0; current();) {
+    if (is_up(station)) {
+      auto r = co_await client->send_json(http::verb::post, url, body);
+      if (r && r->status < 300) {
+        told = true;
+        logger->info("registry: station {} told to hold program {}", station, program);
+        break;
+      }
+      // The first failure and then every tenth: a station down for long must not flood the log.
+      if (failures++ % 10 == 0) {
+        logger->warn("registry: telling station {} about {} failed ({}); retrying", station,
+                     program, r ? std::to_string(r->status) : r.err().detail);
+      }
     }
-    if (attempt == 4 || stopping) {
-      logger->warn("registry: station {} not told about {}; it will be when it registers again",
-                   station, d.manifest.id.str());
-      break;
-    }
-    logger->warn("registry: telling station {} about {} failed ({}); retrying", station,
-                 d.manifest.id.str(), r ? std::to_string(r->status) : r.err().detail);
-    t.expires_after(std::chrono::milliseconds(200 << attempt));
+    t.expires_after(wait);
+    notify_waits.insert(&t);
     co_await t.async_wait(use_tuple);
+    notify_waits.erase(&t);
+    wait = std::min<std::chrono::milliseconds>(wait * 2, notify_max_wait);
+  }
+  if (!told) {
+    logger->info("registry: station {} not told about {} by this notification ({})", station,
+                 program,
+                 stopping ? "the registry stops; it is told when it registers again"
+                          : "superseded by a newer registration or distribution");
   }
   --background;
 }
@@ -390,10 +495,19 @@ asio::awaitable<reply> registry_daemon::impl::put_program(request_context& ctx) 
   d->manifest.state.clear();
   program_record rec{d->manifest.id, json::serialize(api::to_json(d->manifest)), d->targets,
                      d->prefetch};
-  auto st = co_await on_db([&] { return db->put_program(rec); });
+  auto segments = static_cast<uint32_t>(d->manifest.segments.size());
+  auto st = co_await on_db([&]() -> status {
+    auto put = db->put_program(rec);
+    if (put) {
+      segment_counts[rec.id] = segments;
+    }
+    return put;
+  });
   if (!st) {
     co_return net::error_reply(st.err());
   }
+  // The program as now stored is the one to tell: notifications of an earlier put end.
+  ++distributions[d->manifest.id.str()];
   auto recs = co_await on_db([&] { return db->stations(); });
   json::array told;
   for (auto& t : targets_of(*d)) {
@@ -538,6 +652,51 @@ asio::awaitable<reply> registry_daemon::impl::sources(request_context& ctx) {
   lookups->inc();
   co_return net::json_reply(
       json::object{{"program", id->str()}, {"index", idx->v}, {"sources", out}});
+}
+
+// GET /v1/programs/{id}/segments/{n}/locations: where the segment lives, per station and engine,
+// filling copies included (operators and tools; sources() is what directors use).
+asio::awaitable<reply> registry_daemon::impl::locations(request_context& ctx) {
+  auto id = program_id::parse(ctx.params[0]);
+  auto idx = segment_index::parse(ctx.params[1]);
+  if (!id || !idx) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "bad program or segment in " + ctx.path));
+  }
+  auto p = co_await on_db([&] { return db->program(*id); });
+  if (!p) {
+    co_return net::error_reply(p.err());
+  }
+  if (!*p) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto m = api::decode<api::program_manifest>((*p)->manifest_json);
+  if (!m || idx->v >= m->segments.size()) {
+    co_return net::error_reply(
+        make_error(errc::not_found,
+                   fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
+  }
+  segment_key key{*id, *idx};
+  auto where = co_await on_db([&] { return db->locations(key); });
+  if (!where) {
+    co_return net::error_reply(where.err());
+  }
+  json::array out;
+  for (auto& s : *where) {
+    json::array engines, filling;
+    for (auto& e : s.engines) {
+      engines.push_back(json::value(e));
+    }
+    for (auto& e : s.filling) {
+      filling.push_back(json::value(e));
+    }
+    out.push_back(json::object{{"station", s.station},
+                               {"complete", s.complete},
+                               {"engines", engines},
+                               {"filling", filling}});
+  }
+  co_return net::json_reply(
+      json::object{{"program", id->str()}, {"segment", idx->v}, {"stations", out}});
 }
 
 // POST /v1/programs/{id}/availability (content manager → registry): the stored manifest follows, so

@@ -423,6 +423,7 @@ grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string datab
     s.name = *station_id::parse(spec.name);
     s.home = i == 0;
     s.x_km = spec.x_km;
+    s.y_km = spec.y_km;
     s.uplink_bits_per_second = spec.uplink_mbps * 1'000'000;
     s.director.listen = {"127.0.0.1", free_port()};
     s.director.data_dir = dir_.path() / spec.name;

@@ -111,6 +111,7 @@ class grid_fixture {
     int engines = 2;
     double x_km = 0;
     uint64_t uplink_mbps = 1000;
+    double y_km = 0;
   };
   // with_content: a content manager too (SQLite catalog), started last, named "content".
   // with_auth: an auth server (demo accounts), started first; every daemon provisioned.
