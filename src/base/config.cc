@@ -274,10 +274,8 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
       if (*ms < 1 || *mx < 1024) {
         return bad(origin, ewhat + ": max_streams must be >= 1 and max_segment_bytes >= 1024");
       }
-      if (*md != 0 && *md < *mx) {
-        return bad(origin, ewhat +
-                               ": max_disk_bytes must be 0 (no budget) or at least "
-                               "max_segment_bytes");
+      if (*md != 0 && *md < (1u << 20)) {
+        return bad(origin, ewhat + ": max_disk_bytes must be 0 (no budget) or at least 1 MiB");
       }
       e.max_disk_bytes = *md;
       e.max_streams = *ms;

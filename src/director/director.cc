@@ -1257,6 +1257,16 @@ asio::awaitable<bool> director_daemon::impl::send_report() {
   if (res && res->status == 409) {
     registered = false;  // the registry does not know us (it restarted): register again
   }
+  if (res && res->status == 400) {
+    // Refused as a whole and it would be refused again (a program the registry holds shorter than
+    // we do, say): drop it rather than let it hold back every later report.
+    logger->error("director {}: the registry refused a report of {} changes: {}",
+                  station->name.str(), r.changes.size(), res->body);
+    unreported.erase(unreported.begin(),
+                     unreported.begin() + static_cast<std::ptrdiff_t>(r.changes.size()));
+    copy_samples.erase(copy_samples.begin(),
+                       copy_samples.begin() + static_cast<std::ptrdiff_t>(r.copies.size()));
+  }
   co_return false;
 }
 

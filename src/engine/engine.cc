@@ -553,6 +553,11 @@ asio::awaitable<reply> engine_daemon::impl::put_segment(request_context& ctx) {
                    fmt::format("a PUT needs the header {}: <64 hex digits>", api::sha256_header)));
   }
   bool had = store->find(*key).has_value();
+  if (!had) {
+    if (auto room = co_await make_room(ctx.req.body().size()); !room) {
+      co_return net::error_reply(room.err());
+    }
+  }
   auto res = co_await store->put(*key, std::move(ctx.req.body()), *digest);
   if (!res) {
     logger->warn("{}: PUT {} refused: {}", self->name.str(), key->str(), res.err().detail);

@@ -318,15 +318,16 @@ asio::awaitable<result<client_response>> http_client::get_into(std::string url, 
         co_return make_error(errc::too_large, fmt::format("GET {}: more than the {} bytes expected",
                                                           url, dest->size()));
       }
-      auto [rec, rn] = co_await http::async_read(st, buf, parser, use_tuple);
-      if (rec && rec != http::error::need_buffer) {
-        co_return make_error(read_error_code(rec),
-                             fmt::format("GET {}: {} after {} bytes", url, rec.message(), filled));
-      }
+      // read_some: back after each read from the socket, so the caller sees every step.
+      auto [rec, rn] = co_await http::async_read_some(st, buf, parser, use_tuple);
       size_t now = dest->size() - parser.get().body().size;
       if (now > filled) {
         filled = now;
         sink.on_data(filled);
+      }
+      if (rec && rec != http::error::need_buffer) {
+        co_return make_error(read_error_code(rec),
+                             fmt::format("GET {}: {} after {} bytes", url, rec.message(), filled));
       }
     }
     if (parser.get().keep_alive()) {

@@ -278,6 +278,8 @@ station_fixture::station_fixture(options o) {
   s.director.listen = {"127.0.0.1", free_port()};
   s.director.data_dir = dir_.path() / "director";
   s.director.copies = static_cast<uint32_t>(o.copies);
+  s.director.hot_load_percent = o.hot_load_percent;
+  s.director.replica_idle = std::chrono::seconds(o.replica_idle_seconds);
   for (int i = 0; i < o.engines; ++i) {
     engine_config e;
     e.name = *engine_id::parse(fmt::format("e{}", i));
@@ -286,6 +288,7 @@ station_fixture::station_fixture(options o) {
       e.data_dirs.push_back(dir_.path() / e.name.str() / fmt::format("d{}", d));
     }
     e.max_streams = o.max_streams;
+    e.max_disk_bytes = o.max_disk_bytes;
     s.engines.push_back(e);
   }
   grid_.stations.push_back(s);
@@ -428,10 +431,12 @@ grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string datab
     s.director.listen = {"127.0.0.1", free_port()};
     s.director.data_dir = dir_.path() / spec.name;
     s.director.copies = static_cast<uint32_t>(std::min(spec.engines, 2));
+    s.director.replica_idle = std::chrono::seconds(spec.replica_idle_seconds);
     for (int e = 1; e <= spec.engines; ++e) {
       engine_config ec;
       ec.name = *engine_id::parse(fmt::format("{}-{}", spec.name, e));
       ec.listen = {"127.0.0.1", free_port()};
+      ec.max_streams = spec.max_streams;
       ec.data_dirs = {dir_.path() / ec.name.str()};
       s.engines.push_back(ec);
     }

@@ -66,6 +66,9 @@ class station_fixture {
     int copies = 2;
     int dirs_per_engine = 2;
     uint32_t max_streams = 1000;
+    uint64_t max_disk_bytes = 0;
+    uint32_t hot_load_percent = 80;
+    uint32_t replica_idle_seconds = 300;
     int heartbeat_interval_ms = 100;
     int heartbeat_timeout_ms = 1000;
     bool with_auth = false;  // an auth server (demo accounts) and tokens on
@@ -112,6 +115,8 @@ class grid_fixture {
     double x_km = 0;
     uint64_t uplink_mbps = 1000;
     double y_km = 0;
+    uint32_t max_streams = 1000;
+    uint32_t replica_idle_seconds = 300;
   };
   // with_content: a content manager too (SQLite catalog), started last, named "content".
   // with_auth: an auth server (demo accounts), started first; every daemon provisioned.

@@ -1,0 +1,367 @@
+// End-to-end tests of claims 19-22 and the engine's disk budget: cut-through copies (served while
+// they arrive, one upstream transfer per segment per engine), consoles sent elsewhere when a copy
+// fails, a seek past the filled part, replicas of a hot segment, and evictions that never take the
+// last copy in the grid.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+#include <sys/socket.h>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <atomic>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include "api/api.h"
+#include "base/fs.h"
+#include "base/process.h"
+#include "base/sha256.h"
+#include "support/support.h"
+
+#ifndef VODGRID_SLOW_HTTP
+#define VODGRID_SLOW_HTTP "slow_http.py"
+#endif
+
+namespace vodgrid::test {
+namespace {
+
+namespace fs = std::filesystem;
+using boost::beast::http::verb;
+using namespace std::chrono_literals;
+
+// MPEG-TS-shaped bytes (a sync byte every 188), different for each `seed`.
+std::string ts_bytes(size_t packets, int seed) {
+  std::string s(188 * packets, '\0');
+  uint32_t x = 2463534242u + static_cast<uint32_t>(seed) * 7919u;
+  for (size_t i = 0; i < s.size(); ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    s[i] = static_cast<char>(i % 188 == 0 ? 0x47 : x & 0xff);
+  }
+  return s;
+}
+
+double metric(const std::string& url, const std::string& name) {
+  auto r = http_get(url + "/metrics");
+  if (!r) {
+    return -1;
+  }
+  std::smatch m;
+  std::regex re(name + " ([0-9.e+]+)");
+  return std::regex_search(r->body, m, re) ? std::stod(m[1]) : 0;
+}
+
+// A source serving the files of `folder` at `rate` bytes/s (slow_http.py), its requests logged.
+struct slow_source {
+  uint16_t port = free_port();
+  temp_dir logs;
+  child_process proc;
+  slow_source(const fs::path& folder, std::vector<std::string> flags) {
+    std::vector<std::string> argv{"/usr/bin/python3", VODGRID_SLOW_HTTP, std::to_string(port),
+                                  folder.string()};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    auto p = child_process::spawn(argv, logs.path() / "http.log");
+    if (!p) {
+      throw std::runtime_error("cannot start slow_http.py");
+    }
+    proc = std::move(*p);
+    if (!eventually([&] { return !port_is_free(port); })) {
+      throw std::runtime_error("slow_http.py did not listen");
+    }
+  }
+  std::string url(const std::string& file) const {
+    return fmt::format("http://127.0.0.1:{}/{}", port, file);
+  }
+  // Requests it received for `file`.
+  int requests(const std::string& file) const {
+    auto text = read_file(logs.path() / "http.log", 1 << 20);
+    if (!text) {
+      return 0;
+    }
+    int n = 0;
+    for (size_t p = 0; (p = text->find("GET /" + file + " ", p)) != std::string::npos; ++p) {
+      ++n;
+    }
+    return n;
+  }
+};
+
+std::string fetch_order(const std::string& program, uint32_t index, const std::string& data,
+                        std::vector<std::string> sources, bool wait) {
+  api::fetch_order o{{*program_id::parse(program), segment_index{index}},
+                     sha256(data),
+                     data.size(),
+                     std::move(sources),
+                     wait};
+  return boost::json::serialize(api::to_json(o));
+}
+
+result<net::client_response> put_segment(const std::string& engine, const std::string& path,
+                                         const std::string& data) {
+  return http(verb::put, engine + "/v1/segments/" + path, data,
+              {{api::sha256_header, to_hex(sha256(data))}});
+}
+
+// Segments an engine lists, as "program/index".
+std::set<std::string> listed(const std::string& engine) {
+  std::set<std::string> out;
+  auto r = http_get(engine + "/v1/segments");
+  if (!r || r->status != 200) {
+    return out;
+  }
+  auto v = boost::json::parse(r->body);
+  for (auto& s : v.at("segments").as_array()) {
+    out.insert(fmt::format("{}/{}", s.at("program").as_string().c_str(),
+                           s.at("index").to_number<int64_t>()));
+  }
+  return out;
+}
+
+// Follows one redirect (307 or 302) with the same headers.
+result<net::client_response> get_following(const std::string& url,
+                                           net::http_client::header_list headers = {},
+                                           std::string* went = nullptr) {
+  auto r = http_get(url, headers);
+  if (r && (r->status == 307 || r->status == 302)) {
+    if (went) {
+      *went = r->header("Location");
+    }
+    return http_get(r->header("Location"), headers);
+  }
+  return r;
+}
+
+// (a) Fifty consoles ask an engine for a segment while it arrives from a slow source: each gets
+// 200 and the whole segment, verified; the source was asked once.
+TEST(CutThrough, FiftyConsolesOnASegmentArrivingFromASlowSourceShareOneUpstreamCopy) {
+  station_fixture st(station_fixture::options{.engines = 2, .copies = 1});
+  temp_dir folder;
+  std::string data = ts_bytes(8000, 1);  // 1.5 MB, about 1.5 s at 1 MB/s
+  ASSERT_TRUE(write_file_durably(folder.path() / "seg.ts", data));
+  slow_source src(folder.path(), {"--rate", "1000000"});
+  auto order = http(verb::post, st.engine_url(1) + "/v1/orders/fetch",
+                    fetch_order("film", 0, data, {src.url("seg.ts")}, false));
+  ASSERT_TRUE(order);
+  ASSERT_EQ(order->status, 202u) << order->body;
+
+  std::atomic<int> good{0}, early{0};
+  std::vector<std::string> problems(50);
+  std::vector<std::thread> consoles;
+  for (int i = 0; i < 50; ++i) {
+    consoles.emplace_back([&, i] {
+      auto r = http_get(st.engine_url(1) + "/v1/segments/film/0.ts");
+      if (!r) {
+        problems[i] = r.err().detail;
+      } else if (r->status != 200 || r->body.size() != data.size() ||
+                 sha256(r->body) != sha256(data)) {
+        problems[i] = fmt::format("status {} with {} bytes", r->status, r->body.size());
+      } else {
+        ++good;
+        early += r->header(api::sha256_header) == to_hex(sha256(data)) ? 1 : 0;
+      }
+    });
+  }
+  // A second order for the same segment shares the copy in progress.
+  auto again = http(verb::post, st.engine_url(1) + "/v1/orders/fetch",
+                    fetch_order("film", 0, data, {src.url("seg.ts")}, true));
+  for (auto& t : consoles) {
+    t.join();
+  }
+  for (auto& p : problems) {
+    EXPECT_EQ(p, "");
+  }
+  EXPECT_EQ(good.load(), 50);
+  EXPECT_EQ(early.load(), 50);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 201u) << again->body;
+  EXPECT_EQ(src.requests("seg.ts"), 1);
+  // They were served while it arrived, and the copy is now held whole.
+  EXPECT_GE(metric(st.engine_url(1), "vodgrid_engine_cut_through_streams_total"), 50);
+  EXPECT_EQ(listed(st.engine_url(1)).count("film/0"), 1u);
+  auto after = http_get(st.engine_url(1) + "/v1/segments/film/0.ts");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->body, data);
+  EXPECT_EQ(src.requests("seg.ts"), 1);
+}
+
+// A copy cut short by its source resumes from the next source with a range: one whole copy.
+TEST(CutThrough, ACopyCutShortResumesFromTheNextSource) {
+  station_fixture st(station_fixture::options{.engines = 2, .copies = 1});
+  temp_dir folder;
+  std::string data = ts_bytes(4000, 2);
+  ASSERT_TRUE(write_file_durably(folder.path() / "seg.ts", data));
+  ASSERT_EQ(put_segment(st.engine_url(0), "film/1.ts", data)->status, 201u);
+  slow_source dying(folder.path(), {"--rate", "2000000", "--die-after", "300000"});
+  std::thread console([&] {
+    std::this_thread::sleep_for(50ms);
+    auto r = http_get(st.engine_url(1) + "/v1/segments/film/1.ts");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200u);
+    EXPECT_TRUE(r->body == data) << r->body.size();
+  });
+  auto order =
+      http(verb::post, st.engine_url(1) + "/v1/orders/fetch",
+           fetch_order("film", 1, data,
+                       {dying.url("seg.ts"), st.engine_url(0) + "/v1/segments/film/1.ts"}, true));
+  console.join();
+  ASSERT_TRUE(order);
+  EXPECT_EQ(order->status, 201u) << order->body;
+  EXPECT_EQ(dying.requests("seg.ts"), 1);
+  EXPECT_EQ(http_get(st.engine_url(1) + "/v1/segments/film/1.ts")->body, data);
+  // The second source sent only what was missing.
+  EXPECT_EQ(metric(st.engine_url(0), "vodgrid_http_file_bytes_sent_total"),
+            static_cast<double>(data.size() - 300000));
+}
+
+// A copy that fails before its first byte leaves nothing, and the consoles waiting on it are sent
+// to an engine that holds the segment.
+TEST(CutThrough, ConsolesWaitingOnAFailedCopyAreSentElsewhere) {
+  station_fixture st(station_fixture::options{.engines = 3, .copies = 1});
+  temp_dir folder;
+  std::string data = ts_bytes(2000, 3);
+  ASSERT_TRUE(write_file_durably(folder.path() / "seg.ts", data));
+  ASSERT_EQ(put_segment(st.engine_url(0), "film/2.ts", data)->status, 201u);
+  ASSERT_TRUE(eventually([&] {
+    auto r = http_get(st.director_url() + "/v1/engines");
+    return r && r->body.find("\"segments\":1") != std::string::npos;
+  }));
+  slow_source dead(folder.path(), {"--delay-ms", "700", "--die-after", "0"});
+  auto order = http(verb::post, st.engine_url(1) + "/v1/orders/fetch",
+                    fetch_order("film", 2, data, {dead.url("seg.ts")}, false));
+  ASSERT_EQ(order->status, 202u) << order->body;
+  std::vector<std::thread> consoles;
+  std::atomic<int> moved{0}, good{0};
+  for (int i = 0; i < 5; ++i) {
+    consoles.emplace_back([&] {
+      std::string went;
+      auto r = get_following(st.engine_url(1) + "/v1/segments/film/2.ts", {}, &went);
+      if (went.rfind(st.engine_url(0), 0) == 0) {
+        ++moved;
+      }
+      if (r && r->status == 200 && r->body == data) {
+        ++good;
+      }
+    });
+  }
+  for (auto& t : consoles) {
+    t.join();
+  }
+  EXPECT_EQ(moved.load(), 5);
+  EXPECT_EQ(good.load(), 5);
+  EXPECT_EQ(listed(st.engine_url(1)).count("film/2"), 0u);
+  EXPECT_EQ(http_get(st.engine_url(1) + "/v1/segments/film/2.ts")->status, 404u);
+  EXPECT_EQ(metric(st.engine_url(1), "vodgrid_engine_fetches_total\\{result=\"failed\"\\}"), 1);
+}
+
+// (c) Claim 21: a range past what a filling engine has is redirected to an engine with the whole
+// segment, and served there; a range within it is served by the filling engine.
+TEST(Seek, ARangePastTheFilledPartIsRedirectedToAWholeCopy) {
+  station_fixture st(station_fixture::options{.engines = 2, .copies = 1});
+  temp_dir folder;
+  std::string data = ts_bytes(10000, 4);  // 1.9 MB at 400 kB/s: about 5 s to fill
+  ASSERT_TRUE(write_file_durably(folder.path() / "seg.ts", data));
+  ASSERT_EQ(put_segment(st.engine_url(0), "film/3.ts", data)->status, 201u);
+  ASSERT_TRUE(eventually([&] {
+    auto r = http_get(st.director_url() + "/v1/engines");
+    return r && r->body.find("\"segments\":1") != std::string::npos;
+  }));
+  slow_source src(folder.path(), {"--rate", "400000"});
+  auto order = http(verb::post, st.engine_url(1) + "/v1/orders/fetch",
+                    fetch_order("film", 3, data, {src.url("seg.ts")}, false));
+  ASSERT_EQ(order->status, 202u) << order->body;
+  // The start: served by the filling engine as it arrives.
+  auto head = http_get(st.engine_url(1) + "/v1/segments/film/3.ts", {{"Range", "bytes=0-999"}});
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 206u);
+  EXPECT_EQ(head->header(api::engine_header), st.engine_name(1));
+  EXPECT_EQ(head->body, data.substr(0, 1000));
+  // Near the end: not there yet, so sent to engine 0.
+  size_t from = data.size() - 5000;
+  auto seek = http_get(st.engine_url(1) + "/v1/segments/film/3.ts",
+                       {{"Range", fmt::format("bytes={}-", from)}});
+  ASSERT_TRUE(seek);
+  ASSERT_EQ(seek->status, 307u) << seek->body;
+  EXPECT_EQ(seek->header("Location"), st.engine_url(0) + "/v1/segments/film/3.ts");
+  auto there = http_get(seek->header("Location"), {{"Range", fmt::format("bytes={}-", from)}});
+  ASSERT_TRUE(there);
+  EXPECT_EQ(there->status, 206u);
+  EXPECT_EQ(there->body, data.substr(from));
+  EXPECT_EQ(src.requests("seg.ts"), 1);
+}
+
+// (d) An engine at its disk budget evicts the least recently used copies that exist elsewhere and
+// keeps every last copy: when only last copies are left, a new copy is refused (507).
+TEST(Eviction, AnEngineAtItsBudgetKeepsEveryLastCopy) {
+  const size_t seg = 188 * 5000;  // 940 kB
+  station_fixture st(station_fixture::options{
+      .engines = 2, .copies = 1, .dirs_per_engine = 1, .max_disk_bytes = 3 * seg + seg / 2});
+  std::vector<std::string> s;
+  for (int i = 0; i < 8; ++i) {
+    s.push_back(ts_bytes(5000, 10 + i));
+  }
+  // Engine 0: s0 and s1 only there; s2 also at engine 1, which holds s3 and s4 as well.
+  for (int i : {0, 1, 2}) {
+    ASSERT_EQ(put_segment(st.engine_url(0), fmt::format("film/{}.ts", i), s[i])->status, 201u);
+  }
+  for (int i : {2, 3, 4}) {
+    ASSERT_EQ(put_segment(st.engine_url(1), fmt::format("film/{}.ts", i), s[i])->status, 201u);
+  }
+  auto both_hold = [&](int a, int b) {
+    return eventually([&] {
+      auto r = http_get(st.director_url() + "/v1/engines");
+      if (!r) {
+        return false;
+      }
+      auto v = boost::json::parse(r->body);
+      std::vector<int64_t> n;
+      for (auto& e : v.at("engines").as_array()) {
+        n.push_back(e.at("segments").to_number<int64_t>());
+      }
+      return n.size() == 2 && ((n[0] == a && n[1] == b) || (n[0] == b && n[1] == a));
+    });
+  };
+  ASSERT_TRUE(both_hold(3, 3));
+  auto copy = [&](int i) {
+    return http(verb::post, st.engine_url(0) + "/v1/orders/fetch",
+                fetch_order("film", static_cast<uint32_t>(i), s[i],
+                            {st.engine_url(1) + fmt::format("/v1/segments/film/{}.ts", i)}, true));
+  };
+  // s3 needs room: s2 is the only copy engine 1 also holds, so it goes.
+  auto r = copy(3);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201u) << r->body;
+  EXPECT_EQ(listed(st.engine_url(0)), (std::set<std::string>{"film/0", "film/1", "film/3"}));
+  ASSERT_TRUE(both_hold(3, 3));
+  // s4: s3 is held at engine 1 too.
+  r = copy(4);
+  EXPECT_EQ(r->status, 201u) << r->body;
+  EXPECT_EQ(listed(st.engine_url(0)), (std::set<std::string>{"film/0", "film/1", "film/4"}));
+  // Engine 1 drops s4 and takes s5: the copy of s4 at engine 0 is now the last one, like s0, s1.
+  ASSERT_EQ(http(verb::delete_, st.engine_url(1) + "/v1/segments/film/4.ts")->status, 204u);
+  ASSERT_EQ(put_segment(st.engine_url(1), "film/5.ts", s[5])->status, 201u);
+  ASSERT_TRUE(both_hold(3, 3));
+  r = copy(5);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 507u) << r->body;
+  EXPECT_NE(r->body.find("no room"), std::string::npos) << r->body;
+  auto put = put_segment(st.engine_url(0), "film/7.ts", s[7]);
+  EXPECT_EQ(put->status, 507u) << put->body;
+  EXPECT_EQ(listed(st.engine_url(0)), (std::set<std::string>{"film/0", "film/1", "film/4"}));
+  for (int i : {0, 1, 4}) {
+    EXPECT_EQ(http_get(st.engine_url(0) + fmt::format("/v1/segments/film/{}.ts", i))->body, s[i]);
+  }
+  EXPECT_EQ(metric(st.engine_url(0), "vodgrid_engine_evictions_total"), 2);
+  EXPECT_GE(metric(st.director_url(), "vodgrid_director_evictions_total\\{result=\"refused\"\\}"),
+            3);
+}
+
+}  // namespace
+}  // namespace vodgrid::test
