@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/socket.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -14,9 +15,15 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <fstream>
+#include <mutex>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "api/api.h"
@@ -343,9 +350,12 @@ TEST(Eviction, AnEngineAtItsBudgetKeepsEveryLastCopy) {
   // s4: s3 is held at engine 1 too.
   r = copy(4);
   EXPECT_EQ(r->status, 201u) << r->body;
-  EXPECT_EQ(listed(st.engine_url(0)), (std::set<std::string>{"film/0", "film/1", "film/4"}));
+  EXPECT_EQ(listed(st.engine_url(0)), (std::set<std::string>{"film/0", "film/1", "film/4"}))
+      << st.log_of("e0");
   // Engine 1 drops s4 and takes s5: the copy of s4 at engine 0 is now the last one, like s0, s1.
   ASSERT_EQ(http(verb::delete_, st.engine_url(1) + "/v1/segments/film/4.ts")->status, 204u);
+  ASSERT_TRUE(both_hold(3, 2)) << http_get(st.director_url() + "/v1/engines")->body
+                               << fmt::format("{}", fmt::join(listed(st.engine_url(0)), ","));
   ASSERT_EQ(put_segment(st.engine_url(1), "film/5.ts", s[5])->status, 201u);
   ASSERT_TRUE(both_hold(3, 3));
   r = copy(5);
@@ -361,6 +371,130 @@ TEST(Eviction, AnEngineAtItsBudgetKeepsEveryLastCopy) {
   EXPECT_EQ(metric(st.engine_url(0), "vodgrid_engine_evictions_total"), 2);
   EXPECT_GE(metric(st.director_url(), "vodgrid_director_evictions_total\\{result=\"refused\"\\}"),
             3);
+}
+
+// A console that reads slowly through a small receive window, as a viewer watching in real time
+// does: its stream stays open at the engine for seconds. Returns the reply's status and body.
+std::pair<int, std::string> slow_get(const std::string& url, size_t bytes_per_10ms) {
+  auto u = net::parse_http_url(url);
+  if (!u) {
+    return {0, u.err().detail};
+  }
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int small = 65536;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(u->port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return {0, "connect failed"};
+  }
+  std::string req = fmt::format("GET {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
+                                u->target, u->host, u->port);
+  if (::send(fd, req.data(), req.size(), 0) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return {0, "send failed"};
+  }
+  std::string got;
+  std::vector<char> buf(bytes_per_10ms);
+  for (;;) {
+    ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n <= 0) {
+      break;
+    }
+    got.append(buf.data(), static_cast<size_t>(n));
+    std::this_thread::sleep_for(10ms);
+  }
+  ::close(fd);
+  auto end = got.find("\r\n\r\n");
+  if (end == std::string::npos) {
+    return {0, "no reply head"};
+  }
+  return {status_of(got), got.substr(end + 4)};
+}
+
+// Engines of `station` the registry lists as holding segment `index` of `program` whole.
+size_t engines_known(const grid_fixture& g, const std::string& program, int index) {
+  auto r = http_get(
+      fmt::format("{}/v1/programs/{}/segments/{}/locations", g.registry_url(), program, index));
+  if (!r || r->status != 200) {
+    return 0;
+  }
+  auto v = boost::json::parse(r->body);
+  size_t n = 0;
+  for (auto& st : v.at("stations").as_array()) {
+    n += st.at("engines").as_array().size();
+  }
+  return n;
+}
+
+// (b) Claims 19, 20: one program gets ten times the viewers one engine allows. No console is
+// refused; replicas appear at other engines and the registry learns of them; when the viewers are
+// gone the replicas beyond the station's placement are deleted, and the registry learns that too.
+TEST(HotSegment, TenTimesTheViewersOneEngineAllowsAreAllServedFromReplicas) {
+  constexpr int viewers = 20, per_engine = 2;
+  grid_fixture g(
+      {{.name = "home", .engines = 11, .max_streams = per_engine, .replica_idle_seconds = 3}});
+  temp_dir folder;
+  // 12 MB: more than an engine's socket send buffer (at most 4 MB here) takes, so each viewer's
+  // stream stays open at its engine for about a second and a half at 6 MB/s.
+  std::string data = ts_bytes(64000, 5);
+  ASSERT_TRUE(write_file_durably(folder.path() / "seg0.ts", data));
+  ASSERT_TRUE(write_file_durably(folder.path() / "index.m3u8",
+                                 "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n"
+                                 "#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:4.000,\nseg0.ts\n"
+                                 "#EXT-X-ENDLIST\n"));
+  auto in = g.ingest((folder.path() / "index.m3u8").string(), "hot");
+  ASSERT_EQ(in.status, 0) << in.out << in.err;
+  ASSERT_TRUE(eventually([&] { return engines_known(g, "hot", 0) == 2; }))
+      << engines_known(g, "hot", 0);
+
+  std::vector<std::thread> consoles;
+  std::vector<std::string> problems(viewers);
+  std::set<std::string> served_by;
+  std::mutex mu;
+  for (int i = 0; i < viewers; ++i) {
+    consoles.emplace_back([&, i] {
+      auto r = http_get(g.director_url("home") + "/v1/programs/hot/segments/0.ts");
+      if (!r || r->status != 302) {
+        problems[i] = r ? fmt::format("director: {} {}", r->status, r->body) : r.err().detail;
+        return;
+      }
+      auto [status, body] = slow_get(r->header("Location"), 65536);
+      if (status != 200 || sha256(body) != sha256(data)) {
+        problems[i] = fmt::format("engine: {} with {} bytes", status, body.size());
+      }
+      std::lock_guard lock(mu);
+      served_by.insert(r->header("Location").substr(0, r->header("Location").find("/v1/")));
+    });
+    std::this_thread::sleep_for(30ms);
+  }
+  size_t peak = 0;
+  for (auto& t : consoles) {
+    t.join();
+    peak = std::max(peak, engines_known(g, "hot", 0));
+  }
+  for (int i = 0; i < viewers; ++i) {
+    EXPECT_EQ(problems[i], "") << "viewer " << i;
+  }
+  // Two engines could take four viewers at a time: the rest went to replicas.
+  EXPECT_GE(served_by.size(), static_cast<size_t>(viewers / per_engine)) << served_by.size();
+  EXPECT_GE(metric(g.director_url("home"), "vodgrid_director_replicas_total\\{event=\"made\"\\}"),
+            viewers / per_engine - 2);
+  EXPECT_TRUE(eventually([&] {
+    peak = std::max(peak, engines_known(g, "hot", 0));
+    return peak >= static_cast<size_t>(viewers / per_engine);
+  })) << peak;
+  // Idle replicas go; the placement's two copies stay.
+  EXPECT_TRUE(eventually([&] { return engines_known(g, "hot", 0) == 2; }, 20s))
+      << engines_known(g, "hot", 0);
+  EXPECT_GE(
+      metric(g.director_url("home"), "vodgrid_director_replicas_total\\{event=\"dropped\"\\}"), 1);
+  auto after = http_get(g.director_url("home") + "/v1/programs/hot/segments/0.ts");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 302u);
 }
 
 }  // namespace

@@ -1140,6 +1140,9 @@ asio::awaitable<reply> director_daemon::impl::evictions(request_context& ctx) {
       continue;
     }
     if (co_await held_elsewhere(key, *e)) {
+      // Counted gone now, so that another engine asking to evict its copy of the same segment
+      // before this one's heartbeat is told no (its full inventory follows the eviction).
+      tables.note_removal(*e, key);
       allowed.segments.push_back(key);
       auto it = catalog.find(key.program);
       freed += it != catalog.end() && key.index.v < it->second.segments.size()

@@ -68,7 +68,12 @@ api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::tim
   e.seq = hb.seq;
   e.last_seen = now;
   e.load = hb.load;
-  e.assigned = 0;
+  // A console sent within the last moment may not have reached the engine when it wrote this.
+  constexpr auto in_flight = std::chrono::milliseconds(50);
+  while (!e.recent.empty() && now - e.recent.front() > in_flight) {
+    e.recent.pop_front();
+  }
+  e.assigned = static_cast<uint32_t>(e.recent.size());
   if (hb.full) {
     auto old = e.held;
     for (auto& k : old) {
@@ -234,7 +239,12 @@ std::optional<size_t> station_tables::choose(const segment_key& key, steady::tim
     c = choose_engine(candidates(key, now, true), std::nullopt, rotation_);
   }
   if (c) {
-    ++engines_[*c]->assigned;
+    auto& e = *engines_[*c];
+    ++e.assigned;
+    e.recent.push_back(now);
+    if (e.recent.size() > 4096) {
+      e.recent.pop_front();  // far more than any heartbeat's worth; the count is an estimate
+    }
   }
   return c;
 }

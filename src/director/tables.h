@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -28,8 +29,10 @@ struct engine_entry {
   uint64_t seq = 0;
   steady::time_point last_seen{};
   api::engine_load load;
-  // Consoles sent to this engine since its last heartbeat: the load it does not know of yet.
+  // Consoles sent to this engine that its last heartbeat may not count yet: those since it, and
+  // those sent just before it (still connecting when the engine wrote it).
   uint32_t assigned = 0;
+  std::deque<steady::time_point> recent;  // when each of the last consoles was sent
   std::unordered_set<segment_key> held;
   std::unordered_set<segment_key> filling;  // segments it is receiving (and serving meanwhile)
 };
@@ -96,6 +99,8 @@ class station_tables {
   void note_copy(size_t engine, const segment_key& key) { add_location(engine, key); }
   // Records a copy an engine has just accepted to receive, before its heartbeat says so.
   void note_filling(size_t engine, const segment_key& key) { add_filling(engine, key); }
+  // Forgets a copy an engine is allowed to evict, before its heartbeat says so.
+  void note_removal(size_t engine, const segment_key& key) { remove_location(engine, key); }
   // Forgets a copy that an engine reported failed, before its heartbeat says so.
   void end_filling(size_t engine, const segment_key& key) { remove_filling(engine, key); }
   // Changes since the last call, for the registry: station-level ones (a segment gaining its first

@@ -96,6 +96,7 @@ struct engine_daemon::impl {
   // Streams in flight: incremented when a segment reply starts, decremented when its file slice is
   // released by the server (after the last byte or a failure).
   std::shared_ptr<uint32_t> active_streams = std::make_shared<uint32_t>(0);
+  std::shared_ptr<uint32_t> copy_streams = std::make_shared<uint32_t>(0);  // to other engines
   // The same per segment: a segment being streamed is never evicted.
   std::shared_ptr<std::unordered_map<segment_key, uint32_t>> streams_by_key =
       std::make_shared<std::unordered_map<segment_key, uint32_t>>();
@@ -118,7 +119,6 @@ struct engine_daemon::impl {
   uint32_t background = 0;  // copies running; stop waits for them
   // When each held segment was last asked for: the order of eviction (least recently used first).
   std::unordered_map<segment_key, steady::time_point> last_used;
-  uint64_t filling_bytes = 0;  // room set aside for copies in progress
   bool evicting = false;
 
   net::metric_value* fetches_ok = nullptr;
@@ -145,7 +145,7 @@ struct engine_daemon::impl {
   asio::awaitable<reply> fetch(request_context& ctx);
   asio::awaitable<reply> preload(request_context& ctx);
   asio::awaitable<reply> serve_filling(request_context& ctx, std::shared_ptr<fill> f,
-                                       const segment_key& key);
+                                       const segment_key& key, bool copy);
   asio::awaitable<std::optional<std::string>> engine_elsewhere(const segment_key& key, bool whole,
                                                                bool get);
   asio::awaitable<reply> send_elsewhere(request_context& ctx, const segment_key& key, bool whole,
@@ -457,7 +457,7 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
   if (!file) {
     auto f = fills.find(*key);
     if (file.err().code == errc::not_found && f != fills.end()) {
-      co_return co_await serve_filling(ctx, f->second, *key);
+      co_return co_await serve_filling(ctx, f->second, *key, copy);
     }
     co_return net::error_reply(file.err());
   }
@@ -471,7 +471,8 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
     co_return std::move(*refused);
   }
   auto guard =
-      std::make_shared<stream_guard>(std::move(*file), active_streams, streams_by_key, *key);
+      std::make_shared<stream_guard>(std::move(*file), copy ? copy_streams : active_streams,
+                                     streams_by_key, *key);  // a copy takes no console's place
   int fd = guard->file.fd();
   r.file = net::file_slice{guard, fd, range.first, range.length};
   co_return r;
@@ -483,9 +484,10 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
 // (a seek ahead, claim 21) goes to an engine holding the whole segment, when there is one.
 asio::awaitable<reply> engine_daemon::impl::serve_filling(request_context& ctx,
                                                           std::shared_ptr<fill> f,
-                                                          const segment_key& key) {
+                                                          const segment_key& key, bool copy) {
   last_used[key] = steady::now();
-  auto counted = std::make_shared<stream_count>(active_streams, streams_by_key, key);
+  auto counted =
+      std::make_shared<stream_count>(copy ? copy_streams : active_streams, streams_by_key, key);
   if (f->servable == 0) {
     co_await f->wait_beyond(0);
   }
@@ -651,7 +653,6 @@ result<std::shared_ptr<fill>> engine_daemon::impl::start_fill(const api::fetch_o
   }
   auto f = std::make_shared<fill>(io.get_executor(), order);
   fills.emplace(order.key, f);
-  filling_bytes += order.size;
   ++background;
   asio::co_spawn(io, run_fill(f), asio::detached);
   heartbeat_timer.cancel();  // the director learns at once that this engine is receiving it
@@ -731,7 +732,6 @@ asio::awaitable<void> engine_daemon::impl::run_fill(std::shared_ptr<fill> f) {
   if (auto it = fills.find(key); it != fills.end() && it->second == f) {
     fills.erase(it);
   }
-  filling_bytes -= std::min(filling_bytes, f->order.size);
   double secs = std::chrono::duration<double>(steady::now() - f->started).count();
   copies_done.push_back(api::copy_result{key, f->source, f->received, secs, !f->failure,
                                          f->failure ? f->failure->detail : std::string()});
@@ -759,7 +759,12 @@ uint64_t engine_daemon::impl::used_bytes() const {
 // errc::no_space when not enough can go.
 asio::awaitable<status> engine_daemon::impl::make_room(uint64_t bytes) {
   auto need = [&]() -> uint64_t {
-    uint64_t want = bytes + filling_bytes;
+    uint64_t want = bytes;
+    for (auto& [key, f] : fills) {
+      if (!store->find(key)) {
+        want += f->size;  // room for copies in progress, until the store counts them
+      }
+    }
     uint64_t over = 0;
     if (self->max_disk_bytes > 0) {
       uint64_t used = used_bytes();
@@ -836,6 +841,10 @@ asio::awaitable<status> engine_daemon::impl::make_room(uint64_t bytes) {
     }
   }
   evicting = false;
+  if (!allowed.empty()) {
+    // The director counted every allowed copy gone; the next heartbeat tells it which are not.
+    need_full = true;
+  }
   over = need();
   if (over > 0) {
     co_return make_error(errc::no_space,
