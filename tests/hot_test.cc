@@ -373,6 +373,67 @@ TEST(Eviction, AnEngineAtItsBudgetKeepsEveryLastCopy) {
             3);
 }
 
+// Bad input to the new orders and endpoints: a 4xx with the reason, and nothing changes.
+TEST(HotBadInput, OrdersEvictionsAndRangesOnACopyInProgress) {
+  station_fixture st(station_fixture::options{.engines = 2, .copies = 1});
+  std::string data = ts_bytes(3000, 6);
+  auto order = [&](const std::string& body) {
+    return http(verb::post, st.engine_url(1) + "/v1/orders/fetch", body);
+  };
+  std::string key = R"("program":"film","index":0,"sha256":")" + to_hex(sha256(data)) + "\"";
+  for (auto body :
+       {"{" + key + "}", "{" + key + R"(,"sources":"http://a/"})", "{" + key + R"(,"sources":[1]})",
+        "{" + key + R"(,"sources":[]})", "{" + key + R"(,"sources":["http://a/"],"wait":"yes"})",
+        "{" + key + R"(,"sources":["ftp://a/b"]})",
+        "{" + key + ",\"sources\":[" + std::string(17 * 15, ' ') + "]}",
+        std::string("{\"program\":\"../x\"}"), std::string("[")}) {
+    auto r = order(body);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400u) << body << " -> " << r->body;
+    EXPECT_NE(r->body.find("\"error\""), std::string::npos) << r->body;
+  }
+  std::string many = "[";
+  for (int i = 0; i < 17; ++i) {
+    many += fmt::format("{}\"http://127.0.0.1:1/{}\"", i ? "," : "", i);
+  }
+  auto r = order("{" + key + ",\"sources\":" + many + "]}");
+  EXPECT_EQ(r->status, 400u) << r->body;
+  r = order(fetch_order("film", 0, std::string(65u << 20, 'x'), {"http://127.0.0.1:1/x"}, false));
+  EXPECT_EQ(r->status, 413u) << r->body;
+  EXPECT_EQ(listed(st.engine_url(1)).size(), 0u);
+  EXPECT_EQ(metric(st.engine_url(1), "vodgrid_engine_copies_in_progress"), 0);
+
+  // Evictions: only an engine of the station, and a well-formed list.
+  auto ev = [&](const std::string& engine, const std::string& body) {
+    return http(verb::post, st.director_url() + "/v1/engines/" + engine + "/evictions", body);
+  };
+  EXPECT_EQ(ev(st.engine_name(0), "{").value().status, 400u);
+  EXPECT_EQ(ev(st.engine_name(0), R"({"bytes":1,"segments":{}})").value().status, 400u);
+  EXPECT_EQ(ev(st.engine_name(0), R"({"bytes":-1,"segments":[]})").value().status, 400u);
+  EXPECT_EQ(ev("nobody", R"({"bytes":1,"segments":[]})").value().status, 404u);
+  auto none = ev(st.engine_name(0), R"({"bytes":1,"segments":[{"program":"film","index":0}]})");
+  ASSERT_EQ(none->status, 200u) << none->body;
+  EXPECT_EQ(boost::json::parse(none->body).at("segments").as_array().size(), 0u);
+
+  // Ranges on a copy in progress: unsatisfiable is 416, as on a held segment.
+  temp_dir folder;
+  ASSERT_TRUE(write_file_durably(folder.path() / "seg.ts", data));
+  slow_source src(folder.path(), {"--rate", "300000"});
+  ASSERT_EQ(order(fetch_order("film", 0, data, {src.url("seg.ts")}, false))->status, 202u);
+  auto bad = http_get(st.engine_url(1) + "/v1/segments/film/0.ts",
+                      {{"Range", fmt::format("bytes={}-", data.size() + 10)}});
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 416u) << bad->body;
+  EXPECT_EQ(bad->header("Content-Range"), fmt::format("bytes */{}", data.size()));
+  // Another digest for the segment arriving is a conflict; the copy goes on.
+  r = order(fetch_order("film", 0, ts_bytes(3000, 7), {src.url("seg.ts")}, false));
+  EXPECT_EQ(r->status, 409u) << r->body;
+  auto whole = http_get(st.engine_url(1) + "/v1/segments/film/0.ts");
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(whole->body, data);
+  EXPECT_EQ(src.requests("seg.ts"), 1);
+}
+
 // A console that reads slowly through a small receive window, as a viewer watching in real time
 // does: its stream stays open at the engine for seconds. Returns the reply's status and body.
 std::pair<int, std::string> slow_get(const std::string& url, size_t bytes_per_10ms) {

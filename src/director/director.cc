@@ -123,6 +123,16 @@ struct director_daemon::impl {
   asio::awaitable<reply> evictions(request_context& ctx);
   asio::awaitable<bool> held_elsewhere(const segment_key& key, size_t engine);
   asio::awaitable<void> maintenance_loop();
+  // Whether engine i is at hot_load_percent of its stream limit: the least loaded holder (the one
+  // chosen) being so is the cheap first test of a hot segment, on every redirect.
+  bool busy(size_t i) const {
+    auto& e = tables.engine(i);
+    return (e.load.active_streams + e.assigned) * 100ull >=
+               uint64_t{e.load.max_streams} * station->director.hot_load_percent ||
+           (e.load.max_bytes_per_second > 0 &&
+            e.load.bytes_per_second * 100 >=
+                e.load.max_bytes_per_second * station->director.hot_load_percent);
+  }
   std::string segment_url(size_t engine, const segment_key& key) const {
     return fmt::format("{}/v1/segments/{}/{}.ts", tables.engine(engine).url, key.program.str(),
                        key.index.v);
@@ -711,7 +721,7 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
       now = steady::now();
       chosen = tables.choose(key, now);
     }
-  } else if (chosen && !replicating.contains(key) &&
+  } else if (chosen && busy(*chosen) && !replicating.contains(key) &&
              tables.hot(key, now, station->director.hot_load_percent)) {
     // Near the limits: replicate before consoles have to wait for it.
     replicating.insert(key);
@@ -725,8 +735,10 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     r.headers.emplace_back("Retry-After", "1");
     co_return r;
   }
-  if (auto rep = replicas.find({key, *chosen}); rep != replicas.end()) {
-    rep->second = now;
+  if (!replicas.empty()) {
+    if (auto rep = replicas.find({key, *chosen}); rep != replicas.end()) {
+      rep->second = now;
+    }
   }
   auto& e = tables.engine(*chosen);
   std::string_view query;  // passed on as it came, with its '?'
