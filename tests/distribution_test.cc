@@ -172,5 +172,39 @@ TEST(Distribution, DirectorsServeOnWithoutTheRegistryAndCatchUp) {
       << held_at(g, "film", "a");
 }
 
+// A director rebuilds its view from its engines after a restart and corrects the registry's: a copy
+// lost while it was down is reported gone.
+TEST(Distribution, ARestartedDirectorCorrectsTheRegistry) {
+  grid_fixture g({{"home", 2, 0}, {"a", 2, 100}});
+  temp_dir src;
+  make_sample(src.path(), 4, 1);
+  // Nothing pre-positioned (a restart would copy it all again): a's copies come from a viewer.
+  auto in = g.ingest(src.path().string(), "film", "a", "0");
+  ASSERT_EQ(in.status, 0) << in.err;
+  ASSERT_TRUE(eventually([&] {
+    auto r = http_get(g.director_url("a") + "/v1/programs/film");
+    return r && r->status == 200;
+  }));
+  auto first = play(g.director_url("a"), "film");
+  ASSERT_EQ(first.status, 0) << first.out << first.err;
+  ASSERT_TRUE(eventually([&] { return held_at(g, "film", "a") == 4; }, std::chrono::seconds(20)))
+      << held_at(g, "film", "a");
+  g.kill("a");
+  for (auto& e : g.engines_of("a")) {
+    auto r = http(boost::beast::http::verb::delete_, g.engine_url(e) + "/v1/segments/film/0.ts");
+    ASSERT_TRUE(r);
+    EXPECT_TRUE(r->status == 204 || r->status == 404) << r->status;
+  }
+  EXPECT_EQ(held_at(g, "film", "a"), 4);  // the registry did not hear of it
+  g.start("a");
+  EXPECT_TRUE(eventually([&] { return held_at(g, "film", "a") == 3; }, std::chrono::seconds(15)))
+      << held_at(g, "film", "a") << "\n"
+      << g.log_of("a");
+  // The station copies what it lacks again when a console asks for it.
+  auto p = play(g.director_url("a"), "film");
+  EXPECT_EQ(p.status, 0) << p.out << p.err;
+  EXPECT_TRUE(eventually([&] { return held_at(g, "film", "a") == 4; }));
+}
+
 }  // namespace
 }  // namespace vodgrid::test

@@ -112,6 +112,9 @@ struct director_daemon::impl {
   asio::awaitable<void> registry_loop();
   asio::awaitable<bool> report_to_registry();
   asio::awaitable<bool> send_report();
+  asio::awaitable<void> reconcile_with_registry();
+  bool reconciled = false;  // this process has checked the registry's view of the station once
+  steady::time_point started = steady::now();
   asio::awaitable<result<size_t>> acquire(segment_key key, bool wait,
                                           std::optional<size_t> exclude = std::nullopt);
   asio::awaitable<result<size_t>> copy_from_sources(segment_key key, bool wait,
@@ -1285,6 +1288,48 @@ asio::awaitable<bool> director_daemon::impl::send_report() {
   co_return false;
 }
 
+// After a start, what the registry holds for this station may be stale: copies lost while the
+// director was down were never reported. For each program whose count at the registry differs
+// from what the engines hold, every segment's station-level state is reported again.
+asio::awaitable<void> director_daemon::impl::reconcile_with_registry() {
+  auto res = co_await client->get(
+      fmt::format("{}/v1/stations/{}/held", registry_url(), station->name.str()));
+  if (!res || res->status != 200) {
+    co_return;  // tried again after the next report
+  }
+  auto o = api::parse_object(res->body);
+  auto* programs = o ? o->if_contains("programs") : nullptr;
+  if (!programs || !programs->is_object()) {
+    co_return;
+  }
+  size_t programs_fixed = 0;
+  for (auto& [id, m] : catalog) {
+    uint64_t ours = 0;
+    for (auto& s : m.segments) {
+      ours += tables.holders({id, s.index}).empty() ? 0 : 1;
+    }
+    uint64_t theirs = 0;
+    if (auto* v = programs->as_object().if_contains(id.str()); v && v->is_number()) {
+      theirs = v->to_number<uint64_t>();
+    }
+    if (ours == theirs) {
+      continue;
+    }
+    ++programs_fixed;
+    for (auto& s : m.segments) {
+      segment_key key{id, s.index};
+      unreported.push_back({key, !tables.holders(key).empty()});
+    }
+  }
+  reconciled = true;
+  if (programs_fixed > 0) {
+    logger->info(
+        "director {}: the registry's view of {} programs here was stale; reporting them "
+        "again",
+        station->name.str(), programs_fixed);
+  }
+}
+
 // Registers the station, then reports load and location changes every few hundred milliseconds.
 // While the registry is down the station goes on serving what it holds; changes wait and are
 // reported when it comes back.
@@ -1307,6 +1352,10 @@ asio::awaitable<void> director_daemon::impl::registry_loop() {
     }
     if (registered) {
       ok = co_await report_to_registry();
+    }
+    if (ok && !reconciled && steady::now() - started > grid.heartbeat_timeout * 2) {
+      // By now every engine that is up has sent its whole inventory.
+      co_await reconcile_with_registry();
     }
     if (ok != was_ok && (ok || ever_ok)) {
       if (ok) {

@@ -369,6 +369,19 @@ result<std::vector<station_locations>> location_db::locations(const segment_key&
   return out;
 }
 
+result<std::map<std::string, uint64_t>> location_db::held_by(const station_id& station) {
+  auto rows = db_->query("SELECT program, held FROM holdings WHERE station = $1 AND held > 0",
+                         {station.str()});
+  if (!rows) {
+    return rows.err();
+  }
+  std::map<std::string, uint64_t> out;
+  for (auto& r : *rows) {
+    out[r.text(0)] = static_cast<uint64_t>(r.i64(1));
+  }
+  return out;
+}
+
 result<std::map<std::string, uint64_t>> location_db::counts(const program_id& id) {
   auto rows = db_->query("SELECT station, held FROM holdings WHERE program = $1", {id.str()});
   if (!rows) {

@@ -90,6 +90,9 @@ class location_db {
   result<std::vector<station_locations>> locations(const segment_key& key);
   // Per station, how many segments of the program it holds.
   result<std::map<std::string, uint64_t>> counts(const program_id& id);
+  // Segments held whole at `station`, per program: what a restarted director checks its view
+  // against.
+  result<std::map<std::string, uint64_t>> held_by(const station_id& station);
 
   db::connection& connection() { return *db_; }
 

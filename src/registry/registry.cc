@@ -111,6 +111,7 @@ struct registry_daemon::impl {
   asio::awaitable<reply> list_programs(request_context& ctx);
   asio::awaitable<reply> get_program(request_context& ctx);
   asio::awaitable<reply> sources(request_context& ctx);
+  asio::awaitable<reply> station_held(request_context& ctx);
   asio::awaitable<reply> locations(request_context& ctx);
   asio::awaitable<reply> set_availability(request_context& ctx);
   asio::awaitable<reply> grid_info(request_context& ctx);
@@ -212,6 +213,7 @@ void registry_daemon::impl::routes() {
   guarded(V::put, "/v1/stations/{}", &impl::put_station, 0, {K::engine});
   guarded(V::post, "/v1/stations/{}/report", &impl::report, 256ull << 20, {K::engine});
   on(V::get, "/v1/stations", &impl::list_stations);
+  on(V::get, "/v1/stations/{}/held", &impl::station_held);
   guarded(V::put, "/v1/programs/{}", &impl::put_program, 256ull << 20, {K::engine, K::operator_});
   on(V::get, "/v1/programs", &impl::list_programs);
   on(V::get, "/v1/programs/{}", &impl::get_program);
@@ -552,6 +554,24 @@ asio::awaitable<reply> registry_daemon::impl::list_programs(request_context&) {
                              {"targets", targets}});
   }
   co_return net::json_reply(json::object{{"programs", a}});
+}
+
+// GET /v1/stations/{name}/held: per program, how many segments the station holds whole.
+asio::awaitable<reply> registry_daemon::impl::station_held(request_context& ctx) {
+  auto name = station_id::parse(ctx.params[0]);
+  if (!name || !grid.find_station(ctx.params[0])) {
+    co_return net::error_reply(
+        make_error(errc::not_found, "no station " + ctx.params[0] + " in the grid"));
+  }
+  auto held = co_await on_db([&] { return db->held_by(*name); });
+  if (!held) {
+    co_return net::error_reply(held.err());
+  }
+  json::object programs;
+  for (auto& [program, n] : *held) {
+    programs[program] = n;
+  }
+  co_return net::json_reply(json::object{{"station", name->str()}, {"programs", programs}});
 }
 
 asio::awaitable<reply> registry_daemon::impl::get_program(request_context& ctx) {
