@@ -17,8 +17,8 @@
 #include "base/time.h"
 #include "support/support.h"
 
-#ifndef VODGRID_FLAKY_HTTP
-#define VODGRID_FLAKY_HTTP "flaky_http.py"
+#ifndef VODGRID_TEST_HTTP
+#define VODGRID_TEST_HTTP "test_http.py"
 #endif
 
 namespace vodgrid::test {
@@ -274,9 +274,9 @@ TEST(ContentIngest, ADroppedDownloadIsResumedWhereItStopped) {
   temp_dir src, logs;
   auto mp4 = make_mp4(src.path(), "film.mp4", 6);
   uint16_t port = free_port();
-  auto server = child_process::spawn(
-      {"/usr/bin/python3", VODGRID_FLAKY_HTTP, std::to_string(port), src.path().string()},
-      logs.path() / "http.log");
+  auto server = child_process::spawn({"/usr/bin/python3", VODGRID_TEST_HTTP, std::to_string(port),
+                                      src.path().string(), "--drop-first-at-half"},
+                                     logs.path() / "http.log");
   ASSERT_TRUE(server) << server.err().detail;
   ASSERT_TRUE(eventually([&] { return !port_is_free(port); }));
   auto in = ingest(g, fmt::format("http://127.0.0.1:{}/film.mp4", port), "film");
@@ -305,9 +305,9 @@ TEST(ContentIngest, AnHlsPlaylistIsPackagedAgainFromAFolderAndFromAUrl) {
   EXPECT_EQ(probe(playlist_url(g, "edge", "folder")).frames, want.frames);
   // The same playlist from a provider's web server (whose first answers are cut short).
   uint16_t port = free_port();
-  auto server = child_process::spawn(
-      {"/usr/bin/python3", VODGRID_FLAKY_HTTP, std::to_string(port), src.path().string()},
-      logs.path() / "http.log");
+  auto server = child_process::spawn({"/usr/bin/python3", VODGRID_TEST_HTTP, std::to_string(port),
+                                      src.path().string(), "--drop-first-at-half"},
+                                     logs.path() / "http.log");
   ASSERT_TRUE(server);
   ASSERT_TRUE(eventually([&] { return !port_is_free(port); }));
   auto url = fmt::format("http://127.0.0.1:{}/{}", port, playlist.filename().string());

@@ -32,8 +32,8 @@
 #include "base/sha256.h"
 #include "support/support.h"
 
-#ifndef VODGRID_SLOW_HTTP
-#define VODGRID_SLOW_HTTP "slow_http.py"
+#ifndef VODGRID_TEST_HTTP
+#define VODGRID_TEST_HTTP "test_http.py"
 #endif
 
 namespace vodgrid::test {
@@ -56,32 +56,22 @@ std::string ts_bytes(size_t packets, int seed) {
   return s;
 }
 
-double metric(const std::string& url, const std::string& name) {
-  auto r = http_get(url + "/metrics");
-  if (!r) {
-    return -1;
-  }
-  std::smatch m;
-  std::regex re(name + " ([0-9.e+]+)");
-  return std::regex_search(r->body, m, re) ? std::stod(m[1]) : 0;
-}
-
-// A source serving the files of `folder` at `rate` bytes/s (slow_http.py), its requests logged.
+// A source serving the files of `folder` at `rate` bytes/s (test_http.py), its requests logged.
 struct slow_source {
   uint16_t port = free_port();
   temp_dir logs;
   child_process proc;
   slow_source(const fs::path& folder, std::vector<std::string> flags) {
-    std::vector<std::string> argv{"/usr/bin/python3", VODGRID_SLOW_HTTP, std::to_string(port),
+    std::vector<std::string> argv{"/usr/bin/python3", VODGRID_TEST_HTTP, std::to_string(port),
                                   folder.string()};
     argv.insert(argv.end(), flags.begin(), flags.end());
     auto p = child_process::spawn(argv, logs.path() / "http.log");
     if (!p) {
-      throw std::runtime_error("cannot start slow_http.py");
+      throw std::runtime_error("cannot start test_http.py");
     }
     proc = std::move(*p);
     if (!eventually([&] { return !port_is_free(port); })) {
-      throw std::runtime_error("slow_http.py did not listen");
+      throw std::runtime_error("test_http.py did not listen");
     }
   }
   std::string url(const std::string& file) const {

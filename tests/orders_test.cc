@@ -40,16 +40,6 @@ std::string fetch_body(const std::string& program, int index, const std::string&
   return boost::json::serialize(api::to_json(o));
 }
 
-double metric(const std::string& url, const std::string& name) {
-  auto r = http_get(url + "/metrics");
-  if (!r) {
-    return -1;
-  }
-  std::smatch m;
-  std::regex re(name + " ([0-9.e+]+)");
-  return std::regex_search(r->body, m, re) ? std::stod(m[1]) : 0;
-}
-
 TEST(Orders, AnEngineCopiesASegmentFromAnotherEngine) {
   station_fixture st;
   std::string data = ts_bytes(1000, 'x');

@@ -369,9 +369,12 @@ result<std::vector<station_locations>> location_db::locations(const segment_key&
   return out;
 }
 
-result<std::map<std::string, uint64_t>> location_db::held_by(const station_id& station) {
-  auto rows = db_->query("SELECT program, held FROM holdings WHERE station = $1 AND held > 0",
-                         {station.str()});
+namespace {
+
+// A query of (name, count) rows as a map.
+result<std::map<std::string, uint64_t>> count_map(db::connection& db, std::string_view sql,
+                                                  const std::string& param) {
+  auto rows = db.query(sql, {param});
   if (!rows) {
     return rows.err();
   }
@@ -382,16 +385,15 @@ result<std::map<std::string, uint64_t>> location_db::held_by(const station_id& s
   return out;
 }
 
+}  // namespace
+
+result<std::map<std::string, uint64_t>> location_db::held_by(const station_id& station) {
+  return count_map(*db_, "SELECT program, held FROM holdings WHERE station = $1 AND held > 0",
+                   station.str());
+}
+
 result<std::map<std::string, uint64_t>> location_db::counts(const program_id& id) {
-  auto rows = db_->query("SELECT station, held FROM holdings WHERE program = $1", {id.str()});
-  if (!rows) {
-    return rows.err();
-  }
-  std::map<std::string, uint64_t> out;
-  for (auto& r : *rows) {
-    out[r.text(0)] = static_cast<uint64_t>(r.i64(1));
-  }
-  return out;
+  return count_map(*db_, "SELECT station, held FROM holdings WHERE program = $1", id.str());
 }
 
 }  // namespace vodgrid::registry

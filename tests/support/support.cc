@@ -18,6 +18,7 @@
 #include <fstream>
 #include <mutex>
 #include <random>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -554,6 +555,16 @@ run_result grid_fixture::ingest(const std::string& source, const std::string& id
     argv.push_back(operator_token());
   }
   return run(argv);
+}
+
+double metric(const std::string& url, const std::string& name) {
+  auto r = http_get(url + "/metrics");
+  if (!r) {
+    return -1;
+  }
+  std::smatch m;
+  std::regex re(name + " ([0-9.e+]+)");
+  return std::regex_search(r->body, m, re) ? std::stod(m[1]) : 0;
 }
 
 std::string grid_fixture::log_of(const std::string& name) const {

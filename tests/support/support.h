@@ -167,6 +167,10 @@ std::string raw_exchange(uint16_t port, const std::string& bytes,
 // The status code of the first response line in `raw` ("HTTP/1.1 400 ..." → 400), 0 if none.
 int status_of(const std::string& raw);
 
+// The value of metric `name` (a regex: escape its braces) at a daemon's /metrics; 0 if it is not
+// there, -1 if the daemon did not answer.
+double metric(const std::string& url, const std::string& name);
+
 // Waits until `pred` is true or `timeout` passes; returns the last value of `pred`.
 template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
