@@ -136,6 +136,63 @@ result<net::client_response> get_following(const std::string& url,
   return r;
 }
 
+// A console that reads slowly through a small receive window, as a viewer watching in real time
+// does: its stream stays open at the engine for seconds. Returns the reply's status and body.
+std::pair<int, std::string> slow_get(const std::string& url, size_t bytes_per_10ms) {
+  auto u = net::parse_http_url(url);
+  if (!u) {
+    return {0, u.err().detail};
+  }
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int small = 65536;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(u->port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return {0, "connect failed"};
+  }
+  std::string req = fmt::format("GET {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
+                                u->target, u->host, u->port);
+  if (::send(fd, req.data(), req.size(), 0) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return {0, "send failed"};
+  }
+  std::string got;
+  std::vector<char> buf(bytes_per_10ms);
+  for (;;) {
+    ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n <= 0) {
+      break;
+    }
+    got.append(buf.data(), static_cast<size_t>(n));
+    std::this_thread::sleep_for(10ms);
+  }
+  ::close(fd);
+  auto end = got.find("\r\n\r\n");
+  if (end == std::string::npos) {
+    return {0, "no reply head"};
+  }
+  return {status_of(got), got.substr(end + 4)};
+}
+
+// Engines of `station` the registry lists as holding segment `index` of `program` whole.
+size_t engines_known(const grid_fixture& g, const std::string& program, int index) {
+  auto r = http_get(
+      fmt::format("{}/v1/programs/{}/segments/{}/locations", g.registry_url(), program, index));
+  if (!r || r->status != 200) {
+    return 0;
+  }
+  auto v = boost::json::parse(r->body);
+  size_t n = 0;
+  for (auto& st : v.at("stations").as_array()) {
+    n += st.at("engines").as_array().size();
+  }
+  return n;
+}
+
 // (a) Fifty consoles ask an engine for a segment while it arrives from a slow source: each gets
 // 200 and the whole segment, verified; the source was asked once.
 TEST(CutThrough, FiftyConsolesOnASegmentArrivingFromASlowSourceShareOneUpstreamCopy) {
@@ -363,6 +420,97 @@ TEST(Eviction, AnEngineAtItsBudgetKeepsEveryLastCopy) {
             3);
 }
 
+// A segment being streamed is never evicted, even when it is the least recently used.
+TEST(Eviction, ASegmentBeingStreamedIsNotEvicted) {
+  const size_t packets = 32000;  // 6 MB: more than a socket's send buffer takes, so it streams
+  station_fixture st(station_fixture::options{
+      .engines = 3, .copies = 1, .dirs_per_engine = 1, .max_disk_bytes = 188 * packets * 5 / 2});
+  std::string x = ts_bytes(packets, 20), y = ts_bytes(packets, 21), z = ts_bytes(packets, 22);
+  for (int e : {0, 1}) {
+    ASSERT_EQ(put_segment(st.engine_url(e), "film/0.ts", x)->status, 201u);
+    ASSERT_EQ(put_segment(st.engine_url(e), "film/1.ts", y)->status, 201u);
+  }
+  ASSERT_EQ(put_segment(st.engine_url(2), "film/2.ts", z)->status, 201u);
+  ASSERT_TRUE(eventually([&] {
+    auto r = http_get(st.director_url() + "/v1/engines");
+    if (!r) {
+      return false;
+    }
+    int64_t total = 0;
+    auto v = boost::json::parse(r->body);
+    for (auto& e : v.at("engines").as_array()) {
+      total += e.at("segments").to_number<int64_t>();
+    }
+    return total == 5;
+  }));
+  // A viewer reads x slowly; y is asked for after it, so x is the least recently used.
+  std::pair<int, std::string> got;
+  std::thread viewer([&] { got = slow_get(st.engine_url(0) + "/v1/segments/film/0.ts", 16384); });
+  ASSERT_TRUE(
+      eventually([&] { return metric(st.engine_url(0), "vodgrid_engine_active_streams") == 1; }));
+  ASSERT_EQ(http_get(st.engine_url(0) + "/v1/segments/film/1.ts")->status, 200u);
+  auto r = http(verb::post, st.engine_url(0) + "/v1/orders/fetch",
+                fetch_order("film", 2, z, {st.engine_url(2) + "/v1/segments/film/2.ts"}, true));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201u) << r->body;
+  EXPECT_EQ(listed(st.engine_url(0)), (std::set<std::string>{"film/0", "film/2"}));
+  viewer.join();
+  EXPECT_EQ(got.first, 200);
+  EXPECT_TRUE(got.second == x) << got.second.size();
+}
+
+// Evictions reach the registry: a station whose engine has room for half a program plays it
+// whole (evicting as it goes), and the registry lists at the station only what its engine holds.
+TEST(Eviction, EvictionsReachTheRegistry) {
+  const size_t packets = 5000;  // 940 kB
+  grid_fixture g(
+      {{.name = "home", .engines = 2},
+       {.name = "edge", .engines = 1, .x_km = 100, .max_disk_bytes = 188 * packets * 7 / 2}});
+  temp_dir folder;
+  std::string playlist =
+      "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n";
+  std::vector<std::string> segs;
+  for (int i = 0; i < 7; ++i) {
+    segs.push_back(ts_bytes(packets, 30 + i));
+    ASSERT_TRUE(write_file_durably(folder.path() / fmt::format("s{}.ts", i), segs.back()));
+    playlist += fmt::format("#EXTINF:1.000,\ns{}.ts\n", i);
+  }
+  playlist += "#EXT-X-ENDLIST\n";
+  ASSERT_TRUE(write_file_durably(folder.path() / "index.m3u8", playlist));
+  auto in = g.ingest((folder.path() / "index.m3u8").string(), "big", "edge", "0");
+  ASSERT_EQ(in.status, 0) << in.out << in.err;
+  ASSERT_TRUE(eventually(
+      [&] { return http_get(g.director_url("edge") + "/v1/programs/big").value().status == 200; }));
+  auto edge_engine = g.engine_url(g.engines_of("edge").at(0));
+  for (int i = 0; i < 7; ++i) {
+    std::string went;
+    auto r = get_following(
+        g.director_url("edge") + fmt::format("/v1/programs/big/segments/{}.ts", i), {}, &went);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200u) << i << ": " << r->body;
+    EXPECT_TRUE(r->body == segs[i]) << i;
+    EXPECT_EQ(went.rfind(edge_engine, 0), 0u) << went;
+  }
+  EXPECT_GE(metric(edge_engine, "vodgrid_engine_evictions_total"), 4);
+  // The registry's view of the edge is what its engine holds, per engine and for the station.
+  auto held = listed(edge_engine);
+  EXPECT_LE(held.size(), 3u);
+  EXPECT_TRUE(eventually([&] {
+    auto r = http_get(g.registry_url() + "/v1/programs/big");
+    if (!r || r->status != 200) {
+      return false;
+    }
+    auto v = boost::json::parse(r->body);
+    auto& h = v.at("held").as_object();
+    size_t at_edge = h.contains("edge") ? h.at("edge").to_number<size_t>() : 0;
+    size_t engine_rows = 0;
+    for (int i = 0; i < 7; ++i) {
+      engine_rows += engines_known(g, "big", i) - 2;  // the home's two engines hold each
+    }
+    return at_edge == held.size() && engine_rows == held.size();
+  })) << fmt::format("{}", fmt::join(held, ","));
+}
+
 // Bad input to the new orders and endpoints: a 4xx with the reason, and nothing changes.
 TEST(HotBadInput, OrdersEvictionsAndRangesOnACopyInProgress) {
   station_fixture st(station_fixture::options{.engines = 2, .copies = 1});
@@ -422,63 +570,6 @@ TEST(HotBadInput, OrdersEvictionsAndRangesOnACopyInProgress) {
   ASSERT_TRUE(whole);
   EXPECT_EQ(whole->body, data);
   EXPECT_EQ(src.requests("seg.ts"), 1);
-}
-
-// A console that reads slowly through a small receive window, as a viewer watching in real time
-// does: its stream stays open at the engine for seconds. Returns the reply's status and body.
-std::pair<int, std::string> slow_get(const std::string& url, size_t bytes_per_10ms) {
-  auto u = net::parse_http_url(url);
-  if (!u) {
-    return {0, u.err().detail};
-  }
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  int small = 65536;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(u->port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return {0, "connect failed"};
-  }
-  std::string req = fmt::format("GET {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
-                                u->target, u->host, u->port);
-  if (::send(fd, req.data(), req.size(), 0) != static_cast<ssize_t>(req.size())) {
-    ::close(fd);
-    return {0, "send failed"};
-  }
-  std::string got;
-  std::vector<char> buf(bytes_per_10ms);
-  for (;;) {
-    ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-    if (n <= 0) {
-      break;
-    }
-    got.append(buf.data(), static_cast<size_t>(n));
-    std::this_thread::sleep_for(10ms);
-  }
-  ::close(fd);
-  auto end = got.find("\r\n\r\n");
-  if (end == std::string::npos) {
-    return {0, "no reply head"};
-  }
-  return {status_of(got), got.substr(end + 4)};
-}
-
-// Engines of `station` the registry lists as holding segment `index` of `program` whole.
-size_t engines_known(const grid_fixture& g, const std::string& program, int index) {
-  auto r = http_get(
-      fmt::format("{}/v1/programs/{}/segments/{}/locations", g.registry_url(), program, index));
-  if (!r || r->status != 200) {
-    return 0;
-  }
-  auto v = boost::json::parse(r->body);
-  size_t n = 0;
-  for (auto& st : v.at("stations").as_array()) {
-    n += st.at("engines").as_array().size();
-  }
-  return n;
 }
 
 // (b) Claims 19, 20: one program gets ten times the viewers one engine allows. No console is

@@ -819,8 +819,10 @@ std::optional<size_t> director_daemon::impl::receiving_engine(const segment_key&
   uint64_t size = it != catalog.end() && key.index.v < it->second.segments.size()
                       ? it->second.segments[key.index.v].size
                       : 0;
+  // An engine with room in its budget first; else one that must evict to take it (it asks).
   std::optional<size_t> best;
   double best_score = 0;
+  bool best_has_room = false;
   for (size_t i : tables.up_engines(steady::now())) {
     auto& e = tables.engine(i);
     if (i == exclude || e.held.count(key) || e.filling.count(key)) {
@@ -830,15 +832,13 @@ std::optional<size_t> director_daemon::impl::receiving_engine(const segment_key&
     if (streams >= e.load.max_streams) {
       continue;
     }
-    if (e.load.max_disk_bytes > 0 && e.load.used_bytes + size > e.load.max_disk_bytes &&
-        e.load.used_bytes > 0) {
-      continue;  // it would have to evict; another engine has room
-    }
+    bool room = e.load.max_disk_bytes == 0 || e.load.used_bytes + size <= e.load.max_disk_bytes;
     double load = static_cast<double>(streams) / std::max<uint32_t>(e.load.max_streams, 1);
     double score = load - static_cast<double>(e.load.free_bytes) * 1e-15;
-    if (!best || score < best_score) {
+    if (!best || (room && !best_has_room) || (room == best_has_room && score < best_score)) {
       best = i;
       best_score = score;
+      best_has_room = room;
     }
   }
   return best;

@@ -438,6 +438,7 @@ grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string datab
       ec.name = *engine_id::parse(fmt::format("{}-{}", spec.name, e));
       ec.listen = {"127.0.0.1", free_port()};
       ec.max_streams = spec.max_streams;
+      ec.max_disk_bytes = spec.max_disk_bytes;
       ec.data_dirs = {dir_.path() / ec.name.str()};
       s.engines.push_back(ec);
     }

@@ -117,6 +117,7 @@ class grid_fixture {
     double y_km = 0;
     uint32_t max_streams = 1000;
     uint32_t replica_idle_seconds = 300;
+    uint64_t max_disk_bytes = 0;
   };
   // with_content: a content manager too (SQLite catalog), started last, named "content".
   // with_auth: an auth server (demo accounts), started first; every daemon provisioned.
