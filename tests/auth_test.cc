@@ -128,6 +128,30 @@ TEST_F(AuthTest, TokenBoundToAnAddressIsRefusedFromAnother) {
             token_error::wrong_address);
 }
 
+TEST_F(AuthTest, AllowsOnlyACachedTokenThatMeetsTheRequirement) {
+  auto c = viewer_claims({"news"});
+  c.address = "127.0.0.1";
+  auto text = key.issue(c);
+  auto news = *program_id::parse("news");
+  auto film = *program_id::parse("film");
+  auto ip = [](const char* a) { return boost::asio::ip::make_address(a); };
+  EXPECT_FALSE(v.allows(text, token_kind::viewer, &news, ip("127.0.0.1"), t0 + 1));  // not cached
+  ASSERT_TRUE(v.verify(text, need(token_kind::viewer, "news", "127.0.0.1"), t0 + 1));
+  EXPECT_TRUE(v.allows(text, token_kind::viewer, &news, ip("127.0.0.1"), t0 + 1));
+  EXPECT_TRUE(v.allows(text, token_kind::viewer, nullptr, ip("::ffff:127.0.0.1"), t0 + 1));
+  EXPECT_FALSE(v.allows(text, token_kind::viewer, &news, ip("127.0.0.2"), t0 + 1));
+  EXPECT_FALSE(v.allows(text, token_kind::viewer, &news, ip("::1"), t0 + 1));
+  EXPECT_FALSE(v.allows(text, token_kind::operator_, &news, ip("127.0.0.1"), t0 + 1));
+  EXPECT_FALSE(v.allows(text, token_kind::viewer, &film, ip("127.0.0.1"), t0 + 1));
+  EXPECT_FALSE(v.allows(text, token_kind::viewer, &news, ip("127.0.0.1"), t0 + 3600));
+  EXPECT_FALSE(v.allows(text + "x", token_kind::viewer, &news, ip("127.0.0.1"), t0 + 1));
+
+  auto anywhere = key.issue(viewer_claims());
+  ASSERT_TRUE(v.verify(anywhere, need(token_kind::viewer), t0 + 1));
+  EXPECT_TRUE(v.allows(anywhere, token_kind::viewer, &film, ip("10.1.2.3"), t0 + 1));
+  EXPECT_TRUE(v.allows(anywhere, token_kind::viewer, &film, ip("2001:db8::1"), t0 + 1));
+}
+
 TEST_F(AuthTest, VerifiedTokensAreCachedAndForgottenWhenKeysChange) {
   auto text = key.issue(viewer_claims());
   ASSERT_TRUE(v.verify(text, need(token_kind::viewer), t0 + 1));

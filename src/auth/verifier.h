@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/address.hpp>
 
 #include "auth/keys.h"
 #include "auth/token.h"
@@ -78,10 +79,12 @@ class token_verifier {
   verify_outcome verify(std::string_view token, const requirement& req) const;
 
   // The hot path of a director or engine: true when `token` is remembered as verified and meets
-  // the requirement (kind, `program` when not null, `address` when not empty) at `now`. Allocates
-  // nothing. False says nothing more: call verify() for the outcome and its reason.
+  // the requirement (kind, `program` when not null, the address it is bound to if any) at `now`.
+  // `client`: the peer's address as the socket has it (IPv4-mapped IPv6 is taken as the IPv4
+  // address), compared in binary. Allocates nothing. False says nothing more: call verify() for
+  // the outcome and its reason.
   bool allows(std::string_view token, token_kind kind, const program_id* program,
-              std::string_view address, int64_t now) const;
+              const boost::asio::ip::address& client, int64_t now) const;
 
   size_t cached() const;
 
@@ -90,12 +93,17 @@ class token_verifier {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
+  struct cache_entry {
+    claims body;
+    // body.address parsed, so that allows() compares addresses without text; nullopt: not bound.
+    std::optional<boost::asio::ip::address> bound;
+  };
   verify_outcome check_claims(const claims& c, const requirement& req, int64_t now) const;
 
   verifier_options opts_;
   mutable std::mutex mu_;                              // guards keys_ and cache_
   std::unordered_map<std::string, std::string> keys_;  // kid → raw public key
-  mutable std::unordered_map<std::string, claims, transparent_hash, std::equal_to<>> cache_;
+  mutable std::unordered_map<std::string, cache_entry, transparent_hash, std::equal_to<>> cache_;
 };
 
 // Unix seconds now (system clock).
