@@ -2,7 +2,10 @@
 // hashing: forged, expired, tampered, wrong-kind, wrong-program and wrong-address tokens are
 // refused with the right reason.
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
+#include "auth/hmac.h"
 #include "auth/keys.h"
 #include "auth/password.h"
 #include "auth/token.h"
@@ -125,6 +128,30 @@ TEST_F(AuthTest, TokenBoundToAnAddressIsRefusedFromAnother) {
             token_error::wrong_address);
 }
 
+TEST_F(AuthTest, AllowsOnlyACachedTokenThatMeetsTheRequirement) {
+  auto c = viewer_claims({"news"});
+  c.address = "127.0.0.1";
+  auto text = key.issue(c);
+  auto news = *program_id::parse("news");
+  auto film = *program_id::parse("film");
+  auto ip = [](const char* a) { return boost::asio::ip::make_address(a); };
+  EXPECT_FALSE(v.allows(text, token_kind::viewer, &news, ip("127.0.0.1"), t0 + 1));  // not cached
+  ASSERT_TRUE(v.verify(text, need(token_kind::viewer, "news", "127.0.0.1"), t0 + 1));
+  EXPECT_TRUE(v.allows(text, token_kind::viewer, &news, ip("127.0.0.1"), t0 + 1));
+  EXPECT_TRUE(v.allows(text, token_kind::viewer, nullptr, ip("::ffff:127.0.0.1"), t0 + 1));
+  EXPECT_FALSE(v.allows(text, token_kind::viewer, &news, ip("127.0.0.2"), t0 + 1));
+  EXPECT_FALSE(v.allows(text, token_kind::viewer, &news, ip("::1"), t0 + 1));
+  EXPECT_FALSE(v.allows(text, token_kind::operator_, &news, ip("127.0.0.1"), t0 + 1));
+  EXPECT_FALSE(v.allows(text, token_kind::viewer, &film, ip("127.0.0.1"), t0 + 1));
+  EXPECT_FALSE(v.allows(text, token_kind::viewer, &news, ip("127.0.0.1"), t0 + 3600));
+  EXPECT_FALSE(v.allows(text + "x", token_kind::viewer, &news, ip("127.0.0.1"), t0 + 1));
+
+  auto anywhere = key.issue(viewer_claims());
+  ASSERT_TRUE(v.verify(anywhere, need(token_kind::viewer), t0 + 1));
+  EXPECT_TRUE(v.allows(anywhere, token_kind::viewer, &film, ip("10.1.2.3"), t0 + 1));
+  EXPECT_TRUE(v.allows(anywhere, token_kind::viewer, &film, ip("2001:db8::1"), t0 + 1));
+}
+
 TEST_F(AuthTest, VerifiedTokensAreCachedAndForgottenWhenKeysChange) {
   auto text = key.issue(viewer_claims());
   ASSERT_TRUE(v.verify(text, need(token_kind::viewer), t0 + 1));
@@ -224,6 +251,48 @@ TEST(Keyring, ReloadsFromItsEntries) {
   EXPECT_EQ(again.published(), ring.published());
   EXPECT_EQ(again.signer().issue(viewer_claims()), token);  // Ed25519 is deterministic
   EXPECT_FALSE(again.load({key_entry{"k", "short", t0, 0}}));
+}
+
+TEST(Hmac, EqualsOpenSslOneShotHmac) {
+  std::vector<std::string> keys = {"",
+                                   "k",
+                                   std::string(32, 'k'),
+                                   std::string(63, 'x'),
+                                   std::string(64, 'y'),
+                                   std::string(65, 'z'),
+                                   std::string(200, '\xa5')};
+  std::vector<std::string> messages = {"",
+                                       "a",
+                                       "/v1/segments/news/3.ts\n1800000030",
+                                       std::string(55, 'm'),
+                                       std::string(56, 'm'),
+                                       std::string(64, 'm'),
+                                       std::string(1000, '\0')};
+  for (auto& key : keys) {
+    hmac_sha256 h(key);
+    for (auto& msg : messages) {
+      unsigned char want[EVP_MAX_MD_SIZE];
+      unsigned int len = 0;
+      ASSERT_NE(HMAC(EVP_sha256(), key.data(), int(key.size()),
+                     reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), want, &len),
+                nullptr);
+      ASSERT_EQ(len, hmac_sha256::digest_bytes);
+      auto got = h.mac({msg});
+      EXPECT_EQ(std::string(got.begin(), got.end()), std::string(want, want + len))
+          << "key of " << key.size() << " bytes, message of " << msg.size();
+      // The same message in parts, and the state left by one MAC does not leak into the next.
+      std::string_view v(msg);
+      auto split = h.mac({v.substr(0, v.size() / 3), "", v.substr(v.size() / 3)});
+      EXPECT_EQ(split, got);
+    }
+  }
+}
+
+TEST(UrlSigner, SignatureIsHmacSha256OfPathAndExpiry) {
+  // base64url(HMAC-SHA256("k" x 32, "/v1/segments/news/3.ts\n1800000030")), computed apart.
+  url_signer s(std::string(32, 'k'));
+  EXPECT_EQ(s.sign_query("/v1/segments/news/3.ts", t0 + 30),
+            "vg_exp=1800000030&vg_sig=oSYO5bh5iDlCk_Q1rCyUrQ42tT-cPmYTEmIb1wnH7ZY");
 }
 
 TEST(UrlSigner, SignedPathVerifiesUntilItExpires) {

@@ -9,13 +9,11 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
 
+#include "auth/hmac.h"
 #include "base/result.h"
-
-struct crypto_auth_hmacsha256_state;  // libsodium's, opaque here
 
 namespace vodgrid::auth {
 
@@ -37,10 +35,8 @@ class url_signer {
   status verify(std::string_view target, int64_t now, int64_t max_ttl = 3600) const;
 
  private:
-  std::string mac(std::string_view path, std::string_view exp) const;
-  std::string key_;
-  // The HMAC state after the key (libsodium's crypto_auth_hmacsha256_state), copied per message.
-  std::shared_ptr<crypto_auth_hmacsha256_state> keyed_;
+  hmac_sha256::digest mac(std::string_view path, std::string_view exp) const;
+  hmac_sha256 hmac_;
 };
 
 // A fresh random station key.

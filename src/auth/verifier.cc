@@ -135,7 +135,7 @@ verify_outcome token_verifier::verify(std::string_view token, const requirement&
     std::lock_guard lock(mu_);
     auto it = cache_.find(token);
     if (it != cache_.end()) {
-      return check_claims(it->second, req, now);
+      return check_claims(it->second.body, req, now);
     }
   }
   auto t = parse_token(token);
@@ -158,13 +158,21 @@ verify_outcome token_verifier::verify(std::string_view token, const requirement&
     std::lock_guard lock(mu_);
     if (keys_.count(t->kid) > 0) {  // the keys may have changed while we checked
       if (cache_.size() >= opts_.cache_entries) {
-        std::erase_if(cache_, [now](const auto& kv) { return now >= kv.second.expires_at; });
+        std::erase_if(cache_, [now](const auto& kv) { return now >= kv.second.body.expires_at; });
         if (cache_.size() >= opts_.cache_entries) {
           cache_.clear();  // all alive: forgetting them costs one signature check each
         }
       }
       if (opts_.cache_entries > 0) {
-        cache_.emplace(std::string(token), t->body);
+        cache_entry e{t->body, std::nullopt};
+        if (!e.body.address.empty()) {
+          boost::system::error_code ec;
+          e.bound = boost::asio::ip::make_address(e.body.address, ec);
+          if (ec) {
+            e.bound = boost::asio::ip::address();  // 0.0.0.0, no peer's (parse_token checked it)
+          }
+        }
+        cache_.emplace(std::string(token), std::move(e));
       }
     }
   }
@@ -172,7 +180,7 @@ verify_outcome token_verifier::verify(std::string_view token, const requirement&
 }
 
 bool token_verifier::allows(std::string_view token, token_kind kind, const program_id* program,
-                            std::string_view address, int64_t now) const {
+                            const boost::asio::ip::address& client, int64_t now) const {
   if (token.empty()) {
     return false;
   }
@@ -181,10 +189,19 @@ bool token_verifier::allows(std::string_view token, token_kind kind, const progr
   if (it == cache_.end()) {
     return false;
   }
-  const claims& c = it->second;
-  return now < c.expires_at && c.issued_at <= now + opts_.clock_skew && c.kind == kind &&
-         (!program || c.entitled_to(*program)) &&
-         (c.address.empty() || address.empty() || c.address == address);
+  const claims& c = it->second.body;
+  if (!(now < c.expires_at && c.issued_at <= now + opts_.clock_skew && c.kind == kind &&
+        (!program || c.entitled_to(*program)))) {
+    return false;
+  }
+  if (!it->second.bound) {
+    return true;
+  }
+  if (client.is_v6() && client.to_v6().is_v4_mapped()) {
+    return *it->second.bound ==
+           boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, client.to_v6());
+  }
+  return *it->second.bound == client;
 }
 
 result<std::vector<public_key>> decode_keys(std::string_view body) {

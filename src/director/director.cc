@@ -684,7 +684,7 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
                    fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
   }
   if (auth && !auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &(*m)->id,
-                                       auth::client_address(ctx), auth::unix_now())) {
+                                       ctx.remote.address(), auth::unix_now())) {
     auth::requirement req{auth::token_kind::viewer, (*m)->id, auth::client_address(ctx)};
     auto refused = co_await refuse_token(ctx, std::move(req));
     if (refused) {
