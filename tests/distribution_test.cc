@@ -206,5 +206,29 @@ TEST(Distribution, ARestartedDirectorCorrectsTheRegistry) {
   EXPECT_TRUE(eventually([&] { return held_at(g, "film", "a") == 4; }));
 }
 
+// Pre-positioning copies run in parallel, never more than `parallel_copies` at once; a partial
+// prefetch copies just the first segments.
+TEST(Distribution, PrePositioningCopiesRunInParallelWithinTheLimit) {
+  grid_fixture g({{"home", 2, 0},
+                  {.name = "a", .engines = 2, .x_km = 100, .parallel_copies = 2},
+                  {.name = "b", .engines = 2, .x_km = 200, .parallel_copies = 3}});
+  temp_dir src;
+  make_sample(src.path(), 12, 1);
+  auto in = g.ingest(src.path().string(), "film", "a");
+  ASSERT_EQ(in.status, 0) << in.err;
+  EXPECT_TRUE(eventually([&] { return held_at(g, "film", "a") == 12; }, std::chrono::seconds(30)))
+      << held_at(g, "film", "a");
+  EXPECT_EQ(metric(g.director_url("a"), "vodgrid_director_prefetch_copies_peak"), 2);
+  EXPECT_EQ(metric(g.director_url("a"), "vodgrid_director_prefetch_copies"), 0);
+  auto part = g.ingest(src.path().string(), "part", "b", "5");
+  ASSERT_EQ(part.status, 0) << part.err;
+  EXPECT_TRUE(eventually([&] { return held_at(g, "part", "b") == 5; }, std::chrono::seconds(30)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(held_at(g, "part", "b"), 5);  // the rest waits for a console
+  double peak = metric(g.director_url("b"), "vodgrid_director_prefetch_copies_peak");
+  EXPECT_GE(peak, 2);
+  EXPECT_LE(peak, 3);
+}
+
 }  // namespace
 }  // namespace vodgrid::test

@@ -75,6 +75,8 @@ struct director_daemon::impl {
   std::unordered_set<segment_key> replicating;  // a replica order in flight
   std::deque<segment_key> prefetch_queue;
   uint32_t copy_workers = 0;
+  uint32_t prefetching = 0;       // pre-positioning copies in flight (at most parallel_copies)
+  uint32_t prefetching_peak = 0;  // the most there have been at once
 
   net::metric_value* redirects = nullptr;
   net::metric_value* unavailable = nullptr;
@@ -313,6 +315,11 @@ void director_daemon::impl::routes() {
                                  "result=\"refused\"");
   m.gauge_fn("vodgrid_director_replicas", "Replicas made for load that are still kept",
              [this] { return static_cast<double>(replicas.size()); });
+  m.gauge_fn("vodgrid_director_prefetch_copies", "Pre-positioning copies in flight",
+             [this] { return static_cast<double>(prefetching); });
+  m.gauge_fn("vodgrid_director_prefetch_copies_peak",
+             "The most pre-positioning copies in flight at once since the start",
+             [this] { return static_cast<double>(prefetching_peak); });
   m.gauge_fn("vodgrid_director_engines_up", "Engines in rotation",
              [this] { return static_cast<double>(tables.up_engines(steady::now()).size()); });
   m.gauge_fn("vodgrid_director_locations", "Segments with at least one copy in the station",
@@ -1003,7 +1010,10 @@ asio::awaitable<void> director_daemon::impl::prefetch_worker() {
     // the miss path.
     asio::steady_timer t(io);
     for (int attempt = 0; attempt < 6 && !stopping; ++attempt) {
+      ++prefetching;
+      prefetching_peak = std::max(prefetching_peak, prefetching);
       auto r = co_await acquire(key, true);
+      --prefetching;
       if (r || !tables.holders(key).empty()) {
         break;
       }

@@ -433,6 +433,7 @@ grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string datab
     s.director.data_dir = dir_.path() / spec.name;
     s.director.copies = static_cast<uint32_t>(std::min(spec.engines, 2));
     s.director.replica_idle = std::chrono::seconds(spec.replica_idle_seconds);
+    s.director.parallel_copies = spec.parallel_copies;
     for (int e = 1; e <= spec.engines; ++e) {
       engine_config ec;
       ec.name = *engine_id::parse(fmt::format("{}-{}", spec.name, e));

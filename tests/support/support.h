@@ -118,6 +118,7 @@ class grid_fixture {
     uint32_t max_streams = 1000;
     uint32_t replica_idle_seconds = 300;
     uint64_t max_disk_bytes = 0;
+    uint32_t parallel_copies = 4;
   };
   // with_content: a content manager too (SQLite catalog), started last, named "content".
   // with_auth: an auth server (demo accounts), started first; every daemon provisioned.
