@@ -278,7 +278,7 @@ TEST(ContentIngest, ADroppedDownloadIsResumedWhereItStopped) {
                                       src.path().string(), "--drop-first-at-half"},
                                      logs.path() / "http.log");
   ASSERT_TRUE(server) << server.err().detail;
-  ASSERT_TRUE(eventually([&] { return !port_is_free(port); }));
+  ASSERT_TRUE(eventually([&] { return port_is_listening(port); }));
   auto in = ingest(g, fmt::format("http://127.0.0.1:{}/film.mp4", port), "film");
   ASSERT_EQ(in.status, 0) << in.err << g.log_of("content");
   auto log = read_file(logs.path() / "http.log");
@@ -309,7 +309,7 @@ TEST(ContentIngest, AnHlsPlaylistIsPackagedAgainFromAFolderAndFromAUrl) {
                                       src.path().string(), "--drop-first-at-half"},
                                      logs.path() / "http.log");
   ASSERT_TRUE(server);
-  ASSERT_TRUE(eventually([&] { return !port_is_free(port); }));
+  ASSERT_TRUE(eventually([&] { return port_is_listening(port); }));
   auto url = fmt::format("http://127.0.0.1:{}/{}", port, playlist.filename().string());
   auto web = ingest(g, url, "web");
   ASSERT_EQ(web.status, 0) << web.err << g.log_of("content");

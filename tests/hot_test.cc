@@ -70,7 +70,7 @@ struct slow_source {
       throw std::runtime_error("cannot start test_http.py");
     }
     proc = std::move(*p);
-    if (!eventually([&] { return !port_is_free(port); })) {
+    if (!eventually([&] { return port_is_listening(port); })) {
       throw std::runtime_error("test_http.py did not listen");
     }
   }

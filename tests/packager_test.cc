@@ -436,7 +436,7 @@ class http_folder {
     if (p) {
       proc_ = std::move(*p);
     }
-    EXPECT_TRUE(test::eventually([&] { return !test::port_is_free(port_); }));
+    EXPECT_TRUE(test::eventually([&] { return test::port_is_listening(port_); }));
   }
   std::string url(const std::string& name) const {
     return fmt::format("http://127.0.0.1:{}/{}", port_, name);

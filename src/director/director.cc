@@ -1224,8 +1224,8 @@ asio::awaitable<void> director_daemon::impl::maintenance_loop() {
     for (auto it = replicas.begin(); it != replicas.end();) {
       auto& [what, used] = *it;
       auto& [key, engine] = what;
-      if (now - used < station->director.replica_idle) {
-        ++it;
+      if (now - used < station->director.replica_idle || tables.engine(engine).filling.count(key)) {
+        ++it;  // in use, or still arriving: judged once it is whole
         continue;
       }
       if (tables.up_holders(key, now) > station->director.copies &&

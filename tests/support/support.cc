@@ -48,6 +48,17 @@ bool port_is_free(uint16_t port) {
   return ok;
 }
 
+bool port_is_listening(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
 // Claims a port for this process until it exits: an flock on a file named after the port, in a
 // folder every test process shares. Two tests running at once never hand out the same port, and
 // one process never hands out a port twice, even before the daemon it was meant for binds it.

@@ -20,6 +20,9 @@ namespace vodgrid::test {
 // A TCP port on 127.0.0.1 that nothing listens on right now.
 uint16_t free_port();
 bool port_is_free(uint16_t port);
+// Whether something accepts connections on 127.0.0.1:port (a server is ready). Not the same as
+// !port_is_free: a bind also fails while a closed connection of the port is in TIME_WAIT.
+bool port_is_listening(uint16_t port);
 // Reserves `port` for this process: no other test process, and no later call here, hands it out.
 bool claim_port(uint16_t port);
 
