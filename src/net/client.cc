@@ -309,6 +309,9 @@ asio::awaitable<result<client_response>> http_client::get_into(std::string url, 
     if (!dest) {
       co_return out;  // the connection is dropped with the unread body
     }
+    // Beast sizes each socket read to the room in `buf`, which has only held the head: without
+    // room a body arrives in reads of about 1 KB, each waking every console of the copy.
+    buf.reserve(256 * 1024);
     size_t filled = 0;
     while (!parser.is_done()) {
       auto& body = parser.get().body();
