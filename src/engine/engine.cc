@@ -765,17 +765,15 @@ asio::awaitable<status> engine_daemon::impl::make_room(uint64_t bytes) {
         want += f->size;  // room for copies in progress, until the store counts them
       }
     }
-    uint64_t over = 0;
-    if (self->max_disk_bytes > 0) {
-      uint64_t used = used_bytes();
-      if (used + want > self->max_disk_bytes) {
-        over = used + want - self->max_disk_bytes;
-      }
-    }
-    uint64_t free = 0, total = 0;
-    for (auto& d : store->stats()) {
+    uint64_t used = 0, free = 0, total = 0;
+    for (auto& d : store->stats()) {  // one statvfs per directory
+      used += d.used_bytes;
       free += d.free_bytes;
       total += d.total_bytes;
+    }
+    uint64_t over = 0;
+    if (self->max_disk_bytes > 0 && used + want > self->max_disk_bytes) {
+      over = used + want - self->max_disk_bytes;
     }
     uint64_t reserve = total / 50;  // keep 2% of the filesystems free
     if (free < want + reserve) {
