@@ -112,6 +112,8 @@ struct registry_daemon::impl {
   asio::awaitable<reply> get_program(request_context& ctx);
   asio::awaitable<reply> sources(request_context& ctx);
   asio::awaitable<reply> station_held(request_context& ctx);
+  asio::awaitable<result<api::program_manifest>> manifest_with(const program_id& id,
+                                                               segment_index idx);
   asio::awaitable<reply> locations(request_context& ctx);
   asio::awaitable<reply> set_availability(request_context& ctx);
   asio::awaitable<reply> grid_info(request_context& ctx);
@@ -601,6 +603,24 @@ asio::awaitable<reply> registry_daemon::impl::get_program(request_context& ctx) 
   co_return net::json_reply(*m);
 }
 
+// The manifest of a program the registry knows that has segment `idx`; errc::not_found otherwise.
+asio::awaitable<result<api::program_manifest>> registry_daemon::impl::manifest_with(
+    const program_id& id, segment_index idx) {
+  auto p = co_await on_db([&] { return db->program(id); });
+  if (!p) {
+    co_return p.err();
+  }
+  if (!*p) {
+    co_return make_error(errc::not_found, "no such program: " + id.str());
+  }
+  auto m = api::decode<api::program_manifest>((*p)->manifest_json);
+  if (!m || idx.v >= m->segments.size()) {
+    co_return make_error(errc::not_found,
+                         fmt::format("program {} has no segment {}", id.str(), idx.v));
+  }
+  co_return std::move(*m);
+}
+
 asio::awaitable<reply> registry_daemon::impl::sources(request_context& ctx) {
   auto id = program_id::parse(ctx.params[0]);
   auto idx = segment_index::parse(ctx.params[1]);
@@ -614,15 +634,9 @@ asio::awaitable<reply> registry_daemon::impl::sources(request_context& ctx) {
     co_return net::error_reply(
         make_error(errc::invalid_argument, "'for' must name a station of the grid"));
   }
-  auto p = co_await on_db([&] { return db->program(*id); });
-  if (!p || !*p) {
-    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
-  }
-  auto m = api::decode<api::program_manifest>((*p)->manifest_json);
-  if (!m || idx->v >= m->segments.size()) {
-    co_return net::error_reply(
-        make_error(errc::not_found,
-                   fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
+  auto m = co_await manifest_with(*id, *idx);
+  if (!m) {
+    co_return net::error_reply(m.err());
   }
   segment_key key{*id, *idx};
   auto holders = co_await on_db([&] { return db->holders(key); });
@@ -683,18 +697,9 @@ asio::awaitable<reply> registry_daemon::impl::locations(request_context& ctx) {
     co_return net::error_reply(
         make_error(errc::invalid_argument, "bad program or segment in " + ctx.path));
   }
-  auto p = co_await on_db([&] { return db->program(*id); });
-  if (!p) {
-    co_return net::error_reply(p.err());
-  }
-  if (!*p) {
-    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
-  }
-  auto m = api::decode<api::program_manifest>((*p)->manifest_json);
-  if (!m || idx->v >= m->segments.size()) {
-    co_return net::error_reply(
-        make_error(errc::not_found,
-                   fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
+  auto m = co_await manifest_with(*id, *idx);
+  if (!m) {
+    co_return net::error_reply(m.err());
   }
   segment_key key{*id, *idx};
   auto where = co_await on_db([&] { return db->locations(key); });
