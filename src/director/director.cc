@@ -72,7 +72,8 @@ struct director_daemon::impl {
   std::unordered_map<std::string, station_id> station_of_origin;
   // Replicas made for load (claim 19), and when a console was last sent to each: deleted when idle.
   std::map<std::pair<segment_key, size_t>, steady::time_point> replicas;
-  std::unordered_set<segment_key> replicating;  // a replica order in flight
+  // A replica order in flight per segment: consoles that find every holder full wait for it.
+  std::unordered_map<segment_key, std::shared_ptr<pending_copy>> replicas_in_flight;
   std::deque<segment_key> prefetch_queue;
   uint32_t copy_workers = 0;
   uint32_t prefetching = 0;       // pre-positioning copies in flight (at most parallel_copies)
@@ -108,6 +109,7 @@ struct director_daemon::impl {
   asio::awaitable<std::optional<reply>> refuse_token(request_context& ctx, auth::requirement req);
   asio::awaitable<void> send_preload(std::string url, api::preload_order order);
   asio::awaitable<void> send_delete(std::string url);
+  asio::awaitable<void> drop_replica(segment_key key, size_t engine);
   asio::awaitable<reply> distribute(request_context& ctx);
   asio::awaitable<reply> set_availability(request_context& ctx);
   asio::awaitable<reply> holder(request_context& ctx);
@@ -122,7 +124,11 @@ struct director_daemon::impl {
   asio::awaitable<result<size_t>> copy_from_sources(segment_key key, bool wait,
                                                     std::optional<size_t> exclude);
   asio::awaitable<result<size_t>> replicate(segment_key key, std::optional<size_t> exclude);
-  asio::awaitable<void> replicate_in_background(segment_key key);
+  asio::awaitable<result<size_t>> replicate_shared(segment_key key);
+  template <class Start>
+  asio::awaitable<result<size_t>> once_per_segment(
+      std::unordered_map<segment_key, std::shared_ptr<pending_copy>>& in_flight, segment_key key,
+      Start start);
   asio::awaitable<result<size_t>> order_fetch(size_t target, const segment_key& key,
                                               std::vector<std::string> sources, bool wait);
   asio::awaitable<reply> evictions(request_context& ctx);
@@ -518,6 +524,25 @@ asio::awaitable<void> director_daemon::impl::send_delete(std::string url) {
   --background;
 }
 
+// An idle replica goes, unless viewers are still streaming it (a console sent there long ago may
+// still be reading): then it is judged again after another idle time.
+asio::awaitable<void> director_daemon::impl::drop_replica(segment_key key, size_t engine) {
+  ++background;
+  auto res = co_await client->request(http::verb::delete_, segment_url(engine, key) + "?if_idle=1");
+  if (res && res->status == 204) {
+    replicas_dropped->inc();
+    logger->info("director {}: replica of {} at engine {} idle; deleted", station->name.str(),
+                 key.str(), tables.engine(engine).name.str());
+  } else if (res && res->status == 409) {
+    replicas.try_emplace({key, engine}, steady::now());
+  } else if (!res || res->status != 404) {
+    logger->warn("director {}: deleting the replica of {} at engine {} failed: {}",
+                 station->name.str(), key.str(), tables.engine(engine).name.str(),
+                 res ? std::to_string(res->status) : res.err().detail);
+  }
+  --background;
+}
+
 asio::awaitable<reply> director_daemon::impl::delete_program(request_context& ctx) {
   auto id = program_id::parse(ctx.params[0]);
   auto it = id ? catalog.find(*id) : catalog.end();
@@ -726,16 +751,20 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   auto chosen = tables.choose(key, now, hint);
   if (!chosen && tables.up_holders(key, now) > 0) {
     // Claim 19: every holder is at its limits. Another engine receives a replica and this
-    // console goes there, served as the replica arrives.
-    if (auto got = co_await replicate(key, std::nullopt)) {
+    // console goes there, served as the replica arrives. Consoles arriving together share one
+    // order; when they are more than the replica's engine takes, the rest order the next one.
+    for (size_t round = 0; !chosen && round < tables.engine_count(); ++round) {
+      auto got = co_await replicate_shared(key);
+      if (!got) {
+        break;  // no engine left with room
+      }
       now = steady::now();
       chosen = tables.choose(key, now);
     }
-  } else if (chosen && busy(*chosen) && !replicating.contains(key) &&
+  } else if (chosen && busy(*chosen) && !replicas_in_flight.contains(key) &&
              tables.hot(key, now, station->director.hot_load_percent)) {
     // Near the limits: replicate before consoles have to wait for it.
-    replicating.insert(key);
-    asio::co_spawn(io, replicate_in_background(key), asio::detached);
+    asio::co_spawn(io, replicate_shared(key), asio::detached);
   }
   if (!chosen) {
     unavailable->inc();
@@ -938,11 +967,13 @@ asio::awaitable<result<size_t>> director_daemon::impl::copy_from_sources(
   co_return got;
 }
 
-// One copy per segment at a time: concurrent requests for it wait for the same order.
-asio::awaitable<result<size_t>> director_daemon::impl::acquire(segment_key key, bool wait,
-                                                               std::optional<size_t> exclude) {
-  auto it = copies_in_flight.find(key);
-  if (it != copies_in_flight.end()) {
+// One operation per segment at a time: concurrent callers wait for the one in flight and share
+// its outcome.
+template <class Start>
+asio::awaitable<result<size_t>> director_daemon::impl::once_per_segment(
+    std::unordered_map<segment_key, std::shared_ptr<pending_copy>>& in_flight, segment_key key,
+    Start start) {
+  if (auto it = in_flight.find(key); it != in_flight.end()) {
     auto p = it->second;
     if (!p->finished) {
       co_await p->done.async_wait(use_tuple);
@@ -950,14 +981,22 @@ asio::awaitable<result<size_t>> director_daemon::impl::acquire(segment_key key, 
     co_return p->engine;
   }
   auto p = std::make_shared<pending_copy>(io);
-  copies_in_flight[key] = p;
+  in_flight[key] = p;
   ++background;
-  p->engine = co_await copy_from_sources(key, wait, exclude);
+  p->engine = co_await start();
   p->finished = true;
   p->done.cancel();
-  copies_in_flight.erase(key);
+  in_flight.erase(key);
   --background;
   co_return p->engine;
+}
+
+// One copy per segment at a time: concurrent requests for it wait for the same order.
+asio::awaitable<result<size_t>> director_daemon::impl::acquire(segment_key key, bool wait,
+                                                               std::optional<size_t> exclude) {
+  return once_per_segment(copies_in_flight, key, [this, key, wait, exclude] {
+    return copy_from_sources(key, wait, exclude);
+  });
 }
 
 // Claims 19, 20: every engine holding the segment is at its limits, so another engine receives a
@@ -992,11 +1031,9 @@ asio::awaitable<result<size_t>> director_daemon::impl::replicate(segment_key key
   co_return got;
 }
 
-asio::awaitable<void> director_daemon::impl::replicate_in_background(segment_key key) {
-  ++background;
-  co_await replicate(key, std::nullopt);
-  replicating.erase(key);
-  --background;
+asio::awaitable<result<size_t>> director_daemon::impl::replicate_shared(segment_key key) {
+  return once_per_segment(replicas_in_flight, key,
+                          [this, key] { return replicate(key, std::nullopt); });
 }
 
 asio::awaitable<void> director_daemon::impl::prefetch_worker() {
@@ -1081,10 +1118,13 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   segment_key key{*id, *idx};
   bool whole = ctx.query_param("whole") == "1";
   bool get = ctx.query_param("get") == "1";
+  bool full = ctx.query_param("full") == "1";
   std::optional<size_t> exclude;
   if (auto ex = ctx.query_param("exclude"); !ex.empty()) {
     exclude = tables.find_engine(ex);
-    if (exclude && tables.engine(*exclude).filling.count(key) && get) {
+    if (exclude && full) {
+      tables.note_full(*exclude);  // it refused a console: no more go there until it says so
+    } else if (exclude && tables.engine(*exclude).filling.count(key) && get) {
       tables.end_filling(*exclude, key);  // its copy failed: no console goes there for it
     }
   }
@@ -1117,9 +1157,15 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   if (!e && get) {
     auto m = ready_program(ctx.params[0]);
     if (m && idx->v < (*m)->segments.size()) {
-      auto got = tables.holders(key).empty() && grid.registry
-                     ? co_await acquire(key, false, exclude)
-                     : co_await replicate(key, exclude);
+      // (Two statements: GCC 12 mishandles co_await inside a conditional expression.)
+      result<size_t> got = make_error(errc::unavailable, "");
+      if (tables.holders(key).empty() && grid.registry) {
+        got = co_await acquire(key, false, exclude);
+      } else if (full) {
+        got = co_await replicate_shared(key);  // the full engine may be a source: copies pass
+      } else {
+        got = co_await replicate(key, exclude);
+      }
       if (got) {
         e = *got;
       }
@@ -1137,7 +1183,7 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
     co_return r;
   }
   auto& eng = tables.engine(*e);
-  ++tables.engine_mut(*e).assigned;
+  tables.note_sent(*e, now);
   co_return net::json_reply(
       json::object{{"engine", eng.name.str()}, {"url", segment_url(*e, key)}});
 }
@@ -1230,10 +1276,7 @@ asio::awaitable<void> director_daemon::impl::maintenance_loop() {
       }
       if (tables.up_holders(key, now) > station->director.copies &&
           tables.engine(engine).held.count(key)) {
-        replicas_dropped->inc();
-        logger->info("director {}: replica of {} at engine {} idle; deleting it",
-                     station->name.str(), key.str(), tables.engine(engine).name.str());
-        asio::co_spawn(io, send_delete(segment_url(engine, key)), asio::detached);
+        asio::co_spawn(io, drop_replica(key, engine), asio::detached);
       }
       it = replicas.erase(it);
     }

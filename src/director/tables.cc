@@ -239,14 +239,18 @@ std::optional<size_t> station_tables::choose(const segment_key& key, steady::tim
     c = choose_engine(candidates(key, now, true), std::nullopt, rotation_);
   }
   if (c) {
-    auto& e = *engines_[*c];
-    ++e.assigned;
-    e.recent.push_back(now);
-    if (e.recent.size() > 4096) {
-      e.recent.pop_front();  // far more than any heartbeat's worth; the count is an estimate
-    }
+    note_sent(*c, now);
   }
   return c;
+}
+
+void station_tables::note_sent(size_t engine, steady::time_point now) {
+  auto& e = *engines_[engine];
+  ++e.assigned;
+  e.recent.push_back(now);
+  if (e.recent.size() > 4096) {
+    e.recent.pop_front();  // far more than any heartbeat's worth; the count is an estimate
+  }
 }
 
 std::optional<size_t> station_tables::peek(const segment_key& key, steady::time_point now) const {

@@ -103,6 +103,16 @@ class station_tables {
   void note_removal(size_t engine, const segment_key& key) { remove_location(engine, key); }
   // Forgets a copy that an engine reported failed, before its heartbeat says so.
   void end_filling(size_t engine, const segment_key& key) { remove_filling(engine, key); }
+  // Counts a console just sent to an engine, until a heartbeat written after it arrived.
+  void note_sent(size_t engine, steady::time_point now);
+  // Records that an engine refused a console at its stream limit: it counts as full until its
+  // next heartbeat.
+  void note_full(size_t engine) {
+    auto& e = *engines_.at(engine);
+    if (e.load.active_streams + e.assigned < e.load.max_streams) {
+      e.assigned = e.load.max_streams - e.load.active_streams;
+    }
+  }
   // Changes since the last call, for the registry: station-level ones (a segment gaining its first
   // whole copy in the station, or losing its last) and each engine's (holding, receiving).
   std::vector<api::location_change> drain_changes();

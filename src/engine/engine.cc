@@ -124,6 +124,7 @@ struct engine_daemon::impl {
   net::metric_value* fetches_ok = nullptr;
   net::metric_value* evictions = nullptr;
   net::metric_value* cut_through_streams = nullptr;
+  net::metric_value* handoffs = nullptr;
   net::metric_value* fetches_failed = nullptr;
   net::metric_value* preloads = nullptr;
   net::metric_value* bytes_sent = nullptr;
@@ -147,7 +148,7 @@ struct engine_daemon::impl {
   asio::awaitable<reply> serve_filling(request_context& ctx, std::shared_ptr<fill> f,
                                        const segment_key& key, bool copy);
   asio::awaitable<std::optional<std::string>> engine_elsewhere(const segment_key& key, bool whole,
-                                                               bool get);
+                                                               bool get, bool full = false);
   asio::awaitable<reply> send_elsewhere(request_context& ctx, const segment_key& key, bool whole,
                                         bool get, std::string_view why);
   result<std::shared_ptr<fill>> start_fill(const api::fetch_order& order);
@@ -334,6 +335,8 @@ void engine_daemon::impl::routes() {
   evictions = &m.counter("vodgrid_engine_evictions_total", "Segments evicted to make room");
   cut_through_streams = &m.counter("vodgrid_engine_cut_through_streams_total",
                                    "Segment replies served while the segment was arriving");
+  handoffs = &m.counter("vodgrid_engine_handoffs_total",
+                        "Consoles sent to another engine because this one was at max_streams");
   m.gauge_fn("vodgrid_engine_copies_in_progress", "Segments being received",
              [this] { return static_cast<double>(fills.size()); });
   bytes_sent = &m.counter("vodgrid_http_body_bytes_sent_total", "Reply body bytes sent");
@@ -449,7 +452,14 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
     co_return net::error_reply(key.err());
   }
   if (!copy && *active_streams >= self->max_streams) {
-    auto r = net::error_reply(make_error(errc::unavailable, "engine at its stream limit"));
+    // The director counts consoles between heartbeats by estimate; one sent here beyond the limit
+    // is handed to another engine (which the director may have receive a replica), not refused.
+    if (auto url = co_await engine_elsewhere(*key, false, true, true)) {
+      handoffs->inc();
+      co_return moved_to(*url, ctx);
+    }
+    auto r = net::error_reply(make_error(
+        errc::unavailable, "engine at its stream limit, and no other engine can serve it now"));
     r.headers.emplace_back("Retry-After", "1");
     co_return r;
   }
@@ -511,12 +521,14 @@ asio::awaitable<reply> engine_daemon::impl::serve_filling(request_context& ctx,
 }
 
 // Asks the director for another engine of the station that holds the segment (whole: only a
-// complete copy; get: have one receive it if none holds it). Its URL, or nullopt.
+// complete copy; get: have one receive it if none holds it; full: this engine is at its stream
+// limit). Its URL, or nullopt.
 asio::awaitable<std::optional<std::string>> engine_daemon::impl::engine_elsewhere(
-    const segment_key& key, bool whole, bool get) {
-  auto url = fmt::format("{}/v1/programs/{}/segments/{}/holder?exclude={}{}{}",
-                         station->director.listen.url(), key.program.str(), key.index.v,
-                         self->name.str(), whole ? "&whole=1" : "", get ? "&get=1" : "");
+    const segment_key& key, bool whole, bool get, bool full) {
+  auto url =
+      fmt::format("{}/v1/programs/{}/segments/{}/holder?exclude={}{}{}{}",
+                  station->director.listen.url(), key.program.str(), key.index.v, self->name.str(),
+                  whole ? "&whole=1" : "", get ? "&get=1" : "", full ? "&full=1" : "");
   auto res = co_await client->get(url);
   if (!res || res->status != 200) {
     co_return std::nullopt;
@@ -573,6 +585,11 @@ asio::awaitable<reply> engine_daemon::impl::delete_segment(request_context& ctx)
   auto key = key_from(ctx);
   if (!key) {
     co_return net::error_reply(key.err());
+  }
+  if (ctx.query_param("if_idle") == "1" && (streaming(*key) || fills.contains(*key))) {
+    // The director dropping an idle replica: not while viewers stream it.
+    co_return net::error_reply(
+        make_error(errc::conflict, key->str() + " is being streamed or received here"));
   }
   auto res = co_await store->remove(*key);
   if (!res) {
