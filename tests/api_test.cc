@@ -83,6 +83,14 @@ TEST(Api, DecodersRefuseBadInputNamingTheField) {
             std::string::npos);
   EXPECT_NE(reason(R"({"program":"p","index":1,"sha256":")" + hex('a') + R"("})").find("source"),
             std::string::npos);
+  // An empty source is no URL, in either form (found by fuzz_api_json: it decoded, and its
+  // encoding did not).
+  EXPECT_NE(reason(R"({"program":"p","index":1,"sha256":")" + hex('a') + R"(","source":""})")
+                .find("source"),
+            std::string::npos);
+  EXPECT_NE(reason(R"({"program":"p","index":1,"sha256":")" + hex('a') + R"(","sources":[""]})")
+                .find("sources"),
+            std::string::npos);
   auto ok = decode<fetch_order>(R"({"program":"p","index":1,"sha256":")" + hex('A') +
                                 R"(","source":"s"})");
   EXPECT_TRUE(ok);

@@ -585,6 +585,9 @@ result<fetch_order> from_json<fetch_order>(const json::object& o) {
     if (!src) {
       return src.err();
     }
+    if (src->empty()) {
+      return bad("source", "must be a URL, not empty");
+    }
     f.sources.push_back(*src);
   }
   auto sources = get_array(o, "sources", 16, false);
