@@ -161,6 +161,10 @@ class server_harness {
     auto st = st_;
     server_->route(V::get, "/items/{}/{}.ts", [](request_context& c) { return echo_params(c); });
     server_->route(V::get, "/echo", [](request_context& c) { return echo_params(c); });
+    // Two patterns that overlap: the first registered takes what both match.
+    server_->route(V::get, "/pick/{}/{}.ts", [](request_context& c) { return echo_params(c); });
+    server_->route(V::get, "/pick/{}/{}", [](request_context& c) { return echo_params(c); });
+    server_->route(V::post, "/pick/{}/{}.ts", [](request_context& c) { return echo_params(c); });
     server_->route(
         V::post, "/upload", [st](request_context& c) { return count_upload(st, c); }, 4096);
     server_->route(
@@ -308,6 +312,24 @@ TEST(HttpServerRouting, HeadOnGetRouteGivesContentLengthWithoutBody) {
             std::string::npos)
       << raw;
   EXPECT_EQ(body_of(raw), "");
+}
+
+// A connection's requests are matched to the route its previous one took first (a cache), but
+// never to another route than the first registered one that matches.
+TEST(HttpServerRouting, TheFirstMatchingRouteWinsOnAConnectionThatUsedAnother) {
+  server_harness h;
+  auto raw = raw_exchange(h.port(),
+                          "GET /pick/a/x HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "GET /pick/b/2.ts HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "POST /pick/c/3.ts HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                          "GET /pick/d/4.ts HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "GET /pick/e/5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(count_of(raw, "HTTP/1.1 200 OK\r\n"), 5) << raw;
+  EXPECT_NE(raw.find(R"("params":["a","x"])"), std::string::npos) << raw;
+  EXPECT_NE(raw.find(R"("params":["b","2"])"), std::string::npos) << raw;
+  EXPECT_NE(raw.find(R"("params":["c","3"])"), std::string::npos) << raw;
+  EXPECT_NE(raw.find(R"("params":["d","4"])"), std::string::npos) << raw;
+  EXPECT_NE(raw.find(R"("params":["e","5"])"), std::string::npos) << raw;
 }
 
 // ---------------------------------------------------------------------------------------------

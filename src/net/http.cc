@@ -332,8 +332,31 @@ void http_server::route(http::verb method, std::string pattern, handler h, uint6
       parts.push_back(route_part{std::move(p), false});
     }
   }
+  // Whether some path matches both patterns: part by part, two texts are equal, a text ends with
+  // a capture's suffix (and is longer), or of two captures' suffixes one ends the other. Only an
+  // earlier route of the same method can take a request from this one (HEAD goes to GET routes).
+  auto overlap = [](const std::vector<route_part>& a, const std::vector<route_part>& b) {
+    if (a.size() != b.size()) {
+      return false;
+    }
+    for (size_t k = 0; k < a.size(); ++k) {
+      const route_part &x = a[k], &y = b[k];
+      bool ok = !x.capture && !y.capture ? x.text == y.text
+                : x.capture && y.capture
+                    ? x.text.ends_with(y.text) || y.text.ends_with(x.text)
+                    : (x.capture ? y : x).text.size() > (x.capture ? x : y).text.size() &&
+                          (x.capture ? y : x).text.ends_with((x.capture ? x : y).text);
+      if (!ok) {
+        return false;
+      }
+    }
+    return true;
+  };
+  bool unshadowed = std::none_of(routes_.begin(), routes_.end(), [&](const route_entry& r) {
+    return r.method == method && overlap(r.parts, parts);
+  });
   routes_.push_back(route_entry{method, std::move(parts), std::move(h),
-                                body_limit ? body_limit : opts_.default_body_limit});
+                                body_limit ? body_limit : opts_.default_body_limit, unshadowed});
 }
 
 result<uint16_t> http_server::listen(const std::string& host, uint16_t port) {
@@ -432,13 +455,24 @@ bool match_parts(const std::vector<Part>& parts, const split_view& path,
 }  // namespace
 
 const http_server::route_entry* http_server::match(http::verb method, std::string_view path,
-                                                   std::vector<std::string>& params) const {
+                                                   std::vector<std::string>& params,
+                                                   size_t& last) const {
   split_view parts(path);
-  for (auto& r : routes_) {
-    if ((r.method == method || (method == http::verb::head && r.method == http::verb::get)) &&
-        match_parts(r.parts, parts, nullptr)) {
-      params.clear();
+  auto accepts = [method](const route_entry& r) {
+    return r.method == method || (method == http::verb::head && r.method == http::verb::get);
+  };
+  params.clear();
+  if (last < routes_.size() && routes_[last].unshadowed && accepts(routes_[last])) {
+    if (match_parts(routes_[last].parts, parts, &params)) {
+      return &routes_[last];
+    }
+    params.clear();
+  }
+  for (size_t i = 0; i < routes_.size(); ++i) {
+    auto& r = routes_[i];
+    if (accepts(r) && match_parts(r.parts, parts, nullptr)) {
       match_parts(r.parts, parts, &params);
+      last = i;
       return &r;
     }
   }
@@ -642,6 +676,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
   std::optional<http::request_parser<http::string_body>> parser;
 
   bool first = true;
+  size_t last_route = SIZE_MAX;  // a console mostly asks for the same kind of thing again
   while (!stopping_ && !ec) {
     s.busy = false;
     parser.emplace();
@@ -739,7 +774,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
         ctx.query.emplace_back(p.key, p.value);
       }
     }
-    const route_entry* r = match(hdr.method(), ctx.path, ctx.params);
+    const route_entry* r = match(hdr.method(), ctx.path, ctx.params, last_route);
     if (!r) {
       ctx.params.clear();
     }

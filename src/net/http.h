@@ -140,13 +140,17 @@ class http_server {
     std::vector<route_part> parts;
     handler h;
     uint64_t body_limit;
+    // No earlier route's pattern matches a path this one matches: when it matches, it is the
+    // route, without looking at the others (a session tries its last route first).
+    bool unshadowed = true;
   };
   struct session;
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> sweep_loop();
   asio::awaitable<void> run_session(tcp::socket sock);
+  // `last`: the index of the route the session matched before, tried first; updated.
   const route_entry* match(http::verb method, std::string_view path,
-                           std::vector<std::string>& params) const;
+                           std::vector<std::string>& params, size_t& last) const;
   std::string allowed_methods(std::string_view path) const;
   bool start_reply(session& s, const reply& r, bool head, bool keep_alive);
   asio::awaitable<bool> finish_reply(session& s, reply r, bool head);
