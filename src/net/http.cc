@@ -6,6 +6,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
@@ -676,6 +677,9 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
   std::optional<http::request_parser<http::string_body>> parser;
 
   bool first = true;
+  // Whether to look for the next request after the other ready connections have been served,
+  // rather than ask epoll for it at once: see below.
+  int plain_waits = 0;
   size_t last_route = SIZE_MAX;  // a console mostly asks for the same kind of thing again
   while (!stopping_ && !ec) {
     s.busy = false;
@@ -689,17 +693,33 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     // needs more (Beast's parser keeps its place, so the buffer is not scanned again from the
     // start). Read straight from the socket: see sweep_loop for why not through beast::tcp_stream.
     boost::system::error_code rec;
-    // Between requests the next one has seldom arrived yet: wait for it (epoll) before reading.
-    // async_read_some would read first (Boost 1.81's epoll_reactor reads at once until a read
-    // returns 0 bytes), which right after a reply mostly returns EAGAIN: the wait replaces that
-    // wasted recvfrom with an epoll_ctl, and measured cheaper (docs/performance.md).
+    // Right after a reply the next request has seldom arrived yet. async_read_some would read at
+    // once (Boost 1.81's epoll_reactor reads speculatively until a read returns 0 bytes) and mostly
+    // get EAGAIN; async_wait costs an epoll_ctl instead (measured cheaper, docs/performance.md).
+    // Both are a system call per request that nginx does not make: it remembers that a short read
+    // drained the socket and waits for the next edge. Asio keeps no such state, so under load the
+    // read is deferred until the connections that are ready now have been served; by then the
+    // console has mostly sent its next request, and the read finds it. When it does not, the
+    // next two requests of the connection wait at once (a connection at low rate gains nothing).
+    // Measured: director/nginx 0.98 -> 1.03 (medians of alternated runs, docs/performance.md).
+    bool deferred = false;
     while (true) {
       if (wait_first) {
         wait_first = false;
-        auto [w_ec] = co_await sock.async_wait(tcp::socket::wait_read, use_tuple);
-        if (w_ec) {
-          rec = w_ec;
-          break;
+        if (plain_waits == 0) {
+          co_await asio::post(ex_, asio::use_awaitable);
+          if (stopping_) {
+            rec = asio::error::operation_aborted;  // idle, as if waiting: a stop cuts it
+            break;
+          }
+          deferred = true;
+        } else {
+          --plain_waits;
+          auto [w_ec] = co_await sock.async_wait(tcp::socket::wait_read, use_tuple);
+          if (w_ec) {
+            rec = w_ec;
+            break;
+          }
         }
       }
       if (buf.size() > 0) {
@@ -713,6 +733,10 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
       boost::system::error_code r_ec;
       size_t n = sock.read_some(buf.prepare(4096), r_ec);  // non-blocking
       if (r_ec == asio::error::would_block || r_ec == asio::error::try_again) {
+        if (deferred) {
+          plain_waits = 2;  // the deferral did not pay
+        }
+        deferred = false;
         auto [w_ec] = co_await sock.async_wait(tcp::socket::wait_read, use_tuple);
         r_ec = w_ec;
         if (!r_ec) {
@@ -728,6 +752,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
         break;
       }
       buf.commit(n);
+      deferred = false;
     }
     if (rec) {
       if (rec == http::error::header_limit) {
