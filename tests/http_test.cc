@@ -276,6 +276,27 @@ TEST(HttpServerRouting, QueryParametersAreDecodedAndLastOneWins) {
   EXPECT_EQ(o.at("path").as_string(), "/echo");
 }
 
+// A connection's requests each see their own query only (the parameters' strings are reused).
+TEST(HttpServerRouting, EachRequestOnAConnectionSeesOnlyItsOwnQuery) {
+  server_harness h;
+  auto raw = raw_exchange(h.port(),
+                          "GET /echo?a=1&b=22&c=333 HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "GET /echo?d=4 HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "GET /echo?e=x%20y&f HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "GET /echo?g=7&&h= HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(count_of(raw, "HTTP/1.1 200 OK\r\n"), 5) << raw;
+  std::vector<std::string> queries;
+  for (size_t at = raw.find("\"query\":"); at != std::string::npos;
+       at = raw.find("\"query\":", at + 1)) {
+    queries.push_back(raw.substr(at + 8, raw.find('}', at) - at - 7));
+  }
+  EXPECT_EQ(queries,
+            (std::vector<std::string>{R"({"a":"1","b":"22","c":"333"})", R"({"d":"4"})",
+                                      R"({"e":"x y","f":""})", R"({"g":"7","h":""})", "{}"}))
+      << raw;
+}
+
 TEST(HttpServerRouting, UnknownPathIs404WithJsonErrorBody) {
   server_harness h;
   auto r = test::http_get(h.url("/no/such/thing"));
