@@ -224,6 +224,23 @@ slow_reply slow_get(std::string url, size_t bytes_per_10ms, std::latch* together
   return {0, "too many redirects", url};
 }
 
+// Ingests a program `id` of one 4-second segment `data` into the grid.
+testing::AssertionResult ingest_one_segment(grid_fixture& g, const std::string& id,
+                                            const std::string& data) {
+  temp_dir folder;
+  if (!write_file_durably(folder.path() / "seg0.ts", data) ||
+      !write_file_durably(folder.path() / "index.m3u8",
+                          "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n"
+                          "#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:4.000,\nseg0.ts\n#EXT-X-ENDLIST\n")) {
+    return testing::AssertionFailure() << "cannot write the program's files";
+  }
+  auto in = g.ingest((folder.path() / "index.m3u8").string(), id);
+  if (in.status != 0) {
+    return testing::AssertionFailure() << in.out << in.err;
+  }
+  return testing::AssertionSuccess();
+}
+
 // Engines of `station` the registry lists as holding segment `index` of `program` whole.
 size_t engines_known(const grid_fixture& g, const std::string& program, int index) {
   auto r = http_get(
@@ -627,15 +644,8 @@ TEST(HotBadInput, OrdersEvictionsAndRangesOnACopyInProgress) {
 // being streamed is not dropped as idle.
 TEST(HotSegment, AnEngineAtItsStreamLimitHandsTheConsoleOn) {
   grid_fixture g({{.name = "home", .engines = 3, .max_streams = 1, .replica_idle_seconds = 1}});
-  temp_dir folder;
   std::string data = ts_bytes(32000, 9);  // 6 MB: more than a socket's send buffer takes
-  ASSERT_TRUE(write_file_durably(folder.path() / "seg0.ts", data));
-  ASSERT_TRUE(write_file_durably(folder.path() / "index.m3u8",
-                                 "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n"
-                                 "#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:4.000,\nseg0.ts\n"
-                                 "#EXT-X-ENDLIST\n"));
-  auto in = g.ingest((folder.path() / "index.m3u8").string(), "lim");
-  ASSERT_EQ(in.status, 0) << in.out << in.err;
+  ASSERT_TRUE(ingest_one_segment(g, "lim", data));
   auto engines = g.engines_of("home");
   std::vector<std::string> holders, other;
   for (auto& e : engines) {
@@ -731,17 +741,10 @@ TEST(HotSegment, TenTimesTheViewersOneEngineAllowsAreAllServedFromReplicas) {
   constexpr int viewers = 20, per_engine = 2;
   grid_fixture g(
       {{.name = "home", .engines = 11, .max_streams = per_engine, .replica_idle_seconds = 3}});
-  temp_dir folder;
   // 12 MB: more than an engine's socket send buffer (at most 4 MB here) takes, so each viewer's
   // stream stays open at its engine for about a second and a half at 6 MB/s.
   std::string data = ts_bytes(64000, 5);
-  ASSERT_TRUE(write_file_durably(folder.path() / "seg0.ts", data));
-  ASSERT_TRUE(write_file_durably(folder.path() / "index.m3u8",
-                                 "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n"
-                                 "#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:4.000,\nseg0.ts\n"
-                                 "#EXT-X-ENDLIST\n"));
-  auto in = g.ingest((folder.path() / "index.m3u8").string(), "hot");
-  ASSERT_EQ(in.status, 0) << in.out << in.err;
+  ASSERT_TRUE(ingest_one_segment(g, "hot", data));
   ASSERT_TRUE(eventually([&] { return engines_known(g, "hot", 0) == 2; }))
       << engines_known(g, "hot", 0);
 
