@@ -334,6 +334,16 @@ TEST_F(SegmentStore, StatsCountSegmentsAndBytesPerDir) {
   EXPECT_EQ(st[0].path, dir(0));
   EXPECT_GT(st[0].total_bytes, 0u);
   EXPECT_LE(st[0].free_bytes, st[0].total_bytes);
+  // Both directories are on one filesystem: its space counts once in the totals.
+  ASSERT_EQ(st[0].device, st[1].device);
+  EXPECT_NE(st[0].device, 0u);
+  auto t = totals(st);
+  EXPECT_EQ(t.used_bytes, 4500u);
+  EXPECT_EQ(t.total_bytes, st[0].total_bytes);
+  EXPECT_EQ(t.free_bytes, st[0].free_bytes);
+  // Directories on two filesystems each count.
+  st[1].device = st[0].device + 1;
+  EXPECT_EQ(totals(st).total_bytes, st[0].total_bytes + st[1].total_bytes);
 }
 
 TEST_F(SegmentStore, IndexIsRebuiltOnReopen) {

@@ -342,13 +342,8 @@ void engine_daemon::impl::routes() {
   bytes_sent = &m.counter("vodgrid_http_body_bytes_sent_total", "Reply body bytes sent");
   m.gauge_fn("vodgrid_engine_segments", "Segments held",
              [this] { return static_cast<double>(store->list().size()); });
-  m.gauge_fn("vodgrid_engine_free_bytes", "Free bytes over all data directories", [this] {
-    double f = 0;
-    for (auto& s : store->stats()) {
-      f += static_cast<double>(s.free_bytes);
-    }
-    return f;
-  });
+  m.gauge_fn("vodgrid_engine_free_bytes", "Free bytes of the filesystems of the data directories",
+             [this] { return static_cast<double>(store::totals(store->stats()).free_bytes); });
 }
 
 // A segment request without a valid URL signature: a copy by another engine passes with its engine
@@ -782,12 +777,7 @@ asio::awaitable<status> engine_daemon::impl::make_room(uint64_t bytes) {
         want += f->size;  // room for copies in progress, until the store counts them
       }
     }
-    uint64_t used = 0, free = 0, total = 0;
-    for (auto& d : store->stats()) {  // one statvfs per directory
-      used += d.used_bytes;
-      free += d.free_bytes;
-      total += d.total_bytes;
-    }
+    auto [used, free, total] = store::totals(store->stats());  // a statvfs per directory
     uint64_t over = 0;
     if (self->max_disk_bytes > 0 && used + want > self->max_disk_bytes) {
       over = used + want - self->max_disk_bytes;
@@ -919,10 +909,9 @@ asio::awaitable<bool> engine_daemon::impl::beat() {
   hb.load.bytes_per_second =
       secs > 0 ? static_cast<uint64_t>((bytes_now - last_bytes_sent) / secs) : 0;
   last_bytes_sent = bytes_now;
-  for (auto& s : store->stats()) {
-    hb.load.free_bytes += s.free_bytes;
-    hb.load.total_bytes += s.total_bytes;
-  }
+  auto space = store::totals(store->stats());
+  hb.load.free_bytes = space.free_bytes;
+  hb.load.total_bytes = space.total_bytes;
   hb.load.max_streams = self->max_streams;
   hb.load.max_bytes_per_second = self->max_bytes_per_second;
   hb.load.used_bytes = used_bytes();

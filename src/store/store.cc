@@ -40,15 +40,17 @@ namespace {
 struct fs_space {
   uint64_t free_bytes = 0;
   uint64_t total_bytes = 0;
+  uint64_t device = 0;
 };
 
 fs_space space_of(const fs::path& p) {
   struct statvfs v {};
-  if (::statvfs(p.c_str(), &v) != 0) {
+  struct stat st {};
+  if (::statvfs(p.c_str(), &v) != 0 || ::stat(p.c_str(), &st) != 0) {
     return {};
   }
   return {static_cast<uint64_t>(v.f_bavail) * v.f_frsize,
-          static_cast<uint64_t>(v.f_blocks) * v.f_frsize};
+          static_cast<uint64_t>(v.f_blocks) * v.f_frsize, static_cast<uint64_t>(st.st_dev)};
 }
 
 // The entries of a directory, sorted by name so that open() decides the same way every time.
@@ -709,8 +711,23 @@ std::vector<dir_stats> segment_store::stats() const {
     fs_space space = space_of(s.path);
     s.free_bytes = space.free_bytes;
     s.total_bytes = space.total_bytes;
+    s.device = space.device;
   }
   return out;
+}
+
+space_totals totals(const std::vector<dir_stats>& dirs) {
+  space_totals t;
+  std::vector<uint64_t> seen;
+  for (const dir_stats& d : dirs) {
+    t.used_bytes += d.used_bytes;
+    if (std::find(seen.begin(), seen.end(), d.device) == seen.end()) {
+      seen.push_back(d.device);
+      t.free_bytes += d.free_bytes;
+      t.total_bytes += d.total_bytes;
+    }
+  }
+  return t;
 }
 
 void segment_store::set_listener(listener l) {

@@ -75,7 +75,17 @@ struct dir_stats {
   uint64_t used_bytes = 0;
   uint64_t free_bytes = 0;  // statvfs f_bavail * f_frsize
   uint64_t total_bytes = 0;
+  uint64_t device = 0;  // st_dev: directories on one filesystem share it
 };
+
+// The bytes of the segments of every directory, and the free and total bytes of the filesystems
+// under them, each filesystem counted once however many directories it holds.
+struct space_totals {
+  uint64_t used_bytes = 0;
+  uint64_t free_bytes = 0;
+  uint64_t total_bytes = 0;
+};
+space_totals totals(const std::vector<dir_stats>& dirs);
 
 // Thread-safety: every member may be called from any thread; the index is guarded by one mutex.
 // The awaitable members run their disk work on the chosen directory's worker and resume on the
