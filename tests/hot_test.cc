@@ -154,15 +154,8 @@ slow_reply slow_get(std::string url, size_t bytes_per_10ms, std::latch* together
     if (!u) {
       return {0, u.err().detail, url};
     }
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    int small = 65536;
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(u->port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      ::close(fd);
+    int fd = connect_loopback(u->port, 65536);
+    if (fd < 0) {
       return {0, "connect failed", url};
     }
     std::string req = fmt::format("GET {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",

@@ -76,26 +76,11 @@ int count_of(const std::string& hay, const std::string& needle) {
 
 // Connects to 127.0.0.1:port, sends `bytes` and closes at once without reading.
 void send_and_close(uint16_t port, const std::string& bytes) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+  int fd = test::connect_loopback(port);
+  if (fd >= 0) {
     (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    ::close(fd);
   }
-  ::close(fd);
-}
-
-bool can_connect(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
 }
 
 // State the handlers share with the test thread.
@@ -508,12 +493,8 @@ TEST(HttpServerMalformed, BodyWithinLimitIsHandled) {
 TEST(HttpServerMalformed, ExpectContinueIsAnsweredBeforeTheBody) {
   // A client that waits for 100 Continue (curl does, for bodies over 1 KiB) gets it at once.
   server_harness h;
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(h.port());
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  int fd = test::connect_loopback(h.port());
+  ASSERT_GE(fd, 0);
   std::string head =
       "POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
   ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
@@ -629,21 +610,17 @@ TEST(HttpServerStop, RequestInFlightCompletesAndStopWaitsForIt) {
 
 TEST(HttpServerStop, NewConnectionsAreRefusedAfterStop) {
   server_harness h;
-  ASSERT_TRUE(can_connect(h.port()));
+  ASSERT_TRUE(test::port_is_listening(h.port()));
   ASSERT_EQ(h.stop(1s).wait_for(5s), std::future_status::ready);
-  EXPECT_FALSE(can_connect(h.port()));
+  EXPECT_FALSE(test::port_is_listening(h.port()));
 }
 
 TEST(HttpServerStop, IdleKeepAliveConnectionIsClosedAtOnce) {
   server_harness h;
   // A keep-alive client that got its reply and stays idle must not hold up the stop until the
   // drain bound, and sees its connection closed.
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(h.port());
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  int fd = test::connect_loopback(h.port());
+  ASSERT_GE(fd, 0);
   std::string req = "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n";
   ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
   std::string got;

@@ -136,15 +136,10 @@ int open_connections(const std::string& url) {
 // Sends `request` to 127.0.0.1:port, reads at least `want` bytes of the reply (or until 5 s pass),
 // then closes the connection with the rest unread.
 std::string read_some_then_close(uint16_t port, const std::string& request, size_t want) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int fd = connect_loopback(port);
   std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
-          static_cast<ssize_t>(request.size())) {
+  if (fd >= 0 && ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+                     static_cast<ssize_t>(request.size())) {
     char buf[4096];
     while (out.size() < want) {
       pollfd p{fd, POLLIN, 0};

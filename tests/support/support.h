@@ -11,11 +11,19 @@
 #include <thread>
 #include <vector>
 
+#include <netinet/in.h>
 #include "base/config.h"
+
 #include "base/process.h"
 #include "net/client.h"
 
 namespace vodgrid::test {
+
+// 127.0.0.1:port as a socket address.
+sockaddr_in loopback(uint16_t port);
+// A TCP socket (close-on-exec) connected to 127.0.0.1:port, its receive buffer set to `rcvbuf`
+// bytes first if that is not 0; -1 if the connection is refused.
+int connect_loopback(uint16_t port, int rcvbuf = 0);
 
 // A TCP port on 127.0.0.1 that nothing listens on right now.
 uint16_t free_port();
