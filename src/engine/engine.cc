@@ -154,7 +154,6 @@ struct engine_daemon::impl {
   result<std::shared_ptr<fill>> start_fill(const api::fetch_order& order);
   asio::awaitable<void> run_fill(std::shared_ptr<fill> f);
   asio::awaitable<status> make_room(uint64_t bytes);
-  uint64_t used_bytes() const;
   void segment_headers(reply& r, std::string digest) const;
   asio::awaitable<void> heartbeat_loop();
   asio::awaitable<bool> beat();
@@ -757,14 +756,6 @@ asio::awaitable<void> engine_daemon::impl::run_fill(std::shared_ptr<fill> f) {
   --background;
 }
 
-uint64_t engine_daemon::impl::used_bytes() const {
-  uint64_t used = 0;
-  for (auto& d : store->stats()) {
-    used += d.used_bytes;
-  }
-  return used;
-}
-
 // Makes room for `bytes` more under the engine's disk budget (or in a nearly full filesystem) by
 // evicting the least recently used segments the director allows: never one being streamed or
 // arriving, never the last copy in the grid (the director checks its station and the registry).
@@ -914,7 +905,7 @@ asio::awaitable<bool> engine_daemon::impl::beat() {
   hb.load.total_bytes = space.total_bytes;
   hb.load.max_streams = self->max_streams;
   hb.load.max_bytes_per_second = self->max_bytes_per_second;
-  hb.load.used_bytes = used_bytes();
+  hb.load.used_bytes = space.used_bytes;
   hb.load.max_disk_bytes = self->max_disk_bytes;
   for (auto& [key, f] : fills) {
     hb.filling.push_back(key);
