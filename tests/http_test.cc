@@ -146,7 +146,8 @@ class server_harness {
     auto st = st_;
     server_->route(V::get, "/items/{}/{}.ts", [](request_context& c) { return echo_params(c); });
     server_->route(V::get, "/echo", [](request_context& c) { return echo_params(c); });
-    // Two patterns that overlap: the first registered takes what both match.
+    // Patterns that overlap: the first registered takes what several match.
+    server_->route(V::get, "/pick/{}/zero.ts", [](request_context& c) { return echo_params(c); });
     server_->route(V::get, "/pick/{}/{}.ts", [](request_context& c) { return echo_params(c); });
     server_->route(V::get, "/pick/{}/{}", [](request_context& c) { return echo_params(c); });
     server_->route(V::post, "/pick/{}/{}.ts", [](request_context& c) { return echo_params(c); });
@@ -329,8 +330,10 @@ TEST(HttpServerRouting, TheFirstMatchingRouteWinsOnAConnectionThatUsedAnother) {
                           "GET /pick/b/2.ts HTTP/1.1\r\nHost: x\r\n\r\n"
                           "POST /pick/c/3.ts HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
                           "GET /pick/d/4.ts HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "GET /pick/f/zero.ts HTTP/1.1\r\nHost: x\r\n\r\n"
                           "GET /pick/e/5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-  EXPECT_EQ(count_of(raw, "HTTP/1.1 200 OK\r\n"), 5) << raw;
+  EXPECT_EQ(count_of(raw, "HTTP/1.1 200 OK\r\n"), 6) << raw;
+  EXPECT_NE(raw.find(R"("params":["f"])"), std::string::npos) << raw;
   EXPECT_NE(raw.find(R"("params":["a","x"])"), std::string::npos) << raw;
   EXPECT_NE(raw.find(R"("params":["b","2"])"), std::string::npos) << raw;
   EXPECT_NE(raw.find(R"("params":["c","3"])"), std::string::npos) << raw;

@@ -352,11 +352,14 @@ void http_server::route(http::verb method, std::string pattern, handler h, uint6
     }
     for (size_t k = 0; k < a.size(); ++k) {
       const route_part &x = a[k], &y = b[k];
-      bool ok = !x.capture && !y.capture ? x.text == y.text
-                : x.capture && y.capture
-                    ? x.text.ends_with(y.text) || y.text.ends_with(x.text)
-                    : (x.capture ? y : x).text.size() > (x.capture ? x : y).text.size() &&
-                          (x.capture ? y : x).text.ends_with((x.capture ? x : y).text);
+      bool ok;
+      if (x.capture == y.capture) {
+        ok = x.capture ? x.text.ends_with(y.text) || y.text.ends_with(x.text) : x.text == y.text;
+      } else {
+        const std::string& text = x.capture ? y.text : x.text;
+        const std::string& suffix = x.capture ? x.text : y.text;
+        ok = text.size() > suffix.size() && text.ends_with(suffix);
+      }
       if (!ok) {
         return false;
       }
@@ -711,7 +714,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     // read is deferred until the connections that are ready now have been served; by then the
     // console has mostly sent its next request, and the read finds it. When it does not, the
     // next two requests of the connection wait at once (a connection at low rate gains nothing).
-    // Measured: director/nginx 0.98 -> 1.03 (medians of alternated runs, docs/performance.md).
+    // Measured: director/nginx 0.99 -> 1.03 (medians of the alternated runs, docs/performance.md).
     bool deferred = false;
     while (true) {
       if (wait_first) {
