@@ -51,6 +51,35 @@ TEST(GridConfig, EmbeddedDefaultRoundTripsThroughToml) {
   EXPECT_EQ(again->station_of_engine("edge-3")->name.str(), "edge");
   EXPECT_EQ(again->station_of_engine("home-1")->name.str(), "home");
   EXPECT_EQ(again->find_engine("nope"), nullptr);
+  // The station supervisors and the repair grace survive the round trip.
+  EXPECT_EQ(again->stations[0].supervisor.port, 9719);
+  EXPECT_EQ(again->stations[1].supervisor.port, 9729);
+  EXPECT_EQ(again->stations[1].director.repair_grace, std::chrono::seconds(30));
+}
+
+TEST(GridConfig, RepairGraceAndSupervisorAreReadAndChecked) {
+  std::string base = R"([[station]]
+name = "s"
+director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copies = 1, repair_grace_seconds = 7 }
+)";
+  std::string engine = R"([[station.engine]]
+name = "e1"
+listen = "127.0.0.1:9001"
+data_dirs = ["/tmp/e1"]
+)";
+  auto ok = grid_config::parse(base + "supervisor = \"127.0.0.1:9009\"\n" + engine);
+  ASSERT_TRUE(ok) << ok.err().detail;
+  EXPECT_EQ(ok->stations[0].director.repair_grace, std::chrono::seconds(7));
+  EXPECT_EQ(ok->stations[0].supervisor.port, 9009);
+  auto none = grid_config::parse(base + engine);
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->stations[0].supervisor.port, 0);
+  auto twice = grid_config::parse(base + "supervisor = \"127.0.0.1:9001\"\n" + engine);
+  ASSERT_FALSE(twice);
+  EXPECT_NE(twice.err().detail.find("used twice"), std::string::npos) << twice.err().detail;
+  auto bad = grid_config::parse(base + "supervisor = \"nope\"\n" + engine);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.err().detail.find("supervisor"), std::string::npos) << bad.err().detail;
 }
 
 TEST(GridConfig, RejectsBrokenConfigsWithAReason) {

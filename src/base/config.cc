@@ -206,6 +206,22 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
       return bad(origin, what + " director: 'replica_idle_seconds' must be at least 1");
     }
     s.director.replica_idle = std::chrono::seconds(*idle);
+    auto grace =
+        get_positive<uint32_t>(*dir, "repair_grace_seconds", 30, origin, what + " director");
+    if (!grace) {
+      return grace.err();
+    }
+    s.director.repair_grace = std::chrono::seconds(*grace);
+    if (auto sup = (*st)["supervisor"]; sup) {
+      auto sl = parse_listen(sup, origin, what + " supervisor");
+      if (!sl) {
+        return sl.err();
+      }
+      s.supervisor = *sl;
+      if (auto st2 = claim_port(s.supervisor, what + " supervisor"); !st2) {
+        return st2.err();
+      }
+    }
     s.home = (*st)["home"].value_or(false);
     s.x_km = (*st)["x_km"].value_or(0.0);
     s.y_km = (*st)["y_km"].value_or(0.0);
@@ -384,8 +400,13 @@ std::string grid_config::to_toml() const {
              {"copies", static_cast<int64_t>(s.director.copies)},
              {"parallel_copies", static_cast<int64_t>(s.director.parallel_copies)},
              {"hot_load_percent", static_cast<int64_t>(s.director.hot_load_percent)},
-             {"replica_idle_seconds", static_cast<int64_t>(s.director.replica_idle.count())}}},
+             {"replica_idle_seconds", static_cast<int64_t>(s.director.replica_idle.count())},
+             {"repair_grace_seconds", static_cast<int64_t>(s.director.repair_grace.count())}}},
         {"engine", engs}});
+    if (s.supervisor.port != 0) {
+      sts.back().as_table()->insert("supervisor",
+                                    fmt::format("{}:{}", s.supervisor.host, s.supervisor.port));
+    }
   }
   root.insert("station", sts);
   std::stringstream ss;
@@ -413,6 +434,7 @@ grid_config grid_config::embedded_default(const std::filesystem::path& data_dir,
     s.director.listen = {"127.0.0.1", port(director_port)};
     s.director.data_dir = data_dir / name;
     s.director.copies = 2;
+    s.supervisor = {"127.0.0.1", port(director_port + 9)};
     for (int i = 1; i <= engines; ++i) {
       engine_config e;
       e.name = *engine_id::parse(fmt::format("{}-{}", name, i));

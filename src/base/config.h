@@ -43,6 +43,9 @@ struct director_config {
   uint32_t hot_load_percent = 80;
   // A replica made for load is deleted once no console was sent to it for this long.
   std::chrono::seconds replica_idle{300};
+  // An engine out of rotation this long has its segments copied again within the station until
+  // every segment is back to `copies`; a shorter absence is waited out (it may come back).
+  std::chrono::seconds repair_grace{30};
 };
 
 struct station_config {
@@ -52,6 +55,9 @@ struct station_config {
   bool home = false;          // holds every program whole; the source of last resort
   double x_km = 0, y_km = 0;  // location on the operator's map, for distances
   uint64_t uplink_bits_per_second = 1'000'000'000;  // capacity toward other stations
+  // Where `vodgrid station` (the station supervisor, claims 6-8) answers /healthz and /metrics;
+  // port 0: it serves neither.
+  listen_address supervisor{"127.0.0.1", 0};
 };
 
 struct registry_config {
