@@ -643,5 +643,137 @@ TEST(HttpServerStop, IdleKeepAliveConnectionIsClosedAtOnce) {
   ::close(fd);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The client against a peer that stops sending (a SIGSTOPped engine, issue 10): every read has a
+// deadline of its own, so the exchange ends long before the whole-request deadline.
+
+namespace {
+
+// A one-connection raw server on a thread: reads the request, writes `head_and_body` in `pieces`
+// equal parts `gap` apart, then holds the connection open and silent until destroyed.
+class trickling_peer {
+ public:
+  trickling_peer(std::string bytes, int pieces, std::chrono::milliseconds gap)
+      : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    auto addr = test::loopback(0);
+    int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd_, 4)) {
+      throw std::runtime_error("trickling_peer: bind");
+    }
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this, bytes = std::move(bytes), pieces, gap] {
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) {
+        return;
+      }
+      char buf[4096];
+      (void)::recv(c, buf, sizeof buf, 0);  // the request: one small write
+      size_t step = (bytes.size() + pieces - 1) / pieces;
+      for (size_t off = 0; off < bytes.size() && !done_; off += step) {
+        (void)::send(c, bytes.data() + off, std::min(step, bytes.size() - off), MSG_NOSIGNAL);
+        std::this_thread::sleep_for(gap);
+      }
+      while (!done_) {
+        std::this_thread::sleep_for(10ms);
+      }
+      ::close(c);
+    });
+  }
+  ~trickling_peer() {
+    done_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  std::string url() const { return fmt::format("http://127.0.0.1:{}/x", port_); }
+
+ private:
+  int fd_;
+  uint16_t port_ = 0;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+std::string reply_of(size_t body_bytes) {
+  return fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}", body_bytes,
+                     std::string(body_bytes, 'v'));
+}
+
+struct timed_result {
+  result<client_response> r;
+  std::chrono::milliseconds took;
+};
+
+timed_result client_get(const std::string& url, client_options o, bool into) {
+  asio::io_context io;
+  auto t0 = std::chrono::steady_clock::now();
+  auto f = asio::co_spawn(
+      io,
+      [](std::string u, client_options opts,
+         bool into) -> asio::awaitable<result<client_response>> {
+        http_client c(co_await asio::this_coro::executor, opts);
+        if (!into) {
+          co_return co_await c.get(u);
+        }
+        auto place = std::make_shared<std::string>(1 << 20, '\0');
+        http_client::body_sink sink;
+        sink.on_head = [place](const client_response&) -> result<std::span<char>> {
+          return std::span<char>(place->data(), place->size());
+        };
+        sink.on_data = [](size_t) {};
+        co_return co_await c.get_into(u, {}, std::move(sink));
+      }(url, o, into),
+      asio::use_future);
+  io.run();
+  auto r = f.get();
+  return {std::move(r), std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - t0)};
+}
+
+}  // namespace
+
+TEST(HttpClientDeadlines, APeerSilentMidBodyTimesOutAtTheReadDeadline) {
+  // Half the body, then silence: the whole-request deadline (30 s) is far away.
+  auto whole = reply_of(20000);
+  client_options o;
+  o.request_timeout = 30s;
+  o.read_timeout = 300ms;
+  for (bool into : {false, true}) {
+    trickling_peer peer(whole.substr(0, whole.size() / 2), 1, 0ms);
+    auto t = client_get(peer.url(), o, into);
+    ASSERT_FALSE(t.r) << (into ? "get_into" : "get");
+    EXPECT_EQ(t.r.err().code, errc::timeout) << t.r.err().detail;
+    EXPECT_LT(t.took, 5s);
+    EXPECT_GE(t.took, 250ms);
+  }
+}
+
+TEST(HttpClientDeadlines, APeerSilentBeforeItsHeadTimesOutInGetInto) {
+  trickling_peer peer("", 1, 0ms);  // reads the request, never answers
+  client_options o;
+  o.request_timeout = 30s;
+  o.read_timeout = 300ms;
+  auto t = client_get(peer.url(), o, true);
+  ASSERT_FALSE(t.r);
+  EXPECT_EQ(t.r.err().code, errc::timeout) << t.r.err().detail;
+  EXPECT_LT(t.took, 5s);
+}
+
+TEST(HttpClientDeadlines, ASlowButSteadyPeerIsReadToTheEnd) {
+  // Ten pieces 150 ms apart: 1.5 s in all, each gap well within the 600 ms read deadline.
+  trickling_peer peer(reply_of(5000), 10, 150ms);
+  client_options o;
+  o.request_timeout = 30s;
+  o.read_timeout = 600ms;
+  auto t = client_get(peer.url(), o, false);
+  ASSERT_TRUE(t.r) << t.r.err().detail;
+  EXPECT_EQ(t.r->status, 200u);
+  EXPECT_EQ(t.r->body, std::string(5000, 'v'));
+  EXPECT_GE(t.took, 1s);
+}
+
 }  // namespace
 }  // namespace vodgrid::net

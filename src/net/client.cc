@@ -199,6 +199,34 @@ errc read_error_code(const boost::system::error_code& rec) {
   return errc::protocol_error;
 }
 
+using steady = std::chrono::steady_clock;
+
+// When the next read or write must be done by: the exchange's deadline, or sooner when the peer
+// has been silent for `read_timeout`.
+steady::time_point step_deadline(steady::time_point deadline,
+                                 std::chrono::milliseconds read_timeout) {
+  return std::min(deadline, steady::now() + read_timeout);
+}
+
+// Reads a reply (or only its head) with a deadline on every read, not only on the whole: Beast's
+// async_read arms its timer once, so a peer that stops sending would hold the exchange until
+// request_timeout. Returns the error and the bytes the parser took.
+template <class Parser>
+asio::awaitable<std::pair<boost::system::error_code, size_t>> read_until(
+    beast::tcp_stream& stream, beast::flat_buffer& buf, Parser& parser, bool head_only,
+    steady::time_point deadline, std::chrono::milliseconds read_timeout) {
+  size_t total = 0;
+  while (!(head_only ? parser.is_header_done() : parser.is_done())) {
+    stream.expires_at(step_deadline(deadline, read_timeout));
+    auto [ec, n] = co_await http::async_read_some(stream, buf, parser, use_tuple);
+    total += n;
+    if (ec) {
+      co_return std::pair{ec, total};
+    }
+  }
+  co_return std::pair{boost::system::error_code{}, total};
+}
+
 template <class Message>
 client_response head_of(const Message& res) {
   client_response out;
@@ -225,7 +253,8 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     if (!stream) {
       co_return stream.err();
     }
-    (*stream)->expires_after(opts_.request_timeout);
+    auto deadline = std::chrono::steady_clock::now() + opts_.request_timeout;
+    (*stream)->expires_at(step_deadline(deadline, opts_.read_timeout));
     auto [wec, wn] = co_await http::async_write(**stream, req, use_tuple);
     if (wec) {
       if (pooled) {
@@ -243,7 +272,8 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     if (method == http::verb::head) {
       parser.skip(true);
     }
-    auto [rec, rn] = co_await http::async_read(**stream, buf, parser, use_tuple);
+    auto [rec, rn] =
+        co_await read_until(**stream, buf, parser, false, deadline, opts_.read_timeout);
     if (rec) {
       if (pooled && rn == 0 &&
           (rec == http::error::end_of_stream || rec == asio::error::connection_reset)) {
@@ -281,7 +311,8 @@ asio::awaitable<result<client_response>> http_client::get_into(std::string url, 
       co_return stream.err();
     }
     auto& st = **stream;
-    st.expires_after(opts_.request_timeout);
+    auto deadline = std::chrono::steady_clock::now() + opts_.request_timeout;
+    st.expires_at(step_deadline(deadline, opts_.read_timeout));
     auto [wec, wn] = co_await http::async_write(st, req, use_tuple);
     if (wec) {
       if (pooled) {
@@ -295,7 +326,7 @@ asio::awaitable<result<client_response>> http_client::get_into(std::string url, 
     http::response_parser<http::buffer_body> parser;
     parser.body_limit(opts_.max_body);
     parser.header_limit(64 * 1024);
-    auto [hec, hn] = co_await http::async_read_header(st, buf, parser, use_tuple);
+    auto [hec, hn] = co_await read_until(st, buf, parser, true, deadline, opts_.read_timeout);
     if (hec) {
       if (pooled && hn == 0 &&
           (hec == http::error::end_of_stream || hec == asio::error::connection_reset)) {
@@ -322,6 +353,7 @@ asio::awaitable<result<client_response>> http_client::get_into(std::string url, 
                                                           url, dest->size()));
       }
       // read_some: back after each read from the socket, so the caller sees every step.
+      st.expires_at(step_deadline(deadline, opts_.read_timeout));
       auto [rec, rn] = co_await http::async_read_some(st, buf, parser, use_tuple);
       size_t now = dest->size() - parser.get().body().size;
       if (now > filled) {
