@@ -60,7 +60,7 @@ result<child_process> child_process::spawn(const std::vector<std::string>& argv,
 }
 
 child_process::child_process(child_process&& o) noexcept
-    : pid_(std::exchange(o.pid_, -1)), status_(o.status_) {}
+    : pid_(std::exchange(o.pid_, -1)), status_(o.status_), signal_(o.signal_) {}
 
 child_process& child_process::operator=(child_process&& o) noexcept {
   if (this != &o) {
@@ -69,6 +69,7 @@ child_process& child_process::operator=(child_process&& o) noexcept {
     }
     pid_ = std::exchange(o.pid_, -1);
     status_ = o.status_;
+    signal_ = o.signal_;
   }
   return *this;
 }
@@ -87,6 +88,7 @@ bool child_process::running() {
   int st = 0;
   pid_t r = ::waitpid(pid_, &st, WNOHANG);
   if (r == pid_) {
+    signal_ = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
     status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     return false;
   }

@@ -33,10 +33,16 @@ class child_process {
   std::optional<int> wait(std::chrono::milliseconds timeout);
   // SIGTERM, then SIGKILL after `grace`; returns the exit status.
   int stop(std::chrono::milliseconds grace);
+  // Once it has exited (running() saw it): its exit status as wait() returns it; nullopt before.
+  std::optional<int> exit_status() const { return status_; }
+  // Once it has exited: the signal that ended it, or 0 if it exited by itself (then the status
+  // is its exit code, which may exceed 128 without a signal).
+  int term_signal() const { return signal_; }
 
  private:
   pid_t pid_ = -1;
   std::optional<int> status_;
+  int signal_ = 0;
 };
 
 // The absolute path of the running executable.
