@@ -19,6 +19,11 @@ int run_director(const std::filesystem::path& config, const std::string& name);
 int run_registry(const std::filesystem::path& config);
 int run_auth(const std::filesystem::path& config);
 int run_content(const std::filesystem::path& config);
+// `vodgrid station`: supervises station `name`'s director and engines as child processes (the
+// blades) until SIGINT/SIGTERM (station.h); blade logs in `logs` (empty: beside the director's
+// data_dir).
+int run_station(const std::filesystem::path& config, const std::string& name,
+                const std::filesystem::path& logs);
 
 struct grid_options {
   std::filesystem::path config;  // empty: the embedded default

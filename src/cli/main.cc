@@ -24,6 +24,26 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   director->add_option("--name", name, "The station's name in the config")->required();
 
+  std::filesystem::path logs;
+  auto* station = app.add_subcommand(
+      "station", "Run one station: its director and engines as supervised child processes");
+  station->add_option("--config", config, "The grid's TOML file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  station->add_option("--name", name, "The station's name in the config")->required();
+  station->add_option("--logs", logs,
+                      "Append each blade's output to DIR/NAME.log (default: a logs folder beside "
+                      "the director's data_dir, created if missing)");
+  station->footer(
+      "Each blade (`vodgrid director|engine --config F --name N`) is restarted when it exits or\n"
+      "stops answering /healthz for 2 s (checked every 500 ms), after a backoff of 100 ms that\n"
+      "doubles up to 10 s. More than 5 restarts of one blade within 60 s: it is given up "
+      "(failed),\n"
+      "the others keep running. The station's `supervisor` address serves /healthz (each blade:\n"
+      "role, name, pid, up, restarts) and /metrics (vodgrid_station_restarts_total{blade,reason},\n"
+      "vodgrid_station_blades_up, vodgrid_station_blades_failed). SIGINT/SIGTERM stops the\n"
+      "engines, then the director (SIGKILL after 5 s), and exits 0.");
+
   auto* registry = app.add_subcommand("registry", "Run the media location registry daemon");
   registry->add_option("--config", config, "The grid's TOML file")
       ->required()
@@ -146,6 +166,9 @@ int main(int argc, char** argv) {
     }
     if (*director) {
       return run_director(config, name);
+    }
+    if (*station) {
+      return run_station(config, name, logs);
     }
     if (*registry) {
       return run_registry(config);
