@@ -1,6 +1,6 @@
 // `vodgrid station`, the station supervisor (claims 6-8), as real processes with real signals: a
 // killed or stopped blade is restarted, a crash-looping blade is given up while the others run, a
-// SIGTERM stops every blade.
+// SIGTERM stops every blade; and `vodgrid up` names a blade that cannot start.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -347,6 +347,27 @@ TEST(Supervisor, RefusesAnUnknownStationOrABadConfigInOneLine) {
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.out.find("--logs"), std::string::npos) << help.out;
   EXPECT_NE(help.out.find("/healthz"), std::string::npos) << help.out;
+}
+
+TEST(Supervisor, UpNamesABladeItsStationGaveUpOn) {
+  temp_dir d;
+  auto config = d.path() / "grid.toml";
+  auto grid = make_grid(d.path(), 2, 1);
+  ASSERT_TRUE(write_file_durably(config, grid.to_toml()));
+  auto t0 = steady::now();
+  auto r = run(
+      {vodgrid_binary(), "up", "--config", config.string(), "--data", (d.path() / "data").string()},
+      60s);
+  auto took = steady::now() - t0;
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("engine e1 keeps exiting"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find((d.path() / "data" / "logs" / "e1.log").string()), std::string::npos)
+      << r.err;
+  EXPECT_LT(took, 15s);  // as soon as the supervisor gave up, not after up's 20 s wait
+  // Nothing is left running.
+  EXPECT_FALSE(http_get(grid.stations[0].supervisor.url() + "/healthz"));
+  EXPECT_FALSE(http_get(grid.stations[0].director.listen.url() + "/healthz"));
+  EXPECT_FALSE(http_get(grid.stations[0].engines[0].listen.url() + "/healthz"));
 }
 
 }  // namespace

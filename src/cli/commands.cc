@@ -271,6 +271,9 @@ int run_up(const grid_options& o) {
     for (auto& e : s.engines) {
       std::cout << " " << e.name.str() << "=" << e.listen.url();
     }
+    if (s.supervisor.port != 0) {
+      std::cout << "  supervisor " << s.supervisor.url();
+    }
     std::cout << "\n";
     std::cout << fmt::format("viewer URL: {}/v1/programs/<id>/index.m3u8\n",
                              s.director.listen.url());

@@ -16,6 +16,7 @@
 #include "auth/client.h"
 #include "auth/guard.h"
 #include "base/fs.h"
+#include "cli/station.h"
 #include "cli/sync.h"
 #include "net/client.h"
 
@@ -50,6 +51,78 @@ asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds tim
     co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
   }
   co_return false;
+}
+
+enum class readiness {
+  ready,
+  silent,         // /healthz does not answer 200
+  partial,        // it answers, but its `field` stays below what is wanted
+  runner_exited,  // the process that runs it (itself or its station's supervisor) is gone
+  given_up,       // its station's supervisor gave up on it (a crash loop)
+};
+
+// Whether the supervisor at `supervisor` reports blade `name` failed.
+asio::awaitable<bool> given_up(net::http_client& client, std::string supervisor, std::string name) {
+  auto r = co_await client.get(supervisor + "/healthz");
+  if (!r || r->status != 200) {
+    co_return false;
+  }
+  auto o = api::parse_object(r->body);
+  auto* blades = o ? o->if_contains("blades") : nullptr;
+  if (!blades || !blades->is_array()) {
+    co_return false;
+  }
+  auto text = [](const boost::json::object& b, std::string_view k) {
+    auto* v = b.if_contains(k);
+    return v && v->is_string() ? std::string_view(v->as_string()) : std::string_view();
+  };
+  for (auto& b : blades->as_array()) {
+    if (b.is_object() && text(b.as_object(), "name") == name &&
+        text(b.as_object(), "state") == "failed") {
+      co_return true;
+    }
+  }
+  co_return false;
+}
+
+// Polls `url`/healthz until it is ready (see poll_health) or `timeout` passes; gives up early when
+// `runner` exits or, for a blade, its supervisor (`supervisor` URL, may be empty) gives up on it.
+asio::awaitable<readiness> await_ready(std::string url, std::chrono::milliseconds timeout,
+                                       std::string field, size_t at_least, child_process* runner,
+                                       std::string supervisor, std::string name) {
+  auto ex = co_await asio::this_coro::executor;
+  net::client_options co;
+  co.connect_timeout = std::chrono::milliseconds(500);
+  co.request_timeout = std::chrono::milliseconds(1000);
+  net::http_client client(ex, co);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  asio::steady_timer t(ex);
+  auto last = readiness::silent;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = co_await client.get(url + "/healthz");
+    if (r && r->status == 200) {
+      if (at_least == 0) {
+        co_return readiness::ready;
+      }
+      last = readiness::partial;
+      auto o = api::parse_object(r->body);
+      auto* up = o ? o->if_contains(field) : nullptr;
+      if (up && up->is_number() && up->to_number<size_t>() >= at_least) {
+        co_return readiness::ready;
+      }
+    } else {
+      last = readiness::silent;
+    }
+    if (!runner->running()) {
+      co_return readiness::runner_exited;
+    }
+    if (!supervisor.empty() && co_await given_up(client, supervisor, name)) {
+      co_return readiness::given_up;
+    }
+    t.expires_after(std::chrono::milliseconds(50));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  co_return last;
 }
 
 // As an operator would, with an operator token: every daemon that logs in (each director under its
@@ -122,13 +195,16 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
     return st.err();
   }
   auto exe = self_executable().string();
-  auto launch = [&](std::string role, std::string name, std::string url) -> status {
-    auto p = child_process::spawn({exe, role, "--config", config_file.string(), "--name", name},
-                                  g.logs_ / (name + ".log"));
+  auto launch = [&](std::string role, std::string name, std::string url,
+                    std::vector<std::string> extra = {}) -> status {
+    std::vector<std::string> argv{exe, role, "--config", config_file.string(), "--name", name};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto log = g.logs_ / ((role == "station" ? "station-" : "") + name + ".log");
+    auto p = child_process::spawn(argv, log);
     if (!p) {
       return p.err();
     }
-    g.daemons_.push_back({role, name, url, std::move(*p)});
+    g.daemons_.push_back({role, name, url, log, std::move(*p)});
     return {};
   };
   if (grid.registry) {
@@ -172,38 +248,80 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
       return st.err();
     }
   }
+  // Each station is a chassis: its supervisor runs the director and the engines as blades.
   for (auto& s : grid.stations) {
-    if (auto st = launch("director", s.name.str(), s.director.listen.url()); !st) {
+    auto url = s.supervisor.port != 0 ? s.supervisor.url() : std::string();
+    if (auto st = launch("station", s.name.str(), url, {"--logs", g.logs_.string()}); !st) {
       return st.err();
     }
-    for (auto& e : s.engines) {
-      if (auto st = launch("engine", e.name.str(), e.listen.url()); !st) {
-        return st.err();
+  }
+  // What is waited for, in order: the engines, then the directors (each waits for all its
+  // engines), then the registry (it waits for every station), then auth and the content manager;
+  // a daemon that failed is named as such. Blades are run by their station's supervisor.
+  struct awaited {
+    std::string role, name, url;
+    std::string field;  // a number in its /healthz that must reach `want` (when want > 0)
+    size_t want = 0;
+    size_t runner = 0;  // the index in daemons_ of the process that runs it
+  };
+  std::vector<awaited> order;
+  for (size_t i = 0; i < g.daemons_.size(); ++i) {
+    auto& d = g.daemons_[i];
+    if (d.role != "station") {
+      continue;
+    }
+    auto* s = grid.find_station(d.name);
+    for (auto& e : s->engines) {
+      order.push_back({"engine", e.name.str(), e.listen.url(), {}, 0, i});
+    }
+  }
+  for (size_t i = 0; i < g.daemons_.size(); ++i) {
+    auto& d = g.daemons_[i];
+    if (d.role == "station") {
+      auto* s = grid.find_station(d.name);
+      order.push_back(
+          {"director", d.name, s->director.listen.url(), "engines_up", s->engines.size(), i});
+    }
+  }
+  for (const char* role : {"registry", "auth", "content"}) {
+    for (size_t i = 0; i < g.daemons_.size(); ++i) {
+      auto& d = g.daemons_[i];
+      if (d.role == role) {
+        size_t want = d.role == "registry" ? grid.stations.size() : 0;
+        order.push_back({d.role, d.name, d.url, "stations_up", want, i});
       }
     }
   }
-  // Engines first, then directors (each waits for all its engines), then the registry (it waits
-  // for every station), then auth and the content manager: a daemon that failed is named as such.
-  auto rank = [](const daemon& d) {
-    return d.role == "engine" ? 0 : d.role == "director" ? 1 : d.role == "registry" ? 2 : 3;
-  };
-  std::stable_sort(g.daemons_.begin(), g.daemons_.end(),
-                   [&](const daemon& a, const daemon& b) { return rank(a) < rank(b); });
-  for (auto& d : g.daemons_) {
-    std::string field = d.role == "director" ? "engines_up" : "stations_up";
-    size_t want = d.role == "director"   ? grid.find_station(d.name)->engines.size()
-                  : d.role == "registry" ? grid.stations.size()
-                                         : 0;
-    if (!wait_healthy(d.url, timeout, field, want)) {
-      std::string why = !d.process.running() ? "exited"
-                        : d.role != "engine" && wait_healthy(d.url, std::chrono::milliseconds(100))
-                            ? (d.role == "director" ? "does not see all its engines"
-                                                    : "does not see all its stations")
-                            : "does not answer /healthz";
-      g.stop(std::chrono::seconds(2));
-      return make_error(errc::unavailable, fmt::format("{} {} {} (see {})", d.role, d.name, why,
-                                                       (g.logs_ / (d.name + ".log")).string()));
+  for (auto& a : order) {
+    auto& runner = g.daemons_[a.runner];
+    bool blade = runner.role == "station";
+    asio::io_context io;
+    auto v = run_sync(io, await_ready(a.url, timeout, a.field, a.want, &runner.process,
+                                      blade ? runner.url : std::string(), a.name));
+    if (v == readiness::ready) {
+      continue;
     }
+    auto log = blade ? g.logs_ / (a.name + ".log") : runner.log;
+    std::string why;
+    switch (v) {
+      case readiness::runner_exited:
+        why = blade ? fmt::format("did not come up: station {} exited (see {})", runner.name,
+                                  runner.log.string())
+                    : "exited";
+        break;
+      case readiness::given_up:
+        why = "keeps exiting: its station's supervisor gave up on it";
+        break;
+      case readiness::partial:
+        why =
+            a.role == "director" ? "does not see all its engines" : "does not see all its stations";
+        break;
+      default:
+        why = "does not answer /healthz";
+    }
+    g.stop(std::chrono::seconds(2));
+    return make_error(errc::unavailable,
+                      fmt::format("{} {} {} (see {})", a.role, a.name, why, log.string()));
   }
   return g;
 }
@@ -213,9 +331,11 @@ local_grid::~local_grid() {
 }
 
 void local_grid::stop(std::chrono::milliseconds grace) {
-  // The content manager first (it talks to the directors), then engines, so that a director does
-  // not see them vanish one by one while it drains.
-  for (const char* role : {"content", "engine", "director", "registry", "auth"}) {
+  // The content manager first (it talks to the directors), then the stations (each supervisor
+  // stops its engines, then its director, with a grace of its own), the registry, auth.
+  auto station_grace =
+      std::max(grace, 2 * supervisor_options{}.stop_grace + std::chrono::seconds(1));
+  for (const char* role : {"content", "station", "registry", "auth"}) {
     for (auto& d : daemons_) {
       if (d.role == role) {
         d.process.signal(SIGTERM);
@@ -223,7 +343,7 @@ void local_grid::stop(std::chrono::milliseconds grace) {
     }
     for (auto& d : daemons_) {
       if (d.role == role) {
-        d.process.stop(grace);
+        d.process.stop(d.role == "station" ? station_grace : grace);
       }
     }
   }

@@ -1,6 +1,8 @@
-// The local grid launcher behind `vodgrid up` and `vodgrid demo`: each daemon of a grid config runs
-// as its own child process (a chassis of blades, claim 6), logs under DATA/logs, and the grid
-// counts as ready once every daemon answers /healthz and every director sees all its engines.
+// The local grid launcher behind `vodgrid up` and `vodgrid demo`: the registry, auth and the
+// content manager run as its own child processes, each station under its own `vodgrid station`
+// supervisor (which runs the director and the engines as its blades, claims 6-8); logs under
+// DATA/logs. The grid counts as ready once every daemon answers /healthz and every director sees
+// all its engines.
 #pragma once
 
 #include <chrono>
@@ -16,10 +18,12 @@ namespace vodgrid::cli {
 
 class local_grid {
  public:
+  // A child process of the launcher.
   struct daemon {
-    std::string role;  // "director" | "engine"
+    std::string role;  // "registry" | "auth" | "content" | "station" (a station's supervisor)
     std::string name;
-    std::string url;
+    std::string url;  // a station's: its supervisor's, empty when it serves nothing
+    std::filesystem::path log;
     child_process process;
   };
 
@@ -29,7 +33,8 @@ class local_grid {
   local_grid(local_grid&&) = default;
   ~local_grid();
 
-  // SIGTERM to every daemon (engines first), SIGKILL after `grace`.
+  // SIGTERM to every daemon (the content manager, the stations (each stops its engines, then its
+  // director), the registry, auth), SIGKILL after `grace`.
   void stop(std::chrono::milliseconds grace = std::chrono::seconds(10));
   // Daemons that exited since the last call, as "role name (status N)".
   std::vector<std::string> reap();
