@@ -26,10 +26,10 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 std::string play_report::to_text() const {
   std::string out = fmt::format(
-      "viewers {}  segments {}  failed {}  bytes {}  retries {}  stalls {}  digest mismatches {}  "
-      "wall {:.2f} s  media {:.2f} s per viewer\n",
-      viewers, segments, segments_failed, bytes, retries, stalls, digest_mismatches, seconds,
-      media_seconds);
+      "viewers {}  segments {}  failed {}  bytes {}  retries {}  stalls {} (longest {:.2f} s)  "
+      "digest mismatches {}  wall {:.2f} s  media {:.2f} s per viewer\n",
+      viewers, segments, segments_failed, bytes, retries, stalls, longest_stall, digest_mismatches,
+      seconds, media_seconds);
   out += "engines:";
   for (auto& [e, n] : engines) {
     out += fmt::format(" {}={}", e, n);
@@ -57,6 +57,7 @@ json::value play_report::to_json() const {
                       {"bytes", bytes},
                       {"retries", retries},
                       {"stalls", stalls},
+                      {"longest_stall", longest_stall},
                       {"digest_mismatches", digest_mismatches},
                       {"seconds", seconds},
                       {"media_seconds", media_seconds},
@@ -163,14 +164,33 @@ asio::awaitable<uint64_t> fetch_segment(net::http_client& client, std::shared_pt
   co_return 0;
 }
 
+// A GET of the playlist or the manifest, asked again (as for a segment) while the director does not
+// answer or answers that it cannot now: a director being restarted costs a viewer a moment.
+asio::awaitable<result<net::client_response>> get_retrying(net::http_client& client,
+                                                           std::shared_ptr<shared_state> st,
+                                                           std::string url) {
+  auto res = co_await client.get(url);
+  for (uint32_t attempt = 1; attempt < st->opts.max_attempts; ++attempt) {
+    if (res && res->status < 500) {
+      break;
+    }
+    ++st->report.retries;
+    co_await sleep_for(std::chrono::milliseconds(std::min<uint32_t>(100 * attempt, 1000)));
+    res = co_await client.get(url);
+  }
+  co_return res;
+}
+
 asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
   auto ex = co_await asio::this_coro::executor;
   net::client_options co;
+  co.connect_timeout = std::chrono::seconds(2);
   co.request_timeout = st->opts.attempt_timeout;
+  co.read_timeout = st->opts.read_timeout;
   net::http_client client(ex, co);
   auto& rep = st->report;
   std::string playlist_url = with_token(st->opts.url, st->opts.token);
-  auto pl_res = co_await client.get(playlist_url);
+  auto pl_res = co_await get_retrying(client, st, playlist_url);
   if (!pl_res || pl_res->status != 200) {
     st->error(pl_res ? fmt::format("playlist: {} {}", pl_res->status, pl_res->body.substr(0, 200))
                      : "playlist: " + pl_res.err().detail);
@@ -189,7 +209,7 @@ asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
     auto murl = manifest_url(playlist_url);
     std::optional<api::program_manifest> m;
     if (!murl.empty()) {
-      auto mres = co_await client.get(murl);
+      auto mres = co_await get_retrying(client, st, murl);
       if (mres && mres->status == 200) {
         if (auto d = api::decode<api::program_manifest>(mres->body)) {
           m = std::move(*d);
@@ -240,6 +260,8 @@ asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
                                       std::chrono::duration<double>(buffered_until));
       if (now > due) {
         ++rep.stalls;
+        rep.longest_stall =
+            std::max(rep.longest_stall, std::chrono::duration<double>(now - due).count());
         playback_start += now - due;  // playback waited for the segment
       }
     }

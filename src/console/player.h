@@ -22,6 +22,9 @@ struct play_options {
   bool verify = true;          // check every segment against the director's published SHA-256
   uint32_t max_attempts = 12;  // per segment, through the director each time
   std::chrono::milliseconds attempt_timeout{20'000};
+  // No byte for this long: the engine (or director) hangs, and the segment is asked for again
+  // through the director, which sends the console elsewhere once the engine leaves rotation.
+  std::chrono::milliseconds read_timeout{4'000};
 };
 
 struct play_report {
@@ -29,8 +32,9 @@ struct play_report {
   uint64_t segments = 0;         // segments played (verified, when verifying)
   uint64_t segments_failed = 0;  // segments no attempt could deliver
   uint64_t bytes = 0;
-  uint64_t retries = 0;  // attempts beyond the first
-  uint64_t stalls = 0;   // real time only: a segment arrived after it was due to play
+  uint64_t retries = 0;      // attempts beyond the first
+  uint64_t stalls = 0;       // real time only: a segment arrived after it was due to play
+  double longest_stall = 0;  // seconds: the longest wait of a viewer's playback for a segment
   uint64_t digest_mismatches = 0;
   double seconds = 0;                       // wall time
   double media_seconds = 0;                 // per viewer
