@@ -240,7 +240,10 @@ status engine_daemon::start() {
                                                 sopts);
   net::client_options copts;
   copts.max_body = d.self->max_segment_bytes;
+  copts.connect_timeout = std::chrono::seconds(1);
   copts.request_timeout = std::chrono::seconds(30);
+  // A source that stops sending mid-copy is left for the next one; a hung director misses a beat.
+  copts.read_timeout = std::chrono::seconds(3);
   // Heartbeats, and the copies it fetches, carry its engine token (claims 24, 25).
   copts.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), copts);
