@@ -3,160 +3,17 @@
 #include "director/director.h"
 
 #include <fmt/format.h>
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
 
-#include <deque>
-#include <map>
-#include <unordered_set>
-
-#include "api/api.h"
 #include "api/hls.h"
 #include "auth/client.h"
 #include "auth/guard.h"
-#include "auth/session.h"
 #include "base/fs.h"
-#include "base/log.h"
-#include "director/tables.h"
-#include "net/client.h"
-#include "net/http.h"
+#include "director/impl.h"
 
 namespace vodgrid::director {
-
-namespace asio = boost::asio;
-namespace http = boost::beast::http;
-namespace json = boost::json;
-using net::reply;
-using net::request_context;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-
-namespace {
-constexpr std::string_view state_loading = "loading";
-constexpr std::string_view state_ready = "ready";
-}  // namespace
-
-struct director_daemon::impl {
-  asio::io_context& io;
-  grid_config grid;
-  const station_config* station = nullptr;
-  std::shared_ptr<spdlog::logger> logger = log::get("director");
-  std::unique_ptr<net::http_server> server;
-  std::unique_ptr<net::http_client> client;  // preload orders and deletes
-  // With [auth]: the keys that check viewers' tokens and the station key that signs redirects.
-  std::unique_ptr<auth::service_session> auth;
-  station_tables tables;
-  std::map<program_id, api::program_manifest> catalog;
-  // Engine told to preload a segment, and until when that hint holds (claim 16).
-  std::unordered_map<segment_key, std::pair<size_t, steady::time_point>> preloaded;
-  uint16_t port = 0;
-  uint32_t background = 0;  // detached tasks in flight (preload orders); stop waits for them
-  bool stopping = false;
-
-  // The link to the registry (when the grid has one): registration, reports, copies.
-  bool registered = false;
-  bool reporting = false;  // one report in flight at a time: replies acknowledge a prefix
-  std::vector<api::location_change> unreported;  // changes not yet acknowledged by the registry
-  std::vector<api::copy_sample> copy_samples;
-  struct pending_copy {
-    explicit pending_copy(asio::io_context& io) : done(io, steady::time_point::max()) {}
-    asio::steady_timer done;  // cancelled when the copy ends; waiters wait on it
-    result<size_t> engine;    // the receiving engine, or why the copy failed
-    bool finished = false;
-  };
-  std::unordered_map<segment_key, std::shared_ptr<pending_copy>> copies_in_flight;
-  // The station each source engine belongs to, by origin: copy samples name the station.
-  std::unordered_map<std::string, station_id> station_of_origin;
-  // Replicas made for load (claim 19), and when a console was last sent to each: deleted when idle.
-  std::map<std::pair<segment_key, size_t>, steady::time_point> replicas;
-  // A replica order in flight per segment: consoles that find every holder full wait for it.
-  std::unordered_map<segment_key, std::shared_ptr<pending_copy>> replicas_in_flight;
-  std::deque<segment_key> prefetch_queue;
-  uint32_t copy_workers = 0;
-  uint32_t prefetching = 0;       // pre-positioning copies in flight (at most parallel_copies)
-  uint32_t prefetching_peak = 0;  // the most there have been at once
-
-  net::metric_value* redirects = nullptr;
-  net::metric_value* unavailable = nullptr;
-  net::metric_value* preload_orders = nullptr;
-  net::metric_value* heartbeats = nullptr;
-  net::metric_value* replicas_made = nullptr;
-  net::metric_value* replicas_dropped = nullptr;
-  net::metric_value* evictions_allowed = nullptr;
-  net::metric_value* evictions_refused = nullptr;
-
-  impl(asio::io_context& i, grid_config g)
-      : io(i), grid(std::move(g)), tables(grid.heartbeat_timeout) {}
-
-  std::filesystem::path catalog_path() const {
-    return station->director.data_dir / "programs.json";
-  }
-  status load_catalog();
-  status save_catalog();
-  void routes();
-  asio::awaitable<reply> heartbeat(request_context& ctx);
-  asio::awaitable<reply> list_engines(request_context& ctx);
-  asio::awaitable<reply> create_program(request_context& ctx);
-  asio::awaitable<reply> commit_program(request_context& ctx);
-  asio::awaitable<reply> delete_program(request_context& ctx);
-  asio::awaitable<reply> list_programs(request_context& ctx);
-  asio::awaitable<reply> get_program(request_context& ctx);
-  asio::awaitable<reply> playlist(request_context& ctx);
-  asio::awaitable<reply> segment(request_context& ctx);
-  asio::awaitable<std::optional<reply>> refuse_token(request_context& ctx, auth::requirement req);
-  asio::awaitable<void> send_preload(std::string url, api::preload_order order);
-  asio::awaitable<void> send_delete(std::string url);
-  asio::awaitable<void> drop_replica(segment_key key, size_t engine);
-  asio::awaitable<reply> distribute(request_context& ctx);
-  asio::awaitable<reply> set_availability(request_context& ctx);
-  asio::awaitable<reply> holder(request_context& ctx);
-  asio::awaitable<void> registry_loop();
-  asio::awaitable<bool> report_to_registry();
-  asio::awaitable<bool> send_report();
-  asio::awaitable<void> reconcile_with_registry();
-  bool reconciled = false;  // this process has checked the registry's view of the station once
-  steady::time_point started = steady::now();
-  asio::awaitable<result<size_t>> acquire(segment_key key, bool wait,
-                                          std::optional<size_t> exclude = std::nullopt);
-  asio::awaitable<result<size_t>> copy_from_sources(segment_key key, bool wait,
-                                                    std::optional<size_t> exclude);
-  asio::awaitable<result<size_t>> replicate(segment_key key, std::optional<size_t> exclude);
-  asio::awaitable<result<size_t>> replicate_shared(segment_key key);
-  template <class Start>
-  asio::awaitable<result<size_t>> once_per_segment(
-      std::unordered_map<segment_key, std::shared_ptr<pending_copy>>& in_flight, segment_key key,
-      Start start);
-  asio::awaitable<result<size_t>> order_fetch(size_t target, const segment_key& key,
-                                              std::vector<std::string> sources, bool wait);
-  asio::awaitable<reply> evictions(request_context& ctx);
-  asio::awaitable<bool> held_elsewhere(const segment_key& key, size_t engine);
-  asio::awaitable<void> maintenance_loop();
-  // Whether engine i is at hot_load_percent of its stream limit: the least loaded holder (the one
-  // chosen) being so is the cheap first test of a hot segment, on every redirect.
-  bool busy(size_t i) const {
-    auto& e = tables.engine(i);
-    return (e.load.active_streams + e.assigned) * 100ull >=
-               uint64_t{e.load.max_streams} * station->director.hot_load_percent ||
-           (e.load.max_bytes_per_second > 0 &&
-            e.load.bytes_per_second * 100 >=
-                e.load.max_bytes_per_second * station->director.hot_load_percent);
-  }
-  std::string segment_url(size_t engine, const segment_key& key) const {
-    return fmt::format("{}/v1/segments/{}/{}.ts", tables.engine(engine).url, key.program.str(),
-                       key.index.v);
-  }
-  asio::awaitable<void> prefetch_worker();
-  std::optional<size_t> receiving_engine(const segment_key& key,
-                                         std::optional<size_t> exclude = std::nullopt);
-  std::string registry_url() const {
-    return grid.registry ? grid.registry->listen.url() : std::string();
-  }
-  result<const api::program_manifest*> ready_program(const std::string& id) const;
-  std::string missing_copies(const api::program_manifest& m, size_t want) const;
-};
 
 director_daemon::director_daemon(asio::io_context& io, grid_config grid, station_id station)
     : impl_(std::make_unique<impl>(io, std::move(grid))) {
@@ -180,11 +37,16 @@ status director_daemon::start() {
   d.server =
       std::make_unique<net::http_server>(d.io.get_executor(), "director " + d.station->name.str());
   net::client_options co;
-  co.request_timeout = std::chrono::seconds(60);  // a copy order lasts as long as the copy
+  co.connect_timeout = std::chrono::seconds(1);
+  co.request_timeout = std::chrono::seconds(10);
+  co.read_timeout = std::chrono::seconds(3);
   co.max_body = 64 << 20;
   // Orders to engines, reports to the registry, copies from other stations: with its token.
   co.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
+  co.request_timeout = std::chrono::seconds(120);  // the order answers when the copy is done
+  co.read_timeout = std::chrono::seconds(60);
+  d.copy_client = std::make_unique<net::http_client>(d.io.get_executor(), co);
   if (d.grid.auth) {
     d.auth = std::make_unique<auth::service_session>(
         d.io.get_executor(), d.grid.auth->listen.url(), d.station->name.str(),
@@ -301,7 +163,9 @@ void director_daemon::impl::routes() {
     return json::object{{"role", "director"},
                         {"station", station->name.str()},
                         {"engines_up", tables.up_engines(now).size()},
-                        {"programs", catalog.size()}};
+                        {"programs", catalog.size()},
+                        {"under_replicated", under_replicated},
+                        {"repairs_in_flight", repairing.size()}};
   });
   auto& m = server->metrics();
   redirects =
@@ -330,6 +194,28 @@ void director_daemon::impl::routes() {
              [this] { return static_cast<double>(tables.up_engines(steady::now()).size()); });
   m.gauge_fn("vodgrid_director_locations", "Segments with at least one copy in the station",
              [this] { return static_cast<double>(tables.location_count()); });
+  m.gauge_fn("vodgrid_director_under_replicated_segments",
+             "Segments with fewer copies on engines in rotation than the station places",
+             [this] { return static_cast<double>(under_replicated); });
+  m.gauge_fn("vodgrid_director_repairs_in_flight", "Copies in flight to restore placement",
+             [this] { return static_cast<double>(repairing.size()); });
+  repairs_ok = &m.counter("vodgrid_director_repairs_total",
+                          "Copies made to bring a segment back to its copies", "result=\"ok\"");
+  repairs_failed =
+      &m.counter("vodgrid_director_repairs_total",
+                 "Copies made to bring a segment back to its copies", "result=\"failed\"");
+  surplus_dropped = &m.counter("vodgrid_director_surplus_dropped_total",
+                               "Copies beyond the placement dropped (an engine came back)");
+  fallbacks_copied =
+      &m.counter("vodgrid_director_fallbacks_total",
+                 "Consoles whose segment no engine here could serve, served from another station",
+                 "via=\"copy\"");
+  fallbacks_remote =
+      &m.counter("vodgrid_director_fallbacks_total",
+                 "Consoles whose segment no engine here could serve, served from another station",
+                 "via=\"redirect\"");
+  programs_learned = &m.counter("vodgrid_director_programs_learned_total",
+                                "Programs learned from the registry on a console's request");
 }
 
 asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
@@ -392,7 +278,11 @@ asio::awaitable<reply> director_daemon::impl::list_engines(request_context&) {
         {"assigned", e.assigned},
         {"load", api::to_json(e.load)}});
   }
-  co_return net::json_reply(json::object{{"station", station->name.str()}, {"engines", a}});
+  co_return net::json_reply(json::object{{"station", station->name.str()},
+                                         {"engines", a},
+                                         {"copies", station->director.copies},
+                                         {"under_replicated", under_replicated},
+                                         {"repairs_in_flight", repairing.size()}});
 }
 
 asio::awaitable<reply> director_daemon::impl::create_program(request_context& ctx) {
@@ -524,25 +414,6 @@ asio::awaitable<void> director_daemon::impl::send_delete(std::string url) {
   --background;
 }
 
-// An idle replica goes, unless viewers are still streaming it (a console sent there long ago may
-// still be reading): then it is judged again after another idle time.
-asio::awaitable<void> director_daemon::impl::drop_replica(segment_key key, size_t engine) {
-  ++background;
-  auto res = co_await client->request(http::verb::delete_, segment_url(engine, key) + "?if_idle=1");
-  if (res && res->status == 204) {
-    replicas_dropped->inc();
-    logger->info("director {}: replica of {} at engine {} idle; deleted", station->name.str(),
-                 key.str(), tables.engine(engine).name.str());
-  } else if (res && res->status == 409) {
-    replicas.try_emplace({key, engine}, steady::now());
-  } else if (!res || res->status != 404) {
-    logger->warn("director {}: deleting the replica of {} at engine {} failed: {}",
-                 station->name.str(), key.str(), tables.engine(engine).name.str(),
-                 res ? std::to_string(res->status) : res.err().detail);
-  }
-  --background;
-}
-
 asio::awaitable<reply> director_daemon::impl::delete_program(request_context& ctx) {
   auto id = program_id::parse(ctx.params[0]);
   auto it = id ? catalog.find(*id) : catalog.end();
@@ -587,6 +458,13 @@ asio::awaitable<reply> director_daemon::impl::list_programs(request_context&) {
 asio::awaitable<reply> director_daemon::impl::get_program(request_context& ctx) {
   auto id = program_id::parse(ctx.params[0]);
   auto it = id ? catalog.find(*id) : catalog.end();
+  if (it == catalog.end() && id && grid.registry) {
+    // A console about to play it (it checks every segment against this): learned as for playing.
+    if (auto learned = co_await learn_program(*id); !learned) {
+      co_return unavailable_reply(learned.err());
+    }
+    it = catalog.find(*id);
+  }
   if (it == catalog.end()) {
     co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
   }
@@ -667,9 +545,9 @@ asio::awaitable<std::optional<reply>> director_daemon::impl::refuse_token(reques
 }
 
 asio::awaitable<reply> director_daemon::impl::playlist(request_context& ctx) {
-  auto m = ready_program(ctx.params[0]);
+  auto m = co_await find_program(ctx.params[0]);
   if (!m) {
-    co_return net::error_reply(m.err());
+    co_return unavailable_reply(m.err());
   }
   if (auth) {
     // Claim 23: a viewer token entitled to the program, bound (if it says so) to this client.
@@ -706,8 +584,11 @@ asio::awaitable<void> director_daemon::impl::send_preload(std::string url,
 
 asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   auto m = ready_program(ctx.params[0]);
+  if (!m && grid.registry && m.err().code == errc::not_found) {
+    m = co_await find_program(ctx.params[0]);  // a program this station has not heard of yet
+  }
   if (!m) {
-    co_return net::error_reply(m.err());
+    co_return unavailable_reply(m.err());
   }
   auto idx = segment_index::parse(ctx.params[1]);
   if (!idx || idx->v >= (*m)->segments.size()) {
@@ -729,25 +610,6 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   if (auto p = preloaded.find(key); p != preloaded.end() && p->second.second > now) {
     hint = p->second.first;  // kept until it expires: every console of this segment may use it
   }
-  if (tables.holders(key).empty() && tables.filling(key).empty() && grid.registry) {
-    // Claim 14: the station lacks the segment. An engine starts copying it from the cheapest
-    // source and the console goes there at once: the engine serves it while it arrives.
-    auto got = co_await acquire(key, false);
-    if (!got) {
-      unavailable->inc();
-      auto r = net::error_reply(
-          make_error(errc::unavailable,
-                     fmt::format("{} is in no engine of station {} and could not be copied: {}",
-                                 key.str(), station->name.str(), got.err().detail)));
-      r.headers.emplace_back("Retry-After", "1");
-      co_return r;
-    }
-    now = steady::now();
-    m = ready_program(ctx.params[0]);
-    if (!m) {
-      co_return net::error_reply(m.err());
-    }
-  }
   auto chosen = tables.choose(key, now, hint);
   if (!chosen && tables.up_holders(key, now) > 0) {
     // Claim 19: every holder is at its limits. Another engine receives a replica and this
@@ -766,12 +628,64 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     // Near the limits: replicate before consoles have to wait for it.
     asio::co_spawn(io, replicate_shared(key), asio::detached);
   }
-  if (!chosen) {
+  std::string elsewhere;  // an engine of another station, when none of ours can serve or receive
+  if (!chosen && grid.registry) {
+    // Claim 14: the station lacks the segment, or every engine holding it is down, hung or full.
+    // An engine of ours copies it from the cheapest other station and the console goes there at
+    // once: the engine serves it while it arrives. If no engine of ours can take it, the console
+    // goes to an engine of that station.
+    bool lacked = tables.holders(key).empty() && tables.filling(key).empty();
+    auto got = co_await acquire(key, false);
+    now = steady::now();
+    if (got) {
+      chosen = tables.choose(key, now);
+    }
+    std::string why = got ? "no engine here can serve it" : got.err().detail;
+    if (!chosen) {
+      auto remote = co_await remote_holder(key);
+      if (remote) {
+        elsewhere = std::move(*remote);
+      } else {
+        why += "; " + remote.err().detail;
+      }
+    }
+    if (chosen && !lacked) {
+      fallbacks_copied->inc();
+    } else if (!elsewhere.empty()) {
+      fallbacks_remote->inc();
+    }
+    m = ready_program(ctx.params[0]);  // the catalog may have changed while we waited
+    if (!m) {
+      co_return net::error_reply(m.err());
+    }
+    if (!chosen && elsewhere.empty()) {
+      unavailable->inc();
+      co_return unavailable_reply(
+          make_error(errc::unavailable,
+                     fmt::format("no engine of station {} can serve {} and no other station "
+                                 "could supply it: {}",
+                                 station->name.str(), key.str(), why)));
+    }
+  }
+  if (!chosen && elsewhere.empty()) {
     unavailable->inc();
-    auto r = net::error_reply(
+    co_return unavailable_reply(
         make_error(errc::unavailable,
                    fmt::format("no engine holding {} is up and under its limits", key.str())));
-    r.headers.emplace_back("Retry-After", "1");
+  }
+  std::string_view query;  // passed on as it came, with its '?'
+  if (auto q = ctx.req.target().find('?'); q != std::string_view::npos) {
+    query = ctx.req.target().substr(q);
+  }
+  if (!chosen) {
+    reply r;
+    r.status = http::status::found;
+    if (!auth) {
+      elsewhere.append(query.data(), query.size());
+    }
+    r.headers.emplace_back("Location", std::move(elsewhere));
+    r.headers.emplace_back("Cache-Control", "no-store");
+    r.body = "{}\n";
     co_return r;
   }
   if (!replicas.empty()) {
@@ -780,10 +694,6 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     }
   }
   auto& e = tables.engine(*chosen);
-  std::string_view query;  // passed on as it came, with its '?'
-  if (auto q = ctx.req.target().find('?'); q != std::string_view::npos) {
-    query = ctx.req.target().substr(q);
-  }
   // Built by appending: fmt's runtime format string cost more than the rest of this handler.
   std::string location;
   location.reserve(e.url.size() + key.program.str().size() + query.size() + 32);
@@ -847,37 +757,10 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
 
 namespace vodgrid::director {
 
-// The station's engine that should receive a copy: up, neither holding nor receiving it, under its
-// stream limit and with room in its disk budget; least loaded, then most free space.
+// The station's engine that should receive a copy (tables.h, choose_receiver).
 std::optional<size_t> director_daemon::impl::receiving_engine(const segment_key& key,
                                                               std::optional<size_t> exclude) {
-  auto it = catalog.find(key.program);
-  uint64_t size = it != catalog.end() && key.index.v < it->second.segments.size()
-                      ? it->second.segments[key.index.v].size
-                      : 0;
-  // An engine with room in its budget first; else one that must evict to take it (it asks).
-  std::optional<size_t> best;
-  double best_score = 0;
-  bool best_has_room = false;
-  for (size_t i : tables.up_engines(steady::now())) {
-    auto& e = tables.engine(i);
-    if (i == exclude || e.held.count(key) || e.filling.count(key)) {
-      continue;
-    }
-    uint32_t streams = e.load.active_streams + e.assigned;
-    if (streams >= e.load.max_streams) {
-      continue;
-    }
-    bool room = e.load.max_disk_bytes == 0 || e.load.used_bytes + size <= e.load.max_disk_bytes;
-    double load = static_cast<double>(streams) / std::max<uint32_t>(e.load.max_streams, 1);
-    double score = load - static_cast<double>(e.load.free_bytes) * 1e-15;
-    if (!best || (room && !best_has_room) || (room == best_has_room && score < best_score)) {
-      best = i;
-      best_score = score;
-      best_has_room = room;
-    }
-  }
-  return best;
+  return tables.choose_receiver(key, segment_size(key), steady::now(), exclude);
 }
 
 // Orders engine `target` to copy `key` from `sources` in turn. wait: answers when the copy is done;
@@ -893,16 +776,17 @@ asio::awaitable<result<size_t>> director_daemon::impl::order_fetch(size_t target
   auto entry = it->second.segments[key.index.v];
   api::fetch_order order{key, entry.sha256, entry.size, std::move(sources), wait};
   auto url = tables.engine(target).url + "/v1/orders/fetch";
-  auto f = co_await client->send_json(http::verb::post, url, json::serialize(api::to_json(order)));
+  auto& via = wait ? *copy_client : *client;
+  auto f = co_await via.send_json(http::verb::post, url, json::serialize(api::to_json(order)));
   if (!f || (f->status != 201 && f->status != 200 && f->status != 202)) {
     co_return make_error(errc::unavailable, fmt::format("engine {} did not take the copy of {}: {}",
                                                         tables.engine(target).name.str(), key.str(),
                                                         f ? f->body : f.err().detail));
   }
   if (f->status == 202) {
-    tables.note_filling(target, key);
+    tables.note_filling(target, key, entry.size);
   } else {
-    tables.note_copy(target, key);
+    tables.note_copy(target, key, entry.size);
   }
   co_return target;
 }
@@ -913,17 +797,11 @@ asio::awaitable<result<size_t>> director_daemon::impl::order_fetch(size_t target
 // the segment as held, so a failed copy leaves nothing behind.
 asio::awaitable<result<size_t>> director_daemon::impl::copy_from_sources(
     segment_key key, bool wait, std::optional<size_t> exclude) {
-  auto res = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/sources?for={}",
-                                              registry_url(), key.program.str(), key.index.v,
-                                              station->name.str()));
-  if (!res) {
-    co_return make_error(errc::unavailable, "registry: " + res.err().detail);
-  }
-  if (res->status != 200) {
+  if (!receiving_engine(key, exclude)) {  // asked again once the sources are known
     co_return make_error(errc::unavailable,
-                         fmt::format("registry answered {}: {}", res->status, res->body));
+                         "no engine of this station is up and has room to receive " + key.str());
   }
-  auto sources = api::decode<std::vector<api::source>>(res->body);
+  auto sources = co_await other_sources(key);
   if (!sources) {
     co_return sources.err();
   }
@@ -931,8 +809,8 @@ asio::awaitable<result<size_t>> director_daemon::impl::copy_from_sources(
   std::vector<std::string> urls;
   constexpr size_t max_sources = 3;  // enough to ride out a dead source or two
   for (auto& src : *sources) {
-    if (src.station == station->name || urls.size() == max_sources) {
-      continue;
+    if (urls.size() == max_sources) {
+      break;
     }
     auto h = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/holder?whole=1",
                                               src.director_url, key.program.str(), key.index.v));
@@ -1107,7 +985,8 @@ asio::awaitable<reply> director_daemon::impl::distribute(request_context& ctx) {
 // GET /v1/programs/{id}/segments/{n}/holder: an engine of this station for the segment, for
 // another station's copy or for one of our engines sending a console on. ?whole=1: only an engine
 // holding it whole; ?exclude=<engine>: not that one (its copy failed, or it is the asker);
-// ?get=1: if none can serve it, have one receive it (a replica, or a copy from another station).
+// ?get=1: if none can serve it, have one receive it (a replica, or a copy from another station);
+// ?console=1: the URL is for a console another station's director sends here (signed, with auth).
 asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   auto id = program_id::parse(ctx.params[0]);
   auto idx = segment_index::parse(ctx.params[1]);
@@ -1119,6 +998,7 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   bool whole = ctx.query_param("whole") == "1";
   bool get = ctx.query_param("get") == "1";
   bool full = ctx.query_param("full") == "1";
+  bool console = ctx.query_param("console") == "1";  // for a console of another station: signed
   std::optional<size_t> exclude;
   if (auto ex = ctx.query_param("exclude"); !ex.empty()) {
     exclude = tables.find_engine(ex);
@@ -1184,8 +1064,18 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   }
   auto& eng = tables.engine(*e);
   tables.note_sent(*e, now);
-  co_return net::json_reply(
-      json::object{{"engine", eng.name.str()}, {"url", segment_url(*e, key)}});
+  auto url = segment_url(*e, key);
+  if (console && auth) {
+    // Claim 23 across stations: the engine checks signatures of its own station's key.
+    if (!auth->signer()) {
+      co_return unavailable_reply(make_error(errc::unavailable, "not yet logged in at auth"));
+    }
+    auto sig = auth->signer()->sign_query(std::string_view(url).substr(eng.url.size()),
+                                          auth::unix_now() + 30);
+    url += '?';
+    url += sig;
+  }
+  co_return net::json_reply(json::object{{"engine", eng.name.str()}, {"url", std::move(url)}});
 }
 
 // POST /v1/engines/{name}/evictions: the engine names what it would evict, least recently used
@@ -1240,22 +1130,8 @@ asio::awaitable<bool> director_daemon::impl::held_elsewhere(const segment_key& k
   if (!grid.registry) {
     co_return false;
   }
-  auto res = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/sources?for={}",
-                                              registry_url(), key.program.str(), key.index.v,
-                                              station->name.str()));
-  if (!res || res->status != 200) {
-    co_return false;  // unknown is no
-  }
-  auto sources = api::decode<std::vector<api::source>>(res->body);
-  if (!sources) {
-    co_return false;
-  }
-  for (auto& src : *sources) {
-    if (src.station != station->name) {
-      co_return true;
-    }
-  }
-  co_return false;
+  auto sources = co_await other_sources(key);
+  co_return sources && !sources->empty();  // unknown is no
 }
 
 // Deletes replicas made for load once no console has been sent to them for replica_idle, keeping
@@ -1276,10 +1152,11 @@ asio::awaitable<void> director_daemon::impl::maintenance_loop() {
       }
       if (tables.up_holders(key, now) > station->director.copies &&
           tables.engine(engine).held.count(key)) {
-        asio::co_spawn(io, drop_replica(key, engine), asio::detached);
+        asio::co_spawn(io, drop_copy(key, engine, true), asio::detached);
       }
       it = replicas.erase(it);
     }
+    plan_placement(now);
   }
   --background;
 }

@@ -51,6 +51,66 @@ std::optional<size_t> choose_engine(const std::vector<candidate>& holders,
   return best;
 }
 
+receiver_rank rank_receiver(const engine_entry& e, uint64_t bytes) {
+  uint64_t used = e.load.used_bytes + e.pending_bytes;
+  // A budget is the engine's capacity; without one, its share of the filesystems it writes to.
+  double capacity = e.load.max_disk_bytes > 0 ? static_cast<double>(e.load.max_disk_bytes)
+                                              : static_cast<double>(e.load.used_bytes) +
+                                                    static_cast<double>(e.load.free_bytes);
+  receiver_rank r;
+  r.room = e.load.max_disk_bytes == 0 ? used + bytes <= e.load.used_bytes + e.load.free_bytes
+                                      : used + bytes <= e.load.max_disk_bytes;
+  double space = capacity > 0 ? static_cast<double>(used) / capacity : 1.0;
+  double streams = static_cast<double>(e.load.active_streams + e.assigned) /
+                   std::max<uint32_t>(e.load.max_streams, 1);
+  r.score = streams + space;
+  return r;
+}
+
+std::optional<size_t> station_tables::choose_receiver(const segment_key& key, uint64_t bytes,
+                                                      steady::time_point now,
+                                                      std::optional<size_t> exclude,
+                                                      bool need_room) const {
+  std::optional<size_t> best;
+  receiver_rank best_rank;
+  size_t best_count = 0;
+  for (size_t i = 0; i < engines_.size(); ++i) {
+    auto& e = *engines_[i];
+    if (i == exclude || !is_up(e, now) || e.held.contains(key) || e.filling.contains(key) ||
+        e.load.active_streams + e.assigned >= e.load.max_streams) {
+      continue;
+    }
+    auto r = rank_receiver(e, bytes);
+    if (need_room && !r.room) {
+      continue;
+    }
+    size_t count = e.held.size() + e.filling.size();  // equal ranks: the fewer segments
+    bool better =
+        !best || (r.room && !best_rank.room) ||
+        (r.room == best_rank.room &&
+         (r.score < best_rank.score || (r.score == best_rank.score && count < best_count)));
+    if (better) {
+      best = i;
+      best_rank = r;
+      best_count = count;
+    }
+  }
+  return best;
+}
+
+size_t station_tables::present_copies(const segment_key& key, steady::time_point now,
+                                      std::chrono::milliseconds grace) const {
+  size_t n = 0;
+  for (size_t i : holders(key)) {
+    auto& e = *engines_[i];
+    n += is_up(e, now) || now - e.last_seen <= timeout_ + grace ? 1 : 0;
+  }
+  for (size_t i : filling(key)) {
+    n += is_up(*engines_[i], now) ? 1 : 0;
+  }
+  return n;
+}
+
 api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::time_point now) {
   auto idx = find_engine(hb.engine.str());
   if (!idx) {
@@ -68,6 +128,7 @@ api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::tim
   e.seq = hb.seq;
   e.last_seen = now;
   e.load = hb.load;
+  e.pending_bytes = 0;  // what was ordered before it is in its used bytes, or still arriving
   // A console sent within the last moment may not have reached the engine when it wrote this.
   constexpr auto in_flight = std::chrono::milliseconds(50);
   while (!e.recent.empty() && now - e.recent.front() > in_flight) {

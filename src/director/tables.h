@@ -35,6 +35,9 @@ struct engine_entry {
   std::deque<steady::time_point> recent;  // when each of the last consoles was sent
   std::unordered_set<segment_key> held;
   std::unordered_set<segment_key> filling;  // segments it is receiving (and serving meanwhile)
+  // Bytes of copies ordered to it since its last heartbeat, which `load.used_bytes` does not count
+  // yet: copies ordered in one burst are spread, not all sent to the engine that looked emptiest.
+  uint64_t pending_bytes = 0;
 };
 
 // What selection needs to know of one holder.
@@ -56,6 +59,15 @@ double load_of(const candidate& c);
 // lowest `rotation`-shifted position, so equal engines share the work. nullopt when none qualifies.
 std::optional<size_t> choose_engine(const std::vector<candidate>& holders,
                                     std::optional<size_t> preferred, uint64_t rotation);
+
+// How an engine ranks as the receiver of a copy (claim 18's placement): the lower the better.
+// Its stream load and the share of its space in use count alike, so that copies spread over the
+// engines of a station by load and free space. `room`: it can take `bytes` without evicting.
+struct receiver_rank {
+  bool room = false;
+  double score = 0;
+};
+receiver_rank rank_receiver(const engine_entry& e, uint64_t bytes);
 
 class station_tables {
  public:
@@ -82,6 +94,30 @@ class station_tables {
   // The engine choose() would pick, without counting a console.
   std::optional<size_t> peek(const segment_key& key, steady::time_point now) const;
 
+  // The engine that should receive a copy of `key` (`bytes` long): up, neither holding nor
+  // receiving it, under its stream limit, not `exclude`; one with room before one that must evict
+  // (none of those when `need_room`), then the best rank_receiver. nullopt: none can.
+  std::optional<size_t> choose_receiver(const segment_key& key, uint64_t bytes,
+                                        steady::time_point now,
+                                        std::optional<size_t> exclude = std::nullopt,
+                                        bool need_room = false) const;
+  // Copies of `key` the station can count on: whole copies at engines that are up or were seen
+  // within `grace` (they may come back), plus copies arriving at engines that are up.
+  size_t present_copies(const segment_key& key, steady::time_point now,
+                        std::chrono::milliseconds grace) const;
+  // Every segment some engine holds (up or not) or receives, for the placement scan.
+  template <class F>
+  void for_each_segment(F f) const {
+    for (auto& [key, engines] : locations_) {
+      f(key);
+    }
+    for (auto& [key, engines] : filling_) {
+      if (!locations_.contains(key)) {
+        f(key);
+      }
+    }
+  }
+
   // Engines (up or not) holding `key` whole, by index.
   const std::vector<size_t>& holders(const segment_key& key) const;
   // Engines (up or not) receiving `key`.
@@ -95,10 +131,16 @@ class station_tables {
   std::optional<size_t> find_engine(std::string_view name) const;
   size_t location_count() const { return locations_.size(); }
 
-  // Records a copy an engine has just reported done, before its heartbeat says so.
-  void note_copy(size_t engine, const segment_key& key) { add_location(engine, key); }
+  // Records a copy (`bytes` long) an engine has just reported done, before its heartbeat says so.
+  void note_copy(size_t engine, const segment_key& key, uint64_t bytes) {
+    engines_.at(engine)->pending_bytes += bytes;
+    add_location(engine, key);
+  }
   // Records a copy an engine has just accepted to receive, before its heartbeat says so.
-  void note_filling(size_t engine, const segment_key& key) { add_filling(engine, key); }
+  void note_filling(size_t engine, const segment_key& key, uint64_t bytes) {
+    engines_.at(engine)->pending_bytes += bytes;
+    add_filling(engine, key);
+  }
   // Forgets a copy an engine is allowed to evict, before its heartbeat says so.
   void note_removal(size_t engine, const segment_key& key) { remove_location(engine, key); }
   // Forgets a copy that an engine reported failed, before its heartbeat says so.

@@ -460,6 +460,7 @@ grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string datab
     s.director.copies = static_cast<uint32_t>(std::min(spec.engines, 2));
     s.director.replica_idle = std::chrono::seconds(spec.replica_idle_seconds);
     s.director.parallel_copies = spec.parallel_copies;
+    s.director.repair_grace = std::chrono::seconds(spec.repair_grace_seconds);
     for (int e = 1; e <= spec.engines; ++e) {
       engine_config ec;
       ec.name = *engine_id::parse(fmt::format("{}-{}", spec.name, e));
@@ -545,6 +546,10 @@ void grid_fixture::kill(const std::string& name, int sig) {
   auto& p = procs_.at(name);
   p.signal(sig);
   p.wait(std::chrono::seconds(10));
+}
+
+void grid_fixture::signal(const std::string& name, int sig) {
+  procs_.at(name).signal(sig);
 }
 
 void grid_fixture::start(const std::string& name) {

@@ -130,6 +130,7 @@ class grid_fixture {
     uint32_t replica_idle_seconds = 300;
     uint64_t max_disk_bytes = 0;
     uint32_t parallel_copies = 4;
+    uint32_t repair_grace_seconds = 30;
   };
   // with_content: a content manager too (SQLite catalog), started last, named "content".
   // with_auth: an auth server (demo accounts), started first; every daemon provisioned.
@@ -150,6 +151,8 @@ class grid_fixture {
   std::string engine_url(const std::string& engine) const;
   std::vector<std::string> engines_of(const std::string& station) const;
   void kill(const std::string& name, int sig = 9);  // "registry", a station or an engine
+  // Sends a signal without waiting for an exit (SIGSTOP, SIGCONT).
+  void signal(const std::string& name, int sig);
   void start(const std::string& name);
   // `vodgrid ingest SOURCE --title T --id ID --grid REGISTRY [--stations S]`.
   run_result ingest(const std::string& source, const std::string& id,

@@ -1,0 +1,214 @@
+// The director daemon's state, shared by the files that implement it (director.cc: routes, catalog,
+// playback, copies; programs.cc: programs learned from the registry; placement.cc: copies per
+// segment, repair and surplus). Private to src/director.
+// Threading: every member is owned by the io thread; coroutines touch them only between awaits.
+#pragma once
+
+#include <fmt/format.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "api/api.h"
+#include "auth/session.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "director/director.h"
+#include "director/tables.h"
+#include "net/client.h"
+#include "net/http.h"
+
+namespace vodgrid::director {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+namespace json = boost::json;
+using net::reply;
+using net::request_context;
+inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+inline constexpr std::string_view state_loading = "loading";
+inline constexpr std::string_view state_ready = "ready";
+
+// An error reply; one that may pass (errc::unavailable) tells the console when to ask again.
+inline reply unavailable_reply(const error& e) {
+  auto r = net::error_reply(e);
+  if (e.code == errc::unavailable) {
+    r.headers.emplace_back("Retry-After", "1");
+  }
+  return r;
+}
+
+struct director_daemon::impl {
+  asio::io_context& io;
+  grid_config grid;
+  const station_config* station = nullptr;
+  std::shared_ptr<spdlog::logger> logger = log::get("director");
+  std::unique_ptr<net::http_server> server;
+  // Orders that engines answer at once, lookups at the registry and other directors: short
+  // deadlines, so that a hung peer (a stopped process) costs a console seconds, not minutes.
+  std::unique_ptr<net::http_client> client;
+  // Copy orders that answer when the copy is done (pre-positioning, repair).
+  std::unique_ptr<net::http_client> copy_client;
+  // With [auth]: the keys that check viewers' tokens and the station key that signs redirects.
+  std::unique_ptr<auth::service_session> auth;
+  station_tables tables;
+  std::map<program_id, api::program_manifest> catalog;
+  // Engine told to preload a segment, and until when that hint holds (claim 16).
+  std::unordered_map<segment_key, std::pair<size_t, steady::time_point>> preloaded;
+  uint16_t port = 0;
+  uint32_t background = 0;  // detached tasks in flight (preload orders); stop waits for them
+  bool stopping = false;
+
+  // The link to the registry (when the grid has one): registration, reports, copies.
+  bool registered = false;
+  bool reporting = false;  // one report in flight at a time: replies acknowledge a prefix
+  std::vector<api::location_change> unreported;  // changes not yet acknowledged by the registry
+  std::vector<api::copy_sample> copy_samples;
+  struct pending_copy {
+    explicit pending_copy(asio::io_context& io) : done(io, steady::time_point::max()) {}
+    asio::steady_timer done;  // cancelled when the copy ends; waiters wait on it
+    result<size_t> engine;    // the receiving engine, or why the copy failed
+    bool finished = false;
+  };
+  std::unordered_map<segment_key, std::shared_ptr<pending_copy>> copies_in_flight;
+  // The station each source engine belongs to, by origin: copy samples name the station.
+  std::unordered_map<std::string, station_id> station_of_origin;
+  // Replicas made for load (claim 19), and when a console was last sent to each: deleted when idle.
+  std::map<std::pair<segment_key, size_t>, steady::time_point> replicas;
+  // A replica order in flight per segment: consoles that find every holder full wait for it.
+  std::unordered_map<segment_key, std::shared_ptr<pending_copy>> replicas_in_flight;
+  std::deque<segment_key> prefetch_queue;
+  uint32_t copy_workers = 0;
+  uint32_t prefetching = 0;       // pre-positioning copies in flight (at most parallel_copies)
+  uint32_t prefetching_peak = 0;  // the most there have been at once
+
+  // Placement (claim 18) and repair: segments being copied to bring them back to `copies`, and
+  // surplus copies being dropped. See placement.cc.
+  std::unordered_set<segment_key> repairing;
+  std::unordered_set<segment_key> dropping;
+  size_t under_replicated = 0;  // at the last placement scan
+  steady::time_point next_placement{};
+
+  // Programs learned from the registry on a console's first request (programs.cc): one lookup per
+  // program at a time, and the ones the registry does not know, for a moment.
+  struct pending_lookup {
+    explicit pending_lookup(asio::io_context& io) : done(io, steady::time_point::max()) {}
+    asio::steady_timer done;  // cancelled when the lookup ends
+    status outcome;
+    bool finished = false;
+  };
+  std::unordered_map<program_id, std::shared_ptr<pending_lookup>> lookups;
+  std::unordered_map<program_id, steady::time_point> unknown_until;
+
+  net::metric_value* redirects = nullptr;
+  net::metric_value* unavailable = nullptr;
+  net::metric_value* preload_orders = nullptr;
+  net::metric_value* heartbeats = nullptr;
+  net::metric_value* replicas_made = nullptr;
+  net::metric_value* replicas_dropped = nullptr;
+  net::metric_value* evictions_allowed = nullptr;
+  net::metric_value* evictions_refused = nullptr;
+  net::metric_value* repairs_ok = nullptr;
+  net::metric_value* repairs_failed = nullptr;
+  net::metric_value* surplus_dropped = nullptr;
+  net::metric_value* fallbacks_copied = nullptr;
+  net::metric_value* fallbacks_remote = nullptr;
+  net::metric_value* programs_learned = nullptr;
+
+  impl(asio::io_context& i, grid_config g)
+      : io(i), grid(std::move(g)), tables(grid.heartbeat_timeout) {}
+
+  std::filesystem::path catalog_path() const {
+    return station->director.data_dir / "programs.json";
+  }
+  status load_catalog();
+  status save_catalog();
+  void routes();
+  asio::awaitable<reply> heartbeat(request_context& ctx);
+  asio::awaitable<reply> list_engines(request_context& ctx);
+  asio::awaitable<reply> create_program(request_context& ctx);
+  asio::awaitable<reply> commit_program(request_context& ctx);
+  asio::awaitable<reply> delete_program(request_context& ctx);
+  asio::awaitable<reply> list_programs(request_context& ctx);
+  asio::awaitable<reply> get_program(request_context& ctx);
+  asio::awaitable<reply> playlist(request_context& ctx);
+  asio::awaitable<reply> segment(request_context& ctx);
+  asio::awaitable<std::optional<reply>> refuse_token(request_context& ctx, auth::requirement req);
+  asio::awaitable<void> send_preload(std::string url, api::preload_order order);
+  asio::awaitable<void> send_delete(std::string url);
+  asio::awaitable<reply> distribute(request_context& ctx);
+  asio::awaitable<reply> set_availability(request_context& ctx);
+  asio::awaitable<reply> holder(request_context& ctx);
+  asio::awaitable<void> registry_loop();
+  asio::awaitable<bool> report_to_registry();
+  asio::awaitable<bool> send_report();
+  asio::awaitable<void> reconcile_with_registry();
+  bool reconciled = false;  // this process has checked the registry's view of the station once
+  steady::time_point started = steady::now();
+  asio::awaitable<result<size_t>> acquire(segment_key key, bool wait,
+                                          std::optional<size_t> exclude = std::nullopt);
+  asio::awaitable<result<size_t>> copy_from_sources(segment_key key, bool wait,
+                                                    std::optional<size_t> exclude);
+  asio::awaitable<result<size_t>> replicate(segment_key key, std::optional<size_t> exclude);
+  asio::awaitable<result<size_t>> replicate_shared(segment_key key);
+  template <class Start>
+  asio::awaitable<result<size_t>> once_per_segment(
+      std::unordered_map<segment_key, std::shared_ptr<pending_copy>>& in_flight, segment_key key,
+      Start start);
+  asio::awaitable<result<size_t>> order_fetch(size_t target, const segment_key& key,
+                                              std::vector<std::string> sources, bool wait);
+  asio::awaitable<reply> evictions(request_context& ctx);
+  asio::awaitable<bool> held_elsewhere(const segment_key& key, size_t engine);
+  asio::awaitable<void> maintenance_loop();
+  // Whether engine i is at hot_load_percent of its stream limit: the least loaded holder (the one
+  // chosen) being so is the cheap first test of a hot segment, on every redirect.
+  bool busy(size_t i) const {
+    auto& e = tables.engine(i);
+    return (e.load.active_streams + e.assigned) * 100ull >=
+               uint64_t{e.load.max_streams} * station->director.hot_load_percent ||
+           (e.load.max_bytes_per_second > 0 &&
+            e.load.bytes_per_second * 100 >=
+                e.load.max_bytes_per_second * station->director.hot_load_percent);
+  }
+  std::string segment_url(size_t engine, const segment_key& key) const {
+    return fmt::format("{}/v1/segments/{}/{}.ts", tables.engine(engine).url, key.program.str(),
+                       key.index.v);
+  }
+  asio::awaitable<void> prefetch_worker();
+  std::optional<size_t> receiving_engine(const segment_key& key,
+                                         std::optional<size_t> exclude = std::nullopt);
+  std::string registry_url() const {
+    return grid.registry ? grid.registry->listen.url() : std::string();
+  }
+  result<const api::program_manifest*> ready_program(const std::string& id) const;
+  // ready_program, after learning a program this station does not know from the registry
+  // (programs.cc). errc::unavailable: the registry could not be asked.
+  asio::awaitable<result<const api::program_manifest*>> find_program(std::string id);
+  asio::awaitable<status> learn_program(program_id id);
+  // Placement and repair (placement.cc).
+  void plan_placement(steady::time_point now);
+  asio::awaitable<void> repair(segment_key key);
+  // Deletes engine's copy of `key` unless it is being streamed or received (then it is judged
+  // again later). replica: a replica made for load (claim 19), else a copy beyond the placement.
+  asio::awaitable<void> drop_copy(segment_key key, size_t engine, bool replica);
+  uint64_t segment_size(const segment_key& key) const;
+  // The fallback of a console whose segment no engine of ours can serve or receive: a URL at an
+  // engine of the cheapest other station holding it (signed there).
+  asio::awaitable<result<std::string>> remote_holder(segment_key key);
+  // The registry's sources of `key` other than this station, cheapest first.
+  asio::awaitable<result<std::vector<api::source>>> other_sources(const segment_key& key);
+  std::string missing_copies(const api::program_manifest& m, size_t want) const;
+};
+
+}  // namespace vodgrid::director
