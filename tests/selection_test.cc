@@ -127,5 +127,77 @@ TEST(StationTables, ConsolesSentSinceTheLastHeartbeatCountAsLoad) {
   EXPECT_EQ(t.engine(*t.choose(key(0), now)).name.str(), "a");
 }
 
+// Placement (issue 10): a copy goes to the engine with the least load and share of space in use,
+// and copies ordered before the engines report again are spread, not all sent to one.
+api::heartbeat space_beat(std::string name, uint64_t seq, uint64_t used, uint64_t free,
+                          uint32_t streams = 0) {
+  auto hb = beat(std::move(name), 1, seq, seq == 1);
+  hb.load.max_streams = 10;
+  hb.load.active_streams = streams;
+  hb.load.used_bytes = used;
+  hb.load.free_bytes = free;
+  return hb;
+}
+
+TEST(StationTables, ACopyGoesToTheEngineWithTheMostRoomAndTheLeastLoad) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  // One filesystem (the same free bytes for all); a holds the most, c streams the most.
+  t.apply(space_beat("a", 1, 600, 1000), now);
+  t.apply(space_beat("b", 1, 100, 1000), now);
+  t.apply(space_beat("c", 1, 100, 1000, 9), now);
+  auto r = t.choose_receiver(key(0), 10, now);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(t.engine(*r).name.str(), "b");
+  // Not an engine that already holds it or is receiving it, nor one excluded.
+  t.note_filling(*r, key(0), 10);
+  auto next = t.choose_receiver(key(0), 10, now);
+  ASSERT_TRUE(next);
+  EXPECT_NE(t.engine(*next).name.str(), "b");
+  EXPECT_FALSE(t.choose_receiver(key(0), 10, now, next, false) == next);
+}
+
+TEST(StationTables, CopiesOrderedBetweenHeartbeatsAreSpreadOverTheEngines) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  for (auto name : {"a", "b", "c"}) {
+    t.apply(space_beat(name, 1, 0, 1'000'000), now);
+  }
+  std::map<std::string, int> got;
+  for (uint32_t i = 0; i < 30; ++i) {
+    auto r = t.choose_receiver(key(i), 1000, now);
+    ASSERT_TRUE(r);
+    t.note_filling(*r, key(i), 1000);  // the engines report it only at their next heartbeat
+    ++got[t.engine(*r).name.str()];
+  }
+  EXPECT_EQ(got["a"], 10);
+  EXPECT_EQ(got["b"], 10);
+  EXPECT_EQ(got["c"], 10);
+}
+
+TEST(StationTables, AnEngineWithoutRoomIsNoReceiverWhenRoomIsNeeded) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  t.apply(space_beat("a", 1, 990, 5), now);
+  EXPECT_FALSE(t.choose_receiver(key(0), 10, now, std::nullopt, true));
+  EXPECT_TRUE(t.choose_receiver(key(0), 10, now, std::nullopt, false));  // it may evict
+  EXPECT_TRUE(t.choose_receiver(key(0), 5, now, std::nullopt, true));
+}
+
+TEST(StationTables, AnEngineGoneLessThanTheGraceStillCountsAsACopy) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  t.apply(beat("a", 1, 1, true, {0}), now);
+  t.apply(beat("b", 1, 1, true, {0}), now);
+  auto later = now + 3s;  // b beats on; a went silent at `now`: out of rotation since now + 1 s
+  t.apply(beat("b", 1, 2, false), later);
+  EXPECT_EQ(t.up_holders(key(0), later), 1u);
+  EXPECT_EQ(t.present_copies(key(0), later, 5000ms), 2u);  // within the grace: it may come back
+  EXPECT_EQ(t.present_copies(key(0), later, 1000ms), 1u);  // past it: its copy is lost
+  // A copy arriving at an engine in rotation counts.
+  t.note_filling(*t.find_engine("b"), key(1), 1);
+  EXPECT_EQ(t.present_copies(key(1), later, 0ms), 1u);
+}
+
 }  // namespace
 }  // namespace vodgrid::director
