@@ -494,6 +494,16 @@ void print_engines(const json::object& o, const std::string& director) {
         load.at("bytes_per_second").to_number<uint64_t>(),
         load.at("free_bytes").to_number<double>() / 1e9, std::string(eo.at("url").as_string()));
   }
+  // Placement (issue 10): segments short of their copies on engines in rotation, and the copies
+  // in flight to restore them.
+  if (auto* under = o.if_contains("under_replicated"); under && under->is_number()) {
+    auto n = under->to_number<uint64_t>();
+    auto repairing = o.at("repairs_in_flight").to_number<uint64_t>();
+    auto copies = o.at("copies").to_number<uint64_t>();
+    std::cout << (n == 0 ? fmt::format("placement: every segment has its {} copies\n", copies)
+                         : fmt::format("placement: {} segments below {} copies, {} being copied\n",
+                                       n, copies, repairing));
+  }
 }
 
 }  // namespace
