@@ -374,7 +374,7 @@ asio::awaitable<std::optional<down_reason>> station_supervisor::impl::supervise(
       continue;  // still coming up
     }
     if (!failing_since) {
-      failing_since = checked_at;
+      failing_since = now;  // the end of the first failed check: never before it hung
       logger->warn("{} {} does not answer /healthz (pid {})", b.role, b.name, b.process.pid());
       set_state(b, blade_state::down);
     }
