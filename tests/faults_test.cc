@@ -218,15 +218,17 @@ TEST(Faults, AnEngineKilledUnderThirtyRealTimeViewersCostsNoSegmentAndIsRepaired
 }
 
 TEST(Faults, AStationWhoseEnginesAreAllDeadServesFromTheHome) {
-  grid_fixture g(home_and_edge());
+  // With tokens, as the embedded grid has them: the home's engines take only URLs the home signs.
+  grid_fixture g(home_and_edge(), {}, /*with_content=*/false, /*with_auth=*/true);
   ingest_placed(g, "film", 6);
+  auto token = g.viewer_token();
   for (auto& e : g.engines_of("edge")) {
     g.kill(e, SIGKILL);
   }
   // At once (the director still counts them up for a second) and after they left rotation.
   for (int round = 0; round < 2; ++round) {
-    auto p =
-        run({vodgrid_binary(), "play", playlist(g, "edge", "film"), "--viewers", "4", "--json"});
+    auto p = run({vodgrid_binary(), "play", playlist(g, "edge", "film"), "--viewers", "4", "--json",
+                  "--token", token});
     ASSERT_EQ(p.status, 0) << p.out << p.err;
     auto report = json::parse(p.out).as_object();
     EXPECT_EQ(report.at("segments_failed").to_number<int>(), 0);
