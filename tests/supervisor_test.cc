@@ -370,5 +370,22 @@ TEST(Supervisor, UpNamesABladeItsStationGaveUpOn) {
   EXPECT_FALSE(http_get(grid.stations[0].engines[0].listen.url() + "/healthz"));
 }
 
+TEST(Supervisor, UpIsNotFooledByAnotherGridOnItsPorts) {
+  supervised_station st;  // holds every port of the config
+  pid_t director = st.pid_of(station);
+  temp_dir d;
+  auto r = run(
+      {vodgrid_binary(), "up", "--config", st.config().string(), "--data", d.path().string()}, 60s);
+  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.out.find("ready"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("station s exited"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("station-s.log"), std::string::npos) << r.err;
+  EXPECT_NE(text_of(d.path() / "logs" / "station-s.log").find("cannot listen"), std::string::npos);
+  // The station that was there first is untouched.
+  EXPECT_EQ(st.pid_of(station), director);
+  EXPECT_EQ(st.restarts(station, "killed") + st.restarts(station, "exited"), 0);
+  EXPECT_EQ(st.director_engines_up(), 2);
+}
+
 }  // namespace
 }  // namespace vodgrid::test

@@ -61,32 +61,39 @@ enum class readiness {
   given_up,       // its station's supervisor gave up on it (a crash loop)
 };
 
-// Whether the supervisor at `supervisor` reports blade `name` failed.
-asio::awaitable<bool> given_up(net::http_client& client, std::string supervisor, std::string name) {
+// The state of blade `name` in the /healthz of the supervisor at `supervisor` ("up", "failed",
+// ...), or "" when it does not say, or when that supervisor is not process `pid` (another grid's).
+asio::awaitable<std::string> blade_state(net::http_client& client, std::string supervisor,
+                                         pid_t pid, std::string name) {
   auto r = co_await client.get(supervisor + "/healthz");
   if (!r || r->status != 200) {
-    co_return false;
+    co_return std::string();
   }
   auto o = api::parse_object(r->body);
-  auto* blades = o ? o->if_contains("blades") : nullptr;
+  auto* own = o ? o->if_contains("pid") : nullptr;
+  if (!own || !own->is_int64() || own->as_int64() != pid) {
+    co_return std::string();
+  }
+  auto* blades = o->if_contains("blades");
   if (!blades || !blades->is_array()) {
-    co_return false;
+    co_return std::string();
   }
   auto text = [](const boost::json::object& b, std::string_view k) {
     auto* v = b.if_contains(k);
-    return v && v->is_string() ? std::string_view(v->as_string()) : std::string_view();
+    return v && v->is_string() ? std::string(v->as_string()) : std::string();
   };
   for (auto& b : blades->as_array()) {
-    if (b.is_object() && text(b.as_object(), "name") == name &&
-        text(b.as_object(), "state") == "failed") {
-      co_return true;
+    if (b.is_object() && text(b.as_object(), "name") == name) {
+      co_return text(b.as_object(), "state");
     }
   }
-  co_return false;
+  co_return std::string();
 }
 
-// Polls `url`/healthz until it is ready (see poll_health) or `timeout` passes; gives up early when
-// `runner` exits or, for a blade, its supervisor (`supervisor` URL, may be empty) gives up on it.
+// Polls `url`/healthz until it is ready (see poll_health) or `timeout` passes. A blade (whose
+// supervisor's URL is given) is ready only once its supervisor also counts it up: what answers
+// could be another grid's daemon on the same port. Gives up early when `runner` exits or the
+// supervisor gives up on the blade.
 asio::awaitable<readiness> await_ready(std::string url, std::chrono::milliseconds timeout,
                                        std::string field, size_t at_least, child_process* runner,
                                        std::string supervisor, std::string name) {
@@ -100,24 +107,28 @@ asio::awaitable<readiness> await_ready(std::string url, std::chrono::millisecond
   auto last = readiness::silent;
   while (std::chrono::steady_clock::now() < deadline) {
     auto r = co_await client.get(url + "/healthz");
+    bool ok = false;
     if (r && r->status == 200) {
-      if (at_least == 0) {
-        co_return readiness::ready;
-      }
       last = readiness::partial;
       auto o = api::parse_object(r->body);
       auto* up = o ? o->if_contains(field) : nullptr;
-      if (up && up->is_number() && up->to_number<size_t>() >= at_least) {
-        co_return readiness::ready;
-      }
+      ok = at_least == 0 || (up && up->is_number() && up->to_number<size_t>() >= at_least);
     } else {
       last = readiness::silent;
     }
     if (!runner->running()) {
       co_return readiness::runner_exited;
     }
-    if (!supervisor.empty() && co_await given_up(client, supervisor, name)) {
+    // (Not a co_await inside ?: here: GCC 12 miscompiles it, the process aborts in free().)
+    std::string state;
+    if (!supervisor.empty()) {
+      state = co_await blade_state(client, supervisor, runner->pid(), name);
+    }
+    if (state == "failed") {
       co_return readiness::given_up;
+    }
+    if (ok && (supervisor.empty() || state == "up")) {
+      co_return readiness::ready;
     }
     t.expires_after(std::chrono::milliseconds(50));
     co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -322,6 +333,14 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
     g.stop(std::chrono::seconds(2));
     return make_error(errc::unavailable,
                       fmt::format("{} {} {} (see {})", a.role, a.name, why, log.string()));
+  }
+  // A daemon that could not listen (another grid on its port) has exited by now, whoever answered.
+  for (auto& d : g.daemons_) {
+    if (!d.process.running()) {
+      auto what = fmt::format("{} {} exited (see {})", d.role, d.name, d.log.string());
+      g.stop(std::chrono::seconds(2));
+      return make_error(errc::unavailable, what);
+    }
   }
   return g;
 }

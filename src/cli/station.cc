@@ -3,6 +3,7 @@
 #include "cli/station.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
@@ -267,9 +268,15 @@ json::object station_supervisor::impl::health() const {
                                 {"restarts", b->restarts},
                                 {"log", b->log.string()}});
   }
-  return json::object{
-      {"role", "station"}, {"station", name.str()},   {"status", failed > 0 ? "degraded" : "ok"},
-      {"blades_up", up},   {"blades_failed", failed}, {"blades", std::move(list)}};
+  json::object o;
+  o["role"] = "station";
+  o["station"] = name.str();
+  o["pid"] = ::getpid();  // so that `vodgrid up` knows its own supervisor from another grid's
+  o["status"] = failed > 0 ? "degraded" : "ok";
+  o["blades_up"] = up;
+  o["blades_failed"] = failed;
+  o["blades"] = std::move(list);
+  return o;
 }
 
 void station_supervisor::impl::set_state(blade& b, blade_state s) {
