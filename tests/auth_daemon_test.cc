@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/json.hpp>
@@ -376,6 +377,25 @@ TEST_F(AuthDaemonTest, KeyFetcherRateLimitsUnknownKids) {
     co_return unknown;
   });
   EXPECT_EQ(fetched, 20);  // every forgery refused; the fetch at start is too recent to repeat
+}
+
+// A daemon just started meets many consoles before its keys arrive: those that come while the
+// fetch is in flight wait for it instead of being refused as rate-limited (the soak of issue 10
+// saw viewers refused with 403 "no key" by a restarted director).
+TEST_F(AuthDaemonTest, VerificationsDuringAFetchWaitForItInsteadOfBeingRefused) {
+  auto url = this->url();
+  auto token = this->token("viewer", "demo", "demo");
+  auto passed = run_io([&](boost::asio::io_context& io) -> boost::asio::awaitable<int> {
+    using namespace boost::asio::experimental::awaitable_operators;
+    net::http_client client(io.get_executor());
+    auto v = std::make_shared<auth::token_verifier>();  // no keys yet
+    auth::key_fetcher f(v, client, url, std::chrono::seconds(60));
+    auto [a, b, c] = co_await (f.verify(token, need(auth::token_kind::viewer)) &&
+                               f.verify(token, need(auth::token_kind::viewer)) &&
+                               f.verify(token, need(auth::token_kind::viewer)));
+    co_return int(bool(a)) + int(bool(b)) + int(bool(c));
+  });
+  EXPECT_EQ(passed, 3);
 }
 
 TEST_F(AuthDaemonTest, SecretFileIsMadeOnceAndKept) {

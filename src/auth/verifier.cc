@@ -1,7 +1,10 @@
 // The verifier: cache lookup, else parse + Ed25519 check; then the per-request checks.
 #include "auth/verifier.h"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -255,6 +258,18 @@ key_fetcher::key_fetcher(std::shared_ptr<token_verifier> v, net::http_client& cl
 
 boost::asio::awaitable<status> key_fetcher::refresh() {
   last_fetch_ = std::chrono::steady_clock::now();
+  auto fetching = std::make_shared<boost::asio::steady_timer>(
+      co_await boost::asio::this_coro::executor, std::chrono::steady_clock::time_point::max());
+  fetching_ = fetching;
+  auto st = co_await fetch();
+  if (fetching_ == fetching) {
+    fetching_.reset();
+  }
+  fetching->cancel();
+  co_return st;
+}
+
+boost::asio::awaitable<status> key_fetcher::fetch() {
   auto r = co_await client_.get(url_ + "/v1/keys");
   if (!r) {
     co_return r.err();
@@ -275,6 +290,10 @@ boost::asio::awaitable<verify_outcome> key_fetcher::verify(std::string token, re
   auto out = verifier_->verify(token, req);
   if (out || out.why != token_error::unknown_key) {
     co_return out;
+  }
+  if (auto in_flight = fetching_) {
+    co_await in_flight->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    co_return verifier_->verify(token, req);
   }
   auto now = std::chrono::steady_clock::now();
   if (last_fetch_ && now - *last_fetch_ < min_interval_) {

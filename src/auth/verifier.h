@@ -18,6 +18,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "auth/keys.h"
 #include "auth/token.h"
@@ -131,7 +132,9 @@ class key_fetcher {
   // Fetches the keys now. errc::unavailable / protocol_error when the auth daemon cannot say.
   boost::asio::awaitable<status> refresh();
   // Verifies; when the token's kid is unknown and the last fetch is older than min_interval,
-  // fetches the keys once and verifies again.
+  // fetches the keys once and verifies again. Verifications that meet an unknown kid while a fetch
+  // is in flight wait for it, rather than being refused: a daemon just (re)started meets many
+  // consoles at once before its keys arrive.
   boost::asio::awaitable<verify_outcome> verify(std::string token, requirement req);
 
   const std::shared_ptr<token_verifier>& verifier() const { return verifier_; }
@@ -141,7 +144,10 @@ class key_fetcher {
   net::http_client& client_;
   std::string url_;
   std::chrono::milliseconds min_interval_;
+  boost::asio::awaitable<status> fetch();
   std::optional<std::chrono::steady_clock::time_point> last_fetch_;
+  // The fetch in flight: cancelled (waking its waiters) when it ends.
+  std::shared_ptr<boost::asio::steady_timer> fetching_;
 };
 
 }  // namespace vodgrid::auth
