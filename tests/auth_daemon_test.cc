@@ -398,6 +398,21 @@ TEST_F(AuthDaemonTest, VerificationsDuringAFetchWaitForItInsteadOfBeingRefused) 
   EXPECT_EQ(passed, 3);
 }
 
+// A kid nobody could check, because the auth server does not answer: not a verdict on the token.
+TEST_F(AuthDaemonTest, AnUnknownKidWithTheAuthServerDownIsUnavailableNotForbidden) {
+  auto token = this->token("viewer", "demo", "demo");
+  auto dead = fmt::format("http://127.0.0.1:{}", free_port());
+  auto out =
+      run_io([&](boost::asio::io_context& io) -> boost::asio::awaitable<auth::verify_outcome> {
+        net::http_client client(io.get_executor());
+        auth::key_fetcher f(std::make_shared<auth::token_verifier>(), client, dead);
+        co_return co_await f.verify(token, need(auth::token_kind::viewer));
+      });
+  EXPECT_FALSE(out);
+  EXPECT_EQ(out.why, auth::token_error::keys_unavailable);
+  EXPECT_EQ(out.as_error().code, errc::unavailable) << out.as_error().detail;
+}
+
 TEST_F(AuthDaemonTest, SecretFileIsMadeOnceAndKept) {
   auto dir = dir_.path() / "engine-data";
   auto a = auth::read_or_create_secret(dir);

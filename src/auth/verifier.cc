@@ -33,6 +33,8 @@ std::string_view to_string(token_error e) {
       return "not_entitled";
     case token_error::wrong_address:
       return "wrong_address";
+    case token_error::keys_unavailable:
+      return "keys_unavailable";
   }
   return "malformed";
 }
@@ -42,7 +44,10 @@ error to_error(token_error e, std::string_view detail) {
   if (!detail.empty()) {
     d += ": " + std::string(detail);
   }
-  return make_error(e == token_error::missing ? errc::unauthorized : errc::forbidden, d);
+  return make_error(e == token_error::missing            ? errc::unauthorized
+                    : e == token_error::keys_unavailable ? errc::unavailable
+                                                         : errc::forbidden,
+                    d);
 }
 
 int64_t unix_now() {
@@ -301,6 +306,7 @@ boost::asio::awaitable<verify_outcome> key_fetcher::verify(std::string token, re
   }
   auto st = co_await refresh();
   if (!st) {
+    out.why = token_error::keys_unavailable;
     out.detail += " (and the keys could not be fetched: " + st.err().detail + ")";
     co_return out;
   }

@@ -40,9 +40,13 @@ enum class token_error {
   wrong_kind,
   not_entitled,   // the program is outside the token's entitlement
   wrong_address,  // bound to another client address
+  // Its kid is unknown and the keys could not be fetched (the auth server is down): not a verdict
+  // on the token, so errc::unavailable — ask again later.
+  keys_unavailable,
 };
 std::string_view to_string(token_error e);
-// errc::unauthorized for missing, errc::forbidden otherwise; detail "token <reason>: ...".
+// errc::unauthorized for missing, errc::unavailable for keys_unavailable, errc::forbidden
+// otherwise; detail "token <reason>: ...".
 error to_error(token_error e, std::string_view detail = {});
 
 // What a request needs of its token. An empty `program` or `address` is not checked.

@@ -541,7 +541,7 @@ asio::awaitable<std::optional<reply>> director_daemon::impl::refuse_token(reques
   if (out) {
     co_return std::nullopt;
   }
-  co_return net::error_reply(out.as_error());
+  co_return unavailable_reply(out.as_error());  // the keys could not be fetched: ask again
 }
 
 asio::awaitable<reply> director_daemon::impl::playlist(request_context& ctx) {
