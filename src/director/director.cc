@@ -630,42 +630,18 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   }
   std::string elsewhere;  // an engine of another station, when none of ours can serve or receive
   if (!chosen && grid.registry) {
-    // Claim 14: the station lacks the segment, or every engine holding it is down, hung or full.
-    // An engine of ours copies it from the cheapest other station and the console goes there at
-    // once: the engine serves it while it arrives. If no engine of ours can take it, the console
-    // goes to an engine of that station.
-    bool lacked = tables.holders(key).empty() && tables.filling(key).empty();
-    auto got = co_await acquire(key, false);
+    auto f = co_await fall_back(key);
     now = steady::now();
-    if (got) {
-      chosen = tables.choose(key, now);
-    }
-    std::string why = got ? "no engine here can serve it" : got.err().detail;
-    if (!chosen) {
-      auto remote = co_await remote_holder(key);
-      if (remote) {
-        elsewhere = std::move(*remote);
-      } else {
-        why += "; " + remote.err().detail;
-      }
-    }
-    if (chosen && !lacked) {
-      fallbacks_copied->inc();
-    } else if (!elsewhere.empty()) {
-      fallbacks_remote->inc();
-    }
     m = ready_program(ctx.params[0]);  // the catalog may have changed while we waited
     if (!m) {
       co_return net::error_reply(m.err());
     }
-    if (!chosen && elsewhere.empty()) {
+    if (!f) {
       unavailable->inc();
-      co_return unavailable_reply(
-          make_error(errc::unavailable,
-                     fmt::format("no engine of station {} can serve {} and no other station "
-                                 "could supply it: {}",
-                                 station->name.str(), key.str(), why)));
+      co_return unavailable_reply(f.err());
     }
+    chosen = f->engine;
+    elsewhere = std::move(f->elsewhere);
   }
   if (!chosen && elsewhere.empty()) {
     unavailable->inc();
@@ -678,15 +654,10 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     query = ctx.req.target().substr(q);
   }
   if (!chosen) {
-    reply r;
-    r.status = http::status::found;
     if (!auth) {
       elsewhere.append(query.data(), query.size());
     }
-    r.headers.emplace_back("Location", std::move(elsewhere));
-    r.headers.emplace_back("Cache-Control", "no-store");
-    r.body = "{}\n";
-    co_return r;
+    co_return redirect_reply(std::move(elsewhere));  // signed by the other station, with auth
   }
   if (!replicas.empty()) {
     if (auto rep = replicas.find({key, *chosen}); rep != replicas.end()) {
@@ -717,38 +688,11 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   } else {
     location.append(query.data(), query.size());
   }
-  reply r;
-  r.status = http::status::found;
-  r.headers.reserve(2);
-  r.headers.emplace_back("Location", std::move(location));
-  r.headers.emplace_back("Cache-Control", "no-store");
-  r.body = "{}\n";
+  auto r = redirect_reply(std::move(location));
   redirects->inc();
 
-  // Claim 16: the engine that will serve the next segment preloads it now.
-  if (idx->v + 1 < (*m)->segments.size() && ctx.req.method() == http::verb::get) {
-    segment_key next{key.program, segment_index{idx->v + 1}};
-    if (auto n = tables.peek(next, now)) {
-      auto ttl = std::chrono::duration_cast<steady::duration>(
-          std::chrono::duration<double>((*m)->segments[idx->v].duration * 2 + 1));
-      if (preloaded.size() > 100'000) {  // hints of consoles that went away
-        std::erase_if(preloaded, [now](const auto& kv) { return kv.second.second <= now; });
-      }
-      // One order per segment while its hint holds, not one per console: many viewers of a
-      // program would otherwise send the same order over and over. The hinted engine is preferred
-      // for the next segment (choose_engine), so its preload is the one that counts.
-      auto sent = preloaded.find(next);
-      bool fresh = sent != preloaded.end() && sent->second.second > now &&
-                   tables.is_up(tables.engine(sent->second.first), now);
-      if (!fresh) {
-        preloaded[next] = {*n, now + ttl};
-        preload_orders->inc();
-        asio::co_spawn(
-            io,
-            send_preload(tables.engine(*n).url + "/v1/orders/preload", api::preload_order{next}),
-            asio::detached);
-      }
-    }
+  if (ctx.req.method() == http::verb::get) {
+    preload_next(**m, key, now);
   }
   co_return r;
 }
@@ -756,6 +700,69 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
 }  // namespace vodgrid::director
 
 namespace vodgrid::director {
+
+// Claim 16: the engine that will serve the segment after `key` preloads it now. One order per
+// segment while its hint holds, not one per console: many viewers of a program would otherwise send
+// the same order over and over. The hinted engine is preferred for the next segment
+// (choose_engine), so its preload is the one that counts.
+void director_daemon::impl::preload_next(const api::program_manifest& m, const segment_key& key,
+                                         steady::time_point now) {
+  if (key.index.v + 1 >= m.segments.size()) {
+    return;
+  }
+  segment_key next{key.program, segment_index{key.index.v + 1}};
+  auto n = tables.peek(next, now);
+  if (!n) {
+    return;
+  }
+  auto ttl = std::chrono::duration_cast<steady::duration>(
+      std::chrono::duration<double>(m.segments[key.index.v].duration * 2 + 1));
+  if (preloaded.size() > 100'000) {  // hints of consoles that went away
+    std::erase_if(preloaded, [now](const auto& kv) { return kv.second.second <= now; });
+  }
+  auto sent = preloaded.find(next);
+  bool fresh = sent != preloaded.end() && sent->second.second > now &&
+               tables.is_up(tables.engine(sent->second.first), now);
+  if (!fresh) {
+    preloaded[next] = {*n, now + ttl};
+    preload_orders->inc();
+    asio::co_spawn(
+        io, send_preload(tables.engine(*n).url + "/v1/orders/preload", api::preload_order{next}),
+        asio::detached);
+  }
+}
+
+// Claim 14, for a segment no engine of ours can serve: the station lacks it, or every engine
+// holding it is down, hung or full. An engine of ours copies it from the cheapest other station and
+// the console goes there at once (it serves the segment while it arrives); if no engine of ours can
+// take it, the console goes to an engine of that station. errc::unavailable: no station could
+// supply it, with why.
+asio::awaitable<result<director_daemon::impl::fallback>> director_daemon::impl::fall_back(
+    segment_key key) {
+  bool lacked = tables.holders(key).empty() && tables.filling(key).empty();
+  auto got = co_await acquire(key, false);
+  fallback f;
+  if (got) {
+    f.engine = tables.choose(key, steady::now());
+  }
+  if (f.engine) {
+    if (!lacked) {
+      fallbacks_copied->inc();  // (a plain miss is not a fallback)
+    }
+    co_return f;
+  }
+  std::string why = got ? "no engine here can serve it" : got.err().detail;
+  auto remote = co_await remote_holder(key);
+  if (!remote) {
+    co_return make_error(errc::unavailable,
+                         fmt::format("no engine of station {} can serve {} and no other station "
+                                     "could supply it: {}; {}",
+                                     station->name.str(), key.str(), why, remote.err().detail));
+  }
+  fallbacks_remote->inc();
+  f.elsewhere = std::move(*remote);
+  co_return f;
+}
 
 // The station's engine that should receive a copy (tables.h, choose_receiver).
 std::optional<size_t> director_daemon::impl::receiving_engine(const segment_key& key,

@@ -37,6 +37,17 @@ using net::reply;
 using net::request_context;
 inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
+// The 302 that sends a console to an engine.
+inline reply redirect_reply(std::string location) {
+  reply r;
+  r.status = http::status::found;
+  r.headers.reserve(2);
+  r.headers.emplace_back("Location", std::move(location));
+  r.headers.emplace_back("Cache-Control", "no-store");
+  r.body = "{}\n";
+  return r;
+}
+
 inline constexpr std::string_view state_loading = "loading";
 inline constexpr std::string_view state_ready = "ready";
 
@@ -203,6 +214,14 @@ struct director_daemon::impl {
   // again later). replica: a replica made for load (claim 19), else a copy beyond the placement.
   asio::awaitable<void> drop_copy(segment_key key, size_t engine, bool replica);
   uint64_t segment_size(const segment_key& key) const;
+  // Where a console goes for a segment no engine of ours can serve (director.cc): an engine of
+  // ours now receiving it, or a URL at an engine of another station.
+  struct fallback {
+    std::optional<size_t> engine;
+    std::string elsewhere;
+  };
+  asio::awaitable<result<fallback>> fall_back(segment_key key);
+  void preload_next(const api::program_manifest& m, const segment_key& key, steady::time_point now);
   // The fallback of a console whose segment no engine of ours can serve or receive: a URL at an
   // engine of the cheapest other station holding it (signed there).
   asio::awaitable<result<std::string>> remote_holder(segment_key key);
