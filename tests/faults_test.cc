@@ -171,7 +171,7 @@ void ingest_placed(grid_fixture& g, const std::string& id, int seconds) {
 TEST(Faults, ADistributedProgramIsPlacedOnTwoEnginesSpreadOverTheEdge) {
   grid_fixture g(home_and_edge());
   ingest_placed(g, "spread", 9);
-  // 18 copies over three engines: none is left out, none holds nearly all.
+  // 18 copies over three engines, ordered four at a time: spread evenly.
   std::map<std::string, int> per_engine;
   for (size_t n = 0; n < 9; ++n) {
     auto h = holders_at(g, "spread", n, "edge");
@@ -182,8 +182,8 @@ TEST(Faults, ADistributedProgramIsPlacedOnTwoEnginesSpreadOverTheEdge) {
   }
   ASSERT_EQ(per_engine.size(), 3u);
   for (auto& [e, c] : per_engine) {
-    EXPECT_GE(c, 4) << e;
-    EXPECT_LE(c, 8) << e;
+    EXPECT_GE(c, 5) << e;  // 6 each when spread evenly; the copies of a burst are not piled up
+    EXPECT_LE(c, 7) << e;
   }
   // (The director counts at its next placement scan, once a second.)
   EXPECT_TRUE(eventually(

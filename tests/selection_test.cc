@@ -150,7 +150,8 @@ TEST(StationTables, ACopyGoesToTheEngineWithTheMostRoomAndTheLeastLoad) {
   ASSERT_TRUE(r);
   EXPECT_EQ(t.engine(*r).name.str(), "b");
   // Not an engine that already holds it or is receiving it, nor one excluded.
-  t.note_filling(*r, key(0), 10);
+  t.note_ordered(*r, 10);
+  t.note_filling(*r, key(0));
   auto next = t.choose_receiver(key(0), 10, now);
   ASSERT_TRUE(next);
   EXPECT_NE(t.engine(*next).name.str(), "b");
@@ -167,7 +168,7 @@ TEST(StationTables, CopiesOrderedBetweenHeartbeatsAreSpreadOverTheEngines) {
   for (uint32_t i = 0; i < 30; ++i) {
     auto r = t.choose_receiver(key(i), 1000, now);
     ASSERT_TRUE(r);
-    t.note_filling(*r, key(i), 1000);  // the engines report it only at their next heartbeat
+    t.note_ordered(*r, 1000);  // counted when chosen: the engines report it at their next beat
     ++got[t.engine(*r).name.str()];
   }
   EXPECT_EQ(got["a"], 10);
@@ -195,7 +196,7 @@ TEST(StationTables, AnEngineGoneLessThanTheGraceStillCountsAsACopy) {
   EXPECT_EQ(t.present_copies(key(0), later, 5000ms), 2u);  // within the grace: it may come back
   EXPECT_EQ(t.present_copies(key(0), later, 1000ms), 1u);  // past it: its copy is lost
   // A copy arriving at an engine in rotation counts.
-  t.note_filling(*t.find_engine("b"), key(1), 1);
+  t.note_filling(*t.find_engine("b"), key(1));
   EXPECT_EQ(t.present_copies(key(1), later, 0ms), 1u);
 }
 

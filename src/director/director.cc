@@ -784,16 +784,18 @@ asio::awaitable<result<size_t>> director_daemon::impl::order_fetch(size_t target
   api::fetch_order order{key, entry.sha256, entry.size, std::move(sources), wait};
   auto url = tables.engine(target).url + "/v1/orders/fetch";
   auto& via = wait ? *copy_client : *client;
+  tables.note_ordered(target, entry.size);
   auto f = co_await via.send_json(http::verb::post, url, json::serialize(api::to_json(order)));
   if (!f || (f->status != 201 && f->status != 200 && f->status != 202)) {
+    tables.note_order_failed(target, entry.size);
     co_return make_error(errc::unavailable, fmt::format("engine {} did not take the copy of {}: {}",
                                                         tables.engine(target).name.str(), key.str(),
                                                         f ? f->body : f.err().detail));
   }
   if (f->status == 202) {
-    tables.note_filling(target, key, entry.size);
+    tables.note_filling(target, key);
   } else {
-    tables.note_copy(target, key, entry.size);
+    tables.note_copy(target, key);
   }
   co_return target;
 }

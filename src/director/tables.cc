@@ -52,7 +52,8 @@ std::optional<size_t> choose_engine(const std::vector<candidate>& holders,
 }
 
 receiver_rank rank_receiver(const engine_entry& e, uint64_t bytes) {
-  uint64_t used = e.load.used_bytes + e.pending_bytes;
+  // Copies it is receiving are not in its used bytes yet: each counted as about this one's size.
+  uint64_t used = e.load.used_bytes + e.pending_bytes + e.filling.size() * bytes;
   // A budget is the engine's capacity; without one, its share of the filesystems it writes to.
   double capacity = e.load.max_disk_bytes > 0 ? static_cast<double>(e.load.max_disk_bytes)
                                               : static_cast<double>(e.load.used_bytes) +

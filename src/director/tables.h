@@ -36,7 +36,8 @@ struct engine_entry {
   std::unordered_set<segment_key> held;
   std::unordered_set<segment_key> filling;  // segments it is receiving (and serving meanwhile)
   // Bytes of copies ordered to it since its last heartbeat, which `load.used_bytes` does not count
-  // yet: copies ordered in one burst are spread, not all sent to the engine that looked emptiest.
+  // yet: copies ordered in one burst are spread, not all sent to the engine that looked emptiest
+  // (copies still arriving at a heartbeat count through `filling`).
   uint64_t pending_bytes = 0;
 };
 
@@ -131,16 +132,18 @@ class station_tables {
   std::optional<size_t> find_engine(std::string_view name) const;
   size_t location_count() const { return locations_.size(); }
 
-  // Records a copy (`bytes` long) an engine has just reported done, before its heartbeat says so.
-  void note_copy(size_t engine, const segment_key& key, uint64_t bytes) {
-    engines_.at(engine)->pending_bytes += bytes;
-    add_location(engine, key);
+  // Counts a copy of `bytes` as ordered to an engine from the moment it is chosen, before the
+  // order is even sent: copies chosen meanwhile (several are ordered at once) go elsewhere.
+  void note_ordered(size_t engine, uint64_t bytes) { engines_.at(engine)->pending_bytes += bytes; }
+  // The order did not go through: its bytes no longer count.
+  void note_order_failed(size_t engine, uint64_t bytes) {
+    auto& p = engines_.at(engine)->pending_bytes;
+    p -= std::min(p, bytes);
   }
+  // Records a copy an engine has just reported done, before its heartbeat says so.
+  void note_copy(size_t engine, const segment_key& key) { add_location(engine, key); }
   // Records a copy an engine has just accepted to receive, before its heartbeat says so.
-  void note_filling(size_t engine, const segment_key& key, uint64_t bytes) {
-    engines_.at(engine)->pending_bytes += bytes;
-    add_filling(engine, key);
-  }
+  void note_filling(size_t engine, const segment_key& key) { add_filling(engine, key); }
   // Forgets a copy an engine is allowed to evict, before its heartbeat says so.
   void note_removal(size_t engine, const segment_key& key) { remove_location(engine, key); }
   // Forgets a copy that an engine reported failed, before its heartbeat says so.
