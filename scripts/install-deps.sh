@@ -10,7 +10,7 @@ pkgs=(
   libavformat-dev libavcodec-dev libavutil-dev
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  ffmpeg curl python3
+  ffmpeg curl python3 procps util-linux
 )
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(nginx wrk iperf3 util-linux)
