@@ -82,6 +82,38 @@ data_dirs = ["/tmp/e1"]
   EXPECT_NE(bad.err().detail.find("supervisor"), std::string::npos) << bad.err().detail;
 }
 
+TEST(GridConfig, AnUnknownKeyIsAnErrorNamingTheFileTheTableAndTheKey) {
+  std::string station = R"([[station]]
+name = "s"
+director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copies = 1 }
+[[station.engine]]
+name = "e1"
+listen = "127.0.0.1:9001"
+data_dirs = ["/tmp/e1"]
+)";
+  struct {
+    std::string text, want;
+  } cases[] = {
+      {station + "max_stream = 10\n",
+       "grid.toml: [[station.engine]] e1: unknown key 'max_stream' (did you mean 'max_streams'?)"},
+      {"[gird]\nlog_level = \"info\"\n" + station,
+       "grid.toml: the top level: unknown key 'gird' (did you mean 'grid'?)"},
+      {"[grid]\nheartbeat_timeout = 100\n" + station,
+       "grid.toml: [grid]: unknown key 'heartbeat_timeout' (did you mean 'heartbeat_timeout_ms'?)"},
+      {R"([[station]]
+name = "s"
+director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copys = 1 })",
+       "grid.toml: station s director: unknown key 'copys' (did you mean 'copies'?)"},
+      {station + "colour = \"red\"\n", "grid.toml: [[station.engine]] e1: unknown key 'colour'"},
+  };
+  for (auto& c : cases) {
+    auto r = grid_config::parse(c.text, "grid.toml");
+    ASSERT_FALSE(r) << c.text;
+    EXPECT_EQ(r.err().detail, c.want);
+  }
+  ASSERT_TRUE(grid_config::parse(station, "grid.toml"));
+}
+
 TEST(GridConfig, RejectsBrokenConfigsWithAReason) {
   auto bad = [](std::string text) {
     auto r = grid_config::parse(text);

@@ -349,6 +349,24 @@ TEST(Supervisor, RefusesAnUnknownStationOrABadConfigInOneLine) {
   EXPECT_NE(help.out.find("/healthz"), std::string::npos) << help.out;
 }
 
+// Issue 11, strict config: a misspelt key stops a daemon at start with one line naming it, rather
+// than leaving the default in force in silence.
+TEST(Supervisor, ADaemonWithAMisspeltKeyStopsAtStartNamingIt) {
+  temp_dir d;
+  auto text = make_grid(d.path(), 1, -1).to_toml();
+  auto at = text.find("max_streams");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, std::string("max_streams").size(), "max_stream");
+  auto config = d.path() / "grid.toml";
+  ASSERT_TRUE(write_file_durably(config, text));
+  auto r = run({vodgrid_binary(), "engine", "--config", config.string(), "--name", "e0"}, 30s);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  EXPECT_NE(r.err.find("unknown key 'max_stream' (did you mean 'max_streams'?)"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find(config.string()), std::string::npos) << r.err;
+}
+
 TEST(Supervisor, UpNamesABladeItsStationGaveUpOn) {
   temp_dir d;
   auto config = d.path() / "grid.toml";

@@ -3,6 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <vector>
+
 #include <toml++/toml.h>
 #include <fstream>
 #include <set>
@@ -45,6 +48,53 @@ result<listen_address> parse_listen(toml::node_view<toml::node> n, std::string_v
   return a;
 }
 
+// The known key nearest to `key` by edit distance (at most two edits, or one being the start of the
+// other), if it is near enough to be a typo.
+std::string_view nearest_key(std::string_view key, std::initializer_list<std::string_view> known) {
+  std::string_view best;
+  size_t best_d = 3;  // at most two edits
+  for (auto k : known) {
+    std::vector<size_t> row(k.size() + 1);
+    for (size_t j = 0; j <= k.size(); ++j) {
+      row[j] = j;
+    }
+    for (size_t i = 1; i <= key.size(); ++i) {
+      size_t diag = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= k.size(); ++j) {
+        size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (key[i - 1] == k[j - 1] ? 0 : 1)});
+        diag = up;
+      }
+    }
+    // A key missing its unit or with a stray suffix ("heartbeat_timeout") is near whatever the
+    // length of what differs.
+    size_t d = k.starts_with(key) || key.starts_with(k) ? std::min<size_t>(row[k.size()], 1)
+                                                        : row[k.size()];
+    if (d < best_d) {
+      best_d = d;
+      best = k;
+    }
+  }
+  return best;
+}
+
+// A key the table does not know is an error, not a default kept in silence (a typo).
+status check_keys(const toml::table& t, std::initializer_list<std::string_view> known,
+                  std::string_view origin, std::string_view what) {
+  for (auto& [key, value] : t) {
+    std::string_view k = key.str();
+    if (std::find(known.begin(), known.end(), k) != known.end()) {
+      continue;
+    }
+    auto near = nearest_key(k, known);
+    return bad(origin, fmt::format("{}: unknown key '{}'{}", what, k,
+                                   near.empty() ? std::string()
+                                                : fmt::format(" (did you mean '{}'?)", near)));
+  }
+  return {};
+}
+
 template <class T>
 result<T> get_positive(const toml::table& t, std::string_view key, T def, std::string_view origin,
                        std::string_view what) {
@@ -69,7 +119,17 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     return bad(origin, fmt::format("line {}: {}", e.source().begin.line, e.description()));
   }
   grid_config g;
+  if (auto st = check_keys(root, {"grid", "registry", "auth", "content", "station"}, origin,
+                           "the top level");
+      !st) {
+    return st.err();
+  }
   if (auto grid = root["grid"].as_table()) {
+    if (auto st = check_keys(*grid, {"heartbeat_interval_ms", "heartbeat_timeout_ms", "log_level"},
+                             origin, "[grid]");
+        !st) {
+      return st.err();
+    }
     auto hb = get_positive<int64_t>(*grid, "heartbeat_interval_ms", 250, origin, "[grid]");
     if (!hb) {
       return hb.err();
@@ -86,6 +146,10 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     g.log_level = (*grid)["log_level"].value_or(std::string("info"));
   }
   if (auto reg = root["registry"].as_table()) {
+    if (auto st = check_keys(*reg, {"listen", "database", "secret_dir"}, origin, "[registry]");
+        !st) {
+      return st.err();
+    }
     registry_config r;
     auto l = parse_listen((*reg)["listen"], origin, "[registry]");
     if (!l) {
@@ -100,6 +164,9 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     g.registry = r;
   }
   if (auto au = root["auth"].as_table()) {
+    if (auto st = check_keys(*au, {"listen", "database", "demo_accounts"}, origin, "[auth]"); !st) {
+      return st.err();
+    }
     auth_config a;
     auto l = parse_listen((*au)["listen"], origin, "[auth]");
     if (!l) {
@@ -114,6 +181,9 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     g.auth = a;
   }
   if (auto ct = root["content"].as_table()) {
+    if (auto st = check_keys(*ct, {"listen", "database", "work_dir"}, origin, "[content]"); !st) {
+      return st.err();
+    }
     content_config c;
     auto l = parse_listen((*ct)["listen"], origin, "[content]");
     if (!l) {
@@ -154,12 +224,26 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     }
     s.name = *name;
     std::string what = "station " + s.name.str();
+    if (auto st2 = check_keys(
+            *st,
+            {"name", "home", "x_km", "y_km", "uplink_mbps", "director", "engine", "supervisor"},
+            origin, "[[station]] " + s.name.str());
+        !st2) {
+      return st2.err();
+    }
     if (!names.insert(s.name.str()).second) {
       return bad(origin, what + ": name used twice");
     }
     auto dir = (*st)["director"].as_table();
     if (!dir) {
       return bad(origin, what + ": needs a [station.director] table");
+    }
+    if (auto st2 = check_keys(*dir,
+                              {"listen", "data_dir", "copies", "parallel_copies",
+                               "hot_load_percent", "replica_idle_seconds", "repair_grace_seconds"},
+                              origin, what + " director");
+        !st2) {
+      return st2.err();
     }
     auto l = parse_listen((*dir)["listen"], origin, what + " director");
     if (!l) {
@@ -249,6 +333,13 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
       }
       e.name = *ename;
       std::string ewhat = "engine " + e.name.str();
+      if (auto st2 = check_keys(*et,
+                                {"name", "listen", "data_dirs", "max_streams",
+                                 "max_bytes_per_second", "max_segment_bytes", "max_disk_bytes"},
+                                origin, "[[station.engine]] " + e.name.str());
+          !st2) {
+        return st2.err();
+      }
       if (!names.insert(e.name.str()).second) {
         return bad(origin, ewhat + ": name used twice");
       }
