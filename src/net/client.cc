@@ -253,8 +253,10 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     if (!stream) {
       co_return stream.err();
     }
+    // The request is written within the exchange's deadline (a large upload takes its time; a
+    // small one fits in the socket's buffer, so a hung peer is noticed by the read deadline).
     auto deadline = std::chrono::steady_clock::now() + opts_.request_timeout;
-    (*stream)->expires_at(step_deadline(deadline, opts_.read_timeout));
+    (*stream)->expires_at(deadline);
     auto [wec, wn] = co_await http::async_write(**stream, req, use_tuple);
     if (wec) {
       if (pooled) {
@@ -312,7 +314,7 @@ asio::awaitable<result<client_response>> http_client::get_into(std::string url, 
     }
     auto& st = **stream;
     auto deadline = std::chrono::steady_clock::now() + opts_.request_timeout;
-    st.expires_at(step_deadline(deadline, opts_.read_timeout));
+    st.expires_at(deadline);
     auto [wec, wn] = co_await http::async_write(st, req, use_tuple);
     if (wec) {
       if (pooled) {

@@ -26,8 +26,9 @@ namespace vodgrid::net {
 struct client_options {
   std::chrono::milliseconds connect_timeout{3'000};
   std::chrono::milliseconds request_timeout{30'000};  // whole exchange: write + read
-  // No byte written or read for this long ends the exchange with errc::timeout: a peer that hangs
-  // (stopped, or its host gone) is given up on long before request_timeout.
+  // No byte read for this long ends the exchange with errc::timeout: a peer that hangs (stopped,
+  // or its host gone) is given up on long before request_timeout. The request itself is written
+  // within request_timeout.
   std::chrono::milliseconds read_timeout{15'000};
   uint64_t max_body = 256ull << 20;  // larger replies are cut with errc::too_large
   size_t max_idle_per_host = 16;
