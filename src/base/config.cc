@@ -1,15 +1,17 @@
-// TOML mapping of grid_config, with toml++.
+// TOML mapping of grid_config, with toml++: the field list of each table, read and written by the
+// machinery of config_table.h, then the checks across tables.
 #include "base/config.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <vector>
-
-#include <toml++/toml.h>
 #include <fstream>
 #include <set>
 #include <sstream>
+
+#include <toml++/toml.h>
+
+#include "base/config_table.h"
 
 namespace vodgrid {
 
@@ -17,40 +19,11 @@ std::string listen_address::url() const {
   return fmt::format("http://{}:{}", host, port);
 }
 
-namespace {
-
-error bad(std::string_view origin, std::string msg) {
-  return make_error(errc::invalid_argument, fmt::format("{}: {}", origin, msg));
-}
-
-result<listen_address> parse_listen(toml::node_view<toml::node> n, std::string_view origin,
-                                    std::string_view what) {
-  auto s = n.value<std::string>();
-  if (!s) {
-    return bad(origin, fmt::format("{}: 'listen' must be \"host:port\"", what));
-  }
-  auto colon = s->rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return bad(origin, fmt::format("{}: 'listen' must be \"host:port\", got \"{}\"", what, *s));
-  }
-  listen_address a;
-  a.host = s->substr(0, colon);
-  int port = 0;
-  try {
-    port = std::stoi(s->substr(colon + 1));
-  } catch (...) {
-    port = -1;
-  }
-  if (port <= 0 || port > 65535) {
-    return bad(origin, fmt::format("{}: bad port in \"{}\"", what, *s));
-  }
-  a.port = static_cast<uint16_t>(port);
-  return a;
-}
+namespace config_detail {
 
 // The known key nearest to `key` by edit distance (at most two edits, or one being the start of the
 // other), if it is near enough to be a typo.
-std::string_view nearest_key(std::string_view key, std::initializer_list<std::string_view> known) {
+std::string_view nearest_key(std::string_view key, const std::vector<std::string_view>& known) {
   std::string_view best;
   size_t best_d = 3;  // at most two edits
   for (auto k : known) {
@@ -79,34 +52,251 @@ std::string_view nearest_key(std::string_view key, std::initializer_list<std::st
   return best;
 }
 
-// A key the table does not know is an error, not a default kept in silence (a typo).
-status check_keys(const toml::table& t, std::initializer_list<std::string_view> known,
-                  std::string_view origin, std::string_view what) {
-  for (auto& [key, value] : t) {
-    std::string_view k = key.str();
-    if (std::find(known.begin(), known.end(), k) != known.end()) {
-      continue;
-    }
-    auto near = nearest_key(k, known);
-    return bad(origin, fmt::format("{}: unknown key '{}'{}", what, k,
-                                   near.empty() ? std::string()
-                                                : fmt::format(" (did you mean '{}'?)", near)));
+}  // namespace config_detail
+
+namespace {
+
+using config_detail::bad;
+using config_detail::table_reader;
+using config_detail::table_writer;
+
+// The field lists: one line per key, read by table_reader and written by table_writer. `C` is the
+// config struct, const when writing.
+template <class V, class C>
+void grid_fields(V& v, C& g) {
+  v.duration("heartbeat_interval_ms", g.heartbeat_interval, int64_t{10});
+  v.duration("heartbeat_timeout_ms", g.heartbeat_timeout, int64_t{20});
+  v.text("log_level", g.log_level);
+}
+
+template <class V, class C>
+void timing_fields(V& v, C& t) {
+  v.duration("connect_ms", t.connect, int64_t{1});
+  v.duration("silence_ms", t.silence, int64_t{1});
+  v.duration("exchange_ms", t.exchange, int64_t{1});
+  v.duration("fill_ms", t.fill, int64_t{1});
+  v.duration("order_ms", t.order, int64_t{1});
+  v.duration("drain_ms", t.drain, int64_t{0});
+  v.duration("station_silence_ms", t.station_silence, int64_t{100});
+  v.duration("placement_interval_ms", t.placement_interval, int64_t{10});
+  v.duration("health_interval_ms", t.health_interval, int64_t{10});
+  v.duration("health_timeout_ms", t.health_timeout, int64_t{10});
+  v.duration("unhealthy_after_ms", t.unhealthy_after, int64_t{10});
+  v.duration("start_grace_ms", t.start_grace, int64_t{0});
+}
+
+template <class V, class C>
+void registry_fields(V& v, C& r) {
+  v.listen("listen", r.listen);
+  v.text("database", r.database, true, "sqlite:///path or postgresql://...");
+  v.path("secret_dir", r.secret_dir);
+}
+
+template <class V, class C>
+void auth_fields(V& v, C& a) {
+  v.listen("listen", a.listen);
+  v.text("database", a.database, true, "sqlite:///path or postgresql://...");
+  v.flag("demo_accounts", a.demo_accounts);
+}
+
+template <class V, class C>
+void content_fields(V& v, C& c) {
+  v.listen("listen", c.listen);
+  v.text("database", c.database, true, "sqlite:///path or postgresql://...");
+  v.path("work_dir", c.work_dir, true);
+}
+
+template <class V, class C>
+void director_fields(V& v, C& d) {
+  v.listen("listen", d.listen);
+  v.path("data_dir", d.data_dir, true);
+  v.number("copies", d.copies, 1u);
+  v.number("parallel_copies", d.parallel_copies, 1u, 256u);
+  v.number("hot_load_percent", d.hot_load_percent, 1u, 100u);
+  v.duration("replica_idle_seconds", d.replica_idle, int64_t{1});
+  v.duration("repair_grace_seconds", d.repair_grace, int64_t{0});
+}
+
+template <class V, class C>
+void station_fields(V& v, C& s) {
+  v.names("name");
+  v.names("director");
+  v.names("engine");
+  v.flag("home", s.home);
+  v.real("x_km", s.x_km);
+  v.real("y_km", s.y_km);
+  v.megabits("uplink_mbps", s.uplink_bits_per_second, 1);
+  v.listen("supervisor", s.supervisor, false);
+}
+
+template <class V, class C>
+void engine_fields(V& v, C& e) {
+  v.names("name");
+  v.names("data_dirs");
+  v.listen("listen", e.listen);
+  v.number("max_streams", e.max_streams, 1u);
+  v.number("max_bytes_per_second", e.max_bytes_per_second);
+  v.number("max_segment_bytes", e.max_segment_bytes, uint64_t{1024});
+  v.number("max_disk_bytes", e.max_disk_bytes);
+}
+
+// Reads the optional top-level table `key` with `fields`; absent: `out` stays empty.
+template <class T, class Fields>
+status read_section(const toml::table& root, std::string_view key, std::string_view origin,
+                    std::optional<T>& out, Fields fields) {
+  auto t = root[key].as_table();
+  if (!t) {
+    return {};
   }
+  table_reader r(*t, origin, fmt::format("[{}]", key));
+  T c;
+  fields(r, c);
+  if (auto st = r.finish(); !st) {
+    return st;
+  }
+  out = std::move(c);
   return {};
 }
 
-template <class T>
-result<T> get_positive(const toml::table& t, std::string_view key, T def, std::string_view origin,
-                       std::string_view what) {
-  auto n = t[key];
-  if (!n) {
-    return def;
+result<engine_config> parse_engine(const toml::node& node, std::string_view origin,
+                                   const std::string& station) {
+  auto et = node.as_table();
+  if (!et) {
+    return bad(origin, station + ": [[station.engine]] must be a table");
   }
-  auto v = n.value<int64_t>();
-  if (!v || *v < 0) {
-    return bad(origin, fmt::format("{}: '{}' must be a non-negative integer", what, key));
+  engine_config e;
+  auto name = engine_id::parse((*et)["name"].value_or(std::string()));
+  if (!name) {
+    return bad(origin, station + ": an engine needs a valid 'name'");
   }
-  return static_cast<T>(*v);
+  e.name = *name;
+  table_reader r(*et, origin, "[[station.engine]] " + e.name.str());
+  engine_fields(r, e);
+  auto dirs = (*et)["data_dirs"].as_array();
+  if (!dirs || dirs->empty()) {
+    r.fail("needs 'data_dirs', a non-empty array of paths");
+  } else {
+    for (auto& d : *dirs) {
+      auto p = d.value<std::string>();
+      if (!p || p->empty()) {
+        r.fail("'data_dirs' entries must be non-empty strings");
+      } else {
+        e.data_dirs.emplace_back(*p);
+      }
+    }
+  }
+  if (e.max_disk_bytes != 0 && e.max_disk_bytes < (1u << 20)) {
+    r.fail("'max_disk_bytes' must be 0 (no budget) or at least 1 MiB");
+  }
+  if (auto st = r.finish(); !st) {
+    return st.err();
+  }
+  return e;
+}
+
+result<station_config> parse_station(const toml::node& node, std::string_view origin) {
+  auto st = node.as_table();
+  if (!st) {
+    return bad(origin, "[[station]] must be a table");
+  }
+  station_config s;
+  auto name = station_id::parse((*st)["name"].value_or(std::string()));
+  if (!name) {
+    return bad(origin, "a station needs a valid 'name' ([A-Za-z0-9_-], at most 64)");
+  }
+  s.name = *name;
+  std::string what = "station " + s.name.str();
+  table_reader r(*st, origin, "[[station]] " + s.name.str());
+  station_fields(r, s);
+  if (auto done = r.finish(); !done) {
+    return done.err();
+  }
+  auto dir = (*st)["director"].as_table();
+  if (!dir) {
+    return bad(origin, what + ": needs a [station.director] table");
+  }
+  table_reader dr(*dir, origin, what + " director");
+  director_fields(dr, s.director);
+  if (auto done = dr.finish(); !done) {
+    return done.err();
+  }
+  auto engines = (*st)["engine"].as_array();
+  if (!engines || engines->empty()) {
+    return bad(origin, what + ": needs at least one [[station.engine]]");
+  }
+  for (auto& en : *engines) {
+    auto e = parse_engine(en, origin, what);
+    if (!e) {
+      return e.err();
+    }
+    s.engines.push_back(std::move(*e));
+  }
+  if (s.director.copies > s.engines.size()) {
+    return bad(origin, what + ": 'copies' exceeds the number of engines");
+  }
+  return s;
+}
+
+// Names and ports are unique across the grid; the roles a grid needs are there.
+status check_grid(const grid_config& g, std::string_view origin) {
+  std::set<std::string> names;
+  std::set<std::pair<std::string, uint16_t>> ports;
+  auto claim_port = [&](const listen_address& a, std::string_view who) -> status {
+    if (a.port != 0 && !ports.insert({a.host, a.port}).second) {
+      return bad(origin, fmt::format("{}: {}:{} is used twice", who, a.host, a.port));
+    }
+    return {};
+  };
+  for (auto& s : g.stations) {
+    std::string what = "station " + s.name.str();
+    if (!names.insert(s.name.str()).second) {
+      return bad(origin, what + ": name used twice");
+    }
+    if (auto st = claim_port(s.director.listen, what + " director"); !st) {
+      return st;
+    }
+    if (auto st = claim_port(s.supervisor, what + " supervisor"); !st) {
+      return st;
+    }
+    for (auto& e : s.engines) {
+      if (!names.insert(e.name.str()).second) {
+        return bad(origin, "engine " + e.name.str() + ": name used twice");
+      }
+      if (auto st = claim_port(e.listen, "engine " + e.name.str()); !st) {
+        return st;
+      }
+    }
+  }
+  if (g.heartbeat_timeout <= g.heartbeat_interval) {
+    return bad(origin, "[grid]: heartbeat_timeout_ms must exceed heartbeat_interval_ms");
+  }
+  if (g.registry) {
+    if (auto st = claim_port(g.registry->listen, "registry"); !st) {
+      return st;
+    }
+    auto homes = std::count_if(g.stations.begin(), g.stations.end(),
+                               [](const station_config& s) { return s.home; });
+    if (homes != 1) {
+      return bad(origin, "a grid with a [registry] needs exactly one station with home = true");
+    }
+  }
+  if (g.auth) {
+    if (auto st = claim_port(g.auth->listen, "auth"); !st) {
+      return st;
+    }
+  }
+  if (g.content) {
+    if (auto st = claim_port(g.content->listen, "content"); !st) {
+      return st;
+    }
+    if (!g.home_station()) {
+      return bad(origin, "a grid with [content] needs a station with home = true");
+    }
+  }
+  if (g.auth && g.auth->demo_accounts && !g.all_on_loopback()) {
+    return bad(origin, "[auth]: demo_accounts is for a grid on loopback only");
+  }
+  return {};
 }
 
 }  // namespace
@@ -119,309 +309,55 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     return bad(origin, fmt::format("line {}: {}", e.source().begin.line, e.description()));
   }
   grid_config g;
-  if (auto st = check_keys(root, {"grid", "registry", "auth", "content", "station"}, origin,
-                           "the top level");
-      !st) {
+  table_reader top(root, origin, "the top level");
+  for (auto key : {"grid", "timing", "registry", "auth", "content", "station"}) {
+    top.names(key);
+  }
+  if (auto st = top.finish(); !st) {
     return st.err();
   }
   if (auto grid = root["grid"].as_table()) {
-    if (auto st = check_keys(*grid, {"heartbeat_interval_ms", "heartbeat_timeout_ms", "log_level"},
-                             origin, "[grid]");
-        !st) {
+    table_reader r(*grid, origin, "[grid]");
+    grid_fields(r, g);
+    if (auto st = r.finish(); !st) {
       return st.err();
     }
-    auto hb = get_positive<int64_t>(*grid, "heartbeat_interval_ms", 250, origin, "[grid]");
-    if (!hb) {
-      return hb.err();
-    }
-    auto to = get_positive<int64_t>(*grid, "heartbeat_timeout_ms", 1500, origin, "[grid]");
-    if (!to) {
-      return to.err();
-    }
-    if (*hb < 10 || *to <= *hb) {
-      return bad(origin, "[grid]: need heartbeat_interval_ms >= 10 and heartbeat_timeout_ms > it");
-    }
-    g.heartbeat_interval = std::chrono::milliseconds(*hb);
-    g.heartbeat_timeout = std::chrono::milliseconds(*to);
-    g.log_level = (*grid)["log_level"].value_or(std::string("info"));
   }
-  if (auto reg = root["registry"].as_table()) {
-    if (auto st = check_keys(*reg, {"listen", "database", "secret_dir"}, origin, "[registry]");
-        !st) {
+  if (auto timing = root["timing"].as_table()) {
+    table_reader r(*timing, origin, "[timing]");
+    timing_fields(r, g.timing);
+    if (auto st = r.finish(); !st) {
       return st.err();
     }
-    registry_config r;
-    auto l = parse_listen((*reg)["listen"], origin, "[registry]");
-    if (!l) {
-      return l.err();
-    }
-    r.listen = *l;
-    r.database = (*reg)["database"].value_or(std::string());
-    r.secret_dir = (*reg)["secret_dir"].value_or(std::string());
-    if (r.database.empty()) {
-      return bad(origin, "[registry]: needs 'database' (sqlite:///path or postgresql://...)");
-    }
-    g.registry = r;
   }
-  if (auto au = root["auth"].as_table()) {
-    if (auto st = check_keys(*au, {"listen", "database", "demo_accounts"}, origin, "[auth]"); !st) {
-      return st.err();
-    }
-    auth_config a;
-    auto l = parse_listen((*au)["listen"], origin, "[auth]");
-    if (!l) {
-      return l.err();
-    }
-    a.listen = *l;
-    a.database = (*au)["database"].value_or(std::string());
-    if (a.database.empty()) {
-      return bad(origin, "[auth]: needs 'database' (sqlite:///path or postgresql://...)");
-    }
-    a.demo_accounts = (*au)["demo_accounts"].value_or(false);
-    g.auth = a;
+  if (auto st = read_section(root, "registry", origin, g.registry,
+                             [](table_reader& r, registry_config& c) { registry_fields(r, c); });
+      !st) {
+    return st.err();
   }
-  if (auto ct = root["content"].as_table()) {
-    if (auto st = check_keys(*ct, {"listen", "database", "work_dir"}, origin, "[content]"); !st) {
-      return st.err();
-    }
-    content_config c;
-    auto l = parse_listen((*ct)["listen"], origin, "[content]");
-    if (!l) {
-      return l.err();
-    }
-    c.listen = *l;
-    c.database = (*ct)["database"].value_or(std::string());
-    if (c.database.empty()) {
-      return bad(origin, "[content]: needs 'database' (sqlite:///path or postgresql://...)");
-    }
-    c.work_dir = (*ct)["work_dir"].value_or(std::string());
-    if (c.work_dir.empty()) {
-      return bad(origin, "[content]: needs 'work_dir'");
-    }
-    g.content = c;
+  if (auto st = read_section(root, "auth", origin, g.auth,
+                             [](table_reader& r, auth_config& c) { auth_fields(r, c); });
+      !st) {
+    return st.err();
+  }
+  if (auto st = read_section(root, "content", origin, g.content,
+                             [](table_reader& r, content_config& c) { content_fields(r, c); });
+      !st) {
+    return st.err();
   }
   auto stations = root["station"].as_array();
   if (!stations || stations->empty()) {
     return bad(origin, "no [[station]] defined");
   }
-  std::set<std::string> names;
-  std::set<std::pair<std::string, uint16_t>> ports;
-  auto claim_port = [&](const listen_address& a, std::string_view who) -> status {
-    if (!ports.insert({a.host, a.port}).second) {
-      return bad(origin, fmt::format("{}: {}:{} is used twice", who, a.host, a.port));
-    }
-    return {};
-  };
   for (auto& sn : *stations) {
-    auto st = sn.as_table();
-    if (!st) {
-      return bad(origin, "[[station]] must be a table");
+    auto s = parse_station(sn, origin);
+    if (!s) {
+      return s.err();
     }
-    station_config s;
-    auto name = station_id::parse((*st)["name"].value_or(std::string()));
-    if (!name) {
-      return bad(origin, "a station needs a valid 'name' ([A-Za-z0-9_-], at most 64)");
-    }
-    s.name = *name;
-    std::string what = "station " + s.name.str();
-    if (auto st2 = check_keys(
-            *st,
-            {"name", "home", "x_km", "y_km", "uplink_mbps", "director", "engine", "supervisor"},
-            origin, "[[station]] " + s.name.str());
-        !st2) {
-      return st2.err();
-    }
-    if (!names.insert(s.name.str()).second) {
-      return bad(origin, what + ": name used twice");
-    }
-    auto dir = (*st)["director"].as_table();
-    if (!dir) {
-      return bad(origin, what + ": needs a [station.director] table");
-    }
-    if (auto st2 = check_keys(*dir,
-                              {"listen", "data_dir", "copies", "parallel_copies",
-                               "hot_load_percent", "replica_idle_seconds", "repair_grace_seconds"},
-                              origin, what + " director");
-        !st2) {
-      return st2.err();
-    }
-    auto l = parse_listen((*dir)["listen"], origin, what + " director");
-    if (!l) {
-      return l.err();
-    }
-    s.director.listen = *l;
-    if (auto st2 = claim_port(s.director.listen, what + " director"); !st2) {
-      return st2.err();
-    }
-    s.director.data_dir = (*dir)["data_dir"].value_or(std::string());
-    if (s.director.data_dir.empty()) {
-      return bad(origin, what + " director: needs 'data_dir'");
-    }
-    auto copies = get_positive<uint32_t>(*dir, "copies", 2, origin, what + " director");
-    if (!copies) {
-      return copies.err();
-    }
-    if (*copies < 1) {
-      return bad(origin, what + " director: 'copies' must be at least 1");
-    }
-    s.director.copies = *copies;
-    auto pc = get_positive<uint32_t>(*dir, "parallel_copies", 4, origin, what + " director");
-    if (!pc) {
-      return pc.err();
-    }
-    if (*pc < 1 || *pc > 256) {
-      return bad(origin, what + " director: 'parallel_copies' must be within 1..256");
-    }
-    s.director.parallel_copies = *pc;
-    auto hot = get_positive<uint32_t>(*dir, "hot_load_percent", 80, origin, what + " director");
-    if (!hot) {
-      return hot.err();
-    }
-    if (*hot < 1 || *hot > 100) {
-      return bad(origin, what + " director: 'hot_load_percent' must be within 1..100");
-    }
-    s.director.hot_load_percent = *hot;
-    auto idle =
-        get_positive<uint32_t>(*dir, "replica_idle_seconds", 300, origin, what + " director");
-    if (!idle) {
-      return idle.err();
-    }
-    if (*idle < 1) {
-      return bad(origin, what + " director: 'replica_idle_seconds' must be at least 1");
-    }
-    s.director.replica_idle = std::chrono::seconds(*idle);
-    auto grace =
-        get_positive<uint32_t>(*dir, "repair_grace_seconds", 30, origin, what + " director");
-    if (!grace) {
-      return grace.err();
-    }
-    s.director.repair_grace = std::chrono::seconds(*grace);
-    if (auto sup = (*st)["supervisor"]; sup) {
-      auto sl = parse_listen(sup, origin, what + " supervisor");
-      if (!sl) {
-        return sl.err();
-      }
-      s.supervisor = *sl;
-      if (auto st2 = claim_port(s.supervisor, what + " supervisor"); !st2) {
-        return st2.err();
-      }
-    }
-    s.home = (*st)["home"].value_or(false);
-    s.x_km = (*st)["x_km"].value_or(0.0);
-    s.y_km = (*st)["y_km"].value_or(0.0);
-    auto up = get_positive<uint64_t>(*st, "uplink_mbps", 1000, origin, what);
-    if (!up) {
-      return up.err();
-    }
-    if (*up < 1) {
-      return bad(origin, what + ": 'uplink_mbps' must be at least 1");
-    }
-    s.uplink_bits_per_second = *up * 1'000'000;
-    auto engines = (*st)["engine"].as_array();
-    if (!engines || engines->empty()) {
-      return bad(origin, what + ": needs at least one [[station.engine]]");
-    }
-    for (auto& en : *engines) {
-      auto et = en.as_table();
-      if (!et) {
-        return bad(origin, what + ": [[station.engine]] must be a table");
-      }
-      engine_config e;
-      auto ename = engine_id::parse((*et)["name"].value_or(std::string()));
-      if (!ename) {
-        return bad(origin, what + ": an engine needs a valid 'name'");
-      }
-      e.name = *ename;
-      std::string ewhat = "engine " + e.name.str();
-      if (auto st2 = check_keys(*et,
-                                {"name", "listen", "data_dirs", "max_streams",
-                                 "max_bytes_per_second", "max_segment_bytes", "max_disk_bytes"},
-                                origin, "[[station.engine]] " + e.name.str());
-          !st2) {
-        return st2.err();
-      }
-      if (!names.insert(e.name.str()).second) {
-        return bad(origin, ewhat + ": name used twice");
-      }
-      auto el = parse_listen((*et)["listen"], origin, ewhat);
-      if (!el) {
-        return el.err();
-      }
-      e.listen = *el;
-      if (auto st2 = claim_port(e.listen, ewhat); !st2) {
-        return st2.err();
-      }
-      auto dirs = (*et)["data_dirs"].as_array();
-      if (!dirs || dirs->empty()) {
-        return bad(origin, ewhat + ": needs 'data_dirs', a non-empty array of paths");
-      }
-      for (auto& d : *dirs) {
-        auto p = d.value<std::string>();
-        if (!p || p->empty()) {
-          return bad(origin, ewhat + ": 'data_dirs' entries must be non-empty strings");
-        }
-        e.data_dirs.emplace_back(*p);
-      }
-      auto ms = get_positive<uint32_t>(*et, "max_streams", 1000, origin, ewhat);
-      if (!ms) {
-        return ms.err();
-      }
-      auto mb = get_positive<uint64_t>(*et, "max_bytes_per_second", 0, origin, ewhat);
-      if (!mb) {
-        return mb.err();
-      }
-      auto mx = get_positive<uint64_t>(*et, "max_segment_bytes", 64 << 20, origin, ewhat);
-      if (!mx) {
-        return mx.err();
-      }
-      auto md = get_positive<uint64_t>(*et, "max_disk_bytes", 0, origin, ewhat);
-      if (!md) {
-        return md.err();
-      }
-      if (*ms < 1 || *mx < 1024) {
-        return bad(origin, ewhat + ": max_streams must be >= 1 and max_segment_bytes >= 1024");
-      }
-      if (*md != 0 && *md < (1u << 20)) {
-        return bad(origin, ewhat + ": max_disk_bytes must be 0 (no budget) or at least 1 MiB");
-      }
-      e.max_disk_bytes = *md;
-      e.max_streams = *ms;
-      e.max_bytes_per_second = *mb;
-      e.max_segment_bytes = *mx;
-      s.engines.push_back(std::move(e));
-    }
-    if (s.director.copies > s.engines.size()) {
-      return bad(origin, what + ": 'copies' exceeds the number of engines");
-    }
-    g.stations.push_back(std::move(s));
+    g.stations.push_back(std::move(*s));
   }
-  if (g.registry) {
-    if (auto st = claim_port(g.registry->listen, "registry"); !st) {
-      return st.err();
-    }
-    size_t homes = 0;
-    for (auto& s : g.stations) {
-      homes += s.home ? 1 : 0;
-    }
-    if (homes != 1) {
-      return bad(origin, "a grid with a [registry] needs exactly one station with home = true");
-    }
-  }
-  if (g.auth) {
-    if (auto st = claim_port(g.auth->listen, "auth"); !st) {
-      return st.err();
-    }
-  }
-  if (g.content) {
-    if (auto st = claim_port(g.content->listen, "content"); !st) {
-      return st.err();
-    }
-    if (!g.home_station()) {
-      return bad(origin, "a grid with [content] needs a station with home = true");
-    }
-  }
-  if (g.auth && g.auth->demo_accounts && !g.all_on_loopback()) {
-    return bad(origin, "[auth]: demo_accounts is for a grid on loopback only");
+  if (auto st = check_grid(g, origin); !st) {
+    return st.err();
   }
   return g;
 }
@@ -437,67 +373,50 @@ result<grid_config> grid_config::load(const std::filesystem::path& file) {
 }
 
 std::string grid_config::to_toml() const {
+  auto table = [](auto fields, const auto& c) {
+    table_writer w;
+    fields(w, c);
+    return w.take();
+  };
   toml::table root;
-  root.insert("grid", toml::table{{"heartbeat_interval_ms", heartbeat_interval.count()},
-                                  {"heartbeat_timeout_ms", heartbeat_timeout.count()},
-                                  {"log_level", log_level}});
+  root.insert("grid",
+              table([](table_writer& w, const grid_config& g) { grid_fields(w, g); }, *this));
+  root.insert("timing",
+              table([](table_writer& w, const timing_config& t) { timing_fields(w, t); }, timing));
   if (registry) {
     root.insert(
         "registry",
-        toml::table{{"listen", fmt::format("{}:{}", registry->listen.host, registry->listen.port)},
-                    {"database", registry->database},
-                    {"secret_dir", registry->secret_dir.string()}});
+        table([](table_writer& w, const registry_config& r) { registry_fields(w, r); }, *registry));
   }
   if (auth) {
     root.insert("auth",
-                toml::table{{"listen", fmt::format("{}:{}", auth->listen.host, auth->listen.port)},
-                            {"database", auth->database},
-                            {"demo_accounts", auth->demo_accounts}});
+                table([](table_writer& w, const auth_config& a) { auth_fields(w, a); }, *auth));
   }
   if (content) {
     root.insert(
         "content",
-        toml::table{{"listen", fmt::format("{}:{}", content->listen.host, content->listen.port)},
-                    {"database", content->database},
-                    {"work_dir", content->work_dir.string()}});
+        table([](table_writer& w, const content_config& c) { content_fields(w, c); }, *content));
   }
   toml::array sts;
   for (auto& s : stations) {
     toml::array engs;
     for (auto& e : s.engines) {
+      auto et = table([](table_writer& w, const engine_config& c) { engine_fields(w, c); }, e);
+      et.insert("name", e.name.str());
       toml::array dirs;
       for (auto& d : e.data_dirs) {
         dirs.push_back(d.string());
       }
-      engs.push_back(
-          toml::table{{"name", e.name.str()},
-                      {"listen", fmt::format("{}:{}", e.listen.host, e.listen.port)},
-                      {"data_dirs", dirs},
-                      {"max_streams", static_cast<int64_t>(e.max_streams)},
-                      {"max_bytes_per_second", static_cast<int64_t>(e.max_bytes_per_second)},
-                      {"max_segment_bytes", static_cast<int64_t>(e.max_segment_bytes)},
-                      {"max_disk_bytes", static_cast<int64_t>(e.max_disk_bytes)}});
+      et.insert("data_dirs", dirs);
+      engs.push_back(std::move(et));
     }
-    sts.push_back(toml::table{
-        {"name", s.name.str()},
-        {"home", s.home},
-        {"x_km", s.x_km},
-        {"y_km", s.y_km},
-        {"uplink_mbps", static_cast<int64_t>(s.uplink_bits_per_second / 1'000'000)},
-        {"director",
-         toml::table{
-             {"listen", fmt::format("{}:{}", s.director.listen.host, s.director.listen.port)},
-             {"data_dir", s.director.data_dir.string()},
-             {"copies", static_cast<int64_t>(s.director.copies)},
-             {"parallel_copies", static_cast<int64_t>(s.director.parallel_copies)},
-             {"hot_load_percent", static_cast<int64_t>(s.director.hot_load_percent)},
-             {"replica_idle_seconds", static_cast<int64_t>(s.director.replica_idle.count())},
-             {"repair_grace_seconds", static_cast<int64_t>(s.director.repair_grace.count())}}},
-        {"engine", engs}});
-    if (s.supervisor.port != 0) {
-      sts.back().as_table()->insert("supervisor",
-                                    fmt::format("{}:{}", s.supervisor.host, s.supervisor.port));
-    }
+    auto st = table([](table_writer& w, const station_config& c) { station_fields(w, c); }, s);
+    st.insert("name", s.name.str());
+    st.insert("director",
+              table([](table_writer& w, const director_config& d) { director_fields(w, d); },
+                    s.director));
+    st.insert("engine", engs);
+    sts.push_back(std::move(st));
   }
   root.insert("station", sts);
   std::stringstream ss;

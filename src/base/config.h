@@ -83,6 +83,27 @@ struct content_config {
   std::filesystem::path work_dir;  // downloads and packaging in progress
 };
 
+// The grid's timeouts and periods ([timing]; docs/configuration.md says what each bounds).
+struct timing_config {
+  std::chrono::milliseconds connect{1'000};    // connecting to another daemon
+  std::chrono::milliseconds silence{3'000};    // a peer silent this long within a reply is hung
+  std::chrono::milliseconds exchange{10'000};  // one request to another daemon, reply and all
+  std::chrono::milliseconds fill{30'000};      // an engine's fetch of one segment from a source
+  // A director's order of a copy to an engine, answered when the copy is whole.
+  std::chrono::milliseconds order{120'000};
+  // At stop, the time requests in flight and background work get to finish.
+  std::chrono::milliseconds drain{5'000};
+  std::chrono::milliseconds station_silence{5'000};     // registry: a station not heard is down
+  std::chrono::milliseconds placement_interval{1'000};  // director: one placement/repair scan
+  // The station supervisor: a blade's /healthz every health_interval, each within health_timeout;
+  // failing for unhealthy_after it is SIGKILLed and restarted; a (re)started blade is not judged
+  // for start_grace (it may be opening a large store).
+  std::chrono::milliseconds health_interval{500};
+  std::chrono::milliseconds health_timeout{400};
+  std::chrono::milliseconds unhealthy_after{2'000};
+  std::chrono::milliseconds start_grace{30'000};
+};
+
 struct grid_config {
   std::vector<station_config> stations;
   std::optional<registry_config> registry;            // none: stations stand alone
@@ -91,6 +112,7 @@ struct grid_config {
   std::chrono::milliseconds heartbeat_interval{250};  // engine → director
   std::chrono::milliseconds heartbeat_timeout{1500};  // an engine silent this long leaves rotation
   std::string log_level = "info";
+  timing_config timing;
 
   // Parses and validates (unique names, ports set, at least one data dir per engine).
   static result<grid_config> parse(std::string_view toml_text, std::string_view origin = "config");

@@ -23,16 +23,16 @@ namespace asio = boost::asio;
 
 namespace {
 
-constexpr std::chrono::milliseconds drain{5'000};
-
 template <class Daemon>
-asio::awaitable<void> stop_then_quit(Daemon& d, asio::io_context& io) {
+asio::awaitable<void> stop_then_quit(Daemon& d, asio::io_context& io,
+                                     std::chrono::milliseconds drain) {
   co_await d.stop(drain);
   io.stop();
 }
 
 template <class Daemon, class... Args>
-int serve(Daemon& d, asio::io_context& io, std::string_view role, const std::string& name) {
+int serve(Daemon& d, asio::io_context& io, std::string_view role, const std::string& name,
+          std::chrono::milliseconds drain) {
   if (auto st = d.start(); !st) {
     std::cerr << "vodgrid " << role << " " << name << ": " << st.err().detail << "\n";
     return 1;
@@ -40,7 +40,7 @@ int serve(Daemon& d, asio::io_context& io, std::string_view role, const std::str
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int) {
     if (!ec) {
-      asio::co_spawn(io, stop_then_quit(d, io), asio::detached);
+      asio::co_spawn(io, stop_then_quit(d, io, drain), asio::detached);
     }
   });
   io.run();
@@ -71,7 +71,7 @@ int run_daemon(const std::filesystem::path& config, const std::string& name,
   log::init(grid->log_level, name);
   asio::io_context io(1);
   Daemon d(io, *grid, *id);
-  return serve(d, io, role, name);
+  return serve(d, io, role, name, grid->timing.drain);
 }
 
 }  // namespace
@@ -92,7 +92,7 @@ int run_registry(const std::filesystem::path& config) {
   log::init(grid->log_level, "registry");
   asio::io_context io(1);
   registry::registry_daemon d(io, *grid);
-  return serve(d, io, "registry", "registry");
+  return serve(d, io, "registry", "registry", grid->timing.drain);
 }
 
 int run_auth(const std::filesystem::path& config) {
@@ -103,7 +103,7 @@ int run_auth(const std::filesystem::path& config) {
   log::init(grid->log_level, "auth");
   asio::io_context io(1);
   auth::auth_daemon d(io, *grid);
-  return serve(d, io, "auth", "auth");
+  return serve(d, io, "auth", "auth", grid->timing.drain);
 }
 
 int run_content(const std::filesystem::path& config) {
@@ -114,7 +114,7 @@ int run_content(const std::filesystem::path& config) {
   log::init(grid->log_level, "content");
   asio::io_context io(1);
   content::content_manager d(io, *grid);
-  return serve(d, io, "content", "content");
+  return serve(d, io, "content", "content", grid->timing.drain);
 }
 
 }  // namespace vodgrid::cli

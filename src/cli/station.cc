@@ -529,6 +529,10 @@ int run_station(const std::filesystem::path& config, const std::string& name,
   asio::io_context io(1);
   supervisor_options opts;
   opts.logs = logs;
+  opts.health_interval = grid->timing.health_interval;
+  opts.health_timeout = grid->timing.health_timeout;
+  opts.unhealthy_after = grid->timing.unhealthy_after;
+  opts.start_grace = grid->timing.start_grace;
   station_supervisor s(io, std::move(*grid), config, std::move(*id), opts);
   // Before the blades exist, so that a signal at any time stops them.
   asio::signal_set signals(io, SIGINT, SIGTERM);
