@@ -1,6 +1,7 @@
 // Unit tests of base: names, segment indices, the grid configuration.
 #include <gtest/gtest.h>
 
+#include "base/base64url.h"
 #include "base/config.h"
 #include "base/ids.h"
 
@@ -29,6 +30,50 @@ TEST(SegmentIndex, ParsesCanonicalDecimalOnly) {
   EXPECT_FALSE(segment_index::parse("1e3"));
   EXPECT_FALSE(segment_index::parse("18446744073709551617"));
   EXPECT_FALSE(segment_index::parse(""));
+}
+
+TEST(Base64url, EncodesTheRfc4648VectorsInTheUrlSafeAlphabetWithoutPadding) {
+  // RFC 4648 §10, padding dropped.
+  EXPECT_EQ(base64url_encode(""), "");
+  EXPECT_EQ(base64url_encode("f"), "Zg");
+  EXPECT_EQ(base64url_encode("fo"), "Zm8");
+  EXPECT_EQ(base64url_encode("foo"), "Zm9v");
+  EXPECT_EQ(base64url_encode("foob"), "Zm9vYg");
+  EXPECT_EQ(base64url_encode("fooba"), "Zm9vYmE");
+  EXPECT_EQ(base64url_encode("foobar"), "Zm9vYmFy");
+  // 0xfb 0xff: '+' and '/' in the standard alphabet.
+  EXPECT_EQ(base64url_encode("\xfb\xff"), "-_8");
+  std::string all;
+  for (int i = 0; i < 256; ++i) {
+    all.push_back(static_cast<char>(i));
+  }
+  for (size_t n = 0; n <= all.size(); n += 17) {
+    auto text = base64url_encode(all.substr(0, n));
+    EXPECT_EQ(text.size(), (n * 4 + 2) / 3);
+    EXPECT_EQ(base64url_decode(text), all.substr(0, n)) << n;
+  }
+}
+
+TEST(Base64url, DecodingRefusesAnythingButCanonicalUnpaddedText) {
+  EXPECT_EQ(base64url_decode("Zm9vYmE"), "fooba");
+  EXPECT_EQ(base64url_decode(""), "");
+  const std::string_view bads[] = {"Zm9vYmE=",
+                                   "Zg==",
+                                   "Zm9v Ym",
+                                   "Zm9v\nYmE",
+                                   "Zm+v",
+                                   "Zm/v",
+                                   "Z",
+                                   "Zm9vY",
+                                   "Zh",
+                                   "Zm9",
+                                   std::string_view("Zm8\0", 4)};
+  for (auto bad : bads) {
+    EXPECT_FALSE(base64url_decode(bad)) << bad;
+  }
+  // "Zh" and "Zm9" carry stray bits after the last byte; "Zg" and "Zm8" are their canonical forms.
+  EXPECT_EQ(base64url_decode("Zg"), "f");
+  EXPECT_EQ(base64url_decode("Zm8"), "fo");
 }
 
 TEST(GridConfig, EmbeddedDefaultRoundTripsThroughToml) {
@@ -112,6 +157,131 @@ director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copys = 1 })",
     EXPECT_EQ(r.err().detail, c.want);
   }
   ASSERT_TRUE(grid_config::parse(station, "grid.toml"));
+}
+
+TEST(GridConfig, AKeyLeftOutKeepsTheDefaultWrittenInTheStruct) {
+  auto g = grid_config::parse(R"([[station]]
+name = "s"
+director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copies = 1 }
+[[station.engine]]
+name = "e1"
+listen = "127.0.0.1:9001"
+data_dirs = ["/tmp/e1"]
+)");
+  ASSERT_TRUE(g) << g.err().detail;
+  const engine_config e;
+  const director_config d;
+  const timing_config t;
+  const station_config s;
+  auto& ge = g->stations[0].engines[0];
+  auto& gd = g->stations[0].director;
+  EXPECT_EQ(ge.max_streams, e.max_streams);
+  EXPECT_EQ(ge.max_segment_bytes, e.max_segment_bytes);
+  EXPECT_EQ(ge.max_disk_bytes, e.max_disk_bytes);
+  EXPECT_EQ(gd.parallel_copies, d.parallel_copies);
+  EXPECT_EQ(gd.hot_load_percent, d.hot_load_percent);
+  EXPECT_EQ(gd.replica_idle, d.replica_idle);
+  EXPECT_EQ(gd.repair_grace, d.repair_grace);
+  EXPECT_EQ(g->stations[0].uplink_bits_per_second, s.uplink_bits_per_second);
+  EXPECT_EQ(g->timing.connect, t.connect);
+  EXPECT_EQ(g->timing.order, t.order);
+  EXPECT_EQ(g->timing.unhealthy_after, t.unhealthy_after);
+  EXPECT_EQ(g->heartbeat_timeout, grid_config{}.heartbeat_timeout);
+}
+
+TEST(GridConfig, TimingKeysAreReadCheckedAndRoundTrip) {
+  std::string station = R"([[station]]
+name = "s"
+director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copies = 1 }
+[[station.engine]]
+name = "e1"
+listen = "127.0.0.1:9001"
+data_dirs = ["/tmp/e1"]
+)";
+  auto g = grid_config::parse(
+      "[timing]\nconnect_ms = 250\nsilence_ms = 700\ndrain_ms = 0\nunhealthy_after_ms = 900\n" +
+      station);
+  ASSERT_TRUE(g) << g.err().detail;
+  EXPECT_EQ(g->timing.connect, std::chrono::milliseconds(250));
+  EXPECT_EQ(g->timing.silence, std::chrono::milliseconds(700));
+  EXPECT_EQ(g->timing.drain, std::chrono::milliseconds(0));
+  EXPECT_EQ(g->timing.unhealthy_after, std::chrono::milliseconds(900));
+  auto again = grid_config::parse(g->to_toml());
+  ASSERT_TRUE(again) << again.err().detail;
+  EXPECT_EQ(again->timing.connect, std::chrono::milliseconds(250));
+  EXPECT_EQ(again->timing.drain, std::chrono::milliseconds(0));
+  EXPECT_EQ(again->timing.exchange, g->timing.exchange);
+
+  struct {
+    std::string text, want;
+  } cases[] = {
+      {"[timing]\nconnect_ms = 0\n", "c: [timing]: 'connect_ms' must be an integer of at least 1"},
+      {"[timing]\nconnect_ms = \"1s\"\n",
+       "c: [timing]: 'connect_ms' must be an integer of at least 1"},
+      {"[timing]\nconect_ms = 10\n",
+       "c: [timing]: unknown key 'conect_ms' (did you mean 'connect_ms'?)"},
+      {"[grid]\nheartbeat_interval_ms = 500\nheartbeat_timeout_ms = 400\n",
+       "c: [grid]: heartbeat_timeout_ms must exceed heartbeat_interval_ms"},
+  };
+  for (auto& c : cases) {
+    auto r = grid_config::parse(c.text + station, "c");
+    ASSERT_FALSE(r) << c.text;
+    EXPECT_EQ(r.err().detail, c.want);
+  }
+}
+
+TEST(GridConfig, AValueOfTheWrongKindOrOutOfBoundsSaysWhich) {
+  std::string base = R"([[station]]
+name = "s"
+director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copies = 1 }
+[[station.engine]]
+name = "e1"
+listen = "127.0.0.1:9001"
+data_dirs = ["/tmp/e1"]
+)";
+  struct {
+    std::string text, want;
+  } cases[] = {
+      {base + "max_streams = \"many\"\n",
+       "c: [[station.engine]] e1: 'max_streams' must be an integer of at least 1"},
+      {base + "max_segment_bytes = 100\n",
+       "c: [[station.engine]] e1: 'max_segment_bytes' must be an integer of at least 1024"},
+      {base + "max_disk_bytes = 1000\n",
+       "c: [[station.engine]] e1: 'max_disk_bytes' must be 0 (no budget) or at least 1 MiB"},
+      {R"([[station]]
+name = "s"
+home = 1
+director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copies = 1 }
+[[station.engine]]
+name = "e1"
+listen = "127.0.0.1:9001"
+data_dirs = ["/tmp/e1"]
+)",
+       "c: [[station]] s: 'home' must be true or false"},
+      {R"([[station]]
+name = "s"
+director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", hot_load_percent = 101 }
+[[station.engine]]
+name = "e1"
+listen = "127.0.0.1:9001"
+data_dirs = ["/tmp/e1"]
+)",
+       "c: station s director: 'hot_load_percent' must be an integer within 1..100"},
+      {R"([[station]]
+name = "s"
+director = { listen = "127.0.0.1:9000" }
+[[station.engine]]
+name = "e1"
+listen = "127.0.0.1:9001"
+data_dirs = ["/tmp/e1"]
+)",
+       "c: station s director: needs 'data_dir'"},
+  };
+  for (auto& c : cases) {
+    auto r = grid_config::parse(c.text, "c");
+    ASSERT_FALSE(r) << c.text;
+    EXPECT_EQ(r.err().detail, c.want);
+  }
 }
 
 TEST(GridConfig, RejectsBrokenConfigsWithAReason) {

@@ -1,7 +1,5 @@
-// The token's text form: base64url via libsodium, JSON via Boost.JSON, strict field checks.
+// The token's text form: base64url (base/base64url.h), JSON via Boost.JSON, strict field checks.
 #include "auth/token.h"
-
-#include <sodium.h>
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/json/parse.hpp>
@@ -271,32 +269,6 @@ bool claims::entitled_to(const program_id& p) const {
     }
   }
   return false;
-}
-
-std::string base64url_encode(std::string_view bytes) {
-  constexpr int variant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
-  std::string out(sodium_base64_ENCODED_LEN(bytes.size(), variant), '\0');
-  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
-                    bytes.size(), variant);
-  out.resize(out.size() - 1);  // the encoded length counts the terminating NUL
-  return out;
-}
-
-std::optional<std::string> base64url_decode(std::string_view text) {
-  std::string out(text.size() * 3 / 4 + 3, '\0');
-  size_t len = 0;
-  // A NULL b64_end makes libsodium refuse input that is not consumed whole.
-  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
-                        text.size(), nullptr, &len, nullptr,
-                        sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
-    return std::nullopt;
-  }
-  out.resize(len);
-  // Canonical form only: re-encoding must give back the same text (no stray trailing bits).
-  if (base64url_encode(out) != text) {
-    return std::nullopt;
-  }
-  return out;
 }
 
 std::string signing_input(std::string_view kid, const claims& c) {

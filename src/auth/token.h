@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/base64url.h"
 #include "base/ids.h"
 #include "base/result.h"
 
@@ -63,8 +64,8 @@ result<std::string> token_kid(std::string_view text);
 // The signing input of a token: base64url(header).base64url(payload).
 std::string signing_input(std::string_view kid, const claims& c);
 
-// base64url without padding (libsodium); decode refuses padding, whitespace and stray bytes.
-std::string base64url_encode(std::string_view bytes);
-std::optional<std::string> base64url_decode(std::string_view text);
+// base64url without padding, in constant time (base/base64url.h).
+using vodgrid::base64url_decode;
+using vodgrid::base64url_encode;
 
 }  // namespace vodgrid::auth
