@@ -28,24 +28,6 @@ namespace {
 namespace json = boost::json;
 using verb = boost::beast::http::verb;
 
-postgres_server& pg() {
-  static postgres_server server;
-  return server;
-}
-
-std::string fresh_schema() {
-  static int schemas = 0;
-  std::string name = fmt::format("auth{}", ++schemas);
-  auto admin = db::open(pg().url());
-  if (!admin) {
-    throw std::runtime_error(admin.err().detail);
-  }
-  if (auto s = (*admin)->exec_script("CREATE SCHEMA " + name); !s) {
-    throw std::runtime_error(s.err().detail);
-  }
-  return pg().url() + "?options=-csearch_path%3D" + name;
-}
-
 struct reply {
   unsigned status = 0;
   std::string body;
@@ -66,8 +48,8 @@ class AuthDaemonTest : public ::testing::Test {
   virtual bool postgresql() const { return false; }
 
   void SetUp() override {
-    std::string db_url =
-        postgresql() ? fresh_schema() : "sqlite://" + (dir_.path() / "auth.db").string();
+    std::string db_url = postgresql() ? test::fresh_postgres_schema("auth")
+                                      : "sqlite://" + (dir_.path() / "auth.db").string();
     grid_.auth = auth_config{{"127.0.0.1", free_port()}, db_url, true};
     station_config s;
     s.name = *station_id::parse("home");

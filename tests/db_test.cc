@@ -21,29 +21,7 @@
 namespace vodgrid::db {
 namespace {
 
-using test::postgres_server;
 using test::temp_dir;
-
-// One server for the whole run; each test gets a schema of its own (a database each would give
-// crash recovery thousands of files to fsync).
-postgres_server& pg() {
-  static postgres_server server;
-  return server;
-}
-
-// Creates a fresh schema and returns a URL whose connections use it.
-std::string fresh_schema() {
-  static int schemas = 0;
-  std::string name = fmt::format("t{}", ++schemas);
-  auto admin = open(pg().url());
-  if (!admin) {
-    throw std::runtime_error(admin.err().detail);
-  }
-  if (auto s = (*admin)->exec_script("CREATE SCHEMA " + name); !s) {
-    throw std::runtime_error(s.err().detail);
-  }
-  return pg().url() + "?options=-csearch_path%3D" + name;
-}
 
 template <class T>
 T must(result<T> r) {
@@ -80,7 +58,7 @@ class Db : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (postgresql()) {
-      url_ = fresh_schema();
+      url_ = test::fresh_postgres_schema("t");
     } else {
       url_ = "sqlite://" + (dir_.path() / "test.db").string();
     }
@@ -114,8 +92,8 @@ class Db : public ::testing::TestWithParam<std::string> {
     if (postgresql()) {
       auto c = reopen();
       write(*c);
-      pg().kill(SIGKILL);
-      pg().restart();
+      test::shared_postgres().kill(SIGKILL);
+      test::shared_postgres().restart();
       return;
     }
     pid_t pid = ::fork();
@@ -410,7 +388,7 @@ TEST_P(Db, CommittedWriteSurvivesACrash) {
 class Postgres : public ::testing::Test {
  protected:
   void SetUp() override {
-    url_ = fresh_schema();
+    url_ = test::fresh_postgres_schema("t");
     c_ = must(open(url_));
   }
   std::string url_;
@@ -421,8 +399,8 @@ TEST_F(Postgres, ReconnectsOnTheCallAfterTheServerCameBack) {
   must(c_->exec_script("CREATE TABLE t (k BIGINT PRIMARY KEY);"));
   must(c_->begin());
   must(c_->exec("INSERT INTO t (k) VALUES (1)"));
-  pg().kill(SIGKILL);
-  pg().restart();
+  test::shared_postgres().kill(SIGKILL);
+  test::shared_postgres().restart();
   // The call that finds the connection gone fails; the transaction went with it.
   auto lost = c_->exec("INSERT INTO t (k) VALUES (2)");
   ASSERT_FALSE(lost);
@@ -477,7 +455,7 @@ TEST_F(Postgres, SerializationFailureIsConflict) {
 }
 
 TEST_F(Postgres, SynchronousCommitOffIsTurnedBackOn) {
-  auto c = must(open(pg().url() + "?options=-csynchronous_commit%3Doff"));
+  auto c = must(open(test::shared_postgres().url() + "?options=-csynchronous_commit%3Doff"));
   EXPECT_EQ(must(c->query("SHOW synchronous_commit")).at(0).text(0), "on");
 }
 

@@ -31,26 +31,6 @@ namespace {
 namespace json = boost::json;
 using verb = boost::beast::http::verb;
 
-// One server for the whole run; each test gets a schema of its own (a database each would make
-// the server's shutdown checkpoint fsync thousands of files).
-postgres_server& pg() {
-  static postgres_server server;
-  return server;
-}
-
-std::string fresh_schema() {
-  static int schemas = 0;
-  std::string name = fmt::format("api{}", ++schemas);
-  auto admin = db::open(pg().url());
-  if (!admin) {
-    throw std::runtime_error(admin.err().detail);
-  }
-  if (auto s = (*admin)->exec_script("CREATE SCHEMA " + name); !s) {
-    throw std::runtime_error(s.err().detail);
-  }
-  return pg().url() + "?options=-csearch_path%3D" + name;
-}
-
 struct reply {
   unsigned status = 0;  // 0: no reply (transport failure)
   std::string body;
@@ -108,8 +88,8 @@ class RegistryTest : public ::testing::Test {
   virtual bool postgresql() const { return false; }
 
   void SetUp() override {
-    std::string db_url =
-        postgresql() ? fresh_schema() : "sqlite://" + (dir_.path() / "registry.db").string();
+    std::string db_url = postgresql() ? test::fresh_postgres_schema("api")
+                                      : "sqlite://" + (dir_.path() / "registry.db").string();
     grid_.registry = registry_config{{"127.0.0.1", free_port()}, db_url};
     add_station("home", true, 0);
     add_station("a", false, 100);

@@ -18,27 +18,7 @@
 namespace vodgrid::registry {
 namespace {
 
-using test::postgres_server;
 using test::temp_dir;
-
-// One server for the whole run; each test gets a schema of its own.
-postgres_server& pg() {
-  static postgres_server server;
-  return server;
-}
-
-std::string fresh_schema() {
-  static int schemas = 0;
-  std::string name = fmt::format("reg{}", ++schemas);
-  auto admin = db::open(pg().url());
-  if (!admin) {
-    throw std::runtime_error(admin.err().detail);
-  }
-  if (auto s = (*admin)->exec_script("CREATE SCHEMA " + name); !s) {
-    throw std::runtime_error(s.err().detail);
-  }
-  return pg().url() + "?options=-csearch_path%3D" + name;
-}
 
 template <class T>
 T must(result<T> r) {
@@ -88,7 +68,7 @@ class LocationDb : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (postgresql()) {
-      url_ = fresh_schema();
+      url_ = test::fresh_postgres_schema("reg");
     } else {
       url_ = "sqlite://" + (dir_.path() / "registry.db").string();
     }
@@ -323,8 +303,8 @@ TEST_P(LocationDb, AppliedChangesSurviveACrash) {
   if (postgresql()) {
     must(db_->apply(sid("a"), batch));
     db_.reset();
-    pg().kill(SIGKILL);
-    pg().restart();
+    test::shared_postgres().kill(SIGKILL);
+    test::shared_postgres().restart();
   } else {
     db_.reset();
     pid_t child = ::fork();

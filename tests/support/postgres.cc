@@ -239,8 +239,13 @@ std::string postgres_server::log() const {
   return ss.str();
 }
 
-std::string fresh_postgres_schema(std::string_view prefix) {
+postgres_server& shared_postgres() {
   static postgres_server server;
+  return server;
+}
+
+std::string fresh_postgres_schema(std::string_view prefix) {
+  auto& server = shared_postgres();
   static int schemas = 0;
   std::string name = fmt::format("{}{}", prefix, ++schemas);
   auto admin = db::open(server.url());

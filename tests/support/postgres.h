@@ -54,8 +54,12 @@ class postgres_server {
   child_process server_;
 };
 
-// One server for the whole test process, started on first use; each call makes a new schema in
-// it and returns a URL whose connections use that schema, so tests never see each other's tables.
+// One server for the whole test process, started on first use (a server per test would make the
+// run start and checkpoint dozens of clusters).
+postgres_server& shared_postgres();
+
+// A new schema in shared_postgres(), and a URL whose connections use it: tests never see each
+// other's tables (a database each would give crash recovery thousands of files to fsync).
 std::string fresh_postgres_schema(std::string_view prefix);
 
 }  // namespace vodgrid::test
