@@ -1,5 +1,7 @@
-// The director daemon's state, shared by the files that implement it (director.cc: routes, catalog,
-// playback, copies; programs.cc: programs learned from the registry; placement.cc: copies per
+// The director daemon's state, shared by the files that implement it: director.cc (start, stop,
+// routes, heartbeats), programs.cc (the catalog, programs learned from the registry), playback.cc
+// (playlists, redirects, preload), copies.cc (orders, sources, replicas, prefetch, holder),
+// maintenance.cc (evictions, idle replicas), registry_link.cc (reports), placement.cc (copies per
 // segment, repair and surplus). Private to src/director.
 // Threading: every member is owned by the io thread; coroutines touch them only between awaits.
 #pragma once
@@ -214,7 +216,7 @@ struct director_daemon::impl {
   // again later). replica: a replica made for load (claim 19), else a copy beyond the placement.
   asio::awaitable<void> drop_copy(segment_key key, size_t engine, bool replica);
   uint64_t segment_size(const segment_key& key) const;
-  // Where a console goes for a segment no engine of ours can serve (director.cc): an engine of
+  // Where a console goes for a segment no engine of ours can serve (playback.cc): an engine of
   // ours now receiving it, or a URL at an engine of another station.
   struct fallback {
     std::optional<size_t> engine;

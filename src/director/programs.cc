@@ -1,14 +1,298 @@
-// Programs a station learns on demand (issue 10, "any published program plays at any station"): a
-// console asking for a program the director has never been told of makes it ask the registry for
-// the program's manifest, availability and publish time included, and keep it in the catalog; its
-// segments then come through the miss path (claim 14).
+// The station's program catalog (kept in `data_dir/programs.json`, written durably): the loader's
+// endpoints (a manifest in, its placement out; commit once every copy is in place; delete), the
+// content manager's availability changes, the catalog as read by consoles, and which programs are
+// ready to play (claim 11). A program the station was never told of is learned from the registry on
+// a console's first request (issue 10, "any published program plays at any station"): the registry
+// gives its manifest, availability and publish time included; its segments then come through the
+// miss path (claim 14).
 #include <fmt/format.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "base/fs.h"
 #include "director/impl.h"
 
 namespace vodgrid::director {
+
+status director_daemon::impl::load_catalog() {
+  auto text = read_file(catalog_path(), 1ull << 30);
+  if (!text) {
+    return text.err().code == errc::not_found ? status{} : status{text.err()};
+  }
+  auto o = api::parse_object(*text);
+  if (!o) {
+    return make_error(errc::io_error,
+                      fmt::format("{}: {}", catalog_path().string(), o.err().detail));
+  }
+  auto* progs = o->if_contains("programs");
+  if (!progs || !progs->is_array()) {
+    return make_error(errc::io_error, catalog_path().string() + ": no 'programs' array");
+  }
+  for (auto& p : progs->as_array()) {
+    auto m =
+        p.is_object()
+            ? api::from_json<api::program_manifest>(p.as_object())
+            : result<api::program_manifest>(make_error(errc::invalid_argument, "not an object"));
+    if (!m) {
+      return make_error(errc::io_error,
+                        fmt::format("{}: {}", catalog_path().string(), m.err().detail));
+    }
+    catalog[m->id] = std::move(*m);
+  }
+  return {};
+}
+
+status director_daemon::impl::save_catalog() {
+  json::array progs;
+  for (auto& [id, m] : catalog) {
+    progs.push_back(api::to_json(m));
+  }
+  return write_file_durably(catalog_path(), json::serialize(json::object{{"programs", progs}}));
+}
+
+asio::awaitable<reply> director_daemon::impl::create_program(request_context& ctx) {
+  auto m = api::decode<api::program_manifest>(ctx.req.body());
+  if (!m) {
+    co_return net::error_reply(m.err());
+  }
+  auto it = catalog.find(m->id);
+  if (it != catalog.end() && it->second.state == state_ready) {
+    co_return net::error_reply(
+        make_error(errc::conflict, fmt::format("program {} already exists", m->id.str())));
+  }
+  auto now = steady::now();
+  auto up = tables.up_engines(now);
+  size_t copies = station->director.copies;
+  if (up.size() < std::max<size_t>(copies, 2)) {
+    co_return net::error_reply(
+        make_error(errc::unavailable, fmt::format("{} engines up; a program needs at least {}",
+                                                  up.size(), std::max<size_t>(copies, 2))));
+  }
+  // Spread: segment i goes to `copies` consecutive engines starting at i mod n, so that every
+  // program is served by at least two engines and the load of a program is shared by all.
+  api::placement pl;
+  for (size_t i = 0; i < m->segments.size(); ++i) {
+    std::vector<api::engine_ref> targets;
+    segment_key key{m->id, m->segments[i].index};
+    for (size_t h : tables.holders(key)) {  // copies already held count
+      if (tables.is_up(tables.engine(h), now) && targets.size() < copies) {
+        targets.push_back({tables.engine(h).name, tables.engine(h).url});
+      }
+    }
+    for (size_t k = 0; k < up.size() && targets.size() < copies; ++k) {
+      auto& e = tables.engine(up[(i + k) % up.size()]);
+      bool dup =
+          std::any_of(targets.begin(), targets.end(), [&](auto& t) { return t.name == e.name; });
+      if (!dup) {
+        targets.push_back({e.name, e.url});
+      }
+    }
+    pl.targets.push_back(std::move(targets));
+  }
+  m->state = std::string(state_loading);
+  std::optional<api::program_manifest> before;
+  if (it != catalog.end()) {
+    before = it->second;
+  }
+  catalog[m->id] = *m;
+  if (auto st = save_catalog(); !st) {
+    if (before) {
+      catalog[m->id] = std::move(*before);  // what the disk still holds
+    } else {
+      catalog.erase(m->id);
+    }
+    co_return net::error_reply(st.err());
+  }
+  logger->info("director {}: loading program {} ({} segments, {:.1f} s)", station->name.str(),
+               m->id.str(), m->segments.size(), m->duration());
+  co_return net::json_reply(api::to_json(pl), http::status::created);
+}
+
+std::string director_daemon::impl::missing_copies(const api::program_manifest& m,
+                                                  size_t want) const {
+  auto now = steady::now();
+  for (auto& s : m.segments) {
+    segment_key key{m.id, s.index};
+    size_t have = tables.up_holders(key, now);
+    if (have < want) {
+      return fmt::format("segment {} has {} of {} copies", s.index.v, have, want);
+    }
+  }
+  return {};
+}
+
+asio::awaitable<reply> director_daemon::impl::commit_program(request_context& ctx) {
+  auto id = program_id::parse(ctx.params[0]);
+  auto it = id ? catalog.find(*id) : catalog.end();
+  if (it == catalog.end()) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  if (it->second.state == state_ready) {
+    co_return net::json_reply(api::to_json(it->second));
+  }
+  // Engines report new segments with their next heartbeat, sent at once on a change: wait a little.
+  size_t want = station->director.copies;
+  std::string missing;
+  asio::steady_timer t(io);
+  auto deadline = steady::now() + grid.heartbeat_timeout * 4;
+  for (;;) {
+    it = catalog.find(*id);
+    if (it == catalog.end()) {
+      co_return net::error_reply(make_error(errc::not_found, "program deleted while committing"));
+    }
+    missing = missing_copies(it->second, want);
+    if (missing.empty() || steady::now() > deadline) {
+      break;
+    }
+    t.expires_after(std::chrono::milliseconds(20));
+    co_await t.async_wait(use_tuple);
+  }
+  if (!missing.empty()) {
+    co_return net::error_reply(
+        make_error(errc::conflict, "not every segment is in place: " + missing));
+  }
+  it->second.state = std::string(state_ready);
+  if (auto st = save_catalog(); !st) {
+    it->second.state = std::string(state_loading);
+    co_return net::error_reply(st.err());
+  }
+  if (grid.registry && registered) {
+    // The registry learns the new locations before the loader hands the program on for
+    // distribution, so that the first seeking station finds its source.
+    co_await report_to_registry();
+  }
+  logger->info("director {}: program {} ready", station->name.str(), id->str());
+  it = catalog.find(*id);  // the report awaited: the program may have been deleted meanwhile
+  if (it == catalog.end()) {
+    co_return net::error_reply(make_error(errc::not_found, "program deleted while committing"));
+  }
+  co_return net::json_reply(api::to_json(it->second));
+}
+
+asio::awaitable<void> director_daemon::impl::send_delete(std::string url) {
+  ++background;
+  auto res = co_await client->request(http::verb::delete_, url);
+  if (!res || (res->status != 204 && res->status != 404)) {
+    logger->warn("director {}: DELETE {} failed: {}", station->name.str(), url,
+                 res ? std::to_string(res->status) : res.err().detail);
+  }
+  --background;
+}
+
+asio::awaitable<reply> director_daemon::impl::delete_program(request_context& ctx) {
+  auto id = program_id::parse(ctx.params[0]);
+  auto it = id ? catalog.find(*id) : catalog.end();
+  if (it == catalog.end()) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto m = std::move(it->second);
+  catalog.erase(it);
+  if (auto st = save_catalog(); !st) {
+    catalog[m.id] = m;
+    co_return net::error_reply(st.err());
+  }
+  for (auto& s : m.segments) {
+    segment_key key{m.id, s.index};
+    for (size_t h : tables.holders(key)) {
+      asio::co_spawn(io,
+                     send_delete(fmt::format("{}/v1/segments/{}/{}.ts", tables.engine(h).url,
+                                             m.id.str(), s.index.v)),
+                     asio::detached);
+    }
+  }
+  logger->info("director {}: program {} deleted", station->name.str(), m.id.str());
+  reply r;
+  r.status = http::status::no_content;
+  co_return r;
+}
+
+asio::awaitable<reply> director_daemon::impl::list_programs(request_context&) {
+  json::array a;
+  for (auto& [id, m] : catalog) {
+    a.push_back(json::object{{"id", id.str()},
+                             {"title", m.title},
+                             {"state", m.state},
+                             {"availability", m.availability},
+                             {"publish_at", m.publish_at},
+                             {"segments", m.segments.size()},
+                             {"duration", m.duration()}});
+  }
+  co_return net::json_reply(json::object{{"programs", a}});
+}
+
+asio::awaitable<reply> director_daemon::impl::get_program(request_context& ctx) {
+  auto id = program_id::parse(ctx.params[0]);
+  auto it = id ? catalog.find(*id) : catalog.end();
+  if (it == catalog.end() && id && grid.registry) {
+    // A console about to play it (it checks every segment against this): learned as for playing.
+    if (auto learned = co_await learn_program(*id); !learned) {
+      co_return unavailable_reply(learned.err());
+    }
+    it = catalog.find(*id);
+  }
+  if (it == catalog.end()) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  co_return net::json_reply(api::to_json(it->second));
+}
+
+namespace {
+
+// Why consoles may not play a program that is loaded (claim 11): the viewer's 404 reason.
+std::string unavailable_reason(const api::program_manifest& m) {
+  if (m.availability == api::availability_withdrawn) {
+    return fmt::format("program {} has been withdrawn", m.id.str());
+  }
+  if (!m.publish_at.empty()) {
+    return fmt::format("program {} is not published yet: it publishes at {}", m.id.str(),
+                       m.publish_at);
+  }
+  return fmt::format("program {} is not published", m.id.str());
+}
+}  // namespace
+
+// POST /v1/programs/{id}/availability (content manager → director): publish or withdraw.
+asio::awaitable<reply> director_daemon::impl::set_availability(request_context& ctx) {
+  auto c = api::decode<api::availability_change>(ctx.req.body());
+  if (!c) {
+    co_return net::error_reply(c.err());
+  }
+  auto id = program_id::parse(ctx.params[0]);
+  auto it = id ? catalog.find(*id) : catalog.end();
+  if (it == catalog.end()) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto& m = it->second;
+  if (m.availability != c->availability || m.publish_at != c->publish_at) {
+    auto before = m;
+    m.availability = c->availability;
+    m.publish_at = c->publish_at;
+    if (auto st = save_catalog(); !st) {
+      m = std::move(before);
+      co_return net::error_reply(st.err());
+    }
+    logger->info("director {}: program {} {}", station->name.str(), m.id.str(), m.availability);
+  }
+  co_return net::json_reply(api::to_json(m));
+}
+
+result<const api::program_manifest*> director_daemon::impl::ready_program(
+    const std::string& raw) const {
+  auto id = program_id::parse(raw);
+  auto it = id ? catalog.find(*id) : catalog.end();
+  if (it == catalog.end()) {
+    return make_error(errc::not_found, "no such program: " + raw);
+  }
+  if (it->second.state != state_ready) {
+    return make_error(errc::not_found,
+                      fmt::format("program {} is not ready ({})", raw, it->second.state));
+  }
+  if (it->second.availability != api::availability_published) {
+    return make_error(errc::not_found, unavailable_reason(it->second));
+  }
+  return &it->second;
+}
 
 namespace {
 // How long the registry's "no such program" is believed: consoles asking for a program that does

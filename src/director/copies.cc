@@ -1,0 +1,337 @@
+// Copies of segments into the station's engines: fetch orders, sources at other stations (claims
+// 12-14), one copy per segment at a time, replicas of hot segments (claims 19, 20), the
+// pre-positioning of a distributed program (its prefetch queue and workers), and `holder`, which
+// names an engine of ours for another station's copy or for a console sent on.
+#include <fmt/format.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/json/serialize.hpp>
+
+#include "director/impl.h"
+
+namespace vodgrid::director {
+
+// The station's engine that should receive a copy (tables.h, choose_receiver).
+std::optional<size_t> director_daemon::impl::receiving_engine(const segment_key& key,
+                                                              std::optional<size_t> exclude) {
+  return tables.choose_receiver(key, segment_size(key), steady::now(), exclude);
+}
+
+// Orders engine `target` to copy `key` from `sources` in turn. wait: answers when the copy is done;
+// otherwise as soon as the engine receives it, which serves it meanwhile (cut-through).
+asio::awaitable<result<size_t>> director_daemon::impl::order_fetch(size_t target,
+                                                                   const segment_key& key,
+                                                                   std::vector<std::string> sources,
+                                                                   bool wait) {
+  auto it = catalog.find(key.program);
+  if (it == catalog.end() || key.index.v >= it->second.segments.size()) {
+    co_return make_error(errc::not_found, "no such segment: " + key.str());
+  }
+  auto entry = it->second.segments[key.index.v];
+  api::fetch_order order{key, entry.sha256, entry.size, std::move(sources), wait};
+  auto url = tables.engine(target).url + "/v1/orders/fetch";
+  auto& via = wait ? *copy_client : *client;
+  tables.note_ordered(target, entry.size);
+  auto f = co_await via.send_json(http::verb::post, url, json::serialize(api::to_json(order)));
+  if (!f || (f->status != 201 && f->status != 200 && f->status != 202)) {
+    tables.note_order_failed(target, entry.size);
+    co_return make_error(errc::unavailable, fmt::format("engine {} did not take the copy of {}: {}",
+                                                        tables.engine(target).name.str(), key.str(),
+                                                        f ? f->body : f.err().detail));
+  }
+  if (f->status == 202) {
+    tables.note_filling(target, key);
+  } else {
+    tables.note_copy(target, key);
+  }
+  co_return target;
+}
+
+// Claims 12-14: ask the registry for sources, cheapest first; ask each source station's director
+// which engine holds the segment; order an engine of ours to copy it from those engines in that
+// order (a transfer cut short resumes from the next). The engine checks the digest before it counts
+// the segment as held, so a failed copy leaves nothing behind.
+asio::awaitable<result<size_t>> director_daemon::impl::copy_from_sources(
+    segment_key key, bool wait, std::optional<size_t> exclude) {
+  if (!receiving_engine(key, exclude)) {  // asked again once the sources are known
+    co_return make_error(errc::unavailable,
+                         "no engine of this station is up and has room to receive " + key.str());
+  }
+  auto sources = co_await other_sources(key);
+  if (!sources) {
+    co_return sources.err();
+  }
+  std::string last = "no station holds it";
+  std::vector<std::string> urls;
+  constexpr size_t max_sources = 3;  // enough to ride out a dead source or two
+  for (auto& src : *sources) {
+    if (urls.size() == max_sources) {
+      break;
+    }
+    auto h = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/holder?whole=1",
+                                              src.director_url, key.program.str(), key.index.v));
+    if (!h || h->status != 200) {
+      last = fmt::format("station {}: {}", src.station.str(), h ? h->body : h.err().detail);
+      continue;
+    }
+    auto ho = api::parse_object(h->body);
+    auto* url = ho ? ho->if_contains("url") : nullptr;
+    auto u = url && url->is_string()
+                 ? net::parse_http_url(url->as_string())
+                 : result<net::parsed_url>(make_error(errc::invalid_argument, "no url"));
+    if (!u) {
+      last = fmt::format("station {} named no engine", src.station.str());
+      continue;
+    }
+    station_of_origin[u->origin()] = src.station;
+    urls.emplace_back(url->as_string());
+  }
+  if (urls.empty()) {
+    co_return make_error(errc::unavailable, last);
+  }
+  auto target = receiving_engine(key, exclude);
+  if (!target) {
+    co_return make_error(errc::unavailable,
+                         "no engine of this station is up and has room to receive " + key.str());
+  }
+  auto got = co_await order_fetch(*target, key, std::move(urls), wait);
+  if (!got) {
+    logger->warn("director {}: {}", station->name.str(), got.err().detail);
+  }
+  co_return got;
+}
+
+// One operation per segment at a time: concurrent callers wait for the one in flight and share
+// its outcome.
+template <class Start>
+asio::awaitable<result<size_t>> director_daemon::impl::once_per_segment(
+    std::unordered_map<segment_key, std::shared_ptr<pending_copy>>& in_flight, segment_key key,
+    Start start) {
+  if (auto it = in_flight.find(key); it != in_flight.end()) {
+    auto p = it->second;
+    if (!p->finished) {
+      co_await p->done.async_wait(use_tuple);
+    }
+    co_return p->engine;
+  }
+  auto p = std::make_shared<pending_copy>(io);
+  in_flight[key] = p;
+  ++background;
+  p->engine = co_await start();
+  p->finished = true;
+  p->done.cancel();
+  in_flight.erase(key);
+  --background;
+  co_return p->engine;
+}
+
+// One copy per segment at a time: concurrent requests for it wait for the same order.
+asio::awaitable<result<size_t>> director_daemon::impl::acquire(segment_key key, bool wait,
+                                                               std::optional<size_t> exclude) {
+  return once_per_segment(copies_in_flight, key, [this, key, wait, exclude] {
+    return copy_from_sources(key, wait, exclude);
+  });
+}
+
+// Claims 19, 20: every engine holding the segment is at its limits, so another engine receives a
+// replica from the least loaded holder (a copy between engines is not held to the console limit),
+// and serves it while it arrives. The heartbeat that reports it held ("copy done") reaches the
+// registry with the station's next report.
+asio::awaitable<result<size_t>> director_daemon::impl::replicate(segment_key key,
+                                                                 std::optional<size_t> exclude) {
+  auto now = steady::now();
+  std::vector<std::string> sources;
+  for (size_t h : tables.sources_by_load(key, now)) {
+    if (h != exclude) {
+      sources.push_back(segment_url(h, key));
+    }
+  }
+  if (sources.empty()) {
+    co_return make_error(errc::unavailable, "no engine of the station holds " + key.str());
+  }
+  auto target = receiving_engine(key, exclude);
+  if (!target) {
+    co_return make_error(errc::unavailable, "every engine of station " + station->name.str() +
+                                                " is at its limits or holds " + key.str() +
+                                                " already");
+  }
+  auto got = co_await order_fetch(*target, key, std::move(sources), false);
+  if (got) {
+    replicas[{key, *got}] = steady::now();
+    replicas_made->inc();
+    logger->info("director {}: {} is hot; engine {} receives a replica", station->name.str(),
+                 key.str(), tables.engine(*got).name.str());
+  }
+  co_return got;
+}
+
+asio::awaitable<result<size_t>> director_daemon::impl::replicate_shared(segment_key key) {
+  return once_per_segment(replicas_in_flight, key,
+                          [this, key] { return replicate(key, std::nullopt); });
+}
+
+asio::awaitable<void> director_daemon::impl::prefetch_worker() {
+  while (!prefetch_queue.empty() && !stopping) {
+    auto key = prefetch_queue.front();
+    prefetch_queue.pop_front();
+    if (!tables.holders(key).empty() || catalog.find(key.program) == catalog.end()) {
+      continue;
+    }
+    // A source may not have reported its copy yet: try a few times before leaving the segment to
+    // the miss path.
+    asio::steady_timer t(io);
+    for (int attempt = 0; attempt < 6 && !stopping; ++attempt) {
+      ++prefetching;
+      prefetching_peak = std::max(prefetching_peak, prefetching);
+      auto r = co_await acquire(key, true);
+      --prefetching;
+      if (r || !tables.holders(key).empty()) {
+        break;
+      }
+      if (attempt == 5) {
+        logger->warn("director {}: prefetch of {} failed: {}", station->name.str(), key.str(),
+                     r.err().detail);
+      }
+      t.expires_after(std::chrono::milliseconds(250 << attempt));
+      co_await t.async_wait(use_tuple);
+    }
+  }
+  --copy_workers;
+}
+
+asio::awaitable<reply> director_daemon::impl::distribute(request_context& ctx) {
+  auto d = api::decode<api::distribution>(ctx.req.body());
+  if (!d) {
+    co_return net::error_reply(d.err());
+  }
+  if (d->manifest.id.str() != ctx.params[0]) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "the program in the body is not the one in the path"));
+  }
+  auto& m = d->manifest;
+  auto it = catalog.find(m.id);
+  bool known = it != catalog.end() && it->second.state == state_ready;
+  if (!known) {
+    // Served at once: what the station lacks is copied on the first request (claim 14).
+    m.state = std::string(state_ready);
+    catalog[m.id] = m;
+    if (auto st = save_catalog(); !st) {
+      catalog.erase(m.id);
+      co_return net::error_reply(st.err());
+    }
+  }
+  size_t n = std::min<size_t>(d->prefetch, m.segments.size());
+  size_t queued = 0;
+  for (size_t i = 0; i < n; ++i) {
+    segment_key key{m.id, segment_index{static_cast<uint32_t>(i)}};
+    if (tables.holders(key).empty()) {
+      prefetch_queue.push_back(key);
+      ++queued;
+    }
+  }
+  while (copy_workers < station->director.parallel_copies && copy_workers < prefetch_queue.size()) {
+    ++copy_workers;  // the worker counts itself out when the queue is empty
+    asio::co_spawn(io, prefetch_worker(), asio::detached);
+  }
+  logger->info("director {}: program {} distributed here; {} segments to copy", station->name.str(),
+               m.id.str(), queued);
+  co_return net::json_reply(json::object{{"program", m.id.str()}, {"queued", queued}});
+}
+
+// GET /v1/programs/{id}/segments/{n}/holder: an engine of this station for the segment, for
+// another station's copy or for one of our engines sending a console on. ?whole=1: only an engine
+// holding it whole; ?exclude=<engine>: not that one (its copy failed, or it is the asker);
+// ?get=1: if none can serve it, have one receive it (a replica, or a copy from another station);
+// ?console=1: the URL is for a console another station's director sends here (signed, with auth).
+asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
+  auto id = program_id::parse(ctx.params[0]);
+  auto idx = segment_index::parse(ctx.params[1]);
+  if (!id || !idx) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "bad program or segment in " + ctx.path));
+  }
+  segment_key key{*id, *idx};
+  bool whole = ctx.query_param("whole") == "1";
+  bool get = ctx.query_param("get") == "1";
+  bool full = ctx.query_param("full") == "1";
+  bool console = ctx.query_param("console") == "1";  // for a console of another station: signed
+  std::optional<size_t> exclude;
+  if (auto ex = ctx.query_param("exclude"); !ex.empty()) {
+    exclude = tables.find_engine(ex);
+    if (exclude && full) {
+      tables.note_full(*exclude);  // it refused a console: no more go there until it says so
+    } else if (exclude && tables.engine(*exclude).filling.count(key) && get) {
+      tables.end_filling(*exclude, key);  // its copy failed: no console goes there for it
+    }
+  }
+  auto now = steady::now();
+  auto pick = [&](const std::vector<size_t>& engines) -> std::optional<size_t> {
+    std::optional<size_t> best;
+    double best_load = 0;
+    for (size_t e : engines) {
+      auto& en = tables.engine(e);
+      candidate c{e,
+                  tables.is_up(en, now),
+                  en.load.active_streams + en.assigned,
+                  en.load.max_streams,
+                  en.load.bytes_per_second,
+                  en.load.max_bytes_per_second};
+      if (e == exclude || !c.up || c.streams >= c.max_streams) {
+        continue;
+      }
+      if (!best || load_of(c) < best_load) {
+        best = e;
+        best_load = load_of(c);
+      }
+    }
+    return best;
+  };
+  auto e = pick(tables.holders(key));
+  if (!e && !whole) {
+    e = pick(tables.filling(key));
+  }
+  if (!e && get) {
+    auto m = ready_program(ctx.params[0]);
+    if (m && idx->v < (*m)->segments.size()) {
+      // (Two statements: GCC 12 mishandles co_await inside a conditional expression.)
+      result<size_t> got = make_error(errc::unavailable, "");
+      if (tables.holders(key).empty() && grid.registry) {
+        got = co_await acquire(key, false, exclude);
+      } else if (full) {
+        got = co_await replicate_shared(key);  // the full engine may be a source: copies pass
+      } else {
+        got = co_await replicate(key, exclude);
+      }
+      if (got) {
+        e = *got;
+      }
+    }
+  }
+  if (!e) {
+    if (tables.holders(key).empty()) {
+      co_return net::error_reply(
+          make_error(errc::not_found,
+                     fmt::format("station {} does not hold {}", station->name.str(), key.str())));
+    }
+    auto r = net::error_reply(make_error(
+        errc::unavailable, "no engine holding " + key.str() + " is up and under its limits"));
+    r.headers.emplace_back("Retry-After", "1");
+    co_return r;
+  }
+  auto& eng = tables.engine(*e);
+  tables.note_sent(*e, now);
+  auto url = segment_url(*e, key);
+  if (console && auth) {
+    // Claim 23 across stations: the engine checks signatures of its own station's key.
+    if (!auth->signer()) {
+      co_return unavailable_reply(make_error(errc::unavailable, "not yet logged in at auth"));
+    }
+    auto sig = auth->signer()->sign_query(std::string_view(url).substr(eng.url.size()),
+                                          auth::unix_now() + 30);
+    url += '?';
+    url += sig;
+  }
+  co_return net::json_reply(json::object{{"engine", eng.name.str()}, {"url", std::move(url)}});
+}
+
+}  // namespace vodgrid::director

@@ -1,0 +1,248 @@
+// Playback: what a console asks for. The HLS playlist; the 302 of each segment to an engine chosen
+// by status and load (claim 18), with a replica ordered when every holder is at its limits (claim
+// 19) and the fallback to a copy from, or an engine of, another station when none here can serve
+// it (claim 14); the preload order to the engine of the next segment (claim 16); viewer tokens and
+// signed redirects (claim 23).
+#include <fmt/format.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/json/serialize.hpp>
+
+#include "api/hls.h"
+#include "auth/client.h"
+#include "director/impl.h"
+
+namespace vodgrid::director {
+
+// The slow path of a token check (the fast one is token_verifier::allows): the full verification,
+// with the keys fetched again when the token names one we do not know. nullopt: the token passes.
+asio::awaitable<std::optional<reply>> director_daemon::impl::refuse_token(request_context& ctx,
+                                                                          auth::requirement req) {
+  auto token = auth::token_of(ctx);
+  auto out = auth->verifier().verify(token, req);
+  if (!out && out.why == auth::token_error::unknown_key) {
+    out = co_await auth->keys().verify(std::string(token), std::move(req));
+  }
+  if (out) {
+    co_return std::nullopt;
+  }
+  co_return unavailable_reply(out.as_error());  // the keys could not be fetched: ask again
+}
+
+asio::awaitable<reply> director_daemon::impl::playlist(request_context& ctx) {
+  auto m = co_await find_program(ctx.params[0]);
+  if (!m) {
+    co_return unavailable_reply(m.err());
+  }
+  if (auth) {
+    // Claim 23: a viewer token entitled to the program, bound (if it says so) to this client.
+    auth::requirement req{auth::token_kind::viewer, (*m)->id, auth::client_address(ctx)};
+    auto refused = co_await refuse_token(ctx, std::move(req));
+    if (refused) {
+      co_return std::move(*refused);
+    }
+  }
+  // Whatever query the console used (a token, later) is carried to each segment URI.
+  std::string query;
+  auto target = ctx.req.target();
+  if (auto q = target.find('?'); q != std::string_view::npos) {
+    query = std::string(target.substr(q));
+  }
+  reply r;
+  r.content_type = "application/vnd.apple.mpegurl";
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  r.body = api::write_vod_playlist(**m, query);
+  co_return r;
+}
+
+asio::awaitable<void> director_daemon::impl::send_preload(std::string url,
+                                                          api::preload_order order) {
+  ++background;
+  auto res =
+      co_await client->send_json(http::verb::post, url, json::serialize(api::to_json(order)));
+  if (!res || res->status >= 300) {
+    logger->debug("director {}: preload {} at {} failed", station->name.str(), order.key.str(),
+                  url);
+  }
+  --background;
+}
+
+asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
+  auto m = ready_program(ctx.params[0]);
+  if (!m && grid.registry && m.err().code == errc::not_found) {
+    m = co_await find_program(ctx.params[0]);  // a program this station has not heard of yet
+  }
+  if (!m) {
+    co_return unavailable_reply(m.err());
+  }
+  auto idx = segment_index::parse(ctx.params[1]);
+  if (!idx || idx->v >= (*m)->segments.size()) {
+    co_return net::error_reply(
+        make_error(errc::not_found,
+                   fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
+  }
+  if (auth && !auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &(*m)->id,
+                                       ctx.remote.address(), auth::unix_now())) {
+    auth::requirement req{auth::token_kind::viewer, (*m)->id, auth::client_address(ctx)};
+    auto refused = co_await refuse_token(ctx, std::move(req));
+    if (refused) {
+      co_return std::move(*refused);
+    }
+  }
+  auto now = steady::now();
+  segment_key key{(*m)->id, *idx};
+  std::optional<size_t> hint;
+  if (auto p = preloaded.find(key); p != preloaded.end() && p->second.second > now) {
+    hint = p->second.first;  // kept until it expires: every console of this segment may use it
+  }
+  auto chosen = tables.choose(key, now, hint);
+  if (!chosen && tables.up_holders(key, now) > 0) {
+    // Claim 19: every holder is at its limits. Another engine receives a replica and this
+    // console goes there, served as the replica arrives. Consoles arriving together share one
+    // order; when they are more than the replica's engine takes, the rest order the next one.
+    for (size_t round = 0; !chosen && round < tables.engine_count(); ++round) {
+      auto got = co_await replicate_shared(key);
+      if (!got) {
+        break;  // no engine left with room
+      }
+      now = steady::now();
+      chosen = tables.choose(key, now);
+    }
+  } else if (chosen && busy(*chosen) && !replicas_in_flight.contains(key) &&
+             tables.hot(key, now, station->director.hot_load_percent)) {
+    // Near the limits: replicate before consoles have to wait for it.
+    asio::co_spawn(io, replicate_shared(key), asio::detached);
+  }
+  std::string elsewhere;  // an engine of another station, when none of ours can serve or receive
+  if (!chosen && grid.registry) {
+    auto f = co_await fall_back(key);
+    now = steady::now();
+    m = ready_program(ctx.params[0]);  // the catalog may have changed while we waited
+    if (!m) {
+      co_return net::error_reply(m.err());
+    }
+    if (!f) {
+      unavailable->inc();
+      co_return unavailable_reply(f.err());
+    }
+    chosen = f->engine;
+    elsewhere = std::move(f->elsewhere);
+  }
+  if (!chosen && elsewhere.empty()) {
+    unavailable->inc();
+    co_return unavailable_reply(
+        make_error(errc::unavailable,
+                   fmt::format("no engine holding {} is up and under its limits", key.str())));
+  }
+  std::string_view query;  // passed on as it came, with its '?'
+  if (auto q = ctx.req.target().find('?'); q != std::string_view::npos) {
+    query = ctx.req.target().substr(q);
+  }
+  if (!chosen) {
+    if (!auth) {
+      elsewhere.append(query.data(), query.size());
+    }
+    co_return redirect_reply(std::move(elsewhere));  // signed by the other station, with auth
+  }
+  if (!replicas.empty()) {
+    if (auto rep = replicas.find({key, *chosen}); rep != replicas.end()) {
+      rep->second = now;
+    }
+  }
+  auto& e = tables.engine(*chosen);
+  // Built by appending: fmt's runtime format string cost more than the rest of this handler.
+  std::string location;
+  location.reserve(e.url.size() + key.program.str().size() + query.size() + 32);
+  location += e.url;
+  location += "/v1/segments/";
+  location += key.program.str();
+  location += '/';
+  location += std::to_string(idx->v);
+  location += ".ts";
+  if (auth) {
+    // Claim 23: the engine is shown a short-lived signature of its path, not the viewer's token.
+    if (!auth->signer()) {
+      auto u = net::error_reply(make_error(errc::unavailable, "not yet logged in at auth"));
+      u.headers.emplace_back("Retry-After", "1");
+      co_return u;
+    }
+    auto sig = auth->signer()->sign_query(std::string_view(location).substr(e.url.size()),
+                                          auth::unix_now() + 30);
+    location += '?';
+    location += sig;
+  } else {
+    location.append(query.data(), query.size());
+  }
+  auto r = redirect_reply(std::move(location));
+  redirects->inc();
+
+  if (ctx.req.method() == http::verb::get) {
+    preload_next(**m, key, now);
+  }
+  co_return r;
+}
+
+// Claim 16: the engine that will serve the segment after `key` preloads it now. One order per
+// segment while its hint holds, not one per console: many viewers of a program would otherwise send
+// the same order over and over. The hinted engine is preferred for the next segment
+// (choose_engine), so its preload is the one that counts.
+void director_daemon::impl::preload_next(const api::program_manifest& m, const segment_key& key,
+                                         steady::time_point now) {
+  if (key.index.v + 1 >= m.segments.size()) {
+    return;
+  }
+  segment_key next{key.program, segment_index{key.index.v + 1}};
+  auto n = tables.peek(next, now);
+  if (!n) {
+    return;
+  }
+  auto ttl = std::chrono::duration_cast<steady::duration>(
+      std::chrono::duration<double>(m.segments[key.index.v].duration * 2 + 1));
+  if (preloaded.size() > 100'000) {  // hints of consoles that went away
+    std::erase_if(preloaded, [now](const auto& kv) { return kv.second.second <= now; });
+  }
+  auto sent = preloaded.find(next);
+  bool fresh = sent != preloaded.end() && sent->second.second > now &&
+               tables.is_up(tables.engine(sent->second.first), now);
+  if (!fresh) {
+    preloaded[next] = {*n, now + ttl};
+    preload_orders->inc();
+    asio::co_spawn(
+        io, send_preload(tables.engine(*n).url + "/v1/orders/preload", api::preload_order{next}),
+        asio::detached);
+  }
+}
+
+// Claim 14, for a segment no engine of ours can serve: the station lacks it, or every engine
+// holding it is down, hung or full. An engine of ours copies it from the cheapest other station and
+// the console goes there at once (it serves the segment while it arrives); if no engine of ours can
+// take it, the console goes to an engine of that station. errc::unavailable: no station could
+// supply it, with why.
+asio::awaitable<result<director_daemon::impl::fallback>> director_daemon::impl::fall_back(
+    segment_key key) {
+  bool lacked = tables.holders(key).empty() && tables.filling(key).empty();
+  auto got = co_await acquire(key, false);
+  fallback f;
+  if (got) {
+    f.engine = tables.choose(key, steady::now());
+  }
+  if (f.engine) {
+    if (!lacked) {
+      fallbacks_copied->inc();  // (a plain miss is not a fallback)
+    }
+    co_return f;
+  }
+  std::string why = got ? "no engine here can serve it" : got.err().detail;
+  auto remote = co_await remote_holder(key);
+  if (!remote) {
+    co_return make_error(errc::unavailable,
+                         fmt::format("no engine of station {} can serve {} and no other station "
+                                     "could supply it: {}; {}",
+                                     station->name.str(), key.str(), why, remote.err().detail));
+  }
+  fallbacks_remote->inc();
+  f.elsewhere = std::move(*remote);
+  co_return f;
+}
+
+}  // namespace vodgrid::director

@@ -1,0 +1,153 @@
+// The link to the registry: registration, the periodic report of load, location changes and copy
+// samples (acknowledged a prefix at a time), and the one reconciliation after a start. While the
+// registry is down the station serves on and keeps its changes.
+#include <fmt/format.h>
+#include <boost/json/serialize.hpp>
+
+#include "director/impl.h"
+
+namespace vodgrid::director {
+
+asio::awaitable<bool> director_daemon::impl::report_to_registry() {
+  asio::steady_timer wait(io);
+  while (reporting) {
+    wait.expires_after(std::chrono::milliseconds(2));
+    co_await wait.async_wait(use_tuple);
+  }
+  reporting = true;
+  bool ok = co_await send_report();
+  reporting = false;
+  co_return ok;
+}
+
+asio::awaitable<bool> director_daemon::impl::send_report() {
+  auto now = steady::now();
+  api::station_report r;
+  double streams = 0, capacity = 0;
+  for (size_t i : tables.up_engines(now)) {
+    auto& e = tables.engine(i);
+    streams += e.load.active_streams;
+    capacity += e.load.max_streams;
+    r.sending_bits_per_second += e.load.bytes_per_second * 8;
+  }
+  r.engines_up = static_cast<uint32_t>(tables.up_engines(now).size());
+  r.load = capacity > 0 ? streams / capacity : 1;
+  for (auto& c : tables.drain_changes()) {
+    unreported.push_back(c);
+  }
+  r.changes = unreported;
+  r.copies = copy_samples;
+  auto res = co_await client->send_json(
+      http::verb::post,
+      fmt::format("{}/v1/stations/{}/report", registry_url(), station->name.str()),
+      json::serialize(api::to_json(r)));
+  if (res && res->status == 200) {
+    // Only what was sent is acknowledged; changes drained meanwhile stay for the next report.
+    unreported.erase(unreported.begin(),
+                     unreported.begin() + static_cast<std::ptrdiff_t>(r.changes.size()));
+    copy_samples.erase(copy_samples.begin(),
+                       copy_samples.begin() + static_cast<std::ptrdiff_t>(r.copies.size()));
+    co_return true;
+  }
+  if (res && res->status == 409) {
+    registered = false;  // the registry does not know us (it restarted): register again
+  }
+  if (res && res->status == 400) {
+    // Refused as a whole and it would be refused again (a program the registry holds shorter than
+    // we do, say): drop it rather than let it hold back every later report.
+    logger->error("director {}: the registry refused a report of {} changes: {}",
+                  station->name.str(), r.changes.size(), res->body);
+    unreported.erase(unreported.begin(),
+                     unreported.begin() + static_cast<std::ptrdiff_t>(r.changes.size()));
+    copy_samples.erase(copy_samples.begin(),
+                       copy_samples.begin() + static_cast<std::ptrdiff_t>(r.copies.size()));
+  }
+  co_return false;
+}
+
+// After a start, what the registry holds for this station may be stale: copies lost while the
+// director was down were never reported. For each program whose count at the registry differs
+// from what the engines hold, every segment's station-level state is reported again.
+asio::awaitable<void> director_daemon::impl::reconcile_with_registry() {
+  auto res = co_await client->get(
+      fmt::format("{}/v1/stations/{}/held", registry_url(), station->name.str()));
+  if (!res || res->status != 200) {
+    co_return;  // tried again after the next report
+  }
+  auto o = api::parse_object(res->body);
+  auto* programs = o ? o->if_contains("programs") : nullptr;
+  if (!programs || !programs->is_object()) {
+    co_return;
+  }
+  size_t programs_fixed = 0;
+  for (auto& [id, m] : catalog) {
+    uint64_t ours = 0;
+    for (auto& s : m.segments) {
+      ours += tables.holders({id, s.index}).empty() ? 0 : 1;
+    }
+    uint64_t theirs = 0;
+    if (auto* v = programs->as_object().if_contains(id.str()); v && v->is_number()) {
+      theirs = v->to_number<uint64_t>();
+    }
+    if (ours == theirs) {
+      continue;
+    }
+    ++programs_fixed;
+    for (auto& s : m.segments) {
+      segment_key key{id, s.index};
+      unreported.push_back({key, !tables.holders(key).empty()});
+    }
+  }
+  reconciled = true;
+  if (programs_fixed > 0) {
+    logger->info(
+        "director {}: the registry's view of {} programs here was stale; reporting them "
+        "again",
+        station->name.str(), programs_fixed);
+  }
+}
+
+// Registers the station, then reports load and location changes every few hundred milliseconds.
+// While the registry is down the station goes on serving what it holds; changes wait and are
+// reported when it comes back.
+asio::awaitable<void> director_daemon::impl::registry_loop() {
+  ++background;
+  asio::steady_timer t(io);
+  bool was_ok = false;  // the registry may start after us: only a lost registry is worth a warning
+  bool ever_ok = false;
+  while (!stopping) {
+    bool ok = true;
+    if (!registered) {
+      api::station_registration reg{station->name, station->director.listen.url(),
+                                    station->home, station->x_km,
+                                    station->y_km, station->uplink_bits_per_second};
+      auto res = co_await client->send_json(
+          http::verb::put, fmt::format("{}/v1/stations/{}", registry_url(), station->name.str()),
+          json::serialize(api::to_json(reg)));
+      registered = res && res->status == 200;
+      ok = registered;
+    }
+    if (registered) {
+      ok = co_await report_to_registry();
+    }
+    if (ok && !reconciled && steady::now() - started > grid.heartbeat_timeout * 2) {
+      // By now every engine that is up has sent its whole inventory.
+      co_await reconcile_with_registry();
+    }
+    if (ok != was_ok && (ok || ever_ok)) {
+      if (ok) {
+        ever_ok = true;
+        logger->info("director {}: registry {} reached", station->name.str(), registry_url());
+      } else {
+        logger->warn("director {}: registry {} unreachable; serving on, changes kept",
+                     station->name.str(), registry_url());
+      }
+    }
+    was_ok = ok;
+    t.expires_after(std::chrono::milliseconds(ok ? 250 : 500));
+    co_await t.async_wait(use_tuple);
+  }
+  --background;
+}
+
+}  // namespace vodgrid::director
