@@ -1,5 +1,5 @@
-// Unit tests of the director's tables: heartbeats, locations, and the choice of an engine (claim
-// 18).
+// Unit tests of the director's tables: heartbeats, locations, the choice of an engine (claim 18)
+// for a console, for another station (`holder`) and for a new program's copies.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -198,6 +198,143 @@ TEST(StationTables, AnEngineGoneLessThanTheGraceStillCountsAsACopy) {
   // A copy arriving at an engine in rotation counts.
   t.note_filling(*t.find_engine("b"), key(1));
   EXPECT_EQ(t.present_copies(key(1), later, 0ms), 1u);
+}
+
+// `holder`: the engine named to another station, or to an engine of ours sending a console on.
+api::heartbeat load_beat(std::string name, std::vector<uint32_t> held, uint32_t streams,
+                         uint64_t bytes_per_second = 0, uint64_t max_bytes_per_second = 0) {
+  auto hb = beat(std::move(name), 1, 1, true, std::move(held));
+  hb.load.max_streams = 10;
+  hb.load.active_streams = streams;
+  hb.load.bytes_per_second = bytes_per_second;
+  hb.load.max_bytes_per_second = max_bytes_per_second;
+  return hb;
+}
+
+TEST(StationTables, TheHolderNamedIsTheLeastLoadedUpAndUnderItsLimits) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  t.apply(load_beat("a", {0}, 5), now);
+  t.apply(load_beat("b", {0}, 2), now);
+  t.apply(load_beat("c", {0}, 10), now);                // at its stream limit
+  t.apply(load_beat("d", {0, 3}, 0, 1000, 1000), now);  // at its bandwidth budget
+  auto name = [&](std::optional<size_t> e) { return e ? t.engine(*e).name.str() : "none"; };
+  EXPECT_EQ(name(t.least_loaded(key(0), now, false)), "b");
+  EXPECT_EQ(name(t.least_loaded(key(0), now, false, t.find_engine("b"))), "a");
+  EXPECT_EQ(name(t.least_loaded(key(0), now + 1500ms, false)), "none");  // all silent: down
+  EXPECT_EQ(name(t.least_loaded(key(1), now, false)), "none");           // nobody holds it
+  EXPECT_EQ(name(t.least_loaded(key(3), now, false)), "none");           // only d, at its budget
+  // Naming an engine counts no console against it: asked again, the same answer.
+  EXPECT_EQ(name(t.least_loaded(key(0), now, false)), "b");
+  EXPECT_EQ(t.engine(*t.find_engine("b")).assigned, 0u);
+}
+
+TEST(StationTables, TheHolderNamedFollowsTheConsoleChoiceRule) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  t.apply(load_beat("a", {0}, 3), now);
+  t.apply(load_beat("b", {0}, 3), now);
+  // Ties go to the first holder, every time (no rotation): copies from other stations are few.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(t.engine(*t.least_loaded(key(0), now, false)).name.str(), "a");
+  }
+  // What choose() would pick for a console, without the preload hint, when loads differ.
+  t.apply(load_beat("c", {0}, 1), now);
+  EXPECT_EQ(t.least_loaded(key(0), now, false), t.peek(key(0), now));
+}
+
+TEST(StationTables, AnEngineReceivingASegmentIsNamedOnlyAmongThoseReceivingIt) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  t.apply(load_beat("a", {0}, 1), now);
+  t.apply(load_beat("b", {}, 4), now);
+  t.apply(load_beat("c", {}, 2), now);
+  t.note_filling(*t.find_engine("b"), key(0));
+  t.note_filling(*t.find_engine("c"), key(0));
+  EXPECT_EQ(t.engine(*t.least_loaded(key(0), now, false)).name.str(), "a");
+  EXPECT_EQ(t.engine(*t.least_loaded(key(0), now, true)).name.str(), "c");
+  EXPECT_EQ(t.engine(*t.least_loaded(key(0), now, true, t.find_engine("c"))).name.str(), "b");
+}
+
+// A new program's placement: `copies` consecutive engines from the segment's position, the copies
+// already in the station first.
+TEST(StationTables, SegmentsOfANewProgramAreSpreadOverConsecutiveEngines) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  for (auto n : {"a", "b", "c"}) {
+    t.apply(load_beat(n, {}, 0), now);
+  }
+  auto up = t.up_engines(now);
+  ASSERT_EQ(up.size(), 3u);
+  EXPECT_EQ(t.spread(key(0), 0, up, 2, now), (std::vector<size_t>{up[0], up[1]}));
+  EXPECT_EQ(t.spread(key(1), 1, up, 2, now), (std::vector<size_t>{up[1], up[2]}));
+  EXPECT_EQ(t.spread(key(2), 2, up, 2, now), (std::vector<size_t>{up[2], up[0]}));
+  EXPECT_EQ(t.spread(key(4), 4, up, 5, now), (std::vector<size_t>{up[1], up[2], up[0]}));
+}
+
+TEST(StationTables, ACopyAlreadyHeldCountsTowardsTheSpreadUnlessItsEngineIsDown) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  t.apply(load_beat("a", {}, 0), now);
+  t.apply(load_beat("b", {}, 0), now);
+  t.apply(load_beat("c", {0}, 0), now);
+  auto up = t.up_engines(now);
+  size_t c = *t.find_engine("c");
+  EXPECT_EQ(t.spread(key(0), 0, up, 2, now), (std::vector<size_t>{c, up[0]}));
+  EXPECT_EQ(t.spread(key(0), 2, up, 2, now), (std::vector<size_t>{c, up[0]}));  // c not twice
+  // c silent: its copy does not count, and it is not among the up engines.
+  auto later = now + 1500ms;
+  t.apply(beat("a", 1, 2, false), later);
+  t.apply(beat("b", 1, 2, false), later);
+  auto still = t.up_engines(later);
+  ASSERT_EQ(still.size(), 2u);
+  EXPECT_EQ(t.spread(key(0), 0, still, 2, later), still);
+}
+
+// An engine that came back leaves more copies than the placement: one is dropped.
+TEST(StationTables, TheSurplusCopyDroppedIsTheOneWithTheLeastRoomAndTheMostLoad) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  auto held = [](std::string n, uint64_t used, uint32_t streams) {
+    auto hb = space_beat(std::move(n), 1, used, 1000, streams);
+    hb.added.push_back({key(0), 1, {}});
+    return hb;
+  };
+  t.apply(held("a", 100, 1), now);
+  t.apply(held("b", 800, 1), now);  // the fullest
+  t.apply(held("c", 100, 2), now);
+  auto none = [](size_t) { return false; };
+  auto name = [&](std::optional<size_t> e) { return e ? t.engine(*e).name.str() : "none"; };
+  EXPECT_EQ(name(t.surplus_copy(key(0), now, 2, none)), "b");
+  EXPECT_EQ(name(t.surplus_copy(key(0), now, 3, none)), "none");  // exactly the placement
+  // A replica made for load is neither dropped nor counted towards the placement.
+  size_t b = *t.find_engine("b");
+  auto b_for_load = [b](size_t e) { return e == b; };
+  EXPECT_EQ(name(t.surplus_copy(key(0), now, 2, b_for_load)), "none");
+  EXPECT_EQ(name(t.surplus_copy(key(0), now, 1, b_for_load)), "c");
+  // An engine out of rotation holds no copy that counts.
+  auto later = now + 1500ms;
+  t.apply(space_beat("a", 2, 100, 1000, 1), later);
+  t.apply(space_beat("c", 2, 100, 1000, 2), later);
+  EXPECT_EQ(name(t.surplus_copy(key(0), later, 2, none)), "none");
+  EXPECT_EQ(name(t.surplus_copy(key(0), later, 1, none)), "c");
+}
+
+// The cheap first test of a hot segment on every redirect.
+TEST(NearLimits, StreamsOrBandwidthAtThePercentOfTheLimit) {
+  engine_entry e;
+  e.load.max_streams = 10;
+  e.load.active_streams = 7;
+  EXPECT_FALSE(near_limits(e, 80));
+  e.assigned = 1;  // consoles sent since its heartbeat count
+  EXPECT_TRUE(near_limits(e, 80));
+  EXPECT_FALSE(near_limits(e, 81));
+  e.assigned = 0;
+  e.load.bytes_per_second = 900;  // no budget: bandwidth does not count
+  EXPECT_FALSE(near_limits(e, 80));
+  e.load.max_bytes_per_second = 1000;
+  EXPECT_TRUE(near_limits(e, 90));
+  EXPECT_FALSE(near_limits(e, 91));
 }
 
 }  // namespace

@@ -1,3 +1,5 @@
+// The station tables (tables.h) and the pure choices made on them: an engine for a console or for
+// another station, a receiver for a copy, the spread of a new program, the copy to drop.
 #include "director/tables.h"
 
 #include <algorithm>
@@ -51,6 +53,12 @@ std::optional<size_t> choose_engine(const std::vector<candidate>& holders,
   return best;
 }
 
+bool near_limits(const engine_entry& e, uint32_t percent) {
+  return (e.load.active_streams + e.assigned) * 100ull >= uint64_t{e.load.max_streams} * percent ||
+         (e.load.max_bytes_per_second > 0 &&
+          e.load.bytes_per_second * 100 >= e.load.max_bytes_per_second * percent);
+}
+
 receiver_rank rank_receiver(const engine_entry& e, uint64_t bytes) {
   // Copies it is receiving are not in its used bytes yet: each counted as about this one's size.
   uint64_t used = e.load.used_bytes + e.pending_bytes + e.filling.size() * bytes;
@@ -97,6 +105,34 @@ std::optional<size_t> station_tables::choose_receiver(const segment_key& key, ui
     }
   }
   return best;
+}
+
+std::optional<size_t> station_tables::surplus_copy(
+    const segment_key& key, steady::time_point now, size_t copies,
+    const std::function<bool(size_t)>& for_load) const {
+  std::optional<size_t> worst;
+  double worst_score = 0;
+  size_t up = 0;
+  size_t replicas = 0;
+  for (size_t h : holders(key)) {
+    if (!is_up(*engines_[h], now)) {
+      continue;
+    }
+    ++up;
+    if (for_load(h)) {
+      ++replicas;
+      continue;
+    }
+    double score = rank_receiver(*engines_[h], 0).score;
+    if (!worst || score > worst_score) {
+      worst = h;
+      worst_score = score;
+    }
+  }
+  if (up <= copies + replicas) {
+    return std::nullopt;
+  }
+  return worst;
 }
 
 size_t station_tables::present_copies(const segment_key& key, steady::time_point now,
@@ -317,6 +353,34 @@ void station_tables::note_sent(size_t engine, steady::time_point now) {
 
 std::optional<size_t> station_tables::peek(const segment_key& key, steady::time_point now) const {
   return choose_engine(candidates(key, now), std::nullopt, rotation_);
+}
+
+std::optional<size_t> station_tables::least_loaded(const segment_key& key, steady::time_point now,
+                                                   bool receiving,
+                                                   std::optional<size_t> exclude) const {
+  candidates(key, now, receiving);
+  if (exclude) {
+    std::erase_if(scratch_, [&](const candidate& c) { return c.engine == *exclude; });
+  }
+  return choose_engine(scratch_, std::nullopt, 0);
+}
+
+std::vector<size_t> station_tables::spread(const segment_key& key, size_t position,
+                                           const std::vector<size_t>& up, size_t copies,
+                                           steady::time_point now) const {
+  std::vector<size_t> out;
+  for (size_t h : holders(key)) {  // copies already held count
+    if (is_up(*engines_[h], now) && out.size() < copies) {
+      out.push_back(h);
+    }
+  }
+  for (size_t k = 0; k < up.size() && out.size() < copies; ++k) {
+    size_t e = up[(position + k) % up.size()];
+    if (std::find(out.begin(), out.end(), e) == out.end()) {
+      out.push_back(e);
+    }
+  }
+  return out;
 }
 
 size_t station_tables::up_holders(const segment_key& key, steady::time_point now) const {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -61,6 +62,11 @@ double load_of(const candidate& c);
 std::optional<size_t> choose_engine(const std::vector<candidate>& holders,
                                     std::optional<size_t> preferred, uint64_t rotation);
 
+// Whether engine `e` is at `percent` of its stream limit or of its bandwidth budget (counting the
+// consoles assigned since its heartbeat). The engine chosen for a console being so is the cheap
+// first test of a hot segment, made on every redirect (claim 19).
+bool near_limits(const engine_entry& e, uint32_t percent);
+
 // How an engine ranks as the receiver of a copy (claim 18's placement): the lower the better.
 // Its stream load and the share of its space in use count alike, so that copies spread over the
 // engines of a station by load and free space. `room`: it can take `bytes` without evicting.
@@ -94,6 +100,17 @@ class station_tables {
   std::vector<size_t> sources_by_load(const segment_key& key, steady::time_point now) const;
   // The engine choose() would pick, without counting a console.
   std::optional<size_t> peek(const segment_key& key, steady::time_point now) const;
+  // The engine to name for `key` to another station or to an engine of ours sending a console on
+  // (`holder`): by choose_engine's rule (up, under its limits, least loaded; ties to the first),
+  // among the engines holding it whole, or with `receiving` those receiving it; never `exclude`.
+  // Counts no console. nullopt: none qualifies.
+  std::optional<size_t> least_loaded(const segment_key& key, steady::time_point now, bool receiving,
+                                     std::optional<size_t> exclude = std::nullopt) const;
+  // The engines a new program's segment at `position` is placed on (claim 18), `copies` of them:
+  // the up engines already holding it, then consecutive engines of `up` starting at position mod
+  // n, so that every program is served by at least two engines and its load is shared by all.
+  std::vector<size_t> spread(const segment_key& key, size_t position, const std::vector<size_t>& up,
+                             size_t copies, steady::time_point now) const;
 
   // The engine that should receive a copy of `key` (`bytes` long): up, neither holding nor
   // receiving it, under its stream limit, not `exclude`; one with room before one that must evict
@@ -102,6 +119,12 @@ class station_tables {
                                         steady::time_point now,
                                         std::optional<size_t> exclude = std::nullopt,
                                         bool need_room = false) const;
+  // The copy of `key` to drop when more engines in rotation hold it than the placement's `copies`
+  // (an engine came back): the one at the engine with the least room and the most load
+  // (rank_receiver). Replicas made for load (`for_load(engine)`) are neither dropped nor counted:
+  // they go when idle. nullopt: nothing beyond the placement.
+  std::optional<size_t> surplus_copy(const segment_key& key, steady::time_point now, size_t copies,
+                                     const std::function<bool(size_t)>& for_load) const;
   // Copies of `key` the station can count on: whole copies at engines that are up or were seen
   // within `grace` (they may come back), plus copies arriving at engines that are up.
   size_t present_copies(const segment_key& key, steady::time_point now,
