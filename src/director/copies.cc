@@ -265,30 +265,9 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
     }
   }
   auto now = steady::now();
-  auto pick = [&](const std::vector<size_t>& engines) -> std::optional<size_t> {
-    std::optional<size_t> best;
-    double best_load = 0;
-    for (size_t e : engines) {
-      auto& en = tables.engine(e);
-      candidate c{e,
-                  tables.is_up(en, now),
-                  en.load.active_streams + en.assigned,
-                  en.load.max_streams,
-                  en.load.bytes_per_second,
-                  en.load.max_bytes_per_second};
-      if (e == exclude || !c.up || c.streams >= c.max_streams) {
-        continue;
-      }
-      if (!best || load_of(c) < best_load) {
-        best = e;
-        best_load = load_of(c);
-      }
-    }
-    return best;
-  };
-  auto e = pick(tables.holders(key));
+  auto e = tables.least_loaded(key, now, false, exclude);
   if (!e && !whole) {
-    e = pick(tables.filling(key));
+    e = tables.least_loaded(key, now, true, exclude);
   }
   if (!e && get) {
     auto m = ready_program(ctx.params[0]);
@@ -318,20 +297,18 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
     r.headers.emplace_back("Retry-After", "1");
     co_return r;
   }
-  auto& eng = tables.engine(*e);
   tables.note_sent(*e, now);
   auto url = segment_url(*e, key);
   if (console && auth) {
     // Claim 23 across stations: the engine checks signatures of its own station's key.
-    if (!auth->signer()) {
-      co_return unavailable_reply(make_error(errc::unavailable, "not yet logged in at auth"));
+    auto s = signed_url(std::move(url), *e);
+    if (!s) {
+      co_return unavailable_reply(s.err());
     }
-    auto sig = auth->signer()->sign_query(std::string_view(url).substr(eng.url.size()),
-                                          auth::unix_now() + 30);
-    url += '?';
-    url += sig;
+    url = std::move(*s);
   }
-  co_return net::json_reply(json::object{{"engine", eng.name.str()}, {"url", std::move(url)}});
+  co_return net::json_reply(
+      json::object{{"engine", tables.engine(*e).name.str()}, {"url", std::move(url)}});
 }
 
 }  // namespace vodgrid::director

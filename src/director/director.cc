@@ -131,6 +131,10 @@ void director_daemon::impl::routes() {
                         {"under_replicated", under_replicated},
                         {"repairs_in_flight", repairing.size()}};
   });
+  register_metrics();
+}
+
+void director_daemon::impl::register_metrics() {
   auto& m = server->metrics();
   redirects =
       &m.counter("vodgrid_director_redirects_total", "Segment requests redirected to an engine");

@@ -6,7 +6,6 @@
 // Threading: every member is owned by the io thread; coroutines touch them only between awaits.
 #pragma once
 
-#include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -148,6 +147,7 @@ struct director_daemon::impl {
   status load_catalog();
   status save_catalog();
   void routes();
+  void register_metrics();
   asio::awaitable<reply> heartbeat(request_context& ctx);
   asio::awaitable<reply> list_engines(request_context& ctx);
   asio::awaitable<reply> create_program(request_context& ctx);
@@ -184,20 +184,20 @@ struct director_daemon::impl {
   asio::awaitable<reply> evictions(request_context& ctx);
   asio::awaitable<bool> held_elsewhere(const segment_key& key, size_t engine);
   asio::awaitable<void> maintenance_loop();
-  // Whether engine i is at hot_load_percent of its stream limit: the least loaded holder (the one
-  // chosen) being so is the cheap first test of a hot segment, on every redirect.
-  bool busy(size_t i) const {
-    auto& e = tables.engine(i);
-    return (e.load.active_streams + e.assigned) * 100ull >=
-               uint64_t{e.load.max_streams} * station->director.hot_load_percent ||
-           (e.load.max_bytes_per_second > 0 &&
-            e.load.bytes_per_second * 100 >=
-                e.load.max_bytes_per_second * station->director.hot_load_percent);
-  }
-  std::string segment_url(size_t engine, const segment_key& key) const {
-    return fmt::format("{}/v1/segments/{}/{}.ts", tables.engine(engine).url, key.program.str(),
-                       key.index.v);
-  }
+  // The URL of engine's copy of `key`, `query` (with its '?') appended. Built by appending: fmt's
+  // runtime format string cost more than the rest of the redirect handler.
+  std::string segment_url(size_t engine, const segment_key& key, std::string_view query = {}) const;
+  // Claim 23: `url`, a segment at `engine`, with a short-lived signature of its path (the engine is
+  // shown that, not the viewer's token). errc::unavailable: not yet logged in at auth.
+  result<std::string> signed_url(std::string url, size_t engine) const;
+  // Where a console of `key` is sent at `engine`: with auth, signed (the query, the viewer's token,
+  // stays here); else with the console's query.
+  result<std::string> console_location(size_t engine, const segment_key& key,
+                                       std::string_view query) const;
+  // The redirect handler's steps (playback.cc): the engine for a console, by the tables (with the
+  // preload hint); and, when every holder is at its limits, the one receiving a replica.
+  std::optional<size_t> choose_for_console(const segment_key& key, steady::time_point now);
+  asio::awaitable<std::optional<size_t>> wait_for_replica(segment_key key);
   asio::awaitable<void> prefetch_worker();
   std::optional<size_t> receiving_engine(const segment_key& key,
                                          std::optional<size_t> exclude = std::nullopt);

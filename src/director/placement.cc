@@ -63,26 +63,10 @@ void director_daemon::impl::plan_placement(steady::time_point now) {
     if (up <= copies || drop_room == 0 || !tables.filling(key).empty()) {
       return;
     }
-    // More copies in rotation than the placement, not counting replicas made for load (they go
-    // when idle): drop the copy of the engine with the least room and the most load.
-    std::optional<size_t> worst;
-    double worst_score = 0;
-    size_t for_load = 0;
-    for (size_t h : tables.holders(key)) {
-      if (!tables.is_up(tables.engine(h), now)) {
-        continue;
-      }
-      if (replicas.contains({key, h})) {
-        ++for_load;
-        continue;
-      }
-      double score = rank_receiver(tables.engine(h), 0).score;
-      if (!worst || score > worst_score) {
-        worst = h;
-        worst_score = score;
-      }
-    }
-    if (worst && up > copies + for_load) {
+    auto worst = tables.surplus_copy(key, now, copies, [&](size_t h) {
+      return replicas.contains({key, h});
+    });
+    if (worst) {
       --drop_room;
       to_drop.emplace_back(key, *worst);
     }

@@ -67,6 +67,75 @@ asio::awaitable<void> director_daemon::impl::send_preload(std::string url,
   --background;
 }
 
+std::string director_daemon::impl::segment_url(size_t engine, const segment_key& key,
+                                               std::string_view query) const {
+  auto& url = tables.engine(engine).url;
+  std::string out;
+  out.reserve(url.size() + key.program.str().size() + query.size() + 32);
+  out += url;
+  out += "/v1/segments/";
+  out += key.program.str();
+  out += '/';
+  out += std::to_string(key.index.v);
+  out += ".ts";
+  out.append(query.data(), query.size());
+  return out;
+}
+
+result<std::string> director_daemon::impl::signed_url(std::string url, size_t engine) const {
+  if (!auth->signer()) {
+    return make_error(errc::unavailable, "not yet logged in at auth");
+  }
+  auto sig = auth->signer()->sign_query(
+      std::string_view(url).substr(tables.engine(engine).url.size()), auth::unix_now() + 30);
+  url += '?';
+  url += sig;
+  return url;
+}
+
+result<std::string> director_daemon::impl::console_location(size_t engine, const segment_key& key,
+                                                            std::string_view query) const {
+  if (!auth) {
+    return segment_url(engine, key, query);
+  }
+  return signed_url(segment_url(engine, key), engine);
+}
+
+// The engine the tables choose for a console of `key`, the engine told to preload it preferred
+// (claim 16). When the one chosen is near its limits and so is every other engine serving the
+// segment, a replica is ordered before consoles have to wait for it (claim 19).
+std::optional<size_t> director_daemon::impl::choose_for_console(const segment_key& key,
+                                                                steady::time_point now) {
+  std::optional<size_t> hint;
+  if (auto p = preloaded.find(key); p != preloaded.end() && p->second.second > now) {
+    hint = p->second.first;  // kept until it expires: every console of this segment may use it
+  }
+  auto chosen = tables.choose(key, now, hint);
+  if (chosen && near_limits(tables.engine(*chosen), station->director.hot_load_percent) &&
+      !replicas_in_flight.contains(key) &&
+      tables.hot(key, now, station->director.hot_load_percent)) {
+    asio::co_spawn(io, replicate_shared(key), asio::detached);
+  }
+  return chosen;
+}
+
+// Claim 19: every holder is at its limits. Another engine receives a replica and this console goes
+// there, served as the replica arrives. Consoles arriving together share one order; when they are
+// more than the replica's engine takes, the rest order the next one.
+asio::awaitable<std::optional<size_t>> director_daemon::impl::wait_for_replica(segment_key key) {
+  std::optional<size_t> chosen;
+  for (size_t round = 0; !chosen && round < tables.engine_count(); ++round) {
+    auto got = co_await replicate_shared(key);
+    if (!got) {
+      break;  // no engine left with room
+    }
+    chosen = tables.choose(key, steady::now());
+  }
+  co_return chosen;
+}
+
+// GET /v1/programs/{id}/segments/{n}.ts: a 302 to an engine of ours (signed with auth), else to an
+// engine of another station; 503 + Retry-After when no station can serve it.
 asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   auto m = ready_program(ctx.params[0]);
   if (!m && grid.registry && m.err().code == errc::not_found) {
@@ -91,27 +160,10 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   }
   auto now = steady::now();
   segment_key key{(*m)->id, *idx};
-  std::optional<size_t> hint;
-  if (auto p = preloaded.find(key); p != preloaded.end() && p->second.second > now) {
-    hint = p->second.first;  // kept until it expires: every console of this segment may use it
-  }
-  auto chosen = tables.choose(key, now, hint);
+  auto chosen = choose_for_console(key, now);
   if (!chosen && tables.up_holders(key, now) > 0) {
-    // Claim 19: every holder is at its limits. Another engine receives a replica and this
-    // console goes there, served as the replica arrives. Consoles arriving together share one
-    // order; when they are more than the replica's engine takes, the rest order the next one.
-    for (size_t round = 0; !chosen && round < tables.engine_count(); ++round) {
-      auto got = co_await replicate_shared(key);
-      if (!got) {
-        break;  // no engine left with room
-      }
-      now = steady::now();
-      chosen = tables.choose(key, now);
-    }
-  } else if (chosen && busy(*chosen) && !replicas_in_flight.contains(key) &&
-             tables.hot(key, now, station->director.hot_load_percent)) {
-    // Near the limits: replicate before consoles have to wait for it.
-    asio::co_spawn(io, replicate_shared(key), asio::detached);
+    chosen = co_await wait_for_replica(key);
+    now = steady::now();
   }
   std::string elsewhere;  // an engine of another station, when none of ours can serve or receive
   if (!chosen && grid.registry) {
@@ -149,33 +201,12 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
       rep->second = now;
     }
   }
-  auto& e = tables.engine(*chosen);
-  // Built by appending: fmt's runtime format string cost more than the rest of this handler.
-  std::string location;
-  location.reserve(e.url.size() + key.program.str().size() + query.size() + 32);
-  location += e.url;
-  location += "/v1/segments/";
-  location += key.program.str();
-  location += '/';
-  location += std::to_string(idx->v);
-  location += ".ts";
-  if (auth) {
-    // Claim 23: the engine is shown a short-lived signature of its path, not the viewer's token.
-    if (!auth->signer()) {
-      auto u = net::error_reply(make_error(errc::unavailable, "not yet logged in at auth"));
-      u.headers.emplace_back("Retry-After", "1");
-      co_return u;
-    }
-    auto sig = auth->signer()->sign_query(std::string_view(location).substr(e.url.size()),
-                                          auth::unix_now() + 30);
-    location += '?';
-    location += sig;
-  } else {
-    location.append(query.data(), query.size());
+  auto location = console_location(*chosen, key, query);
+  if (!location) {
+    co_return unavailable_reply(location.err());
   }
-  auto r = redirect_reply(std::move(location));
+  auto r = redirect_reply(std::move(*location));
   redirects->inc();
-
   if (ctx.req.method() == http::verb::get) {
     preload_next(**m, key, now);
   }

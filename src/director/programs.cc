@@ -69,24 +69,11 @@ asio::awaitable<reply> director_daemon::impl::create_program(request_context& ct
         make_error(errc::unavailable, fmt::format("{} engines up; a program needs at least {}",
                                                   up.size(), std::max<size_t>(copies, 2))));
   }
-  // Spread: segment i goes to `copies` consecutive engines starting at i mod n, so that every
-  // program is served by at least two engines and the load of a program is shared by all.
   api::placement pl;
   for (size_t i = 0; i < m->segments.size(); ++i) {
     std::vector<api::engine_ref> targets;
-    segment_key key{m->id, m->segments[i].index};
-    for (size_t h : tables.holders(key)) {  // copies already held count
-      if (tables.is_up(tables.engine(h), now) && targets.size() < copies) {
-        targets.push_back({tables.engine(h).name, tables.engine(h).url});
-      }
-    }
-    for (size_t k = 0; k < up.size() && targets.size() < copies; ++k) {
-      auto& e = tables.engine(up[(i + k) % up.size()]);
-      bool dup =
-          std::any_of(targets.begin(), targets.end(), [&](auto& t) { return t.name == e.name; });
-      if (!dup) {
-        targets.push_back({e.name, e.url});
-      }
+    for (size_t e : tables.spread({m->id, m->segments[i].index}, i, up, copies, now)) {
+      targets.push_back({tables.engine(e).name, tables.engine(e).url});
     }
     pl.targets.push_back(std::move(targets));
   }
