@@ -26,33 +26,6 @@ namespace asio = boost::asio;
 
 namespace {
 
-asio::awaitable<bool> poll_health(std::string url, std::chrono::milliseconds timeout,
-                                  std::string field, size_t at_least) {
-  auto ex = co_await asio::this_coro::executor;
-  net::client_options co;
-  co.connect_timeout = std::chrono::milliseconds(500);
-  co.request_timeout = std::chrono::milliseconds(1000);
-  net::http_client client(ex, co);
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  asio::steady_timer t(ex);
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto r = co_await client.get(url + "/healthz");
-    if (r && r->status == 200) {
-      if (at_least == 0) {
-        co_return true;
-      }
-      auto o = api::parse_object(r->body);
-      auto* up = o ? o->if_contains(field) : nullptr;
-      if (up && up->is_number() && up->to_number<size_t>() >= at_least) {
-        co_return true;
-      }
-    }
-    t.expires_after(std::chrono::milliseconds(50));
-    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-  }
-  co_return false;
-}
-
 enum class readiness {
   ready,
   silent,         // /healthz does not answer 200
@@ -90,10 +63,10 @@ asio::awaitable<std::string> blade_state(net::http_client& client, std::string s
   co_return std::string();
 }
 
-// Polls `url`/healthz until it is ready (see poll_health) or `timeout` passes. A blade (whose
-// supervisor's URL is given) is ready only once its supervisor also counts it up: what answers
-// could be another grid's daemon on the same port. Gives up early when `runner` exits or the
-// supervisor gives up on the blade.
+// Polls `url`/healthz until it answers 200 with its number `field` at least `at_least` (with no
+// field: any 200), or `timeout` passes. A blade (whose supervisor's URL is given) is ready only
+// once its supervisor also counts it up: what answers could be another grid's daemon on the same
+// port. Gives up early when `runner` (if any) exits or the supervisor gives up on the blade.
 asio::awaitable<readiness> await_ready(std::string url, std::chrono::milliseconds timeout,
                                        std::string field, size_t at_least, child_process* runner,
                                        std::string supervisor, std::string name) {
@@ -116,7 +89,7 @@ asio::awaitable<readiness> await_ready(std::string url, std::chrono::millisecond
     } else {
       last = readiness::silent;
     }
-    if (!runner->running()) {
+    if (runner && !runner->running()) {
       co_return readiness::runner_exited;
     }
     // (Not a co_await inside ?: here: GCC 12 miscompiles it, the process aborts in free().)
@@ -186,7 +159,8 @@ asio::awaitable<result<auth::login_reply>> admin_login(std::string url) {
 bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout, std::string field,
                   size_t at_least) {
   asio::io_context io;
-  return run_sync(io, poll_health(url, timeout, std::move(field), at_least));
+  return run_sync(io, await_ready(url, timeout, std::move(field), at_least, nullptr, {}, {})) ==
+         readiness::ready;
 }
 
 result<local_grid> local_grid::start(const grid_config& grid, const std::filesystem::path& data,
