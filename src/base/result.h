@@ -11,7 +11,7 @@
 
 namespace vodgrid {
 
-// The error kinds every module shares; each maps onto an HTTP status at the edge (net/json.h).
+// The error kinds every module shares; each maps onto an HTTP status at the edge (net::status_of).
 enum class errc {
   ok = 0,
   invalid_argument,       // malformed input: 400
@@ -95,3 +95,33 @@ class [[nodiscard]] result<void> {
 using status = result<void>;
 
 }  // namespace vodgrid
+
+// Error plumbing, as Boost.Outcome's BOOST_OUTCOME_TRY:
+//   VODGRID_TRY(auto m, parse(text));  // m is the value, or the function returns the error
+//   VODGRID_TRY(check(m));             // a status: returns its error if it failed
+// VODGRID_CO_TRY is the same in a coroutine (co_return). The expression is evaluated once; wrap
+// it in parentheses if it has a comma outside parentheses (a template argument list).
+//
+// A declaration rather than a GNU statement expression (`auto m = TRY(parse(text));`): GCC 12 and
+// clang 14 accept one even with co_return inside, but the build is ISO C++ (CMAKE_CXX_EXTENSIONS
+// OFF), nothing else in the code leans on a GNU extension, and -Wpedantic rejects it.
+#define VODGRID_TRY(...) \
+  VODGRID_TRY_PICK_(__VA_ARGS__, VODGRID_TRY_VALUE_, VODGRID_TRY_STATUS_, )(return, __VA_ARGS__)
+#define VODGRID_CO_TRY(...) \
+  VODGRID_TRY_PICK_(__VA_ARGS__, VODGRID_TRY_VALUE_, VODGRID_TRY_STATUS_, )(co_return, __VA_ARGS__)
+
+#define VODGRID_TRY_PICK_(one, two, name, ...) name
+#define VODGRID_TRY_CAT2_(a, b) a##b
+#define VODGRID_TRY_CAT_(a, b) VODGRID_TRY_CAT2_(a, b)
+#define VODGRID_TRY_TMP_ VODGRID_TRY_CAT_(vodgrid_try_, __LINE__)
+#define VODGRID_TRY_STATUS_(ret, expr)                     \
+  if (auto VODGRID_TRY_TMP_ = (expr); !VODGRID_TRY_TMP_) { \
+    ret VODGRID_TRY_TMP_.err();                            \
+  }                                                        \
+  static_assert(true)
+#define VODGRID_TRY_VALUE_(ret, decl, expr) \
+  auto VODGRID_TRY_TMP_ = (expr);           \
+  if (!VODGRID_TRY_TMP_) {                  \
+    ret VODGRID_TRY_TMP_.err();             \
+  }                                         \
+  decl = std::move(VODGRID_TRY_TMP_).value()
