@@ -480,5 +480,14 @@ TEST(Rfc3339, RefusesWhatIsNotOne) {
   }
 }
 
+TEST(Rfc3339, RefusesYearsPastWhatTheClockHolds) {
+  // wall_clock's nanoseconds in 64 bits end in April 2262: later years would overflow.
+  EXPECT_TRUE(parse_rfc3339("2261-12-31T23:59:59Z"));
+  auto r = parse_rfc3339("2262-01-01T00:00:00Z");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.err().detail.find("past 2261"), std::string::npos) << r.err().detail;
+  EXPECT_FALSE(parse_rfc3339("9999-12-31T23:59:59Z"));
+}
+
 }  // namespace
 }  // namespace vodgrid

@@ -59,6 +59,12 @@ result<wall_clock::time_point> parse_rfc3339(std::string_view s) {
       (mo == 2 && d == 29 && !leap) || h > 23 || mi > 59 || se > 60) {
     return bad();
   }
+  // wall_clock counts nanoseconds in 64 bits: past April 2262 its time points overflow.
+  if (y > 2261) {
+    return make_error(
+        errc::invalid_argument,
+        fmt::format("'{}' is past 2261, the last year a time here can hold", s.substr(0, 64)));
+  }
   size_t i = 19;
   std::chrono::milliseconds frac{0};
   if (i < s.size() && s[i] == '.') {
