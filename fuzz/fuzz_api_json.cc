@@ -34,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   std::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 11) {
+  switch (data[0] % 14) {
     case 0:
       round_trip<api::heartbeat>(body, true);
       break;
@@ -67,6 +67,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     case 10:
       round_trip<std::vector<api::source>>(body, false);
+      break;
+    case 11:
+      // Not re-encoded: its cost inputs have no bound, and Boost.JSON 1.81 reads a large exponent
+      // (5e90) imprecisely, so the text need not come back the same.
+      round_trip<api::source_list>(body, false);
+      break;
+    case 12:
+      round_trip<api::holder_reply>(body, true);
+      break;
+    case 13:
+      round_trip<api::ingest_request>(body, true);
       break;
   }
   return 0;

@@ -15,6 +15,11 @@ std::string hex(char c) {
   return std::string(64, c);
 }
 
+template <class T>
+std::string reason_of(const result<T>& r) {
+  return r ? std::string() : r.err().detail;
+}
+
 TEST(Api, HeartbeatRoundTrips) {
   heartbeat hb;
   hb.engine = *engine_id::parse("e1");
@@ -151,6 +156,200 @@ TEST(Api, ReportChangesRefuseABadEngineOrFillingWithoutOne) {
       std::string::npos);
   EXPECT_TRUE(decode<station_report>(
       R"({"changes":[{"program":"p","index":0,"held":true,"engine":"e","filling":false}]})"));
+}
+
+TEST(Api, AnErrorNamesTheFieldByItsPath) {
+  auto hb = [](std::string added) {
+    return R"({"engine":"e1","url":"u","epoch":1,"seq":1,"load":{"active_streams":0,"max_streams":1},)"
+           R"("added":[)" +
+           added + "]}";
+  };
+  auto ok = R"({"program":"p","index":0,"size":1,"sha256":")" + hex('a') + "\"}";
+  EXPECT_EQ(reason_of(decode<heartbeat>(hb(ok + "," + ok))), "");
+  EXPECT_EQ(
+      reason_of(decode<heartbeat>(hb(ok + R"(,{"program":"p","index":1,"size":1,"sha256":"x"})"))),
+      "heartbeat.added[1].sha256: must be 64 hex digits");
+  EXPECT_EQ(reason_of(decode<heartbeat>(hb(ok + ",7"))), "heartbeat.added[1]: must be an object");
+  EXPECT_EQ(reason_of(decode<heartbeat>(R"({"engine":"e1","url":"u","epoch":1,"seq":1,)"
+                                        R"("load":{"active_streams":0}})")),
+            "heartbeat.load.max_streams: is missing");
+  EXPECT_EQ(
+      reason_of(decode<heartbeat>(R"({"engine":"e1","url":"u","epoch":1,"seq":1,)"
+                                  R"("load":{"active_streams":4294967296,"max_streams":1}})")),
+      "heartbeat.load.active_streams: is out of range");
+  EXPECT_EQ(
+      reason_of(decode<placement>(R"({"targets":[[{"name":"e1","url":"u"},{"name":"a b"}]]})")),
+      "placement.targets[0][1].name: must be 1-64 characters of [A-Za-z0-9_-]");
+  EXPECT_EQ(reason_of(decode<placement>(R"({"targets":[{}]})")),
+            "placement.targets[0]: must be an array");
+  EXPECT_EQ(reason_of(decode<distribution>(R"({"manifest":{"id":"p","title":"t","segments":[)"
+                                           R"({"index":0,"duration":1,"size":0,"sha256":")" +
+                                           hex('a') + R"("}]}})")),
+            "distribution.manifest.segments[0].size: must be positive");
+  EXPECT_EQ(reason_of(decode<availability_change>(R"({"availability":"soon"})")),
+            "availability_change.availability: must be inactive, published or withdrawn");
+}
+
+TEST(Api, TheFirstErrorWins) {
+  // Both the engine and the url are wrong; the engine comes first.
+  auto r = decode<heartbeat>(R"({"engine":"../e","url":7})");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::invalid_argument);
+  EXPECT_EQ(r.err().detail, "heartbeat.engine: must be 1-64 characters of [A-Za-z0-9_-]");
+  // A segment out of order is named by its index, even when a later one is also bad.
+  auto m = decode<program_manifest>(
+      R"({"id":"p","title":"t","segments":[{"index":0,"duration":1,"size":1,"sha256":")" +
+      hex('a') + R"("},{"index":2,"duration":1,"size":1,"sha256":")" + hex('a') +
+      R"("},{"index":9,"duration":-1}]})");
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.err().detail,
+            "program_manifest.segments[1].index: must be 1: segments list indices 0, 1, 2, ... in "
+            "order");
+}
+
+TEST(Api, OptionalFieldsKeepTheirDefaults) {
+  auto f = decode<fetch_order>(R"({"program":"p","index":1,"sha256":")" + hex('a') +
+                               R"(","sources":["http://a/","http://b/"]})");
+  ASSERT_TRUE(f) << f.err().detail;
+  EXPECT_TRUE(f->wait);
+  EXPECT_EQ(f->size, 0u);
+  EXPECT_EQ(f->sources, (std::vector<std::string>{"http://a/", "http://b/"}));
+  auto d = decode<distribution>(R"({"manifest":{"id":"p","title":"t","segments":[)"
+                                R"({"index":0,"duration":1,"size":1,"sha256":")" +
+                                hex('a') + R"("}]}})");
+  ASSERT_TRUE(d) << d.err().detail;
+  EXPECT_EQ(d->prefetch, segment_index::max);
+  EXPECT_EQ(d->manifest.availability, "published");
+  auto c = decode<station_report>(R"({"changes":[{"program":"p","index":0}]})");
+  ASSERT_TRUE(c) << c.err().detail;
+  EXPECT_FALSE(c->changes[0].held);  // an absent flag is false
+}
+
+TEST(Api, HolderReplyRoundTrips) {
+  holder_reply h{*engine_id::parse("edge-2"), "http://127.0.0.1:9/v1/programs/p/segments/3?sig=x"};
+  auto body = json::serialize(to_json(h));
+  // The shape the director has always sent.
+  EXPECT_EQ(body,
+            R"({"engine":"edge-2","url":"http://127.0.0.1:9/v1/programs/p/segments/3?sig=x"})");
+  auto back = decode<holder_reply>(body);
+  ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->engine.str(), "edge-2");
+  EXPECT_EQ(back->url, h.url);
+  auto no_url = decode<holder_reply>(R"({"engine":"edge-2"})");
+  ASSERT_FALSE(no_url);
+  EXPECT_EQ(no_url.err().detail, "holder_reply.url: is missing");
+}
+
+TEST(Api, SourceListRoundTripsInTheRegistrysShape) {
+  source_list l;
+  l.key = {*program_id::parse("movie"), segment_index{4}};
+  source a{*station_id::parse("a"), "http://127.0.0.1:1", 2.5};
+  a.inputs = {1e9, 100, 2, 0.5, 1.25, 0};
+  source home{*station_id::parse("home"), "http://127.0.0.1:2", 40};
+  home.inputs.home_penalty_seconds = 30;
+  l.sources = {a, home};
+  auto v = to_json(l);
+  auto& o = v.as_object();
+  EXPECT_EQ(o.at("program").as_string(), "movie");
+  EXPECT_EQ(o.at("index").to_number<int64_t>(), 4);
+  auto& first = o.at("sources").as_array().at(0).as_object();
+  EXPECT_EQ(first.at("station").as_string(), "a");
+  EXPECT_DOUBLE_EQ(first.at("inputs").at("load_factor").to_number<double>(), 1.25);
+  auto body = json::serialize(v);
+  auto back = decode<source_list>(body);
+  ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->key, l.key);
+  ASSERT_EQ(back->sources.size(), 2u);
+  EXPECT_EQ(back->sources[0].station.str(), "a");
+  EXPECT_EQ(back->sources[0].director_url, "http://127.0.0.1:1");
+  EXPECT_DOUBLE_EQ(back->sources[0].cost, 2.5);
+  EXPECT_DOUBLE_EQ(back->sources[0].inputs.available_bits_per_second, 1e9);
+  EXPECT_DOUBLE_EQ(back->sources[0].inputs.distance_km, 100);
+  EXPECT_DOUBLE_EQ(back->sources[0].inputs.transfer_seconds, 2);
+  EXPECT_DOUBLE_EQ(back->sources[0].inputs.latency_seconds, 0.5);
+  EXPECT_DOUBLE_EQ(back->sources[1].inputs.home_penalty_seconds, 30);
+  EXPECT_EQ(json::serialize(to_json(*back)), body);
+  // The directors' decoder of the list alone reads the same body.
+  auto list = decode<std::vector<source>>(body);
+  ASSERT_TRUE(list) << list.err().detail;
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[1].station.str(), "home");
+  EXPECT_EQ(
+      reason_of(decode<source_list>(R"({"program":"movie","index":4,"sources":[{"station":"a",)"
+                                    R"("director_url":"u","cost":-1}]})")),
+      "source_list.sources[0].cost: must be within 0..1000000000000");
+}
+
+TEST(Api, IngestRequestRoundTrips) {
+  ingest_request q;
+  q.id = *program_id::parse("film");
+  q.title = "A film";
+  q.source = "/srv/in/film.mp4";
+  q.publish_at = *parse_rfc3339("2030-01-02T03:04:05Z");
+  q.stations = {*station_id::parse("a"), *station_id::parse("b")};
+  q.prefetch = 3;
+  q.target_seconds = 2;
+  auto body = json::serialize(to_json(q));
+  auto back = decode<ingest_request>(body);
+  ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->id.str(), "film");
+  EXPECT_EQ(back->title, q.title);
+  EXPECT_EQ(back->source, q.source);
+  ASSERT_TRUE(back->publish_at);
+  EXPECT_EQ(format_rfc3339(*back->publish_at), "2030-01-02T03:04:05Z");
+  ASSERT_EQ(back->stations.size(), 2u);
+  EXPECT_EQ(back->stations[1].str(), "b");
+  EXPECT_EQ(back->prefetch, 3u);
+  EXPECT_DOUBLE_EQ(back->target_seconds, 2);
+  EXPECT_EQ(json::serialize(to_json(*back)), body);
+
+  // What the command line sends for the defaults: "now", all stations, everything prefetched.
+  auto plain =
+      decode<ingest_request>(R"({"id":"x","title":"x","source":"/a.mp4","publish_at":"now",)"
+                             R"("stations":null,"prefetch":null,"target_seconds":null})");
+  ASSERT_TRUE(plain) << plain.err().detail;
+  EXPECT_FALSE(plain->publish_at);
+  EXPECT_TRUE(plain->stations.empty());
+  EXPECT_EQ(plain->prefetch, segment_index::max);
+  EXPECT_DOUBLE_EQ(plain->target_seconds, 4);
+  EXPECT_NE(json::serialize(to_json(*plain)).find(R"("publish_at":"now")"), std::string::npos);
+  // A prefetch beyond the longest program is all of it.
+  auto all =
+      decode<ingest_request>(R"({"id":"x","title":"x","source":"/a","prefetch":9999999999})");
+  ASSERT_TRUE(all) << all.err().detail;
+  EXPECT_EQ(all->prefetch, segment_index::max);
+}
+
+TEST(Api, IngestRequestRefusesWhatTheContentManagerRefuses) {
+  auto reason = [](std::string body) { return reason_of(decode<ingest_request>(body)); };
+  EXPECT_EQ(reason(R"({"id":"x","title":"x"})"), "ingest_request.source: is missing");
+  EXPECT_EQ(reason(R"({"id":"../x","title":"x","source":"/a"})"),
+            "ingest_request.id: must be 1-64 characters of [A-Za-z0-9_-]");
+  EXPECT_EQ(reason(R"({"id":"x","title":"","source":"/a"})"),
+            "ingest_request.title: must not be empty");
+  EXPECT_EQ(
+      reason(R"({"id":"x","title":"x","source":""})"),
+      "ingest_request.source: must name a file, a folder with one playlist, or an http(s) URL");
+  EXPECT_EQ(reason(R"({"id":"x","title":"x","source":"/a","publish_at":17})"),
+            "ingest_request.publish_at: must be \"now\" or an RFC 3339 time");
+  EXPECT_NE(reason(R"({"id":"x","title":"x","source":"/a","publish_at":"tomorrow"})")
+                .find("ingest_request.publish_at: 'tomorrow' is not an RFC 3339 time"),
+            std::string::npos);
+  EXPECT_EQ(
+      reason(R"({"id":"x","title":"x","source":"/a","publish_at":"2261-12-31T23:30:00-01:00"})"),
+      "ingest_request.publish_at: must be within the years 1970..2261 (UTC)");
+  EXPECT_EQ(reason(R"({"id":"x","title":"x","source":"/a","publish_at":"3000-01-01T00:00:00Z"})"),
+            "ingest_request.publish_at: '3000-01-01T00:00:00Z' is past 2261, the last year a time "
+            "here can hold");
+  EXPECT_EQ(
+      reason(R"({"id":"x","title":"x","source":"/a","publish_at":"1970-01-01T00:30:00+01:00"})"),
+      "ingest_request.publish_at: must be within the years 1970..2261 (UTC)");
+  EXPECT_EQ(reason(R"({"id":"x","title":"x","source":"/a","target_seconds":1000})"),
+            "ingest_request.target_seconds: must be within 0.5..60");
+  EXPECT_EQ(reason(R"({"id":"x","title":"x","source":"/a","prefetch":-1})"),
+            "ingest_request.prefetch: must be a non-negative integer");
+  EXPECT_EQ(reason(R"({"id":"x","title":"x","source":"/a","stations":["a",7]})"),
+            "ingest_request.stations[1]: must be a string");
 }
 
 }  // namespace

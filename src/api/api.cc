@@ -1,10 +1,14 @@
-// JSON mapping of the wire types. Every decoder checks types, names, ranges and digests.
+// JSON mapping of the wire types. Every decoder is a list of fields read with a field_reader, which
+// checks types, names, ranges and digests and names the first field at fault with its path.
 #include "api/api.h"
 
 #include <fmt/format.h>
 #include <boost/json/parse.hpp>
 
-#include <cmath>
+#include <algorithm>
+#include <limits>
+
+#include "api/field_reader.h"
 
 namespace vodgrid::api {
 
@@ -12,117 +16,31 @@ namespace json = boost::json;
 
 namespace {
 
-error bad(std::string_view field, std::string_view what) {
-  return make_error(errc::invalid_argument, fmt::format("'{}' {}", field, what));
-}
-
-result<std::string> get_string(const json::object& o, std::string_view k, size_t max = 4096) {
-  auto* v = o.if_contains(k);
-  if (!v || !v->is_string()) {
-    return bad(k, "must be a string");
-  }
-  if (v->as_string().size() > max) {
-    return bad(k, fmt::format("is longer than {} characters", max));
-  }
-  return std::string(v->as_string());
-}
-
-result<uint64_t> get_u64(const json::object& o, std::string_view k, bool required = true) {
-  auto* v = o.if_contains(k);
-  if (!v) {
-    if (required) {
-      return bad(k, "is missing");
-    }
-    return uint64_t{0};
-  }
-  if (v->is_uint64()) {
-    return v->as_uint64();
-  }
-  if (v->is_int64() && v->as_int64() >= 0) {
-    return static_cast<uint64_t>(v->as_int64());
-  }
-  return bad(k, "must be a non-negative integer");
-}
-
-result<bool> get_bool(const json::object& o, std::string_view k) {
-  auto* v = o.if_contains(k);
-  if (!v) {
-    return false;
-  }
-  if (!v->is_bool()) {
-    return bad(k, "must be true or false");
-  }
-  return v->as_bool();
-}
-
-template <class T>
-result<T> get_name(const json::object& o, std::string_view k) {
-  auto s = get_string(o, k, 64);
-  if (!s) {
-    return s.err();
-  }
-  auto n = T::parse(*s);
-  if (!n) {
-    return bad(k, "must be 1-64 characters of [A-Za-z0-9_-]");
-  }
-  return *n;
-}
-
-result<segment_index> get_index(const json::object& o, std::string_view k) {
-  auto v = get_u64(o, k);
-  if (!v) {
-    return v.err();
-  }
-  if (*v >= segment_index::max) {
-    return bad(k, "is out of range");
-  }
-  return segment_index{static_cast<uint32_t>(*v)};
-}
-
-result<sha256_digest> get_digest(const json::object& o, std::string_view k) {
-  auto s = get_string(o, k, 64);
-  if (!s) {
-    return s.err();
-  }
-  auto d = parse_sha256_hex(*s);
-  if (!d) {
-    return bad(k, "must be 64 hex digits");
-  }
-  return *d;
-}
-
-result<const json::array*> get_array(const json::object& o, std::string_view k, size_t max,
-                                     bool required = true) {
-  static const json::array empty;
-  auto* v = o.if_contains(k);
-  if (!v) {
-    if (required) {
-      return bad(k, "is missing");
-    }
-    return &empty;
-  }
-  if (!v->is_array()) {
-    return bad(k, "must be an array");
-  }
-  if (v->as_array().size() > max) {
-    return bad(k, fmt::format("has more than {} entries", max));
-  }
-  return &v->as_array();
-}
-
-result<segment_key> get_key(const json::object& o) {
-  auto p = get_name<program_id>(o, "program");
-  if (!p) {
-    return p.err();
-  }
-  auto i = get_index(o, "index");
-  if (!i) {
-    return i.err();
-  }
-  return segment_key{*p, *i};
-}
-
 constexpr size_t max_list = 4'000'000;  // entries in one inventory or manifest
+constexpr double max_double = std::numeric_limits<double>::max();
+
+// One reader per wire type (and per part of one), each declared here so that `into` finds them.
+void read(field_reader& r, segment_key& v);
+void read(field_reader& r, segment_ref& v);
+void read(field_reader& r, engine_load& v);
+void read(field_reader& r, copy_result& v);
+void read(field_reader& r, segment_entry& v);
+void read(field_reader& r, engine_ref& v);
+void read(field_reader& r, program_manifest& v);
+void read(field_reader& r, location_change& v);
+void read(field_reader& r, copy_sample& v);
+void read(field_reader& r, source& v);
+void read(field_reader& r, station_id& v);
+
+// Reads each entry of an array into a new element of `out`.
+template <class T>
+auto into(std::vector<T>& out) {
+  return [&out](field_reader& e) { read(e, out.emplace_back()); };
+}
+
+json::object key_json(const segment_key& k) {
+  return json::object{{"program", k.program.str()}, {"index", k.index.v}};
+}
 
 }  // namespace
 
@@ -138,27 +56,6 @@ result<json::object> parse_object(std::string_view body) {
   return std::move(v.as_object());
 }
 
-template <class T>
-result<T> decode(std::string_view body) {
-  auto o = parse_object(body);
-  if (!o) {
-    return o.err();
-  }
-  return from_json<T>(*o);
-}
-template result<heartbeat> decode<heartbeat>(std::string_view);
-template result<heartbeat_reply> decode<heartbeat_reply>(std::string_view);
-template result<program_manifest> decode<program_manifest>(std::string_view);
-template result<placement> decode<placement>(std::string_view);
-template result<fetch_order> decode<fetch_order>(std::string_view);
-template result<preload_order> decode<preload_order>(std::string_view);
-template result<eviction_request> decode<eviction_request>(std::string_view);
-template result<station_registration> decode<station_registration>(std::string_view);
-template result<station_report> decode<station_report>(std::string_view);
-template result<distribution> decode<distribution>(std::string_view);
-template result<availability_change> decode<availability_change>(std::string_view);
-template result<std::vector<source>> decode<std::vector<source>>(std::string_view);
-
 double program_manifest::duration() const {
   double d = 0;
   for (auto& s : segments) {
@@ -167,11 +64,17 @@ double program_manifest::duration() const {
   return d;
 }
 
+bool valid_availability(std::string_view a) {
+  return a == availability_inactive || a == availability_published || a == availability_withdrawn;
+}
+
+// --- Heartbeats (engine → director). ---
+
 json::value to_json(const segment_ref& v) {
-  return json::object{{"program", v.key.program.str()},
-                      {"index", v.key.index.v},
-                      {"size", v.size},
-                      {"sha256", to_hex(v.sha256)}};
+  auto o = key_json(v.key);
+  o["size"] = v.size;
+  o["sha256"] = to_hex(v.sha256);
+  return o;
 }
 
 json::value to_json(const engine_load& v) {
@@ -182,23 +85,14 @@ json::value to_json(const engine_load& v) {
       {"used_bytes", v.used_bytes},         {"max_disk_bytes", v.max_disk_bytes}};
 }
 
-namespace {
-
-json::object key_json(const segment_key& k) {
-  return json::object{{"program", k.program.str()}, {"index", k.index.v}};
-}
-
-}  // namespace
-
 json::value to_json(const heartbeat& v) {
-  json::array added, removed;
+  json::array added, removed, filling, copies;
   for (auto& a : v.added) {
     added.push_back(to_json(a));
   }
   for (auto& r : v.removed) {
     removed.push_back(key_json(r));
   }
-  json::array filling, copies;
   for (auto& f : v.filling) {
     filling.push_back(key_json(f));
   }
@@ -223,6 +117,71 @@ json::value to_json(const heartbeat& v) {
 json::value to_json(const heartbeat_reply& v) {
   return json::object{{"resync", v.resync}};
 }
+
+namespace {
+
+void read(field_reader& r, segment_key& v) {
+  r.name("program", v.program);
+  r.index("index", v.index);
+}
+
+void read(field_reader& r, segment_ref& v) {
+  read(r, v.key);
+  r.u64("size", v.size);
+  r.digest("sha256", v.sha256);
+}
+
+void read(field_reader& r, engine_load& v) {
+  r.u32("active_streams", v.active_streams);
+  r.u64("bytes_per_second", v.bytes_per_second, need::optional);
+  r.u64("free_bytes", v.free_bytes, need::optional);
+  r.u64("total_bytes", v.total_bytes, need::optional);
+  r.u32("max_streams", v.max_streams);
+  r.u64("max_bytes_per_second", v.max_bytes_per_second, need::optional);
+  r.u64("used_bytes", v.used_bytes, need::optional);
+  r.u64("max_disk_bytes", v.max_disk_bytes, need::optional);
+}
+
+void read(field_reader& r, copy_result& v) {
+  read(r, v.key);
+  r.string("source", v.source, 2048);
+  r.u64("bytes", v.bytes, need::optional);
+  r.number("seconds", v.seconds, 0, max_double);
+  r.flag("ok", v.ok);
+  // Only for the log: kept whatever its type, cut rather than refused when long.
+  if (auto* e = r.find("error"); e && e->is_string()) {
+    v.error = e->as_string().subview(0, std::min<size_t>(e->as_string().size(), 1024));
+  }
+}
+
+}  // namespace
+
+template <>
+result<heartbeat> from_json<heartbeat>(const json::object& o) {
+  field_reader r(o, "heartbeat");
+  heartbeat h;
+  r.name("engine", h.engine);
+  r.string("url", h.url, 256);
+  r.u64("epoch", h.epoch);
+  r.u64("seq", h.seq);
+  r.flag("full", h.full);
+  r.object("load", [&](field_reader& l) { read(l, h.load); });
+  r.elements("added", max_list, into(h.added), need::optional);
+  r.elements("removed", max_list, into(h.removed), need::optional);
+  r.elements("filling", max_list, into(h.filling), need::optional);
+  r.elements("copies", max_list, into(h.copies), need::optional);
+  return r.done(std::move(h));
+}
+
+template <>
+result<heartbeat_reply> from_json<heartbeat_reply>(const json::object& o) {
+  field_reader r(o, "heartbeat_reply");
+  heartbeat_reply v;
+  r.flag("resync", v.resync);
+  return r.done(v);
+}
+
+// --- Programs and their placement (loader → director). ---
 
 json::value to_json(const segment_entry& v) {
   return json::object{{"index", v.index.v},
@@ -257,362 +216,84 @@ json::value to_json(const placement& v) {
   return json::object{{"targets", targets}};
 }
 
+namespace {
+
+void read(field_reader& r, segment_entry& v) {
+  r.index("index", v.index);
+  r.number("duration", v.duration, 0, 3600, need::required);
+  if (!(v.duration > 0)) {
+    r.fail("duration", "must be in (0, 3600] seconds");
+  }
+  r.u64("size", v.size);
+  if (v.size == 0) {
+    r.fail("size", "must be positive");
+  }
+  r.digest("sha256", v.sha256);
+}
+
+void read(field_reader& r, program_manifest& v) {
+  r.name("id", v.id);
+  r.string("title", v.title, 512);
+  r.string("state", v.state, 32, need::optional);
+  r.string("availability", v.availability, 32, need::optional);
+  if (!valid_availability(v.availability)) {
+    r.fail("availability", "must be inactive, published or withdrawn");
+  }
+  r.string("publish_at", v.publish_at, 64, need::optional);
+  r.elements("segments", segment_index::max, [&](field_reader& e) {
+    auto& s = v.segments.emplace_back();
+    read(e, s);
+    if (s.index.v != v.segments.size() - 1) {
+      e.fail("index", fmt::format("must be {}: segments list indices 0, 1, 2, ... in order",
+                                  v.segments.size() - 1));
+    }
+  });
+  if (v.segments.empty()) {
+    r.fail("segments", "must not be empty");
+  }
+}
+
+void read(field_reader& r, engine_ref& v) {
+  r.name("name", v.name);
+  r.string("url", v.url, 256);
+}
+
+}  // namespace
+
+template <>
+result<program_manifest> from_json<program_manifest>(const json::object& o) {
+  field_reader r(o, "program_manifest");
+  program_manifest m;
+  read(r, m);
+  return r.done(std::move(m));
+}
+
+template <>
+result<placement> from_json<placement>(const json::object& o) {
+  field_reader r(o, "placement");
+  placement p;
+  r.elements("targets", segment_index::max,
+             [&](field_reader& t) { t.elements({}, max_list, into(p.targets.emplace_back())); });
+  return r.done(std::move(p));
+}
+
+// --- Orders (director or loader → engine) and evictions (engine → director). ---
+
 json::value to_json(const fetch_order& v) {
   json::array sources;
   for (auto& s : v.sources) {
     sources.push_back(json::string(s));
   }
-  return json::object{{"program", v.key.program.str()},
-                      {"index", v.key.index.v},
-                      {"sha256", to_hex(v.sha256)},
-                      {"size", v.size},
-                      {"sources", sources},
-                      {"wait", v.wait}};
+  auto o = key_json(v.key);
+  o["sha256"] = to_hex(v.sha256);
+  o["size"] = v.size;
+  o["sources"] = std::move(sources);
+  o["wait"] = v.wait;
+  return o;
 }
 
 json::value to_json(const preload_order& v) {
-  return json::object{{"program", v.key.program.str()}, {"index", v.key.index.v}};
-}
-
-template <>
-result<heartbeat> from_json<heartbeat>(const json::object& o) {
-  heartbeat h;
-  auto e = get_name<engine_id>(o, "engine");
-  if (!e) {
-    return e.err();
-  }
-  h.engine = *e;
-  auto url = get_string(o, "url", 256);
-  if (!url) {
-    return url.err();
-  }
-  h.url = *url;
-  auto epoch = get_u64(o, "epoch");
-  if (!epoch) {
-    return epoch.err();
-  }
-  h.epoch = *epoch;
-  auto seq = get_u64(o, "seq");
-  if (!seq) {
-    return seq.err();
-  }
-  h.seq = *seq;
-  auto full = get_bool(o, "full");
-  if (!full) {
-    return full.err();
-  }
-  h.full = *full;
-  auto* lv = o.if_contains("load");
-  if (!lv || !lv->is_object()) {
-    return bad("load", "must be an object");
-  }
-  auto& lo = lv->as_object();
-  auto as = get_u64(lo, "active_streams");
-  if (!as) {
-    return as.err();
-  }
-  auto bps = get_u64(lo, "bytes_per_second", false);
-  if (!bps) {
-    return bps.err();
-  }
-  auto fb = get_u64(lo, "free_bytes", false);
-  if (!fb) {
-    return fb.err();
-  }
-  auto tb = get_u64(lo, "total_bytes", false);
-  if (!tb) {
-    return tb.err();
-  }
-  auto ms = get_u64(lo, "max_streams");
-  if (!ms) {
-    return ms.err();
-  }
-  auto mb = get_u64(lo, "max_bytes_per_second", false);
-  if (!mb) {
-    return mb.err();
-  }
-  auto ub = get_u64(lo, "used_bytes", false);
-  if (!ub) {
-    return ub.err();
-  }
-  auto md = get_u64(lo, "max_disk_bytes", false);
-  if (!md) {
-    return md.err();
-  }
-  if (*as > UINT32_MAX || *ms > UINT32_MAX) {
-    return bad("load", "has an out-of-range stream count");
-  }
-  h.load = {static_cast<uint32_t>(*as), *bps, *fb, *tb, static_cast<uint32_t>(*ms), *mb, *ub, *md};
-  auto added = get_array(o, "added", max_list, false);
-  if (!added) {
-    return added.err();
-  }
-  for (auto& a : **added) {
-    if (!a.is_object()) {
-      return bad("added", "entries must be objects");
-    }
-    auto k = get_key(a.as_object());
-    if (!k) {
-      return k.err();
-    }
-    auto size = get_u64(a.as_object(), "size");
-    if (!size) {
-      return size.err();
-    }
-    auto d = get_digest(a.as_object(), "sha256");
-    if (!d) {
-      return d.err();
-    }
-    h.added.push_back({*k, *size, *d});
-  }
-  auto removed = get_array(o, "removed", max_list, false);
-  if (!removed) {
-    return removed.err();
-  }
-  for (auto& r : **removed) {
-    if (!r.is_object()) {
-      return bad("removed", "entries must be objects");
-    }
-    auto k = get_key(r.as_object());
-    if (!k) {
-      return k.err();
-    }
-    h.removed.push_back(*k);
-  }
-  auto filling = get_array(o, "filling", max_list, false);
-  if (!filling) {
-    return filling.err();
-  }
-  for (auto& f : **filling) {
-    auto k = f.is_object() ? get_key(f.as_object())
-                           : result<segment_key>(bad("filling", "entries must be objects"));
-    if (!k) {
-      return k.err();
-    }
-    h.filling.push_back(*k);
-  }
-  auto copies = get_array(o, "copies", max_list, false);
-  if (!copies) {
-    return copies.err();
-  }
-  for (auto& c : **copies) {
-    if (!c.is_object()) {
-      return bad("copies", "entries must be objects");
-    }
-    auto& co = c.as_object();
-    copy_result r;
-    auto k = get_key(co);
-    if (!k) {
-      return k.err();
-    }
-    r.key = *k;
-    auto src = get_string(co, "source", 2048);
-    if (!src) {
-      return src.err();
-    }
-    r.source = *src;
-    auto bytes = get_u64(co, "bytes", false);
-    if (!bytes) {
-      return bytes.err();
-    }
-    r.bytes = *bytes;
-    auto* secs = co.if_contains("seconds");
-    if (secs && secs->is_number()) {
-      r.seconds = secs->to_number<double>();
-    }
-    if (!std::isfinite(r.seconds) || r.seconds < 0) {
-      return bad("seconds", "must be a non-negative number");
-    }
-    auto ok = get_bool(co, "ok");
-    if (!ok) {
-      return ok.err();
-    }
-    r.ok = *ok;
-    if (auto* e = co.if_contains("error"); e && e->is_string()) {
-      r.error =
-          std::string(e->as_string().subview(0, std::min<size_t>(e->as_string().size(), 1024)));
-    }
-    h.copies.push_back(std::move(r));
-  }
-  return h;
-}
-
-template <>
-result<heartbeat_reply> from_json<heartbeat_reply>(const json::object& o) {
-  auto r = get_bool(o, "resync");
-  if (!r) {
-    return r.err();
-  }
-  return heartbeat_reply{*r};
-}
-
-template <>
-result<program_manifest> from_json<program_manifest>(const json::object& o) {
-  program_manifest m;
-  auto id = get_name<program_id>(o, "id");
-  if (!id) {
-    return id.err();
-  }
-  m.id = *id;
-  auto title = get_string(o, "title", 512);
-  if (!title) {
-    return title.err();
-  }
-  m.title = *title;
-  if (o.contains("state")) {
-    auto st = get_string(o, "state", 32);
-    if (!st) {
-      return st.err();
-    }
-    m.state = *st;
-  }
-  if (o.contains("availability")) {
-    auto av = get_string(o, "availability", 32);
-    if (!av) {
-      return av.err();
-    }
-    if (!valid_availability(*av)) {
-      return bad("availability", "must be inactive, published or withdrawn");
-    }
-    m.availability = *av;
-  }
-  if (o.contains("publish_at")) {
-    auto pa = get_string(o, "publish_at", 64);
-    if (!pa) {
-      return pa.err();
-    }
-    m.publish_at = *pa;
-  }
-  auto segs = get_array(o, "segments", segment_index::max);
-  if (!segs) {
-    return segs.err();
-  }
-  if ((*segs)->empty()) {
-    return bad("segments", "must not be empty");
-  }
-  uint32_t expect = 0;
-  for (auto& sv : **segs) {
-    if (!sv.is_object()) {
-      return bad("segments", "entries must be objects");
-    }
-    auto& so = sv.as_object();
-    segment_entry e;
-    auto idx = get_index(so, "index");
-    if (!idx) {
-      return idx.err();
-    }
-    if (idx->v != expect++) {
-      return bad("segments", "must list indices 0, 1, 2, ... in order");
-    }
-    e.index = *idx;
-    auto* dv = so.if_contains("duration");
-    if (!dv || !(dv->is_double() || dv->is_int64() || dv->is_uint64())) {
-      return bad("duration", "must be a number");
-    }
-    e.duration = dv->to_number<double>();
-    if (!(e.duration > 0) || e.duration > 3600 || std::isnan(e.duration)) {
-      return bad("duration", "must be in (0, 3600] seconds");
-    }
-    auto size = get_u64(so, "size");
-    if (!size) {
-      return size.err();
-    }
-    if (*size == 0) {
-      return bad("size", "must be positive");
-    }
-    e.size = *size;
-    auto d = get_digest(so, "sha256");
-    if (!d) {
-      return d.err();
-    }
-    e.sha256 = *d;
-    m.segments.push_back(e);
-  }
-  return m;
-}
-
-template <>
-result<placement> from_json<placement>(const json::object& o) {
-  placement p;
-  auto targets = get_array(o, "targets", segment_index::max);
-  if (!targets) {
-    return targets.err();
-  }
-  for (auto& t : **targets) {
-    if (!t.is_array()) {
-      return bad("targets", "entries must be arrays");
-    }
-    std::vector<engine_ref> engines;
-    for (auto& e : t.as_array()) {
-      if (!e.is_object()) {
-        return bad("targets", "engines must be objects");
-      }
-      auto name = get_name<engine_id>(e.as_object(), "name");
-      if (!name) {
-        return name.err();
-      }
-      auto url = get_string(e.as_object(), "url", 256);
-      if (!url) {
-        return url.err();
-      }
-      engines.push_back({*name, *url});
-    }
-    p.targets.push_back(std::move(engines));
-  }
-  return p;
-}
-
-template <>
-result<fetch_order> from_json<fetch_order>(const json::object& o) {
-  fetch_order f;
-  auto k = get_key(o);
-  if (!k) {
-    return k.err();
-  }
-  f.key = *k;
-  auto d = get_digest(o, "sha256");
-  if (!d) {
-    return d.err();
-  }
-  f.sha256 = *d;
-  auto size = get_u64(o, "size", false);
-  if (!size) {
-    return size.err();
-  }
-  f.size = *size;
-  if (o.contains("source")) {
-    auto src = get_string(o, "source", 2048);
-    if (!src) {
-      return src.err();
-    }
-    if (src->empty()) {
-      return bad("source", "must be a URL, not empty");
-    }
-    f.sources.push_back(*src);
-  }
-  auto sources = get_array(o, "sources", 16, false);
-  if (!sources) {
-    return sources.err();
-  }
-  for (auto& s : **sources) {
-    if (!s.is_string() || s.as_string().empty() || s.as_string().size() > 2048) {
-      return bad("sources", "entries must be URLs of at most 2048 characters");
-    }
-    f.sources.emplace_back(s.as_string());
-  }
-  if (f.sources.empty()) {
-    return bad("source", "is missing: a fetch order needs 'source' or 'sources'");
-  }
-  if (o.contains("wait")) {
-    auto w = get_bool(o, "wait");
-    if (!w) {
-      return w.err();
-    }
-    f.wait = *w;
-  } else {
-    f.wait = true;
-  }
-  return f;
+  return key_json(v.key);
 }
 
 json::value to_json(const eviction_request& v) {
@@ -624,40 +305,49 @@ json::value to_json(const eviction_request& v) {
 }
 
 template <>
-result<eviction_request> from_json<eviction_request>(const json::object& o) {
-  eviction_request r;
-  auto bytes = get_u64(o, "bytes", false);
-  if (!bytes) {
-    return bytes.err();
-  }
-  r.bytes = *bytes;
-  auto segs = get_array(o, "segments", 100'000);
-  if (!segs) {
-    return segs.err();
-  }
-  for (auto& v : **segs) {
-    auto k = v.is_object() ? get_key(v.as_object())
-                           : result<segment_key>(bad("segments", "entries must be objects"));
-    if (!k) {
-      return k.err();
+result<fetch_order> from_json<fetch_order>(const json::object& o) {
+  field_reader r(o, "fetch_order");
+  fetch_order f;
+  read(r, f.key);
+  r.digest("sha256", f.sha256);
+  r.u64("size", f.size, need::optional);
+  auto url = [&](field_reader& at, std::string_view k) {
+    auto& s = f.sources.emplace_back();
+    at.string(k, s, 2048);
+    if (s.empty()) {
+      at.fail(k, "must be a URL, not empty");
     }
-    r.segments.push_back(*k);
+  };
+  if (r.find("source")) {
+    url(r, "source");
   }
-  return r;
+  r.elements(
+      "sources", 16, [&](field_reader& e) { url(e, {}); }, need::optional);
+  if (f.sources.empty()) {
+    r.fail("source", "is missing: a fetch order needs 'source' or 'sources'");
+  }
+  r.flag("wait", f.wait, true);
+  return r.done(std::move(f));
+}
+
+template <>
+result<eviction_request> from_json<eviction_request>(const json::object& o) {
+  field_reader r(o, "eviction_request");
+  eviction_request v;
+  r.u64("bytes", v.bytes, need::optional);
+  r.elements("segments", 100'000, into(v.segments));
+  return r.done(std::move(v));
 }
 
 template <>
 result<preload_order> from_json<preload_order>(const json::object& o) {
-  auto k = get_key(o);
-  if (!k) {
-    return k.err();
-  }
-  return preload_order{*k};
+  field_reader r(o, "preload_order");
+  preload_order v;
+  read(r, v.key);
+  return r.done(std::move(v));
 }
 
-bool valid_availability(std::string_view a) {
-  return a == availability_inactive || a == availability_published || a == availability_withdrawn;
-}
+// --- Availability (content manager → director and registry). ---
 
 json::value to_json(const availability_change& v) {
   return json::object{{"availability", v.availability}, {"publish_at", v.publish_at}};
@@ -665,24 +355,17 @@ json::value to_json(const availability_change& v) {
 
 template <>
 result<availability_change> from_json<availability_change>(const json::object& o) {
+  field_reader r(o, "availability_change");
   availability_change c;
-  auto av = get_string(o, "availability", 32);
-  if (!av) {
-    return av.err();
+  r.string("availability", c.availability, 32);
+  if (!valid_availability(c.availability)) {
+    r.fail("availability", "must be inactive, published or withdrawn");
   }
-  if (!valid_availability(*av)) {
-    return bad("availability", "must be inactive, published or withdrawn");
-  }
-  c.availability = *av;
-  if (o.contains("publish_at")) {
-    auto pa = get_string(o, "publish_at", 64);
-    if (!pa) {
-      return pa.err();
-    }
-    c.publish_at = *pa;
-  }
-  return c;
+  r.string("publish_at", c.publish_at, 64, need::optional);
+  return r.done(std::move(c));
 }
+
+// --- Stations and the registry. ---
 
 json::value to_json(const station_registration& v) {
   return json::object{{"name", v.name.str()}, {"director_url", v.director_url},
@@ -693,7 +376,8 @@ json::value to_json(const station_registration& v) {
 json::value to_json(const station_report& v) {
   json::array changes, copies;
   for (auto& c : v.changes) {
-    json::object o{{"program", c.key.program.str()}, {"index", c.key.index.v}, {"held", c.held}};
+    auto o = key_json(c.key);
+    o["held"] = c.held;
     // Station-level changes stay in the shape registries have always read.
     if (!c.engine.empty()) {
       o["engine"] = c.engine;
@@ -725,195 +409,209 @@ json::value to_json(const distribution& v) {
 
 namespace {
 
-result<double> get_number(const json::object& o, std::string_view k, double lo, double hi) {
-  auto* v = o.if_contains(k);
-  if (!v) {
-    return 0.0;
+void read(field_reader& r, location_change& v) {
+  read(r, v.key);
+  r.flag("held", v.held);
+  if (r.find("engine")) {
+    engine_id e;
+    r.name("engine", e);
+    v.engine = e.str();
   }
-  if (!v->is_number()) {
-    return bad(k, "must be a number");
+  r.flag("filling", v.filling);
+  if (v.filling && v.engine.empty()) {
+    r.fail("filling", "needs an 'engine': only an engine receives a segment");
   }
-  double d = v->to_number<double>();
-  if (!(d >= lo && d <= hi)) {
-    return bad(k, fmt::format("must be within {}..{}", lo, hi));
-  }
-  return d;
+}
+
+void read(field_reader& r, station_id& v) {
+  r.name({}, v);
+}
+
+void read(field_reader& r, copy_sample& v) {
+  r.name("source", v.source);
+  r.u64("bytes", v.bytes);
+  r.number("seconds", v.seconds, 0, 1e6);
 }
 
 }  // namespace
 
 template <>
 result<station_registration> from_json<station_registration>(const json::object& o) {
-  station_registration r;
-  auto name = get_name<station_id>(o, "name");
-  if (!name) {
-    return name.err();
-  }
-  r.name = *name;
-  auto url = get_string(o, "director_url", 256);
-  if (!url) {
-    return url.err();
-  }
-  r.director_url = *url;
-  auto home = get_bool(o, "home");
-  if (!home) {
-    return home.err();
-  }
-  r.home = *home;
-  auto x = get_number(o, "x_km", -1e5, 1e5);
-  if (!x) {
-    return x.err();
-  }
-  auto y = get_number(o, "y_km", -1e5, 1e5);
-  if (!y) {
-    return y.err();
-  }
-  r.x_km = *x;
-  r.y_km = *y;
-  auto up = get_u64(o, "uplink_bits_per_second", false);
-  if (!up) {
-    return up.err();
-  }
-  r.uplink_bits_per_second = *up;
-  return r;
+  field_reader r(o, "station_registration");
+  station_registration v;
+  r.name("name", v.name);
+  r.string("director_url", v.director_url, 256);
+  r.flag("home", v.home);
+  r.number("x_km", v.x_km, -1e5, 1e5);
+  r.number("y_km", v.y_km, -1e5, 1e5);
+  r.u64("uplink_bits_per_second", v.uplink_bits_per_second, need::optional);
+  return r.done(std::move(v));
 }
 
 template <>
 result<station_report> from_json<station_report>(const json::object& o) {
-  station_report r;
-  auto load = get_number(o, "load", 0, 1e6);
-  if (!load) {
-    return load.err();
-  }
-  r.load = *load;
-  auto s = get_u64(o, "sending_bits_per_second", false);
-  if (!s) {
-    return s.err();
-  }
-  r.sending_bits_per_second = *s;
-  auto e = get_u64(o, "engines_up", false);
-  if (!e) {
-    return e.err();
-  }
-  r.engines_up = static_cast<uint32_t>(std::min<uint64_t>(*e, UINT32_MAX));
-  auto changes = get_array(o, "changes", max_list, false);
-  if (!changes) {
-    return changes.err();
-  }
-  for (auto& c : **changes) {
-    if (!c.is_object()) {
-      return bad("changes", "entries must be objects");
-    }
-    auto k = get_key(c.as_object());
-    if (!k) {
-      return k.err();
-    }
-    auto held = get_bool(c.as_object(), "held");
-    if (!held) {
-      return held.err();
-    }
-    std::string engine;
-    if (c.as_object().contains("engine")) {
-      auto e = get_name<engine_id>(c.as_object(), "engine");
-      if (!e) {
-        return e.err();
-      }
-      engine = e->str();
-    }
-    auto filling = get_bool(c.as_object(), "filling");
-    if (!filling) {
-      return filling.err();
-    }
-    if (*filling && engine.empty()) {
-      return bad("filling", "needs an 'engine': only an engine receives a segment");
-    }
-    r.changes.push_back({*k, *held, std::move(engine), *filling});
-  }
-  auto copies = get_array(o, "copies", 100'000, false);
-  if (!copies) {
-    return copies.err();
-  }
-  for (auto& c : **copies) {
-    if (!c.is_object()) {
-      return bad("copies", "entries must be objects");
-    }
-    auto src = get_name<station_id>(c.as_object(), "source");
-    if (!src) {
-      return src.err();
-    }
-    auto bytes = get_u64(c.as_object(), "bytes");
-    if (!bytes) {
-      return bytes.err();
-    }
-    auto secs = get_number(c.as_object(), "seconds", 0, 1e6);
-    if (!secs) {
-      return secs.err();
-    }
-    r.copies.push_back({*src, *bytes, *secs});
-  }
-  return r;
+  field_reader r(o, "station_report");
+  station_report v;
+  r.number("load", v.load, 0, 1e6);
+  r.u64("sending_bits_per_second", v.sending_bits_per_second, need::optional);
+  uint64_t engines_up = 0;
+  r.u64("engines_up", engines_up, need::optional);
+  v.engines_up = static_cast<uint32_t>(std::min<uint64_t>(engines_up, UINT32_MAX));
+  r.elements("changes", max_list, into(v.changes), need::optional);
+  r.elements("copies", 100'000, into(v.copies), need::optional);
+  return r.done(std::move(v));
 }
 
 template <>
 result<distribution> from_json<distribution>(const json::object& o) {
+  field_reader r(o, "distribution");
   distribution d;
-  auto* m = o.if_contains("manifest");
-  if (!m || !m->is_object()) {
-    return bad("manifest", "must be an object");
+  r.object("manifest", [&](field_reader& m) { read(m, d.manifest); });
+  std::vector<station_id> targets;
+  r.elements("targets", 10'000, into(targets), need::optional);
+  for (auto& t : targets) {
+    d.targets.push_back(t.str());
   }
-  auto man = from_json<program_manifest>(m->as_object());
-  if (!man) {
-    return man.err();
+  uint64_t prefetch = d.prefetch;
+  r.u64("prefetch", prefetch, need::optional);
+  if (prefetch > segment_index::max) {
+    r.fail("prefetch", "is out of range");
+  } else {
+    d.prefetch = static_cast<uint32_t>(prefetch);
   }
-  d.manifest = std::move(*man);
-  auto targets = get_array(o, "targets", 10'000, false);
-  if (!targets) {
-    return targets.err();
+  return r.done(std::move(d));
+}
+
+// --- Where a segment can be copied from (registry → director), and from which engine. ---
+
+json::value to_json(const source& v) {
+  auto& c = v.inputs;
+  return json::object{
+      {"station", v.station.str()},
+      {"director_url", v.director_url},
+      {"cost", v.cost},
+      {"inputs", json::object{{"available_bits_per_second", c.available_bits_per_second},
+                              {"distance_km", c.distance_km},
+                              {"transfer_seconds", c.transfer_seconds},
+                              {"latency_seconds", c.latency_seconds},
+                              {"load_factor", c.load_factor},
+                              {"home_penalty_seconds", c.home_penalty_seconds}}}};
+}
+
+json::value to_json(const source_list& v) {
+  json::array sources;
+  for (auto& s : v.sources) {
+    sources.push_back(to_json(s));
   }
-  for (auto& t : **targets) {
-    if (!t.is_string() || !valid_name(t.as_string())) {
-      return bad("targets", "entries must be station names");
-    }
-    d.targets.emplace_back(t.as_string());
-  }
-  auto pf = o.contains("prefetch") ? get_u64(o, "prefetch")
-                                   : result<uint64_t>(uint64_t{segment_index::max});
-  if (!pf) {
-    return pf.err();
-  }
-  if (*pf > segment_index::max) {
-    return bad("prefetch", "is out of range");
-  }
-  d.prefetch = static_cast<uint32_t>(*pf);
-  return d;
+  auto o = key_json(v.key);
+  o["sources"] = std::move(sources);
+  return o;
+}
+
+json::value to_json(const holder_reply& v) {
+  return json::object{{"engine", v.engine.str()}, {"url", v.url}};
+}
+
+namespace {
+
+void read(field_reader& r, source& v) {
+  r.name("station", v.station);
+  r.string("director_url", v.director_url, 256);
+  r.number("cost", v.cost, 0, 1e12);
+  r.object(
+      "inputs",
+      [&](field_reader& i) {
+        auto& c = v.inputs;
+        i.number("available_bits_per_second", c.available_bits_per_second, 0, max_double);
+        i.number("distance_km", c.distance_km, 0, max_double);
+        i.number("transfer_seconds", c.transfer_seconds, 0, max_double);
+        i.number("latency_seconds", c.latency_seconds, 0, max_double);
+        i.number("load_factor", c.load_factor, 0, max_double);
+        i.number("home_penalty_seconds", c.home_penalty_seconds, 0, max_double);
+      },
+      need::optional);
+}
+
+}  // namespace
+
+template <>
+result<source_list> from_json<source_list>(const json::object& o) {
+  field_reader r(o, "source_list");
+  source_list v;
+  read(r, v.key);
+  r.elements("sources", 10'000, into(v.sources));
+  return r.done(std::move(v));
 }
 
 template <>
 result<std::vector<source>> from_json<std::vector<source>>(const json::object& o) {
-  auto list = get_array(o, "sources", 10'000);
-  if (!list) {
-    return list.err();
+  field_reader r(o, "source_list");
+  std::vector<source> v;
+  r.elements("sources", 10'000, into(v));
+  return r.done(std::move(v));
+}
+
+template <>
+result<holder_reply> from_json<holder_reply>(const json::object& o) {
+  field_reader r(o, "holder_reply");
+  holder_reply v;
+  r.name("engine", v.engine);
+  r.string("url", v.url, 4096);
+  return r.done(std::move(v));
+}
+
+// --- Ingest (operator → content manager). ---
+
+json::value to_json(const ingest_request& v) {
+  json::array stations;
+  for (auto& s : v.stations) {
+    stations.push_back(json::value(s.str()));
   }
-  std::vector<source> out;
-  for (auto& s : **list) {
-    if (!s.is_object()) {
-      return bad("sources", "entries must be objects");
-    }
-    auto name = get_name<station_id>(s.as_object(), "station");
-    if (!name) {
-      return name.err();
-    }
-    auto url = get_string(s.as_object(), "director_url", 256);
-    if (!url) {
-      return url.err();
-    }
-    auto cost = get_number(s.as_object(), "cost", 0, 1e12);
-    if (!cost) {
-      return cost.err();
-    }
-    out.push_back({*name, *url, *cost});
+  return json::object{{"id", v.id.str()},
+                      {"title", v.title},
+                      {"source", v.source},
+                      {"publish_at", v.publish_at ? format_rfc3339(*v.publish_at) : "now"},
+                      {"stations", stations},
+                      {"prefetch", v.prefetch},
+                      {"target_seconds", v.target_seconds}};
+}
+
+template <>
+result<ingest_request> from_json<ingest_request>(const json::object& o) {
+  field_reader r(o, "ingest_request");
+  ingest_request v;
+  r.name("id", v.id);
+  r.string("title", v.title, 512);
+  if (v.title.empty()) {
+    r.fail("title", "must not be empty");
   }
-  return out;
+  r.string("source", v.source, 4096);
+  if (v.source.empty() || v.source.find('\0') != std::string::npos) {
+    r.fail("source", "must name a file, a folder with one playlist, or an http(s) URL");
+  }
+  if (auto* at = r.find("publish_at", need::nullable)) {
+    if (!at->is_string()) {
+      r.fail("publish_at", "must be \"now\" or an RFC 3339 time");
+    } else if (at->as_string() != "now") {
+      // Within the years parse_rfc3339 reads, so that what decodes encodes (an offset can carry
+      // 1970-01-01T00:30:00+01:00 into 1969).
+      using namespace std::chrono;
+      auto t = parse_rfc3339(at->as_string());
+      if (!t) {
+        r.fail("publish_at", t.err().detail);
+      } else if (*t < sys_days{year{1970} / 1 / 1} || *t >= sys_days{year{2262} / 1 / 1}) {
+        r.fail("publish_at", "must be within the years 1970..2261 (UTC)");
+      } else {
+        v.publish_at = *t;
+      }
+    }
+  }
+  r.elements("stations", 1000, into(v.stations), need::nullable);
+  uint64_t prefetch = v.prefetch;
+  r.u64("prefetch", prefetch, need::nullable);
+  v.prefetch = static_cast<uint32_t>(std::min<uint64_t>(prefetch, segment_index::max));
+  r.number("target_seconds", v.target_seconds, 0.5, 60, need::nullable);
+  return r.done(std::move(v));
 }
 
 }  // namespace vodgrid::api

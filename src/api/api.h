@@ -1,9 +1,11 @@
 // The request and reply types that cross the wire between daemons and consoles, with their JSON
 // mapping: one place per type. Decoders validate everything (names, indices, digests, ranges) and
-// return errc::invalid_argument with the field at fault.
+// return errc::invalid_argument naming the first field at fault by its path, as in
+// "heartbeat.added[3].sha256: must be 64 hex digits".
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +15,7 @@
 #include "base/ids.h"
 #include "base/result.h"
 #include "base/sha256.h"
+#include "base/time.h"
 
 namespace vodgrid::api {
 
@@ -185,11 +188,50 @@ struct distribution {
   uint32_t prefetch = segment_index::max;  // segment_index::max (or more): all of them
 };
 
+// What a source's cost was computed from (registry/cost.h, cost_breakdown): for operators.
+struct source_cost {
+  double available_bits_per_second = 0;  // what the source can spare for this copy
+  double distance_km = 0;
+  double transfer_seconds = 0;
+  double latency_seconds = 0;
+  double load_factor = 1;
+  double home_penalty_seconds = 0;
+};
+
 // One entry of GET /v1/programs/{id}/segments/{n}/sources, cheapest first.
 struct source {
   station_id station;
   std::string director_url;
-  double cost = 0;
+  double cost = 0;  // expected seconds until a copy from it is done
+  source_cost inputs;
+};
+
+// The reply of GET /v1/programs/{id}/segments/{n}/sources?for=<station> (registry → director): the
+// stations holding the segment, cheapest first, the asker left out.
+struct source_list {
+  segment_key key;
+  std::vector<source> sources;
+};
+
+// The reply of GET /v1/programs/{id}/segments/{n}/holder (director → engine or another station's
+// director): the engine to fetch the segment from, and its URL for it (signed when asked for a
+// console of another station).
+struct holder_reply {
+  engine_id engine;
+  std::string url;
+};
+
+// POST /v1/programs (operator → content manager): ingest a program from `source`. The decoder
+// checks the shape; the content manager checks meaning (the source exists, the stations are in the
+// grid, publish_at is not past).
+struct ingest_request {
+  program_id id;
+  std::string title;
+  std::string source;  // an absolute local path (file or folder) or an http(s) URL
+  std::optional<wall_clock::time_point> publish_at;  // nullopt: now ("now" on the wire)
+  std::vector<station_id> stations;                  // that pre-position it; empty: all but home
+  uint32_t prefetch = segment_index::max;            // segments each station copies ahead
+  double target_seconds = 4;                         // segment length the packager aims at
 };
 
 boost::json::value to_json(const station_registration& v);
@@ -206,6 +248,10 @@ boost::json::value to_json(const fetch_order& v);
 boost::json::value to_json(const preload_order& v);
 boost::json::value to_json(const availability_change& v);
 boost::json::value to_json(const eviction_request& v);
+boost::json::value to_json(const source& v);
+boost::json::value to_json(const source_list& v);
+boost::json::value to_json(const holder_reply& v);
+boost::json::value to_json(const ingest_request& v);
 
 template <class T>
 result<T> from_json(const boost::json::object& o);
@@ -231,14 +277,24 @@ template <>
 result<station_report> from_json<station_report>(const boost::json::object& o);
 template <>
 result<distribution> from_json<distribution>(const boost::json::object& o);
+// The `sources` of a source_list alone.
 template <>
 result<std::vector<source>> from_json<std::vector<source>>(const boost::json::object& o);
+template <>
+result<source_list> from_json<source_list>(const boost::json::object& o);
+template <>
+result<holder_reply> from_json<holder_reply>(const boost::json::object& o);
+template <>
+result<ingest_request> from_json<ingest_request>(const boost::json::object& o);
 
 // Parses a JSON object body; errc::invalid_argument with the parser's reason otherwise.
 result<boost::json::object> parse_object(std::string_view body);
 
 // Parses a body and decodes it: the common path of every handler and client.
 template <class T>
-result<T> decode(std::string_view body);
+result<T> decode(std::string_view body) {
+  VODGRID_TRY(auto o, parse_object(body));
+  return from_json<T>(o);
+}
 
 }  // namespace vodgrid::api
