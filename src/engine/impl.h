@@ -1,0 +1,177 @@
+// The engine daemon's state, shared by the files that implement it (engine.cc: start, stop,
+// routes; serving.cc: segment requests; fill.cc: copies from other engines; eviction.cc: room
+// under the disk budget; heartbeat.cc: inventory and load to the director). Private to src/engine.
+#pragma once
+
+#include <fmt/format.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "api/api.h"
+#include "auth/session.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "engine/engine.h"
+#include "net/client.h"
+#include "net/http.h"
+#include "store/store.h"
+
+namespace vodgrid::engine {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+namespace json = boost::json;
+using net::reply;
+using net::request_context;
+using steady = std::chrono::steady_clock;
+inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// A segment being copied from other engines and served to consoles while it arrives (cut-through,
+// claims 19-21). One per segment per engine: every order and console for it shares it. The bytes
+// stay in memory until the copy is whole, then go to the store, which checks the digest and makes
+// them durable; the last byte is held back from consoles until then, so that no console gets a
+// whole reply of a copy that turned out bad. Lives on the engine's io thread.
+class fill final : public net::growing_body {
+ public:
+  fill(asio::any_io_executor ex, api::fetch_order o)
+      : order(std::move(o)), size(order.size), progress_(ex, steady::time_point::max()) {
+    if (size > 0) {
+      data.resize(size);
+    }
+  }
+  std::string_view available() const override { return {data.data(), servable}; }
+  asio::awaitable<void> wait_beyond(uint64_t have) override {
+    while (servable <= have && !ended) {
+      co_await progress_.async_wait(use_tuple);
+    }
+  }
+  void advanced() { progress_.cancel(); }
+
+  api::fetch_order order;
+  std::string data;       // `size` bytes once the size is known; never reallocated after that
+  uint64_t size = 0;      // 0 until the order or the first source tells
+  uint64_t received = 0;  // bytes written into `data`
+  uint64_t servable = 0;  // what consoles may have
+  bool ended = false;
+  std::optional<error> failure;  // set when it ended without a stored copy
+  std::string source;            // the URL in use, or the last one tried
+  steady::time_point started = steady::now();
+
+ private:
+  asio::steady_timer progress_;  // never expires; cancelled to wake every waiter on a change
+};
+
+using key_counts = std::unordered_map<segment_key, uint32_t>;
+
+// Threading: every member is owned by the io thread (coroutines touch them only between awaits),
+// except `changes`, which store workers write under `changes_mu`.
+struct engine_daemon::impl {
+  asio::io_context& io;
+  grid_config grid;
+  const engine_config* self = nullptr;
+  const station_config* station = nullptr;
+  std::shared_ptr<spdlog::logger> logger = log::get("engine");
+  std::unique_ptr<net::http_server> server;
+  std::unique_ptr<net::http_client> client;
+  // With [auth]: the station key that checks the director's signatures, the keys that check other
+  // engines' tokens, and our own engine token for copies.
+  std::unique_ptr<auth::service_session> auth;
+  uint16_t port = 0;
+  bool stopping = false;
+  bool heartbeat_running = false;
+  asio::steady_timer heartbeat_timer{io};
+
+  // Streams in flight: incremented when a segment reply starts, decremented when its file slice is
+  // released by the server (after the last byte or a failure).
+  std::shared_ptr<uint32_t> active_streams = std::make_shared<uint32_t>(0);
+  std::shared_ptr<uint32_t> copy_streams = std::make_shared<uint32_t>(0);  // to other engines
+  // The same per segment: a segment being streamed is never evicted.
+  std::shared_ptr<key_counts> streams_by_key = std::make_shared<key_counts>();
+  bool streaming(const segment_key& k) const { return streams_by_key->contains(k); }
+
+  // Inventory changes since the last heartbeat the director acknowledged. Written by store workers.
+  // Only the last event per segment counts: a store then a delete within one interval is a delete.
+  std::mutex changes_mu;
+  std::map<segment_key, std::optional<api::segment_ref>> changes;  // nullopt: removed
+
+  uint64_t epoch = std::random_device{}() * 4294967296ull + std::random_device{}();
+  uint64_t seq = 0;
+  bool need_full = true;
+  double last_bytes_sent = 0;
+  steady::time_point last_beat = steady::now();
+
+  // Copies in progress (cut-through), and the copies that ended since the last heartbeat.
+  std::unordered_map<segment_key, std::shared_ptr<fill>> fills;
+  std::vector<api::copy_result> copies_done;
+  uint32_t background = 0;  // copies running; stop waits for them
+  // When each held segment was last asked for: the order of eviction (least recently used first).
+  std::unordered_map<segment_key, steady::time_point> last_used;
+  bool evicting = false;
+
+  net::metric_value* fetches_ok = nullptr;
+  net::metric_value* evictions = nullptr;
+  net::metric_value* cut_through_streams = nullptr;
+  net::metric_value* handoffs = nullptr;
+  net::metric_value* fetches_failed = nullptr;
+  net::metric_value* preloads = nullptr;
+  net::metric_value* bytes_sent = nullptr;
+
+  // Declared last, destroyed first: its worker threads call on_store_change, which uses the
+  // members above.
+  std::unique_ptr<store::segment_store> store;
+
+  impl(asio::io_context& i, grid_config g) : io(i), grid(std::move(g)) {}
+
+  std::string url() const { return self->listen.url(); }
+
+  // engine.cc
+  void routes();
+  void register_metrics();
+
+  // serving.cc
+  asio::awaitable<reply> get_segment(request_context& ctx);
+  asio::awaitable<std::optional<reply>> refuse_segment(request_context& ctx, error why);
+  asio::awaitable<reply> put_segment(request_context& ctx);
+  asio::awaitable<reply> delete_segment(request_context& ctx);
+  asio::awaitable<reply> list_segments(request_context& ctx);
+  asio::awaitable<reply> preload(request_context& ctx);
+  asio::awaitable<reply> serve_filling(request_context& ctx, std::shared_ptr<fill> f,
+                                       const segment_key& key, bool copy);
+  asio::awaitable<std::optional<std::string>> engine_elsewhere(const segment_key& key, bool whole,
+                                                               bool get, bool full = false);
+  asio::awaitable<reply> send_elsewhere(request_context& ctx, const segment_key& key, bool whole,
+                                        bool get, std::string_view why);
+  void segment_headers(reply& r, std::string digest) const;
+
+  // fill.cc
+  asio::awaitable<reply> fetch(request_context& ctx);
+  result<std::shared_ptr<fill>> start_fill(const api::fetch_order& order);
+  asio::awaitable<void> run_fill(std::shared_ptr<fill> f);
+  asio::awaitable<std::string> copy_from(std::shared_ptr<fill> f, std::string src,
+                                             std::string last);
+  asio::awaitable<void> finish_fill(std::shared_ptr<fill> f, std::string last);
+
+  // eviction.cc
+  asio::awaitable<status> make_room(uint64_t bytes);
+  uint64_t bytes_over(uint64_t bytes) const;
+  asio::awaitable<std::vector<segment_key>> evictions_allowed(uint64_t over);
+  asio::awaitable<void> evict(std::vector<segment_key> allowed, uint64_t over);
+
+  // heartbeat.cc
+  asio::awaitable<void> heartbeat_loop();
+  asio::awaitable<bool> beat();
+  void on_store_change(const store::segment_info& s, bool was_added);
+};
+
+}  // namespace vodgrid::engine

@@ -1,0 +1,325 @@
+// Segment requests: GET/HEAD of a held segment (ranges, sendfile, the stream limit and its 307
+// handoff), of a segment arriving (cut-through), PUT, DELETE, the inventory and preload orders; and
+// the URL signature or engine token a GET needs when the grid has an auth server.
+#include "auth/client.h"
+#include "engine/impl.h"
+#include "net/range.h"
+
+namespace vodgrid::engine {
+
+namespace {
+
+result<segment_key> key_from(const request_context& ctx) {
+  auto p = program_id::parse(ctx.params.at(0));
+  auto i = segment_index::parse(ctx.params.at(1));
+  if (!p || !i) {
+    return make_error(errc::invalid_argument, "bad segment path: " + ctx.path);
+  }
+  return segment_key{*p, *i};
+}
+
+// Counts a stream, in all and per segment, until the server lets go of its body.
+struct stream_count {
+  std::shared_ptr<uint32_t> active;
+  std::shared_ptr<key_counts> by_key;
+  segment_key key;
+  stream_count(std::shared_ptr<uint32_t> a, std::shared_ptr<key_counts> k, segment_key s)
+      : active(std::move(a)), by_key(std::move(k)), key(std::move(s)) {
+    ++*active;
+    ++(*by_key)[key];
+  }
+  stream_count(const stream_count&) = delete;
+  stream_count& operator=(const stream_count&) = delete;
+  ~stream_count() {
+    --*active;
+    if (auto it = by_key->find(key); it != by_key->end() && --it->second == 0) {
+      by_key->erase(it);
+    }
+  }
+};
+
+// Holds a segment file open and counts the stream until the server releases the slice.
+struct stream_guard {
+  store::segment_file file;
+  stream_count count;
+  stream_guard(store::segment_file f, std::shared_ptr<uint32_t> a, std::shared_ptr<key_counts> k,
+               segment_key s)
+      : file(std::move(f)), count(std::move(a), std::move(k), std::move(s)) {}
+};
+
+}  // namespace
+
+// A segment request without a valid URL signature: a copy by another engine passes with its engine
+// token (claims 24, 25); anything else is refused with the signature's reason.
+asio::awaitable<std::optional<reply>> engine_daemon::impl::refuse_segment(request_context& ctx,
+                                                                          error why) {
+  auto token = auth::token_of(ctx);
+  if (why.code == errc::unauthorized && !token.empty()) {
+    auth::requirement req{auth::token_kind::engine, std::nullopt, {}};
+    auto out = auth->verifier().verify(token, req);
+    if (!out && out.why == auth::token_error::unknown_key) {
+      out = co_await auth->keys().verify(std::string(token), std::move(req));
+    }
+    if (out) {
+      co_return std::nullopt;
+    }
+    co_return net::error_reply(out.as_error());
+  }
+  co_return net::error_reply(why);
+}
+
+void engine_daemon::impl::segment_headers(reply& r, std::string digest) const {
+  std::string etag;
+  etag.reserve(digest.size() + 2);
+  etag += '"';
+  etag += digest;
+  etag += '"';
+  r.content_type = "video/mp2t";
+  r.headers.reserve(7);  // one allocation for the headers, Content-Range included
+  r.headers.emplace_back("Accept-Ranges", "bytes");
+  r.headers.emplace_back("ETag", std::move(etag));
+  r.headers.emplace_back("Cache-Control", "public, max-age=31536000, immutable");
+  r.headers.emplace_back(api::sha256_header, std::move(digest));
+  r.headers.emplace_back(api::engine_header, self->name.str());
+}
+
+namespace {
+
+// The byte range a segment request asks for (RFC 9110 §14): the whole segment, a range (206), or
+// a 416 reply. If-Range with another validator than ours asks for the whole segment (§13.1.5).
+std::optional<reply> apply_range(const request_context& ctx, reply& r, uint64_t size,
+                                 net::byte_range& range) {
+  range = {0, size};
+  auto range_hdr = ctx.req[http::field::range];
+  auto if_range = ctx.req[http::field::if_range];
+  std::string_view our_etag = r.headers[1].second;
+  if (range_hdr.empty() || (!if_range.empty() && std::string_view(if_range) != our_etag)) {
+    return std::nullopt;
+  }
+  auto dec = net::decide_range(range_hdr, size);
+  if (dec.kind == net::range_kind::unsatisfiable) {
+    auto e = net::error_reply(http::status::range_not_satisfiable, "range_not_satisfiable",
+                              fmt::format("the segment has {} bytes", size));
+    e.headers.emplace_back("Content-Range", fmt::format("bytes */{}", size));
+    return e;
+  }
+  if (dec.kind == net::range_kind::satisfiable) {
+    range = dec.range;
+    r.status = http::status::partial_content;
+    r.headers.emplace_back("Content-Range", fmt::format("bytes {}-{}/{}", range.first,
+                                                        range.first + range.length - 1, size));
+  }
+  return std::nullopt;
+}
+
+// 307 to the same segment at another engine of the station, with the request's query: a URL
+// signature covers the path only, so it holds at every engine of the station.
+reply moved_to(const std::string& url, const request_context& ctx) {
+  auto t = std::string_view(ctx.req.target());
+  auto q = t.find('?');
+  reply moved;
+  moved.status = http::status::temporary_redirect;
+  moved.headers.emplace_back(
+      "Location",
+      url + std::string(q == std::string_view::npos ? std::string_view() : t.substr(q)));
+  moved.headers.emplace_back("Cache-Control", "no-store");
+  moved.body = "{}\n";
+  return moved;
+}
+
+}  // namespace
+
+asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
+  // A copy by another engine is exempt from the console stream limit: it is what relieves it.
+  bool copy = !ctx.req[api::copy_header].empty();
+  if (auth) {
+    auto* signer = auth->signer();
+    status sig = signer ? signer->verify(ctx.req.target(), auth::unix_now())
+                        : status(make_error(errc::unauthorized, "not yet logged in at auth"));
+    copy = false;
+    if (!sig) {
+      auto refused = co_await refuse_segment(ctx, sig.err());
+      if (refused) {
+        co_return std::move(*refused);
+      }
+      copy = true;  // an engine token
+    }
+  }
+  auto key = key_from(ctx);
+  if (!key) {
+    co_return net::error_reply(key.err());
+  }
+  if (!copy && *active_streams >= self->max_streams) {
+    // The director counts consoles between heartbeats by estimate; one sent here beyond the limit
+    // is handed to another engine (which the director may have receive a replica), not refused.
+    if (auto url = co_await engine_elsewhere(*key, false, true, true)) {
+      handoffs->inc();
+      co_return moved_to(*url, ctx);
+    }
+    auto r = net::error_reply(make_error(
+        errc::unavailable, "engine at its stream limit, and no other engine can serve it now"));
+    r.headers.emplace_back("Retry-After", "1");
+    co_return r;
+  }
+  auto file = store->open_segment(*key);
+  if (!file) {
+    auto f = fills.find(*key);
+    if (file.err().code == errc::not_found && f != fills.end()) {
+      co_return co_await serve_filling(ctx, f->second, *key, copy);
+    }
+    co_return net::error_reply(file.err());
+  }
+  last_used[*key] = steady::now();
+  auto info = store->find(*key);
+  uint64_t size = file->size();
+  reply r;
+  segment_headers(r, info ? to_hex(info->sha256) : std::string());
+  net::byte_range range;
+  if (auto refused = apply_range(ctx, r, size, range)) {
+    co_return std::move(*refused);
+  }
+  auto guard =
+      std::make_shared<stream_guard>(std::move(*file), copy ? copy_streams : active_streams,
+                                     streams_by_key, *key);  // a copy takes no console's place
+  int fd = guard->file.fd();
+  r.file = net::file_slice{guard, fd, range.first, range.length};
+  co_return r;
+}
+
+// A console or engine asking for a segment this engine is receiving: it gets the bytes as they
+// arrive (cut-through). Its head waits for the copy's first bytes, so that a copy failing before
+// them sends it elsewhere instead of cutting its reply; a range starting past what has arrived
+// (a seek ahead, claim 21) goes to an engine holding the whole segment, when there is one.
+asio::awaitable<reply> engine_daemon::impl::serve_filling(request_context& ctx,
+                                                          std::shared_ptr<fill> f,
+                                                          const segment_key& key, bool copy) {
+  last_used[key] = steady::now();
+  auto counted =
+      std::make_shared<stream_count>(copy ? copy_streams : active_streams, streams_by_key, key);
+  if (f->servable == 0) {
+    co_await f->wait_beyond(0);
+  }
+  if (f->failure) {
+    co_return co_await send_elsewhere(ctx, key, false, true, f->failure->detail);
+  }
+  reply r;
+  segment_headers(r, to_hex(f->order.sha256));
+  net::byte_range range;
+  if (auto refused = apply_range(ctx, r, f->size, range)) {
+    co_return std::move(*refused);
+  }
+  if (range.first > f->received && !f->ended) {
+    if (auto url = co_await engine_elsewhere(key, true, false)) {
+      co_return moved_to(*url, ctx);
+    }
+  }
+  cut_through_streams->inc();
+  r.stream = net::stream_slice{f, range.first, range.length, counted};
+  co_return r;
+}
+
+// Asks the director for another engine of the station that holds the segment (whole: only a
+// complete copy; get: have one receive it if none holds it; full: this engine is at its stream
+// limit). Its URL, or nullopt.
+asio::awaitable<std::optional<std::string>> engine_daemon::impl::engine_elsewhere(
+    const segment_key& key, bool whole, bool get, bool full) {
+  auto url =
+      fmt::format("{}/v1/programs/{}/segments/{}/holder?exclude={}{}{}{}",
+                  station->director.listen.url(), key.program.str(), key.index.v, self->name.str(),
+                  whole ? "&whole=1" : "", get ? "&get=1" : "", full ? "&full=1" : "");
+  auto res = co_await client->get(url);
+  if (!res || res->status != 200) {
+    co_return std::nullopt;
+  }
+  auto o = api::parse_object(res->body);
+  auto* u = o ? o->if_contains("url") : nullptr;
+  if (!u || !u->is_string()) {
+    co_return std::nullopt;
+  }
+  co_return std::string(u->as_string());
+}
+
+asio::awaitable<reply> engine_daemon::impl::send_elsewhere(request_context& ctx,
+                                                           const segment_key& key, bool whole,
+                                                           bool get, std::string_view why) {
+  if (auto url = co_await engine_elsewhere(key, whole, get)) {
+    co_return moved_to(*url, ctx);
+  }
+  auto r = net::error_reply(make_error(
+      errc::unavailable, fmt::format("the copy of {} failed ({}) and no other engine of station {} "
+                                     "can serve it now",
+                                     key.str(), why, station->name.str())));
+  r.headers.emplace_back("Retry-After", "1");
+  co_return r;
+}
+
+asio::awaitable<reply> engine_daemon::impl::put_segment(request_context& ctx) {
+  auto key = key_from(ctx);
+  if (!key) {
+    co_return net::error_reply(key.err());
+  }
+  auto digest = parse_sha256_hex(ctx.req[api::sha256_header]);
+  if (!digest) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument,
+                   fmt::format("a PUT needs the header {}: <64 hex digits>", api::sha256_header)));
+  }
+  bool had = store->find(*key).has_value();
+  if (!had) {
+    if (auto room = co_await make_room(ctx.req.body().size()); !room) {
+      co_return net::error_reply(room.err());
+    }
+  }
+  auto res = co_await store->put(*key, std::move(ctx.req.body()), *digest);
+  if (!res) {
+    logger->warn("{}: PUT {} refused: {}", self->name.str(), key->str(), res.err().detail);
+    co_return net::error_reply(res.err());
+  }
+  co_return net::json_reply(api::to_json(api::segment_ref{res->key, res->size, res->sha256}),
+                            had ? http::status::ok : http::status::created);
+}
+
+asio::awaitable<reply> engine_daemon::impl::delete_segment(request_context& ctx) {
+  auto key = key_from(ctx);
+  if (!key) {
+    co_return net::error_reply(key.err());
+  }
+  if (ctx.query_param("if_idle") == "1" && (streaming(*key) || fills.contains(*key))) {
+    // The director dropping an idle replica: not while viewers stream it.
+    co_return net::error_reply(
+        make_error(errc::conflict, key->str() + " is being streamed or received here"));
+  }
+  auto res = co_await store->remove(*key);
+  if (!res) {
+    co_return net::error_reply(res.err());
+  }
+  reply r;
+  r.status = http::status::no_content;
+  co_return r;
+}
+
+asio::awaitable<reply> engine_daemon::impl::list_segments(request_context&) {
+  json::array a;
+  for (auto& s : store->list()) {
+    a.push_back(api::to_json(api::segment_ref{s.key, s.size, s.sha256}));
+  }
+  co_return net::json_reply(json::object{{"engine", self->name.str()}, {"segments", a}});
+}
+
+asio::awaitable<reply> engine_daemon::impl::preload(request_context& ctx) {
+  auto order = api::decode<api::preload_order>(ctx.req.body());
+  if (!order) {
+    co_return net::error_reply(order.err());
+  }
+  auto res = co_await store->preload(order->key);
+  if (!res) {
+    co_return net::error_reply(res.err());
+  }
+  preloads->inc();
+  reply r;
+  r.status = http::status::accepted;
+  r.body = "{}\n";
+  co_return r;
+}
+
+}  // namespace vodgrid::engine
