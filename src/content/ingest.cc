@@ -1,0 +1,356 @@
+// The ingest (claim 2): the request's checks, then provider → packager → home station →
+// registry → schedule. Downloads and packaging run on the job pool; a failure at any step marks the
+// program failed and removes what reached the home station.
+#include <boost/asio/co_spawn.hpp>
+
+#include "content/fetch.h"
+#include "content/impl.h"
+#include "director/loader.h"
+
+namespace vodgrid::content {
+
+namespace {
+
+error bad(std::string why) {
+  return make_error(errc::invalid_argument, std::move(why));
+}
+
+// A string field of 1..max characters, or nullopt.
+std::optional<std::string> string_field(const json::object& body, std::string_view k, size_t max) {
+  auto* v = body.if_contains(k);
+  if (!v || !v->is_string() || v->as_string().empty() || v->as_string().size() > max) {
+    return std::nullopt;
+  }
+  return std::string(v->as_string());
+}
+
+// 'source': an http(s) URL, or an absolute path to a file or folder that exists.
+result<std::string> read_source(const json::object& body) {
+  auto source = string_field(body, "source", 4096);
+  if (!source || source->find('\0') != std::string::npos) {
+    return bad("'source' must name a file, a folder with one playlist, or an http(s) URL");
+  }
+  if (!is_url(*source)) {
+    if (source->find("://") != std::string::npos) {
+      return bad(
+          fmt::format("source {}: only local paths and http(s) URLs are supported", *source));
+    }
+    if (!fs::path(*source).is_absolute()) {
+      return bad("a local source must be an absolute path: " + *source);
+    }
+    std::error_code ec;
+    auto st = fs::status(*source, ec);
+    if (ec || !(fs::is_regular_file(st) || fs::is_directory(st))) {
+      return bad("no such file: " + *source);
+    }
+  }
+  return std::move(*source);
+}
+
+// 'publish_at': absent, null or "now" for now; otherwise an RFC 3339 time not in the past.
+result<wall_clock::time_point> read_publish_at(const json::object& body,
+                                               wall_clock::time_point now) {
+  auto* pa = body.if_contains("publish_at");
+  if (!pa || pa->is_null()) {
+    return now;
+  }
+  if (!pa->is_string()) {
+    return bad("'publish_at' must be \"now\" or an RFC 3339 time");
+  }
+  std::string_view s = pa->as_string();
+  if (s == "now") {
+    return now;
+  }
+  auto t = parse_rfc3339(s);
+  if (!t) {
+    return bad("publish_at: " + t.err().detail);
+  }
+  if (*t < now - std::chrono::seconds(1)) {
+    return bad(fmt::format("publish_at {} is in the past (now is {})", s, format_rfc3339(now)));
+  }
+  return *t;
+}
+
+// 'stations': the targets of the distribution, each a station of the grid.
+result<std::vector<std::string>> read_stations(const json::object& body, const grid_config& grid) {
+  std::vector<std::string> targets;
+  auto* st = body.if_contains("stations");
+  if (!st || st->is_null()) {
+    return targets;
+  }
+  if (!st->is_array() || st->as_array().size() > 1000) {
+    return bad("'stations' must be an array of station names");
+  }
+  for (auto& s : st->as_array()) {
+    if (!s.is_string() || !grid.find_station(s.as_string())) {
+      return bad(fmt::format("'stations': no station {} in the grid",
+                             s.is_string() ? std::string(s.as_string()) : "(not a string)"));
+    }
+    targets.emplace_back(s.as_string());
+  }
+  if (!targets.empty() && !grid.registry) {
+    return bad("'stations' needs a grid with a registry");
+  }
+  return targets;
+}
+
+}  // namespace
+
+result<ingest_request> parse_ingest_request(const json::object& body, const grid_config& grid,
+                                            wall_clock::time_point now) {
+  program_record p;
+  auto id = string_field(body, "id", 64);
+  if (!id || !program_id::parse(*id)) {
+    return bad("'id' must be 1-64 characters of [A-Za-z0-9_-]");
+  }
+  p.id = *program_id::parse(*id);
+  auto title = string_field(body, "title", 512);
+  if (!title) {
+    return bad("'title' must be a string of 1-512 characters");
+  }
+  p.title = *title;
+  auto source = read_source(body);
+  if (!source) {
+    return source.err();
+  }
+  p.source = std::move(*source);
+  p.created_at = p.updated_at = now;
+  auto publish_at = read_publish_at(body, now);
+  if (!publish_at) {
+    return publish_at.err();
+  }
+  p.publish_at = *publish_at;
+  auto targets = read_stations(body, grid);
+  if (!targets) {
+    return targets.err();
+  }
+  p.targets = std::move(*targets);
+  if (auto* pf = body.if_contains("prefetch"); pf && !pf->is_null()) {
+    if (!pf->is_int64() || pf->as_int64() < 0) {
+      return bad("'prefetch' must be a count of segments");
+    }
+    p.prefetch = static_cast<uint32_t>(std::min<int64_t>(pf->as_int64(), segment_index::max));
+  }
+  double target_seconds = 4;
+  if (auto* ts = body.if_contains("target_seconds"); ts && !ts->is_null()) {
+    if (!ts->is_number() || ts->to_number<double>() < 0.5 || ts->to_number<double>() > 60) {
+      return bad("'target_seconds' must be within 0.5..60");
+    }
+    target_seconds = ts->to_number<double>();
+  }
+  return ingest_request{std::move(p), target_seconds};
+}
+
+// Downloads the program's source into `work` when it is remote or an HLS playlist (joined into one
+// transport stream); the file the packager reads.
+asio::awaitable<result<std::string>> content_manager::impl::fetch_source(program_record p,
+                                                                         fs::path work) {
+  download_options dl;
+  auto id = p.id;
+  dl.progress = [this, id](uint64_t done, uint64_t total) {
+    set_progress(id,
+                 {"downloading", static_cast<double>(done), static_cast<double>(total), "bytes"});
+    return !cancel.load();
+  };
+  std::string input = p.source;
+  bool playlist = is_playlist(p.source);
+  if (!is_url(p.source) && fs::is_directory(p.source)) {
+    // A folder holding one playlist: an HLS program packaged elsewhere.
+    std::vector<fs::path> found;
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(p.source, ec)) {
+      if (is_playlist(e.path().string())) {
+        found.push_back(e.path());
+      }
+    }
+    if (found.size() != 1) {
+      co_return make_error(errc::invalid_argument,
+                           fmt::format("{}: a folder source must hold exactly one .m3u8 ({} found)",
+                                       p.source, found.size()));
+    }
+    input = found.front().string();
+    playlist = true;
+  }
+  if (playlist) {
+    auto hls_progress = [this, id](uint64_t done, uint64_t total) {
+      set_progress(
+          id, {"downloading", static_cast<double>(done), static_cast<double>(total), "segments"});
+      return !cancel.load();
+    };
+    download_options ho = dl;
+    ho.progress = hls_progress;
+    auto joined = work / "source.ts";
+    auto got = co_await on_jobs([&] { return fetch_hls(input, joined, ho); });
+    if (!got) {
+      co_return got.err();
+    }
+    input = joined.string();
+  } else if (is_url(p.source)) {
+    auto file = work / "source";
+    auto got = co_await on_jobs([&] { return download(p.source, file, dl); });
+    if (!got) {
+      co_return got.err();
+    }
+    if (got->resumes > 0) {
+      logger->info("program {}: download resumed {} times", p.id.str(), got->resumes);
+    }
+    input = file.string();
+  }
+  co_return input;
+}
+
+asio::awaitable<result<package_result>> content_manager::impl::fetch_and_package(
+    const program_record& p, const fs::path& work, double target_seconds) {
+  auto input = co_await fetch_source(p, work);
+  if (!input) {
+    co_return input.err();
+  }
+  auto id = p.id;
+  package_options po;
+  po.input = *input;
+  po.out_dir = work / "hls";
+  po.target_seconds = target_seconds;
+  po.durable = false;  // a scratch folder: the engines keep the segments durably
+  uint64_t smallest = UINT64_MAX;
+  for (auto& e : home().engines) {
+    smallest = std::min(smallest, e.max_segment_bytes);
+  }
+  po.max_segment_bytes = smallest;
+  po.progress = [this, id](double done, double total) {
+    set_progress(id, {"packaging", done, total, "seconds"});
+  };
+  set_progress(id, {"packaging", 0, 0, "seconds"});
+  co_return co_await on_jobs([&] { return package(po); });
+}
+
+asio::awaitable<void> content_manager::impl::ingest(program_record p, double target_seconds) {
+  auto work = grid.content->work_dir / p.id.str();
+  std::error_code ec;
+  fs::remove_all(work, ec);
+  fs::create_directories(work, ec);
+  ingests->inc();
+  auto packaged = co_await fetch_and_package(p, work, target_seconds);
+  if (!packaged) {
+    co_await fail(p.id, packaged.err().detail, false);
+    fs::remove_all(work, ec);
+    --background;
+    co_return;
+  }
+  p.duration = packaged->duration;
+  p.video_codec = packaged->video_codec;
+  p.audio_codec = packaged->audio_codec;
+  p.width = packaged->width;
+  p.height = packaged->height;
+  p.bitrate = packaged->bitrate;
+  p.video_frames = packaged->video_frames;
+  for (auto& s : packaged->segments) {
+    p.segments.push_back({segment_index{s.index}, s.duration, s.size, s.sha256});
+  }
+  auto recorded = co_await db->run([&](db::connection&) { return cat->set_packaged(p); });
+  if (!recorded) {
+    co_await fail(p.id, recorded.err().detail, false);
+    fs::remove_all(work, ec);
+    --background;
+    co_return;
+  }
+  // Into the home station, inactive until its publish time; then the registry.
+  auto manifest = co_await load_into_home(p, work);
+  fs::remove_all(work, ec);  // the station holds the segments now (or nothing, on failure)
+  if (!manifest) {
+    co_await fail(p.id, "loading into the home station: " + manifest.err().detail, false);
+    --background;
+    co_return;
+  }
+  if (auto distributed = co_await distribute(p, *manifest); !distributed) {
+    co_await fail(p.id, distributed.err().detail, true);
+    --background;
+    co_return;
+  }
+  auto st = co_await change(p.id, program_state::inactive,
+                            fmt::format("publishes at {}", format_rfc3339(p.publish_at)));
+  {
+    std::lock_guard lock(progress_mu);
+    progress.erase(p.id);
+  }
+  if (!st) {
+    logger->error("program {}: {}", p.id.str(), st.err().detail);
+    --background;
+    co_return;
+  }
+  logger->info("program {}: {} segments, {:.1f} s in the home station; publishes at {}", p.id.str(),
+               p.segments.size(), p.duration, format_rfc3339(p.publish_at));
+  if (!stopping) {
+    schedule_publish(p.id, p.publish_at);
+  }
+  --background;
+}
+
+// Loads the packaged program from `work` into the home station, inactive until its publish time.
+asio::awaitable<result<api::program_manifest>> content_manager::impl::load_into_home(
+    program_record p, fs::path work) {
+  director::load_request lr;
+  lr.director_url = home().director.listen.url();
+  lr.id = p.id;
+  lr.title = p.title;
+  lr.source = (work / "hls").string();
+  lr.availability = std::string(api::availability_inactive);
+  lr.publish_at = format_rfc3339(p.publish_at);
+  auto id = p.id;
+  lr.progress = [this, id](size_t done, size_t total) {
+    set_progress(id,
+                 {"loading", static_cast<double>(done), static_cast<double>(total), "segments"});
+  };
+  set_progress(id, {"loading", 0, static_cast<double>(p.segments.size()), "segments"});
+  net::client_options co;
+  co.request_timeout = std::chrono::seconds(60);
+  co.bearer = [this] { return auth ? auth->token() : std::string(); };
+  net::http_client loader_client(io.get_executor(), co);
+  co_return co_await director::load_program(loader_client, lr);
+}
+
+// Claim 11: the distribution parameters go to the registry, which pre-positions the program.
+// Nothing to do in a grid without a registry.
+asio::awaitable<status> content_manager::impl::distribute(program_record p,
+                                                          api::program_manifest manifest) {
+  if (!grid.registry) {
+    co_return status{};
+  }
+  api::distribution d{std::move(manifest), p.targets, p.prefetch};
+  d.manifest.state.clear();
+  auto r = co_await client->send_json(
+      http::verb::put, fmt::format("{}/v1/programs/{}", grid.registry->listen.url(), p.id.str()),
+      json::serialize(api::to_json(d)));
+  if (!r || r->status != 200) {
+    co_return make_error(errc::unavailable,
+                         fmt::format("the registry refused the distribution: {}",
+                                     r ? fmt::format("{} {}", r->status, r->body)
+                                       : r.err().detail));
+  }
+  co_return status{};
+}
+
+asio::awaitable<void> content_manager::impl::fail(program_id id, std::string reason, bool loaded) {
+  failures->inc();
+  logger->warn("program {}: failed: {}", id.str(), reason);
+  if (loaded) {
+    co_await remove_from_home(id);
+  }
+  auto st = co_await change(id, program_state::failed, reason);
+  if (!st) {
+    logger->error("program {}: cannot record the failure: {}", id.str(), st.err().detail);
+  }
+  std::lock_guard lock(progress_mu);
+  progress.erase(id);
+}
+
+asio::awaitable<void> content_manager::impl::remove_from_home(program_id id) {
+  auto r = co_await client->request(
+      http::verb::delete_,
+      fmt::format("{}/v1/programs/{}", home().director.listen.url(), id.str()));
+  if (!r || (r->status != 204 && r->status != 404)) {
+    logger->warn("program {}: could not be removed from the home station: {}", id.str(),
+                 r ? std::to_string(r->status) : r.err().detail);
+  }
+}
+
+}  // namespace vodgrid::content

@@ -1,0 +1,142 @@
+// Unit tests of the content manager's pure decisions: the checks of an ingest request, the
+// stations a publish or withdrawal must reach, and the pause between push rounds.
+#include <gtest/gtest.h>
+
+#include <boost/json/parse.hpp>
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "content/decisions.h"
+
+namespace vodgrid::content {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+station_config station(std::string_view name, bool home = false) {
+  station_config s;
+  s.name = *station_id::parse(name);
+  s.home = home;
+  return s;
+}
+
+grid_config grid(bool with_registry) {
+  grid_config g;
+  g.stations = {station("home", true), station("north"), station("south")};
+  if (with_registry) {
+    g.registry = registry_config{};
+  }
+  return g;
+}
+
+const wall_clock::time_point now = *parse_rfc3339("2030-01-01T12:00:00Z");
+
+result<ingest_request> parse(std::string_view body, bool with_registry = true) {
+  return parse_ingest_request(json::parse(body).as_object(), grid(with_registry), now);
+}
+
+std::string local_source() {
+  return std::filesystem::temp_directory_path().string();  // exists: a folder is a source
+}
+
+std::string body_with(std::string_view extra) {
+  return fmt::format(R"({{"id": "p1", "title": "T", "source": "{}"{}}})", local_source(), extra);
+}
+
+TEST(ParseIngestRequest, TakesAMinimalRequestWithItsDefaults) {
+  auto r = parse(body_with(""));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->program.id.str(), "p1");
+  EXPECT_EQ(r->program.title, "T");
+  EXPECT_EQ(r->program.source, local_source());
+  EXPECT_EQ(r->program.publish_at, now);
+  EXPECT_EQ(r->program.created_at, now);
+  EXPECT_TRUE(r->program.targets.empty());
+  EXPECT_EQ(r->target_seconds, 4);
+}
+
+TEST(ParseIngestRequest, TakesEveryOptionalField) {
+  auto r = parse(body_with(R"(, "publish_at": "2030-01-02T00:00:00Z", "stations": ["north"],
+                              "prefetch": 3, "target_seconds": 6)"));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->program.publish_at, *parse_rfc3339("2030-01-02T00:00:00Z"));
+  EXPECT_EQ(r->program.targets, std::vector<std::string>{"north"});
+  EXPECT_EQ(r->program.prefetch, 3u);
+  EXPECT_EQ(r->target_seconds, 6);
+}
+
+TEST(ParseIngestRequest, RefusesBadFieldsSayingWhich) {
+  auto why = [](std::string_view body, bool reg = true) {
+    auto r = parse(body, reg);
+    EXPECT_FALSE(r);
+    return r ? std::string() : r.err().detail;
+  };
+  EXPECT_NE(why(R"({"id": "a/b", "title": "T", "source": "/x"})").find("'id'"), std::string::npos);
+  EXPECT_NE(why(R"({"id": "p", "source": "/x"})").find("'title'"), std::string::npos);
+  EXPECT_NE(why(R"({"id": "p", "title": "T", "source": "ftp://h/x"})").find("only local paths"),
+            std::string::npos);
+  EXPECT_NE(why(R"({"id": "p", "title": "T", "source": "relative/x"})").find("absolute path"),
+            std::string::npos);
+  EXPECT_NE(why(R"({"id": "p", "title": "T", "source": "/no/such/file/here"})").find("no such file"),
+            std::string::npos);
+  EXPECT_NE(why(body_with(R"(, "publish_at": "2029-01-01T00:00:00Z")")).find("in the past"),
+            std::string::npos);
+  EXPECT_NE(why(body_with(R"(, "stations": ["west"])")).find("no station west"),
+            std::string::npos);
+  EXPECT_NE(why(body_with(R"(, "stations": ["north"])"), false).find("needs a grid with a registry"),
+            std::string::npos);
+  EXPECT_NE(why(body_with(R"(, "prefetch": -1)")).find("'prefetch'"), std::string::npos);
+  EXPECT_NE(why(body_with(R"(, "target_seconds": 0.1)")).find("0.5..60"), std::string::npos);
+}
+
+TEST(ParseIngestRequest, AnUrlSourceNeedsNoLocalFile) {
+  auto r = parse(R"({"id": "p", "title": "T", "source": "https://example.org/a.mp4"})");
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->program.source, "https://example.org/a.mp4");
+}
+
+program_record program(program_state state, std::vector<std::string> targets = {}) {
+  program_record p;
+  p.id = *program_id::parse("p1");
+  p.state = state;
+  p.publish_at = now;
+  p.targets = std::move(targets);
+  return p;
+}
+
+TEST(ChangeFor, TellsEveryStationAndTheRegistryWithTheTargetsAsHolders) {
+  auto c = change_for(program(program_state::published, {"north"}), grid(true));
+  EXPECT_EQ(c.change.availability, api::availability_published);
+  EXPECT_EQ(c.change.publish_at, format_rfc3339(now));
+  EXPECT_EQ(c.stations, (std::set<std::string>{"home", "north", "south"}));
+  EXPECT_EQ(c.holders, (std::set<std::string>{"home", "north"}));
+  EXPECT_TRUE(c.registry);
+  EXPECT_EQ(c.attempts, 0);
+}
+
+TEST(ChangeFor, NoTargetsMeansEveryStationHoldsIt) {
+  auto c = change_for(program(program_state::withdrawn), grid(true));
+  EXPECT_EQ(c.change.availability, api::availability_withdrawn);
+  EXPECT_EQ(c.holders, (std::set<std::string>{"home", "north", "south"}));
+}
+
+TEST(ChangeFor, WithoutARegistryOnlyTheHomeHoldsIt) {
+  auto c = change_for(program(program_state::inactive, {"north"}), grid(false));
+  EXPECT_EQ(c.change.availability, api::availability_inactive);
+  EXPECT_EQ(c.stations, (std::set<std::string>{"home", "north", "south"}));
+  EXPECT_EQ(c.holders, std::set<std::string>{"home"});
+  EXPECT_FALSE(c.registry);
+}
+
+TEST(PushRetryDelay, DoublesFromATenthOfASecondUpToFiveSeconds) {
+  EXPECT_EQ(push_retry_delay(0), 100ms);
+  EXPECT_EQ(push_retry_delay(1), 200ms);
+  EXPECT_EQ(push_retry_delay(5), 3200ms);
+  EXPECT_EQ(push_retry_delay(6), 5000ms);
+  EXPECT_EQ(push_retry_delay(100), 5000ms);
+}
+
+}  // namespace
+}  // namespace vodgrid::content
