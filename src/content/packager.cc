@@ -1,42 +1,36 @@
 // The packager: one libavformat demuxer in, H.264/H.265 converted to Annex B by the mp4toannexb
 // bitstream filters, and one MPEG-TS muxer whose output is switched from file to file at the cut
 // points (as FFmpeg's own HLS muxer does), so timestamps and continuity counters run on across
-// segments and the segments concatenate into one valid transport stream.
+// segments and the segments concatenate into one valid transport stream. This file holds the run:
+// probing and checking the input, remuxing and cutting; the FFmpeg glue is ffmpeg.h, the segment
+// files, the muxer's sink and the playlist text segment_writer.h.
 #include "content/packager.h"
-
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstdarg>
 #include <cstring>
 #include <deque>
 #include <fstream>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <optional>
 
 #include "base/fs.h"
 #include "base/ids.h"
-#include "base/log.h"
+#include "content/ffmpeg.h"
+#include "content/fetch.h"
+#include "content/segment_writer.h"
 
 extern "C" {
-#include <libavcodec/avcodec.h>
 #include <libavcodec/bsf.h>
 #include <libavformat/avformat.h>
 #include <libavformat/avio.h>
-#include <libavutil/avutil.h>
 #include <libavutil/opt.h>
 }
 
 namespace vodgrid::content {
-
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -44,250 +38,10 @@ constexpr double max_leading_seconds = 10;  // video before the first keyframe t
 constexpr size_t max_held_audio = 4096;     // audio packets held back until the first keyframe
 constexpr double truncation_slack = 1.0;    // seconds the video may end before the stated end
 constexpr int io_buffer_size = 1 << 16;
-constexpr int max_forwarded_messages = 50;  // FFmpeg messages logged per packaging run
 
 // Demuxers accepted, by FFmpeg's name: MP4 (and its QuickTime family), Matroska, MPEG-TS.
 constexpr std::string_view accepted_containers[] = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm",
                                                     "mpegts"};
-
-std::shared_ptr<spdlog::logger> logger() {
-  static auto l = log::get("content");
-  return l;
-}
-
-bool is_url(std::string_view s) {
-  return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0;
-}
-
-std::string av_text(int err) {
-  char buf[AV_ERROR_MAX_STRING_SIZE] = {};
-  av_strerror(err, buf, sizeof buf);
-  return buf;
-}
-
-// FFmpeg gives the reason for many failures ("moov atom not found") only to its log. While a
-// packaging runs on a thread, the log callback keeps the last error logged there.
-struct av_capture {
-  std::string last_error;
-  int forwarded = 0;
-};
-thread_local av_capture* t_capture = nullptr;
-
-void on_av_log(void* avcl, int level, const char* format, va_list vl) {
-  if (level > AV_LOG_WARNING) {
-    return;
-  }
-  char line[1024];
-  int print_prefix = 0;
-  va_list copy;
-  va_copy(copy, vl);
-  av_log_format_line2(avcl, level, format, copy, line, sizeof line, &print_prefix);
-  va_end(copy);
-  std::string_view msg(line);
-  while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\r' || msg.back() == ' ')) {
-    msg.remove_suffix(1);
-  }
-  if (msg.empty()) {
-    return;
-  }
-  const char* who = "ffmpeg";
-  if (avcl != nullptr) {
-    const AVClass* cls = *static_cast<const AVClass**>(avcl);
-    if (cls != nullptr && cls->item_name != nullptr) {
-      who = cls->item_name(avcl);
-    }
-  }
-  // Debug only: what fails a packaging reaches the caller in its error, and what does not (a
-  // decoder probing a stream that starts mid-GOP) is noise.
-  if (t_capture != nullptr) {
-    if (level <= AV_LOG_ERROR) {
-      t_capture->last_error = std::string(msg);
-    }
-    if (++t_capture->forwarded > max_forwarded_messages) {
-      return;  // a damaged stream can make a decoder complain once per frame
-    }
-  }
-  logger()->debug("{}: {}", who, msg);
-}
-
-void init_ffmpeg() {
-  static std::once_flag once;
-  std::call_once(once, [] { av_log_set_callback(on_av_log); });
-}
-
-error sys_error(std::string_view what, const fs::path& p) {
-  int e = errno;
-  return make_error(e == ENOSPC ? errc::no_space : errc::io_error,
-                    fmt::format("{} {}: {}", what, p.string(), std::strerror(e)));
-}
-
-struct packet_free {
-  void operator()(AVPacket* p) const { av_packet_free(&p); }
-};
-using packet_ptr = std::unique_ptr<AVPacket, packet_free>;
-
-packet_ptr new_packet() {
-  AVPacket* p = av_packet_alloc();
-  if (p == nullptr) {
-    throw std::bad_alloc();
-  }
-  return packet_ptr(p);
-}
-
-struct dictionary {
-  AVDictionary* d = nullptr;
-  dictionary() = default;
-  dictionary(const dictionary&) = delete;
-  dictionary& operator=(const dictionary&) = delete;
-  ~dictionary() { av_dict_free(&d); }
-};
-
-bool starts_with_start_code(const uint8_t* p, int n) {
-  return (n >= 3 && p[0] == 0 && p[1] == 0 && p[2] == 1) ||
-         (n >= 4 && p[0] == 0 && p[1] == 0 && p[2] == 0 && p[3] == 1);
-}
-
-// True when an Annex B access unit carries a sequence parameter set (H.264 type 7, H.265 33).
-// Emulation prevention keeps 00 00 01 out of NAL payloads, so every match is a NAL start.
-bool has_sps(const uint8_t* p, int n, AVCodecID codec) {
-  for (int i = 0; i + 3 < n; ++i) {
-    if (p[i] == 0 && p[i + 1] == 0 && p[i + 2] == 1) {
-      uint8_t h = p[i + 3];
-      if (codec == AV_CODEC_ID_H264 ? (h & 0x1f) == 7 : ((h >> 1) & 0x3f) == 33) {
-        return true;
-      }
-      i += 2;
-    }
-  }
-  return false;
-}
-
-// One segment being written: the muxer's bytes go to a temporary file and into the digest; commit
-// makes it durable under its final name. A segment never committed is unlinked.
-class segment_file {
- public:
-  segment_file(const fs::path& dir, uint32_t index, bool durable)
-      : durable_(durable),
-        index_(index),
-        name_(fmt::format("seg{:05d}.ts", index)),
-        final_(dir / name_),
-        tmp_(dir / ("." + name_ + ".tmp")) {}
-  segment_file(const segment_file&) = delete;
-  segment_file& operator=(const segment_file&) = delete;
-  ~segment_file() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-      ::unlink(tmp_.c_str());
-    }
-  }
-
-  status open() {
-    fd_ = ::open(tmp_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
-    if (fd_ < 0) {
-      return sys_error("create", tmp_);
-    }
-    return {};
-  }
-
-  uint32_t index() const { return index_; }
-  uint64_t size() const { return size_; }
-
-  status write(const uint8_t* p, size_t n) {
-    hasher_.update(std::string_view(reinterpret_cast<const char*>(p), n));
-    size_ += n;
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) {
-        continue;
-      }
-      if (w <= 0) {
-        return sys_error("write", tmp_);
-      }
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-    return {};
-  }
-
-  result<packaged_segment> commit(double duration) {
-    if (durable_ && ::fsync(fd_) != 0) {
-      return sys_error("fsync", tmp_);
-    }
-    int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) {
-      auto e = sys_error("close", tmp_);
-      ::unlink(tmp_.c_str());
-      return e;
-    }
-    if (::rename(tmp_.c_str(), final_.c_str()) != 0) {
-      auto e = sys_error("rename", tmp_);
-      ::unlink(tmp_.c_str());
-      return e;
-    }
-    return packaged_segment{index_, duration, size_, hasher_.finish(), name_};
-  }
-
-  const fs::path& final_path() const { return final_; }
-
- private:
-  bool durable_;
-  uint32_t index_;
-  std::string name_;
-  fs::path final_;
-  fs::path tmp_;
-  int fd_ = -1;
-  uint64_t size_ = 0;
-  sha256_hasher hasher_;
-};
-
-#if LIBAVFORMAT_VERSION_MAJOR >= 61
-using avio_write_buffer = const uint8_t*;  // FFmpeg 7 made the write callback's buffer const
-#else
-using avio_write_buffer = uint8_t*;
-#endif
-
-// The muxer's output: the current segment file, within the size limits. It keeps the first
-// failure, since FFmpeg passes on only an AVERROR.
-struct segment_sink {
-  std::unique_ptr<segment_file> current;
-  uint64_t committed_bytes = 0;  // of the finished segments
-  uint64_t max_segment = 0;
-  uint64_t max_total = 0;
-  std::optional<error> failure;
-
-  int write(const uint8_t* buf, int size) {
-    if (failure) {
-      return AVERROR(EIO);
-    }
-    if (!current) {
-      failure = make_error(errc::internal, "the muxer wrote between segments");
-      return AVERROR(EIO);
-    }
-    auto n = static_cast<uint64_t>(size);
-    if (current->size() + n > max_segment) {
-      failure = make_error(errc::too_large,
-                           fmt::format("segment {} would exceed {} bytes: the input's keyframes "
-                                       "are too far apart for max_segment_bytes",
-                                       current->index(), max_segment));
-      return AVERROR(EFBIG);
-    }
-    if (committed_bytes + current->size() + n > max_total) {
-      failure = make_error(errc::too_large,
-                           fmt::format("the program would exceed {} bytes (max_bytes)", max_total));
-      return AVERROR(EFBIG);
-    }
-    if (auto st = current->write(buf, n); !st) {
-      failure = st.err();
-      return AVERROR(EIO);
-    }
-    return size;
-  }
-
-  static int write_cb(void* opaque, avio_write_buffer buf, int size) {
-    return static_cast<segment_sink*>(opaque)->write(buf, size);
-  }
-};
 
 // One packaging run. Owns every FFmpeg object it makes and, until it succeeds, every file.
 class packager {
@@ -859,20 +613,7 @@ status packager::check_complete() const {
 }
 
 status packager::write_playlist() {
-  double longest = 0;
-  for (auto& s : segments_) {
-    longest = std::max(longest, s.duration);
-  }
-  // RFC 8216: each EXTINF rounded to the nearest integer must not exceed the target duration.
-  auto target = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(longest - 1e-6)));
-  std::string text = fmt::format(
-      "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n"
-      "#EXT-X-PLAYLIST-TYPE:VOD\n",
-      target);
-  for (auto& s : segments_) {
-    text += fmt::format("#EXTINF:{:.6f},\n{}\n", s.duration, s.file);
-  }
-  text += "#EXT-X-ENDLIST\n";
+  std::string text = vod_playlist_text(segments_);
   auto path = o_.out_dir / "index.m3u8";
   // Durable: temporary file, fsync, rename, then an fsync of the folder, which also makes the
   // segments' renames durable. Otherwise the same, without the fsyncs: still never a torn file
@@ -921,7 +662,7 @@ result<package_result> packager::run() {
   res.video_frames = frames_;
   res.playlist = o_.out_dir / "index.m3u8";
   done_ = true;
-  logger()->info("packaged {} into {}: {} segments, {:.2f} s, {} {}x{}{}{}, {} frames", o_.input,
+  packager_logger()->info("packaged {} into {}: {} segments, {:.2f} s, {} {}x{}{}{}, {} frames", o_.input,
                  o_.out_dir.string(), res.segments.size(), res.duration, res.video_codec, res.width,
                  res.height, res.audio_codec.empty() ? "" : " + ", res.audio_codec,
                  res.video_frames);
