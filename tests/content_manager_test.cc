@@ -2,8 +2,8 @@
 // stations a publish or withdrawal must reach, and the pause between push rounds.
 #include <gtest/gtest.h>
 
-#include <boost/json/parse.hpp>
 #include <fmt/format.h>
+#include <boost/json/parse.hpp>
 
 #include <filesystem>
 
@@ -79,14 +79,15 @@ TEST(ParseIngestRequest, RefusesBadFieldsSayingWhich) {
             std::string::npos);
   EXPECT_NE(why(R"({"id": "p", "title": "T", "source": "relative/x"})").find("absolute path"),
             std::string::npos);
-  EXPECT_NE(why(R"({"id": "p", "title": "T", "source": "/no/such/file/here"})").find("no such file"),
-            std::string::npos);
+  EXPECT_NE(
+      why(R"({"id": "p", "title": "T", "source": "/no/such/file/here"})").find("no such file"),
+      std::string::npos);
   EXPECT_NE(why(body_with(R"(, "publish_at": "2029-01-01T00:00:00Z")")).find("in the past"),
             std::string::npos);
-  EXPECT_NE(why(body_with(R"(, "stations": ["west"])")).find("no station west"),
-            std::string::npos);
-  EXPECT_NE(why(body_with(R"(, "stations": ["north"])"), false).find("needs a grid with a registry"),
-            std::string::npos);
+  EXPECT_NE(why(body_with(R"(, "stations": ["west"])")).find("no station west"), std::string::npos);
+  EXPECT_NE(
+      why(body_with(R"(, "stations": ["north"])"), false).find("needs a grid with a registry"),
+      std::string::npos);
   EXPECT_NE(why(body_with(R"(, "prefetch": -1)")).find("'prefetch'"), std::string::npos);
   EXPECT_NE(why(body_with(R"(, "target_seconds": 0.1)")).find("0.5..60"), std::string::npos);
 }

@@ -321,10 +321,9 @@ asio::awaitable<status> content_manager::impl::distribute(program_record p,
       http::verb::put, fmt::format("{}/v1/programs/{}", grid.registry->listen.url(), p.id.str()),
       json::serialize(api::to_json(d)));
   if (!r || r->status != 200) {
-    co_return make_error(errc::unavailable,
-                         fmt::format("the registry refused the distribution: {}",
-                                     r ? fmt::format("{} {}", r->status, r->body)
-                                       : r.err().detail));
+    co_return make_error(errc::unavailable, fmt::format("the registry refused the distribution: {}",
+                                                        r ? fmt::format("{} {}", r->status, r->body)
+                                                          : r.err().detail));
   }
   co_return status{};
 }

@@ -133,7 +133,6 @@ asio::awaitable<std::set<std::string>> content_manager::impl::push_round(program
   co_return c.stations;
 }
 
-
 asio::awaitable<void> content_manager::impl::push_loop() {
   while (!pending.empty() && !stopping) {
     std::vector<program_id> ids;

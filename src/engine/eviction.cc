@@ -24,8 +24,7 @@ uint64_t bytes_over_budget(const disk_space& space, uint64_t want, uint64_t max_
 }
 
 std::vector<segment_key> eviction_offer(std::vector<eviction_candidate> held, uint64_t over) {
-  std::sort(held.begin(), held.end(),
-            [](auto& a, auto& b) { return a.last_used < b.last_used; });
+  std::sort(held.begin(), held.end(), [](auto& a, auto& b) { return a.last_used < b.last_used; });
   std::vector<segment_key> offer;
   uint64_t offered_bytes = 0;
   for (auto& c : held) {
@@ -80,8 +79,7 @@ uint64_t engine_daemon::impl::bytes_over(uint64_t bytes) const {
     }
   }
   auto t = store::totals(store->stats());  // a statvfs per directory
-  return bytes_over_budget({t.used_bytes, t.free_bytes, t.total_bytes}, want,
-                           self->max_disk_bytes);
+  return bytes_over_budget({t.used_bytes, t.free_bytes, t.total_bytes}, want, self->max_disk_bytes);
 }
 
 // Offers the director the segments that could go to free `over` bytes; the ones it allows.
@@ -90,8 +88,8 @@ asio::awaitable<std::vector<segment_key>> engine_daemon::impl::evictions_allowed
   for (auto& s : store->list()) {
     auto it = last_used.find(s.key);
     // Segments never asked for count as oldest.
-    held.push_back({s.key, s.size,
-                    it == last_used.end() ? steady::time_point{} : it->second, streaming(s.key)});
+    held.push_back({s.key, s.size, it == last_used.end() ? steady::time_point{} : it->second,
+                    streaming(s.key)});
   }
   api::eviction_request offer{over, eviction_offer(std::move(held), over)};
   auto res = co_await client->send_json(
@@ -111,8 +109,7 @@ asio::awaitable<std::vector<segment_key>> engine_daemon::impl::evictions_allowed
 }
 
 // Removes allowed segments until `over` bytes are freed.
-asio::awaitable<void> engine_daemon::impl::evict(std::vector<segment_key> allowed,
-                                                 uint64_t over) {
+asio::awaitable<void> engine_daemon::impl::evict(std::vector<segment_key> allowed, uint64_t over) {
   uint64_t freed = 0;
   for (auto& key : allowed) {
     if (freed >= over) {

@@ -127,9 +127,8 @@ asio::awaitable<std::string> engine_daemon::impl::copy_from(std::shared_ptr<fill
   std::optional<std::string> refused;
   net::http_client::body_sink sink;
   sink.on_head = [&](const net::client_response& h) -> result<std::span<char>> {
-    uint64_t total =
-        announced_size(h.status, h.header("Content-Length"), h.header("Content-Range"), base,
-                       f->size);
+    uint64_t total = announced_size(h.status, h.header("Content-Length"), h.header("Content-Range"),
+                                    base, f->size);
     if (total == 0 || (f->size > 0 && total != f->size) || total > self->max_segment_bytes) {
       refused = fmt::format("{} answered {} ({} bytes) for {}", src, h.status, total, key.str());
       return make_error(errc::protocol_error, *refused);

@@ -159,7 +159,7 @@ struct engine_daemon::impl {
   result<std::shared_ptr<fill>> start_fill(const api::fetch_order& order);
   asio::awaitable<void> run_fill(std::shared_ptr<fill> f);
   asio::awaitable<std::string> copy_from(std::shared_ptr<fill> f, std::string src,
-                                             std::string last);
+                                         std::string last);
   asio::awaitable<void> finish_fill(std::shared_ptr<fill> f, std::string last);
 
   // eviction.cc
