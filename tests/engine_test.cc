@@ -1,5 +1,5 @@
-// Unit tests of the engine's pure decisions: the disk budget, the eviction offer to the director,
-// and the size a source's reply announces for a copy.
+// Unit tests of the engine's pure decisions: the range a segment request gets, the stream limit,
+// the disk budget, the eviction offer to the director, and the size a source's reply announces.
 #include <gtest/gtest.h>
 
 #include "engine/decisions.h"
@@ -14,6 +14,34 @@ constexpr uint64_t MiB = 1u << 20;
 
 segment_key key(uint32_t i) {
   return segment_key{*program_id::parse("p"), segment_index{i}};
+}
+
+TEST(SegmentRange, NoRangeHeaderAsksForTheWholeSegment) {
+  EXPECT_EQ(segment_range("", "", "\"e\"", 1000).kind, net::range_kind::none);
+  EXPECT_EQ(segment_range("", "\"e\"", "\"e\"", 1000).kind, net::range_kind::none);
+}
+
+TEST(SegmentRange, ARangeIsDecidedOnTheSegmentSize) {
+  auto d = segment_range("bytes=100-199", "", "\"e\"", 1000);
+  EXPECT_EQ(d.kind, net::range_kind::satisfiable);
+  EXPECT_EQ(d.range.first, 100u);
+  EXPECT_EQ(d.range.length, 100u);
+  EXPECT_EQ(segment_range("bytes=1000-", "", "\"e\"", 1000).kind, net::range_kind::unsatisfiable);
+}
+
+TEST(SegmentRange, IfRangeWithOurValidatorKeepsTheRangeAndAnotherAsksForTheWhole) {
+  EXPECT_EQ(segment_range("bytes=0-9", "\"e\"", "\"e\"", 1000).kind, net::range_kind::satisfiable);
+  EXPECT_EQ(segment_range("bytes=0-9", "\"other\"", "\"e\"", 1000).kind, net::range_kind::none);
+  // Even an unsatisfiable range: the validator does not match, so the whole segment is sent.
+  EXPECT_EQ(segment_range("bytes=5000-", "\"other\"", "\"e\"", 1000).kind, net::range_kind::none);
+}
+
+TEST(AtStreamLimit, ConsolesStopAtTheLimitCopiesNever) {
+  EXPECT_FALSE(at_stream_limit(false, 9, 10));
+  EXPECT_TRUE(at_stream_limit(false, 10, 10));
+  EXPECT_TRUE(at_stream_limit(false, 11, 10));
+  EXPECT_FALSE(at_stream_limit(true, 10, 10));
+  EXPECT_FALSE(at_stream_limit(true, 500, 10));
 }
 
 TEST(BytesOverBudget, ZeroWhenItFitsUnderTheBudgetAndTheReserve) {

@@ -1,6 +1,7 @@
 // The engine's pure decisions, apart from the daemon so that they can be tested without one:
-// how far a store is over its disk budget, which segments to offer the director for eviction,
-// and whether a source's reply head announces the copy this engine expects.
+// the byte range a segment request gets, whether a console meets the stream limit, how far a store
+// is over its disk budget, which segments to offer the director for eviction, and whether a
+// source's reply head announces the copy this engine expects.
 #pragma once
 
 #include <chrono>
@@ -9,8 +10,19 @@
 #include <vector>
 
 #include "base/ids.h"
+#include "net/range.h"
 
 namespace vodgrid::engine {
+
+// The range a segment request gets (RFC 9110 §14): net::decide_range on its Range header, except
+// that no Range, or an If-Range with another validator than `etag` (§13.1.5), asks for the whole
+// segment (range_kind::none).
+net::range_decision segment_range(std::string_view range, std::string_view if_range,
+                                  std::string_view etag, uint64_t size);
+
+// Whether a request meets the console stream limit: a copy by another engine never does, since it
+// is what relieves the limit.
+bool at_stream_limit(bool copy, uint32_t active_streams, uint32_t max_streams);
 
 // The store's space, summed over its data directories (store::space_totals).
 struct disk_space {

@@ -2,10 +2,23 @@
 // handoff), of a segment arriving (cut-through), PUT, DELETE, the inventory and preload orders; and
 // the URL signature or engine token a GET needs when the grid has an auth server.
 #include "auth/client.h"
+#include "engine/decisions.h"
 #include "engine/impl.h"
 #include "net/range.h"
 
 namespace vodgrid::engine {
+
+net::range_decision segment_range(std::string_view range, std::string_view if_range,
+                                  std::string_view etag, uint64_t size) {
+  if (range.empty() || (!if_range.empty() && if_range != etag)) {
+    return {};
+  }
+  return net::decide_range(range, size);
+}
+
+bool at_stream_limit(bool copy, uint32_t active_streams, uint32_t max_streams) {
+  return !copy && active_streams >= max_streams;
+}
 
 namespace {
 
@@ -90,13 +103,9 @@ namespace {
 std::optional<reply> apply_range(const request_context& ctx, reply& r, uint64_t size,
                                  net::byte_range& range) {
   range = {0, size};
-  auto range_hdr = ctx.req[http::field::range];
-  auto if_range = ctx.req[http::field::if_range];
   std::string_view our_etag = r.headers[1].second;
-  if (range_hdr.empty() || (!if_range.empty() && std::string_view(if_range) != our_etag)) {
-    return std::nullopt;
-  }
-  auto dec = net::decide_range(range_hdr, size);
+  auto dec =
+      segment_range(ctx.req[http::field::range], ctx.req[http::field::if_range], our_etag, size);
   if (dec.kind == net::range_kind::unsatisfiable) {
     auto e = net::error_reply(http::status::range_not_satisfiable, "range_not_satisfiable",
                               fmt::format("the segment has {} bytes", size));
@@ -149,7 +158,7 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
   if (!key) {
     co_return net::error_reply(key.err());
   }
-  if (!copy && *active_streams >= self->max_streams) {
+  if (at_stream_limit(copy, *active_streams, self->max_streams)) {
     // The director counts consoles between heartbeats by estimate; one sent here beyond the limit
     // is handed to another engine (which the director may have receive a replica), not refused.
     if (auto url = co_await engine_elsewhere(*key, false, true, true)) {
