@@ -188,6 +188,15 @@ TEST(Api, AnErrorNamesTheFieldByItsPath) {
             "distribution.manifest.segments[0].size: must be positive");
   EXPECT_EQ(reason_of(decode<availability_change>(R"({"availability":"soon"})")),
             "availability_change.availability: must be inactive, published or withdrawn");
+  // A copy's duration past what a number survives a round trip with (found by fuzz_api_json).
+  auto copy = [](std::string seconds) {
+    return R"({"engine":"e1","url":"u","epoch":1,"seq":1,"load":{"active_streams":0,"max_streams":1},)"
+           R"("copies":[{"program":"p","index":0,"source":"s","bytes":1,"ok":true,"seconds":)" +
+           seconds + "}]}";
+  };
+  EXPECT_EQ(reason_of(decode<heartbeat>(copy("2.5"))), "");
+  EXPECT_NE(reason_of(decode<heartbeat>(copy("5e90"))).find("heartbeat.copies[0].seconds"),
+            std::string::npos);
 }
 
 TEST(Api, TheFirstErrorWins) {
