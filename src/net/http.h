@@ -128,6 +128,7 @@ class http_server {
   // Extra fields for /healthz (e.g. the daemon's role and name); called on each request.
   void set_health(std::function<boost::json::object()> fn) { health_ = std::move(fn); }
   size_t connections() const { return sessions_.size(); }
+  const std::string& name() const { return name_; }
 
  private:
   // One part of a route pattern: a literal, or a capture `{}` followed by `text` (its suffix).
@@ -148,6 +149,19 @@ class http_server {
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> sweep_loop();
   asio::awaitable<void> run_session(tcp::socket sock);
+  // The steps of a request in run_session (server.cc).
+  enum class header_pull { done, would_block };
+  // Parses what the session's buffer holds, then reads what the socket has without blocking,
+  // until the header is complete or malformed or the read fails (done; `rec` says which) or the
+  // socket is empty (would_block). `got_bytes` is set when something was read.
+  static header_pull pull_header(session& s, boost::system::error_code& rec, bool& got_bytes);
+  struct admission {
+    const route_entry* route = nullptr;  // none: a built-in resource, a 404 or a 405
+    uint64_t body_limit = 0;
+    std::optional<reply> refusal;  // when set, the request is refused with it
+  };
+  admission admit(session& s, size_t& last_route) const;
+  asio::awaitable<bool> read_body(session& s, uint64_t limit, bool head);
   // `last`: the index of the route the session matched before, tried first; updated.
   const route_entry* match(http::verb method, std::string_view path,
                            std::vector<std::string>& params, size_t& last) const;

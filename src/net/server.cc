@@ -1,0 +1,394 @@
+// The HTTP server: the accept loop, one coroutine per connection reading requests and calling
+// their handlers, the deadline sweep and the two-phase stop.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+
+#include <algorithm>
+
+#include "base/log.h"
+#include "net/server_internal.h"
+#include "net/target.h"
+
+namespace vodgrid::net {
+
+namespace beast = boost::beast;
+using asio::use_awaitable;
+
+// RFC 9112 §6.1 and §3.2: a request whose Transfer-Encoding does not end in chunked cannot be
+// framed (Beast would read it as bodiless, a request-smuggling vector), and HTTP/1.1 needs a Host.
+// Returns why the request is refused, or nullptr.
+const char* http_server::framing_error(const http::request_header<>& h, bool chunked) {
+  bool transfer_encoding = false;
+  bool host = false;
+  for (auto& f : h) {  // one pass over a few fields: cheaper than two lookups by name
+    transfer_encoding = transfer_encoding || f.name() == http::field::transfer_encoding;
+    host = host || f.name() == http::field::host;
+  }
+  if (transfer_encoding && !chunked) {
+    return "Transfer-Encoding must end in chunked";
+  }
+  if (h.version() >= 11 && !host) {
+    return "an HTTP/1.1 request needs a Host header";
+  }
+  return nullptr;
+}
+
+http_server::http_server(asio::any_io_executor ex, std::string name, server_options opts)
+    : ex_(ex), name_(std::move(name)), opts_(opts), acceptor_(ex), sweep_timer_(ex) {
+  auto shortest =
+      std::min({opts_.header_timeout, opts_.body_timeout, opts_.idle_timeout, opts_.write_timeout});
+  sweep_tick_ = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(5),
+                                                      std::chrono::milliseconds(1000));
+  for (int i = 1; i <= 5; ++i) {
+    requests_total_[i] = &metrics_.counter("vodgrid_http_requests_total", "HTTP requests answered",
+                                           fmt::format("code=\"{}xx\"", i));
+  }
+  bytes_sent_ = &metrics_.counter("vodgrid_http_body_bytes_sent_total", "Reply body bytes sent");
+  file_bytes_sent_ = &metrics_.counter("vodgrid_http_file_bytes_sent_total",
+                                       "Reply body bytes sent from files (segments) with sendfile");
+  metrics_.gauge_fn("vodgrid_http_connections", "Open HTTP connections",
+                    [this] { return static_cast<double>(sessions_.size()); });
+}
+
+http_server::~http_server() = default;
+
+result<uint16_t> http_server::listen(const std::string& host, uint16_t port) {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) {
+    return make_error(errc::invalid_argument, fmt::format("bad listen address {}", host));
+  }
+  tcp::endpoint ep(addr, port);
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) {
+    acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  }
+  if (!ec) {
+    acceptor_.bind(ep, ec);
+  }
+  if (!ec) {
+    acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  }
+  if (ec) {
+    return make_error(errc::unavailable,
+                      fmt::format("cannot listen on {}:{}: {}", host, port, ec.message()));
+  }
+  uint16_t bound = acceptor_.local_endpoint().port();
+  asio::co_spawn(ex_, accept_loop(), asio::detached);
+  return bound;
+}
+
+asio::awaitable<void> http_server::accept_loop() {
+  auto logger = log::get("net");
+  while (!stopping_) {
+    auto [ec, sock] = co_await acceptor_.async_accept(use_tuple);
+    if (ec) {
+      if (stopping_ || ec == asio::error::operation_aborted || !acceptor_.is_open()) {
+        break;
+      }
+      logger->warn("{}: accept failed: {}", name_, ec.message());
+      asio::steady_timer t(ex_, std::chrono::milliseconds(50));  // EMFILE and friends: back off
+      co_await t.async_wait(use_tuple);
+      continue;
+    }
+    if (sessions_.size() >= opts_.max_connections) {
+      sock.close();
+      continue;
+    }
+    sock.set_option(tcp::no_delay(true), ec);
+    asio::co_spawn(ex_, run_session(std::move(sock)), asio::detached);
+  }
+}
+
+// One timer for the deadlines of all connections, instead of a timer armed and cancelled around
+// every read and write (what beast::tcp_stream does, which with its composed operations cost more
+// than the rest of a redirect). Runs while there are sessions.
+asio::awaitable<void> http_server::sweep_loop() {
+  while (!sessions_.empty()) {
+    sweep_timer_.expires_after(sweep_tick_);
+    co_await sweep_timer_.async_wait(use_tuple);
+    auto now = steady::now();
+    for (auto* s : sessions_) {
+      if (s->deadline < now) {
+        boost::system::error_code ec;
+        s->sock->cancel(ec);
+        s->deadline = steady::time_point::max();
+      }
+    }
+  }
+  sweeping_ = false;
+}
+
+namespace {
+
+bool is_parse_error(const boost::system::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_target).category() &&
+         ec != http::error::end_of_stream && ec != http::error::partial_message;
+}
+
+reply too_large(uint64_t limit) {
+  return error_reply(http::status::payload_too_large, "too_large",
+                     fmt::format("the body is limited to {} bytes", limit));
+}
+
+// The reply to a request whose header could not be read, if it gets one: a header over the limit
+// or malformed; nothing when the connection ended or timed out.
+std::optional<reply> header_refusal(const boost::system::error_code& rec) {
+  if (rec == http::error::header_limit) {
+    return error_reply(http::status::request_header_fields_too_large, "header_too_large",
+                       "the request header is too large");
+  }
+  if (is_parse_error(rec)) {
+    return error_reply(http::status::bad_request, "bad_request",
+                       "malformed request: " + rec.message());
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+// Reads straight from the socket (see sweep_loop for why not through beast::tcp_stream).
+http_server::header_pull http_server::pull_header(session& s, boost::system::error_code& rec,
+                                                  bool& got_bytes) {
+  while (true) {
+    if (s.buf.size() > 0) {
+      size_t used = s.parser->put(s.buf.data(), rec);
+      s.buf.consume(used);
+      if (rec != http::error::need_more) {
+        return header_pull::done;  // the header is complete, or malformed
+      }
+      rec = {};
+    }
+    boost::system::error_code r_ec;
+    size_t n = s.sock->read_some(s.buf.prepare(4096), r_ec);  // non-blocking
+    if (r_ec == asio::error::would_block || r_ec == asio::error::try_again) {
+      return header_pull::would_block;
+    }
+    if (r_ec) {
+      if (r_ec == asio::error::eof) {
+        rec = s.parser->got_some() ? http::error::partial_message : http::error::end_of_stream;
+      } else {
+        rec = r_ec;
+      }
+      return header_pull::done;
+    }
+    s.buf.commit(n);
+    got_bytes = true;
+  }
+}
+
+// The route of a request whose header is read, its body limit, or the reply refusing it.
+http_server::admission http_server::admit(session& s, size_t& last_route) const {
+  auto& hdr = s.parser->get();
+  admission a;
+  if (const char* why = framing_error(hdr, s.parser->chunked())) {
+    a.refusal = error_reply(http::status::bad_request, "bad_request", why);
+    return a;
+  }
+  if (!parse_target(hdr.target(), s.ctx)) {
+    a.refusal = error_reply(http::status::bad_request, "bad_request", "malformed request target");
+    return a;
+  }
+  a.route = match(hdr.method(), s.ctx.path, s.ctx.params, last_route);
+  if (!a.route) {
+    s.ctx.params.clear();
+  }
+  a.body_limit = a.route ? a.route->body_limit : opts_.default_body_limit;
+  if (auto cl = s.parser->content_length(); cl && *cl > a.body_limit) {
+    a.refusal = too_large(a.body_limit);
+  }
+  return a;
+}
+
+// Reads the body of an admitted request, answering "100 Continue" first when asked. False if the
+// connection must end (a refusal, if any, is sent).
+asio::awaitable<bool> http_server::read_body(session& s, uint64_t limit, bool head) {
+  s.parser->body_limit(limit);
+  if (beast::iequals(s.parser->get()[http::field::expect], "100-continue")) {
+    s.deadline = steady::now() + opts_.write_timeout;
+    std::array<asio::const_buffer, 2> cont{
+        asio::buffer(std::string_view("HTTP/1.1 100 Continue\r\n\r\n")), {}};
+    auto cec = co_await write_rest(*s.sock, cont, 0, 0, s.deadline, opts_.write_timeout);
+    if (cec) {
+      co_return false;
+    }
+  }
+  s.deadline = steady::now() + opts_.body_timeout;
+  auto [bec, bn] = co_await http::async_read(*s.sock, s.buf, *s.parser, use_tuple);
+  s.deadline = steady::time_point::max();
+  if (bec == http::error::body_limit) {
+    co_await write_reply(s, too_large(limit), head, false);
+    co_return false;
+  }
+  if (bec) {
+    if (is_parse_error(bec)) {
+      co_await write_reply(s,
+                           error_reply(http::status::bad_request, "bad_request",
+                                       "malformed request body: " + bec.message()),
+                           head, false);
+    }
+    co_return false;  // cut short or timed out: nothing was handled
+  }
+  co_return true;
+}
+
+// One connection: requests read, handled and answered in turn. The steps that await on the hot
+// path (the header read, the handler, the reply) stay inline here: a step of its own would be one
+// more coroutine frame per request. Long for that reason.
+asio::awaitable<void> http_server::run_session(tcp::socket sock) {
+  session s;
+  s.sock = &sock;
+  sessions_.push_back(&s);
+  auto self = std::prev(sessions_.end());
+  if (!sweeping_) {
+    sweeping_ = true;
+    asio::co_spawn(ex_, sweep_loop(), asio::detached);
+  }
+  boost::system::error_code ec;
+  // Non-blocking for the synchronous sends and sendfile: one ioctl per connection, not per reply.
+  sock.non_blocking(true, ec);
+  request_context& ctx = s.ctx;
+  ctx.remote = sock.remote_endpoint(ec);
+
+  bool first = true;
+  // Whether to look for the next request after the other ready connections have been served,
+  // rather than ask epoll for it at once: see below.
+  int plain_waits = 0;
+  size_t last_route = SIZE_MAX;  // a console mostly asks for the same kind of thing again
+  while (!stopping_ && !ec) {
+    s.busy = false;
+    s.parser.emplace();
+    s.parser->header_limit(opts_.header_limit);
+    s.parser->body_limit(boost::none);  // the route's limit is set once the header names the route
+    s.deadline = steady::now() + (first ? opts_.header_timeout : opts_.idle_timeout);
+    bool wait_first = !first && s.buf.size() == 0;
+    first = false;
+    boost::system::error_code rec;
+    // Right after a reply the next request has seldom arrived yet. async_read_some would read at
+    // once (Boost 1.81's epoll_reactor reads speculatively until a read returns 0 bytes) and mostly
+    // get EAGAIN; async_wait costs an epoll_ctl instead (measured cheaper, docs/performance.md).
+    // Both are a system call per request that nginx does not make: it remembers that a short read
+    // drained the socket and waits for the next edge. Asio keeps no such state, so under load the
+    // read is deferred until the connections that are ready now have been served; by then the
+    // console has mostly sent its next request, and the read finds it. When it does not, the
+    // next two requests of the connection wait at once (a connection at low rate gains nothing).
+    // Measured: director/nginx 0.99 -> 1.03 (medians of the alternated runs, docs/performance.md).
+    bool deferred = false;
+    while (true) {
+      if (wait_first) {
+        wait_first = false;
+        if (plain_waits == 0) {
+          co_await asio::post(ex_, asio::use_awaitable);
+          if (stopping_) {
+            rec = asio::error::operation_aborted;  // idle, as if waiting: a stop cuts it
+            break;
+          }
+          deferred = true;
+        } else {
+          --plain_waits;
+          auto [w_ec] = co_await sock.async_wait(tcp::socket::wait_read, use_tuple);
+          if (w_ec) {
+            rec = w_ec;
+            break;
+          }
+        }
+      }
+      bool got_bytes = false;
+      if (pull_header(s, rec, got_bytes) == header_pull::done) {
+        break;
+      }
+      if (deferred && !got_bytes) {
+        plain_waits = 2;  // the deferral did not pay
+      }
+      deferred = false;
+      auto [w_ec] = co_await sock.async_wait(tcp::socket::wait_read, use_tuple);
+      if (w_ec) {
+        rec = w_ec;
+        break;
+      }
+    }
+    if (rec) {
+      if (auto refusal = header_refusal(rec)) {
+        co_await write_reply(s, std::move(*refusal), false, false);
+      }
+      break;
+    }
+    s.busy = true;
+    s.deadline = steady::time_point::max();
+    bool head = s.parser->get().method() == http::verb::head;
+    auto a = admit(s, last_route);
+    if (a.refusal) {
+      co_await write_reply(s, std::move(*a.refusal), head, false);
+      break;
+    }
+    if (!s.parser->is_done() && !co_await read_body(s, a.body_limit, head)) {
+      break;
+    }
+    ctx.req = s.parser->release();
+    bool keep_alive = ctx.req.keep_alive();
+    bool get = ctx.req.method() == http::verb::get || ctx.req.method() == http::verb::head;
+    const route_entry* r = a.route;
+    bool plain = r && !(get && (ctx.path == "/healthz" || ctx.path == "/metrics"));
+    reply rep;
+    if (plain) {
+      try {
+        rep = co_await r->h(ctx);
+      } catch (const std::exception& e) {
+        log::get("net")->error("{}: handler for {} threw: {}", name_, ctx.path, e.what());
+        rep = error_reply(http::status::internal_server_error, "internal", e.what());
+      }
+    } else {
+      rep = co_await builtin(ctx, r);
+    }
+    keep_alive = keep_alive && !rep.close && !stopping_;
+    s.deadline = steady::now() + opts_.write_timeout;
+    if (!start_reply(s, rep, head, keep_alive)) {
+      bool sent = co_await finish_reply(s, std::move(rep), head);
+      if (!sent) {
+        break;
+      }
+    }
+    if (!keep_alive) {
+      break;
+    }
+  }
+  sock.shutdown(tcp::socket::shutdown_send, ec);
+  sock.close(ec);
+  sessions_.erase(self);
+}
+
+asio::awaitable<void> http_server::stop(std::chrono::milliseconds drain) {
+  stopping_ = true;
+  boost::system::error_code ec;
+  acceptor_.close(ec);
+  for (auto* s : sessions_) {
+    if (!s->busy) {
+      s->sock->cancel(ec);
+    }
+  }
+  asio::steady_timer t(ex_);
+  auto deadline = std::chrono::steady_clock::now() + drain;
+  while (!sessions_.empty() && std::chrono::steady_clock::now() < deadline) {
+    t.expires_after(std::chrono::milliseconds(10));
+    co_await t.async_wait(use_tuple);
+  }
+  for (auto* s : sessions_) {
+    s->sock->cancel(ec);
+    s->sock->shutdown(tcp::socket::shutdown_both, ec);
+  }
+  while (!sessions_.empty()) {
+    t.expires_after(std::chrono::milliseconds(5));
+    co_await t.async_wait(use_tuple);
+  }
+  sweep_timer_.cancel();
+  while (sweeping_) {
+    t.expires_after(std::chrono::milliseconds(5));
+    co_await t.async_wait(use_tuple);
+  }
+}
+
+}  // namespace vodgrid::net

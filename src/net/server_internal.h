@@ -1,0 +1,44 @@
+// What the server's files share and nothing else sees: a connection's session and the
+// non-blocking write loop used by replies and by the "100 Continue" of a body read.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <list>
+#include <string>
+
+#include <optional>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/parser.hpp>
+
+#include "net/http.h"
+
+namespace vodgrid::net {
+
+using steady = std::chrono::steady_clock;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+struct http_server::session {
+  tcp::socket* sock = nullptr;
+  bool busy = false;  // a request is being handled; idle sessions are cut first at stop
+  // When the socket operation in progress must have completed (checked by sweep_loop);
+  // time_point::max() while the handler runs.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::string head;  // the reply's status line and header fields, reused from reply to reply
+  boost::beast::flat_buffer buf;  // what was read of the socket and not yet parsed
+  std::optional<http::request_parser<http::string_body>> parser;  // the request being read
+  request_context ctx;  // reused from request to request: its strings keep their capacity
+};
+
+// Writes `parts` (consumed as they are sent) with `flags`: at once if the socket takes them, else
+// waiting for writability, `deadline` pushed back by `timeout` before each wait.
+asio::awaitable<boost::system::error_code> write_rest(tcp::socket& sock,
+                                                      std::array<asio::const_buffer, 2> parts,
+                                                      size_t first, int flags,
+                                                      steady::time_point& deadline,
+                                                      std::chrono::milliseconds timeout);
+
+}  // namespace vodgrid::net
