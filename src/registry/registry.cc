@@ -3,19 +3,11 @@
 #include "registry/registry.h"
 
 #include <fmt/format.h>
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_executor.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
 #include <map>
-#include <optional>
 #include <set>
 
 #include "api/api.h"
@@ -23,7 +15,9 @@
 #include "auth/session.h"
 #include "base/log.h"
 #include "net/client.h"
+#include "net/daemon.h"
 #include "net/http.h"
+#include "net/run_on.h"
 #include "registry/cost.h"
 #include "registry/location_db.h"
 
@@ -35,7 +29,6 @@ namespace json = boost::json;
 using net::reply;
 using net::request_context;
 using steady = std::chrono::steady_clock;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 constexpr auto station_silence = std::chrono::seconds(5);  // no report for this long: down
@@ -44,19 +37,14 @@ constexpr auto notify_first_wait = std::chrono::milliseconds(200);
 constexpr auto notify_max_wait = std::chrono::seconds(5);
 }  // namespace
 
-struct registry_daemon::impl {
-  asio::io_context& io;
+struct registry_daemon::impl : net::daemon_base {
   grid_config grid;
   std::shared_ptr<spdlog::logger> logger = log::get("registry");
-  std::unique_ptr<net::http_server> server;
   std::unique_ptr<net::http_client> client;
   std::unique_ptr<auth::service_session> auth;  // with [auth]: its token, and the keys it checks
   asio::thread_pool db_pool{1};
   std::unique_ptr<location_db> db;
   cost_model costs;
-  uint16_t port = 0;
-  uint32_t background = 0;
-  bool stopping = false;
 
   struct live {
     steady::time_point last_report{};
@@ -70,7 +58,6 @@ struct registry_daemon::impl {
   // told everything afresh) or the program being put again (its targets are told afresh).
   std::map<std::string, uint64_t> registrations;  // station → registrations since start
   std::map<std::string, uint64_t> distributions;  // program → puts since start
-  std::set<asio::steady_timer*> notify_waits;     // retries waiting; stop() cancels them
   // Segment counts of the programs the registry knows, so that checking a report's indices parses
   // no manifest; database thread only (filled by put_program, and from the database on first need).
   std::map<program_id, uint32_t> segment_counts;
@@ -79,23 +66,13 @@ struct registry_daemon::impl {
   net::metric_value* changes = nullptr;
   net::metric_value* lookups = nullptr;
 
-  impl(asio::io_context& i, grid_config g) : io(i), grid(std::move(g)) {}
+  impl(asio::io_context& i, grid_config g) : daemon_base(i), grid(std::move(g)) {}
   ~impl() { db_pool.join(); }
 
   // Runs `f` on the database thread and resumes on the io thread.
   template <class F>
   asio::awaitable<std::invoke_result_t<F>> on_db(F f) {
-    using R = std::invoke_result_t<F>;
-    co_await asio::post(asio::bind_executor(db_pool.get_executor(), asio::use_awaitable));
-    std::optional<R> r;
-    try {
-      r.emplace(f());
-    } catch (
-        const std::exception& e) {  // a malformed row: never leave the coroutine on this thread
-      r.emplace(make_error(errc::io_error, std::string("database: ") + e.what()));
-    }
-    co_await asio::post(asio::bind_executor(io.get_executor(), asio::use_awaitable));
-    co_return std::move(*r);
+    return net::run_on(db_pool, std::move(f), errc::io_error, "database: ");  // a malformed row
   }
 
   bool is_up(const std::string& station) const {
@@ -103,6 +80,11 @@ struct registry_daemon::impl {
     return it != stations.end() && steady::now() - it->second.last_report < station_silence;
   }
 
+  void on_stop() override {
+    if (auth) {
+      auth->stop();
+    }
+  }
   void routes();
   asio::awaitable<reply> put_station(request_context& ctx);
   asio::awaitable<reply> report(request_context& ctx);
@@ -162,68 +144,43 @@ status registry_daemon::start() {
     }
   }
   d.routes();
-  auto port = d.server->listen(d.grid.registry->listen.host, d.grid.registry->listen.port);
-  if (!port) {
-    return port.err();
+  if (auto st = d.listen(d.grid.registry->listen.host, d.grid.registry->listen.port); !st) {
+    return st;
   }
-  d.port = *port;
   d.logger->info("registry: listening on {}:{}, database {}", d.grid.registry->listen.host, d.port,
                  d.db->connection().kind() == db::dialect::sqlite ? "SQLite" : "PostgreSQL");
   return {};
 }
 
+// Notifications still retrying end at once (they sleep on stop_requested); one still sending is
+// abandoned at the deadline: a station told nothing is told again when it next registers.
 asio::awaitable<void> registry_daemon::stop(std::chrono::milliseconds drain) {
-  auto& d = *impl_;
-  d.stopping = true;
-  if (d.auth) {
-    d.auth->stop();
-  }
-  auto deadline = steady::now() + drain;
-  for (auto* t : d.notify_waits) {
-    t->cancel();
-  }
-  if (d.server) {
-    co_await d.server->stop(drain);
-  }
-  // Notifications still retrying are abandoned at the deadline: a station told nothing is told
-  // again when it next registers.
-  asio::steady_timer t(d.io);
-  while (d.background > 0 && steady::now() < deadline) {
-    t.expires_after(std::chrono::milliseconds(5));
-    co_await t.async_wait(use_tuple);
-  }
+  co_await impl_->stop(drain);
 }
 
 void registry_daemon::impl::routes() {
   using V = http::verb;
-  auto on = [this](V v, std::string pattern, asio::awaitable<reply> (impl::*fn)(request_context&),
-                   uint64_t limit = 0) {
-    server->route(
-        v, std::move(pattern), [this, fn](request_context& c) { return (this->*fn)(c); }, limit);
-  };
   // With an auth server: stations register and report with their director's token; programs and
   // their availability come from an operator or the content manager.
   using K = auth::token_kind;
   auto guarded = [this](V v, std::string pattern,
                         asio::awaitable<reply> (impl::*fn)(request_context&), uint64_t limit,
                         std::vector<K> kinds) {
-    server->route(v, std::move(pattern),
-                  auth::guarded(auth.get(), std::move(kinds),
-                                [this, fn](request_context& c) { return (this->*fn)(c); }),
+    server->route(v, std::move(pattern), auth::guarded(auth.get(), std::move(kinds), bind(fn)),
                   limit);
   };
   guarded(V::put, "/v1/stations/{}", &impl::put_station, 0, {K::engine});
   guarded(V::post, "/v1/stations/{}/report", &impl::report, 256ull << 20, {K::engine});
-  on(V::get, "/v1/stations", &impl::list_stations);
-  on(V::get, "/v1/stations/{}/held", &impl::station_held);
+  route(V::get, "/v1/stations", &impl::list_stations);
+  route(V::get, "/v1/stations/{}/held", &impl::station_held);
   guarded(V::put, "/v1/programs/{}", &impl::put_program, 256ull << 20, {K::engine, K::operator_});
-  on(V::get, "/v1/programs", &impl::list_programs);
-  on(V::get, "/v1/programs/{}", &impl::get_program);
-  on(V::get, "/v1/programs/{}/segments/{}/sources", &impl::sources);
-  on(V::get, "/v1/programs/{}/segments/{}/locations", &impl::locations);
+  route(V::get, "/v1/programs", &impl::list_programs);
+  route(V::get, "/v1/programs/{}", &impl::get_program);
+  route(V::get, "/v1/programs/{}/segments/{}/sources", &impl::sources);
+  route(V::get, "/v1/programs/{}/segments/{}/locations", &impl::locations);
   guarded(V::post, "/v1/programs/{}/availability", &impl::set_availability, 0,
           {K::engine, K::operator_});
-  on(V::get, "/v1/grid", &impl::grid_info);
+  route(V::get, "/v1/grid", &impl::grid_info);
   server->set_health([this] {
     size_t up = 0;
     for (auto& [name, l] : stations) {
@@ -291,7 +248,7 @@ asio::awaitable<reply> registry_daemon::impl::put_station(request_context& ctx) 
       api::distribution d{std::move(*m), p.targets, p.prefetch};
       auto targets = targets_of(d);
       if (std::find(targets.begin(), targets.end(), r->name.str()) != targets.end()) {
-        asio::co_spawn(io, notify(r->director_url, r->name.str(), std::move(d)), asio::detached);
+        tasks.spawn(notify(r->director_url, r->name.str(), std::move(d)));
         ++told;
       }
     }
@@ -439,7 +396,6 @@ asio::awaitable<reply> registry_daemon::impl::list_stations(request_context&) {
 // station is down (silent), nothing is sent: it is told once it reports again.
 asio::awaitable<void> registry_daemon::impl::notify(std::string director_url, std::string station,
                                                     api::distribution d) {
-  ++background;
   std::string program = d.manifest.id.str();
   std::string body = json::serialize(api::to_json(d));
   std::string url = fmt::format("{}/v1/programs/{}/distribute", director_url, program);
@@ -449,7 +405,6 @@ asio::awaitable<void> registry_daemon::impl::notify(std::string director_url, st
     return !stopping && registrations[station] == registration &&
            distributions[program] == distribution;
   };
-  asio::steady_timer t(io);
   std::chrono::milliseconds wait = notify_first_wait;
   bool told = false;
   for (int failures = 0; current();) {
@@ -466,10 +421,7 @@ asio::awaitable<void> registry_daemon::impl::notify(std::string director_url, st
                      program, r ? std::to_string(r->status) : r.err().detail);
       }
     }
-    t.expires_after(wait);
-    notify_waits.insert(&t);
-    co_await t.async_wait(use_tuple);
-    notify_waits.erase(&t);
+    co_await stop_requested.wait_for(wait);
     wait = std::min<std::chrono::milliseconds>(wait * 2, notify_max_wait);
   }
   if (!told) {
@@ -478,7 +430,6 @@ asio::awaitable<void> registry_daemon::impl::notify(std::string director_url, st
                  stopping ? "the registry stops; it is told when it registers again"
                           : "superseded by a newer registration or distribution");
   }
-  --background;
 }
 
 asio::awaitable<reply> registry_daemon::impl::put_program(request_context& ctx) {
@@ -525,7 +476,7 @@ asio::awaitable<reply> registry_daemon::impl::put_program(request_context& ctx) 
       continue;  // told when it registers
     }
     told.push_back(json::value(t));
-    asio::co_spawn(io, notify(url, t, *d), asio::detached);
+    tasks.spawn(notify(url, t, *d));
   }
   logger->info("registry: program {} ({} segments) to be distributed", d->manifest.id.str(),
                d->manifest.segments.size());
