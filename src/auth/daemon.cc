@@ -2,14 +2,7 @@
 // handlers decode and check their input on the io thread first, so bad input changes nothing.
 #include "auth/daemon.h"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_executor.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -21,7 +14,9 @@
 #include "auth/store.h"
 #include "auth/verifier.h"
 #include "base/log.h"
+#include "net/daemon.h"
 #include "net/http.h"
+#include "net/run_on.h"
 
 namespace vodgrid::auth {
 
@@ -30,7 +25,6 @@ namespace http = boost::beast::http;
 namespace json = boost::json;
 using net::reply;
 using net::request_context;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
@@ -73,28 +67,23 @@ const std::string& dummy_hash(password_cost cost) {
 
 }  // namespace
 
-struct auth_daemon::impl {
-  asio::io_context& io;
+struct auth_daemon::impl : net::daemon_base {
   grid_config grid;
   auth_options opts;
   std::shared_ptr<spdlog::logger> logger = log::get("auth");
-  std::unique_ptr<net::http_server> server;
   asio::thread_pool db_pool{1};
   std::unique_ptr<auth_store> store;          // db thread only (and start)
   std::unique_ptr<keyring> keys;              // db thread only (and start)
   std::shared_ptr<token_verifier> verifier =  // any thread
       std::make_shared<token_verifier>();
   std::string issuer;
-  uint16_t port = 0;
-  bool stopping = false;
-  std::unique_ptr<asio::steady_timer> timer;
-  bool housekeeping_running = false;
 
   net::metric_value* logins = nullptr;
   net::metric_value* refusals = nullptr;
   net::metric_value* rotations = nullptr;
 
-  impl(asio::io_context& i, grid_config g, auth_options o) : io(i), grid(std::move(g)), opts(o) {}
+  impl(asio::io_context& i, grid_config g, auth_options o)
+      : daemon_base(i), grid(std::move(g)), opts(o) {}
   ~impl() { db_pool.join(); }
 
   int64_t retire_after() const {
@@ -104,16 +93,7 @@ struct auth_daemon::impl {
   // Runs `f` on the database thread and resumes on the io thread.
   template <class F>
   asio::awaitable<std::invoke_result_t<F>> on_db(F f) {
-    using R = std::invoke_result_t<F>;
-    co_await asio::post(asio::bind_executor(db_pool.get_executor(), asio::use_awaitable));
-    std::optional<R> r;
-    try {
-      r.emplace(f());
-    } catch (const std::exception& e) {  // never leave the coroutine on this thread
-      r.emplace(make_error(errc::io_error, std::string("auth: ") + e.what()));
-    }
-    co_await asio::post(asio::bind_executor(io.get_executor(), asio::use_awaitable));
-    co_return std::move(*r);
+    return net::run_on(db_pool, std::move(f), errc::io_error, "auth: ");
   }
 
   // db thread: persists a key change and publishes the keys to our own verifier.
@@ -250,14 +230,10 @@ status auth_daemon::start() {
   }
   d.server = std::make_unique<net::http_server>(d.io.get_executor(), "auth");
   d.routes();
-  auto port = d.server->listen(cfg.listen.host, cfg.listen.port);
-  if (!port) {
-    return port.err();
+  if (auto st = d.listen(cfg.listen.host, cfg.listen.port); !st) {
+    return st;
   }
-  d.port = *port;
-  d.timer = std::make_unique<asio::steady_timer>(d.io);
-  d.housekeeping_running = true;
-  asio::co_spawn(d.io, d.housekeeping_loop(), asio::detached);
+  d.tasks.spawn(d.housekeeping_loop());
   d.logger->info("auth: listening on {}:{}, database {}, signing key {}", cfg.listen.host, d.port,
                  d.store->connection().kind() == db::dialect::sqlite ? "SQLite" : "PostgreSQL",
                  d.keys->signer().kid());
@@ -265,26 +241,13 @@ status auth_daemon::start() {
 }
 
 asio::awaitable<void> auth_daemon::stop(std::chrono::milliseconds drain) {
-  auto& d = *impl_;
-  d.stopping = true;
-  if (d.timer) {
-    d.timer->cancel();
-  }
-  if (d.server) {
-    co_await d.server->stop(drain);
-  }
-  asio::steady_timer t(d.io);
-  while (d.housekeeping_running) {
-    t.expires_after(std::chrono::milliseconds(5));
-    co_await t.async_wait(use_tuple);
-  }
+  co_await impl_->stop(drain);
 }
 
 asio::awaitable<void> auth_daemon::impl::housekeeping_loop() {
-  while (!stopping) {
-    timer->expires_after(opts.housekeeping);
-    co_await timer->async_wait(use_tuple);
-    if (stopping) {
+  // Not `while (!co_await ...)`: GCC 12 miscompiles a co_await in a loop condition.
+  while (true) {
+    if (co_await stop_requested.wait_for(opts.housekeeping)) {
       break;
     }
     // A named lambda: GCC 12 mishandles a lambda temporary inside co_await.
@@ -294,27 +257,22 @@ asio::awaitable<void> auth_daemon::impl::housekeeping_loop() {
       logger->warn("auth: key housekeeping failed: {}", st.err().detail);
     }
   }
-  housekeeping_running = false;
 }
 
 void auth_daemon::impl::routes() {
   using V = http::verb;
-  auto on = [this](V v, std::string pattern, auto fn) {
-    server->route(v, std::move(pattern), [this, fn](request_context& c) { return fn(this, c); });
+  auto login_as = [this](token_kind kind) {
+    return [this, kind](request_context& c) { return login(c, kind); };
   };
-  on(V::post, "/v1/login/viewer",
-     [](impl* d, request_context& c) { return d->login(c, token_kind::viewer); });
-  on(V::post, "/v1/login/operator",
-     [](impl* d, request_context& c) { return d->login(c, token_kind::operator_); });
-  on(V::post, "/v1/login/engine",
-     [](impl* d, request_context& c) { return d->login(c, token_kind::engine); });
-  on(V::post, "/v1/token/renew", [](impl* d, request_context& c) { return d->renew(c); });
-  on(V::get, "/v1/keys", [](impl* d, request_context& c) { return d->get_keys(c); });
-  on(V::post, "/v1/keys/rotate", [](impl* d, request_context& c) { return d->rotate(c); });
-  on(V::get, "/v1/accounts", [](impl* d, request_context& c) { return d->list_accounts(c); });
-  on(V::put, "/v1/accounts/{}/{}", [](impl* d, request_context& c) { return d->put_account(c); });
-  on(V::delete_, "/v1/accounts/{}/{}",
-     [](impl* d, request_context& c) { return d->delete_account(c); });
+  server->route(V::post, "/v1/login/viewer", login_as(token_kind::viewer));
+  server->route(V::post, "/v1/login/operator", login_as(token_kind::operator_));
+  server->route(V::post, "/v1/login/engine", login_as(token_kind::engine));
+  route(V::post, "/v1/token/renew", &impl::renew);
+  route(V::get, "/v1/keys", &impl::get_keys);
+  route(V::post, "/v1/keys/rotate", &impl::rotate);
+  route(V::get, "/v1/accounts", &impl::list_accounts);
+  route(V::put, "/v1/accounts/{}/{}", &impl::put_account);
+  route(V::delete_, "/v1/accounts/{}/{}", &impl::delete_account);
   server->set_health([this] {
     return json::object{{"role", "auth"}, {"keys", verifier->keys().size()}};
   });
