@@ -28,6 +28,7 @@
 #include "cli/commands.h"
 #include "net/client.h"
 #include "net/http.h"
+#include "net/task_group.h"
 
 namespace vodgrid::cli {
 
@@ -38,27 +39,6 @@ using std::chrono::milliseconds;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
-
-// Counts coroutines in flight; close() completes once none is left (Seastar's gate).
-class gate {
- public:
-  explicit gate(asio::io_context& io) : drained_(io, steady::time_point::max()) {}
-  void enter() { ++count_; }
-  void leave() {
-    if (--count_ == 0) {
-      drained_.cancel();
-    }
-  }
-  asio::awaitable<void> close() {
-    while (count_ > 0) {
-      co_await drained_.async_wait(use_tuple);
-    }
-  }
-
- private:
-  size_t count_ = 0;
-  asio::steady_timer drained_;
-};
 
 enum class blade_state {
   starting,    // (re)started, has not answered /healthz yet
@@ -133,7 +113,7 @@ struct station_supervisor::impl {
         opts(std::move(opts_)),
         server(io.get_executor(), "station " + name.str()),
         sigchld(io, SIGCHLD),
-        tasks(io) {}
+        tasks(io.get_executor()) {}
 
   status start();
   asio::awaitable<void> watch(blade& b);
@@ -157,7 +137,7 @@ struct station_supervisor::impl {
   net::http_server server;
   std::unique_ptr<net::http_client> client;  // the health checks
   asio::signal_set sigchld;
-  gate tasks;                                  // the watchers and the reaper
+  net::task_group tasks;                       // the watchers and the reaper
   std::vector<std::unique_ptr<blade>> blades;  // the director first, then the engines
   uint16_t port = 0;
   bool listening = false;
@@ -165,13 +145,7 @@ struct station_supervisor::impl {
 };
 
 void station_supervisor::impl::track(asio::awaitable<void> task) {
-  tasks.enter();
-  asio::co_spawn(io, std::move(task), [this](std::exception_ptr e) {
-    tasks.leave();
-    if (e) {
-      std::rethrow_exception(e);
-    }
-  });
+  tasks.spawn(std::move(task));
 }
 
 status station_supervisor::impl::start() {
@@ -494,7 +468,10 @@ asio::awaitable<void> station_supervisor::stop() {
   for (auto& b : d.blades) {
     b->wake.cancel();
   }
-  co_await d.tasks.close();
+  // Woken above, each watcher ends at once; the reaper with the last blade.
+  if (auto left = co_await d.tasks.close(d.opts.stop_grace); left > 0) {
+    d.logger->warn("station {}: {} watchers did not end", d.name.str(), left);
+  }
   co_await d.stop_blades("engine");
   co_await d.stop_blades("director");
   if (d.listening) {
