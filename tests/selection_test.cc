@@ -7,41 +7,51 @@
 #include "director/tables.h"
 
 namespace vodgrid::director {
+
+// Failures print a slot as its number.
+void PrintTo(engine_slot s, std::ostream* os) {
+  *os << "slot " << index_of(s);
+}
+
 namespace {
 
 using namespace std::chrono_literals;
 
-candidate c(size_t e, uint32_t streams, uint32_t max = 10, bool up = true) {
-  return candidate{e, up, streams, max, 0, 0};
+constexpr engine_slot slot(uint32_t i) {
+  return engine_slot{i};
+}
+
+candidate c(uint32_t e, uint32_t streams, uint32_t max = 10, bool up = true) {
+  return candidate{slot(e), up, streams, max, 0, 0};
 }
 
 TEST(ChooseEngine, PicksTheLeastLoadedRelativeToItsLimit) {
-  EXPECT_EQ(choose_engine({c(0, 5), c(1, 2), c(2, 7)}, std::nullopt, 0), 1u);
+  EXPECT_EQ(choose_engine({c(0, 5), c(1, 2), c(2, 7)}, std::nullopt, 0), slot(1));
   // 5 of 100 is lighter than 2 of 10.
-  EXPECT_EQ(choose_engine({c(0, 5, 100), c(1, 2, 10)}, std::nullopt, 0), 0u);
+  EXPECT_EQ(choose_engine({c(0, 5, 100), c(1, 2, 10)}, std::nullopt, 0), slot(0));
 }
 
 TEST(ChooseEngine, SkipsEnginesDownOrAtTheirLimit) {
-  EXPECT_EQ(choose_engine({c(0, 0, 10, false), c(1, 9)}, std::nullopt, 0), 1u);
+  EXPECT_EQ(choose_engine({c(0, 0, 10, false), c(1, 9)}, std::nullopt, 0), slot(1));
   EXPECT_EQ(choose_engine({c(0, 10), c(1, 3, 10, false)}, std::nullopt, 0), std::nullopt);
   EXPECT_EQ(choose_engine({}, std::nullopt, 0), std::nullopt);
-  candidate busy{0, true, 0, 10, 1000, 1000};  // bandwidth budget used up
-  EXPECT_EQ(choose_engine({busy, c(1, 9)}, std::nullopt, 0), 1u);
+  candidate busy{slot(0), true, 0, 10, 1000, 1000};  // bandwidth budget used up
+  EXPECT_EQ(choose_engine({busy, c(1, 9)}, std::nullopt, 0), slot(1));
 }
 
 TEST(ChooseEngine, PrefersThePreloadedEngineWhenNearlyAsLight) {
-  EXPECT_EQ(choose_engine({c(0, 2), c(1, 3)}, 1, 0), 1u);
-  EXPECT_EQ(choose_engine({c(0, 2), c(1, 8)}, 1, 0), 0u);
-  EXPECT_EQ(choose_engine({c(0, 2), c(1, 10)}, 1, 0), 0u);
+  EXPECT_EQ(choose_engine({c(0, 2), c(1, 3)}, slot(1), 0), slot(1));
+  EXPECT_EQ(choose_engine({c(0, 2), c(1, 8)}, slot(1), 0), slot(0));
+  EXPECT_EQ(choose_engine({c(0, 2), c(1, 10)}, slot(1), 0), slot(0));
 }
 
 TEST(ChooseEngine, RotationSharesTiesAcrossEngines) {
-  std::map<size_t, int> hits;
+  std::map<engine_slot, int> hits;
   for (uint64_t r = 0; r < 9; ++r) {
     ++hits[*choose_engine({c(0, 1), c(1, 1), c(2, 1)}, std::nullopt, r)];
   }
   EXPECT_EQ(hits.size(), 3u);
-  EXPECT_EQ(hits[0], 3);
+  EXPECT_EQ(hits[slot(0)], 3);
 }
 
 api::heartbeat beat(std::string name, uint64_t epoch, uint64_t seq, bool full,
@@ -76,6 +86,21 @@ TEST(StationTables, HeartbeatsBuildTheLocationTable) {
   EXPECT_FALSE(t.apply(beat("a", 1, 2, false, {2}, {0}), now).resync);
   EXPECT_TRUE(t.holders(key(0)).empty());
   EXPECT_EQ(t.holders(key(2)).size(), 1u);
+}
+
+// An engine's slot is given at its first heartbeat and kept when it restarts (a new epoch).
+TEST(StationTables, AnEngineKeepsTheSlotOfItsFirstHeartbeat) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  t.apply(beat("a", 1, 1, true), now);
+  t.apply(beat("b", 1, 1, true), now);
+  EXPECT_EQ(t.find_engine("a"), slot(0));
+  EXPECT_EQ(t.find_engine("b"), slot(1));
+  EXPECT_EQ(t.find_engine("c"), std::nullopt);
+  t.apply(beat("a", 2, 1, true), now);  // restarted
+  EXPECT_EQ(t.find_engine("a"), slot(0));
+  EXPECT_EQ(t.all_engines(), (std::vector<engine_slot>{slot(0), slot(1)}));
+  EXPECT_EQ(t.engine(slot(1)).name.str(), "b");
 }
 
 TEST(StationTables, AGapOrANewEpochAsksForTheWholeInventory) {
@@ -218,7 +243,7 @@ TEST(StationTables, TheHolderNamedIsTheLeastLoadedUpAndUnderItsLimits) {
   t.apply(load_beat("b", {0}, 2), now);
   t.apply(load_beat("c", {0}, 10), now);                // at its stream limit
   t.apply(load_beat("d", {0, 3}, 0, 1000, 1000), now);  // at its bandwidth budget
-  auto name = [&](std::optional<size_t> e) { return e ? t.engine(*e).name.str() : "none"; };
+  auto name = [&](std::optional<engine_slot> e) { return e ? t.engine(*e).name.str() : "none"; };
   EXPECT_EQ(name(t.least_loaded(key(0), now, false)), "b");
   EXPECT_EQ(name(t.least_loaded(key(0), now, false, t.find_engine("b"))), "a");
   EXPECT_EQ(name(t.least_loaded(key(0), now + 1500ms, false)), "none");  // all silent: down
@@ -266,10 +291,10 @@ TEST(StationTables, SegmentsOfANewProgramAreSpreadOverConsecutiveEngines) {
   }
   auto up = t.up_engines(now);
   ASSERT_EQ(up.size(), 3u);
-  EXPECT_EQ(t.spread(key(0), 0, up, 2, now), (std::vector<size_t>{up[0], up[1]}));
-  EXPECT_EQ(t.spread(key(1), 1, up, 2, now), (std::vector<size_t>{up[1], up[2]}));
-  EXPECT_EQ(t.spread(key(2), 2, up, 2, now), (std::vector<size_t>{up[2], up[0]}));
-  EXPECT_EQ(t.spread(key(4), 4, up, 5, now), (std::vector<size_t>{up[1], up[2], up[0]}));
+  EXPECT_EQ(t.spread(key(0), 0, up, 2, now), (std::vector<engine_slot>{up[0], up[1]}));
+  EXPECT_EQ(t.spread(key(1), 1, up, 2, now), (std::vector<engine_slot>{up[1], up[2]}));
+  EXPECT_EQ(t.spread(key(2), 2, up, 2, now), (std::vector<engine_slot>{up[2], up[0]}));
+  EXPECT_EQ(t.spread(key(4), 4, up, 5, now), (std::vector<engine_slot>{up[1], up[2], up[0]}));
 }
 
 TEST(StationTables, ACopyAlreadyHeldCountsTowardsTheSpreadUnlessItsEngineIsDown) {
@@ -279,9 +304,9 @@ TEST(StationTables, ACopyAlreadyHeldCountsTowardsTheSpreadUnlessItsEngineIsDown)
   t.apply(load_beat("b", {}, 0), now);
   t.apply(load_beat("c", {0}, 0), now);
   auto up = t.up_engines(now);
-  size_t c = *t.find_engine("c");
-  EXPECT_EQ(t.spread(key(0), 0, up, 2, now), (std::vector<size_t>{c, up[0]}));
-  EXPECT_EQ(t.spread(key(0), 2, up, 2, now), (std::vector<size_t>{c, up[0]}));  // c not twice
+  engine_slot c = *t.find_engine("c");
+  EXPECT_EQ(t.spread(key(0), 0, up, 2, now), (std::vector<engine_slot>{c, up[0]}));
+  EXPECT_EQ(t.spread(key(0), 2, up, 2, now), (std::vector<engine_slot>{c, up[0]}));  // c not twice
   // c silent: its copy does not count, and it is not among the up engines.
   auto later = now + 1500ms;
   t.apply(beat("a", 1, 2, false), later);
@@ -303,13 +328,13 @@ TEST(StationTables, TheSurplusCopyDroppedIsTheOneWithTheLeastRoomAndTheMostLoad)
   t.apply(held("a", 100, 1), now);
   t.apply(held("b", 800, 1), now);  // the fullest
   t.apply(held("c", 100, 2), now);
-  auto none = [](size_t) { return false; };
-  auto name = [&](std::optional<size_t> e) { return e ? t.engine(*e).name.str() : "none"; };
+  auto none = [](engine_slot) { return false; };
+  auto name = [&](std::optional<engine_slot> e) { return e ? t.engine(*e).name.str() : "none"; };
   EXPECT_EQ(name(t.surplus_copy(key(0), now, 2, none)), "b");
   EXPECT_EQ(name(t.surplus_copy(key(0), now, 3, none)), "none");  // exactly the placement
   // A replica made for load is neither dropped nor counted towards the placement.
-  size_t b = *t.find_engine("b");
-  auto b_for_load = [b](size_t e) { return e == b; };
+  engine_slot b = *t.find_engine("b");
+  auto b_for_load = [b](engine_slot e) { return e == b; };
   EXPECT_EQ(name(t.surplus_copy(key(0), now, 2, b_for_load)), "none");
   EXPECT_EQ(name(t.surplus_copy(key(0), now, 1, b_for_load)), "c");
   // An engine out of rotation holds no copy that counts.

@@ -12,17 +12,15 @@
 namespace vodgrid::director {
 
 // The station's engine that should receive a copy (tables.h, choose_receiver).
-std::optional<size_t> director_daemon::impl::receiving_engine(const segment_key& key,
-                                                              std::optional<size_t> exclude) {
+std::optional<engine_slot> director_daemon::impl::receiving_engine(
+    const segment_key& key, std::optional<engine_slot> exclude) {
   return tables.choose_receiver(key, segment_size(key), steady::now(), exclude);
 }
 
 // Orders engine `target` to copy `key` from `sources` in turn. wait: answers when the copy is done;
 // otherwise as soon as the engine receives it, which serves it meanwhile (cut-through).
-asio::awaitable<result<size_t>> director_daemon::impl::order_fetch(size_t target,
-                                                                   const segment_key& key,
-                                                                   std::vector<std::string> sources,
-                                                                   bool wait) {
+asio::awaitable<result<engine_slot>> director_daemon::impl::order_fetch(
+    engine_slot target, const segment_key& key, std::vector<std::string> sources, bool wait) {
   auto it = catalog.find(key.program);
   if (it == catalog.end() || key.index.v >= it->second.segments.size()) {
     co_return make_error(errc::not_found, "no such segment: " + key.str());
@@ -51,8 +49,8 @@ asio::awaitable<result<size_t>> director_daemon::impl::order_fetch(size_t target
 // which engine holds the segment; order an engine of ours to copy it from those engines in that
 // order (a transfer cut short resumes from the next). The engine checks the digest before it counts
 // the segment as held, so a failed copy leaves nothing behind.
-asio::awaitable<result<size_t>> director_daemon::impl::copy_from_sources(
-    segment_key key, bool wait, std::optional<size_t> exclude) {
+asio::awaitable<result<engine_slot>> director_daemon::impl::copy_from_sources(
+    segment_key key, bool wait, std::optional<engine_slot> exclude) {
   if (!receiving_engine(key, exclude)) {  // asked again once the sources are known
     co_return make_error(errc::unavailable,
                          "no engine of this station is up and has room to receive " + key.str());
@@ -104,7 +102,7 @@ asio::awaitable<result<size_t>> director_daemon::impl::copy_from_sources(
 // One operation per segment at a time: concurrent callers wait for the one in flight and share
 // its outcome.
 template <class Start>
-asio::awaitable<result<size_t>> director_daemon::impl::once_per_segment(
+asio::awaitable<result<engine_slot>> director_daemon::impl::once_per_segment(
     std::unordered_map<segment_key, std::shared_ptr<pending_copy>>& in_flight, segment_key key,
     Start start) {
   if (auto it = in_flight.find(key); it != in_flight.end()) {
@@ -126,8 +124,8 @@ asio::awaitable<result<size_t>> director_daemon::impl::once_per_segment(
 }
 
 // One copy per segment at a time: concurrent requests for it wait for the same order.
-asio::awaitable<result<size_t>> director_daemon::impl::acquire(segment_key key, bool wait,
-                                                               std::optional<size_t> exclude) {
+asio::awaitable<result<engine_slot>> director_daemon::impl::acquire(
+    segment_key key, bool wait, std::optional<engine_slot> exclude) {
   return once_per_segment(copies_in_flight, key, [this, key, wait, exclude] {
     return copy_from_sources(key, wait, exclude);
   });
@@ -137,11 +135,11 @@ asio::awaitable<result<size_t>> director_daemon::impl::acquire(segment_key key, 
 // replica from the least loaded holder (a copy between engines is not held to the console limit),
 // and serves it while it arrives. The heartbeat that reports it held ("copy done") reaches the
 // registry with the station's next report.
-asio::awaitable<result<size_t>> director_daemon::impl::replicate(segment_key key,
-                                                                 std::optional<size_t> exclude) {
+asio::awaitable<result<engine_slot>> director_daemon::impl::replicate(
+    segment_key key, std::optional<engine_slot> exclude) {
   auto now = steady::now();
   std::vector<std::string> sources;
-  for (size_t h : tables.sources_by_load(key, now)) {
+  for (engine_slot h : tables.sources_by_load(key, now)) {
     if (h != exclude) {
       sources.push_back(segment_url(h, key));
     }
@@ -165,7 +163,7 @@ asio::awaitable<result<size_t>> director_daemon::impl::replicate(segment_key key
   co_return got;
 }
 
-asio::awaitable<result<size_t>> director_daemon::impl::replicate_shared(segment_key key) {
+asio::awaitable<result<engine_slot>> director_daemon::impl::replicate_shared(segment_key key) {
   return once_per_segment(replicas_in_flight, key,
                           [this, key] { return replicate(key, std::nullopt); });
 }
@@ -255,7 +253,7 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   bool get = ctx.query_param("get") == "1";
   bool full = ctx.query_param("full") == "1";
   bool console = ctx.query_param("console") == "1";  // for a console of another station: signed
-  std::optional<size_t> exclude;
+  std::optional<engine_slot> exclude;
   if (auto ex = ctx.query_param("exclude"); !ex.empty()) {
     exclude = tables.find_engine(ex);
     if (exclude && full) {
@@ -273,7 +271,7 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
     auto m = ready_program(ctx.params[0]);
     if (m && idx->v < (*m)->segments.size()) {
       // (Two statements: GCC 12 mishandles co_await inside a conditional expression.)
-      result<size_t> got = make_error(errc::unavailable, "");
+      result<engine_slot> got = make_error(errc::unavailable, "");
       if (tables.holders(key).empty() && grid.registry) {
         got = co_await acquire(key, false, exclude);
       } else if (full) {

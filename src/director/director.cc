@@ -234,7 +234,7 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
 asio::awaitable<reply> director_daemon::impl::list_engines(request_context&) {
   json::array a;
   auto now = steady::now();
-  for (size_t i = 0; i < tables.engine_count(); ++i) {
+  for (engine_slot i : tables.all_engines()) {
     auto& e = tables.engine(i);
     a.push_back(json::object{
         {"name", e.name.str()},

@@ -77,7 +77,7 @@ struct director_daemon::impl {
   station_tables tables;
   std::map<program_id, api::program_manifest> catalog;
   // Engine told to preload a segment, and until when that hint holds (claim 16).
-  std::unordered_map<segment_key, std::pair<size_t, steady::time_point>> preloaded;
+  std::unordered_map<segment_key, std::pair<engine_slot, steady::time_point>> preloaded;
   uint16_t port = 0;
   uint32_t background = 0;  // detached tasks in flight (preload orders); stop waits for them
   bool stopping = false;
@@ -89,15 +89,15 @@ struct director_daemon::impl {
   std::vector<api::copy_sample> copy_samples;
   struct pending_copy {
     explicit pending_copy(asio::io_context& io) : done(io, steady::time_point::max()) {}
-    asio::steady_timer done;  // cancelled when the copy ends; waiters wait on it
-    result<size_t> engine;    // the receiving engine, or why the copy failed
+    asio::steady_timer done;     // cancelled when the copy ends; waiters wait on it
+    result<engine_slot> engine;  // the receiving engine, or why the copy failed
     bool finished = false;
   };
   std::unordered_map<segment_key, std::shared_ptr<pending_copy>> copies_in_flight;
   // The station each source engine belongs to, by origin: copy samples name the station.
   std::unordered_map<std::string, station_id> station_of_origin;
   // Replicas made for load (claim 19), and when a console was last sent to each: deleted when idle.
-  std::map<std::pair<segment_key, size_t>, steady::time_point> replicas;
+  std::map<std::pair<segment_key, engine_slot>, steady::time_point> replicas;
   // A replica order in flight per segment: consoles that find every holder full wait for it.
   std::unordered_map<segment_key, std::shared_ptr<pending_copy>> replicas_in_flight;
   std::deque<segment_key> prefetch_queue;
@@ -169,38 +169,40 @@ struct director_daemon::impl {
   asio::awaitable<void> reconcile_with_registry();
   bool reconciled = false;  // this process has checked the registry's view of the station once
   steady::time_point started = steady::now();
-  asio::awaitable<result<size_t>> acquire(segment_key key, bool wait,
-                                          std::optional<size_t> exclude = std::nullopt);
-  asio::awaitable<result<size_t>> copy_from_sources(segment_key key, bool wait,
-                                                    std::optional<size_t> exclude);
-  asio::awaitable<result<size_t>> replicate(segment_key key, std::optional<size_t> exclude);
-  asio::awaitable<result<size_t>> replicate_shared(segment_key key);
+  asio::awaitable<result<engine_slot>> acquire(segment_key key, bool wait,
+                                               std::optional<engine_slot> exclude = std::nullopt);
+  asio::awaitable<result<engine_slot>> copy_from_sources(segment_key key, bool wait,
+                                                         std::optional<engine_slot> exclude);
+  asio::awaitable<result<engine_slot>> replicate(segment_key key,
+                                                 std::optional<engine_slot> exclude);
+  asio::awaitable<result<engine_slot>> replicate_shared(segment_key key);
   template <class Start>
-  asio::awaitable<result<size_t>> once_per_segment(
+  asio::awaitable<result<engine_slot>> once_per_segment(
       std::unordered_map<segment_key, std::shared_ptr<pending_copy>>& in_flight, segment_key key,
       Start start);
-  asio::awaitable<result<size_t>> order_fetch(size_t target, const segment_key& key,
-                                              std::vector<std::string> sources, bool wait);
+  asio::awaitable<result<engine_slot>> order_fetch(engine_slot target, const segment_key& key,
+                                                   std::vector<std::string> sources, bool wait);
   asio::awaitable<reply> evictions(request_context& ctx);
-  asio::awaitable<bool> held_elsewhere(const segment_key& key, size_t engine);
+  asio::awaitable<bool> held_elsewhere(const segment_key& key, engine_slot engine);
   asio::awaitable<void> maintenance_loop();
   // The URL of engine's copy of `key`, `query` (with its '?') appended. Built by appending: fmt's
   // runtime format string cost more than the rest of the redirect handler.
-  std::string segment_url(size_t engine, const segment_key& key, std::string_view query = {}) const;
+  std::string segment_url(engine_slot engine, const segment_key& key,
+                          std::string_view query = {}) const;
   // Claim 23: `url`, a segment at `engine`, with a short-lived signature of its path (the engine is
   // shown that, not the viewer's token). errc::unavailable: not yet logged in at auth.
-  result<std::string> signed_url(std::string url, size_t engine) const;
+  result<std::string> signed_url(std::string url, engine_slot engine) const;
   // Where a console of `key` is sent at `engine`: with auth, signed (the query, the viewer's token,
   // stays here); else with the console's query.
-  result<std::string> console_location(size_t engine, const segment_key& key,
+  result<std::string> console_location(engine_slot engine, const segment_key& key,
                                        std::string_view query) const;
   // The redirect handler's steps (playback.cc): the engine for a console, by the tables (with the
   // preload hint); and, when every holder is at its limits, the one receiving a replica.
-  std::optional<size_t> choose_for_console(const segment_key& key, steady::time_point now);
-  asio::awaitable<std::optional<size_t>> wait_for_replica(segment_key key);
+  std::optional<engine_slot> choose_for_console(const segment_key& key, steady::time_point now);
+  asio::awaitable<std::optional<engine_slot>> wait_for_replica(segment_key key);
   asio::awaitable<void> prefetch_worker();
-  std::optional<size_t> receiving_engine(const segment_key& key,
-                                         std::optional<size_t> exclude = std::nullopt);
+  std::optional<engine_slot> receiving_engine(const segment_key& key,
+                                              std::optional<engine_slot> exclude = std::nullopt);
   std::string registry_url() const {
     return grid.registry ? grid.registry->listen.url() : std::string();
   }
@@ -214,12 +216,12 @@ struct director_daemon::impl {
   asio::awaitable<void> repair(segment_key key);
   // Deletes engine's copy of `key` unless it is being streamed or received (then it is judged
   // again later). replica: a replica made for load (claim 19), else a copy beyond the placement.
-  asio::awaitable<void> drop_copy(segment_key key, size_t engine, bool replica);
+  asio::awaitable<void> drop_copy(segment_key key, engine_slot engine, bool replica);
   uint64_t segment_size(const segment_key& key) const;
   // Where a console goes for a segment no engine of ours can serve (playback.cc): an engine of
   // ours now receiving it, or a URL at an engine of another station.
   struct fallback {
-    std::optional<size_t> engine;
+    std::optional<engine_slot> engine;
     std::string elsewhere;
   };
   asio::awaitable<result<fallback>> fall_back(segment_key key);

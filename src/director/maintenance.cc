@@ -50,9 +50,10 @@ asio::awaitable<reply> director_daemon::impl::evictions(request_context& ctx) {
 
 // Whether a whole copy of `key` other than engine `engine`'s exists: at another up engine of the
 // station, or at another station that the registry lists as a source.
-asio::awaitable<bool> director_daemon::impl::held_elsewhere(const segment_key& key, size_t engine) {
+asio::awaitable<bool> director_daemon::impl::held_elsewhere(const segment_key& key,
+                                                            engine_slot engine) {
   auto now = steady::now();
-  for (size_t h : tables.holders(key)) {
+  for (engine_slot h : tables.holders(key)) {
     if (h != engine && tables.is_up(tables.engine(h), now)) {
       co_return true;
     }

@@ -41,7 +41,7 @@ void director_daemon::impl::plan_placement(steady::time_point now) {
   size_t drop_room = station->director.parallel_copies;
   size_t under = 0;
   std::vector<segment_key> to_repair;
-  std::vector<std::pair<segment_key, size_t>> to_drop;
+  std::vector<std::pair<segment_key, engine_slot>> to_drop;
   auto consider = [&](const segment_key& key) {
     auto it = catalog.find(key.program);
     if (it == catalog.end() || it->second.state != state_ready ||
@@ -63,7 +63,7 @@ void director_daemon::impl::plan_placement(steady::time_point now) {
     if (up <= copies || drop_room == 0 || !tables.filling(key).empty()) {
       return;
     }
-    auto worst = tables.surplus_copy(key, now, copies, [&](size_t h) {
+    auto worst = tables.surplus_copy(key, now, copies, [&](engine_slot h) {
       return replicas.contains({key, h});
     });
     if (worst) {
@@ -106,11 +106,11 @@ asio::awaitable<void> director_daemon::impl::repair(segment_key key) {
   ++background;
   auto now = steady::now();
   std::vector<std::string> sources;
-  for (size_t h : tables.sources_by_load(key, now)) {
+  for (engine_slot h : tables.sources_by_load(key, now)) {
     sources.push_back(segment_url(h, key));
   }
   auto target = tables.choose_receiver(key, segment_size(key), now, std::nullopt, true);
-  result<size_t> got = make_error(errc::unavailable, "no engine in rotation has room for it");
+  result<engine_slot> got = make_error(errc::unavailable, "no engine in rotation has room for it");
   if (target && !sources.empty()) {
     got = co_await order_fetch(*target, key, std::move(sources), true);
   } else if (target && grid.registry) {
@@ -131,7 +131,7 @@ asio::awaitable<void> director_daemon::impl::repair(segment_key key) {
   --background;
 }
 
-asio::awaitable<void> director_daemon::impl::drop_copy(segment_key key, size_t engine,
+asio::awaitable<void> director_daemon::impl::drop_copy(segment_key key, engine_slot engine,
                                                        bool replica) {
   ++background;
   dropping.insert(key);

@@ -67,7 +67,7 @@ asio::awaitable<void> director_daemon::impl::send_preload(std::string url,
   --background;
 }
 
-std::string director_daemon::impl::segment_url(size_t engine, const segment_key& key,
+std::string director_daemon::impl::segment_url(engine_slot engine, const segment_key& key,
                                                std::string_view query) const {
   auto& url = tables.engine(engine).url;
   std::string out;
@@ -82,7 +82,7 @@ std::string director_daemon::impl::segment_url(size_t engine, const segment_key&
   return out;
 }
 
-result<std::string> director_daemon::impl::signed_url(std::string url, size_t engine) const {
+result<std::string> director_daemon::impl::signed_url(std::string url, engine_slot engine) const {
   if (!auth->signer()) {
     return make_error(errc::unavailable, "not yet logged in at auth");
   }
@@ -93,7 +93,8 @@ result<std::string> director_daemon::impl::signed_url(std::string url, size_t en
   return url;
 }
 
-result<std::string> director_daemon::impl::console_location(size_t engine, const segment_key& key,
+result<std::string> director_daemon::impl::console_location(engine_slot engine,
+                                                            const segment_key& key,
                                                             std::string_view query) const {
   if (!auth) {
     return segment_url(engine, key, query);
@@ -104,9 +105,9 @@ result<std::string> director_daemon::impl::console_location(size_t engine, const
 // The engine the tables choose for a console of `key`, the engine told to preload it preferred
 // (claim 16). When the one chosen is near its limits and so is every other engine serving the
 // segment, a replica is ordered before consoles have to wait for it (claim 19).
-std::optional<size_t> director_daemon::impl::choose_for_console(const segment_key& key,
-                                                                steady::time_point now) {
-  std::optional<size_t> hint;
+std::optional<engine_slot> director_daemon::impl::choose_for_console(const segment_key& key,
+                                                                     steady::time_point now) {
+  std::optional<engine_slot> hint;
   if (auto p = preloaded.find(key); p != preloaded.end() && p->second.second > now) {
     hint = p->second.first;  // kept until it expires: every console of this segment may use it
   }
@@ -122,8 +123,9 @@ std::optional<size_t> director_daemon::impl::choose_for_console(const segment_ke
 // Claim 19: every holder is at its limits. Another engine receives a replica and this console goes
 // there, served as the replica arrives. Consoles arriving together share one order; when they are
 // more than the replica's engine takes, the rest order the next one.
-asio::awaitable<std::optional<size_t>> director_daemon::impl::wait_for_replica(segment_key key) {
-  std::optional<size_t> chosen;
+asio::awaitable<std::optional<engine_slot>> director_daemon::impl::wait_for_replica(
+    segment_key key) {
+  std::optional<engine_slot> chosen;
   for (size_t round = 0; !chosen && round < tables.engine_count(); ++round) {
     auto got = co_await replicate_shared(key);
     if (!got) {

@@ -72,7 +72,7 @@ asio::awaitable<reply> director_daemon::impl::create_program(request_context& ct
   api::placement pl;
   for (size_t i = 0; i < m->segments.size(); ++i) {
     std::vector<api::engine_ref> targets;
-    for (size_t e : tables.spread({m->id, m->segments[i].index}, i, up, copies, now)) {
+    for (engine_slot e : tables.spread({m->id, m->segments[i].index}, i, up, copies, now)) {
       targets.push_back({tables.engine(e).name, tables.engine(e).url});
     }
     pl.targets.push_back(std::move(targets));
@@ -181,7 +181,7 @@ asio::awaitable<reply> director_daemon::impl::delete_program(request_context& ct
   }
   for (auto& s : m.segments) {
     segment_key key{m.id, s.index};
-    for (size_t h : tables.holders(key)) {
+    for (engine_slot h : tables.holders(key)) {
       asio::co_spawn(io,
                      send_delete(fmt::format("{}/v1/segments/{}/{}.ts", tables.engine(h).url,
                                              m.id.str(), s.index.v)),

@@ -24,7 +24,7 @@ asio::awaitable<bool> director_daemon::impl::send_report() {
   auto now = steady::now();
   api::station_report r;
   double streams = 0, capacity = 0;
-  for (size_t i : tables.up_engines(now)) {
+  for (engine_slot i : tables.up_engines(now)) {
     auto& e = tables.engine(i);
     streams += e.load.active_streams;
     capacity += e.load.max_streams;

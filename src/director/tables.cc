@@ -26,9 +26,9 @@ double load_of(const candidate& c) {
   return l;
 }
 
-std::optional<size_t> choose_engine(const std::vector<candidate>& holders,
-                                    std::optional<size_t> preferred, uint64_t rotation) {
-  std::optional<size_t> best;
+std::optional<engine_slot> choose_engine(const std::vector<candidate>& holders,
+                                         std::optional<engine_slot> preferred, uint64_t rotation) {
+  std::optional<engine_slot> best;
   double best_load = 0;
   size_t n = holders.size();
   for (size_t k = 0; k < n; ++k) {
@@ -76,15 +76,15 @@ receiver_rank rank_receiver(const engine_entry& e, uint64_t bytes) {
   return r;
 }
 
-std::optional<size_t> station_tables::choose_receiver(const segment_key& key, uint64_t bytes,
-                                                      steady::time_point now,
-                                                      std::optional<size_t> exclude,
-                                                      bool need_room) const {
-  std::optional<size_t> best;
+std::optional<engine_slot> station_tables::choose_receiver(const segment_key& key, uint64_t bytes,
+                                                           steady::time_point now,
+                                                           std::optional<engine_slot> exclude,
+                                                           bool need_room) const {
+  std::optional<engine_slot> best;
   receiver_rank best_rank;
   size_t best_count = 0;
-  for (size_t i = 0; i < engines_.size(); ++i) {
-    auto& e = *engines_[i];
+  for (engine_slot i : all_engines()) {
+    auto& e = engine(i);
     if (i == exclude || !is_up(e, now) || e.held.contains(key) || e.filling.contains(key) ||
         e.load.active_streams + e.assigned >= e.load.max_streams) {
       continue;
@@ -107,15 +107,15 @@ std::optional<size_t> station_tables::choose_receiver(const segment_key& key, ui
   return best;
 }
 
-std::optional<size_t> station_tables::surplus_copy(
+std::optional<engine_slot> station_tables::surplus_copy(
     const segment_key& key, steady::time_point now, size_t copies,
-    const std::function<bool(size_t)>& for_load) const {
-  std::optional<size_t> worst;
+    const std::function<bool(engine_slot)>& for_load) const {
+  std::optional<engine_slot> worst;
   double worst_score = 0;
   size_t up = 0;
   size_t replicas = 0;
-  for (size_t h : holders(key)) {
-    if (!is_up(*engines_[h], now)) {
+  for (engine_slot h : holders(key)) {
+    if (!is_up(engine(h), now)) {
       continue;
     }
     ++up;
@@ -123,7 +123,7 @@ std::optional<size_t> station_tables::surplus_copy(
       ++replicas;
       continue;
     }
-    double score = rank_receiver(*engines_[h], 0).score;
+    double score = rank_receiver(engine(h), 0).score;
     if (!worst || score > worst_score) {
       worst = h;
       worst_score = score;
@@ -138,12 +138,12 @@ std::optional<size_t> station_tables::surplus_copy(
 size_t station_tables::present_copies(const segment_key& key, steady::time_point now,
                                       std::chrono::milliseconds grace) const {
   size_t n = 0;
-  for (size_t i : holders(key)) {
-    auto& e = *engines_[i];
+  for (engine_slot i : holders(key)) {
+    auto& e = engine(i);
     n += is_up(e, now) || now - e.last_seen <= timeout_ + grace ? 1 : 0;
   }
-  for (size_t i : filling(key)) {
-    n += is_up(*engines_[i], now) ? 1 : 0;
+  for (engine_slot i : filling(key)) {
+    n += is_up(engine(i), now) ? 1 : 0;
   }
   return n;
 }
@@ -151,11 +151,11 @@ size_t station_tables::present_copies(const segment_key& key, steady::time_point
 api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::time_point now) {
   auto idx = find_engine(hb.engine.str());
   if (!idx) {
+    idx = engine_slot{static_cast<uint32_t>(engines_.size())};
     engines_.push_back(std::make_unique<engine_entry>());
     engines_.back()->name = hb.engine;
-    idx = engines_.size() - 1;
   }
-  engine_entry& e = *engines_[*idx];
+  engine_entry& e = engine_mut(*idx);
   bool continues = e.epoch == hb.epoch && hb.seq == e.seq + 1;
   if (!hb.full && !continues) {
     return {true};
@@ -203,15 +203,15 @@ api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::tim
   return {false};
 }
 
-void station_tables::add_filling(size_t engine, const segment_key& key) {
-  if (engines_[engine]->filling.insert(key).second) {
+void station_tables::add_filling(engine_slot engine, const segment_key& key) {
+  if (engine_mut(engine).filling.insert(key).second) {
     filling_[key].push_back(engine);
     note_engine_change(engine, key, true, true);
   }
 }
 
-void station_tables::remove_filling(size_t engine, const segment_key& key) {
-  if (engines_[engine]->filling.erase(key) == 0) {
+void station_tables::remove_filling(engine_slot engine, const segment_key& key) {
+  if (engine_mut(engine).filling.erase(key) == 0) {
     return;
   }
   note_engine_change(engine, key, true, false);
@@ -224,13 +224,13 @@ void station_tables::remove_filling(size_t engine, const segment_key& key) {
   }
 }
 
-void station_tables::note_engine_change(size_t engine, const segment_key& key, bool filling,
+void station_tables::note_engine_change(engine_slot engine, const segment_key& key, bool filling,
                                         bool held) {
   engine_changes_[{key, engine, filling}] = held;
 }
 
-const std::vector<size_t>& station_tables::filling(const segment_key& key) const {
-  static const std::vector<size_t> none;
+const std::vector<engine_slot>& station_tables::filling(const segment_key& key) const {
+  static const std::vector<engine_slot> none;
   auto it = filling_.find(key);
   return it == filling_.end() ? none : it->second;
 }
@@ -251,25 +251,25 @@ bool station_tables::hot(const segment_key& key, steady::time_point now, uint32_
   return any;
 }
 
-std::vector<size_t> station_tables::sources_by_load(const segment_key& key,
-                                                    steady::time_point now) const {
-  std::vector<std::pair<double, size_t>> up;
+std::vector<engine_slot> station_tables::sources_by_load(const segment_key& key,
+                                                         steady::time_point now) const {
+  std::vector<std::pair<double, engine_slot>> up;
   for (auto& c : candidates(key, now)) {
     if (c.up) {
       up.emplace_back(load_of(c), c.engine);
     }
   }
   std::sort(up.begin(), up.end());
-  std::vector<size_t> out;
+  std::vector<engine_slot> out;
   for (auto& [l, i] : up) {
     out.push_back(i);
   }
   return out;
 }
 
-void station_tables::add_location(size_t engine, const segment_key& key) {
+void station_tables::add_location(engine_slot engine, const segment_key& key) {
   remove_filling(engine, key);  // a whole copy is no longer arriving
-  if (engines_[engine]->held.insert(key).second) {
+  if (engine_mut(engine).held.insert(key).second) {
     note_engine_change(engine, key, false, true);
     auto& l = locations_[key];
     l.push_back(engine);
@@ -287,15 +287,15 @@ std::vector<api::location_change> station_tables::drain_changes() {
   }
   changes_.clear();
   for (auto& [what, held] : engine_changes_) {
-    auto& [k, engine, filling] = what;
-    out.push_back({k, held, engines_[engine]->name.str(), filling});
+    auto& [k, slot, filling] = what;
+    out.push_back({k, held, engine(slot).name.str(), filling});
   }
   engine_changes_.clear();
   return out;
 }
 
-void station_tables::remove_location(size_t engine, const segment_key& key) {
-  if (engines_[engine]->held.erase(key) == 0) {
+void station_tables::remove_location(engine_slot engine, const segment_key& key) {
+  if (engine_mut(engine).held.erase(key) == 0) {
     return;
   }
   note_engine_change(engine, key, false, false);
@@ -310,8 +310,8 @@ void station_tables::remove_location(size_t engine, const segment_key& key) {
   }
 }
 
-const std::vector<size_t>& station_tables::holders(const segment_key& key) const {
-  static const std::vector<size_t> none;
+const std::vector<engine_slot>& station_tables::holders(const segment_key& key) const {
+  static const std::vector<engine_slot> none;
   auto it = locations_.find(key);
   return it == locations_.end() ? none : it->second;
 }
@@ -321,8 +321,8 @@ const std::vector<candidate>& station_tables::candidates(const segment_key& key,
                                                          bool receiving) const {
   std::vector<candidate>& out = scratch_;
   out.clear();
-  for (size_t i : receiving ? filling(key) : holders(key)) {
-    const engine_entry& e = *engines_[i];
+  for (engine_slot i : receiving ? filling(key) : holders(key)) {
+    const engine_entry& e = engine(i);
     out.push_back(candidate{i, is_up(e, now), e.load.active_streams + e.assigned,
                             e.load.max_streams, e.load.bytes_per_second,
                             e.load.max_bytes_per_second});
@@ -330,8 +330,8 @@ const std::vector<candidate>& station_tables::candidates(const segment_key& key,
   return out;
 }
 
-std::optional<size_t> station_tables::choose(const segment_key& key, steady::time_point now,
-                                             std::optional<size_t> preferred) {
+std::optional<engine_slot> station_tables::choose(const segment_key& key, steady::time_point now,
+                                                  std::optional<engine_slot> preferred) {
   auto c = choose_engine(candidates(key, now), preferred, rotation_++);
   if (!c && filling_.contains(key)) {
     c = choose_engine(candidates(key, now, true), std::nullopt, rotation_);
@@ -342,8 +342,8 @@ std::optional<size_t> station_tables::choose(const segment_key& key, steady::tim
   return c;
 }
 
-void station_tables::note_sent(size_t engine, steady::time_point now) {
-  auto& e = *engines_[engine];
+void station_tables::note_sent(engine_slot engine, steady::time_point now) {
+  auto& e = engine_mut(engine);
   ++e.assigned;
   e.recent.push_back(now);
   if (e.recent.size() > 4096) {
@@ -351,13 +351,14 @@ void station_tables::note_sent(size_t engine, steady::time_point now) {
   }
 }
 
-std::optional<size_t> station_tables::peek(const segment_key& key, steady::time_point now) const {
+std::optional<engine_slot> station_tables::peek(const segment_key& key,
+                                                steady::time_point now) const {
   return choose_engine(candidates(key, now), std::nullopt, rotation_);
 }
 
-std::optional<size_t> station_tables::least_loaded(const segment_key& key, steady::time_point now,
-                                                   bool receiving,
-                                                   std::optional<size_t> exclude) const {
+std::optional<engine_slot> station_tables::least_loaded(const segment_key& key,
+                                                        steady::time_point now, bool receiving,
+                                                        std::optional<engine_slot> exclude) const {
   candidates(key, now, receiving);
   if (exclude) {
     std::erase_if(scratch_, [&](const candidate& c) { return c.engine == *exclude; });
@@ -365,17 +366,17 @@ std::optional<size_t> station_tables::least_loaded(const segment_key& key, stead
   return choose_engine(scratch_, std::nullopt, 0);
 }
 
-std::vector<size_t> station_tables::spread(const segment_key& key, size_t position,
-                                           const std::vector<size_t>& up, size_t copies,
-                                           steady::time_point now) const {
-  std::vector<size_t> out;
-  for (size_t h : holders(key)) {  // copies already held count
-    if (is_up(*engines_[h], now) && out.size() < copies) {
+std::vector<engine_slot> station_tables::spread(const segment_key& key, size_t position,
+                                                const std::vector<engine_slot>& up, size_t copies,
+                                                steady::time_point now) const {
+  std::vector<engine_slot> out;
+  for (engine_slot h : holders(key)) {  // copies already held count
+    if (is_up(engine(h), now) && out.size() < copies) {
       out.push_back(h);
     }
   }
   for (size_t k = 0; k < up.size() && out.size() < copies; ++k) {
-    size_t e = up[(position + k) % up.size()];
+    engine_slot e = up[(position + k) % up.size()];
     if (std::find(out.begin(), out.end(), e) == out.end()) {
       out.push_back(e);
     }
@@ -385,25 +386,34 @@ std::vector<size_t> station_tables::spread(const segment_key& key, size_t positi
 
 size_t station_tables::up_holders(const segment_key& key, steady::time_point now) const {
   size_t n = 0;
-  for (size_t i : holders(key)) {
-    n += is_up(*engines_[i], now) ? 1 : 0;
+  for (engine_slot i : holders(key)) {
+    n += is_up(engine(i), now) ? 1 : 0;
   }
   return n;
 }
 
-std::vector<size_t> station_tables::up_engines(steady::time_point now) const {
-  std::vector<size_t> out;
+std::vector<engine_slot> station_tables::all_engines() const {
+  std::vector<engine_slot> out;
+  out.reserve(engines_.size());
   for (size_t i = 0; i < engines_.size(); ++i) {
-    if (is_up(*engines_[i], now)) {
+    out.push_back(engine_slot{static_cast<uint32_t>(i)});
+  }
+  return out;
+}
+
+std::vector<engine_slot> station_tables::up_engines(steady::time_point now) const {
+  std::vector<engine_slot> out;
+  for (engine_slot i : all_engines()) {
+    if (is_up(engine(i), now)) {
       out.push_back(i);
     }
   }
   return out;
 }
 
-std::optional<size_t> station_tables::find_engine(std::string_view name) const {
-  for (size_t i = 0; i < engines_.size(); ++i) {
-    if (engines_[i]->name.str() == name) {
+std::optional<engine_slot> station_tables::find_engine(std::string_view name) const {
+  for (engine_slot i : all_engines()) {
+    if (engine(i).name.str() == name) {
       return i;
     }
   }

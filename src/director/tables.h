@@ -23,6 +23,14 @@ namespace vodgrid::director {
 
 using steady = std::chrono::steady_clock;
 
+// An engine's slot in the station's engine table: given at its first heartbeat and kept for the
+// director's life. Its own type, so that it is not mixed up with a count or a segment position;
+// hashes and orders as its number.
+enum class engine_slot : uint32_t {};
+inline size_t index_of(engine_slot s) {
+  return static_cast<size_t>(s);
+}
+
 struct engine_entry {
   engine_id name;
   std::string url;
@@ -44,7 +52,7 @@ struct engine_entry {
 
 // What selection needs to know of one holder.
 struct candidate {
-  size_t engine = 0;  // index in the engine table
+  engine_slot engine{};
   bool up = false;
   uint32_t streams = 0;  // reported active streams plus consoles assigned since
   uint32_t max_streams = 0;
@@ -59,8 +67,8 @@ double load_of(const candidate& c);
 // bandwidth limits, least loaded relative to its limit. `preferred` (an engine told to preload the
 // segment) wins when it qualifies and its load is within one stream of the best. Ties go to the
 // lowest `rotation`-shifted position, so equal engines share the work. nullopt when none qualifies.
-std::optional<size_t> choose_engine(const std::vector<candidate>& holders,
-                                    std::optional<size_t> preferred, uint64_t rotation);
+std::optional<engine_slot> choose_engine(const std::vector<candidate>& holders,
+                                         std::optional<engine_slot> preferred, uint64_t rotation);
 
 // Whether engine `e` is at `percent` of its stream limit or of its bandwidth budget (counting the
 // consoles assigned since its heartbeat). The engine chosen for a console being so is the cheap
@@ -91,40 +99,43 @@ class station_tables {
   // Chooses an engine for segment `key` and counts the console against it: a holder of the whole
   // segment, else one receiving it (it serves while it receives). nullopt: none qualifies (none up,
   // or all at their limits).
-  std::optional<size_t> choose(const segment_key& key, steady::time_point now,
-                               std::optional<size_t> preferred = std::nullopt);
+  std::optional<engine_slot> choose(const segment_key& key, steady::time_point now,
+                                    std::optional<engine_slot> preferred = std::nullopt);
   // Whether every up engine holding or receiving `key` is at `percent` of its limits (and there is
   // at least one): the segment is hot (claim 19).
   bool hot(const segment_key& key, steady::time_point now, uint32_t percent) const;
   // The up holders of the whole segment, least loaded first: sources for a replica.
-  std::vector<size_t> sources_by_load(const segment_key& key, steady::time_point now) const;
+  std::vector<engine_slot> sources_by_load(const segment_key& key, steady::time_point now) const;
   // The engine choose() would pick, without counting a console.
-  std::optional<size_t> peek(const segment_key& key, steady::time_point now) const;
+  std::optional<engine_slot> peek(const segment_key& key, steady::time_point now) const;
   // The engine to name for `key` to another station or to an engine of ours sending a console on
   // (`holder`): by choose_engine's rule (up, under its limits, least loaded; ties to the first),
   // among the engines holding it whole, or with `receiving` those receiving it; never `exclude`.
   // Counts no console. nullopt: none qualifies.
-  std::optional<size_t> least_loaded(const segment_key& key, steady::time_point now, bool receiving,
-                                     std::optional<size_t> exclude = std::nullopt) const;
+  std::optional<engine_slot> least_loaded(const segment_key& key, steady::time_point now,
+                                          bool receiving,
+                                          std::optional<engine_slot> exclude = std::nullopt) const;
   // The engines a new program's segment at `position` is placed on (claim 18), `copies` of them:
   // the up engines already holding it, then consecutive engines of `up` starting at position mod
   // n, so that every program is served by at least two engines and its load is shared by all.
-  std::vector<size_t> spread(const segment_key& key, size_t position, const std::vector<size_t>& up,
-                             size_t copies, steady::time_point now) const;
+  std::vector<engine_slot> spread(const segment_key& key, size_t position,
+                                  const std::vector<engine_slot>& up, size_t copies,
+                                  steady::time_point now) const;
 
   // The engine that should receive a copy of `key` (`bytes` long): up, neither holding nor
   // receiving it, under its stream limit, not `exclude`; one with room before one that must evict
   // (none of those when `need_room`), then the best rank_receiver. nullopt: none can.
-  std::optional<size_t> choose_receiver(const segment_key& key, uint64_t bytes,
-                                        steady::time_point now,
-                                        std::optional<size_t> exclude = std::nullopt,
-                                        bool need_room = false) const;
+  std::optional<engine_slot> choose_receiver(const segment_key& key, uint64_t bytes,
+                                             steady::time_point now,
+                                             std::optional<engine_slot> exclude = std::nullopt,
+                                             bool need_room = false) const;
   // The copy of `key` to drop when more engines in rotation hold it than the placement's `copies`
   // (an engine came back): the one at the engine with the least room and the most load
   // (rank_receiver). Replicas made for load (`for_load(engine)`) are neither dropped nor counted:
   // they go when idle. nullopt: nothing beyond the placement.
-  std::optional<size_t> surplus_copy(const segment_key& key, steady::time_point now, size_t copies,
-                                     const std::function<bool(size_t)>& for_load) const;
+  std::optional<engine_slot> surplus_copy(const segment_key& key, steady::time_point now,
+                                          size_t copies,
+                                          const std::function<bool(engine_slot)>& for_load) const;
   // Copies of `key` the station can count on: whole copies at engines that are up or were seen
   // within `grace` (they may come back), plus copies arriving at engines that are up.
   size_t present_copies(const segment_key& key, steady::time_point now,
@@ -143,40 +154,43 @@ class station_tables {
   }
 
   // Engines (up or not) holding `key` whole, by index.
-  const std::vector<size_t>& holders(const segment_key& key) const;
+  const std::vector<engine_slot>& holders(const segment_key& key) const;
   // Engines (up or not) receiving `key`.
-  const std::vector<size_t>& filling(const segment_key& key) const;
+  const std::vector<engine_slot>& filling(const segment_key& key) const;
   size_t up_holders(const segment_key& key, steady::time_point now) const;
-  std::vector<size_t> up_engines(steady::time_point now) const;
+  std::vector<engine_slot> up_engines(steady::time_point now) const;
 
-  const engine_entry& engine(size_t i) const { return *engines_.at(i); }
-  engine_entry& engine_mut(size_t i) { return *engines_.at(i); }
+  std::vector<engine_slot> all_engines() const;  // in slot order
+  const engine_entry& engine(engine_slot i) const { return *engines_.at(index_of(i)); }
+  engine_entry& engine_mut(engine_slot i) { return *engines_.at(index_of(i)); }
   size_t engine_count() const { return engines_.size(); }
-  std::optional<size_t> find_engine(std::string_view name) const;
+  std::optional<engine_slot> find_engine(std::string_view name) const;
   size_t location_count() const { return locations_.size(); }
 
   // Counts a copy of `bytes` as ordered to an engine from the moment it is chosen, before the
   // order is even sent: copies chosen meanwhile (several are ordered at once) go elsewhere.
-  void note_ordered(size_t engine, uint64_t bytes) { engines_.at(engine)->pending_bytes += bytes; }
+  void note_ordered(engine_slot engine, uint64_t bytes) {
+    engine_mut(engine).pending_bytes += bytes;
+  }
   // The order did not go through: its bytes no longer count.
-  void note_order_failed(size_t engine, uint64_t bytes) {
-    auto& p = engines_.at(engine)->pending_bytes;
+  void note_order_failed(engine_slot engine, uint64_t bytes) {
+    auto& p = engine_mut(engine).pending_bytes;
     p -= std::min(p, bytes);
   }
   // Records a copy an engine has just reported done, before its heartbeat says so.
-  void note_copy(size_t engine, const segment_key& key) { add_location(engine, key); }
+  void note_copy(engine_slot engine, const segment_key& key) { add_location(engine, key); }
   // Records a copy an engine has just accepted to receive, before its heartbeat says so.
-  void note_filling(size_t engine, const segment_key& key) { add_filling(engine, key); }
+  void note_filling(engine_slot engine, const segment_key& key) { add_filling(engine, key); }
   // Forgets a copy an engine is allowed to evict, before its heartbeat says so.
-  void note_removal(size_t engine, const segment_key& key) { remove_location(engine, key); }
+  void note_removal(engine_slot engine, const segment_key& key) { remove_location(engine, key); }
   // Forgets a copy that an engine reported failed, before its heartbeat says so.
-  void end_filling(size_t engine, const segment_key& key) { remove_filling(engine, key); }
+  void end_filling(engine_slot engine, const segment_key& key) { remove_filling(engine, key); }
   // Counts a console just sent to an engine, until a heartbeat written after it arrived.
-  void note_sent(size_t engine, steady::time_point now);
+  void note_sent(engine_slot engine, steady::time_point now);
   // Records that an engine refused a console at its stream limit: it counts as full until its
   // next heartbeat.
-  void note_full(size_t engine) {
-    auto& e = *engines_.at(engine);
+  void note_full(engine_slot engine) {
+    auto& e = engine_mut(engine);
     if (e.load.active_streams + e.assigned < e.load.max_streams) {
       e.assigned = e.load.max_streams - e.load.active_streams;
     }
@@ -189,20 +203,20 @@ class station_tables {
   // The holders of `key` as candidates, in scratch_ (valid until the next call).
   const std::vector<candidate>& candidates(const segment_key& key, steady::time_point now,
                                            bool receiving = false) const;
-  void add_location(size_t engine, const segment_key& key);
-  void remove_location(size_t engine, const segment_key& key);
-  void add_filling(size_t engine, const segment_key& key);
-  void remove_filling(size_t engine, const segment_key& key);
-  void note_engine_change(size_t engine, const segment_key& key, bool filling, bool held);
+  void add_location(engine_slot engine, const segment_key& key);
+  void remove_location(engine_slot engine, const segment_key& key);
+  void add_filling(engine_slot engine, const segment_key& key);
+  void remove_filling(engine_slot engine, const segment_key& key);
+  void note_engine_change(engine_slot engine, const segment_key& key, bool filling, bool held);
 
   std::chrono::milliseconds timeout_;
   std::vector<std::unique_ptr<engine_entry>> engines_;
-  std::unordered_map<segment_key, std::vector<size_t>> locations_;
-  std::unordered_map<segment_key, std::vector<size_t>> filling_;
+  std::unordered_map<segment_key, std::vector<engine_slot>> locations_;
+  std::unordered_map<segment_key, std::vector<engine_slot>> filling_;
   uint64_t rotation_ = 0;
   std::unordered_map<segment_key, bool> changes_;  // the last word on each segment since a drain
   // The same per (segment, engine, receiving or whole).
-  std::map<std::tuple<segment_key, size_t, bool>, bool> engine_changes_;
+  std::map<std::tuple<segment_key, engine_slot, bool>, bool> engine_changes_;
   mutable std::vector<candidate> scratch_;  // candidates(): reused, not allocated per console
 };
 
