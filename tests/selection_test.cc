@@ -244,13 +244,14 @@ TEST(StationTables, TheHolderNamedIsTheLeastLoadedUpAndUnderItsLimits) {
   t.apply(load_beat("c", {0}, 10), now);                // at its stream limit
   t.apply(load_beat("d", {0, 3}, 0, 1000, 1000), now);  // at its bandwidth budget
   auto name = [&](std::optional<engine_slot> e) { return e ? t.engine(*e).name.str() : "none"; };
-  EXPECT_EQ(name(t.least_loaded(key(0), now, false)), "b");
-  EXPECT_EQ(name(t.least_loaded(key(0), now, false, t.find_engine("b"))), "a");
-  EXPECT_EQ(name(t.least_loaded(key(0), now + 1500ms, false)), "none");  // all silent: down
-  EXPECT_EQ(name(t.least_loaded(key(1), now, false)), "none");           // nobody holds it
-  EXPECT_EQ(name(t.least_loaded(key(3), now, false)), "none");           // only d, at its budget
+  EXPECT_EQ(name(t.least_loaded(key(0), now, copy_kind::whole)), "b");
+  EXPECT_EQ(name(t.least_loaded(key(0), now, copy_kind::whole, t.find_engine("b"))), "a");
+  EXPECT_EQ(name(t.least_loaded(key(0), now + 1500ms, copy_kind::whole)),
+            "none");                                                       // all silent: down
+  EXPECT_EQ(name(t.least_loaded(key(1), now, copy_kind::whole)), "none");  // nobody holds it
+  EXPECT_EQ(name(t.least_loaded(key(3), now, copy_kind::whole)), "none");  // only d, at its budget
   // Naming an engine counts no console against it: asked again, the same answer.
-  EXPECT_EQ(name(t.least_loaded(key(0), now, false)), "b");
+  EXPECT_EQ(name(t.least_loaded(key(0), now, copy_kind::whole)), "b");
   EXPECT_EQ(t.engine(*t.find_engine("b")).assigned, 0u);
 }
 
@@ -261,11 +262,11 @@ TEST(StationTables, TheHolderNamedFollowsTheConsoleChoiceRule) {
   t.apply(load_beat("b", {0}, 3), now);
   // Ties go to the first holder, every time (no rotation): copies from other stations are few.
   for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(t.engine(*t.least_loaded(key(0), now, false)).name.str(), "a");
+    EXPECT_EQ(t.engine(*t.least_loaded(key(0), now, copy_kind::whole)).name.str(), "a");
   }
   // What choose() would pick for a console, without the preload hint, when loads differ.
   t.apply(load_beat("c", {0}, 1), now);
-  EXPECT_EQ(t.least_loaded(key(0), now, false), t.peek(key(0), now));
+  EXPECT_EQ(t.least_loaded(key(0), now, copy_kind::whole), t.peek(key(0), now));
 }
 
 TEST(StationTables, AnEngineReceivingASegmentIsNamedOnlyAmongThoseReceivingIt) {
@@ -276,9 +277,11 @@ TEST(StationTables, AnEngineReceivingASegmentIsNamedOnlyAmongThoseReceivingIt) {
   t.apply(load_beat("c", {}, 2), now);
   t.note_filling(*t.find_engine("b"), key(0));
   t.note_filling(*t.find_engine("c"), key(0));
-  EXPECT_EQ(t.engine(*t.least_loaded(key(0), now, false)).name.str(), "a");
-  EXPECT_EQ(t.engine(*t.least_loaded(key(0), now, true)).name.str(), "c");
-  EXPECT_EQ(t.engine(*t.least_loaded(key(0), now, true, t.find_engine("c"))).name.str(), "b");
+  EXPECT_EQ(t.engine(*t.least_loaded(key(0), now, copy_kind::whole)).name.str(), "a");
+  EXPECT_EQ(t.engine(*t.least_loaded(key(0), now, copy_kind::filling)).name.str(), "c");
+  EXPECT_EQ(
+      t.engine(*t.least_loaded(key(0), now, copy_kind::filling, t.find_engine("c"))).name.str(),
+      "b");
 }
 
 // A new program's placement: `copies` consecutive engines from the segment's position, the copies

@@ -11,8 +11,8 @@
 
 namespace vodgrid::director {
 
-// The station's engine that should receive a copy (tables.h, choose_receiver).
-std::optional<engine_slot> director_daemon::impl::receiving_engine(
+// The engine of ours that should receive a copy: station_tables::choose_receiver with its size.
+std::optional<engine_slot> director_daemon::impl::choose_receiver(
     const segment_key& key, std::optional<engine_slot> exclude) {
   return tables.choose_receiver(key, segment_size(key), steady::now(), exclude);
 }
@@ -49,9 +49,9 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::order_fetch(
 // which engine holds the segment; order an engine of ours to copy it from those engines in that
 // order (a transfer cut short resumes from the next). The engine checks the digest before it counts
 // the segment as held, so a failed copy leaves nothing behind.
-asio::awaitable<result<engine_slot>> director_daemon::impl::copy_from_sources(
+asio::awaitable<result<engine_slot>> director_daemon::impl::copy_from_other_station(
     segment_key key, bool wait, std::optional<engine_slot> exclude) {
-  if (!receiving_engine(key, exclude)) {  // asked again once the sources are known
+  if (!choose_receiver(key, exclude)) {  // asked again once the sources are known
     co_return make_error(errc::unavailable,
                          "no engine of this station is up and has room to receive " + key.str());
   }
@@ -87,7 +87,7 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::copy_from_sources(
   if (urls.empty()) {
     co_return make_error(errc::unavailable, last);
   }
-  auto target = receiving_engine(key, exclude);
+  auto target = choose_receiver(key, exclude);
   if (!target) {
     co_return make_error(errc::unavailable,
                          "no engine of this station is up and has room to receive " + key.str());
@@ -110,24 +110,25 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::once_per_segment(
     if (!p->finished) {
       co_await p->done.async_wait(use_tuple);
     }
-    co_return p->engine;
+    co_return p->receiver;
   }
   auto p = std::make_shared<pending_copy>(io);
   in_flight[key] = p;
   ++background;
-  p->engine = co_await start();
+  p->receiver = co_await start();
   p->finished = true;
   p->done.cancel();
   in_flight.erase(key);
   --background;
-  co_return p->engine;
+  co_return p->receiver;
 }
 
-// One copy per segment at a time: concurrent requests for it wait for the same order.
-asio::awaitable<result<engine_slot>> director_daemon::impl::acquire(
+// One copy from another station per segment at a time: concurrent requests for it wait for the
+// same order.
+asio::awaitable<result<engine_slot>> director_daemon::impl::copy_from_other_station_shared(
     segment_key key, bool wait, std::optional<engine_slot> exclude) {
-  return once_per_segment(copies_in_flight, key, [this, key, wait, exclude] {
-    return copy_from_sources(key, wait, exclude);
+  return once_per_segment(other_station_copies_in_flight, key, [this, key, wait, exclude] {
+    return copy_from_other_station(key, wait, exclude);
   });
 }
 
@@ -147,7 +148,7 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::replicate(
   if (sources.empty()) {
     co_return make_error(errc::unavailable, "no engine of the station holds " + key.str());
   }
-  auto target = receiving_engine(key, exclude);
+  auto target = choose_receiver(key, exclude);
   if (!target) {
     co_return make_error(errc::unavailable, "every engine of station " + station->name.str() +
                                                 " is at its limits or holds " + key.str() +
@@ -181,7 +182,7 @@ asio::awaitable<void> director_daemon::impl::prefetch_worker() {
     for (int attempt = 0; attempt < 6 && !stopping; ++attempt) {
       ++prefetching;
       prefetching_peak = std::max(prefetching_peak, prefetching);
-      auto r = co_await acquire(key, true);
+      auto r = co_await copy_from_other_station_shared(key, true);
       --prefetching;
       if (r || !tables.holders(key).empty()) {
         break;
@@ -240,6 +241,7 @@ asio::awaitable<reply> director_daemon::impl::distribute(request_context& ctx) {
 // another station's copy or for one of our engines sending a console on. ?whole=1: only an engine
 // holding it whole; ?exclude=<engine>: not that one (its copy failed, or it is the asker);
 // ?get=1: if none can serve it, have one receive it (a replica, or a copy from another station);
+// ?full=1: the excluded engine refused a console at its stream limit (its copy is fine);
 // ?console=1: the URL is for a console another station's director sends here (signed, with auth).
 asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   auto id = program_id::parse(ctx.params[0]);
@@ -250,31 +252,32 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   }
   segment_key key{*id, *idx};
   bool whole = ctx.query_param("whole") == "1";
-  bool get = ctx.query_param("get") == "1";
-  bool full = ctx.query_param("full") == "1";
-  bool console = ctx.query_param("console") == "1";  // for a console of another station: signed
+  // (The query flags keep their wire names; the variables say what they ask for.)
+  bool supply = ctx.query_param("get") == "1";         // none can serve it: have one receive it
+  bool exclude_full = ctx.query_param("full") == "1";  // `exclude` refused a console: full
+  bool console = ctx.query_param("console") == "1";    // for a console of another station: signed
   std::optional<engine_slot> exclude;
   if (auto ex = ctx.query_param("exclude"); !ex.empty()) {
     exclude = tables.find_engine(ex);
-    if (exclude && full) {
+    if (exclude && exclude_full) {
       tables.note_full(*exclude);  // it refused a console: no more go there until it says so
-    } else if (exclude && tables.engine(*exclude).filling.count(key) && get) {
+    } else if (exclude && tables.engine(*exclude).filling.count(key) && supply) {
       tables.end_filling(*exclude, key);  // its copy failed: no console goes there for it
     }
   }
   auto now = steady::now();
-  auto e = tables.least_loaded(key, now, false, exclude);
+  auto e = tables.least_loaded(key, now, copy_kind::whole, exclude);
   if (!e && !whole) {
-    e = tables.least_loaded(key, now, true, exclude);
+    e = tables.least_loaded(key, now, copy_kind::filling, exclude);
   }
-  if (!e && get) {
+  if (!e && supply) {
     auto m = ready_program(ctx.params[0]);
     if (m && idx->v < (*m)->segments.size()) {
       // (Two statements: GCC 12 mishandles co_await inside a conditional expression.)
       result<engine_slot> got = make_error(errc::unavailable, "");
       if (tables.holders(key).empty() && grid.registry) {
-        got = co_await acquire(key, false, exclude);
-      } else if (full) {
+        got = co_await copy_from_other_station_shared(key, false, exclude);
+      } else if (exclude_full) {
         got = co_await replicate_shared(key);  // the full engine may be a source: copies pass
       } else {
         got = co_await replicate(key, exclude);

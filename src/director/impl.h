@@ -89,11 +89,12 @@ struct director_daemon::impl {
   std::vector<api::copy_sample> copy_samples;
   struct pending_copy {
     explicit pending_copy(asio::io_context& io) : done(io, steady::time_point::max()) {}
-    asio::steady_timer done;     // cancelled when the copy ends; waiters wait on it
-    result<engine_slot> engine;  // the receiving engine, or why the copy failed
+    asio::steady_timer done;       // cancelled when the copy ends; waiters wait on it
+    result<engine_slot> receiver;  // the engine receiving the copy, or why the copy failed
     bool finished = false;
   };
-  std::unordered_map<segment_key, std::shared_ptr<pending_copy>> copies_in_flight;
+  // Copies from another station in flight, one per segment (copy_from_other_station_shared).
+  std::unordered_map<segment_key, std::shared_ptr<pending_copy>> other_station_copies_in_flight;
   // The station each source engine belongs to, by origin: copy samples name the station.
   std::unordered_map<std::string, station_id> station_of_origin;
   // Replicas made for load (claim 19), and when a console was last sent to each: deleted when idle.
@@ -157,7 +158,8 @@ struct director_daemon::impl {
   asio::awaitable<reply> get_program(request_context& ctx);
   asio::awaitable<reply> playlist(request_context& ctx);
   asio::awaitable<reply> segment(request_context& ctx);
-  asio::awaitable<std::optional<reply>> refuse_token(request_context& ctx, auth::requirement req);
+  // The reply refusing a request whose viewer token does not meet `req`; nullopt: it does.
+  asio::awaitable<std::optional<reply>> token_refusal(request_context& ctx, auth::requirement req);
   asio::awaitable<void> send_preload(std::string url, api::preload_order order);
   asio::awaitable<void> send_delete(std::string url);
   asio::awaitable<reply> distribute(request_context& ctx);
@@ -169,10 +171,16 @@ struct director_daemon::impl {
   asio::awaitable<void> reconcile_with_registry();
   bool reconciled = false;  // this process has checked the registry's view of the station once
   steady::time_point started = steady::now();
-  asio::awaitable<result<engine_slot>> acquire(segment_key key, bool wait,
-                                               std::optional<engine_slot> exclude = std::nullopt);
-  asio::awaitable<result<engine_slot>> copy_from_sources(segment_key key, bool wait,
-                                                         std::optional<engine_slot> exclude);
+  // Copies (copies.cc). An engine of ours receives `key` from an engine of another station (claims
+  // 12-14), never `exclude`; wait: the order answers when the copy is whole, else once the engine
+  // receives it (it serves meanwhile). Returns the receiving engine.
+  asio::awaitable<result<engine_slot>> copy_from_other_station(segment_key key, bool wait,
+                                                               std::optional<engine_slot> exclude);
+  // The same, sharing the copy of `key` in flight, if any, with the callers that wait for it.
+  asio::awaitable<result<engine_slot>> copy_from_other_station_shared(
+      segment_key key, bool wait, std::optional<engine_slot> exclude = std::nullopt);
+  // An engine of ours receives a replica of `key` from the least loaded engine of ours holding it
+  // (claims 19, 20); the _shared one shares the replica in flight.
   asio::awaitable<result<engine_slot>> replicate(segment_key key,
                                                  std::optional<engine_slot> exclude);
   asio::awaitable<result<engine_slot>> replicate_shared(segment_key key);
@@ -201,8 +209,9 @@ struct director_daemon::impl {
   std::optional<engine_slot> choose_for_console(const segment_key& key, steady::time_point now);
   asio::awaitable<std::optional<engine_slot>> wait_for_replica(segment_key key);
   asio::awaitable<void> prefetch_worker();
-  std::optional<engine_slot> receiving_engine(const segment_key& key,
-                                              std::optional<engine_slot> exclude = std::nullopt);
+  // The engine of ours that should receive a copy of `key` (station_tables::choose_receiver).
+  std::optional<engine_slot> choose_receiver(const segment_key& key,
+                                             std::optional<engine_slot> exclude = std::nullopt);
   std::string registry_url() const {
     return grid.registry ? grid.registry->listen.url() : std::string();
   }

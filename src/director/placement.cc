@@ -114,7 +114,7 @@ asio::awaitable<void> director_daemon::impl::repair(segment_key key) {
   if (target && !sources.empty()) {
     got = co_await order_fetch(*target, key, std::move(sources), true);
   } else if (target && grid.registry) {
-    got = co_await acquire(key, true);
+    got = co_await copy_from_other_station_shared(key, true);
   } else if (target) {
     got = make_error(errc::unavailable, "no engine in rotation holds it, and there is no registry");
   }

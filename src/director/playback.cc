@@ -15,9 +15,10 @@
 namespace vodgrid::director {
 
 // The slow path of a token check (the fast one is token_verifier::allows): the full verification,
-// with the keys fetched again when the token names one we do not know. nullopt: the token passes.
-asio::awaitable<std::optional<reply>> director_daemon::impl::refuse_token(request_context& ctx,
-                                                                          auth::requirement req) {
+// with the keys fetched again when the token names one we do not know. The reply refusing the
+// request, or nullopt when the token passes.
+asio::awaitable<std::optional<reply>> director_daemon::impl::token_refusal(request_context& ctx,
+                                                                           auth::requirement req) {
   auto token = auth::token_of(ctx);
   auto out = auth->verifier().verify(token, req);
   if (!out && out.why == auth::token_error::unknown_key) {
@@ -37,9 +38,8 @@ asio::awaitable<reply> director_daemon::impl::playlist(request_context& ctx) {
   if (auth) {
     // Claim 23: a viewer token entitled to the program, bound (if it says so) to this client.
     auth::requirement req{auth::token_kind::viewer, (*m)->id, auth::client_address(ctx)};
-    auto refused = co_await refuse_token(ctx, std::move(req));
-    if (refused) {
-      co_return std::move(*refused);
+    if (auto refusal = co_await token_refusal(ctx, std::move(req))) {
+      co_return std::move(*refusal);
     }
   }
   // Whatever query the console used (a token, later) is carried to each segment URI.
@@ -155,9 +155,8 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   if (auth && !auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &(*m)->id,
                                        ctx.remote.address(), auth::unix_now())) {
     auth::requirement req{auth::token_kind::viewer, (*m)->id, auth::client_address(ctx)};
-    auto refused = co_await refuse_token(ctx, std::move(req));
-    if (refused) {
-      co_return std::move(*refused);
+    if (auto refusal = co_await token_refusal(ctx, std::move(req))) {
+      co_return std::move(*refusal);
     }
   }
   auto now = steady::now();
@@ -254,7 +253,7 @@ void director_daemon::impl::preload_next(const api::program_manifest& m, const s
 asio::awaitable<result<director_daemon::impl::fallback>> director_daemon::impl::fall_back(
     segment_key key) {
   bool lacked = tables.holders(key).empty() && tables.filling(key).empty();
-  auto got = co_await acquire(key, false);
+  auto got = co_await copy_from_other_station_shared(key, false);
   fallback f;
   if (got) {
     f.engine = tables.choose(key, steady::now());

@@ -237,8 +237,8 @@ const std::vector<engine_slot>& station_tables::filling(const segment_key& key) 
 
 bool station_tables::hot(const segment_key& key, steady::time_point now, uint32_t percent) const {
   bool any = false;
-  for (bool receiving : {false, true}) {
-    for (auto& c : candidates(key, now, receiving)) {
+  for (copy_kind kind : {copy_kind::whole, copy_kind::filling}) {
+    for (auto& c : candidates(key, now, kind)) {
       if (!c.up) {
         continue;
       }
@@ -318,10 +318,10 @@ const std::vector<engine_slot>& station_tables::holders(const segment_key& key) 
 
 const std::vector<candidate>& station_tables::candidates(const segment_key& key,
                                                          steady::time_point now,
-                                                         bool receiving) const {
+                                                         copy_kind kind) const {
   std::vector<candidate>& out = scratch_;
   out.clear();
-  for (engine_slot i : receiving ? filling(key) : holders(key)) {
+  for (engine_slot i : kind == copy_kind::filling ? filling(key) : holders(key)) {
     const engine_entry& e = engine(i);
     out.push_back(candidate{i, is_up(e, now), e.load.active_streams + e.assigned,
                             e.load.max_streams, e.load.bytes_per_second,
@@ -334,7 +334,7 @@ std::optional<engine_slot> station_tables::choose(const segment_key& key, steady
                                                   std::optional<engine_slot> preferred) {
   auto c = choose_engine(candidates(key, now), preferred, rotation_++);
   if (!c && filling_.contains(key)) {
-    c = choose_engine(candidates(key, now, true), std::nullopt, rotation_);
+    c = choose_engine(candidates(key, now, copy_kind::filling), std::nullopt, rotation_);
   }
   if (c) {
     note_sent(*c, now);
@@ -357,9 +357,9 @@ std::optional<engine_slot> station_tables::peek(const segment_key& key,
 }
 
 std::optional<engine_slot> station_tables::least_loaded(const segment_key& key,
-                                                        steady::time_point now, bool receiving,
+                                                        steady::time_point now, copy_kind kind,
                                                         std::optional<engine_slot> exclude) const {
-  candidates(key, now, receiving);
+  candidates(key, now, kind);
   if (exclude) {
     std::erase_if(scratch_, [&](const candidate& c) { return c.engine == *exclude; });
   }

@@ -31,6 +31,10 @@ inline size_t index_of(engine_slot s) {
   return static_cast<size_t>(s);
 }
 
+// Which of a segment's copies a choice is made among: the whole ones, or those still arriving
+// (an engine serves a segment while it receives it).
+enum class copy_kind { whole, filling };
+
 struct engine_entry {
   engine_id name;
   std::string url;
@@ -110,10 +114,10 @@ class station_tables {
   std::optional<engine_slot> peek(const segment_key& key, steady::time_point now) const;
   // The engine to name for `key` to another station or to an engine of ours sending a console on
   // (`holder`): by choose_engine's rule (up, under its limits, least loaded; ties to the first),
-  // among the engines holding it whole, or with `receiving` those receiving it; never `exclude`.
+  // among the engines with a copy of `kind`; never `exclude`.
   // Counts no console. nullopt: none qualifies.
   std::optional<engine_slot> least_loaded(const segment_key& key, steady::time_point now,
-                                          bool receiving,
+                                          copy_kind kind,
                                           std::optional<engine_slot> exclude = std::nullopt) const;
   // The engines a new program's segment at `position` is placed on (claim 18), `copies` of them:
   // the up engines already holding it, then consecutive engines of `up` starting at position mod
@@ -202,7 +206,7 @@ class station_tables {
  private:
   // The holders of `key` as candidates, in scratch_ (valid until the next call).
   const std::vector<candidate>& candidates(const segment_key& key, steady::time_point now,
-                                           bool receiving = false) const;
+                                           copy_kind kind = copy_kind::whole) const;
   void add_location(engine_slot engine, const segment_key& key);
   void remove_location(engine_slot engine, const segment_key& key);
   void add_filling(engine_slot engine, const segment_key& key);
