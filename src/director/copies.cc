@@ -177,7 +177,8 @@ asio::awaitable<void> director_daemon::impl::prefetch_worker() {
       continue;
     }
     // A source may not have reported its copy yet: try a few times before leaving the segment to
-    // the miss path.
+    // the miss path. The backoff only paces retries while the source station's next report (every
+    // few hundred ms) reaches the registry; it bounds no wait of a peer, so it is not a setting.
     asio::steady_timer t(io);
     for (int attempt = 0; attempt < 6 && !stopping; ++attempt) {
       ++prefetching;

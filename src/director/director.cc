@@ -36,16 +36,18 @@ status director_daemon::start() {
   }
   d.server =
       std::make_unique<net::http_server>(d.io.get_executor(), "director " + d.station->name.str());
+  const timing_config& timing = d.grid.timing;
   net::client_options co;
-  co.connect_timeout = std::chrono::seconds(1);
-  co.request_timeout = std::chrono::seconds(10);
-  co.read_timeout = std::chrono::seconds(3);
+  co.connect_timeout = timing.connect;
+  co.request_timeout = timing.exchange;
+  co.read_timeout = timing.silence;
   co.max_body = 64 << 20;
   // Orders to engines, reports to the registry, copies from other stations: with its token.
   co.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
-  co.request_timeout = std::chrono::seconds(120);  // the order answers when the copy is done
-  co.read_timeout = std::chrono::seconds(60);
+  // The order answers when the copy is whole, and the engine sends nothing until then.
+  co.request_timeout = timing.order;
+  co.read_timeout = timing.order;
   d.copy_client = std::make_unique<net::http_client>(d.io.get_executor(), co);
   if (d.grid.auth) {
     d.auth = std::make_unique<auth::service_session>(
@@ -84,7 +86,7 @@ asio::awaitable<void> director_daemon::stop(std::chrono::milliseconds drain) {
   // them on their own, and nothing unfinished was recorded.
   asio::steady_timer t(d.io);
   while (d.background > 0 && steady::now() < deadline) {
-    t.expires_after(std::chrono::milliseconds(5));
+    t.expires_after(std::chrono::milliseconds(5));  // a poll of the counter; `drain` bounds it
     co_await t.async_wait(use_tuple);
   }
 }

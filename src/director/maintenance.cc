@@ -66,12 +66,16 @@ asio::awaitable<bool> director_daemon::impl::held_elsewhere(const segment_key& k
 }
 
 // Deletes replicas made for load once no console has been sent to them for replica_idle, keeping
-// the station's placement (`copies` whole copies) of the segment.
+// the station's placement (`copies` whole copies) of the segment, and runs the placement scan when
+// it is due.
 asio::awaitable<void> director_daemon::impl::maintenance_loop() {
   ++background;
   asio::steady_timer t(io);
   while (!stopping) {
-    t.expires_after(std::chrono::milliseconds(500));
+    // Not a setting of its own: fine enough for replica_idle (whole seconds), and no coarser than
+    // the placement scan's period.
+    t.expires_after(std::min<std::chrono::milliseconds>(grid.timing.placement_interval,
+                                                        std::chrono::milliseconds(500)));
     co_await t.async_wait(use_tuple);
     auto now = steady::now();
     for (auto it = replicas.begin(); it != replicas.end();) {

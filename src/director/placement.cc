@@ -19,14 +19,14 @@ uint64_t director_daemon::impl::segment_size(const segment_key& key) const {
              : 0;
 }
 
-// Runs from the maintenance loop, at most once a second. Scans the segments the station holds (the
-// home: every segment of its catalog, which it must hold whole) and starts what is needed: repairs
-// up to parallel_copies in flight, and a few drops of surplus copies.
+// Runs from the maintenance loop, at most once per [timing] placement_interval. Scans the segments
+// the station holds (the home: every segment of its catalog, which it must hold whole) and starts
+// what is needed: repairs up to parallel_copies in flight, and a few drops of surplus copies.
 void director_daemon::impl::plan_placement(steady::time_point now) {
   if (stopping || now < next_placement) {
     return;
   }
-  next_placement = now + std::chrono::seconds(1);
+  next_placement = now + grid.timing.placement_interval;
   // Right after a start not every engine has reported its inventory: what looks missing may not be.
   if (now - started < grid.heartbeat_timeout * 2) {
     return;

@@ -82,12 +82,17 @@ std::string director_daemon::impl::segment_url(engine_slot engine, const segment
   return out;
 }
 
+// A signed redirect is followed at once: it need outlive only the console's request to the engine
+// and the clocks' skew. Not a setting: it is part of claim 23's "short-lived".
+constexpr int64_t signature_lifetime_seconds = 30;
+
 result<std::string> director_daemon::impl::signed_url(std::string url, engine_slot engine) const {
   if (!auth->signer()) {
     return make_error(errc::unavailable, "not yet logged in at auth");
   }
-  auto sig = auth->signer()->sign_query(
-      std::string_view(url).substr(tables.engine(engine).url.size()), auth::unix_now() + 30);
+  auto sig =
+      auth->signer()->sign_query(std::string_view(url).substr(tables.engine(engine).url.size()),
+                                 auth::unix_now() + signature_lifetime_seconds);
   url += '?';
   url += sig;
   return url;

@@ -132,7 +132,7 @@ asio::awaitable<reply> director_daemon::impl::commit_program(request_context& ct
     if (missing.empty() || steady::now() > deadline) {
       break;
     }
-    t.expires_after(std::chrono::milliseconds(20));
+    t.expires_after(std::chrono::milliseconds(20));  // a poll, not a bound: the deadline above is
     co_await t.async_wait(use_tuple);
   }
   if (!missing.empty()) {
@@ -283,7 +283,8 @@ result<const api::program_manifest*> director_daemon::impl::ready_program(
 
 namespace {
 // How long the registry's "no such program" is believed: consoles asking for a program that does
-// not exist do not each cost a lookup.
+// not exist do not each cost a lookup. Not a setting: it bounds no peer, and a program created
+// meanwhile is found at most this late.
 constexpr auto unknown_ttl = std::chrono::seconds(2);
 }  // namespace
 

@@ -11,7 +11,7 @@ namespace vodgrid::director {
 asio::awaitable<bool> director_daemon::impl::report_to_registry() {
   asio::steady_timer wait(io);
   while (reporting) {
-    wait.expires_after(std::chrono::milliseconds(2));
+    wait.expires_after(std::chrono::milliseconds(2));  // a wait for the report in flight, no bound
     co_await wait.async_wait(use_tuple);
   }
   reporting = true;
@@ -144,6 +144,9 @@ asio::awaitable<void> director_daemon::impl::registry_loop() {
       }
     }
     was_ok = ok;
+    // Not a setting: a few hundred ms keeps the registry's view of our load and copies fresh for
+    // its choice of sources, well within its station_silence; a lost registry is asked half as
+    // often.
     t.expires_after(std::chrono::milliseconds(ok ? 250 : 500));
     co_await t.async_wait(use_tuple);
   }
