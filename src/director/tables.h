@@ -157,7 +157,7 @@ class station_tables {
     }
   }
 
-  // Engines (up or not) holding `key` whole, by index.
+  // Engines (up or not) holding `key` whole.
   const std::vector<engine_slot>& holders(const segment_key& key) const;
   // Engines (up or not) receiving `key`.
   const std::vector<engine_slot>& filling(const segment_key& key) const;
