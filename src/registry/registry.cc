@@ -31,7 +31,6 @@ using net::request_context;
 using steady = std::chrono::steady_clock;
 
 namespace {
-constexpr auto station_silence = std::chrono::seconds(5);  // no report for this long: down
 // Telling a station to hold a program is retried, the wait doubling from the first to the last.
 constexpr auto notify_first_wait = std::chrono::milliseconds(200);
 constexpr auto notify_max_wait = std::chrono::seconds(5);
@@ -77,7 +76,8 @@ struct registry_daemon::impl : net::daemon_base {
 
   bool is_up(const std::string& station) const {
     auto it = stations.find(station);
-    return it != stations.end() && steady::now() - it->second.last_report < station_silence;
+    return it != stations.end() &&
+           steady::now() - it->second.last_report < grid.timing.station_silence;
   }
 
   void on_stop() override {
@@ -125,7 +125,9 @@ status registry_daemon::start() {
   d.db = std::move(*db);
   d.server = std::make_unique<net::http_server>(d.io.get_executor(), "registry");
   net::client_options co;
-  co.request_timeout = std::chrono::seconds(10);
+  co.connect_timeout = d.grid.timing.connect;
+  co.read_timeout = d.grid.timing.silence;
+  co.request_timeout = d.grid.timing.exchange;
   co.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };  // to the directors
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
   if (d.grid.auth) {
