@@ -1,0 +1,212 @@
+// Programs: their distribution parameters put by the content manager or an operator, availability,
+// and the notifications that tell each target station what it must hold (retried while it is away).
+#include <fmt/format.h>
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+
+#include "registry/impl.h"
+
+namespace vodgrid::registry {
+
+namespace {
+// Telling a station to hold a program is retried, the wait doubling from the first to the last.
+constexpr auto notify_first_wait = std::chrono::milliseconds(200);
+constexpr auto notify_max_wait = std::chrono::seconds(5);
+}  // namespace
+
+std::vector<std::string> registry_daemon::impl::targets_of(const api::distribution& d) const {
+  if (!d.targets.empty()) {
+    return d.targets;
+  }
+  std::vector<std::string> all;
+  for (auto& s : grid.stations) {
+    if (!s.home) {
+      all.push_back(s.name.str());
+    }
+  }
+  return all;
+}
+
+// Tells a target station what it must hold, until it answers 2xx. Retries go on, the wait
+// doubling up to notify_max_wait, as long as the registry runs and neither the station registered
+// again nor the program was put again since (each starts notifications of its own). While the
+// station is down (silent), nothing is sent: it is told once it reports again.
+asio::awaitable<void> registry_daemon::impl::notify(std::string director_url, std::string station,
+                                                    api::distribution d) {
+  std::string program = d.manifest.id.str();
+  std::string body = json::serialize(api::to_json(d));
+  std::string url = fmt::format("{}/v1/programs/{}/distribute", director_url, program);
+  uint64_t registration = registrations[station];
+  uint64_t distribution = distributions[program];
+  auto current = [&] {
+    return !stopping && registrations[station] == registration &&
+           distributions[program] == distribution;
+  };
+  std::chrono::milliseconds wait = notify_first_wait;
+  bool told = false;
+  for (int failures = 0; current();) {
+    if (is_up(station)) {
+      auto r = co_await client->send_json(http::verb::post, url, body);
+      if (r && r->status < 300) {
+        told = true;
+        logger->info("registry: station {} told to hold program {}", station, program);
+        break;
+      }
+      // The first failure and then every tenth: a station down for long must not flood the log.
+      if (failures++ % 10 == 0) {
+        logger->warn("registry: telling station {} about {} failed ({}); retrying", station,
+                     program, r ? std::to_string(r->status) : r.err().detail);
+      }
+    }
+    co_await stop_requested.wait_for(wait);
+    wait = std::min<std::chrono::milliseconds>(wait * 2, notify_max_wait);
+  }
+  if (!told) {
+    logger->info("registry: station {} not told about {} by this notification ({})", station,
+                 program,
+                 stopping ? "the registry stops; it is told when it registers again"
+                          : "superseded by a newer registration or distribution");
+  }
+}
+
+asio::awaitable<reply> registry_daemon::impl::put_program(request_context& ctx) {
+  auto d = api::decode<api::distribution>(ctx.req.body());
+  if (!d) {
+    co_return net::error_reply(d.err());
+  }
+  if (d->manifest.id.str() != ctx.params[0]) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "the program in the body is not the one in the path"));
+  }
+  for (auto& t : d->targets) {
+    auto* s = grid.find_station(t);
+    if (!s) {
+      co_return net::error_reply(make_error(errc::not_found, "no station " + t + " in the grid"));
+    }
+  }
+  d->manifest.state.clear();
+  program_record rec{d->manifest.id, json::serialize(api::to_json(d->manifest)), d->targets,
+                     d->prefetch};
+  auto segments = static_cast<uint32_t>(d->manifest.segments.size());
+  auto st = co_await on_db([&]() -> status {
+    auto put = db->put_program(rec);
+    if (put) {
+      segment_counts[rec.id] = segments;
+    }
+    return put;
+  });
+  if (!st) {
+    co_return net::error_reply(st.err());
+  }
+  // The program as now stored is the one to tell: notifications of an earlier put end.
+  ++distributions[d->manifest.id.str()];
+  auto recs = co_await on_db([&] { return db->stations(); });
+  json::array told;
+  for (auto& t : targets_of(*d)) {
+    std::string url;
+    if (recs) {
+      for (auto& s : *recs) {
+        url = s.name.str() == t ? s.director_url : url;
+      }
+    }
+    if (url.empty()) {
+      continue;  // told when it registers
+    }
+    told.push_back(json::value(t));
+    tasks.spawn(notify(url, t, *d));
+  }
+  logger->info("registry: program {} ({} segments) to be distributed", d->manifest.id.str(),
+               d->manifest.segments.size());
+  co_return net::json_reply(json::object{{"program", d->manifest.id.str()}, {"targets", told}});
+}
+
+asio::awaitable<reply> registry_daemon::impl::list_programs(request_context&) {
+  auto progs = co_await on_db([&] { return db->programs(); });
+  if (!progs) {
+    co_return net::error_reply(progs.err());
+  }
+  json::array a;
+  for (auto& p : *progs) {
+    auto m = api::decode<api::program_manifest>(p.manifest_json);
+    if (!m) {
+      continue;
+    }
+    json::array targets;
+    for (auto& t : p.targets) {
+      targets.push_back(json::value(t));
+    }
+    a.push_back(json::object{{"id", p.id.str()},
+                             {"title", m->title},
+                             {"availability", m->availability},
+                             {"publish_at", m->publish_at},
+                             {"segments", m->segments.size()},
+                             {"duration", m->duration()},
+                             {"targets", targets}});
+  }
+  co_return net::json_reply(json::object{{"programs", a}});
+}
+
+asio::awaitable<reply> registry_daemon::impl::get_program(request_context& ctx) {
+  auto id = program_id::parse(ctx.params[0]);
+  if (!id) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto p = co_await on_db([&] { return db->program(*id); });
+  if (!p) {
+    co_return net::error_reply(p.err());
+  }
+  if (!*p) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto counts = co_await on_db([&] { return db->counts(*id); });
+  auto m = api::parse_object((*p)->manifest_json);
+  if (!m) {
+    co_return net::error_reply(m.err());
+  }
+  json::object held;
+  if (counts) {
+    for (auto& [station, n] : *counts) {
+      held[station] = n;
+    }
+  }
+  (*m)["held"] = held;
+  co_return net::json_reply(*m);
+}
+
+// POST /v1/programs/{id}/availability (content manager → registry): the stored manifest follows, so
+// that a station told about the program later (at its registration, say) learns it as it is now.
+// The content manager tells the directors itself.
+asio::awaitable<reply> registry_daemon::impl::set_availability(request_context& ctx) {
+  auto c = api::decode<api::availability_change>(ctx.req.body());
+  if (!c) {
+    co_return net::error_reply(c.err());
+  }
+  auto id = program_id::parse(ctx.params[0]);
+  if (!id) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto p = co_await on_db([&] { return db->program(*id); });
+  if (!p) {
+    co_return net::error_reply(p.err());
+  }
+  if (!*p) {
+    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  auto m = api::decode<api::program_manifest>((*p)->manifest_json);
+  if (!m) {
+    co_return net::error_reply(m.err());
+  }
+  m->availability = c->availability;
+  m->publish_at = c->publish_at;
+  auto rec = **p;
+  rec.manifest_json = json::serialize(api::to_json(*m));
+  auto st = co_await on_db([&] { return db->put_program(rec); });
+  if (!st) {
+    co_return net::error_reply(st.err());
+  }
+  logger->info("registry: program {} {}", id->str(), m->availability);
+  co_return net::json_reply(api::to_json(*c));
+}
+
+}  // namespace vodgrid::registry

@@ -1,0 +1,229 @@
+// Stations: registration, the reports of their directors (load, location changes, copies), the live
+// view that says which are up ([timing] station_silence_ms), and what each holds.
+#include <fmt/format.h>
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+#include <set>
+
+#include "registry/impl.h"
+
+namespace vodgrid::registry {
+
+asio::awaitable<reply> registry_daemon::impl::put_station(request_context& ctx) {
+  auto r = api::decode<api::station_registration>(ctx.req.body());
+  if (!r) {
+    co_return net::error_reply(r.err());
+  }
+  if (r->name.str() != ctx.params[0]) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "the station in the body is not the one in the path"));
+  }
+  auto* cfg = grid.find_station(r->name.str());
+  if (!cfg) {
+    co_return net::error_reply(
+        make_error(errc::forbidden, "no station " + r->name.str() + " in the grid"));
+  }
+  if (auto u = net::parse_http_url(r->director_url); !u) {
+    co_return net::error_reply(u.err());
+  }
+  // What the grid config says of the station wins over the body: a registration can neither send
+  // copies elsewhere nor move the station or widen its uplink in the cost model.
+  r->director_url = cfg->director.listen.url();
+  station_record rec{r->name,   r->director_url, cfg->home,
+                     cfg->x_km, cfg->y_km,       cfg->uplink_bits_per_second};
+  auto st = co_await on_db([&] { return db->put_station(rec); });
+  if (!st) {
+    co_return net::error_reply(st.err());
+  }
+  stations[r->name.str()].last_report = steady::now();
+  ++registrations[r->name.str()];
+  logger->info("registry: station {} registered at {}", r->name.str(), r->director_url);
+  // Catch-up: everything this station must hold, told again (it may have missed it while down).
+  auto progs = co_await on_db([&] { return db->programs(); });
+  size_t told = 0;
+  if (progs) {
+    for (auto& p : *progs) {
+      auto m = api::decode<api::program_manifest>(p.manifest_json);
+      if (!m) {
+        continue;
+      }
+      api::distribution d{std::move(*m), p.targets, p.prefetch};
+      auto targets = targets_of(d);
+      if (std::find(targets.begin(), targets.end(), r->name.str()) != targets.end()) {
+        tasks.spawn(notify(r->director_url, r->name.str(), std::move(d)));
+        ++told;
+      }
+    }
+  }
+  co_return net::json_reply(json::object{{"station", r->name.str()}, {"programs", told}});
+}
+
+asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
+  auto name = station_id::parse(ctx.params[0]);
+  auto* cfg = name ? grid.find_station(name->str()) : nullptr;
+  if (!cfg) {
+    co_return net::error_reply(
+        make_error(errc::forbidden, "no station " + ctx.params[0] + " in the grid"));
+  }
+  auto it = stations.find(name->str());
+  if (it == stations.end()) {
+    co_return net::error_reply(
+        make_error(errc::conflict, "station " + name->str() + " has not registered"));
+  }
+  auto r = api::decode<api::station_report>(ctx.req.body());
+  if (!r) {
+    co_return net::error_reply(r.err());
+  }
+  if (!r->changes.empty()) {
+    std::vector<location_change> list;
+    list.reserve(r->changes.size());
+    for (auto& c : r->changes) {
+      location_change lc{c.key, c.held, std::nullopt, c.filling};
+      if (!c.engine.empty()) {
+        // A station speaks only for its own engines: the config says which those are.
+        auto it = std::find_if(cfg->engines.begin(), cfg->engines.end(),
+                               [&](auto& e) { return e.name.str() == c.engine; });
+        if (it == cfg->engines.end()) {
+          co_return net::error_reply(
+              make_error(errc::invalid_argument,
+                         fmt::format("engine {} is not an engine of station {} (change of {})",
+                                     c.engine, name->str(), c.key.str())));
+        }
+        lc.engine = it->name;
+      }
+      list.push_back(std::move(lc));
+    }
+    auto st = co_await on_db([&]() -> status {
+      if (auto checked = check_indices(list); !checked) {
+        return checked;
+      }
+      return db->apply(*name, list);
+    });
+    if (!st) {
+      if (st.err().code == errc::invalid_argument) {
+        logger->warn("registry: report of {} refused: {}", name->str(), st.err().detail);
+      } else {
+        logger->error("registry: recording {} changes of {}: {}", list.size(), name->str(),
+                      st.err().detail);
+      }
+      co_return net::error_reply(st.err());
+    }
+    changes->inc(static_cast<double>(list.size()));
+  }
+  auto& l = stations[name->str()];
+  l.last_report = steady::now();
+  l.load = r->load;
+  l.sending_bits_per_second = r->sending_bits_per_second;
+  l.engines_up = r->engines_up;
+  for (auto& c : r->copies) {
+    // Only stations that registered have a live entry; a sample naming another is ignored.
+    auto src_it = stations.find(c.source.str());
+    if (c.seconds > 0 && c.bytes > 0 && src_it != stations.end()) {
+      auto& src = src_it->second;
+      double bps = static_cast<double>(c.bytes) * 8 / c.seconds;
+      src.copy_bits_per_second =
+          src.copy_bits_per_second == 0 ? bps : 0.8 * src.copy_bits_per_second + 0.2 * bps;
+    }
+  }
+  reports->inc();
+  co_return net::json_reply(json::object{{"recorded", r->changes.size()}});
+}
+
+// On the database thread. Refuses a copy gained past the end of a program the registry knows. A
+// program it does not know yet passes: the home station reports a program's locations before
+// ingest sends its distribution. A loss past the end passes too: it can only clear a location
+// recorded while the program was longer, and refusing it would leave that location for ever.
+status registry_daemon::impl::check_indices(const std::vector<location_change>& list) {
+  std::set<program_id> unknown;
+  for (auto& c : list) {
+    if (!c.held) {
+      continue;
+    }
+    auto& program = c.key.program;
+    auto it = segment_counts.find(program);
+    if (it == segment_counts.end()) {
+      if (unknown.count(program)) {
+        continue;
+      }
+      auto p = db->program(program);
+      if (!p) {
+        return p.err();
+      }
+      if (!*p) {
+        unknown.insert(program);
+        continue;
+      }
+      auto m = api::decode<api::program_manifest>((*p)->manifest_json);
+      if (!m) {
+        return make_error(errc::io_error, "the stored manifest of " + program.str() +
+                                              " does not decode: " + m.err().detail);
+      }
+      it = segment_counts.emplace(program, static_cast<uint32_t>(m->segments.size())).first;
+    }
+    if (c.key.index.v >= it->second) {
+      return make_error(errc::invalid_argument,
+                        fmt::format("program {} has {} segments: there is no segment {}",
+                                    program.str(), it->second, c.key.index.v));
+    }
+  }
+  return {};
+}
+
+asio::awaitable<reply> registry_daemon::impl::list_stations(request_context&) {
+  auto recs = co_await on_db([&] { return db->stations(); });
+  if (!recs) {
+    co_return net::error_reply(recs.err());
+  }
+  json::array a;
+  for (auto& s : *recs) {
+    auto l = stations.count(s.name.str()) ? stations.at(s.name.str()) : live{};
+    a.push_back(json::object{{"name", s.name.str()},
+                             {"director_url", s.director_url},
+                             {"home", s.home},
+                             {"up", is_up(s.name.str())},
+                             {"x_km", s.x_km},
+                             {"y_km", s.y_km},
+                             {"uplink_bits_per_second", s.uplink_bits_per_second},
+                             {"sending_bits_per_second", l.sending_bits_per_second},
+                             {"load", l.load},
+                             {"engines_up", l.engines_up},
+                             {"copy_bits_per_second", l.copy_bits_per_second}});
+  }
+  co_return net::json_reply(json::object{{"stations", a}});
+}
+
+// GET /v1/stations/{name}/held: per program, how many segments the station holds whole.
+asio::awaitable<reply> registry_daemon::impl::station_held(request_context& ctx) {
+  auto name = station_id::parse(ctx.params[0]);
+  if (!name || !grid.find_station(ctx.params[0])) {
+    co_return net::error_reply(
+        make_error(errc::not_found, "no station " + ctx.params[0] + " in the grid"));
+  }
+  auto held = co_await on_db([&] { return db->held_by(*name); });
+  if (!held) {
+    co_return net::error_reply(held.err());
+  }
+  json::object programs;
+  for (auto& [program, n] : *held) {
+    programs[program] = n;
+  }
+  co_return net::json_reply(json::object{{"station", name->str()}, {"programs", programs}});
+}
+
+// GET /v1/grid: where the grid's services are, for the client commands that know only the
+// registry's URL (DESIGN.md: --grid).
+asio::awaitable<reply> registry_daemon::impl::grid_info(request_context&) {
+  json::object o{{"registry", grid.registry->listen.url()}};
+  o["auth"] = grid.auth ? json::value(grid.auth->listen.url()) : json::value(nullptr);
+  o["content"] = grid.content ? json::value(grid.content->listen.url()) : json::value(nullptr);
+  json::array stations;
+  for (auto& s : grid.stations) {
+    stations.push_back(json::object{
+        {"name", s.name.str()}, {"home", s.home}, {"director_url", s.director.listen.url()}});
+  }
+  o["stations"] = stations;
+  co_return net::json_reply(o);
+}
+
+}  // namespace vodgrid::registry
