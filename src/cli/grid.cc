@@ -163,6 +163,129 @@ bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout, std
          readiness::ready;
 }
 
+status local_grid::launch(const std::filesystem::path& config, std::string role, std::string name,
+                          std::string url, std::vector<std::string> extra) {
+  std::vector<std::string> argv{
+      self_executable().string(), role, "--config", config.string(), "--name", name};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto log = logs_ / ((role == "station" ? "station-" : "") + name + ".log");
+  auto p = child_process::spawn(argv, log);
+  if (!p) {
+    return p.err();
+  }
+  daemons_.push_back({std::move(role), std::move(name), std::move(url), log, std::move(*p)});
+  return {};
+}
+
+// Engines and directors log in when they start: their accounts come first. The operator token is
+// $VODGRID_TOKEN, or admin's where the grid has the demo accounts.
+status local_grid::start_auth(std::chrono::milliseconds timeout) {
+  auto url = grid_.auth->listen.url();
+  if (!wait_healthy(url, timeout)) {
+    return make_error(errc::unavailable, fmt::format("auth does not answer /healthz (see {})",
+                                                     (logs_ / "auth.log").string()));
+  }
+  std::string token;
+  if (const char* env = std::getenv("VODGRID_TOKEN"); env && *env) {
+    token = env;
+  } else if (grid_.auth->demo_accounts) {
+    asio::io_context io;
+    auto r = run_sync(io, admin_login(url));
+    if (!r) {
+      return make_error(r.err().code, "auth: admin login: " + r.err().detail);
+    }
+    token = r->token;
+  }
+  if (token.empty()) {
+    return {};
+  }
+  asio::io_context io;
+  return run_sync(io, provision(grid_, token));
+}
+
+namespace {
+
+// A daemon start() waits for, and the process that runs it (itself or its station's supervisor).
+struct awaited {
+  std::string role, name, url;
+  std::string field;  // a number in its /healthz that must reach `want` (when want > 0)
+  size_t want = 0;
+  size_t runner = 0;  // the index of the process in the launched daemons
+};
+
+// In order: the engines, then the directors (each waits for all its engines), then the registry
+// (it waits for every station), then auth and the content manager. Blades are run by their
+// station's supervisor.
+std::vector<awaited> readiness_order(const grid_config& grid,
+                                     const std::vector<local_grid::daemon>& daemons) {
+  std::vector<awaited> order;
+  for (size_t i = 0; i < daemons.size(); ++i) {
+    if (daemons[i].role == "station") {
+      for (auto& e : grid.find_station(daemons[i].name)->engines) {
+        order.push_back({"engine", e.name.str(), e.listen.url(), {}, 0, i});
+      }
+    }
+  }
+  for (size_t i = 0; i < daemons.size(); ++i) {
+    if (daemons[i].role == "station") {
+      auto* s = grid.find_station(daemons[i].name);
+      order.push_back({"director", daemons[i].name, s->director.listen.url(), "engines_up",
+                       s->engines.size(), i});
+    }
+  }
+  for (const char* role : {"registry", "auth", "content"}) {
+    for (size_t i = 0; i < daemons.size(); ++i) {
+      if (daemons[i].role == role) {
+        size_t want = daemons[i].role == "registry" ? grid.stations.size() : 0;
+        order.push_back({daemons[i].role, daemons[i].name, daemons[i].url, "stations_up", want, i});
+      }
+    }
+  }
+  return order;
+}
+
+std::string why_not_ready(readiness v, const awaited& a, const local_grid::daemon& runner) {
+  bool blade = runner.role == "station";
+  switch (v) {
+    case readiness::runner_exited:
+      return blade ? fmt::format("did not come up: station {} exited (see {})", runner.name,
+                                 runner.log.string())
+                   : "exited";
+    case readiness::given_up:
+      return "keeps exiting: its station's supervisor gave up on it";
+    case readiness::partial:
+      return a.role == "director" ? "does not see all its engines"
+                                  : "does not see all its stations";
+    default:
+      return "does not answer /healthz";
+  }
+}
+
+}  // namespace
+
+status local_grid::await_all(std::chrono::milliseconds timeout) {
+  for (auto& a : readiness_order(grid_, daemons_)) {
+    auto& runner = daemons_[a.runner];
+    bool blade = runner.role == "station";
+    asio::io_context io;
+    auto v = run_sync(io, await_ready(a.url, timeout, a.field, a.want, &runner.process,
+                                      blade ? runner.url : std::string(), a.name));
+    if (v != readiness::ready) {
+      auto log = blade ? logs_ / (a.name + ".log") : runner.log;
+      return make_error(errc::unavailable, fmt::format("{} {} {} (see {})", a.role, a.name,
+                                                       why_not_ready(v, a, runner), log.string()));
+    }
+  }
+  // A daemon that could not listen (another grid on its port) has exited by now, whoever answered.
+  for (auto& d : daemons_) {
+    if (!d.process.running()) {
+      return make_error(errc::unavailable,
+                        fmt::format("{} {} exited (see {})", d.role, d.name, d.log.string()));
+    }
+  }
+  return {};
+}
+
 result<local_grid> local_grid::start(const grid_config& grid, const std::filesystem::path& data,
                                      std::chrono::milliseconds timeout) {
   local_grid g;
@@ -175,146 +298,32 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
     return make_error(errc::io_error,
                       fmt::format("cannot create {}: {}", g.logs_.string(), ec.message()));
   }
-  auto config_file = abs / "grid.toml";
-  if (auto st = write_file_durably(config_file, grid.to_toml()); !st) {
+  auto config = abs / "grid.toml";
+  if (auto st = write_file_durably(config, grid.to_toml()); !st) {
     return st.err();
   }
-  auto exe = self_executable().string();
-  auto launch = [&](std::string role, std::string name, std::string url,
-                    std::vector<std::string> extra = {}) -> status {
-    std::vector<std::string> argv{exe, role, "--config", config_file.string(), "--name", name};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    auto log = g.logs_ / ((role == "station" ? "station-" : "") + name + ".log");
-    auto p = child_process::spawn(argv, log);
-    if (!p) {
-      return p.err();
+  // Until it returns, a step that fails stops what was started.
+  auto launched = [&]() -> status {
+    if (grid.registry) {
+      VODGRID_TRY(g.launch(config, "registry", "registry", grid.registry->listen.url()));
     }
-    g.daemons_.push_back({role, name, url, log, std::move(*p)});
-    return {};
-  };
-  if (grid.registry) {
-    if (auto st = launch("registry", "registry", grid.registry->listen.url()); !st) {
-      return st.err();
+    if (grid.auth) {
+      VODGRID_TRY(g.launch(config, "auth", "auth", grid.auth->listen.url()));
+      VODGRID_TRY(g.start_auth(timeout));
     }
-  }
-  if (grid.auth) {
-    if (auto st = launch("auth", "auth", grid.auth->listen.url()); !st) {
-      return st.err();
+    if (grid.content) {
+      VODGRID_TRY(g.launch(config, "content", "content", grid.content->listen.url()));
     }
-    // Engines and directors log in when they start: their accounts come first. The operator
-    // token is $VODGRID_TOKEN, or admin's where the grid has the demo accounts.
-    if (!wait_healthy(grid.auth->listen.url(), timeout)) {
-      g.stop(std::chrono::seconds(2));
-      return make_error(errc::unavailable, fmt::format("auth does not answer /healthz (see {})",
-                                                       (g.logs_ / "auth.log").string()));
+    // Each station is a chassis: its supervisor runs the director and the engines as blades.
+    for (auto& s : grid.stations) {
+      auto url = s.supervisor.port != 0 ? s.supervisor.url() : std::string();
+      VODGRID_TRY(g.launch(config, "station", s.name.str(), url, {"--logs", g.logs_.string()}));
     }
-    std::string token;
-    if (const char* env = std::getenv("VODGRID_TOKEN"); env && *env) {
-      token = env;
-    } else if (grid.auth->demo_accounts) {
-      asio::io_context io;
-      auto r = run_sync(io, admin_login(grid.auth->listen.url()));
-      if (!r) {
-        g.stop(std::chrono::seconds(2));
-        return make_error(r.err().code, "auth: admin login: " + r.err().detail);
-      }
-      token = r->token;
-    }
-    if (!token.empty()) {
-      asio::io_context io;
-      if (auto st = run_sync(io, provision(grid, token)); !st) {
-        g.stop(std::chrono::seconds(2));
-        return st.err();
-      }
-    }
-  }
-  if (grid.content) {
-    if (auto st = launch("content", "content", grid.content->listen.url()); !st) {
-      return st.err();
-    }
-  }
-  // Each station is a chassis: its supervisor runs the director and the engines as blades.
-  for (auto& s : grid.stations) {
-    auto url = s.supervisor.port != 0 ? s.supervisor.url() : std::string();
-    if (auto st = launch("station", s.name.str(), url, {"--logs", g.logs_.string()}); !st) {
-      return st.err();
-    }
-  }
-  // What is waited for, in order: the engines, then the directors (each waits for all its
-  // engines), then the registry (it waits for every station), then auth and the content manager;
-  // a daemon that failed is named as such. Blades are run by their station's supervisor.
-  struct awaited {
-    std::string role, name, url;
-    std::string field;  // a number in its /healthz that must reach `want` (when want > 0)
-    size_t want = 0;
-    size_t runner = 0;  // the index in daemons_ of the process that runs it
-  };
-  std::vector<awaited> order;
-  for (size_t i = 0; i < g.daemons_.size(); ++i) {
-    auto& d = g.daemons_[i];
-    if (d.role != "station") {
-      continue;
-    }
-    auto* s = grid.find_station(d.name);
-    for (auto& e : s->engines) {
-      order.push_back({"engine", e.name.str(), e.listen.url(), {}, 0, i});
-    }
-  }
-  for (size_t i = 0; i < g.daemons_.size(); ++i) {
-    auto& d = g.daemons_[i];
-    if (d.role == "station") {
-      auto* s = grid.find_station(d.name);
-      order.push_back(
-          {"director", d.name, s->director.listen.url(), "engines_up", s->engines.size(), i});
-    }
-  }
-  for (const char* role : {"registry", "auth", "content"}) {
-    for (size_t i = 0; i < g.daemons_.size(); ++i) {
-      auto& d = g.daemons_[i];
-      if (d.role == role) {
-        size_t want = d.role == "registry" ? grid.stations.size() : 0;
-        order.push_back({d.role, d.name, d.url, "stations_up", want, i});
-      }
-    }
-  }
-  for (auto& a : order) {
-    auto& runner = g.daemons_[a.runner];
-    bool blade = runner.role == "station";
-    asio::io_context io;
-    auto v = run_sync(io, await_ready(a.url, timeout, a.field, a.want, &runner.process,
-                                      blade ? runner.url : std::string(), a.name));
-    if (v == readiness::ready) {
-      continue;
-    }
-    auto log = blade ? g.logs_ / (a.name + ".log") : runner.log;
-    std::string why;
-    switch (v) {
-      case readiness::runner_exited:
-        why = blade ? fmt::format("did not come up: station {} exited (see {})", runner.name,
-                                  runner.log.string())
-                    : "exited";
-        break;
-      case readiness::given_up:
-        why = "keeps exiting: its station's supervisor gave up on it";
-        break;
-      case readiness::partial:
-        why =
-            a.role == "director" ? "does not see all its engines" : "does not see all its stations";
-        break;
-      default:
-        why = "does not answer /healthz";
-    }
+    return g.await_all(timeout);
+  }();
+  if (!launched) {
     g.stop(std::chrono::seconds(2));
-    return make_error(errc::unavailable,
-                      fmt::format("{} {} {} (see {})", a.role, a.name, why, log.string()));
-  }
-  // A daemon that could not listen (another grid on its port) has exited by now, whoever answered.
-  for (auto& d : g.daemons_) {
-    if (!d.process.running()) {
-      auto what = fmt::format("{} {} exited (see {})", d.role, d.name, d.log.string());
-      g.stop(std::chrono::seconds(2));
-      return make_error(errc::unavailable, what);
-    }
+    return launched.err();
   }
   return g;
 }

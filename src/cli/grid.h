@@ -45,6 +45,12 @@ class local_grid {
 
  private:
   local_grid() = default;
+  // The steps of start(): launch one daemon; start auth and provision the accounts; wait for every
+  // daemon in order. Each error names the daemon and its log.
+  status launch(const std::filesystem::path& config, std::string role, std::string name,
+                std::string url, std::vector<std::string> extra = {});
+  status start_auth(std::chrono::milliseconds timeout);
+  status await_all(std::chrono::milliseconds timeout);
   grid_config grid_;
   std::filesystem::path logs_;
   std::vector<daemon> daemons_;
