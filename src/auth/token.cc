@@ -72,92 +72,80 @@ result<int64_t> time_field(const json::object& o, std::string_view key) {
   return t;
 }
 
-result<claims> decode_claims(const json::object& o) {
-  if (!only_keys(o, {"iss", "sub", "kind", "ent", "iat", "exp", "addr", "stn"})) {
-    return bad("unknown field in the payload");
-  }
-  claims c;
-  auto iss = text_field(o, "iss", 256);
-  if (!iss) {
-    return iss.err();
-  }
-  c.issuer = std::move(*iss);
-  auto sub = text_field(o, "sub", 64);
-  if (!sub) {
-    return sub.err();
-  }
-  if (!valid_name(*sub)) {
-    return bad("'sub' is not a valid name");
-  }
-  c.subject = std::move(*sub);
-  auto kind = text_field(o, "kind", 16);
-  if (!kind) {
-    return kind.err();
-  }
-  auto k = parse_kind(*kind);
-  if (!k) {
-    return bad("'kind' must be viewer, engine or operator");
-  }
-  c.kind = *k;
+// "ent": "*" or a list of program ids.
+status decode_entitlement(const json::object& o, claims& c) {
   auto ent = o.find("ent");
   if (ent == o.end()) {
     return bad("'ent' is missing");
   }
   if (ent->value().is_string() && ent->value().as_string() == "*") {
     c.all_programs = true;
-  } else if (ent->value().is_array()) {
-    auto& a = ent->value().as_array();
-    if (a.size() > max_entitlements) {
-      return bad("'ent' lists too many programs");
-    }
-    for (auto& p : a) {
-      std::optional<program_id> id;
-      if (p.is_string()) {
-        id = program_id::parse(std::string_view(p.as_string()));
-      }
-      if (!id) {
-        return bad("'ent' holds a bad program id");
-      }
-      c.programs.push_back(std::move(*id));
-    }
-  } else {
+    return {};
+  }
+  if (!ent->value().is_array()) {
     return bad("'ent' must be \"*\" or a list of program ids");
   }
-  auto iat = time_field(o, "iat");
-  if (!iat) {
-    return iat.err();
+  auto& a = ent->value().as_array();
+  if (a.size() > max_entitlements) {
+    return bad("'ent' lists too many programs");
   }
-  auto exp = time_field(o, "exp");
-  if (!exp) {
-    return exp.err();
-  }
-  if (*exp <= *iat || *exp - *iat > max_token_lifetime) {
-    return bad("'exp' must follow 'iat' by at most 30 days");
-  }
-  c.issued_at = *iat;
-  c.expires_at = *exp;
-  if (o.contains("addr")) {
-    auto a = text_field(o, "addr", 64);
-    if (!a) {
-      return a.err();
+  for (auto& p : a) {
+    std::optional<program_id> id;
+    if (p.is_string()) {
+      id = program_id::parse(std::string_view(p.as_string()));
     }
+    if (!id) {
+      return bad("'ent' holds a bad program id");
+    }
+    c.programs.push_back(std::move(*id));
+  }
+  return {};
+}
+
+// "addr" and "stn", each optional.
+status decode_bindings(const json::object& o, claims& c) {
+  if (o.contains("addr")) {
+    VODGRID_TRY(auto a, text_field(o, "addr", 64));
     boost::system::error_code ec;
-    auto ip = boost::asio::ip::make_address(*a, ec);
-    if (ec || ip.to_string() != *a) {
+    auto ip = boost::asio::ip::make_address(a, ec);
+    if (ec || ip.to_string() != a) {
       return bad("'addr' is not an IP address in canonical form");
     }
-    c.address = std::move(*a);
+    c.address = std::move(a);
   }
   if (o.contains("stn")) {
-    auto s = text_field(o, "stn", 64);
-    if (!s) {
-      return s.err();
-    }
-    if (!valid_name(*s)) {
+    VODGRID_TRY(auto s, text_field(o, "stn", 64));
+    if (!valid_name(s)) {
       return bad("'stn' is not a valid station name");
     }
-    c.station = std::move(*s);
+    c.station = std::move(s);
   }
+  return {};
+}
+
+result<claims> decode_claims(const json::object& o) {
+  if (!only_keys(o, {"iss", "sub", "kind", "ent", "iat", "exp", "addr", "stn"})) {
+    return bad("unknown field in the payload");
+  }
+  claims c;
+  VODGRID_TRY(c.issuer, text_field(o, "iss", 256));
+  VODGRID_TRY(c.subject, text_field(o, "sub", 64));
+  if (!valid_name(c.subject)) {
+    return bad("'sub' is not a valid name");
+  }
+  VODGRID_TRY(auto kind, text_field(o, "kind", 16));
+  auto k = parse_kind(kind);
+  if (!k) {
+    return bad("'kind' must be viewer, engine or operator");
+  }
+  c.kind = *k;
+  VODGRID_TRY(decode_entitlement(o, c));
+  VODGRID_TRY(c.issued_at, time_field(o, "iat"));
+  VODGRID_TRY(c.expires_at, time_field(o, "exp"));
+  if (c.expires_at <= c.issued_at || c.expires_at - c.issued_at > max_token_lifetime) {
+    return bad("'exp' must follow 'iat' by at most 30 days");
+  }
+  VODGRID_TRY(decode_bindings(o, c));
   return c;
 }
 
