@@ -164,6 +164,34 @@ size_t end_of_dollar_quoted(std::string_view s, size_t i) {
   return close == std::string_view::npos ? s.size() : close + tag.size();
 }
 
+// The end of a comment (`-- ...` to the line's end, or `/* ... */`, nested as PostgreSQL allows)
+// opening at `i`, or `i` if none opens there.
+size_t end_of_comment(std::string_view s, size_t i) {
+  if (s.compare(i, 2, "--") == 0) {
+    size_t end = s.find('\n', i);
+    return end == std::string_view::npos ? s.size() : end;
+  }
+  if (s.compare(i, 2, "/*") != 0) {
+    return i;
+  }
+  int depth = 0;
+  size_t end = i;
+  while (end < s.size()) {
+    if (s.compare(end, 2, "/*") == 0) {
+      ++depth;
+      end += 2;
+    } else if (s.compare(end, 2, "*/") == 0) {
+      end += 2;
+      if (--depth == 0) {
+        break;
+      }
+    } else {
+      ++end;
+    }
+  }
+  return end;
+}
+
 }  // namespace
 
 rewritten rewrite_sql(std::string_view s, const rewrite_options& how) {
@@ -190,31 +218,10 @@ rewritten rewrite_sql(std::string_view s, const rewrite_options& how) {
       end = end_of_quoted(s, i, '\'', escape_string);
     } else if (c == '"') {
       end = end_of_quoted(s, i, '"', false);
-    } else if (c == '-' && i + 1 < s.size() && s[i + 1] == '-') {
-      end = s.find('\n', i);
-      end = end == std::string_view::npos ? s.size() : end;
-      r.sql.append(s.substr(i, end - i));
-      i = end;
+    } else if (size_t comment = end_of_comment(s, i); comment != i) {
+      r.sql.append(s.substr(i, comment - i));
+      i = comment;
       continue;  // a comment is no token
-    } else if (c == '/' && i + 1 < s.size() && s[i + 1] == '*') {
-      int depth = 0;
-      end = i;
-      while (end < s.size()) {
-        if (s.compare(end, 2, "/*") == 0) {
-          ++depth;
-          end += 2;
-        } else if (s.compare(end, 2, "*/") == 0) {
-          end += 2;
-          if (--depth == 0) {
-            break;
-          }
-        } else {
-          ++end;
-        }
-      }
-      r.sql.append(s.substr(i, end - i));
-      i = end;
-      continue;
     } else if (c == '$' && !after_ident && i + 1 < s.size() && is_digit(s[i + 1])) {
       end = i + 1;
       int n = 0;
