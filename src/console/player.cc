@@ -181,6 +181,31 @@ asio::awaitable<result<net::client_response>> get_retrying(net::http_client& cli
   co_return res;
 }
 
+// The SHA-256 of each segment, from the program manifest beside the playlist; nothing when the
+// director publishes none, or one of another length than the playlist's.
+asio::awaitable<std::optional<std::vector<sha256_digest>>> manifest_digests(
+    net::http_client& client, std::shared_ptr<shared_state> st, const std::string& playlist_url,
+    size_t segments) {
+  // (No co_await inside a conditional expression: GCC 12 destroys its temporaries twice.)
+  auto murl = manifest_url(playlist_url);
+  if (murl.empty()) {
+    co_return std::nullopt;
+  }
+  auto mres = co_await get_retrying(client, st, murl);
+  if (!mres || mres->status != 200) {
+    co_return std::nullopt;
+  }
+  auto m = api::decode<api::program_manifest>(mres->body);
+  if (!m || m->segments.size() != segments) {
+    co_return std::nullopt;
+  }
+  std::vector<sha256_digest> digests;
+  for (auto& s : m->segments) {
+    digests.push_back(s.sha256);
+  }
+  co_return digests;
+}
+
 asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
   auto ex = co_await asio::this_coro::executor;
   net::client_options co;
@@ -205,26 +230,14 @@ asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
   }
   std::vector<sha256_digest> digests;
   if (st->opts.verify) {
-    // (No co_await inside a conditional expression: GCC 12 destroys its temporaries twice.)
-    auto murl = manifest_url(playlist_url);
-    std::optional<api::program_manifest> m;
-    if (!murl.empty()) {
-      auto mres = co_await get_retrying(client, st, murl);
-      if (mres && mres->status == 200) {
-        if (auto d = api::decode<api::program_manifest>(mres->body)) {
-          m = std::move(*d);
-        }
-      }
-    }
-    if (!m || m->segments.size() != pl->segments.size()) {
+    auto d = co_await manifest_digests(client, st, playlist_url, pl->segments.size());
+    if (!d) {
       st->error("cannot verify: the director publishes no matching SHA-256 list for " +
                 st->opts.url);
       --st->running;
       co_return;
     }
-    for (auto& s : m->segments) {
-      digests.push_back(s.sha256);
-    }
+    digests = std::move(*d);
   }
   double media = 0;
   auto playback_start = steady::time_point{};
