@@ -196,6 +196,8 @@ result<download_report> download(const std::string& url, const fs::path& dest,
   std::string last_reason;
   for (int attempt = 0; attempt < std::max(1, o.attempts); ++attempt) {
     if (attempt > 0) {
+      // A pause before a resume that grows with each drop (0.2 s .. 3.2 s): the pacing of retries
+      // toward a provider, which io_timeout_ms already bounds, not an operator's setting.
       std::this_thread::sleep_for(std::chrono::milliseconds(100 << std::min(attempt, 5)));
       if (t.written > 0) {
         ++rep.resumes;

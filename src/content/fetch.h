@@ -16,6 +16,8 @@
 
 namespace vodgrid::content {
 
+// The timeouts bound a provider's server, outside the grid, not a daemon of it: [timing] does not
+// cover them, and the ingest keeps these defaults.
 struct download_options {
   int connect_timeout_ms = 10'000;
   int io_timeout_ms = 30'000;  // an attempt that receives nothing for this long fails

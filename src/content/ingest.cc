@@ -302,7 +302,9 @@ asio::awaitable<result<api::program_manifest>> content_manager::impl::load_into_
   };
   set_progress(id, {"loading", 0, static_cast<double>(p.segments.size()), "segments"});
   net::client_options co;
-  co.request_timeout = std::chrono::seconds(60);
+  // Each request of the load (the manifest, a segment stored durably by an engine, the commit) puts
+  // the program into a station: like a director's order of a copy, so bounded by the same key.
+  co.request_timeout = grid.timing.order;
   co.bearer = [this] { return auth ? auth->token() : std::string(); };
   net::http_client loader_client(io.get_executor(), co);
   co_return co_await director::load_program(loader_client, lr);

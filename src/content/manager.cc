@@ -80,7 +80,8 @@ status content_manager::start() {
   d.db = std::make_unique<db::worker>(std::move(*conn));
   d.server = std::make_unique<net::http_server>(d.io.get_executor(), "content");
   net::client_options co;
-  co.request_timeout = std::chrono::seconds(10);
+  // Control requests to the directors and the registry (pushes, distribution, removals).
+  co.request_timeout = d.grid.timing.exchange;
   co.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
   if (d.grid.auth) {
@@ -118,6 +119,8 @@ asio::awaitable<void> content_manager::stop(std::chrono::milliseconds drain) {
   if (d.server) {
     co_await d.server->stop(drain);
   }
+  // A polling step, not an operator's setting: it only bounds how late stop notices the end of the
+  // last task (the drain bound is the setting).
   asio::steady_timer t(d.io);
   while (d.background > 0 && steady::now() < deadline) {
     t.expires_after(std::chrono::milliseconds(10));

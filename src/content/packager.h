@@ -31,7 +31,8 @@ struct package_options {
   // it off: its output is a scratch folder, loaded into the engines (which store durably) and
   // removed; after a crash the ingest is failed and started again, never resumed from the folder.
   bool durable = true;
-  // Milliseconds: the deadline of each read of a URL input.
+  // Milliseconds: the deadline of each read of a URL input (a provider's server, outside the grid,
+  // so not a [timing] key; the ingest downloads remote sources first and keeps the default).
   int io_timeout_ms = 30'000;
   // Called after each segment on the packaging thread: (seconds packaged, the input's stated
   // duration in seconds, 0 if it states none).

@@ -46,10 +46,11 @@ status engine_daemon::start() {
                                                 sopts);
   net::client_options copts;
   copts.max_body = d.self->max_segment_bytes;
-  copts.connect_timeout = std::chrono::seconds(1);
-  copts.request_timeout = std::chrono::seconds(30);
-  // A source that stops sending mid-copy is left for the next one; a hung director misses a beat.
-  copts.read_timeout = std::chrono::seconds(3);
+  // Its requests are segment fetches (a fill: the longest of them) and heartbeats. A source that
+  // stops sending mid-copy is left for the next one; a hung director misses a beat.
+  copts.connect_timeout = d.grid.timing.connect;
+  copts.request_timeout = d.grid.timing.fill;
+  copts.read_timeout = d.grid.timing.silence;
   // Heartbeats, and the copies it fetches, carry its engine token (claims 24, 25).
   copts.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), copts);
@@ -90,6 +91,8 @@ asio::awaitable<void> engine_daemon::stop(std::chrono::milliseconds drain) {
   if (d.server) {
     co_await d.server->stop(drain);
   }
+  // A polling step, not an operator's setting: it only bounds how late stop notices the end of the
+  // last task (the drain bound above is the setting).
   asio::steady_timer t(d.io);
   while (d.heartbeat_running || (d.background > 0 && steady::now() < deadline)) {
     t.expires_after(std::chrono::milliseconds(5));
