@@ -27,8 +27,8 @@ class Catalog : public ::testing::TestWithParam<std::string> {
     cat_ = std::move(*cat);
   }
 
-  program_record film(std::string id = "film") {
-    program_record p;
+  program_entry film(std::string id = "film") {
+    program_entry p;
     p.id = *program_id::parse(id);
     p.title = "A film";
     p.source = "/srv/film.mp4";

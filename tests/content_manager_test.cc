@@ -98,8 +98,8 @@ TEST(ParseIngestRequest, AnUrlSourceNeedsNoLocalFile) {
   EXPECT_EQ(r->program.source, "https://example.org/a.mp4");
 }
 
-program_record program(program_state state, std::vector<std::string> targets = {}) {
-  program_record p;
+program_entry program(program_state state, std::vector<std::string> targets = {}) {
+  program_entry p;
   p.id = *program_id::parse("p1");
   p.state = state;
   p.publish_at = now;

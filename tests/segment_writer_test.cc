@@ -42,7 +42,7 @@ class SegmentSink : public ::testing::Test {
     std::filesystem::create_directories(dir);
     sink.max_segment = 10;
     sink.max_total = 15;
-    sink.current = std::make_unique<segment_file>(dir, 0, false);
+    sink.current = std::make_unique<segment_writer>(dir, 0, false);
     ASSERT_TRUE(sink.current->open());
   }
   void TearDown() override {

@@ -80,8 +80,8 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-result<program_record> record_of(const db::row& r) {
-  program_record p;
+result<program_entry> record_of(const db::row& r) {
+  program_entry p;
   auto id = program_id::parse(r.text(0));
   auto st = parse_state(r.text(3));
   if (!id || !st) {
@@ -170,7 +170,7 @@ result<std::unique_ptr<catalog>> catalog::open(db::connection& conn) {
   return std::unique_ptr<catalog>(new catalog(conn));
 }
 
-status catalog::create(const program_record& p) {
+status catalog::create(const program_entry& p) {
   return db::in_transaction(conn_, [&]() -> status {
     auto old =
         conn_.query("SELECT state FROM content_programs WHERE id = $1 FOR UPDATE", {p.id.str()});
@@ -229,7 +229,7 @@ status catalog::change_state(const program_id& id, program_state to, wall_clock:
   });
 }
 
-status catalog::set_packaged(const program_record& p) {
+status catalog::set_packaged(const program_entry& p) {
   return db::in_transaction(conn_, [&]() -> status {
     auto r = conn_.exec(
         "UPDATE content_programs SET duration = $2, video_codec = $3, audio_codec = $4, width = "
@@ -268,14 +268,14 @@ status catalog::set_publish_at(const program_id& id, wall_clock::time_point t) {
   return *r == 0 ? status{make_error(errc::not_found, "no such program: " + id.str())} : status{};
 }
 
-result<std::optional<program_record>> catalog::get(const program_id& id) {
+result<std::optional<program_entry>> catalog::get(const program_id& id) {
   auto rows = conn_.query(fmt::format("SELECT {} FROM content_programs WHERE id = $1", columns),
                           {id.str()});
   if (!rows) {
     return rows.err();
   }
   if (rows->empty()) {
-    return std::optional<program_record>();
+    return std::optional<program_entry>();
   }
   auto p = record_of(rows->front());
   if (!p) {
@@ -299,15 +299,15 @@ result<std::optional<program_record>> catalog::get(const program_id& id) {
     std::copy(b.begin(), b.end(), e.sha256.begin());
     p->segments.push_back(e);
   }
-  return std::optional<program_record>(std::move(*p));
+  return std::optional<program_entry>(std::move(*p));
 }
 
-result<std::vector<program_record>> catalog::list() {
+result<std::vector<program_entry>> catalog::list() {
   auto rows = conn_.query(fmt::format("SELECT {} FROM content_programs ORDER BY id", columns));
   if (!rows) {
     return rows.err();
   }
-  std::vector<program_record> out;
+  std::vector<program_entry> out;
   for (auto& r : *rows) {
     auto p = record_of(r);
     if (!p) {

@@ -30,7 +30,7 @@ std::optional<program_state> parse_state(std::string_view s);
 // Whether the lifecycle allows from → to.
 bool can_change(program_state from, program_state to);
 
-struct program_record {
+struct program_entry {
   program_id id;
   std::string title;
   std::string source;  // the provider's file, URL or playlist
@@ -64,17 +64,17 @@ class catalog {
 
   // A new program in state ingesting. errc::conflict if the id exists in any state but failed (a
   // failed program is replaced).
-  status create(const program_record& p);
+  status create(const program_entry& p);
   // Moves a program to `to` at `at`, recording the change; errc::conflict if the lifecycle does
   // not allow it (the reason names both states), errc::not_found for an unknown id.
   status change_state(const program_id& id, program_state to, wall_clock::time_point at,
                       std::string detail = {});
   // Records what the packager found and the segment list (state unchanged).
-  status set_packaged(const program_record& p);
+  status set_packaged(const program_entry& p);
   status set_publish_at(const program_id& id, wall_clock::time_point t);
 
-  result<std::optional<program_record>> get(const program_id& id);  // with its segments
-  result<std::vector<program_record>> list();                       // without segments
+  result<std::optional<program_entry>> get(const program_id& id);  // with its segments
+  result<std::vector<program_entry>> list();                       // without segments
   result<std::vector<state_change>> history(const program_id& id);
 
  private:

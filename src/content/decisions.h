@@ -19,7 +19,7 @@ namespace vodgrid::content {
 
 // An ingest request, checked whole before anything is recorded.
 struct ingest_request {
-  program_record program;     // id, title, source, publish_at, targets, prefetch; created now
+  program_entry program;     // id, title, source, publish_at, targets, prefetch; created now
   double target_seconds = 4;  // the packager's segment length
 };
 
@@ -39,7 +39,7 @@ struct pending_change {
 
 // The change to tell for `p` in its current state: every station of the grid (and the registry, if
 // any), with the home and the program's targets (all stations when it names none) as holders.
-pending_change change_for(const program_record& p, const grid_config& grid);
+pending_change change_for(const program_entry& p, const grid_config& grid);
 
 // How long the push loop waits before another round, once the most tried change has had
 // `max_attempts`: 100 ms doubling up to 5 s. The shape of a backoff, not an operator's setting: each

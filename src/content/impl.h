@@ -53,7 +53,7 @@ struct progress_info {
 };
 
 // A program as the HTTP API shows it; `full` adds its segments.
-json::object to_json(const program_record& p, bool full);
+json::object to_json(const program_entry& p, bool full);
 
 // Threading: every member is owned by the io thread (coroutines touch them only between awaits),
 // except `cat` (the database thread), `progress` (under `progress_mu`: the pool's jobs report to
@@ -114,8 +114,9 @@ struct content_manager::impl {
 
   // manager.cc
   void routes();
-  // nullopt when the request carries a valid operator token (or the grid has no auth server).
-  asio::awaitable<std::optional<reply>> refuse_operator(request_context& ctx);
+  // The reply refusing a request that changes programs, or nullopt when it carries a valid operator
+  // token (or the grid has no auth server).
+  asio::awaitable<std::optional<reply>> operator_refusal(request_context& ctx);
   asio::awaitable<reply> create(request_context& ctx);
   asio::awaitable<reply> list(request_context& ctx);
   asio::awaitable<reply> get(request_context& ctx);
@@ -124,24 +125,24 @@ struct content_manager::impl {
   asio::awaitable<status> change(const program_id& id, program_state to, std::string detail);
   // Tells the stations now (one round) and answers with the program and the stations that have
   // not acknowledged yet (they are told again until they do).
-  asio::awaitable<reply> announce_and_reply(const program_record& p);
+  asio::awaitable<reply> announce_and_reply(const program_entry& p);
   asio::awaitable<void> recover();
 
   // ingest.cc
-  asio::awaitable<void> ingest(program_record p, double target_seconds);
-  asio::awaitable<result<package_result>> fetch_and_package(const program_record& p,
+  asio::awaitable<void> ingest(program_entry p, double target_seconds);
+  asio::awaitable<result<package_result>> fetch_and_package(const program_entry& p,
                                                             const fs::path& work,
                                                             double target_seconds);
-  asio::awaitable<result<std::string>> fetch_source(program_record p, fs::path work);
-  asio::awaitable<result<api::program_manifest>> load_into_home(program_record p, fs::path work);
-  asio::awaitable<status> distribute(program_record p, api::program_manifest manifest);
+  asio::awaitable<result<std::string>> fetch_source(program_entry p, fs::path work);
+  asio::awaitable<result<api::program_manifest>> load_into_home(program_entry p, fs::path work);
+  asio::awaitable<status> distribute(program_entry p, api::program_manifest manifest);
   asio::awaitable<void> fail(program_id id, std::string reason, bool loaded);
   asio::awaitable<void> remove_from_home(program_id id);
 
   // publishing.cc
   void schedule_publish(const program_id& id, wall_clock::time_point at);
   asio::awaitable<void> publish_at_time(program_id id);
-  void announce(const program_record& p);
+  void announce(const program_entry& p);
   asio::awaitable<void> push_loop();
   asio::awaitable<std::set<std::string>> push_round(program_id id);
 };

@@ -98,7 +98,7 @@ result<std::vector<std::string>> read_stations(const json::object& body, const g
 
 result<ingest_request> parse_ingest_request(const json::object& body, const grid_config& grid,
                                             wall_clock::time_point now) {
-  program_record p;
+  program_entry p;
   auto id = string_field(body, "id", 64);
   if (!id || !program_id::parse(*id)) {
     return bad("'id' must be 1-64 characters of [A-Za-z0-9_-]");
@@ -143,7 +143,7 @@ result<ingest_request> parse_ingest_request(const json::object& body, const grid
 
 // Downloads the program's source into `work` when it is remote or an HLS playlist (joined into one
 // transport stream); the file the packager reads.
-asio::awaitable<result<std::string>> content_manager::impl::fetch_source(program_record p,
+asio::awaitable<result<std::string>> content_manager::impl::fetch_source(program_entry p,
                                                                          fs::path work) {
   download_options dl;
   auto id = p.id;
@@ -200,7 +200,7 @@ asio::awaitable<result<std::string>> content_manager::impl::fetch_source(program
 }
 
 asio::awaitable<result<package_result>> content_manager::impl::fetch_and_package(
-    const program_record& p, const fs::path& work, double target_seconds) {
+    const program_entry& p, const fs::path& work, double target_seconds) {
   auto input = co_await fetch_source(p, work);
   if (!input) {
     co_return input.err();
@@ -223,7 +223,7 @@ asio::awaitable<result<package_result>> content_manager::impl::fetch_and_package
   co_return co_await on_jobs([&] { return package(po); });
 }
 
-asio::awaitable<void> content_manager::impl::ingest(program_record p, double target_seconds) {
+asio::awaitable<void> content_manager::impl::ingest(program_entry p, double target_seconds) {
   auto work = grid.content->work_dir / p.id.str();
   std::error_code ec;
   fs::remove_all(work, ec);
@@ -287,7 +287,7 @@ asio::awaitable<void> content_manager::impl::ingest(program_record p, double tar
 
 // Loads the packaged program from `work` into the home station, inactive until its publish time.
 asio::awaitable<result<api::program_manifest>> content_manager::impl::load_into_home(
-    program_record p, fs::path work) {
+    program_entry p, fs::path work) {
   director::load_request lr;
   lr.director_url = home().director.listen.url();
   lr.id = p.id;
@@ -312,7 +312,7 @@ asio::awaitable<result<api::program_manifest>> content_manager::impl::load_into_
 
 // Claim 11: the distribution parameters go to the registry, which pre-positions the program.
 // Nothing to do in a grid without a registry.
-asio::awaitable<status> content_manager::impl::distribute(program_record p,
+asio::awaitable<status> content_manager::impl::distribute(program_entry p,
                                                           api::program_manifest manifest) {
   if (!grid.registry) {
     co_return status{};

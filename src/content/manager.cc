@@ -11,7 +11,7 @@
 
 namespace vodgrid::content {
 
-json::object to_json(const program_record& p, bool full) {
+json::object to_json(const program_entry& p, bool full) {
   json::object o{{"id", p.id.str()},
                  {"title", p.title},
                  {"state", to_string(p.state)},
@@ -151,7 +151,7 @@ void content_manager::impl::routes() {
   publishes = &m.counter("vodgrid_content_publishes_total", "Programs published");
 }
 
-asio::awaitable<std::optional<reply>> content_manager::impl::refuse_operator(request_context& ctx) {
+asio::awaitable<std::optional<reply>> content_manager::impl::operator_refusal(request_context& ctx) {
   if (!auth) {
     co_return std::nullopt;
   }
@@ -161,9 +161,8 @@ asio::awaitable<std::optional<reply>> content_manager::impl::refuse_operator(req
 }
 
 asio::awaitable<reply> content_manager::impl::create(request_context& ctx) {
-  auto refused = co_await refuse_operator(ctx);
-  if (refused) {
-    co_return std::move(*refused);
+  if (auto refusal = co_await operator_refusal(ctx)) {
+    co_return std::move(*refusal);
   }
   auto body = api::parse_object(ctx.req.body());
   if (!body) {
@@ -250,9 +249,8 @@ asio::awaitable<status> content_manager::impl::change(const program_id& id, prog
 }
 
 asio::awaitable<reply> content_manager::impl::publish(request_context& ctx) {
-  auto refused = co_await refuse_operator(ctx);
-  if (refused) {
-    co_return std::move(*refused);
+  if (auto refusal = co_await operator_refusal(ctx)) {
+    co_return std::move(*refusal);
   }
   auto id = program_id::parse(ctx.params[0]);
   if (!id) {
@@ -294,9 +292,8 @@ asio::awaitable<reply> content_manager::impl::publish(request_context& ctx) {
 }
 
 asio::awaitable<reply> content_manager::impl::withdraw(request_context& ctx) {
-  auto refused = co_await refuse_operator(ctx);
-  if (refused) {
-    co_return std::move(*refused);
+  if (auto refusal = co_await operator_refusal(ctx)) {
+    co_return std::move(*refusal);
   }
   auto id = program_id::parse(ctx.params[0]);
   if (!id) {
@@ -318,7 +315,7 @@ asio::awaitable<reply> content_manager::impl::withdraw(request_context& ctx) {
   co_return co_await announce_and_reply(**p);
 }
 
-asio::awaitable<reply> content_manager::impl::announce_and_reply(const program_record& p) {
+asio::awaitable<reply> content_manager::impl::announce_and_reply(const program_entry& p) {
   announce(p);
   auto missing = co_await push_round(p.id);
   auto o = to_json(p, false);

@@ -337,7 +337,7 @@ status packager::cut(int64_t key_pts) {
 }
 
 status packager::open_segment(uint32_t index) {
-  auto seg = std::make_unique<segment_file>(o_.out_dir, index, o_.durable);
+  auto seg = std::make_unique<segment_writer>(o_.out_dir, index, o_.durable);
   if (auto st = seg->open(); !st) {
     return st;
   }

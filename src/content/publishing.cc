@@ -11,7 +11,7 @@
 
 namespace vodgrid::content {
 
-pending_change change_for(const program_record& p, const grid_config& grid) {
+pending_change change_for(const program_entry& p, const grid_config& grid) {
   pending_change c;
   c.change.availability = p.state == program_state::published   ? api::availability_published
                           : p.state == program_state::withdrawn ? api::availability_withdrawn
@@ -74,7 +74,7 @@ asio::awaitable<void> content_manager::impl::publish_at_time(program_id id) {
   --background;
 }
 
-void content_manager::impl::announce(const program_record& p) {
+void content_manager::impl::announce(const program_entry& p) {
   pending[p.id] = change_for(p, grid);
   if (!pushing) {
     pushing = true;

@@ -30,17 +30,17 @@ error sys_error(std::string_view what, const fs::path& p);
 
 // One segment being written: the muxer's bytes go to a temporary file and into the digest; commit
 // makes it durable under its final name. A segment never committed is unlinked.
-class segment_file {
+class segment_writer {
  public:
-  segment_file(const fs::path& dir, uint32_t index, bool durable)
+  segment_writer(const fs::path& dir, uint32_t index, bool durable)
       : durable_(durable),
         index_(index),
         name_(fmt::format("seg{:05d}.ts", index)),
         final_(dir / name_),
         tmp_(dir / ("." + name_ + ".tmp")) {}
-  segment_file(const segment_file&) = delete;
-  segment_file& operator=(const segment_file&) = delete;
-  ~segment_file() {
+  segment_writer(const segment_writer&) = delete;
+  segment_writer& operator=(const segment_writer&) = delete;
+  ~segment_writer() {
     if (fd_ >= 0) {
       ::close(fd_);
       ::unlink(tmp_.c_str());
@@ -116,7 +116,7 @@ using avio_write_buffer = uint8_t*;
 // The muxer's output: the current segment file, within the size limits. It keeps the first
 // failure, since FFmpeg passes on only an AVERROR.
 struct segment_sink {
-  std::unique_ptr<segment_file> current;
+  std::unique_ptr<segment_writer> current;
   uint64_t committed_bytes = 0;  // of the finished segments
   uint64_t max_segment = 0;
   uint64_t max_total = 0;

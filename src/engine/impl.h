@@ -141,7 +141,8 @@ struct engine_daemon::impl {
 
   // serving.cc
   asio::awaitable<reply> get_segment(request_context& ctx);
-  asio::awaitable<std::optional<reply>> refuse_segment(request_context& ctx, error why);
+  // The reply refusing an unsigned segment request, or nullopt when it may pass.
+  asio::awaitable<std::optional<reply>> segment_refusal(request_context& ctx, error why);
   asio::awaitable<reply> put_segment(request_context& ctx);
   asio::awaitable<reply> delete_segment(request_context& ctx);
   asio::awaitable<reply> list_segments(request_context& ctx);

@@ -62,9 +62,10 @@ struct stream_guard {
 
 }  // namespace
 
-// A segment request without a valid URL signature: a copy by another engine passes with its engine
-// token (claims 24, 25); anything else is refused with the signature's reason.
-asio::awaitable<std::optional<reply>> engine_daemon::impl::refuse_segment(request_context& ctx,
+// A segment request without a valid URL signature: the reply that refuses it, or nullopt for a copy
+// by another engine, which passes with its engine token (claims 24, 25); anything else is refused
+// with the signature's reason.
+asio::awaitable<std::optional<reply>> engine_daemon::impl::segment_refusal(request_context& ctx,
                                                                           error why) {
   auto token = auth::token_of(ctx);
   if (why.code == errc::unauthorized && !token.empty()) {
@@ -147,9 +148,8 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
                         : status(make_error(errc::unauthorized, "not yet logged in at auth"));
     copy = false;
     if (!sig) {
-      auto refused = co_await refuse_segment(ctx, sig.err());
-      if (refused) {
-        co_return std::move(*refused);
+      if (auto refusal = co_await segment_refusal(ctx, sig.err())) {
+        co_return std::move(*refusal);
       }
       copy = true;  // an engine token
     }
