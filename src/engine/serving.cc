@@ -240,12 +240,11 @@ asio::awaitable<std::optional<std::string>> engine_daemon::impl::engine_elsewher
   if (!res || res->status != 200) {
     co_return std::nullopt;
   }
-  auto o = api::parse_object(res->body);
-  auto* u = o ? o->if_contains("url") : nullptr;
-  if (!u || !u->is_string()) {
+  auto holder = api::decode<api::holder_reply>(res->body);
+  if (!holder) {
     co_return std::nullopt;
   }
-  co_return std::string(u->as_string());
+  co_return std::move(holder->url);
 }
 
 asio::awaitable<reply> engine_daemon::impl::send_elsewhere(request_context& ctx,
