@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
-#include <boost/json/parse.hpp>
 
 #include <filesystem>
 
@@ -12,7 +11,6 @@
 namespace vodgrid::content {
 namespace {
 
-namespace json = boost::json;
 using namespace std::chrono_literals;
 
 station_config station(std::string_view name, bool home = false) {
@@ -33,8 +31,8 @@ grid_config grid(bool with_registry) {
 
 const wall_clock::time_point now = *parse_rfc3339("2030-01-01T12:00:00Z");
 
-result<ingest_request> parse(std::string_view body, bool with_registry = true) {
-  return parse_ingest_request(json::parse(body).as_object(), grid(with_registry), now);
+result<checked_ingest> parse(std::string_view body, bool with_registry = true) {
+  return parse_ingest_request(body, grid(with_registry), now);
 }
 
 std::string local_source() {
@@ -73,8 +71,8 @@ TEST(ParseIngestRequest, RefusesBadFieldsSayingWhich) {
     EXPECT_FALSE(r);
     return r ? std::string() : r.err().detail;
   };
-  EXPECT_NE(why(R"({"id": "a/b", "title": "T", "source": "/x"})").find("'id'"), std::string::npos);
-  EXPECT_NE(why(R"({"id": "p", "source": "/x"})").find("'title'"), std::string::npos);
+  EXPECT_NE(why(R"({"id": "a/b", "title": "T", "source": "/x"})").find("ingest_request.id:"), std::string::npos);
+  EXPECT_NE(why(R"({"id": "p", "source": "/x"})").find("ingest_request.title:"), std::string::npos);
   EXPECT_NE(why(R"({"id": "p", "title": "T", "source": "ftp://h/x"})").find("only local paths"),
             std::string::npos);
   EXPECT_NE(why(R"({"id": "p", "title": "T", "source": "relative/x"})").find("absolute path"),
@@ -84,12 +82,18 @@ TEST(ParseIngestRequest, RefusesBadFieldsSayingWhich) {
       std::string::npos);
   EXPECT_NE(why(body_with(R"(, "publish_at": "2029-01-01T00:00:00Z")")).find("in the past"),
             std::string::npos);
+  EXPECT_NE(why(body_with(R"(, "publish_at": "tomorrow")")).find("RFC 3339"), std::string::npos);
   EXPECT_NE(why(body_with(R"(, "stations": ["west"])")).find("no station west"), std::string::npos);
   EXPECT_NE(
       why(body_with(R"(, "stations": ["north"])"), false).find("needs a grid with a registry"),
       std::string::npos);
-  EXPECT_NE(why(body_with(R"(, "prefetch": -1)")).find("'prefetch'"), std::string::npos);
+  EXPECT_NE(why(body_with(R"(, "prefetch": -1)")).find("ingest_request.prefetch:"), std::string::npos);
   EXPECT_NE(why(body_with(R"(, "target_seconds": 0.1)")).find("0.5..60"), std::string::npos);
+}
+
+TEST(ParseIngestRequest, RefusesABodyThatIsNotAJsonObject) {
+  EXPECT_FALSE(parse("not json"));
+  EXPECT_FALSE(parse("[]"));
 }
 
 TEST(ParseIngestRequest, AnUrlSourceNeedsNoLocalFile) {

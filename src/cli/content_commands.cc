@@ -8,6 +8,8 @@
 #include <iostream>
 #include <thread>
 
+#include "api/api.h"
+#include "base/time.h"
 #include "cli/commands.h"
 #include "cli/remote.h"
 #include "content/fetch.h"
@@ -84,51 +86,68 @@ class progress_printer {
   int tenth_ = -1;
 };
 
+// The body of POST /v1/programs from the command line's options, each checked here so that a bad
+// one is refused before the content manager is asked. A local source becomes an absolute path.
+result<api::ingest_request> ingest_request_of(const ingest_options& o) {
+  if (o.title.empty()) {
+    return make_error(errc::invalid_argument, "--title must not be empty");
+  }
+  api::ingest_request req;
+  std::string name = o.id.empty() ? id_from_title(o.title) : o.id;
+  auto id = program_id::parse(name);
+  if (!id) {
+    return make_error(errc::invalid_argument,
+                      fmt::format("program id '{}' must be 1-64 characters of [A-Za-z0-9_-]", name));
+  }
+  req.id = *id;
+  req.title = o.title;
+  req.source = o.source;
+  if (!content::is_url(req.source)) {
+    // The content manager reads local sources itself: it needs the absolute path.
+    std::error_code ec;
+    req.source = std::filesystem::absolute(req.source, ec).lexically_normal().string();
+    if (!std::filesystem::exists(req.source, ec)) {
+      return make_error(errc::invalid_argument, "no such file: " + o.source);
+    }
+  }
+  if (!o.publish_at.empty() && o.publish_at != "now") {
+    auto at = parse_rfc3339(o.publish_at);
+    if (!at) {
+      return make_error(errc::invalid_argument, "--publish-at: " + at.err().detail);
+    }
+    req.publish_at = *at;
+  }
+  for (size_t i = 0; i < o.stations.size();) {
+    size_t j = std::min(o.stations.find(',', i), o.stations.size());
+    if (j > i) {
+      auto station = station_id::parse(o.stations.substr(i, j - i));
+      if (!station) {
+        return make_error(errc::invalid_argument,
+                          fmt::format("--stations: '{}' is not a station name",
+                                      o.stations.substr(i, j - i)));
+      }
+      req.stations.push_back(*station);
+    }
+    i = j + 1;
+  }
+  req.prefetch = o.prefetch;
+  req.target_seconds = o.segment_seconds;
+  return req;
+}
+
 }  // namespace
 
 result<json::object> content_ingest(const std::string& content, const ingest_options& o,
                                     bool quiet) {
-  if (o.title.empty()) {
-    return make_error(errc::invalid_argument, "--title must not be empty");
-  }
-  std::string id = o.id.empty() ? id_from_title(o.title) : o.id;
-  std::string source = o.source;
-  if (!content::is_url(source)) {
-    // The content manager reads local sources itself: it needs the absolute path.
-    std::error_code ec;
-    source = std::filesystem::absolute(source, ec).lexically_normal().string();
-    if (!std::filesystem::exists(source, ec)) {
-      return make_error(errc::invalid_argument, "no such file: " + o.source);
-    }
-  }
-  json::object req{{"id", id},
-                   {"title", o.title},
-                   {"source", source},
-                   {"publish_at", o.publish_at.empty() ? "now" : o.publish_at},
-                   {"target_seconds", o.segment_seconds}};
-  if (!o.stations.empty()) {
-    json::array st;
-    for (size_t i = 0; i < o.stations.size();) {
-      size_t j = o.stations.find(',', i);
-      j = j == std::string::npos ? o.stations.size() : j;
-      if (j > i) {
-        st.push_back(json::value(o.stations.substr(i, j - i)));
-      }
-      i = j + 1;
-    }
-    req["stations"] = st;
-  }
-  if (o.prefetch != segment_index::max) {
-    req["prefetch"] = o.prefetch;
-  }
-  auto created =
-      send_object("POST", content + "/v1/programs", json::serialize(req), token_from(o.token));
+  VODGRID_TRY(auto req, ingest_request_of(o));
+  auto created = send_object("POST", content + "/v1/programs", json::serialize(api::to_json(req)),
+                             token_from(o.token));
   if (!created) {
     return created.err();
   }
   progress_printer bar(quiet);
-  std::string url = fmt::format("{}/v1/programs/{}", content, id);
-  bool wait_publish = o.publish_at.empty() || o.publish_at == "now";
+  std::string url = fmt::format("{}/v1/programs/{}", content, req.id.str());
+  bool wait_publish = !req.publish_at;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::hours(24);
   int publish_polls = 0;
   for (;;) {

@@ -3,11 +3,10 @@
 // must reach, and how long to wait before telling the missing ones again.
 #pragma once
 
-#include <boost/json/object.hpp>
-
 #include <chrono>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include "api/api.h"
 #include "base/config.h"
@@ -17,16 +16,17 @@
 
 namespace vodgrid::content {
 
-// An ingest request, checked whole before anything is recorded.
-struct ingest_request {
-  program_entry program;     // id, title, source, publish_at, targets, prefetch; created now
+// An ingest request (api::ingest_request), checked whole before anything is recorded.
+struct checked_ingest {
+  program_entry program;      // id, title, source, publish_at, targets, prefetch; created now
   double target_seconds = 4;  // the packager's segment length
 };
 
-// Checks a POST /v1/programs body against the grid (its stations, whether it has a registry) at
-// `now`; a local source must exist. errc::invalid_argument saying what is wrong otherwise.
-result<ingest_request> parse_ingest_request(const boost::json::object& body,
-                                            const grid_config& grid, wall_clock::time_point now);
+// Decodes a POST /v1/programs body and checks what its wire type cannot: against the grid (its
+// stations, whether it has a registry) at `now`; a local source must exist. errc::invalid_argument
+// saying what is wrong otherwise.
+result<checked_ingest> parse_ingest_request(std::string_view body, const grid_config& grid,
+                                            wall_clock::time_point now);
 
 // A publish or withdrawal not yet acknowledged by every director (and the registry).
 struct pending_change {

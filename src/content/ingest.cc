@@ -15,78 +15,49 @@ error bad(std::string why) {
   return make_error(errc::invalid_argument, std::move(why));
 }
 
-// A string field of 1..max characters, or nullopt.
-std::optional<std::string> string_field(const json::object& body, std::string_view k, size_t max) {
-  auto* v = body.if_contains(k);
-  if (!v || !v->is_string() || v->as_string().empty() || v->as_string().size() > max) {
-    return std::nullopt;
+// The source: an http(s) URL, or an absolute path to a file or folder that exists.
+status check_source(const std::string& source) {
+  if (is_url(source)) {
+    return {};
   }
-  return std::string(v->as_string());
+  if (source.find("://") != std::string::npos) {
+    return bad(fmt::format("source {}: only local paths and http(s) URLs are supported", source));
+  }
+  if (!fs::path(source).is_absolute()) {
+    return bad("a local source must be an absolute path: " + source);
+  }
+  std::error_code ec;
+  auto st = fs::status(source, ec);
+  if (ec || !(fs::is_regular_file(st) || fs::is_directory(st))) {
+    return bad("no such file: " + source);
+  }
+  return {};
 }
 
-// 'source': an http(s) URL, or an absolute path to a file or folder that exists.
-result<std::string> read_source(const json::object& body) {
-  auto source = string_field(body, "source", 4096);
-  if (!source || source->find('\0') != std::string::npos) {
-    return bad("'source' must name a file, a folder with one playlist, or an http(s) URL");
-  }
-  if (!is_url(*source)) {
-    if (source->find("://") != std::string::npos) {
-      return bad(
-          fmt::format("source {}: only local paths and http(s) URLs are supported", *source));
-    }
-    if (!fs::path(*source).is_absolute()) {
-      return bad("a local source must be an absolute path: " + *source);
-    }
-    std::error_code ec;
-    auto st = fs::status(*source, ec);
-    if (ec || !(fs::is_regular_file(st) || fs::is_directory(st))) {
-      return bad("no such file: " + *source);
-    }
-  }
-  return std::move(*source);
-}
-
-// 'publish_at': absent, null or "now" for now; otherwise an RFC 3339 time not in the past.
-result<wall_clock::time_point> read_publish_at(const json::object& body,
-                                               wall_clock::time_point now) {
-  auto* pa = body.if_contains("publish_at");
-  if (!pa || pa->is_null()) {
+// The publish time: none for now, otherwise not in the past. The second of slack is for a client's
+// clock a moment behind ours, not an operator's setting.
+result<wall_clock::time_point> publish_time(std::optional<wall_clock::time_point> at,
+                                            wall_clock::time_point now) {
+  if (!at) {
     return now;
   }
-  if (!pa->is_string()) {
-    return bad("'publish_at' must be \"now\" or an RFC 3339 time");
+  if (*at < now - std::chrono::seconds(1)) {
+    return bad(fmt::format("publish_at {} is in the past (now is {})", format_rfc3339(*at),
+                           format_rfc3339(now)));
   }
-  std::string_view s = pa->as_string();
-  if (s == "now") {
-    return now;
-  }
-  auto t = parse_rfc3339(s);
-  if (!t) {
-    return bad("publish_at: " + t.err().detail);
-  }
-  if (*t < now - std::chrono::seconds(1)) {
-    return bad(fmt::format("publish_at {} is in the past (now is {})", s, format_rfc3339(now)));
-  }
-  return *t;
+  return *at;
 }
 
-// 'stations': the targets of the distribution, each a station of the grid.
-result<std::vector<std::string>> read_stations(const json::object& body, const grid_config& grid) {
+// The targets of the distribution, each a station of the grid, which needs a registry to reach
+// them.
+result<std::vector<std::string>> target_stations(const std::vector<station_id>& stations,
+                                                 const grid_config& grid) {
   std::vector<std::string> targets;
-  auto* st = body.if_contains("stations");
-  if (!st || st->is_null()) {
-    return targets;
-  }
-  if (!st->is_array() || st->as_array().size() > 1000) {
-    return bad("'stations' must be an array of station names");
-  }
-  for (auto& s : st->as_array()) {
-    if (!s.is_string() || !grid.find_station(s.as_string())) {
-      return bad(fmt::format("'stations': no station {} in the grid",
-                             s.is_string() ? std::string(s.as_string()) : "(not a string)"));
+  for (auto& s : stations) {
+    if (!grid.find_station(s.str())) {
+      return bad(fmt::format("'stations': no station {} in the grid", s.str()));
     }
-    targets.emplace_back(s.as_string());
+    targets.push_back(s.str());
   }
   if (!targets.empty() && !grid.registry) {
     return bad("'stations' needs a grid with a registry");
@@ -96,49 +67,19 @@ result<std::vector<std::string>> read_stations(const json::object& body, const g
 
 }  // namespace
 
-result<ingest_request> parse_ingest_request(const json::object& body, const grid_config& grid,
+result<checked_ingest> parse_ingest_request(std::string_view body, const grid_config& grid,
                                             wall_clock::time_point now) {
+  VODGRID_TRY(auto req, api::decode<api::ingest_request>(body));
+  VODGRID_TRY(check_source(req.source));
   program_entry p;
-  auto id = string_field(body, "id", 64);
-  if (!id || !program_id::parse(*id)) {
-    return bad("'id' must be 1-64 characters of [A-Za-z0-9_-]");
-  }
-  p.id = *program_id::parse(*id);
-  auto title = string_field(body, "title", 512);
-  if (!title) {
-    return bad("'title' must be a string of 1-512 characters");
-  }
-  p.title = *title;
-  auto source = read_source(body);
-  if (!source) {
-    return source.err();
-  }
-  p.source = std::move(*source);
+  p.id = req.id;
+  p.title = std::move(req.title);
+  p.source = std::move(req.source);
   p.created_at = p.updated_at = now;
-  auto publish_at = read_publish_at(body, now);
-  if (!publish_at) {
-    return publish_at.err();
-  }
-  p.publish_at = *publish_at;
-  auto targets = read_stations(body, grid);
-  if (!targets) {
-    return targets.err();
-  }
-  p.targets = std::move(*targets);
-  if (auto* pf = body.if_contains("prefetch"); pf && !pf->is_null()) {
-    if (!pf->is_int64() || pf->as_int64() < 0) {
-      return bad("'prefetch' must be a count of segments");
-    }
-    p.prefetch = static_cast<uint32_t>(std::min<int64_t>(pf->as_int64(), segment_index::max));
-  }
-  double target_seconds = 4;
-  if (auto* ts = body.if_contains("target_seconds"); ts && !ts->is_null()) {
-    if (!ts->is_number() || ts->to_number<double>() < 0.5 || ts->to_number<double>() > 60) {
-      return bad("'target_seconds' must be within 0.5..60");
-    }
-    target_seconds = ts->to_number<double>();
-  }
-  return ingest_request{std::move(p), target_seconds};
+  VODGRID_TRY(p.publish_at, publish_time(req.publish_at, now));
+  VODGRID_TRY(p.targets, target_stations(req.stations, grid));
+  p.prefetch = req.prefetch;
+  return checked_ingest{std::move(p), req.target_seconds};
 }
 
 // Downloads the program's source into `work` when it is remote or an HLS playlist (joined into one

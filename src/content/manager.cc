@@ -164,11 +164,7 @@ asio::awaitable<reply> content_manager::impl::create(request_context& ctx) {
   if (auto refusal = co_await operator_refusal(ctx)) {
     co_return std::move(*refusal);
   }
-  auto body = api::parse_object(ctx.req.body());
-  if (!body) {
-    co_return net::error_reply(body.err());
-  }
-  auto req = parse_ingest_request(*body, grid, wall_clock::now());
+  auto req = parse_ingest_request(ctx.req.body(), grid, wall_clock::now());
   if (!req) {
     co_return net::error_reply(req.err());
   }
