@@ -131,6 +131,8 @@ struct segment_sink {
 
 // The index.m3u8 of a VOD program of `segments` (RFC 8216): version 3, a target duration no
 // shorter than any segment's duration rounded up, and each segment's EXTINF to the microsecond.
+// Not api::write_vod_playlist: that one writes a station's playlist (URIs of the director's routes,
+// from a manifest); this one the packager's folder (its own file names), which the loader reads.
 std::string vod_playlist_text(const std::vector<packaged_segment>& segments);
 
 }  // namespace vodgrid::content
