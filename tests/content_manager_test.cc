@@ -71,7 +71,8 @@ TEST(ParseIngestRequest, RefusesBadFieldsSayingWhich) {
     EXPECT_FALSE(r);
     return r ? std::string() : r.err().detail;
   };
-  EXPECT_NE(why(R"({"id": "a/b", "title": "T", "source": "/x"})").find("ingest_request.id:"), std::string::npos);
+  EXPECT_NE(why(R"({"id": "a/b", "title": "T", "source": "/x"})").find("ingest_request.id:"),
+            std::string::npos);
   EXPECT_NE(why(R"({"id": "p", "source": "/x"})").find("ingest_request.title:"), std::string::npos);
   EXPECT_NE(why(R"({"id": "p", "title": "T", "source": "ftp://h/x"})").find("only local paths"),
             std::string::npos);
@@ -87,7 +88,8 @@ TEST(ParseIngestRequest, RefusesBadFieldsSayingWhich) {
   EXPECT_NE(
       why(body_with(R"(, "stations": ["north"])"), false).find("needs a grid with a registry"),
       std::string::npos);
-  EXPECT_NE(why(body_with(R"(, "prefetch": -1)")).find("ingest_request.prefetch:"), std::string::npos);
+  EXPECT_NE(why(body_with(R"(, "prefetch": -1)")).find("ingest_request.prefetch:"),
+            std::string::npos);
   EXPECT_NE(why(body_with(R"(, "target_seconds": 0.1)")).find("0.5..60"), std::string::npos);
 }
 

@@ -96,8 +96,9 @@ result<api::ingest_request> ingest_request_of(const ingest_options& o) {
   std::string name = o.id.empty() ? id_from_title(o.title) : o.id;
   auto id = program_id::parse(name);
   if (!id) {
-    return make_error(errc::invalid_argument,
-                      fmt::format("program id '{}' must be 1-64 characters of [A-Za-z0-9_-]", name));
+    return make_error(
+        errc::invalid_argument,
+        fmt::format("program id '{}' must be 1-64 characters of [A-Za-z0-9_-]", name));
   }
   req.id = *id;
   req.title = o.title;
@@ -122,9 +123,9 @@ result<api::ingest_request> ingest_request_of(const ingest_options& o) {
     if (j > i) {
       auto station = station_id::parse(o.stations.substr(i, j - i));
       if (!station) {
-        return make_error(errc::invalid_argument,
-                          fmt::format("--stations: '{}' is not a station name",
-                                      o.stations.substr(i, j - i)));
+        return make_error(
+            errc::invalid_argument,
+            fmt::format("--stations: '{}' is not a station name", o.stations.substr(i, j - i)));
       }
       req.stations.push_back(*station);
     }

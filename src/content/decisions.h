@@ -42,8 +42,8 @@ struct pending_change {
 pending_change change_for(const program_entry& p, const grid_config& grid);
 
 // How long the push loop waits before another round, once the most tried change has had
-// `max_attempts`: 100 ms doubling up to 5 s. The shape of a backoff, not an operator's setting: each
-// round's requests are bounded by [timing] exchange_ms.
+// `max_attempts`: 100 ms doubling up to 5 s. The shape of a backoff, not an operator's setting:
+// each round's requests are bounded by [timing] exchange_ms.
 std::chrono::milliseconds push_retry_delay(int max_attempts);
 
 }  // namespace vodgrid::content

@@ -151,7 +151,8 @@ void content_manager::impl::routes() {
   publishes = &m.counter("vodgrid_content_publishes_total", "Programs published");
 }
 
-asio::awaitable<std::optional<reply>> content_manager::impl::operator_refusal(request_context& ctx) {
+asio::awaitable<std::optional<reply>> content_manager::impl::operator_refusal(
+    request_context& ctx) {
   if (!auth) {
     co_return std::nullopt;
   }

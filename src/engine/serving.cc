@@ -66,7 +66,7 @@ struct stream_guard {
 // by another engine, which passes with its engine token (claims 24, 25); anything else is refused
 // with the signature's reason.
 asio::awaitable<std::optional<reply>> engine_daemon::impl::segment_refusal(request_context& ctx,
-                                                                          error why) {
+                                                                           error why) {
   auto token = auth::token_of(ctx);
   if (why.code == errc::unauthorized && !token.empty()) {
     auth::requirement req{auth::token_kind::engine, std::nullopt, {}};
