@@ -76,22 +76,20 @@ asio::awaitable<reply> registry_daemon::impl::sources(request_context& ctx) {
   seeker.name = seeker_name;
   seeker.x_km = seeker_cfg->x_km;
   seeker.y_km = seeker_cfg->y_km;
-  json::array out;
+  api::source_list list{key, {}};
   for (auto& [in, b] : costs.rank(inputs, seeker, m->segments[idx->v].size)) {
-    out.push_back(json::object{
-        {"station", in.name},
-        {"director_url", urls[in.name]},
-        {"cost", b.cost},
-        {"inputs", json::object{{"available_bits_per_second", b.available_bits_per_second},
-                                {"distance_km", b.distance_km},
-                                {"transfer_seconds", b.transfer_seconds},
-                                {"latency_seconds", b.latency_seconds},
-                                {"load_factor", b.load_factor},
-                                {"home_penalty_seconds", b.home_penalty_seconds}}}});
+    auto name = station_id::parse(in.name);  // a name the database took from a registration
+    if (!name) {
+      continue;
+    }
+    list.sources.push_back({*name,
+                            urls[in.name],
+                            b.cost,
+                            {b.available_bits_per_second, b.distance_km, b.transfer_seconds,
+                             b.latency_seconds, b.load_factor, b.home_penalty_seconds}});
   }
   lookups->inc();
-  co_return net::json_reply(
-      json::object{{"program", id->str()}, {"index", idx->v}, {"sources", out}});
+  co_return net::json_reply(api::to_json(list));
 }
 
 // GET /v1/programs/{id}/segments/{n}/locations: where the segment lives, per station and engine,
