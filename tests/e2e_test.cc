@@ -120,6 +120,10 @@ TEST(EndToEnd, PlayExitsNonZeroWhenTheProgramCannotBePlayed) {
   auto bad = run({vodgrid_binary(), "play", "not a url"});
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.err.find("vodgrid play:"), std::string::npos) << bad.err;
+  auto hasty = run({vodgrid_binary(), "play", st.director_url() + "/v1/programs/x/index.m3u8",
+                    "--silence-ms", "5"});
+  EXPECT_EQ(hasty.status, 2);
+  EXPECT_NE(hasty.err.find("--silence-ms"), std::string::npos) << hasty.err;
 }
 
 TEST(EndToEnd, DemoRunsTheGridAndPlaysTheSample) {

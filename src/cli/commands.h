@@ -10,6 +10,7 @@
 #include <boost/json/object.hpp>
 
 #include "base/config.h"
+#include "console/player.h"
 
 namespace vodgrid::cli {
 
@@ -64,6 +65,8 @@ struct play_cli_options {
   bool realtime = false;
   bool verify = true;
   bool json = false;
+  // A segment reply silent this long is given up and asked for again through the director.
+  uint32_t silence_ms = static_cast<uint32_t>(console::play_options{}.read_timeout.count());
 };
 int run_play(const play_cli_options& opts);
 

@@ -175,6 +175,11 @@ void add_viewer_commands(CLI::App& app, command_line& c) {
                        "Fetch each segment when the previous one starts playing");
   c.play_cmd->add_flag("--no-verify", c.no_verify, "Do not check segments against their SHA-256");
   c.play_cmd->add_flag("--json", c.play.json, "Print the report as JSON");
+  c.play_cmd
+      ->add_option("--silence-ms", c.play.silence_ms,
+                   "A reply silent this long is given up and the segment asked for again")
+      ->check(CLI::Range(100u, 600'000u))
+      ->capture_default_str();
 
   c.login_cmd = app.add_subcommand("login", "Log in at the grid's auth server and print a token");
   c.login_cmd->add_option("--user", c.login.user, "The account's name")->required();

@@ -77,6 +77,7 @@ int run_play(const play_cli_options& o) {
   po.viewers = o.viewers;
   po.realtime = o.realtime;
   po.verify = o.verify;
+  po.read_timeout = std::chrono::milliseconds(o.silence_ms);
   auto report = play_blocking(po);
   if (o.json) {
     std::cout << json::serialize(report.to_json()) << "\n";
