@@ -3,8 +3,6 @@
 // pre-positioning of a distributed program (its prefetch queue and workers), and `holder`, which
 // names an engine of ours for another station's copy or for a console sent on.
 #include <fmt/format.h>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "director/impl.h"
@@ -99,37 +97,49 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::copy_from_other_stat
   co_return got;
 }
 
+asio::awaitable<result<engine_slot>> director_daemon::impl::outcome(
+    std::shared_ptr<pending_copy> p) {
+  if (!p->finished) {
+    co_await p->done.async_wait(use_tuple);
+  }
+  co_return p->receiver;
+}
+
 // One operation per segment at a time: concurrent callers wait for the one in flight and share
-// its outcome.
+// its outcome. The operation is a task of its own, so that stop waits for it whoever asked.
 template <class Start>
-asio::awaitable<result<engine_slot>> director_daemon::impl::once_per_segment(
-    std::unordered_map<segment_key, std::shared_ptr<pending_copy>>& in_flight, segment_key key,
-    Start start) {
+std::shared_ptr<director_daemon::impl::pending_copy> director_daemon::impl::start_once(
+    copies_in_flight& in_flight, segment_key key, Start start) {
   if (auto it = in_flight.find(key); it != in_flight.end()) {
-    auto p = it->second;
-    if (!p->finished) {
-      co_await p->done.async_wait(use_tuple);
-    }
-    co_return p->receiver;
+    return it->second;
   }
   auto p = std::make_shared<pending_copy>(io);
   in_flight[key] = p;
-  ++background;
+  if (!tasks.spawn(run_once(in_flight, key, p, std::move(start)))) {
+    in_flight.erase(key);
+    p->receiver = make_error(errc::unavailable, "the director is stopping");
+    p->finished = true;
+  }
+  return p;
+}
+
+template <class Start>
+asio::awaitable<void> director_daemon::impl::run_once(copies_in_flight& in_flight, segment_key key,
+                                                      std::shared_ptr<pending_copy> p,
+                                                      Start start) {
   p->receiver = co_await start();
   p->finished = true;
   p->done.cancel();
   in_flight.erase(key);
-  --background;
-  co_return p->receiver;
 }
 
 // One copy from another station per segment at a time: concurrent requests for it wait for the
 // same order.
 asio::awaitable<result<engine_slot>> director_daemon::impl::copy_from_other_station_shared(
     segment_key key, bool wait, std::optional<engine_slot> exclude) {
-  return once_per_segment(other_station_copies_in_flight, key, [this, key, wait, exclude] {
+  return outcome(start_once(other_station_copies_in_flight, key, [this, key, wait, exclude] {
     return copy_from_other_station(key, wait, exclude);
-  });
+  }));
 }
 
 // Claims 19, 20: every engine holding the segment is at its limits, so another engine receives a
@@ -164,9 +174,13 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::replicate(
   co_return got;
 }
 
+std::shared_ptr<director_daemon::impl::pending_copy> director_daemon::impl::start_replica(
+    segment_key key) {
+  return start_once(replicas_in_flight, key, [this, key] { return replicate(key, std::nullopt); });
+}
+
 asio::awaitable<result<engine_slot>> director_daemon::impl::replicate_shared(segment_key key) {
-  return once_per_segment(replicas_in_flight, key,
-                          [this, key] { return replicate(key, std::nullopt); });
+  return outcome(start_replica(key));
 }
 
 asio::awaitable<void> director_daemon::impl::prefetch_worker() {
@@ -179,7 +193,6 @@ asio::awaitable<void> director_daemon::impl::prefetch_worker() {
     // A source may not have reported its copy yet: try a few times before leaving the segment to
     // the miss path. The backoff only paces retries while the source station's next report (every
     // few hundred ms) reaches the registry; it bounds no wait of a peer, so it is not a setting.
-    asio::steady_timer t(io);
     for (int attempt = 0; attempt < 6 && !stopping; ++attempt) {
       ++prefetching;
       prefetching_peak = std::max(prefetching_peak, prefetching);
@@ -192,8 +205,9 @@ asio::awaitable<void> director_daemon::impl::prefetch_worker() {
         logger->warn("director {}: prefetch of {} failed: {}", station->name.str(), key.str(),
                      r.err().detail);
       }
-      t.expires_after(std::chrono::milliseconds(250 << attempt));
-      co_await t.async_wait(use_tuple);
+      if (co_await stop_requested.wait_for(std::chrono::milliseconds(250 << attempt))) {
+        break;
+      }
     }
   }
   --copy_workers;
@@ -231,7 +245,10 @@ asio::awaitable<reply> director_daemon::impl::distribute(request_context& ctx) {
   }
   while (copy_workers < station->director.parallel_copies && copy_workers < prefetch_queue.size()) {
     ++copy_workers;  // the worker counts itself out when the queue is empty
-    asio::co_spawn(io, prefetch_worker(), asio::detached);
+    if (!tasks.spawn(prefetch_worker())) {
+      --copy_workers;  // stopping
+      break;
+    }
   }
   logger->info("director {}: program {} distributed here; {} segments to copy", station->name.str(),
                m.id.str(), queued);

@@ -7,8 +7,6 @@
 #include "director/director.h"
 
 #include <fmt/format.h>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 
 #include "auth/guard.h"
 #include "director/impl.h"
@@ -58,46 +56,27 @@ status director_daemon::start() {
     }
   }
   d.routes();
-  auto port = d.server->listen(d.station->director.listen.host, d.station->director.listen.port);
-  if (!port) {
-    return port.err();
+  if (auto st = d.listen(d.station->director.listen.host, d.station->director.listen.port); !st) {
+    return st;
   }
-  d.port = *port;
   if (d.grid.registry) {
-    asio::co_spawn(d.io, d.registry_loop(), asio::detached);
+    d.tasks.spawn(d.registry_loop());
   }
-  asio::co_spawn(d.io, d.maintenance_loop(), asio::detached);
+  d.tasks.spawn(d.maintenance_loop());
   d.logger->info("director {}: listening on {}:{}, {} programs in the catalog",
                  d.station->name.str(), d.station->director.listen.host, d.port, d.catalog.size());
   return {};
 }
 
+// The loops end at once (they sleep on stop_requested). Copies and orders still in flight are
+// abandoned at the deadline; the engines finish or drop them on their own, and nothing unfinished
+// was recorded.
 asio::awaitable<void> director_daemon::stop(std::chrono::milliseconds drain) {
-  auto& d = *impl_;
-  d.stopping = true;
-  if (d.auth) {
-    d.auth->stop();
-  }
-  auto deadline = steady::now() + drain;
-  if (d.server) {
-    co_await d.server->stop(drain);
-  }
-  // Copies and orders still in flight are abandoned at the deadline; the engines finish or drop
-  // them on their own, and nothing unfinished was recorded.
-  asio::steady_timer t(d.io);
-  while (d.background > 0 && steady::now() < deadline) {
-    t.expires_after(std::chrono::milliseconds(5));  // a poll of the counter; `drain` bounds it
-    co_await t.async_wait(use_tuple);
-  }
+  co_await impl_->stop(drain);
 }
 
 void director_daemon::impl::routes() {
   using V = http::verb;
-  auto on = [this](V v, std::string pattern, asio::awaitable<reply> (impl::*fn)(request_context&),
-                   uint64_t limit = 0) {
-    server->route(
-        v, std::move(pattern), [this, fn](request_context& c) { return (this->*fn)(c); }, limit);
-  };
   // Control endpoints, with an auth server: an operator's token (a loader) or a daemon's (an
   // engine, the registry, the content manager, another station's director); heartbeats: an
   // engine's.
@@ -105,21 +84,19 @@ void director_daemon::impl::routes() {
   auto guarded = [this](V v, std::string pattern,
                         asio::awaitable<reply> (impl::*fn)(request_context&), uint64_t limit,
                         std::vector<K> kinds) {
-    server->route(v, std::move(pattern),
-                  auth::guarded(auth.get(), std::move(kinds),
-                                [this, fn](request_context& c) { return (this->*fn)(c); }),
+    server->route(v, std::move(pattern), auth::guarded(auth.get(), std::move(kinds), bind(fn)),
                   limit);
   };
   const std::vector<K> service{K::engine, K::operator_};
   guarded(V::post, "/v1/engines/{}/heartbeat", &impl::heartbeat, 512ull << 20, {K::engine});
-  on(V::get, "/v1/engines", &impl::list_engines);
+  route(V::get, "/v1/engines", &impl::list_engines);
   guarded(V::post, "/v1/programs", &impl::create_program, 256ull << 20, service);
-  on(V::get, "/v1/programs", &impl::list_programs);
-  on(V::get, "/v1/programs/{}", &impl::get_program);
+  route(V::get, "/v1/programs", &impl::list_programs);
+  route(V::get, "/v1/programs/{}", &impl::get_program);
   guarded(V::delete_, "/v1/programs/{}", &impl::delete_program, 0, service);
   guarded(V::post, "/v1/programs/{}/commit", &impl::commit_program, 0, service);
-  on(V::get, "/v1/programs/{}/index.m3u8", &impl::playlist);
-  on(V::get, "/v1/programs/{}/segments/{}.ts", &impl::segment);
+  route(V::get, "/v1/programs/{}/index.m3u8", &impl::playlist);
+  route(V::get, "/v1/programs/{}/segments/{}.ts", &impl::segment);
   guarded(V::get, "/v1/programs/{}/segments/{}/holder", &impl::holder, 0, service);
   guarded(V::post, "/v1/programs/{}/distribute", &impl::distribute, 256ull << 20, service);
   guarded(V::post, "/v1/programs/{}/availability", &impl::set_availability, 0, service);

@@ -26,7 +26,9 @@
 #include "base/log.h"
 #include "director/director.h"
 #include "director/tables.h"
+#include "net/async_mutex.h"
 #include "net/client.h"
+#include "net/daemon.h"
 #include "net/http.h"
 
 namespace vodgrid::director {
@@ -61,12 +63,10 @@ inline reply unavailable_reply(const error& e) {
   return r;
 }
 
-struct director_daemon::impl {
-  asio::io_context& io;
+struct director_daemon::impl : net::daemon_base {
   grid_config grid;
   const station_config* station = nullptr;
   std::shared_ptr<spdlog::logger> logger = log::get("director");
-  std::unique_ptr<net::http_server> server;
   // Orders that engines answer at once, lookups at the registry and other directors: short
   // deadlines, so that a hung peer (a stopped process) costs a console seconds, not minutes.
   std::unique_ptr<net::http_client> client;
@@ -78,13 +78,11 @@ struct director_daemon::impl {
   std::map<program_id, api::program_manifest> catalog;
   // Engine told to preload a segment, and until when that hint holds (claim 16).
   std::unordered_map<segment_key, std::pair<engine_slot, steady::time_point>> preloaded;
-  uint16_t port = 0;
-  uint32_t background = 0;  // detached tasks in flight (preload orders); stop waits for them
-  bool stopping = false;
 
   // The link to the registry (when the grid has one): registration, reports, copies.
   bool registered = false;
-  bool reporting = false;  // one report in flight at a time: replies acknowledge a prefix
+  // One report in flight at a time: replies acknowledge a prefix of the changes.
+  net::async_mutex report_mu{io.get_executor()};
   std::vector<api::location_change> unreported;  // changes not yet acknowledged by the registry
   std::vector<api::copy_sample> copy_samples;
   struct pending_copy {
@@ -93,14 +91,15 @@ struct director_daemon::impl {
     result<engine_slot> receiver;  // the engine receiving the copy, or why the copy failed
     bool finished = false;
   };
+  using copies_in_flight = std::unordered_map<segment_key, std::shared_ptr<pending_copy>>;
   // Copies from another station in flight, one per segment (copy_from_other_station_shared).
-  std::unordered_map<segment_key, std::shared_ptr<pending_copy>> other_station_copies_in_flight;
+  copies_in_flight other_station_copies_in_flight;
   // The station each source engine belongs to, by origin: copy samples name the station.
   std::unordered_map<std::string, station_id> station_of_origin;
   // Replicas made for load (claim 19), and when a console was last sent to each: deleted when idle.
   std::map<std::pair<segment_key, engine_slot>, steady::time_point> replicas;
   // A replica order in flight per segment: consoles that find every holder full wait for it.
-  std::unordered_map<segment_key, std::shared_ptr<pending_copy>> replicas_in_flight;
+  copies_in_flight replicas_in_flight;
   std::deque<segment_key> prefetch_queue;
   uint32_t copy_workers = 0;
   uint32_t prefetching = 0;       // pre-positioning copies in flight (at most parallel_copies)
@@ -140,7 +139,13 @@ struct director_daemon::impl {
   net::metric_value* programs_learned = nullptr;
 
   impl(asio::io_context& i, grid_config g)
-      : io(i), grid(std::move(g)), tables(grid.heartbeat_timeout) {}
+      : daemon_base(i), grid(std::move(g)), tables(grid.heartbeat_timeout) {}
+
+  void on_stop() override {
+    if (auth) {
+      auth->stop();
+    }
+  }
 
   std::filesystem::path catalog_path() const {
     return station->director.data_dir / "programs.json";
@@ -184,10 +189,17 @@ struct director_daemon::impl {
   asio::awaitable<result<engine_slot>> replicate(segment_key key,
                                                  std::optional<engine_slot> exclude);
   asio::awaitable<result<engine_slot>> replicate_shared(segment_key key);
+  // The outcome of a copy once it ends (at once if it has).
+  static asio::awaitable<result<engine_slot>> outcome(std::shared_ptr<pending_copy> p);
+  // Starts the replica of `key` unless one is in flight; the pending copy says when it ends.
+  std::shared_ptr<pending_copy> start_replica(segment_key key);
+  // One operation per segment at a time (`start`, a task): callers share the one in flight.
   template <class Start>
-  asio::awaitable<result<engine_slot>> once_per_segment(
-      std::unordered_map<segment_key, std::shared_ptr<pending_copy>>& in_flight, segment_key key,
-      Start start);
+  std::shared_ptr<pending_copy> start_once(copies_in_flight& in_flight, segment_key key,
+                                           Start start);
+  template <class Start>
+  asio::awaitable<void> run_once(copies_in_flight& in_flight, segment_key key,
+                                 std::shared_ptr<pending_copy> p, Start start);
   asio::awaitable<result<engine_slot>> order_fetch(engine_slot target, const segment_key& key,
                                                    std::vector<std::string> sources, bool wait);
   asio::awaitable<reply> evictions(request_context& ctx);
@@ -220,6 +232,7 @@ struct director_daemon::impl {
   // (programs.cc). errc::unavailable: the registry could not be asked.
   asio::awaitable<result<const api::program_manifest*>> find_program(std::string id);
   asio::awaitable<status> learn_program(program_id id);
+  asio::awaitable<void> look_up_program(program_id id, std::shared_ptr<pending_lookup> p);
   // Placement and repair (placement.cc).
   void plan_placement(steady::time_point now);
   asio::awaitable<void> repair(segment_key key);

@@ -1,9 +1,6 @@
 // Keeping the station's disks in check: the evictions engines ask for (allowed only when another
 // copy exists in the grid, docs/hot-segments.md), and the maintenance loop that deletes replicas
 // made for load once idle and runs the placement scan (placement.cc).
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-
 #include "director/impl.h"
 
 namespace vodgrid::director {
@@ -69,14 +66,13 @@ asio::awaitable<bool> director_daemon::impl::held_elsewhere(const segment_key& k
 // the station's placement (`copies` whole copies) of the segment, and runs the placement scan when
 // it is due.
 asio::awaitable<void> director_daemon::impl::maintenance_loop() {
-  ++background;
-  asio::steady_timer t(io);
-  while (!stopping) {
+  while (true) {  // not `while (!co_await ...)`: GCC 12 miscompiles it
     // Not a setting of its own: fine enough for replica_idle (whole seconds), and no coarser than
     // the placement scan's period.
-    t.expires_after(std::min<std::chrono::milliseconds>(grid.timing.placement_interval,
-                                                        std::chrono::milliseconds(500)));
-    co_await t.async_wait(use_tuple);
+    if (co_await stop_requested.wait_for(std::min<std::chrono::milliseconds>(
+            grid.timing.placement_interval, std::chrono::milliseconds(500)))) {
+      break;
+    }
     auto now = steady::now();
     for (auto it = replicas.begin(); it != replicas.end();) {
       auto& [what, used] = *it;
@@ -87,13 +83,12 @@ asio::awaitable<void> director_daemon::impl::maintenance_loop() {
       }
       if (tables.up_holders(key, now) > station->director.copies &&
           tables.engine(engine).held.count(key)) {
-        asio::co_spawn(io, drop_copy(key, engine, true), asio::detached);
+        tasks.spawn(drop_copy(key, engine, true));
       }
       it = replicas.erase(it);
     }
     plan_placement(now);
   }
-  --background;
 }
 
 }  // namespace vodgrid::director

@@ -5,8 +5,6 @@
 // copies the station no longer needs has the surplus dropped, never a copy being streamed and never
 // the last one. Consoles never wait for any of this: the miss path serves them meanwhile.
 #include <fmt/format.h>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 
 #include "director/impl.h"
 
@@ -92,10 +90,10 @@ void director_daemon::impl::plan_placement(steady::time_point now) {
   // Spawned after the scan: a coroutine may start at once and change the tables being scanned.
   for (auto& key : to_repair) {
     repairing.insert(key);
-    asio::co_spawn(io, repair(key), asio::detached);
+    tasks.spawn(repair(key));
   }
   for (auto& [key, engine] : to_drop) {
-    asio::co_spawn(io, drop_copy(key, engine, false), asio::detached);
+    tasks.spawn(drop_copy(key, engine, false));
   }
 }
 
@@ -103,7 +101,6 @@ void director_daemon::impl::plan_placement(steady::time_point now) {
 // from the cheapest other station; to the engine with the most room and the least load that can
 // take it without evicting anything.
 asio::awaitable<void> director_daemon::impl::repair(segment_key key) {
-  ++background;
   auto now = steady::now();
   std::vector<std::string> sources;
   for (engine_slot h : tables.sources_by_load(key, now)) {
@@ -128,12 +125,10 @@ asio::awaitable<void> director_daemon::impl::repair(segment_key key) {
                   got.err().detail);
   }
   repairing.erase(key);
-  --background;
 }
 
 asio::awaitable<void> director_daemon::impl::drop_copy(segment_key key, engine_slot engine,
                                                        bool replica) {
-  ++background;
   dropping.insert(key);
   auto res = co_await client->request(http::verb::delete_, segment_url(engine, key) + "?if_idle=1");
   if (res && res->status == 204) {
@@ -152,7 +147,6 @@ asio::awaitable<void> director_daemon::impl::drop_copy(segment_key key, engine_s
                  res ? std::to_string(res->status) : res.err().detail);
   }
   dropping.erase(key);
-  --background;
 }
 
 asio::awaitable<result<std::vector<api::source>>> director_daemon::impl::other_sources(

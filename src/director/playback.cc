@@ -4,8 +4,6 @@
 // it (claim 14); the preload order to the engine of the next segment (claim 16); viewer tokens and
 // signed redirects (claim 23).
 #include <fmt/format.h>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "api/hls.h"
@@ -57,14 +55,12 @@ asio::awaitable<reply> director_daemon::impl::playlist(request_context& ctx) {
 
 asio::awaitable<void> director_daemon::impl::send_preload(std::string url,
                                                           api::preload_order order) {
-  ++background;
   auto res =
       co_await client->send_json(http::verb::post, url, json::serialize(api::to_json(order)));
   if (!res || res->status >= 300) {
     logger->debug("director {}: preload {} at {} failed", station->name.str(), order.key.str(),
                   url);
   }
-  --background;
 }
 
 std::string director_daemon::impl::segment_url(engine_slot engine, const segment_key& key,
@@ -120,7 +116,7 @@ std::optional<engine_slot> director_daemon::impl::choose_for_console(const segme
   if (chosen && near_limits(tables.engine(*chosen), station->director.hot_load_percent) &&
       !replicas_in_flight.contains(key) &&
       tables.hot(key, now, station->director.hot_load_percent)) {
-    asio::co_spawn(io, replicate_shared(key), asio::detached);
+    start_replica(key);
   }
   return chosen;
 }
@@ -244,9 +240,8 @@ void director_daemon::impl::preload_next(const api::program_manifest& m, const s
   if (!fresh) {
     preloaded[next] = {*n, now + ttl};
     preload_orders->inc();
-    asio::co_spawn(
-        io, send_preload(tables.engine(*n).url + "/v1/orders/preload", api::preload_order{next}),
-        asio::detached);
+    tasks.spawn(
+        send_preload(tables.engine(*n).url + "/v1/orders/preload", api::preload_order{next}));
   }
 }
 

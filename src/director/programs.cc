@@ -6,8 +6,6 @@
 // gives its manifest, availability and publish time included; its segments then come through the
 // miss path (claim 14).
 #include <fmt/format.h>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "base/fs.h"
@@ -158,13 +156,11 @@ asio::awaitable<reply> director_daemon::impl::commit_program(request_context& ct
 }
 
 asio::awaitable<void> director_daemon::impl::send_delete(std::string url) {
-  ++background;
   auto res = co_await client->request(http::verb::delete_, url);
   if (!res || (res->status != 204 && res->status != 404)) {
     logger->warn("director {}: DELETE {} failed: {}", station->name.str(), url,
                  res ? std::to_string(res->status) : res.err().detail);
   }
-  --background;
 }
 
 asio::awaitable<reply> director_daemon::impl::delete_program(request_context& ctx) {
@@ -182,10 +178,8 @@ asio::awaitable<reply> director_daemon::impl::delete_program(request_context& ct
   for (auto& s : m.segments) {
     segment_key key{m.id, s.index};
     for (engine_slot h : tables.holders(key)) {
-      asio::co_spawn(io,
-                     send_delete(fmt::format("{}/v1/segments/{}/{}.ts", tables.engine(h).url,
-                                             m.id.str(), s.index.v)),
-                     asio::detached);
+      tasks.spawn(send_delete(
+          fmt::format("{}/v1/segments/{}/{}.ts", tables.engine(h).url, m.id.str(), s.index.v)));
     }
   }
   logger->info("director {}: program {} deleted", station->name.str(), m.id.str());
@@ -310,16 +304,27 @@ asio::awaitable<status> director_daemon::impl::learn_program(program_id id) {
     }
     unknown_until.erase(u);
   }
+  std::shared_ptr<pending_lookup> p;
   if (auto it = lookups.find(id); it != lookups.end()) {
-    auto p = it->second;
-    if (!p->finished) {
-      co_await p->done.async_wait(use_tuple);
+    p = it->second;
+  } else {
+    p = std::make_shared<pending_lookup>(io);
+    lookups[id] = p;
+    // The lookup is a task of its own, so that stop waits for it whoever asked.
+    if (!tasks.spawn(look_up_program(id, p))) {
+      lookups.erase(id);
+      co_return make_error(errc::unavailable, "the director is stopping");
     }
-    co_return p->outcome;
   }
-  auto p = std::make_shared<pending_lookup>(io);
-  lookups[id] = p;
-  ++background;
+  if (!p->finished) {
+    co_await p->done.async_wait(use_tuple);
+  }
+  co_return p->outcome;
+}
+
+asio::awaitable<void> director_daemon::impl::look_up_program(program_id id,
+                                                            std::shared_ptr<pending_lookup> p) {
+  auto now = steady::now();
   auto res = co_await client->get(fmt::format("{}/v1/programs/{}", registry_url(), id.str()));
   if (!res) {
     p->outcome = make_error(errc::unavailable,
@@ -358,8 +363,6 @@ asio::awaitable<status> director_daemon::impl::learn_program(program_id id) {
   p->finished = true;
   p->done.cancel();
   lookups.erase(id);
-  --background;
-  co_return p->outcome;
 }
 
 }  // namespace vodgrid::director

@@ -9,15 +9,8 @@
 namespace vodgrid::director {
 
 asio::awaitable<bool> director_daemon::impl::report_to_registry() {
-  asio::steady_timer wait(io);
-  while (reporting) {
-    wait.expires_after(std::chrono::milliseconds(2));  // a wait for the report in flight, no bound
-    co_await wait.async_wait(use_tuple);
-  }
-  reporting = true;
-  bool ok = co_await send_report();
-  reporting = false;
-  co_return ok;
+  auto g = co_await report_mu.lock();
+  co_return co_await send_report();
 }
 
 asio::awaitable<bool> director_daemon::impl::send_report() {
@@ -111,11 +104,9 @@ asio::awaitable<void> director_daemon::impl::reconcile_with_registry() {
 // While the registry is down the station goes on serving what it holds; changes wait and are
 // reported when it comes back.
 asio::awaitable<void> director_daemon::impl::registry_loop() {
-  ++background;
-  asio::steady_timer t(io);
   bool was_ok = false;  // the registry may start after us: only a lost registry is worth a warning
   bool ever_ok = false;
-  while (!stopping) {
+  while (true) {  // not `while (!co_await ...)`: GCC 12 miscompiles it
     bool ok = true;
     if (!registered) {
       api::station_registration reg{station->name, station->director.listen.url(),
@@ -147,10 +138,10 @@ asio::awaitable<void> director_daemon::impl::registry_loop() {
     // Not a setting: a few hundred ms keeps the registry's view of our load and copies fresh for
     // its choice of sources, well within its station_silence; a lost registry is asked half as
     // often.
-    t.expires_after(std::chrono::milliseconds(ok ? 250 : 500));
-    co_await t.async_wait(use_tuple);
+    if (co_await stop_requested.wait_for(std::chrono::milliseconds(ok ? 250 : 500))) {
+      break;
+    }
   }
-  --background;
 }
 
 }  // namespace vodgrid::director
