@@ -1,7 +1,9 @@
 // Copies of segments into the station's engines: fetch orders, sources at other stations (claims
 // 12-14), one copy per segment at a time, replicas of hot segments (claims 19, 20), the
 // pre-positioning of a distributed program (its prefetch queue and workers), and `holder`, which
-// names an engine of ours for another station's copy or for a console sent on.
+// names an engine of ours for another station's copy or for a console sent on; and the other
+// stations' side: their sources of a segment (`other_sources`) and the engine of theirs a console
+// is sent to when none of ours can serve it (`remote_holder`).
 #include <fmt/format.h>
 #include <boost/json/serialize.hpp>
 
@@ -328,6 +330,52 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   }
   co_return net::json_reply(
       json::object{{"engine", tables.engine(*e).name.str()}, {"url", std::move(url)}});
+}
+
+// The registry's sources of `key` other than this station, cheapest first.
+asio::awaitable<result<std::vector<api::source>>> director_daemon::impl::other_sources(
+    const segment_key& key) {
+  auto res = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/sources?for={}",
+                                              registry_url(), key.program.str(), key.index.v,
+                                              station->name.str()));
+  if (!res) {
+    co_return make_error(errc::unavailable, "registry: " + res.err().detail);
+  }
+  if (res->status != 200) {
+    co_return make_error(errc::unavailable,
+                         fmt::format("registry answered {}: {}", res->status, res->body));
+  }
+  auto sources = api::decode<std::vector<api::source>>(res->body);
+  if (!sources) {
+    co_return sources.err();
+  }
+  std::erase_if(*sources, [&](const api::source& s) { return s.station == station->name; });
+  co_return std::move(*sources);
+}
+
+// A console's fallback when no engine of ours can serve or receive `key`: an engine of the
+// cheapest other station that names one (its URL signed there).
+asio::awaitable<result<std::string>> director_daemon::impl::remote_holder(segment_key key) {
+  auto sources = co_await other_sources(key);
+  if (!sources) {
+    co_return sources.err();
+  }
+  std::string last = "no other station holds it";
+  for (auto& src : *sources) {
+    auto h = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/holder?console=1",
+                                              src.director_url, key.program.str(), key.index.v));
+    if (!h || h->status != 200) {
+      last = fmt::format("station {}: {}", src.station.str(), h ? h->body : h.err().detail);
+      continue;
+    }
+    auto o = api::parse_object(h->body);
+    auto* url = o ? o->if_contains("url") : nullptr;
+    if (url && url->is_string() && net::parse_http_url(url->as_string())) {
+      co_return std::string(url->as_string());
+    }
+    last = fmt::format("station {} named no engine", src.station.str());
+  }
+  co_return make_error(errc::unavailable, last);
 }
 
 }  // namespace vodgrid::director

@@ -1,8 +1,8 @@
 // The director daemon's state, shared by the files that implement it: director.cc (start, stop,
 // routes, heartbeats), programs.cc (the catalog, programs learned from the registry), playback.cc
-// (playlists, redirects, preload), copies.cc (orders, sources, replicas, prefetch, holder),
-// maintenance.cc (evictions, idle replicas), registry_link.cc (reports), placement.cc (copies per
-// segment, repair and surplus). Private to src/director.
+// (playlists, redirects, preload), copies.cc (orders, other stations' sources and holders,
+// replicas, prefetch, holder), maintenance.cc (evictions, idle replicas), registry_link.cc
+// (reports), placement.cc (copies per segment, repair and surplus). Private to src/director.
 // Threading: every member is owned by the io thread; coroutines touch them only between awaits.
 #pragma once
 
@@ -249,7 +249,7 @@ struct director_daemon::impl : net::daemon_base {
   asio::awaitable<result<fallback>> fall_back(segment_key key);
   void preload_next(const api::program_manifest& m, const segment_key& key, steady::time_point now);
   // The fallback of a console whose segment no engine of ours can serve or receive: a URL at an
-  // engine of the cheapest other station holding it (signed there).
+  // engine of the cheapest other station holding it (signed there). copies.cc, with:
   asio::awaitable<result<std::string>> remote_holder(segment_key key);
   // The registry's sources of `key` other than this station, cheapest first.
   asio::awaitable<result<std::vector<api::source>>> other_sources(const segment_key& key);

@@ -4,8 +4,6 @@
 // copy in the station, else from the cheapest other station); an engine that comes back with
 // copies the station no longer needs has the surplus dropped, never a copy being streamed and never
 // the last one. Consoles never wait for any of this: the miss path serves them meanwhile.
-#include <fmt/format.h>
-
 #include "director/impl.h"
 
 namespace vodgrid::director {
@@ -147,49 +145,6 @@ asio::awaitable<void> director_daemon::impl::drop_copy(segment_key key, engine_s
                  res ? std::to_string(res->status) : res.err().detail);
   }
   dropping.erase(key);
-}
-
-asio::awaitable<result<std::vector<api::source>>> director_daemon::impl::other_sources(
-    const segment_key& key) {
-  auto res = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/sources?for={}",
-                                              registry_url(), key.program.str(), key.index.v,
-                                              station->name.str()));
-  if (!res) {
-    co_return make_error(errc::unavailable, "registry: " + res.err().detail);
-  }
-  if (res->status != 200) {
-    co_return make_error(errc::unavailable,
-                         fmt::format("registry answered {}: {}", res->status, res->body));
-  }
-  auto sources = api::decode<std::vector<api::source>>(res->body);
-  if (!sources) {
-    co_return sources.err();
-  }
-  std::erase_if(*sources, [&](const api::source& s) { return s.station == station->name; });
-  co_return std::move(*sources);
-}
-
-asio::awaitable<result<std::string>> director_daemon::impl::remote_holder(segment_key key) {
-  auto sources = co_await other_sources(key);
-  if (!sources) {
-    co_return sources.err();
-  }
-  std::string last = "no other station holds it";
-  for (auto& src : *sources) {
-    auto h = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/holder?console=1",
-                                              src.director_url, key.program.str(), key.index.v));
-    if (!h || h->status != 200) {
-      last = fmt::format("station {}: {}", src.station.str(), h ? h->body : h.err().detail);
-      continue;
-    }
-    auto o = api::parse_object(h->body);
-    auto* url = o ? o->if_contains("url") : nullptr;
-    if (url && url->is_string() && net::parse_http_url(url->as_string())) {
-      co_return std::string(url->as_string());
-    }
-    last = fmt::format("station {} named no engine", src.station.str());
-  }
-  co_return make_error(errc::unavailable, last);
 }
 
 }  // namespace vodgrid::director
