@@ -99,7 +99,7 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::copy_from_other_stat
   co_return got;
 }
 
-asio::awaitable<result<engine_slot>> director_daemon::impl::outcome(
+asio::awaitable<result<engine_slot>> director_daemon::impl::copy_outcome(
     std::shared_ptr<pending_copy> p) {
   if (!p->finished) {
     co_await p->done.async_wait(use_tuple);
@@ -139,7 +139,7 @@ asio::awaitable<void> director_daemon::impl::run_once(copies_in_flight& in_fligh
 // same order.
 asio::awaitable<result<engine_slot>> director_daemon::impl::copy_from_other_station_shared(
     segment_key key, bool wait, std::optional<engine_slot> exclude) {
-  return outcome(start_once(other_station_copies_in_flight, key, [this, key, wait, exclude] {
+  return copy_outcome(start_once(other_station_copies_in_flight, key, [this, key, wait, exclude] {
     return copy_from_other_station(key, wait, exclude);
   }));
 }
@@ -182,7 +182,7 @@ std::shared_ptr<director_daemon::impl::pending_copy> director_daemon::impl::star
 }
 
 asio::awaitable<result<engine_slot>> director_daemon::impl::replicate_shared(segment_key key) {
-  return outcome(start_replica(key));
+  return copy_outcome(start_replica(key));
 }
 
 asio::awaitable<void> director_daemon::impl::prefetch_worker() {

@@ -190,7 +190,7 @@ struct director_daemon::impl : net::daemon_base {
                                                  std::optional<engine_slot> exclude);
   asio::awaitable<result<engine_slot>> replicate_shared(segment_key key);
   // The outcome of a copy once it ends (at once if it has).
-  static asio::awaitable<result<engine_slot>> outcome(std::shared_ptr<pending_copy> p);
+  static asio::awaitable<result<engine_slot>> copy_outcome(std::shared_ptr<pending_copy> p);
   // Starts the replica of `key` unless one is in flight; the pending copy says when it ends.
   std::shared_ptr<pending_copy> start_replica(segment_key key);
   // One operation per segment at a time (`start`, a task): callers share the one in flight.

@@ -323,7 +323,7 @@ asio::awaitable<status> director_daemon::impl::learn_program(program_id id) {
 }
 
 asio::awaitable<void> director_daemon::impl::look_up_program(program_id id,
-                                                            std::shared_ptr<pending_lookup> p) {
+                                                             std::shared_ptr<pending_lookup> p) {
   auto now = steady::now();
   auto res = co_await client->get(fmt::format("{}/v1/programs/{}", registry_url(), id.str()));
   if (!res) {
