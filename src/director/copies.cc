@@ -66,23 +66,13 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::copy_from_other_stat
     if (urls.size() == max_sources) {
       break;
     }
-    auto h = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/holder?whole=1",
-                                              src.director_url, key.program.str(), key.index.v));
-    if (!h || h->status != 200) {
-      last = fmt::format("station {}: {}", src.station.str(), h ? h->body : h.err().detail);
+    auto h = co_await ask_holder(src, key, "whole=1");
+    if (!h) {
+      last = h.err().detail;
       continue;
     }
-    auto ho = api::parse_object(h->body);
-    auto* url = ho ? ho->if_contains("url") : nullptr;
-    auto u = url && url->is_string()
-                 ? net::parse_http_url(url->as_string())
-                 : result<net::parsed_url>(make_error(errc::invalid_argument, "no url"));
-    if (!u) {
-      last = fmt::format("station {} named no engine", src.station.str());
-      continue;
-    }
-    station_of_origin[u->origin()] = src.station;
-    urls.emplace_back(url->as_string());
+    station_of_origin[net::parse_http_url(h->url)->origin()] = src.station;
+    urls.emplace_back(std::move(h->url));
   }
   if (urls.empty()) {
     co_return make_error(errc::unavailable, last);
@@ -329,7 +319,7 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
     url = std::move(*s);
   }
   co_return net::json_reply(
-      json::object{{"engine", tables.engine(*e).name.str()}, {"url", std::move(url)}});
+      api::to_json(api::holder_reply{tables.engine(*e).name, std::move(url)}));
 }
 
 // The registry's sources of `key` other than this station, cheapest first.
@@ -345,12 +335,29 @@ asio::awaitable<result<std::vector<api::source>>> director_daemon::impl::other_s
     co_return make_error(errc::unavailable,
                          fmt::format("registry answered {}: {}", res->status, res->body));
   }
-  auto sources = api::decode<std::vector<api::source>>(res->body);
-  if (!sources) {
-    co_return sources.err();
+  auto list = api::decode<api::source_list>(res->body);
+  if (!list) {
+    co_return list.err();
   }
-  std::erase_if(*sources, [&](const api::source& s) { return s.station == station->name; });
-  co_return std::move(*sources);
+  std::erase_if(list->sources, [&](const api::source& s) { return s.station == station->name; });
+  co_return std::move(list->sources);
+}
+
+asio::awaitable<result<api::holder_reply>> director_daemon::impl::ask_holder(
+    const api::source& src, const segment_key& key, std::string_view query) {
+  auto h =
+      co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/holder?{}", src.director_url,
+                                       key.program.str(), key.index.v, query));
+  if (!h || h->status != 200) {
+    co_return make_error(errc::unavailable, fmt::format("station {}: {}", src.station.str(),
+                                                        h ? h->body : h.err().detail));
+  }
+  auto reply = api::decode<api::holder_reply>(h->body);
+  if (!reply || !net::parse_http_url(reply->url)) {
+    co_return make_error(errc::unavailable,
+                         fmt::format("station {} named no engine", src.station.str()));
+  }
+  co_return std::move(*reply);
 }
 
 // A console's fallback when no engine of ours can serve or receive `key`: an engine of the
@@ -362,18 +369,11 @@ asio::awaitable<result<std::string>> director_daemon::impl::remote_holder(segmen
   }
   std::string last = "no other station holds it";
   for (auto& src : *sources) {
-    auto h = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/holder?console=1",
-                                              src.director_url, key.program.str(), key.index.v));
-    if (!h || h->status != 200) {
-      last = fmt::format("station {}: {}", src.station.str(), h ? h->body : h.err().detail);
-      continue;
+    auto h = co_await ask_holder(src, key, "console=1");
+    if (h) {
+      co_return std::move(h->url);
     }
-    auto o = api::parse_object(h->body);
-    auto* url = o ? o->if_contains("url") : nullptr;
-    if (url && url->is_string() && net::parse_http_url(url->as_string())) {
-      co_return std::string(url->as_string());
-    }
-    last = fmt::format("station {} named no engine", src.station.str());
+    last = h.err().detail;
   }
   co_return make_error(errc::unavailable, last);
 }

@@ -253,6 +253,10 @@ struct director_daemon::impl : net::daemon_base {
   asio::awaitable<result<std::string>> remote_holder(segment_key key);
   // The registry's sources of `key` other than this station, cheapest first.
   asio::awaitable<result<std::vector<api::source>>> other_sources(const segment_key& key);
+  // The engine `src`'s director names for `key` (GET holder?`query`), its URL checked.
+  asio::awaitable<result<api::holder_reply>> ask_holder(const api::source& src,
+                                                        const segment_key& key,
+                                                        std::string_view query);
   std::string missing_copies(const api::program_manifest& m, size_t want) const;
 };
 
