@@ -117,22 +117,24 @@ TEST(Api, ReportChangesCarryTheEngineAndFilling) {
   station_report r;
   r.load = 0.5;
   r.changes.push_back({{*program_id::parse("p"), {3}}, true});
-  r.changes.push_back({{*program_id::parse("p"), {4}}, false, "edge-1"});
-  r.changes.push_back({{*program_id::parse("q"), {0}}, true, "edge-2", true});
+  r.changes.push_back({{*program_id::parse("p"), {4}}, false, engine_id::parse("edge-1")});
+  r.changes.push_back({{*program_id::parse("q"), {0}}, true, engine_id::parse("edge-2"), true});
   auto body = json::serialize(to_json(r));
   // A station-level change keeps the shape it always had.
   EXPECT_NE(body.find(R"({"program":"p","index":3,"held":true})"), std::string::npos) << body;
   auto back = decode<station_report>(body);
   ASSERT_TRUE(back) << back.err().detail;
   ASSERT_EQ(back->changes.size(), 3u);
-  EXPECT_EQ(back->changes[0].engine, "");
+  EXPECT_FALSE(back->changes[0].engine);
   EXPECT_FALSE(back->changes[0].filling);
   EXPECT_TRUE(back->changes[0].held);
-  EXPECT_EQ(back->changes[1].engine, "edge-1");
+  ASSERT_TRUE(back->changes[1].engine);
+  EXPECT_EQ(back->changes[1].engine->str(), "edge-1");
   EXPECT_FALSE(back->changes[1].held);
   EXPECT_FALSE(back->changes[1].filling);
   EXPECT_EQ(back->changes[2].key.program.str(), "q");
-  EXPECT_EQ(back->changes[2].engine, "edge-2");
+  ASSERT_TRUE(back->changes[2].engine);
+  EXPECT_EQ(back->changes[2].engine->str(), "edge-2");
   EXPECT_TRUE(back->changes[2].filling);
   EXPECT_TRUE(back->changes[2].held);
 }

@@ -379,8 +379,8 @@ json::value to_json(const station_report& v) {
     auto o = key_json(c.key);
     o["held"] = c.held;
     // Station-level changes stay in the shape registries have always read.
-    if (!c.engine.empty()) {
-      o["engine"] = c.engine;
+    if (c.engine) {
+      o["engine"] = c.engine->str();
     }
     if (c.filling) {
       o["filling"] = true;
@@ -415,10 +415,10 @@ void read(field_reader& r, location_change& v) {
   if (r.find("engine")) {
     engine_id e;
     r.name("engine", e);
-    v.engine = e.str();
+    v.engine = std::move(e);
   }
   r.flag("filling", v.filling);
-  if (v.filling && v.engine.empty()) {
+  if (v.filling && !v.engine) {
     r.fail("filling", "needs an 'engine': only an engine receives a segment");
   }
 }

@@ -159,8 +159,8 @@ struct station_registration {
 struct location_change {
   segment_key key;
   bool held = true;
-  std::string engine;    // a valid_name of an engine of the station, or empty
-  bool filling = false;  // only with an engine
+  std::optional<engine_id> engine;  // an engine of the station; empty: the station as a whole
+  bool filling = false;             // only with an engine
 };
 
 // A finished copy from another station: feeds the cost model's measured throughput.

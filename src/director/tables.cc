@@ -288,7 +288,7 @@ std::vector<api::location_change> station_tables::drain_changes() {
   changes_.clear();
   for (auto& [what, held] : engine_changes_) {
     auto& [k, slot, filling] = what;
-    out.push_back({k, held, engine(slot).name.str(), filling});
+    out.push_back({k, held, engine(slot).name, filling});
   }
   engine_changes_.clear();
   return out;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "api/api.h"
 #include "base/ids.h"
 #include "base/result.h"
 #include "db/db.h"
@@ -36,14 +37,9 @@ struct program_record {
       0;  // segments to pre-position at each target, from the start (api::distribution)
 };
 
-// A change at the station as a whole (no engine) or at one of its engines; api::location_change
-// gives the meaning of each kind.
-struct location_change {
-  segment_key key;
-  bool held = true;                 // false: no longer held (filling: no longer receiving)
-  std::optional<engine_id> engine;  // empty: the station as a whole
-  bool filling = false;             // with an engine: receiving it, not holding it whole
-};
+// A change at the station as a whole (no engine) or at one of its engines, as a director reports
+// it; api.h gives the meaning of each kind.
+using api::location_change;
 
 // Where one segment lives at one station.
 struct station_locations {

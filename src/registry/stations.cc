@@ -76,23 +76,16 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
     co_return net::error_reply(r.err());
   }
   if (!r->changes.empty()) {
-    std::vector<location_change> list;
-    list.reserve(r->changes.size());
-    for (auto& c : r->changes) {
-      location_change lc{c.key, c.held, std::nullopt, c.filling};
-      if (!c.engine.empty()) {
-        // A station speaks only for its own engines: the config says which those are.
-        auto it = std::find_if(cfg->engines.begin(), cfg->engines.end(),
-                               [&](auto& e) { return e.name.str() == c.engine; });
-        if (it == cfg->engines.end()) {
-          co_return net::error_reply(
-              make_error(errc::invalid_argument,
-                         fmt::format("engine {} is not an engine of station {} (change of {})",
-                                     c.engine, name->str(), c.key.str())));
-        }
-        lc.engine = it->name;
+    auto& list = r->changes;
+    for (auto& c : list) {
+      // A station speaks only for its own engines: the config says which those are.
+      if (c.engine && std::none_of(cfg->engines.begin(), cfg->engines.end(),
+                                   [&](auto& e) { return e.name == *c.engine; })) {
+        co_return net::error_reply(
+            make_error(errc::invalid_argument,
+                       fmt::format("engine {} is not an engine of station {} (change of {})",
+                                   c.engine->str(), name->str(), c.key.str())));
       }
-      list.push_back(std::move(lc));
     }
     auto st = co_await on_db([&]() -> status {
       if (auto checked = check_indices(list); !checked) {
