@@ -2,9 +2,6 @@
 // the two-phase stop, and the route and metric tables. What each route does lives in serving.cc
 // (segments), fill.cc (copies from other engines); room under the disk budget in eviction.cc and
 // the director link in heartbeat.cc. The shared state is engine_daemon::impl (impl.h).
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-
 #include "auth/guard.h"
 #include "engine/impl.h"
 
@@ -63,56 +60,47 @@ status engine_daemon::start() {
     }
   }
   d.routes();
-  auto port = d.server->listen(d.self->listen.host, d.self->listen.port);
-  if (!port) {
-    return port.err();
+  if (auto st = d.listen(d.self->listen.host, d.self->listen.port); !st) {
+    return st;
   }
-  d.port = *port;
-  d.heartbeat_running = true;
-  asio::co_spawn(d.io, d.heartbeat_loop(), asio::detached);
+  d.tasks.spawn(d.heartbeat_loop());
   d.logger->info("{}: listening on {}:{}", d.self->name.str(), d.self->listen.host, d.port);
   return {};
 }
 
+// The heartbeat loop ends at once (on_stop wakes it) unless a beat is in flight; copies end at
+// their next source. Either, still running at the drain deadline, is abandoned: the director
+// orders the copy again elsewhere.
 asio::awaitable<void> engine_daemon::stop(std::chrono::milliseconds drain) {
-  auto& d = *impl_;
-  d.stopping = true;
-  d.heartbeat_timer.cancel();
-  if (d.auth) {
-    d.auth->stop();
+  co_await impl_->stop(drain);
+}
+
+void engine_daemon::impl::on_stop() {
+  heartbeat_timer.cancel();
+  if (auth) {
+    auth->stop();
   }
   // Consoles waiting for copies in progress are let go: a stopping engine finishes none.
-  for (auto& [key, f] : d.fills) {
+  for (auto& [key, f] : fills) {
     f->failure = make_error(errc::unavailable, "the engine is stopping");
     f->ended = true;
     f->advanced();
-  }
-  auto deadline = steady::now() + drain;
-  if (d.server) {
-    co_await d.server->stop(drain);
-  }
-  // A polling step, not an operator's setting: it only bounds how late stop notices the end of the
-  // last task (the drain bound above is the setting).
-  asio::steady_timer t(d.io);
-  while (d.heartbeat_running || (d.background > 0 && steady::now() < deadline)) {
-    t.expires_after(std::chrono::milliseconds(5));
-    co_await t.async_wait(use_tuple);
   }
 }
 
 void engine_daemon::impl::routes() {
   using V = http::verb;
   std::string seg = "/v1/segments/{}/{}.ts";
-  server->route(V::get, seg, [this](request_context& c) { return get_segment(c); });
+  route(V::get, seg, &impl::get_segment);
   // What changes the store or orders work: the director's, a loader's (operator) or another
   // engine's token when the grid has an auth server (DESIGN.md flow 7).
   auto guarded = [this](asio::awaitable<reply> (impl::*fn)(request_context&)) {
     return auth::guarded(auth.get(), {auth::token_kind::engine, auth::token_kind::operator_},
-                         [this, fn](request_context& c) { return (this->*fn)(c); });
+                         bind(fn));
   };
   server->route(V::put, seg, guarded(&impl::put_segment), self->max_segment_bytes);
   server->route(V::delete_, seg, guarded(&impl::delete_segment));
-  server->route(V::get, "/v1/segments", [this](request_context& c) { return list_segments(c); });
+  route(V::get, "/v1/segments", &impl::list_segments);
   server->route(V::post, "/v1/orders/fetch", guarded(&impl::fetch));
   server->route(V::post, "/v1/orders/preload", guarded(&impl::preload));
   register_metrics();

@@ -2,8 +2,6 @@
 // order and console that wants it, the transfer from the order's sources in turn with range
 // resumption, and the hand-over to the store, which checks the digest. Serving a fill while it
 // arrives is serving.cc's; the size check of a source's reply is announced_size (decisions.h).
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <charconv>
@@ -94,8 +92,7 @@ result<std::shared_ptr<fill>> engine_daemon::impl::start_fill(const api::fetch_o
   }
   auto f = std::make_shared<fill>(io.get_executor(), order);
   fills.emplace(order.key, f);
-  ++background;
-  asio::co_spawn(io, run_fill(f), asio::detached);
+  tasks.spawn(run_fill(f));
   heartbeat_timer.cancel();  // the director learns at once that this engine is receiving it
   return f;
 }
@@ -186,7 +183,6 @@ asio::awaitable<void> engine_daemon::impl::finish_fill(std::shared_ptr<fill> f, 
     fetches_ok->inc();
   }
   heartbeat_timer.cancel();  // copy done (claim 20): the director hears of it now
-  --background;
 }
 
 }  // namespace vodgrid::engine

@@ -96,17 +96,18 @@ asio::awaitable<void> engine_daemon::impl::heartbeat_loop() {
       }
       was_ok = ok;
     }
-    if (stopping) {
-      break;
-    }
-    if (!evicting) {
+    if (!evicting && !stopping) {
       // Near the budget or a full filesystem: evict in the quiet, not when a copy needs room.
       co_await make_room(0);
+    }
+    // Stop cancels the timer only if it is being waited on: a stop that came during this beat is
+    // seen here.
+    if (stopping) {
+      break;
     }
     heartbeat_timer.expires_after(grid.heartbeat_interval);
     co_await heartbeat_timer.async_wait(use_tuple);
   }
-  heartbeat_running = false;
 }
 
 }  // namespace vodgrid::engine

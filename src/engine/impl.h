@@ -24,6 +24,7 @@
 #include "base/log.h"
 #include "engine/engine.h"
 #include "net/client.h"
+#include "net/daemon.h"
 #include "net/http.h"
 #include "store/store.h"
 
@@ -75,21 +76,18 @@ class fill final : public net::growing_body {
 using key_counts = std::unordered_map<segment_key, uint32_t>;
 
 // Threading: every member is owned by the io thread (coroutines touch them only between awaits),
-// except `changes`, which store workers write under `changes_mu`.
-struct engine_daemon::impl {
-  asio::io_context& io;
+// except `changes`, which store workers write under `changes_mu`. The io_context, server, task
+// group (copies, heartbeats), `stopping` and `port` come from net::daemon_base.
+struct engine_daemon::impl : net::daemon_base {
   grid_config grid;
   const engine_config* self = nullptr;
   const station_config* station = nullptr;
   std::shared_ptr<spdlog::logger> logger = log::get("engine");
-  std::unique_ptr<net::http_server> server;
   std::unique_ptr<net::http_client> client;
   // With [auth]: the station key that checks the director's signatures, the keys that check other
   // engines' tokens, and our own engine token for copies.
   std::unique_ptr<auth::service_session> auth;
-  uint16_t port = 0;
-  bool stopping = false;
-  bool heartbeat_running = false;
+  // The heartbeat loop sleeps on it; cancelled to beat now (a change, a copy) and at stop.
   asio::steady_timer heartbeat_timer{io};
 
   // Streams in flight: incremented when a segment reply starts, decremented when its file slice is
@@ -114,7 +112,6 @@ struct engine_daemon::impl {
   // Copies in progress (cut-through), and the copies that ended since the last heartbeat.
   std::unordered_map<segment_key, std::shared_ptr<fill>> fills;
   std::vector<api::copy_result> copies_done;
-  uint32_t background = 0;  // copies running; stop waits for them
   // When each held segment was last asked for: the order of eviction (least recently used first).
   std::unordered_map<segment_key, steady::time_point> last_used;
   bool evicting = false;
@@ -131,11 +128,13 @@ struct engine_daemon::impl {
   // members above.
   std::unique_ptr<store::segment_store> store;
 
-  impl(asio::io_context& i, grid_config g) : io(i), grid(std::move(g)) {}
+  impl(asio::io_context& i, grid_config g) : daemon_base(i), grid(std::move(g)) {}
 
   std::string url() const { return self->listen.url(); }
 
   // engine.cc
+  // Stop's first step: no more beats, and consoles waiting on copies in progress are let go.
+  void on_stop() override;
   void routes();
   void register_metrics();
 
