@@ -5,9 +5,7 @@
 
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/system_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -29,9 +27,11 @@
 #include "content/decisions.h"
 #include "content/manager.h"
 #include "content/packager.h"
-#include "db/worker.h"
+#include "db/db.h"
 #include "net/client.h"
+#include "net/daemon.h"
 #include "net/http.h"
+#include "net/run_on.h"
 
 namespace vodgrid::content {
 
@@ -56,30 +56,28 @@ struct progress_info {
 json::object to_json(const program_entry& p, bool full);
 
 // Threading: every member is owned by the io thread (coroutines touch them only between awaits),
-// except `cat` (the database thread), `progress` (under `progress_mu`: the pool's jobs report to
-// it) and `cancel` (read by the pool's jobs).
-struct content_manager::impl {
-  asio::io_context& io;
+// except `conn` and `cat` (the database thread), `progress` (under `progress_mu`: the pool's jobs
+// report to it) and `cancel` (read by the pool's jobs). The io_context, server, task group
+// (ingests, recovery, scheduled publishes, the push loop), `stopping` and `port` come from
+// net::daemon_base.
+struct content_manager::impl : net::daemon_base {
   grid_config grid;
   std::shared_ptr<spdlog::logger> logger = log::get("content");
-  std::unique_ptr<net::http_server> server;
   std::unique_ptr<net::http_client> client;
-  std::unique_ptr<db::worker> db;
-  std::unique_ptr<content::catalog> cat;  // used on the database thread only
+  std::unique_ptr<db::connection> conn;   // used on the database thread only
+  std::unique_ptr<content::catalog> cat;  // on `conn`; used on the database thread only
+  asio::thread_pool db_pool{1};           // the database thread: one statement at a time
   // With [auth]: its own token (for the directors and the registry) and the auth server's keys,
   // to check the operator token every change needs.
   std::unique_ptr<auth::service_session> auth;
   asio::thread_pool jobs{2};        // downloads and packaging
   std::atomic<bool> cancel{false};  // set at stop: downloads and packaging give up
-  uint16_t port = 0;
-  bool stopping = false;
-  uint32_t background = 0;  // ingests and pushes in flight
 
   std::mutex progress_mu;
   std::map<program_id, progress_info> progress;  // ingests in flight
   std::map<program_id, std::unique_ptr<asio::system_timer>> schedule;
   std::map<program_id, pending_change> pending;
-  asio::steady_timer push_wake;
+  asio::steady_timer push_wake;  // the push loop sleeps on it; cancelled by a change and at stop
   bool pushing = false;
 
   net::metric_value* ingests = nullptr;
@@ -87,24 +85,18 @@ struct content_manager::impl {
   net::metric_value* publishes = nullptr;
 
   impl(asio::io_context& i, grid_config g)
-      : io(i), grid(std::move(g)), push_wake(i, steady::time_point::max()) {}
-  ~impl() { jobs.join(); }
+      : daemon_base(i), grid(std::move(g)), push_wake(i, steady::time_point::max()) {}
+  ~impl() {
+    jobs.join();
+    db_pool.join();
+  }
 
   const station_config& home() const { return *grid.home_station(); }
 
-  // Runs a blocking job on the pool and resumes on the io thread.
+  // Runs a catalog call on the database thread and resumes on the io thread.
   template <class F>
-  asio::awaitable<std::invoke_result_t<F>> on_jobs(F f) {
-    using R = std::invoke_result_t<F>;
-    co_await asio::post(asio::bind_executor(jobs.get_executor(), asio::use_awaitable));
-    std::optional<R> r;
-    try {
-      r.emplace(f());
-    } catch (const std::exception& e) {
-      r.emplace(make_error(errc::internal, e.what()));
-    }
-    co_await asio::post(asio::bind_executor(io.get_executor(), asio::use_awaitable));
-    co_return std::move(*r);
+  asio::awaitable<std::invoke_result_t<F>> on_db(F f) {
+    return net::run_on(db_pool, std::move(f), errc::io_error, "database: ");  // a malformed row
   }
 
   void set_progress(const program_id& id, progress_info p) {
@@ -113,6 +105,8 @@ struct content_manager::impl {
   }
 
   // manager.cc
+  // Stop's first step: downloads and packaging give up, scheduled publishes and the push loop end.
+  void on_stop() override;
   void routes();
   // The reply refusing a request that changes programs, or nullopt when it carries a valid operator
   // token (or the grid has no auth server).

@@ -1,8 +1,6 @@
 // The ingest (claim 2): the request's checks, then provider → packager → home station →
 // registry → schedule. Downloads and packaging run on the job pool; a failure at any step marks the
 // program failed and removes what reached the home station.
-#include <boost/asio/co_spawn.hpp>
-
 #include "content/fetch.h"
 #include "content/impl.h"
 #include "director/loader.h"
@@ -121,14 +119,14 @@ asio::awaitable<result<std::string>> content_manager::impl::fetch_source(program
     download_options ho = dl;
     ho.progress = hls_progress;
     auto joined = work / "source.ts";
-    auto got = co_await on_jobs([&] { return fetch_hls(input, joined, ho); });
+    auto got = co_await net::run_on(jobs, [&] { return fetch_hls(input, joined, ho); });
     if (!got) {
       co_return got.err();
     }
     input = joined.string();
   } else if (is_url(p.source)) {
     auto file = work / "source";
-    auto got = co_await on_jobs([&] { return download(p.source, file, dl); });
+    auto got = co_await net::run_on(jobs, [&] { return download(p.source, file, dl); });
     if (!got) {
       co_return got.err();
     }
@@ -161,7 +159,7 @@ asio::awaitable<result<package_result>> content_manager::impl::fetch_and_package
     set_progress(id, {"packaging", done, total, "seconds"});
   };
   set_progress(id, {"packaging", 0, 0, "seconds"});
-  co_return co_await on_jobs([&] { return package(po); });
+  co_return co_await net::run_on(jobs, [&] { return package(po); });
 }
 
 asio::awaitable<void> content_manager::impl::ingest(program_entry p, double target_seconds) {
@@ -174,7 +172,6 @@ asio::awaitable<void> content_manager::impl::ingest(program_entry p, double targ
   if (!packaged) {
     co_await fail(p.id, packaged.err().detail, false);
     fs::remove_all(work, ec);
-    --background;
     co_return;
   }
   p.duration = packaged->duration;
@@ -187,11 +184,10 @@ asio::awaitable<void> content_manager::impl::ingest(program_entry p, double targ
   for (auto& s : packaged->segments) {
     p.segments.push_back({segment_index{s.index}, s.duration, s.size, s.sha256});
   }
-  auto recorded = co_await db->run([&](db::connection&) { return cat->set_packaged(p); });
+  auto recorded = co_await on_db([&] { return cat->set_packaged(p); });
   if (!recorded) {
     co_await fail(p.id, recorded.err().detail, false);
     fs::remove_all(work, ec);
-    --background;
     co_return;
   }
   // Into the home station, inactive until its publish time; then the registry.
@@ -199,12 +195,10 @@ asio::awaitable<void> content_manager::impl::ingest(program_entry p, double targ
   fs::remove_all(work, ec);  // the station holds the segments now (or nothing, on failure)
   if (!manifest) {
     co_await fail(p.id, "loading into the home station: " + manifest.err().detail, false);
-    --background;
     co_return;
   }
   if (auto distributed = co_await distribute(p, *manifest); !distributed) {
     co_await fail(p.id, distributed.err().detail, true);
-    --background;
     co_return;
   }
   auto st = co_await change(p.id, program_state::inactive,
@@ -215,7 +209,6 @@ asio::awaitable<void> content_manager::impl::ingest(program_entry p, double targ
   }
   if (!st) {
     logger->error("program {}: {}", p.id.str(), st.err().detail);
-    --background;
     co_return;
   }
   logger->info("program {}: {} segments, {:.1f} s in the home station; publishes at {}", p.id.str(),
@@ -223,7 +216,6 @@ asio::awaitable<void> content_manager::impl::ingest(program_entry p, double targ
   if (!stopping) {
     schedule_publish(p.id, p.publish_at);
   }
-  --background;
 }
 
 // Loads the packaged program from `work` into the home station, inactive until its publish time.

@@ -2,9 +2,6 @@
 // recovery of what a stop interrupted), the two-phase stop, the routes, and the handlers that
 // create, list, show, publish and withdraw programs. The ingest a creation starts is ingest.cc's;
 // the publish schedule and the pushes to the directors are publishing.cc's. State: impl.h.
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-
 #include "auth/client.h"
 #include "auth/guard.h"
 #include "content/impl.h"
@@ -77,7 +74,7 @@ status content_manager::start() {
     return cat.err();
   }
   d.cat = std::move(*cat);
-  d.db = std::make_unique<db::worker>(std::move(*conn));
+  d.conn = std::move(*conn);
   d.server = std::make_unique<net::http_server>(d.io.get_executor(), "content");
   net::client_options co;
   // Control requests to the directors and the registry (pushes, distribution, removals).
@@ -93,53 +90,39 @@ status content_manager::start() {
     }
   }
   d.routes();
-  auto port = d.server->listen(d.grid.content->listen.host, d.grid.content->listen.port);
-  if (!port) {
-    return port.err();
+  if (auto st = d.listen(d.grid.content->listen.host, d.grid.content->listen.port); !st) {
+    return st;
   }
-  d.port = *port;
-  asio::co_spawn(d.io, d.recover(), asio::detached);
+  d.tasks.spawn(d.recover());
   d.logger->info("content manager: listening on {}:{}, catalog {}", d.grid.content->listen.host,
-                 d.port, d.db->conn().kind() == db::dialect::sqlite ? "SQLite" : "PostgreSQL");
+                 d.port, d.conn->kind() == db::dialect::sqlite ? "SQLite" : "PostgreSQL");
   return {};
 }
 
+// Ingests give up at their next step (their downloads and packaging at once) and are marked
+// failed by the next start's recovery; what is still running at the drain deadline is abandoned.
 asio::awaitable<void> content_manager::stop(std::chrono::milliseconds drain) {
-  auto& d = *impl_;
-  d.stopping = true;
-  d.cancel = true;
-  if (d.auth) {
-    d.auth->stop();
+  co_await impl_->stop(drain);
+}
+
+void content_manager::impl::on_stop() {
+  cancel = true;
+  if (auth) {
+    auth->stop();
   }
-  auto deadline = steady::now() + drain;
-  for (auto& [id, t] : d.schedule) {
+  for (auto& [id, t] : schedule) {
     t->cancel();
   }
-  d.push_wake.cancel();
-  if (d.server) {
-    co_await d.server->stop(drain);
-  }
-  // A polling step, not an operator's setting: it only bounds how late stop notices the end of the
-  // last task (the drain bound is the setting).
-  asio::steady_timer t(d.io);
-  while (d.background > 0 && steady::now() < deadline) {
-    t.expires_after(std::chrono::milliseconds(10));
-    co_await t.async_wait(use_tuple);
-  }
+  push_wake.cancel();
 }
 
 void content_manager::impl::routes() {
   using V = http::verb;
-  auto on = [this](V v, std::string pattern, asio::awaitable<reply> (impl::*fn)(request_context&),
-                   uint64_t limit = 0) {
-    server->route(
-        v, std::move(pattern), [this, fn](request_context& c) { return (this->*fn)(c); }, limit);
-  };
-  on(V::post, "/v1/programs", &impl::create, 64 << 10);
-  on(V::get, "/v1/programs", &impl::list);
-  on(V::get, "/v1/programs/{}", &impl::get);
-  on(V::post, "/v1/programs/{}/publish", &impl::publish);
-  on(V::post, "/v1/programs/{}/withdraw", &impl::withdraw);
+  route(V::post, "/v1/programs", &impl::create, 64 << 10);
+  route(V::get, "/v1/programs", &impl::list);
+  route(V::get, "/v1/programs/{}", &impl::get);
+  route(V::post, "/v1/programs/{}/publish", &impl::publish);
+  route(V::post, "/v1/programs/{}/withdraw", &impl::withdraw);
   server->set_health([this] {
     std::lock_guard lock(progress_mu);
     return json::object{
@@ -180,20 +163,19 @@ asio::awaitable<reply> content_manager::impl::create(request_context& ctx) {
           make_error(errc::conflict, fmt::format("program {} is being ingested", p.id.str())));
     }
   }
-  auto created = co_await db->run([&](db::connection&) { return cat->create(p); });
+  auto created = co_await on_db([&] { return cat->create(p); });
   if (!created) {
     co_return net::error_reply(created.err());
   }
   set_progress(p.id, {"queued", 0, 0, ""});
   logger->info("program {} ({}): ingest from {}, publishes at {}", p.id.str(), p.title, p.source,
                format_rfc3339(p.publish_at));
-  ++background;
-  asio::co_spawn(io, ingest(p, req->target_seconds), asio::detached);
+  tasks.spawn(ingest(p, req->target_seconds));
   co_return net::json_reply(to_json(p, false), http::status::accepted);
 }
 
 asio::awaitable<reply> content_manager::impl::list(request_context&) {
-  auto all = co_await db->run([&](db::connection&) { return cat->list(); });
+  auto all = co_await on_db([&] { return cat->list(); });
   if (!all) {
     co_return net::error_reply(all.err());
   }
@@ -209,14 +191,14 @@ asio::awaitable<reply> content_manager::impl::get(request_context& ctx) {
   if (!id) {
     co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
   }
-  auto p = co_await db->run([&](db::connection&) { return cat->get(*id); });
+  auto p = co_await on_db([&] { return cat->get(*id); });
   if (!p) {
     co_return net::error_reply(p.err());
   }
   if (!*p) {
     co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
   }
-  auto hist = co_await db->run([&](db::connection&) { return cat->history(*id); });
+  auto hist = co_await on_db([&] { return cat->history(*id); });
   auto o = to_json(**p, true);
   json::array h;
   if (hist) {
@@ -241,8 +223,8 @@ asio::awaitable<reply> content_manager::impl::get(request_context& ctx) {
 asio::awaitable<status> content_manager::impl::change(const program_id& id, program_state to,
                                                       std::string detail) {
   auto now = wall_clock::now();
-  co_return co_await db->run(
-      [&](db::connection&) { return cat->change_state(id, to, now, detail); });
+  co_return co_await on_db(
+      [&] { return cat->change_state(id, to, now, detail); });
 }
 
 asio::awaitable<reply> content_manager::impl::publish(request_context& ctx) {
@@ -254,7 +236,7 @@ asio::awaitable<reply> content_manager::impl::publish(request_context& ctx) {
     co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
   }
   auto now = wall_clock::now();
-  auto st = co_await db->run([&](db::connection&) -> status {
+  auto st = co_await on_db([&]() -> status {
     auto p = cat->get(*id);
     if (!p) {
       return p.err();
@@ -279,7 +261,7 @@ asio::awaitable<reply> content_manager::impl::publish(request_context& ctx) {
     it->second->cancel();
     schedule.erase(it);
   }
-  auto p = co_await db->run([&](db::connection&) { return cat->get(*id); });
+  auto p = co_await on_db([&] { return cat->get(*id); });
   if (!p || !*p) {
     co_return net::error_reply(p ? make_error(errc::not_found, "program deleted") : p.err());
   }
@@ -304,7 +286,7 @@ asio::awaitable<reply> content_manager::impl::withdraw(request_context& ctx) {
     it->second->cancel();
     schedule.erase(it);
   }
-  auto p = co_await db->run([&](db::connection&) { return cat->get(*id); });
+  auto p = co_await on_db([&] { return cat->get(*id); });
   if (!p || !*p) {
     co_return net::error_reply(p ? make_error(errc::not_found, "program deleted") : p.err());
   }
@@ -326,14 +308,15 @@ asio::awaitable<reply> content_manager::impl::announce_and_reply(const program_e
 
 // At start: finish what a stop interrupted.
 asio::awaitable<void> content_manager::impl::recover() {
-  ++background;
-  auto all = co_await db->run([&](db::connection&) { return cat->list(); });
+  auto all = co_await on_db([&] { return cat->list(); });
   if (!all) {
     logger->error("content manager: cannot read the catalog: {}", all.err().detail);
-    --background;
     co_return;
   }
   for (auto& p : *all) {
+    if (stopping) {
+      break;  // the next start recovers the rest
+    }
     switch (p.state) {
       case program_state::ingesting: {
         std::error_code ec;
@@ -353,7 +336,6 @@ asio::awaitable<void> content_manager::impl::recover() {
         break;
     }
   }
-  --background;
 }
 
 }  // namespace vodgrid::content

@@ -2,9 +2,6 @@
 // pushes of each publish or withdrawal to the registry and every director, round after round until
 // each has acknowledged (or, not being a station of the program, answered that it does not know
 // it). Which stations to tell and how often are pure decisions, change_for and push_retry_delay.
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-
 #include <algorithm>
 
 #include "content/impl.h"
@@ -38,48 +35,43 @@ std::chrono::milliseconds push_retry_delay(int max_attempts) {
 void content_manager::impl::schedule_publish(const program_id& id, wall_clock::time_point at) {
   auto t = std::make_unique<asio::system_timer>(io, at);
   schedule[id] = std::move(t);
-  ++background;
-  asio::co_spawn(io, publish_at_time(id), asio::detached);
+  tasks.spawn(publish_at_time(id));
 }
 
 asio::awaitable<void> content_manager::impl::publish_at_time(program_id id) {
   auto it = schedule.find(id);
   if (it == schedule.end()) {
-    --background;
     co_return;
   }
   auto* timer = it->second.get();
   auto [ec] = co_await timer->async_wait(use_tuple);
   if (ec || stopping) {
-    --background;
     co_return;
   }
   if (auto cur = schedule.find(id); cur == schedule.end() || cur->second.get() != timer) {
-    --background;  // rescheduled or cancelled meanwhile
-    co_return;
+    co_return;  // rescheduled or cancelled meanwhile
   }
   schedule.erase(id);
   auto st = co_await change(id, program_state::published, "at its publish time");
   if (!st) {
     logger->warn("program {}: not published at its time: {}", id.str(), st.err().detail);
-    --background;
     co_return;
   }
-  auto p = co_await db->run([&](db::connection&) { return cat->get(id); });
+  auto p = co_await on_db([&] { return cat->get(id); });
   if (p && *p) {
     publishes->inc();
     logger->info("program {}: published", id.str());
     announce(**p);
   }
-  --background;
 }
 
 void content_manager::impl::announce(const program_entry& p) {
   pending[p.id] = change_for(p, grid);
   if (!pushing) {
     pushing = true;
-    ++background;
-    asio::co_spawn(io, push_loop(), asio::detached);
+    if (!tasks.spawn(push_loop())) {
+      pushing = false;  // stopping: nothing more is pushed
+    }
   } else {
     push_wake.cancel();
   }
@@ -154,7 +146,6 @@ asio::awaitable<void> content_manager::impl::push_loop() {
     co_await push_wake.async_wait(use_tuple);
   }
   pushing = false;
-  --background;
 }
 
 }  // namespace vodgrid::content
