@@ -11,6 +11,7 @@
 #include "api/api.h"
 #include "base/time.h"
 #include "cli/commands.h"
+#include "cli/commands_impl.h"
 #include "cli/remote.h"
 #include "content/fetch.h"
 
@@ -19,11 +20,6 @@ namespace vodgrid::cli {
 namespace json = boost::json;
 
 namespace {
-
-int fail(std::string_view cmd, std::string_view why) {
-  std::cerr << "vodgrid " << cmd << ": " << why << "\n";
-  return 1;
-}
 
 std::string str(const json::object& o, std::string_view k) {
   auto* v = o.if_contains(k);
