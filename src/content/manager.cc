@@ -99,8 +99,8 @@ status content_manager::start() {
   return {};
 }
 
-// Ingests give up at their next step (their downloads and packaging at once) and are marked
-// failed by the next start's recovery; what is still running at the drain deadline is abandoned.
+// An ingest downloading or packaging gives up at once and is marked failed; one still running at
+// the drain deadline is abandoned, and the next start's recovery marks it failed.
 asio::awaitable<void> content_manager::stop(std::chrono::milliseconds drain) {
   co_await impl_->stop(drain);
 }
