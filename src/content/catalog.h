@@ -59,7 +59,8 @@ struct state_change {
 
 class catalog {
  public:
-  // Creates the tables if needed. The connection is used by one thread at a time (db::worker).
+  // Creates the tables if needed. The connection is used by one thread at a time (the manager's
+  // database thread).
   static result<std::unique_ptr<catalog>> open(db::connection& conn);
 
   // A new program in state ingesting. errc::conflict if the id exists in any state but failed (a
