@@ -34,9 +34,9 @@ result<std::vector<service_account>> service_accounts(const grid_config& grid) {
   return out;
 }
 
-boost::asio::awaitable<std::optional<net::reply>> refuse_unless(const net::request_context& ctx,
-                                                                key_fetcher& keys,
-                                                                std::vector<token_kind> kinds) {
+boost::asio::awaitable<std::optional<net::reply>> refusal_unless(const net::request_context& ctx,
+                                                                 key_fetcher& keys,
+                                                                 std::vector<token_kind> kinds) {
   auto token = auth::token_of(ctx);
   verify_outcome last;
   for (auto kind : kinds) {
@@ -61,7 +61,7 @@ namespace {
 boost::asio::awaitable<net::reply> check_then(service_session* session,
                                               std::vector<token_kind> kinds, const net::handler& h,
                                               net::request_context& ctx) {
-  auto refused = co_await refuse_unless(ctx, session->keys(), std::move(kinds));
+  auto refused = co_await refusal_unless(ctx, session->keys(), std::move(kinds));
   if (refused) {
     co_return std::move(*refused);
   }

@@ -35,13 +35,13 @@ result<std::vector<service_account>> service_accounts(const grid_config& grid);
 
 // Checks a control request's token: nullopt when it is valid and of one of `kinds` (keys fetched
 // again when it names one we do not know); otherwise the 401/403 reply to send.
-boost::asio::awaitable<std::optional<net::reply>> refuse_unless(const net::request_context& ctx,
-                                                                key_fetcher& keys,
-                                                                std::vector<token_kind> kinds);
+boost::asio::awaitable<std::optional<net::reply>> refusal_unless(const net::request_context& ctx,
+                                                                 key_fetcher& keys,
+                                                                 std::vector<token_kind> kinds);
 
 class service_session;
 
-// `h`, behind refuse_unless: the handler of a control endpoint. Without a session (a grid without
+// `h`, behind refusal_unless: the handler of a control endpoint. Without a session (a grid without
 // an auth server) it is `h` itself. The session must outlive the server's routes.
 net::handler guarded(service_session* session, std::vector<token_kind> kinds, net::handler h);
 

@@ -141,7 +141,7 @@ asio::awaitable<std::optional<reply>> content_manager::impl::operator_refusal(
   }
   std::vector<auth::token_kind> kinds{auth::token_kind::operator_};  // (GCC 12: no braced list
                                                                      // as a coroutine argument)
-  co_return co_await auth::refuse_unless(ctx, auth->keys(), std::move(kinds));
+  co_return co_await auth::refusal_unless(ctx, auth->keys(), std::move(kinds));
 }
 
 asio::awaitable<reply> content_manager::impl::create(request_context& ctx) {
@@ -223,8 +223,7 @@ asio::awaitable<reply> content_manager::impl::get(request_context& ctx) {
 asio::awaitable<status> content_manager::impl::change(const program_id& id, program_state to,
                                                       std::string detail) {
   auto now = wall_clock::now();
-  co_return co_await on_db(
-      [&] { return cat->change_state(id, to, now, detail); });
+  co_return co_await on_db([&] { return cat->change_state(id, to, now, detail); });
 }
 
 asio::awaitable<reply> content_manager::impl::publish(request_context& ctx) {

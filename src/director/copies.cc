@@ -250,8 +250,8 @@ asio::awaitable<reply> director_daemon::impl::distribute(request_context& ctx) {
 // GET /v1/programs/{id}/segments/{n}/holder: an engine of this station for the segment, for
 // another station's copy or for one of our engines sending a console on. ?whole=1: only an engine
 // holding it whole; ?exclude=<engine>: not that one (its copy failed, or it is the asker);
-// ?get=1: if none can serve it, have one receive it (a replica, or a copy from another station);
-// ?full=1: the excluded engine refused a console at its stream limit (its copy is fine);
+// ?supply=1: if none can serve it, have one receive it (a replica, or a copy from another station);
+// ?excluded_full=1: the excluded engine refused a console at its stream limit (its copy is fine);
 // ?console=1: the URL is for a console another station's director sends here (signed, with auth).
 asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   auto id = program_id::parse(ctx.params[0]);
@@ -262,10 +262,9 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   }
   segment_key key{*id, *idx};
   bool whole = ctx.query_param("whole") == "1";
-  // (The query flags keep their wire names; the variables say what they ask for.)
-  bool supply = ctx.query_param("get") == "1";         // none can serve it: have one receive it
-  bool exclude_full = ctx.query_param("full") == "1";  // `exclude` refused a console: full
-  bool console = ctx.query_param("console") == "1";    // for a console of another station: signed
+  bool supply = ctx.query_param("supply") == "1";  // none can serve it: have one receive it
+  bool exclude_full = ctx.query_param("excluded_full") == "1";  // `exclude` refused a console
+  bool console = ctx.query_param("console") == "1";  // for a console of another station: signed
   std::optional<engine_slot> exclude;
   if (auto ex = ctx.query_param("exclude"); !ex.empty()) {
     exclude = tables.find_engine(ex);

@@ -149,9 +149,9 @@ struct engine_daemon::impl : net::daemon_base {
   asio::awaitable<reply> serve_filling(request_context& ctx, std::shared_ptr<fill> f,
                                        const segment_key& key, bool copy);
   asio::awaitable<std::optional<std::string>> engine_elsewhere(const segment_key& key, bool whole,
-                                                               bool get, bool full = false);
+                                                               bool supply, bool at_limit = false);
   asio::awaitable<reply> send_elsewhere(request_context& ctx, const segment_key& key, bool whole,
-                                        bool get, std::string_view why);
+                                        bool supply, std::string_view why);
   void segment_headers(reply& r, std::string digest) const;
 
   // fill.cc

@@ -228,14 +228,14 @@ asio::awaitable<reply> engine_daemon::impl::serve_filling(request_context& ctx,
 }
 
 // Asks the director for another engine of the station that holds the segment (whole: only a
-// complete copy; get: have one receive it if none holds it; full: this engine is at its stream
-// limit). Its URL, or nullopt.
+// complete copy; supply: have one receive it if none holds it; at_limit: this engine is at its
+// stream limit). Its URL, or nullopt.
 asio::awaitable<std::optional<std::string>> engine_daemon::impl::engine_elsewhere(
-    const segment_key& key, bool whole, bool get, bool full) {
-  auto url =
-      fmt::format("{}/v1/programs/{}/segments/{}/holder?exclude={}{}{}{}",
-                  station->director.listen.url(), key.program.str(), key.index.v, self->name.str(),
-                  whole ? "&whole=1" : "", get ? "&get=1" : "", full ? "&full=1" : "");
+    const segment_key& key, bool whole, bool supply, bool at_limit) {
+  auto url = fmt::format("{}/v1/programs/{}/segments/{}/holder?exclude={}{}{}{}",
+                         station->director.listen.url(), key.program.str(), key.index.v,
+                         self->name.str(), whole ? "&whole=1" : "", supply ? "&supply=1" : "",
+                         at_limit ? "&excluded_full=1" : "");
   auto res = co_await client->get(url);
   if (!res || res->status != 200) {
     co_return std::nullopt;
@@ -249,8 +249,8 @@ asio::awaitable<std::optional<std::string>> engine_daemon::impl::engine_elsewher
 
 asio::awaitable<reply> engine_daemon::impl::send_elsewhere(request_context& ctx,
                                                            const segment_key& key, bool whole,
-                                                           bool get, std::string_view why) {
-  if (auto url = co_await engine_elsewhere(key, whole, get)) {
+                                                           bool supply, std::string_view why) {
+  if (auto url = co_await engine_elsewhere(key, whole, supply)) {
     co_return moved_to(*url, ctx);
   }
   auto r = net::error_reply(make_error(
