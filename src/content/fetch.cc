@@ -141,6 +141,49 @@ std::string redact(const std::string& url) {
   return q == std::string::npos ? url : url.substr(0, q) + "?…";
 }
 
+// The easy handle's options for one download: http(s) only, redirects followed, the caller's
+// deadlines, and the transfer's callbacks.
+void configure(CURL* c, const std::string& url, const download_options& o, transfer& t,
+               char* errbuf) {
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(o.connect_timeout_ms));
+  // "Nothing for io_timeout": under 1 byte/s for that long.
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
+                   std::max(1L, static_cast<long>(o.io_timeout_ms / 1000)));
+  curl_easy_setopt(c, CURLOPT_USERAGENT, "vodgrid-content/0.1");
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+}
+
+// A failure on our side of an attempt (cancelled, too large, a write that failed): never retried.
+std::optional<error> local_failure(const transfer& t, const std::string& url, const fs::path& dest,
+                                   uint64_t max_bytes) {
+  if (t.cancelled) {
+    return make_error(errc::conflict, "the download was cancelled");
+  }
+  if (t.too_large) {
+    return make_error(errc::too_large,
+                      fmt::format("{} is larger than {} bytes", redact(url), max_bytes));
+  }
+  if (t.write_failed) {
+    return make_error(t.write_errno == ENOSPC ? errc::no_space : errc::io_error,
+                      fmt::format("writing {}: {}", dest.string(), std::strerror(t.write_errno)));
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 result<download_report> download(const std::string& url, const fs::path& dest,
@@ -173,26 +216,7 @@ result<download_report> download(const std::string& url, const fs::path& dest,
   download_report rep;
   char errbuf[CURL_ERROR_SIZE] = {};
   CURL* c = curl.get();
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(o.connect_timeout_ms));
-  // "Nothing for io_timeout": under 1 byte/s for that long.
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
-                   std::max(1L, static_cast<long>(o.io_timeout_ms / 1000)));
-  curl_easy_setopt(c, CURLOPT_USERAGENT, "vodgrid-content/0.1");
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
-  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  configure(c, url, o, t, errbuf);
   std::string last_reason;
   for (int attempt = 0; attempt < std::max(1, o.attempts); ++attempt) {
     if (attempt > 0) {
@@ -210,17 +234,8 @@ result<download_report> download(const std::string& url, const fs::path& dest,
     curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(t.offset));
     CURLcode rc = curl_easy_perform(c);
     std::fflush(t.out);
-    if (t.cancelled) {
-      return fail(make_error(errc::conflict, "the download was cancelled"));
-    }
-    if (t.too_large) {
-      return fail(make_error(errc::too_large,
-                             fmt::format("{} is larger than {} bytes", redact(url), o.max_bytes)));
-    }
-    if (t.write_failed) {
-      return fail(
-          make_error(t.write_errno == ENOSPC ? errc::no_space : errc::io_error,
-                     fmt::format("writing {}: {}", dest.string(), std::strerror(t.write_errno))));
+    if (auto e = local_failure(t, url, dest, o.max_bytes)) {
+      return fail(std::move(*e));
     }
     if (rc == CURLE_OK && t.status == 416 && t.offset > 0 && t.total != 0 && t.offset >= t.total) {
       rc = CURLE_OK;  // the dropped attempt had in fact received everything
