@@ -211,7 +211,7 @@ TEST(RunOn, RunsOnThePoolAndResumesOnTheCallersThread) {
       return 42;
     };
     auto r = co_await run_on(pool, f);
-    co_return r && *r == 42 && ran != caller && std::this_thread::get_id() == caller;
+    co_return r&&* r == 42 && ran != caller&& std::this_thread::get_id() == caller;
   };
   EXPECT_TRUE(run(io, job()));
   pool.join();

@@ -1,10 +1,9 @@
 // An async mutex for coroutines of one executor: a coroutine that must not interleave with another
 // across its co_awaits (the director's report to the registry) holds it through them.
-// Asio has no coroutine mutex; a channel of capacity one is one: lock() sends into it (waiting while
-// it is full, in FIFO order), unlock() takes the message out (letting the next sender in). Using
-// Asio's channel rather than hand-written queueing keeps the waiting, ordering and cancellation
-// Asio's own.
-// Threading: one executor; not for threads.
+// Asio has no coroutine mutex; a channel of capacity one is one: lock() sends into it (waiting
+// while it is full, in FIFO order), unlock() takes the message out (letting the next sender in).
+// Using Asio's channel rather than hand-written queueing keeps the waiting, ordering and
+// cancellation Asio's own. Threading: one executor; not for threads.
 #pragma once
 
 #include <utility>

@@ -26,10 +26,8 @@ namespace vodgrid::net {
 // string literal. `f` is moved into the coroutine frame: a lambda capturing the caller's locals by
 // reference is safe, the caller awaiting.
 template <class Executor, class F>
-  requires boost::asio::execution::executor<Executor>
-boost::asio::awaitable<std::invoke_result_t<F>> run_on(Executor pool, F f,
-                                                       errc code = errc::internal,
-                                                       const char* prefix = "") {
+requires boost::asio::execution::executor<Executor> boost::asio::awaitable<std::invoke_result_t<F>>
+run_on(Executor pool, F f, errc code = errc::internal, const char* prefix = "") {
   using R = std::invoke_result_t<F>;
   auto home = co_await boost::asio::this_coro::executor;
   co_await boost::asio::post(boost::asio::bind_executor(pool, boost::asio::use_awaitable));

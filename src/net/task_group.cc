@@ -13,8 +13,7 @@ namespace vodgrid::net {
 
 namespace asio = boost::asio;
 
-task_group::task_group(asio::any_io_executor ex)
-    : ex_(ex), state_(std::make_shared<state>(ex)) {}
+task_group::task_group(asio::any_io_executor ex) : ex_(ex), state_(std::make_shared<state>(ex)) {}
 
 bool task_group::spawn(asio::awaitable<void> task) {
   if (state_->closed) {
