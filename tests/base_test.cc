@@ -159,15 +159,22 @@ director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copys = 1 })",
   ASSERT_TRUE(grid_config::parse(station, "grid.toml"));
 }
 
+// A grid of one station "s" (its director on 9000) with one engine "e1" (on 9001). `station` and
+// `director` are extra keys of the station's table and of the director's inline table (which has
+// listen and data_dir unless `director` starts with "listen"); `engine`, extra lines of the engine.
+std::string one_station(std::string station = "", std::string director = "copies = 1",
+                        std::string engine = "") {
+  return "[[station]]\nname = \"s\"\n" + station + "director = { " +
+         (director.starts_with("listen")
+              ? director
+              : "listen = \"127.0.0.1:9000\", data_dir = \"/tmp/s\", " + director) +
+         " }\n[[station.engine]]\nname = \"e1\"\nlisten = \"127.0.0.1:9001\"\n"
+         "data_dirs = [\"/tmp/e1\"]\n" +
+         engine;
+}
+
 TEST(GridConfig, AKeyLeftOutKeepsTheDefaultWrittenInTheStruct) {
-  auto g = grid_config::parse(R"([[station]]
-name = "s"
-director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copies = 1 }
-[[station.engine]]
-name = "e1"
-listen = "127.0.0.1:9001"
-data_dirs = ["/tmp/e1"]
-)");
+  auto g = grid_config::parse(one_station());
   ASSERT_TRUE(g) << g.err().detail;
   const engine_config e;
   const director_config d;
@@ -190,14 +197,7 @@ data_dirs = ["/tmp/e1"]
 }
 
 TEST(GridConfig, TimingKeysAreReadCheckedAndRoundTrip) {
-  std::string station = R"([[station]]
-name = "s"
-director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copies = 1 }
-[[station.engine]]
-name = "e1"
-listen = "127.0.0.1:9001"
-data_dirs = ["/tmp/e1"]
-)";
+  auto station = one_station();
   auto g = grid_config::parse(
       "[timing]\nconnect_ms = 250\nsilence_ms = 700\ndrain_ms = 0\nunhealthy_after_ms = 900\n" +
       station);
@@ -231,51 +231,19 @@ data_dirs = ["/tmp/e1"]
 }
 
 TEST(GridConfig, AValueOfTheWrongKindOrOutOfBoundsSaysWhich) {
-  std::string base = R"([[station]]
-name = "s"
-director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copies = 1 }
-[[station.engine]]
-name = "e1"
-listen = "127.0.0.1:9001"
-data_dirs = ["/tmp/e1"]
-)";
   struct {
     std::string text, want;
   } cases[] = {
-      {base + "max_streams = \"many\"\n",
+      {one_station("", "copies = 1", "max_streams = \"many\"\n"),
        "c: [[station.engine]] e1: 'max_streams' must be an integer of at least 1"},
-      {base + "max_segment_bytes = 100\n",
+      {one_station("", "copies = 1", "max_segment_bytes = 100\n"),
        "c: [[station.engine]] e1: 'max_segment_bytes' must be an integer of at least 1024"},
-      {base + "max_disk_bytes = 1000\n",
+      {one_station("", "copies = 1", "max_disk_bytes = 1000\n"),
        "c: [[station.engine]] e1: 'max_disk_bytes' must be 0 (no budget) or at least 1 MiB"},
-      {R"([[station]]
-name = "s"
-home = 1
-director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copies = 1 }
-[[station.engine]]
-name = "e1"
-listen = "127.0.0.1:9001"
-data_dirs = ["/tmp/e1"]
-)",
-       "c: [[station]] s: 'home' must be true or false"},
-      {R"([[station]]
-name = "s"
-director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", hot_load_percent = 101 }
-[[station.engine]]
-name = "e1"
-listen = "127.0.0.1:9001"
-data_dirs = ["/tmp/e1"]
-)",
+      {one_station("home = 1\n"), "c: [[station]] s: 'home' must be true or false"},
+      {one_station("", "hot_load_percent = 101"),
        "c: station s director: 'hot_load_percent' must be an integer within 1..100"},
-      {R"([[station]]
-name = "s"
-director = { listen = "127.0.0.1:9000" }
-[[station.engine]]
-name = "e1"
-listen = "127.0.0.1:9001"
-data_dirs = ["/tmp/e1"]
-)",
-       "c: station s director: needs 'data_dir'"},
+      {one_station("", "listen = \"127.0.0.1:9000\""), "c: station s director: needs 'data_dir'"},
   };
   for (auto& c : cases) {
     auto r = grid_config::parse(c.text, "c");
