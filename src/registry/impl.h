@@ -92,6 +92,7 @@ struct registry_daemon::impl : net::daemon_base {
   asio::awaitable<reply> list_stations(request_context& ctx);
   asio::awaitable<reply> put_program(request_context& ctx);
   asio::awaitable<reply> list_programs(request_context& ctx);
+  asio::awaitable<result<program_record>> stored_program(const std::string& id);
   asio::awaitable<reply> get_program(request_context& ctx);
   asio::awaitable<reply> sources(request_context& ctx);
   asio::awaitable<reply> station_held(request_context& ctx);

@@ -147,20 +147,30 @@ asio::awaitable<reply> registry_daemon::impl::list_programs(request_context&) {
   co_return net::json_reply(json::object{{"programs", a}});
 }
 
-asio::awaitable<reply> registry_daemon::impl::get_program(request_context& ctx) {
-  auto id = program_id::parse(ctx.params[0]);
-  if (!id) {
-    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+// The program named `id` as the database holds it; not_found when there is none.
+asio::awaitable<result<program_record>> registry_daemon::impl::stored_program(
+    const std::string& id) {
+  auto parsed = program_id::parse(id);
+  if (!parsed) {
+    co_return make_error(errc::not_found, "no such program: " + id);
   }
-  auto p = co_await on_db([&] { return db->program(*id); });
+  auto p = co_await on_db([&] { return db->program(*parsed); });
+  if (!p) {
+    co_return p.err();
+  }
+  if (!*p) {
+    co_return make_error(errc::not_found, "no such program: " + id);
+  }
+  co_return std::move(**p);
+}
+
+asio::awaitable<reply> registry_daemon::impl::get_program(request_context& ctx) {
+  auto p = co_await stored_program(ctx.params[0]);
   if (!p) {
     co_return net::error_reply(p.err());
   }
-  if (!*p) {
-    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
-  }
-  auto counts = co_await on_db([&] { return db->counts(*id); });
-  auto m = api::parse_object((*p)->manifest_json);
+  auto counts = co_await on_db([&] { return db->counts(p->id); });
+  auto m = api::parse_object(p->manifest_json);
   if (!m) {
     co_return net::error_reply(m.err());
   }
@@ -182,30 +192,23 @@ asio::awaitable<reply> registry_daemon::impl::set_availability(request_context& 
   if (!c) {
     co_return net::error_reply(c.err());
   }
-  auto id = program_id::parse(ctx.params[0]);
-  if (!id) {
-    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
-  }
-  auto p = co_await on_db([&] { return db->program(*id); });
+  auto p = co_await stored_program(ctx.params[0]);
   if (!p) {
     co_return net::error_reply(p.err());
   }
-  if (!*p) {
-    co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
-  }
-  auto m = api::decode<api::program_manifest>((*p)->manifest_json);
+  auto m = api::decode<api::program_manifest>(p->manifest_json);
   if (!m) {
     co_return net::error_reply(m.err());
   }
   m->availability = c->availability;
   m->publish_at = c->publish_at;
-  auto rec = **p;
+  auto rec = *p;
   rec.manifest_json = json::serialize(api::to_json(*m));
   auto st = co_await on_db([&] { return db->put_program(rec); });
   if (!st) {
     co_return net::error_reply(st.err());
   }
-  logger->info("registry: program {} {}", id->str(), m->availability);
+  logger->info("registry: program {} {}", p->id.str(), m->availability);
   co_return net::json_reply(api::to_json(*c));
 }
 
