@@ -83,6 +83,9 @@ void timing_fields(V& v, C& t) {
   v.duration("health_timeout_ms", t.health_timeout, int64_t{10});
   v.duration("unhealthy_after_ms", t.unhealthy_after, int64_t{10});
   v.duration("start_grace_ms", t.start_grace, int64_t{0});
+  v.duration("push_report_ms", t.push_report, int64_t{10});
+  v.duration("push_silence_ms", t.push_silence, int64_t{20});
+  v.duration("rtsp_session_timeout_ms", t.rtsp_session_timeout, int64_t{1'000});
 }
 
 template <class V, class C>
@@ -269,6 +272,9 @@ status check_grid(const grid_config& g, std::string_view origin) {
   }
   if (g.heartbeat_timeout <= g.heartbeat_interval) {
     return bad(origin, "[grid]: heartbeat_timeout_ms must exceed heartbeat_interval_ms");
+  }
+  if (g.timing.push_silence <= g.timing.push_report) {
+    return bad(origin, "[timing]: push_silence_ms must exceed push_report_ms");
   }
   if (g.registry) {
     if (auto st = claim_port(g.registry->listen, "registry"); !st) {

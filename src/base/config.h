@@ -102,6 +102,12 @@ struct timing_config {
   std::chrono::milliseconds health_timeout{400};
   std::chrono::milliseconds unhealthy_after{2'000};
   std::chrono::milliseconds start_grace{30'000};
+  // Push streaming (DESIGN.md flow 8): an engine reports each stream's position to its director
+  // every push_report; a director that has not heard of a stream for push_silence resumes it on
+  // another engine; an RTSP session with no request (keep-alive) for rtsp_session_timeout ends.
+  std::chrono::milliseconds push_report{500};
+  std::chrono::milliseconds push_silence{1'300};
+  std::chrono::milliseconds rtsp_session_timeout{60'000};
 };
 
 struct grid_config {

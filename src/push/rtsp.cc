@@ -1,0 +1,2 @@
+// Placeholder: implemented in the next commits.
+#include "push/rtsp.h"
