@@ -20,7 +20,6 @@ constexpr size_t max_list = 4'000'000;  // entries in one inventory or manifest
 constexpr double max_double = std::numeric_limits<double>::max();
 
 // One reader per wire type (and per part of one), each declared here so that `into` finds them.
-void read(field_reader& r, segment_key& v);
 void read(field_reader& r, segment_ref& v);
 void read(field_reader& r, engine_load& v);
 void read(field_reader& r, copy_result& v);
@@ -36,10 +35,6 @@ void read(field_reader& r, station_id& v);
 template <class T>
 auto into(std::vector<T>& out) {
   return [&out](field_reader& e) { read(e, out.emplace_back()); };
-}
-
-json::object key_json(const segment_key& k) {
-  return json::object{{"program", k.program.str()}, {"index", k.index.v}};
 }
 
 }  // namespace
@@ -119,11 +114,6 @@ json::value to_json(const heartbeat_reply& v) {
 }
 
 namespace {
-
-void read(field_reader& r, segment_key& v) {
-  r.name("program", v.program);
-  r.index("index", v.index);
-}
 
 void read(field_reader& r, segment_ref& v) {
   read(r, v.key);

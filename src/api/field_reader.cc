@@ -115,6 +115,30 @@ void field_reader::u32(std::string_view k, uint32_t& out, need n) {
   }
 }
 
+void field_reader::u16(std::string_view k, uint16_t& out, need n) {
+  uint64_t wide = out;
+  u64(k, wide, n);
+  if (wide > UINT16_MAX) {
+    fail(k, "is out of range");
+  } else if (ok()) {
+    out = static_cast<uint16_t>(wide);
+  }
+}
+
+void field_reader::i64(std::string_view k, int64_t& out, need n) {
+  auto* v = find(k, n);
+  if (!v) {
+    return;
+  }
+  if (v->is_int64()) {
+    out = v->as_int64();
+  } else if (v->is_uint64() && v->as_uint64() <= uint64_t(INT64_MAX)) {
+    out = static_cast<int64_t>(v->as_uint64());
+  } else {
+    fail(k, "must be an integer");
+  }
+}
+
 void field_reader::number(std::string_view k, double& out, double lo, double hi, need n) {
   auto* v = find(k, n);
   if (!v) {
@@ -169,6 +193,15 @@ void field_reader::digest(std::string_view k, sha256_digest& out) {
   } else {
     fail(k, "must be 64 hex digits");
   }
+}
+
+void read(field_reader& r, segment_key& v) {
+  r.name("program", v.program);
+  r.index("index", v.index);
+}
+
+boost::json::object key_json(const segment_key& k) {
+  return boost::json::object{{"program", k.program.str()}, {"index", k.index.v}};
 }
 
 }  // namespace vodgrid::api

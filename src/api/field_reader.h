@@ -33,6 +33,8 @@ class field_reader {
   void string(std::string_view k, std::string& out, size_t max, need n = need::required);
   void u64(std::string_view k, uint64_t& out, need n = need::required);
   void u32(std::string_view k, uint32_t& out, need n = need::required);
+  void u16(std::string_view k, uint16_t& out, need n = need::required);
+  void i64(std::string_view k, int64_t& out, need n = need::required);
   // A number within [lo, hi].
   void number(std::string_view k, double& out, double lo, double hi, need n = need::optional);
   // true or false; an absent field reads as `absent`.
@@ -127,5 +129,10 @@ class field_reader {
   std::optional<size_t> index_;
   std::optional<error> err_;  // the first failure
 };
+
+// A segment key, {"program": ..., "index": ...}, read and written: every module's wire types name
+// segments this way.
+void read(field_reader& r, segment_key& v);
+boost::json::object key_json(const segment_key& k);
 
 }  // namespace vodgrid::api
