@@ -20,12 +20,14 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -137,6 +139,25 @@ asio::awaitable<reply> serve_file(std::shared_ptr<shared_state> st, request_cont
   co_return r;
 }
 
+// The foreign protocol of the harness: reads one RTSP request (the bytes the server read first,
+// then the socket) and answers with its first line echoed in a header.
+asio::awaitable<void> answer_rtsp(foreign_connection& c) {
+  std::string in = c.already_read;
+  char buf[1024];
+  while (in.find("\r\n\r\n") == std::string::npos) {
+    c.set_deadline(std::chrono::steady_clock::now() + 2s);
+    auto [ec, n] =
+        co_await c.sock.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      co_return;
+    }
+    in.append(buf, n);
+  }
+  std::string out =
+      "RTSP/1.0 200 OK\r\nCSeq: 1\r\nX-Line: " + in.substr(0, in.find("\r\n")) + "\r\n\r\n";
+  co_await asio::async_write(c.sock, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+}
+
 // A server on its own io_context thread, with a few routes.
 class server_harness {
  public:
@@ -157,6 +178,7 @@ class server_harness {
         V::post, "/small", [st](request_context& c) { return count_upload(st, c); }, 100);
     server_->route(V::get, "/slow", [st](request_context& c) { return slow(st, c); });
     server_->route(V::get, "/file", [st](request_context& c) { return serve_file(st, c); });
+    server_->set_foreign_protocol("RTSP/1.0", [](foreign_connection& c) { return answer_rtsp(c); });
     auto port = server_->listen("127.0.0.1", 0);
     if (!port) {
       throw std::runtime_error(port.err().detail);
@@ -364,6 +386,38 @@ TEST(HttpServerMalformed, GarbageRequestLineIs400AndCloses) {
   server_harness h;
   auto o = exchange_expecting_close(h.port(), "THIS IS NOT HTTP\r\n\r\n");
   EXPECT_EQ(test::status_of(o.reply), 400) << o.reply;
+  EXPECT_TRUE(o.closed_by_server);
+}
+
+// A protocol sharing the port (RTSP on a director's): told by its first request line.
+
+TEST(HttpServerForeign, AnRtspRequestGoesToTheForeignHandlerWithTheBytesReadSoFar) {
+  server_harness h;
+  auto o = exchange_expecting_close(
+      h.port(), "OPTIONS rtsp://127.0.0.1/v1/programs/p RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+  EXPECT_EQ(o.reply.rfind("RTSP/1.0 200 OK\r\n", 0), 0u) << o.reply;
+  EXPECT_NE(o.reply.find("X-Line: OPTIONS rtsp://127.0.0.1/v1/programs/p RTSP/1.0\r\n"),
+            std::string::npos)
+      << o.reply;
+  EXPECT_TRUE(o.closed_by_server);
+}
+
+TEST(HttpServerForeign, HttpOnTheSamePortIsUntouchedAndALaterRtspLineIsNotHandedOver) {
+  server_harness h;
+  // The first request is HTTP: the connection stays HTTP, and a second request line in RTSP is a
+  // malformed HTTP request, not a switch of protocol.
+  auto raw = raw_exchange(h.port(),
+                          "GET /echo?a=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                          "OPTIONS rtsp://x/ RTSP/1.0\r\nCSeq: 2\r\n\r\n");
+  EXPECT_EQ(test::status_of(raw), 200) << raw;
+  EXPECT_NE(raw.find("HTTP/1.1 400"), std::string::npos) << raw;
+  EXPECT_EQ(raw.find("RTSP/1.0 200"), std::string::npos) << raw;
+}
+
+TEST(HttpServerForeign, AFirstLineWithoutItsEndOverTheHeaderLimitIsRefusedAsHttp) {
+  server_harness h;
+  auto o = exchange_expecting_close(h.port(), "GET /" + std::string(9000, 'a'));
+  EXPECT_GE(test::status_of(o.reply), 400) << o.reply.substr(0, 200);
   EXPECT_TRUE(o.closed_by_server);
 }
 

@@ -96,6 +96,19 @@ struct request_context {
 // once.
 using handler = std::function<asio::awaitable<reply>(request_context&)>;
 
+// A connection of another protocol that shares the port (RTSP 1.0 on a director's, DESIGN.md flow
+// 8), handed over by the server: it belongs to the handler until the handler completes, then the
+// server closes it. Valid while the handler runs.
+struct foreign_connection {
+  tcp::socket& sock;  // non-blocking
+  tcp::endpoint remote;
+  std::string already_read;  // the bytes the server read to tell the protocol: the first request's
+  // The server's deadline sweep cancels the socket's operations once `t` passes (max: never). The
+  // handler sets one around each read and write, as the server does for HTTP.
+  std::function<void(std::chrono::steady_clock::time_point t)> set_deadline;
+};
+using foreign_handler = std::function<asio::awaitable<void>(foreign_connection& c)>;
+
 struct server_options {
   std::chrono::milliseconds header_timeout{10'000};  // to receive a whole request header
   std::chrono::milliseconds body_timeout{60'000};    // to receive a request body
@@ -128,6 +141,12 @@ class http_server {
   // Extra fields for /healthz (e.g. the daemon's role and name); called on each request.
   void set_health(std::function<boost::json::object()> fn) { health_ = std::move(fn); }
   size_t connections() const { return sessions_.size(); }
+  // A connection whose first request line ends in " <version>" (e.g. "RTSP/1.0") goes to `h`. Such
+  // connections count as idle at stop: they are cut at once.
+  void set_foreign_protocol(std::string version, foreign_handler h) {
+    foreign_version_ = " " + std::move(version);
+    foreign_ = std::move(h);
+  }
   const std::string& name() const { return name_; }
 
  private:
@@ -150,11 +169,16 @@ class http_server {
   asio::awaitable<void> sweep_loop();
   asio::awaitable<void> run_session(tcp::socket sock);
   // The steps of a request in run_session (server.cc).
-  enum class header_pull { done, would_block };
+  enum class header_pull { done, would_block, foreign };
   // Parses what the session's buffer holds, then reads what the socket has without blocking,
   // until the header is complete or malformed or the read fails (done; `rec` says which) or the
-  // socket is empty (would_block). `got_bytes` is set when something was read.
-  static header_pull pull_header(session& s, boost::system::error_code& rec, bool& got_bytes);
+  // socket is empty (would_block), or the first request line is of the foreign protocol (foreign).
+  // `got_bytes` is set when something was read.
+  header_pull pull_header(session& s, boost::system::error_code& rec, bool& got_bytes) const;
+  // With a foreign protocol, on a connection's first request: whether its first line (once read)
+  // is of that protocol; nullopt: the line is not complete yet.
+  std::optional<bool> sniff(session& s) const;
+  asio::awaitable<void> run_foreign(session& s);
   struct admission {
     const route_entry* route = nullptr;  // none: a built-in resource, a 404 or a 405
     uint64_t body_limit = 0;
@@ -185,6 +209,8 @@ class http_server {
   std::chrono::milliseconds sweep_tick_;
   metrics_registry metrics_;
   std::function<boost::json::object()> health_;
+  std::string foreign_version_;
+  foreign_handler foreign_;
   metric_value* requests_total_[6]{};
   metric_value* bytes_sent_ = nullptr;
   metric_value* file_bytes_sent_ = nullptr;

@@ -152,10 +152,36 @@ std::optional<reply> header_refusal(const boost::system::error_code& rec) {
 }  // namespace
 
 // Reads straight from the socket (see sweep_loop for why not through beast::tcp_stream).
+std::optional<bool> http_server::sniff(session& s) const {
+  std::string_view in(static_cast<const char*>(s.buf.data().data()), s.buf.size());
+  auto eol = in.find('\n');
+  if (eol == std::string_view::npos) {
+    if (in.size() < opts_.header_limit) {
+      return std::nullopt;
+    }
+    s.sniffing = false;
+    return false;  // the parser refuses the line as too long
+  }
+  s.sniffing = false;
+  auto line = in.substr(0, eol);
+  if (line.ends_with('\r')) {
+    line.remove_suffix(1);
+  }
+  return line.ends_with(foreign_version_);
+}
+
 http_server::header_pull http_server::pull_header(session& s, boost::system::error_code& rec,
-                                                  bool& got_bytes) {
+                                                  bool& got_bytes) const {
   while (true) {
-    if (s.buf.size() > 0) {
+    bool undecided = false;
+    if (s.sniffing && s.buf.size() > 0) {
+      auto foreign = sniff(s);
+      if (foreign && *foreign) {
+        return header_pull::foreign;
+      }
+      undecided = !foreign;
+    }
+    if (s.buf.size() > 0 && !undecided) {
       size_t used = s.parser->put(s.buf.data(), rec);
       s.buf.consume(used);
       if (rec != http::error::need_more) {
@@ -266,6 +292,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     s.parser->body_limit(boost::none);  // the route's limit is set once the header names the route
     s.deadline = steady::now() + (first ? opts_.header_timeout : opts_.idle_timeout);
     bool wait_first = !first && s.buf.size() == 0;
+    s.sniffing = first && foreign_ != nullptr;
     first = false;
     boost::system::error_code rec;
     // Right after a reply the next request has seldom arrived yet. async_read_some would read at
@@ -278,6 +305,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     // next two requests of the connection wait at once (a connection at low rate gains nothing).
     // Measured: director/nginx 0.99 -> 1.03 (medians of the alternated runs, docs/performance.md).
     bool deferred = false;
+    bool foreign = false;
     while (true) {
       if (wait_first) {
         wait_first = false;
@@ -298,7 +326,12 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
         }
       }
       bool got_bytes = false;
-      if (pull_header(s, rec, got_bytes) == header_pull::done) {
+      auto pulled = pull_header(s, rec, got_bytes);
+      if (pulled == header_pull::foreign) {
+        foreign = true;
+        break;
+      }
+      if (pulled == header_pull::done) {
         break;
       }
       if (deferred && !got_bytes) {
@@ -310,6 +343,10 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
         rec = w_ec;
         break;
       }
+    }
+    if (foreign) {
+      co_await run_foreign(s);
+      break;
     }
     if (rec) {
       if (auto refusal = header_refusal(rec)) {
@@ -359,6 +396,22 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
   sock.shutdown(tcp::socket::shutdown_send, ec);
   sock.close(ec);
   sessions_.erase(self);
+}
+
+// The connection is the foreign protocol's from here; it counts as idle (cut at once at stop).
+asio::awaitable<void> http_server::run_foreign(session& s) {
+  s.busy = false;
+  s.deadline = steady::time_point::max();
+  foreign_connection c{*s.sock, s.ctx.remote,
+                       std::string(static_cast<const char*>(s.buf.data().data()), s.buf.size()),
+                       [&s](steady::time_point t) { s.deadline = t; }};
+  s.buf.consume(s.buf.size());
+  try {
+    co_await foreign_(c);
+  } catch (const std::exception& e) {
+    log::get("net")->error("{}: {} connection handler threw: {}", name_, foreign_version_,
+                           e.what());
+  }
 }
 
 asio::awaitable<void> http_server::stop(std::chrono::milliseconds drain) {

@@ -23,7 +23,8 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 struct http_server::session {
   tcp::socket* sock = nullptr;
-  bool busy = false;  // a request is being handled; idle sessions are cut first at stop
+  bool busy = false;      // a request is being handled; idle sessions are cut first at stop
+  bool sniffing = false;  // the first request line is read before the parser sees it (foreign_)
   // When the socket operation in progress must have completed (checked by sweep_loop);
   // time_point::max() while the handler runs.
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
