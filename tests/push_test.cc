@@ -1,0 +1,525 @@
+// Unit tests of push streaming's building blocks (src/push): the MPEG-TS index (on synthetic
+// streams and on a segment made by the real ffmpeg).
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "push/ts.h"
+#include "support/support.h"
+
+namespace vodgrid::push {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// A tiny MPEG-TS writer: PAT, PMT and PES packets with PCRs and random_access_indicator.
+
+uint32_t mpeg_crc32(const std::string& s) {
+  uint32_t crc = 0xffffffff;
+  for (unsigned char c : s) {
+    crc ^= uint32_t{c} << 24;
+    for (int i = 0; i < 8; ++i) {
+      crc = (crc & 0x80000000) != 0 ? (crc << 1) ^ 0x04c11db7 : crc << 1;
+    }
+  }
+  return crc;
+}
+
+std::string u16(unsigned v) {
+  return {static_cast<char>(v >> 8), static_cast<char>(v & 0xff)};
+}
+
+struct ts_writer {
+  std::string out;
+  std::array<uint8_t, 8192> cc{};
+
+  // One packet; `af` is the adaptation field's body (flags and what follows), padded with 0xff
+  // stuffing so that the packet is 188 bytes.
+  void packet(uint16_t pid, bool start, std::string af, bool with_af, std::string payload) {
+    std::string p(4, '\0');
+    p[0] = 0x47;
+    p[1] = static_cast<char>((start ? 0x40 : 0) | ((pid >> 8) & 0x1f));
+    p[2] = static_cast<char>(pid & 0xff);
+    const size_t room = 184 - payload.size();
+    if (with_af || room > 0) {
+      // Adaptation field: length byte + body + stuffing fills what the payload leaves.
+      std::string body = af;
+      if (room >= 1) {
+        if (body.empty() && room >= 2) {
+          body.push_back('\0');  // flags
+        }
+        body.resize(room - 1, static_cast<char>(0xff));
+      }
+      p[3] = static_cast<char>((payload.empty() ? 0x20 : 0x30) | (cc[pid] & 0x0f));
+      p.push_back(static_cast<char>(room - 1));
+      p += body.substr(0, room - 1);
+    } else {
+      p[3] = static_cast<char>(0x10 | (cc[pid] & 0x0f));
+    }
+    if (!payload.empty()) {
+      ++cc[pid];
+    }
+    p += payload;
+    EXPECT_EQ(p.size(), 188u);
+    out += p;
+  }
+
+  void section(uint16_t pid, std::string sec) {
+    const uint32_t crc = mpeg_crc32(sec);
+    sec += u16(crc >> 16) + u16(crc & 0xffff);
+    std::string payload = std::string(1, '\0') + sec;  // pointer_field 0
+    payload.resize(184, static_cast<char>(0xff));
+    packet(pid, true, "", false, payload);
+  }
+
+  void pat(uint16_t pmt_pid) {
+    std::string s;
+    s += '\0';  // table_id
+    std::string body = u16(1) + std::string("\xc1\x00\x00", 3) + u16(1) + u16(0xe000 | pmt_pid);
+    s += u16(0xb000 | (body.size() + 4));
+    s += body;
+    section(0, s);
+  }
+
+  void pmt(uint16_t pmt_pid, uint16_t pcr_pid, uint8_t video_type, uint16_t video_pid,
+           uint16_t audio_pid = 0) {
+    std::string body =
+        u16(1) + std::string("\xc1\x00\x00", 3) + u16(0xe000 | pcr_pid) + u16(0xf000);
+    if (audio_pid != 0) {
+      body += std::string(1, '\x0f') + u16(0xe000 | audio_pid) + u16(0xf000);
+    }
+    body += std::string(1, static_cast<char>(video_type)) + u16(0xe000 | video_pid) + u16(0xf000);
+    std::string s(1, '\x02');
+    s += u16(0xb000 | (body.size() + 4));
+    s += body;
+    section(pmt_pid, s);
+  }
+
+  static std::string pts_bytes(uint64_t pts) {
+    std::string b(5, '\0');
+    b[0] = static_cast<char>(0x21 | ((pts >> 29) & 0x0e));
+    b[1] = static_cast<char>(pts >> 22);
+    b[2] = static_cast<char>(0x01 | ((pts >> 14) & 0xfe));
+    b[3] = static_cast<char>(pts >> 7);
+    b[4] = static_cast<char>(0x01 | ((pts << 1) & 0xfe));
+    return b;
+  }
+
+  static std::string pcr_bytes(uint64_t pcr27) {
+    const uint64_t base = pcr27 / 300;
+    const uint64_t ext = pcr27 % 300;
+    std::string b(6, '\0');
+    b[0] = static_cast<char>(base >> 25);
+    b[1] = static_cast<char>(base >> 17);
+    b[2] = static_cast<char>(base >> 9);
+    b[3] = static_cast<char>(base >> 1);
+    b[4] = static_cast<char>(((base & 1) << 7) | 0x7e | ((ext >> 8) & 1));
+    b[5] = static_cast<char>(ext & 0xff);
+    return b;
+  }
+
+  // A PES of `es` on `pid`; its first packet carries the flags and PCR asked for. Returns the
+  // offset of that first packet.
+  size_t pes(uint16_t pid, uint64_t pts, const std::string& es, bool rai,
+             std::optional<uint64_t> pcr27 = std::nullopt) {
+    const size_t at = out.size();
+    std::string data = std::string("\x00\x00\x01\xe0\x00\x00\x80\x80\x05", 9) + pts_bytes(pts) + es;
+    std::string af;
+    if (rai || pcr27) {
+      af.push_back(static_cast<char>((rai ? 0x40 : 0) | (pcr27 ? 0x10 : 0)));
+      if (pcr27) {
+        af += pcr_bytes(*pcr27);
+      }
+    }
+    bool first = true;
+    size_t pos = 0;
+    while (pos < data.size() || first) {
+      const size_t header = first && !af.empty() ? 2 + af.size() : 0;
+      const size_t take = std::min(data.size() - pos, 184 - header);
+      packet(pid, first, first ? af : "", first && !af.empty(), data.substr(pos, take));
+      pos += take;
+      first = false;
+    }
+    return at;
+  }
+
+  void null_packet() { packet(0x1fff, false, "", false, std::string(184, '\xff')); }
+};
+
+std::string h264_idr() {
+  // AUD, SPS, PPS, SEI, then an IDR slice.
+  return std::string("\x00\x00\x00\x01\x09\xf0", 6) + std::string("\x00\x00\x00\x01\x67\x42", 6) +
+         std::string(20, 'S') + std::string("\x00\x00\x00\x01\x68\xce", 6) +
+         std::string("\x00\x00\x01\x06\x05", 5) + std::string(400, 'E') +
+         std::string("\x00\x00\x01\x65\x88", 5) + std::string(300, 'I');
+}
+std::string h264_p() {
+  return std::string("\x00\x00\x00\x01\x09\x30", 6) + std::string("\x00\x00\x01\x41\x9a", 5) +
+         std::string(250, 'P');
+}
+
+constexpr uint16_t pmt_pid = 0x1000;
+constexpr uint16_t video_pid = 0x100;
+constexpr uint16_t audio_pid = 0x101;
+
+// A segment of `gops` GOPs of `frames` frames at 25 fps, starting at PTS `pts0` and PCR `pcr0`;
+// every key frame has RAI (unless `rai` is false) and a PCR, audio PES between frames with RAI set
+// (as ffmpeg does) that must not count. Records the key frames' offsets.
+struct synthetic {
+  ts_writer w;
+  std::vector<size_t> key_offsets;
+  std::vector<size_t> video_starts;
+  std::vector<size_t> pcr_offsets;
+};
+
+synthetic make_segment(int gops, int frames, bool rai = true, uint64_t pts0 = 900'000,
+                       uint64_t pcr0 = 800'000 * 300) {
+  synthetic s;
+  s.w.pat(pmt_pid);
+  s.w.pmt(pmt_pid, video_pid, 0x1b, video_pid, audio_pid);
+  int n = 0;
+  for (int g = 0; g < gops; ++g) {
+    for (int f = 0; f < frames; ++f, ++n) {
+      const uint64_t pts = (pts0 + uint64_t(n) * 3600) % (uint64_t{1} << 33);
+      const bool key = f == 0;
+      std::optional<uint64_t> pcr;
+      if (key || f % 3 == 0) {
+        pcr = (pcr0 + uint64_t(n) * 3600 * 300) % ((uint64_t{1} << 33) * 300);
+      }
+      const size_t at = s.w.pes(video_pid, pts, key ? h264_idr() : h264_p(), key && rai, pcr);
+      s.video_starts.push_back(at);
+      if (pcr) {
+        s.pcr_offsets.push_back(at);
+      }
+      if (key) {
+        s.key_offsets.push_back(at);
+      }
+      s.w.pes(audio_pid, pts, std::string(200, 'A'), true);
+    }
+  }
+  return s;
+}
+
+TEST(TsIndex, FindsVideoPidPsiKeyFramesAndPcrs) {
+  auto s = make_segment(3, 5);
+  auto ix = index_ts(s.w.out);
+  ASSERT_TRUE(ix) << ix.err().detail;
+  EXPECT_EQ(ix->size, s.w.out.size());
+  EXPECT_EQ(ix->video_pid, video_pid);
+  EXPECT_EQ(ix->psi_bytes, 2 * ts_packet_bytes);
+  ASSERT_EQ(ix->keyframes.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(ix->keyframes[i].offset, s.key_offsets[i]);
+    EXPECT_NEAR(ix->keyframes[i].seconds, 5 * 0.04 * double(i), 1e-9);
+    // Up to the next PES start on the video PID: the frame after the key frame.
+    EXPECT_EQ(ix->keyframes[i].length, s.video_starts[5 * i + 1] - s.key_offsets[i]);
+  }
+  ASSERT_EQ(ix->pcrs.size(), s.pcr_offsets.size());
+  for (size_t i = 0; i < ix->pcrs.size(); ++i) {
+    EXPECT_EQ(ix->pcrs[i].offset, s.pcr_offsets[i]);
+  }
+  EXPECT_DOUBLE_EQ(ix->pcrs[0].seconds, 0);
+  EXPECT_NEAR(ix->pcrs[1].seconds, 0.12, 1e-9);           // frame 3
+  EXPECT_NEAR(ix->pcrs.back().seconds, 0.04 * 13, 1e-9);  // frame 13
+}
+
+TEST(TsIndex, LastKeyFrameRunsToTheSegmentsEnd) {
+  auto s = make_segment(2, 1);
+  auto ix = index_ts(s.w.out);
+  ASSERT_TRUE(ix);
+  ASSERT_EQ(ix->keyframes.size(), 2u);
+  EXPECT_EQ(ix->keyframes[1].offset + ix->keyframes[1].length, s.w.out.size());
+}
+
+TEST(TsIndex, WithoutRandomAccessIndicatorFindsH264Idr) {
+  auto s = make_segment(3, 4, /*rai=*/false);
+  auto ix = index_ts(s.w.out);
+  ASSERT_TRUE(ix);
+  ASSERT_EQ(ix->keyframes.size(), 3u);  // not the P frames, nor the audio
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(ix->keyframes[i].offset, s.key_offsets[i]);
+  }
+}
+
+TEST(TsIndex, RandomAccessIndicatorAnywhereOnVideoOverridesTheIdrScan) {
+  // One key frame flagged: the other IDRs (unflagged) are not key frames, because the stream
+  // speaks RAI.
+  ts_writer w;
+  w.pat(pmt_pid);
+  w.pmt(pmt_pid, video_pid, 0x1b, video_pid);
+  const size_t a = w.pes(video_pid, 0, h264_idr(), true, 0);
+  w.pes(video_pid, 3600, h264_idr(), false);
+  auto ix = index_ts(w.out);
+  ASSERT_TRUE(ix);
+  ASSERT_EQ(ix->keyframes.size(), 1u);
+  EXPECT_EQ(ix->keyframes[0].offset, a);
+}
+
+TEST(TsIndex, FindsH265Irap) {
+  ts_writer w;
+  w.pat(pmt_pid);
+  w.pmt(pmt_pid, video_pid, 0x24, video_pid);
+  // AUD (35), VPS (32), SPS (33), PPS (34), prefix SEI (39), then CRA (21) / TRAIL_R (1) /
+  // IDR_N_LP.
+  const std::string params =
+      std::string("\x00\x00\x00\x01\x46\x01\x50", 7) + std::string("\x00\x00\x01\x40\x01\x0c", 6) +
+      std::string("\x00\x00\x01\x42\x01\x01", 6) + std::string("\x00\x00\x01\x44\x01\xc1", 6) +
+      std::string("\x00\x00\x01\x4e\x01\x05", 6) + std::string(50, 'x');
+  const size_t cra =
+      w.pes(video_pid, 0, params + std::string("\x00\x00\x01\x2a\x01\xaf", 6), false);
+  w.pes(video_pid, 3600, std::string("\x00\x00\x01\x02\x01\xd0", 6) + std::string(90, 'p'), false);
+  const size_t idr = w.pes(video_pid, 7200, std::string("\x00\x00\x01\x28\x01\xaf", 6), false);
+  auto ix = index_ts(w.out);
+  ASSERT_TRUE(ix);
+  EXPECT_EQ(ix->video_pid, video_pid);
+  ASSERT_EQ(ix->keyframes.size(), 2u);
+  EXPECT_EQ(ix->keyframes[0].offset, cra);
+  EXPECT_EQ(ix->keyframes[1].offset, idr);
+  EXPECT_NEAR(ix->keyframes[1].seconds, 0.08, 1e-9);
+}
+
+TEST(TsIndex, PcrAndPtsWrapsAreUndone) {
+  // PTS and PCR start 0.2 s before their 33-bit wrap.
+  const uint64_t pts0 = (uint64_t{1} << 33) - 18'000;
+  const uint64_t pcr0 = ((uint64_t{1} << 33) - 18'000) * 300;
+  auto s = make_segment(4, 3, true, pts0, pcr0);
+  auto ix = index_ts(s.w.out);
+  ASSERT_TRUE(ix);
+  ASSERT_EQ(ix->keyframes.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_NEAR(ix->keyframes[i].seconds, 0.12 * double(i), 1e-9);
+  }
+  for (size_t i = 1; i < ix->pcrs.size(); ++i) {
+    EXPECT_NEAR(ix->pcrs[i].seconds - ix->pcrs[i - 1].seconds, 0.12, 1e-9);
+  }
+}
+
+TEST(TsIndex, PsiBytesCountsOnlyTheLeadingPatAndPmt) {
+  ts_writer w;
+  w.packet(0x11, true, "", false, std::string(184, '\xff'));  // an SDT first, as ffmpeg writes
+  w.pat(pmt_pid);
+  w.pmt(pmt_pid, video_pid, 0x1b, video_pid);
+  w.pes(video_pid, 0, h264_idr(), true, 0);
+  w.pat(pmt_pid);  // repeated later: not part of the leading run
+  auto ix = index_ts(w.out);
+  ASSERT_TRUE(ix);
+  EXPECT_EQ(ix->psi_bytes, 3 * ts_packet_bytes);
+
+  ts_writer bare;
+  bare.pes(video_pid, 0, h264_idr(), true, 0);
+  bare.pat(pmt_pid);
+  auto none = index_ts(bare.out);
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->psi_bytes, 0u);
+  EXPECT_EQ(none->video_pid, 0x1fff);  // the PMT never came
+  EXPECT_TRUE(none->keyframes.empty());
+}
+
+TEST(TsIndex, RefusesWhatIsNotWholePackets) {
+  auto s = make_segment(1, 2);
+  EXPECT_FALSE(index_ts(std::string_view(s.w.out).substr(0, s.w.out.size() - 1)));
+  std::string bad = s.w.out;
+  bad[188 * 3] = 0x46;
+  auto r = index_ts(bad);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::invalid_argument);
+  EXPECT_NE(r.err().detail.find("564"), std::string::npos) << r.err().detail;
+  auto empty = index_ts("");
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(empty->size, 0u);
+}
+
+TEST(TsIndex, HostilePacketsAreReadWithinBounds) {
+  // Random packets with the sync byte, and PSI whose lengths point past the packet: under ASan a
+  // read out of bounds fails the test.
+  std::mt19937 rng(12);
+  std::string bytes;
+  ts_writer w;
+  w.pat(pmt_pid);
+  bytes += w.out;
+  for (int i = 0; i < 4000; ++i) {
+    std::string p(188, '\0');
+    for (auto& c : p) {
+      c = static_cast<char>(rng());
+    }
+    p[0] = 0x47;
+    const int pick = i % 4;
+    if (pick == 0) {
+      p[1] = 0x40;
+      p[2] = 0x00;  // PAT start
+    } else if (pick == 1) {
+      p[1] = static_cast<char>(0x40 | (pmt_pid >> 8));
+      p[2] = static_cast<char>(pmt_pid & 0xff);
+      p[4] = 0;
+      p[5] = 0x02;  // a PMT with random lengths
+    } else if (pick == 2) {
+      p[1] = static_cast<char>(0x40 | (video_pid >> 8));
+      p[2] = static_cast<char>(video_pid & 0xff);
+    }
+    bytes += p;
+  }
+  auto ix = index_ts(bytes);
+  ASSERT_TRUE(ix);
+  for (const auto& k : ix->keyframes) {
+    EXPECT_LE(k.offset + k.length, bytes.size());
+  }
+  double last = 0;
+  for (uint64_t o = 0; o <= bytes.size(); o += 188 * 7) {
+    const double t = due_at(*ix, o, 10);
+    EXPECT_GE(t, last);
+    EXPECT_LE(t, 10);
+    last = t;
+  }
+}
+
+TEST(TsIndex, DueAtInterpolatesBetweenPcrsAndEndsAtTheDuration) {
+  ts_index ix;
+  ix.size = 188 * 100;
+  ix.pcrs = {{188 * 10, 0.0}, {188 * 50, 0.4}, {188 * 90, 0.8}};
+  EXPECT_DOUBLE_EQ(due_at(ix, 0, 1.0), 0);
+  EXPECT_DOUBLE_EQ(due_at(ix, 188 * 10, 1.0), 0);
+  EXPECT_NEAR(due_at(ix, 188 * 30, 1.0), 0.2, 1e-12);
+  EXPECT_NEAR(due_at(ix, 188 * 50, 1.0), 0.4, 1e-12);
+  EXPECT_NEAR(due_at(ix, 188 * 95, 1.0), 0.9, 1e-12);  // from (90, 0.8) to (size, 1.0)
+  EXPECT_DOUBLE_EQ(due_at(ix, 188 * 100, 1.0), 1.0);
+  EXPECT_DOUBLE_EQ(due_at(ix, 188 * 1000, 1.0), 1.0);
+  // A PCR past the manifest's duration is clamped, and nothing goes back.
+  ix.pcrs.push_back({188 * 95, 1.3});
+  double last = 0;
+  for (uint64_t o = 0; o <= ix.size; o += 188) {
+    const double t = due_at(ix, o, 1.0);
+    EXPECT_GE(t, last);
+    EXPECT_LE(t, 1.0);
+    last = t;
+  }
+  EXPECT_DOUBLE_EQ(last, 1.0);
+  // No PCRs: linear in bytes.
+  ts_index flat;
+  flat.size = 1000;
+  EXPECT_DOUBLE_EQ(due_at(flat, 250, 2.0), 0.5);
+}
+
+TEST(TsIndex, OffsetForPicksTheLastKeyFrameAtOrBefore) {
+  ts_index ix;
+  ix.size = 188 * 100;
+  ix.keyframes = {{188 * 2, 188, 0.0}, {188 * 40, 188, 1.0}, {188 * 80, 188, 2.0}};
+  EXPECT_EQ(offset_for(ix, 0.0), 188u * 2);
+  EXPECT_EQ(offset_for(ix, 0.99), 188u * 2);
+  EXPECT_EQ(offset_for(ix, 1.0), 188u * 40);
+  EXPECT_EQ(offset_for(ix, 5.0), 188u * 80);
+  EXPECT_EQ(offset_for(ix, -1.0), 0u);
+  EXPECT_EQ(offset_for(ts_index{}, 3.0), 0u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The index of segments made by the real ffmpeg (libx264, one GOP per second).
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class FfmpegSegments : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::temp_dir();
+    auto playlist = test::make_sample(dir_->path(), 4, 1);
+    std::istringstream in(read_file(playlist));
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("#EXTINF:", 0) == 0) {
+        durations_.push_back(std::stod(line.substr(8)));
+      } else if (!line.empty() && line[0] != '#') {
+        segments_.push_back(read_file(dir_->path() / line));
+      }
+    }
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+  static inline test::temp_dir* dir_ = nullptr;
+  static inline std::vector<std::string> segments_;
+  static inline std::vector<double> durations_;
+};
+
+TEST_F(FfmpegSegments, EachSegmentHasOneKeyFrameAndIncreasingPcrs) {
+  ASSERT_EQ(segments_.size(), 4u);
+  ASSERT_EQ(durations_.size(), 4u);
+  for (size_t n = 0; n < segments_.size(); ++n) {
+    const auto& seg = segments_[n];
+    auto ix = index_ts(seg);
+    ASSERT_TRUE(ix) << ix.err().detail;
+    EXPECT_NE(ix->video_pid, 0x1fff);
+    EXPECT_GE(ix->psi_bytes, 2 * ts_packet_bytes);
+    ASSERT_EQ(ix->keyframes.size(), 1u) << "segment " << n;
+    EXPECT_EQ(ix->keyframes[0].offset % ts_packet_bytes, 0u);
+    EXPECT_GE(ix->keyframes[0].offset, ix->psi_bytes);
+    EXPECT_NEAR(ix->keyframes[0].seconds, 0, 1e-9);
+    ASSERT_GE(ix->pcrs.size(), 5u);
+    for (size_t i = 1; i < ix->pcrs.size(); ++i) {
+      EXPECT_GT(ix->pcrs[i].offset, ix->pcrs[i - 1].offset);
+      EXPECT_GT(ix->pcrs[i].seconds, ix->pcrs[i - 1].seconds);
+    }
+    EXPECT_LT(ix->pcrs.back().seconds, durations_[n] + 0.1);
+    double last = 0;
+    for (uint64_t o = 0; o < seg.size(); o += datagram_payload_bytes) {
+      const double t = due_at(*ix, o, durations_[n]);
+      EXPECT_GE(t, last);
+      last = t;
+    }
+    EXPECT_DOUBLE_EQ(due_at(*ix, seg.size(), durations_[n]), durations_[n]);
+  }
+}
+
+TEST_F(FfmpegSegments, TheJoinedStreamHasOneKeyFramePerGop) {
+  std::string all;
+  for (const auto& s : segments_) {
+    all += s;
+  }
+  auto ix = index_ts(all);
+  ASSERT_TRUE(ix);
+  ASSERT_EQ(ix->keyframes.size(), segments_.size());
+  uint64_t at = 0;
+  for (size_t n = 0; n < segments_.size(); ++n) {
+    EXPECT_EQ(ix->keyframes[n].offset, at + index_ts(segments_[n])->keyframes[0].offset);
+    EXPECT_NEAR(ix->keyframes[n].seconds, double(n), 0.01);
+    at += segments_[n].size();
+  }
+  EXPECT_EQ(offset_for(*ix, 2.5), ix->keyframes[2].offset);
+  for (size_t i = 1; i < ix->pcrs.size(); ++i) {
+    EXPECT_GT(ix->pcrs[i].seconds, ix->pcrs[i - 1].seconds);
+  }
+}
+
+TEST_F(FfmpegSegments, WithoutRandomAccessIndicatorsTheIdrIsFound) {
+  // Clear every RAI: the index must find the same key frame from the x264 bitstream itself
+  // (AUD, SPS, PPS, a long SEI, then the IDR).
+  for (const auto& seg : segments_) {
+    std::string bare = seg;
+    for (size_t at = 0; at + 188 <= bare.size(); at += 188) {
+      const auto control = (static_cast<uint8_t>(bare[at + 3]) >> 4) & 3;
+      if ((control & 2) != 0 && static_cast<uint8_t>(bare[at + 4]) > 0) {
+        bare[at + 5] = static_cast<char>(bare[at + 5] & ~0x40);
+      }
+    }
+    auto with = index_ts(seg);
+    auto without = index_ts(bare);
+    ASSERT_TRUE(with && without);
+    ASSERT_EQ(without->keyframes.size(), 1u);
+    EXPECT_EQ(without->keyframes[0].offset, with->keyframes[0].offset);
+    EXPECT_EQ(without->keyframes[0].length, with->keyframes[0].length);
+  }
+}
+
+}  // namespace
+}  // namespace vodgrid::push
