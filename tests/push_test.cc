@@ -1,5 +1,5 @@
 // Unit tests of push streaming's building blocks (src/push): the MPEG-TS index (on synthetic
-// streams and on a segment made by the real ffmpeg).
+// streams and on a segment made by the real ffmpeg), RTP/RTCP framing and RTSP messages.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "push/rtp.h"
 #include "push/ts.h"
 #include "support/support.h"
 
@@ -519,6 +520,143 @@ TEST_F(FfmpegSegments, WithoutRandomAccessIndicatorsTheIdrIsFound) {
     EXPECT_EQ(without->keyframes[0].offset, with->keyframes[0].offset);
     EXPECT_EQ(without->keyframes[0].length, with->keyframes[0].length);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RTP and RTCP.
+
+std::vector<uint8_t> bytes_of(std::initializer_list<int> v) {
+  std::vector<uint8_t> out;
+  for (int b : v) {
+    out.push_back(static_cast<uint8_t>(b));
+  }
+  return out;
+}
+
+TEST(Rtp, HeaderIsWrittenBigEndianAndParsesBack) {
+  std::array<uint8_t, rtp_header_bytes> buf{};
+  rtp_header h;
+  h.seq = 0x1234;
+  h.timestamp = 0xdeadbeef;
+  h.ssrc = 0x01020304;
+  h.marker = true;
+  write_rtp_header(buf, h);
+  EXPECT_EQ(std::vector<uint8_t>(buf.begin(), buf.end()),
+            bytes_of({0x80, 0x80 | 33, 0x12, 0x34, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4}));
+  std::vector<uint8_t> packet(buf.begin(), buf.end());
+  packet.resize(rtp_header_bytes + datagram_payload_bytes, 0x47);
+  auto v = parse_rtp(packet);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->header.seq, 0x1234);
+  EXPECT_EQ(v->header.timestamp, 0xdeadbeefu);
+  EXPECT_EQ(v->header.ssrc, 0x01020304u);
+  EXPECT_EQ(v->header.payload_type, 33);
+  EXPECT_TRUE(v->header.marker);
+  EXPECT_EQ(v->payload_offset, 12u);
+  EXPECT_EQ(v->payload_bytes, datagram_payload_bytes);
+}
+
+TEST(Rtp, CsrcsExtensionAndPaddingAreSkipped) {
+  // V=2, P=1, X=1, CC=2; two CSRCs; extension of 1 word; 4 payload bytes; 3 bytes of padding.
+  auto p = bytes_of({0xb2, 33, 0,    1,    0, 0, 0, 2, 0, 0, 0,    3, 9, 9, 9, 9, 8, 8,
+                     8,    8,  0xbe, 0xde, 0, 1, 7, 7, 7, 7, 0x47, 1, 2, 3, 0, 0, 3});
+  auto v = parse_rtp(p);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->payload_offset, 28u);
+  EXPECT_EQ(v->payload_bytes, 4u);
+  EXPECT_EQ(p[v->payload_offset], 0x47);
+}
+
+TEST(Rtp, MalformedPacketsAreRefused) {
+  EXPECT_FALSE(parse_rtp(bytes_of({0x80, 33, 0, 1, 0, 0, 0, 2, 0, 0, 0})));     // 11 bytes
+  EXPECT_FALSE(parse_rtp(bytes_of({0x40, 33, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3})));  // version 1
+  EXPECT_FALSE(parse_rtp(bytes_of({0x81, 33, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3})));  // CSRC missing
+  EXPECT_FALSE(parse_rtp(bytes_of({0x90, 33, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0xbe, 0xde, 0, 9})));
+  EXPECT_FALSE(parse_rtp(bytes_of({0xa0, 33, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 1, 5})));  // pad 5 > 2
+  EXPECT_FALSE(parse_rtp(bytes_of({0xa0, 33, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 1, 0})));  // pad 0
+}
+
+TEST(Rtp, NtpTimeHasTheNineteenHundredEpochAndA32BitFraction) {
+  EXPECT_EQ(ntp_time(0), uint64_t{2'208'988'800} << 32);
+  EXPECT_EQ(ntp_time(1'500'000'000), ((uint64_t{2'208'988'801}) << 32) | 0x80000000u);
+  // 2024-01-01T00:00:00.25Z
+  EXPECT_EQ(ntp_time(int64_t{1'704'067'200} * 1'000'000'000 + 250'000'000),
+            ((uint64_t{1'704'067'200} + 2'208'988'800) << 32) | 0x40000000u);
+  EXPECT_EQ(ntp_time(-500'000'000), ((uint64_t{2'208'988'799}) << 32) | 0x80000000u);
+}
+
+TEST(Rtcp, SenderReportWithCnameIsWordAligned) {
+  for (size_t len : {0, 1, 2, 3, 4, 5, 13, 300}) {
+    const std::string cname(len, 'c');
+    auto p = rtcp_sender_report(0xa1b2c3d4, 0x0102030405060708, 90'000, 7, 7 * 1316, cname);
+    ASSERT_EQ(p.size() % 4, 0u) << len;
+    // SR: V=2, RC=0, PT=200, length 6 words - 1.
+    ASSERT_GE(p.size(), 28u + 12u);
+    EXPECT_EQ(p[0], 0x80);
+    EXPECT_EQ(p[1], 200);
+    EXPECT_EQ((p[2] << 8) | p[3], 6);
+    EXPECT_EQ(p[4], 0xa1);
+    EXPECT_EQ(p[8], 0x01);   // NTP, most significant word first
+    EXPECT_EQ(p[15], 0x08);  // ... least significant byte last
+    EXPECT_EQ((p[18] << 8) | p[19], 90'000 & 0xffff);
+    EXPECT_EQ(p[23], 7);
+    // SDES: SC=1, PT=202, its length covers the rest.
+    EXPECT_EQ(p[28], 0x81);
+    EXPECT_EQ(p[29], 202);
+    EXPECT_EQ(28 + 4 * (((p[30] << 8) | p[31]) + 1), static_cast<int>(p.size()));
+    EXPECT_EQ(p[32], 0xa1);
+    EXPECT_EQ(p[36], 1);  // CNAME
+    const size_t n = std::min<size_t>(len, 255);
+    EXPECT_EQ(p[37], n);
+    EXPECT_EQ(p[38 + n], 0);  // the null item ends the list
+    // Our own report describes no one.
+    EXPECT_TRUE(rtcp_reported_sources(p).empty());
+  }
+}
+
+TEST(Rtcp, ReportedSourcesOfReceiverAndSenderReports) {
+  // RR with two report blocks, then an SDES.
+  std::vector<uint8_t> rr = bytes_of({0x82, 201, 0, 13, 0, 0, 0, 9});
+  for (uint32_t ssrc : {0x11223344u, 0x55667788u}) {
+    std::vector<uint8_t> block(24, 0);
+    block[0] = static_cast<uint8_t>(ssrc >> 24);
+    block[1] = static_cast<uint8_t>(ssrc >> 16);
+    block[2] = static_cast<uint8_t>(ssrc >> 8);
+    block[3] = static_cast<uint8_t>(ssrc);
+    rr.insert(rr.end(), block.begin(), block.end());
+  }
+  auto sdes = bytes_of({0x81, 202, 0, 2, 0, 0, 0, 9, 1, 1, 'x', 0});
+  std::vector<uint8_t> compound = rr;
+  compound.insert(compound.end(), sdes.begin(), sdes.end());
+  EXPECT_EQ(rtcp_reported_sources(compound), (std::vector<uint32_t>{0x11223344u, 0x55667788u}));
+
+  // An SR whose one block is after the 20 bytes of sender info.
+  auto sr = rtcp_sender_report(9, 0, 0, 0, 0, "x");
+  sr[0] = 0x81;
+  sr[3] = 12;
+  std::vector<uint8_t> block(24, 0);
+  block[3] = 0x42;
+  sr.insert(sr.begin() + 28, block.begin(), block.end());
+  EXPECT_EQ(rtcp_reported_sources(sr), (std::vector<uint32_t>{0x42u}));
+}
+
+TEST(Rtcp, WhatIsNotRtcpReportsNoSource) {
+  std::vector<uint8_t> rr = bytes_of({0x81, 201, 0, 7, 0, 0, 0, 9, 0, 0, 0, 1});
+  rr.resize(32, 0);
+  EXPECT_EQ(rtcp_reported_sources(rr).size(), 1u);
+  auto truncated = rr;
+  truncated.pop_back();
+  EXPECT_TRUE(rtcp_reported_sources(truncated).empty());
+  auto too_many_blocks = rr;
+  too_many_blocks[0] = 0x82;  // two blocks claimed, one there
+  EXPECT_TRUE(rtcp_reported_sources(too_many_blocks).empty());
+  auto rtp = rr;
+  rtp[1] = 33;
+  EXPECT_TRUE(rtcp_reported_sources(rtp).empty());
+  auto sdes_first = rr;
+  sdes_first[1] = 202;
+  EXPECT_TRUE(rtcp_reported_sources(sdes_first).empty());
+  EXPECT_TRUE(rtcp_reported_sources({}).empty());
 }
 
 }  // namespace
