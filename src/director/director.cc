@@ -56,6 +56,9 @@ status director_daemon::start() {
     }
   }
   d.routes();
+  if (auto st = d.open_rtcp_sink(); !st) {
+    return st;
+  }
   if (auto st = d.listen(d.station->director.listen.host, d.station->director.listen.port); !st) {
     return st;
   }
@@ -63,6 +66,7 @@ status director_daemon::start() {
     d.tasks.spawn(d.registry_loop());
   }
   d.tasks.spawn(d.maintenance_loop());
+  d.tasks.spawn(d.push_sweep_loop());
   d.logger->info("director {}: listening on {}:{}, {} programs in the catalog",
                  d.station->name.str(), d.station->director.listen.host, d.port, d.catalog.size());
   return {};
@@ -101,6 +105,14 @@ void director_daemon::impl::routes() {
   guarded(V::post, "/v1/programs/{}/distribute", &impl::distribute, 256ull << 20, service);
   guarded(V::post, "/v1/programs/{}/availability", &impl::set_availability, 0, service);
   guarded(V::post, "/v1/engines/{}/evictions", &impl::evictions, 16ull << 20, {K::engine});
+  // Push streaming: the engines streaming RTSP sessions (push.cc); the consoles' RTSP connections
+  // share the port (rtsp.cc).
+  guarded(V::post, "/v1/push/sessions/{}/next", &impl::push_next, 0, {K::engine});
+  guarded(V::post, "/v1/push/sessions/{}/taken", &impl::push_taken, 0, {K::engine});
+  guarded(V::post, "/v1/push/sessions/{}/ended", &impl::push_ended, 0, {K::engine});
+  guarded(V::post, "/v1/push/positions", &impl::push_positions, 64ull << 20, {K::engine});
+  server->set_foreign_protocol("RTSP/1.0",
+                               [this](net::foreign_connection& c) { return rtsp_connection(c); });
   server->set_health([this] {
     auto now = steady::now();
     return json::object{{"role", "director"},
@@ -161,6 +173,17 @@ void director_daemon::impl::register_metrics() {
       &m.counter("vodgrid_director_fallbacks_total",
                  "Consoles whose segment no engine here could serve, served from another station",
                  "via=\"redirect\"");
+  push_plays = &m.counter("vodgrid_director_push_plays_total", "RTSP PLAY requests streamed");
+  push_handoffs = &m.counter("vodgrid_director_push_handoffs_total",
+                             "Push streams handed from one engine to another (claim 16)");
+  push_swaps =
+      &m.counter("vodgrid_director_push_swaps_total",
+                 "Push streams swapped to an engine holding the whole segment (claims 21-22)");
+  push_resumes = &m.counter("vodgrid_director_push_resumes_total",
+                            "Push streams resumed on another engine after theirs went silent");
+  rtsp_errors = &m.counter("vodgrid_director_rtsp_errors_total", "RTSP requests refused");
+  m.gauge_fn("vodgrid_director_rtsp_sessions", "RTSP sessions",
+             [this] { return static_cast<double>(push_sessions.size()); });
   programs_learned = &m.counter("vodgrid_director_programs_learned_total",
                                 "Programs learned from the registry on a console's request");
 }

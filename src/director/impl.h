@@ -11,10 +11,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <boost/asio/ip/udp.hpp>
+
 #include <deque>
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -25,6 +28,7 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "director/director.h"
+#include "director/push_session.h"
 #include "director/tables.h"
 #include "net/async_mutex.h"
 #include "net/client.h"
@@ -39,6 +43,7 @@ namespace json = boost::json;
 using net::reply;
 using net::request_context;
 inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using tcp_endpoint = asio::ip::tcp::endpoint;
 
 // The 302 that sends a console to an engine.
 inline reply redirect_reply(std::string location) {
@@ -62,6 +67,35 @@ inline reply unavailable_reply(const error& e) {
   }
   return r;
 }
+
+}  // namespace vodgrid::director
+
+namespace vodgrid::push {
+struct rtsp_request;
+struct rtsp_response;
+}  // namespace vodgrid::push
+
+namespace vodgrid::director {
+
+// What an RTSP request URI names (rtsp.cc): the program, the URL its SDP and RTP-Info give, and a
+// request context for the viewer-token check (query, Authorization, peer).
+struct rtsp_target {
+  program_id program;
+  std::string base;   // rtsp://AUTHORITY/v1/programs/ID
+  std::string query;  // with its '?', or ""
+  net::request_context ctx;
+};
+result<rtsp_target> parse_rtsp_target(const push::rtsp_request& req, const tcp_endpoint& peer);
+
+// Where a session's stream starts (push.cc, plan_start).
+struct stream_start {
+  segment_key key;
+  double npt_start = 0;
+  double duration = 0;
+  std::optional<uint64_t> offset;
+  std::optional<double> seek;
+  api::push_state state;
+};
 
 struct director_daemon::impl : net::daemon_base {
   grid_config grid;
@@ -138,12 +172,28 @@ struct director_daemon::impl : net::daemon_base {
   net::metric_value* fallbacks_remote = nullptr;
   net::metric_value* programs_learned = nullptr;
 
+  // Push streaming (DESIGN.md flow 8): rtsp.cc (the consoles' connections), push.cc (the engines').
+  std::unordered_map<std::string, push_session> push_sessions;
+  std::unordered_map<uint32_t, std::string> push_by_ssrc;  // receiver reports name the SSRC
+  std::mt19937_64 push_rng{std::random_device{}() * 4294967296ull + std::random_device{}()};
+  std::vector<asio::ip::udp::socket> rtcp_sinks;  // the server_port pair consoles report to
+  uint16_t rtcp_sink_port = 0;
+  net::metric_value* push_plays = nullptr;
+  net::metric_value* push_handoffs = nullptr;
+  net::metric_value* push_swaps = nullptr;
+  net::metric_value* push_resumes = nullptr;
+  net::metric_value* rtsp_errors = nullptr;
+
   impl(asio::io_context& i, grid_config g)
       : daemon_base(i), grid(std::move(g)), tables(grid.heartbeat_timeout) {}
 
   void on_stop() override {
     if (auth) {
       auth->stop();
+    }
+    for (auto& sink : rtcp_sinks) {
+      boost::system::error_code ec;
+      sink.close(ec);  // ends rtcp_sink_loop
     }
   }
 
@@ -258,6 +308,38 @@ struct director_daemon::impl : net::daemon_base {
                                                         const segment_key& key,
                                                         std::string_view query);
   std::string missing_copies(const api::program_manifest& m, size_t want) const;
+
+  // rtsp.cc
+  asio::awaitable<void> rtsp_connection(net::foreign_connection& c);
+  asio::awaitable<push::rtsp_response> rtsp_answer(push::rtsp_request req, tcp_endpoint peer);
+  asio::awaitable<result<const api::program_manifest*>> rtsp_program(
+      rtsp_target& t, std::optional<push::rtsp_response>& refused);
+  asio::awaitable<push::rtsp_response> rtsp_describe(push::rtsp_request req, tcp_endpoint peer);
+  asio::awaitable<push::rtsp_response> rtsp_setup(push::rtsp_request req, tcp_endpoint peer);
+  asio::awaitable<push::rtsp_response> rtsp_play(push::rtsp_request req, std::string sid);
+  asio::awaitable<push::rtsp_response> rtsp_pause(std::string sid);
+  asio::awaitable<push::rtsp_response> rtsp_teardown(std::string sid);
+  void end_session(const std::string& sid);
+  // push.cc
+  result<stream_start> plan_start(const api::program_manifest& m, const push_session& s,
+                                  std::optional<double> npt) const;
+  asio::awaitable<result<engine_slot>> push_engine_for(segment_key key,
+                                                       std::vector<engine_slot> tried, bool whole);
+  asio::awaitable<result<api::push_position>> start_stream(std::string sid, stream_start st,
+                                                           std::vector<engine_slot> tried);
+  asio::awaitable<void> stop_stream(std::string sid);
+  asio::awaitable<void> send_stop(std::string engine_url, std::string sid);
+  result<push_session*> engine_session(const std::string& sid, const engine_id& engine,
+                                       engine_slot& slot);
+  void take_over(push_session& s, engine_slot e, const api::push_position& at);
+  asio::awaitable<reply> push_next(request_context& ctx);
+  asio::awaitable<reply> push_taken(request_context& ctx);
+  asio::awaitable<reply> push_ended(request_context& ctx);
+  asio::awaitable<reply> push_positions(request_context& ctx);
+  asio::awaitable<void> resume(std::string sid, engine_slot from);
+  asio::awaitable<void> push_sweep_loop();
+  status open_rtcp_sink();
+  asio::awaitable<void> rtcp_sink_loop(size_t which);
 };
 
 }  // namespace vodgrid::director

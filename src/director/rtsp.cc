@@ -1,0 +1,390 @@
+// The consoles' RTSP 1.0 connections (DESIGN.md flow 8, docs/push.md): on the director's own port,
+// told from HTTP by the first request line. DESCRIBE gives the SDP of one MP2T stream; SETUP makes
+// a session bound to the console's address; PLAY (Range, Scale) orders an engine holding the
+// segment at that position to stream to the console (claims 16, 18); PAUSE and TEARDOWN reach the
+// engine streaming it (claim 17). Viewer tokens as for HTTP (claim 23).
+#include <fmt/format.h>
+#include <boost/asio/write.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/url/parse.hpp>
+
+#include <random>
+
+#include "auth/client.h"
+#include "director/impl.h"
+#include "push/rtp.h"
+#include "push/rtsp.h"
+
+namespace vodgrid::director {
+
+namespace {
+
+using push::rtsp_request;
+using push::rtsp_response;
+
+constexpr std::string_view public_methods =
+    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+constexpr size_t max_push_sessions = 100'000;
+constexpr auto rtsp_write_timeout = std::chrono::seconds(10);
+
+// A refusal with its reason, as JSON like the HTTP API's errors.
+rtsp_response refusal(int status, std::string_view code, std::string_view detail) {
+  rtsp_response r;
+  r.status = status;
+  r.headers.emplace_back("Content-Type", "application/json");
+  r.body = json::serialize(json::object{{"error", code}, {"detail", detail}}) + "\n";
+  return r;
+}
+
+rtsp_response refusal(const error& e) {
+  return refusal(static_cast<int>(net::status_of(e.code)), to_string(e.code), e.detail);
+}
+
+// An HTTP refusal (a token check's) as an RTSP one: the codes are the same.
+rtsp_response refusal(const reply& r) {
+  rtsp_response out;
+  out.status = static_cast<int>(r.status);
+  out.headers.emplace_back("Content-Type", "application/json");
+  out.body = r.body;
+  return out;
+}
+
+asio::ip::address canonical(asio::ip::address a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  }
+  return a;
+}
+
+std::string random_hex(std::mt19937_64& rng) {
+  return fmt::format("{:016x}", rng());
+}
+
+}  // namespace
+
+// rtsp://HOST[:PORT]/v1/programs/{id}[/][track1][?token=T]: the program, and the request context
+// a token check reads (the query, an Authorization header, the peer).
+result<rtsp_target> parse_rtsp_target(const push::rtsp_request& req, const tcp_endpoint& peer) {
+  auto u = boost::urls::parse_uri(req.uri);
+  if (!u || !(u->scheme() == "rtsp" || u->scheme() == "RTSP") || !u->has_authority()) {
+    return make_error(errc::invalid_argument, "the request URI must be rtsp://HOST/v1/programs/ID");
+  }
+  std::vector<std::string> parts;
+  for (auto seg : u->segments()) {
+    parts.emplace_back(seg);
+  }
+  while (!parts.empty() && (parts.back().empty() || parts.back() == "track1")) {
+    parts.pop_back();
+  }
+  if (parts.size() != 3 || parts[0] != "v1" || parts[1] != "programs" ||
+      !program_id::parse(parts[2])) {
+    return make_error(errc::not_found, "no such resource: " + std::string(u->encoded_path()) +
+                                           " (programs are at rtsp://HOST/v1/programs/ID)");
+  }
+  rtsp_target t;
+  t.program = *program_id::parse(parts[2]);
+  t.base =
+      fmt::format("rtsp://{}/v1/programs/{}", std::string_view(u->encoded_authority()), parts[2]);
+  if (u->has_query()) {
+    t.query = "?" + std::string(u->encoded_query());
+  }
+  for (auto p : u->params()) {
+    t.ctx.query.emplace_back(p.key, p.has_value ? p.value : std::string());
+  }
+  t.ctx.remote = peer;
+  if (auto a = req.header("Authorization"); !a.empty()) {
+    t.ctx.req.set(http::field::authorization, a);
+  }
+  return t;
+}
+
+asio::awaitable<void> director_daemon::impl::rtsp_connection(net::foreign_connection& c) {
+  std::string in = std::move(c.already_read);
+  std::array<char, 4096> buf{};
+  auto idle = grid.timing.rtsp_session_timeout + std::chrono::seconds(10);
+  while (!stopping) {
+    push::rtsp_request req;
+    auto p = push::parse_request(in, req);
+    if (p.state == push::parse_state::need_more) {
+      c.set_deadline(steady::now() + idle);
+      auto [ec, n] = co_await c.sock.async_read_some(asio::buffer(buf), use_tuple);
+      c.set_deadline(steady::time_point::max());
+      if (ec || n == 0) {
+        break;
+      }
+      in.append(buf.data(), n);
+      continue;
+    }
+    rtsp_response resp;
+    bool bad = p.state == push::parse_state::bad;
+    if (bad) {
+      rtsp_errors->inc();
+      resp = refusal(p.status, "bad_request", p.why);
+    } else {
+      in.erase(0, p.consumed);
+      resp = co_await rtsp_answer(std::move(req), c.remote);
+    }
+    resp.cseq = req.cseq;
+    auto text = push::write_response(resp);
+    c.set_deadline(steady::now() + rtsp_write_timeout);
+    auto [wec, wn] = co_await asio::async_write(c.sock, asio::buffer(text), use_tuple);
+    c.set_deadline(steady::time_point::max());
+    if (wec || bad) {
+      break;
+    }
+  }
+}
+
+asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_answer(push::rtsp_request req,
+                                                                        tcp_endpoint peer) {
+  auto console = canonical(peer.address());
+  auto sid = std::string(push::session_id(req.header("Session")));
+  push_session* s = nullptr;
+  if (!sid.empty()) {
+    auto it = push_sessions.find(sid);
+    if (it == push_sessions.end() || it->second.console != console) {
+      rtsp_errors->inc();
+      co_return refusal(454, "session_not_found", "no such session: " + sid);
+    }
+    s = &it->second;
+    s->touched = steady::now();
+  }
+  const auto& m = req.method;
+  rtsp_response r;
+  if (m == "OPTIONS" || m == "GET_PARAMETER" || m == "SET_PARAMETER") {
+    r.headers.emplace_back("Public", std::string(public_methods));
+  } else if (m == "DESCRIBE") {
+    r = co_await rtsp_describe(std::move(req), peer);
+  } else if (m == "SETUP") {
+    r = co_await rtsp_setup(std::move(req), peer);
+  } else if (m == "PLAY" || m == "PAUSE" || m == "TEARDOWN") {
+    if (!s) {
+      rtsp_errors->inc();
+      co_return refusal(454, "session_not_found",
+                        m + " needs the Session header of a SETUP on this connection's console");
+    }
+    if (m == "PLAY") {
+      r = co_await rtsp_play(std::move(req), sid);
+    } else if (m == "PAUSE") {
+      r = co_await rtsp_pause(sid);
+    } else {
+      r = co_await rtsp_teardown(sid);
+    }
+  } else if (m == "ANNOUNCE" || m == "RECORD" || m == "REDIRECT") {
+    r = refusal(405, "method_not_allowed", m + " is not offered: this server plays programs");
+    r.headers.emplace_back("Allow", std::string(public_methods));
+  } else {
+    r = refusal(501, "not_implemented", "unknown method " + m);
+  }
+  if (r.status >= 400) {
+    rtsp_errors->inc();
+  }
+  if (!sid.empty() && r.status < 300 && push_sessions.contains(sid)) {
+    r.headers.emplace_back(
+        "Session",
+        fmt::format("{};timeout={}", sid,
+                    std::max<int64_t>(1, grid.timing.rtsp_session_timeout.count() / 1000)));
+  }
+  co_return r;
+}
+
+// The program of a request and the viewer's right to it: the manifest, or the refusal.
+asio::awaitable<result<const api::program_manifest*>> director_daemon::impl::rtsp_program(
+    rtsp_target& t, std::optional<push::rtsp_response>& refused) {
+  auto m = co_await find_program(t.program.str());
+  if (!m) {
+    refused = refusal(m.err());
+    co_return m.err();
+  }
+  if (auth) {
+    auth::requirement req{auth::token_kind::viewer, t.program, auth::client_address(t.ctx)};
+    if (auto no = co_await token_refusal(t.ctx, std::move(req))) {
+      refused = refusal(*no);
+      co_return make_error(errc::unauthorized, "refused");
+    }
+    m = ready_program(t.program.str());  // the catalog may have changed meanwhile
+    if (!m) {
+      refused = refusal(m.err());
+      co_return m.err();
+    }
+  }
+  co_return m;
+}
+
+asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_describe(push::rtsp_request req,
+                                                                          tcp_endpoint peer) {
+  auto t = parse_rtsp_target(req, peer);
+  if (!t) {
+    co_return refusal(t.err());
+  }
+  std::optional<rtsp_response> refused;
+  auto m = co_await rtsp_program(*t, refused);
+  if (!m) {
+    co_return std::move(*refused);
+  }
+  auto host = station->director.listen.host;
+  rtsp_response r;
+  r.headers.emplace_back("Content-Type", "application/sdp");
+  r.headers.emplace_back("Content-Base", t->base + "/");
+  r.body = fmt::format(
+      "v=0\r\no=- {} 1 IN IP4 {}\r\ns={}\r\nt=0 0\r\na=tool:vodgrid\r\na=range:npt=0-{:.3f}\r\n"
+      "m=video 0 RTP/AVP 33\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:33 MP2T/90000\r\n"
+      "a=control:{}/track1{}\r\n",
+      std::hash<std::string>{}(t->program.str()) & 0xffffffff, host,
+      (*m)->title.empty() ? t->program.str() : (*m)->title, (*m)->duration(), t->base, t->query);
+  co_return r;
+}
+
+asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_setup(push::rtsp_request req,
+                                                                       tcp_endpoint peer) {
+  auto t = parse_rtsp_target(req, peer);
+  if (!t) {
+    co_return refusal(t.err());
+  }
+  if (!req.header("Session").empty()) {
+    co_return refusal(459, "aggregate_operation_not_allowed",
+                      "a session has one stream: SETUP without a Session makes a new one");
+  }
+  auto tr = push::parse_transport(req.header("Transport"));
+  if (!tr) {
+    co_return refusal(461, "unsupported_transport", tr.err().detail);
+  }
+  auto console = canonical(peer.address());
+  if (!tr->destination.empty()) {
+    boost::system::error_code ec;
+    auto dest = asio::ip::make_address(tr->destination, ec);
+    if (ec || canonical(dest) != console) {
+      co_return refusal(403, "forbidden",
+                        "streams go only to the address that asks for them (destination=" +
+                            tr->destination + ")");
+    }
+  }
+  if (tr->client_rtp < 1024 || tr->client_rtcp < 1024) {
+    co_return refusal(461, "unsupported_transport",
+                      fmt::format("client_port {}-{} is out of range: 1024-65535", tr->client_rtp,
+                                  tr->client_rtcp));
+  }
+  if (push_sessions.size() >= max_push_sessions) {
+    co_return refusal(453, "not_enough_bandwidth", "the director holds as many sessions as it may");
+  }
+  std::optional<rtsp_response> refused;
+  auto m = co_await rtsp_program(*t, refused);
+  if (!m) {
+    co_return std::move(*refused);
+  }
+  push_session s;
+  do {
+    s.id = random_hex(push_rng);
+  } while (push_sessions.contains(s.id));
+  s.program = t->program;
+  s.console = console;
+  s.rtp_port = tr->client_rtp;
+  s.rtcp_port = tr->client_rtcp;
+  s.state.ssrc = static_cast<uint32_t>(push_rng());
+  s.state.seq = static_cast<uint16_t>(push_rng());
+  s.state.rtp_base = static_cast<uint32_t>(push_rng());
+  s.touched = steady::now();
+  rtsp_response r;
+  r.headers.emplace_back(
+      "Transport", push::write_transport(*tr, rtcp_sink_port, rtcp_sink_port + 1, s.state.ssrc));
+  r.headers.emplace_back(
+      "Session",
+      fmt::format("{};timeout={}", s.id,
+                  std::max<int64_t>(1, grid.timing.rtsp_session_timeout.count() / 1000)));
+  push_by_ssrc[s.state.ssrc] = s.id;
+  logger->info("director {}: RTSP session {} for {} to {}:{}", station->name.str(), s.id,
+               s.program.str(), console.to_string(), s.rtp_port);
+  push_sessions.emplace(s.id, std::move(s));
+  co_return r;
+}
+
+// PLAY: where to start (Range; else where the session stopped; else the start), at which Scale,
+// on the engine the tables choose (claim 18). A PLAY while playing moves the stream (a seek).
+asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_play(push::rtsp_request req,
+                                                                      std::string sid) {
+  std::optional<push::npt_range> range;
+  if (auto h = req.header("Range"); !h.empty()) {
+    auto parsed = push::parse_range(h);
+    if (!parsed) {
+      co_return refusal(457, "invalid_range", parsed.err().detail);
+    }
+    range = *parsed;
+  }
+  double scale = 1;
+  if (auto h = req.header("Scale"); !h.empty()) {
+    auto parsed = push::parse_scale(h);
+    if (!parsed || std::abs(*parsed) < 1) {
+      co_return refusal(
+          400, "bad_request",
+          parsed ? "Scale must be at least 1 in magnitude: no slow motion" : parsed.err().detail);
+    }
+    scale = *parsed;
+  }
+  auto it = push_sessions.find(sid);
+  auto m = ready_program(it->second.program.str());
+  if (!m) {
+    co_return refusal(m.err());
+  }
+  if (it->second.now == push_session::phase::playing && it->second.engine) {
+    co_await stop_stream(sid);  // where it stopped is where "now" is
+    it = push_sessions.find(sid);
+    if (it == push_sessions.end()) {
+      co_return refusal(454, "session_not_found", "the session ended meanwhile");
+    }
+  }
+  auto& s = it->second;
+  auto start = plan_start(**m, s, range ? range->start : std::nullopt);
+  if (!start) {
+    co_return refusal(457, "invalid_range", start.err().detail);
+  }
+  start->state.scale = scale;
+  auto pos = co_await start_stream(sid, std::move(*start), {});
+  if (!pos) {
+    co_return refusal(pos.err());
+  }
+  push_plays->inc();
+  it = push_sessions.find(sid);
+  rtsp_response r;
+  r.headers.emplace_back("Range", push::write_range(pos->npt, (*m)->duration()));
+  if (scale != 1) {
+    r.headers.emplace_back("Scale", fmt::format("{}", scale));
+  }
+  uint32_t rtptime =
+      pos->state.rtp_base + static_cast<uint32_t>(std::llround(pos->npt * push::rtp_clock_hz));
+  auto t = parse_rtsp_target(req, {});
+  r.headers.emplace_back("RTP-Info",
+                         fmt::format("url={};seq={};rtptime={}", t ? t->base + "/track1" : req.uri,
+                                     pos->state.seq, rtptime));
+  co_return r;
+}
+
+asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_pause(std::string sid) {
+  auto it = push_sessions.find(sid);
+  if (it->second.now == push_session::phase::playing) {
+    co_await stop_stream(sid);
+    it = push_sessions.find(sid);
+    if (it != push_sessions.end()) {
+      it->second.now = push_session::phase::paused;
+    }
+  }
+  co_return rtsp_response{};
+}
+
+asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_teardown(std::string sid) {
+  if (push_sessions.find(sid)->second.now == push_session::phase::playing) {
+    co_await stop_stream(sid);
+  }
+  end_session(sid);
+  co_return rtsp_response{};
+}
+
+void director_daemon::impl::end_session(const std::string& sid) {
+  auto it = push_sessions.find(sid);
+  if (it == push_sessions.end()) {
+    return;
+  }
+  push_by_ssrc.erase(it->second.state.ssrc);
+  push_sessions.erase(it);
+}
+
+}  // namespace vodgrid::director
