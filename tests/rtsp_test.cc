@@ -28,8 +28,7 @@ uint16_t port_of(const std::string& url) {
 }
 
 std::string rtsp_url(const std::string& director_url, const std::string& program) {
-  return "rtsp://" + director_url.substr(std::string("http://").size()) + "/v1/programs/" +
-         program;
+  return "rtsp://" + director_url.substr(std::string("http://").size()) + "/v1/programs/" + program;
 }
 
 // One RTSP connection to 127.0.0.1:port, kept open between requests, as a console holds it.
@@ -99,7 +98,8 @@ int rtsp_status(const std::string& response) {
 
 std::string header(const std::string& response, const std::string& name) {
   std::smatch m;
-  if (std::regex_search(response, m, std::regex("\r\n" + name + ": *([^\r\n]*)", std::regex::icase))) {
+  if (std::regex_search(response, m,
+                        std::regex("\r\n" + name + ": *([^\r\n]*)", std::regex::icase))) {
     return m[1];
   }
   return {};
@@ -178,18 +178,20 @@ TEST(Rtsp, BadRequestsAreRefusedWithAStatusAndAReason) {
   };
   std::vector<bad_case> cases{
       {"DESCRIBE " + base + " RTSP/1.0\r\n\r\n", 400, "CSeq"},
-      {"DESCRIBE rtsp://127.0.0.1/v1/programs/nothing RTSP/1.0\r\nCSeq: 2\r\n\r\n", 404,
-       "nothing"},
+      {"DESCRIBE rtsp://127.0.0.1/v1/programs/nothing RTSP/1.0\r\nCSeq: 2\r\n\r\n", 404, "nothing"},
       {"DESCRIBE rtsp://127.0.0.1/etc/passwd RTSP/1.0\r\nCSeq: 2\r\n\r\n", 404, "no such"},
       {"PLAY " + base + " RTSP/1.0\r\nCSeq: 3\r\n\r\n", 454, "SETUP"},
       {"PLAY " + base + " RTSP/1.0\r\nCSeq: 3\r\nSession: 0123456789abcdef\r\n\r\n", 454,
        "no such session"},
-      {"SETUP " + base + "/track1 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP;unicast;client_port=80-81\r\n\r\n",
+      {"SETUP " + base +
+           "/track1 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP;unicast;client_port=80-81\r\n\r\n",
        461, "out of range"},
-      {"SETUP " + base + "/track1 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n",
+      {"SETUP " + base +
+           "/track1 RTSP/1.0\r\nCSeq: 4\r\nTransport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n",
        461, ""},
       {"SETUP " + base +
-           "/track1 RTSP/1.0\r\nCSeq: 5\r\nTransport: RTP/AVP;unicast;destination=10.1.2.3;client_port=5000-5001\r\n\r\n",
+           "/track1 RTSP/1.0\r\nCSeq: 5\r\nTransport: "
+           "RTP/AVP;unicast;destination=10.1.2.3;client_port=5000-5001\r\n\r\n",
        403, "address"},
       {"RECORD " + base + " RTSP/1.0\r\nCSeq: 6\r\n\r\n", 405, "RECORD"},
       {"FROB " + base + " RTSP/1.0\r\nCSeq: 7\r\n\r\n", 501, "FROB"},
@@ -202,8 +204,9 @@ TEST(Rtsp, BadRequestsAreRefusedWithAStatusAndAReason) {
   }
   // A session: Scale 0 and a range past the end are refused and change nothing.
   rtsp_connection c(port);
-  auto setup = c.exchange("SETUP " + base +
-                          "/track1 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP;unicast;client_port=40000-40001\r\n\r\n");
+  auto setup = c.exchange(
+      "SETUP " + base +
+      "/track1 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP;unicast;client_port=40000-40001\r\n\r\n");
   ASSERT_EQ(rtsp_status(setup), 200) << setup;
   auto session = header(setup, "Session");
   session = session.substr(0, session.find(';'));
@@ -218,11 +221,11 @@ TEST(Rtsp, BadRequestsAreRefusedWithAStatusAndAReason) {
   EXPECT_EQ(p.director_metric("vodgrid_director_push_plays_total"), 0);
   // Another console may not use the session (the id is all it would know): refused as unknown.
   // (Both run on loopback here, so the check is of the id: a wrong one is refused.)
-  auto other = c.exchange("TEARDOWN " + base + " RTSP/1.0\r\nCSeq: 4\r\nSession: " +
-                          std::string(16, 'f') + "\r\n\r\n");
+  auto other = c.exchange("TEARDOWN " + base +
+                          " RTSP/1.0\r\nCSeq: 4\r\nSession: " + std::string(16, 'f') + "\r\n\r\n");
   EXPECT_EQ(rtsp_status(other), 454) << other;
-  auto bye = c.exchange("TEARDOWN " + base + " RTSP/1.0\r\nCSeq: 5\r\nSession: " + session +
-                        "\r\n\r\n");
+  auto bye =
+      c.exchange("TEARDOWN " + base + " RTSP/1.0\r\nCSeq: 5\r\nSession: " + session + "\r\n\r\n");
   EXPECT_EQ(rtsp_status(bye), 200) << bye;
   EXPECT_EQ(header(bye, "CSeq"), "5") << bye;
   EXPECT_EQ(p.director_metric("vodgrid_director_rtsp_sessions"), 0);
