@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "push/rtp.h"
+#include "push/rtsp.h"
 #include "push/ts.h"
 #include "support/support.h"
 
@@ -657,6 +658,415 @@ TEST(Rtcp, WhatIsNotRtcpReportsNoSource) {
   sdes_first[1] = 202;
   EXPECT_TRUE(rtcp_reported_sources(sdes_first).empty());
   EXPECT_TRUE(rtcp_reported_sources({}).empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// RTSP messages: the requests ffmpeg 5.1 and GStreamer 1.22 send (as captured from them), and each
+// kind of malformed input.
+
+constexpr std::string_view ffmpeg_options =
+    "OPTIONS rtsp://127.0.0.1:8554/v1/programs/p/?token=T RTSP/1.0\r\n"
+    "CSeq: 1\r\n"
+    "User-Agent: Lavf59.27.100\r\n"
+    "\r\n";
+constexpr std::string_view ffmpeg_describe =
+    "DESCRIBE rtsp://127.0.0.1:8554/v1/programs/p/?token=T RTSP/1.0\r\n"
+    "Accept: application/sdp\r\n"
+    "CSeq: 2\r\n"
+    "User-Agent: Lavf59.27.100\r\n"
+    "\r\n";
+constexpr std::string_view ffmpeg_setup =
+    "SETUP rtsp://127.0.0.1:8554/v1/programs/p/track0 RTSP/1.0\r\n"
+    "Transport: RTP/AVP/UDP;unicast;client_port=5000-5001\r\n"
+    "CSeq: 3\r\n"
+    "User-Agent: Lavf59.27.100\r\n"
+    "\r\n";
+constexpr std::string_view ffmpeg_play =
+    "PLAY rtsp://127.0.0.1:8554/v1/programs/p/ RTSP/1.0\r\n"
+    "Range: npt=0.000-\r\n"
+    "Scale: 4\r\n"
+    "CSeq: 4\r\n"
+    "User-Agent: Lavf59.27.100\r\n"
+    "Session: 12345678\r\n"
+    "\r\n";
+constexpr std::string_view ffmpeg_teardown =
+    "TEARDOWN rtsp://127.0.0.1:8554/v1/programs/p/ RTSP/1.0\r\n"
+    "CSeq: 5\r\n"
+    "User-Agent: Lavf59.27.100\r\n"
+    "Session: 12345678\r\n"
+    "\r\n";
+constexpr std::string_view gstreamer_setup =
+    "SETUP rtsp://127.0.0.1:8554/v1/programs/p/track0 RTSP/1.0\r\n"
+    "CSeq: 3\r\n"
+    "User-Agent: GStreamer/1.22.0\r\n"
+    "Transport: RTP/AVP/UDP;unicast;client_port=37408-37409,RTP/AVP/UDP;multicast,RTP/AVP/TCP\r\n"
+    "Date: Sun, 06 Dec 2026 08:37:36 GMT\r\n"
+    "\r\n";
+constexpr std::string_view gstreamer_play =
+    "PLAY rtsp://127.0.0.1:8554/v1/programs/p/ RTSP/1.0\r\n"
+    "CSeq: 4\r\n"
+    "User-Agent: GStreamer/1.22.0\r\n"
+    "Range: npt=0-8\r\n"
+    "Session: 12345678\r\n"
+    "Date: Sun, 06 Dec 2026 08:37:36 GMT\r\n"
+    "\r\n";
+
+rtsp_request parsed(std::string_view text) {
+  rtsp_request r;
+  auto o = parse_request(text, r);
+  EXPECT_EQ(o.state, parse_state::complete) << o.why << "\n" << text;
+  EXPECT_EQ(o.consumed, text.size());
+  return r;
+}
+
+TEST(Rtsp, FfmpegsRequestsParse) {
+  auto options = parsed(ffmpeg_options);
+  EXPECT_EQ(options.method, "OPTIONS");
+  EXPECT_EQ(options.uri, "rtsp://127.0.0.1:8554/v1/programs/p/?token=T");
+  EXPECT_EQ(options.cseq, 1u);
+  EXPECT_EQ(options.header("user-agent"), "Lavf59.27.100");
+  EXPECT_TRUE(options.body.empty());
+
+  auto describe = parsed(ffmpeg_describe);
+  EXPECT_EQ(describe.method, "DESCRIBE");
+  EXPECT_EQ(describe.cseq, 2u);
+  EXPECT_EQ(describe.header("Accept"), "application/sdp");
+  EXPECT_EQ(describe.header("CSeq"), "");  // held in cseq, not among the headers
+
+  auto setup = parsed(ffmpeg_setup);
+  EXPECT_EQ(setup.method, "SETUP");
+  EXPECT_EQ(setup.uri, "rtsp://127.0.0.1:8554/v1/programs/p/track0");
+  auto t = parse_transport(setup.header("Transport"));
+  ASSERT_TRUE(t) << t.err().detail;
+  EXPECT_EQ(t->client_rtp, 5000);
+  EXPECT_EQ(t->client_rtcp, 5001);
+  EXPECT_EQ(t->destination, "");
+
+  auto play = parsed(ffmpeg_play);
+  EXPECT_EQ(play.method, "PLAY");
+  EXPECT_EQ(play.cseq, 4u);
+  auto range = parse_range(play.header("Range"));
+  ASSERT_TRUE(range);
+  EXPECT_EQ(range->start, 0.0);
+  EXPECT_FALSE(range->end);
+  auto scale = parse_scale(play.header("scale"));
+  ASSERT_TRUE(scale);
+  EXPECT_EQ(*scale, 4.0);
+  EXPECT_EQ(session_id(play.header("Session")), "12345678");
+
+  auto teardown = parsed(ffmpeg_teardown);
+  EXPECT_EQ(teardown.method, "TEARDOWN");
+  EXPECT_EQ(teardown.cseq, 5u);
+  EXPECT_EQ(session_id(teardown.header("SESSION")), "12345678");
+}
+
+TEST(Rtsp, GstreamersRequestsParseAndItsFirstUsableTransportIsPicked) {
+  auto setup = parsed(gstreamer_setup);
+  EXPECT_EQ(setup.cseq, 3u);
+  EXPECT_EQ(setup.header("Date"), "Sun, 06 Dec 2026 08:37:36 GMT");
+  auto t = parse_transport(setup.header("Transport"));
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->client_rtp, 37408);
+  EXPECT_EQ(t->client_rtcp, 37409);
+
+  auto play = parsed(gstreamer_play);
+  auto range = parse_range(play.header("Range"));
+  ASSERT_TRUE(range);
+  EXPECT_EQ(range->start, 0.0);
+  EXPECT_EQ(range->end, 8.0);
+}
+
+TEST(Rtsp, PipelinedRequestsAreTakenOneAtATime) {
+  const std::string both = std::string(ffmpeg_options) + std::string(ffmpeg_describe);
+  rtsp_request r;
+  auto o = parse_request(both, r);
+  ASSERT_EQ(o.state, parse_state::complete);
+  EXPECT_EQ(o.consumed, ffmpeg_options.size());
+  EXPECT_EQ(r.method, "OPTIONS");
+  o = parse_request(std::string_view(both).substr(o.consumed), r);
+  ASSERT_EQ(o.state, parse_state::complete);
+  EXPECT_EQ(r.method, "DESCRIBE");
+}
+
+TEST(Rtsp, LineFeedsAloneAndAnyCaseOfHeaderNames) {
+  auto r = parsed(
+      "SET_PARAMETER rtsp://h/v1/programs/p RTSP/1.0\ncseq: 7\nsession: abc\n"
+      "content-length: 5\ncontent-type: text/parameters\n\nhello");
+  EXPECT_EQ(r.method, "SET_PARAMETER");
+  EXPECT_EQ(r.cseq, 7u);
+  EXPECT_EQ(r.header("Session"), "abc");
+  EXPECT_EQ(r.header("CONTENT-TYPE"), "text/parameters");
+  EXPECT_EQ(r.body, "hello");
+}
+
+TEST(Rtsp, EveryPrefixNeedsMore) {
+  const std::string full =
+      "GET_PARAMETER rtsp://h/v1/programs/p RTSP/1.0\r\nCSeq: 9\r\nSession: s1\r\n"
+      "Content-Length: 8\r\n\r\nposition";
+  for (size_t n = 0; n < full.size(); ++n) {
+    rtsp_request r;
+    r.method = "untouched";
+    auto o = parse_request(std::string_view(full).substr(0, n), r);
+    EXPECT_EQ(o.state, parse_state::need_more) << n << ": " << o.why;
+    EXPECT_EQ(r.method, "untouched");
+  }
+  auto r = parsed(full);
+  EXPECT_EQ(r.body, "position");
+}
+
+// The outcome of parsing `text` as a request, which must be bad; `out` must not change.
+parse_outcome refused(std::string_view text, const rtsp_limits& lim = {}) {
+  rtsp_request r;
+  r.method = "untouched";
+  auto o = parse_request(text, r, lim);
+  EXPECT_EQ(o.state, parse_state::bad) << text;
+  EXPECT_EQ(r.method, "untouched");
+  EXPECT_FALSE(o.why.empty());
+  return o;
+}
+
+TEST(Rtsp, MalformedRequestsAreRefusedWithTheirStatus) {
+  EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\n\r\n").why, "missing CSeq");
+  EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\nCSeq: one\r\n\r\n").status, 400);
+  EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\nCSeq: -1\r\n\r\n").status, 400);
+  EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\nCSeq: 4294967296\r\n\r\n").status, 400);
+  EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nCSeq: 2\r\n\r\n").status, 400);
+  EXPECT_EQ(refused("OPTIONS * RTSP/2.0\r\nCSeq: 1\r\n\r\n").status, 505);
+  EXPECT_EQ(refused("GET / HTTP/1.1\r\nHost: x\r\n\r\n").status, 400);
+  EXPECT_EQ(refused("DESC(RIBE * RTSP/1.0\r\nCSeq: 1\r\n\r\n").why, "the method is not a token");
+  EXPECT_EQ(refused("DESCRIBE  * RTSP/1.0\r\nCSeq: 1\r\n\r\n").status, 400);
+  EXPECT_EQ(refused("DESCRIBE *\r\nCSeq: 1\r\n\r\n").status, 400);
+  EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n folded\r\n\r\n").status, 400);
+  EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nno colon\r\n\r\n").status, 400);
+  EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nX: a\x01z\r\n\r\n").status, 400);
+  EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 1x\r\n\r\n").status, 400);
+  const auto dollar = refused(std::string("$\x00\x00\x10", 4) + std::string(16, 'x'));
+  EXPECT_EQ(dollar.status, 400);
+  EXPECT_EQ(dollar.why, "interleaved data is not supported");
+}
+
+TEST(Rtsp, BinaryInTheFirstLineIsRefusedBeforeItEnds) {
+  EXPECT_EQ(refused(std::string("\x16\x03\x01\x02\x00\x01", 6)).status, 400);  // a TLS hello
+}
+
+TEST(Rtsp, LimitsAreEnforcedBeforeTheMessageEnds) {
+  // A body over the limit: refused as soon as the head is in, before any of the body.
+  auto big = refused("SET_PARAMETER * RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 65537\r\n\r\n");
+  EXPECT_EQ(big.status, 413);
+  // A head over the limit, no blank line yet.
+  rtsp_limits lim;
+  lim.header_bytes = 256;
+  std::string head = "OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n";
+  while (head.size() < 256) {
+    head += "X-Pad: aaaaaaaaaaaaaaaa\r\n";
+  }
+  EXPECT_EQ(refused(head, lim).status, 413);
+  EXPECT_EQ(refused("OPTIONS * RTSP/1.0" + std::string(300, 'a'), lim).status, 413);
+  // Just under the limit is fine.
+  std::string fits = "OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n";
+  fits += "X: " + std::string(256 - fits.size() - 7, 'b') + "\r\n\r\n";
+  ASSERT_EQ(fits.size(), 256u);
+  rtsp_request r;
+  EXPECT_EQ(parse_request(fits, r, lim).state, parse_state::complete);
+  // Too many header lines.
+  rtsp_limits few;
+  few.headers = 3;
+  EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", few).status,
+            413);
+}
+
+TEST(Rtsp, WrittenRequestsAndResponsesParseBack) {
+  rtsp_request q;
+  q.method = "SETUP";
+  q.uri = "rtsp://h:554/v1/programs/p/track0";
+  q.cseq = 42;
+  q.headers = {{"Transport", "RTP/AVP;unicast;client_port=6000-6001"}, {"X-Evil", "a\r\nB: c"}};
+  q.body = "body";
+  const std::string text = write_request(q);
+  EXPECT_EQ(text,
+            "SETUP rtsp://h:554/v1/programs/p/track0 RTSP/1.0\r\nCSeq: 42\r\n"
+            "Transport: RTP/AVP;unicast;client_port=6000-6001\r\nX-Evil: a  B: c\r\n"
+            "Content-Length: 4\r\n\r\nbody");
+  auto back = parsed(text);
+  EXPECT_EQ(back.method, q.method);
+  EXPECT_EQ(back.uri, q.uri);
+  EXPECT_EQ(back.cseq, q.cseq);
+  EXPECT_EQ(back.header("Transport"), q.headers[0].second);
+  EXPECT_EQ(back.body, "body");
+
+  rtsp_response a;
+  a.status = 200;
+  a.cseq = 2;
+  a.headers = {{"Content-Type", "application/sdp"}, {"Session", "abc;timeout=60"}};
+  a.body = "v=0\r\n";
+  const std::string reply = write_response(a);
+  EXPECT_EQ(reply,
+            "RTSP/1.0 200 OK\r\nCSeq: 2\r\nContent-Type: application/sdp\r\n"
+            "Session: abc;timeout=60\r\nContent-Length: 5\r\n\r\nv=0\r\n");
+  rtsp_response b;
+  auto o = parse_response(reply, b);
+  ASSERT_EQ(o.state, parse_state::complete) << o.why;
+  EXPECT_EQ(o.consumed, reply.size());
+  EXPECT_EQ(b.status, 200);
+  EXPECT_EQ(b.reason, "OK");
+  EXPECT_EQ(b.cseq, 2u);
+  EXPECT_EQ(b.header("session"), "abc;timeout=60");
+  EXPECT_EQ(b.body, "v=0\r\n");
+  // Every prefix of a reply needs more.
+  for (size_t n = 0; n < reply.size(); ++n) {
+    rtsp_response p;
+    EXPECT_EQ(parse_response(std::string_view(reply).substr(0, n), p).state, parse_state::need_more)
+        << n;
+  }
+
+  rtsp_response err;
+  err.status = 454;
+  err.cseq = 9;
+  EXPECT_EQ(write_response(err), "RTSP/1.0 454 Session Not Found\r\nCSeq: 9\r\n\r\n");
+  err.reason = "Session Not Found: s1";
+  EXPECT_EQ(write_response(err), "RTSP/1.0 454 Session Not Found: s1\r\nCSeq: 9\r\n\r\n");
+}
+
+TEST(Rtsp, MalformedResponsesAreRefused) {
+  rtsp_response r;
+  EXPECT_EQ(parse_response("RTSP/2.0 200 OK\r\nCSeq: 1\r\n\r\n", r).status, 505);
+  EXPECT_EQ(parse_response("RTSP/1.0 2x0 OK\r\nCSeq: 1\r\n\r\n", r).state, parse_state::bad);
+  EXPECT_EQ(parse_response("RTSP/1.0 2000 OK\r\nCSeq: 1\r\n\r\n", r).state, parse_state::bad);
+  EXPECT_EQ(parse_response("HTTP/1.1 200 OK\r\n\r\n", r).state, parse_state::bad);
+  EXPECT_EQ(parse_response("RTSP/1.0 200 OK\r\nCSeq: x\r\n\r\n", r).state, parse_state::bad);
+  auto ok = parse_response("RTSP/1.0 404\r\nCSeq: 3\r\n\r\n", r);
+  ASSERT_EQ(ok.state, parse_state::complete);
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(r.reason, "");
+}
+
+TEST(Rtsp, ReasonPhrasesOfRfc2326) {
+  const std::vector<std::pair<int, std::string_view>> want = {
+      {200, "OK"},
+      {400, "Bad Request"},
+      {401, "Unauthorized"},
+      {403, "Forbidden"},
+      {404, "Not Found"},
+      {405, "Method Not Allowed"},
+      {406, "Not Acceptable"},
+      {451, "Parameter Not Understood"},
+      {453, "Not Enough Bandwidth"},
+      {454, "Session Not Found"},
+      {455, "Method Not Valid in This State"},
+      {457, "Invalid Range"},
+      {459, "Aggregate operation not allowed"},
+      {461, "Unsupported transport"},
+      {500, "Internal Server Error"},
+      {501, "Not Implemented"},
+      {503, "Service Unavailable"},
+      {505, "RTSP Version not supported"},
+      {551, "Option not supported"},
+      {499, "Bad Request"},  // an unknown code reads as the x00 of its class
+      {700, "Unknown"},
+  };
+  for (const auto& [code, text] : want) {
+    EXPECT_EQ(reason_phrase(code), text) << code;
+  }
+}
+
+TEST(Rtsp, TransportPicksTheFirstUnicastUdpSpec) {
+  auto t = parse_transport(
+      "RTP/AVP;multicast;client_port=5000-5001, RTP/AVP/TCP;unicast;interleaved=0-1, "
+      "RTP/AVP;unicast;client_port=5002-5003;mode=\"PLAY\", RTP/AVP;unicast;client_port=6000-6001");
+  ASSERT_TRUE(t) << t.err().detail;
+  EXPECT_EQ(t->client_rtp, 5002);
+  EXPECT_EQ(t->client_rtcp, 5003);
+  auto one = parse_transport("RTP/AVP;unicast;client_port=5000");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->client_rtcp, 5001);
+  auto dest = parse_transport("rtp/avp/udp;unicast;destination=10.0.0.9;client_port=7000-7001");
+  ASSERT_TRUE(dest);
+  EXPECT_EQ(dest->destination, "10.0.0.9");
+  EXPECT_EQ(write_transport(*t, 6970, 6971, 0xab12),
+            "RTP/AVP;unicast;client_port=5002-5003;server_port=6970-6971;ssrc=0000AB12");
+}
+
+TEST(Rtsp, TransportWeCannotServeIsRefused) {
+  for (std::string_view h : {
+           "RTP/AVP/TCP;unicast;interleaved=0-1",
+           "RTP/AVP;multicast;client_port=5000-5001",
+           "RTP/AVP;unicast;interleaved=0-1;client_port=5000-5001",
+           "RTP/AVP;unicast",
+           "RTP/AVP;unicast;client_port=0-1",
+           "RTP/AVP;unicast;client_port=70000-70001",
+           "RTP/AVP;unicast;client_port=65535",
+           "RTP/AVP;unicast;client_port=5000-5000",
+           "RTP/AVP;unicast;client_port=-5001",
+           "RTP/AVP;unicast;client_port=5000-5001;mode=record",
+           "RTP/SAVP;unicast;client_port=5000-5001",
+           "RAW/RAW/UDP;unicast;client_port=5000-5001",
+           "",
+           ",,,",
+       }) {
+    auto t = parse_transport(h);
+    EXPECT_FALSE(t) << h;
+    if (!t) {
+      EXPECT_EQ(t.err().code, errc::invalid_argument);
+    }
+  }
+}
+
+TEST(Rtsp, RangeForms) {
+  struct want {
+    std::string_view header;
+    std::optional<double> start;
+    std::optional<double> end;
+  };
+  for (const auto& w : std::vector<want>{
+           {"npt=0.000-", 0.0, std::nullopt},
+           {"npt=0-8", 0.0, 8.0},
+           {"npt=12.5-30", 12.5, 30.0},
+           {"npt=now-", std::nullopt, std::nullopt},
+           {"npt=1:02:03.5-", 3723.5, std::nullopt},
+           {"npt=00:00:10-00:01:00", 10.0, 60.0},
+           {"npt=7-7", 7.0, 7.0},
+           {" npt = 3 - 4 ", 3.0, 4.0},
+           {"npt=5-;time=19970123T143720Z", 5.0, std::nullopt},
+       }) {
+    auto r = parse_range(w.header);
+    ASSERT_TRUE(r) << w.header << ": " << r.err().detail;
+    EXPECT_EQ(r->start, w.start) << w.header;
+    EXPECT_EQ(r->end, w.end) << w.header;
+  }
+  EXPECT_EQ(write_range(12, 30), "npt=12.000-30.000");
+  EXPECT_EQ(write_range(1.5, std::nullopt), "npt=1.500-");
+}
+
+TEST(Rtsp, BadRangesAreRefused) {
+  for (std::string_view h :
+       {"npt=5-3", "smpte=0:10:00-", "clock=19961108T142300Z-", "npt=-5", "npt=-", "npt=5",
+        "npt=", "npt=abc-", "npt=1e3-", "npt=inf-", "npt=nan-", "npt=-1-2", "npt=00:60:00-",
+        "npt=00:00:60-", "npt=1:2-", "npt=1.2.3-", "npt=.-", ""}) {
+    auto r = parse_range(h);
+    EXPECT_FALSE(r) << h;
+    if (!r) {
+      EXPECT_EQ(r.err().code, errc::invalid_argument);
+    }
+  }
+}
+
+TEST(Rtsp, ScaleIsANonZeroNumberUpTo64) {
+  EXPECT_EQ(*parse_scale("4"), 4.0);
+  EXPECT_EQ(*parse_scale(" -2 "), -2.0);
+  EXPECT_EQ(*parse_scale("0.5"), 0.5);
+  EXPECT_EQ(*parse_scale("64"), 64.0);
+  EXPECT_EQ(*parse_scale("-64.0"), -64.0);
+  for (std::string_view h :
+       {"0", "-0.0", "65", "-64.5", "inf", "nan", "1e3", "", "abc", "+2", "4x", "--2", "."}) {
+    EXPECT_FALSE(parse_scale(h)) << h;
+  }
+}
+
+TEST(Rtsp, SessionIdIsWhatComesBeforeItsParameters) {
+  EXPECT_EQ(session_id("12345678;timeout=60"), "12345678");
+  EXPECT_EQ(session_id(" abc "), "abc");
+  EXPECT_EQ(session_id("abc ; timeout=5"), "abc");
+  EXPECT_EQ(session_id(""), "");
 }
 
 }  // namespace

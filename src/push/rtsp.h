@@ -26,10 +26,10 @@ struct rtsp_limits {
 };
 
 struct rtsp_request {
-  std::string method;  // as sent ("DESCRIBE"); methods are case-sensitive (RFC 2326 6.1)
-  std::string uri;     // the Request-URI as sent
-  uint32_t cseq = 0;   // CSeq, required
-  header_list headers;
+  std::string method;   // as sent ("DESCRIBE"); methods are case-sensitive (RFC 2326 6.1)
+  std::string uri;      // the Request-URI as sent
+  uint32_t cseq = 0;    // CSeq, required
+  header_list headers;  // as sent, but not CSeq or Content-Length (cseq and body hold them)
   std::string body;
   // The value of the first header named `name` (case-insensitive), or "" if there is none.
   std::string_view header(std::string_view name) const;
