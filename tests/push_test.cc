@@ -719,7 +719,7 @@ rtsp_request parsed(std::string_view text) {
   return r;
 }
 
-TEST(Rtsp, FfmpegsRequestsParse) {
+TEST(RtspMessage, FfmpegsRequestsParse) {
   auto options = parsed(ffmpeg_options);
   EXPECT_EQ(options.method, "OPTIONS");
   EXPECT_EQ(options.uri, "rtsp://127.0.0.1:8554/v1/programs/p/?token=T");
@@ -760,7 +760,7 @@ TEST(Rtsp, FfmpegsRequestsParse) {
   EXPECT_EQ(session_id(teardown.header("SESSION")), "12345678");
 }
 
-TEST(Rtsp, GstreamersRequestsParseAndItsFirstUsableTransportIsPicked) {
+TEST(RtspMessage, GstreamersRequestsParseAndItsFirstUsableTransportIsPicked) {
   auto setup = parsed(gstreamer_setup);
   EXPECT_EQ(setup.cseq, 3u);
   EXPECT_EQ(setup.header("Date"), "Sun, 06 Dec 2026 08:37:36 GMT");
@@ -776,7 +776,7 @@ TEST(Rtsp, GstreamersRequestsParseAndItsFirstUsableTransportIsPicked) {
   EXPECT_EQ(range->end, 8.0);
 }
 
-TEST(Rtsp, PipelinedRequestsAreTakenOneAtATime) {
+TEST(RtspMessage, PipelinedRequestsAreTakenOneAtATime) {
   const std::string both = std::string(ffmpeg_options) + std::string(ffmpeg_describe);
   rtsp_request r;
   auto o = parse_request(both, r);
@@ -788,7 +788,7 @@ TEST(Rtsp, PipelinedRequestsAreTakenOneAtATime) {
   EXPECT_EQ(r.method, "DESCRIBE");
 }
 
-TEST(Rtsp, LineFeedsAloneAndAnyCaseOfHeaderNames) {
+TEST(RtspMessage, LineFeedsAloneAndAnyCaseOfHeaderNames) {
   auto r = parsed(
       "SET_PARAMETER rtsp://h/v1/programs/p RTSP/1.0\ncseq: 7\nsession: abc\n"
       "content-length: 5\ncontent-type: text/parameters\n\nhello");
@@ -799,7 +799,7 @@ TEST(Rtsp, LineFeedsAloneAndAnyCaseOfHeaderNames) {
   EXPECT_EQ(r.body, "hello");
 }
 
-TEST(Rtsp, EveryPrefixNeedsMore) {
+TEST(RtspMessage, EveryPrefixNeedsMore) {
   const std::string full =
       "GET_PARAMETER rtsp://h/v1/programs/p RTSP/1.0\r\nCSeq: 9\r\nSession: s1\r\n"
       "Content-Length: 8\r\n\r\nposition";
@@ -825,7 +825,7 @@ parse_outcome refused(std::string_view text, const rtsp_limits& lim = {}) {
   return o;
 }
 
-TEST(Rtsp, MalformedRequestsAreRefusedWithTheirStatus) {
+TEST(RtspMessage, MalformedRequestsAreRefusedWithTheirStatus) {
   EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\n\r\n").why, "missing CSeq");
   EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\nCSeq: one\r\n\r\n").status, 400);
   EXPECT_EQ(refused("OPTIONS * RTSP/1.0\r\nCSeq: -1\r\n\r\n").status, 400);
@@ -845,11 +845,11 @@ TEST(Rtsp, MalformedRequestsAreRefusedWithTheirStatus) {
   EXPECT_EQ(dollar.why, "interleaved data is not supported");
 }
 
-TEST(Rtsp, BinaryInTheFirstLineIsRefusedBeforeItEnds) {
+TEST(RtspMessage, BinaryInTheFirstLineIsRefusedBeforeItEnds) {
   EXPECT_EQ(refused(std::string("\x16\x03\x01\x02\x00\x01", 6)).status, 400);  // a TLS hello
 }
 
-TEST(Rtsp, LimitsAreEnforcedBeforeTheMessageEnds) {
+TEST(RtspMessage, LimitsAreEnforcedBeforeTheMessageEnds) {
   // A body over the limit: refused as soon as the head is in, before any of the body.
   auto big = refused("SET_PARAMETER * RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 65537\r\n\r\n");
   EXPECT_EQ(big.status, 413);
@@ -875,7 +875,7 @@ TEST(Rtsp, LimitsAreEnforcedBeforeTheMessageEnds) {
             413);
 }
 
-TEST(Rtsp, WrittenRequestsAndResponsesParseBack) {
+TEST(RtspMessage, WrittenRequestsAndResponsesParseBack) {
   rtsp_request q;
   q.method = "SETUP";
   q.uri = "rtsp://h:554/v1/programs/p/track0";
@@ -927,7 +927,7 @@ TEST(Rtsp, WrittenRequestsAndResponsesParseBack) {
   EXPECT_EQ(write_response(err), "RTSP/1.0 454 Session Not Found: s1\r\nCSeq: 9\r\n\r\n");
 }
 
-TEST(Rtsp, MalformedResponsesAreRefused) {
+TEST(RtspMessage, MalformedResponsesAreRefused) {
   rtsp_response r;
   EXPECT_EQ(parse_response("RTSP/2.0 200 OK\r\nCSeq: 1\r\n\r\n", r).status, 505);
   EXPECT_EQ(parse_response("RTSP/1.0 2x0 OK\r\nCSeq: 1\r\n\r\n", r).state, parse_state::bad);
@@ -940,7 +940,7 @@ TEST(Rtsp, MalformedResponsesAreRefused) {
   EXPECT_EQ(r.reason, "");
 }
 
-TEST(Rtsp, ReasonPhrasesOfRfc2326) {
+TEST(RtspMessage, ReasonPhrasesOfRfc2326) {
   const std::vector<std::pair<int, std::string_view>> want = {
       {200, "OK"},
       {400, "Bad Request"},
@@ -969,7 +969,7 @@ TEST(Rtsp, ReasonPhrasesOfRfc2326) {
   }
 }
 
-TEST(Rtsp, TransportPicksTheFirstUnicastUdpSpec) {
+TEST(RtspMessage, TransportPicksTheFirstUnicastUdpSpec) {
   auto t = parse_transport(
       "RTP/AVP;multicast;client_port=5000-5001, RTP/AVP/TCP;unicast;interleaved=0-1, "
       "RTP/AVP;unicast;client_port=5002-5003;mode=\"PLAY\", RTP/AVP;unicast;client_port=6000-6001");
@@ -986,7 +986,7 @@ TEST(Rtsp, TransportPicksTheFirstUnicastUdpSpec) {
             "RTP/AVP;unicast;client_port=5002-5003;server_port=6970-6971;ssrc=0000AB12");
 }
 
-TEST(Rtsp, TransportWeCannotServeIsRefused) {
+TEST(RtspMessage, TransportWeCannotServeIsRefused) {
   for (std::string_view h : {
            "RTP/AVP/TCP;unicast;interleaved=0-1",
            "RTP/AVP;multicast;client_port=5000-5001",
@@ -1011,7 +1011,7 @@ TEST(Rtsp, TransportWeCannotServeIsRefused) {
   }
 }
 
-TEST(Rtsp, RangeForms) {
+TEST(RtspMessage, RangeForms) {
   struct want {
     std::string_view header;
     std::optional<double> start;
@@ -1037,7 +1037,7 @@ TEST(Rtsp, RangeForms) {
   EXPECT_EQ(write_range(1.5, std::nullopt), "npt=1.500-");
 }
 
-TEST(Rtsp, BadRangesAreRefused) {
+TEST(RtspMessage, BadRangesAreRefused) {
   for (std::string_view h :
        {"npt=5-3", "smpte=0:10:00-", "clock=19961108T142300Z-", "npt=-5", "npt=-", "npt=5",
         "npt=", "npt=abc-", "npt=1e3-", "npt=inf-", "npt=nan-", "npt=-1-2", "npt=00:60:00-",
@@ -1050,7 +1050,7 @@ TEST(Rtsp, BadRangesAreRefused) {
   }
 }
 
-TEST(Rtsp, ScaleIsANonZeroNumberUpTo64) {
+TEST(RtspMessage, ScaleIsANonZeroNumberUpTo64) {
   EXPECT_EQ(*parse_scale("4"), 4.0);
   EXPECT_EQ(*parse_scale(" -2 "), -2.0);
   EXPECT_EQ(*parse_scale("0.5"), 0.5);
@@ -1062,7 +1062,7 @@ TEST(Rtsp, ScaleIsANonZeroNumberUpTo64) {
   }
 }
 
-TEST(Rtsp, SessionIdIsWhatComesBeforeItsParameters) {
+TEST(RtspMessage, SessionIdIsWhatComesBeforeItsParameters) {
   EXPECT_EQ(session_id("12345678;timeout=60"), "12345678");
   EXPECT_EQ(session_id(" abc "), "abc");
   EXPECT_EQ(session_id("abc ; timeout=5"), "abc");
