@@ -65,8 +65,8 @@ struct stream_state {
 };
 
 struct stream_spec {
-  std::string session;  // the RTSP session id
-  udp_endpoint rtp_to;  // the console's RTP port
+  std::string session;   // the RTSP session id
+  udp_endpoint rtp_to;   // the console's RTP port
   udp_endpoint rtcp_to;  // its RTCP port (RTP's + 1 by convention)
   stream_state state;
   segment_play first;
@@ -74,16 +74,19 @@ struct stream_spec {
 
 struct stream_position {
   std::string session;
-  segment_key key;      // the segment being sent
-  uint64_t offset = 0;  // its next byte to send
-  double npt = 0;       // the program time of that byte
-  stream_state state;   // what a stream resumed here continues with
+  segment_key key;  // the segment being sent
+  // Its next byte to send; sending key frames only, the next key frame's offset (backward: the
+  // packet after it), so that a stream resumed here sends that key frame next.
+  uint64_t offset = 0;
+  double npt = 0;        // the program time of that byte
+  stream_state state;    // what a stream resumed here continues with
   uint64_t packets = 0;  // RTP packets sent by this pacer on this stream
   uint64_t octets = 0;   // their payload bytes
 };
 
 enum class event_kind {
-  next_wanted,  // next_lead before the end of the last queued segment: append, or hand_off
+  next_wanted,  // next_lead before the end of the last queued segment: append, or hand_off;
+                // `at` is that segment at its end, with the state the segment after it starts with
   handoff_due,  // handoff_lead before a stream marked hand_off ends: `at` is the state the next
                 // engine continues with (the next segment's first datagram: seq, due time)
   ended,        // the last queued segment was sent, with nothing appended: the stream is gone
@@ -100,7 +103,7 @@ struct pacer_options {
   std::chrono::milliseconds handoff_lead{250};
   std::chrono::milliseconds rtcp_interval{5'000};
   std::string cname = "vodgrid";
-  uint32_t batch = 64;                   // datagrams per sendmmsg(2)
+  uint32_t batch = 64;                  // datagrams per sendmmsg(2)
   std::string bind_host = "127.0.0.1";  // the socket streams leave from (port chosen by the kernel)
   int send_buffer_bytes = 4 << 20;
 };
@@ -108,10 +111,10 @@ struct pacer_options {
 // Counters since the pacer started; read by /metrics.
 struct pacer_counters {
   uint64_t datagrams = 0;
-  uint64_t octets = 0;         // RTP payload bytes
-  uint64_t send_errors = 0;    // datagrams the kernel refused (the console's port closed, ...)
-  uint64_t late = 0;           // datagrams sent more than 2 ms after they were due
-  uint64_t starved = 0;        // waits for a segment still arriving
+  uint64_t octets = 0;       // RTP payload bytes
+  uint64_t send_errors = 0;  // datagrams the kernel refused (the console's port closed, ...)
+  uint64_t late = 0;         // datagrams sent more than 2 ms after they were due
+  uint64_t starved = 0;      // waits for a segment still arriving
   uint64_t sender_reports = 0;
 };
 
