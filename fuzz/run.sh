@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(fuzz_http_request fuzz_range fuzz_token fuzz_hls fuzz_api_json)
+[ ${#targets[@]} -eq 0 ] && targets=(fuzz_http_request fuzz_range fuzz_token fuzz_hls fuzz_api_json fuzz_rtsp_request)
 cxx="${FUZZ_CXX:-$(command -v clang++-14 || command -v clang++)}"
 
 cmake -S fuzz -B build/fuzz -G Ninja -DCMAKE_CXX_COMPILER="$cxx" >/dev/null

@@ -244,8 +244,20 @@ TEST(Rtsp, ViewerTokensAreCheckedAsForHttp) {
     rtsp_connection c(port);
     return c.exchange("DESCRIBE " + p.url() + query + " RTSP/1.0\r\nCSeq: 1\r\n\r\n");
   };
+  // Each refusal is the one HTTP playback gives for the same token, with its reason.
+  auto http_refusal = [&](const std::string& query) {
+    auto r = http_get(p.st.director_url() + "/v1/programs/movie/index.m3u8" + query);
+    return r ? std::pair(static_cast<int>(r->status), r->body) : std::pair(0, std::string());
+  };
   EXPECT_EQ(rtsp_status(describe("")), 401);
-  EXPECT_EQ(rtsp_status(describe("?token=garbage")), 401);
+  for (const std::string& q :
+       std::vector<std::string>{"", "?token=garbage", "?token=" + p.st.operator_token()}) {
+    auto [status, body] = http_refusal(q);
+    auto r = describe(q);
+    EXPECT_GE(status, 400) << q;
+    EXPECT_EQ(rtsp_status(r), status) << q << "\n" << r;
+    EXPECT_NE(r.find(body.substr(0, body.find('\n'))), std::string::npos) << r << "\n" << body;
+  }
   EXPECT_EQ(rtsp_status(describe("?token=" + p.st.operator_token())), 403);
   auto ok = describe("?token=" + p.st.viewer_token());
   EXPECT_EQ(rtsp_status(ok), 200) << ok;
