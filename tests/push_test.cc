@@ -615,6 +615,19 @@ TEST(Rtcp, SenderReportWithCnameIsWordAligned) {
   }
 }
 
+TEST(Rtcp, GoodbyeIsTheSenderReportThenAByeOfTheSource) {
+  auto sr = rtcp_sender_report(0xa1b2c3d4, 1, 2, 3, 4, "vodgrid");
+  auto p = rtcp_goodbye(0xa1b2c3d4, 1, 2, 3, 4, "vodgrid");
+  ASSERT_EQ(p.size(), sr.size() + 8);
+  EXPECT_TRUE(std::equal(sr.begin(), sr.end(), p.begin()));
+  auto* bye = p.data() + sr.size();
+  EXPECT_EQ(bye[0], 0x81);  // V=2, SC=1
+  EXPECT_EQ(bye[1], 203);
+  EXPECT_EQ((bye[2] << 8) | bye[3], 1);  // one word after the header
+  EXPECT_EQ(bye[4], 0xa1);
+  EXPECT_EQ(bye[7], 0xd4);
+}
+
 TEST(Rtcp, ReportedSourcesOfReceiverAndSenderReports) {
   // RR with two report blocks, then an SDES.
   std::vector<uint8_t> rr = bytes_of({0x82, 201, 0, 13, 0, 0, 0, 9});

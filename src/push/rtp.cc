@@ -8,6 +8,7 @@ namespace {
 constexpr uint8_t rtcp_sr = 200;
 constexpr uint8_t rtcp_rr = 201;
 constexpr uint8_t rtcp_sdes = 202;
+constexpr uint8_t rtcp_bye = 203;
 constexpr uint8_t sdes_cname = 1;
 constexpr size_t report_block_bytes = 24;
 constexpr uint64_t ntp_unix_offset_s = 2'208'988'800;  // 1900-01-01 to 1970-01-01
@@ -123,6 +124,14 @@ std::vector<uint8_t> rtcp_sender_report(uint32_t ssrc, uint64_t ntp, uint32_t rt
   out.push_back(static_cast<uint8_t>(cname.size()));
   out.insert(out.end(), cname.begin(), cname.end());
   out.resize(out.size() + (bytes - 4 - (chunk - 1)), 0);  // the null item and the padding
+  return out;
+}
+
+std::vector<uint8_t> rtcp_goodbye(uint32_t ssrc, uint64_t ntp, uint32_t rtp_timestamp,
+                                  uint32_t packets, uint32_t octets, std::string_view cname) {
+  auto out = rtcp_sender_report(ssrc, ntp, rtp_timestamp, packets, octets, cname);
+  rtcp_header(out, 1, rtcp_bye, 8);
+  append32(out, ssrc);
   return out;
 }
 

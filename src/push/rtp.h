@@ -42,6 +42,10 @@ uint64_t ntp_time(int64_t unix_ns);
 // A compound RTCP packet: a sender report (RFC 3550 6.4.1) then an SDES with `cname`.
 std::vector<uint8_t> rtcp_sender_report(uint32_t ssrc, uint64_t ntp, uint32_t rtp_timestamp,
                                         uint32_t packets, uint32_t octets, std::string_view cname);
+// The same followed by a BYE of `ssrc` (RFC 3550 6.6): the stream has ended. Players end on it
+// (ffmpeg's RTSP demuxer returns end of file, GStreamer's rtspsrc sends end of stream).
+std::vector<uint8_t> rtcp_goodbye(uint32_t ssrc, uint64_t ntp, uint32_t rtp_timestamp,
+                                  uint32_t packets, uint32_t octets, std::string_view cname);
 // The SSRCs that the report blocks of receiver and sender reports in a compound RTCP packet
 // describe (the sources the receiver hears); empty when the packet is not RTCP.
 std::vector<uint32_t> rtcp_reported_sources(std::span<const uint8_t> packet);
