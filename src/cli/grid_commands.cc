@@ -137,8 +137,9 @@ int run_up(const grid_options& o) {
       std::cout << "  supervisor " << s.supervisor.url();
     }
     std::cout << "\n";
-    std::cout << fmt::format("viewer URL: {}/v1/programs/<id>/index.m3u8\n",
-                             s.director.listen.url());
+    std::cout << fmt::format(
+        "viewer URLs: {}/v1/programs/<id>/index.m3u8  rtsp://{}:{}/v1/programs/<id>\n",
+        s.director.listen.url(), s.director.listen.host, s.director.listen.port);
   }
   if (grid->auth && grid->auth->demo_accounts) {
     std::cout << fmt::format(
