@@ -1,0 +1,261 @@
+// stream_account: the sequence, source and timing accounting of one RTSP session's datagrams, and
+// the reassembly of their TS payloads into segments checked by SHA-256.
+#include <algorithm>
+#include <map>
+#include <string>
+
+#include "console/rtsp_player.h"
+#include "push/rtp.h"
+
+namespace vodgrid::console {
+
+namespace {
+
+// Sequence numbers tracked past the first: 2^27 datagrams is about four days of a 3.75 Mb/s
+// stream, and the bitmap then holds 16 MiB.
+constexpr int64_t max_seq_span = int64_t{1} << 27;
+// Datagrams carry seven TS packets (DESIGN.md flow 8): the size assumed for one that never came.
+constexpr size_t usual_payload = 7 * 188;
+
+double seconds(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+}  // namespace
+
+// The TS payloads in sequence order, cut by segment sizes. Only datagrams that arrived ahead of a
+// missing one are held. A datagram given up is taken to have carried as many bytes as the largest
+// seen (the usual seven TS packets): the segments it touches fail, and the cut stays in step with
+// the sender when the guess is right (when it is not, the following segments fail their digest).
+struct stream_account::reassembly {
+  std::vector<segment_check> segments;
+  size_t window = 0;
+  int64_t next = 0;  // the extended sequence number whose payload comes next
+  bool started = false;
+  std::map<int64_t, std::string> ahead;  // arrived before `next`'s
+  size_t largest_payload = 0;
+  // The segment being cut.
+  size_t index = 0;
+  uint64_t left = 0;  // its bytes still to come
+  bool failed = false;
+  std::unique_ptr<sha256_hasher> hasher = std::make_unique<sha256_hasher>();
+  stream_stats* out = nullptr;
+
+  void begin(int64_t first) {
+    started = true;
+    next = first;
+    left = segments.empty() ? 0 : segments[0].size;
+    close_empty_segments();
+  }
+
+  void close_segment() {
+    if (failed) {
+      ++out->segments_missing;
+    } else if (hasher->finish() == segments[index].sha256) {
+      ++out->segments_ok;
+    } else {
+      ++out->digest_mismatches;
+    }
+    ++index;
+    failed = false;
+    hasher = std::make_unique<sha256_hasher>();
+    left = index < segments.size() ? segments[index].size : 0;
+  }
+
+  void close_empty_segments() {
+    while (index < segments.size() && left == 0) {
+      close_segment();
+    }
+  }
+
+  // `bytes` payload bytes in order; `data` null when they are missing.
+  void feed(const char* data, uint64_t bytes) {
+    while (bytes > 0) {
+      if (index >= segments.size()) {
+        out->excess_bytes += bytes;
+        return;
+      }
+      uint64_t take = std::min(bytes, left);
+      if (data == nullptr) {
+        failed = true;
+      } else if (!failed) {
+        hasher->update(std::string_view(data, take));
+        data += take;
+      }
+      bytes -= take;
+      left -= take;
+      if (left == 0) {
+        close_segment();
+        close_empty_segments();
+      }
+    }
+  }
+
+  void drain() {
+    for (auto it = ahead.begin(); it != ahead.end() && it->first == next; it = ahead.erase(it)) {
+      feed(it->second.data(), it->second.size());
+      ++next;
+    }
+  }
+
+  void give_up_next() {
+    auto until = ahead.empty() ? next + 1 : ahead.begin()->first;
+    uint64_t guess = largest_payload > 0 ? largest_payload : usual_payload;
+    feed(nullptr, static_cast<uint64_t>(until - next) * guess);
+    next = until;
+    drain();
+  }
+
+  void add(int64_t ext, std::span<const uint8_t> payload) {
+    if (!started) {
+      begin(ext);
+    }
+    largest_payload = std::max(largest_payload, payload.size());
+    if (ext < next) {
+      return;  // given up already: its segment has failed
+    }
+    if (ext == next) {
+      feed(reinterpret_cast<const char*>(payload.data()), payload.size());
+      ++next;
+      drain();
+      return;
+    }
+    ahead.emplace(ext, std::string(reinterpret_cast<const char*>(payload.data()), payload.size()));
+    while (ahead.size() > window) {
+      give_up_next();
+    }
+  }
+
+  void finish() {
+    while (!ahead.empty()) {
+      give_up_next();
+    }
+    // The segment begun but not ended, and those never begun.
+    out->segments_missing += segments.size() - std::min(index, segments.size());
+    index = segments.size();
+  }
+};
+
+stream_account::stream_account(options o) : opts_(std::move(o)) {
+  if (!opts_.segments.empty()) {
+    reasm_ = std::make_unique<reassembly>();
+    reasm_->segments = opts_.segments;
+    reasm_->window = std::max<size_t>(opts_.reorder_window, 1);
+    reasm_->out = &stats_;
+  }
+  if (opts_.first_seq) {
+    // The announced first is expected next: the offset keeps every extended number positive.
+    started_ = true;
+    origin_ = int64_t{*opts_.first_seq};
+    low_ = origin_ + 65536;
+    high_ = low_ - 1;
+    if (reasm_) {
+      reasm_->begin(low_);
+    }
+  }
+}
+
+stream_account::~stream_account() = default;
+
+// The extended number nearest the highest so far (RFC 3550 A.1's idea, without probation).
+int64_t stream_account::extend(uint16_t seq) const {
+  auto delta = static_cast<int16_t>(static_cast<uint16_t>(seq - static_cast<uint16_t>(high_)));
+  return high_ + delta;
+}
+
+// Records `ext`: whether it is new, had arrived already, or lies beyond what is tracked.
+stream_account::arrival stream_account::mark_received(int64_t ext) {
+  int64_t bit = ext - origin_;
+  if (bit < 0 || bit >= max_seq_span) {
+    return arrival::untracked;
+  }
+  auto word = static_cast<size_t>(bit / 64);
+  uint64_t mask = uint64_t{1} << (bit % 64);
+  if (word >= received_.size()) {
+    received_.resize(std::max(word + 1, received_.size() * 2), 0);
+  }
+  if (received_[word] & mask) {
+    return arrival::duplicate;
+  }
+  received_[word] |= mask;
+  return arrival::fresh;
+}
+
+void stream_account::add(std::string_view source, time_point at,
+                         std::span<const uint8_t> datagram) {
+  auto rtp = push::parse_rtp(datagram);
+  if (!rtp || rtp->header.payload_type != push::rtp_payload_mp2t ||
+      (opts_.ssrc && rtp->header.ssrc != *opts_.ssrc)) {
+    ++stats_.rejected;
+    return;
+  }
+  ++stats_.packets;
+  // Sources and gaps.
+  if (stats_.sources.empty() || stats_.sources[current_source_].first != source) {
+    auto it = std::find_if(stats_.sources.begin(), stats_.sources.end(),
+                           [&](auto& s) { return s.first == source; });
+    if (it == stats_.sources.end()) {
+      it = stats_.sources.emplace(stats_.sources.end(), std::string(source), 0);
+    }
+    if (last_at_) {  // not the first datagram
+      ++stats_.handoffs;
+      stats_.longest_handoff_gap = std::max(stats_.longest_handoff_gap, seconds(at - *last_at_));
+    }
+    current_source_ = static_cast<size_t>(it - stats_.sources.begin());
+  } else if (last_at_) {
+    stats_.longest_inside_gap = std::max(stats_.longest_inside_gap, seconds(at - *last_at_));
+  }
+  if (last_at_) {
+    stats_.longest_gap = std::max(stats_.longest_gap, seconds(at - *last_at_));
+  }
+  last_at_ = at;
+  ++stats_.sources[current_source_].second;
+  // Sequence numbers.
+  int64_t ext = 0;
+  if (!started_) {
+    started_ = true;
+    ext = int64_t{rtp->header.seq} + 65536;
+    origin_ = ext - 65536;
+    low_ = ext;
+    high_ = ext;
+  } else {
+    ext = extend(rtp->header.seq);
+  }
+  switch (mark_received(ext)) {
+    case arrival::fresh:
+      break;
+    case arrival::duplicate:
+      ++stats_.duplicates;
+      return;
+    case arrival::untracked:
+      stats_.seq_overflow = true;
+      return;
+  }
+  ++distinct_;
+  low_ = std::min(low_, ext);
+  high_ = std::max(high_, ext);
+  auto payload = datagram.subspan(rtp->payload_offset, rtp->payload_bytes);
+  stats_.bytes += payload.size();
+  if (reasm_) {
+    reasm_->add(ext, payload);
+  }
+}
+
+void stream_account::finish() {
+  if (finished_) {
+    return;
+  }
+  finished_ = true;
+  if (reasm_) {
+    reasm_->finish();
+  }
+}
+
+stream_stats stream_account::stats() const {
+  stream_stats s = stats_;
+  auto span = high_ >= low_ ? static_cast<uint64_t>(high_ - low_ + 1) : 0;
+  s.seq_gaps = span > distinct_ ? span - distinct_ : 0;
+  return s;
+}
+
+}  // namespace vodgrid::console
