@@ -65,8 +65,11 @@ struct play_cli_options {
   bool realtime = false;
   bool verify = true;
   bool json = false;
-  // A segment reply silent this long is given up and asked for again through the director.
+  // A segment reply silent this long is given up and asked for again through the director; for
+  // RTSP, no datagram this long ends the stream.
   uint32_t silence_ms = static_cast<uint32_t>(console::play_options{}.read_timeout.count());
+  std::optional<double> seek;   // rtsp:// only: PLAY's Range: npt=SEEK- (seconds)
+  std::optional<double> scale;  // rtsp:// only: PLAY's Scale:
 };
 int run_play(const play_cli_options& opts);
 

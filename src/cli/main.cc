@@ -167,7 +167,10 @@ void add_operator_commands(CLI::App& app, command_line& c) {
 void add_viewer_commands(CLI::App& app, command_line& c) {
   c.play_cmd = app.add_subcommand(
       "play", "Play a program as a console: verify, report, exit non-zero on failure");
-  c.play_cmd->add_option("URL", c.play.url, "http://DIRECTOR/v1/programs/{id}/index.m3u8")
+  c.play_cmd
+      ->add_option("URL", c.play.url,
+                   "http://DIRECTOR/v1/programs/{id}/index.m3u8 (HLS) or "
+                   "rtsp://DIRECTOR/v1/programs/{id} (RTSP, RTP pushed by the engines)")
       ->required();
   c.play_cmd->add_option("--token", c.play.token, "A viewer token (default: $VODGRID_TOKEN)");
   c.play_cmd->add_option("--viewers", c.play.viewers, "Concurrent viewers")->capture_default_str();
@@ -177,9 +180,14 @@ void add_viewer_commands(CLI::App& app, command_line& c) {
   c.play_cmd->add_flag("--json", c.play.json, "Print the report as JSON");
   c.play_cmd
       ->add_option("--silence-ms", c.play.silence_ms,
-                   "A reply silent this long is given up and the segment asked for again")
+                   "A reply silent this long is given up and the segment asked for again "
+                   "(RTSP: no datagram this long ends the stream)")
       ->check(CLI::Range(100u, 600'000u))
       ->capture_default_str();
+  c.play_cmd->add_option("--seek", c.play.seek, "RTSP: start this many seconds into the program")
+      ->check(CLI::Range(0.0, 1e9));
+  c.play_cmd->add_option("--scale", c.play.scale,
+                         "RTSP: trick play at this speed (2, 4, 8; negative rewinds)");
 
   c.login_cmd = app.add_subcommand("login", "Log in at the grid's auth server and print a token");
   c.login_cmd->add_option("--user", c.login.user, "The account's name")->required();

@@ -1,5 +1,5 @@
-// The viewer's commands: play (the console player against a playlist URL) and login (a token
-// from the grid's auth server).
+// The viewer's commands: play (the console player against a playlist URL, or the RTSP client
+// against an rtsp:// URL) and login (a token from the grid's auth server).
 #include <boost/asio/io_context.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -10,6 +10,7 @@
 #include "cli/commands_impl.h"
 #include "cli/remote.h"
 #include "cli/sync.h"
+#include "console/rtsp_player.h"
 #include "net/client.h"
 
 namespace vodgrid::cli {
@@ -21,6 +22,44 @@ namespace {
 
 asio::awaitable<console::play_report> play_async(console::play_options o) {
   co_return co_await console::play(std::move(o));
+}
+
+asio::awaitable<console::rtsp_report> play_rtsp_async(console::rtsp_play_options o) {
+  co_return co_await console::play_rtsp(std::move(o));
+}
+
+// Prints the report; the exit code says whether it is ok (`failed`: the line when no error says).
+template <class Report>
+int print_report(const Report& report, bool as_json, std::string_view failed) {
+  if (as_json) {
+    std::cout << json::serialize(report.to_json()) << "\n";
+  } else {
+    std::cout << report.to_text();
+  }
+  if (!report.ok()) {
+    return fail("play", report.errors.empty() ? failed : report.errors.front());
+  }
+  return 0;
+}
+
+int run_play_rtsp(const play_cli_options& o) {
+  if (o.realtime) {
+    return fail("play", "--realtime is for http:// URLs: an RTSP stream comes at the media's pace");
+  }
+  console::rtsp_play_options po;
+  po.url = o.url;
+  po.token = o.token;
+  po.viewers = o.viewers;
+  po.seek = o.seek;
+  po.scale = o.scale.value_or(1);
+  po.verify = o.verify;
+  po.read_timeout = std::chrono::milliseconds(o.silence_ms);
+  if (auto why = console::invalid_options(po)) {
+    return fail("play", *why);
+  }
+  asio::io_context io;
+  return print_report(run_sync(io, play_rtsp_async(std::move(po))), o.json,
+                      "datagrams were lost or segments failed their SHA-256");
 }
 
 }  // namespace
@@ -65,11 +104,17 @@ int run_login(const login_cli_options& o) {
 }
 
 int run_play(const play_cli_options& o) {
-  if (auto u = net::parse_http_url(o.url); !u) {
-    return fail("play", u.err().detail);
-  }
   if (o.viewers < 1 || o.viewers > 10000) {
     return fail("play", "--viewers must be within 1..10000");
+  }
+  if (o.url.starts_with("rtsp://")) {
+    return run_play_rtsp(o);
+  }
+  if (o.seek || o.scale) {
+    return fail("play", "--seek and --scale are for rtsp:// URLs");
+  }
+  if (auto u = net::parse_http_url(o.url); !u) {
+    return fail("play", u.err().detail);
   }
   console::play_options po;
   po.url = o.url;
@@ -78,18 +123,7 @@ int run_play(const play_cli_options& o) {
   po.realtime = o.realtime;
   po.verify = o.verify;
   po.read_timeout = std::chrono::milliseconds(o.silence_ms);
-  auto report = play_blocking(po);
-  if (o.json) {
-    std::cout << json::serialize(report.to_json()) << "\n";
-  } else {
-    std::cout << report.to_text();
-  }
-  if (!report.ok()) {
-    std::cerr << "vodgrid play: "
-              << (report.errors.empty() ? "some segments failed" : report.errors.front()) << "\n";
-    return 1;
-  }
-  return 0;
+  return print_report(play_blocking(po), o.json, "some segments failed");
 }
 
 }  // namespace vodgrid::cli
