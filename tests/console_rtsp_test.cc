@@ -444,7 +444,8 @@ class fake_director {
                                     session_timeout, client_rtp_, client_rtp_ + 1)));
     } else if (r.method == "PLAY") {
       if (play_status != 200) {
-        send_all(c, reply(r, play_status, play_reason));
+        send_all(c, reply(r, play_status, play_reason, "Content-Type: application/json\r\n",
+                          R"({"error":"not_found","detail":"no session 12345678"})"));
         return true;
       }
       send_all(c,
@@ -558,7 +559,8 @@ TEST(RtspPlay, SessionNotFoundOnPlayIsAClearError) {
   auto rep = play_now(o);
   EXPECT_FALSE(rep.ok());
   ASSERT_FALSE(rep.errors.empty());
-  EXPECT_THAT(rep.errors.front(), HasSubstr("PLAY answered 454 Session Not Found"));
+  EXPECT_THAT(rep.errors.front(),
+              HasSubstr("PLAY answered 454 Session Not Found: no session 12345678"));
   EXPECT_EQ(rep.packets, 0u);
 }
 

@@ -11,6 +11,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/url/parse.hpp>
 
 #include <charconv>
@@ -216,6 +217,23 @@ result<sdp_info> parse_sdp(std::string_view sdp, const std::string& base,
   return out;
 }
 
+// ": <why>" from a refusal's body, the director's {"error": ..., "detail": ...} or one line of
+// text.
+std::string refusal_detail(std::string_view body) {
+  boost::system::error_code ec;
+  auto v = json::parse(body, ec);
+  if (!ec && v.is_object()) {
+    for (auto key : {"detail", "error"}) {
+      if (auto* f = v.as_object().if_contains(key);
+          f && f->is_string() && !f->as_string().empty()) {
+        return ": " + std::string(f->as_string().subview().substr(0, 300));
+      }
+    }
+  }
+  auto line = trim(body.substr(0, std::min(body.find('\n'), size_t{300})));
+  return line.empty() ? std::string() : ": " + std::string(line);
+}
+
 // One header. (Not a braced list of string literals at the call: GCC 12 fails to compile one in a
 // coroutine's co_await expression.)
 push::header_list one_header(std::string name, std::string value) {
@@ -299,8 +317,9 @@ class rtsp_connection {
     if (res.status < 200 || res.status > 299) {
       co_return make_error(
           errc::protocol_error,
-          fmt::format("{} answered {} {}", method, res.status,
-                      res.reason.empty() ? push::reason_phrase(res.status) : res.reason));
+          fmt::format("{} answered {} {}{}", method, res.status,
+                      res.reason.empty() ? push::reason_phrase(res.status) : res.reason,
+                      refusal_detail(res.body)));
     }
     co_return res;
   }
