@@ -267,6 +267,7 @@ class fake_director {
   std::chrono::milliseconds inside_gap = 1ms;
   std::chrono::milliseconds handoff_gap = 40ms;
   bool stream_everything = true;  // false: only segment 0, then silence
+  bool goodbye = false;           // an RTCP BYE after the stream
 
   fake_director() {
     listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -486,6 +487,11 @@ class fake_director {
                  sizeof to);
       }
     }
+    if (goodbye) {
+      auto bye = push::rtcp_goodbye(0xbeef, 0, 0, 0, 0, "engine");
+      to.sin_port = htons(static_cast<uint16_t>(client_rtp_ + 1));
+      ::sendto(engines_[0], bye.data(), bye.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+    }
   }
 
   int listener_ = -1;
@@ -596,6 +602,22 @@ TEST(RtspPlay, SeekAndScaleAreSentAndTheStreamEndsBySilence) {
   ASSERT_EQ(seen.size(), 4u);
   EXPECT_THAT(seen[2].headers["range"], HasSubstr("npt=1.5"));
   EXPECT_EQ(seen[2].headers["scale"], "4");
+}
+
+TEST(RtspPlay, AnRtcpByeEndsTheStreamWithoutWaitingForSilence) {
+  fake_director d;
+  d.stream_everything = false;
+  d.goodbye = true;
+  d.start();
+  rtsp_play_options o;
+  o.url = d.url();
+  o.seek = 1;
+  o.read_timeout = 20s;
+  auto rep = play_now(o);
+  EXPECT_TRUE(rep.ok()) << rep.to_text();
+  EXPECT_EQ(rep.bytes, d.segments[0].size());
+  EXPECT_EQ(rep.rtcp_packets, 1u);
+  EXPECT_LT(rep.seconds, 5.0);  // not the 20 s of silence
 }
 
 TEST(RtspPlay, AStreamThatStopsShortFailsAtScaleOne) {

@@ -6,6 +6,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/udp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -384,12 +385,38 @@ struct session_stream {
   udp::socket rtp;
   udp::socket rtcp;
   stream_account account;
-  uint64_t total_bytes = 0;  // the program's; 0: unknown, the stream ends by silence
+  std::optional<uint32_t> ssrc;  // SETUP's
+  uint64_t total_bytes = 0;      // the program's; 0: unknown, the stream ends by silence
   steady::time_point last_datagram;
   uint64_t rtcp_packets = 0;
   std::string receive_error;
-  net::async_event done;  // every byte arrived, or the socket failed
+  bool finished = false;  // every byte arrived, or the RTP socket failed
+  bool goodbye = false;   // an RTCP BYE of the stream's SSRC came: the program has ended
+  net::async_event done;  // set with either
 };
+
+// Whether a compound RTCP packet holds a BYE (RFC 3550 6.6) of `ssrc` (of any, when not known).
+bool rtcp_bye(std::span<const uint8_t> p, std::optional<uint32_t> ssrc) {
+  constexpr uint8_t bye = 203;
+  while (p.size() >= 4 && (p[0] >> 6) == 2) {
+    size_t bytes = (size_t{p[2]} << 8 | p[3]) * 4 + 4;
+    if (bytes > p.size()) {
+      return false;
+    }
+    if (p[1] == bye) {
+      size_t count = p[0] & 0x1f;
+      for (size_t i = 0; i < count && 8 + 4 * i <= bytes; ++i) {
+        auto at = p.subspan(4 + 4 * i, 4);
+        uint32_t who = uint32_t{at[0]} << 24 | uint32_t{at[1]} << 16 | uint32_t{at[2]} << 8 | at[3];
+        if (!ssrc || who == *ssrc) {
+          return true;
+        }
+      }
+    }
+    p = p.subspan(bytes);
+  }
+  return false;
+}
 
 std::string source_name(const udp::endpoint& ep) {
   auto a = ep.address();
@@ -408,6 +435,7 @@ asio::awaitable<void> receive_rtp(std::shared_ptr<session_stream> s) {
       if (ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor) {
         s->receive_error = "RTP socket: " + ec.message();
       }
+      s->finished = true;
       s->done.set();
       co_return;
     }
@@ -419,13 +447,14 @@ asio::awaitable<void> receive_rtp(std::shared_ptr<session_stream> s) {
     s->account.add(name, now, std::span<const uint8_t>(buf.data(), n));
     s->last_datagram = now;
     if (s->total_bytes > 0 && s->account.unique_bytes() >= s->total_bytes) {
+      s->finished = true;
       s->done.set();
       co_return;
     }
   }
 }
 
-// RTCP sender reports are counted only: the stream's accounting is the RTP's.
+// RTCP is counted, and its BYE ends the stream; the stream's accounting is the RTP's.
 asio::awaitable<void> receive_rtcp(std::shared_ptr<session_stream> s) {
   std::vector<uint8_t> buf(2048);
   udp::endpoint from;
@@ -435,6 +464,10 @@ asio::awaitable<void> receive_rtcp(std::shared_ptr<session_stream> s) {
       co_return;
     }
     ++s->rtcp_packets;
+    if (!s->goodbye && rtcp_bye(std::span<const uint8_t>(buf.data(), n), s->ssrc)) {
+      s->goodbye = true;
+      s->done.set();
+    }
   }
 }
 
@@ -501,6 +534,8 @@ std::optional<uint16_t> announced_seq(const push::rtsp_response& res) {
   return seq ? number<uint16_t>(*seq) : std::nullopt;
 }
 
+constexpr std::chrono::milliseconds after_goodbye{200};
+
 // After PLAY: waits for the end (every byte, or silence), keeping the session alive meanwhile.
 asio::awaitable<void> await_end(rtsp_connection& conn, std::shared_ptr<session_stream> s,
                                 const play_plan& plan, const setup_reply& setup,
@@ -508,10 +543,14 @@ asio::awaitable<void> await_end(rtsp_connection& conn, std::shared_ptr<session_s
   auto interval =
       std::max<std::chrono::milliseconds>(setup.timeout / 2, std::chrono::milliseconds(200));
   auto next_keep_alive = steady::now() + interval;
+  asio::steady_timer pause(co_await asio::this_coro::executor);
   for (;;) {
     auto now = steady::now();
-    auto silent_until = s->last_datagram + plan.opts.read_timeout;
-    if (s->done.is_set() || now >= silent_until) {
+    // After a BYE, the datagrams sent before it may still wait in the RTP socket: a short quiet.
+    auto quiet =
+        s->goodbye ? std::min(plan.opts.read_timeout, after_goodbye) : plan.opts.read_timeout;
+    auto silent_until = s->last_datagram + quiet;
+    if (s->finished || now >= silent_until) {
       co_return;
     }
     if (plan.opts.keep_alive && now >= next_keep_alive) {
@@ -525,7 +564,12 @@ asio::awaitable<void> await_end(rtsp_connection& conn, std::shared_ptr<session_s
       continue;
     }
     auto until = plan.opts.keep_alive ? std::min(silent_until, next_keep_alive) : silent_until;
-    co_await s->done.wait_for(until - now);
+    if (s->goodbye) {  // `done` is set for good: sleep instead
+      pause.expires_at(until);
+      co_await pause.async_wait(use_tuple);
+    } else {
+      co_await s->done.wait_for(until - now);
+    }
   }
 }
 
@@ -584,6 +628,7 @@ asio::awaitable<result<std::shared_ptr<session_stream>>> play_and_receive(rtsp_c
   // Datagrams that came before PLAY's response wait in the socket's buffer.
   auto s = std::make_shared<session_stream>(ex, std::move(prep.rtp), std::move(prep.rtcp),
                                             std::move(ao));
+  s->ssrc = prep.setup.ssrc;
   s->total_bytes = plan.total_bytes;
   s->last_datagram = steady::now();
   net::task_group receivers(ex);
