@@ -12,10 +12,12 @@
 
 #include <fmt/format.h>
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <csignal>
 #include <regex>
 
+#include "base/fs.h"
 #include "support/support.h"
 
 namespace vodgrid::test {
@@ -263,6 +265,201 @@ TEST(Rtsp, ViewerTokensAreCheckedAsForHttp) {
   EXPECT_EQ(rtsp_status(ok), 200) << ok;
   // The track's control URL carries the token, so that SETUP passes too.
   EXPECT_NE(ok.find("/track1?token="), std::string::npos) << ok;
+}
+
+// `vodgrid play rtsp://...` with --json: its report.
+boost::json::object play_rtsp(const std::string& url, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> argv{vodgrid_binary(), "play", url, "--json"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto r = run(argv, std::chrono::seconds(90));
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  boost::system::error_code ec;
+  auto v = boost::json::parse(r.out, ec);
+  if (ec || !v.is_object()) {
+    ADD_FAILURE() << "not a JSON report: " << r.out << r.err;
+    return {};
+  }
+  return v.as_object();
+}
+
+double num(const boost::json::object& o, const char* k) {
+  auto* v = o.if_contains(k);
+  return v && v->is_number() ? v->to_number<double>() : -1;
+}
+
+TEST(Rtsp, VodgridPlaySeesOneUnbrokenStreamAcrossHandOffs) {
+  pushed_program p(two_engines_one_copy());
+  auto rep = play_rtsp(p.url());
+  auto text = boost::json::serialize(rep);
+  EXPECT_EQ(num(rep, "segments"), 8) << text;  // each checked against its SHA-256
+  EXPECT_EQ(num(rep, "seq_gaps"), 0) << text;
+  EXPECT_EQ(num(rep, "duplicates"), 0) << text;
+  EXPECT_GE(num(rep, "handoffs"), 2) << text;
+  EXPECT_EQ(rep.at("engines").as_array().size(), 2u) << text;
+  // The hand-off costs the console no more than the pacing inside a segment does.
+  EXPECT_GT(num(rep, "longest_inside_gap"), 0) << text;
+  EXPECT_LE(num(rep, "longest_handoff_gap"), 2 * num(rep, "longest_inside_gap")) << text;
+}
+
+TEST(Rtsp, AKilledEnginesSessionResumesOnAnotherHolderWithinTwoSeconds) {
+  station_fixture::options o;
+  o.engines = 2;
+  o.copies = 2;  // both hold every segment
+  o.heartbeat_interval_ms = 250;
+  o.heartbeat_timeout_ms = 1500;
+  pushed_program p(o, 10);
+  auto out = p.st.data() / "play.json";
+  auto player = child_process::spawn(
+      {"/bin/sh", "-c",
+       fmt::format("'{}' play '{}' --json > '{}'", vodgrid_binary(), p.url(), out.string())});
+  ASSERT_TRUE(player);
+  int streaming = -1;
+  ASSERT_TRUE(eventually(
+      [&] {
+        for (int i = 0; i < 2; ++i) {
+          if (metric(p.st.engine_url(i) + "/metrics", "vodgrid_engine_push_streams") == 1) {
+            streaming = i;
+          }
+        }
+        return streaming >= 0;
+      },
+      5s));
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_TRUE(player->running());
+  // Whichever engine streams now (the stream may have moved) dies.
+  for (int i = 0; i < 2; ++i) {
+    if (metric(p.st.engine_url(i) + "/metrics", "vodgrid_engine_push_streams") == 1) {
+      streaming = i;
+    }
+  }
+  p.st.kill_engine(streaming, SIGKILL);
+  auto status = player->wait(std::chrono::seconds(60));
+  ASSERT_TRUE(status);
+  auto text = read_file(out);
+  ASSERT_TRUE(text);
+  auto rep = boost::json::parse(*text).as_object();
+  EXPECT_EQ(*status, 0) << *text;
+  EXPECT_TRUE(rep.at("ok").as_bool()) << *text;
+  EXPECT_EQ(num(rep, "segments"), 10) << *text;
+  EXPECT_EQ(num(rep, "seq_gaps"), 0) << *text;
+  EXPECT_LT(num(rep, "longest_gap"), 2.0) << *text;
+  EXPECT_GE(p.director_metric("vodgrid_director_push_resumes_total"), 1);
+}
+
+// A UDP port pair bound on loopback, as a console holds them: datagrams counted.
+struct udp_pair {
+  int fd = -1;
+  uint16_t port = 0;
+  udp_pair() {
+    for (int attempt = 0; attempt < 50 && port == 0; ++attempt) {
+      uint16_t p = free_port() & ~uint16_t{1};
+      int f = ::socket(AF_INET, SOCK_DGRAM, 0);
+      auto a = loopback(p);
+      if (::bind(f, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+        fd = f;
+        port = p;
+      } else {
+        ::close(f);
+      }
+    }
+  }
+  ~udp_pair() {
+    if (fd >= 0) {
+      ::close(fd);
+    }
+  }
+  // Datagrams received within `d`.
+  int drain(std::chrono::milliseconds d) {
+    int n = 0;
+    auto end = std::chrono::steady_clock::now() + d;
+    while (std::chrono::steady_clock::now() < end) {
+      pollfd pf{fd, POLLIN, 0};
+      if (::poll(&pf, 1, 20) > 0) {
+        char buf[2048];
+        if (::recv(fd, buf, sizeof buf, 0) > 0) {
+          ++n;
+        }
+      }
+    }
+    return n;
+  }
+};
+
+double npt_start_of(const std::string& response) {
+  std::smatch m;
+  auto range = header(response, "Range");
+  if (std::regex_search(range, m, std::regex("npt=([0-9.]+)-"))) {
+    return std::stod(m[1]);
+  }
+  return -1;
+}
+
+TEST(Rtsp, PauseStopsTheEngineAndPlayResumesWhereItStopped) {
+  pushed_program p(two_engines_one_copy());
+  udp_pair sink;
+  ASSERT_NE(sink.port, 0);
+  rtsp_connection c(port_of(p.st.director_url()));
+  auto setup = c.exchange(fmt::format(
+      "SETUP {}/track1 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP;unicast;client_port={}-{}\r\n\r\n",
+      p.url(), sink.port, sink.port + 1));
+  ASSERT_EQ(rtsp_status(setup), 200) << setup;
+  auto session = header(setup, "Session");
+  session = session.substr(0, session.find(';'));
+  auto play = c.exchange("PLAY " + p.url() + " RTSP/1.0\r\nCSeq: 2\r\nSession: " + session +
+                         "\r\nRange: npt=0-\r\n\r\n");
+  ASSERT_EQ(rtsp_status(play), 200) << play;
+  EXPECT_EQ(npt_start_of(play), 0) << play;
+  EXPECT_GT(sink.drain(2500ms), 0);
+  auto pause =
+      c.exchange("PAUSE " + p.url() + " RTSP/1.0\r\nCSeq: 3\r\nSession: " + session + "\r\n\r\n");
+  ASSERT_EQ(rtsp_status(pause), 200) << pause;
+  sink.drain(300ms);  // what was in flight
+  EXPECT_EQ(sink.drain(1000ms), 0) << "the engine still streams after PAUSE";
+  auto resume =
+      c.exchange("PLAY " + p.url() + " RTSP/1.0\r\nCSeq: 4\r\nSession: " + session + "\r\n\r\n");
+  ASSERT_EQ(rtsp_status(resume), 200) << resume;
+  // It goes on about where it stopped (2.5 s in), not from the start, and the sequence goes on.
+  EXPECT_GT(npt_start_of(resume), 1.5) << resume;
+  EXPECT_LT(npt_start_of(resume), 3.5) << resume;
+  auto seq_of = [](const std::string& r) {
+    std::smatch m;
+    auto info = header(r, "RTP-Info");
+    return std::regex_search(info, m, std::regex("seq=([0-9]+)")) ? std::stol(m[1]) : -1L;
+  };
+  EXPECT_NE(seq_of(play), seq_of(resume)) << play << resume;
+  EXPECT_GT(sink.drain(1000ms), 0);
+  auto bye = c.exchange("TEARDOWN " + p.url() + " RTSP/1.0\r\nCSeq: 5\r\nSession: " + session +
+                        "\r\n\r\n");
+  EXPECT_EQ(rtsp_status(bye), 200) << bye;
+  sink.drain(300ms);
+  EXPECT_EQ(sink.drain(1000ms), 0) << "the engine still streams after TEARDOWN";
+}
+
+TEST(Rtsp, ASessionWithoutKeepAliveIsTornDown) {
+  station_fixture::options o = two_engines_one_copy();
+  o.rtsp_session_timeout_ms = 1500;
+  pushed_program p(o, 2);
+  rtsp_connection c(port_of(p.st.director_url()));
+  auto setup = c.exchange("SETUP " + p.url() +
+                          "/track1 RTSP/1.0\r\nCSeq: 1\r\nTransport: "
+                          "RTP/AVP;unicast;client_port=41000-41001\r\n\r\n");
+  ASSERT_EQ(rtsp_status(setup), 200) << setup;
+  EXPECT_NE(header(setup, "Session").find(";timeout=1"), std::string::npos) << setup;
+  auto session = header(setup, "Session");
+  session = session.substr(0, session.find(';'));
+  // A keep-alive within the timeout holds it...
+  std::this_thread::sleep_for(1000ms);
+  auto alive = c.exchange("GET_PARAMETER " + p.url() +
+                          " RTSP/1.0\r\nCSeq: 2\r\nSession: " + session + "\r\n\r\n");
+  EXPECT_EQ(rtsp_status(alive), 200) << alive;
+  std::this_thread::sleep_for(1000ms);
+  EXPECT_EQ(p.director_metric("vodgrid_director_rtsp_sessions"), 1);
+  // ...and silence past it ends it.
+  EXPECT_TRUE(
+      eventually([&] { return p.director_metric("vodgrid_director_rtsp_sessions") == 0; }, 3s));
+  auto late =
+      c.exchange("PLAY " + p.url() + " RTSP/1.0\r\nCSeq: 3\r\nSession: " + session + "\r\n\r\n");
+  EXPECT_EQ(rtsp_status(late), 454) << late;
 }
 
 }  // namespace

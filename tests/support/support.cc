@@ -321,6 +321,7 @@ station_fixture::station_fixture(options o) {
   grid_.stations.push_back(s);
   grid_.heartbeat_interval = std::chrono::milliseconds(o.heartbeat_interval_ms);
   grid_.heartbeat_timeout = std::chrono::milliseconds(o.heartbeat_timeout_ms);
+  grid_.timing.rtsp_session_timeout = std::chrono::milliseconds(o.rtsp_session_timeout_ms);
   if (o.with_auth) {
     grid_.auth = test_auth(dir_.path());
   }

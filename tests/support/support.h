@@ -83,6 +83,7 @@ class station_fixture {
     int heartbeat_interval_ms = 100;
     int heartbeat_timeout_ms = 1000;
     bool with_auth = false;  // an auth server (demo accounts) and tokens on
+    int rtsp_session_timeout_ms = 60'000;
   };
   station_fixture() : station_fixture(options{}) {}
   explicit station_fixture(options o);
