@@ -268,6 +268,7 @@ class fake_director {
   std::chrono::milliseconds handoff_gap = 40ms;
   bool stream_everything = true;  // false: only segment 0, then silence
   bool goodbye = false;           // an RTCP BYE after the stream
+  int manifest_status = 200;
 
   fake_director() {
     listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -399,6 +400,13 @@ class fake_director {
   }
 
   std::string manifest_reply() const {
+    if (manifest_status != 200) {
+      std::string body = R"({"error":"not_found","detail":"no such program: p"})";
+      return fmt::format(
+          "HTTP/1.1 {} Not Found\r\nContent-Type: application/json\r\nContent-Length: "
+          "{}\r\nConnection: close\r\n\r\n{}",
+          manifest_status, body.size(), body);
+    }
     api::program_manifest m;
     m.id = *program_id::parse("p");
     m.title = "p";
@@ -653,6 +661,22 @@ TEST(RtspPlay, KeepAlivesCarryTheSessionAtHalfItsTimeout) {
     }
   }
   EXPECT_GE(keep_alives, 1u);
+}
+
+TEST(RtspPlay, AProgramWithoutAManifestCannotBeVerifiedAndTheTokenIsNotShown) {
+  fake_director d;
+  d.manifest_status = 404;
+  d.start();
+  rtsp_play_options o;
+  o.url = d.url();
+  o.token = "secret";
+  auto rep = play_now(o);
+  EXPECT_FALSE(rep.ok());
+  ASSERT_EQ(rep.errors.size(), 1u);
+  EXPECT_THAT(rep.errors.front(), HasSubstr("cannot verify: GET http://127.0.0.1:"));
+  EXPECT_THAT(rep.errors.front(), HasSubstr("/v1/programs/p answered 404: no such program: p"));
+  EXPECT_THAT(rep.errors.front(), ::testing::Not(HasSubstr("secret")));
+  EXPECT_THAT(methods(d.seen()), ::testing::ElementsAre("GET"));
 }
 
 TEST(RtspPlay, BadOptionsAreRefusedBeforeAnythingIsSent) {

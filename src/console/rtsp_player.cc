@@ -707,13 +707,18 @@ asio::awaitable<result<std::vector<api::segment_entry>>> fetch_segments(std::str
   co.read_timeout = o.exchange_timeout;
   co.max_body = 16 << 20;
   net::http_client client(co_await asio::this_coro::executor, co);
+  auto shown = url.substr(0, url.find('?'));  // not the token
   VODGRID_CO_TRY(auto res, co_await client.get(url));
   if (res.status != 200) {
-    co_return make_error(errc::unavailable, fmt::format("GET {} answered {}: {}", url, res.status,
-                                                        res.body.substr(0, 200)));
+    co_return make_error(errc::unavailable, fmt::format("GET {} answered {}{}", shown, res.status,
+                                                        refusal_detail(res.body)));
   }
-  VODGRID_CO_TRY(auto m, api::decode<api::program_manifest>(res.body));
-  co_return std::move(m.segments);
+  auto m = api::decode<api::program_manifest>(res.body);
+  if (!m) {
+    co_return make_error(errc::protocol_error,
+                         fmt::format("GET {}: not a program manifest: {}", shown, m.err().detail));
+  }
+  co_return std::move(m->segments);
 }
 
 void add_session(rtsp_report& rep, const session_outcome& s) {
@@ -761,8 +766,7 @@ asio::awaitable<result<play_plan>> make_plan(rtsp_play_options opts) {
   auto segs = co_await fetch_segments(plan.url.manifest_url, plan.opts);
   if (!segs) {
     if (plan.verify) {
-      co_return make_error(segs.err().code,
-                           "cannot verify: the program's manifest: " + segs.err().detail);
+      co_return make_error(segs.err().code, "cannot verify: " + segs.err().detail);
     }
     co_return plan;
   }
