@@ -545,6 +545,9 @@ TEST(RtspPlay, ReceivesAStreamHandedOffBetweenTwoEnginesAndVerifiesIt) {
   for (auto& [engine, datagrams] : rep.engines) {
     EXPECT_GT(datagrams, 0u) << engine;
   }
+  auto json = rep.to_json().as_object();
+  ASSERT_EQ(json.at("engines").as_array().size(), 2u);  // in the order they streamed
+  EXPECT_EQ(json.at("engines").as_array()[0].at("engine").as_string(), rep.engines[0].first);
   EXPECT_GE(rep.longest_handoff_gap, 0.035);  // the server slept 40 ms at the hand-off
   EXPECT_NEAR(rep.media_seconds, 2.0, 1e-9);
   auto seen = d.seen();

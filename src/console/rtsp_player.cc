@@ -15,6 +15,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/url/parse.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -51,7 +52,7 @@ std::string rtsp_report::to_text() const {
       "longest gap between datagrams: at a hand-off {:.1f} ms  inside one engine {:.1f} ms  "
       "(hand-offs {}, longest overall {:.1f} ms)\n",
       longest_handoff_gap * 1e3, longest_inside_gap * 1e3, handoffs, longest_gap * 1e3);
-  out += "engines:";
+  out += "engines (datagrams, in order of first use):";
   for (auto& [e, n] : engines) {
     out += fmt::format(" {}={}", e, n);
   }
@@ -64,9 +65,9 @@ std::string rtsp_report::to_text() const {
 }
 
 json::value rtsp_report::to_json() const {
-  json::object eng;
+  json::array eng;  // an array: the order is the stream's
   for (auto& [e, n] : engines) {
-    eng[e] = n;
+    eng.push_back(json::object{{"engine", e}, {"datagrams", n}});
   }
   json::array errs;
   for (auto& e : errors) {
@@ -737,7 +738,13 @@ void add_session(rtsp_report& rep, const session_outcome& s) {
   rep.longest_handoff_gap = std::max(rep.longest_handoff_gap, st.longest_handoff_gap);
   rep.longest_inside_gap = std::max(rep.longest_inside_gap, st.longest_inside_gap);
   for (auto& [src, n] : st.sources) {
-    rep.engines[src] += n;
+    auto it = std::find_if(rep.engines.begin(), rep.engines.end(),
+                           [&](auto& e) { return e.first == src; });
+    if (it == rep.engines.end()) {
+      rep.engines.emplace_back(src, n);
+    } else {
+      it->second += n;
+    }
   }
   if (st.excess_bytes > 0) {
     rep.errors.push_back(fmt::format("{} bytes past the program's end", st.excess_bytes));

@@ -7,7 +7,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -131,10 +130,11 @@ struct rtsp_report {
   double longest_gap = 0;  // seconds, the longest of every session
   double longest_handoff_gap = 0;
   double longest_inside_gap = 0;
-  double seconds = 0;                       // wall time
-  double media_seconds = 0;                 // per viewer: the program from the seek point
-  std::map<std::string, uint64_t> engines;  // source address:port → datagrams
-  std::vector<std::string> errors;          // first few, for the operator
+  double seconds = 0;        // wall time
+  double media_seconds = 0;  // per viewer: the program from the seek point
+  // Source address:port → datagrams, in order of first appearance (session by session).
+  std::vector<std::pair<std::string, uint64_t>> engines;
+  std::vector<std::string> errors;  // first few, for the operator
   // A lost datagram is a failure even when nothing was verified: the stream was not whole.
   bool ok() const {
     return errors.empty() && segments_failed == 0 && digest_mismatches == 0 && seq_gaps == 0;
