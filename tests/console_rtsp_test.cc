@@ -244,6 +244,78 @@ TEST(StreamAccount, AStreamThatStopsFailsTheSegmentsItDidNotFinish) {
   EXPECT_EQ(s.segments_missing, 2u);
 }
 
+// ---- pacing jitter ----
+
+TEST(MicrosHistogram, QuantilesAreExactBelow256AndWithinOnePercentAbove) {
+  micros_histogram h;
+  for (int64_t v = 1; v <= 100; ++v) {
+    h.add(v);
+  }
+  EXPECT_EQ(h.quantile(0.5), 50);
+  EXPECT_EQ(h.quantile(0.99), 99);
+  EXPECT_EQ(h.max(), 100);
+  h.add(123'456, 900);  // the 99th percentile now lies among these
+  EXPECT_EQ(h.count(), 1000u);
+  EXPECT_GE(h.quantile(0.99), 123'456);
+  EXPECT_LE(h.quantile(0.99), 123'456 * 101 / 100);
+  EXPECT_EQ(h.quantile(0.1), 100);
+  h.add(-5);  // counts as 0
+  EXPECT_EQ(h.quantile(0.0001), 0);
+  EXPECT_EQ(micros_histogram().quantile(0.99), 0);
+}
+
+TEST(MicrosHistogram, BucketsTileTheValues) {
+  for (int64_t v : std::initializer_list<int64_t>{0, 1, 255, 256, 257, 511, 512, 1000, 2'000'000,
+                                                  int64_t{1} << 39}) {
+    auto i = micros_histogram::bucket_of(v);
+    EXPECT_LE(micros_histogram::low(i), v) << v;
+    EXPECT_GT(micros_histogram::low(i + 1), v) << v;
+    EXPECT_LE(micros_histogram::low(i + 1) - micros_histogram::low(i),
+              std::max<int64_t>(1, v / 100))
+        << v;
+  }
+}
+
+std::vector<uint8_t> timed_datagram(uint16_t seq, uint32_t timestamp) {
+  std::vector<uint8_t> d(push::rtp_header_bytes + 7 * 188);
+  push::rtp_header h;
+  h.seq = seq;
+  h.ssrc = 0xbeef;
+  h.timestamp = timestamp;
+  push::write_rtp_header(
+      std::span<uint8_t, push::rtp_header_bytes>(d.data(), push::rtp_header_bytes), h);
+  return d;
+}
+
+TEST(StreamAccount, JitterIsLatenessAboveTheSessionsLeastEvenWhenTheFirstCameLate) {
+  stream_account a({});
+  auto t0 = steady::now();
+  // A datagram every 3 ms (270 ticks of 90 kHz), across the timestamp's wrap; the first 3 ms late,
+  // the last 5 ms late, the rest on time: the least lateness is the others'.
+  uint32_t ts0 = 0xffffffffu - 1000;
+  for (uint16_t i = 0; i < 100; ++i) {
+    auto extra = i == 0 ? 3ms : i == 99 ? 5ms : 0ms;
+    a.add("e", t0 + i * 3ms + extra, timed_datagram(i, ts0 + i * 270u));
+  }
+  a.add("e", t0 + 400ms, timed_datagram(50, ts0 + 50 * 270u));  // a duplicate is not timed
+  auto j = a.stats().jitter_us;
+  EXPECT_EQ(j.count(), 100u);
+  EXPECT_LE(j.quantile(0.98), 30);  // 0, to a bucket's width at 3 ms (under 1%)
+  EXPECT_NEAR(static_cast<double>(j.quantile(0.99)), 3000, 30);
+  EXPECT_NEAR(static_cast<double>(j.max()), 5000, 50);
+}
+
+TEST(StreamAccount, JitterFollowsTheScale) {
+  stream_account::options o;
+  o.scale = 4;  // timestamps advance four times faster than the datagrams are due
+  stream_account a(o);
+  auto t0 = steady::now();
+  for (uint16_t i = 0; i < 10; ++i) {
+    a.add("e", t0 + i * 10ms, timed_datagram(i, i * 3600u));
+  }
+  EXPECT_EQ(a.stats().jitter_us.max(), 0);
+}
+
 // ---- a small RTSP server ----
 
 // One request as the fake server saw it.
@@ -550,6 +622,11 @@ TEST(RtspPlay, ReceivesAStreamHandedOffBetweenTwoEnginesAndVerifiesIt) {
   EXPECT_EQ(json.at("engines").as_array()[0].at("engine").as_string(), rep.engines[0].first);
   EXPECT_GE(rep.longest_handoff_gap, 0.035);  // the server slept 40 ms at the hand-off
   EXPECT_NEAR(rep.media_seconds, 2.0, 1e-9);
+  // Every datagram is timed; the server's timestamps stand still, so the last is the latest, at
+  // least the hand-off's 40 ms behind the first.
+  EXPECT_EQ(rep.jitter_us.count(), rep.packets);
+  EXPECT_GE(rep.jitter_max, 0.035);
+  EXPECT_GE(rep.jitter_max, rep.jitter_p99);
   auto seen = d.seen();
   EXPECT_THAT(methods(seen),
               ::testing::ElementsAre("GET", "DESCRIBE", "SETUP", "PLAY", "TEARDOWN"));

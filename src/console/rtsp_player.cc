@@ -6,6 +6,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/udp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -15,9 +16,16 @@
 #include <boost/json/parse.hpp>
 #include <boost/url/parse.hpp>
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <ctime>
+
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 
 #include "api/api.h"
 #include "net/async_event.h"
@@ -52,6 +60,10 @@ std::string rtsp_report::to_text() const {
       "longest gap between datagrams: at a hand-off {:.1f} ms  inside one engine {:.1f} ms  "
       "(hand-offs {}, longest overall {:.1f} ms)\n",
       longest_handoff_gap * 1e3, longest_inside_gap * 1e3, handoffs, longest_gap * 1e3);
+  out += fmt::format(
+      "pacing jitter (lateness above each session's least): p50 {:.3f} ms  p99 {:.3f} "
+      "ms  max {:.3f} ms\n",
+      jitter_p50 * 1e3, jitter_p99 * 1e3, jitter_max * 1e3);
   out += "engines (datagrams, in order of first use):";
   for (auto& [e, n] : engines) {
     out += fmt::format(" {}={}", e, n);
@@ -89,6 +101,9 @@ json::value rtsp_report::to_json() const {
                       {"longest_gap", longest_gap},
                       {"longest_handoff_gap", longest_handoff_gap},
                       {"longest_inside_gap", longest_inside_gap},
+                      {"jitter_p50_ms", jitter_p50 * 1e3},
+                      {"jitter_p99_ms", jitter_p99 * 1e3},
+                      {"jitter_max_ms", jitter_max * 1e3},
                       {"seconds", seconds},
                       {"media_seconds", media_seconds},
                       {"engines", eng},
@@ -425,32 +440,125 @@ std::string source_name(const udp::endpoint& ep) {
                    : fmt::format("{}:{}", a.to_string(), ep.port());
 }
 
+// Datagrams are read in batches (recvmmsg) with the kernel's receive time (SO_TIMESTAMPNS): on
+// loopback that is when the sender's datagram entered the stack, so the pacing jitter measured is
+// the sender's and not this console's own delay when it holds thousands of sessions on one core.
+constexpr size_t rtp_batch = 32;
+constexpr size_t rtp_max_datagram = 65536;
+
+// One batch's buffers, shared by the sessions of a thread: a batch is consumed before the next
+// suspension.
+struct rtp_batch_buffers {
+  std::vector<uint8_t> data = std::vector<uint8_t>(rtp_batch * rtp_max_datagram);
+  std::array<mmsghdr, rtp_batch> headers{};
+  std::array<iovec, rtp_batch> iov{};
+  std::array<sockaddr_storage, rtp_batch> from{};
+  std::array<std::array<char, CMSG_SPACE(sizeof(timespec))>, rtp_batch> control{};
+};
+
+// Datagrams waiting in `fd`, up to a batch; -1 with errno as recvmmsg(2) sets it.
+int read_batch(int fd, rtp_batch_buffers& b) {
+  for (size_t i = 0; i < rtp_batch; ++i) {
+    b.iov[i] = {b.data.data() + i * rtp_max_datagram, rtp_max_datagram};
+    auto& h = b.headers[i].msg_hdr;
+    h = {};
+    h.msg_name = &b.from[i];
+    h.msg_namelen = sizeof(sockaddr_storage);
+    h.msg_iov = &b.iov[i];
+    h.msg_iovlen = 1;
+    h.msg_control = b.control[i].data();
+    h.msg_controllen = b.control[i].size();
+  }
+  return ::recvmmsg(fd, b.headers.data(), rtp_batch, MSG_DONTWAIT, nullptr);
+}
+
+// The kernel's receive time of a datagram on the steady clock (`offset`: steady less realtime),
+// or nullopt when it gave none.
+std::optional<steady::time_point> kernel_time(const msghdr& h, std::chrono::nanoseconds offset) {
+  for (auto* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(&h), c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+      timespec ts{};
+      std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
+      auto real = std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+      return steady::time_point(std::chrono::duration_cast<steady::duration>(real + offset));
+    }
+  }
+  return std::nullopt;
+}
+
+// Ends the receiving: a socket closed by the session is no error.
+void end_receiving(session_stream& s, boost::system::error_code ec) {
+  if (ec && ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor) {
+    s.receive_error = "RTP socket: " + ec.message();
+  }
+  s.finished = true;
+  s.done.set();
+}
+
 asio::awaitable<void> receive_rtp(std::shared_ptr<session_stream> s) {
-  std::vector<uint8_t> buf(65536);
+  thread_local rtp_batch_buffers buffers;
+  auto ex = co_await asio::this_coro::executor;
+  boost::system::error_code ec;
+  int on = 1;  // without it, the times are this console's
+  ::setsockopt(s->rtp.native_handle(), SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
+  s->rtp.non_blocking(true, ec);
   udp::endpoint from;
   udp::endpoint named;
   std::string name;
+  steady::time_point last_at{};
   for (;;) {
-    auto [ec, n] = co_await s->rtp.async_receive_from(asio::buffer(buf), from, use_tuple);
-    if (ec) {
-      if (ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor) {
-        s->receive_error = "RTP socket: " + ec.message();
+    auto [wec] = co_await s->rtp.async_wait(udp::socket::wait_read, use_tuple);
+    if (wec) {
+      end_receiving(*s, wec);
+      co_return;
+    }
+    // Until the socket is empty, letting the other sessions run now and then.
+    for (size_t round = 1;; ++round) {
+      if (!s->rtp.is_open()) {
+        end_receiving(*s, asio::error::operation_aborted);
+        co_return;
       }
-      s->finished = true;
-      s->done.set();
-      co_return;
-    }
-    auto now = steady::now();
-    if (name.empty() || from != named) {
-      named = from;
-      name = source_name(from);
-    }
-    s->account.add(name, now, std::span<const uint8_t>(buf.data(), n));
-    s->last_datagram = now;
-    if (s->total_bytes > 0 && s->account.unique_bytes() >= s->total_bytes) {
-      s->finished = true;
-      s->done.set();
-      co_return;
+      int n = read_batch(s->rtp.native_handle(), buffers);
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        break;
+      }
+      if (n < 0) {
+        end_receiving(*s, boost::system::error_code(errno, boost::system::system_category()));
+        co_return;
+      }
+      auto now = steady::now();
+      auto offset =
+          now.time_since_epoch() - std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch());
+      for (int i = 0; i < n; ++i) {
+        auto& h = buffers.headers[static_cast<size_t>(i)];
+        std::memcpy(from.data(), &buffers.from[static_cast<size_t>(i)], h.msg_hdr.msg_namelen);
+        from.resize(h.msg_hdr.msg_namelen);
+        if (name.empty() || from != named) {
+          named = from;
+          name = source_name(from);
+        }
+        auto at = std::max(last_at, kernel_time(h.msg_hdr, offset).value_or(now));
+        last_at = at;
+        s->account.add(name, at,
+                       std::span<const uint8_t>(buffers.data.data() + i * rtp_max_datagram,
+                                                std::min<size_t>(h.msg_len, rtp_max_datagram)));
+      }
+      s->last_datagram = now;
+      if (s->total_bytes > 0 && s->account.unique_bytes() >= s->total_bytes) {
+        s->finished = true;
+        s->done.set();
+        co_return;
+      }
+      if (static_cast<size_t>(n) < rtp_batch) {
+        break;
+      }
+      if (round % 8 == 0) {
+        co_await asio::post(ex, asio::use_awaitable);
+      }
     }
   }
 }
@@ -623,6 +731,7 @@ asio::awaitable<result<std::shared_ptr<session_stream>>> play_and_receive(rtsp_c
   stream_account::options ao;
   ao.ssrc = prep.setup.ssrc;
   ao.first_seq = announced_seq(played);  // a first datagram lost is a gap too
+  ao.scale = plan.opts.scale;
   if (plan.verify) {
     ao.segments = plan.segments;
   }
@@ -737,6 +846,7 @@ void add_session(rtsp_report& rep, const session_outcome& s) {
   rep.longest_gap = std::max(rep.longest_gap, st.longest_gap);
   rep.longest_handoff_gap = std::max(rep.longest_handoff_gap, st.longest_handoff_gap);
   rep.longest_inside_gap = std::max(rep.longest_inside_gap, st.longest_inside_gap);
+  rep.jitter_us.merge(st.jitter_us);
   for (auto& [src, n] : st.sources) {
     auto it = std::find_if(rep.engines.begin(), rep.engines.end(),
                            [&](auto& e) { return e.first == src; });
@@ -832,6 +942,9 @@ asio::awaitable<rtsp_report> play_rtsp(rtsp_play_options opts) {
   if (duration) {
     rep.media_seconds = std::max(0.0, *duration - shared->opts.seek.value_or(0));
   }
+  rep.jitter_p50 = static_cast<double>(rep.jitter_us.quantile(0.5)) / 1e6;
+  rep.jitter_p99 = static_cast<double>(rep.jitter_us.quantile(0.99)) / 1e6;
+  rep.jitter_max = static_cast<double>(rep.jitter_us.max()) / 1e6;
   rep.seconds = std::chrono::duration<double>(steady::now() - t0).count();
   co_return rep;
 }

@@ -36,6 +36,28 @@ struct rtsp_play_options {
   bool keep_alive = true;
 };
 
+// Counts of microsecond values in log-linear buckets: exact below 256 us, then 128 buckets per
+// doubling (each under 1% of its values wide), so that a session's millions of datagrams cost a few
+// KiB. Negative values count as 0.
+class micros_histogram {
+ public:
+  void add(int64_t us, uint64_t n = 1);
+  void merge(const micros_histogram& other);
+  uint64_t count() const { return count_; }
+  // The least value v such that a share q (0..1] of the values are at most v, to a bucket's upper
+  // bound; 0 when empty.
+  int64_t quantile(double q) const;
+  int64_t max() const { return quantile(1); }
+  // Bucket i holds the values [low(i), low(i + 1)).
+  static size_t bucket_of(int64_t us);
+  static int64_t low(size_t i);
+  std::span<const uint64_t> buckets() const { return buckets_; }
+
+ private:
+  std::vector<uint64_t> buckets_;
+  uint64_t count_ = 0;
+};
+
 // One segment as the manifest gives it: what its reassembled bytes must be.
 struct segment_check {
   uint64_t size = 0;
@@ -61,6 +83,11 @@ struct stream_stats {
   uint64_t segments_missing = 0;
   uint64_t digest_mismatches = 0;
   uint64_t excess_bytes = 0;  // payload beyond the last segment's end
+  // Pacing: each new datagram's lateness (its arrival less the first's arrival plus its RTP
+  // timestamp's advance over the first's, divided by the scale), less the session's least lateness,
+  // in microseconds, each within 1% of its lateness against the first datagram's (the histogram's
+  // precision). 0 for a datagram exactly on the stream's clock.
+  micros_histogram jitter_us;
 };
 
 // The accounting of one session's datagrams, with no I/O: fed each datagram with its source and
@@ -78,13 +105,16 @@ class stream_account {
     // Out-of-order datagrams held while waiting for a missing one; past it the missing one is given
     // up (its segment fails).
     size_t reorder_window = 1024;
+    // PLAY's Scale: the RTP timestamps advance this many times faster than the datagrams are due.
+    double scale = 1;
   };
   explicit stream_account(options o);
   ~stream_account();
   stream_account(const stream_account&) = delete;
   stream_account& operator=(const stream_account&) = delete;
 
-  // One datagram from `source` ("address:port") that arrived at `at` (non-decreasing).
+  // One datagram from `source` ("address:port") that arrived at `at` (non-decreasing; the kernel's
+  // receive time when known, which on loopback is when the sender sent it).
   void add(std::string_view source, time_point at, std::span<const uint8_t> datagram);
   // The stream is over: missing datagrams are given up and unfinished segments fail. Once.
   void finish();
@@ -97,6 +127,7 @@ class stream_account {
   enum class arrival { fresh, duplicate, untracked };
   arrival mark_received(int64_t ext);
   int64_t extend(uint16_t seq) const;
+  void time_datagram(time_point at, uint32_t timestamp);
 
   options opts_;
   stream_stats stats_;
@@ -112,6 +143,14 @@ class stream_account {
   std::optional<time_point> last_at_;
   std::unique_ptr<reassembly> reasm_;
   bool finished_ = false;
+  // Lateness against the first datagram's, in microseconds (so 0 for the first); the least is the
+  // reference that stats() measures jitter from. Negative values are kept as magnitudes.
+  std::optional<time_point> first_at_;
+  int64_t first_timestamp_ = 0;
+  int64_t last_timestamp_ = 0;  // extended across wraps
+  int64_t least_lateness_us_ = 0;
+  micros_histogram late_us_;
+  micros_histogram early_us_;
 };
 
 struct rtsp_report {
@@ -130,6 +169,11 @@ struct rtsp_report {
   double longest_gap = 0;  // seconds, the longest of every session
   double longest_handoff_gap = 0;
   double longest_inside_gap = 0;
+  // Pacing jitter over every session's datagrams (stream_stats::jitter_us), in seconds.
+  micros_histogram jitter_us;
+  double jitter_p50 = 0;
+  double jitter_p99 = 0;
+  double jitter_max = 0;
   double seconds = 0;        // wall time
   double media_seconds = 0;  // per viewer: the program from the seek point
   // Source address:port → datagrams, in order of first appearance (session by session).

@@ -1,6 +1,8 @@
 // stream_account: the sequence, source and timing accounting of one RTSP session's datagrams, and
 // the reassembly of their TS payloads into segments checked by SHA-256.
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <map>
 #include <string>
 
@@ -21,7 +23,66 @@ double seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
+constexpr size_t exact_buckets = 256;                 // 1 us each
+constexpr int sub_bits = 7;                           // 128 buckets per doubling above
+constexpr int64_t largest_micros = int64_t{1} << 40;  // about 12 days
+
 }  // namespace
+
+size_t micros_histogram::bucket_of(int64_t us) {
+  us = std::clamp<int64_t>(us, 0, largest_micros);
+  if (us < static_cast<int64_t>(exact_buckets)) {
+    return static_cast<size_t>(us);
+  }
+  int top = std::bit_width(static_cast<uint64_t>(us)) - 1;  // >= 8
+  auto sub = static_cast<size_t>((us >> (top - sub_bits)) - (int64_t{1} << sub_bits));
+  return exact_buckets + static_cast<size_t>(top - 8) * (size_t{1} << sub_bits) + sub;
+}
+
+int64_t micros_histogram::low(size_t i) {
+  if (i < exact_buckets) {
+    return static_cast<int64_t>(i);
+  }
+  auto top = static_cast<int>((i - exact_buckets) >> sub_bits) + 8;
+  auto sub = static_cast<int64_t>((i - exact_buckets) & ((size_t{1} << sub_bits) - 1));
+  return ((int64_t{1} << sub_bits) + sub) << (top - sub_bits);
+}
+
+void micros_histogram::add(int64_t us, uint64_t n) {
+  auto i = bucket_of(us);
+  if (i >= buckets_.size()) {
+    buckets_.resize(i + 1, 0);
+  }
+  buckets_[i] += n;
+  count_ += n;
+}
+
+void micros_histogram::merge(const micros_histogram& other) {
+  if (other.buckets_.size() > buckets_.size()) {
+    buckets_.resize(other.buckets_.size(), 0);
+  }
+  for (size_t i = 0; i < other.buckets_.size(); ++i) {
+    buckets_[i] += other.buckets_[i];
+  }
+  count_ += other.count_;
+}
+
+int64_t micros_histogram::quantile(double q) const {
+  if (count_ == 0) {
+    return 0;
+  }
+  auto rank =
+      static_cast<uint64_t>(std::ceil(std::clamp(q, 0.0, 1.0) * static_cast<double>(count_)));
+  rank = std::max<uint64_t>(rank, 1);
+  uint64_t seen = 0;
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    seen += buckets_[i];
+    if (seen >= rank) {
+      return low(i + 1) - 1;
+    }
+  }
+  return low(buckets_.size()) - 1;
+}
 
 // The TS payloads in sequence order, cut by segment sizes. Only datagrams that arrived ahead of a
 // missing one are held. A datagram given up is taken to have carried as many bytes as the largest
@@ -232,12 +293,36 @@ void stream_account::add(std::string_view source, time_point at,
       return;
   }
   ++distinct_;
+  time_datagram(at, rtp->header.timestamp);
   low_ = std::min(low_, ext);
   high_ = std::max(high_, ext);
   auto payload = datagram.subspan(rtp->payload_offset, rtp->payload_bytes);
   stats_.bytes += payload.size();
   if (reasm_) {
     reasm_->add(ext, payload);
+  }
+}
+
+// Lateness is measured against the first datagram: it is due when its timestamp says, counted
+// from the first's arrival. The least lateness of the session, known only at the end, is the
+// reference of the jitter (stats()).
+void stream_account::time_datagram(time_point at, uint32_t timestamp) {
+  if (!first_at_) {
+    first_at_ = at;
+    first_timestamp_ = timestamp;
+    last_timestamp_ = timestamp;
+  }
+  // Extended across the 32-bit wrap (13 hours at 90 kHz) from the last one seen.
+  last_timestamp_ += static_cast<int32_t>(timestamp - static_cast<uint32_t>(last_timestamp_));
+  double due_ns = static_cast<double>(last_timestamp_ - first_timestamp_) * 1e9 /
+                  push::rtp_clock_hz / opts_.scale;
+  auto arrived_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(at - *first_at_).count();
+  int64_t late_us = std::llround((static_cast<double>(arrived_ns) - due_ns) / 1e3);
+  least_lateness_us_ = std::min(least_lateness_us_, late_us);
+  if (late_us >= 0) {
+    late_us_.add(late_us);
+  } else {
+    early_us_.add(-late_us);
   }
 }
 
@@ -255,6 +340,19 @@ stream_stats stream_account::stats() const {
   stream_stats s = stats_;
   auto span = high_ >= low_ ? static_cast<uint64_t>(high_ - low_ + 1) : 0;
   s.seq_gaps = span > distinct_ ? span - distinct_ : 0;
+  // Each bucket's middle, less the least lateness: within a bucket's width (under 1%) of each
+  // value.
+  auto shift = [&](const micros_histogram& h, int64_t sign) {
+    auto b = h.buckets();
+    for (size_t i = 0; i < b.size(); ++i) {
+      if (b[i] > 0) {
+        int64_t mid = (micros_histogram::low(i) + micros_histogram::low(i + 1) - 1) / 2;
+        s.jitter_us.add(sign * mid - least_lateness_us_, b[i]);
+      }
+    }
+  };
+  shift(late_us_, 1);
+  shift(early_us_, -1);
   return s;
 }
 
