@@ -143,9 +143,16 @@ asio::awaitable<result<api::push_position>> director_daemon::impl::start_stream(
                       st.offset,   st.seek,  s.console.to_string(), s.rtp_port,
                       s.rtcp_port, st.state, std::nullopt,          false};
     auto url = tables.engine(*e).url;
+    // The engine may ask what comes next (a short segment) before its reply is read here: it is
+    // the session's engine-to-be from now on.
+    s.next_engine = *e;
     auto res = co_await client->send_json(http::verb::post, url + "/v1/push/streams",
                                           json::serialize(api::to_json(o)));
     if (!res || res->status != 201) {
+      if (auto again = push_sessions.find(sid);
+          again != push_sessions.end() && again->second.next_engine == *e) {
+        again->second.next_engine.reset();
+      }
       last = make_error(errc::unavailable, fmt::format("engine {} refused the stream: {}",
                                                        tables.engine(*e).name.str(),
                                                        res ? res->body : res.err().detail));
