@@ -304,6 +304,12 @@ size_t datagrams_of(uint64_t bytes) {
   return (bytes + datagram_payload_bytes - 1) / datagram_payload_bytes;
 }
 
+// Whether a compound RTCP packet ends with a BYE of the test's SSRC.
+bool has_bye(const std::string& rtcp) {
+  return rtcp.size() >= 8 &&
+         rtcp.substr(rtcp.size() - 8) == std::string("\x81\xcb\x00\x01\x5e\xed\x5e\xed", 8);
+}
+
 std::string payloads(const std::vector<receiver::datagram>& ds) {
   std::string all;
   for (auto& d : ds) {
@@ -328,6 +334,8 @@ TEST(Pacer, SeqsAreContiguousAcrossAnAppendAndTheStreamEnds) {
   pacer pc(quick(), [&](stream_event e) {
     if (e.kind == event_kind::next_wanted && e.at.key == key(0)) {
       EXPECT_TRUE(self->append(e.at.session, play(b, 1, a.duration)));
+    } else if (e.kind == event_kind::next_wanted) {
+      EXPECT_TRUE(self->program_ends(e.at.session));
     }
     log.add(std::move(e));
   });
@@ -355,6 +363,8 @@ TEST(Pacer, SeqsAreContiguousAcrossAnAppendAndTheStreamEnds) {
   EXPECT_EQ(log.count(event_kind::next_wanted), 2u);  // one per tail
   EXPECT_EQ(pc.streams(), 0u);
   EXPECT_EQ(pc.counters().datagrams, n);
+  ASSERT_GE(rtcp.wait_for(2), 2u);
+  EXPECT_TRUE(has_bye(rtcp.got().back().bytes));  // the program ended: the console is told
 }
 
 TEST(Pacer, AStreamResumedAtAReportedPositionSendsIdenticalDatagrams) {
@@ -433,6 +443,9 @@ TEST(Pacer, HandoffStateContinuesTheSeqAndTheClock) {
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(one.streams(), 0u);  // gone without an `ended`
   EXPECT_EQ(log.count(event_kind::ended), 0u);
+  for (auto& d : rtcp.got()) {
+    EXPECT_FALSE(has_bye(d.bytes));  // a hand-off is no end
+  }
 }
 
 // Which key frame a TS packet belongs to (its index), -1 for PSI, -2 for a packet of no key frame.

@@ -212,7 +212,8 @@ struct stream {
   cursor cur;
   bool hand_off = false;
   bool handoff_told = false;
-  uint64_t tail_serial = 1;  // counts appends: next_wanted comes once per tail
+  bool program_ends = false;  // a BYE at the end
+  uint64_t tail_serial = 1;   // counts appends: next_wanted comes once per tail
   uint64_t asked_serial = 0;
   bool waiting = false;  // for bytes still arriving
   int64_t next_report_ns = 0;
@@ -303,7 +304,7 @@ struct pacer::impl {
   void next_segment(stream& s);
   bool reindex(queued& q, bool needed);
   void starve(stream& s, std::vector<stream_event>& events);
-  void send_report(stream& s, int64_t now);
+  void send_report(stream& s, int64_t now, bool bye = false);
   void flush();
   void schedule(stream& s, int64_t at) { heap.push({at, s.id, ++s.gen}); }
   void kick() {
@@ -438,6 +439,9 @@ std::optional<int64_t> pacer::impl::service(stream& s, int64_t now,
       return std::min(wake_at, tail_end);
     }
     if (!s.hand_off) {
+      if (s.program_ends) {
+        send_report(s, now, true);
+      }
       events.push_back({event_kind::ended, position(s)});
     }
     return std::nullopt;
@@ -557,12 +561,19 @@ void pacer::impl::starve(stream& s, std::vector<stream_event>& events) {
   }
 }
 
-void pacer::impl::send_report(stream& s, int64_t now) {
+// A sender report (with `bye`, and an RTCP BYE: RFC 3550 6.6, the compound packet's last).
+void pacer::impl::send_report(stream& s, int64_t now, bool bye) {
   double npt =
       s.state.origin_npt + static_cast<double>(now - s.state.origin_unix_ns) / 1e9 * s.state.scale;
   auto sr = rtcp_sender_report(s.state.ssrc, ntp_time(now), rtp_timestamp(s.state, npt),
                                static_cast<uint32_t>(s.packets), static_cast<uint32_t>(s.octets),
                                opts.cname);
+  if (bye) {
+    uint32_t ssrc = s.state.ssrc;
+    sr.insert(sr.end(),
+              {0x81, 203, 0, 1, static_cast<uint8_t>(ssrc >> 24), static_cast<uint8_t>(ssrc >> 16),
+               static_cast<uint8_t>(ssrc >> 8), static_cast<uint8_t>(ssrc)});
+  }
   auto n = ::sendto(fd, sr.data(), sr.size(), 0, reinterpret_cast<const sockaddr*>(&s.rtcp_to),
                     s.to_len);
   if (n < 0) {
@@ -794,6 +805,17 @@ status pacer::hand_off(const std::string& session) {
   s->hand_off = true;
   d.schedule(*s, 0);
   d.kick();
+  return {};
+}
+
+status pacer::program_ends(const std::string& session) {
+  auto& d = *impl_;
+  std::lock_guard lock(d.mu);
+  auto* s = d.find(session);
+  if (!s) {
+    return make_error(errc::not_found, "no stream of session " + session);
+  }
+  s->program_ends = true;
   return {};
 }
 

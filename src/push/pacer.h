@@ -138,6 +138,9 @@ class pacer {
   // After its queued segments the stream leaves this engine: handoff_due comes handoff_lead before
   // the end, and no `ended` event after it.
   status hand_off(const std::string& session);
+  // The program ends with the stream's queued segments (in the direction of its scale): after the
+  // last datagram an RTCP BYE tells the console, then `ended` comes. errc::not_found: no stream.
+  status program_ends(const std::string& session);
   // Stops a stream at once: where it stopped, nullopt when there is no such stream.
   std::optional<stream_position> stop(const std::string& session);
 
