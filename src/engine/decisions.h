@@ -1,16 +1,24 @@
 // The engine's pure decisions, apart from the daemon so that they can be tested without one:
 // the byte range a segment request gets, whether a console meets the stream limit, how far a store
 // is over its disk budget, which segments to offer the director for eviction, and whether a
-// source's reply head announces the copy this engine expects.
+// source's reply head announces the copy this engine expects; and for push streams, whether an
+// order can be carried out, where it starts, where a stream that cannot go on resumes, and which
+// stream to swap back.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
 #include <string_view>
 #include <vector>
 
+#include "api/push.h"
 #include "base/ids.h"
+#include "base/result.h"
 #include "net/range.h"
+#include "push/ts.h"
 
 namespace vodgrid::engine {
 
@@ -53,5 +61,53 @@ std::vector<segment_key> eviction_offer(std::vector<eviction_candidate> held, ui
 // nothing usable.
 uint64_t announced_size(unsigned status, std::string_view content_length,
                         std::string_view content_range, uint64_t base, uint64_t known_size);
+
+// Push streams (push.cc, DESIGN.md flow 8).
+
+// Why a push order cannot be carried out whatever this engine holds (a session id that is not 16
+// hex digits, a console host that is not an IP address, port 0, a scale that is not finite and
+// nonzero within ±64, both an offset and a seek, a seek outside the segment's duration), or
+// nullopt when it may be.
+std::optional<error> push_order_refusal(const api::push_order& o);
+
+// The byte where an order starts in a segment of `size` bytes indexed `ix`: its offset (a packet
+// boundary inside the segment; with a negative scale any offset past the end means the end); its
+// seek rounded down to a key frame (with a negative scale, that key frame is the first sent), or
+// when `ix` covers only what has arrived of a segment still arriving and the seek lies past it,
+// the byte the seek would be at if the bitrate held; else the start, or the end with a negative
+// scale. errc::invalid_argument for a bad offset.
+result<uint64_t> push_start_offset(const api::push_order& o, const push::ts_index& ix,
+                                   uint64_t size);
+
+// The offset that means "from the segment's end" to push_start_offset with a negative scale,
+// when the sender does not know the segment's size: the largest packet boundary.
+inline constexpr uint64_t push_from_end =
+    UINT64_MAX / push::ts_packet_bytes * push::ts_packet_bytes;
+
+// Where a director should resume a stream that stopped at the end of segment `tail_end.key`
+// without a hand-off (the next engine refused, no segment was queued): the start of the segment
+// after it in the direction of the scale (`next` when the director named it, else the adjacent
+// index), with the state the stream would have gone on with. nullopt when a rewind has reached the
+// program's first segment.
+std::optional<api::push_position> push_resume_point(const api::push_position& tail_end,
+                                                    std::optional<segment_key> next);
+
+// Whether a stream waiting for a segment still arriving should move to an engine holding all of it
+// (claims 21-22): in trick play, or after a seek into that segment. At 1x from a segment's start
+// the copy outruns the stream, and waiting is right.
+bool push_swap_when_starved(double scale, bool sought);
+
+// One of this engine's push streams, as the swap back of claim 22 considers it.
+struct push_candidate {
+  std::string session;
+  segment_key key;       // the segment it is sending
+  bool leaving = false;  // being handed off or swapped away already
+};
+
+// The stream to hand back to an engine that swaps one to us while we are at our limit (claim 22):
+// the first not leaving, not `incoming`, whose current segment that engine holds whole.
+std::optional<std::string> push_swap_back_choice(const std::vector<push_candidate>& ours,
+                                                 const std::set<segment_key>& held_there,
+                                                 std::string_view incoming);
 
 }  // namespace vodgrid::engine

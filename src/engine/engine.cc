@@ -1,7 +1,8 @@
 // The engine daemon's skeleton: construction, start (store, clients, auth, listening, heartbeats),
 // the two-phase stop, and the route and metric tables. What each route does lives in serving.cc
-// (segments), fill.cc (copies from other engines); room under the disk budget in eviction.cc and
-// the director link in heartbeat.cc. The shared state is engine_daemon::impl (impl.h).
+// (segments), fill.cc (copies from other engines), push.cc (RTP push streams); room under the disk
+// budget in eviction.cc and the director link in heartbeat.cc. The shared state is
+// engine_daemon::impl (impl.h).
 #include "auth/guard.h"
 #include "engine/impl.h"
 
@@ -59,6 +60,9 @@ status engine_daemon::start() {
       return st;
     }
   }
+  if (auto st = d.start_push(); !st) {
+    return st;
+  }
   d.routes();
   if (auto st = d.listen(d.self->listen.host, d.self->listen.port); !st) {
     return st;
@@ -80,6 +84,9 @@ void engine_daemon::impl::on_stop() {
   if (auth) {
     auth->stop();
   }
+  // Push streams end here: the pacer's thread joins (no event after this), and the director
+  // resumes the sessions on other engines when their reports stop.
+  pacer.reset();
   // Consoles waiting for copies in progress are let go: a stopping engine finishes none.
   for (auto& [key, f] : fills) {
     f->failure = make_error(errc::unavailable, "the engine is stopping");
@@ -103,7 +110,10 @@ void engine_daemon::impl::routes() {
   route(V::get, "/v1/segments", &impl::list_segments);
   server->route(V::post, "/v1/orders/fetch", guarded(&impl::fetch));
   server->route(V::post, "/v1/orders/preload", guarded(&impl::preload));
+  server->route(V::post, "/v1/push/streams", guarded(&impl::push_start));
+  server->route(V::post, "/v1/push/streams/{}/stop", guarded(&impl::push_stop));
   register_metrics();
+  register_push_metrics();
 }
 
 void engine_daemon::impl::register_metrics() {

@@ -1,6 +1,7 @@
 // The engine daemon's state, shared by the files that implement it (engine.cc: start, stop,
 // routes; serving.cc: segment requests; fill.cc: copies from other engines; eviction.cc: room
-// under the disk budget; heartbeat.cc: inventory and load to the director). Private to src/engine.
+// under the disk budget; heartbeat.cc: inventory and load to the director; push.cc: RTP push
+// streams). Private to src/engine.
 #pragma once
 
 #include <fmt/format.h>
@@ -9,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -16,9 +18,11 @@
 #include <random>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "api/api.h"
+#include "api/push.h"
 #include "auth/session.h"
 #include "base/config.h"
 #include "base/log.h"
@@ -26,6 +30,7 @@
 #include "net/client.h"
 #include "net/daemon.h"
 #include "net/http.h"
+#include "push/pacer.h"
 #include "store/store.h"
 
 namespace vodgrid::engine {
@@ -74,6 +79,27 @@ class fill final : public net::growing_body {
 };
 
 using key_counts = std::unordered_map<segment_key, uint32_t>;
+
+// One push stream of this engine (DESIGN.md flow 8) as the io thread knows it; the pacer holds its
+// bytes and its timing. It counts as one of the engine's streams (max_streams) while it exists.
+struct push_stream {
+  api::push_order order;  // as accepted: the console's address, the first segment
+  struct segment_meta {
+    double npt_start = 0;
+    double duration = 0;
+  };
+  std::map<segment_key, segment_meta> segments;  // queued here, the first included
+  std::optional<api::push_next_reply> next;      // the director's word on what follows the tail
+  bool program_end = false;  // the director said the program ends after the tail
+  bool sought = false;       // it started inside the first segment while that was arriving
+  bool asking = false;       // a `next` request is in flight
+  std::optional<push::stream_position> ended_at;  // the stream ended while asking
+  bool handed_off = false;   // the next engine has it (or the director was told it failed): the
+                             // pacer sends the rest of the segment and drops it
+  int64_t leaves_at_ns = 0;  // handed off: when the next engine's first datagram is due
+  bool swapping = false;     // a swap to an engine holding the whole segment is in flight
+  segment_key counted;       // the key it counts for in streams_by_key (its last queued)
+};
 
 // Threading: every member is owned by the io thread (coroutines touch them only between awaits),
 // except `changes`, which store workers write under `changes_mu`. The io_context, server, task
@@ -124,9 +150,31 @@ struct engine_daemon::impl : net::daemon_base {
   net::metric_value* preloads = nullptr;
   net::metric_value* bytes_sent = nullptr;
 
+  // Push streams (push.cc), by RTSP session id. A control client with short timeouts (a hand-off
+  // has handoff_lead to reach the next engine; the copy client waits as long as a fill).
+  std::unordered_map<std::string, push_stream> pushes;
+  std::unique_ptr<net::http_client> control;
+  struct cached_index {
+    std::shared_ptr<const push::ts_index> index;
+    steady::time_point used;
+  };
+  std::unordered_map<segment_key, cached_index> ts_indexes;
+  std::unordered_set<std::string> swapping_to;  // engines we are swapping a stream to now
+  bool report_empty = false;  // the last report had streams: one empty report when they are gone
+  net::metric_value* push_datagrams = nullptr;
+  net::metric_value* push_late = nullptr;
+  net::metric_value* push_send_errors = nullptr;
+  net::metric_value* push_handoffs_out = nullptr;
+  net::metric_value* push_handoffs_in = nullptr;
+  net::metric_value* push_swaps_out = nullptr;
+  net::metric_value* push_swaps_in = nullptr;
+
   // Declared last, destroyed first: its worker threads call on_store_change, which uses the
   // members above.
   std::unique_ptr<store::segment_store> store;
+  // Thread-safe; its thread posts events to the io thread. Reset at on_stop (the thread joins),
+  // and in any case destroyed before the store.
+  std::unique_ptr<push::pacer> pacer;
 
   impl(asio::io_context& i, grid_config g) : daemon_base(i), grid(std::move(g)) {}
 
@@ -172,6 +220,38 @@ struct engine_daemon::impl : net::daemon_base {
   asio::awaitable<void> heartbeat_loop();
   asio::awaitable<bool> beat();
   void on_store_change(const store::segment_info& s, bool was_added);
+
+  // push.cc
+  status start_push();
+  void register_push_metrics();
+  asio::awaitable<reply> push_start(request_context& ctx);
+  asio::awaitable<reply> push_stop(request_context& ctx);
+  asio::awaitable<reply> start_pushing(api::push_order order, push::segment_play play);
+  asio::awaitable<result<push::segment_play>> push_segment(segment_key key, double npt_start,
+                                                           double duration);
+  result<push::segment_source> held_source(const segment_key& key);
+  asio::awaitable<result<push::segment_source>> filling_source(std::shared_ptr<fill> f);
+  asio::awaitable<void> follow_fill(std::shared_ptr<fill> f,
+                                    std::shared_ptr<std::atomic<uint64_t>> available);
+  std::shared_ptr<const push::ts_index> ts_index_of(const segment_key& key, std::string_view bytes,
+                                                    bool keep);
+  void on_push_event(push::stream_event e);  // the pacer's thread
+  asio::awaitable<void> push_event(push::stream_event e);
+  asio::awaitable<void> push_next_wanted(push::stream_position at);
+  asio::awaitable<void> push_append(std::string sid, api::push_next_reply next);
+  asio::awaitable<bool> push_make_way(std::string sid);
+  asio::awaitable<void> push_hand_off(push::stream_position at);
+  asio::awaitable<bool> push_hand_to(push::stream_position at, api::push_next_reply target);
+  asio::awaitable<bool> push_restart(push::stream_position at, api::push_next_reply next);
+  asio::awaitable<void> push_ended(push::stream_position at);
+  asio::awaitable<void> push_starved(push::stream_position at);
+  asio::awaitable<bool> push_swap_back(api::push_order incoming);
+  asio::awaitable<bool> push_order_to(std::string url, api::push_order o);
+  asio::awaitable<void> push_failed_fill(segment_key key);
+  asio::awaitable<void> push_report_loop();
+  asio::awaitable<result<net::client_response>> to_director(std::string path, json::value body);
+  void count_push(push_stream& p, const segment_key& key);
+  void forget_push(const std::string& sid);
 };
 
 }  // namespace vodgrid::engine
