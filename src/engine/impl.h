@@ -243,6 +243,7 @@ struct engine_daemon::impl : net::daemon_base {
   asio::awaitable<void> push_hand_off(push::stream_position at);
   asio::awaitable<bool> push_hand_to(push::stream_position at, api::push_next_reply target);
   asio::awaitable<bool> push_restart(push::stream_position at, api::push_next_reply next);
+  asio::awaitable<bool> push_keep(push::stream_position at, api::push_next_reply next);
   asio::awaitable<void> push_ended(push::stream_position at);
   asio::awaitable<void> push_starved(push::stream_position at);
   asio::awaitable<bool> push_swap_back(api::push_order incoming);

@@ -110,6 +110,8 @@ std::optional<std::string> push_swap_back_choice(const std::vector<push_candidat
   return std::nullopt;
 }
 
+using namespace std::chrono_literals;
+
 namespace {
 
 // Indexes kept at most: a few kB each.
@@ -515,8 +517,20 @@ asio::awaitable<void> engine_daemon::impl::push_next_wanted(push::stream_positio
   }
   it->second.asking = true;
   api::push_next_request rq{self->name, at.key, at.state.scale, false};
-  auto res =
-      co_await to_director(fmt::format("/v1/push/sessions/{}/next", at.session), api::to_json(rq));
+  result<net::client_response> res = make_error(errc::unavailable, "not asked");
+  // A few tries: the director may not have taken in yet that we stream the session (this asks at
+  // once when the segment is shorter than next_lead, perhaps before it has our 201).
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    if (attempt > 0) {
+      asio::steady_timer t(io, std::chrono::milliseconds(50 << attempt));
+      co_await t.async_wait(use_tuple);
+    }
+    res = co_await to_director(fmt::format("/v1/push/sessions/{}/next", at.session),
+                               api::to_json(rq));
+    if (stopping || !pushes.contains(at.session) || (res && res->status == 200)) {
+      break;
+    }
+  }
   it = pushes.find(at.session);
   if (it == pushes.end()) {
     co_return;
@@ -588,12 +602,44 @@ asio::awaitable<void> engine_daemon::impl::push_hand_off(push::stream_position a
   p.handed_off = true;  // from now on the pacer only finishes the segment
   p.leaves_at_ns = at.state.origin_unix_ns;
   auto target = *p.next;
-  if (!co_await push_hand_to(at, target)) {
-    auto from = push_resume_point(to_api(at), target.key);
-    api::push_ended e{self->name, *from, "failed",
-                      "engine " + target.engine.name.str() + " refused the hand-off"};
-    co_await to_director(fmt::format("/v1/push/sessions/{}/ended", at.session), api::to_json(e));
+  if (co_await push_hand_to(at, target) || co_await push_keep(at, target)) {
+    co_return;
   }
+  auto from = push_resume_point(to_api(at), target.key);
+  api::push_ended e{self->name, *from, "failed",
+                    "engine " + target.engine.name.str() + " refused the hand-off"};
+  co_await to_director(fmt::format("/v1/push/sessions/{}/ended", at.session), api::to_json(e));
+}
+
+// The next engine refused the hand-off (it died, it is full): this engine goes on with the
+// segment itself when it holds it, from the boundary on the same clock and sequence. Whether it
+// does.
+asio::awaitable<bool> engine_daemon::impl::push_keep(push::stream_position at,
+                                                     api::push_next_reply next) {
+  auto it = pushes.find(at.session);
+  if (it == pushes.end() || !store->find(next.key)) {
+    co_return false;
+  }
+  // The stream here sends the rest of its segment and goes at the boundary; then it starts again.
+  // Meanwhile it is ours again: reported, and not tidied away as handed off.
+  it->second.handed_off = false;
+  auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  auto wait = std::chrono::nanoseconds(it->second.leaves_at_ns - now_ns) + 5ms;
+  asio::steady_timer t(io, std::clamp<steady::duration>(wait, 0ms, grid.timing.push_silence));
+  co_await t.async_wait(use_tuple);
+  if (!pacer || !pushes.contains(at.session)) {
+    co_return false;
+  }
+  pacer->stop(at.session);
+  if (!co_await push_restart(at, next)) {
+    forget_push(at.session);
+    co_return false;
+  }
+  logger->info("{}: session {} goes on here with {}: {} refused it", self->name.str(), at.session,
+               next.key.str(), next.engine.name.str());
+  co_return true;
 }
 
 // Orders `target` to go on with the session from the state `at` (the end of our last segment):
@@ -683,6 +729,7 @@ asio::awaitable<bool> engine_daemon::impl::push_restart(push::stream_position at
   if (!pacer->add(std::move(spec))) {
     co_return false;
   }
+  p.handed_off = false;
   p.next.reset();
   p.segments[next.key] = {next.npt_start, next.duration};
   count_push(p, next.key);
