@@ -575,6 +575,9 @@ asio::awaitable<void> engine_daemon::impl::push_append(std::string sid, api::pus
     co_return;
   }
   auto& p = it->second;
+  if (!p.next || p.next->key != next.key) {
+    co_return;  // the stream ended meanwhile and push_ended started it again with `next`
+  }
   status st = play ? status() : status(play.err());
   if (play) {
     play->offset = p.order.state.scale < 0 ? play->source.size : 0;
