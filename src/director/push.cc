@@ -69,9 +69,18 @@ result<stream_start> director_daemon::impl::plan_start(const api::program_manife
     if (p->into > 0) {
       st.seek = p->into;
     }
-  } else if (s.at && !s.ended) {
+  } else if (s.at && !s.ended && s.at->key.index.v < m.segments.size()) {
     st.key = s.at->key;
     st.offset = s.at->offset;
+    // Stopped at the very end of a segment (a PAUSE at its boundary): on from the next one.
+    if (st.state.scale > 0 && *st.offset >= m.segments[st.key.index.v].size) {
+      auto n = next_segment(m, st.key.index, st.state.scale);
+      if (!n) {
+        return make_error(errc::invalid_argument, "the session is at the program's end");
+      }
+      st.key.index = *n;
+      st.offset = 0;
+    }
   } else {
     if (m.segments.empty()) {
       return make_error(errc::not_found, "program " + m.id.str() + " has no segments");
@@ -383,7 +392,12 @@ asio::awaitable<void> director_daemon::impl::resume(std::string sid, engine_slot
     if (st) {
       st->state.scale = it->second.at ? it->second.at->state.scale : 1;
       std::vector<engine_slot> tried(1, from);
-      pos = co_await start_stream(sid, std::move(*st), std::move(tried));
+      pos = co_await start_stream(sid, *st, std::move(tried));
+      if (!pos && push_sessions.contains(sid)) {
+        // The engine that gave up may be the only holder left up (it failed a hand-off, say):
+        // it is asked again rather than leaving the session stopped.
+        pos = co_await start_stream(sid, std::move(*st), {});
+      }
     } else {
       pos = st.err();
     }
