@@ -487,5 +487,41 @@ TEST(Rtsp, ASessionWithoutKeepAliveIsTornDown) {
   EXPECT_EQ(rtsp_status(late), 454) << late;
 }
 
+TEST(Rtsp, FastForwardSendsOnlyKeyFramesThatFfprobeReadsAndSeekStartsLater) {
+  pushed_program p(two_engines_one_copy());
+  auto saved = p.st.data() / "ff.ts";
+  auto t0 = std::chrono::steady_clock::now();
+  auto rep = play_rtsp(p.url(), {"--scale", "4", "--save", saved.string()});
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto text = boost::json::serialize(rep);
+  EXPECT_TRUE(rep.contains("ok") && rep.at("ok").as_bool()) << text;
+  EXPECT_EQ(num(rep, "seq_gaps"), 0) << text;
+  EXPECT_LT(wall, 6.0) << "8 s of program at 4x";
+  // Valid MPEG-TS, and every frame in it a key frame.
+  auto probe = run({"/usr/bin/ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+                    "frame=key_frame", "-of", "csv=p=0", saved.string()});
+  EXPECT_EQ(probe.status, 0) << probe.err;
+  EXPECT_EQ(probe.err, "");
+  int frames = 0, keys = 0;
+  std::istringstream in(probe.out);
+  for (std::string line; std::getline(in, line);) {
+    frames += line.empty() ? 0 : 1;
+    keys += line.rfind("1", 0) == 0 ? 1 : 0;
+  }
+  EXPECT_GE(frames, 4) << probe.out;
+  EXPECT_EQ(keys, frames) << probe.out;
+
+  // A seek halfway sends about half the program.
+  uint64_t program_bytes = 0;
+  for (auto& f : std::filesystem::directory_iterator(p.src.path())) {
+    program_bytes += f.path().extension() == ".ts" ? std::filesystem::file_size(f.path()) : 0;
+  }
+  auto half = play_rtsp(p.url(), {"--seek", "4"});
+  auto half_text = boost::json::serialize(half);
+  EXPECT_TRUE(half.contains("ok") && half.at("ok").as_bool()) << half_text;
+  EXPECT_GT(num(half, "bytes"), 0.3 * static_cast<double>(program_bytes)) << half_text;
+  EXPECT_LT(num(half, "bytes"), 0.7 * static_cast<double>(program_bytes)) << half_text;
+}
+
 }  // namespace
 }  // namespace vodgrid::test

@@ -70,6 +70,7 @@ struct play_cli_options {
   uint32_t silence_ms = static_cast<uint32_t>(console::play_options{}.read_timeout.count());
   std::optional<double> seek;   // rtsp:// only: PLAY's Range: npt=SEEK- (seconds)
   std::optional<double> scale;  // rtsp:// only: PLAY's Scale:
+  std::string save;             // rtsp:// only: the received TS written here
 };
 int run_play(const play_cli_options& opts);
 

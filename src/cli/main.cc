@@ -188,6 +188,8 @@ void add_viewer_commands(CLI::App& app, command_line& c) {
       ->check(CLI::Range(0.0, 1e9));
   c.play_cmd->add_option("--scale", c.play.scale,
                          "RTSP: trick play at this speed (2, 4, 8; negative rewinds)");
+  c.play_cmd->add_option("--save", c.play.save,
+                         "RTSP, one viewer: write the MPEG-TS received to this file");
 
   c.login_cmd = app.add_subcommand("login", "Log in at the grid's auth server and print a token");
   c.login_cmd->add_option("--user", c.login.user, "The account's name")->required();

@@ -52,6 +52,7 @@ int run_play_rtsp(const play_cli_options& o) {
   po.viewers = o.viewers;
   po.seek = o.seek;
   po.scale = o.scale.value_or(1);
+  po.save = o.save;
   po.verify = o.verify;
   po.read_timeout = std::chrono::milliseconds(o.silence_ms);
   if (auto why = console::invalid_options(po)) {
@@ -110,8 +111,8 @@ int run_play(const play_cli_options& o) {
   if (o.url.starts_with("rtsp://")) {
     return run_play_rtsp(o);
   }
-  if (o.seek || o.scale) {
-    return fail("play", "--seek and --scale are for rtsp:// URLs");
+  if (o.seek || o.scale || !o.save.empty()) {
+    return fail("play", "--seek, --scale and --save are for rtsp:// URLs");
   }
   if (auto u = net::parse_http_url(o.url); !u) {
     return fail("play", u.err().detail);

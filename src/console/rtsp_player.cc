@@ -1,6 +1,7 @@
 // The console's RTSP client: one session per viewer (its own TCP connection to the director and UDP
 // port pair), the RTP it receives fed to a stream_account, and the sessions' report.
 #include "console/rtsp_player.h"
+#include "push/rtp.h"
 
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
@@ -26,6 +27,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 
 #include "api/api.h"
 #include "net/async_event.h"
@@ -409,7 +411,16 @@ struct session_stream {
   bool finished = false;  // every byte arrived, or the RTP socket failed
   bool goodbye = false;   // an RTCP BYE of the stream's SSRC came: the program has ended
   net::async_event done;  // set with either
+  std::unique_ptr<std::ofstream> save;  // rtsp_play_options::save
 };
+
+// The TS payload of a datagram to rtsp_play_options::save.
+void save_payload(std::ofstream& out, std::span<const uint8_t> datagram) {
+  if (auto v = push::parse_rtp(datagram)) {
+    out.write(reinterpret_cast<const char*>(datagram.data() + v->payload_offset),
+              static_cast<std::streamsize>(v->payload_bytes));
+  }
+}
 
 // Whether a compound RTCP packet holds a BYE (RFC 3550 6.6) of `ssrc` (of any, when not known).
 bool rtcp_bye(std::span<const uint8_t> p, std::optional<uint32_t> ssrc) {
@@ -543,9 +554,12 @@ asio::awaitable<void> receive_rtp(std::shared_ptr<session_stream> s) {
         }
         auto at = std::max(last_at, kernel_time(h.msg_hdr, offset).value_or(now));
         last_at = at;
-        s->account.add(name, at,
-                       std::span<const uint8_t>(buffers.data.data() + i * rtp_max_datagram,
-                                                std::min<size_t>(h.msg_len, rtp_max_datagram)));
+        std::span<const uint8_t> datagram(buffers.data.data() + i * rtp_max_datagram,
+                                          std::min<size_t>(h.msg_len, rtp_max_datagram));
+        s->account.add(name, at, datagram);
+        if (s->save) {
+          save_payload(*s->save, datagram);
+        }
       }
       s->last_datagram = now;
       if (s->total_bytes > 0 && s->account.unique_bytes() >= s->total_bytes) {
@@ -741,6 +755,12 @@ asio::awaitable<result<std::shared_ptr<session_stream>>> play_and_receive(rtsp_c
   s->ssrc = prep.setup.ssrc;
   s->total_bytes = plan.total_bytes;
   s->last_datagram = steady::now();
+  if (!plan.opts.save.empty()) {
+    s->save = std::make_unique<std::ofstream>(plan.opts.save, std::ios::binary | std::ios::trunc);
+    if (!*s->save) {
+      co_return make_error(errc::io_error, "cannot write " + plan.opts.save);
+    }
+  }
   net::task_group receivers(ex);
   receivers.spawn(receive_rtp(s));
   receivers.spawn(receive_rtcp(s));
@@ -899,6 +919,9 @@ asio::awaitable<result<play_plan>> make_plan(rtsp_play_options opts) {
 std::optional<std::string> invalid_options(const rtsp_play_options& o) {
   if (o.viewers < 1 || o.viewers > 10000) {
     return "viewers must be within 1..10000";
+  }
+  if (!o.save.empty() && o.viewers != 1) {
+    return "--save writes one viewer's stream: use it with one viewer";
   }
   if (!std::isfinite(o.scale) || o.scale == 0 || std::abs(o.scale) > 64) {
     return fmt::format("scale {} is not a finite number other than 0 within -64..64", o.scale);

@@ -34,6 +34,9 @@ struct rtsp_play_options {
   // GET_PARAMETER every half session timeout (the timeout SETUP's Session header gives); false:
   // none, for tests of a server that tears idle sessions down.
   bool keep_alive = true;
+  // With one viewer: the TS payloads of the datagrams, in the order they arrived, written here (to
+  // check what trick play sends with ffprobe, say). Empty: nothing is written.
+  std::string save;
 };
 
 // Counts of microsecond values in log-linear buckets: exact below 256 us, then 128 buckets per
