@@ -96,8 +96,9 @@ result<stream_start> director_daemon::impl::plan_start(const api::program_manife
 }
 
 // An engine of ours for a stream of `key`, none of `tried`: the tables' choice for a console
-// (claim 18, the preloaded engine preferred) when nothing was tried, else the least loaded other
-// holder (whole copies first); when none here can, a copy from another station (claim 14).
+// (claim 18, the preloaded engine preferred) when nothing was tried, else the first other holder
+// up and under its limits (whole copies first); when none here can, a copy from another station
+// (claim 14). whole: only a whole copy, at its limit or not (a swap, claims 21-22).
 asio::awaitable<result<engine_slot>> director_daemon::impl::push_engine_for(
     segment_key key, std::vector<engine_slot> tried, bool whole) {
   auto now = steady::now();
@@ -105,10 +106,12 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::push_engine_for(
   if (tried.empty() && !whole) {
     e = choose_for_console(key, now);
   }
+  // For a swap (whole), an engine at its limit will do: it takes the stream by swapping one of its
+  // own back to the asker (claim 22).
   auto usable = [&](engine_slot x) {
     auto& en = tables.engine(x);
     return tables.is_up(en, now) && std::find(tried.begin(), tried.end(), x) == tried.end() &&
-           en.load.active_streams + en.assigned < en.load.max_streams;
+           (whole || en.load.active_streams + en.assigned < en.load.max_streams);
   };
   for (auto* list : {&tables.holders(key), whole ? nullptr : &tables.filling(key)}) {
     for (size_t i = 0; !e && list && i < list->size(); ++i) {
