@@ -69,7 +69,10 @@ result<stream_start> director_daemon::impl::plan_start(const api::program_manife
     if (p->into > 0) {
       st.seek = p->into;
     }
-  } else if (s.at && !s.ended && s.at->key.index.v < m.segments.size()) {
+  } else if (s.at && !s.ended) {
+    if (s.at->key.index.v >= m.segments.size()) {
+      return make_error(errc::invalid_argument, "the session is at the program's end");
+    }
     st.key = s.at->key;
     st.offset = s.at->offset;
     // Stopped at the very end of a segment (a PAUSE at its boundary): on from the next one.
@@ -140,6 +143,11 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::push_engine_for(
 asio::awaitable<result<api::push_position>> director_daemon::impl::start_stream(
     std::string sid, stream_start st, std::vector<engine_slot> tried) {
   error last = make_error(errc::unavailable, "no engine took the stream");
+  auto first = push_sessions.find(sid);
+  if (first == push_sessions.end()) {
+    co_return make_error(errc::not_found, "the session ended");
+  }
+  const uint64_t generation = first->second.generation;
   for (size_t attempt = 0; attempt <= tables.engine_count(); ++attempt) {
     auto e = co_await push_engine_for(st.key, tried, false);
     if (!e) {
@@ -173,14 +181,20 @@ asio::awaitable<result<api::push_position>> director_daemon::impl::start_stream(
     }
     auto pos = api::decode<api::push_position>(res->body);
     it = push_sessions.find(sid);
-    if (!pos || it == push_sessions.end()) {
+    if (!pos || it == push_sessions.end() || it->second.generation != generation) {
+      // Stopped, played again or ended while the order was on its way: this stream is not wanted.
       tasks.spawn(send_stop(url, sid));
-      co_return pos ? make_error(errc::not_found, "the session ended") : pos.err();
+      co_return pos ? make_error(errc::conflict, "the session was stopped or moved meanwhile")
+                    : pos.err();
     }
     auto& now_s = it->second;
     now_s.now = push_session::phase::playing;
-    now_s.engine = *e;
-    now_s.next_engine.reset();
+    if (now_s.next_engine == *e || !now_s.engine) {
+      now_s.engine = *e;  // unless the engine already handed the stream on (a short segment)
+    }
+    if (now_s.next_engine == *e) {
+      now_s.next_engine.reset();
+    }
     now_s.at = *pos;
     now_s.ended = false;
     now_s.heard = steady::now();
@@ -197,7 +211,11 @@ asio::awaitable<void> director_daemon::impl::send_stop(std::string engine_url, s
 // engine does not answer).
 asio::awaitable<void> director_daemon::impl::stop_stream(std::string sid) {
   auto it = push_sessions.find(sid);
-  if (it == push_sessions.end() || !it->second.engine) {
+  if (it == push_sessions.end()) {
+    co_return;
+  }
+  ++it->second.generation;
+  if (!it->second.engine) {
     co_return;
   }
   auto url = tables.engine(*it->second.engine).url;
@@ -212,7 +230,13 @@ asio::awaitable<void> director_daemon::impl::stop_stream(std::string sid) {
     }
   }
   if (auto n = it->second.next_engine) {
-    tasks.spawn(send_stop(tables.engine(*n).url, sid));  // a hand-off may be under way
+    // A hand-off may be under way. Awaited: a PLAY that follows may order the same engine, and its
+    // order must come after this stop.
+    co_await send_stop(tables.engine(*n).url, sid);
+    it = push_sessions.find(sid);
+    if (it == push_sessions.end()) {
+      co_return;
+    }
   }
   it->second.engine.reset();
   it->second.next_engine.reset();
@@ -301,7 +325,16 @@ asio::awaitable<reply> director_daemon::impl::push_taken(request_context& ctx) {
   if (!s) {
     co_return net::error_reply(s.err());
   }
-  take_over(**s, e, t->at);
+  auto& sess = **s;
+  auto from = t->from ? tables.find_engine(t->from->str()) : std::nullopt;
+  bool expected = sess.engine == e || sess.next_engine == e || (from && sess.engine == from);
+  if (sess.now != push_session::phase::playing || !expected) {
+    // A hand-off that raced a PAUSE or a move: the stream is not the session's (the engine's next
+    // report is answered with a stop).
+    co_return net::error_reply(make_error(
+        errc::conflict, "session " + ctx.params[0] + " is not streamed by " + t->engine.str()));
+  }
+  take_over(sess, e, t->at);
   (t->swap ? push_swaps : push_handoffs)->inc();
   co_return net::json_reply(json::object{});
 }
@@ -312,7 +345,9 @@ void director_daemon::impl::take_over(push_session& s, engine_slot e,
     ++s.handoffs;
   }
   s.engine = e;
-  s.next_engine.reset();
+  if (s.next_engine == e) {
+    s.next_engine.reset();  // (one named after it, by its own `next`, stays)
+  }
   s.at = at;
   s.heard = steady::now();
   s.now = push_session::phase::playing;
@@ -369,7 +404,7 @@ asio::awaitable<reply> director_daemon::impl::push_positions(request_context& ct
     auto& s = it->second;
     if (s.next_engine == *e) {
       take_over(s, *e, p);  // its report came before its `taken`
-    } else if (s.engine == *e && !s.resuming) {
+    } else if (s.engine == *e) {
       s.at = p;
       s.heard = steady::now();
     } else {
@@ -387,6 +422,10 @@ asio::awaitable<void> director_daemon::impl::resume(std::string sid, engine_slot
     co_return;
   }
   it->second.resuming = true;
+  ++it->second.generation;
+  // The silent engine no longer streams the session: its reports, if it comes back, get a stop.
+  it->second.engine.reset();
+  it->second.next_engine.reset();
   tasks.spawn(send_stop(tables.engine(from).url, sid));
   auto m = ready_program(it->second.program.str());
   result<api::push_position> pos = make_error(errc::not_found, "the program is gone");
@@ -416,7 +455,12 @@ asio::awaitable<void> director_daemon::impl::resume(std::string sid, engine_slot
     logger->info("director {}: session {} resumed at {} offset {}", station->name.str(), sid,
                  pos->key.str(), pos->offset);
   } else {
-    it->second.heard = steady::now();  // try again after another silence
+    // Tried again after another silence (the engine that gave up counts as the session's until
+    // then, so that the sweep finds it).
+    it->second.heard = steady::now();
+    if (!it->second.engine && it->second.now == push_session::phase::playing) {
+      it->second.engine = from;
+    }
     logger->warn("director {}: session {} could not be resumed: {}", station->name.str(), sid,
                  pos.err().detail);
   }
@@ -508,7 +552,11 @@ asio::awaitable<void> director_daemon::impl::rtcp_sink_loop(size_t which) {
         continue;
       }
       auto s = push_sessions.find(it->second);
-      if (s != push_sessions.end() && s->second.console == from.address()) {
+      auto a = from.address();
+      if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+        a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+      }
+      if (s != push_sessions.end() && s->second.console == a) {
         s->second.touched = now;
       }
     }

@@ -33,7 +33,10 @@ struct push_session {
   steady::time_point heard{};            // the streaming engine last told us of the session
   steady::time_point touched{};          // the console's last request (keep-alive)
   bool resuming = false;                 // a resume is in flight
-  bool ended = false;                    // the stream reached the program's end
+  // Bumped by every PLAY, stop and resume: a stream whose order was sent under an older one is
+  // stopped when its reply comes (a PAUSE or another PLAY came meanwhile).
+  uint64_t generation = 0;
+  bool ended = false;  // the stream reached the program's end
   uint64_t handoffs = 0;
   uint64_t resumes = 0;
 };

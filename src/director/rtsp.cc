@@ -8,6 +8,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 
+#include <openssl/rand.h>
+
 #include <random>
 
 #include "auth/client.h"
@@ -56,8 +58,14 @@ asio::ip::address canonical(asio::ip::address a) {
   return a;
 }
 
-std::string random_hex(std::mt19937_64& rng) {
-  return fmt::format("{:016x}", rng());
+// A session id is all a console shows to act on its session: from the system's CSPRNG, so that
+// ids seen reveal nothing of others (mt19937's outputs would give its state away).
+std::string random_session_id() {
+  uint64_t v = 0;
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(&v), sizeof v) != 1) {
+    throw std::runtime_error("the system's random generator failed");
+  }
+  return fmt::format("{:016x}", v);
 }
 
 }  // namespace
@@ -274,7 +282,7 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_setup(push::rts
   }
   push_session s;
   do {
-    s.id = random_hex(push_rng);
+    s.id = random_session_id();
   } while (push_sessions.contains(s.id));
   s.program = t->program;
   s.console = console;
@@ -325,14 +333,20 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_play(push::rtsp
   if (!m) {
     co_return refusal(m.err());
   }
+  double duration = (*m)->duration();
   if (it->second.now == push_session::phase::playing && it->second.engine) {
     co_await stop_stream(sid);  // where it stopped is where "now" is
     it = push_sessions.find(sid);
     if (it == push_sessions.end()) {
       co_return refusal(454, "session_not_found", "the session ended meanwhile");
     }
+    m = ready_program(it->second.program.str());  // the catalog may have changed meanwhile
+    if (!m) {
+      co_return refusal(m.err());
+    }
   }
   auto& s = it->second;
+  ++s.generation;  // a stream started for an earlier request no longer counts
   auto start = plan_start(**m, s, range ? range->start : std::nullopt);
   if (!start) {
     co_return refusal(457, "invalid_range", start.err().detail);
@@ -345,7 +359,7 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_play(push::rtsp
   push_plays->inc();
   it = push_sessions.find(sid);
   rtsp_response r;
-  r.headers.emplace_back("Range", push::write_range(pos->npt, (*m)->duration()));
+  r.headers.emplace_back("Range", push::write_range(pos->npt, duration));
   if (scale != 1) {
     r.headers.emplace_back("Scale", fmt::format("{}", scale));
   }

@@ -44,6 +44,7 @@ std::optional<error> push_order_refusal(const api::push_order& o) {
   if (o.offset && o.seek) {
     return bad("an order has an offset or a seek, not both");
   }
+
   if (o.seek && (!std::isfinite(*o.seek) || *o.seek < 0 || *o.seek >= o.duration)) {
     return bad(fmt::format("seek must be within the segment's {} s", o.duration));
   }
@@ -327,6 +328,9 @@ asio::awaitable<void> engine_daemon::impl::push_failed_fill(segment_key key) {
     if (p.key != key || !pushes.contains(p.session) || pushes.at(p.session).handed_off) {
       continue;
     }
+    if (!pacer || stopping) {
+      co_return;  // the engine stopped during the last report
+    }
     auto at = pacer->stop(p.session);
     forget_push(p.session);
     if (at) {
@@ -372,6 +376,15 @@ asio::awaitable<reply> engine_daemon::impl::push_start(request_context& ctx) {
   }
   if (auto why = push_order_refusal(*order)) {
     co_return net::error_reply(*why);
+  }
+  // A clock far from now would send a burst of the segment at once, or hold the stream for ever.
+  auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  if (order->state.origin_unix_ns != 0 &&
+      std::abs(order->state.origin_unix_ns - now_ns) > int64_t{60'000'000'000}) {
+    co_return net::error_reply(
+        make_error(errc::invalid_argument, "origin_unix_ns must be 0 or within a minute of now"));
   }
   if (!pacer || stopping) {
     co_return net::error_reply(make_error(errc::unavailable, "the engine is stopping"));
@@ -476,10 +489,12 @@ asio::awaitable<reply> engine_daemon::impl::push_stop(request_context& ctx) {
         make_error(errc::invalid_argument, "session must be 16 lower-case hex digits"));
   }
   auto at = pacer ? pacer->stop(sid) : std::nullopt;
+  // Forgotten either way: a stream between two segments (restarting, handing off) is not in the
+  // pacer, and must not start again after this stop.
+  forget_push(sid);
   if (!at) {
     co_return net::error_reply(make_error(errc::not_found, "no stream of session " + sid));
   }
-  forget_push(sid);
   co_return net::json_reply(api::to_json(to_api(*at)));
 }
 
@@ -808,6 +823,9 @@ asio::awaitable<bool> engine_daemon::impl::push_swap_back(api::push_order incomi
   auto held = res && res->status == 200 ? inventory_keys(res->body) : std::nullopt;
   if (!held) {
     co_return false;
+  }
+  if (!pacer || stopping) {
+    co_return false;  // the engine stopped meanwhile
   }
   auto positions = pacer->positions();
   std::vector<push_candidate> ours;
