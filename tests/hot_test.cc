@@ -31,11 +31,8 @@
 #include "base/fs.h"
 #include "base/process.h"
 #include "base/sha256.h"
+#include "support/orders.h"
 #include "support/support.h"
-
-#ifndef VODGRID_TEST_HTTP
-#define VODGRID_TEST_HTTP "test_http.py"
-#endif
 
 namespace vodgrid::test {
 namespace {
@@ -55,51 +52,6 @@ std::string ts_bytes(size_t packets, int seed) {
     s[i] = static_cast<char>(i % 188 == 0 ? 0x47 : x & 0xff);
   }
   return s;
-}
-
-// A source serving the files of `folder` at `rate` bytes/s (test_http.py), its requests logged.
-struct slow_source {
-  uint16_t port = free_port();
-  temp_dir logs;
-  child_process proc;
-  slow_source(const fs::path& folder, std::vector<std::string> flags) {
-    std::vector<std::string> argv{"/usr/bin/python3", VODGRID_TEST_HTTP, std::to_string(port),
-                                  folder.string()};
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    auto p = child_process::spawn(argv, logs.path() / "http.log");
-    if (!p) {
-      throw std::runtime_error("cannot start test_http.py");
-    }
-    proc = std::move(*p);
-    if (!eventually([&] { return port_is_listening(port); })) {
-      throw std::runtime_error("test_http.py did not listen");
-    }
-  }
-  std::string url(const std::string& file) const {
-    return fmt::format("http://127.0.0.1:{}/{}", port, file);
-  }
-  // Requests it received for `file`.
-  int requests(const std::string& file) const {
-    auto text = read_file(logs.path() / "http.log", 1 << 20);
-    if (!text) {
-      return 0;
-    }
-    int n = 0;
-    for (size_t p = 0; (p = text->find("GET /" + file + " ", p)) != std::string::npos; ++p) {
-      ++n;
-    }
-    return n;
-  }
-};
-
-std::string fetch_order(const std::string& program, uint32_t index, const std::string& data,
-                        std::vector<std::string> sources, bool wait) {
-  api::fetch_order o{{*program_id::parse(program), segment_index{index}},
-                     sha256(data),
-                     data.size(),
-                     std::move(sources),
-                     wait};
-  return boost::json::serialize(api::to_json(o));
 }
 
 result<net::client_response> put_segment(const std::string& engine, const std::string& path,
