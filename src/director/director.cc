@@ -245,6 +245,7 @@ asio::awaitable<reply> director_daemon::impl::list_engines(request_context&) {
         {"last_seen_ms",
          std::chrono::duration_cast<std::chrono::milliseconds>(now - e.last_seen).count()},
         {"segments", e.held.size()},
+        {"filling", e.filling.size()},  // copies arriving (cut-through)
         {"assigned", e.assigned},
         {"load", api::to_json(e.load)}});
   }
