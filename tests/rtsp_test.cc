@@ -15,16 +15,19 @@
 #include <boost/json/serialize.hpp>
 
 #include <csignal>
+#include <future>
 #include <regex>
 #include <sstream>
 
 #include "base/fs.h"
+#include "support/orders.h"
 #include "support/support.h"
 
 namespace vodgrid::test {
 namespace {
 
 using namespace std::chrono_literals;
+using boost::beast::http::verb;
 
 uint16_t port_of(const std::string& url) {
   return static_cast<uint16_t>(std::stoi(url.substr(url.rfind(':') + 1)));
@@ -521,6 +524,142 @@ TEST(Rtsp, FastForwardSendsOnlyKeyFramesThatFfprobeReadsAndSeekStartsLater) {
   EXPECT_TRUE(half.contains("ok") && half.at("ok").as_bool()) << half_text;
   EXPECT_GT(num(half, "bytes"), 0.3 * static_cast<double>(program_bytes)) << half_text;
   EXPECT_LT(num(half, "bytes"), 0.7 * static_cast<double>(program_bytes)) << half_text;
+}
+
+// The engine of `st` whose pacer streams a session now (-1: none, or more than one).
+int streaming_engine(const station_fixture& st, int engines) {
+  int found = -1;
+  for (int i = 0; i < engines; ++i) {
+    if (metric(st.engine_url(i), "vodgrid_engine_push_streams") >= 1) {
+      if (found >= 0) {
+        return -1;
+      }
+      found = i;
+    }
+  }
+  return found;
+}
+
+// The director's count of `field` ("segments", "filling") for engine `name`.
+int64_t director_count(const station_fixture& st, const std::string& name,
+                       const std::string& field) {
+  auto r = http_get(st.director_url() + "/v1/engines");
+  if (!r || r->status != 200) {
+    return -1;
+  }
+  auto v = boost::json::parse(r->body);
+  for (auto& e : v.at("engines").as_array()) {
+    if (e.at("name").as_string() == name) {
+      return e.at(field).to_number<int64_t>();
+    }
+  }
+  return -1;
+}
+
+// Claims 21 and 22 between real engines. Engine X holds the last segment of "movie" whole and
+// streams another console (B, on "long") at its limit of one stream; engine Y is still receiving
+// that segment from a slow source. A console seeks into it with Range: at Scale 4: the director
+// gives it to Y (X is at its limit), Y starves at once and asks for a whole copy, X takes the
+// session by swapping B back to Y. Both consoles see unbroken streams, the director and both
+// engines count the swaps, and what the seeking console saved is valid MPEG-TS of key frames.
+TEST(Rtsp, ASeekAtScale4IntoASegmentStillArrivingIsSwappedToAWholeCopy) {
+  station_fixture::options o;
+  o.engines = 2;
+  o.copies = 1;
+  o.max_streams = 1;
+  pushed_program p(o, 8);  // "movie": eight segments of 1 s
+  temp_dir long_src;
+  make_sample(long_src.path(), 12, 12);  // "long": one segment of 12 s
+  auto in = p.st.ingest(long_src.path().string(), "long");
+  ASSERT_EQ(in.status, 0) << in.err;
+  auto manifest = http_get(p.st.director_url() + "/v1/programs/movie");
+  ASSERT_TRUE(manifest && manifest->status == 200);
+  auto segments = boost::json::parse(manifest->body).at("segments").as_array();
+  ASSERT_EQ(segments.size(), 8u);
+  const uint32_t last = 7;
+  double last_start = 0;
+  for (uint32_t i = 0; i < last; ++i) {
+    last_start += segments[i].at("duration").to_number<double>();
+  }
+  // Both engines hold "long" whole, so that X can hand B to Y.
+  auto holder_of = [&](const std::string& path) {
+    for (int i = 0; i < 2; ++i) {
+      auto r = http_get(p.st.engine_url(i) + "/v1/segments/" + path);
+      if (r && r->status == 200) {
+        return std::pair{i, r->body};
+      }
+    }
+    return std::pair{-1, std::string()};
+  };
+  auto [long_at, long_bytes] = holder_of("long/0.ts");
+  ASSERT_GE(long_at, 0);
+  auto copy = http(verb::post, p.st.engine_url(1 - long_at) + "/v1/orders/fetch",
+                   fetch_order("long", 0, long_bytes,
+                               {p.st.engine_url(long_at) + "/v1/segments/long/0.ts"}, true));
+  ASSERT_TRUE(copy && copy->status == 201) << (copy ? copy->body : copy.err().detail);
+
+  // B plays "long" at 1x: wherever it lands is X.
+  auto b = std::async(std::launch::async,
+                      [&] { return play_rtsp(rtsp_url(p.st.director_url(), "long")); });
+  int x = -1;
+  ASSERT_TRUE(eventually([&] { return (x = streaming_engine(p.st, 2)) >= 0; }));
+  int y = 1 - x;
+  // X holds movie's last segment whole; Y only receives it, slowly (about 20 s for all of it).
+  auto [last_at, last_bytes] = holder_of(fmt::format("movie/{}.ts", last));
+  ASSERT_GE(last_at, 0);
+  if (last_at == y) {
+    auto to_x = http(
+        verb::post, p.st.engine_url(x) + "/v1/orders/fetch",
+        fetch_order("movie", last, last_bytes,
+                    {p.st.engine_url(y) + fmt::format("/v1/segments/movie/{}.ts", last)}, true));
+    ASSERT_TRUE(to_x && to_x->status == 201) << (to_x ? to_x->body : to_x.err().detail);
+    auto held_y = director_count(p.st, p.st.engine_name(y), "segments");
+    ASSERT_EQ(
+        http(verb::delete_, p.st.engine_url(y) + fmt::format("/v1/segments/movie/{}.ts", last))
+            ->status,
+        204u);
+    ASSERT_TRUE(eventually(
+        [&] { return director_count(p.st, p.st.engine_name(y), "segments") == held_y - 1; }));
+  }
+  temp_dir folder;
+  ASSERT_TRUE(write_file_durably(folder.path() / "seg.ts", last_bytes));
+  slow_source src(folder.path(),
+                  {"--rate", std::to_string(std::max<size_t>(last_bytes.size() / 20, 1000))});
+  auto fill = http(verb::post, p.st.engine_url(y) + "/v1/orders/fetch",
+                   fetch_order("movie", last, last_bytes, {src.url("seg.ts")}, false));
+  ASSERT_TRUE(fill && fill->status == 202) << (fill ? fill->body : fill.err().detail);
+  ASSERT_TRUE(
+      eventually([&] { return director_count(p.st, p.st.engine_name(y), "filling") == 1; }));
+
+  auto saved = p.st.data() / "swapped.ts";
+  auto rep = play_rtsp(p.url(), {"--seek", fmt::format("{:.3f}", last_start + 0.5), "--scale", "4",
+                                 "--save", saved.string()});
+  auto text = boost::json::serialize(rep);
+  EXPECT_TRUE(rep.contains("ok") && rep.at("ok").as_bool()) << text;
+  EXPECT_EQ(num(rep, "seq_gaps"), 0) << text;
+  EXPECT_EQ(num(rep, "duplicates"), 0) << text;
+  auto brep = b.get();
+  auto btext = boost::json::serialize(brep);
+  EXPECT_TRUE(brep.contains("ok") && brep.at("ok").as_bool()) << btext;
+  EXPECT_EQ(num(brep, "segments"), 1) << btext;  // checked against its SHA-256 across the swap
+  EXPECT_EQ(num(brep, "seq_gaps"), 0) << btext;
+  EXPECT_EQ(num(brep, "duplicates"), 0) << btext;
+  EXPECT_EQ(brep.at("engines").as_array().size(), 2u) << btext;
+  // The swap to the whole copy and the swap back, each counted where it happened.
+  EXPECT_EQ(p.director_metric("vodgrid_director_push_swaps_total"), 2);
+  for (int e : {x, y}) {
+    EXPECT_EQ(metric(p.st.engine_url(e), "vodgrid_engine_push_swaps_total\\{dir=\"out\"\\}"), 1)
+        << p.st.log_of(fmt::format("e{}", e));
+    EXPECT_EQ(metric(p.st.engine_url(e), "vodgrid_engine_push_swaps_total\\{dir=\"in\"\\}"), 1);
+  }
+  EXPECT_LT(src.requests("seg.ts"), 2);
+  // Valid MPEG-TS: ffprobe reads every frame without an error, and each is a key frame.
+  auto probe = run({"/usr/bin/ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+                    "frame=key_frame", "-of", "csv=p=0", saved.string()});
+  EXPECT_EQ(probe.status, 0) << probe.err;
+  EXPECT_EQ(probe.err, "");
+  EXPECT_NE(probe.out.find('1'), std::string::npos) << probe.out;
+  EXPECT_EQ(probe.out.find('0'), std::string::npos) << probe.out;
 }
 
 }  // namespace
