@@ -63,6 +63,45 @@ TEST(Api, ManifestRoundTripsAndChecksOrder) {
   EXPECT_FALSE(decode<program_manifest>(swapped));
 }
 
+TEST(Api, KeyFramesRoundTripAndMustLieInOrderWithinTheSegment) {
+  program_manifest m;
+  m.id = *program_id::parse("movie");
+  m.segments.push_back({segment_index{0}, 2.0, 18800, sha256("a"), 376, {{376, 1880, 0}}});
+  m.segments[0].key_frames.push_back({9400, 940, 1.0});
+  auto back = decode<program_manifest>(json::serialize(to_json(m)));
+  ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->segments[0].psi_bytes, 376u);
+  EXPECT_EQ(back->segments[0].key_frames, m.segments[0].key_frames);
+  // Without an index (programs loaded before it was kept): none, and still a manifest.
+  m.segments[0].key_frames.clear();
+  back = decode<program_manifest>(json::serialize(to_json(m)));
+  ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_TRUE(back->segments[0].key_frames.empty());
+
+  auto refused = [&](std::string frames, std::string psi = "376") {
+    auto body = R"({"id":"movie","title":"t","segments":[{"index":0,"duration":2,"size":18800,)"
+                R"("sha256":")" +
+                to_hex(sha256("a")) + R"(","psi_bytes":)" + psi + R"(,"key_frames":)" + frames +
+                "}]}";
+    auto r = decode<program_manifest>(body);
+    EXPECT_FALSE(r) << body;
+    return r ? std::string() : r.err().detail;
+  };
+  auto frame = [](int offset, int length, double seconds) {
+    return fmt::format(R"({{"offset":{},"length":{},"seconds":{}}})", offset, length, seconds);
+  };
+  EXPECT_NE(refused("[" + frame(0, 100, 0) + "]").find("key_frames[0].offset"), std::string::npos);
+  EXPECT_NE(refused("[" + frame(18000, 1000, 0) + "]").find("within the segment"),
+            std::string::npos);
+  EXPECT_NE(refused("[" + frame(376, 1880, 0) + "," + frame(1000, 100, 1) + "]")
+                .find("key_frames[1].offset"),
+            std::string::npos);
+  EXPECT_NE(refused("[" + frame(376, 0, 0) + "]").find("offset"), std::string::npos);
+  EXPECT_NE(refused("[" + frame(376, 100, 99) + "]").find("seconds"), std::string::npos);
+  EXPECT_NE(refused("[]", "20000").find("psi_bytes"), std::string::npos);
+  EXPECT_NE(refused("{}").find("key_frames"), std::string::npos);
+}
+
 TEST(Api, DecodersRefuseBadInputNamingTheField) {
   auto reason = [](std::string body) {
     auto r = decode<fetch_order>(body);

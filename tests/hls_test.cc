@@ -59,5 +59,30 @@ TEST(Hls, WritesAPlaylistThatReadsBack) {
   EXPECT_NEAR(pl->segments[1].duration, 2.96, 1e-6);
 }
 
+TEST(Hls, WritesAnIFramePlaylistOfByteRangesLastingToTheNextKeyFrame) {
+  program_manifest m;
+  m.id = *program_id::parse("film");
+  m.segments.push_back(
+      {segment_index{0}, 2.0, 100000, {}, 376, {{376, 9000, 0}, {50000, 8000, 1}}});
+  m.segments.push_back({segment_index{1}, 1.5, 90000, {}, 376, {{376, 7000, 0}}});
+  auto text = write_iframe_playlist(m, "?token=a\"b");
+  ASSERT_TRUE(text) << text.err().detail;
+  EXPECT_EQ(*text,
+            "#EXTM3U\n#EXT-X-VERSION:5\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:2\n"
+            "#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-I-FRAMES-ONLY\n"
+            "#EXT-X-MAP:URI=\"segments/0.ts?token=a%22b\",BYTERANGE=\"376@0\"\n"
+            "#EXTINF:1.000000,\n#EXT-X-BYTERANGE:9000@376\nsegments/0.ts?token=a\"b\n"
+            "#EXTINF:1.000000,\n#EXT-X-BYTERANGE:8000@50000\nsegments/0.ts?token=a\"b\n"
+            "#EXT-X-MAP:URI=\"segments/1.ts?token=a%22b\",BYTERANGE=\"376@0\"\n"
+            "#EXTINF:1.500000,\n#EXT-X-BYTERANGE:7000@376\nsegments/1.ts?token=a\"b\n"
+            "#EXT-X-ENDLIST\n");
+  // A segment without its index: no I-frame playlist, and why.
+  m.segments[1].key_frames.clear();
+  auto none = write_iframe_playlist(m, "");
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.err().code, errc::not_found);
+  EXPECT_NE(none.err().detail.find("segment 1"), std::string::npos) << none.err().detail;
+}
+
 }  // namespace
 }  // namespace vodgrid::api

@@ -174,10 +174,20 @@ result<heartbeat_reply> from_json<heartbeat_reply>(const json::object& o) {
 // --- Programs and their placement (loader → director). ---
 
 json::value to_json(const segment_entry& v) {
-  return json::object{{"index", v.index.v},
-                      {"duration", v.duration},
-                      {"size", v.size},
-                      {"sha256", to_hex(v.sha256)}};
+  json::object o{{"index", v.index.v},
+                 {"duration", v.duration},
+                 {"size", v.size},
+                 {"sha256", to_hex(v.sha256)}};
+  if (!v.key_frames.empty()) {
+    json::array k;
+    k.reserve(v.key_frames.size());
+    for (auto& f : v.key_frames) {
+      k.push_back(json::object{{"offset", f.offset}, {"length", f.length}, {"seconds", f.seconds}});
+    }
+    o["psi_bytes"] = v.psi_bytes;
+    o["key_frames"] = std::move(k);
+  }
+  return o;
 }
 
 json::value to_json(const program_manifest& v) {
@@ -219,6 +229,33 @@ void read(field_reader& r, segment_entry& v) {
     r.fail("size", "must be positive");
   }
   r.digest("sha256", v.sha256);
+  if (!r.ok()) {
+    return;
+  }
+  r.u64("psi_bytes", v.psi_bytes, need::optional);
+  // At most one key frame per TS packet; each within the segment, after the one before it.
+  r.elements(
+      "key_frames", static_cast<size_t>(v.size / 188),
+      [&](field_reader& e) {
+        key_frame f;
+        e.u64("offset", f.offset);
+        e.u64("length", f.length);
+        e.number("seconds", f.seconds, 0, v.duration + 60, need::required);
+        uint64_t floor = v.key_frames.empty()
+                             ? v.psi_bytes
+                             : v.key_frames.back().offset + v.key_frames.back().length;
+        if (e.ok() && (f.length == 0 || f.offset < floor || f.offset > v.size ||
+                       f.length > v.size - f.offset)) {
+          e.fail("offset",
+                 "key frames must lie within the segment, after its PAT/PMT and "
+                 "each after the one before");
+        }
+        v.key_frames.push_back(f);
+      },
+      need::optional);
+  if (r.ok() && v.psi_bytes > v.size) {
+    r.fail("psi_bytes", "must not exceed the segment's size");
+  }
 }
 
 void read(field_reader& r, program_manifest& v) {

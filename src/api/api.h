@@ -73,11 +73,24 @@ struct heartbeat_reply {
   bool resync = false;
 };
 
+// A random access point of a segment (its video key frame), for I-frame playlists: the bytes from
+// its first packet up to the next video PES start.
+struct key_frame {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  double seconds = 0;  // its PTS after the segment's first video PTS
+  bool operator==(const key_frame&) const = default;
+};
+
 struct segment_entry {
   segment_index index;
   double duration = 0;  // seconds
   uint64_t size = 0;
   sha256_digest sha256{};
+  // From the loader's index of the segment (empty for programs loaded before it kept one): the
+  // leading PAT and PMT bytes, and the key frames in the order of their offsets.
+  uint64_t psi_bytes = 0;
+  std::vector<key_frame> key_frames;
 };
 
 // A program as the station knows it: POST /v1/programs (loader → director), GET /v1/programs/{id}.

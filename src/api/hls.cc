@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -108,6 +109,59 @@ std::string write_vod_playlist(const program_manifest& m, std::string_view query
       static_cast<int>(target));
   for (auto& s : m.segments) {
     out += fmt::format("#EXTINF:{:.6f},\nsegments/{}.ts{}\n", s.duration, s.index.v, query);
+  }
+  out += "#EXT-X-ENDLIST\n";
+  return out;
+}
+
+result<std::string> write_iframe_playlist(const program_manifest& m, std::string_view query) {
+  struct frame {
+    const segment_entry* s;
+    const key_frame* f;
+    double at;  // seconds into the program
+  };
+  std::vector<frame> frames;
+  double start = 0;
+  for (auto& s : m.segments) {
+    if (s.key_frames.empty()) {
+      return make_error(errc::not_found,
+                        fmt::format("program {} has no key frame index (segment {}): load it again "
+                                    "for an I-frame playlist",
+                                    m.id.str(), s.index.v));
+    }
+    for (auto& f : s.key_frames) {
+      frames.push_back({&s, &f, start + std::min(f.seconds, s.duration)});
+    }
+    start += s.duration;
+  }
+  // Each frame lasts until the next one (the last, until the program's end).
+  std::vector<double> lasts(frames.size());
+  double target = 1;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    double next = i + 1 < frames.size() ? frames[i + 1].at : start;
+    lasts[i] = std::max(0.0, next - frames[i].at);
+    target = std::max(target, std::ceil(lasts[i]));
+  }
+  // Version 5: EXT-X-MAP in an I-frame playlist.
+  std::string out = fmt::format(
+      "#EXTM3U\n#EXT-X-VERSION:5\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:{}\n"
+      "#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-I-FRAMES-ONLY\n",
+      static_cast<int>(target));
+  // A quoted attribute cannot hold a '"' (no URI has one; a hostile query might).
+  std::string quoted_query;
+  for (char c : query) {
+    quoted_query += c == '"' ? std::string("%22") : std::string(1, c);
+  }
+  const segment_entry* mapped = nullptr;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    auto& [s, f, at] = frames[i];
+    if (s != mapped && s->psi_bytes > 0) {
+      out += fmt::format("#EXT-X-MAP:URI=\"segments/{}.ts{}\",BYTERANGE=\"{}@0\"\n", s->index.v,
+                         quoted_query, s->psi_bytes);
+      mapped = s;
+    }
+    out += fmt::format("#EXTINF:{:.6f},\n#EXT-X-BYTERANGE:{}@{}\nsegments/{}.ts{}\n", lasts[i],
+                       f->length, f->offset, s->index.v, query);
   }
   out += "#EXT-X-ENDLIST\n";
   return out;

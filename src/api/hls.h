@@ -32,4 +32,10 @@ result<media_playlist> parse_media_playlist(std::string_view text);
 // playlist, followed by `query` (e.g. "?token=...") when not empty.
 std::string write_vod_playlist(const program_manifest& m, std::string_view query);
 
+// Writes the I-frame playlist of a program (RFC 8216 4.3.3.6, the HLS side of claim 21): each key
+// frame as a byte range of its segment, lasting until the next key frame, after an EXT-X-MAP of
+// that segment's PAT and PMT; URIs as in write_vod_playlist. not_found when a segment has no key
+// frame index (a program loaded before the loader kept one).
+result<std::string> write_iframe_playlist(const program_manifest& m, std::string_view query);
+
 }  // namespace vodgrid::api
