@@ -3,11 +3,13 @@
 #include <fmt/format.h>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "api/hls.h"
 #include "base/fs.h"
 #include "base/log.h"
+#include "push/ts.h"
 
 namespace vodgrid::director {
 
@@ -98,6 +100,19 @@ status check_ts(std::string_view data, const std::string& where) {
     return make_error(errc::invalid_argument, fmt::format("{}: not an MPEG-TS segment", where));
   }
   return {};
+}
+
+// The segment's key frames, for I-frame playlists (claim 21's HLS side). A segment without a
+// video stream, or one the index cannot read, is loaded without them.
+void index_key_frames(std::string_view data, api::segment_entry& seg) {
+  auto ix = push::index_ts(data);
+  if (!ix || ix->keyframes.empty()) {
+    return;
+  }
+  seg.psi_bytes = ix->psi_bytes;
+  for (auto& k : ix->keyframes) {
+    seg.key_frames.push_back({k.offset, k.length, std::max(0.0, k.seconds)});
+  }
 }
 
 // Pass 2 of load_program: uploads each segment to its engines and commits.
@@ -197,8 +212,10 @@ asio::awaitable<result<api::program_manifest>> load_program(net::http_client& cl
     if (auto st = check_ts(*data, *loc); !st) {
       co_return st.err();
     }
-    m.segments.push_back({segment_index{static_cast<uint32_t>(i)}, pl->segments[i].duration,
-                          data->size(), sha256(*data)});
+    auto& seg = m.segments.emplace_back();
+    seg = {segment_index{static_cast<uint32_t>(i)}, pl->segments[i].duration, data->size(),
+           sha256(*data)};
+    index_key_frames(*data, seg);
     where.push_back(*loc);
   }
 
