@@ -161,6 +161,30 @@ TEST(ContentIngest, AnMp4IsRefusedBeforeItsPublishTimeAndPlaysAfterItAtTheEdge) 
   EXPECT_EQ(got.frames, 150);
   EXPECT_EQ(got.frames, want.frames);
   EXPECT_NEAR(got.duration, want.duration, 0.1);
+  // Its I-frame playlist at the edge (learned from the registry): the six key frames, each a byte
+  // range of its segment through the same redirects, and nothing else.
+  auto iframes_url = g.director_url("edge") + "/v1/programs/film/iframes.m3u8";
+  auto iframes = http_get(iframes_url);
+  ASSERT_TRUE(iframes && iframes->status == 200);
+  EXPECT_NE(iframes->body.find("#EXT-X-I-FRAMES-ONLY"), std::string::npos) << iframes->body;
+  auto keys = run({ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+                   "frame=key_frame", "-of", "csv=p=0", iframes_url},
+                  60s);
+  EXPECT_EQ(keys.status, 0) << keys.err;
+  int key_frames = 0, others = 0;
+  std::istringstream frames(keys.out);
+  for (std::string line; std::getline(frames, line);) {
+    key_frames += line.starts_with("1") ? 1 : 0;
+    others += line.starts_with("0") ? 1 : 0;
+  }
+  EXPECT_EQ(key_frames, 6) << keys.out << iframes->body;
+  EXPECT_EQ(others, 0) << keys.out;
+  // ffprobe's only complaint: its HTTP connection is not reused across the engines' redirects.
+  std::istringstream complaints(keys.err);
+  for (std::string line; std::getline(complaints, line);) {
+    EXPECT_NE(line.find("Cannot reuse HTTP connection for different host"), std::string::npos)
+        << line;
+  }
   // The catalog has what the packager found and the history of the program.
   auto p = content_program(g, "film");
   EXPECT_EQ(p.at("video_codec").as_string(), "h264");

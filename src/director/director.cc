@@ -100,6 +100,7 @@ void director_daemon::impl::routes() {
   guarded(V::delete_, "/v1/programs/{}", &impl::delete_program, 0, service);
   guarded(V::post, "/v1/programs/{}/commit", &impl::commit_program, 0, service);
   route(V::get, "/v1/programs/{}/index.m3u8", &impl::playlist);
+  route(V::get, "/v1/programs/{}/iframes.m3u8", &impl::iframe_playlist);
   route(V::get, "/v1/programs/{}/segments/{}.ts", &impl::segment);
   guarded(V::get, "/v1/programs/{}/segments/{}/holder", &impl::holder, 0, service);
   guarded(V::post, "/v1/programs/{}/distribute", &impl::distribute, 256ull << 20, service);

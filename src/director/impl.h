@@ -212,6 +212,12 @@ struct director_daemon::impl : net::daemon_base {
   asio::awaitable<reply> list_programs(request_context& ctx);
   asio::awaitable<reply> get_program(request_context& ctx);
   asio::awaitable<reply> playlist(request_context& ctx);
+  asio::awaitable<reply> iframe_playlist(request_context& ctx);
+  // A playlist of program ctx.params[0] for a viewer entitled to it: `write` makes its text from
+  // the manifest and the query carried on to each URI.
+  asio::awaitable<reply> playlist_reply(request_context& ctx,
+                                        result<std::string> (*write)(const api::program_manifest&,
+                                                                     std::string_view));
   asio::awaitable<reply> segment(request_context& ctx);
   // The reply refusing a request whose viewer token does not meet `req`; nullopt: it does.
   asio::awaitable<std::optional<reply>> token_refusal(request_context& ctx, auth::requirement req);

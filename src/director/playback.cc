@@ -29,6 +29,19 @@ asio::awaitable<std::optional<reply>> director_daemon::impl::token_refusal(reque
 }
 
 asio::awaitable<reply> director_daemon::impl::playlist(request_context& ctx) {
+  co_return co_await playlist_reply(
+      ctx, [](const api::program_manifest& m, std::string_view query) -> result<std::string> {
+        return api::write_vod_playlist(m, query);
+      });
+}
+
+asio::awaitable<reply> director_daemon::impl::iframe_playlist(request_context& ctx) {
+  co_return co_await playlist_reply(ctx, &api::write_iframe_playlist);
+}
+
+asio::awaitable<reply> director_daemon::impl::playlist_reply(
+    request_context& ctx,
+    result<std::string> (*write)(const api::program_manifest&, std::string_view)) {
   auto m = co_await find_program(ctx.params[0]);
   if (!m) {
     co_return unavailable_reply(m.err());
@@ -40,16 +53,20 @@ asio::awaitable<reply> director_daemon::impl::playlist(request_context& ctx) {
       co_return std::move(*refusal);
     }
   }
-  // Whatever query the console used (a token, later) is carried to each segment URI.
+  // Whatever query the console used (a token) is carried to each segment URI.
   std::string query;
   auto target = ctx.req.target();
   if (auto q = target.find('?'); q != std::string_view::npos) {
     query = std::string(target.substr(q));
   }
+  auto text = write(**m, query);
+  if (!text) {
+    co_return net::error_reply(text.err());
+  }
   reply r;
   r.content_type = "application/vnd.apple.mpegurl";
   r.headers.emplace_back("Cache-Control", "no-cache");
-  r.body = api::write_vod_playlist(**m, query);
+  r.body = std::move(*text);
   co_return r;
 }
 
