@@ -305,6 +305,39 @@ TEST(StreamAccount, JitterIsLatenessAboveTheSessionsLeastEvenWhenTheFirstCameLat
   EXPECT_NEAR(static_cast<double>(j.max()), 5000, 50);
 }
 
+TEST(StreamAccount, AClockStartedAgainAfterASilenceIsANewRunNotJitter) {
+  stream_account a({});
+  auto t0 = steady::now();
+  // 50 on time, then the stream resumes a second later where it stopped (an engine died and another
+  // holder took the session on from its last position): one silence, no jitter.
+  for (uint16_t i = 0; i < 50; ++i) {
+    a.add("e1", t0 + i * 3ms, timed_datagram(i, i * 270u));
+  }
+  for (uint16_t i = 50; i < 100; ++i) {
+    a.add("e2", t0 + 1s + i * 3ms, timed_datagram(i, i * 270u));
+  }
+  auto s = a.stats();
+  EXPECT_EQ(s.jitter_us.count(), 100u);
+  EXPECT_LE(s.jitter_us.max(), 30);
+  EXPECT_NEAR(s.longest_gap, 1.003, 0.001);  // the silence is reported as a gap instead
+}
+
+TEST(StreamAccount, ASenderThatStallsAndBurstsToCatchUpShowsItsBurstAsJitter) {
+  stream_account a({});
+  auto t0 = steady::now();
+  // 50 on time, a 400 ms stall, then the 133 datagrams due meanwhile at once, then on time again.
+  for (uint16_t i = 0; i < 50; ++i) {
+    a.add("e", t0 + i * 3ms, timed_datagram(i, i * 270u));
+  }
+  for (uint16_t i = 50; i < 300; ++i) {
+    auto due = t0 + i * 3ms;
+    a.add("e", std::max(due, t0 + 550ms), timed_datagram(i, i * 270u));
+  }
+  auto j = a.stats().jitter_us;
+  EXPECT_EQ(j.count(), 300u);
+  EXPECT_GE(j.max(), 390'000);
+}
+
 TEST(StreamAccount, JitterFollowsTheScale) {
   stream_account::options o;
   o.scale = 4;  // timestamps advance four times faster than the datagrams are due

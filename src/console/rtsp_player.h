@@ -146,14 +146,20 @@ class stream_account {
   std::optional<time_point> last_at_;
   std::unique_ptr<reassembly> reasm_;
   bool finished_ = false;
-  // Lateness against the first datagram's, in microseconds (so 0 for the first); the least is the
-  // reference that stats() measures jitter from. Negative values are kept as magnitudes.
+  // Lateness against the first datagram of the current run, in microseconds (so 0 for the first);
+  // the run's least is the reference that its jitter is measured from. Negative values are kept
+  // as magnitudes. A run ends where the sender's clock starts again: a stream resumed after its
+  // engine died (or a PLAY after PAUSE) comes after a silence, later than the run's schedule by
+  // about that silence; the runs before are folded into past_jitter_us_.
+  void end_run(micros_histogram& into) const;
   std::optional<time_point> first_at_;
+  std::optional<time_point> last_timed_at_;
   int64_t first_timestamp_ = 0;
   int64_t last_timestamp_ = 0;  // extended across wraps
   int64_t least_lateness_us_ = 0;
   micros_histogram late_us_;
   micros_histogram early_us_;
+  micros_histogram past_jitter_us_;
 };
 
 struct rtsp_report {

@@ -303,14 +303,20 @@ void stream_account::add(std::string_view source, time_point at,
   }
 }
 
-// Lateness is measured against the first datagram: it is due when its timestamp says, counted
-// from the first's arrival. The least lateness of the session, known only at the end, is the
-// reference of the jitter (stats()).
+// Lateness is measured against the first datagram of a run: it is due when its timestamp says,
+// counted from the first's arrival. The least lateness of the run, known only at its end, is the
+// reference of the jitter (end_run, stats()).
 void stream_account::time_datagram(time_point at, uint32_t timestamp) {
-  if (!first_at_) {
+  auto start_run = [&] {
     first_at_ = at;
     first_timestamp_ = timestamp;
     last_timestamp_ = timestamp;
+    least_lateness_us_ = 0;
+    late_us_ = {};
+    early_us_ = {};
+  };
+  if (!first_at_) {
+    start_run();
   }
   // Extended across the 32-bit wrap (13 hours at 90 kHz) from the last one seen.
   last_timestamp_ += static_cast<int32_t>(timestamp - static_cast<uint32_t>(last_timestamp_));
@@ -318,12 +324,41 @@ void stream_account::time_datagram(time_point at, uint32_t timestamp) {
                   push::rtp_clock_hz / opts_.scale;
   auto arrived_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(at - *first_at_).count();
   int64_t late_us = std::llround((static_cast<double>(arrived_ns) - due_ns) / 1e3);
+  // The sender's clock started again: after a silence of at least restart_silence, later than the
+  // run's schedule by at least half of it. (Trick play's silences between key frames end on
+  // schedule; a sender that stalls and then bursts to catch up stays in its run, and its burst
+  // shows as jitter.)
+  constexpr auto restart_silence = std::chrono::milliseconds(300);
+  if (last_timed_at_ && at - *last_timed_at_ >= restart_silence &&
+      late_us - least_lateness_us_ >=
+          std::chrono::duration_cast<std::chrono::microseconds>(at - *last_timed_at_).count() / 2) {
+    end_run(past_jitter_us_);
+    start_run();
+    late_us = 0;
+  }
+  last_timed_at_ = at;
   least_lateness_us_ = std::min(least_lateness_us_, late_us);
   if (late_us >= 0) {
     late_us_.add(late_us);
   } else {
     early_us_.add(-late_us);
   }
+}
+
+// The current run's lateness less its least, added to `into`: within a bucket's width (under 1%)
+// of each value (each bucket counts at its middle).
+void stream_account::end_run(micros_histogram& into) const {
+  auto shift = [&](const micros_histogram& h, int64_t sign) {
+    auto b = h.buckets();
+    for (size_t i = 0; i < b.size(); ++i) {
+      if (b[i] > 0) {
+        int64_t mid = (micros_histogram::low(i) + micros_histogram::low(i + 1) - 1) / 2;
+        into.add(sign * mid - least_lateness_us_, b[i]);
+      }
+    }
+  };
+  shift(late_us_, 1);
+  shift(early_us_, -1);
 }
 
 void stream_account::finish() {
@@ -340,19 +375,8 @@ stream_stats stream_account::stats() const {
   stream_stats s = stats_;
   auto span = high_ >= low_ ? static_cast<uint64_t>(high_ - low_ + 1) : 0;
   s.seq_gaps = span > distinct_ ? span - distinct_ : 0;
-  // Each bucket's middle, less the least lateness: within a bucket's width (under 1%) of each
-  // value.
-  auto shift = [&](const micros_histogram& h, int64_t sign) {
-    auto b = h.buckets();
-    for (size_t i = 0; i < b.size(); ++i) {
-      if (b[i] > 0) {
-        int64_t mid = (micros_histogram::low(i) + micros_histogram::low(i + 1) - 1) / 2;
-        s.jitter_us.add(sign * mid - least_lateness_us_, b[i]);
-      }
-    }
-  };
-  shift(late_us_, 1);
-  shift(early_us_, -1);
+  s.jitter_us.merge(past_jitter_us_);
+  end_run(s.jitter_us);
   return s;
 }
 
