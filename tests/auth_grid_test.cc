@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <boost/json/serialize.hpp>
 
 #include <memory>
 #include <regex>
 
+#include "api/push.h"
 #include "auth/client.h"
 #include "auth/keys.h"
 #include "auth/store.h"
@@ -98,6 +100,25 @@ class AuthGrid : public ::testing::Test {
       EXPECT_NE(body.find(reason), std::string::npos) << url << ": " << body;
       EXPECT_NE(body.find("\"error\""), std::string::npos) << body;
     }
+  }
+  // Engine `name`'s own token, logged in with its auth.secret as the engine does.
+  static std::string engine_token(const std::string& name) {
+    auto secret = read_file(st_->data() / name / "d0" / "auth.secret");
+    EXPECT_TRUE(secret);
+    std::string text = secret ? *secret : std::string();
+    while (!text.empty() && text.back() == '\n') {
+      text.pop_back();
+    }
+    auto login = http(http_ns::verb::post, st_->auth_url() + "/v1/login/engine",
+                      fmt::format(R"({{"name":"{}","secret":"{}"}})", name, text),
+                      {{"Content-Type", "application/json"}});
+    if (!login || login->status != 200) {
+      ADD_FAILURE() << (login ? login->body : login.err().detail);
+      return {};
+    }
+    auto token = auth::decode_login_reply(login->body);
+    EXPECT_TRUE(token);
+    return token ? token->token : std::string();
   }
   static std::string location(const std::string& token, int segment) {
     auto r = http_get(segment_url(segment) + "?token=" + token);
@@ -237,20 +258,41 @@ TEST_F(AuthGrid, EngineServesACopyOnlyToAnEngineToken) {
   ASSERT_TRUE(forged);
   EXPECT_EQ(forged->status, 403) << forged->body;
   // The other engine's own credentials, as its copies present them.
-  auto secret = read_file(st_->data() / "e1" / "d0" / "auth.secret");
-  ASSERT_TRUE(secret);
-  while (!secret->empty() && secret->back() == '\n') {
-    secret->pop_back();
-  }
-  auto login = http(http_ns::verb::post, st_->auth_url() + "/v1/login/engine",
-                    fmt::format(R"({{"name":"e1","secret":"{}"}})", *secret),
-                    {{"Content-Type", "application/json"}});
-  ASSERT_TRUE(login && login->status == 200) << (login ? login->body : login.err().detail);
-  auto token = auth::decode_login_reply(login->body);
-  ASSERT_TRUE(token);
-  auto ok = http_get(url, {{"Authorization", "Bearer " + token->token}});
+  auto token = engine_token("e1");
+  auto ok = http_get(url, {{"Authorization", "Bearer " + token}});
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
+// Push streaming's engine reports: an engine's token speaks for that engine only, so that no engine
+// can move, end or report another's sessions.
+TEST_F(AuthGrid, AnEngineTokenSpeaksForItsOwnEngineOnly) {
+  auto e1 = engine_token("e1");
+  ASSERT_FALSE(e1.empty());
+  auto post = [&](const std::string& path, const std::string& body) {
+    auto r = http(http_ns::verb::post, st_->director_url() + path, body,
+                  {{"Authorization", "Bearer " + e1}, {"Content-Type", "application/json"}});
+    return r ? std::pair{static_cast<int>(r->status), r->body} : std::pair{0, r.err().detail};
+  };
+  auto e0 = *engine_id::parse("e0");
+  segment_key key{*program_id::parse("movie"), segment_index{0}};
+  auto json_of = [](const auto& v) { return boost::json::serialize(api::to_json(v)); };
+  auto [own, own_body] =
+      post("/v1/push/positions", json_of(api::push_report{*engine_id::parse("e1"), {}}));
+  EXPECT_EQ(own, 200) << own_body;
+  api::push_position at;
+  at.session = "0123456789abcdef";
+  at.key = key;
+  at.state.ssrc = 1;
+  for (auto [path, body] : std::vector<std::pair<std::string, std::string>>{
+           {"/v1/push/positions", json_of(api::push_report{e0, {}})},
+           {"/v1/push/sessions/0123456789abcdef/ended", json_of(api::push_ended{e0, at, "end", ""})},
+           {"/v1/push/sessions/0123456789abcdef/taken", json_of(api::push_taken{e0, at, std::nullopt, false})},
+           {"/v1/push/sessions/0123456789abcdef/next", json_of(api::push_next_request{e0, key, 1, false})}}) {
+    auto [code, reply] = post(path, body);
+    EXPECT_EQ(code, 403) << path << ": " << body << " -> " << reply;
+    EXPECT_NE(reply.find("not engine e0's"), std::string::npos) << path << ": " << reply;
+  }
 }
 
 TEST_F(AuthGrid, FfmpegReadsExactlyTheSourcePacketsWithAToken) {

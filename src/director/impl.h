@@ -335,8 +335,11 @@ struct director_daemon::impl : net::daemon_base {
                                                            std::vector<engine_slot> tried);
   asio::awaitable<void> stop_stream(std::string sid);
   asio::awaitable<void> send_stop(std::string engine_url, std::string sid);
-  result<push_session*> engine_session(const std::string& sid, const engine_id& engine,
-                                       engine_slot& slot);
+  // With an auth server, an engine speaks only for itself: the guard checked the token's kind
+  // and signature; its subject must be the engine the body names.
+  status speaks_for(const request_context& ctx, const engine_id& engine) const;
+  result<push_session*> engine_session(const request_context& ctx, const std::string& sid,
+                                       const engine_id& engine, engine_slot& slot);
   void take_over(push_session& s, engine_slot e, const api::push_position& at);
   asio::awaitable<reply> push_next(request_context& ctx);
   asio::awaitable<reply> push_taken(request_context& ctx);

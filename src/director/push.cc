@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <boost/json/serialize.hpp>
 
+#include "auth/client.h"
+#include "auth/token.h"
 #include "director/impl.h"
 #include "push/rtp.h"
 
@@ -244,9 +246,27 @@ asio::awaitable<void> director_daemon::impl::stop_stream(std::string sid) {
 }
 
 // The session of an engine's request about it, if that engine streams it (or is taking it over).
-result<push_session*> director_daemon::impl::engine_session(const std::string& sid,
+status director_daemon::impl::speaks_for(const request_context& ctx,
+                                         const engine_id& engine) const {
+  if (!auth) {
+    return {};
+  }
+  auto t = auth::parse_token(auth::token_of(ctx));
+  if (!t || t->body.subject != engine.str()) {
+    return make_error(errc::forbidden,
+                      fmt::format("the token is not engine {}'s: an engine speaks for itself only",
+                                  engine.str()));
+  }
+  return {};
+}
+
+result<push_session*> director_daemon::impl::engine_session(const request_context& ctx,
+                                                            const std::string& sid,
                                                             const engine_id& engine,
                                                             engine_slot& slot) {
+  if (auto st = speaks_for(ctx, engine); !st) {
+    return st.err();
+  }
   auto it = push_sessions.find(sid);
   if (it == push_sessions.end()) {
     return make_error(errc::not_found, "no such session: " + sid);
@@ -267,7 +287,7 @@ asio::awaitable<reply> director_daemon::impl::push_next(request_context& ctx) {
     co_return net::error_reply(rq.err());
   }
   engine_slot asker{};
-  auto s = engine_session(ctx.params[0], rq->engine, asker);
+  auto s = engine_session(ctx, ctx.params[0], rq->engine, asker);
   if (!s) {
     co_return net::error_reply(s.err());
   }
@@ -321,7 +341,7 @@ asio::awaitable<reply> director_daemon::impl::push_taken(request_context& ctx) {
     co_return net::error_reply(t.err());
   }
   engine_slot e{};
-  auto s = engine_session(ctx.params[0], t->engine, e);
+  auto s = engine_session(ctx, ctx.params[0], t->engine, e);
   if (!s) {
     co_return net::error_reply(s.err());
   }
@@ -362,7 +382,7 @@ asio::awaitable<reply> director_daemon::impl::push_ended(request_context& ctx) {
     co_return net::error_reply(rq.err());
   }
   engine_slot e{};
-  auto s = engine_session(ctx.params[0], rq->engine, e);
+  auto s = engine_session(ctx, ctx.params[0], rq->engine, e);
   if (!s) {
     co_return net::error_reply(s.err());
   }
@@ -388,6 +408,9 @@ asio::awaitable<reply> director_daemon::impl::push_positions(request_context& ct
   auto rep = api::decode<api::push_report>(ctx.req.body());
   if (!rep) {
     co_return net::error_reply(rep.err());
+  }
+  if (auto st = speaks_for(ctx, rep->engine); !st) {
+    co_return net::error_reply(st.err());
   }
   auto e = tables.find_engine(rep->engine.str());
   if (!e) {
