@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <new>
+#include <utility>
 
 #include "content/fetch.h"
 #include "content/packager_run.h"
@@ -14,36 +15,46 @@
 namespace vodgrid::content {
 
 status packager::check_options() const {
-  if (o_.input.empty()) {
+  return check_package_options(o_);
+}
+
+status check_package_options(const package_options& o) {
+  if (o.input.empty()) {
     return make_error(errc::invalid_argument, "no input given");
   }
-  if (o_.out_dir.empty()) {
+  if (o.out_dir.empty()) {
     return make_error(errc::invalid_argument, "no output folder given");
   }
-  if (!(o_.target_seconds >= 0.5 && o_.target_seconds <= 60)) {
+  if (!(o.target_seconds >= 0.5 && o.target_seconds <= 60)) {
     return make_error(
         errc::invalid_argument,
-        fmt::format("target_seconds must be between 0.5 and 60, not {}", o_.target_seconds));
+        fmt::format("target_seconds must be between 0.5 and 60, not {}", o.target_seconds));
   }
-  if (o_.max_segment_bytes == 0 || o_.max_bytes == 0 || o_.io_timeout_ms <= 0) {
+  if (o.max_segment_bytes == 0 || o.max_bytes == 0 || o.io_timeout_ms <= 0) {
     return make_error(errc::invalid_argument,
                       "max_segment_bytes, max_bytes and io_timeout_ms must be positive");
   }
   return {};
 }
 
-status packager::open_input() {
+status open_media(const package_options& o, av_capture& capture, media_input& in) {
+  auto bad_input = [&](std::string what) {
+    return make_error(errc::invalid_argument, fmt::format("{}: {}", o.input, what));
+  };
+  auto reason = [&](int averr) {
+    return capture.last_error.empty() ? av_text(averr) : capture.last_error;
+  };
   std::string url;
   std::string protocols;
   dictionary opts;
-  if (is_url(o_.input)) {
-    remote_ = true;
-    url = o_.input;
+  if (is_url(o.input)) {
+    in.remote = true;
+    url = o.input;
     protocols = "http,https,tcp,tls";
-    av_dict_set_int(&opts.d, "rw_timeout", int64_t{o_.io_timeout_ms} * 1000, 0);
+    av_dict_set_int(&opts.d, "rw_timeout", int64_t{o.io_timeout_ms} * 1000, 0);
   } else {
     std::error_code ec;
-    auto st = fs::status(o_.input, ec);
+    auto st = fs::status(o.input, ec);
     if (!fs::exists(st)) {
       return bad_input("no such file");
     }
@@ -54,59 +65,74 @@ status packager::open_input() {
       return bad_input("not a regular file");
     }
     // "file:" keeps a colon in the name from being read as a protocol ("concat:", "pipe:").
-    url = "file:" + fs::absolute(o_.input, ec).string();
+    url = "file:" + fs::absolute(o.input, ec).string();
     protocols = "file";
   }
   av_dict_set(&opts.d, "protocol_whitelist", protocols.c_str(), 0);
-  capture_.last_error.clear();
-  int r = avio_open2(&in_pb_, url.c_str(), AVIO_FLAG_READ, nullptr, &opts.d);
+  capture.last_error.clear();
+  int r = avio_open2(&in.pb, url.c_str(), AVIO_FLAG_READ, nullptr, &opts.d);
   if (r < 0) {
     // A 4xx names a bad source; anything else on a URL (refused, timed out, 5xx) may pass.
     bool client_error = r == AVERROR_HTTP_BAD_REQUEST || r == AVERROR_HTTP_UNAUTHORIZED ||
                         r == AVERROR_HTTP_FORBIDDEN || r == AVERROR_HTTP_NOT_FOUND ||
                         r == AVERROR_HTTP_OTHER_4XX;
-    return remote_ && !client_error
+    return in.remote && !client_error
                ? make_error(errc::unavailable,
-                            fmt::format("{}: cannot open: {}", o_.input, reason(r)))
+                            fmt::format("{}: cannot open: {}", o.input, reason(r)))
                : bad_input(fmt::format("cannot open: {}", reason(r)));
   }
 
   // Probe first, so that only the accepted demuxers ever parse the input; by content alone, not
   // by the name's extension.
   const AVInputFormat* format = nullptr;
-  r = av_probe_input_buffer2(in_pb_, &format, nullptr, nullptr, 0, 0);
+  r = av_probe_input_buffer2(in.pb, &format, nullptr, nullptr, 0, 0);
   if (r < 0 || format == nullptr) {
-    if (remote_ && r != AVERROR_INVALIDDATA && r != AVERROR_EOF) {
-      return make_error(errc::unavailable, fmt::format("{}: cannot read: {}", o_.input, reason(r)));
+    if (in.remote && r != AVERROR_INVALIDDATA && r != AVERROR_EOF) {
+      return make_error(errc::unavailable, fmt::format("{}: cannot read: {}", o.input, reason(r)));
     }
     return bad_input("not a media file (no container format recognised)");
   }
   std::string_view name = format->name;
-  is_ts_ = name == "mpegts";
+  in.is_ts = name == "mpegts";
   if (std::find(std::begin(accepted_containers), std::end(accepted_containers), name) ==
       std::end(accepted_containers)) {
     return bad_input(fmt::format("container {} is not supported: MP4, MKV or MPEG-TS only",
                                  format->long_name != nullptr ? format->long_name : format->name));
   }
 
-  in_ = avformat_alloc_context();
-  if (in_ == nullptr) {
+  in.fmt = avformat_alloc_context();
+  if (in.fmt == nullptr) {
     throw std::bad_alloc();
   }
-  in_->pb = in_pb_;
+  in.fmt->pb = in.pb;
   dictionary fopts;
   av_dict_set(&fopts.d, "protocol_whitelist", protocols.c_str(), 0);
-  capture_.last_error.clear();
-  r = avformat_open_input(&in_, url.c_str(), format, &fopts.d);  // frees in_ on failure
+  capture.last_error.clear();
+  r = avformat_open_input(&in.fmt, url.c_str(), format, &fopts.d);  // frees in.fmt on failure
   if (r < 0) {
     return bad_input(fmt::format("truncated or damaged: {}", reason(r)));
   }
-  capture_.last_error.clear();
-  r = avformat_find_stream_info(in_, nullptr);
+  capture.last_error.clear();
+  r = avformat_find_stream_info(in.fmt, nullptr);
   if (r < 0) {
     return bad_input(fmt::format("cannot read its streams: {}", reason(r)));
   }
   return {};
+}
+
+media_input::~media_input() {
+  avformat_close_input(&fmt);
+  avio_closep(&pb);
+}
+
+status packager::open_input() {
+  media_input m;
+  auto st = open_media(o_, capture_, m);
+  in_pb_ = std::exchange(m.pb, nullptr);
+  in_ = std::exchange(m.fmt, nullptr);
+  remote_ = m.remote;
+  is_ts_ = m.is_ts;
+  return st;
 }
 
 status packager::select_streams() {

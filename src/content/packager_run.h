@@ -28,6 +28,27 @@ inline constexpr int io_buffer_size = 1 << 16;
 inline constexpr std::string_view accepted_containers[] = {"mov,mp4,m4a,3gp,3g2,mj2",
                                                            "matroska,webm", "mpegts"};
 
+// An input opened as the packager opens it (input.cc): only the protocols its kind allows (file
+// for a path; http, https, tcp, tls for a URL, each read bounded by io_timeout_ms), probed by
+// content so that only the accepted demuxers ever parse it, its streams' parameters read. Shared
+// with the transcoder (transcode_run.h). Owns both contexts.
+struct media_input {
+  AVIOContext* pb = nullptr;
+  AVFormatContext* fmt = nullptr;
+  bool remote = false;
+  bool is_ts = false;  // MPEG-TS, where damaged packets are common and survivable
+  media_input() = default;
+  media_input(const media_input&) = delete;
+  media_input& operator=(const media_input&) = delete;
+  ~media_input();
+};
+
+// invalid_argument for options out of their bounds (packager.h).
+status check_package_options(const package_options& o);
+
+// Opens o.input into `in`; errors as package()'s. `capture` must be the thread's t_capture.
+status open_media(const package_options& o, av_capture& capture, media_input& in);
+
 // One packaging run. Owns every FFmpeg object it makes and, until it succeeds, every file.
 class packager {
  public:
