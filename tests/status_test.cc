@@ -173,5 +173,40 @@ TEST(Status, ShowsEachStationsCostInputsAndEngines) {
   EXPECT_GE(at_a, 4u) << r.out;
 }
 
+// Prometheus HTTP service discovery: the registry lists every daemon of the grid with its role and
+// station, and each target it names answers /metrics (what Prometheus would scrape).
+TEST(Discovery, TheRegistryListsEveryDaemonAsAPrometheusTarget) {
+  grid_fixture g({{"home", 2}, {"edge", 3, 100}});
+  auto r = http_get(g.registry_url() + "/v1/prometheus/targets");
+  ASSERT_TRUE(r && r->status == 200) << (r ? r->body : r.err().detail);
+  EXPECT_NE(r->header("Content-Type").find("application/json"), std::string::npos);
+  std::map<std::string, int> roles;
+  std::map<std::string, std::string> station_of;
+  auto groups = json::parse(r->body);
+  for (auto& v : groups.as_array()) {
+    auto& group = v.as_object();
+    ASSERT_EQ(group.at("targets").as_array().size(), 1u);
+    std::string target(group.at("targets").as_array()[0].as_string());
+    auto& labels = group.at("labels").as_object();
+    std::string role(labels.at("role").as_string());
+    ++roles[role];
+    station_of[std::string(labels.at("daemon").as_string())] = labels.at("station").as_string();
+    auto metrics = http_get("http://" + target + "/metrics");
+    ASSERT_TRUE(metrics) << target;
+    EXPECT_EQ(metrics->status, 200u) << role << " " << target;
+    EXPECT_NE(metrics->body.find("vodgrid_http_requests_total"), std::string::npos) << target;
+  }
+  EXPECT_EQ(roles["registry"], 1);
+  EXPECT_EQ(roles["director"], 2);
+  EXPECT_EQ(roles["engine"], 5);
+  EXPECT_EQ(station_of["home"], "home");
+  EXPECT_EQ(station_of["registry"], "");
+  int edge_engines = 0;
+  for (auto& [daemon, station] : station_of) {
+    edge_engines += station == "edge" && daemon != "edge" ? 1 : 0;
+  }
+  EXPECT_EQ(edge_engines, 3);
+}
+
 }  // namespace
 }  // namespace vodgrid::test

@@ -101,6 +101,7 @@ struct registry_daemon::impl : net::daemon_base {
   asio::awaitable<reply> locations(request_context& ctx);
   asio::awaitable<reply> set_availability(request_context& ctx);
   asio::awaitable<reply> grid_info(request_context& ctx);
+  asio::awaitable<reply> prometheus_targets(request_context& ctx);
   asio::awaitable<void> notify(std::string director_url, std::string station, api::distribution d);
   std::vector<std::string> targets_of(const api::distribution& d) const;
   status check_indices(const std::vector<location_change>& list);

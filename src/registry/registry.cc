@@ -85,6 +85,8 @@ void registry_daemon::impl::routes() {
   guarded(V::post, "/v1/programs/{}/availability", &impl::set_availability, 0,
           {K::engine, K::operator_});
   route(V::get, "/v1/grid", &impl::grid_info);
+  // Prometheus service discovery, open like /metrics (docs/operations.md).
+  route(V::get, "/v1/prometheus/targets", &impl::prometheus_targets);
   server->set_health([this] {
     size_t up = 0;
     for (auto& [name, l] : stations) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "registry/discovery.h"
 #include "registry/impl.h"
 
 namespace vodgrid::registry {
@@ -217,6 +218,10 @@ asio::awaitable<reply> registry_daemon::impl::grid_info(request_context&) {
   }
   o["stations"] = stations;
   co_return net::json_reply(o);
+}
+
+asio::awaitable<reply> registry_daemon::impl::prometheus_targets(request_context&) {
+  co_return net::json_reply(registry::prometheus_targets(grid));
 }
 
 }  // namespace vodgrid::registry
