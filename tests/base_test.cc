@@ -1,9 +1,12 @@
 // Unit tests of base: names, segment indices, the grid configuration.
 #include <gtest/gtest.h>
 
+#include <boost/json/parse.hpp>
+
 #include "base/base64url.h"
 #include "base/config.h"
 #include "base/ids.h"
+#include "base/log.h"
 
 namespace vodgrid {
 namespace {
@@ -157,6 +160,46 @@ director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copys = 1 })",
     EXPECT_EQ(r.err().detail, c.want);
   }
   ASSERT_TRUE(grid_config::parse(station, "grid.toml"));
+}
+
+TEST(GridConfig, LogFormatIsTextOrJson) {
+  std::string station = R"([[station]]
+name = "s"
+director = { listen = "127.0.0.1:9000", data_dir = "/tmp/s", copies = 1 }
+[[station.engine]]
+name = "e1"
+listen = "127.0.0.1:9001"
+data_dirs = ["/tmp/e1"]
+)";
+  auto plain = grid_config::parse(station, "grid.toml");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->log_format, "text");
+  auto json = grid_config::parse("[grid]\nlog_format = \"json\"\n" + station, "grid.toml");
+  ASSERT_TRUE(json) << json.err().detail;
+  EXPECT_EQ(json->log_format, "json");
+  auto back = grid_config::parse(json->to_toml());
+  ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->log_format, "json");
+  auto bad = grid_config::parse("[grid]\nlog_format = \"xml\"\n" + station, "grid.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.err().detail.find("'log_format' must be \"text\" or \"json\""), std::string::npos)
+      << bad.err().detail;
+}
+
+TEST(Log, AJsonLineEscapesWhatAMessageHolds) {
+  std::string msg =
+      "a \"quoted\" path C:\\x, a newline\nand a tab\t, a bell \x07, and \xc3\xa9t\xc3\xa9";
+  auto line = log::json_line("2026-12-06T12:00:00.000Z", "info", "registry.http", msg);
+  EXPECT_EQ(line.find('\n'), std::string::npos) << line;
+  boost::system::error_code ec;
+  auto v = boost::json::parse(line, ec);
+  ASSERT_FALSE(ec) << line;
+  auto& o = v.as_object();
+  EXPECT_EQ(o.at("msg").as_string(), msg);
+  EXPECT_EQ(o.at("level").as_string(), "info");
+  EXPECT_EQ(o.at("logger").as_string(), "registry.http");
+  EXPECT_EQ(o.at("time").as_string(), "2026-12-06T12:00:00.000Z");
+  EXPECT_EQ(o.size(), 4u);
 }
 
 // A grid of one station "s" (its director on 9000) with one engine "e1" (on 9001). `station` and

@@ -1,6 +1,7 @@
 // End-to-end tests: real daemons, the real ffmpeg as a player, `vodgrid play` as a crowd of
 // consoles.
 #include <gtest/gtest.h>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <boost/json/parse.hpp>
@@ -154,6 +155,7 @@ TEST(EndToEnd, UpRunsAGridFromAConfigUntilInterrupted) {
     st.engines.push_back(e);
   }
   g.stations.push_back(st);
+  g.log_format = "json";  // each daemon's log: one JSON object per line
   auto config = d.path() / "mine.toml";
   ASSERT_TRUE(write_file_durably(config, g.to_toml()));
   auto out = d.path() / "up.out";
@@ -181,6 +183,21 @@ TEST(EndToEnd, UpRunsAGridFromAConfigUntilInterrupted) {
   EXPECT_FALSE(http_get(director + "/healthz")) << "the director outlived vodgrid up";
   EXPECT_FALSE(http_get(g.stations[0].engines[0].listen.url() + "/healthz"))
       << "an engine outlived vodgrid up";
+  // Every line each daemon logged is a JSON object with its message.
+  size_t lines = 0;
+  for (auto& f : std::filesystem::directory_iterator(d.path() / "data" / "logs")) {
+    auto text = read_file(f.path(), 16 << 20);
+    ASSERT_TRUE(text) << f.path();
+    std::istringstream in(*text);
+    for (std::string line; std::getline(in, line);) {
+      boost::system::error_code ec;
+      auto v = boost::json::parse(line, ec);
+      ASSERT_TRUE(!ec && v.is_object() && v.as_object().contains("msg"))
+          << f.path() << ": " << line;
+      ++lines;
+    }
+  }
+  EXPECT_GT(lines, 3u);
 }
 
 }  // namespace

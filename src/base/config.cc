@@ -67,6 +67,7 @@ void grid_fields(V& v, C& g) {
   v.duration("heartbeat_interval_ms", g.heartbeat_interval, int64_t{10});
   v.duration("heartbeat_timeout_ms", g.heartbeat_timeout, int64_t{20});
   v.text("log_level", g.log_level);
+  v.text("log_format", g.log_format);
 }
 
 template <class V, class C>
@@ -325,6 +326,9 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
   if (auto grid = root["grid"].as_table()) {
     table_reader r(*grid, origin, "[grid]");
     grid_fields(r, g);
+    if (g.log_format != "text" && g.log_format != "json") {
+      r.fail("'log_format' must be \"text\" or \"json\"");
+    }
     if (auto st = r.finish(); !st) {
       return st.err();
     }

@@ -118,6 +118,7 @@ struct grid_config {
   std::chrono::milliseconds heartbeat_interval{250};  // engine → director
   std::chrono::milliseconds heartbeat_timeout{1500};  // an engine silent this long leaves rotation
   std::string log_level = "info";
+  std::string log_format = "text";  // "json": one JSON object per line, for journald and shippers
   timing_config timing;
 
   // Parses and validates (unique names, ports set, at least one data dir per engine).

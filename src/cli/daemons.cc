@@ -68,7 +68,7 @@ int run_daemon(const std::filesystem::path& config, const std::string& name,
     std::cerr << "vodgrid " << role << ": bad name '" << name << "'\n";
     return 2;
   }
-  log::init(grid->log_level, name);
+  log::init(grid->log_level, name, grid->log_format);
   asio::io_context io(1);
   Daemon d(io, *grid, *id);
   return serve(d, io, role, name, grid->timing.drain);
@@ -89,7 +89,7 @@ int run_registry(const std::filesystem::path& config) {
   if (!grid) {
     return 2;
   }
-  log::init(grid->log_level, "registry");
+  log::init(grid->log_level, "registry", grid->log_format);
   asio::io_context io(1);
   registry::registry_daemon d(io, *grid);
   return serve(d, io, "registry", "registry", grid->timing.drain);
@@ -100,7 +100,7 @@ int run_auth(const std::filesystem::path& config) {
   if (!grid) {
     return 2;
   }
-  log::init(grid->log_level, "auth");
+  log::init(grid->log_level, "auth", grid->log_format);
   asio::io_context io(1);
   auth::auth_daemon d(io, *grid);
   return serve(d, io, "auth", "auth", grid->timing.drain);
@@ -111,7 +111,7 @@ int run_content(const std::filesystem::path& config) {
   if (!grid) {
     return 2;
   }
-  log::init(grid->log_level, "content");
+  log::init(grid->log_level, "content", grid->log_format);
   asio::io_context io(1);
   content::content_manager d(io, *grid);
   return serve(d, io, "content", "content", grid->timing.drain);

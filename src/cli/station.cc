@@ -502,7 +502,7 @@ int run_station(const std::filesystem::path& config, const std::string& name,
     std::cerr << fmt::format("vodgrid station: no station '{}' in {}\n", name, config.string());
     return 2;
   }
-  log::init(grid->log_level, "station-" + name);
+  log::init(grid->log_level, "station-" + name, grid->log_format);
   asio::io_context io(1);
   supervisor_options opts;
   opts.logs = logs;
