@@ -5,7 +5,7 @@ VODGRID := build/release/src/cli/vodgrid
 FUZZ_SECONDS ?= 60
 FUZZ_TEST_SECONDS ?= 10
 
-.PHONY: all deps deps-bench build asan demo test test-release test-asan test-fuzz fuzz check-format format bench clean
+.PHONY: all deps deps-bench build asan demo install package test test-release test-asan test-fuzz fuzz check-format format bench clean
 
 all: build
 
@@ -25,6 +25,15 @@ asan: deps
 
 demo: build
 	@$(VODGRID) demo
+
+# The binary, the watch page, the systemd units and the guides under PREFIX (docs/install.md).
+PREFIX ?= /usr/local
+install: build
+	@cmake --install build/release --prefix $(PREFIX)
+
+# The Debian package, build/release/vodgrid_VERSION_ARCH.deb (docs/install.md).
+package: build
+	@cd build/release && cpack -G DEB
 
 check-format: deps
 	@bash scripts/check-format.sh
