@@ -1,4 +1,5 @@
-// HLS media playlist parsing (src/api/hls.h). A playlist that parses must have sane durations.
+// HLS playlist parsing (src/api/hls.h), media and multivariant. A media playlist that parses must
+// have sane durations; a multivariant one at most max_renditions variants, each with its URI.
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -15,6 +16,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::abort();
       }
     }
+  }
+  auto mv = vodgrid::api::parse_multivariant_playlist(
+      std::string_view(reinterpret_cast<const char*>(data), size));
+  if (mv && (mv->variants.size() > vodgrid::api::max_renditions + 1 ||
+             mv->variants.front().uri.empty() || mv->variants.front().bandwidth == 0)) {
+    std::abort();
   }
   return 0;
 }

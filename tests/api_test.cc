@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <boost/json/serialize.hpp>
 
+#include <functional>
+
 #include "api/api.h"
 
 namespace vodgrid::api {
@@ -100,6 +102,103 @@ TEST(Api, KeyFramesRoundTripAndMustLieInOrderWithinTheSegment) {
   EXPECT_NE(refused("[" + frame(376, 100, 99) + "]").find("seconds"), std::string::npos);
   EXPECT_NE(refused("[]", "20000").find("psi_bytes"), std::string::npos);
   EXPECT_NE(refused("{}").find("key_frames"), std::string::npos);
+}
+
+// A program of several renditions (flow 9): the list round-trips with every attribute.
+program_manifest two_renditions() {
+  program_manifest m;
+  m.id = *program_id::parse("film");
+  m.title = "Film";
+  rendition hi{"360p", rendition_kind::video, 900'000, 700'000, "avc1.64001e", 640, 360, 25};
+  rendition lo{"180p", rendition_kind::video, 300'000, 250'000, "avc1.64000d", 320, 180, 25};
+  rendition fra{"audio-fra", rendition_kind::audio, 128'000, 120'000, "mp4a.40.2"};
+  fra.language = "fr";
+  fra.title = "Français";
+  fra.is_default = true;
+  m.renditions = {hi, lo, fra};
+  return m;
+}
+
+TEST(Api, ManifestOfRenditionsRoundTrips) {
+  auto m = two_renditions();
+  auto back = decode<program_manifest>(json::serialize(to_json(m)));
+  ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->renditions, m.renditions);
+  EXPECT_TRUE(back->segments.empty());
+  // An ordinary manifest keeps its shape: no "renditions" field at all.
+  program_manifest plain;
+  plain.id = *program_id::parse("p");
+  plain.segments.push_back({segment_index{0}, 2.0, 100, sha256("a")});
+  EXPECT_FALSE(to_json(plain).as_object().contains("renditions"));
+}
+
+TEST(Api, RenditionIdsAndTheirParent) {
+  auto film = *program_id::parse("film");
+  EXPECT_EQ(rendition_id(film, "720p")->str(), "film--720p");
+  EXPECT_EQ(parent_of(*rendition_id(film, "720p")), film);
+  EXPECT_EQ(entitlement_of(*program_id::parse("film--audio-fra")), film);
+  EXPECT_EQ(parent_of(film), std::nullopt);
+  EXPECT_EQ(entitlement_of(film), film);
+  EXPECT_FALSE(rendition_id(film, "a--b"));
+  EXPECT_FALSE(rendition_id(film, "seventeen-chars-x"));
+  EXPECT_FALSE(rendition_id(*program_id::parse("a--b"), "720p"));
+  EXPECT_FALSE(rendition_id(*program_id::parse(std::string(60, 'f')), "720p"));  // past 64
+}
+
+TEST(Api, ManifestOfRenditionsRefusesBadInputNamingTheField) {
+  auto reason = [](const std::function<void(json::object&)>& edit) {
+    auto o = to_json(two_renditions()).as_object();
+    edit(o);
+    return reason_of(decode<program_manifest>(json::serialize(o)));
+  };
+  auto first = [](json::object& o) -> json::object& {
+    return o["renditions"].as_array()[0].as_object();
+  };
+  EXPECT_EQ(reason([](json::object&) {}), "");
+  EXPECT_EQ(reason([&](json::object& o) { first(o)["name"] = "../x"; }),
+            "program_manifest.renditions[0].name: must be 1-16 characters of [A-Za-z0-9_-], "
+            "without \"--\"");
+  EXPECT_EQ(reason([&](json::object& o) { first(o)["name"] = "a--b"; }).substr(0, 38),
+            "program_manifest.renditions[0].name: m");
+  EXPECT_EQ(reason([&](json::object& o) { first(o)["kind"] = "hologram"; }),
+            "program_manifest.renditions[0].kind: must be video, audio or subtitles");
+  EXPECT_EQ(reason([&](json::object& o) { first(o)["bandwidth"] = 0; }),
+            "program_manifest.renditions[0].bandwidth: must be in [1, 10^12] bits/s");
+  EXPECT_EQ(reason([&](json::object& o) { first(o)["codecs"] = "avc1\",x"; }),
+            "program_manifest.renditions[0].codecs: must hold no quote or control character");
+  EXPECT_EQ(reason([&](json::object& o) { first(o)["width"] = 1.5; }),
+            "program_manifest.renditions[0].width: must be a whole number of pixels");
+  EXPECT_EQ(reason([&](json::object& o) {
+              o["renditions"].as_array()[2].as_object()["language"] = "fr\"";
+            }),
+            "program_manifest.renditions[2].language: must be a language tag: letters, digits "
+            "and '-'");
+  EXPECT_EQ(reason([&](json::object& o) {
+              o["renditions"].as_array()[1].as_object()["name"] = "360p";
+            }),
+            "program_manifest.renditions: names a rendition twice: 360p");
+  EXPECT_EQ(reason([&](json::object& o) {
+              auto& a = o["renditions"].as_array();
+              std::swap(a[0], a[2]);
+            }),
+            "program_manifest.renditions: must start with a video rendition");
+  EXPECT_EQ(reason([&](json::object& o) { o["id"] = "a--b"; }),
+            "program_manifest.id: must leave room for \"--{rendition}\" and hold no \"--\" itself");
+  EXPECT_EQ(reason([&](json::object& o) {
+              o["segments"] = json::array{json::object{
+                  {"index", 0}, {"duration", 1}, {"size", 1}, {"sha256", to_hex(sha256("a"))}}};
+            }),
+            "program_manifest.segments: must be empty: a program of several renditions has none "
+            "of its own");
+  EXPECT_EQ(reason([&](json::object& o) {
+              auto& a = o["renditions"].as_array();
+              while (a.size() <= max_renditions) {
+                a.push_back(a[0]);
+              }
+            }),
+            "program_manifest.renditions: has more than 32 entries");
+  EXPECT_EQ(reason([&](json::object& o) { o["renditions"] = json::array{}; }),
+            "program_manifest.segments: must not be empty");
 }
 
 TEST(Api, DecodersRefuseBadInputNamingTheField) {

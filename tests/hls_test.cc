@@ -1,4 +1,4 @@
-// Unit tests of the HLS media playlist reader and writer.
+// Unit tests of the HLS playlist readers and writers: media and multivariant.
 #include <gtest/gtest.h>
 
 #include "api/hls.h"
@@ -85,4 +85,101 @@ TEST(Hls, WritesAnIFramePlaylistOfByteRangesLastingToTheNextKeyFrame) {
 }
 
 }  // namespace
+
+program_manifest film() {
+  program_manifest m;
+  m.id = *program_id::parse("film");
+  m.renditions.push_back(
+      {"360p", rendition_kind::video, 900'000, 700'000, "avc1.64001e", 640, 360, 25});
+  m.renditions.push_back(
+      {"180p", rendition_kind::video, 300'000, 250'000, "avc1.64000d", 320, 180, 29.97});
+  return m;
+}
+
+TEST(Hls, MultivariantPlaylistListsEachVideoRenditionRelativeWithTheQuery) {
+  std::string text = write_multivariant_playlist(film(), "?token=abc.def");
+  EXPECT_EQ(text,
+            "#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+            "#EXT-X-STREAM-INF:BANDWIDTH=900000,AVERAGE-BANDWIDTH=700000,CODECS=\"avc1.64001e\","
+            "RESOLUTION=640x360,FRAME-RATE=25.000\n"
+            "../film--360p/index.m3u8?token=abc.def\n"
+            "#EXT-X-STREAM-INF:BANDWIDTH=300000,AVERAGE-BANDWIDTH=250000,CODECS=\"avc1.64000d\","
+            "RESOLUTION=320x180,FRAME-RATE=29.970\n"
+            "../film--180p/index.m3u8?token=abc.def\n");
+  // What we write, we read: the same variants come back.
+  auto pl = parse_multivariant_playlist(text);
+  ASSERT_TRUE(pl) << pl.err().detail;
+  ASSERT_EQ(pl->variants.size(), 2u);
+  EXPECT_EQ(pl->variants[1].uri, "../film--180p/index.m3u8?token=abc.def");
+  EXPECT_EQ(pl->variants[1].width, 320);
+  EXPECT_EQ(pl->variants[1].average_bandwidth, 250'000u);
+  EXPECT_NEAR(pl->variants[1].frame_rate, 29.97, 1e-9);
+  // The media playlist reader refuses it, pointing at one of its variants.
+  EXPECT_FALSE(parse_media_playlist(text));
+  EXPECT_TRUE(is_multivariant(text));
+}
+
+TEST(Hls, MultivariantPlaylistGroupsAudioAndSubtitles) {
+  auto m = film();
+  rendition eng{"audio-eng", rendition_kind::audio, 128'000, 100'000, "mp4a.40.2"};
+  eng.language = "en";
+  eng.title = "English";
+  rendition fra = eng;
+  fra.name = "audio-fra";
+  fra.language = "fr";
+  fra.title = "Français";
+  fra.is_default = true;
+  rendition subs{"subs-eng", rendition_kind::subtitles, 1000, 500};
+  subs.language = "en";
+  m.renditions.insert(m.renditions.end(), {eng, fra, subs});
+  std::string text = write_multivariant_playlist(m, "?token=\"x");  // an unsafe query is dropped
+  EXPECT_NE(text.find("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",LANGUAGE=\"en\",NAME=\"English\","
+                      "DEFAULT=NO,AUTOSELECT=YES,URI=\"../film--audio-eng/index.m3u8\"\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("LANGUAGE=\"fr\",NAME=\"Français\",DEFAULT=YES,"), std::string::npos);
+  EXPECT_NE(text.find("#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",LANGUAGE=\"en\",NAME=\"subs-eng\","
+                      "DEFAULT=NO,AUTOSELECT=YES,URI=\"../film--subs-eng/index.m3u8\"\n"),
+            std::string::npos);
+  // Each variant plays with the default audio: its bandwidth and codec count in the variant's.
+  EXPECT_NE(text.find("#EXT-X-STREAM-INF:BANDWIDTH=1028000,AVERAGE-BANDWIDTH=800000,"
+                      "CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=25.000,"
+                      "AUDIO=\"audio\",SUBTITLES=\"subs\"\n../film--360p/index.m3u8\n"),
+            std::string::npos)
+      << text;
+  auto pl = parse_multivariant_playlist(text);
+  ASSERT_TRUE(pl) << pl.err().detail;
+  ASSERT_EQ(pl->media.size(), 3u);
+  EXPECT_EQ(pl->media[1].type, "AUDIO");
+  EXPECT_EQ(pl->media[1].language, "fr");
+  EXPECT_TRUE(pl->media[1].is_default);
+  EXPECT_EQ(pl->media[2].uri, "../film--subs-eng/index.m3u8");
+  EXPECT_EQ(pl->variants[0].audio, "audio");
+}
+
+TEST(Hls, MultivariantReaderRefusesWhatItCannotReadWithTheLine) {
+  auto err = [](std::string text) {
+    auto r = parse_multivariant_playlist(text);
+    EXPECT_FALSE(r) << text;
+    return r ? std::string() : r.err().detail;
+  };
+  EXPECT_NE(err("").find("empty"), std::string::npos);
+  EXPECT_NE(err("#EXTM3U\n#EXT-X-STREAM-INF:CODECS=\"a\"\nv.m3u8\n").find("line 2: #EXT-X-STREAM-INF without a valid BANDWIDTH"),
+            std::string::npos);
+  EXPECT_NE(err("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=\"a\nv.m3u8\n").find("unterminated"),
+            std::string::npos);
+  EXPECT_NE(err("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=640\nv.m3u8\n").find("RESOLUTION"),
+            std::string::npos);
+  EXPECT_NE(err("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n").find("without its URI"),
+            std::string::npos);
+  EXPECT_NE(err("#EXTM3U\nv.m3u8\n").find("line 2: a URI without #EXT-X-STREAM-INF"),
+            std::string::npos);
+  EXPECT_NE(err("#EXTM3U\n#EXTINF:1,\na.ts\n").find("a media playlist"), std::string::npos);
+  std::string many = "#EXTM3U\n";
+  for (int i = 0; i < 40; ++i) {
+    many += "#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n";
+  }
+  EXPECT_NE(err(many).find("more than 32 renditions"), std::string::npos);
+}
+
 }  // namespace vodgrid::api

@@ -6,6 +6,7 @@
 #include <boost/json/parse.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <limits>
 
 #include "api/field_reader.h"
@@ -24,6 +25,7 @@ void read(field_reader& r, segment_ref& v);
 void read(field_reader& r, engine_load& v);
 void read(field_reader& r, copy_result& v);
 void read(field_reader& r, segment_entry& v);
+void read(field_reader& r, rendition& v);
 void read(field_reader& r, engine_ref& v);
 void read(field_reader& r, program_manifest& v);
 void read(field_reader& r, location_change& v);
@@ -57,6 +59,35 @@ double program_manifest::duration() const {
     d += s.duration;
   }
   return d;
+}
+
+std::string_view to_string(rendition_kind k) {
+  switch (k) {
+    case rendition_kind::video:
+      return "video";
+    case rendition_kind::audio:
+      return "audio";
+    case rendition_kind::subtitles:
+      return "subtitles";
+  }
+  return "video";
+}
+
+std::optional<program_id> rendition_id(const program_id& program, std::string_view name) {
+  if (name.empty() || name.size() > max_rendition_name ||
+      name.find(rendition_separator) != std::string_view::npos ||
+      program.str().find(rendition_separator) != std::string::npos) {
+    return std::nullopt;
+  }
+  return program_id::parse(program.str() + std::string(rendition_separator) + std::string(name));
+}
+
+std::optional<program_id> parent_of(const program_id& id) {
+  auto at = id.str().find(rendition_separator);
+  if (at == std::string::npos) {
+    return std::nullopt;
+  }
+  return program_id::parse(std::string_view(id.str()).substr(0, at));
 }
 
 bool valid_availability(std::string_view a) {
@@ -190,18 +221,45 @@ json::value to_json(const segment_entry& v) {
   return o;
 }
 
+json::value to_json(const rendition& v) {
+  json::object o{{"name", v.name},
+                 {"kind", to_string(v.kind)},
+                 {"bandwidth", v.bandwidth},
+                 {"average_bandwidth", v.average_bandwidth},
+                 {"codecs", v.codecs}};
+  if (v.kind == rendition_kind::video) {
+    o["width"] = v.width;
+    o["height"] = v.height;
+    o["frame_rate"] = v.frame_rate;
+  } else {
+    o["language"] = v.language;
+    o["title"] = v.title;
+    o["default"] = v.is_default;
+  }
+  return o;
+}
+
 json::value to_json(const program_manifest& v) {
   json::array segs;
   for (auto& s : v.segments) {
     segs.push_back(to_json(s));
   }
-  return json::object{{"id", v.id.str()},
-                      {"title", v.title},
-                      {"state", v.state},
-                      {"availability", v.availability},
-                      {"publish_at", v.publish_at},
-                      {"duration", v.duration()},
-                      {"segments", segs}};
+  json::object o{{"id", v.id.str()},
+                 {"title", v.title},
+                 {"state", v.state},
+                 {"availability", v.availability},
+                 {"publish_at", v.publish_at},
+                 {"duration", v.duration()},
+                 {"segments", segs}};
+  // Only a program of several renditions has the field: every other manifest keeps its shape.
+  if (!v.renditions.empty()) {
+    json::array rs;
+    for (auto& r : v.renditions) {
+      rs.push_back(to_json(r));
+    }
+    o["renditions"] = std::move(rs);
+  }
+  return o;
 }
 
 json::value to_json(const placement& v) {
@@ -258,6 +316,64 @@ void read(field_reader& r, segment_entry& v) {
   }
 }
 
+// Text that goes into a quoted attribute of a playlist: no quote, no control character.
+bool quotable(std::string_view s) {
+  return std::none_of(s.begin(), s.end(), [](char c) {
+    return c == '"' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+}
+
+void read(field_reader& r, rendition& v) {
+  r.string("name", v.name, 64);
+  if (r.ok() && (v.name.size() > max_rendition_name || !valid_name(v.name) ||
+                 v.name.find(rendition_separator) != std::string::npos)) {
+    r.fail("name", fmt::format("must be 1-{} characters of [A-Za-z0-9_-], without \"--\"",
+                               max_rendition_name));
+  }
+  std::string kind;
+  r.string("kind", kind, 16);
+  if (kind == "video") {
+    v.kind = rendition_kind::video;
+  } else if (kind == "audio") {
+    v.kind = rendition_kind::audio;
+  } else if (kind == "subtitles") {
+    v.kind = rendition_kind::subtitles;
+  } else {
+    r.fail("kind", "must be video, audio or subtitles");
+  }
+  r.u64("bandwidth", v.bandwidth);
+  if (v.bandwidth == 0 || v.bandwidth > 1'000'000'000'000) {
+    r.fail("bandwidth", "must be in [1, 10^12] bits/s");
+  }
+  r.u64("average_bandwidth", v.average_bandwidth, need::optional);
+  if (v.average_bandwidth > 1'000'000'000'000) {
+    r.fail("average_bandwidth", "must be at most 10^12 bits/s");
+  }
+  r.string("codecs", v.codecs, 256, need::optional);
+  if (!quotable(v.codecs)) {
+    r.fail("codecs", "must hold no quote or control character");
+  }
+  double width = v.width, height = v.height;
+  r.number("width", width, 0, 16384);
+  r.number("height", height, 0, 16384);
+  v.width = static_cast<int>(width);
+  v.height = static_cast<int>(height);
+  if (v.width != width || v.height != height) {
+    r.fail(v.width != width ? "width" : "height", "must be a whole number of pixels");
+  }
+  r.number("frame_rate", v.frame_rate, 0, 1000);
+  r.string("language", v.language, 35, need::optional);
+  if (!std::all_of(v.language.begin(), v.language.end(),
+                   [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; })) {
+    r.fail("language", "must be a language tag: letters, digits and '-'");
+  }
+  r.string("title", v.title, 128, need::optional);
+  if (!quotable(v.title)) {
+    r.fail("title", "must hold no quote or control character");
+  }
+  r.flag("default", v.is_default);
+}
+
 void read(field_reader& r, program_manifest& v) {
   r.name("id", v.id);
   r.string("title", v.title, 512);
@@ -275,8 +391,34 @@ void read(field_reader& r, program_manifest& v) {
                                   v.segments.size() - 1));
     }
   });
-  if (v.segments.empty()) {
-    r.fail("segments", "must not be empty");
+  r.elements("renditions", max_renditions, into(v.renditions), need::optional);
+  if (!r.ok()) {
+    return;
+  }
+  if (v.renditions.empty()) {
+    if (v.segments.empty()) {
+      r.fail("segments", "must not be empty");
+    }
+    return;
+  }
+  // A program of several renditions: the list alone, under an id that leaves room for theirs.
+  if (!v.segments.empty()) {
+    r.fail("segments", "must be empty: a program of several renditions has none of its own");
+  } else if (!rendition_id(v.id, v.renditions.front().name)) {
+    r.fail("id", "must leave room for \"--{rendition}\" and hold no \"--\" itself");
+  } else if (v.renditions.front().kind != rendition_kind::video) {
+    r.fail("renditions", "must start with a video rendition");
+  }
+  for (size_t i = 0; i < v.renditions.size() && r.ok(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (v.renditions[j].name == v.renditions[i].name) {
+        r.fail("renditions", "names a rendition twice: " + v.renditions[i].name);
+        break;
+      }
+    }
+    if (!rendition_id(v.id, v.renditions[i].name)) {
+      r.fail("id", "must leave room for \"--{rendition}\"");
+    }
   }
 }
 
@@ -293,6 +435,14 @@ result<program_manifest> from_json<program_manifest>(const json::object& o) {
   program_manifest m;
   read(r, m);
   return r.done(std::move(m));
+}
+
+template <>
+result<rendition> from_json<rendition>(const json::object& o) {
+  field_reader r(o, "rendition");
+  rendition v;
+  read(r, v);
+  return r.done(std::move(v));
 }
 
 template <>

@@ -93,7 +93,43 @@ struct segment_entry {
   std::vector<key_frame> key_frames;
 };
 
+// Adaptive bitrate (DESIGN.md flow 9): a program of several renditions carries only their list;
+// each rendition is an ordinary program of its own, named "{program}--{rendition}", with its
+// segments. "--" in a program id is reserved for renditions (only the content manager makes such
+// ids). The attributes are those of the multivariant playlist (RFC 8216, 4.3.4.1-2).
+enum class rendition_kind { video, audio, subtitles };
+std::string_view to_string(rendition_kind k);
+
+inline constexpr std::string_view rendition_separator = "--";
+inline constexpr size_t max_renditions = 32;        // renditions of one program
+inline constexpr size_t max_rendition_name = 16;    // characters of a rendition's name
+
+struct rendition {
+  std::string name;  // "720p", "audio-fra": a valid name of at most 16 characters, without "--"
+  rendition_kind kind = rendition_kind::video;
+  uint64_t bandwidth = 0;          // bits/s, peak (BANDWIDTH); positive
+  uint64_t average_bandwidth = 0;  // bits/s (AVERAGE-BANDWIDTH); 0: unknown
+  std::string codecs;              // RFC 6381, e.g. "avc1.64001f,mp4a.40.2"; may be empty
+  int width = 0, height = 0;       // video; 0: unknown
+  double frame_rate = 0;           // video; 0: unknown
+  std::string language;            // audio, subtitles: BCP 47 ("fr", "fra", "en-US"); may be empty
+  std::string title;               // EXT-X-MEDIA NAME; empty: the name
+  bool is_default = false;         // EXT-X-MEDIA DEFAULT
+  auto operator<=>(const rendition&) const = default;
+};
+
+// The program id of rendition `name` of `program`; nullopt when the result is no valid name.
+std::optional<program_id> rendition_id(const program_id& program, std::string_view name);
+// The program a rendition belongs to ("film" for "film--720p"); nullopt for an ordinary program.
+std::optional<program_id> parent_of(const program_id& id);
+// Whose entitlement a viewer's token must carry to play `id`: its parent for a rendition.
+inline program_id entitlement_of(const program_id& id) {
+  return parent_of(id).value_or(id);
+}
+
 // A program as the station knows it: POST /v1/programs (loader → director), GET /v1/programs/{id}.
+// Either segments (an ordinary program or a rendition) or renditions (a program of several), never
+// both.
 struct program_manifest {
   program_id id;
   std::string title;
@@ -104,7 +140,9 @@ struct program_manifest {
   std::string availability = "published";
   std::string publish_at;               // RFC 3339 UTC, or empty: for the viewers' 404 reason
   std::vector<segment_entry> segments;  // indices 0..n-1 in order
-  double duration() const;
+  // A program of several renditions: video first, highest bandwidth first; at least one video.
+  std::vector<rendition> renditions;
+  double duration() const;  // of its segments (0 for a program of several renditions)
 };
 
 struct engine_ref {
@@ -255,6 +293,7 @@ boost::json::value to_json(const engine_load& v);
 boost::json::value to_json(const heartbeat& v);
 boost::json::value to_json(const heartbeat_reply& v);
 boost::json::value to_json(const segment_entry& v);
+boost::json::value to_json(const rendition& v);
 boost::json::value to_json(const program_manifest& v);
 boost::json::value to_json(const placement& v);
 boost::json::value to_json(const fetch_order& v);
@@ -274,6 +313,8 @@ template <>
 result<heartbeat_reply> from_json<heartbeat_reply>(const boost::json::object& o);
 template <>
 result<program_manifest> from_json<program_manifest>(const boost::json::object& o);
+template <>
+result<rendition> from_json<rendition>(const boost::json::object& o);
 template <>
 result<placement> from_json<placement>(const boost::json::object& o);
 template <>

@@ -1,5 +1,6 @@
-// HLS media playlists (RFC 8216) as vodgrid reads and writes them: VOD playlists of MPEG-TS
-// segments. Pure text processing, no I/O.
+// HLS playlists (RFC 8216) as vodgrid reads and writes them: VOD media playlists of MPEG-TS
+// segments, and multivariant playlists (a program of several renditions, DESIGN.md flow 9). Pure
+// text processing, no I/O.
 #pragma once
 
 #include <string>
@@ -27,6 +28,45 @@ struct media_playlist {
 // (#EXT-X-MAP) segments, an #EXTINF without a URI or with a bad duration, more than
 // segment_index::max entries.
 result<media_playlist> parse_media_playlist(std::string_view text);
+
+// One #EXT-X-STREAM-INF of a provider's multivariant playlist.
+struct variant_stream {
+  uint64_t bandwidth = 0;
+  uint64_t average_bandwidth = 0;  // 0: not stated
+  std::string codecs;
+  int width = 0, height = 0;  // RESOLUTION; 0: not stated
+  double frame_rate = 0;
+  std::string audio;  // the AUDIO group it plays with, if any
+  std::string uri;    // as written: absolute or relative to the playlist
+};
+
+// One #EXT-X-MEDIA of a provider's multivariant playlist.
+struct alternative_media {
+  std::string type;  // AUDIO, SUBTITLES, VIDEO or CLOSED-CAPTIONS
+  std::string group_id, language, name;
+  bool is_default = false;
+  std::string uri;  // empty: the media is in the variants themselves
+};
+
+struct multivariant_playlist {
+  std::vector<variant_stream> variants;  // in the playlist's order
+  std::vector<alternative_media> media;
+};
+
+// Whether `text` is a multivariant playlist (it has an #EXT-X-STREAM-INF) rather than a media one.
+bool is_multivariant(std::string_view text);
+
+// Parses a multivariant playlist. Refuses, with the line at fault: a missing #EXTM3U, segments
+// (#EXTINF: a media playlist), an #EXT-X-STREAM-INF without BANDWIDTH or without its URI, more
+// than max_renditions variants or media, an attribute list it cannot read.
+result<multivariant_playlist> parse_multivariant_playlist(std::string_view text);
+
+// Writes the multivariant playlist of a program of several renditions (m.renditions not empty):
+// an #EXT-X-STREAM-INF per video rendition (BANDWIDTH, AVERAGE-BANDWIDTH, CODECS, RESOLUTION,
+// FRAME-RATE; AUDIO and SUBTITLES when the program has such renditions) and an #EXT-X-MEDIA per
+// audio or subtitles rendition. URIs are relative, "../{id}--{rendition}/index.m3u8", followed by
+// `query` (e.g. "?token=...") when it is not empty and safe inside a quoted attribute.
+std::string write_multivariant_playlist(const program_manifest& m, std::string_view query);
 
 // Writes the VOD playlist of a program: segment URIs are "segments/{n}.ts" relative to the
 // playlist, followed by `query` (e.g. "?token=...") when not empty.
