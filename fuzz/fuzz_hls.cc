@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   auto mv = vodgrid::api::parse_multivariant_playlist(
       std::string_view(reinterpret_cast<const char*>(data), size));
-  if (mv && (mv->variants.size() > vodgrid::api::max_renditions + 1 ||
+  if (mv && (mv->variants.size() + mv->media.size() > vodgrid::api::max_renditions ||
              mv->variants.front().uri.empty() || mv->variants.front().bandwidth == 0)) {
     std::abort();
   }

@@ -135,7 +135,7 @@ result<multivariant_playlist> parse_multivariant_playlist(std::string_view text)
     if (line.empty()) {
       continue;
     }
-    if (pl.variants.size() > max_renditions || pl.media.size() > max_renditions) {
+    if (pl.variants.size() + pl.media.size() > max_renditions) {
       return bad_line(line_no, fmt::format("more than {} renditions", max_renditions));
     }
     if (starts_with(line, "#EXT-X-STREAM-INF:")) {
@@ -169,6 +169,9 @@ result<multivariant_playlist> parse_multivariant_playlist(std::string_view text)
   }
   if (pl.variants.empty()) {
     return make_error(errc::invalid_argument, "a multivariant playlist without variants");
+  }
+  if (pl.variants.size() + pl.media.size() > max_renditions) {
+    return make_error(errc::invalid_argument, fmt::format("more than {} renditions", max_renditions));
   }
   return pl;
 }
