@@ -31,7 +31,9 @@ asio::awaitable<std::optional<reply>> director_daemon::impl::token_refusal(reque
 asio::awaitable<reply> director_daemon::impl::playlist(request_context& ctx) {
   co_return co_await playlist_reply(
       ctx, [](const api::program_manifest& m, std::string_view query) -> result<std::string> {
-        return api::write_vod_playlist(m, query);
+        // A program of several renditions: the multivariant playlist, pointing at theirs.
+        return m.renditions.empty() ? api::write_vod_playlist(m, query)
+                                    : api::write_multivariant_playlist(m, query);
       });
 }
 
@@ -48,7 +50,9 @@ asio::awaitable<reply> director_daemon::impl::playlist_reply(
   }
   if (auth) {
     // Claim 23: a viewer token entitled to the program, bound (if it says so) to this client.
-    auth::requirement req{auth::token_kind::viewer, (*m)->id, auth::client_address(ctx)};
+    // A rendition plays with a token for its program (flow 9).
+    auth::requirement req{auth::token_kind::viewer, api::entitlement_of((*m)->id),
+                          auth::client_address(ctx)};
     if (auto refusal = co_await token_refusal(ctx, std::move(req))) {
       co_return std::move(*refusal);
     }
@@ -170,9 +174,10 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
         make_error(errc::not_found,
                    fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
   }
-  if (auth && !auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &(*m)->id,
+  auto entitlement = api::entitlement_of((*m)->id);
+  if (auth && !auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &entitlement,
                                        ctx.remote.address(), auth::unix_now())) {
-    auth::requirement req{auth::token_kind::viewer, (*m)->id, auth::client_address(ctx)};
+    auth::requirement req{auth::token_kind::viewer, entitlement, auth::client_address(ctx)};
     if (auto refusal = co_await token_refusal(ctx, std::move(req))) {
       co_return std::move(*refusal);
     }

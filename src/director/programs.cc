@@ -197,6 +197,7 @@ asio::awaitable<reply> director_daemon::impl::list_programs(request_context&) {
                              {"availability", m.availability},
                              {"publish_at", m.publish_at},
                              {"segments", m.segments.size()},
+                             {"renditions", m.renditions.size()},
                              {"duration", m.duration()}});
   }
   co_return net::json_reply(json::object{{"programs", a}});
@@ -271,6 +272,15 @@ result<const api::program_manifest*> director_daemon::impl::ready_program(
   }
   if (it->second.availability != api::availability_published) {
     return make_error(errc::not_found, unavailable_reason(it->second));
+  }
+  // A rendition follows its program (flow 9): withdrawn or not yet published with it, whatever
+  // this station was told of the rendition itself. A program this station does not know leaves
+  // the rendition to its own availability (the content manager sets both).
+  if (auto parent = api::parent_of(*id)) {
+    auto p = catalog.find(*parent);
+    if (p != catalog.end() && p->second.availability != api::availability_published) {
+      return make_error(errc::not_found, unavailable_reason(p->second));
+    }
   }
   return &it->second;
 }

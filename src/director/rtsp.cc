@@ -200,12 +200,19 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_answer(push::rt
 asio::awaitable<result<const api::program_manifest*>> director_daemon::impl::rtsp_program(
     rtsp_target& t, std::optional<push::rtsp_response>& refused) {
   auto m = co_await find_program(t.program.str());
+  if (m && !(*m)->renditions.empty()) {
+    // A program of several renditions: RTSP plays one stream, its top video rendition (video
+    // first, highest first), which carries the audio when the source muxed it in.
+    t.program = *api::rendition_id((*m)->id, (*m)->renditions.front().name);
+    m = co_await find_program(t.program.str());
+  }
   if (!m) {
     refused = refusal(m.err());
     co_return m.err();
   }
   if (auth) {
-    auth::requirement req{auth::token_kind::viewer, t.program, auth::client_address(t.ctx)};
+    auth::requirement req{auth::token_kind::viewer, api::entitlement_of(t.program),
+                          auth::client_address(t.ctx)};
     if (auto no = co_await token_refusal(t.ctx, std::move(req))) {
       refused = refusal(*no);
       co_return make_error(errc::unauthorized, "refused");

@@ -91,6 +91,10 @@ struct registry_daemon::impl : net::daemon_base {
   asio::awaitable<reply> report(request_context& ctx);
   asio::awaitable<reply> list_stations(request_context& ctx);
   asio::awaitable<reply> put_program(request_context& ctx);
+  // Stores a distribution and tells its target stations; the stations told now.
+  asio::awaitable<result<json::array>> store_and_notify(api::distribution d);
+  asio::awaitable<result<std::vector<api::distribution>>> renditions_to_distribute(
+      const api::distribution& d);
   asio::awaitable<reply> list_programs(request_context& ctx);
   asio::awaitable<result<program_record>> stored_program(const std::string& id);
   asio::awaitable<reply> get_program(request_context& ctx);

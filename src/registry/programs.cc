@@ -70,6 +70,70 @@ asio::awaitable<void> registry_daemon::impl::notify(std::string director_url, st
   }
 }
 
+asio::awaitable<result<json::array>> registry_daemon::impl::store_and_notify(
+    api::distribution d) {
+  d.manifest.state.clear();
+  program_record rec{d.manifest.id, json::serialize(api::to_json(d.manifest)), d.targets,
+                     d.prefetch};
+  auto segments = static_cast<uint32_t>(d.manifest.segments.size());
+  auto st = co_await on_db([&]() -> status {
+    auto put = db->put_program(rec);
+    if (put) {
+      segment_counts[rec.id] = segments;
+    }
+    return put;
+  });
+  if (!st) {
+    co_return st.err();
+  }
+  // The program as now stored is the one to tell: notifications of an earlier put end.
+  ++distributions[d.manifest.id.str()];
+  auto recs = co_await on_db([&] { return db->stations(); });
+  json::array told;
+  for (auto& t : targets_of(d)) {
+    std::string url;
+    if (recs) {
+      for (auto& s : *recs) {
+        url = s.name.str() == t ? s.director_url : url;
+      }
+    }
+    if (url.empty()) {
+      continue;  // told when it registers
+    }
+    told.push_back(json::value(t));
+    tasks.spawn(notify(url, t, d));
+  }
+  logger->info("registry: program {} ({} segments, {} renditions) to be distributed",
+               d.manifest.id.str(), d.manifest.segments.size(), d.manifest.renditions.size());
+  co_return told;
+}
+
+// A program of several renditions is distributed as its renditions (flow 9): each must be stored
+// already (the content manager puts them first); each whose targets or prefetch differ from the
+// program's is distributed again with the program's.
+asio::awaitable<result<std::vector<api::distribution>>>
+registry_daemon::impl::renditions_to_distribute(const api::distribution& d) {
+  std::vector<api::distribution> out;
+  for (auto& r : d.manifest.renditions) {
+    auto id = api::rendition_id(d.manifest.id, r.name);  // valid: the decoder checked
+    auto p = co_await stored_program(id->str());
+    if (!p) {
+      co_return make_error(p.err().code == errc::not_found ? errc::conflict : p.err().code,
+                           fmt::format("rendition {} of program {} is not registered: put it first",
+                                       id->str(), d.manifest.id.str()));
+    }
+    if (p->targets == d.targets && p->prefetch == d.prefetch) {
+      continue;
+    }
+    auto m = api::decode<api::program_manifest>(p->manifest_json);
+    if (!m) {
+      co_return m.err();
+    }
+    out.push_back({std::move(*m), d.targets, d.prefetch});
+  }
+  co_return out;
+}
+
 asio::awaitable<reply> registry_daemon::impl::put_program(request_context& ctx) {
   auto d = api::decode<api::distribution>(ctx.req.body());
   if (!d) {
@@ -85,40 +149,20 @@ asio::awaitable<reply> registry_daemon::impl::put_program(request_context& ctx) 
       co_return net::error_reply(make_error(errc::not_found, "no station " + t + " in the grid"));
     }
   }
-  d->manifest.state.clear();
-  program_record rec{d->manifest.id, json::serialize(api::to_json(d->manifest)), d->targets,
-                     d->prefetch};
-  auto segments = static_cast<uint32_t>(d->manifest.segments.size());
-  auto st = co_await on_db([&]() -> status {
-    auto put = db->put_program(rec);
-    if (put) {
-      segment_counts[rec.id] = segments;
-    }
-    return put;
-  });
-  if (!st) {
-    co_return net::error_reply(st.err());
+  auto renditions = co_await renditions_to_distribute(*d);
+  if (!renditions) {
+    co_return net::error_reply(renditions.err());
   }
-  // The program as now stored is the one to tell: notifications of an earlier put end.
-  ++distributions[d->manifest.id.str()];
-  auto recs = co_await on_db([&] { return db->stations(); });
-  json::array told;
-  for (auto& t : targets_of(*d)) {
-    std::string url;
-    if (recs) {
-      for (auto& s : *recs) {
-        url = s.name.str() == t ? s.director_url : url;
-      }
+  for (auto& r : *renditions) {
+    if (auto told = co_await store_and_notify(std::move(r)); !told) {
+      co_return net::error_reply(told.err());
     }
-    if (url.empty()) {
-      continue;  // told when it registers
-    }
-    told.push_back(json::value(t));
-    tasks.spawn(notify(url, t, *d));
   }
-  logger->info("registry: program {} ({} segments) to be distributed", d->manifest.id.str(),
-               d->manifest.segments.size());
-  co_return net::json_reply(json::object{{"program", d->manifest.id.str()}, {"targets", told}});
+  auto told = co_await store_and_notify(*d);
+  if (!told) {
+    co_return net::error_reply(told.err());
+  }
+  co_return net::json_reply(json::object{{"program", d->manifest.id.str()}, {"targets", *told}});
 }
 
 asio::awaitable<reply> registry_daemon::impl::list_programs(request_context&) {
@@ -141,6 +185,7 @@ asio::awaitable<reply> registry_daemon::impl::list_programs(request_context&) {
                              {"availability", m->availability},
                              {"publish_at", m->publish_at},
                              {"segments", m->segments.size()},
+                             {"renditions", m->renditions.size()},
                              {"duration", m->duration()},
                              {"targets", targets}});
   }
