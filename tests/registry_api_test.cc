@@ -268,6 +268,72 @@ INSTANTIATE_TEST_SUITE_P(Backends, RegistryOnBoth, ::testing::Values("sqlite", "
     ASSERT_EQ(reply_.status, code##u) << reply_.body; \
   } while (0)
 
+// --- programs of several renditions (flow 9) ---
+
+json::object parent_manifest(const std::string& id, const std::vector<std::string>& names) {
+  json::array rs;
+  for (auto& n : names) {
+    rs.push_back(json::object{{"name", n},
+                              {"kind", "video"},
+                              {"bandwidth", 500'000},
+                              {"average_bandwidth", 400'000},
+                              {"codecs", "avc1.64001e"},
+                              {"width", 640},
+                              {"height", 360},
+                              {"frame_rate", 25}});
+  }
+  return json::object{{"id", id}, {"title", "Film"}, {"segments", json::array{}}, {"renditions", rs}};
+}
+
+TEST_P(RegistryOnBoth, AProgramOfRenditionsKeepsItsListAndDistributesEachRendition) {
+  auto put_parent = [&](json::array targets) {
+    return call(verb::put, "/v1/programs/film",
+                json::serialize(json::object{{"manifest", parent_manifest("film", {"360p", "180p"})},
+                                             {"targets", targets}}));
+  };
+  // Its renditions come first: a program naming one the registry does not have changes nothing.
+  ASSERT_STATUS(put_program("film--360p", 2, {"a"}), 200);
+  auto early = put_parent({"b"});
+  EXPECT_EQ(early.status, 409u) << early.body;
+  EXPECT_NE(early.body.find("rendition film--180p of program film is not registered"),
+            std::string::npos)
+      << early.body;
+  EXPECT_STATUS(get("/v1/programs/film"), 404);
+  ASSERT_STATUS(put_program("film--180p", 2, {"a"}), 200);
+  ASSERT_STATUS(put_parent({"b"}), 200);
+
+  auto check = [&] {
+    auto r = get("/v1/programs/film");
+    ASSERT_STATUS(r, 200);
+    auto m = api::from_json<api::program_manifest>(r.obj);
+    ASSERT_TRUE(m) << m.err().detail;
+    ASSERT_EQ(m->renditions.size(), 2u);
+    EXPECT_EQ(m->renditions[1].name, "180p");
+    EXPECT_EQ(m->renditions[0].width, 640);
+    EXPECT_TRUE(m->segments.empty());
+    // The program's targets are its renditions' now: distributing it distributes them.
+    auto list = get("/v1/programs");
+    ASSERT_STATUS(list, 200);
+    std::map<std::string, std::string> targets, renditions;
+    for (auto& p : list.obj.at("programs").as_array()) {
+      auto& o = p.as_object();
+      auto& t = o.at("targets").as_array();
+      targets[std::string(o.at("id").as_string())] =
+          t.empty() ? "" : std::string(t.at(0).as_string());
+      renditions[std::string(o.at("id").as_string())] = json::serialize(o.at("renditions"));
+    }
+    EXPECT_EQ(targets["film--360p"], "b");
+    EXPECT_EQ(targets["film--180p"], "b");
+    EXPECT_EQ(renditions["film"], "2");
+    EXPECT_EQ(renditions["film--360p"], "0");
+  };
+  check();
+  // Kept durably with the program.
+  kill_registry();
+  start_registry();
+  check();
+}
+
 // --- sources ranked by the cost model ---
 
 TEST_P(RegistryOnBoth, SourcesRankedByCostHomeLast) {
