@@ -103,6 +103,41 @@ TEST_P(Catalog, PackagingResultsAndSegmentsAreKept) {
   EXPECT_EQ(cat_->set_packaged(other).err().code, errc::not_found);
 }
 
+TEST_P(Catalog, RenditionsAndDroppedTracksAreKeptAndGoWithAFailedRecord) {
+  auto p = film();
+  ASSERT_TRUE(cat_->create(p));
+  api::rendition hi{"360p", api::rendition_kind::video, 900'000, 700'000, "avc1.64001e", 640, 360,
+                    25};
+  api::rendition fra{"audio-fra", api::rendition_kind::audio, 128'000, 120'000, "mp4a.40.2"};
+  fra.language = "fr";
+  fra.title = "Français";
+  fra.is_default = true;
+  p.renditions = {hi, fra};
+  p.dropped = {"audio track 3 (dts): no decoder"};
+  ASSERT_TRUE(cat_->set_packaged(p));
+  auto got = cat_->get(p.id);
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ((*got)->renditions, p.renditions);
+  EXPECT_EQ((*got)->dropped, p.dropped);
+  auto all = cat_->list();
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ(all->front().renditions, p.renditions);
+  // A program without renditions lists none.
+  ASSERT_TRUE(cat_->create(film("plain")));
+  auto plain = cat_->get(*program_id::parse("plain"));
+  ASSERT_TRUE(plain && *plain);
+  EXPECT_TRUE((*plain)->renditions.empty());
+  EXPECT_TRUE((*plain)->dropped.empty());
+  // Ingested again after a failure, the program starts without the old list.
+  ASSERT_TRUE(cat_->change_state(p.id, program_state::failed, t0, "broken"));
+  ASSERT_TRUE(cat_->create(film()));
+  auto again = cat_->get(p.id);
+  ASSERT_TRUE(again && *again);
+  EXPECT_TRUE((*again)->renditions.empty());
+  EXPECT_TRUE((*again)->dropped.empty());
+}
+
 TEST_P(Catalog, TheLifecycleAllowsOnlyItsTransitionsAndRecordsEach) {
   auto id = *program_id::parse("film");
   ASSERT_TRUE(cat_->create(film()));

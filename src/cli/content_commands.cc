@@ -14,6 +14,7 @@
 #include "cli/commands_impl.h"
 #include "cli/remote.h"
 #include "content/fetch.h"
+#include "content/renditions.h"
 
 namespace vodgrid::cli {
 
@@ -95,6 +96,12 @@ result<api::ingest_request> ingest_request_of(const ingest_options& o) {
     return make_error(
         errc::invalid_argument,
         fmt::format("program id '{}' must be 1-64 characters of [A-Za-z0-9_-]", name));
+  }
+  if (!content::valid_ladder_program(id->str())) {
+    return make_error(errc::invalid_argument,
+                      fmt::format("program id '{}' must be at most 46 characters and hold no "
+                                  "\"--\" (reserved for renditions)",
+                                  name));
   }
   req.id = *id;
   req.title = o.title;
@@ -190,7 +197,7 @@ int run_content_ingest(const std::string& content, const ingest_options& o) {
   if (str(*p, "state") == "inactive") {
     std::cout << fmt::format(", publishes at {}", str(*p, "publish_at"));
   }
-  std::cout << "\n";
+  std::cout << "\n" << renditions_text(*p);
   if (auto g = fetch_object(grid_url(o.grid) + "/v1/grid")) {
     for (auto& s : g->at("stations").as_array()) {
       std::cout << fmt::format("viewer URL ({}): {}/v1/programs/{}/index.m3u8\n",
@@ -199,6 +206,33 @@ int run_content_ingest(const std::string& content, const ingest_options& o) {
     }
   }
   return 0;
+}
+
+// The renditions of a program of several (flow 9), one line each, and the tracks not kept.
+std::string renditions_text(const json::object& p) {
+  std::string out;
+  if (auto* rs = p.if_contains("renditions"); rs && rs->is_array()) {
+    for (auto& r : rs->as_array()) {
+      auto& ro = r.as_object();
+      std::string what = str(ro, "kind");
+      if (what == "video") {
+        what += fmt::format(" {}x{} {:.3g} fps", static_cast<int>(num(ro, "width")),
+                            static_cast<int>(num(ro, "height")), num(ro, "frame_rate"));
+      } else if (!str(ro, "language").empty()) {
+        what += " " + str(ro, "language");
+      }
+      out += fmt::format("  rendition {:<28} {}  {} kb/s (average {})  {}\n", str(ro, "program"),
+                         what, static_cast<uint64_t>(num(ro, "bandwidth") / 1000),
+                         static_cast<uint64_t>(num(ro, "average_bandwidth") / 1000),
+                         str(ro, "codecs"));
+    }
+  }
+  if (auto* ds = p.if_contains("dropped"); ds && ds->is_array()) {
+    for (auto& d : ds->as_array()) {
+      out += fmt::format("  not kept: {}\n", d.is_string() ? std::string(d.as_string()) : "?");
+    }
+  }
+  return out;
 }
 
 int run_content_programs(const std::string& content) {
@@ -214,6 +248,7 @@ int run_content_programs(const std::string& content) {
                              str(po, "state"), static_cast<uint64_t>(num(po, "segments")),
                              num(po, "duration"), str(po, "publish_at"), str(po, "title"),
                              str(po, "error").empty() ? "" : "  (" + str(po, "error") + ")");
+    std::cout << renditions_text(po);
   }
   return 0;
 }

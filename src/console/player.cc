@@ -30,6 +30,13 @@ std::string play_report::to_text() const {
       "digest mismatches {}  wall {:.2f} s  media {:.2f} s per viewer\n",
       viewers, segments, segments_failed, bytes, retries, stalls, longest_stall, digest_mismatches,
       seconds, media_seconds);
+  if (!renditions.empty()) {
+    out += "renditions:";
+    for (auto& r : renditions) {
+      out += " " + r;
+    }
+    out += "\n";
+  }
   out += "engines:";
   for (auto& [e, n] : engines) {
     out += fmt::format(" {}={}", e, n);
@@ -47,9 +54,12 @@ json::value play_report::to_json() const {
   for (auto& [e, n] : engines) {
     eng[e] = n;
   }
-  json::array errs;
+  json::array errs, rends;
   for (auto& e : errors) {
     errs.push_back(json::value(e));
+  }
+  for (auto& r : renditions) {
+    rends.push_back(json::value(r));
   }
   return json::object{{"viewers", viewers},
                       {"segments", segments},
@@ -62,6 +72,7 @@ json::value play_report::to_json() const {
                       {"seconds", seconds},
                       {"media_seconds", media_seconds},
                       {"engines", eng},
+                      {"renditions", rends},
                       {"errors", errs},
                       {"ok", ok()}};
 }
@@ -72,6 +83,17 @@ struct shared_state {
   play_options opts;
   play_report report;
   uint32_t running = 0;
+  // A rendition's playlist played (its path, without the query), once however many viewers.
+  void played(const std::string& url) {
+    auto name = url.substr(0, url.find('?'));
+    if (auto at = name.find("/v1/programs/"); at != std::string::npos) {
+      name = name.substr(at);
+    }
+    if (std::find(report.renditions.begin(), report.renditions.end(), name) ==
+        report.renditions.end()) {
+      report.renditions.push_back(std::move(name));
+    }
+  }
   void error(std::string e) {
     if (report.errors.size() < 20) {
       report.errors.push_back(std::move(e));
@@ -206,49 +228,30 @@ asio::awaitable<std::optional<std::vector<sha256_digest>>> manifest_digests(
   co_return digests;
 }
 
-asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
-  auto ex = co_await asio::this_coro::executor;
-  net::client_options co;
-  co.connect_timeout = std::chrono::seconds(2);
-  co.request_timeout = st->opts.attempt_timeout;
-  co.read_timeout = st->opts.read_timeout;
-  net::http_client client(ex, co);
+// One media playlist played through, each segment fetched and verified; the media seconds played.
+asio::awaitable<double> play_media(net::http_client& client, std::shared_ptr<shared_state> st,
+                                   std::string playlist_url, api::media_playlist pl) {
   auto& rep = st->report;
-  std::string playlist_url = with_token(st->opts.url, st->opts.token);
-  auto pl_res = co_await get_retrying(client, st, playlist_url);
-  if (!pl_res || pl_res->status != 200) {
-    st->error(pl_res ? fmt::format("playlist: {} {}", pl_res->status, pl_res->body.substr(0, 200))
-                     : "playlist: " + pl_res.err().detail);
-    --st->running;
-    co_return;
-  }
-  auto pl = api::parse_media_playlist(pl_res->body);
-  if (!pl) {
-    st->error("playlist: " + pl.err().detail);
-    --st->running;
-    co_return;
-  }
   std::vector<sha256_digest> digests;
   if (st->opts.verify) {
-    auto d = co_await manifest_digests(client, st, playlist_url, pl->segments.size());
+    auto d = co_await manifest_digests(client, st, playlist_url, pl.segments.size());
     if (!d) {
       st->error("cannot verify: the director publishes no matching SHA-256 list for " +
-                st->opts.url);
-      --st->running;
-      co_return;
+                playlist_url.substr(0, playlist_url.find('?')));
+      co_return 0;
     }
     digests = std::move(*d);
   }
   double media = 0;
   auto playback_start = steady::time_point{};
   double buffered_until = 0;  // media time up to which segments have arrived
-  for (size_t i = 0; i < pl->segments.size(); ++i) {
-    auto& seg = pl->segments[i];
+  for (size_t i = 0; i < pl.segments.size(); ++i) {
+    auto& seg = pl.segments[i];
     if (st->opts.realtime && i > 0) {
       // Fetch segment i once segment i-1 starts playing: one segment of buffer, as a set-top box.
       auto start_prev = playback_start +
                         std::chrono::duration_cast<steady::duration>(std::chrono::duration<double>(
-                            buffered_until - pl->segments[i - 1].duration));
+                            buffered_until - pl.segments[i - 1].duration));
       co_await sleep_for(start_prev - steady::now());
     }
     auto seg_url = net::resolve_url(playlist_url, seg.uri);
@@ -281,7 +284,92 @@ asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
     buffered_until += seg.duration;
     media += seg.duration;
   }
-  rep.media_seconds = media;
+  co_return media;
+}
+
+// A GET of a playlist that must answer 200; the error otherwise, for the report.
+asio::awaitable<result<std::string>> get_playlist(net::http_client& client,
+                                                  std::shared_ptr<shared_state> st,
+                                                  std::string url) {
+  auto res = co_await get_retrying(client, st, url);
+  if (!res) {
+    co_return make_error(errc::unavailable, "playlist: " + res.err().detail);
+  }
+  if (res->status != 200) {
+    co_return make_error(errc::unavailable,
+                         fmt::format("playlist: {} {}", res->status, res->body.substr(0, 200)));
+  }
+  co_return std::move(res->body);
+}
+
+// The variants of a multivariant playlist (flow 9), resolved: each, or the first (the top
+// rendition) alone.
+result<std::vector<std::string>> variant_urls(const play_options& opts,
+                                              const std::string& playlist_url,
+                                              const std::string& text) {
+  VODGRID_TRY(auto mv, api::parse_multivariant_playlist(text));
+  std::vector<std::string> out;
+  for (auto& v : mv.variants) {
+    auto url = net::resolve_url(playlist_url, v.uri);
+    if (!url) {
+      return make_error(errc::invalid_argument, "bad variant URI " + v.uri);
+    }
+    out.push_back(*url);
+    if (!opts.every_rendition) {
+      break;
+    }
+  }
+  return out;
+}
+
+// A media playlist's text parsed and played; a multivariant one's renditions one after another.
+asio::awaitable<double> play_playlist(net::http_client& client, std::shared_ptr<shared_state> st,
+                                      std::string playlist_url, std::string text) {
+  if (!api::is_multivariant(text)) {
+    auto pl = api::parse_media_playlist(text);
+    if (!pl) {
+      st->error("playlist: " + pl.err().detail);
+      co_return 0;
+    }
+    co_return co_await play_media(client, st, playlist_url, std::move(*pl));
+  }
+  auto urls = variant_urls(st->opts, playlist_url, text);
+  if (!urls) {
+    st->error("playlist: " + urls.err().detail);
+    co_return 0;
+  }
+  double media = 0;
+  for (auto& url : *urls) {
+    auto body = co_await get_playlist(client, st, url);
+    if (!body) {
+      st->error(body.err().detail);
+      continue;
+    }
+    auto pl = api::parse_media_playlist(*body);
+    if (!pl) {
+      st->error("playlist " + url.substr(0, url.find('?')) + ": " + pl.err().detail);
+      continue;
+    }
+    st->played(url);
+    media += co_await play_media(client, st, url, std::move(*pl));
+  }
+  co_return media;
+}
+
+asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
+  auto ex = co_await asio::this_coro::executor;
+  net::client_options co;
+  co.connect_timeout = std::chrono::seconds(2);
+  co.request_timeout = st->opts.attempt_timeout;
+  co.read_timeout = st->opts.read_timeout;
+  net::http_client client(ex, co);
+  std::string playlist_url = with_token(st->opts.url, st->opts.token);
+  auto text = co_await get_playlist(client, st, playlist_url);
+  if (!text) {
+    st->error(text.err().detail);
+  } else {
+    st->report.media_seconds = co_await play_playlist(client, st, playlist_url, std::move(*text));
+  }
   --st->running;
 }
 

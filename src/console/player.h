@@ -1,6 +1,7 @@
 // The console: plays an HLS VOD program through a director as a set-top box would — playlist,
 // per-segment redirects, SHA-256 check of every segment, optional real-time pacing — for one or
-// many concurrent viewers, and reports what happened. It is also vodgrid's load generator.
+// many concurrent viewers, and reports what happened. A multivariant playlist's renditions are
+// played one after the other (or its top one alone). It is also vodgrid's load generator.
 #pragma once
 
 #include <chrono>
@@ -25,6 +26,9 @@ struct play_options {
   // No byte for this long: the engine (or director) hangs, and the segment is asked for again
   // through the director, which sends the console elsewhere once the engine leaves rotation.
   std::chrono::milliseconds read_timeout{4'000};
+  // A multivariant playlist (a program of several renditions): play every variant in turn
+  // (verifying each), or only the first, its top rendition.
+  bool every_rendition = true;
 };
 
 struct play_report {
@@ -39,6 +43,8 @@ struct play_report {
   double seconds = 0;                       // wall time
   double media_seconds = 0;                 // per viewer
   std::map<std::string, uint64_t> engines;  // engine origin → segments served
+  // The renditions' playlists played (their paths), when the URL was a multivariant playlist.
+  std::vector<std::string> renditions;
   std::vector<std::string> errors;          // first few, for the operator
   bool ok() const { return segments_failed == 0 && errors.empty(); }
   std::string to_text() const;

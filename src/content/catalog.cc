@@ -1,6 +1,8 @@
 #include "content/catalog.h"
 
 #include <fmt/format.h>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 namespace vodgrid::content {
 
@@ -34,6 +36,11 @@ CREATE TABLE IF NOT EXISTS content_segments (
   sha256 BLOB NOT NULL,
   PRIMARY KEY (program, idx)
 );
+CREATE TABLE IF NOT EXISTS content_renditions (
+  program TEXT PRIMARY KEY,
+  renditions TEXT NOT NULL,
+  dropped TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS content_history (
   program TEXT NOT NULL,
   seq BIGINT NOT NULL,
@@ -50,7 +57,57 @@ constexpr std::string_view stored_columns =
 constexpr std::string_view columns =
     "id, title, source, state, publish_at_ms, targets, prefetch, created_at_ms, updated_at_ms, "
     "error, duration, video_codec, audio_codec, width, height, bitrate, video_frames, "
-    "(SELECT COUNT(*) FROM content_segments s WHERE s.program = content_programs.id)";
+    "(SELECT COUNT(*) FROM content_segments s WHERE s.program = content_programs.id), "
+    "COALESCE((SELECT renditions FROM content_renditions r WHERE r.program = content_programs.id), "
+    "'[]'), "
+    "COALESCE((SELECT dropped FROM content_renditions r WHERE r.program = content_programs.id), "
+    "'[]')";
+
+namespace json = boost::json;
+
+// The renditions and the dropped tracks are kept as JSON arrays (api::rendition's own mapping):
+// they are read and written whole, never queried.
+std::string renditions_json(const std::vector<api::rendition>& list) {
+  json::array a;
+  for (auto& r : list) {
+    a.push_back(api::to_json(r));
+  }
+  return json::serialize(a);
+}
+
+std::string dropped_json(const std::vector<std::string>& list) {
+  json::array a;
+  for (auto& d : list) {
+    a.push_back(json::value(d));
+  }
+  return json::serialize(a);
+}
+
+status read_renditions(const std::string& id, const std::string& renditions,
+                       const std::string& dropped, program_entry& p) {
+  auto damaged = [&] { return make_error(errc::io_error, "the renditions of " + id + " are damaged"); };
+  boost::system::error_code ec;
+  auto rs = json::parse(renditions, ec);
+  auto ds = ec ? json::value() : json::parse(dropped, ec);
+  if (ec || !rs.is_array() || !ds.is_array()) {
+    return damaged();
+  }
+  for (auto& r : rs.as_array()) {
+    auto v = r.is_object() ? api::from_json<api::rendition>(r.as_object())
+                           : result<api::rendition>(damaged());
+    if (!v) {
+      return damaged();
+    }
+    p.renditions.push_back(std::move(*v));
+  }
+  for (auto& d : ds.as_array()) {
+    if (!d.is_string()) {
+      return damaged();
+    }
+    p.dropped.emplace_back(d.as_string());
+  }
+  return {};
+}
 
 int64_t ms(wall_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
@@ -105,6 +162,7 @@ result<program_entry> record_of(const db::row& r) {
   p.bitrate = static_cast<uint64_t>(r.i64(15));
   p.video_frames = r.i64(16);
   p.segment_count = static_cast<size_t>(r.i64(17));
+  VODGRID_TRY(read_renditions(r.text(0), r.text(18), r.text(19), p));
   return p;
 }
 
@@ -183,7 +241,8 @@ status catalog::create(const program_entry& p) {
                                                       old->front().text(0)));
       }
       for (auto sql : {"DELETE FROM content_programs WHERE id = $1",
-                       "DELETE FROM content_segments WHERE program = $1"}) {
+                       "DELETE FROM content_segments WHERE program = $1",
+                       "DELETE FROM content_renditions WHERE program = $1"}) {
         if (auto r = conn_.exec(sql, {p.id.str()}); !r) {
           return r.err();
         }
@@ -242,8 +301,19 @@ status catalog::set_packaged(const program_entry& p) {
     if (*r == 0) {
       return make_error(errc::not_found, "no such program: " + p.id.str());
     }
-    if (auto d = conn_.exec("DELETE FROM content_segments WHERE program = $1", {p.id.str()}); !d) {
-      return d.err();
+    for (auto sql : {"DELETE FROM content_segments WHERE program = $1",
+                     "DELETE FROM content_renditions WHERE program = $1"}) {
+      if (auto d = conn_.exec(sql, {p.id.str()}); !d) {
+        return d.err();
+      }
+    }
+    if (!p.renditions.empty() || !p.dropped.empty()) {
+      auto ins = conn_.exec(
+          "INSERT INTO content_renditions (program, renditions, dropped) VALUES ($1, $2, $3)",
+          {p.id.str(), renditions_json(p.renditions), dropped_json(p.dropped)});
+      if (!ins) {
+        return ins.err();
+      }
     }
     for (auto& s : p.segments) {
       auto ins = conn_.exec(

@@ -1,7 +1,8 @@
 // The content manager's program catalog (claims 2, 11), kept through the storage layer (SQLite or
 // PostgreSQL): each program's title, source, publish time and targets, what the packager found
-// (duration, codecs, dimensions, bitrate, frames), its segment list (durations, sizes, SHA-256),
-// its lifecycle state and every change of that state with its time.
+// (duration, codecs, dimensions, bitrate, frames), its segment list (durations, sizes, SHA-256) or
+// its renditions and the tracks dropped, its lifecycle state and every change of that state with
+// its time.
 //
 // Lifecycle:  ingesting ──▶ inactive ──▶ published ◀──▶ withdrawn
 //                  │           │                          ▲
@@ -49,6 +50,11 @@ struct program_entry {
   int64_t video_frames = 0;
   size_t segment_count = 0;
   std::vector<api::segment_entry> segments;  // filled by catalog::get only
+  // A program of several renditions (flow 9): their list (each loaded as "{id}--{name}"; the
+  // program itself then has no segments) and the source's tracks that were not kept, each with
+  // why. Recorded with what the packager found, so that a failed ingest knows what to remove.
+  std::vector<api::rendition> renditions;
+  std::vector<std::string> dropped;
 };
 
 struct state_change {
@@ -70,7 +76,8 @@ class catalog {
   // not allow it (the reason names both states), errc::not_found for an unknown id.
   status change_state(const program_id& id, program_state to, wall_clock::time_point at,
                       std::string detail = {});
-  // Records what the packager found and the segment list (state unchanged).
+  // Records what the packager found, the segment list, the renditions and the tracks dropped
+  // (state unchanged).
   status set_packaged(const program_entry& p);
   status set_publish_at(const program_id& id, wall_clock::time_point t);
 

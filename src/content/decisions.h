@@ -1,6 +1,7 @@
 // The content manager's pure decisions, apart from the daemon so that they can be tested without
 // one: the checks of an ingest request (POST /v1/programs), which stations a publish or withdrawal
-// must reach, and how long to wait before telling the missing ones again.
+// must reach, how long to wait before telling the missing ones again, and what the renditions of
+// a program of several are called and measured at.
 #pragma once
 
 #include <chrono>
@@ -12,7 +13,9 @@
 #include "base/config.h"
 #include "base/result.h"
 #include "base/time.h"
+#include "api/hls.h"
 #include "content/catalog.h"
+#include "content/renditions.h"
 
 namespace vodgrid::content {
 
@@ -45,5 +48,19 @@ pending_change change_for(const program_entry& p, const grid_config& grid);
 // `max_attempts`: 100 ms doubling up to 5 s. The shape of a backoff, not an operator's setting:
 // each round's requests are bounded by [timing] exchange_ms.
 std::chrono::milliseconds push_retry_delay(int max_attempts);
+
+// The measured bandwidths of a packaged rendition: `bandwidth` the largest segment's rate (the
+// playlist's BANDWIDTH is a peak), `average_bandwidth` all its bytes over its duration; bits/s.
+void measure(rendition_info& r);
+
+// The rendition made of variant `index` of a multivariant source, packaged into `media`: named
+// "{height}p" ("v{index}" when it has no height), "-2", "-3", ... added to a name `taken` already;
+// measured (measure); CODECS and FRAME-RATE as the source states them (the frame rate counted from
+// the frames when it does not).
+rendition_info variant_rendition(const api::variant_stream& v, size_t index, package_result media,
+                                 const std::vector<rendition_info>& taken);
+
+// A rendition as the wire and the catalog carry it (api::rendition): its attributes alone.
+api::rendition wire_rendition(const rendition_info& r);
 
 }  // namespace vodgrid::content

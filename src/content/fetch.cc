@@ -357,6 +357,31 @@ status append_file(std::FILE* out, const fs::path& from) {
 
 }  // namespace
 
+result<std::optional<api::multivariant_playlist>> read_multivariant(const std::string& playlist,
+                                                                    const fs::path& scratch,
+                                                                    const download_options& o) {
+  auto text = read_playlist(playlist, scratch, o);
+  if (!text) {
+    return text.err();
+  }
+  if (!api::is_multivariant(*text)) {
+    return std::optional<api::multivariant_playlist>();
+  }
+  auto pl = api::parse_multivariant_playlist(*text);
+  if (!pl) {
+    return make_error(errc::invalid_argument, fmt::format("{}: {}", playlist, pl.err().detail));
+  }
+  for (auto& v : pl->variants) {
+    VODGRID_TRY(v.uri, resolve(playlist, v.uri));
+  }
+  for (auto& m : pl->media) {
+    if (!m.uri.empty()) {
+      VODGRID_TRY(m.uri, resolve(playlist, m.uri));
+    }
+  }
+  return std::optional<api::multivariant_playlist>(std::move(*pl));
+}
+
 result<download_report> fetch_hls(const std::string& playlist, const fs::path& dest,
                                   const download_options& o) {
   auto scratch = fs::path(dest.string() + ".part");

@@ -1,6 +1,7 @@
 // The content engine's downloads from providers (claim 2): a media file over http(s), resumed with
 // a Range request when the connection drops, and an existing HLS VOD playlist, whose MPEG-TS
-// segments are joined into one transport stream for the packager to cut again at keyframes.
+// segments are joined into one transport stream for the packager to cut again at keyframes (a
+// multivariant playlist: each of its variants so).
 // libcurl does the transfers: redirects, TLS, timeouts and ranges are its trade, not ours.
 // Blocking: call these off any event loop.
 #pragma once
@@ -12,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "api/hls.h"
 #include "base/result.h"
 
 namespace vodgrid::content {
@@ -46,9 +48,17 @@ bool is_playlist(std::string_view s);
 result<download_report> download(const std::string& url, const std::filesystem::path& dest,
                                  const download_options& o);
 
+// Reads a playlist (a local path or an http(s) URL): a multivariant one, each variant's and
+// alternative medium's URI resolved against it (a URL, or a path beside a local playlist), or
+// nullopt for a media playlist. `scratch` is where a remote playlist is read to (removed after).
+// Errors: invalid_argument for a playlist that cannot be read or parsed, naming it; download's.
+result<std::optional<api::multivariant_playlist>> read_multivariant(
+    const std::string& playlist, const std::filesystem::path& scratch, const download_options& o);
+
 // Reads a playlist (a local path or an http(s) URL) and writes its segments, in order, as one
-// MPEG-TS file at `dest`. Refuses a live playlist (no #EXT-X-ENDLIST), a master playlist, and a
-// segment that is not MPEG-TS. progress gets (segments done, total).
+// MPEG-TS file at `dest`. Refuses a live playlist (no #EXT-X-ENDLIST), a multivariant playlist
+// (read_multivariant reads those), and a segment that is not MPEG-TS. progress gets (segments
+// done, total).
 result<download_report> fetch_hls(const std::string& playlist, const std::filesystem::path& dest,
                                   const download_options& o);
 

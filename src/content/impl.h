@@ -27,6 +27,7 @@
 #include "content/decisions.h"
 #include "content/manager.h"
 #include "content/packager.h"
+#include "content/renditions.h"
 #include "db/db.h"
 #include "net/client.h"
 #include "net/daemon.h"
@@ -51,6 +52,10 @@ struct progress_info {
   double total = 0;  // 0: unknown
   std::string unit;  // "bytes", "seconds", "segments"
 };
+
+// The playlist of an HLS source (an .m3u8 path or URL, or the one .m3u8 of a folder), or nullopt
+// for a media file. invalid_argument for a folder without exactly one playlist.
+result<std::optional<std::string>> source_playlist(const std::string& source);
 
 // A program as the HTTP API shows it; `full` adds its segments.
 json::object to_json(const program_entry& p, bool full);
@@ -128,10 +133,31 @@ struct content_manager::impl : net::daemon_base {
                                                             const fs::path& work,
                                                             double target_seconds);
   asio::awaitable<result<std::string>> fetch_source(program_entry p, fs::path work);
-  asio::awaitable<result<api::program_manifest>> load_into_home(program_entry p, fs::path work);
+  asio::awaitable<result<api::program_manifest>> load_into_home(program_entry p, program_id id,
+                                                                fs::path folder);
+  std::unique_ptr<net::http_client> loader_client();
   asio::awaitable<status> distribute(program_entry p, api::program_manifest manifest);
-  asio::awaitable<void> fail(program_id id, std::string reason, bool loaded);
+  // Inactive until its publish time, which is scheduled.
+  asio::awaitable<void> finish_ingest(program_entry p);
+  // Marks the program failed after removing `loaded` (it, its renditions) from the home station.
+  asio::awaitable<void> fail(program_id id, std::string reason, std::vector<program_id> loaded);
   asio::awaitable<void> remove_from_home(program_id id);
+  asio::awaitable<void> remove_all_from_home(std::vector<program_id> ids);
+
+  // ingest_renditions.cc: a source of several renditions (flow 9).
+  // The source's multivariant playlist, or nullopt when it is no such playlist.
+  asio::awaitable<result<std::optional<api::multivariant_playlist>>> multivariant_source(
+      program_entry p, fs::path work);
+  asio::awaitable<void> ingest_variants(program_entry p, fs::path work, double target_seconds,
+                                        api::multivariant_playlist source);
+  asio::awaitable<result<ladder_result>> package_variants(program_entry p, fs::path work,
+                                                          double target_seconds,
+                                                          api::multivariant_playlist source);
+  // Records, loads and distributes a program of several renditions packaged into `ladder`.
+  asio::awaitable<void> ingest_ladder(program_entry p, ladder_result ladder);
+  asio::awaitable<result<std::vector<api::program_manifest>>> load_ladder(program_entry p,
+                                                                          ladder_result ladder);
+  asio::awaitable<result<api::program_manifest>> register_parent(api::program_manifest parent);
 
   // publishing.cc
   void schedule_publish(const program_id& id, wall_clock::time_point at);

@@ -65,9 +65,35 @@ result<std::vector<std::string>> target_stations(const std::vector<station_id>& 
 
 }  // namespace
 
+result<std::optional<std::string>> source_playlist(const std::string& source) {
+  if (is_url(source) || !fs::is_directory(source)) {
+    return is_playlist(source) ? std::optional<std::string>(source) : std::nullopt;
+  }
+  // A folder holding one playlist: an HLS program packaged elsewhere.
+  std::vector<fs::path> found;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(source, ec)) {
+    if (is_playlist(e.path().string())) {
+      found.push_back(e.path());
+    }
+  }
+  if (found.size() != 1) {
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: a folder source must hold exactly one .m3u8 ({} found)",
+                                  source, found.size()));
+  }
+  return std::optional<std::string>(found.front().string());
+}
+
 result<checked_ingest> parse_ingest_request(std::string_view body, const grid_config& grid,
                                             wall_clock::time_point now) {
   VODGRID_TRY(auto req, api::decode<api::ingest_request>(body));
+  if (!valid_ladder_program(req.id.str())) {
+    // "--" names renditions (flow 9), which only the content manager makes.
+    return bad(fmt::format("program id {}: must be at most 46 characters and hold no \"--\" "
+                           "(reserved for renditions)",
+                           req.id.str()));
+  }
   VODGRID_TRY(check_source(req.source));
   program_entry p;
   p.id = req.id;
@@ -92,25 +118,12 @@ asio::awaitable<result<std::string>> content_manager::impl::fetch_source(program
     return !cancel.load();
   };
   std::string input = p.source;
-  bool playlist = is_playlist(p.source);
-  if (!is_url(p.source) && fs::is_directory(p.source)) {
-    // A folder holding one playlist: an HLS program packaged elsewhere.
-    std::vector<fs::path> found;
-    std::error_code ec;
-    for (auto& e : fs::directory_iterator(p.source, ec)) {
-      if (is_playlist(e.path().string())) {
-        found.push_back(e.path());
-      }
-    }
-    if (found.size() != 1) {
-      co_return make_error(errc::invalid_argument,
-                           fmt::format("{}: a folder source must hold exactly one .m3u8 ({} found)",
-                                       p.source, found.size()));
-    }
-    input = found.front().string();
-    playlist = true;
+  auto found = source_playlist(p.source);
+  if (!found) {
+    co_return found.err();
   }
-  if (playlist) {
+  if (*found) {
+    input = **found;
     auto hls_progress = [this, id](uint64_t done, uint64_t total) {
       set_progress(
           id, {"downloading", static_cast<double>(done), static_cast<double>(total), "segments"});
@@ -168,9 +181,20 @@ asio::awaitable<void> content_manager::impl::ingest(program_entry p, double targ
   fs::remove_all(work, ec);
   fs::create_directories(work, ec);
   ingests->inc();
+  // A multivariant HLS source is kept as its renditions (flow 9).
+  auto variants = co_await multivariant_source(p, work);
+  if (!variants || *variants) {
+    if (!variants) {
+      co_await fail(p.id, variants.err().detail, std::vector<program_id>());
+    } else {
+      co_await ingest_variants(std::move(p), work, target_seconds, std::move(**variants));
+    }
+    fs::remove_all(work, ec);
+    co_return;
+  }
   auto packaged = co_await fetch_and_package(p, work, target_seconds);
   if (!packaged) {
-    co_await fail(p.id, packaged.err().detail, false);
+    co_await fail(p.id, packaged.err().detail, std::vector<program_id>());
     fs::remove_all(work, ec);
     co_return;
   }
@@ -186,21 +210,25 @@ asio::awaitable<void> content_manager::impl::ingest(program_entry p, double targ
   }
   auto recorded = co_await on_db([&] { return cat->set_packaged(p); });
   if (!recorded) {
-    co_await fail(p.id, recorded.err().detail, false);
+    co_await fail(p.id, recorded.err().detail, std::vector<program_id>());
     fs::remove_all(work, ec);
     co_return;
   }
   // Into the home station, inactive until its publish time; then the registry.
-  auto manifest = co_await load_into_home(p, work);
+  auto manifest = co_await load_into_home(p, p.id, work / "hls");
   fs::remove_all(work, ec);  // the station holds the segments now (or nothing, on failure)
   if (!manifest) {
-    co_await fail(p.id, "loading into the home station: " + manifest.err().detail, false);
+    co_await fail(p.id, "loading into the home station: " + manifest.err().detail, std::vector<program_id>());
     co_return;
   }
   if (auto distributed = co_await distribute(p, *manifest); !distributed) {
-    co_await fail(p.id, distributed.err().detail, true);
+    co_await fail(p.id, distributed.err().detail, std::vector<program_id>(1, p.id));
     co_return;
   }
+  co_await finish_ingest(std::move(p));
+}
+
+asio::awaitable<void> content_manager::impl::finish_ingest(program_entry p) {
   auto st = co_await change(p.id, program_state::inactive,
                             fmt::format("publishes at {}", format_rfc3339(p.publish_at)));
   {
@@ -211,36 +239,42 @@ asio::awaitable<void> content_manager::impl::ingest(program_entry p, double targ
     logger->error("program {}: {}", p.id.str(), st.err().detail);
     co_return;
   }
-  logger->info("program {}: {} segments, {:.1f} s in the home station; publishes at {}", p.id.str(),
-               p.segments.size(), p.duration, format_rfc3339(p.publish_at));
+  logger->info("program {}: {} segments, {} renditions, {:.1f} s in the home station; publishes "
+               "at {}",
+               p.id.str(), p.segments.size(), p.renditions.size(), p.duration,
+               format_rfc3339(p.publish_at));
   if (!stopping) {
     schedule_publish(p.id, p.publish_at);
   }
 }
 
-// Loads the packaged program from `work` into the home station, inactive until its publish time.
+// Loads the packaged folder as program `id` (`p` itself or one of its renditions) into the home
+// station, inactive until its publish time.
 asio::awaitable<result<api::program_manifest>> content_manager::impl::load_into_home(
-    program_entry p, fs::path work) {
+    program_entry p, program_id id, fs::path folder) {
   director::load_request lr;
   lr.director_url = home().director.listen.url();
-  lr.id = p.id;
+  lr.id = id;
   lr.title = p.title;
-  lr.source = (work / "hls").string();
+  lr.source = folder.string();
   lr.availability = std::string(api::availability_inactive);
   lr.publish_at = format_rfc3339(p.publish_at);
-  auto id = p.id;
-  lr.progress = [this, id](size_t done, size_t total) {
+  lr.progress = [this, id = p.id](size_t done, size_t total) {
     set_progress(id,
                  {"loading", static_cast<double>(done), static_cast<double>(total), "segments"});
   };
-  set_progress(id, {"loading", 0, static_cast<double>(p.segments.size()), "segments"});
+  set_progress(p.id, {"loading", 0, 0, "segments"});
+  auto loader = loader_client();
+  co_return co_await director::load_program(*loader, lr);
+}
+
+std::unique_ptr<net::http_client> content_manager::impl::loader_client() {
   net::client_options co;
-  // Each request of the load (the manifest, a segment stored durably by an engine, the commit) puts
+  // Each request of a load (the manifest, a segment stored durably by an engine, the commit) puts
   // the program into a station: like a director's order of a copy, so bounded by the same key.
   co.request_timeout = grid.timing.order;
   co.bearer = [this] { return auth ? auth->token() : std::string(); };
-  net::http_client loader_client(io.get_executor(), co);
-  co_return co_await director::load_program(loader_client, lr);
+  return std::make_unique<net::http_client>(io.get_executor(), co);
 }
 
 // Claim 11: the distribution parameters go to the registry, which pre-positions the program.
@@ -263,18 +297,23 @@ asio::awaitable<status> content_manager::impl::distribute(program_entry p,
   co_return status{};
 }
 
-asio::awaitable<void> content_manager::impl::fail(program_id id, std::string reason, bool loaded) {
+asio::awaitable<void> content_manager::impl::fail(program_id id, std::string reason,
+                                                  std::vector<program_id> loaded) {
   failures->inc();
   logger->warn("program {}: failed: {}", id.str(), reason);
-  if (loaded) {
-    co_await remove_from_home(id);
-  }
+  co_await remove_all_from_home(std::move(loaded));
   auto st = co_await change(id, program_state::failed, reason);
   if (!st) {
     logger->error("program {}: cannot record the failure: {}", id.str(), st.err().detail);
   }
   std::lock_guard lock(progress_mu);
   progress.erase(id);
+}
+
+asio::awaitable<void> content_manager::impl::remove_all_from_home(std::vector<program_id> ids) {
+  for (auto& id : ids) {
+    co_await remove_from_home(id);
+  }
 }
 
 asio::awaitable<void> content_manager::impl::remove_from_home(program_id id) {

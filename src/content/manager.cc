@@ -32,6 +32,22 @@ json::object to_json(const program_entry& p, bool full) {
   if (!p.error.empty()) {
     o["error"] = p.error;
   }
+  if (!p.renditions.empty() || !p.dropped.empty()) {
+    // Each rendition with the program id it plays under (flow 9).
+    json::array rs, dropped;
+    for (auto& r : p.renditions) {
+      auto ro = api::to_json(r).as_object();
+      if (auto id = api::rendition_id(p.id, r.name)) {
+        ro["program"] = id->str();
+      }
+      rs.push_back(std::move(ro));
+    }
+    for (auto& d : p.dropped) {
+      dropped.push_back(json::value(d));
+    }
+    o["renditions"] = std::move(rs);
+    o["dropped"] = std::move(dropped);
+  }
   if (full) {
     json::array segs;
     for (auto& s : p.segments) {
@@ -296,6 +312,11 @@ asio::awaitable<reply> content_manager::impl::withdraw(request_context& ctx) {
 asio::awaitable<reply> content_manager::impl::announce_and_reply(const program_entry& p) {
   announce(p);
   auto missing = co_await push_round(p.id);
+  for (auto& r : p.renditions) {
+    if (auto id = api::rendition_id(p.id, r.name)) {
+      missing.merge(co_await push_round(*id));
+    }
+  }
   auto o = to_json(p, false);
   json::array a;
   for (auto& s : missing) {
@@ -320,7 +341,12 @@ asio::awaitable<void> content_manager::impl::recover() {
       case program_state::ingesting: {
         std::error_code ec;
         fs::remove_all(grid.content->work_dir / p.id.str(), ec);
-        co_await fail(p.id, "the content manager stopped during the ingest", true);
+        // It and whatever of its renditions reached the home station.
+        std::vector<program_id> loaded{p.id};
+        for (auto& r : p.renditions) {
+          loaded.push_back(*api::rendition_id(p.id, r.name));
+        }
+        co_await fail(p.id, "the content manager stopped during the ingest", loaded);
         break;
       }
       case program_state::inactive:

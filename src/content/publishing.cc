@@ -67,6 +67,13 @@ asio::awaitable<void> content_manager::impl::publish_at_time(program_id id) {
 
 void content_manager::impl::announce(const program_entry& p) {
   pending[p.id] = change_for(p, grid);
+  // Its renditions follow it (flow 9): the directors and the registry hear the same change for
+  // each, so that a station that knows a rendition but not yet the program is right as well.
+  for (auto& r : p.renditions) {
+    if (auto id = api::rendition_id(p.id, r.name)) {
+      pending[*id] = pending[p.id];
+    }
+  }
   if (!pushing) {
     pushing = true;
     if (!tasks.spawn(push_loop())) {
