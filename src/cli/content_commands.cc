@@ -139,6 +139,33 @@ result<api::ingest_request> ingest_request_of(const ingest_options& o) {
   return req;
 }
 
+// The renditions of a program of several (flow 9), one line each, and the tracks not kept.
+std::string renditions_text(const json::object& p) {
+  std::string out;
+  if (auto* rs = p.if_contains("renditions"); rs && rs->is_array()) {
+    for (auto& r : rs->as_array()) {
+      auto& ro = r.as_object();
+      std::string what = str(ro, "kind");
+      if (what == "video") {
+        what += fmt::format(" {}x{} {:.3g} fps", static_cast<int>(num(ro, "width")),
+                            static_cast<int>(num(ro, "height")), num(ro, "frame_rate"));
+      } else if (!str(ro, "language").empty()) {
+        what += " " + str(ro, "language");
+      }
+      out += fmt::format("  rendition {:<28} {}  {} kb/s (average {})  {}\n", str(ro, "program"),
+                         what, static_cast<uint64_t>(num(ro, "bandwidth") / 1000),
+                         static_cast<uint64_t>(num(ro, "average_bandwidth") / 1000),
+                         str(ro, "codecs"));
+    }
+  }
+  if (auto* ds = p.if_contains("dropped"); ds && ds->is_array()) {
+    for (auto& d : ds->as_array()) {
+      out += fmt::format("  not kept: {}\n", d.is_string() ? std::string(d.as_string()) : "?");
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 result<json::object> content_ingest(const std::string& content, const ingest_options& o,
@@ -206,33 +233,6 @@ int run_content_ingest(const std::string& content, const ingest_options& o) {
     }
   }
   return 0;
-}
-
-// The renditions of a program of several (flow 9), one line each, and the tracks not kept.
-std::string renditions_text(const json::object& p) {
-  std::string out;
-  if (auto* rs = p.if_contains("renditions"); rs && rs->is_array()) {
-    for (auto& r : rs->as_array()) {
-      auto& ro = r.as_object();
-      std::string what = str(ro, "kind");
-      if (what == "video") {
-        what += fmt::format(" {}x{} {:.3g} fps", static_cast<int>(num(ro, "width")),
-                            static_cast<int>(num(ro, "height")), num(ro, "frame_rate"));
-      } else if (!str(ro, "language").empty()) {
-        what += " " + str(ro, "language");
-      }
-      out += fmt::format("  rendition {:<28} {}  {} kb/s (average {})  {}\n", str(ro, "program"),
-                         what, static_cast<uint64_t>(num(ro, "bandwidth") / 1000),
-                         static_cast<uint64_t>(num(ro, "average_bandwidth") / 1000),
-                         str(ro, "codecs"));
-    }
-  }
-  if (auto* ds = p.if_contains("dropped"); ds && ds->is_array()) {
-    for (auto& d : ds->as_array()) {
-      out += fmt::format("  not kept: {}\n", d.is_string() ? std::string(d.as_string()) : "?");
-    }
-  }
-  return out;
 }
 
 int run_content_programs(const std::string& content) {
