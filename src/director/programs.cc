@@ -270,17 +270,18 @@ result<const api::program_manifest*> director_daemon::impl::ready_program(
     return make_error(errc::not_found,
                       fmt::format("program {} is not ready ({})", raw, it->second.state));
   }
-  if (it->second.availability != api::availability_published) {
-    return make_error(errc::not_found, unavailable_reason(it->second));
-  }
   // A rendition follows its program (flow 9): withdrawn or not yet published with it, whatever
-  // this station was told of the rendition itself. A program this station does not know leaves
-  // the rendition to its own availability (the content manager sets both).
+  // this station was told of the rendition itself, and the viewer is told of the program. A
+  // program this station does not know leaves the rendition to its own availability (the content
+  // manager sets both).
   if (auto parent = api::parent_of(*id)) {
     auto p = catalog.find(*parent);
     if (p != catalog.end() && p->second.availability != api::availability_published) {
       return make_error(errc::not_found, unavailable_reason(p->second));
     }
+  }
+  if (it->second.availability != api::availability_published) {
+    return make_error(errc::not_found, unavailable_reason(it->second));
   }
   return &it->second;
 }

@@ -1,0 +1,223 @@
+// Programs of several renditions end to end (issue 13, DESIGN.md flow 9): a multivariant HLS source
+// made by ffmpeg (two renditions, keyframes every 2 s) is ingested with the defaults, kept as its
+// renditions, published, and played at the edge by ffprobe and `vodgrid play` with a viewer's
+// token for the program; withdrawn, every rendition is refused. A source with one broken rendition
+// fails with the reason and leaves nothing in any station.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+#include <boost/json.hpp>
+
+#include <fstream>
+
+#include "base/fs.h"
+#include "base/process.h"
+#include "support/support.h"
+
+#ifndef VODGRID_TEST_HTTP
+#define VODGRID_TEST_HTTP "test_http.py"
+#endif
+
+namespace vodgrid::test {
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+// A multivariant HLS source in `dir`: master.m3u8 and v0 (640x360), v1 (320x180), each with its
+// own AAC audio, `seconds` long, keyframes forced every 2 s, 2 s segments.
+fs::path make_multivariant(const fs::path& dir, int seconds = 6) {
+  auto r = run({"/usr/bin/ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                fmt::format("testsrc2=size=640x360:rate=25:d={}", seconds),
+                "-f",
+                "lavfi",
+                "-i",
+                fmt::format("sine=d={}", seconds),
+                "-filter_complex",
+                "[0:v]split=2[a][b];[b]scale=320:180[b2]",
+                "-map",
+                "[a]",
+                "-map",
+                "[b2]",
+                "-map",
+                "1:a",
+                "-map",
+                "1:a",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-force_key_frames",
+                "expr:gte(t,n_forced*2)",
+                "-c:a",
+                "aac",
+                "-f",
+                "hls",
+                "-hls_time",
+                "2",
+                "-hls_playlist_type",
+                "vod",
+                "-master_pl_name",
+                "master.m3u8",
+                "-var_stream_map",
+                "v:0,a:0 v:1,a:1",
+                "-hls_segment_filename",
+                (dir / "v%v" / "seg%03d.ts").string(),
+                (dir / "v%v" / "index.m3u8").string()},
+               120s);
+  EXPECT_EQ(r.status, 0) << r.err;
+  return dir / "master.m3u8";
+}
+
+run_result ingest(grid_fixture& g, const std::string& source, const std::string& id,
+                  const std::string& token) {
+  return run({vodgrid_binary(), "ingest", source, "--title", "Test " + id, "--id", id, "--grid",
+              g.registry_url(), "--token", token},
+             300s);
+}
+
+std::string playlist(grid_fixture& g, const std::string& station, const std::string& id) {
+  return g.director_url(station) + "/v1/programs/" + id + "/index.m3u8";
+}
+
+// A subscriber entitled to `programs` only, and its viewer token.
+std::string viewer_of(grid_fixture& g, const std::string& name, json::array programs) {
+  auto r = http(boost::beast::http::verb::put, g.auth_url() + "/v1/accounts/subscribers/" + name,
+                json::serialize(json::object{{"password", "pw-" + name}, {"programs", programs}}),
+                {{"Authorization", "Bearer " + g.operator_token()}});
+  EXPECT_TRUE(r && r->status < 300) << (r ? r->body : r.err().detail);
+  return login_token(g.auth_url(), "viewer", name, "pw-" + name);
+}
+
+TEST(Renditions, AMultivariantSourcePlaysEveryRenditionAtTheEdgeAndWithdrawsWhole) {
+  grid_fixture g({{"home", 2, 0}, {"edge", 3, 100}}, {}, true, true);
+  temp_dir src, logs;
+  make_multivariant(src.path());
+  // Served by a provider's web server: the ingest reads the multivariant playlist by URL.
+  uint16_t port = free_port();
+  auto server = child_process::spawn({"/usr/bin/python3", VODGRID_TEST_HTTP, std::to_string(port),
+                                      src.path().string()},
+                                     logs.path() / "http.log");
+  ASSERT_TRUE(server) << server.err().detail;
+  ASSERT_TRUE(eventually([&] { return port_is_listening(port); }));
+  auto in = ingest(g, fmt::format("http://127.0.0.1:{}/master.m3u8", port), "film",
+                   g.operator_token());
+  server->stop(2s);
+  ASSERT_EQ(in.status, 0) << in.err << g.log_of("content");
+  EXPECT_NE(in.out.find("rendition film--360p"), std::string::npos) << in.out;
+  EXPECT_NE(in.out.find("rendition film--180p"), std::string::npos) << in.out;
+
+  // The catalog: both renditions, the larger first, measured (the source states the same
+  // BANDWIDTH for both: ffmpeg's guess).
+  auto p = json::parse(http_get(g.content_url() + "/v1/programs/film")->body).as_object();
+  ASSERT_TRUE(p.contains("renditions")) << json::serialize(p);
+  auto& rs = p.at("renditions").as_array();
+  ASSERT_EQ(rs.size(), 2u);
+  EXPECT_EQ(rs[0].at("program").as_string(), "film--360p");
+  EXPECT_EQ(rs[0].at("width").to_number<int>(), 640);
+  EXPECT_EQ(rs[1].at("height").to_number<int>(), 180);
+  EXPECT_EQ(rs[0].at("codecs").as_string(), "avc1.42c01e,mp4a.40.2");
+  EXPECT_GT(rs[0].at("average_bandwidth").to_number<uint64_t>(),
+            rs[1].at("average_bandwidth").to_number<uint64_t>());
+  EXPECT_GE(rs[0].at("bandwidth").to_number<uint64_t>(),
+            rs[0].at("average_bandwidth").to_number<uint64_t>());
+  auto list = run({vodgrid_binary(), "programs", "--grid", g.registry_url()});
+  EXPECT_NE(list.out.find("rendition film--180p"), std::string::npos) << list.out;
+
+  // A viewer entitled to the program (and nothing else) plays its renditions at the edge.
+  auto viewer = viewer_of(g, "alice", json::array{"film"});
+  auto stranger = viewer_of(g, "bob", json::array{"other"});
+  auto mv = http_get(playlist(g, "edge", "film") + "?token=" + viewer);
+  ASSERT_TRUE(mv);
+  ASSERT_EQ(mv->status, 200u) << mv->body;
+  EXPECT_NE(mv->body.find("RESOLUTION=640x360"), std::string::npos) << mv->body;
+  EXPECT_NE(mv->body.find("../film--180p/index.m3u8?token=" + viewer), std::string::npos);
+  auto probe = run({"/usr/bin/ffprobe", "-v", "error", "-show_entries", "stream=width,height",
+                    "-of", "csv=p=0", playlist(g, "edge", "film") + "?token=" + viewer},
+                   120s);
+  EXPECT_EQ(probe.status, 0) << probe.err;
+  EXPECT_NE(probe.out.find("640,360"), std::string::npos) << probe.out;
+  EXPECT_NE(probe.out.find("320,180"), std::string::npos) << probe.out;
+  auto play = run({vodgrid_binary(), "play", playlist(g, "edge", "film"), "--token", viewer}, 120s);
+  EXPECT_EQ(play.status, 0) << play.out << play.err;
+  EXPECT_NE(play.out.find("renditions: /v1/programs/film--360p/index.m3u8 "
+                          "/v1/programs/film--180p/index.m3u8"),
+            std::string::npos)
+      << play.out;
+  EXPECT_NE(play.out.find("digest mismatches 0"), std::string::npos) << play.out;
+  auto refused = http_get(playlist(g, "edge", "film--360p") + "?token=" + stranger);
+  EXPECT_EQ(refused->status, 403u) << refused->body;
+
+  // RTSP on the program plays its top rendition (its duration, not the program's none).
+  auto rtsp_port = g.config().find_station("edge")->director.listen.port;
+  auto describe = raw_exchange(
+      rtsp_port,
+      fmt::format("DESCRIBE rtsp://127.0.0.1:{}/v1/programs/film?token={} RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+                  rtsp_port, viewer),
+      2s);
+  EXPECT_NE(describe.find("RTSP/1.0 200"), std::string::npos) << describe;
+  EXPECT_NE(describe.find("a=range:npt=0-6."), std::string::npos) << describe;
+
+  // Withdrawn: the program and every rendition, at every station.
+  auto w = run({vodgrid_binary(), "withdraw", "film", "--grid", g.registry_url(), "--token",
+                g.operator_token()});
+  ASSERT_EQ(w.status, 0) << w.err;
+  for (auto station : {"home", "edge"}) {
+    for (auto id : {"film", "film--360p", "film--180p"}) {
+      auto r = http_get(playlist(g, station, id) + "?token=" + viewer);
+      EXPECT_EQ(r->status, 404u) << station << " " << id << ": " << r->body;
+      EXPECT_NE(r->body.find("program film has been withdrawn"), std::string::npos) << r->body;
+    }
+    auto seg = http_get(g.director_url(station) + "/v1/programs/film--180p/segments/0.ts?token=" +
+                        viewer);
+    EXPECT_EQ(seg->status, 404u) << station;
+  }
+  auto again = run({vodgrid_binary(), "play", playlist(g, "edge", "film"), "--token", viewer}, 60s);
+  EXPECT_NE(again.status, 0) << again.out;
+  // Published again: every rendition plays again.
+  auto pub = run({vodgrid_binary(), "publish", "film", "--grid", g.registry_url(), "--token",
+                  g.operator_token()});
+  ASSERT_EQ(pub.status, 0) << pub.err;
+  auto back = run({vodgrid_binary(), "play", playlist(g, "edge", "film"), "--token", viewer}, 120s);
+  EXPECT_EQ(back.status, 0) << back.out << back.err;
+}
+
+TEST(Renditions, AMultivariantSourceWithOneBrokenRenditionFailsAndLeavesNothing) {
+  grid_fixture g({{"home", 2, 0}, {"edge", 2, 100}}, {}, true);
+  temp_dir src;
+  make_multivariant(src.path(), 4);
+  fs::remove(src.path() / "v1" / "seg001.ts");
+  auto in = run({vodgrid_binary(), "ingest", src.path().string(), "--title", "Broken", "--id",
+                 "film", "--grid", g.registry_url()},
+                300s);
+  EXPECT_EQ(in.status, 1) << in.out;
+  EXPECT_NE(in.err.find("variant 2 of the source (320x180)"), std::string::npos) << in.err;
+  EXPECT_NE(in.err.find("seg001.ts"), std::string::npos) << in.err;
+  for (auto id : {"film", "film--360p", "film--180p"}) {
+    for (auto& s : g.config().stations) {
+      auto r = http_get(s.director.listen.url() + "/v1/programs/" + id);
+      EXPECT_EQ(r->status, 404u) << s.name.str() << " knows " << id;
+      for (auto& e : s.engines) {
+        auto inv = http_get(e.listen.url() + "/v1/segments");
+        EXPECT_EQ(inv->body.find("\"film"), std::string::npos) << e.name.str() << inv->body;
+      }
+    }
+  }
+  EXPECT_TRUE(fs::is_empty(g.config().content->work_dir));
+  // Ids with "--" name renditions: an operator cannot ingest one.
+  auto bad = run({vodgrid_binary(), "ingest", src.path().string(), "--title", "X", "--id", "a--b",
+                  "--grid", g.registry_url()});
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.err.find("reserved for renditions"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace vodgrid::test
