@@ -1,5 +1,6 @@
 // Unit tests of the content manager's pure decisions: the checks of an ingest request, the
-// stations a publish or withdrawal must reach, and the pause between push rounds.
+// stations a publish or withdrawal must reach, the pause between push rounds, and the names and
+// measures of a multivariant source's renditions.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -91,6 +92,59 @@ TEST(ParseIngestRequest, RefusesBadFieldsSayingWhich) {
   EXPECT_NE(why(body_with(R"(, "prefetch": -1)")).find("ingest_request.prefetch:"),
             std::string::npos);
   EXPECT_NE(why(body_with(R"(, "target_seconds": 0.1)")).find("0.5..60"), std::string::npos);
+}
+
+TEST(ParseIngestRequest, RefusesIdsThatLeaveNoRoomForRenditions) {
+  auto why = [](std::string id) {
+    auto r = parse(fmt::format(R"({{"id": "{}", "title": "T", "source": "{}"}})", id,
+                               local_source()));
+    EXPECT_FALSE(r) << id;
+    return r ? std::string() : r.err().detail;
+  };
+  EXPECT_NE(why("film--720p").find("reserved for renditions"), std::string::npos);
+  EXPECT_NE(why(std::string(47, 'f')).find("at most 46 characters"), std::string::npos);
+  EXPECT_TRUE(parse(fmt::format(R"({{"id": "{}", "title": "T", "source": "{}"}})",
+                                std::string(46, 'f'), local_source())));
+}
+
+// A packaged rendition of `sizes` bytes, each segment 2 s.
+package_result packaged(std::vector<uint64_t> sizes, int width, int height) {
+  package_result p;
+  for (uint32_t i = 0; i < sizes.size(); ++i) {
+    p.segments.push_back({i, 2.0, sizes[i], {}, ""});
+    p.duration += 2;
+  }
+  p.width = width;
+  p.height = height;
+  p.video_frames = static_cast<int64_t>(p.duration * 25);
+  return p;
+}
+
+TEST(VariantRendition, IsNamedByItsHeightAndMeasuredFromItsSegments) {
+  api::variant_stream v;
+  v.bandwidth = 75'900;  // what the source says: not what it measures
+  v.codecs = "avc1.42c01e,mp4a.40.2";
+  auto r = variant_rendition(v, 1, packaged({100'000, 300'000, 200'000}, 640, 360), {});
+  EXPECT_EQ(r.name, "360p");
+  EXPECT_EQ(r.kind, rendition_kind::video);
+  EXPECT_EQ(r.bandwidth, 1'200'000u);          // the largest segment: 300 kB in 2 s
+  EXPECT_EQ(r.average_bandwidth, 800'000u);    // 600 kB in 6 s
+  EXPECT_EQ(r.codecs, v.codecs);
+  EXPECT_EQ(r.width, 640);
+  EXPECT_DOUBLE_EQ(r.frame_rate, 25);          // counted: the source states none
+  // The same height again, and none at all.
+  auto twin = variant_rendition(v, 2, packaged({1000}, 640, 360), {r});
+  EXPECT_EQ(twin.name, "360p-2");
+  auto third = variant_rendition(v, 3, packaged({1000}, 640, 360), {r, twin});
+  EXPECT_EQ(third.name, "360p-3");
+  auto unsized = variant_rendition(v, 4, packaged({1000}, 0, 0), {});
+  EXPECT_EQ(unsized.name, "v4");
+  // On the wire, every attribute but the folder.
+  auto w = wire_rendition(r);
+  EXPECT_EQ(w.name, "360p");
+  EXPECT_EQ(w.kind, api::rendition_kind::video);
+  EXPECT_EQ(w.bandwidth, 1'200'000u);
+  EXPECT_EQ(w.height, 360);
 }
 
 TEST(ParseIngestRequest, RefusesABodyThatIsNotAJsonObject) {
