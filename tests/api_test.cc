@@ -438,9 +438,11 @@ TEST(Api, IngestRequestRoundTrips) {
   q.stations = {*station_id::parse("a"), *station_id::parse("b")};
   q.prefetch = 3;
   q.target_seconds = 2;
+  q.renditions = "720p,360p";
   auto body = json::serialize(to_json(q));
   auto back = decode<ingest_request>(body);
   ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->renditions, "720p,360p");
   EXPECT_EQ(back->id.str(), "film");
   EXPECT_EQ(back->title, q.title);
   EXPECT_EQ(back->source, q.source);

@@ -107,6 +107,26 @@ TEST(ParseIngestRequest, RefusesIdsThatLeaveNoRoomForRenditions) {
                                 std::string(46, 'f'), local_source())));
 }
 
+TEST(ParseIngestRequest, RenditionsAskForATranscodeIntoThoseRungs) {
+  auto plain = parse(body_with(""));
+  ASSERT_TRUE(plain) << plain.err().detail;
+  EXPECT_FALSE(plain->transcode);
+  auto aut = parse(body_with(R"(, "renditions": "auto")"));
+  ASSERT_TRUE(aut) << aut.err().detail;
+  EXPECT_TRUE(aut->transcode);
+  EXPECT_TRUE(aut->ladder.rungs.empty());  // the source's default ladder
+  auto two = parse(body_with(R"(, "renditions": "720p,360p")"));
+  ASSERT_TRUE(two) << two.err().detail;
+  ASSERT_EQ(two->ladder.rungs.size(), 2u);
+  EXPECT_EQ(two->ladder.rungs[1].name, "360p");
+  auto bad = parse(body_with(R"(, "renditions": "hd")"));
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.err().detail.find("'hd'"), std::string::npos) << bad.err().detail;
+  auto odd = parse(body_with(R"(, "renditions": "720p;rm -rf")"));
+  ASSERT_FALSE(odd);
+  EXPECT_NE(odd.err().detail.find("ingest_request.renditions"), std::string::npos);
+}
+
 // A packaged rendition of `sizes` bytes, each segment 2 s.
 package_result packaged(std::vector<uint64_t> sizes, int width, int height) {
   package_result p;

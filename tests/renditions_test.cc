@@ -219,5 +219,36 @@ TEST(Renditions, AMultivariantSourceWithOneBrokenRenditionFailsAndLeavesNothing)
   EXPECT_NE(bad.err.find("reserved for renditions"), std::string::npos) << bad.err;
 }
 
+// The transcoder's ladder (content/transcode.h) goes the same way: `--renditions` makes the
+// program's renditions, each played at the edge and checked against its manifest.
+TEST(Renditions, ATranscodedLadderPlaysEveryRenditionAtTheEdge) {
+  grid_fixture g({{"home", 2, 0}, {"edge", 2, 100}}, {}, true);
+  temp_dir src;
+  auto mp4 = src.path() / "film.mp4";
+  auto made = run({"/usr/bin/ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                   "testsrc2=size=640x360:rate=25:d=6", "-f", "lavfi", "-i", "sine=d=6", "-c:v",
+                   "libx264", "-preset", "ultrafast", "-c:a", "aac", mp4.string()},
+                  60s);
+  ASSERT_EQ(made.status, 0) << made.err;
+  auto in = run({vodgrid_binary(), "ingest", mp4.string(), "--title", "Ladder", "--id", "ladder",
+                 "--renditions", "360p,240p", "--grid", g.registry_url()},
+                300s);
+  ASSERT_EQ(in.status, 0) << in.err << g.log_of("content");
+  EXPECT_NE(in.out.find("rendition ladder--360p"), std::string::npos) << in.out;
+  EXPECT_NE(in.out.find("rendition ladder--240p"), std::string::npos) << in.out;
+  auto mv = http_get(playlist(g, "edge", "ladder"));
+  ASSERT_EQ(mv->status, 200u) << mv->body;
+  EXPECT_NE(mv->body.find("RESOLUTION=640x360"), std::string::npos) << mv->body;
+  EXPECT_NE(mv->body.find("../ladder--240p/index.m3u8"), std::string::npos) << mv->body;
+  auto play = run({vodgrid_binary(), "play", playlist(g, "edge", "ladder")}, 120s);
+  EXPECT_EQ(play.status, 0) << play.out << play.err;
+  EXPECT_NE(play.out.find("/v1/programs/ladder--240p/index.m3u8"), std::string::npos) << play.out;
+  // No ladder without a content manager's transcoder, and none of an unknown rung.
+  auto bad = run({vodgrid_binary(), "ingest", mp4.string(), "--title", "X", "--id", "x",
+                  "--renditions", "hd", "--grid", g.registry_url()});
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.err.find("'hd'"), std::string::npos) << bad.err;
+}
+
 }  // namespace
 }  // namespace vodgrid::test

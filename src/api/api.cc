@@ -750,7 +750,8 @@ json::value to_json(const ingest_request& v) {
                       {"publish_at", v.publish_at ? format_rfc3339(*v.publish_at) : "now"},
                       {"stations", stations},
                       {"prefetch", v.prefetch},
-                      {"target_seconds", v.target_seconds}};
+                      {"target_seconds", v.target_seconds},
+                      {"renditions", v.renditions}};
 }
 
 template <>
@@ -788,6 +789,11 @@ result<ingest_request> from_json<ingest_request>(const json::object& o) {
   r.u64("prefetch", prefetch, need::nullable);
   v.prefetch = static_cast<uint32_t>(std::min<uint64_t>(prefetch, segment_index::max));
   r.number("target_seconds", v.target_seconds, 0.5, 60, need::nullable);
+  r.string("renditions", v.renditions, 256, need::nullable);
+  if (!std::all_of(v.renditions.begin(), v.renditions.end(),
+                   [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == ','; })) {
+    r.fail("renditions", "must be \"auto\" or a list such as \"720p,360p\"");
+  }
   return r.done(std::move(v));
 }
 

@@ -283,6 +283,10 @@ struct ingest_request {
   std::vector<station_id> stations;                  // that pre-position it; empty: all but home
   uint32_t prefetch = segment_index::max;            // segments each station copies ahead
   double target_seconds = 4;                         // segment length the packager aims at
+  // Empty: the source remuxed as one program, as it comes (no renditions). "auto": transcoded into
+  // the default ladder of the source; "720p,360p": into those rungs (content/transcode.h). A
+  // multivariant HLS source is kept as its own renditions whatever this says.
+  std::string renditions;
 };
 
 boost::json::value to_json(const station_registration& v);

@@ -171,6 +171,9 @@ int run_ingest(const ingest_options& o) {
   if (!o.publish_at.empty() && o.publish_at != "now") {
     return fail("ingest", "--publish-at needs a grid with a content manager");
   }
+  if (!o.renditions.empty()) {
+    return fail("ingest", "--renditions needs a grid with a content manager");
+  }
   auto m = director_ingest(o, false);
   if (!m) {
     return fail("ingest", m.err().detail);

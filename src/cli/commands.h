@@ -50,6 +50,9 @@ struct ingest_options {
   std::string publish_at;      // "now" (or empty) or RFC 3339; needs a content manager
   double segment_seconds = 4;  // the packager's target segment length
   std::string token;           // an operator token (default: $VODGRID_TOKEN)
+  // api::ingest_request::renditions: empty (or --remux) the source as it comes; "auto" or a list.
+  std::string renditions;
+  bool remux = false;
 };
 int run_ingest(const ingest_options& opts);
 int run_programs(const std::string& grid);

@@ -136,6 +136,7 @@ result<api::ingest_request> ingest_request_of(const ingest_options& o) {
   }
   req.prefetch = o.prefetch;
   req.target_seconds = o.segment_seconds;
+  req.renditions = o.remux ? std::string() : o.renditions;
   return req;
 }
 

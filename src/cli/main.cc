@@ -134,6 +134,14 @@ void add_operator_commands(CLI::App& app, command_line& c) {
                    "Target segment length: cut at the first keyframe after it")
       ->check(CLI::Range(0.5, 60.0))
       ->capture_default_str();
+  auto* renditions = c.ingest_cmd->add_option(
+      "--renditions", c.ingest.renditions,
+      "Transcode into a ladder of renditions: auto (the source's default ladder) or a list, e.g. "
+      "720p,360p (with a content manager)");
+  c.ingest_cmd
+      ->add_flag("--remux", c.ingest.remux,
+                 "Keep the source's own encoding as one program (the default)")
+      ->excludes(renditions);
   c.ingest_cmd->add_option("--stations", c.ingest.stations,
                            "Stations to distribute to, comma-separated (default: all)");
   c.ingest_cmd

@@ -16,6 +16,7 @@
 #include "api/hls.h"
 #include "content/catalog.h"
 #include "content/renditions.h"
+#include "content/transcode.h"
 
 namespace vodgrid::content {
 
@@ -23,6 +24,8 @@ namespace vodgrid::content {
 struct checked_ingest {
   program_entry program;      // id, title, source, publish_at, targets, prefetch; created now
   double target_seconds = 4;  // the packager's segment length
+  bool transcode = false;     // into `ladder` (api::ingest_request::renditions); else a remux
+  ladder_options ladder;      // its rungs (empty: the source's default ladder)
 };
 
 // Decodes a POST /v1/programs body and checks what its wire type cannot: against the grid (its

@@ -128,7 +128,9 @@ struct content_manager::impl : net::daemon_base {
   asio::awaitable<void> recover();
 
   // ingest.cc
-  asio::awaitable<void> ingest(program_entry p, double target_seconds);
+  // `ladder`: transcoded into renditions (package_ladder); nullopt: remuxed as one program.
+  asio::awaitable<void> ingest(program_entry p, double target_seconds,
+                               std::optional<ladder_options> ladder);
   asio::awaitable<result<package_result>> fetch_and_package(const program_entry& p,
                                                             const fs::path& work,
                                                             double target_seconds);
@@ -148,6 +150,8 @@ struct content_manager::impl : net::daemon_base {
   // The source's multivariant playlist, or nullopt when it is no such playlist.
   asio::awaitable<result<std::optional<api::multivariant_playlist>>> multivariant_source(
       program_entry p, fs::path work);
+  asio::awaitable<void> transcode(program_entry p, fs::path work, double target_seconds,
+                                  ladder_options ladder);
   asio::awaitable<void> ingest_variants(program_entry p, fs::path work, double target_seconds,
                                         api::multivariant_playlist source);
   asio::awaitable<result<ladder_result>> package_variants(program_entry p, fs::path work,

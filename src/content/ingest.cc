@@ -103,7 +103,14 @@ result<checked_ingest> parse_ingest_request(std::string_view body, const grid_co
   VODGRID_TRY(p.publish_at, publish_time(req.publish_at, now));
   VODGRID_TRY(p.targets, target_stations(req.stations, grid));
   p.prefetch = req.prefetch;
-  return checked_ingest{std::move(p), req.target_seconds};
+  checked_ingest out{std::move(p), req.target_seconds};
+  if (!req.renditions.empty()) {
+    out.transcode = true;
+    if (req.renditions != "auto") {
+      VODGRID_TRY(out.ladder.rungs, parse_renditions(req.renditions));
+    }
+  }
+  return out;
 }
 
 // Downloads the program's source into `work` when it is remote or an HLS playlist (joined into one
@@ -175,7 +182,8 @@ asio::awaitable<result<package_result>> content_manager::impl::fetch_and_package
   co_return co_await net::run_on(jobs, [&] { return package(po); });
 }
 
-asio::awaitable<void> content_manager::impl::ingest(program_entry p, double target_seconds) {
+asio::awaitable<void> content_manager::impl::ingest(program_entry p, double target_seconds,
+                                                    std::optional<ladder_options> ladder) {
   auto work = grid.content->work_dir / p.id.str();
   std::error_code ec;
   fs::remove_all(work, ec);
@@ -189,6 +197,11 @@ asio::awaitable<void> content_manager::impl::ingest(program_entry p, double targ
     } else {
       co_await ingest_variants(std::move(p), work, target_seconds, std::move(**variants));
     }
+    fs::remove_all(work, ec);
+    co_return;
+  }
+  if (ladder) {
+    co_await transcode(std::move(p), work, target_seconds, std::move(*ladder));
     fs::remove_all(work, ec);
     co_return;
   }

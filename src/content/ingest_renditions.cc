@@ -152,6 +152,39 @@ asio::awaitable<result<ladder_result>> content_manager::impl::package_variants(
   co_return out;
 }
 
+// A source transcoded into a ladder of renditions (content/transcode.h), then loaded as they are.
+asio::awaitable<void> content_manager::impl::transcode(program_entry p, fs::path work,
+                                                       double target_seconds,
+                                                       ladder_options ladder) {
+  auto input = co_await fetch_source(p, work);
+  if (!input) {
+    co_await fail(p.id, input.err().detail, std::vector<program_id>());
+    co_return;
+  }
+  auto id = p.id;
+  package_options po;
+  po.input = *input;
+  po.out_dir = work / "hls";
+  po.target_seconds = target_seconds;
+  po.durable = false;  // a scratch folder: the engines keep the segments durably
+  uint64_t smallest = UINT64_MAX;
+  for (auto& e : home().engines) {
+    smallest = std::min(smallest, e.max_segment_bytes);
+  }
+  po.max_segment_bytes = smallest;
+  po.progress = [this, id](double done, double total) {
+    set_progress(id, {"transcoding", done, total, "seconds"});
+  };
+  ladder.cancelled = [this] { return cancel.load(); };
+  set_progress(id, {"transcoding", 0, 0, "seconds"});
+  auto made = co_await net::run_on(jobs, [&] { return package_ladder(po, ladder); });
+  if (!made) {
+    co_await fail(p.id, made.err().detail, std::vector<program_id>());
+    co_return;
+  }
+  co_await ingest_ladder(std::move(p), std::move(*made));
+}
+
 asio::awaitable<void> content_manager::impl::ingest_variants(program_entry p, fs::path work,
                                                              double target_seconds,
                                                              api::multivariant_playlist source) {

@@ -186,7 +186,8 @@ asio::awaitable<reply> content_manager::impl::create(request_context& ctx) {
   set_progress(p.id, {"queued", 0, 0, ""});
   logger->info("program {} ({}): ingest from {}, publishes at {}", p.id.str(), p.title, p.source,
                format_rfc3339(p.publish_at));
-  tasks.spawn(ingest(p, req->target_seconds));
+  tasks.spawn(ingest(p, req->target_seconds,
+                     req->transcode ? std::optional<ladder_options>(req->ladder) : std::nullopt));
   co_return net::json_reply(to_json(p, false), http::status::accepted);
 }
 
