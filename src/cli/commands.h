@@ -50,7 +50,8 @@ struct ingest_options {
   std::string publish_at;      // "now" (or empty) or RFC 3339; needs a content manager
   double segment_seconds = 4;  // the packager's target segment length
   std::string token;           // an operator token (default: $VODGRID_TOKEN)
-  // api::ingest_request::renditions: empty (or --remux) the source as it comes; "auto" or a list.
+  // api::ingest_request::renditions: "auto" (or empty: the default) the source's default ladder,
+  // or a list of rungs; with `remux`, the source as it comes, one program without renditions.
   std::string renditions;
   bool remux = false;
 };

@@ -136,7 +136,8 @@ result<api::ingest_request> ingest_request_of(const ingest_options& o) {
   }
   req.prefetch = o.prefetch;
   req.target_seconds = o.segment_seconds;
-  req.renditions = o.remux ? std::string() : o.renditions;
+  // The command's default is the ladder (issue 13): the source's default rungs.
+  req.renditions = o.remux ? std::string() : o.renditions.empty() ? "auto" : o.renditions;
   return req;
 }
 

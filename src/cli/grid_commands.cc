@@ -177,6 +177,7 @@ status load_demo(const grid_config& grid, const std::filesystem::path& data,
   in.title = "vodgrid demo";
   in.id = "demo";
   in.segment_seconds = 2;  // six segments: hand-offs between engines to watch
+  in.remux = true;         // one program whose segments the demo plays and reports
   if (grid.content) {
     auto content = grid.content->listen.url();
     if (grid.auth) {

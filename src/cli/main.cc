@@ -136,11 +136,11 @@ void add_operator_commands(CLI::App& app, command_line& c) {
       ->capture_default_str();
   auto* renditions = c.ingest_cmd->add_option(
       "--renditions", c.ingest.renditions,
-      "Transcode into a ladder of renditions: auto (the source's default ladder) or a list, e.g. "
-      "720p,360p (with a content manager)");
+      "The ladder of renditions the source is transcoded into: auto (the default: the source's "
+      "default ladder) or a list, e.g. 720p,360p (needs a content manager)");
   c.ingest_cmd
       ->add_flag("--remux", c.ingest.remux,
-                 "Keep the source's own encoding as one program (the default)")
+                 "No transcoding: the source's own encoding as one program, without renditions")
       ->excludes(renditions);
   c.ingest_cmd->add_option("--stations", c.ingest.stations,
                            "Stations to distribute to, comma-separated (default: all)");

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Soak under faults (issue 10): the embedded grid of `vodgrid up` (each station under its
-# `vodgrid station` supervisor), a program ingested with the defaults, real-time viewers at the edge
+# `vodgrid station` supervisor), a program ingested (remuxed, one rendition), real-time viewers at the edge
 # for MINUTES, and a fault injected every 15 s, in turn:
 #   SIGKILL of an edge engine · SIGSTOP of an edge engine (SIGCONT 5 s later) · SIGKILL of the edge
 #   director · SIGSTOP of the registry (SIGCONT 5 s later) · SIGKILL of a home engine · SIGSTOP of
@@ -87,7 +87,7 @@ ffmpeg -nostdin -loglevel error -y -f lavfi -i "testsrc2=size=320x180:rate=25:d=
   -f lavfi -i "sine=d=$seconds" -c:v libx264 -preset ultrafast -g 50 -c:a aac "$data/soak.mp4"
 VODGRID_TOKEN=$("$vodgrid" login --user admin --password admin --operator --grid "$registry")
 export VODGRID_TOKEN
-"$vodgrid" ingest "$data/soak.mp4" --title Soak --id soak --grid "$registry" >"$data/ingest.log" 2>&1 ||
+"$vodgrid" ingest "$data/soak.mp4" --title Soak --id soak --remux --grid "$registry" >"$data/ingest.log" 2>&1 ||
   { cat "$data/ingest.log" >&2; echo "faults.sh: the ingest failed" >&2; exit 1; }
 viewer=$("$vodgrid" login --user demo --password demo --grid "$registry")
 
