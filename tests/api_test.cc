@@ -173,10 +173,9 @@ TEST(Api, ManifestOfRenditionsRefusesBadInputNamingTheField) {
             }),
             "program_manifest.renditions[2].language: must be a language tag: letters, digits "
             "and '-'");
-  EXPECT_EQ(reason([&](json::object& o) {
-              o["renditions"].as_array()[1].as_object()["name"] = "360p";
-            }),
-            "program_manifest.renditions: names a rendition twice: 360p");
+  EXPECT_EQ(
+      reason([&](json::object& o) { o["renditions"].as_array()[1].as_object()["name"] = "360p"; }),
+      "program_manifest.renditions: names a rendition twice: 360p");
   EXPECT_EQ(reason([&](json::object& o) {
               auto& a = o["renditions"].as_array();
               std::swap(a[0], a[2]);

@@ -286,9 +286,12 @@ TEST_F(AuthGrid, AnEngineTokenSpeaksForItsOwnEngineOnly) {
   at.state.ssrc = 1;
   for (auto [path, body] : std::vector<std::pair<std::string, std::string>>{
            {"/v1/push/positions", json_of(api::push_report{e0, {}})},
-           {"/v1/push/sessions/0123456789abcdef/ended", json_of(api::push_ended{e0, at, "end", ""})},
-           {"/v1/push/sessions/0123456789abcdef/taken", json_of(api::push_taken{e0, at, std::nullopt, false})},
-           {"/v1/push/sessions/0123456789abcdef/next", json_of(api::push_next_request{e0, key, 1, false})}}) {
+           {"/v1/push/sessions/0123456789abcdef/ended",
+            json_of(api::push_ended{e0, at, "end", ""})},
+           {"/v1/push/sessions/0123456789abcdef/taken",
+            json_of(api::push_taken{e0, at, std::nullopt, false})},
+           {"/v1/push/sessions/0123456789abcdef/next",
+            json_of(api::push_next_request{e0, key, 1, false})}}) {
     auto [code, reply] = post(path, body);
     EXPECT_EQ(code, 403) << path << ": " << body << " -> " << reply;
     EXPECT_NE(reply.find("not engine e0's"), std::string::npos) << path << ": " << reply;

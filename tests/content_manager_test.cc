@@ -96,8 +96,8 @@ TEST(ParseIngestRequest, RefusesBadFieldsSayingWhich) {
 
 TEST(ParseIngestRequest, RefusesIdsThatLeaveNoRoomForRenditions) {
   auto why = [](std::string id) {
-    auto r = parse(fmt::format(R"({{"id": "{}", "title": "T", "source": "{}"}})", id,
-                               local_source()));
+    auto r =
+        parse(fmt::format(R"({{"id": "{}", "title": "T", "source": "{}"}})", id, local_source()));
     EXPECT_FALSE(r) << id;
     return r ? std::string() : r.err().detail;
   };
@@ -147,11 +147,11 @@ TEST(VariantRendition, IsNamedByItsHeightAndMeasuredFromItsSegments) {
   auto r = variant_rendition(v, 1, packaged({100'000, 300'000, 200'000}, 640, 360), {});
   EXPECT_EQ(r.name, "360p");
   EXPECT_EQ(r.kind, rendition_kind::video);
-  EXPECT_EQ(r.bandwidth, 1'200'000u);          // the largest segment: 300 kB in 2 s
-  EXPECT_EQ(r.average_bandwidth, 800'000u);    // 600 kB in 6 s
+  EXPECT_EQ(r.bandwidth, 1'200'000u);        // the largest segment: 300 kB in 2 s
+  EXPECT_EQ(r.average_bandwidth, 800'000u);  // 600 kB in 6 s
   EXPECT_EQ(r.codecs, v.codecs);
   EXPECT_EQ(r.width, 640);
-  EXPECT_DOUBLE_EQ(r.frame_rate, 25);          // counted: the source states none
+  EXPECT_DOUBLE_EQ(r.frame_rate, 25);  // counted: the source states none
   // The same height again, and none at all.
   auto twin = variant_rendition(v, 2, packaged({1000}, 640, 360), {r});
   EXPECT_EQ(twin.name, "360p-2");

@@ -101,8 +101,9 @@ std::string state_of(grid_fixture& g, const std::string& id) {
 run_result ingest(grid_fixture& g, const std::string& source, const std::string& id,
                   std::vector<std::string> more = {}) {
   // These tests are about the remux path: the packager's own checks, the segments it cuts.
-  std::vector<std::string> argv{vodgrid_binary(), "ingest", source,   "--title",       "Test " + id,
-                                "--id",           id,       "--grid", g.registry_url(), "--remux"};
+  std::vector<std::string> argv{vodgrid_binary(), "ingest", source, "--title",
+                                "Test " + id,     "--id",   id,     "--grid",
+                                g.registry_url(), "--remux"};
   argv.insert(argv.end(), more.begin(), more.end());
   return run(argv, 180s);
 }

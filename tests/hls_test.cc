@@ -138,9 +138,10 @@ TEST(Hls, MultivariantPlaylistGroupsAudioAndSubtitles) {
             std::string::npos)
       << text;
   EXPECT_NE(text.find("LANGUAGE=\"fr\",NAME=\"Français\",DEFAULT=YES,"), std::string::npos);
-  EXPECT_NE(text.find("#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",LANGUAGE=\"en\",NAME=\"subs-eng\","
-                      "DEFAULT=NO,AUTOSELECT=YES,URI=\"../film--subs-eng/index.m3u8\"\n"),
-            std::string::npos);
+  EXPECT_NE(
+      text.find("#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",LANGUAGE=\"en\",NAME=\"subs-eng\","
+                "DEFAULT=NO,AUTOSELECT=YES,URI=\"../film--subs-eng/index.m3u8\"\n"),
+      std::string::npos);
   // Each variant plays with the default audio: its bandwidth and codec count in the variant's.
   EXPECT_NE(text.find("#EXT-X-STREAM-INF:BANDWIDTH=1028000,AVERAGE-BANDWIDTH=800000,"
                       "CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=25.000,"
@@ -164,12 +165,14 @@ TEST(Hls, MultivariantReaderRefusesWhatItCannotReadWithTheLine) {
     return r ? std::string() : r.err().detail;
   };
   EXPECT_NE(err("").find("empty"), std::string::npos);
-  EXPECT_NE(err("#EXTM3U\n#EXT-X-STREAM-INF:CODECS=\"a\"\nv.m3u8\n").find("line 2: #EXT-X-STREAM-INF without a valid BANDWIDTH"),
+  EXPECT_NE(err("#EXTM3U\n#EXT-X-STREAM-INF:CODECS=\"a\"\nv.m3u8\n")
+                .find("line 2: #EXT-X-STREAM-INF without a valid BANDWIDTH"),
             std::string::npos);
   EXPECT_NE(err("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=\"a\nv.m3u8\n").find("unterminated"),
             std::string::npos);
-  EXPECT_NE(err("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=640\nv.m3u8\n").find("RESOLUTION"),
-            std::string::npos);
+  EXPECT_NE(
+      err("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=640\nv.m3u8\n").find("RESOLUTION"),
+      std::string::npos);
   EXPECT_NE(err("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n").find("without its URI"),
             std::string::npos);
   EXPECT_NE(err("#EXTM3U\nv.m3u8\n").find("line 2: a URI without #EXT-X-STREAM-INF"),

@@ -282,14 +282,16 @@ json::object parent_manifest(const std::string& id, const std::vector<std::strin
                               {"height", 360},
                               {"frame_rate", 25}});
   }
-  return json::object{{"id", id}, {"title", "Film"}, {"segments", json::array{}}, {"renditions", rs}};
+  return json::object{
+      {"id", id}, {"title", "Film"}, {"segments", json::array{}}, {"renditions", rs}};
 }
 
 TEST_P(RegistryOnBoth, AProgramOfRenditionsKeepsItsListAndDistributesEachRendition) {
   auto put_parent = [&](json::array targets) {
-    return call(verb::put, "/v1/programs/film",
-                json::serialize(json::object{{"manifest", parent_manifest("film", {"360p", "180p"})},
-                                             {"targets", targets}}));
+    return call(
+        verb::put, "/v1/programs/film",
+        json::serialize(json::object{{"manifest", parent_manifest("film", {"360p", "180p"})},
+                                     {"targets", targets}}));
   };
   // Its renditions come first: a program naming one the registry does not have changes nothing.
   ASSERT_STATUS(put_program("film--360p", 2, {"a"}), 200);

@@ -103,13 +103,13 @@ TEST(Renditions, AMultivariantSourcePlaysEveryRenditionAtTheEdgeAndWithdrawsWhol
   make_multivariant(src.path());
   // Served by a provider's web server: the ingest reads the multivariant playlist by URL.
   uint16_t port = free_port();
-  auto server = child_process::spawn({"/usr/bin/python3", VODGRID_TEST_HTTP, std::to_string(port),
-                                      src.path().string()},
-                                     logs.path() / "http.log");
+  auto server = child_process::spawn(
+      {"/usr/bin/python3", VODGRID_TEST_HTTP, std::to_string(port), src.path().string()},
+      logs.path() / "http.log");
   ASSERT_TRUE(server) << server.err().detail;
   ASSERT_TRUE(eventually([&] { return port_is_listening(port); }));
-  auto in = ingest(g, fmt::format("http://127.0.0.1:{}/master.m3u8", port), "film",
-                   g.operator_token());
+  auto in =
+      ingest(g, fmt::format("http://127.0.0.1:{}/master.m3u8", port), "film", g.operator_token());
   server->stop(2s);
   ASSERT_EQ(in.status, 0) << in.err << g.log_of("content");
   EXPECT_NE(in.out.find("rendition film--360p"), std::string::npos) << in.out;
@@ -160,8 +160,9 @@ TEST(Renditions, AMultivariantSourcePlaysEveryRenditionAtTheEdgeAndWithdrawsWhol
   auto rtsp_port = g.config().find_station("edge")->director.listen.port;
   auto describe = raw_exchange(
       rtsp_port,
-      fmt::format("DESCRIBE rtsp://127.0.0.1:{}/v1/programs/film?token={} RTSP/1.0\r\nCSeq: 1\r\n\r\n",
-                  rtsp_port, viewer),
+      fmt::format(
+          "DESCRIBE rtsp://127.0.0.1:{}/v1/programs/film?token={} RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+          rtsp_port, viewer),
       2s);
   EXPECT_NE(describe.find("RTSP/1.0 200"), std::string::npos) << describe;
   EXPECT_NE(describe.find("a=range:npt=0-6."), std::string::npos) << describe;
@@ -176,8 +177,8 @@ TEST(Renditions, AMultivariantSourcePlaysEveryRenditionAtTheEdgeAndWithdrawsWhol
       EXPECT_EQ(r->status, 404u) << station << " " << id << ": " << r->body;
       EXPECT_NE(r->body.find("program film has been withdrawn"), std::string::npos) << r->body;
     }
-    auto seg = http_get(g.director_url(station) + "/v1/programs/film--180p/segments/0.ts?token=" +
-                        viewer);
+    auto seg =
+        http_get(g.director_url(station) + "/v1/programs/film--180p/segments/0.ts?token=" + viewer);
     EXPECT_EQ(seg->status, 404u) << station;
   }
   auto again = run({vodgrid_binary(), "play", playlist(g, "edge", "film"), "--token", viewer}, 60s);
@@ -225,9 +226,26 @@ TEST(Renditions, ATranscodedLadderPlaysEveryRenditionAtTheEdge) {
   grid_fixture g({{"home", 2, 0}, {"edge", 2, 100}}, {}, true);
   temp_dir src;
   auto mp4 = src.path() / "film.mp4";
-  auto made = run({"/usr/bin/ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                   "testsrc2=size=640x360:rate=25:d=6", "-f", "lavfi", "-i", "sine=d=6", "-c:v",
-                   "libx264", "-preset", "ultrafast", "-c:a", "aac", mp4.string()},
+  auto made = run({"/usr/bin/ffmpeg",
+                   "-nostdin",
+                   "-loglevel",
+                   "error",
+                   "-y",
+                   "-f",
+                   "lavfi",
+                   "-i",
+                   "testsrc2=size=640x360:rate=25:d=6",
+                   "-f",
+                   "lavfi",
+                   "-i",
+                   "sine=d=6",
+                   "-c:v",
+                   "libx264",
+                   "-preset",
+                   "ultrafast",
+                   "-c:a",
+                   "aac",
+                   mp4.string()},
                   60s);
   ASSERT_EQ(made.status, 0) << made.err;
   auto in = run({vodgrid_binary(), "ingest", mp4.string(), "--title", "Ladder", "--id", "ladder",

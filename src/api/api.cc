@@ -363,8 +363,9 @@ void read(field_reader& r, rendition& v) {
   }
   r.number("frame_rate", v.frame_rate, 0, 1000);
   r.string("language", v.language, 35, need::optional);
-  if (!std::all_of(v.language.begin(), v.language.end(),
-                   [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; })) {
+  if (!std::all_of(v.language.begin(), v.language.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-';
+      })) {
     r.fail("language", "must be a language tag: letters, digits and '-'");
   }
   r.string("title", v.title, 128, need::optional);
@@ -790,8 +791,9 @@ result<ingest_request> from_json<ingest_request>(const json::object& o) {
   v.prefetch = static_cast<uint32_t>(std::min<uint64_t>(prefetch, segment_index::max));
   r.number("target_seconds", v.target_seconds, 0.5, 60, need::nullable);
   r.string("renditions", v.renditions, 256, need::nullable);
-  if (!std::all_of(v.renditions.begin(), v.renditions.end(),
-                   [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == ','; })) {
+  if (!std::all_of(v.renditions.begin(), v.renditions.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == ',';
+      })) {
     r.fail("renditions", "must be \"auto\" or a list such as \"720p,360p\"");
   }
   return r.done(std::move(v));

@@ -101,8 +101,8 @@ enum class rendition_kind { video, audio, subtitles };
 std::string_view to_string(rendition_kind k);
 
 inline constexpr std::string_view rendition_separator = "--";
-inline constexpr size_t max_renditions = 32;        // renditions of one program
-inline constexpr size_t max_rendition_name = 16;    // characters of a rendition's name
+inline constexpr size_t max_renditions = 32;      // renditions of one program
+inline constexpr size_t max_rendition_name = 16;  // characters of a rendition's name
 
 struct rendition {
   std::string name;  // "720p", "audio-fra": a valid name of at most 16 characters, without "--"

@@ -97,7 +97,8 @@ status read_stream_inf(std::string_view list, variant_stream& v) {
   if (!parse_number(attr(a, "BANDWIDTH"), v.bandwidth) || v.bandwidth == 0) {
     return make_error(errc::invalid_argument, "#EXT-X-STREAM-INF without a valid BANDWIDTH");
   }
-  if (auto avg = attr(a, "AVERAGE-BANDWIDTH"); !avg.empty() && !parse_number(avg, v.average_bandwidth)) {
+  if (auto avg = attr(a, "AVERAGE-BANDWIDTH");
+      !avg.empty() && !parse_number(avg, v.average_bandwidth)) {
     return make_error(errc::invalid_argument, "a bad AVERAGE-BANDWIDTH");
   }
   v.codecs = attr(a, "CODECS");
@@ -149,7 +150,7 @@ result<multivariant_playlist> parse_multivariant_playlist(std::string_view text)
       if (!a) {
         return bad_line(line_no, a.err().detail);
       }
-      alternative_media m{attr(*a, "TYPE"), attr(*a, "GROUP-ID"), attr(*a, "LANGUAGE"),
+      alternative_media m{attr(*a, "TYPE"), attr(*a, "GROUP-ID"),         attr(*a, "LANGUAGE"),
                           attr(*a, "NAME"), attr(*a, "DEFAULT") == "YES", attr(*a, "URI")};
       pl.media.push_back(std::move(m));
     } else if (starts_with(line, "#EXTINF")) {
@@ -171,7 +172,8 @@ result<multivariant_playlist> parse_multivariant_playlist(std::string_view text)
     return make_error(errc::invalid_argument, "a multivariant playlist without variants");
   }
   if (pl.variants.size() + pl.media.size() > max_renditions) {
-    return make_error(errc::invalid_argument, fmt::format("more than {} renditions", max_renditions));
+    return make_error(errc::invalid_argument,
+                      fmt::format("more than {} renditions", max_renditions));
   }
   return pl;
 }

@@ -58,9 +58,9 @@ result<api::program_manifest> director_ingest(const ingest_options& o, bool quie
         fmt::format("bad program id '{}': use 1-64 characters of [A-Za-z0-9_-]", o.id));
   }
   if (id->str().find(api::rendition_separator) != std::string::npos) {
-    return make_error(errc::invalid_argument,
-                      fmt::format("bad program id '{}': \"--\" is reserved for renditions",
-                                  id->str()));
+    return make_error(
+        errc::invalid_argument,
+        fmt::format("bad program id '{}': \"--\" is reserved for renditions", id->str()));
   }
   if (o.title.empty()) {
     return make_error(errc::invalid_argument, "--title must not be empty");

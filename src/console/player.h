@@ -45,7 +45,7 @@ struct play_report {
   std::map<std::string, uint64_t> engines;  // engine origin → segments served
   // The renditions' playlists played (their paths), when the URL was a multivariant playlist.
   std::vector<std::string> renditions;
-  std::vector<std::string> errors;          // first few, for the operator
+  std::vector<std::string> errors;  // first few, for the operator
   bool ok() const { return segments_failed == 0 && errors.empty(); }
   std::string to_text() const;
   boost::json::value to_json() const;

@@ -85,7 +85,9 @@ std::string dropped_json(const std::vector<std::string>& list) {
 
 status read_renditions(const std::string& id, const std::string& renditions,
                        const std::string& dropped, program_entry& p) {
-  auto damaged = [&] { return make_error(errc::io_error, "the renditions of " + id + " are damaged"); };
+  auto damaged = [&] {
+    return make_error(errc::io_error, "the renditions of " + id + " are damaged");
+  };
   boost::system::error_code ec;
   auto rs = json::parse(renditions, ec);
   auto ds = ec ? json::value() : json::parse(dropped, ec);

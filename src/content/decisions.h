@@ -10,10 +10,10 @@
 #include <string_view>
 
 #include "api/api.h"
+#include "api/hls.h"
 #include "base/config.h"
 #include "base/result.h"
 #include "base/time.h"
-#include "api/hls.h"
 #include "content/catalog.h"
 #include "content/renditions.h"
 #include "content/transcode.h"

@@ -90,9 +90,10 @@ result<checked_ingest> parse_ingest_request(std::string_view body, const grid_co
   VODGRID_TRY(auto req, api::decode<api::ingest_request>(body));
   if (!valid_ladder_program(req.id.str())) {
     // "--" names renditions (flow 9), which only the content manager makes.
-    return bad(fmt::format("program id {}: must be at most 46 characters and hold no \"--\" "
-                           "(reserved for renditions)",
-                           req.id.str()));
+    return bad(
+        fmt::format("program id {}: must be at most 46 characters and hold no \"--\" "
+                    "(reserved for renditions)",
+                    req.id.str()));
   }
   VODGRID_TRY(check_source(req.source));
   program_entry p;
@@ -231,7 +232,8 @@ asio::awaitable<void> content_manager::impl::ingest(program_entry p, double targ
   auto manifest = co_await load_into_home(p, p.id, work / "hls");
   fs::remove_all(work, ec);  // the station holds the segments now (or nothing, on failure)
   if (!manifest) {
-    co_await fail(p.id, "loading into the home station: " + manifest.err().detail, std::vector<program_id>());
+    co_await fail(p.id, "loading into the home station: " + manifest.err().detail,
+                  std::vector<program_id>());
     co_return;
   }
   if (auto distributed = co_await distribute(p, *manifest); !distributed) {
@@ -252,10 +254,10 @@ asio::awaitable<void> content_manager::impl::finish_ingest(program_entry p) {
     logger->error("program {}: {}", p.id.str(), st.err().detail);
     co_return;
   }
-  logger->info("program {}: {} segments, {} renditions, {:.1f} s in the home station; publishes "
-               "at {}",
-               p.id.str(), p.segments.size(), p.renditions.size(), p.duration,
-               format_rfc3339(p.publish_at));
+  logger->info(
+      "program {}: {} segments, {} renditions, {:.1f} s in the home station; publishes "
+      "at {}",
+      p.id.str(), p.segments.size(), p.renditions.size(), p.duration, format_rfc3339(p.publish_at));
   if (!stopping) {
     schedule_publish(p.id, p.publish_at);
   }

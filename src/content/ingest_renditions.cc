@@ -21,8 +21,9 @@ void measure(rendition_info& r) {
   }
   r.bandwidth = std::max<uint64_t>(peak, 1);
   r.average_bandwidth =
-      r.media.duration > 0 ? static_cast<uint64_t>(static_cast<double>(bytes) * 8 / r.media.duration)
-                           : 0;
+      r.media.duration > 0
+          ? static_cast<uint64_t>(static_cast<double>(bytes) * 8 / r.media.duration)
+          : 0;
 }
 
 rendition_info variant_rendition(const api::variant_stream& v, size_t index, package_result media,
@@ -41,7 +42,8 @@ rendition_info variant_rendition(const api::variant_stream& v, size_t index, pac
   r.codecs = v.codecs;
   r.frame_rate = v.frame_rate;
   if (r.frame_rate <= 0 && media.duration > 0) {
-    r.frame_rate = std::round(static_cast<double>(media.video_frames) / media.duration * 1000) / 1000;
+    r.frame_rate =
+        std::round(static_cast<double>(media.video_frames) / media.duration * 1000) / 1000;
   }
   r.media = std::move(media);
   measure(r);
@@ -131,8 +133,8 @@ asio::awaitable<result<ladder_result>> content_manager::impl::package_variants(
     // Each rendition's folder is its name, as package_ladder writes them.
     fs::rename(po.out_dir, work / "hls" / r.name, ec);
     if (ec) {
-      co_return make_error(errc::io_error, fmt::format("renaming {}: {}", po.out_dir.string(),
-                                                       ec.message()));
+      co_return make_error(errc::io_error,
+                           fmt::format("renaming {}: {}", po.out_dir.string(), ec.message()));
     }
     r.media.playlist = work / "hls" / r.name / "index.m3u8";
     out.renditions.push_back(std::move(r));
@@ -145,10 +147,9 @@ asio::awaitable<result<ladder_result>> content_manager::impl::package_variants(
           m.type, m.name, m.language.empty() ? "" : " (" + m.language + ")"));
     }
   }
-  std::stable_sort(out.renditions.begin(), out.renditions.end(),
-                   [](const rendition_info& a, const rendition_info& b) {
-                     return a.bandwidth > b.bandwidth;
-                   });
+  std::stable_sort(
+      out.renditions.begin(), out.renditions.end(),
+      [](const rendition_info& a, const rendition_info& b) { return a.bandwidth > b.bandwidth; });
   co_return out;
 }
 
@@ -225,7 +226,8 @@ asio::awaitable<void> content_manager::impl::ingest_ladder(program_entry p, ladd
   }
   auto manifests = co_await load_ladder(p, std::move(ladder));
   if (!manifests) {
-    co_await fail(p.id, "loading into the home station: " + manifests.err().detail, std::vector<program_id>());
+    co_await fail(p.id, "loading into the home station: " + manifests.err().detail,
+                  std::vector<program_id>());
     co_return;
   }
   std::vector<program_id> loaded;
@@ -296,11 +298,11 @@ asio::awaitable<result<api::program_manifest>> content_manager::impl::register_p
       http::verb::post, fmt::format("{}/v1/programs/{}/commit", url, parent.id.str()));
   if (!commit || commit->status != 200) {
     co_await remove_from_home(parent.id);
-    co_return make_error(errc::unavailable,
-                         fmt::format("the home director did not commit program {}: {}",
-                                     parent.id.str(),
-                                     commit ? fmt::format("{} {}", commit->status, commit->body)
-                                            : commit.err().detail));
+    co_return make_error(
+        errc::unavailable,
+        fmt::format(
+            "the home director did not commit program {}: {}", parent.id.str(),
+            commit ? fmt::format("{} {}", commit->status, commit->body) : commit.err().detail));
   }
   parent.state = "ready";
   co_return parent;

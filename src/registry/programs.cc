@@ -70,8 +70,7 @@ asio::awaitable<void> registry_daemon::impl::notify(std::string director_url, st
   }
 }
 
-asio::awaitable<result<json::array>> registry_daemon::impl::store_and_notify(
-    api::distribution d) {
+asio::awaitable<result<json::array>> registry_daemon::impl::store_and_notify(api::distribution d) {
   d.manifest.state.clear();
   program_record rec{d.manifest.id, json::serialize(api::to_json(d.manifest)), d.targets,
                      d.prefetch};
