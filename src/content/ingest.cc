@@ -1,6 +1,7 @@
 // The ingest (claim 2): the request's checks, then provider → packager → home station →
 // registry → schedule. Downloads and packaging run on the job pool; a failure at any step marks the
 // program failed and removes what reached the home station.
+#include "base/fs.h"
 #include "content/fetch.h"
 #include "content/impl.h"
 #include "director/loader.h"
@@ -77,10 +78,19 @@ result<std::optional<std::string>> source_playlist(const std::string& source) {
       found.push_back(e.path());
     }
   }
+  size_t all = found.size();
+  if (found.size() > 1) {
+    // A multivariant source whose media playlists lie beside it: the one multivariant playlist.
+    std::erase_if(found, [](const fs::path& f) {
+      auto text = read_file(f, 1 << 20);
+      return !text || !api::is_multivariant(*text);
+    });
+  }
   if (found.size() != 1) {
     return make_error(errc::invalid_argument,
-                      fmt::format("{}: a folder source must hold exactly one .m3u8 ({} found)",
-                                  source, found.size()));
+                      fmt::format("{}: a folder source must hold exactly one .m3u8, or one "
+                                  "multivariant playlist among them ({} found)",
+                                  source, all));
   }
   return std::optional<std::string>(found.front().string());
 }
