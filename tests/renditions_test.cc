@@ -26,8 +26,10 @@ namespace json = boost::json;
 using namespace std::chrono_literals;
 
 // A multivariant HLS source in `dir`: master.m3u8 and v0 (640x360), v1 (320x180), each with its
-// own AAC audio, `seconds` long, keyframes forced every 2 s, 2 s segments.
-fs::path make_multivariant(const fs::path& dir, int seconds = 6) {
+// own AAC audio, `seconds` long, keyframes forced every 2 s, 2 s segments; each variant in a
+// folder of its own (v0/index.m3u8, v0/seg000.ts) or, `flat`, beside master.m3u8 (v0.m3u8,
+// v0_seg000.ts).
+fs::path make_multivariant(const fs::path& dir, int seconds = 6, bool flat = false) {
   auto r = run({"/usr/bin/ffmpeg",
                 "-nostdin",
                 "-loglevel",
@@ -70,8 +72,8 @@ fs::path make_multivariant(const fs::path& dir, int seconds = 6) {
                 "-var_stream_map",
                 "v:0,a:0 v:1,a:1",
                 "-hls_segment_filename",
-                (dir / "v%v" / "seg%03d.ts").string(),
-                (dir / "v%v" / "index.m3u8").string()},
+                (flat ? dir / "v%v_seg%03d.ts" : dir / "v%v" / "seg%03d.ts").string(),
+                (flat ? dir / "v%v.m3u8" : dir / "v%v" / "index.m3u8").string()},
                120s);
   EXPECT_EQ(r.status, 0) << r.err;
   return dir / "master.m3u8";
@@ -194,8 +196,8 @@ TEST(Renditions, AMultivariantSourcePlaysEveryRenditionAtTheEdgeAndWithdrawsWhol
 TEST(Renditions, AMultivariantSourceWithOneBrokenRenditionFailsAndLeavesNothing) {
   grid_fixture g({{"home", 2, 0}, {"edge", 2, 100}}, {}, true);
   temp_dir src;
-  make_multivariant(src.path(), 4);
-  fs::remove(src.path() / "v1" / "seg001.ts");
+  make_multivariant(src.path(), 4, true);  // the folder holds three playlists: master.m3u8 is read
+  fs::remove(src.path() / "v1_seg001.ts");
   auto in = run({vodgrid_binary(), "ingest", src.path().string(), "--title", "Broken", "--id",
                  "film", "--grid", g.registry_url()},
                 300s);
