@@ -214,6 +214,9 @@ asio::awaitable<void> content_manager::impl::ingest_ladder(program_entry p, ladd
   p.segments.clear();
   p.renditions.clear();
   for (auto& r : ladder.renditions) {
+    if (r.bandwidth == 0) {
+      measure(r);  // a rendition's BANDWIDTH is required on the wire
+    }
     p.renditions.push_back(wire_rendition(r));
   }
   p.dropped = ladder.dropped;
