@@ -117,6 +117,11 @@ TEST(Hls, MultivariantPlaylistListsEachVideoRenditionRelativeWithTheQuery) {
   // The media playlist reader refuses it, pointing at one of its variants.
   EXPECT_FALSE(parse_media_playlist(text));
   EXPECT_TRUE(is_multivariant(text));
+  // Its I-frame playlists are its renditions'.
+  auto iframes = write_iframe_playlist(film(), "");
+  ASSERT_FALSE(iframes);
+  EXPECT_EQ(iframes.err().code, errc::not_found);
+  EXPECT_NE(iframes.err().detail.find("film--360p/iframes.m3u8"), std::string::npos);
 }
 
 TEST(Hls, MultivariantPlaylistGroupsAudioAndSubtitles) {

@@ -363,6 +363,13 @@ result<std::string> write_iframe_playlist(const program_manifest& m, std::string
     const key_frame* f;
     double at;  // seconds into the program
   };
+  if (!m.renditions.empty()) {
+    return make_error(
+        errc::not_found,
+        fmt::format("program {} has several renditions: each has its I-frame playlist, "
+                    "{}{}{}/iframes.m3u8",
+                    m.id.str(), m.id.str(), rendition_separator, m.renditions.front().name));
+  }
   std::vector<frame> frames;
   double start = 0;
   for (auto& s : m.segments) {
