@@ -14,8 +14,8 @@ json::value group(const listen_address& at, std::string_view role, std::string_v
                   std::string_view daemon) {
   // An IPv6 address goes in brackets, as in a URL.
   bool v6 = at.host.find(':') != std::string::npos;
-  auto target = v6 ? fmt::format("[{}]:{}", at.host, at.port)
-                   : fmt::format("{}:{}", at.host, at.port);
+  auto target =
+      v6 ? fmt::format("[{}]:{}", at.host, at.port) : fmt::format("{}:{}", at.host, at.port);
   json::array targets;
   targets.emplace_back(target);
   json::object labels;
