@@ -233,8 +233,15 @@ TEST(Transcode, ReportsProgressPerSegment) {
 // ---------------------------------------------------------------------------------------------
 // Tracks.
 
+bool have_encoder(const std::string& name) {
+  auto r = run({ffmpeg, "-hide_banner", "-encoders"});
+  return r.out.find(" " + name + " ") != std::string::npos;
+}
+
+// The case: an H.265 MKV whose second audio track is marked French.
 TEST(Transcode, EveryAudioTrackIsARenditionWithItsLanguage) {
   temp_dir dir;
+  std::string video = have_encoder("libx265") ? "libx265" : "libx264";
   auto src = make(dir.path(), "two.mkv",
                   {"-f",
                    "lavfi",
@@ -257,9 +264,11 @@ TEST(Transcode, EveryAudioTrackIsARenditionWithItsLanguage) {
                    "-map",
                    "2:a",
                    "-c:v",
-                   "libx264",
+                   video,
                    "-preset",
                    "ultrafast",
+                   "-x265-params",
+                   "log-level=error",
                    "-pix_fmt",
                    "yuv420p",
                    "-c:a",
@@ -299,6 +308,68 @@ TEST(Transcode, EveryAudioTrackIsARenditionWithItsLanguage) {
   auto fseg = o.out_dir / "audio-fra" / fra.media.segments[0].file;
   EXPECT_EQ(probe({"-show_entries", "stream=codec_type", "-of", "csv=p=0", fseg.string()}),
             "audio");
+}
+
+TEST(Transcode, TheTrackMarkedDefaultComesFirstAndIsMuxedIntoTheVideo) {
+  temp_dir dir;
+  auto src = make(dir.path(), "second.mkv",
+                  {"-f",
+                   "lavfi",
+                   "-i",
+                   "testsrc2=size=320x180:rate=25",
+                   "-f",
+                   "lavfi",
+                   "-i",
+                   "sine=frequency=440:sample_rate=48000",
+                   "-f",
+                   "lavfi",
+                   "-i",
+                   "sine=frequency=660:sample_rate=32000",
+                   "-t",
+                   "2",
+                   "-map",
+                   "0:v",
+                   "-map",
+                   "1:a",
+                   "-map",
+                   "2:a",
+                   "-c:v",
+                   "libx264",
+                   "-preset",
+                   "ultrafast",
+                   "-pix_fmt",
+                   "yuv420p",
+                   "-c:a",
+                   "aac",
+                   "-metadata:s:a:1",
+                   "language=fra",
+                   "-metadata:s:a:1",
+                   "title=VF",
+                   "-disposition:a:0",
+                   "0",
+                   "-disposition:a:1",
+                   "default"});
+  package_options o;
+  o.input = src.string();
+  o.out_dir = dir.path() / "out";
+  auto got = package_ladder(o, {});
+  ASSERT_TRUE(got) << got.err().detail;
+  ASSERT_EQ(got->renditions.size(), 3u);
+  EXPECT_EQ(got->renditions[1].name, "audio-fra");
+  EXPECT_EQ(got->renditions[1].title, "VF");
+  EXPECT_TRUE(got->renditions[1].is_default);
+  EXPECT_EQ(got->renditions[2].name, "audio-2");
+  EXPECT_EQ(got->renditions[2].title, "Audio 2");
+  EXPECT_FALSE(got->renditions[2].is_default);
+  // The muxed track is the French one: the same AAC packets as its audio-only rendition's.
+  auto sizes = [&](const fs::path& seg) {
+    return probe(
+        {"-select_streams", "a", "-show_entries", "packet=size", "-of", "csv=p=0", seg.string()});
+  };
+  auto muxed = sizes(o.out_dir / "180p" / got->renditions[0].media.segments[0].file);
+  EXPECT_FALSE(muxed.empty());
+  EXPECT_EQ(muxed, sizes(o.out_dir / "audio-fra" / got->renditions[1].media.segments[0].file));
+  EXPECT_NE(muxed, sizes(o.out_dir / "audio-2" / got->renditions[2].media.segments[0].file));
 }
 
 TEST(Transcode, NamesTheTracksItDrops) {
@@ -346,12 +417,44 @@ TEST(Transcode, NamesTheTracksItDrops) {
 TEST(Transcode, AnInterlacedMpeg2Ac3TransportStreamBecomesALadder) {
   temp_dir dir;
   auto src = make(dir.path(), "cable.ts",
-                  {"-f",     "lavfi",       "-i",   "testsrc2=size=480x270:rate=25",
-                   "-f",     "lavfi",       "-i",   "sine=frequency=440:sample_rate=48000",
-                   "-t",     "4",           "-c:v", "mpeg2video",
-                   "-flags", "+ildct+ilme", "-top", "1",
-                   "-b:v",   "2M",          "-c:a", "ac3",
-                   "-b:a",   "192k",        "-f",   "mpegts"});
+                  {"-f",
+                   "lavfi",
+                   "-i",
+                   "testsrc2=size=480x270:rate=25",
+                   "-f",
+                   "lavfi",
+                   "-i",
+                   "sine=frequency=440:sample_rate=48000",
+                   "-f",
+                   "lavfi",
+                   "-i",
+                   "sine=frequency=660:sample_rate=48000",
+                   "-t",
+                   "4",
+                   "-map",
+                   "0:v",
+                   "-map",
+                   "1:a",
+                   "-map",
+                   "2:a",
+                   "-c:v",
+                   "mpeg2video",
+                   "-flags",
+                   "+ildct+ilme",
+                   "-top",
+                   "1",
+                   "-b:v",
+                   "2M",
+                   "-c:a:0",
+                   "ac3",
+                   "-c:a:1",
+                   "eac3",
+                   "-b:a",
+                   "192k",
+                   "-metadata:s:a:1",
+                   "language=fra",
+                   "-f",
+                   "mpegts"});
   package_options o;
   o.input = src.string();
   o.out_dir = dir.path() / "out";
@@ -360,7 +463,7 @@ TEST(Transcode, AnInterlacedMpeg2Ac3TransportStreamBecomesALadder) {
   l.rungs = *parse_renditions("240p");
   auto got = package_ladder(o, l);
   ASSERT_TRUE(got) << got.err().detail;
-  ASSERT_EQ(got->renditions.size(), 2u);
+  ASSERT_EQ(got->renditions.size(), 3u);  // 240p, the AC-3 track, the E-AC-3 one
   const auto& v = got->renditions[0];
   EXPECT_EQ(v.name, "240p");
   EXPECT_EQ(v.width, 426);
@@ -369,7 +472,12 @@ TEST(Transcode, AnInterlacedMpeg2Ac3TransportStreamBecomesALadder) {
   EXPECT_EQ(probe({"-show_entries", "stream=codec_name", "-of", "csv=p=0", seg.string()}),
             "h264\naac");
   EXPECT_NEAR(duration_of(o.out_dir / "240p" / "index.m3u8"), 4.0, 2 * frame);
-  EXPECT_EQ(got->renditions[1].kind, rendition_kind::audio);
+  EXPECT_EQ(got->renditions[1].name, "audio-1");
+  EXPECT_EQ(got->renditions[2].name, "audio-fra");
+  auto fseg = o.out_dir / "audio-fra" / got->renditions[2].media.segments[0].file;
+  EXPECT_EQ(probe({"-show_entries", "stream=codec_name,channels", "-of", "csv=p=0", fseg.string()}),
+            "aac,2");
+  EXPECT_TRUE(got->dropped.empty());
 }
 
 TEST(Transcode, RemuxKeepsTheSourceAsOneRendition) {
