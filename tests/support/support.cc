@@ -574,8 +574,10 @@ void grid_fixture::start(const std::string& name) {
 
 run_result grid_fixture::ingest(const std::string& source, const std::string& id,
                                 const std::string& stations, const std::string& prefetch) {
-  std::vector<std::string> argv{vodgrid_binary(), "ingest", source,   "--title",     "Test " + id,
-                                "--id",           id,       "--grid", registry_url()};
+  // --remux: the fixture's programs are one rendition each, the segments the tests compare with
+  // the source's (renditions_test ingests ladders on its own).
+  std::vector<std::string> argv{vodgrid_binary(), "ingest", source,   "--title",      "Test " + id,
+                                "--id",           id,       "--grid", registry_url(), "--remux"};
   if (!stations.empty()) {
     argv.push_back("--stations");
     argv.push_back(stations);
