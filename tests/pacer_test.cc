@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -185,7 +186,7 @@ class receiver {
  public:
   struct datagram {
     std::string bytes;
-    int64_t at = 0;  // CLOCK_REALTIME ns
+    int64_t at = 0;  // CLOCK_REALTIME ns, when the kernel received it
     rtp_header header() const {
       auto v = parse_rtp(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
       EXPECT_TRUE(v);
@@ -200,6 +201,8 @@ class receiver {
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
     timeval tv{0, 20'000};
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    int on = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -238,9 +241,26 @@ class receiver {
   void loop() {
     std::string buf(65536, '\0');
     while (!quit_) {
-      auto n = ::recv(fd_, buf.data(), buf.size(), 0);
+      // The kernel's receive time (on loopback, the moment the pacer sent it), not this
+      // thread's: the tests measure the pacer, not how soon this thread runs.
+      iovec iov{buf.data(), buf.size()};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))];
+      msghdr m{};
+      m.msg_iov = &iov;
+      m.msg_iovlen = 1;
+      m.msg_control = control;
+      m.msg_controllen = sizeof(control);
+      auto n = ::recvmsg(fd_, &m, 0);
       if (n > 0) {
-        datagram d{buf.substr(0, static_cast<size_t>(n)), unix_ns()};
+        int64_t at = unix_ns();
+        for (auto* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+          if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            timespec ts{};
+            std::memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            at = static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+          }
+        }
+        datagram d{buf.substr(0, static_cast<size_t>(n)), at};
         std::lock_guard lock(mu_);
         got_.push_back(std::move(d));
       }
@@ -651,6 +671,30 @@ TEST(Pacer, ASendErrorToOneConsoleSparesTheOthers) {
   EXPECT_EQ(r.wait_for(n), n);
   EXPECT_EQ(payloads(r.got()), s.bytes);
   EXPECT_GE(pc.counters().send_errors, n);
+}
+
+// Whether a thread of this process may run at a real-time priority (root, CAP_SYS_NICE or
+// RLIMIT_RTPRIO, and a cgroup that allows it).
+bool realtime_permitted() {
+  bool ok = false;
+  std::thread([&ok] {
+    sched_param p{};
+    p.sched_priority = 1;
+    ok = ::sched_setscheduler(0, SCHED_FIFO, &p) == 0;
+  }).join();
+  return ok;
+}
+
+TEST(Pacer, ItsThreadRunsRealTimeWhenPermitted) {
+  bool expected = realtime_permitted();
+  pacer pc(quick(), nullptr);
+  ASSERT_TRUE(pc.start());
+  // The thread says so when it has started: a deadline for that, not a measure of time.
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (pc.counters().realtime != expected && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(pc.counters().realtime, expected) << "SCHED_FIFO permitted: " << expected;
 }
 
 TEST(Pacer, SendsASenderReportAtTheStart) {

@@ -188,6 +188,9 @@ void engine_daemon::impl::register_push_metrics() {
   auto& m = server->metrics();
   m.gauge_fn("vodgrid_engine_push_streams", "RTP push streams sent by this engine",
              [this] { return pacer ? static_cast<double>(pacer->streams()) : 0.0; });
+  m.gauge_fn("vodgrid_engine_push_realtime",
+             "1 when the thread sending RTP runs at a real-time priority (SCHED_FIFO)",
+             [this] { return pacer && pacer->counters().realtime ? 1.0 : 0.0; });
   push_datagrams = &m.counter("vodgrid_engine_push_datagrams_total", "RTP datagrams sent");
   push_late = &m.counter("vodgrid_engine_push_late_total",
                          "RTP datagrams sent more than 2 ms after they were due");

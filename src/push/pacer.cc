@@ -5,7 +5,9 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -15,7 +17,6 @@
 #include <array>
 #include <cerrno>
 #include <cmath>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <limits>
@@ -46,18 +47,43 @@ constexpr int max_send_waits = 20;
 // One pump serves the streams due for at most this long, then lets the events out and the
 // commands in: behind schedule (more streams than the core can send), an unbounded pump would
 // hold the lock, and the next_wanted events, for good, and the engine around it would stall.
-// Behind, the thread then sleeps this long, so that a command waiting for the lock gets it.
 constexpr int64_t max_pump_ns = 2'000'000;
-constexpr std::chrono::microseconds behind_pause{20};
-// The pacer's thread asks for a time slice this short: a datagram waits for the engine's other
-// threads on its core at most about that long (the default slice is some milliseconds).
+// A pump sends what is due this soon too: each wake-up then sends a batch rather than the one or
+// two datagrams due at that instant (a wake-up costs about as much as a few datagrams).
+constexpr int64_t send_ahead_ns = 250'000;
+// A stream gets at most this many datagrams a turn; then the stream due first goes next. Behind
+// schedule, the most overdue datagrams go first, whichever their stream, and a pump ends on time
+// (a stream far behind would otherwise send its whole backlog at once).
+constexpr int max_per_service = 8;
+// The pacer's thread runs at this real-time priority (SCHED_FIFO) when permitted: it then
+// preempts the engine's other threads, and any other process on its core, the moment a datagram
+// is due. (Under the fair scheduler a thread that has had its share of a busy core waits its
+// turn: measured, 2-8 ms behind a compiler on the same core, up to 60 ms.)
+constexpr int thread_rt_priority = 10;
+// Behind schedule (it runs more than nine tenths of the time), the thread goes back to the fair
+// scheduler until it has caught up: real-time, a pacer behind would have the core to itself, and
+// the engine would not queue the next segments or report (nor, on a machine of several such
+// pacers, would anything else run). It owes a ninth of the time it runs, less the time it
+// sleeps; behind is owing owed_limit_ns, caught up is owing nothing.
+constexpr int64_t others_share_div = 9;
+constexpr int64_t owed_limit_ns = 200'000;
+constexpr int64_t owed_max_ns = 1'000'000;
+// Under the fair scheduler: a short time slice (Linux 6.12 on, EEVDF: when it wakes for a
+// datagram it preempts the engine's other threads on its core within about that long; older
+// kernels ignore it), and a larger share of a busy core when permitted.
 constexpr uint64_t thread_slice_ns = 100'000;
-constexpr int thread_nice = -10;  // when permitted (CAP_SYS_NICE): its share of a busy core
+constexpr int thread_nice = -10;
 
-// For the pacer's thread: a short time slice (Linux 6.12 on, EEVDF: when it wakes for a datagram
-// it preempts the engine's other threads on its core within about that long; older kernels ignore
-// it), and a larger share of a busy core when permitted. Neither is needed for correctness.
-void prefer_this_thread() {
+// Real-time scheduling for the calling thread; whether it was permitted.
+bool run_realtime() {
+  sched_param rt{};
+  rt.sched_priority = thread_rt_priority;
+  // SCHED_RESET_ON_FORK: a process started from this thread would not inherit the priority.
+  return ::sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &rt) == 0;
+}
+
+// The fair scheduler's best for the calling thread. Not needed for correctness.
+void run_fair() {
   struct {  // struct sched_attr of sched_setattr(2), which glibc does not declare
     uint32_t size, sched_policy;
     uint64_t sched_flags;
@@ -73,6 +99,35 @@ void prefer_this_thread() {
     a.sched_nice = 0;
     ::syscall(SYS_sched_setattr, 0, &a, 0);
   }
+}
+
+// A mutex with priority inheritance: an engine thread that holds it when the real-time pacer
+// thread wants it runs at the pacer's priority until it lets go, rather than wait behind the
+// other work on the core while the pacer waits for it.
+class pi_mutex {
+ public:
+  pi_mutex() {
+    pthread_mutexattr_t a;
+    ::pthread_mutexattr_init(&a);
+    ::pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT);
+    ::pthread_mutex_init(&m_, &a);
+    ::pthread_mutexattr_destroy(&a);
+  }
+  ~pi_mutex() { ::pthread_mutex_destroy(&m_); }
+  pi_mutex(const pi_mutex&) = delete;
+  pi_mutex& operator=(const pi_mutex&) = delete;
+  void lock() { ::pthread_mutex_lock(&m_); }
+  bool try_lock() { return ::pthread_mutex_trylock(&m_) == 0; }
+  void unlock() { ::pthread_mutex_unlock(&m_); }
+
+ private:
+  pthread_mutex_t m_;
+};
+
+int64_t mono_now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * ns_per_s + ts.tv_nsec;
 }
 
 int64_t unix_now_ns() {
@@ -307,10 +362,13 @@ struct pacer::impl {
 
   // State below is guarded by mu. The pacer thread holds it while it sends, so that the bytes a
   // batch points into stay alive until the batch is sent.
-  mutable std::mutex mu;
-  std::condition_variable cv;
+  mutable pi_mutex mu;
   bool quit = false;
-  bool kicked = false;  // a command changed a stream: look at the heap again
+  bool kicked = false;    // a command changed a stream: look at the heap again
+  bool sleeping = false;  // the thread waits on `wake_fd` (the lock let go)
+  // Wakes the thread (an eventfd). Not a condition variable: its notify takes a mutex of its own,
+  // without priority inheritance, and the real-time thread woken would wait on it.
+  int wake_fd = -1;
   uint64_t next_id = 1;
   std::unordered_map<uint64_t, std::unique_ptr<stream>> streams;
   std::unordered_map<std::string, uint64_t> by_session;
@@ -329,7 +387,7 @@ struct pacer::impl {
 
   status open_socket();
   void run();
-  bool pump(std::vector<stream_event>& events);
+  void pump(std::vector<stream_event>& events);
   std::optional<int64_t> service(stream& s, int64_t now, std::vector<stream_event>& events);
   int64_t send_due(stream& s, int64_t now, std::vector<stream_event>& events, bool& drained);
   void enqueue(stream& s, const plan& p, int64_t due);
@@ -340,9 +398,13 @@ struct pacer::impl {
   void send_report(stream& s, int64_t now, bool bye = false);
   void flush();
   void schedule(stream& s, int64_t at) { heap.push({at, s.id, ++s.gen}); }
+  void sleep(std::unique_lock<pi_mutex>& lock, int64_t ns);
   void kick() {
     kicked = true;
-    cv.notify_one();
+    if (sleeping) {
+      uint64_t one = 1;
+      (void)!::write(wake_fd, &one, sizeof(one));
+    }
   }
   stream* find(const std::string& session) {
     auto it = by_session.find(session);
@@ -389,11 +451,16 @@ status pacer::impl::open_socket() {
 }
 
 void pacer::impl::run() {
-  prefer_this_thread();
+  run_fair();
+  bool realtime = run_realtime();  // permitted; `fair` while behind schedule
+  bool fair = !realtime;
   std::unique_lock lock(mu);
+  counters.realtime = realtime;
   std::vector<stream_event> events;
+  int64_t woke = mono_now_ns();  // when the thread last went on after a sleep
+  int64_t owed = 0;              // the time the thread owes the engine's other threads
   while (!quit) {
-    bool cut = pump(events);
+    pump(events);
     if (!events.empty()) {
       auto delivering = std::move(events);
       events.clear();
@@ -406,30 +473,52 @@ void pacer::impl::run() {
       lock.lock();
       continue;
     }
+    int64_t awake = mono_now_ns();
+    owed = std::min(owed_max_ns, owed + (awake - woke) / others_share_div);
+    if (realtime && !fair && owed >= owed_limit_ns) {
+      run_fair();
+      fair = true;
+    }
     int64_t now = unix_now_ns();
     int64_t next = heap.empty() ? now + ns_per_s : std::min(heap.top().at, now + ns_per_s);
     if (next > now && !kicked) {
-      cv.wait_for(lock, std::chrono::nanoseconds(next - now), [this] { return quit || kicked; });
-    } else if (cut) {
-      // Behind: the commands waiting for the lock (positions, appends, new streams) first; on a
-      // core shared with the engine's other threads, they get it only if this one sleeps.
-      cv.wait_for(lock, behind_pause, [this] { return quit; });
+      sleep(lock, next - now);
+      woke = mono_now_ns();
+      owed = std::max<int64_t>(0, owed - (woke - awake));
+      if (realtime && fair && owed == 0) {
+        fair = !run_realtime();
+      }
+    } else {
+      // Due at once: a command waiting for the lock gets it in between (the lock goes to a
+      // waiter when it is let go).
+      lock.unlock();
+      lock.lock();
+      woke = awake;
     }
     kicked = false;
   }
 }
 
-// Serves every stream whose time has come, then sends what is left of the batch. Whether it
-// stopped at max_pump_ns with streams still due: the thread is behind.
-bool pacer::impl::pump(std::vector<stream_event>& events) {
+// Lets go of the lock for `ns`, or until a command kicks the thread or it is to quit.
+void pacer::impl::sleep(std::unique_lock<pi_mutex>& lock, int64_t ns) {
+  timespec t{static_cast<time_t>(ns / ns_per_s), static_cast<long>(ns % ns_per_s)};
+  sleeping = true;
+  lock.unlock();
+  pollfd p{wake_fd, POLLIN, 0};
+  if (::ppoll(&p, 1, &t, nullptr) > 0) {
+    uint64_t kicks = 0;
+    (void)!::read(wake_fd, &kicks, sizeof(kicks));
+  }
+  lock.lock();
+  sleeping = false;
+}
+
+// Serves every stream whose time has come (or comes within send_ahead_ns), for at most
+// max_pump_ns, then sends what is left of the batch.
+void pacer::impl::pump(std::vector<stream_event>& events) {
   int64_t now = unix_now_ns();
   int64_t until = now + max_pump_ns;
-  bool cut = false;
-  while (!heap.empty() && heap.top().at <= now) {
-    if (now >= until) {
-      cut = true;
-      break;
-    }
+  while (!heap.empty() && heap.top().at <= now + send_ahead_ns && now < until) {
     wake w = heap.top();
     heap.pop();
     auto it = streams.find(w.id);
@@ -437,7 +526,7 @@ bool pacer::impl::pump(std::vector<stream_event>& events) {
       continue;
     }
     stream& s = *it->second;
-    if (auto at = service(s, now, events)) {
+    if (auto at = service(s, now + send_ahead_ns, events)) {
       schedule(s, *at);
     } else {
       remove(s);
@@ -448,7 +537,6 @@ bool pacer::impl::pump(std::vector<stream_event>& events) {
   }
   flush();
   retired.clear();
-  return cut;
 }
 
 // Sends what of stream `s` is due at `now` and the events that are due; returns when it next
@@ -495,11 +583,13 @@ std::optional<int64_t> pacer::impl::service(stream& s, int64_t now,
   return wake_at;
 }
 
-// The datagrams of `s` due by `now` go into the batch. Returns when the next one is due (or when
-// to look again for bytes still arriving); `drained`: the last queued segment has no more.
+// The datagrams of `s` due by `now` (at most max_per_service) go into the batch. Returns when the
+// next one is due (or when to look again for bytes still arriving); `drained`: the last queued
+// segment has no more.
 int64_t pacer::impl::send_due(stream& s, int64_t now, std::vector<stream_event>& events,
                               bool& drained) {
   drained = false;
+  int sent = 0;
   while (true) {
     queued& q = s.queue.front();
     reindex(q, false);
@@ -516,7 +606,7 @@ int64_t pacer::impl::send_due(stream& s, int64_t now, std::vector<stream_event>&
       continue;
     }
     int64_t due = due_ns(s.state, p.npt);
-    if (due > now) {
+    if (due > now || sent == max_per_service) {
       return due;
     }
     if (p.kind == plan::wait_index || q.arrived() < p.need) {
@@ -526,6 +616,7 @@ int64_t pacer::impl::send_due(stream& s, int64_t now, std::vector<stream_event>&
     s.waiting = false;
     enqueue(s, p, due);
     advance(s, p);
+    ++sent;
   }
 }
 
@@ -736,13 +827,16 @@ pacer::~pacer() {
   {
     std::lock_guard lock(impl_->mu);
     impl_->quit = true;
+    impl_->kick();
   }
-  impl_->cv.notify_one();
   if (impl_->thread.joinable()) {
     impl_->thread.join();
   }
   if (impl_->fd >= 0) {
     ::close(impl_->fd);
+  }
+  if (impl_->wake_fd >= 0) {
+    ::close(impl_->wake_fd);
   }
 }
 
@@ -760,6 +854,12 @@ status pacer::start() {
       d.fd = -1;
     }
     return st;
+  }
+  d.wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (d.wake_fd < 0) {
+    ::close(d.fd);
+    d.fd = -1;
+    return make_error(errc::io_error, std::string("eventfd: ") + std::strerror(errno));
   }
   d.slots.resize(d.opts.batch);
   d.msgs.resize(d.opts.batch);

@@ -116,6 +116,7 @@ struct pacer_counters {
   uint64_t late = 0;         // datagrams sent more than 2 ms after they were due
   uint64_t starved = 0;      // waits for a segment still arriving
   uint64_t sender_reports = 0;
+  bool realtime = false;  // the pacer's thread runs at a real-time priority (SCHED_FIFO)
 };
 
 class pacer {
