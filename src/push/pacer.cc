@@ -60,11 +60,11 @@ constexpr int max_per_service = 8;
 // is due. (Under the fair scheduler a thread that has had its share of a busy core waits its
 // turn: measured, 2-8 ms behind a compiler on the same core, up to 60 ms.)
 constexpr int thread_rt_priority = 10;
-// Behind schedule (it runs more than nine tenths of the time), the thread goes back to the fair
-// scheduler until it has caught up: real-time, a pacer behind would have the core to itself, and
-// the engine would not queue the next segments or report (nor, on a machine of several such
-// pacers, would anything else run). It owes a ninth of the time it runs, less the time it
-// sleeps; behind is owing owed_limit_ns, caught up is owing nothing.
+// Real-time and behind schedule, the thread leaves the engine's other threads a tenth of the
+// core: it owes them a ninth of the time it runs, less the time it sleeps, and pays (sleeps) once
+// it owes owed_limit_ns. Otherwise a pacer behind would have the core to itself, and the engine
+// would not queue the next segments or report. (It stays real-time: under the fair scheduler a
+// pacer behind on a busy core only falls further behind.)
 constexpr int64_t others_share_div = 9;
 constexpr int64_t owed_limit_ns = 200'000;
 constexpr int64_t owed_max_ns = 1'000'000;
@@ -452,8 +452,7 @@ status pacer::impl::open_socket() {
 
 void pacer::impl::run() {
   run_fair();
-  bool realtime = run_realtime();  // permitted; `fair` while behind schedule
-  bool fair = !realtime;
+  bool realtime = run_realtime();
   std::unique_lock lock(mu);
   counters.realtime = realtime;
   std::vector<stream_event> events;
@@ -474,27 +473,30 @@ void pacer::impl::run() {
       continue;
     }
     int64_t awake = mono_now_ns();
-    owed = std::min(owed_max_ns, owed + (awake - woke) / others_share_div);
-    if (realtime && !fair && owed >= owed_limit_ns) {
-      run_fair();
-      fair = true;
+    if (realtime) {
+      owed = std::min(owed_max_ns, owed + (awake - woke) / others_share_div);
     }
     int64_t now = unix_now_ns();
     int64_t next = heap.empty() ? now + ns_per_s : std::min(heap.top().at, now + ns_per_s);
-    if (next > now && !kicked) {
+    if (owed >= owed_limit_ns && (kicked || next - now < owed)) {
+      // The others' turn: not cut short by a command (it waits for the lock meanwhile).
+      lock.unlock();
+      timespec t{0, static_cast<long>(owed)};
+      ::clock_nanosleep(CLOCK_MONOTONIC, 0, &t, nullptr);
+      lock.lock();
+    } else if (next > now && !kicked) {
       sleep(lock, next - now);
-      woke = mono_now_ns();
-      owed = std::max<int64_t>(0, owed - (woke - awake));
-      if (realtime && fair && owed == 0) {
-        fair = !run_realtime();
-      }
     } else {
       // Due at once: a command waiting for the lock gets it in between (the lock goes to a
       // waiter when it is let go).
       lock.unlock();
       lock.lock();
       woke = awake;
+      kicked = false;
+      continue;
     }
+    woke = mono_now_ns();
+    owed = std::max<int64_t>(0, owed - (woke - awake));
     kicked = false;
   }
 }
