@@ -90,6 +90,12 @@ void timing_fields(V& v, C& t) {
 }
 
 template <class V, class C>
+void web_fields(V& v, C& w) {
+  v.strings("allow_origins", w.allow_origins);
+  v.path("root", w.root);
+}
+
+template <class V, class C>
 void registry_fields(V& v, C& r) {
   v.listen("listen", r.listen);
   v.text("database", r.database, true, "sqlite:///path or postgresql://...");
@@ -242,6 +248,34 @@ result<station_config> parse_station(const toml::node& node, std::string_view or
 }
 
 // Names and ports are unique across the grid; the roles a grid needs are there.
+// [web] allow_origins: "*" alone, or origins as a browser's Origin header writes them (scheme, host
+// and port, lowercase, no path), which is what they are compared with.
+status check_origins(const std::vector<std::string>& origins, std::string_view origin) {
+  for (auto& o : origins) {
+    if (o == "*") {
+      if (origins.size() > 1) {
+        return bad(origin, "[web]: allow_origins: \"*\" (any origin) stands alone");
+      }
+      continue;
+    }
+    auto scheme_end = o.find("://");
+    std::string_view scheme = std::string_view(o).substr(0, scheme_end);
+    std::string_view host =
+        scheme_end == std::string::npos ? "" : std::string_view(o).substr(scheme_end + 3);
+    bool ok = (scheme == "http" || scheme == "https") && !host.empty() &&
+              std::none_of(host.begin(), host.end(), [](char c) {
+                return c == '/' || c == '?' || c == '#' || c == '@' || c <= ' ' ||
+                       (c >= 'A' && c <= 'Z');
+              });
+    if (!ok) {
+      return bad(origin, fmt::format("[web]: allow_origins: \"{}\" is not an origin as browsers "
+                                     "send it (\"https://host[:port]\", lowercase, no path)",
+                                     o));
+    }
+  }
+  return {};
+}
+
 status check_grid(const grid_config& g, std::string_view origin) {
   std::set<std::string> names;
   std::set<std::pair<std::string, uint16_t>> ports;
@@ -317,7 +351,7 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
   }
   grid_config g;
   table_reader top(root, origin, "the top level");
-  for (auto key : {"grid", "timing", "registry", "auth", "content", "station"}) {
+  for (auto key : {"grid", "timing", "web", "registry", "auth", "content", "station"}) {
     top.names(key);
   }
   if (auto st = top.finish(); !st) {
@@ -337,6 +371,16 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     table_reader r(*timing, origin, "[timing]");
     timing_fields(r, g.timing);
     if (auto st = r.finish(); !st) {
+      return st.err();
+    }
+  }
+  if (auto web = root["web"].as_table()) {
+    table_reader r(*web, origin, "[web]");
+    web_fields(r, g.web);
+    if (auto st = r.finish(); !st) {
+      return st.err();
+    }
+    if (auto st = check_origins(g.web.allow_origins, origin); !st) {
       return st.err();
     }
   }
@@ -393,6 +437,7 @@ std::string grid_config::to_toml() const {
               table([](table_writer& w, const grid_config& g) { grid_fields(w, g); }, *this));
   root.insert("timing",
               table([](table_writer& w, const timing_config& t) { timing_fields(w, t); }, timing));
+  root.insert("web", table([](table_writer& w, const web_config& c) { web_fields(w, c); }, web));
   if (registry) {
     root.insert(
         "registry",

@@ -110,6 +110,17 @@ struct timing_config {
   std::chrono::milliseconds rtsp_session_timeout{60'000};
 };
 
+// What browsers get ([web]; docs/configuration.md): the cross-origin rules of the viewer endpoints
+// and the directors' watch page.
+struct web_config {
+  // Origins whose web pages may read the viewer endpoints (playlists, redirects, segments) through
+  // CORS, as browsers write them ("https://tv.example.com"); "*": any. Control endpoints never.
+  std::vector<std::string> allow_origins{"*"};
+  // The watch page's files (web/ of the source tree, share/vodgrid/web of an install); empty:
+  // found from where the `vodgrid` binary is.
+  std::filesystem::path root;
+};
+
 struct grid_config {
   std::vector<station_config> stations;
   std::optional<registry_config> registry;            // none: stations stand alone
@@ -120,6 +131,7 @@ struct grid_config {
   std::string log_level = "info";
   std::string log_format = "text";  // "json": one JSON object per line, for journald and shippers
   timing_config timing;
+  web_config web;
 
   // Parses and validates (unique names, ports set, at least one data dir per engine).
   static result<grid_config> parse(std::string_view toml_text, std::string_view origin = "config");

@@ -82,6 +82,28 @@ class table_reader {
     text(key, s, required);
     field = s;
   }
+  // An array of strings.
+  void strings(std::string_view key, std::vector<std::string>& field) {
+    auto n = node(key);
+    if (!n) {
+      return;
+    }
+    auto* a = n.as_array();
+    std::vector<std::string> out;
+    for (size_t i = 0; a && i < a->size(); ++i) {
+      auto v = (*a)[i].value_exact<std::string>();
+      if (!v) {
+        a = nullptr;
+        break;
+      }
+      out.push_back(std::move(*v));
+    }
+    if (!a) {
+      fail(fmt::format("'{}' must be an array of strings", key));
+      return;
+    }
+    field = std::move(out);
+  }
   // "host:port"; an optional one left out keeps port 0.
   void listen(std::string_view key, listen_address& field, bool required = true) {
     auto n = node(key);
@@ -203,6 +225,13 @@ class table_writer {
   template <class... Ignored>
   void path(std::string_view key, const std::filesystem::path& v, Ignored...) {
     t_.insert(key, v.string());
+  }
+  void strings(std::string_view key, const std::vector<std::string>& v) {
+    toml::array a;
+    for (auto& s : v) {
+      a.push_back(s);
+    }
+    t_.insert(key, std::move(a));
   }
   void listen(std::string_view key, const listen_address& a, bool required = true) {
     if (required || a.port != 0) {

@@ -32,8 +32,10 @@ status director_daemon::start() {
   if (auto st = d.load_catalog(); !st) {
     return st;
   }
-  d.server =
-      std::make_unique<net::http_server>(d.io.get_executor(), "director " + d.station->name.str());
+  net::server_options sopts;
+  sopts.cors.allowed_origins = d.grid.web.allow_origins;
+  d.server = std::make_unique<net::http_server>(d.io.get_executor(),
+                                                "director " + d.station->name.str(), sopts);
   const timing_config& timing = d.grid.timing;
   net::client_options co;
   co.connect_timeout = timing.connect;
@@ -55,6 +57,15 @@ status director_daemon::start() {
       return st;
     }
   }
+  if (auto st = d.open_web_root(); !st) {
+    return st;
+  }
+  net::client_options lo;
+  lo.connect_timeout = timing.connect;
+  lo.request_timeout = timing.exchange;
+  lo.read_timeout = timing.silence;
+  lo.max_body = 64 << 10;
+  d.login_client = std::make_unique<net::http_client>(d.io.get_executor(), lo);
   d.routes();
   if (auto st = d.open_rtcp_sink(); !st) {
     return st;
@@ -99,9 +110,17 @@ void director_daemon::impl::routes() {
   route(V::get, "/v1/programs/{}", &impl::get_program);
   guarded(V::delete_, "/v1/programs/{}", &impl::delete_program, 0, service);
   guarded(V::post, "/v1/programs/{}/commit", &impl::commit_program, 0, service);
-  route(V::get, "/v1/programs/{}/index.m3u8", &impl::playlist);
-  route(V::get, "/v1/programs/{}/iframes.m3u8", &impl::iframe_playlist);
-  route(V::get, "/v1/programs/{}/segments/{}.ts", &impl::segment);
+  // What consoles and web pages read (CORS, net::audience): playlists, redirects, the watch page.
+  auto viewer = [this](std::string pattern, asio::awaitable<reply> (impl::*fn)(request_context&)) {
+    route(V::get, std::move(pattern), fn, 0, net::audience::viewer);
+  };
+  viewer("/v1/programs/{}/index.m3u8", &impl::playlist);
+  viewer("/v1/programs/{}/iframes.m3u8", &impl::iframe_playlist);
+  viewer("/v1/programs/{}/segments/{}.ts", &impl::segment);
+  viewer("/watch/{}", &impl::watch_page);
+  viewer("/web/{}", &impl::web_file);
+  // The watch page's login (web.cc): a control endpoint, for pages of this origin only.
+  route(V::post, "/v1/login/viewer", &impl::viewer_login, 4 << 10);
   guarded(V::get, "/v1/programs/{}/segments/{}/holder", &impl::holder, 0, service);
   guarded(V::post, "/v1/programs/{}/distribute", &impl::distribute, 256ull << 20, service);
   guarded(V::post, "/v1/programs/{}/availability", &impl::set_availability, 0, service);

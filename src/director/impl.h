@@ -108,6 +108,10 @@ struct director_daemon::impl : net::daemon_base {
   std::unique_ptr<net::http_client> copy_client;
   // With [auth]: the keys that check viewers' tokens and the station key that signs redirects.
   std::unique_ptr<auth::service_session> auth;
+  // The watch page's logins, relayed to the auth server (web.cc): without the director's token.
+  std::unique_ptr<net::http_client> login_client;
+  // Where the watch page's files are (web.cc, web_root); empty: not found, the page is a 503.
+  std::filesystem::path web_root;
   station_tables tables;
   std::map<program_id, api::program_manifest> catalog;
   // Engine told to preload a segment, and until when that hint holds (claim 16).
@@ -219,6 +223,11 @@ struct director_daemon::impl : net::daemon_base {
                                         result<std::string> (*write)(const api::program_manifest&,
                                                                      std::string_view));
   asio::awaitable<reply> segment(request_context& ctx);
+  // The watch page (web.cc): the page, its static files (hls.js among them), the viewer's login.
+  status open_web_root();
+  asio::awaitable<reply> watch_page(request_context& ctx);
+  asio::awaitable<reply> web_file(request_context& ctx);
+  asio::awaitable<reply> viewer_login(request_context& ctx);
   // The reply refusing a request whose viewer token does not meet `req`; nullopt: it does.
   asio::awaitable<std::optional<reply>> token_refusal(request_context& ctx, auth::requirement req);
   asio::awaitable<void> send_preload(std::string url, api::preload_order order);

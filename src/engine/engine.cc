@@ -40,6 +40,8 @@ status engine_daemon::start() {
       [&d](const store::segment_info& s, bool added) { d.on_store_change(s, added); });
 
   net::server_options sopts;
+  sopts.cors.allowed_origins = d.grid.web.allow_origins;
+  sopts.cors.allow_null = true;  // a page of a third origin arrives here through a redirect
   d.server = std::make_unique<net::http_server>(d.io.get_executor(), "engine " + d.self->name.str(),
                                                 sopts);
   net::client_options copts;
@@ -98,7 +100,7 @@ void engine_daemon::impl::on_stop() {
 void engine_daemon::impl::routes() {
   using V = http::verb;
   std::string seg = "/v1/segments/{}/{}.ts";
-  route(V::get, seg, &impl::get_segment);
+  route(V::get, seg, &impl::get_segment, 0, net::audience::viewer);
   // What changes the store or orders work: the director's, a loader's (operator) or another
   // engine's token when the grid has an auth server (DESIGN.md flow 7).
   auto guarded = [this](asio::awaitable<reply> (impl::*fn)(request_context&)) {

@@ -44,8 +44,9 @@ class daemon_base {
   // Routes `method pattern` to a member coroutine of the daemon (see http_server::route).
   template <class D>
   void route(http::verb method, std::string pattern,
-             asio::awaitable<reply> (D::*fn)(request_context&), uint64_t body_limit = 0) {
-    server->route(method, std::move(pattern), bind(fn), body_limit);
+             asio::awaitable<reply> (D::*fn)(request_context&), uint64_t body_limit = 0,
+             audience who = audience::control) {
+    server->route(method, std::move(pattern), bind(fn), body_limit, who);
   }
 
   asio::io_context& io;

@@ -109,6 +109,28 @@ struct foreign_connection {
 };
 using foreign_handler = std::function<asio::awaitable<void>(foreign_connection& c)>;
 
+// Who reads a route's answers, for the browsers' cross-origin rules (CORS, docs/configuration.md
+// [web]).
+enum class audience {
+  // Daemons and operators: no CORS headers, no preflight; a request a browser sends from a page of
+  // another origin (Origin or Sec-Fetch-Site says so) is refused with 403 before its handler runs.
+  control,
+  // Consoles and web pages (playlists, redirects, segments, the watch page): every answer carries
+  // the CORS headers for an allowed origin, and OPTIONS on the route's path is its preflight.
+  viewer,
+};
+
+// How viewer routes answer web pages of other origins.
+struct cors_options {
+  // Origins as browsers send them ("https://tv.example.com", "http://127.0.0.1:8080"); "*" alone:
+  // any origin (then no credentials, which viewer routes never use: tokens travel in the URL).
+  std::vector<std::string> allowed_origins{"*"};
+  // Also allow the origin "null": what a browser sends to the engine after a director's redirect
+  // from a page of a third origin (Fetch's tainted origin). For engines, whose URLs are signed.
+  bool allow_null = false;
+  std::chrono::seconds max_age{600};  // how long a browser may reuse a preflight's answer
+};
+
 struct server_options {
   std::chrono::milliseconds header_timeout{10'000};  // to receive a whole request header
   std::chrono::milliseconds body_timeout{60'000};    // to receive a request body
@@ -117,6 +139,7 @@ struct server_options {
   uint32_t header_limit = 8 * 1024;                  // bytes of request line + headers
   uint64_t default_body_limit = 1 << 20;             // routes may raise it
   uint32_t max_connections = 10'000;                 // beyond: accepted then closed at once
+  cors_options cors;                                 // for the routes of audience::viewer
 };
 // The timeouts are checked by one timer per server that ticks at a quarter of the shortest of
 // them (between 5 ms and 1 s), so each may run over by up to one tick.
@@ -128,7 +151,9 @@ class http_server {
 
   // A pattern is a path whose parts may be "{}" or "{}<suffix>" (e.g. "{}.ts"), each capturing
   // a part (the suffix stripped). HEAD is routed to GET handlers; the body is then dropped.
-  void route(http::verb method, std::string pattern, handler h, uint64_t body_limit = 0);
+  // `who`: see audience (a pattern may have a viewer GET and control PUT, DELETE...).
+  void route(http::verb method, std::string pattern, handler h, uint64_t body_limit = 0,
+             audience who = audience::control);
 
   // Binds and starts accepting; returns the bound port (useful with port 0).
   result<uint16_t> listen(const std::string& host, uint16_t port);
@@ -160,6 +185,7 @@ class http_server {
     std::vector<route_part> parts;
     handler h;
     uint64_t body_limit;
+    audience who;
     // No earlier route's pattern matches a path this one matches: when it matches, it is the
     // route, without looking at the others (a session tries its last route first).
     bool unshadowed = true;
@@ -196,6 +222,15 @@ class http_server {
   asio::awaitable<bool> write_reply(session& s, reply r, bool head, bool keep_alive);
   asio::awaitable<reply> builtin(request_context& ctx, const route_entry* r);
   static const char* framing_error(const http::request_header<>& h, bool chunked);
+  // CORS (cors.cc). Whether a browser sent the request from a page of another origin.
+  static bool from_another_origin(const http::request_header<>& h);
+  // Whether the origin a request names may read viewer answers; "" (no Origin) may not.
+  bool origin_allowed(std::string_view origin) const;
+  // The CORS header lines ("Name: value\r\n"...) of a viewer answer to `h`, into `out` (cleared
+  // first; left empty for an origin not allowed).
+  void cors_lines(const http::request_header<>& h, std::string& out) const;
+  bool viewer_path(std::string_view path) const;  // some viewer route matches the path
+  reply preflight(const request_context& ctx) const;
 
   asio::any_io_executor ex_;
   std::string name_;
@@ -211,6 +246,7 @@ class http_server {
   std::function<boost::json::object()> health_;
   std::string foreign_version_;
   foreign_handler foreign_;
+  std::string cors_any_;  // cors_lines' answer when every origin is allowed
   metric_value* requests_total_[6]{};
   metric_value* bytes_sent_ = nullptr;
   metric_value* file_bytes_sent_ = nullptr;

@@ -176,6 +176,7 @@ bool http_server::start_reply(session& s, const reply& r, bool head, bool keep_a
     h += v;
     h += "\r\n"sv;
   }
+  h += s.cors;
   h += "Content-Length: "sv;
   append_number(h, r.file ? r.file->length : r.stream ? r.stream->length : r.body.size());
   h += keep_alive ? "\r\n\r\n"sv : "\r\nConnection: close\r\n\r\n"sv;

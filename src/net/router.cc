@@ -77,7 +77,8 @@ bool match_parts(const std::vector<Part>& parts, const split_view& path,
 
 }  // namespace
 
-void http_server::route(http::verb method, std::string pattern, handler h, uint64_t body_limit) {
+void http_server::route(http::verb method, std::string pattern, handler h, uint64_t body_limit,
+                        audience who) {
   std::vector<route_part> parts;
   auto split = split_path(pattern);
   if (split.size() > split_view::max_parts) {
@@ -117,7 +118,8 @@ void http_server::route(http::verb method, std::string pattern, handler h, uint6
     return r.method == method && overlap(r.parts, parts);
   });
   routes_.push_back(route_entry{method, std::move(parts), std::move(h),
-                                body_limit ? body_limit : opts_.default_body_limit, unshadowed});
+                                body_limit ? body_limit : opts_.default_body_limit, who,
+                                unshadowed});
 }
 
 const http_server::route_entry* http_server::match(http::verb method, std::string_view path,
@@ -177,6 +179,9 @@ asio::awaitable<reply> http_server::builtin(request_context& ctx, const route_en
     co_return rep;
   }
   if (!r) {
+    if (method == http::verb::options && viewer_path(ctx.path)) {
+      co_return preflight(ctx);
+    }
     if (auto allow = allowed_methods(ctx.path); !allow.empty()) {
       auto e = error_reply(
           http::status::method_not_allowed, "method_not_allowed",

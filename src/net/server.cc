@@ -38,7 +38,12 @@ const char* http_server::framing_error(const http::request_header<>& h, bool chu
 }
 
 http_server::http_server(asio::any_io_executor ex, std::string name, server_options opts)
-    : ex_(ex), name_(std::move(name)), opts_(opts), acceptor_(ex), sweep_timer_(ex) {
+    : ex_(ex),
+      name_(std::move(name)),
+      opts_(opts),
+      acceptor_(ex),
+      sweep_timer_(ex),
+      cors_any_(cors_any_lines(opts_.cors)) {
   auto shortest =
       std::min({opts_.header_timeout, opts_.body_timeout, opts_.idle_timeout, opts_.write_timeout});
   sweep_tick_ = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(5),
@@ -222,6 +227,12 @@ http_server::admission http_server::admit(session& s, size_t& last_route) const 
   a.route = match(hdr.method(), s.ctx.path, s.ctx.params, last_route);
   if (!a.route) {
     s.ctx.params.clear();
+  } else if (a.route->who == audience::control && from_another_origin(hdr)) {
+    // A page elsewhere must not drive a control endpoint through a viewer's browser, even in a
+    // grid without tokens (a form's POST needs no preflight).
+    a.refusal = error_reply(http::status::forbidden, "forbidden",
+                            "a control endpoint refuses requests from web pages of other origins");
+    return a;
   }
   a.body_limit = a.route ? a.route->body_limit : opts_.default_body_limit;
   if (auto cl = s.parser->content_length(); cl && *cl > a.body_limit) {
@@ -287,6 +298,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
   size_t last_route = SIZE_MAX;  // a console mostly asks for the same kind of thing again
   while (!stopping_ && !ec) {
     s.busy = false;
+    s.cors.clear();
     s.parser.emplace();
     s.parser->header_limit(opts_.header_limit);
     s.parser->body_limit(boost::none);  // the route's limit is set once the header names the route
@@ -380,6 +392,9 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
       }
     } else {
       rep = co_await builtin(ctx, r);
+    }
+    if (r && r->who == audience::viewer) {
+      cors_lines(ctx.req, s.cors);
     }
     keep_alive = keep_alive && !rep.close && !stopping_;
     s.deadline = steady::now() + opts_.write_timeout;

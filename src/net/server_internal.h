@@ -29,10 +29,14 @@ struct http_server::session {
   // time_point::max() while the handler runs.
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::string head;  // the reply's status line and header fields, reused from reply to reply
+  std::string cors;  // the CORS lines of the reply in progress (cors_lines), "" when none
   boost::beast::flat_buffer buf;  // what was read of the socket and not yet parsed
   std::optional<http::request_parser<http::string_body>> parser;  // the request being read
   request_context ctx;  // reused from request to request: its strings keep their capacity
 };
+
+// The CORS lines of every viewer answer when `o` allows any origin, else "" (cors.cc).
+std::string cors_any_lines(const cors_options& o);
 
 // Writes `parts` (consumed as they are sent) with `flags`: at once if the socket takes them, else
 // waiting for writability, `deadline` pushed back by `timeout` before each wait.
