@@ -273,6 +273,50 @@ TEST(GridConfig, TimingKeysAreReadCheckedAndRoundTrip) {
   }
 }
 
+TEST(GridConfig, WebOriginsAndRootAreReadCheckedAndRoundTrip) {
+  auto station = one_station();
+  auto d = grid_config::parse(station);
+  ASSERT_TRUE(d) << d.err().detail;
+  EXPECT_EQ(d->web.allow_origins, std::vector<std::string>{"*"}) << "any origin by default";
+  EXPECT_TRUE(d->web.root.empty());
+  auto g = grid_config::parse(
+      "[web]\nallow_origins = [\"https://tv.example.com\", \"http://127.0.0.1:8080\"]\n"
+      "root = \"/srv/vodgrid/web\"\n" +
+      station);
+  ASSERT_TRUE(g) << g.err().detail;
+  auto again = grid_config::parse(g->to_toml());
+  ASSERT_TRUE(again) << again.err().detail;
+  EXPECT_EQ(again->web.allow_origins,
+            (std::vector<std::string>{"https://tv.example.com", "http://127.0.0.1:8080"}));
+  EXPECT_EQ(again->web.root, "/srv/vodgrid/web");
+  auto none = grid_config::parse("[web]\nallow_origins = []\n" + station);
+  ASSERT_TRUE(none) << none.err().detail;
+  EXPECT_TRUE(none->web.allow_origins.empty()) << "an empty list: no page of another origin";
+
+  std::string not_origin = "is not an origin as browsers send it (\"https://host[:port]\", "
+                           "lowercase, no path)";
+  struct {
+    std::string text, want;
+  } cases[] = {
+      {"allow_origins = [\"*\", \"https://a.example\"]",
+       "c: [web]: allow_origins: \"*\" (any origin) stands alone"},
+      {"allow_origins = [\"https://a.example/\"]",
+       "c: [web]: allow_origins: \"https://a.example/\" " + not_origin},
+      {"allow_origins = [\"https://A.example\"]",
+       "c: [web]: allow_origins: \"https://A.example\" " + not_origin},
+      {"allow_origins = [\"a.example\"]", "c: [web]: allow_origins: \"a.example\" " + not_origin},
+      {"allow_origins = [\"null\"]", "c: [web]: allow_origins: \"null\" " + not_origin},
+      {"allow_origins = \"*\"", "c: [web]: 'allow_origins' must be an array of strings"},
+      {"allow_origins = [1]", "c: [web]: 'allow_origins' must be an array of strings"},
+      {"alow_origins = []", "c: [web]: unknown key 'alow_origins' (did you mean 'allow_origins'?)"},
+  };
+  for (auto& c : cases) {
+    auto r = grid_config::parse("[web]\n" + c.text + "\n" + station, "c");
+    ASSERT_FALSE(r) << c.text;
+    EXPECT_EQ(r.err().detail, c.want);
+  }
+}
+
 TEST(GridConfig, AValueOfTheWrongKindOrOutOfBoundsSaysWhich) {
   struct {
     std::string text, want;

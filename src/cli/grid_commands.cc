@@ -138,8 +138,10 @@ int run_up(const grid_options& o) {
     }
     std::cout << "\n";
     std::cout << fmt::format(
-        "viewer URLs: {}/v1/programs/<id>/index.m3u8  rtsp://{}:{}/v1/programs/<id>\n",
-        s.director.listen.url(), s.director.listen.host, s.director.listen.port);
+        "viewer URLs: {}/v1/programs/<id>/index.m3u8  rtsp://{}:{}/v1/programs/<id>  "
+        "browser: {}/watch/<id>\n",
+        s.director.listen.url(), s.director.listen.host, s.director.listen.port,
+        s.director.listen.url());
   }
   if (grid->auth && grid->auth->demo_accounts) {
     std::cout << fmt::format(

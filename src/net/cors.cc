@@ -27,12 +27,7 @@ std::string_view header_value(const http::request_header<>& h, http::field f) {
 // proxy that rewrites Host), else Origin against Host. Requests of other clients (players, daemons,
 // curl) carry neither and pass.
 bool http_server::from_another_origin(const http::request_header<>& h) {
-  std::string_view site;
-  for (auto& f : h) {
-    if (f.name() == http::field::unknown && beast::iequals(f.name_string(), "sec-fetch-site")) {
-      site = f.value();
-    }
-  }
+  std::string_view site = header_value(h, http::field::sec_fetch_site);
   if (!site.empty()) {
     return !beast::iequals(site, "same-origin") && !beast::iequals(site, "none");
   }
