@@ -4,6 +4,12 @@
 include(GNUInstallDirs)
 
 install(TARGETS vodgrid RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+# The watch page's files where a director looks for them beside the binary (PREFIX/share/vodgrid/web;
+# src/director/web.cc); hls.js with them once npm has installed it (scripts/install-deps.sh).
+install(FILES web/watch.html web/watch.js web/watch.css web/README.md
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/vodgrid/web)
+install(FILES web/node_modules/hls.js/dist/hls.min.js web/node_modules/hls.js/LICENSE
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/vodgrid/web/node_modules/hls.js/dist OPTIONAL)
 
 # Units and sysusers.d belong under /usr/lib whatever the prefix is named in a package (/usr).
 install(DIRECTORY deploy/systemd/ DESTINATION lib/systemd/system FILES_MATCHING PATTERN "*.service")

@@ -172,6 +172,14 @@ TEST(EndToEnd, UpRunsAGridFromAConfigUntilInterrupted) {
       std::chrono::seconds(30)))
       << read_file(out).value();
   auto director = g.stations[0].director.listen.url();
+  // The browser's URL among the viewer URLs, and the watch page found in the build tree.
+  ASSERT_TRUE(eventually([&] {
+    auto t = read_file(out);
+    return t && t->find("browser: " + director + "/watch/<id>\n") != std::string::npos;
+  })) << read_file(out).value();
+  auto page = http_get(director + "/watch/anything");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200u) << page->body;
   auto engines = http_get(director + "/v1/engines");
   ASSERT_TRUE(engines);
   EXPECT_NE(engines->body.find("solo-1"), std::string::npos);
