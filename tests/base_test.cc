@@ -293,8 +293,9 @@ TEST(GridConfig, WebOriginsAndRootAreReadCheckedAndRoundTrip) {
   ASSERT_TRUE(none) << none.err().detail;
   EXPECT_TRUE(none->web.allow_origins.empty()) << "an empty list: no page of another origin";
 
-  std::string not_origin = "is not an origin as browsers send it (\"https://host[:port]\", "
-                           "lowercase, no path)";
+  std::string not_origin =
+      "is not an origin as browsers send it (\"https://host[:port]\", "
+      "lowercase, no path)";
   struct {
     std::string text, want;
   } cases[] = {

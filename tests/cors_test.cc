@@ -73,9 +73,8 @@ class cors_harness {
   // One request; `headers` are whole lines ("Name: value\r\n"). The reply's head, lowercased.
   std::string head(const std::string& method, const std::string& target,
                    const std::string& headers = {}) {
-    auto raw = test::raw_exchange(
-        port_, method + " " + target + " HTTP/1.1\r\nHost: " + host() + "\r\n" + headers +
-                   "Connection: close\r\n\r\n");
+    auto raw = test::raw_exchange(port_, method + " " + target + " HTTP/1.1\r\nHost: " + host() +
+                                             "\r\n" + headers + "Connection: close\r\n\r\n");
     std::string h = raw.substr(0, raw.find("\r\n\r\n"));
     for (char& c : h) {
       c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -95,8 +94,7 @@ class cors_harness {
 };
 
 bool has(const std::string& head, const std::string& line) {
-  return head.find("\r\n" + line + "\r\n") != std::string::npos ||
-         head.ends_with("\r\n" + line);
+  return head.find("\r\n" + line + "\r\n") != std::string::npos || head.ends_with("\r\n" + line);
 }
 
 const std::string page_origin = "Origin: http://page.example\r\n";
@@ -186,7 +184,8 @@ TEST(Cors, AListOfOriginsNamesTheAskingOriginAndVariesOnIt) {
   EXPECT_TRUE(has(head, "vary: origin")) << head;
   for (std::string other : {"Origin: http://evil.example\r\n", "Origin: null\r\n", ""}) {
     auto refused = h.head("GET", "/v/7.ts", other);
-    EXPECT_TRUE(refused.starts_with("http/1.1 200")) << "served; the browser keeps it from the page";
+    EXPECT_TRUE(refused.starts_with("http/1.1 200"))
+        << "served; the browser keeps it from the page";
     EXPECT_EQ(refused.find("access-control"), std::string::npos) << other << refused;
     EXPECT_TRUE(has(refused, "vary: origin")) << refused;
   }

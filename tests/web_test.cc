@@ -14,7 +14,6 @@
 namespace vodgrid::test {
 namespace {
 
-
 using V = boost::beast::http::verb;
 
 const net::http_client::header_list page{{"Origin", "http://page.example"}};
@@ -41,9 +40,8 @@ class WebStation : public ::testing::Test {
 
   // The engine URL the director redirects segment n to (its signed URL).
   static std::string engine_url_of(int n) {
-    auto r = http_get(director("/v1/programs/movie/segments/" + std::to_string(n) + ".ts?token=" +
-                               token_),
-                      page);
+    auto r = http_get(
+        director("/v1/programs/movie/segments/" + std::to_string(n) + ".ts?token=" + token_), page);
     EXPECT_TRUE(r && r->status == 302) << (r ? r->body : r.err().detail);
     return r ? r->header("Location") : std::string();
   }
@@ -123,7 +121,8 @@ TEST_F(WebStation, ControlEndpointsRefuseOtherOriginsAndChangeNothing) {
   EXPECT_EQ(del->header("Access-Control-Allow-Origin"), "");
   EXPECT_EQ(http_get(director("/v1/programs/movie"))->status, 200u) << "still there";
   auto seg = engine_url_of(2);
-  auto put = http(V::put, seg.substr(0, seg.find('?')), "x", other({{"Sec-Fetch-Site", "cross-site"}}));
+  auto put =
+      http(V::put, seg.substr(0, seg.find('?')), "x", other({{"Sec-Fetch-Site", "cross-site"}}));
   ASSERT_TRUE(put);
   EXPECT_EQ(put->status, 403u) << put->body;
   auto held = http_get(seg);

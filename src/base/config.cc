@@ -262,11 +262,11 @@ status check_origins(const std::vector<std::string>& origins, std::string_view o
     std::string_view scheme = std::string_view(o).substr(0, scheme_end);
     std::string_view host =
         scheme_end == std::string::npos ? "" : std::string_view(o).substr(scheme_end + 3);
-    bool ok = (scheme == "http" || scheme == "https") && !host.empty() &&
-              std::none_of(host.begin(), host.end(), [](char c) {
-                return c == '/' || c == '?' || c == '#' || c == '@' || c <= ' ' ||
-                       (c >= 'A' && c <= 'Z');
-              });
+    bool ok =
+        (scheme == "http" || scheme == "https") && !host.empty() &&
+        std::none_of(host.begin(), host.end(), [](char c) {
+          return c == '/' || c == '?' || c == '#' || c == '@' || c <= ' ' || (c >= 'A' && c <= 'Z');
+        });
     if (!ok) {
       return bad(origin, fmt::format("[web]: allow_origins: \"{}\" is not an origin as browsers "
                                      "send it (\"https://host[:port]\", lowercase, no path)",

@@ -55,8 +55,8 @@ bool plain_file_name(std::string_view name) {
     return false;
   }
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
   });
 }
 
@@ -190,8 +190,8 @@ asio::awaitable<reply> director_daemon::impl::viewer_login(request_context& ctx)
   if (!r) {
     co_return error_reply(make_error(r.err().code, "auth: " + r.err().detail));
   }
-  reply rep = net::json_reply(json::object{
-      {"token", r->token}, {"subject", r->subject}, {"expires_at", r->expires_at}});
+  reply rep = net::json_reply(
+      json::object{{"token", r->token}, {"subject", r->subject}, {"expires_at", r->expires_at}});
   rep.headers.emplace_back("Cache-Control", "no-store");
   co_return rep;
 }
