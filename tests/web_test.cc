@@ -61,6 +61,8 @@ void expect_cors(const result<net::client_response>& r, unsigned status, const s
 TEST_F(WebStation, TheDirectorsPlaylistsAndRedirectsCarryCorsHeaders) {
   expect_cors(http_get(director("/v1/programs/movie/index.m3u8?token=" + token_), page), 200,
               "playlist");
+  expect_cors(http_get(director("/v1/programs/movie/iframes.m3u8?token=" + token_), page), 200,
+              "I-frame playlist");
   expect_cors(http_get(director("/v1/programs/movie/index.m3u8"), page), 401, "no token");
   expect_cors(http_get(director("/v1/programs/nothing/index.m3u8?token=" + token_), page), 404,
               "no such program");
