@@ -35,7 +35,8 @@ dpkg -i "$deb" > "$work/dpkg.log" 2>&1 || {
 }
 for f in /usr/bin/vodgrid /usr/lib/systemd/system/vodgrid-registry.service \
          /usr/lib/systemd/system/vodgrid-station@.service /usr/lib/sysusers.d/vodgrid.conf \
-         /usr/share/doc/vodgrid/install.md; do
+         /usr/share/doc/vodgrid/install.md /usr/share/vodgrid/web/watch.html \
+         /usr/share/vodgrid/web/node_modules/hls.js/dist/hls.min.js; do
   [ -e "$f" ] || fail "$f is not installed"
 done
 id vodgrid > /dev/null || fail "the vodgrid account was not made"
