@@ -50,24 +50,7 @@ packager::~packager() {
 }
 
 status packager::prepare_out_dir() {
-  std::error_code ec;
-  if (fs::exists(o_.out_dir, ec)) {
-    if (!fs::is_directory(o_.out_dir, ec)) {
-      return make_error(errc::invalid_argument,
-                        fmt::format("{} is not a folder", o_.out_dir.string()));
-    }
-    if (!fs::is_empty(o_.out_dir, ec)) {
-      return make_error(errc::conflict, fmt::format("{} is not empty", o_.out_dir.string()));
-    }
-    return {};
-  }
-  fs::create_directories(o_.out_dir, ec);
-  if (ec) {
-    return make_error(errc::io_error,
-                      fmt::format("create {}: {}", o_.out_dir.string(), ec.message()));
-  }
-  created_dir_ = true;
-  return {};
+  return content::prepare_out_dir(o_.out_dir, created_dir_);
 }
 
 status packager::open_output() {

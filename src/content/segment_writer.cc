@@ -64,4 +64,23 @@ std::string vod_playlist_text(const std::vector<packaged_segment>& segments) {
   return text;
 }
 
+status prepare_out_dir(const fs::path& dir, bool& created) {
+  std::error_code ec;
+  if (fs::exists(dir, ec)) {
+    if (!fs::is_directory(dir, ec)) {
+      return make_error(errc::invalid_argument, fmt::format("{} is not a folder", dir.string()));
+    }
+    if (!fs::is_empty(dir, ec)) {
+      return make_error(errc::conflict, fmt::format("{} is not empty", dir.string()));
+    }
+    return {};
+  }
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return make_error(errc::io_error, fmt::format("create {}: {}", dir.string(), ec.message()));
+  }
+  created = true;
+  return {};
+}
+
 }  // namespace vodgrid::content

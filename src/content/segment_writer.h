@@ -135,4 +135,8 @@ struct segment_sink {
 // from a manifest); this one the packager's folder (its own file names), which the loader reads.
 std::string vod_playlist_text(const std::vector<packaged_segment>& segments);
 
+// The output folder of a packaging run: created when missing (`created` set, so that a failure
+// removes it again), refused when it is not a folder or holds anything.
+status prepare_out_dir(const fs::path& dir, bool& created);
+
 }  // namespace vodgrid::content
