@@ -135,6 +135,11 @@ struct content_manager::impl : net::daemon_base {
                                                             const fs::path& work,
                                                             double target_seconds);
   asio::awaitable<result<std::string>> fetch_source(program_entry p, fs::path work);
+  // The options of packaging `input` into the scratch folder work/hls: not durable (the engines
+  // keep the segments durably), segments no larger than the home's smallest engine takes, progress
+  // shown as `phase`.
+  package_options scratch_packaging(const program_id& id, const std::string& input,
+                                    const fs::path& work, double target_seconds, std::string phase);
   asio::awaitable<result<api::program_manifest>> load_into_home(program_entry p, program_id id,
                                                                 fs::path folder);
   std::unique_ptr<net::http_client> loader_client();

@@ -176,19 +176,7 @@ asio::awaitable<result<package_result>> content_manager::impl::fetch_and_package
     co_return input.err();
   }
   auto id = p.id;
-  package_options po;
-  po.input = *input;
-  po.out_dir = work / "hls";
-  po.target_seconds = target_seconds;
-  po.durable = false;  // a scratch folder: the engines keep the segments durably
-  uint64_t smallest = UINT64_MAX;
-  for (auto& e : home().engines) {
-    smallest = std::min(smallest, e.max_segment_bytes);
-  }
-  po.max_segment_bytes = smallest;
-  po.progress = [this, id](double done, double total) {
-    set_progress(id, {"packaging", done, total, "seconds"});
-  };
+  auto po = scratch_packaging(id, *input, work, target_seconds, "packaging");
   set_progress(id, {"packaging", 0, 0, "seconds"});
   co_return co_await net::run_on(jobs, [&] { return package(po); });
 }
@@ -350,6 +338,25 @@ asio::awaitable<void> content_manager::impl::remove_from_home(program_id id) {
     logger->warn("program {}: could not be removed from the home station: {}", id.str(),
                  r ? std::to_string(r->status) : r.err().detail);
   }
+}
+
+package_options content_manager::impl::scratch_packaging(const program_id& id,
+                                                         const std::string& input,
+                                                         const fs::path& work,
+                                                         double target_seconds, std::string phase) {
+  package_options po;
+  po.input = input;
+  po.out_dir = work / "hls";
+  po.target_seconds = target_seconds;
+  po.durable = false;
+  po.max_segment_bytes = UINT64_MAX;
+  for (auto& e : home().engines) {
+    po.max_segment_bytes = std::min(po.max_segment_bytes, e.max_segment_bytes);
+  }
+  po.progress = [this, id, phase](double done, double total) {
+    set_progress(id, {phase, done, total, "seconds"});
+  };
+  return po;
 }
 
 }  // namespace vodgrid::content

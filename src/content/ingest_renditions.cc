@@ -163,19 +163,7 @@ asio::awaitable<void> content_manager::impl::transcode(program_entry p, fs::path
     co_return;
   }
   auto id = p.id;
-  package_options po;
-  po.input = *input;
-  po.out_dir = work / "hls";
-  po.target_seconds = target_seconds;
-  po.durable = false;  // a scratch folder: the engines keep the segments durably
-  uint64_t smallest = UINT64_MAX;
-  for (auto& e : home().engines) {
-    smallest = std::min(smallest, e.max_segment_bytes);
-  }
-  po.max_segment_bytes = smallest;
-  po.progress = [this, id](double done, double total) {
-    set_progress(id, {"transcoding", done, total, "seconds"});
-  };
+  auto po = scratch_packaging(id, *input, work, target_seconds, "transcoding");
   ladder.cancelled = [this] { return cancel.load(); };
   set_progress(id, {"transcoding", 0, 0, "seconds"});
   auto made = co_await net::run_on(jobs, [&] { return package_ladder(po, ladder); });
