@@ -42,6 +42,9 @@ struct harness {
     o.body_timeout = std::chrono::milliseconds(500);
     o.idle_timeout = std::chrono::milliseconds(500);
     o.write_timeout = std::chrono::milliseconds(500);
+    // A list rather than "*", so that the origin each request names is matched (net/cors.cc).
+    o.cors.allowed_origins = {"http://a.example", "https://b.example:8443"};
+    o.cors.allow_null = true;
     server = std::make_unique<net::http_server>(io.get_executor(), "fuzz", o);
     using V = net::http::verb;
     server->route(V::get, "/v1/programs/{}/index.m3u8",
@@ -50,14 +53,16 @@ struct harness {
                     r.content_type = "application/vnd.apple.mpegurl";
                     r.body = "#EXTM3U\n" + c.params[0] + std::string(c.query_param("token"));
                     co_return r;
-                  });
+                  },
+                  0, net::audience::viewer);
     server->route(V::get, "/v1/programs/{}/segments/{}.ts",
                   [](request_context& c) -> asio::awaitable<reply> {
                     reply r;
                     r.status = net::http::status::found;
                     r.headers.emplace_back("Location", "http://127.0.0.1:1/" + c.params[1]);
                     co_return r;
-                  });
+                  },
+                  0, net::audience::viewer);
     server->route(
         V::post, "/v1/engines/{}/heartbeat",
         [](request_context& c) -> asio::awaitable<reply> {
