@@ -47,22 +47,24 @@ struct harness {
     o.cors.allow_null = true;
     server = std::make_unique<net::http_server>(io.get_executor(), "fuzz", o);
     using V = net::http::verb;
-    server->route(V::get, "/v1/programs/{}/index.m3u8",
-                  [](request_context& c) -> asio::awaitable<reply> {
-                    reply r;
-                    r.content_type = "application/vnd.apple.mpegurl";
-                    r.body = "#EXTM3U\n" + c.params[0] + std::string(c.query_param("token"));
-                    co_return r;
-                  },
-                  0, net::audience::viewer);
-    server->route(V::get, "/v1/programs/{}/segments/{}.ts",
-                  [](request_context& c) -> asio::awaitable<reply> {
-                    reply r;
-                    r.status = net::http::status::found;
-                    r.headers.emplace_back("Location", "http://127.0.0.1:1/" + c.params[1]);
-                    co_return r;
-                  },
-                  0, net::audience::viewer);
+    server->route(
+        V::get, "/v1/programs/{}/index.m3u8",
+        [](request_context& c) -> asio::awaitable<reply> {
+          reply r;
+          r.content_type = "application/vnd.apple.mpegurl";
+          r.body = "#EXTM3U\n" + c.params[0] + std::string(c.query_param("token"));
+          co_return r;
+        },
+        0, net::audience::viewer);
+    server->route(
+        V::get, "/v1/programs/{}/segments/{}.ts",
+        [](request_context& c) -> asio::awaitable<reply> {
+          reply r;
+          r.status = net::http::status::found;
+          r.headers.emplace_back("Location", "http://127.0.0.1:1/" + c.params[1]);
+          co_return r;
+        },
+        0, net::audience::viewer);
     server->route(
         V::post, "/v1/engines/{}/heartbeat",
         [](request_context& c) -> asio::awaitable<reply> {

@@ -624,6 +624,46 @@ TEST(Pacer, StopReturnsWhereTheStreamStopped) {
   EXPECT_EQ(log.count(event_kind::ended), 0u);
 }
 
+// A swap asks another engine to take a stream from a held position: nothing goes out while it is
+// held, and released (the other engine refused), it goes on from that datagram, catching up.
+TEST(Pacer, AHeldStreamSendsNothingUntilReleasedAndThenGoesOnWhereItWas) {
+  auto s = plain_segment();
+  receiver r, rtcp;
+  event_log log;
+  pacer pc(quick(), [&](stream_event e) { log.add(std::move(e)); });
+  ASSERT_TRUE(pc.start());
+  auto spec = spec_to(r, rtcp, play(s, 0, 0));
+  ASSERT_TRUE(pc.add(spec));
+  std::this_thread::sleep_for(300ms);
+  auto pos = pc.hold(spec.session);
+  ASSERT_TRUE(pos);
+  std::this_thread::sleep_for(100ms);
+  size_t sent = r.count();
+  EXPECT_GT(sent, 0u);
+  EXPECT_EQ(pos->state.seq, 100 + sent);  // the next datagram to go: none is in flight
+  EXPECT_EQ(pos->offset, sent * datagram_payload_bytes);
+  EXPECT_EQ(pc.streams(), 1u);
+  auto again = pc.positions();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].state.seq, pos->state.seq);  // held: it stays where it was
+  ASSERT_TRUE(pc.hand_off(spec.session));         // a command that reschedules does not release it
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(r.count(), sent);
+  EXPECT_FALSE(pc.release("00000000000000ff"));
+  EXPECT_FALSE(pc.hold("00000000000000ff"));
+  // Released, it sends the rest with no gap and no repeat.
+  ASSERT_TRUE(pc.release(spec.session));
+  size_t n = datagrams_of(s.bytes.size());
+  ASSERT_EQ(r.wait_for(n), n);
+  auto got = r.got();
+  for (size_t i = 0; i < n; ++i) {
+    EXPECT_EQ(got[i].header().seq, static_cast<uint16_t>(100 + i)) << i;
+  }
+  EXPECT_EQ(payloads(got), s.bytes);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(r.count(), n);
+}
+
 TEST(Pacer, ASegmentStillArrivingWaitsAndTellsOnce) {
   auto s = plain_segment();
   receiver r, rtcp;

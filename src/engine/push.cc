@@ -771,6 +771,17 @@ asio::awaitable<void> engine_daemon::impl::push_starved(push::stream_position at
     co_return;
   }
   p.swapping = true;
+  // Held from here: the whole copy starts at the very datagram this stream would send next, even
+  // if bytes arrive meanwhile, so that the console sees none twice.
+  auto held = pacer ? pacer->hold(at.session) : std::nullopt;
+  if (!held || held->key != at.key) {
+    p.swapping = false;  // gone, or the segment arrived and the stream went past it
+    if (held) {
+      (void)pacer->release(at.session);
+    }
+    co_return;
+  }
+  at = std::move(*held);
   api::push_order o;
   o.session = at.session;
   o.key = at.key;
@@ -810,6 +821,9 @@ asio::awaitable<void> engine_daemon::impl::push_starved(push::stream_position at
                  at.session, whole->engine.name.str(), at.key.str());
   } else if (it = pushes.find(at.session); it != pushes.end()) {
     it->second.swapping = false;
+    if (pacer) {
+      (void)pacer->release(at.session);  // it goes on here as the bytes arrive
+    }
     logger->warn("{}: session {} waits for {} here: no engine holding it whole took it",
                  self->name.str(), at.session, at.key.str());
   }
@@ -844,9 +858,18 @@ asio::awaitable<bool> engine_daemon::impl::push_swap_back(api::push_order incomi
   if (!choice) {
     co_return false;
   }
-  auto& pos = *std::find_if(positions.begin(), positions.end(),
-                            [&](auto& x) { return x.session == *choice; });
+  // Held while the sender takes it: the sender starts at the very datagram this engine would
+  // send next, so that the console sees none twice.
+  auto at = pacer->hold(*choice);
+  if (!at) {
+    co_return false;
+  }
   auto& p = pushes.at(*choice);
+  if (!held->contains(at->key) || !p.segments.contains(at->key)) {
+    (void)pacer->release(*choice);  // it went on to a segment the sender lacks
+    co_return false;
+  }
+  auto& pos = *at;
   p.swapping = true;
   api::push_order o{*choice,
                     pos.key,
@@ -865,6 +888,9 @@ asio::awaitable<bool> engine_daemon::impl::push_swap_back(api::push_order incomi
     it->second.swapping = false;
   }
   if (!moved || !pacer) {
+    if (pacer) {
+      (void)pacer->release(*choice);
+    }
     co_return false;
   }
   pacer->stop(*choice);

@@ -304,6 +304,7 @@ struct stream {
   uint64_t tail_serial = 1;   // counts appends: next_wanted comes once per tail
   uint64_t asked_serial = 0;
   bool waiting = false;  // for bytes still arriving
+  bool held = false;     // hold(): not scheduled until release()
   int64_t next_report_ns = 0;
   uint64_t packets = 0;
   uint64_t octets = 0;
@@ -397,7 +398,11 @@ struct pacer::impl {
   void starve(stream& s, std::vector<stream_event>& events);
   void send_report(stream& s, int64_t now, bool bye = false);
   void flush();
-  void schedule(stream& s, int64_t at) { heap.push({at, s.id, ++s.gen}); }
+  void schedule(stream& s, int64_t at) {
+    if (!s.held) {
+      heap.push({at, s.id, ++s.gen});
+    }
+  }
   void sleep(std::unique_lock<pi_mutex>& lock, int64_t ns);
   void kick() {
     kicked = true;
@@ -978,6 +983,35 @@ std::optional<stream_position> pacer::stop(const std::string& session) {
   d.remove(*s);
   d.retired.clear();  // the batch is empty while the lock is free
   return pos;
+}
+
+std::optional<stream_position> pacer::hold(const std::string& session) {
+  auto& d = *impl_;
+  std::lock_guard lock(d.mu);
+  auto* s = d.find(session);
+  if (!s) {
+    return std::nullopt;
+  }
+  // The batch is empty while the lock is free, so the position is the next datagram to go; a
+  // new generation makes the stream's heap entries stale.
+  s->held = true;
+  ++s->gen;
+  return d.position(*s);
+}
+
+status pacer::release(const std::string& session) {
+  auto& d = *impl_;
+  std::lock_guard lock(d.mu);
+  auto* s = d.find(session);
+  if (!s) {
+    return make_error(errc::not_found, "no stream of session " + session);
+  }
+  if (s->held) {
+    s->held = false;
+    d.schedule(*s, 0);
+    d.kick();
+  }
+  return {};
 }
 
 std::vector<stream_position> pacer::positions() const {

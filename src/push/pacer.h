@@ -144,6 +144,12 @@ class pacer {
   status program_ends(const std::string& session);
   // Stops a stream at once: where it stopped, nullopt when there is no such stream.
   std::optional<stream_position> stop(const std::string& session);
+  // Holds a stream where it is, sending nothing until it is released or stopped: the exact
+  // position another engine takes it from while this one asks it to (a swap), so that no
+  // datagram goes out twice. Its clock runs on; released, it catches up. nullopt: no stream.
+  std::optional<stream_position> hold(const std::string& session);
+  // Lets a held stream go on. errc::not_found: no such stream.
+  status release(const std::string& session);
 
   std::vector<stream_position> positions() const;
   size_t streams() const;
