@@ -186,6 +186,7 @@ class http_server {
     handler h;
     uint64_t body_limit;
     audience who;
+    histogram* duration;  // vodgrid_http_request_duration_seconds of this route
     // No earlier route's pattern matches a path this one matches: when it matches, it is the
     // route, without looking at the others (a session tries its last route first).
     bool unshadowed = true;
@@ -248,8 +249,13 @@ class http_server {
   foreign_handler foreign_;
   std::string cors_any_;  // cors_lines' answer when every origin is allowed
   metric_value* requests_total_[6]{};
+  // Durations of the requests no route takes: /healthz, /metrics, and the rest (404, 405, OPTIONS).
+  histogram* healthz_duration_ = nullptr;
+  histogram* metrics_duration_ = nullptr;
+  histogram* unmatched_duration_ = nullptr;
   metric_value* bytes_sent_ = nullptr;
   metric_value* file_bytes_sent_ = nullptr;
+  metric_value* stream_bytes_sent_ = nullptr;
 };
 
 }  // namespace vodgrid::net

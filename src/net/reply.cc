@@ -263,6 +263,7 @@ asio::awaitable<bool> http_server::send_stream(session& s, const stream_slice& s
       co_return false;
     }
     bytes_sent_->inc(static_cast<double>(n));
+    stream_bytes_sent_->inc(static_cast<double>(n));
     pos += n;
   }
   co_return true;

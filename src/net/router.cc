@@ -1,5 +1,6 @@
 // Routes: patterns of literal parts and `{}` captures, matched against a request's path; the
 // built-in /healthz and /metrics; 404 and 405 for what no route takes.
+#include <fmt/format.h>
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
@@ -117,8 +118,14 @@ void http_server::route(http::verb method, std::string pattern, handler h, uint6
   bool unshadowed = std::none_of(routes_.begin(), routes_.end(), [&](const route_entry& r) {
     return r.method == method && overlap(r.parts, parts);
   });
+  // By route (its pattern), not by path: a label per program or segment would be a series each.
+  auto& duration = metrics_.histogram_of(
+      "vodgrid_http_request_duration_seconds",
+      "Time from a request's header to the end of its reply, by route",
+      fmt::format("method=\"{}\",route=\"{}\"", std::string(http::to_string(method)),
+                  label_value(pattern)));
   routes_.push_back(route_entry{method, std::move(parts), std::move(h),
-                                body_limit ? body_limit : opts_.default_body_limit, who,
+                                body_limit ? body_limit : opts_.default_body_limit, who, &duration,
                                 unshadowed});
 }
 

@@ -55,6 +55,17 @@ http_server::http_server(asio::any_io_executor ex, std::string name, server_opti
   bytes_sent_ = &metrics_.counter("vodgrid_http_body_bytes_sent_total", "Reply body bytes sent");
   file_bytes_sent_ = &metrics_.counter("vodgrid_http_file_bytes_sent_total",
                                        "Reply body bytes sent from files (segments) with sendfile");
+  auto builtin = [this](const char* labels) {
+    return &metrics_.histogram_of("vodgrid_http_request_duration_seconds",
+                                  "Time from a request's header to the end of its reply, by route",
+                                  labels);
+  };
+  healthz_duration_ = builtin("method=\"GET\",route=\"/healthz\"");
+  metrics_duration_ = builtin("method=\"GET\",route=\"/metrics\"");
+  unmatched_duration_ = builtin("route=\"unmatched\"");
+  stream_bytes_sent_ =
+      &metrics_.counter("vodgrid_http_stream_bytes_sent_total",
+                        "Reply body bytes sent as they arrived (segments still being received)");
   metrics_.gauge_fn("vodgrid_http_connections", "Open HTTP connections",
                     [this] { return static_cast<double>(sessions_.size()); });
 }
@@ -369,9 +380,18 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     s.busy = true;
     s.deadline = steady::time_point::max();
     bool head = s.parser->get().method() == http::verb::head;
+    auto began = steady::now();
     auto a = admit(s, last_route);
+    auto* duration = a.route                    ? a.route->duration
+                     : s.ctx.path == "/healthz" ? healthz_duration_
+                     : s.ctx.path == "/metrics" ? metrics_duration_
+                                                : unmatched_duration_;
+    auto observe = [&] {
+      duration->observe(std::chrono::duration<double>(steady::now() - began).count());
+    };
     if (a.refusal) {
       co_await write_reply(s, std::move(*a.refusal), head, false);
+      observe();
       break;
     }
     if (!s.parser->is_done() && !co_await read_body(s, a.body_limit, head)) {
@@ -404,6 +424,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
         break;
       }
     }
+    observe();
     if (!keep_alive) {
       break;
     }

@@ -1,0 +1,63 @@
+// The Prometheus exposition of net::metrics_registry: histograms, computed families, escaping.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "net/metrics.h"
+
+namespace vodgrid::net {
+namespace {
+
+TEST(Metrics, AHistogramRendersCumulativeBucketsItsSumAndItsCount) {
+  metrics_registry m;
+  auto& h = m.histogram_of("t_seconds", "A test", "route=\"/a\"", {0.25, 1});
+  for (double v : {0.0625, 0.25, 0.5, 3.0}) {  // sums exactly in binary
+    h.observe(v);
+  }
+  auto text = m.render();
+  EXPECT_NE(text.find("# TYPE t_seconds histogram\n"), std::string::npos) << text;
+  // A bound counts the observations at or below it.
+  EXPECT_NE(text.find("t_seconds_bucket{route=\"/a\",le=\"0.25\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("t_seconds_bucket{route=\"/a\",le=\"1\"} 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("t_seconds_bucket{route=\"/a\",le=\"+Inf\"} 4\n"), std::string::npos);
+  EXPECT_NE(text.find("t_seconds_sum{route=\"/a\"} 3.8125\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("t_seconds_count{route=\"/a\"} 4\n"), std::string::npos) << text;
+  // The same name and labels give the same histogram; other labels another series.
+  EXPECT_EQ(&m.histogram_of("t_seconds", "A test", "route=\"/a\""), &h);
+  m.histogram_of("t_seconds", "A test").observe(0.0001);
+  text = m.render();
+  EXPECT_NE(text.find("t_seconds_count 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("t_seconds_bucket{le=\"0.00025\"} 1\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("# TYPE t_seconds histogram"), text.rfind("# TYPE t_seconds histogram"));
+}
+
+TEST(Metrics, ComputedFamiliesCarryTheirTypeAndEveryLabelledSeries) {
+  metrics_registry m;
+  int calls = 0;
+  m.gauges_fn("t_free_bytes", "Free", [&] {
+    ++calls;
+    return metrics_registry::labelled_values{{"dir=\"/a\"", 5}, {"dir=\"/b\"", 7}};
+  });
+  m.counters_fn("t_bytes_total", "Bytes", [] {
+    return metrics_registry::labelled_values{{"via=\"http\"", 10}};
+  });
+  m.gauge_fn("t_one", "One", [] { return 1.5; });
+  auto text = m.render();
+  EXPECT_EQ(calls, 1);
+  EXPECT_NE(text.find("# TYPE t_free_bytes gauge\nt_free_bytes{dir=\"/a\"} 5\n"
+                      "t_free_bytes{dir=\"/b\"} 7\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("# TYPE t_bytes_total counter\nt_bytes_total{via=\"http\"} 10\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("# TYPE t_one gauge\nt_one 1.5\n"), std::string::npos) << text;
+}
+
+TEST(Metrics, LabelValuesAreEscaped) {
+  EXPECT_EQ(label_value("/data/a"), "/data/a");
+  EXPECT_EQ(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+}  // namespace
+}  // namespace vodgrid::net
