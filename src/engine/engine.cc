@@ -146,6 +146,48 @@ void engine_daemon::impl::register_metrics() {
              [this] { return static_cast<double>(store->list().size()); });
   m.gauge_fn("vodgrid_engine_free_bytes", "Free bytes of the filesystems of the data directories",
              [this] { return static_cast<double>(store::totals(store->stats()).free_bytes); });
+  const char* requests = "Console requests for a segment: hit from a whole local copy, or miss";
+  segment_hits = &m.counter("vodgrid_engine_segment_requests_total", requests, "result=\"hit\"");
+  segment_misses = &m.counter("vodgrid_engine_segment_requests_total", requests, "result=\"miss\"");
+  fill_seconds = &m.histogram_of("vodgrid_engine_fill_duration_seconds",
+                                 "Time to receive a whole copy of a segment", {},
+                                 {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120});
+  register_disk_metrics(m);
+  // Segment bytes over HTTP (from files, and as they arrive) and as RTP payload.
+  auto* file_bytes = &m.counter("vodgrid_http_file_bytes_sent_total",
+                                "Reply body bytes sent from files (segments) with sendfile");
+  auto* stream_bytes =
+      &m.counter("vodgrid_http_stream_bytes_sent_total",
+                 "Reply body bytes sent as they arrived (segments still being received)");
+  m.counters_fn("vodgrid_engine_served_bytes_total", "Segment bytes served to consoles and engines",
+                [this, file_bytes, stream_bytes] {
+                  double rtp = pacer ? static_cast<double>(pacer->counters().octets) : 0;
+                  return net::metrics_registry::labelled_values{
+                      {"via=\"http\"", file_bytes->get() + stream_bytes->get()},
+                      {"via=\"rtp\"", rtp}};
+                });
+}
+
+// Per data directory: the filesystem's size and free bytes, and the bytes of segments in it.
+void engine_daemon::impl::register_disk_metrics(net::metrics_registry& m) {
+  using values = net::metrics_registry::labelled_values;
+  auto per_dir = [this](uint64_t store::dir_stats::*field) {
+    return [this, field] {
+      values out;
+      for (auto& d : store->stats()) {
+        out.emplace_back(fmt::format("dir=\"{}\"", net::label_value(d.path.string())),
+                         static_cast<double>(d.*field));
+      }
+      return out;
+    };
+  };
+  m.gauges_fn("vodgrid_engine_disk_size_bytes", "Size of the filesystem of each data directory",
+              per_dir(&store::dir_stats::total_bytes));
+  m.gauges_fn("vodgrid_engine_disk_free_bytes",
+              "Free bytes of the filesystem of each data directory",
+              per_dir(&store::dir_stats::free_bytes));
+  m.gauges_fn("vodgrid_engine_disk_used_bytes", "Bytes of the segments in each data directory",
+              per_dir(&store::dir_stats::used_bytes));
 }
 
 }  // namespace vodgrid::engine

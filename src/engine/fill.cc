@@ -181,6 +181,7 @@ asio::awaitable<void> engine_daemon::impl::finish_fill(std::shared_ptr<fill> f, 
     logger->warn("{}: copy of {} failed: {}", self->name.str(), key.str(), f->failure->detail);
   } else {
     fetches_ok->inc();
+    fill_seconds->observe(secs);
   }
   heartbeat_timer.cancel();  // copy done (claim 20): the director hears of it now
 }

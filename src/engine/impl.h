@@ -145,6 +145,11 @@ struct engine_daemon::impl : net::daemon_base {
   net::metric_value* fetches_ok = nullptr;
   net::metric_value* evictions = nullptr;
   net::metric_value* cut_through_streams = nullptr;
+  // Console requests for a segment: a hit is served from a whole local copy, a miss is not (it is
+  // still arriving, or not here at all).
+  net::metric_value* segment_hits = nullptr;
+  net::metric_value* segment_misses = nullptr;
+  net::histogram* fill_seconds = nullptr;  // whole copies received
   net::metric_value* handoffs = nullptr;
   net::metric_value* fetches_failed = nullptr;
   net::metric_value* preloads = nullptr;
@@ -185,6 +190,7 @@ struct engine_daemon::impl : net::daemon_base {
   void on_stop() override;
   void routes();
   void register_metrics();
+  void register_disk_metrics(net::metrics_registry& m);
 
   // serving.cc
   asio::awaitable<reply> get_segment(request_context& ctx);

@@ -171,6 +171,9 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
     co_return r;
   }
   auto file = store->open_segment(*key);
+  if (!copy) {
+    (file ? segment_hits : segment_misses)->inc();
+  }
   if (!file) {
     auto f = fills.find(*key);
     if (file.err().code == errc::not_found && f != fills.end()) {
