@@ -149,8 +149,10 @@ void director_daemon::impl::register_metrics() {
   auto& m = server->metrics();
   redirects =
       &m.counter("vodgrid_director_redirects_total", "Segment requests redirected to an engine");
-  unavailable = &m.counter("vodgrid_director_unavailable_total",
-                           "Segment requests with no engine to serve them");
+  for (const char* reason : {"program", "no_station", "no_engine", "signing"}) {
+    m.counter("vodgrid_director_unavailable_total", unavailable_help,
+              fmt::format("reason=\"{}\"", reason));  // each shown from the start, at 0
+  }
   preload_orders =
       &m.counter("vodgrid_director_preload_orders_total", "Preload orders sent to engines");
   heartbeats = &m.counter("vodgrid_director_heartbeats_total", "Engine heartbeats received");

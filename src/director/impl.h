@@ -162,7 +162,9 @@ struct director_daemon::impl : net::daemon_base {
   std::unordered_map<program_id, steady::time_point> unknown_until;
 
   net::metric_value* redirects = nullptr;
-  net::metric_value* unavailable = nullptr;
+  static constexpr const char* unavailable_help =
+      "Segment requests answered 503 (no engine could serve them now), by reason";
+  reply refuse_segment(std::string_view reason, const error& e);
   net::metric_value* preload_orders = nullptr;
   net::metric_value* heartbeats = nullptr;
   net::metric_value* replicas_made = nullptr;

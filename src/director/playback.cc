@@ -158,6 +158,19 @@ asio::awaitable<std::optional<engine_slot>> director_daemon::impl::wait_for_repl
   co_return chosen;
 }
 
+// A segment request refused; one that may pass (503) is counted by its reason: the program is
+// not ready here ("program"), no station can serve it ("no_station"), no engine of this station
+// can ("no_engine"), or the redirect cannot be signed yet ("signing").
+reply director_daemon::impl::refuse_segment(std::string_view reason, const error& e) {
+  if (e.code == errc::unavailable) {
+    server->metrics()
+        .counter("vodgrid_director_unavailable_total", unavailable_help,
+                 fmt::format("reason=\"{}\"", reason))
+        .inc();
+  }
+  return unavailable_reply(e);
+}
+
 // GET /v1/programs/{id}/segments/{n}.ts: a 302 to an engine of ours (signed with auth), else to an
 // engine of another station; 503 + Retry-After when no station can serve it.
 asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
@@ -166,7 +179,7 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     m = co_await find_program(ctx.params[0]);  // a program this station has not heard of yet
   }
   if (!m) {
-    co_return unavailable_reply(m.err());
+    co_return refuse_segment("program", m.err());
   }
   auto idx = segment_index::parse(ctx.params[1]);
   if (!idx || idx->v >= (*m)->segments.size()) {
@@ -198,15 +211,14 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
       co_return net::error_reply(m.err());
     }
     if (!f) {
-      unavailable->inc();
-      co_return unavailable_reply(f.err());
+      co_return refuse_segment("no_station", f.err());
     }
     chosen = f->engine;
     elsewhere = std::move(f->elsewhere);
   }
   if (!chosen && elsewhere.empty()) {
-    unavailable->inc();
-    co_return unavailable_reply(
+    co_return refuse_segment(
+        "no_engine",
         make_error(errc::unavailable,
                    fmt::format("no engine holding {} is up and under its limits", key.str())));
   }
@@ -227,7 +239,7 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   }
   auto location = console_location(*chosen, key, query);
   if (!location) {
-    co_return unavailable_reply(location.err());
+    co_return refuse_segment("signing", location.err());
   }
   auto r = redirect_reply(std::move(*location));
   redirects->inc();
