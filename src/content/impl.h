@@ -88,6 +88,15 @@ struct content_manager::impl : net::daemon_base {
   net::metric_value* ingests = nullptr;
   net::metric_value* failures = nullptr;
   net::metric_value* publishes = nullptr;
+  // The catalog counted by state, and the programs overdue (inactive past their publish time),
+  // counted by census_loop for /metrics (a scrape must not wait on the database).
+  struct census_counts {
+    std::map<program_state, size_t> by_state;
+    size_t overdue = 0;
+  };
+  std::mutex census_mu;
+  census_counts census;
+  std::atomic<int64_t> last_scrape_ns{0};  // steady clock; the census runs while /metrics is read
 
   impl(asio::io_context& i, grid_config g)
       : daemon_base(i), grid(std::move(g)), push_wake(i, steady::time_point::max()) {}
@@ -126,6 +135,8 @@ struct content_manager::impl : net::daemon_base {
   // not acknowledged yet (they are told again until they do).
   asio::awaitable<reply> announce_and_reply(const program_entry& p);
   asio::awaitable<void> recover();
+  void register_metrics();
+  asio::awaitable<void> census_loop();
 
   // ingest.cc
   // `ladder`: transcoded into renditions (package_ladder); nullopt: remuxed as one program.

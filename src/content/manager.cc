@@ -110,6 +110,7 @@ status content_manager::start() {
     return st;
   }
   d.tasks.spawn(d.recover());
+  d.tasks.spawn(d.census_loop());
   d.logger->info("content manager: listening on {}:{}, catalog {}", d.grid.content->listen.host,
                  d.port, d.conn->kind() == db::dialect::sqlite ? "SQLite" : "PostgreSQL");
   return {};
@@ -144,10 +145,63 @@ void content_manager::impl::routes() {
     return json::object{
         {"role", "content"}, {"ingesting", progress.size()}, {"scheduled", schedule.size()}};
   });
+  register_metrics();
+}
+
+void content_manager::impl::register_metrics() {
   auto& m = server->metrics();
   ingests = &m.counter("vodgrid_content_ingests_total", "Programs ingested into the home station");
   failures = &m.counter("vodgrid_content_failures_total", "Ingests that failed");
   publishes = &m.counter("vodgrid_content_publishes_total", "Programs published");
+  using values = net::metrics_registry::labelled_values;
+  m.gauges_fn("vodgrid_content_programs", "Programs of the catalog by state", [this] {
+    last_scrape_ns = steady::now().time_since_epoch().count();
+    std::lock_guard lock(census_mu);
+    values out;
+    for (auto st : {program_state::ingesting, program_state::inactive, program_state::published,
+                    program_state::withdrawn, program_state::failed}) {
+      auto it = census.by_state.find(st);
+      out.emplace_back(fmt::format("state=\"{}\"", to_string(st)),
+                       it == census.by_state.end() ? 0.0 : static_cast<double>(it->second));
+    }
+    return out;
+  });
+  m.gauge_fn("vodgrid_content_publish_overdue",
+             "Programs still inactive a minute after their publish time", [this] {
+               std::lock_guard lock(census_mu);
+               return static_cast<double>(census.overdue);
+             });
+}
+
+// Every 2 s while /metrics is read (a minute after the last scrape; at once at the start): the
+// catalog counted. A program is overdue when it is still inactive a minute after its publish time
+// (the publish failed, or the manager was down at the time).
+asio::awaitable<void> content_manager::impl::census_loop() {
+  constexpr auto grace = std::chrono::minutes(1);
+  bool first = true;
+  while (!stopping) {
+    auto since = steady::now() - steady::time_point(steady::duration(last_scrape_ns.load()));
+    result<std::vector<program_entry>> all = make_error(errc::unavailable, "nobody reads it");
+    if (first || since < std::chrono::minutes(1)) {
+      all = co_await on_db([&] { return cat->list(); });
+    }
+    first = false;
+    if (all) {
+      census_counts c;
+      auto now = wall_clock::now();
+      for (auto& p : *all) {
+        ++c.by_state[p.state];
+        if (p.state == program_state::inactive && p.publish_at + grace < now) {
+          ++c.overdue;
+        }
+      }
+      std::lock_guard lock(census_mu);
+      census = std::move(c);
+    }
+    if (co_await stop_requested.wait_for(std::chrono::seconds(2))) {
+      break;
+    }
+  }
 }
 
 asio::awaitable<std::optional<reply>> content_manager::impl::operator_refusal(
