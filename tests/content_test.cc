@@ -247,6 +247,15 @@ TEST(ContentIngest, BadSourcesFailWithTheirReasonAndLeaveNothingInAnyStation) {
   auto again = ingest(g, good.string(), "cut");
   EXPECT_EQ(again.status, 0) << again.err;
   EXPECT_EQ(state_of(g, "cut"), "published");
+  // The catalog by state, as Prometheus reads it: three failed, one published, none overdue.
+  auto programs = [&](const char* state) {
+    return metric(g.content_url(),
+                  fmt::format("vodgrid_content_programs\\{{state=\"{}\"\\}}", state));
+  };
+  EXPECT_TRUE(eventually([&] { return programs("failed") == 3 && programs("published") == 1; }))
+      << programs("failed") << " failed, " << programs("published") << " published";
+  EXPECT_EQ(programs("ingesting"), 0);
+  EXPECT_EQ(metric(g.content_url(), "vodgrid_content_publish_overdue"), 0);
 }
 
 TEST(ContentIngest, BadRequestsAreRefusedAndRecordNothing) {

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -841,6 +842,100 @@ TEST(StationDirector, EveryDaemonAnswersHealthzAndMetrics) {
   EXPECT_NE(m->body.find("\nvodgrid_director_engines_up 2\n"), std::string::npos) << m->body;
 }
 
+// What an operator's Prometheus reads (docs/operations.md): request durations by route, an
+// engine's hits and misses, the bytes it served, and its disk per data directory.
+TEST(StationDirector, MetricsShowRouteDurationsHitsMissesBytesAndDiskPerDirectory) {
+  station_fixture st(opts{.engines = 2, .copies = 1});
+  temp_dir dir;
+  auto s = ingest_sample(st, dir.path(), "movie", 3);
+  ASSERT_FALSE(HasFailure());
+  const std::string redirects =
+      "vodgrid_http_request_duration_seconds_count\\{method=\"GET\",route=\"/v1/programs/\\{\\}/"
+      "segments/\\{\\}.ts\"\\}";
+  const std::string served =
+      "vodgrid_http_request_duration_seconds_count\\{method=\"GET\",route=\"/v1/segments/\\{\\}/"
+      "\\{\\}.ts\"\\}";
+  const std::string hits = "vodgrid_engine_segment_requests_total\\{result=\"hit\"\\}";
+  const std::string misses = "vodgrid_engine_segment_requests_total\\{result=\"miss\"\\}";
+  double before = metric(st.director_url(), redirects);
+  uint64_t bytes = 0;
+  std::map<int, int> got_by;
+  for (size_t n = 0; n < s.segments.size(); ++n) {
+    auto red = ask_segment(st, "movie", n);
+    ASSERT_EQ(red.status, 302u);
+    int e = engine_of(st, 2, red.location);
+    ASSERT_GE(e, 0);
+    auto g = http_get(red.location);
+    ASSERT_TRUE(g && g->status == 200u);
+    bytes += g->body.size();
+    ++got_by[e];
+  }
+  // Every redirect timed under its route's pattern, not its path.
+  EXPECT_EQ(metric(st.director_url(), redirects) - before, static_cast<double>(s.segments.size()));
+  EXPECT_EQ(metric(st.director_url(),
+                   "vodgrid_http_request_duration_seconds_bucket\\{method="
+                   "\"GET\",route=\"/v1/programs/\\{\\}/segments/\\{\\}.ts\","
+                   "le=\"\\+Inf\"\\}") -
+                before,
+            static_cast<double>(s.segments.size()));
+  double served_total = 0;
+  for (int e = 0; e < 2; ++e) {
+    SCOPED_TRACE(e);
+    auto url = st.engine_url(e);
+    EXPECT_EQ(metric(url, hits), got_by[e]);
+    EXPECT_EQ(metric(url, served), got_by[e]);
+    served_total += metric(url, "vodgrid_engine_served_bytes_total\\{via=\"http\"\\}");
+    // Each data directory: its filesystem's size and free bytes, and what its segments take.
+    auto text = http_get(url + "/metrics");
+    ASSERT_TRUE(text);
+    auto per_dir = [&](const std::string& name) {
+      std::map<std::string, double> out;
+      std::regex re(name + "\\{dir=\"([^\"]+)\"\\} ([0-9.e+]+)");
+      for (std::sregex_iterator it(text->body.begin(), text->body.end(), re), end; it != end;
+           ++it) {
+        out[(*it)[1]] = std::stod((*it)[2]);
+      }
+      return out;
+    };
+    auto size = per_dir("vodgrid_engine_disk_size_bytes");
+    auto free = per_dir("vodgrid_engine_disk_free_bytes");
+    auto used = per_dir("vodgrid_engine_disk_used_bytes");
+    ASSERT_EQ(size.size(), 2u);  // the fixture's two directories per engine
+    double used_total = 0;
+    for (auto& [d, bytes] : size) {
+      EXPECT_TRUE(d.starts_with(st.data().string())) << d;
+      EXPECT_GT(bytes, 0);
+      EXPECT_GT(free[d], 0);
+      EXPECT_LE(free[d], bytes);
+      ASSERT_TRUE(used.contains(d));
+      used_total += used[d];
+    }
+    uint64_t held = 0;
+    for (auto& k : inventory(st, e)) {
+      auto n = std::stoul(k.substr(k.find('/') + 1));
+      held += s.segments[n].size();
+    }
+    EXPECT_EQ(used_total, static_cast<double>(held));
+  }
+  EXPECT_EQ(served_total, static_cast<double>(bytes));  // segments only: no JSON, no /metrics
+  // A segment asked of the engine that lacks it is a miss (and a 404), not a hit.
+  auto red = ask_segment(st, "movie", 0);
+  int holder = engine_of(st, 2, red.location);
+  ASSERT_GE(holder, 0);
+  auto other = st.engine_url(1 - holder);
+  double hits_before = metric(other, hits);
+  auto g = http_get(seg_url(other, "movie", "0"));
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->status, 404u);
+  EXPECT_EQ(metric(other, misses), 1);
+  EXPECT_EQ(metric(other, hits), hits_before);
+  // A path no route takes is timed as unmatched.
+  ASSERT_TRUE(http_get(st.director_url() + "/no/such/thing"));
+  EXPECT_GE(metric(st.director_url(),
+                   "vodgrid_http_request_duration_seconds_count\\{route=\"unmatched\"\\}"),
+            1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Heartbeats and restarts
 
@@ -912,6 +1007,11 @@ TEST(StationHeartbeat, NoHolderUpGives503WithRetryAfter) {
   auto r = http_get(st.director_url() + "/v1/programs/movie/segments/0.ts");
   ASSERT_TRUE(r);
   EXPECT_EQ(json::parse(r->body).as_object().at("error").as_string(), "unavailable");
+  // Each 503 counted under its reason (no engine here; the station has no registry to ask).
+  EXPECT_GE(
+      metric(st.director_url(), "vodgrid_director_unavailable_total\\{reason=\"no_engine\"\\}"), 2);
+  EXPECT_EQ(metric(st.director_url(), "vodgrid_director_unavailable_total\\{reason=\"signing\"\\}"),
+            0);
 }
 
 TEST(StationHeartbeat, DirectorRestartKeepsTheCatalogAndRedirectsResume) {
