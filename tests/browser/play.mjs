@@ -6,26 +6,12 @@
 //
 //   node play.mjs --playlist URL --watch URL --engines http://h:p,... --hls FILE
 //                 [--user U --password P] [--seconds 10] [--chromium /usr/bin/chromium]
-import fs from 'node:fs';
-import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import puppeteer from 'puppeteer-core';
+import { finish, launchChromium, parseArgs as parseOptions, recordResponses, segmentsFromEngines,
+         serveOtherOrigin, sleep } from './lib.mjs';
 
 function parseArgs(argv) {
-  const a = { seconds: 10, chromium: '/usr/bin/chromium', user: '', password: '' };
-  for (let i = 0; i < argv.length; i += 2) {
-    const key = argv[i].replace(/^--/, '');
-    if (!(key in a) && !['playlist', 'watch', 'engines', 'hls'].includes(key)) {
-      throw new Error(`unknown option ${argv[i]}`);
-    }
-    a[key] = argv[i + 1];
-  }
-  for (const k of ['playlist', 'watch', 'engines', 'hls']) {
-    if (!a[k]) {
-      throw new Error(`--${k} is required`);
-    }
-  }
+  const a = parseOptions(argv, { seconds: 10, user: '', password: '' },
+                         ['playlist', 'watch', 'engines', 'hls']);
   a.seconds = Number(a.seconds);
   a.engines = a.engines.split(',').map((u) => new URL(u).origin);
   return a;
@@ -46,44 +32,6 @@ hls.on(Hls.Events.ERROR, (_, d) => {
 hls.loadSource(src);
 hls.attachMedia(video);
 </script></body></html>`;
-
-function serveOtherOrigin(hlsFile) {
-  const js = fs.readFileSync(hlsFile);
-  const server = http.createServer((req, res) => {
-    if (req.url.startsWith('/hls.min.js')) {
-      res.writeHead(200, { 'Content-Type': 'text/javascript' });
-      res.end(js);
-    } else if (req.url === '/' || req.url.startsWith('/?')) {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
-      res.end(otherPage);
-    } else {
-      res.writeHead(404);
-      res.end();
-    }
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// Every response the page received, with where it came from; the segments' final answers are
-// those of the engines (the director's 302s are in their redirect chains).
-function recordResponses(page) {
-  const seen = [];
-  page.on('response', (res) => {
-    const req = res.request();
-    const headers = res.headers();
-    seen.push({
-      url: res.url(),
-      origin: new URL(res.url()).origin,
-      status: res.status(),
-      redirects: req.redirectChain().map((r) => r.response() && r.response().status()),
-      acao: headers['access-control-allow-origin'] || null,
-      bytes: Number(headers['content-length'] || 0),
-    });
-  });
-  return seen;
-}
 
 // Waits for playback to start, then plays `seconds` of wall time; how far currentTime advanced.
 async function playFor(page, seconds, checks, label) {
@@ -111,8 +59,7 @@ async function playFor(page, seconds, checks, label) {
 }
 
 function checkSegments(seen, engines, label, checks) {
-  const fromEngines = seen.filter((r) => engines.includes(r.origin) &&
-                                         new URL(r.url).pathname.endsWith('.ts'));
+  const fromEngines = segmentsFromEngines(seen, engines);
   const bytes = fromEngines.reduce((n, r) => n + r.bytes, 0);
   if (fromEngines.length === 0) {
     checks.push(`${label}: no segment came from the engines: ${JSON.stringify(seen.slice(0, 8))}`);
@@ -134,7 +81,7 @@ function checkSegments(seen, engines, label, checks) {
 }
 
 async function otherOrigin(browser, a, checks) {
-  const server = await serveOtherOrigin(a.hls);
+  const server = await serveOtherOrigin(a.hls, { '/': otherPage });
   const port = server.address().port;
   try {
     const page = await browser.newPage();
@@ -212,15 +159,8 @@ async function main() {
     console.error(`play.mjs: ${e.message}`);
     process.exit(2);
   }
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'vodgrid-chromium-'));
-  const browser = await puppeteer.launch({
-    executablePath: a.chromium,
-    headless: true, // --headless
-    userDataDir: profile,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync',
-           '--autoplay-policy=no-user-gesture-required'],
-  });
+  const chromium = await launchChromium(a.chromium);
+  const browser = chromium.browser;
   const checks = [];
   const report = {};
   try {
@@ -234,15 +174,9 @@ async function main() {
   } catch (e) {
     checks.push(`exception: ${e.stack || e}`);
   } finally {
-    await browser.close();
-    fs.rmSync(profile, { recursive: true, force: true });
+    await chromium.close();
   }
-  report.failed = checks;
-  console.log(JSON.stringify(report));
-  if (checks.length > 0) {
-    console.error(checks.join('\n'));
-    process.exit(1);
-  }
+  finish(report, checks);
 }
 
 main();
