@@ -125,6 +125,15 @@ async function run(browser, a, checks) {
       checks.push(`no segment of audio-${a.audio[1]} came from the engines through a 302: ` +
                   JSON.stringify(report.engine_renditions));
     }
+    if (a.subtitles) {
+      // The WebVTT segments too: from the engines, through the director's 302.
+      const vtt = seen.filter((r) => a.engines.includes(r.origin) &&
+                                     new URL(r.url).pathname.endsWith('.vtt'));
+      report.subtitle_segments = vtt.filter((r) => r.redirects.includes(302) && r.status === 200).length;
+      if (report.subtitle_segments === 0) {
+        checks.push(`no subtitle segment came from the engines through a 302: ${JSON.stringify(vtt)}`);
+      }
+    }
     await page.close();
     return report;
   } finally {
