@@ -14,7 +14,11 @@ pkgs=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   systemd file
   chromium
+  prometheus
 )
+# prometheus: promtool checks deploy/prometheus/ and prometheus_test runs its own server (free port,
+# storage in a temporary folder). Where systemd runs, the package also starts a system service on
+# :9090; the tests neither use nor disturb it.
 # node and npm: Debian's, unless a node with its npm is already there (NodeSource's nodejs carries
 # npm and conflicts with Debian's npm package).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
