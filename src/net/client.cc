@@ -14,6 +14,8 @@
 #include <boost/url/parse.hpp>
 #include <boost/url/url.hpp>
 
+#include <algorithm>
+
 namespace vodgrid::net {
 
 namespace asio = boost::asio;
@@ -297,10 +299,17 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
   co_return make_error(errc::unavailable, fmt::format("{}: connection closed by peer", url));
 }
 
-// Beast's buffer_body reads into memory the caller owns, chunk by chunk, which is what a copy
-// served while it arrives needs: no second buffer and a progress call after every read.
-asio::awaitable<result<client_response>> http_client::get_into(std::string url, header_list headers,
-                                                               body_sink sink) {
+struct http_client::open_reply {
+  parsed_url pu;
+  std::unique_ptr<beast::tcp_stream> stream;
+  beast::flat_buffer buf;
+  http::response_parser<http::buffer_body> parser;
+  steady::time_point deadline;
+  client_response head;
+};
+
+asio::awaitable<result<std::unique_ptr<http_client::open_reply>>> http_client::open_get(
+    const std::string& url, const header_list& headers) {
   auto pu = parse_http_url(url);
   if (!pu) {
     co_return pu.err();
@@ -312,9 +321,12 @@ asio::awaitable<result<client_response>> http_client::get_into(std::string url, 
     if (!stream) {
       co_return stream.err();
     }
-    auto& st = **stream;
-    auto deadline = std::chrono::steady_clock::now() + opts_.request_timeout;
-    st.expires_at(deadline);
+    auto r = std::make_unique<open_reply>();
+    r->pu = *pu;
+    r->stream = std::move(*stream);
+    auto& st = *r->stream;
+    r->deadline = steady::now() + opts_.request_timeout;
+    st.expires_at(r->deadline);
     auto [wec, wn] = co_await http::async_write(st, req, use_tuple);
     if (wec) {
       if (pooled) {
@@ -324,11 +336,10 @@ asio::awaitable<result<client_response>> http_client::get_into(std::string url, 
       co_return make_error(wec == beast::error::timeout ? errc::timeout : errc::unavailable,
                            fmt::format("GET {}: {}", url, wec.message()));
     }
-    beast::flat_buffer buf;
-    http::response_parser<http::buffer_body> parser;
-    parser.body_limit(opts_.max_body);
-    parser.header_limit(64 * 1024);
-    auto [hec, hn] = co_await read_until(st, buf, parser, true, deadline, opts_.read_timeout);
+    r->parser.body_limit(opts_.max_body);
+    r->parser.header_limit(64 * 1024);
+    auto [hec, hn] =
+        co_await read_until(st, r->buf, r->parser, true, r->deadline, opts_.read_timeout);
     if (hec) {
       if (pooled && hn == 0 &&
           (hec == http::error::end_of_stream || hec == asio::error::connection_reset)) {
@@ -337,43 +348,106 @@ asio::awaitable<result<client_response>> http_client::get_into(std::string url, 
       }
       co_return make_error(read_error_code(hec), fmt::format("GET {}: {}", url, hec.message()));
     }
-    client_response out = head_of(parser.get());
-    auto dest = sink.on_head(out);
-    if (!dest) {
-      co_return out;  // the connection is dropped with the unread body
-    }
-    // Beast sizes each socket read to the room in `buf`, which has only held the head: without
-    // room a body arrives in reads of about 1 KB, each waking every console of the copy.
-    buf.reserve(256 * 1024);
-    size_t filled = 0;
-    while (!parser.is_done()) {
-      auto& body = parser.get().body();
-      body.data = dest->data() + filled;
-      body.size = dest->size() - filled;
-      if (body.size == 0) {
-        co_return make_error(errc::too_large, fmt::format("GET {}: more than the {} bytes expected",
-                                                          url, dest->size()));
-      }
-      // read_some: back after each read from the socket, so the caller sees every step.
-      st.expires_at(step_deadline(deadline, opts_.read_timeout));
-      auto [rec, rn] = co_await http::async_read_some(st, buf, parser, use_tuple);
-      size_t now = dest->size() - parser.get().body().size;
-      if (now > filled) {
-        filled = now;
-        sink.on_data(filled);
-      }
-      if (rec && rec != http::error::need_buffer) {
-        co_return make_error(read_error_code(rec),
-                             fmt::format("GET {}: {} after {} bytes", url, rec.message(), filled));
-      }
-    }
-    if (parser.get().keep_alive()) {
-      pool_->keep(*pu, std::move(*stream));
-    }
-    out.body.clear();
-    co_return out;
+    r->head = head_of(r->parser.get());
+    co_return r;
   }
   co_return make_error(errc::unavailable, fmt::format("{}: connection closed by peer", url));
+}
+
+namespace {
+
+// One read of a body into [data, data + size) (Beast's buffer_body reads into memory the caller
+// owns): the error, if any, and how many body bytes arrived there.
+template <class Reply>
+asio::awaitable<std::pair<boost::system::error_code, size_t>> read_body_some(
+    Reply& r, char* data, size_t size, std::chrono::milliseconds read_timeout) {
+  auto& body = r.parser.get().body();
+  body.data = data;
+  body.size = size;
+  // read_some: back after each read from the socket, so the caller sees every step.
+  r.stream->expires_at(step_deadline(r.deadline, read_timeout));
+  auto [ec, n] = co_await http::async_read_some(*r.stream, r.buf, r.parser, use_tuple);
+  size_t got = size - r.parser.get().body().size;
+  if (ec == http::error::need_buffer) {
+    ec = {};  // the place given is full: the caller gives more
+  }
+  co_return std::pair{ec, got};
+}
+
+}  // namespace
+
+// Beast's buffer_body reads into memory the caller owns, chunk by chunk, which is what a copy
+// served while it arrives needs: no second buffer and a progress call after every read.
+asio::awaitable<result<client_response>> http_client::get_into(std::string url, header_list headers,
+                                                               body_sink sink) {
+  auto r = co_await open_get(url, headers);
+  if (!r) {
+    co_return r.err();
+  }
+  auto& reply = **r;
+  auto dest = sink.on_head(reply.head);
+  if (!dest) {
+    co_return std::move(reply.head);  // the connection is dropped with the unread body
+  }
+  // Beast sizes each socket read to the room in `buf`, which has only held the head: without
+  // room a body arrives in reads of about 1 KB, each waking every console of the copy.
+  reply.buf.reserve(256 * 1024);
+  size_t filled = 0;
+  while (!reply.parser.is_done()) {
+    if (filled == dest->size()) {
+      co_return make_error(errc::too_large, fmt::format("GET {}: more than the {} bytes expected",
+                                                        url, dest->size()));
+    }
+    auto [rec, got] = co_await read_body_some(reply, dest->data() + filled, dest->size() - filled,
+                                              opts_.read_timeout);
+    if (got > 0) {
+      filled += got;
+      sink.on_data(filled);
+    }
+    if (rec) {
+      co_return make_error(read_error_code(rec),
+                           fmt::format("GET {}: {} after {} bytes", url, rec.message(), filled));
+    }
+  }
+  if (reply.parser.get().keep_alive()) {
+    pool_->keep(reply.pu, std::move(reply.stream));
+  }
+  co_return std::move(reply.head);
+}
+
+// A streaming read of its own rather than get_into with a caller's buffer: get_into fills one
+// place front to back (a copy keeps every byte), a piece sink is handed each piece and the window
+// is reused.
+asio::awaitable<result<client_response>> http_client::get_pieces(std::string url,
+                                                                 header_list headers,
+                                                                 piece_sink sink) {
+  auto r = co_await open_get(url, headers);
+  if (!r) {
+    co_return r.err();
+  }
+  auto& reply = **r;
+  if (!sink.on_head(reply.head)) {
+    co_return std::move(reply.head);  // the connection is dropped with the unread body
+  }
+  size_t window = std::max<size_t>(sink.window, 4096);
+  reply.buf.reserve(window);  // socket reads of up to the window, not of the head's leftover room
+  auto piece = std::make_unique<char[]>(window);
+  uint64_t total = 0;
+  while (!reply.parser.is_done()) {
+    auto [rec, got] = co_await read_body_some(reply, piece.get(), window, opts_.read_timeout);
+    if (got > 0) {
+      total += got;
+      sink.on_piece(std::string_view(piece.get(), got));
+    }
+    if (rec) {
+      co_return make_error(read_error_code(rec),
+                           fmt::format("GET {}: {} after {} bytes", url, rec.message(), total));
+    }
+  }
+  if (reply.parser.get().keep_alive()) {
+    pool_->keep(reply.pu, std::move(reply.stream));
+  }
+  co_return std::move(reply.head);
 }
 
 }  // namespace vodgrid::net

@@ -11,6 +11,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -87,10 +88,27 @@ class http_client {
   boost::asio::awaitable<result<client_response>> get_into(std::string url, header_list headers,
                                                            body_sink sink);
 
+  // A GET whose body is handed over piece by piece as it arrives, through a buffer of `window`
+  // bytes reused for every piece: for a body looked at once (hashed, counted) and never held whole,
+  // so that memory stays a window per exchange however large the body. `on_head` sees the status
+  // and headers and returns whether to read the body (if not, the reply is returned without it);
+  // `on_piece` sees each piece in order, valid only during the call.
+  struct piece_sink {
+    std::function<bool(const client_response& head)> on_head;
+    std::function<void(std::string_view piece)> on_piece;
+    size_t window = 64 * 1024;
+  };
+  boost::asio::awaitable<result<client_response>> get_pieces(std::string url, header_list headers,
+                                                             piece_sink sink);
+
   const client_options& options() const { return opts_; }
 
  private:
   struct pool;
+  // A GET sent and its reply's head read, the body not yet: what get_into and get_pieces read on.
+  struct open_reply;
+  boost::asio::awaitable<result<std::unique_ptr<open_reply>>> open_get(const std::string& url,
+                                                                       const header_list& headers);
   boost::asio::any_io_executor ex_;
   client_options opts_;
   std::unique_ptr<pool> pool_;
