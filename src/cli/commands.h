@@ -75,6 +75,9 @@ struct play_cli_options {
   std::optional<double> seek;   // rtsp:// only: PLAY's Range: npt=SEEK- (seconds)
   std::optional<double> scale;  // rtsp:// only: PLAY's Scale:
   std::string save;             // rtsp:// only: the received TS written here
+  // http:// only: the threads the viewers are spread over (1..console::max_play_threads); unset:
+  // one per core.
+  std::optional<uint32_t> threads;
 };
 int run_play(const play_cli_options& opts);
 

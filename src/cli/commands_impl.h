@@ -18,7 +18,7 @@ int fail(std::string_view cmd, std::string_view why);
 // `quiet`: no progress on stderr.
 result<api::program_manifest> director_ingest(const ingest_options& o, bool quiet);
 
-// Runs the console player to the end (blocking) and returns its report.
+// Runs the console player to the end (blocking, over opts.threads threads) and returns its report.
 console::play_report play_blocking(console::play_options o);
 
 }  // namespace vodgrid::cli

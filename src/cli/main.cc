@@ -192,6 +192,10 @@ void add_viewer_commands(CLI::App& app, command_line& c) {
                    "(RTSP: no datagram this long ends the stream)")
       ->check(CLI::Range(100u, 600'000u))
       ->capture_default_str();
+  c.play_cmd
+      ->add_option("--threads", c.play.threads,
+                   "Threads the viewers are spread over (default: one per core; not for RTSP)")
+      ->check(CLI::Range(1u, vodgrid::console::max_play_threads));
   c.play_cmd->add_option("--seek", c.play.seek, "RTSP: start this many seconds into the program")
       ->check(CLI::Range(0.0, 1e9));
   c.play_cmd->add_option("--scale", c.play.scale,

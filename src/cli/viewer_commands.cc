@@ -20,10 +20,6 @@ namespace json = boost::json;
 
 namespace {
 
-asio::awaitable<console::play_report> play_async(console::play_options o) {
-  co_return co_await console::play(std::move(o));
-}
-
 asio::awaitable<console::rtsp_report> play_rtsp_async(console::rtsp_play_options o) {
   co_return co_await console::play_rtsp(std::move(o));
 }
@@ -46,6 +42,9 @@ int run_play_rtsp(const play_cli_options& o) {
   if (o.realtime) {
     return fail("play", "--realtime is for http:// URLs: an RTSP stream comes at the media's pace");
   }
+  if (o.threads) {
+    return fail("play", "--threads is for http:// URLs: the RTSP console runs on one thread");
+  }
   console::rtsp_play_options po;
   po.url = o.url;
   po.token = o.token;
@@ -66,8 +65,7 @@ int run_play_rtsp(const play_cli_options& o) {
 }  // namespace
 
 console::play_report play_blocking(console::play_options o) {
-  asio::io_context io;
-  return run_sync(io, play_async(std::move(o)));
+  return console::play_on_threads(std::move(o));
 }
 
 result<std::string> login_token(const std::string& auth_url, const std::string& user,
@@ -124,6 +122,10 @@ int run_play(const play_cli_options& o) {
   po.realtime = o.realtime;
   po.verify = o.verify;
   po.read_timeout = std::chrono::milliseconds(o.silence_ms);
+  po.threads = o.threads.value_or(0);
+  if (auto why = console::invalid_options(po)) {
+    return fail("play", *why);
+  }
   return print_report(play_blocking(po), o.json, "some segments failed");
 }
 

@@ -3,18 +3,22 @@
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/object.hpp>
 
+#include <algorithm>
+#include <exception>
 #include <memory>
+#include <thread>
 
 #include "api/api.h"
 #include "api/hls.h"
 #include "base/sha256.h"
 #include "net/client.h"
+#include "net/task_group.h"
 
 namespace vodgrid::console {
 
@@ -77,12 +81,47 @@ json::value play_report::to_json() const {
                       {"ok", ok()}};
 }
 
+void play_report::merge(const play_report& other) {
+  viewers += other.viewers;
+  segments += other.segments;
+  segments_failed += other.segments_failed;
+  bytes += other.bytes;
+  retries += other.retries;
+  stalls += other.stalls;
+  longest_stall = std::max(longest_stall, other.longest_stall);
+  digest_mismatches += other.digest_mismatches;
+  seconds = std::max(seconds, other.seconds);
+  media_seconds = std::max(media_seconds, other.media_seconds);
+  for (auto& [e, n] : other.engines) {
+    engines[e] += n;
+  }
+  for (auto& r : other.renditions) {
+    if (std::find(renditions.begin(), renditions.end(), r) == renditions.end()) {
+      renditions.push_back(r);
+    }
+  }
+  for (auto& e : other.errors) {
+    if (errors.size() < max_errors) {
+      errors.push_back(e);
+    }
+  }
+}
+
+std::optional<std::string> invalid_options(const play_options& o) {
+  if (o.viewers < 1) {
+    return "at least one viewer";
+  }
+  if (o.threads > max_play_threads) {
+    return fmt::format("--threads must be within 1..{}", max_play_threads);
+  }
+  return std::nullopt;
+}
+
 namespace {
 
 struct shared_state {
   play_options opts;
   play_report report;
-  uint32_t running = 0;
   // A rendition's playlist played (its path, without the query), once however many viewers.
   void played(const std::string& url) {
     auto name = url.substr(0, url.find('?'));
@@ -95,7 +134,7 @@ struct shared_state {
     }
   }
   void error(std::string e) {
-    if (report.errors.size() < 20) {
+    if (report.errors.size() < play_report::max_errors) {
       report.errors.push_back(std::move(e));
     }
   }
@@ -131,6 +170,9 @@ asio::awaitable<void> sleep_for(steady::duration d) {
   co_await t.async_wait(use_tuple);
 }
 
+// The bytes of a segment's body a viewer holds at once (plus as much in the socket's read buffer).
+constexpr size_t piece_window = 64 * 1024;
+
 // One segment, through the director, retried until delivered and verified or attempts run out.
 // Returns the bytes delivered, 0 on failure.
 asio::awaitable<uint64_t> fetch_segment(net::http_client& client, std::shared_ptr<shared_state> st,
@@ -162,25 +204,38 @@ asio::awaitable<uint64_t> fetch_segment(net::http_client& client, std::shared_pt
       continue;
     }
     auto engine = net::parse_http_url(*location);
-    auto res = co_await client.get(*location);
+    auto from = engine ? engine->origin() : *location;
+    // The body is hashed as it arrives and dropped: a viewer holds a window, never a segment.
+    uint64_t got = 0;
+    std::optional<sha256_hasher> hasher;
+    if (expected) {
+      hasher.emplace();
+    }
+    net::http_client::piece_sink sink;
+    sink.on_head = [](const net::client_response& head) { return head.status == 200; };
+    sink.on_piece = [&got, &hasher](std::string_view piece) {
+      got += piece.size();
+      if (hasher) {
+        hasher->update(piece);
+      }
+    };
+    sink.window = piece_window;
+    auto res = co_await client.get_pieces(*location, {}, std::move(sink));
     if (!res) {
-      last_error =
-          fmt::format("engine {}: {}", engine ? engine->origin() : *location, res.err().detail);
+      last_error = fmt::format("engine {}: {}", from, res.err().detail);
       continue;
     }
     if (res->status != 200) {
-      last_error = fmt::format("engine {} answered {} for segment {}",
-                               engine ? engine->origin() : *location, res->status, index);
+      last_error = fmt::format("engine {} answered {} for segment {}", from, res->status, index);
       continue;
     }
-    if (expected && sha256(res->body) != *expected) {
+    if (hasher && hasher->finish() != *expected) {
       ++rep.digest_mismatches;
-      last_error = fmt::format("segment {} from {} does not match its SHA-256", index,
-                               engine ? engine->origin() : *location);
+      last_error = fmt::format("segment {} from {} does not match its SHA-256", index, from);
       continue;
     }
-    ++rep.engines[engine ? engine->origin() : *location];
-    co_return res->body.size();
+    ++rep.engines[from];
+    co_return got;
   }
   st->error(fmt::format("segment {}: {}", index, last_error));
   co_return 0;
@@ -370,7 +425,6 @@ asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
   } else {
     st->report.media_seconds = co_await play_playlist(client, st, playlist_url, std::move(*text));
   }
-  --st->running;
 }
 
 }  // namespace
@@ -381,17 +435,53 @@ asio::awaitable<play_report> play(play_options opts) {
   st->opts = std::move(opts);
   st->report.viewers = st->opts.viewers;
   auto t0 = steady::now();
-  st->running = st->opts.viewers;
+  net::task_group viewers(ex);
   for (uint32_t v = 0; v < st->opts.viewers; ++v) {
-    asio::co_spawn(ex, run_viewer(st), asio::detached);
+    viewers.spawn(run_viewer(st));
   }
-  asio::steady_timer t(ex);
-  while (st->running > 0) {
-    t.expires_after(std::chrono::milliseconds(10));
-    co_await t.async_wait(use_tuple);
+  // Every viewer ends on its own (its attempts are bounded): the bound only says "never".
+  if (auto left = co_await viewers.close(std::chrono::hours(24 * 365)); left > 0) {
+    st->error(fmt::format("{} viewers did not finish", left));
   }
   st->report.seconds = std::chrono::duration<double>(steady::now() - t0).count();
   co_return st->report;
+}
+
+play_report play_on_threads(play_options opts) {
+  uint32_t threads = opts.threads;
+  if (threads == 0) {
+    threads = std::max(1u, std::thread::hardware_concurrency());
+  }
+  threads = std::clamp(threads, 1u, std::max(1u, opts.viewers));
+  // Thread i plays viewers i, i + threads, ...: its share of the round-robin.
+  std::vector<play_report> reports(threads);
+  std::vector<std::thread> workers;
+  auto t0 = steady::now();
+  for (uint32_t i = 0; i < threads; ++i) {
+    play_options mine = opts;
+    mine.viewers = opts.viewers / threads + (i < opts.viewers % threads ? 1 : 0);
+    workers.emplace_back([mine, &out = reports[i]] {
+      asio::io_context io;
+      asio::co_spawn(io, play(mine), [&out](std::exception_ptr e, play_report r) {
+        out = std::move(r);
+        if (e) {
+          out.viewers = 0;  // play() lets nothing escape; should it, the thread's viewers failed
+          out.errors.push_back("a console thread failed");
+        }
+      });
+      io.run();
+    });
+  }
+  for (auto& w : workers) {
+    w.join();
+  }
+  play_report all;
+  for (auto& r : reports) {
+    all.merge(r);
+  }
+  all.viewers = opts.viewers;
+  all.seconds = std::chrono::duration<double>(steady::now() - t0).count();
+  return all;
 }
 
 }  // namespace vodgrid::console

@@ -1,12 +1,15 @@
 // The console: plays an HLS VOD program through a director as a set-top box would — playlist,
 // per-segment redirects, SHA-256 check of every segment, optional real-time pacing — for one or
 // many concurrent viewers, and reports what happened. A multivariant playlist's renditions are
-// played one after the other (or its top one alone). It is also vodgrid's load generator.
+// played one after the other (or its top one alone). It is also vodgrid's load generator: a
+// segment's body is hashed as it arrives and never held whole (a viewer costs a 64 KiB window, not
+// a segment), and the viewers may be spread over every core.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +17,8 @@
 #include <boost/json/value.hpp>
 
 namespace vodgrid::console {
+
+inline constexpr uint32_t max_play_threads = 256;
 
 struct play_options {
   std::string url;             // http://DIRECTOR/v1/programs/{id}/index.m3u8
@@ -29,7 +34,13 @@ struct play_options {
   // A multivariant playlist (a program of several renditions): play every variant in turn
   // (verifying each), or only the first, its top rendition.
   bool every_rendition = true;
+  // play_on_threads: the threads the viewers are spread over, round-robin, each running an
+  // io_context of its own; 0: one per core (std::thread::hardware_concurrency). At most
+  // max_play_threads.
+  uint32_t threads = 0;
 };
+// Why `o` cannot be played (a line for the operator), or nothing.
+std::optional<std::string> invalid_options(const play_options& o);
 
 struct play_report {
   uint32_t viewers = 0;
@@ -45,13 +56,24 @@ struct play_report {
   std::map<std::string, uint64_t> engines;  // engine origin → segments served
   // The renditions' playlists played (their paths), when the URL was a multivariant playlist.
   std::vector<std::string> renditions;
-  std::vector<std::string> errors;  // first few, for the operator
+  static constexpr size_t max_errors = 20;
+  std::vector<std::string> errors;  // the first max_errors, for the operator
   bool ok() const { return segments_failed == 0 && errors.empty(); }
+  // Adds another thread's report of the same play: counts summed, maxima (longest stall, wall and
+  // media seconds) maxed, engine tallies summed, renditions and the first errors joined.
+  void merge(const play_report& other);
   std::string to_text() const;
   boost::json::value to_json() const;
 };
 
-// Plays with `opts.viewers` concurrent consoles on the caller's executor.
+// Plays with `opts.viewers` concurrent consoles on the caller's executor (one thread;
+// `opts.threads` is not used).
 boost::asio::awaitable<play_report> play(play_options opts);
+
+// Plays with `opts.viewers` consoles spread round-robin over `opts.threads` threads of its own,
+// each running play() on an io_context of its own (nothing is shared between them), and blocks
+// until every viewer is done: the threads' reports merged, the wall time the whole play's.
+// Precondition: !invalid_options(opts).
+play_report play_on_threads(play_options opts);
 
 }  // namespace vodgrid::console
