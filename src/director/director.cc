@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "auth/guard.h"
 #include "director/impl.h"
 
@@ -271,8 +273,17 @@ asio::awaitable<reply> director_daemon::impl::list_engines(request_context&) {
         {"assigned", e.assigned},
         {"load", api::to_json(e.load)}});
   }
+  // The hottest segments, for operators: requests decayed over about a minute (hot.h).
+  json::array hottest;
+  for (auto& h : hot.top(10, now)) {
+    hottest.push_back(json::object{{"segment", h.key.str()},
+                                   {"program", h.key.program.str()},
+                                   {"index", h.key.index.v},
+                                   {"requests", std::round(h.requests * 10) / 10}});
+  }
   co_return net::json_reply(json::object{{"station", station->name.str()},
                                          {"engines", a},
+                                         {"hot", hottest},
                                          {"copies", station->director.copies},
                                          {"under_replicated", under_replicated},
                                          {"repairs_in_flight", repairing.size()}});

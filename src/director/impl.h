@@ -28,6 +28,7 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "director/director.h"
+#include "director/hot.h"
 #include "director/push_session.h"
 #include "director/tables.h"
 #include "net/async_mutex.h"
@@ -114,6 +115,7 @@ struct director_daemon::impl : net::daemon_base {
   std::filesystem::path web_root;
   station_tables tables;
   std::map<program_id, api::program_manifest> catalog;
+  hot_segments hot;  // console requests per segment, for operators (GET /v1/engines)
   // Engine told to preload a segment, and until when that hint holds (claim 16).
   std::unordered_map<segment_key, std::pair<engine_slot, steady::time_point>> preloaded;
 

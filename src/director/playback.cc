@@ -197,6 +197,7 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   }
   auto now = steady::now();
   segment_key key{(*m)->id, *idx};
+  hot.record(key, now);
   auto chosen = choose_for_console(key, now);
   if (!chosen && tables.up_holders(key, now) > 0) {
     chosen = co_await wait_for_replica(key);

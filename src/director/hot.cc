@@ -1,0 +1,60 @@
+// The station's hottest segments by decayed request count: see hot.h.
+#include "director/hot.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace vodgrid::director {
+
+double hot_segments::decayed(const count& c, clock::time_point now) const {
+  double dt = std::chrono::duration<double>(now - c.at).count();
+  return dt <= 0 ? c.value : c.value * std::exp(-dt / static_cast<double>(tau_.count()));
+}
+
+void hot_segments::record(const segment_key& key, clock::time_point now) {
+  auto& c = counts_[key];
+  c.value = decayed(c, now) + 1;
+  c.at = now;
+  if (counts_.size() > max_entries_) {
+    prune(now);
+  }
+}
+
+// Drops what has cooled below one request; if that is not enough, the colder half.
+void hot_segments::prune(clock::time_point now) {
+  std::erase_if(counts_, [&](auto& kv) { return decayed(kv.second, now) < 1; });
+  if (counts_.size() <= max_entries_ / 2) {
+    return;
+  }
+  std::vector<double> values;
+  values.reserve(counts_.size());
+  for (auto& [key, c] : counts_) {
+    values.push_back(decayed(c, now));
+  }
+  auto mid = values.begin() + static_cast<std::ptrdiff_t>(values.size() / 2);
+  std::nth_element(values.begin(), mid, values.end());
+  double median = *mid;
+  std::erase_if(counts_, [&](auto& kv) { return decayed(kv.second, now) < median; });
+  if (counts_.size() > max_entries_) {  // all alike: the bound holds all the same
+    std::erase_if(counts_, [&](auto& kv) { return decayed(kv.second, now) <= median; });
+  }
+}
+
+std::vector<hot_segments::entry> hot_segments::top(size_t n, clock::time_point now) const {
+  std::vector<entry> all;
+  for (auto& [key, c] : counts_) {
+    double v = decayed(c, now);
+    if (v >= 0.5) {
+      all.push_back({key, v});
+    }
+  }
+  auto k = std::min(n, all.size());
+  std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k), all.end(),
+                    [](const entry& a, const entry& b) {
+                      return a.requests != b.requests ? a.requests > b.requests : a.key < b.key;
+                    });
+  all.resize(k);
+  return all;
+}
+
+}  // namespace vodgrid::director
