@@ -1,7 +1,7 @@
 // The registry daemon's state, shared by the files that handle its routes: registry.cc (start,
 // stop, the route table), stations.cc (registrations, reports, the live view), programs.cc
-// (distribution parameters, availability, notifications to target stations) and lookups.cc (the
-// sources and locations of a segment).
+// (distribution parameters, availability, notifications to target stations), lookups.cc (the
+// sources and locations of a segment) and dashboard.cc (the operator's dashboard).
 // Threading: the live view belongs to the io thread; the database and segment_counts to the one
 // database thread (db_pool, reached through on_db).
 #pragma once
@@ -11,7 +11,9 @@
 #include <boost/json/object.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +27,7 @@
 #include "net/http.h"
 #include "net/run_on.h"
 #include "registry/cost.h"
+#include "registry/dashboard.h"
 #include "registry/location_db.h"
 #include "registry/registry.h"
 
@@ -61,6 +64,42 @@ struct registry_daemon::impl : net::daemon_base {
   // Segment counts of the programs the registry knows, so that checking a report's indices parses
   // no manifest; database thread only (filled by put_program, and from the database on first need).
   std::map<program_id, uint32_t> segment_counts;
+
+  // The dashboard (dashboard.cc); io thread only. The registry polls the stations only while
+  // someone has asked for the state within the last minute, each read under a short deadline and
+  // at most one in flight per director, supervisor and engine, so a dead station holds up nothing.
+  struct dashboard_state {
+    std::filesystem::path web_root;            // where dashboard/ is; empty: not found (503)
+    std::unique_ptr<net::http_client> client;  // the polls: deadlines under a second
+    std::unique_ptr<net::http_client> login;   // the page's logins, relayed to the auth server
+    steady::time_point last_asked{};
+    bool polling = false;  // dashboard_loop runs
+    struct station_poll {
+      bool in_flight = false;
+      std::optional<bool> reachable;  // its director answered the last poll; unset: not polled yet
+      std::string error;              // why it did not
+      int64_t at_ms = 0;              // when the last poll ended (Unix time)
+      std::optional<director_view> view;
+      bool supervisor_in_flight = false;
+      std::optional<std::map<std::string, uint64_t>> restarts;  // per blade, from its supervisor
+    };
+    std::map<std::string, station_poll> stations;
+    struct engine_probe {
+      bool in_flight = false;
+      std::optional<bool> answers;  // its /healthz answered the last probe
+    };
+    std::map<std::string, engine_probe> engines;
+    std::map<std::string, engine_status> shown;  // each engine's status at the last comparison
+    event_log events;
+    // Bytes of finished copies between stations, (source, receiver), as the receivers report them
+    // (station_report::copies); counted whether anyone watches or not.
+    std::map<std::pair<std::string, std::string>, uint64_t> link_bytes;
+    std::map<std::pair<std::string, std::string>, rate_meter> link_rates;
+    bool progress_in_flight = false;
+    json::array programs;  // distribution progress at the last refresh
+    uint64_t programs_total = 0;
+  };
+  dashboard_state dash;
 
   net::metric_value* reports = nullptr;
   net::metric_value* changes = nullptr;
@@ -109,6 +148,25 @@ struct registry_daemon::impl : net::daemon_base {
   asio::awaitable<void> notify(std::string director_url, std::string station, api::distribution d);
   std::vector<std::string> targets_of(const api::distribution& d) const;
   status check_indices(const std::vector<location_change>& list);
+  result<std::optional<uint32_t>> segment_count(const program_id& program);
+
+  // The dashboard (dashboard.cc).
+  status open_dashboard();
+  asio::awaitable<reply> dashboard_page(request_context& ctx);
+  asio::awaitable<reply> dashboard_file(request_context& ctx);
+  asio::awaitable<reply> dashboard_state_reply(request_context& ctx);
+  asio::awaitable<reply> operator_login(request_context& ctx);
+  asio::awaitable<void> dashboard_loop();
+  asio::awaitable<void> poll_director(std::string station);
+  asio::awaitable<void> poll_supervisor(std::string station);
+  asio::awaitable<void> probe_engine(std::string engine);
+  asio::awaitable<void> refresh_progress();
+  // On the database thread:
+  result<std::pair<json::array, uint64_t>> progress_page();
+  json::object program_progress(const program_record& p);
+  void compare_station(const station_config& s);
+  json::object dashboard_json();
+  json::array links_json();
 };
 
 }  // namespace vodgrid::registry

@@ -191,6 +191,28 @@ result<std::vector<program_record>> location_db::programs() {
   return out;
 }
 
+result<std::pair<std::vector<program_record>, uint64_t>> location_db::program_page(size_t limit) {
+  auto rows = db_->query(
+      fmt::format("SELECT id, '', targets, prefetch FROM programs ORDER BY id LIMIT {}", limit));
+  if (!rows) {
+    return rows.err();
+  }
+  std::pair<std::vector<program_record>, uint64_t> out;
+  for (auto& r : *rows) {
+    auto p = program_of(r);
+    if (!p) {
+      return p.err();
+    }
+    out.first.push_back(std::move(*p));
+  }
+  auto n = db_->query("SELECT COUNT(*) FROM programs");
+  if (!n) {
+    return n.err();
+  }
+  out.second = n->empty() ? 0 : static_cast<uint64_t>((*n)[0].i64(0));
+  return out;
+}
+
 status location_db::apply(const station_id& station, const std::vector<location_change>& changes) {
   // Group by program, keeping the order within each: one read-modify-write of the station's rows
   // of each program. Station and engine rows are independent, so the order between them is moot.

@@ -75,6 +75,9 @@ class location_db {
   status put_program(const program_record& p);
   result<std::optional<program_record>> program(const program_id& id);
   result<std::vector<program_record>> programs();
+  // The first `limit` programs by id without their manifests (manifest_json empty), and how many
+  // programs there are in all: what the dashboard lists, at a cost that does not grow with them.
+  result<std::pair<std::vector<program_record>, uint64_t>> program_page(size_t limit);
 
   // Applies one station's changes, in order, in one transaction; durable when it returns.
   // Station-level changes move the station index (holders, counts); engine changes move only the

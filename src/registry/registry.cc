@@ -47,6 +47,9 @@ status registry_daemon::start() {
       return st;
     }
   }
+  if (auto st = d.open_dashboard(); !st) {
+    return st;
+  }
   d.routes();
   if (auto st = d.listen(d.grid.registry->listen.host, d.grid.registry->listen.port); !st) {
     return st;
@@ -87,6 +90,13 @@ void registry_daemon::impl::routes() {
   route(V::get, "/v1/grid", &impl::grid_info);
   // Prometheus service discovery, open like /metrics (docs/operations.md).
   route(V::get, "/v1/prometheus/targets", &impl::prometheus_targets);
+  // The operator's dashboard (dashboard.cc): control routes, for pages of this origin only. The
+  // page and its files are open (they hold no data); the state needs an operator's token, which
+  // the page gets from its login (relayed to the auth server) or its token field.
+  route(V::get, "/dashboard", &impl::dashboard_page);
+  route(V::get, "/dashboard/{}", &impl::dashboard_file);
+  guarded(V::get, "/v1/dashboard/state", &impl::dashboard_state_reply, 0, {K::operator_});
+  route(V::post, "/v1/login/operator", &impl::operator_login, 4 << 10);
   server->set_health([this] {
     size_t up = 0;
     for (auto& [name, l] : stations) {

@@ -113,6 +113,9 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
   for (auto& c : r->copies) {
     // Only stations that registered have a live entry; a sample naming another is ignored.
     auto src_it = stations.find(c.source.str());
+    if (c.bytes > 0 && src_it != stations.end()) {
+      dash.link_bytes[{c.source.str(), name->str()}] += c.bytes;  // the dashboard's links
+    }
     if (c.seconds > 0 && c.bytes > 0 && src_it != stations.end()) {
       auto& src = src_it->second;
       double bps = static_cast<double>(c.bytes) * 8 / c.seconds;
@@ -129,39 +132,49 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
 // ingest sends its distribution. A loss past the end passes too: it can only clear a location
 // recorded while the program was longer, and refusing it would leave that location for ever.
 status registry_daemon::impl::check_indices(const std::vector<location_change>& list) {
-  std::set<program_id> unknown;
+  std::set<program_id> unknown;  // asked once per report
   for (auto& c : list) {
-    if (!c.held) {
+    if (!c.held || unknown.count(c.key.program)) {
       continue;
     }
-    auto& program = c.key.program;
-    auto it = segment_counts.find(program);
-    if (it == segment_counts.end()) {
-      if (unknown.count(program)) {
-        continue;
-      }
-      auto p = db->program(program);
-      if (!p) {
-        return p.err();
-      }
-      if (!*p) {
-        unknown.insert(program);
-        continue;
-      }
-      auto m = api::decode<api::program_manifest>((*p)->manifest_json);
-      if (!m) {
-        return make_error(errc::io_error, "the stored manifest of " + program.str() +
-                                              " does not decode: " + m.err().detail);
-      }
-      it = segment_counts.emplace(program, static_cast<uint32_t>(m->segments.size())).first;
+    auto n = segment_count(c.key.program);
+    if (!n) {
+      return n.err();
     }
-    if (c.key.index.v >= it->second) {
+    if (!*n) {
+      unknown.insert(c.key.program);
+      continue;
+    }
+    if (c.key.index.v >= **n) {
       return make_error(errc::invalid_argument,
                         fmt::format("program {} has {} segments: there is no segment {}",
-                                    program.str(), it->second, c.key.index.v));
+                                    c.key.program.str(), **n, c.key.index.v));
     }
   }
   return {};
+}
+
+// On the database thread: the segments of a program the registry knows, from segment_counts or
+// its stored manifest (then kept); nullopt for a program it does not know (not kept: it may come).
+result<std::optional<uint32_t>> registry_daemon::impl::segment_count(const program_id& program) {
+  if (auto it = segment_counts.find(program); it != segment_counts.end()) {
+    return std::optional<uint32_t>(it->second);
+  }
+  auto p = db->program(program);
+  if (!p) {
+    return p.err();
+  }
+  if (!*p) {
+    return std::optional<uint32_t>();
+  }
+  auto m = api::decode<api::program_manifest>((*p)->manifest_json);
+  if (!m) {
+    return make_error(errc::io_error, "the stored manifest of " + program.str() +
+                                          " does not decode: " + m.err().detail);
+  }
+  auto n = static_cast<uint32_t>(m->segments.size());
+  segment_counts.emplace(program, n);
+  return std::optional<uint32_t>(n);
 }
 
 asio::awaitable<reply> registry_daemon::impl::list_stations(request_context&) {
