@@ -1,6 +1,6 @@
-// Issue 14's dashboard (item 4): the registry's GET /v1/dashboard/state and its page. First the state
-// itself at a real grid with an auth server: who may read it, its shape, and a hung director said
-// unreachable within the polls' deadline while the state still answers at once; then the
+// Issue 14's dashboard (item 4): the registry's GET /v1/dashboard/state and its page. First the
+// state itself at a real grid with an auth server: who may read it, its shape, and a hung director
+// said unreachable within the polls' deadline while the state still answers at once; then the
 // acceptance test, headless Chromium on /dashboard (tests/browser/dashboard.mjs) while viewers
 // play: every station, every engine with its stream count, a program's distribution, and an engine
 // killed shown down within 3 s. The screenshot goes to $VODGRID_TEST_OUTPUT_DIR, else the working
@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -59,7 +60,8 @@ const json::object* station_in(const json::object& state, const std::string& nam
   return nullptr;
 }
 
-// Whether the state says `station`'s director is reachable (`want`) and, when it is, every engine up.
+// Whether the state says `station`'s director is reachable (`want`) and, when it is, every engine
+// up.
 bool director_is(const json::object& state, const std::string& station, bool want) {
   auto* s = station_in(state, station);
   if (!s || !s->at("director").at("reachable").is_bool() ||
@@ -106,8 +108,8 @@ TEST(DashboardState, OnlyOperatorsOfThisOriginReadIt) {
   auto cross = http_get(url, headers);
   ASSERT_TRUE(cross);
   EXPECT_EQ(cross->status, 403u) << cross->body;
-  auto from_origin = http_get(url, {{"Authorization", "Bearer " + op},
-                                    {"Origin", "http://evil.example"}});
+  auto from_origin =
+      http_get(url, {{"Authorization", "Bearer " + op}, {"Origin", "http://evil.example"}});
   ASSERT_TRUE(from_origin);
   EXPECT_EQ(from_origin->status, 403u) << from_origin->body;
 
@@ -181,8 +183,8 @@ TEST(DashboardState, AHungDirectorIsUnreachableWithinTheDeadlineAndTheStateAnswe
   ASSERT_EQ(edge->at("engines").as_array().size(), 2u);
   auto& e1 = edge->at("engines").as_array()[0].as_object();
   EXPECT_EQ(e1.at("name").as_string(), "edge-1");
-  for (auto* key : {"status", "in_rotation", "answers", "streams", "bytes_per_second",
-                    "free_bytes", "total_bytes", "segments"}) {
+  for (auto* key : {"status", "in_rotation", "answers", "streams", "bytes_per_second", "free_bytes",
+                    "total_bytes", "segments"}) {
     EXPECT_TRUE(e1.contains(key)) << key;
   }
   EXPECT_GT(e1.at("total_bytes").to_number<double>(), 0);
@@ -234,7 +236,10 @@ class slow_viewer {
     stop_ = true;
     thread_.join();
   }
-  int read() const { return read_; }
+  std::string what() const {
+    return fmt::format("last director status {}, {} bytes read", last_status_.load(),
+                       bytes_.load());
+  }
 
  private:
   void run(const std::string& director, const std::string& program, int segments,
@@ -242,6 +247,7 @@ class slow_viewer {
     for (int i = 0; !stop_; i = (i + 1) % segments) {
       auto r = http_get(
           fmt::format("{}/v1/programs/{}/segments/{}.ts?token={}", director, program, i, token));
+      last_status_ = r ? static_cast<int>(r->status) : -1;
       if (!r || r->status != 302) {
         std::this_thread::sleep_for(100ms);
         continue;
@@ -260,18 +266,75 @@ class slow_viewer {
     auto req = fmt::format("GET {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n", u->target,
                            u->host, u->port);
     if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
-      char buf[1024];
-      while (!stop_ && ::recv(fd, buf, sizeof buf, 0) > 0) {
-        std::this_thread::sleep_for(10ms);  // about 100 kB/s
+      char buf[512];
+      for (ssize_t n; !stop_ && (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+        bytes_ += n;
+        std::this_thread::sleep_for(50ms);  // about 10 kB/s: seconds per segment
       }
-      ++read_;
     }
     ::close(fd);
   }
   std::atomic<bool> stop_{false};
-  std::atomic<int> read_{0};
+  std::atomic<int> last_status_{0};
+  std::atomic<int64_t> bytes_{0};
   std::thread thread_;
 };
+
+// A sample of 4 segments of 2 s, about 9 MB each (lossless noise): more than an engine's socket
+// send buffer takes (at most 4 MB here), so a slow viewer's stream of one stays open at its engine
+// for as long as it reads; the engine counts a stream until the kernel has taken its last byte.
+fs::path make_large_sample(const fs::path& dir) {
+  fs::create_directories(dir);
+  auto playlist = dir / "index.m3u8";
+  auto r = run({"/usr/bin/ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=480x270:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "8",
+                "-vf",
+                "noise=alls=20:allf=t",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-qp",
+                "0",
+                "-g",
+                "50",
+                "-keyint_min",
+                "50",
+                "-sc_threshold",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+                "-f",
+                "hls",
+                "-hls_time",
+                "2",
+                "-hls_playlist_type",
+                "vod",
+                "-hls_segment_filename",
+                (dir / "seg%d.ts").string(),
+                playlist.string()});
+  if (r.status != 0) {
+    throw std::runtime_error("ffmpeg: " + r.err);
+  }
+  return playlist;
+}
 
 fs::path output_dir() {
   const char* d = std::getenv("VODGRID_TEST_OUTPUT_DIR");
@@ -294,8 +357,7 @@ std::string read_text(const fs::path& p) {
 TEST(DashboardBrowser, ChromiumShowsTheGridWhileViewersPlayAndAKilledEngineDownWithin3s) {
   grid_fixture g({{"home", 2}, {"edge", 2, 300, 1000, 100}}, {}, false, true);
   temp_dir src;
-  make_sample(src.path(), 16, 2);
-  auto in = g.ingest(src.path().string(), "film", "edge");
+  auto in = g.ingest(make_large_sample(src.path()).string(), "film", "edge");
   ASSERT_EQ(in.status, 0) << in.err;
   std::string edge = g.director_url("edge");
   std::string token = g.viewer_token();
@@ -309,7 +371,7 @@ TEST(DashboardBrowser, ChromiumShowsTheGridWhileViewersPlayAndAKilledEngineDownW
   auto play = child_process::spawn(
       {vodgrid_binary(), "play", playlist, "--viewers", "3", "--realtime"}, work.path() / "play");
   ASSERT_TRUE(play) << play.err().detail;
-  slow_viewer v1(edge, "film", 8, token), v2(edge, "film", 8, token);
+  slow_viewer v1(edge, "film", 4, token), v2(edge, "film", 4, token);
 
   auto shot = output_dir() / "dashboard_test.png";
   auto handshake = work.path() / "handshake";
@@ -320,16 +382,36 @@ TEST(DashboardBrowser, ChromiumShowsTheGridWhileViewersPlayAndAKilledEngineDownW
       engines += (engines.empty() ? "" : ",") + e;
     }
   }
-  auto node = child_process::spawn(
-      {"/usr/bin/env", "node", VODGRID_BROWSER_DIR "/dashboard.mjs", "--url",
-       g.registry_url() + "/dashboard", "--stations", "home,edge", "--engines", engines,
-       "--program", "film", "--playing", "edge", "--kill", "edge-1", "--handshake",
-       handshake.string(), "--screenshot", shot.string(), "--user", "admin", "--password", "admin",
-       "--within-ms", "3000"},
-      work.path() / "node");
+  auto node = child_process::spawn({"/usr/bin/env",
+                                    "node",
+                                    VODGRID_BROWSER_DIR "/dashboard.mjs",
+                                    "--url",
+                                    g.registry_url() + "/dashboard",
+                                    "--stations",
+                                    "home,edge",
+                                    "--engines",
+                                    engines,
+                                    "--program",
+                                    "film",
+                                    "--playing",
+                                    "edge",
+                                    "--kill",
+                                    "edge-1",
+                                    "--handshake",
+                                    handshake.string(),
+                                    "--screenshot",
+                                    shot.string(),
+                                    "--user",
+                                    "admin",
+                                    "--password",
+                                    "admin",
+                                    "--within-ms",
+                                    "3000"},
+                                   work.path() / "node");
   ASSERT_TRUE(node) << node.err().detail;
   // The page has found everything: kill the engine, noting when (before the kill: an upper bound).
-  bool ready = eventually([&] { return fs::exists(handshake / "ready") || !node->running(); }, 120s);
+  bool ready =
+      eventually([&] { return fs::exists(handshake / "ready") || !node->running(); }, 120s);
   if (ready && fs::exists(handshake / "ready")) {
     auto at = unix_ms();
     g.kill("edge-1", SIGKILL);
@@ -351,8 +433,7 @@ TEST(DashboardBrowser, ChromiumShowsTheGridWhileViewersPlayAndAKilledEngineDownW
   EXPECT_TRUE(report.at("down").as_bool()) << log;
   EXPECT_LE(report.at("ms_to_down").to_number<double>(), 3000) << log;
   EXPECT_TRUE(report.at("event_listed").as_bool()) << log;
-  EXPECT_GE(report.at("streams_seen").to_number<double>(), 1) << log;
-  EXPECT_GT(v1.read() + v2.read(), 0);
+  EXPECT_GE(report.at("streams_seen").to_number<double>(), 1) << log << v1.what() << v2.what();
   ASSERT_TRUE(fs::exists(shot));
   EXPECT_GT(fs::file_size(shot), 10'000u);
   std::cout << "dashboard screenshot: " << shot.string() << std::endl;

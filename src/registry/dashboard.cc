@@ -177,11 +177,11 @@ asio::awaitable<void> registry_daemon::impl::poll_director(std::string station) 
   auto& sp = dash.stations[station];
   sp.in_flight = false;
   sp.at_ms = unix_ms();
-  result<director_view> v = !r ? result<director_view>(r.err())
-                            : r->status != 200
-                                ? make_error(errc::protocol_error,
-                                             fmt::format("GET /v1/engines: HTTP {}", r->status))
-                                : parse_director_engines(r->body);
+  result<director_view> v =
+      !r ? result<director_view>(r.err())
+      : r->status != 200
+          ? make_error(errc::protocol_error, fmt::format("GET /v1/engines: HTTP {}", r->status))
+          : parse_director_engines(r->body);
   bool was = sp.reachable.value_or(true);
   sp.reachable = v.has_value();
   if (v) {
@@ -225,10 +225,17 @@ asio::awaitable<void> registry_daemon::impl::poll_supervisor(std::string station
 
 asio::awaitable<void> registry_daemon::impl::probe_engine(std::string engine) {
   const auto* cfg = grid.find_engine(engine);
-  auto r = co_await dash.client->get(cfg->listen.url() + "/healthz");
+  auto r = co_await dash.client->get(cfg->listen.url() + "/metrics");
   auto& ep = dash.engines[engine];
   ep.in_flight = false;
   ep.answers = r && r->status == 200;
+  if (*ep.answers) {
+    auto served = parse_served_bytes(r->body);
+    ep.counts_bytes = served.has_value();
+    if (served) {
+      ep.served.sample(steady::now(), *served);
+    }
+  }
   compare_station(*grid.station_of_engine(engine));
 }
 
@@ -253,7 +260,7 @@ void registry_daemon::impl::compare_station(const station_config& s) {
       bool up = now == engine_status::up;
       dash.events.add({unix_ms(), up ? "engine_up" : "engine_down", s.name.str(), e.name.str(),
                        up ? "in rotation and answering"
-                          : (in_rotation.value_or(true) ? "does not answer its /healthz"
+                          : (in_rotation.value_or(true) ? "does not answer its /metrics"
                                                         : "out of its director's rotation")});
     }
     if (now != engine_status::unknown) {
@@ -341,23 +348,27 @@ namespace vodgrid::registry {
 
 namespace {
 
-json::object engine_json(const engine_config& e, const engine_view* v, std::optional<bool> in_rotation,
-                         std::optional<bool> answers) {
+// One engine: its status, and its figures as its director reports them (zeros when it does not),
+// but for the bytes per second, measured from its own counter of segment bytes served where it
+// has one (the heartbeat's figure is that of its last heartbeat interval only).
+json::object engine_json(const engine_config& e, const engine_view* v,
+                         std::optional<bool> in_rotation, const engine_probe& probe) {
   auto opt = [](std::optional<bool> b) { return b ? json::value(*b) : json::value(nullptr); };
   json::object o{{"name", e.name.str()},
-                 {"status", to_string(status_of(in_rotation, answers))},
+                 {"status", to_string(status_of(in_rotation, probe.answers))},
                  {"in_rotation", opt(in_rotation)},
-                 {"answers", opt(answers)}};
+                 {"answers", opt(probe.answers)}};
   engine_view none;
   const auto& ev = v ? *v : none;
   o["streams"] = ev.streams;
-  o["bytes_per_second"] = ev.bytes_per_second;
+  o["bytes_per_second"] = probe.counts_bytes ? std::round(probe.served.per_second())
+                                             : static_cast<double>(ev.bytes_per_second);
   o["free_bytes"] = ev.free_bytes;
   o["total_bytes"] = ev.total_bytes;
   o["used_bytes"] = ev.used_bytes;
   o["segments"] = ev.segments;
   o["filling"] = ev.filling;
-  o["reported"] = v != nullptr;  // the figures are its director's (else zeros: not known)
+  o["reported"] = v != nullptr;  // its director reported it (else the zeros are not known)
   return o;
 }
 
@@ -406,15 +417,15 @@ json::object registry_daemon::impl::dashboard_json() {
           }
         }
       }
-      engines.push_back(engine_json(e, v, in_rotation, dash.engines[e.name.str()].answers));
+      engines.push_back(engine_json(e, v, in_rotation, dash.engines[e.name.str()]));
     }
     so["engines"] = std::move(engines);
     json::array hot;
     for (auto& h : sp.view ? sp.view->hot : std::vector<hot_segment>{}) {
       hot.push_back(json::object{{"segment", h.segment}, {"requests", h.requests}});
-      hot_all.emplace_back(h.requests, json::object{{"station", name},
-                                                    {"segment", h.segment},
-                                                    {"requests", h.requests}});
+      hot_all.emplace_back(
+          h.requests,
+          json::object{{"station", name}, {"segment", h.segment}, {"requests", h.requests}});
     }
     so["hot"] = std::move(hot);
     stations_out.push_back(std::move(so));

@@ -50,10 +50,14 @@ result<director_view> parse_director_engines(std::string_view body);
 // Restarts per blade in a station supervisor's GET /healthz; errc::protocol_error when not one.
 result<std::map<std::string, uint64_t>> parse_supervisor_restarts(std::string_view body);
 
+// The segment bytes an engine has served (vodgrid_engine_served_bytes_total, every `via` summed) in
+// its /metrics; nullopt when the text has none (an engine from before the metric).
+std::optional<uint64_t> parse_served_bytes(std::string_view metrics_text);
+
 // One thing the dashboard saw change.
 struct dashboard_event {
-  int64_t at_ms = 0;   // Unix time
-  std::string kind;    // engine_down, engine_up, director_unreachable, director_reachable, restart
+  int64_t at_ms = 0;  // Unix time
+  std::string kind;   // engine_down, engine_up, director_unreachable, director_reachable, restart
   std::string station;
   std::string subject;  // the engine or blade; the station for its director
   std::string detail;
@@ -84,12 +88,21 @@ class rate_meter {
  public:
   using clock = std::chrono::steady_clock;
   explicit rate_meter(std::chrono::seconds window = std::chrono::seconds(5)) : window_(window) {}
+  // A total below the last one (the counter's process restarted) starts the samples afresh.
   void sample(clock::time_point now, uint64_t total);
   double per_second() const;
 
  private:
   std::chrono::seconds window_;
   std::deque<std::pair<clock::time_point, uint64_t>> samples_;
+};
+
+// What the probes of one engine's /metrics said.
+struct engine_probe {
+  bool in_flight = false;
+  std::optional<bool> answers;  // its /metrics answered the last probe
+  bool counts_bytes = false;    // its /metrics has the segment bytes it served
+  rate_meter served{std::chrono::seconds(3)};
 };
 
 }  // namespace vodgrid::registry

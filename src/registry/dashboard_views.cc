@@ -4,6 +4,9 @@
 
 #include "registry/dashboard.h"
 
+#include <exception>
+#include <string>
+
 namespace vodgrid::registry {
 
 namespace json = boost::json;
@@ -97,9 +100,36 @@ result<std::map<std::string, uint64_t>> parse_supervisor_restarts(std::string_vi
   return out;
 }
 
+std::optional<uint64_t> parse_served_bytes(std::string_view text) {
+  constexpr std::string_view name = "vodgrid_engine_served_bytes_total";
+  std::optional<uint64_t> sum;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t end = text.find('\n', at);
+    auto line = text.substr(at, end == std::string_view::npos ? text.size() - at : end - at);
+    at = end == std::string_view::npos ? text.size() : end + 1;
+    if (!line.starts_with(name) || line.size() == name.size() ||
+        (line[name.size()] != '{' && line[name.size()] != ' ')) {
+      continue;
+    }
+    auto space = line.rfind(' ');
+    double v = 0;
+    try {
+      v = std::stod(std::string(line.substr(space + 1)));
+    } catch (const std::exception&) {
+      continue;  // not a sample line
+    }
+    sum = sum.value_or(0) + (v > 0 ? static_cast<uint64_t>(v) : 0);
+  }
+  return sum;
+}
+
 json::object dashboard_event::to_json() const {
-  return json::object{{"at_ms", at_ms},     {"kind", kind},     {"station", station},
-                      {"subject", subject}, {"detail", detail}};
+  return json::object{{"at_ms", at_ms},
+                      {"kind", kind},
+                      {"station", station},
+                      {"subject", subject},
+                      {"detail", detail}};
 }
 
 void event_log::add(dashboard_event e) {
@@ -130,6 +160,9 @@ std::string_view to_string(engine_status s) {
 }
 
 void rate_meter::sample(clock::time_point now, uint64_t total) {
+  if (!samples_.empty() && total < samples_.back().second) {
+    samples_.clear();
+  }
   samples_.emplace_back(now, total);
   // Keep one sample at least the window old, so that the rate spans the whole window.
   while (samples_.size() > 2 && now - samples_[1].first >= window_) {

@@ -13,8 +13,8 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -84,10 +84,6 @@ struct registry_daemon::impl : net::daemon_base {
       std::optional<std::map<std::string, uint64_t>> restarts;  // per blade, from its supervisor
     };
     std::map<std::string, station_poll> stations;
-    struct engine_probe {
-      bool in_flight = false;
-      std::optional<bool> answers;  // its /healthz answered the last probe
-    };
     std::map<std::string, engine_probe> engines;
     std::map<std::string, engine_status> shown;  // each engine's status at the last comparison
     event_log events;
