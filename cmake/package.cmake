@@ -8,6 +8,9 @@ install(TARGETS vodgrid RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 # src/director/web.cc); hls.js with them once npm has installed it (scripts/install-deps.sh).
 install(FILES web/watch.html web/watch.js web/watch.css web/README.md
         DESTINATION ${CMAKE_INSTALL_DATADIR}/vodgrid/web)
+# The registry's dashboard (src/registry/dashboard.cc) beside it.
+install(FILES web/dashboard/dashboard.html web/dashboard/dashboard.js web/dashboard/dashboard.css
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/vodgrid/web/dashboard)
 install(FILES web/node_modules/hls.js/dist/hls.min.js web/node_modules/hls.js/LICENSE
         DESTINATION ${CMAKE_INSTALL_DATADIR}/vodgrid/web/node_modules/hls.js/dist OPTIONAL)
 
