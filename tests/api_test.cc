@@ -65,6 +65,29 @@ TEST(Api, ManifestRoundTripsAndChecksOrder) {
   EXPECT_FALSE(decode<program_manifest>(swapped));
 }
 
+TEST(Api, ManifestCarriesItsSegmentFormatOnlyWhenWebVtt) {
+  program_manifest m;
+  m.id = *program_id::parse("film--subs-eng");
+  m.segments.push_back({segment_index{0}, 2.0, 100, sha256("a")});
+  auto ts = json::serialize(to_json(m));
+  EXPECT_EQ(ts.find("format"), std::string::npos) << ts;  // an MPEG-TS manifest keeps its shape
+  EXPECT_EQ(decode<program_manifest>(ts)->format, segment_format::mpegts);
+  m.format = segment_format::webvtt;
+  auto vtt = json::serialize(to_json(m));
+  EXPECT_NE(vtt.find("\"format\":\"webvtt\""), std::string::npos) << vtt;
+  auto back = decode<program_manifest>(vtt);
+  ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->format, segment_format::webvtt);
+  EXPECT_EQ(segment_extension(back->format), ".vtt");
+  EXPECT_STREQ(segment_content_type(back->format), "text/vtt");
+  auto bad = vtt;
+  bad.replace(bad.find("webvtt"), 6, "srt");
+  auto refused = decode<program_manifest>(bad);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.err().detail.find("program_manifest.format"), std::string::npos)
+      << refused.err().detail;
+}
+
 TEST(Api, KeyFramesRoundTripAndMustLieInOrderWithinTheSegment) {
   program_manifest m;
   m.id = *program_id::parse("movie");

@@ -59,6 +59,23 @@ TEST(Hls, WritesAPlaylistThatReadsBack) {
   EXPECT_NEAR(pl->segments[1].duration, 2.96, 1e-6);
 }
 
+TEST(Hls, WritesWebVttSegmentUrisForSubtitlesAndNoIFramePlaylist) {
+  program_manifest m;
+  m.id = *program_id::parse("film--subs-eng");
+  m.format = segment_format::webvtt;
+  m.segments.push_back({segment_index{0}, 2.0, 80, {}});
+  m.segments.push_back({segment_index{1}, 1.5, 120, {}});
+  auto pl = parse_media_playlist(write_vod_playlist(m, "?token=abc"));
+  ASSERT_TRUE(pl) << pl.err().detail;
+  ASSERT_EQ(pl->segments.size(), 2u);
+  EXPECT_EQ(pl->segments[0].uri, "segments/0.vtt?token=abc");
+  EXPECT_EQ(pl->segments[1].uri, "segments/1.vtt?token=abc");
+  auto iframes = write_iframe_playlist(m, "");
+  ASSERT_FALSE(iframes);
+  EXPECT_EQ(iframes.err().code, errc::not_found);
+  EXPECT_NE(iframes.err().detail.find("subtitles"), std::string::npos) << iframes.err().detail;
+}
+
 TEST(Hls, WritesAnIFramePlaylistOfByteRangesLastingToTheNextKeyFrame) {
   program_manifest m;
   m.id = *program_id::parse("film");

@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include <fstream>
+#include <regex>
 
 #include "base/fs.h"
 #include "base/process.h"
@@ -268,6 +269,150 @@ TEST(Renditions, ATranscodedLadderPlaysEveryRenditionAtTheEdge) {
                   "--renditions", "hd", "--grid", g.registry_url()});
   EXPECT_EQ(bad.status, 1);
   EXPECT_NE(bad.err.find("'hd'"), std::string::npos) << bad.err;
+}
+
+// The EXTINF durations of a media playlist, in order.
+std::vector<double> durations_of(const std::string& playlist) {
+  std::vector<double> out;
+  static const std::regex extinf("#EXTINF:([0-9.]+),");
+  for (std::sregex_iterator it(playlist.begin(), playlist.end(), extinf), end; it != end; ++it) {
+    out.push_back(std::stod((*it)[1]));
+  }
+  return out;
+}
+
+// Every track of the source (issue 13, item 3): two audio tracks and a subtitle track in an MP4,
+// transcoded through a real station; at the edge, the multivariant playlist names them, and the
+// subtitles' playlist and segments come through the director and its redirect to an engine as
+// WebVTT, cut as the video is.
+TEST(Renditions, EveryTrackOfTheSourcePlaysThroughTheDirector) {
+  grid_fixture g({{"home", 2, 0}, {"edge", 2, 100}}, {}, true);
+  temp_dir src;
+  auto srt = src.path() / "en.srt";
+  {
+    std::ofstream f(srt);
+    f << "1\n00:00:00,500 --> 00:00:01,500\nGood morning\n\n"
+         "2\n00:00:04,500 --> 00:00:05,500\nGood night\n";
+  }
+  auto mp4 = src.path() / "tracks.mp4";
+  auto made = run({"/usr/bin/ffmpeg",
+                   "-nostdin",
+                   "-loglevel",
+                   "error",
+                   "-y",
+                   "-f",
+                   "lavfi",
+                   "-i",
+                   "testsrc2=size=640x360:rate=25:d=6",
+                   "-f",
+                   "lavfi",
+                   "-i",
+                   "sine=frequency=440:d=6",
+                   "-f",
+                   "lavfi",
+                   "-i",
+                   "sine=frequency=660:d=6",
+                   "-i",
+                   srt.string(),
+                   "-map",
+                   "0:v",
+                   "-map",
+                   "1:a",
+                   "-map",
+                   "2:a",
+                   "-map",
+                   "3:s",
+                   "-c:v",
+                   "libx264",
+                   "-preset",
+                   "ultrafast",
+                   "-c:a",
+                   "aac",
+                   "-c:s",
+                   "mov_text",
+                   "-metadata:s:a:0",
+                   "language=eng",
+                   "-metadata:s:a:1",
+                   "language=fra",
+                   "-metadata:s:s:0",
+                   "language=eng",
+                   "-disposition:s:0",
+                   "default",
+                   mp4.string()},
+                  60s);
+  ASSERT_EQ(made.status, 0) << made.err;
+  auto in = run({vodgrid_binary(), "ingest", mp4.string(), "--title", "Tracks", "--id", "tracks",
+                 "--renditions", "240p", "--grid", g.registry_url()},
+                300s);
+  ASSERT_EQ(in.status, 0) << in.err << g.log_of("content");
+  EXPECT_NE(in.out.find("rendition tracks--subs-eng"), std::string::npos) << in.out;
+  EXPECT_EQ(in.out.find("not kept"), std::string::npos) << in.out;
+
+  auto mv = http_get(playlist(g, "edge", "tracks"));
+  ASSERT_EQ(mv->status, 200u) << mv->body;
+  EXPECT_NE(mv->body.find("#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",LANGUAGE=\"eng\","
+                          "NAME=\"English\",DEFAULT=YES,AUTOSELECT=YES,"
+                          "URI=\"../tracks--subs-eng/index.m3u8\""),
+            std::string::npos)
+      << mv->body;
+  EXPECT_NE(mv->body.find("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",LANGUAGE=\"fra\""),
+            std::string::npos)
+      << mv->body;
+  EXPECT_NE(mv->body.find("AUDIO=\"audio\",SUBTITLES=\"subs\"\n../tracks--240p/index.m3u8"),
+            std::string::npos)
+      << mv->body;
+
+  // The subtitles' playlist: WebVTT segment URIs, the video's durations.
+  auto subs = http_get(playlist(g, "edge", "tracks--subs-eng"));
+  ASSERT_EQ(subs->status, 200u) << subs->body;
+  EXPECT_NE(subs->body.find("\nsegments/0.vtt\n"), std::string::npos) << subs->body;
+  auto video = http_get(playlist(g, "edge", "tracks--240p"));
+  ASSERT_EQ(video->status, 200u) << video->body;
+  auto want = durations_of(video->body);
+  auto got = durations_of(subs->body);
+  ASSERT_EQ(got.size(), want.size()) << subs->body << video->body;
+  ASSERT_GE(got.size(), 2u);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_NEAR(got[i], want[i], 1e-6) << i;
+  }
+
+  // A segment: the director's 302 to an engine, which answers text/vtt.
+  auto segment = [&](size_t n) {
+    auto url =
+        fmt::format("{}/v1/programs/tracks--subs-eng/segments/{}.vtt", g.director_url("edge"), n);
+    auto r = http_get(url);
+    EXPECT_EQ(r->status, 302u) << url << " " << r->body;
+    auto location = r->header("Location");
+    EXPECT_NE(location.find(fmt::format("/v1/segments/tracks--subs-eng/{}.vtt", n)),
+              std::string::npos)
+        << location;
+    auto at_engine = http_get(location);
+    EXPECT_EQ(at_engine->status, 200u) << location;
+    EXPECT_EQ(at_engine->header("Content-Type"), "text/vtt");
+    return at_engine->body;
+  };
+  auto first = segment(0);
+  auto last = segment(got.size() - 1);
+  for (auto* vtt : {&first, &last}) {
+    EXPECT_EQ(vtt->rfind("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:", 0), 0u) << *vtt;
+    EXPECT_NE(vtt->find(",LOCAL:00:00:00.000\n"), std::string::npos) << *vtt;
+  }
+  EXPECT_NE(first.find("00:00:00.500 --> 00:00:01.500\nGood morning"), std::string::npos) << first;
+  EXPECT_EQ(first.find("Good night"), std::string::npos) << first;
+  EXPECT_NE(last.find("00:00:04.500 --> 00:00:05.500\nGood night"), std::string::npos) << last;
+  // Its segments are WebVTT only: the .ts URL of one is not there.
+  auto ts = http_get(g.director_url("edge") + "/v1/programs/tracks--subs-eng/segments/0.ts");
+  EXPECT_EQ(ts->status, 404u) << ts->body;
+  // RTSP carries MPEG-TS: a subtitles rendition is refused with why.
+  auto rtsp_port = g.config().find_station("edge")->director.listen.port;
+  auto describe = raw_exchange(
+      rtsp_port,
+      fmt::format("DESCRIBE rtsp://127.0.0.1:{}/v1/programs/tracks--subs-eng RTSP/1.0\r\nCSeq: "
+                  "1\r\n\r\n",
+                  rtsp_port),
+      2s);
+  EXPECT_NE(describe.find("RTSP/1.0 404"), std::string::npos) << describe;
+  EXPECT_NE(describe.find("MPEG-TS only"), std::string::npos) << describe;
 }
 
 }  // namespace

@@ -372,13 +372,60 @@ TEST(Transcode, TheTrackMarkedDefaultComesFirstAndIsMuxedIntoTheVideo) {
   EXPECT_NE(muxed, sizes(o.out_dir / "audio-2" / got->renditions[2].media.segments[0].file));
 }
 
+// A file of `text` in `dir`.
+fs::path write_file(const fs::path& dir, const std::string& name, const std::string& text) {
+  std::ofstream f(dir / name, std::ios::binary);
+  f << text;
+  return dir / name;
+}
+
+std::string read_all(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// A PGS subtitle stream of `n` empty display sets, one a second (a .sup file: "PG", PTS and DTS
+// at 90 kHz, the segment's type and size): enough for FFmpeg to mux and probe it.
+std::string pgs_sup(int n) {
+  std::string out;
+  auto u16 = [&](unsigned v) {
+    out += static_cast<char>(v >> 8);
+    out += static_cast<char>(v & 0xff);
+  };
+  auto u32 = [&](uint32_t v) {
+    u16(v >> 16);
+    u16(v & 0xffff);
+  };
+  for (int i = 0; i < n; ++i) {
+    // A presentation composition segment (640x360, composition i, epoch start, no object)...
+    out += "PG";
+    u32(static_cast<uint32_t>(i) * 90'000);
+    u32(0);
+    out += '\x16';
+    u16(11);
+    u16(640);
+    u16(360);
+    out += '\x10';
+    u16(static_cast<unsigned>(i));
+    out += '\x80';
+    out += std::string(3, '\0');
+    // ...and the end of the display set.
+    out += "PG";
+    u32(static_cast<uint32_t>(i) * 90'000);
+    u32(0);
+    out += '\x80';
+    u16(0);
+  }
+  return out;
+}
+
+// A text subtitle track becomes a WebVTT rendition; a bitmap one (PGS) is named in `dropped`.
 TEST(Transcode, NamesTheTracksItDrops) {
   temp_dir dir;
-  auto srt = dir.path() / "subs.srt";
-  {
-    std::ofstream f(srt);
-    f << "1\n00:00:00,500 --> 00:00:01,500\nHello\n";
-  }
+  auto srt = write_file(dir.path(), "subs.srt", "1\n00:00:00,500 --> 00:00:01,500\nHello\n");
+  auto sup = write_file(dir.path(), "subs.sup", pgs_sup(2));
   auto src = make(dir.path(), "subs.mkv",
                   {"-f",
                    "lavfi",
@@ -386,32 +433,145 @@ TEST(Transcode, NamesTheTracksItDrops) {
                    "testsrc2=size=320x180:rate=25",
                    "-i",
                    srt.string(),
+                   "-i",
+                   sup.string(),
                    "-t",
                    "2",
                    "-map",
                    "0:v",
                    "-map",
                    "1:s",
+                   "-map",
+                   "2:s",
                    "-c:v",
                    "libx264",
                    "-preset",
                    "ultrafast",
                    "-pix_fmt",
                    "yuv420p",
-                   "-c:s",
+                   "-c:s:0",
                    "srt",
+                   "-c:s:1",
+                   "copy",
                    "-metadata:s:s:0",
-                   "language=eng"});
+                   "language=eng",
+                   "-metadata:s:s:1",
+                   "language=deu"});
   package_options o;
   o.input = src.string();
   o.out_dir = dir.path() / "out";
   auto got = package_ladder(o, {});
   ASSERT_TRUE(got) << got.err().detail;
-  ASSERT_EQ(got->renditions.size(), 1u);  // no audio
+  ASSERT_EQ(got->renditions.size(), 2u);  // no audio: the video and the subrip track
   EXPECT_EQ(got->renditions[0].codecs.find(','), std::string::npos);
+  EXPECT_EQ(got->renditions[1].name, "subs-eng");
+  EXPECT_EQ(got->renditions[1].kind, rendition_kind::subtitles);
   ASSERT_EQ(got->dropped.size(), 1u);
-  EXPECT_NE(got->dropped[0].find("stream 1 (subtitle subrip, eng)"), std::string::npos)
+  EXPECT_NE(got->dropped[0].find("stream 2 (subtitle hdmv_pgs_subtitle, deu)"), std::string::npos)
       << got->dropped[0];
+  EXPECT_NE(got->dropped[0].find("bitmap subtitles"), std::string::npos) << got->dropped[0];
+  EXPECT_FALSE(fs::exists(o.out_dir / "subs-deu"));
+  auto vtt = read_all(o.out_dir / "subs-eng" / got->renditions[1].media.segments[0].file);
+  EXPECT_NE(vtt.find("00:00:00.500 --> 00:00:01.500\nHello\n"), std::string::npos) << vtt;
+}
+
+// The case: two audio tracks and a mov_text subtitle track in MP4. The subtitles become a
+// WebVTT rendition cut as the video is, each segment tied to the video's MPEG-TS timestamps.
+TEST(Transcode, TextSubtitlesBecomeWebVttSegmentsAlignedWithTheVideo) {
+  temp_dir dir;
+  auto srt = write_file(dir.path(), "fr.srt",
+                        "1\n00:00:00,500 --> 00:00:01,500\nBonjour\n\n"
+                        "2\n00:00:01,800 --> 00:00:02,400\n<i>À cheval</i> sur la coupe\n\n"
+                        "3\n00:00:04,500 --> 00:00:05,500\nAu revoir\n");
+  auto src = make(dir.path(), "tracks.mp4",
+                  {"-f",
+                   "lavfi",
+                   "-i",
+                   "testsrc2=size=320x180:rate=25",
+                   "-f",
+                   "lavfi",
+                   "-i",
+                   "sine=frequency=440:sample_rate=48000",
+                   "-f",
+                   "lavfi",
+                   "-i",
+                   "sine=frequency=660:sample_rate=48000",
+                   "-i",
+                   srt.string(),
+                   "-t",
+                   "6",
+                   "-map",
+                   "0:v",
+                   "-map",
+                   "1:a",
+                   "-map",
+                   "2:a",
+                   "-map",
+                   "3:s",
+                   "-c:v",
+                   "libx264",
+                   "-preset",
+                   "ultrafast",
+                   "-pix_fmt",
+                   "yuv420p",
+                   "-c:a",
+                   "aac",
+                   "-c:s",
+                   "mov_text",
+                   "-metadata:s:a:0",
+                   "language=eng",
+                   "-metadata:s:a:1",
+                   "language=fra",
+                   "-metadata:s:s:0",
+                   "language=fra"});
+  package_options o;
+  o.input = src.string();
+  o.out_dir = dir.path() / "out";
+  o.target_seconds = 2;
+  auto got = package_ladder(o, {});
+  ASSERT_TRUE(got) << got.err().detail;
+  EXPECT_TRUE(got->dropped.empty()) << got->dropped.front();
+  const auto* video = find(*got, "180p");
+  const auto* subs = find(*got, "subs-fra");
+  ASSERT_TRUE(video && subs && find(*got, "audio-eng") && find(*got, "audio-fra"));
+  EXPECT_EQ(&got->renditions.back(), subs);
+  EXPECT_EQ(subs->kind, rendition_kind::subtitles);
+  EXPECT_EQ(subs->language, "fra");
+  EXPECT_EQ(subs->title, "Français");
+  EXPECT_GT(subs->bandwidth, 0u);
+  ASSERT_EQ(video->media.segments.size(), 3u);
+  ASSERT_EQ(subs->media.segments.size(), video->media.segments.size());
+  EXPECT_NEAR(subs->media.duration, video->media.duration, 1e-9);
+  // X-TIMESTAMP-MAP names the MPEG-TS timestamp of the video's first frame, at 90 kHz.
+  auto first_pts =
+      probe({"-select_streams", "v:0", "-show_entries", "packet=pts", "-read_intervals", "%+#1",
+             "-of", "csv=p=0", (o.out_dir / "180p" / video->media.segments[0].file).string()});
+  first_pts = first_pts.substr(0, first_pts.find_first_of(",\n"));
+  std::vector<std::string> text;
+  for (size_t i = 0; i < subs->media.segments.size(); ++i) {
+    auto& s = subs->media.segments[i];
+    EXPECT_EQ(s.file, fmt::format("seg{:05d}.vtt", i));
+    EXPECT_NEAR(s.duration, video->media.segments[i].duration, 1e-9) << i;
+    text.push_back(read_all(o.out_dir / "subs-fra" / s.file));
+    EXPECT_EQ(text.back().rfind(
+                  "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:" + first_pts + ",LOCAL:00:00:00.000\n", 0),
+              0u)
+        << text.back();
+  }
+  // Each cue in the segments it overlaps, at its time in the program; the markup kept.
+  EXPECT_NE(text[0].find("00:00:00.500 --> 00:00:01.500\nBonjour\n"), std::string::npos) << text[0];
+  EXPECT_EQ(text[1].find("Bonjour"), std::string::npos) << text[1];
+  for (int i : {0, 1}) {
+    EXPECT_NE(text[i].find("00:00:01.800 --> 00:00:02.400\n<i>À cheval</i> sur la coupe"),
+              std::string::npos)
+        << text[i];
+  }
+  EXPECT_EQ(text[2].find("cheval"), std::string::npos) << text[2];
+  EXPECT_NE(text[2].find("00:00:04.500 --> 00:00:05.500\nAu revoir\n"), std::string::npos)
+      << text[2];
+  auto playlist = read_all(subs->media.playlist);
+  EXPECT_NE(playlist.find("seg00002.vtt"), std::string::npos) << playlist;
+  EXPECT_NE(playlist.find("#EXT-X-ENDLIST"), std::string::npos) << playlist;
 }
 
 TEST(Transcode, AnInterlacedMpeg2Ac3TransportStreamBecomesALadder) {

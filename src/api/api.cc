@@ -61,6 +61,14 @@ double program_manifest::duration() const {
   return d;
 }
 
+std::string_view segment_extension(segment_format f) {
+  return f == segment_format::webvtt ? ".vtt" : ".ts";
+}
+
+const char* segment_content_type(segment_format f) {
+  return f == segment_format::webvtt ? "text/vtt" : "video/mp2t";
+}
+
 std::string_view to_string(rendition_kind k) {
   switch (k) {
     case rendition_kind::video:
@@ -251,6 +259,9 @@ json::value to_json(const program_manifest& v) {
                  {"publish_at", v.publish_at},
                  {"duration", v.duration()},
                  {"segments", segs}};
+  if (v.format == segment_format::webvtt) {
+    o["format"] = "webvtt";
+  }
   // Only a program of several renditions has the field: every other manifest keeps its shape.
   if (!v.renditions.empty()) {
     json::array rs;
@@ -392,6 +403,13 @@ void read(field_reader& r, program_manifest& v) {
                                   v.segments.size() - 1));
     }
   });
+  std::string format = "mpegts";
+  r.string("format", format, 16, need::optional);
+  if (format == "webvtt") {
+    v.format = segment_format::webvtt;
+  } else if (format != "mpegts") {
+    r.fail("format", "must be mpegts or webvtt");
+  }
   r.elements("renditions", max_renditions, into(v.renditions), need::optional);
   if (!r.ok()) {
     return;

@@ -127,6 +127,16 @@ inline program_id entitlement_of(const program_id& id) {
   return parent_of(id).value_or(id);
 }
 
+// What a program's segments are: MPEG-TS (video, audio), or WebVTT (a subtitles rendition). The
+// store and the copies between engines treat both as bytes; only the URLs a console sees differ
+// ("segments/{n}.ts" or "segments/{n}.vtt"), so that the engine answers with the right
+// Content-Type. docs/renditions.md, "Subtitles".
+enum class segment_format { mpegts, webvtt };
+// ".ts" or ".vtt": the extension of the segment URLs of a program of that format.
+std::string_view segment_extension(segment_format f);
+// "video/mp2t" or "text/vtt".
+const char* segment_content_type(segment_format f);
+
 // A program as the station knows it: POST /v1/programs (loader → director), GET /v1/programs/{id}.
 // Either segments (an ordinary program or a rendition) or renditions (a program of several), never
 // both.
@@ -140,6 +150,8 @@ struct program_manifest {
   std::string availability = "published";
   std::string publish_at;               // RFC 3339 UTC, or empty: for the viewers' 404 reason
   std::vector<segment_entry> segments;  // indices 0..n-1 in order
+  // JSON "format": "webvtt", absent for MPEG-TS (every other manifest keeps its shape).
+  segment_format format = segment_format::mpegts;
   // A program of several renditions: video first, highest bandwidth first; at least one video.
   std::vector<rendition> renditions;
   double duration() const;  // of its segments (0 for a program of several renditions)

@@ -351,7 +351,8 @@ std::string write_vod_playlist(const program_manifest& m, std::string_view query
       "#EXT-X-MEDIA-SEQUENCE:0\n",
       static_cast<int>(target));
   for (auto& s : m.segments) {
-    out += fmt::format("#EXTINF:{:.6f},\nsegments/{}.ts{}\n", s.duration, s.index.v, query);
+    out += fmt::format("#EXTINF:{:.6f},\nsegments/{}{}{}\n", s.duration, s.index.v,
+                       segment_extension(m.format), query);
   }
   out += "#EXT-X-ENDLIST\n";
   return out;
@@ -369,6 +370,11 @@ result<std::string> write_iframe_playlist(const program_manifest& m, std::string
         fmt::format("program {} has several renditions: each has its I-frame playlist, "
                     "{}{}{}/iframes.m3u8",
                     m.id.str(), m.id.str(), rendition_separator, m.renditions.front().name));
+  }
+  if (m.format != segment_format::mpegts) {
+    return make_error(
+        errc::not_found,
+        fmt::format("program {} is subtitles: it has no I-frame playlist", m.id.str()));
   }
   std::vector<frame> frames;
   double start = 0;

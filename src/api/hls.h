@@ -68,8 +68,8 @@ result<multivariant_playlist> parse_multivariant_playlist(std::string_view text)
 // `query` (e.g. "?token=...") when it is not empty and safe inside a quoted attribute.
 std::string write_multivariant_playlist(const program_manifest& m, std::string_view query);
 
-// Writes the VOD playlist of a program: segment URIs are "segments/{n}.ts" relative to the
-// playlist, followed by `query` (e.g. "?token=...") when not empty.
+// Writes the VOD playlist of a program: segment URIs are "segments/{n}.ts" ("segments/{n}.vtt"
+// for WebVTT) relative to the playlist, followed by `query` (e.g. "?token=...") when not empty.
 std::string write_vod_playlist(const program_manifest& m, std::string_view query);
 
 // Writes the I-frame playlist of a program (RFC 8216 4.3.3.6, the HLS side of claim 21): each key

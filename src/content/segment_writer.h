@@ -29,13 +29,14 @@ namespace fs = std::filesystem;
 error sys_error(std::string_view what, const fs::path& p);
 
 // One segment being written: the muxer's bytes go to a temporary file and into the digest; commit
-// makes it durable under its final name. A segment never committed is unlinked.
+// makes it durable under its final name, "segNNNNN" and `ext` (".vtt" for subtitles). A segment
+// never committed is unlinked.
 class segment_writer {
  public:
-  segment_writer(const fs::path& dir, uint32_t index, bool durable)
+  segment_writer(const fs::path& dir, uint32_t index, bool durable, std::string_view ext = ".ts")
       : durable_(durable),
         index_(index),
-        name_(fmt::format("seg{:05d}.ts", index)),
+        name_(fmt::format("seg{:05d}{}", index, ext)),
         final_(dir / name_),
         tmp_(dir / ("." + name_ + ".tmp")) {}
   segment_writer(const segment_writer&) = delete;

@@ -12,6 +12,45 @@
 
 namespace vodgrid::content {
 
+// The stream's language as a name part ("fra"), or empty when it states none (or "und").
+std::string language_of(const AVStream* s) {
+  std::string lang = stream_tag(s, "language");
+  std::transform(lang.begin(), lang.end(), lang.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  bool letters = !lang.empty() && lang.size() <= 8 &&
+                 std::all_of(lang.begin(), lang.end(), [](char c) { return c >= 'a' && c <= 'z'; });
+  return letters && lang != "und" ? lang : "";
+}
+
+std::string stream_tag(const AVStream* s, const char* key) {
+  const AVDictionaryEntry* e = av_dict_get(s->metadata, key, nullptr, 0);
+  return e != nullptr && e->value != nullptr ? e->value : "";
+}
+
+// A player's label for a track of `lang` with no title of its own.
+std::string language_name(const std::string& lang) {
+  static const std::pair<std::string_view, std::string_view> names[] = {
+      {"eng", "English"},   {"en", "English"},   {"fra", "Français"},   {"fre", "Français"},
+      {"fr", "Français"},   {"deu", "Deutsch"},  {"ger", "Deutsch"},    {"de", "Deutsch"},
+      {"spa", "Español"},   {"es", "Español"},   {"ita", "Italiano"},   {"it", "Italiano"},
+      {"por", "Português"}, {"pt", "Português"}, {"nld", "Nederlands"}, {"dut", "Nederlands"}};
+  for (auto& [code, name] : names) {
+    if (code == lang) {
+      return std::string(name);
+    }
+  }
+  return lang;
+}
+
+std::string describe_stream(const AVStream* s) {
+  std::string lang = language_of(s);
+  return fmt::format("stream {} ({} {}{}{})", s->index,
+                     av_get_media_type_string(s->codecpar->codec_type) != nullptr
+                         ? av_get_media_type_string(s->codecpar->codec_type)
+                         : "unknown",
+                     avcodec_get_name(s->codecpar->codec_id), lang.empty() ? "" : ", ", lang);
+}
+
 namespace {
 
 constexpr std::string_view x264_presets[] = {"ultrafast", "superfast", "veryfast", "faster",
@@ -42,51 +81,13 @@ status check_ladder_options(const ladder_options& l) {
   return {};
 }
 
-std::string tag(const AVStream* s, const char* key) {
-  const AVDictionaryEntry* e = av_dict_get(s->metadata, key, nullptr, 0);
-  return e != nullptr && e->value != nullptr ? e->value : "";
-}
-
-// The stream's language as a name part ("fra"), or empty when it states none (or "und").
-std::string language_of(const AVStream* s) {
-  std::string lang = tag(s, "language");
-  std::transform(lang.begin(), lang.end(), lang.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  bool letters = !lang.empty() && lang.size() <= 8 &&
-                 std::all_of(lang.begin(), lang.end(), [](char c) { return c >= 'a' && c <= 'z'; });
-  return letters && lang != "und" ? lang : "";
-}
-
-// A player's label for a track of `lang` with no title of its own.
-std::string language_name(const std::string& lang) {
-  static const std::pair<std::string_view, std::string_view> names[] = {
-      {"eng", "English"},   {"en", "English"},   {"fra", "Français"},   {"fre", "Français"},
-      {"fr", "Français"},   {"deu", "Deutsch"},  {"ger", "Deutsch"},    {"de", "Deutsch"},
-      {"spa", "Español"},   {"es", "Español"},   {"ita", "Italiano"},   {"it", "Italiano"},
-      {"por", "Português"}, {"pt", "Português"}, {"nld", "Nederlands"}, {"dut", "Nederlands"}};
-  for (auto& [code, name] : names) {
-    if (code == lang) {
-      return std::string(name);
-    }
-  }
-  return lang;
-}
-
-std::string describe(const AVStream* s) {
-  std::string lang = language_of(s);
-  return fmt::format("stream {} ({} {}{}{})", s->index,
-                     av_get_media_type_string(s->codecpar->codec_type) != nullptr
-                         ? av_get_media_type_string(s->codecpar->codec_type)
-                         : "unknown",
-                     avcodec_get_name(s->codecpar->codec_id), lang.empty() ? "" : ", ", lang);
-}
-
 }  // namespace
 
 transcoder::~transcoder() {
   // The folders remove what they wrote unless kept; then the output folder, if made here.
   videos_.clear();
   audios_.clear();
+  subtitles_.clear();
   vgraph_.reset();
   vdec_.reset();
   if (!done_ && created_dir_) {
@@ -163,20 +164,20 @@ status transcoder::select_streams() {
     }
     if (type == AVMEDIA_TYPE_AUDIO) {
       if (avcodec_find_decoder(s->codecpar->codec_id) == nullptr) {
-        dropped_.push_back(describe(s) + ": no decoder for this audio codec");
+        dropped_.push_back(describe_stream(s) + ": no decoder for this audio codec");
       } else if (s->codecpar->ch_layout.nb_channels == 0 || s->codecpar->sample_rate <= 0) {
-        dropped_.push_back(describe(s) + ": no channels or sample rate stated");
+        dropped_.push_back(describe_stream(s) + ": no channels or sample rate stated");
       } else {
         order.push_back(static_cast<int>(i));
       }
     } else if (type == AVMEDIA_TYPE_VIDEO) {
-      dropped_.push_back(describe(s) + ((s->disposition & AV_DISPOSITION_ATTACHED_PIC) != 0
-                                            ? ": a cover picture, not a program's video"
-                                            : ": one video track is transcoded, the best"));
+      dropped_.push_back(describe_stream(s) + ((s->disposition & AV_DISPOSITION_ATTACHED_PIC) != 0
+                                                   ? ": a cover picture, not a program's video"
+                                                   : ": one video track is transcoded, the best"));
     } else if (type == AVMEDIA_TYPE_SUBTITLE) {
-      dropped_.push_back(describe(s) + ": subtitles are not kept yet (WebVTT renditions to come)");
+      continue;  // select_subtitles
     } else {
-      dropped_.push_back(describe(s) + ": neither audio nor video");
+      dropped_.push_back(describe_stream(s) + ": neither audio nor video");
     }
   }
   for (size_t n = 0; n < order.size(); ++n) {
@@ -189,7 +190,7 @@ status transcoder::select_streams() {
     bool taken = a->language.empty() || std::any_of(audios_.begin(), audios_.end(),
                                                     [&](auto& o) { return o->name == name; });
     a->name = taken ? fmt::format("audio-{}", n + 1) : name;
-    a->title = tag(s, "title");
+    a->title = stream_tag(s, "title");
     if (a->title.empty()) {
       a->title = a->language.empty() ? fmt::format("Audio {}", n + 1) : language_name(a->language);
     }
@@ -198,6 +199,7 @@ status transcoder::select_streams() {
   if (!audios_.empty()) {
     main_audio_ = audios_.front().get();
   }
+  select_subtitles();
   return {};
 }
 
@@ -227,6 +229,8 @@ status transcoder::read_loop() {
     }
     auto audio = std::find_if(audios_.begin(), audios_.end(),
                               [&](auto& a) { return a->stream == pkt->stream_index; });
+    auto subs = std::find_if(subtitles_.begin(), subtitles_.end(),
+                             [&](auto& s) { return s->stream == pkt->stream_index; });
     bool wanted = pkt->stream_index == vin_ || audio != audios_.end();
     if (wanted && (pkt->flags & AV_PKT_FLAG_CORRUPT) != 0 && !in_.is_ts) {
       // MP4 and MKV state every frame's size: a short one means the file ends inside it.
@@ -237,6 +241,8 @@ status transcoder::read_loop() {
       st = on_video_packet(pkt.get());
     } else if (audio != audios_.end()) {
       st = on_audio_packet(**audio, pkt.get());
+    } else if (subs != subtitles_.end()) {
+      st = on_subtitle_packet(**subs, pkt.get());
     }
     av_packet_unref(pkt.get());
     if (!st) {
@@ -274,6 +280,9 @@ status transcoder::program_size() const {
   }
   for (auto& a : audios_) {
     total += a->folder ? a->folder->bytes() : 0;
+  }
+  for (auto& t : subtitles_) {
+    total += t->bytes;
   }
   if (total > o_.max_bytes) {
     return make_error(errc::too_large,
@@ -319,6 +328,11 @@ status transcoder::finish() {
                    ? 0
                    : static_cast<double>(a->end - a->seg_start) * av_q2d(a->enc->time_base);
     if (auto st = a->folder->finish(d); !st) {
+      return st;
+    }
+  }
+  for (auto& t : subtitles_) {
+    if (auto st = write_subtitles(*t); !st) {
       return st;
     }
   }
@@ -372,6 +386,29 @@ ladder_result transcoder::result_of() {
     r.media.audio_codec = "aac";
     res.renditions.push_back(std::move(r));
   }
+  for (auto& t : subtitles_) {
+    rendition_info r;
+    r.name = t->name;
+    r.kind = rendition_kind::subtitles;
+    r.media.segments = t->segments;
+    r.media.duration = videos_.front().folder ? res.renditions.front().media.duration : 0;
+    if (r.media.duration > 0) {
+      r.media.bitrate = static_cast<uint64_t>(static_cast<double>(t->bytes) * 8 / r.media.duration);
+    }
+    double peak = 0;
+    for (auto& s : t->segments) {
+      if (s.duration > 0) {
+        peak = std::max(peak, static_cast<double>(s.size) * 8 / s.duration);
+      }
+    }
+    r.bandwidth = std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(peak)));
+    r.average_bandwidth = r.media.bitrate;
+    r.media.playlist = t->dir / "index.m3u8";
+    r.language = t->language;
+    r.title = t->title;
+    r.is_default = t->is_default;
+    res.renditions.push_back(std::move(r));
+  }
   return res;
 }
 
@@ -385,9 +422,9 @@ result<ladder_result> transcoder::run() {
   if (auto st = open_media(o_, capture_, in_); !st) {
     return st.err();
   }
-  for (auto step :
-       {&transcoder::select_streams, &transcoder::prepare_out_dir, &transcoder::open_audios,
-        &transcoder::open_video, &transcoder::read_loop, &transcoder::finish}) {
+  for (auto step : {&transcoder::select_streams, &transcoder::prepare_out_dir,
+                    &transcoder::open_audios, &transcoder::open_subtitles, &transcoder::open_video,
+                    &transcoder::read_loop, &transcoder::finish}) {
     if (auto st = (this->*step)(); !st) {
       return st.err();
     }
@@ -398,6 +435,9 @@ result<ladder_result> transcoder::run() {
   }
   for (auto& a : audios_) {
     a->folder->keep();
+  }
+  for (auto& t : subtitles_) {
+    t->kept = true;
   }
   done_ = true;
   packager_logger()->info(

@@ -1,7 +1,8 @@
 // The content engine's transcoder: a source made into a ladder of renditions (adaptive bitrate),
 // each an HLS VOD folder of MPEG-TS segments whose cuts fall at the same times in every rendition,
-// plus an audio-only rendition per audio track. The folders are what director::load_program
-// takes; the list (renditions.h) is what the director writes the multivariant playlist from.
+// plus an audio-only rendition per audio track and a WebVTT one per text subtitle track. The
+// folders are what director::load_program takes; the list (renditions.h) is what the director
+// writes the multivariant playlist from.
 #pragma once
 
 #include <cstdint>
@@ -66,7 +67,9 @@ std::vector<ladder_rung> default_ladder(int height);
 // (the first marked default, else the first) is encoded once to AAC-LC stereo and muxed into every
 // video rendition; every audio track is also an audio-only rendition ("audio-{language}" or
 // "audio-{n}", the default first and is_default), cut at the first audio frame at or after each
-// video cut. Tracks not kept (subtitles, data, audio no decoder reads) are named in `dropped`.
+// video cut. Every text subtitle track is a rendition "subs-{language}" of WebVTT segments, one per
+// video segment with its duration. Tracks not kept (bitmap subtitles, data, audio no decoder
+// reads) are named in `dropped`.
 //
 // opts.progress is called after each video segment (seconds of source transcoded, the stated
 // duration). Errors as package()'s, and invalid_argument for a rung above the source.

@@ -1,7 +1,8 @@
 // One transcoding run (package_ladder in transcode.h), shared by the files that implement it:
 // transcode.cc the run (streams, the read loop, the end), transcode_video.cc the video graph and
 // the x264 encoders, transcode_audio.cc the audio tracks, ts_folder.cc each rendition's folder,
-// ladder_plan.cc the rungs and the RFC 6381 codec strings. Private to src/content.
+// transcode_subtitles.cc the subtitle tracks (WebVTT), ladder_plan.cc the rungs and the RFC 6381
+// codec strings. Private to src/content.
 #pragma once
 
 #include <deque>
@@ -30,6 +31,25 @@ std::string avc_codec_string(const uint8_t* p, int n);
 std::string hevc_codec_string(int profile, int level);
 // "mp4a.40.2" for AAC-LC, ".5" HE-AAC, ".29" HE-AAC v2 (FFmpeg's AAC profiles).
 std::string aac_codec_string(int profile);
+
+// A stream's metadata tag ("title"), or empty.
+std::string stream_tag(const AVStream* s, const char* key);
+// The stream's language as a name part ("fra"), or empty when it states none (or "und").
+std::string language_of(const AVStream* s);
+// A player's label for a track of `lang` with no title of its own ("Français"), else `lang`.
+std::string language_name(const std::string& lang);
+// "stream 3 (subtitle hdmv_pgs_subtitle, eng)": how `dropped` names a track.
+std::string describe_stream(const AVStream* s);
+
+// µs of PCR lead over DTS in every rendition's MPEG-TS muxer, as the ffmpeg command line sets it.
+// The muxer also adds twice that to every timestamp (FFmpeg's mpegtsenc; ffmpeg's TS start at
+// 1.4 s), which the WebVTT segments' X-TIMESTAMP-MAP must follow: transcode_test checks it.
+inline constexpr int64_t ts_max_delay_us = 700'000;
+
+// Writes dir/index.m3u8 for `segments` (vod_playlist_text): durably when o.durable, else at least
+// never torn under its final name.
+status write_playlist(const package_options& o, const fs::path& dir,
+                      const std::vector<packaged_segment>& segments);
 
 // Owning wrappers of FFmpeg's contexts.
 struct codec_free {
@@ -128,6 +148,38 @@ struct audio_out {
   int64_t next_pts = AV_NOPTS_VALUE;  // the resampled frames' running pts
 };
 
+// One cue of a subtitle track: its times in seconds of the source's clock (the program's are known
+// once the first video frame is), its text as WebVTT cue text (FFmpeg's webvtt encoder's).
+struct subtitle_cue {
+  double start = 0;
+  double end = 0;  // NAN: the source stated no end; the next cue's start ends it
+  std::string text;
+};
+
+// A text subtitle track (mov_text, subrip, ass, webvtt, ...) made a WebVTT rendition "subs-{lang}":
+// its cues are decoded as they are read and kept (a film's are some hundred kilobytes), then
+// written at the end, one WebVTT segment per video segment with the same durations. The folder and
+// everything in it are removed on destruction unless kept.
+struct subtitle_out {
+  int stream = -1;
+  std::string name, language, title;
+  bool is_default = false;
+  codec_ptr dec;  // the source's codec, to ASS events
+  codec_ptr enc;  // FFmpeg's webvtt encoder: ASS events to WebVTT cue text
+  std::vector<subtitle_cue> cues;
+  fs::path dir;
+  std::vector<packaged_segment> segments;
+  uint64_t bytes = 0;
+  std::vector<fs::path> written;
+  bool created = false;
+  bool kept = false;
+
+  subtitle_out() = default;
+  subtitle_out(const subtitle_out&) = delete;
+  subtitle_out& operator=(const subtitle_out&) = delete;
+  ~subtitle_out();
+};
+
 // One transcoding run. Owns every FFmpeg object it makes and, until it succeeds, every file.
 class transcoder {
  public:
@@ -173,6 +225,14 @@ class transcoder {
   // Writes the default audio queued for `v` up to `upto` (in `tb`): before it, or also at it.
   status write_muxed_audio(video_out& v, int64_t upto, AVRational tb, bool inclusive);
   status flush_audio(audio_out& a);
+  // transcode_subtitles.cc
+  void select_subtitles();
+  status open_subtitles();
+  status on_subtitle_packet(subtitle_out& s, AVPacket* pkt);
+  status write_subtitles(subtitle_out& s);
+  // The 90 kHz MPEG-TS timestamp of the program's start (its first video frame) in every
+  // rendition's transport stream: the WebVTT segments' X-TIMESTAMP-MAP.
+  int64_t program_start_mpegts() const;
 
   error bad_input(std::string what) const {
     return make_error(errc::invalid_argument, fmt::format("{}: {}", o_.input, what));
@@ -211,6 +271,7 @@ class transcoder {
 
   std::vector<std::unique_ptr<audio_out>> audios_;  // the default first
   audio_out* main_audio_ = nullptr;
+  std::vector<std::unique_ptr<subtitle_out>> subtitles_;
 };
 
 }  // namespace vodgrid::content

@@ -57,7 +57,7 @@ status ts_folder::open(const std::vector<const AVCodecContext*>& streams) {
     }
     s->time_base = c->time_base;
   }
-  out_->max_delay = 700'000;  // µs of PCR lead over DTS, as the ffmpeg command line sets it
+  out_->max_delay = ts_max_delay_us;
   // One muxer for the whole rendition: its timestamps must not be shifted at its first packet.
   out_->avoid_negative_ts = AVFMT_AVOID_NEG_TS_DISABLED;
   if (auto st = open_segment(); !st) {
@@ -149,6 +149,27 @@ status ts_folder::cut(double duration) {
   return {};
 }
 
+status write_playlist(const package_options& o, const fs::path& dir,
+                      const std::vector<packaged_segment>& segments) {
+  std::string text = vod_playlist_text(segments);
+  auto path = dir / "index.m3u8";
+  // As the packager's playlist: durable (its folder fsync also covers the segments' renames), or
+  // at least never a torn file under its final name.
+  if (o.durable) {
+    return write_file_durably(path, text);
+  }
+  auto tmp = dir / ".index.m3u8.tmp";
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    auto e = sys_error("write", path);
+    std::remove(tmp.c_str());
+    return e;
+  }
+  return {};
+}
+
 status ts_folder::finish(double duration) {
   if (int r = av_write_trailer(out_); r < 0) {
     return write_error(r);
@@ -156,25 +177,10 @@ status ts_folder::finish(double duration) {
   if (auto st = commit(duration, true); !st) {
     return st;
   }
-  std::string text = vod_playlist_text(segments_);
-  auto path = dir_ / "index.m3u8";
-  // As the packager's playlist: durable (its folder fsync also covers the segments' renames), or
-  // at least never a torn file under its final name.
-  if (o_.durable) {
-    if (auto st = write_file_durably(path, text); !st) {
-      return st;
-    }
-  } else {
-    auto tmp = dir_ / ".index.m3u8.tmp";
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out || std::rename(tmp.c_str(), path.c_str()) != 0) {
-      auto e = sys_error("write", path);
-      std::remove(tmp.c_str());
-      return e;
-    }
+  if (auto st = write_playlist(o_, dir_, segments_); !st) {
+    return st;
   }
+  auto path = dir_ / "index.m3u8";
   written_.push_back(path);
   return {};
 }

@@ -308,7 +308,11 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
     co_return r;
   }
   tables.note_sent(*e, now);
-  auto url = segment_url(*e, key);
+  auto format = api::segment_format::mpegts;  // a console of subtitles is sent to ".vtt"
+  if (auto it = catalog.find(key.program); console && it != catalog.end()) {
+    format = it->second.format;
+  }
+  auto url = segment_url(*e, key, {}, format);
   if (console && auth) {
     // Claim 23 across stations: the engine checks signatures of its own station's key.
     auto s = signed_url(std::move(url), *e);

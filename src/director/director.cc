@@ -119,6 +119,7 @@ void director_daemon::impl::routes() {
   viewer("/v1/programs/{}/index.m3u8", &impl::playlist);
   viewer("/v1/programs/{}/iframes.m3u8", &impl::iframe_playlist);
   viewer("/v1/programs/{}/segments/{}.ts", &impl::segment);
+  viewer("/v1/programs/{}/segments/{}.vtt", &impl::segment);  // subtitles (api::segment_format)
   viewer("/watch/{}", &impl::watch_page);
   viewer("/web/{}", &impl::web_file);
   // The watch page's login (web.cc): a control endpoint, for pages of this origin only.

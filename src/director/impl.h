@@ -274,17 +274,18 @@ struct director_daemon::impl : net::daemon_base {
   asio::awaitable<reply> evictions(request_context& ctx);
   asio::awaitable<bool> held_elsewhere(const segment_key& key, engine_slot engine);
   asio::awaitable<void> maintenance_loop();
-  // The URL of engine's copy of `key`, `query` (with its '?') appended. Built by appending: fmt's
-  // runtime format string cost more than the rest of the redirect handler.
-  std::string segment_url(engine_slot engine, const segment_key& key,
-                          std::string_view query = {}) const;
+  // The URL of engine's copy of `key`, `query` (with its '?') appended; ".vtt" for a console of
+  // WebVTT segments, so that the engine answers text/vtt. Built by appending: fmt's runtime format
+  // string cost more than the rest of the redirect handler.
+  std::string segment_url(engine_slot engine, const segment_key& key, std::string_view query = {},
+                          api::segment_format format = api::segment_format::mpegts) const;
   // Claim 23: `url`, a segment at `engine`, with a short-lived signature of its path (the engine is
   // shown that, not the viewer's token). errc::unavailable: not yet logged in at auth.
   result<std::string> signed_url(std::string url, engine_slot engine) const;
   // Where a console of `key` is sent at `engine`: with auth, signed (the query, the viewer's token,
   // stays here); else with the console's query.
   result<std::string> console_location(engine_slot engine, const segment_key& key,
-                                       std::string_view query) const;
+                                       std::string_view query, api::segment_format format) const;
   // The redirect handler's steps (playback.cc): the engine for a console, by the tables (with the
   // preload hint); and, when every holder is at its limits, the one receiving a replica.
   std::optional<engine_slot> choose_for_console(const segment_key& key, steady::time_point now);

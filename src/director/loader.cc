@@ -90,16 +90,23 @@ result<std::string> segment_location(const source& src, const std::string& uri) 
   return (fs::path(src.playlist_location).parent_path() / p).string();
 }
 
-// MPEG-TS: 188-byte packets, each starting with the sync byte 0x47.
-status check_ts(std::string_view data, const std::string& where) {
+// What a segment is: MPEG-TS (188-byte packets, each starting with the sync byte 0x47), or WebVTT
+// (a subtitles rendition: "WEBVTT" after an optional byte order mark, then a blank or a line end).
+result<api::segment_format> format_of(std::string_view data, const std::string& where) {
+  std::string_view text = data.starts_with("\xEF\xBB\xBF") ? data.substr(3) : data;
+  if (text.starts_with("WEBVTT") && (text.size() == 6 || text[6] == '\n' || text[6] == '\r' ||
+                                     text[6] == ' ' || text[6] == '\t')) {
+    return api::segment_format::webvtt;
+  }
   bool ok = !data.empty() && data.size() % 188 == 0;
   for (size_t off = 0; ok && off < data.size(); off += 188) {
     ok = data[off] == 0x47;
   }
   if (!ok) {
-    return make_error(errc::invalid_argument, fmt::format("{}: not an MPEG-TS segment", where));
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: not an MPEG-TS or WebVTT segment", where));
   }
-  return {};
+  return api::segment_format::mpegts;
 }
 
 // The segment's key frames, for I-frame playlists (claim 21's HLS side). A segment without a
@@ -136,7 +143,7 @@ asio::awaitable<result<api::program_manifest>> place_and_commit(
       auto url = fmt::format("{}/v1/segments/{}/{}.ts", e.url, m.id.str(), i);
       net::http_client::header_list headers;
       headers.emplace_back(api::sha256_header, to_hex(m.segments[i].sha256));
-      headers.emplace_back("Content-Type", "video/mp2t");
+      headers.emplace_back("Content-Type", api::segment_content_type(m.format));
       auto put = co_await client.request(http::verb::put, url, *data, std::move(headers));
       if (!put) {
         co_return make_error(put.err().code,
@@ -209,13 +216,25 @@ asio::awaitable<result<api::program_manifest>> load_program(net::http_client& cl
     if (!data) {
       co_return data.err();
     }
-    if (auto st = check_ts(*data, *loc); !st) {
-      co_return st.err();
+    auto format = format_of(*data, *loc);
+    if (!format) {
+      co_return format.err();
+    }
+    if (i == 0) {
+      m.format = *format;
+    } else if (*format != m.format) {
+      co_return make_error(
+          errc::invalid_argument,
+          fmt::format("{}: a {} segment among {} ones", *loc,
+                      *format == api::segment_format::webvtt ? "WebVTT" : "MPEG-TS",
+                      m.format == api::segment_format::webvtt ? "WebVTT" : "MPEG-TS"));
     }
     auto& seg = m.segments.emplace_back();
     seg = {segment_index{static_cast<uint32_t>(i)}, pl->segments[i].duration, data->size(),
            sha256(*data)};
-    index_key_frames(*data, seg);
+    if (m.format == api::segment_format::mpegts) {
+      index_key_frames(*data, seg);
+    }
     where.push_back(*loc);
   }
 

@@ -1,7 +1,8 @@
 // The station-level loader: puts a packaged HLS VOD program (an .m3u8 with its MPEG-TS segments,
-// from a folder, a file or an http URL) into a station. It hashes every segment, registers the
-// manifest with the director, uploads each segment to the engines the director names, and commits.
-// `vodgrid ingest` calls it today; the content engine will call it later.
+// or WebVTT ones for subtitles, from a folder, a file or an http URL) into a station. It hashes
+// every segment, registers the manifest with the director, uploads each segment to the engines the
+// director names, and commits. `vodgrid ingest` calls it today; the content engine will call it
+// later.
 #pragma once
 
 #include <functional>
@@ -30,8 +31,9 @@ struct load_request {
 
 // A program that fails after the director accepted it is deleted again (from the director and its
 // engines), so that nothing partial stays in the station.
-// Errors: errc::invalid_argument for a bad source (not a playlist, not MPEG-TS), errc::unavailable
-// for an unreachable director or engine, and whatever the director refused with.
+// Errors: errc::invalid_argument for a bad source (not a playlist, segments neither MPEG-TS nor
+// WebVTT), errc::unavailable for an unreachable director or engine, and whatever the director
+// refused with.
 boost::asio::awaitable<result<api::program_manifest>> load_program(net::http_client& client,
                                                                    load_request req);
 

@@ -85,7 +85,8 @@ asio::awaitable<void> director_daemon::impl::send_preload(std::string url,
 }
 
 std::string director_daemon::impl::segment_url(engine_slot engine, const segment_key& key,
-                                               std::string_view query) const {
+                                               std::string_view query,
+                                               api::segment_format format) const {
   auto& url = tables.engine(engine).url;
   std::string out;
   out.reserve(url.size() + key.program.str().size() + query.size() + 32);
@@ -94,7 +95,7 @@ std::string director_daemon::impl::segment_url(engine_slot engine, const segment
   out += key.program.str();
   out += '/';
   out += std::to_string(key.index.v);
-  out += ".ts";
+  out += api::segment_extension(format);
   out.append(query.data(), query.size());
   return out;
 }
@@ -117,11 +118,12 @@ result<std::string> director_daemon::impl::signed_url(std::string url, engine_sl
 
 result<std::string> director_daemon::impl::console_location(engine_slot engine,
                                                             const segment_key& key,
-                                                            std::string_view query) const {
+                                                            std::string_view query,
+                                                            api::segment_format format) const {
   if (!auth) {
-    return segment_url(engine, key, query);
+    return segment_url(engine, key, query, format);
   }
-  return signed_url(segment_url(engine, key), engine);
+  return signed_url(segment_url(engine, key, {}, format), engine);
 }
 
 // The engine the tables choose for a console of `key`, the engine told to preload it preferred
@@ -171,8 +173,9 @@ reply director_daemon::impl::refuse_segment(std::string_view reason, const error
   return unavailable_reply(e);
 }
 
-// GET /v1/programs/{id}/segments/{n}.ts: a 302 to an engine of ours (signed with auth), else to an
-// engine of another station; 503 + Retry-After when no station can serve it.
+// GET /v1/programs/{id}/segments/{n}.ts (.vtt for WebVTT segments): a 302 to an engine of ours
+// (signed with auth), else to an engine of another station; 503 + Retry-After when no station can
+// serve it.
 asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   auto m = ready_program(ctx.params[0]);
   if (!m && grid.registry && m.err().code == errc::not_found) {
@@ -182,10 +185,13 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
     co_return refuse_segment("program", m.err());
   }
   auto idx = segment_index::parse(ctx.params[1]);
-  if (!idx || idx->v >= (*m)->segments.size()) {
+  auto format = (*m)->format;
+  auto ext = api::segment_extension(format);
+  if (!idx || idx->v >= (*m)->segments.size() || !ctx.path.ends_with(ext)) {
     co_return net::error_reply(
         make_error(errc::not_found,
-                   fmt::format("program {} has no segment {}", ctx.params[0], ctx.params[1])));
+                   fmt::format("program {} has no segment {} (its segments are segments/{{n}}{})",
+                               ctx.params[0], ctx.path.substr(ctx.path.rfind('/') + 1), ext)));
   }
   auto entitlement = api::entitlement_of((*m)->id);
   if (auth && !auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &entitlement,
@@ -238,7 +244,7 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
       rep->second = now;
     }
   }
-  auto location = console_location(*chosen, key, query);
+  auto location = console_location(*chosen, key, query, format);
   if (!location) {
     co_return refuse_segment("signing", location.err());
   }

@@ -206,6 +206,11 @@ asio::awaitable<result<const api::program_manifest*>> director_daemon::impl::rts
     t.program = *api::rendition_id((*m)->id, (*m)->renditions.front().name);
     m = co_await find_program(t.program.str());
   }
+  if (m && (*m)->format != api::segment_format::mpegts) {
+    m = make_error(errc::not_found, fmt::format("program {} is subtitles (WebVTT): RTSP carries "
+                                                "MPEG-TS only",
+                                                t.program.str()));
+  }
   if (!m) {
     refused = refusal(m.err());
     co_return m.err();

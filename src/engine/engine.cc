@@ -101,6 +101,8 @@ void engine_daemon::impl::routes() {
   using V = http::verb;
   std::string seg = "/v1/segments/{}/{}.ts";
   route(V::get, seg, &impl::get_segment, 0, net::audience::viewer);
+  // The same segments as subtitles (WebVTT, api::segment_format): answered as text/vtt.
+  route(V::get, "/v1/segments/{}/{}.vtt", &impl::get_segment, 0, net::audience::viewer);
   // What changes the store or orders work: the director's, a loader's (operator) or another
   // engine's token when the grid has an auth server (DESIGN.md flow 7).
   auto guarded = [this](asio::awaitable<reply> (impl::*fn)(request_context&)) {

@@ -31,6 +31,13 @@ result<segment_key> key_from(const request_context& ctx) {
   return segment_key{*p, *i};
 }
 
+// A segment reply's Content-Type: the URL's extension says what the program's segments are
+// (api::segment_format, chosen by the director's playlist); the store holds bytes either way.
+const char* content_type_of(const request_context& ctx) {
+  return api::segment_content_type(ctx.path.ends_with(".vtt") ? api::segment_format::webvtt
+                                                              : api::segment_format::mpegts);
+}
+
 // Counts a stream, in all and per segment, until the server lets go of its body.
 struct stream_count {
   std::shared_ptr<uint32_t> active;
@@ -186,6 +193,7 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
   uint64_t size = file->size();
   reply r;
   segment_headers(r, info ? to_hex(info->sha256) : std::string());
+  r.content_type = content_type_of(ctx);
   net::byte_range range;
   if (auto refused = apply_range(ctx, r, size, range)) {
     co_return std::move(*refused);
@@ -216,6 +224,7 @@ asio::awaitable<reply> engine_daemon::impl::serve_filling(request_context& ctx,
   }
   reply r;
   segment_headers(r, to_hex(f->order.sha256));
+  r.content_type = content_type_of(ctx);
   net::byte_range range;
   if (auto refused = apply_range(ctx, r, f->size, range)) {
     co_return std::move(*refused);
