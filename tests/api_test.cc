@@ -144,9 +144,16 @@ program_manifest two_renditions() {
 
 TEST(Api, ManifestOfRenditionsRoundTrips) {
   auto m = two_renditions();
+  m.renditions[0].iframe_bandwidth = 72'000;  // its I-frame playlist's rates
+  m.renditions[0].iframe_average_bandwidth = 50'000;
   auto back = decode<program_manifest>(json::serialize(to_json(m)));
   ASSERT_TRUE(back) << back.err().detail;
   EXPECT_EQ(back->renditions, m.renditions);
+  m.renditions[0].iframe_average_bandwidth = 80'000;  // an average above the peak
+  auto refused = decode<program_manifest>(json::serialize(to_json(m)));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.err().detail.find("iframe_bandwidth"), std::string::npos)
+      << refused.err().detail;
   EXPECT_TRUE(back->segments.empty());
   // An ordinary manifest keeps its shape: no "renditions" field at all.
   program_manifest plain;

@@ -1,6 +1,8 @@
 // Unit tests of the HLS playlist readers and writers: media and multivariant.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "api/hls.h"
 
 namespace vodgrid::api {
@@ -178,6 +180,48 @@ TEST(Hls, MultivariantPlaylistGroupsAudioAndSubtitles) {
   EXPECT_TRUE(pl->media[1].is_default);
   EXPECT_EQ(pl->media[2].uri, "../film--subs-eng/index.m3u8");
   EXPECT_EQ(pl->variants[0].audio, "audio");
+}
+
+TEST(Hls, IFrameRatesArePeakAndAverageOfTheKeyFrames) {
+  program_manifest m;
+  m.id = *program_id::parse("film--360p");
+  // Key frames at 0 s (9000 bytes, lasting 1 s), 1 s (8000, 1 s) and 2 s (7000, 1.5 s).
+  m.segments.push_back(
+      {segment_index{0}, 2.0, 100000, {}, 376, {{376, 9000, 0}, {50000, 8000, 1}}});
+  m.segments.push_back({segment_index{1}, 1.5, 90000, {}, 376, {{376, 7000, 0}}});
+  auto r = iframe_rates_of(m);
+  EXPECT_EQ(r.bandwidth, 72'000u);  // 9000 bytes in 1 s
+  EXPECT_EQ(r.average_bandwidth, static_cast<uint64_t>(std::ceil(24'000 * 8 / 3.5)));
+  m.segments[1].key_frames.clear();  // no index, no I-frame playlist, no rates
+  EXPECT_EQ(iframe_rates_of(m).bandwidth, 0u);
+}
+
+TEST(Hls, MultivariantPlaylistListsEachVideoRenditionsIFramePlaylist) {
+  auto m = film();
+  m.renditions[0].codecs = "avc1.64001e,mp4a.40.2";
+  m.renditions[0].iframe_bandwidth = 72'000;
+  m.renditions[0].iframe_average_bandwidth = 54'858;
+  m.renditions[1].iframe_bandwidth = 30'000;  // no average known
+  rendition audio{"audio-eng", rendition_kind::audio, 128'000, 100'000, "mp4a.40.2"};
+  m.renditions.push_back(audio);
+  std::string text = write_multivariant_playlist(m, "?token=abc");
+  EXPECT_NE(text.find("#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=72000,AVERAGE-BANDWIDTH=54858,"
+                      "CODECS=\"avc1.64001e\",RESOLUTION=640x360,"
+                      "URI=\"../film--360p/iframes.m3u8?token=abc\"\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=30000,CODECS=\"avc1.64000d\","
+                      "RESOLUTION=320x180,URI=\"../film--180p/iframes.m3u8?token=abc\"\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("audio-eng/iframes"), std::string::npos) << text;
+  // Readers of the variants are not misled by the I-frame lines.
+  auto pl = parse_multivariant_playlist(text);
+  ASSERT_TRUE(pl) << pl.err().detail;
+  EXPECT_EQ(pl->variants.size(), 2u);
+  // A rendition without a key frame index has no line.
+  m.renditions[1].iframe_bandwidth = 0;
+  EXPECT_EQ(write_multivariant_playlist(m, "").find("film--180p/iframes"), std::string::npos);
 }
 
 TEST(Hls, MultivariantReaderRefusesWhatItCannotReadWithTheLine) {

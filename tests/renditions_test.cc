@@ -264,6 +264,55 @@ TEST(Renditions, ATranscodedLadderPlaysEveryRenditionAtTheEdge) {
   auto play = run({vodgrid_binary(), "play", playlist(g, "edge", "ladder")}, 120s);
   EXPECT_EQ(play.status, 0) << play.out << play.err;
   EXPECT_NE(play.out.find("/v1/programs/ladder--240p/index.m3u8"), std::string::npos) << play.out;
+
+  // Trick play (issue 13, item 4): the multivariant playlist lists each video rendition's I-frame
+  // playlist, which the director serves; an entry's byte range, after its segment's PAT and PMT,
+  // is a key frame that ffprobe reads as one.
+  static const std::regex iframe_line(
+      "#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=([0-9]+),[^\n]*CODECS=\"avc1[^\"]*\","
+      "RESOLUTION=[0-9x]+,URI=\"\\.\\./([^\"]+)\"\n");
+  std::vector<std::string> iframe_uris;
+  for (std::sregex_iterator it(mv->body.begin(), mv->body.end(), iframe_line), end; it != end;
+       ++it) {
+    EXPECT_GT(std::stoull((*it)[1]), 0u) << it->str();
+    iframe_uris.push_back((*it)[2]);
+  }
+  ASSERT_EQ(iframe_uris.size(), 2u) << mv->body;
+  EXPECT_EQ(iframe_uris[0], "ladder--360p/iframes.m3u8");
+  std::string iframes;
+  for (auto& uri : iframe_uris) {
+    auto r = http_get(g.director_url("edge") + "/v1/programs/" + uri);
+    ASSERT_EQ(r->status, 200u) << uri << " " << r->body;
+    EXPECT_NE(r->body.find("\n#EXT-X-I-FRAMES-ONLY\n"), std::string::npos) << r->body;
+    if (iframes.empty()) {
+      iframes = r->body;
+    }
+  }
+  std::smatch map, entry;
+  ASSERT_TRUE(std::regex_search(
+      iframes, map, std::regex("#EXT-X-MAP:URI=\"segments/0.ts\",BYTERANGE=\"([0-9]+)@0\"")))
+      << iframes;
+  ASSERT_TRUE(std::regex_search(iframes, entry,
+                                std::regex("#EXT-X-BYTERANGE:([0-9]+)@([0-9]+)\nsegments/0.ts\n")))
+      << iframes;
+  auto redirect = http_get(g.director_url("edge") + "/v1/programs/ladder--360p/segments/0.ts");
+  ASSERT_EQ(redirect->status, 302u) << redirect->body;
+  auto range = [&](uint64_t from, uint64_t length) {
+    auto r = http_get(redirect->header("Location"),
+                      {{"Range", fmt::format("bytes={}-{}", from, from + length - 1)}});
+    EXPECT_EQ(r->status, 206u) << r->body;
+    return r->body;
+  };
+  auto frame_file = src.path() / "iframe.ts";
+  {
+    std::ofstream f(frame_file, std::ios::binary);
+    f << range(0, std::stoull(map[1])) << range(std::stoull(entry[2]), std::stoull(entry[1]));
+  }
+  auto frame = run({"/usr/bin/ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                    "frame=key_frame,pict_type,width", "-of", "csv=p=0", frame_file.string()},
+                   60s);
+  EXPECT_EQ(frame.status, 0) << frame.err;
+  EXPECT_EQ(frame.out.rfind("1,640,I", 0), 0u) << frame.out;  // key frame, its width, an I
   // No ladder without a content manager's transcoder, and none of an unknown rung.
   auto bad = run({vodgrid_binary(), "ingest", mp4.string(), "--title", "X", "--id", "x",
                   "--renditions", "hd", "--grid", g.registry_url()});

@@ -239,6 +239,10 @@ json::value to_json(const rendition& v) {
     o["width"] = v.width;
     o["height"] = v.height;
     o["frame_rate"] = v.frame_rate;
+    if (v.iframe_bandwidth > 0) {
+      o["iframe_bandwidth"] = v.iframe_bandwidth;
+      o["iframe_average_bandwidth"] = v.iframe_average_bandwidth;
+    }
   } else {
     o["language"] = v.language;
     o["title"] = v.title;
@@ -373,6 +377,11 @@ void read(field_reader& r, rendition& v) {
     r.fail(v.width != width ? "width" : "height", "must be a whole number of pixels");
   }
   r.number("frame_rate", v.frame_rate, 0, 1000);
+  r.u64("iframe_bandwidth", v.iframe_bandwidth, need::optional);
+  r.u64("iframe_average_bandwidth", v.iframe_average_bandwidth, need::optional);
+  if (v.iframe_bandwidth > 1'000'000'000'000 || v.iframe_average_bandwidth > v.iframe_bandwidth) {
+    r.fail("iframe_bandwidth", "must be at most 10^12 bits/s and at least its average");
+  }
   r.string("language", v.language, 35, need::optional);
   if (!std::all_of(v.language.begin(), v.language.end(), [](char c) {
         return std::isalnum(static_cast<unsigned char>(c)) || c == '-';

@@ -115,6 +115,11 @@ struct rendition {
   std::string language;            // audio, subtitles: BCP 47 ("fr", "fra", "en-US"); may be empty
   std::string title;               // EXT-X-MEDIA NAME; empty: the name
   bool is_default = false;         // EXT-X-MEDIA DEFAULT
+  // Video: its I-frame playlist's (EXT-X-I-FRAME-STREAM-INF) BANDWIDTH, the key frames' peak rate
+  // (each frame's bytes over the time until the next), and AVERAGE-BANDWIDTH, all their bytes
+  // over the duration (api::iframe_rates_of its manifest); 0: it has none (no key frame index).
+  uint64_t iframe_bandwidth = 0;
+  uint64_t iframe_average_bandwidth = 0;
   auto operator<=>(const rendition&) const = default;
 };
 

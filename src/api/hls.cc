@@ -194,6 +194,23 @@ std::string rendition_uri(const program_manifest& m, const rendition& r, std::st
   return fmt::format("../{}{}{}/index.m3u8{}", m.id.str(), rendition_separator, r.name, query);
 }
 
+// The video codecs of a CODECS list ("avc1.64001f,mp4a.40.2" → "avc1.64001f"): an I-frame stream
+// has no audio.
+std::string video_codecs(std::string_view codecs) {
+  static constexpr std::string_view video[] = {"avc1", "avc3", "hvc1", "hev1", "dvh1",
+                                               "dvhe", "av01", "vp09", "mp4v"};
+  std::string out;
+  while (!codecs.empty()) {
+    auto c = codecs.substr(0, codecs.find(','));
+    codecs.remove_prefix(std::min(codecs.size(), c.size() + 1));
+    if (std::any_of(std::begin(video), std::end(video),
+                    [&](std::string_view v) { return c.starts_with(v); })) {
+      out += (out.empty() ? "" : ",") + std::string(c);
+    }
+  }
+  return out;
+}
+
 // An #EXT-X-MEDIA line of an audio or subtitles rendition, in group `group`.
 std::string media_line(const program_manifest& m, const rendition& r, std::string_view group,
                        std::string_view query) {
@@ -259,6 +276,24 @@ std::string write_multivariant_playlist(const program_manifest& m, std::string_v
     out += '\n';
     out += rendition_uri(m, r, query);
     out += '\n';
+  }
+  // Trick play (claim 21's HLS side): each video rendition's I-frame playlist.
+  for (auto& r : m.renditions) {
+    if (r.kind != rendition_kind::video || r.iframe_bandwidth == 0) {
+      continue;
+    }
+    out += fmt::format("#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH={}", r.iframe_bandwidth);
+    if (r.iframe_average_bandwidth > 0) {
+      out += fmt::format(",AVERAGE-BANDWIDTH={}", r.iframe_average_bandwidth);
+    }
+    if (auto codecs = video_codecs(r.codecs); !codecs.empty()) {
+      out += fmt::format(",CODECS=\"{}\"", codecs);
+    }
+    if (r.width > 0 && r.height > 0) {
+      out += fmt::format(",RESOLUTION={}x{}", r.width, r.height);
+    }
+    out += fmt::format(",URI=\"../{}{}{}/iframes.m3u8{}\"\n", m.id.str(), rendition_separator,
+                       r.name, query);
   }
   return out;
 }
@@ -358,12 +393,17 @@ std::string write_vod_playlist(const program_manifest& m, std::string_view query
   return out;
 }
 
-result<std::string> write_iframe_playlist(const program_manifest& m, std::string_view query) {
-  struct frame {
-    const segment_entry* s;
-    const key_frame* f;
-    double at;  // seconds into the program
-  };
+namespace {
+
+// One entry of an I-frame playlist: a key frame, lasting until the next one (the last, until the
+// program's end).
+struct iframe_entry {
+  const segment_entry* segment;
+  const key_frame* frame;
+  double lasts;  // seconds
+};
+
+result<std::vector<iframe_entry>> iframe_entries(const program_manifest& m) {
   if (!m.renditions.empty()) {
     return make_error(
         errc::not_found,
@@ -376,7 +416,8 @@ result<std::string> write_iframe_playlist(const program_manifest& m, std::string
         errc::not_found,
         fmt::format("program {} is subtitles: it has no I-frame playlist", m.id.str()));
   }
-  std::vector<frame> frames;
+  std::vector<iframe_entry> out;
+  std::vector<double> at;  // each frame's time in the program
   double start = 0;
   for (auto& s : m.segments) {
     if (s.key_frames.empty()) {
@@ -386,17 +427,44 @@ result<std::string> write_iframe_playlist(const program_manifest& m, std::string
                                     m.id.str(), s.index.v));
     }
     for (auto& f : s.key_frames) {
-      frames.push_back({&s, &f, start + std::min(f.seconds, s.duration)});
+      out.push_back({&s, &f, 0});
+      at.push_back(start + std::min(f.seconds, s.duration));
     }
     start += s.duration;
   }
-  // Each frame lasts until the next one (the last, until the program's end).
-  std::vector<double> lasts(frames.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    double next = i + 1 < out.size() ? at[i + 1] : start;
+    out[i].lasts = std::max(0.0, next - at[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+iframe_rates iframe_rates_of(const program_manifest& m) {
+  auto entries = iframe_entries(m);
+  iframe_rates r;
+  if (!entries) {
+    return r;
+  }
+  double peak = 0, bytes = 0, seconds = 0;
+  for (auto& e : *entries) {
+    bytes += static_cast<double>(e.frame->length);
+    seconds += e.lasts;
+    if (e.lasts > 0) {
+      peak = std::max(peak, static_cast<double>(e.frame->length) * 8 / e.lasts);
+    }
+  }
+  r.bandwidth = static_cast<uint64_t>(std::ceil(peak));
+  r.average_bandwidth = seconds > 0 ? static_cast<uint64_t>(std::ceil(bytes * 8 / seconds)) : 0;
+  return r;
+}
+
+result<std::string> write_iframe_playlist(const program_manifest& m, std::string_view query) {
+  VODGRID_TRY(auto frames, iframe_entries(m));
   double target = 1;
-  for (size_t i = 0; i < frames.size(); ++i) {
-    double next = i + 1 < frames.size() ? frames[i + 1].at : start;
-    lasts[i] = std::max(0.0, next - frames[i].at);
-    target = std::max(target, std::ceil(lasts[i]));
+  for (auto& f : frames) {
+    target = std::max(target, std::ceil(f.lasts));
   }
   // Version 5: EXT-X-MAP in an I-frame playlist.
   std::string out = fmt::format(
@@ -409,14 +477,13 @@ result<std::string> write_iframe_playlist(const program_manifest& m, std::string
     quoted_query += c == '"' ? std::string("%22") : std::string(1, c);
   }
   const segment_entry* mapped = nullptr;
-  for (size_t i = 0; i < frames.size(); ++i) {
-    auto& [s, f, at] = frames[i];
+  for (auto& [s, f, lasts] : frames) {
     if (s != mapped && s->psi_bytes > 0) {
       out += fmt::format("#EXT-X-MAP:URI=\"segments/{}.ts{}\",BYTERANGE=\"{}@0\"\n", s->index.v,
                          quoted_query, s->psi_bytes);
       mapped = s;
     }
-    out += fmt::format("#EXTINF:{:.6f},\n#EXT-X-BYTERANGE:{}@{}\nsegments/{}.ts{}\n", lasts[i],
+    out += fmt::format("#EXTINF:{:.6f},\n#EXT-X-BYTERANGE:{}@{}\nsegments/{}.ts{}\n", lasts,
                        f->length, f->offset, s->index.v, query);
   }
   out += "#EXT-X-ENDLIST\n";

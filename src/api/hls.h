@@ -63,10 +63,22 @@ result<multivariant_playlist> parse_multivariant_playlist(std::string_view text)
 
 // Writes the multivariant playlist of a program of several renditions (m.renditions not empty):
 // an #EXT-X-STREAM-INF per video rendition (BANDWIDTH, AVERAGE-BANDWIDTH, CODECS, RESOLUTION,
-// FRAME-RATE; AUDIO and SUBTITLES when the program has such renditions) and an #EXT-X-MEDIA per
-// audio or subtitles rendition. URIs are relative, "../{id}--{rendition}/index.m3u8", followed by
-// `query` (e.g. "?token=...") when it is not empty and safe inside a quoted attribute.
+// FRAME-RATE; AUDIO and SUBTITLES when the program has such renditions), an #EXT-X-MEDIA per
+// audio or subtitles rendition, and an #EXT-X-I-FRAME-STREAM-INF per video rendition whose
+// iframe_bandwidth is known (its "../{id}--{rendition}/iframes.m3u8"). URIs are relative,
+// "../{id}--{rendition}/index.m3u8", followed by `query` (e.g. "?token=...") when it is not empty
+// and safe inside a quoted attribute.
 std::string write_multivariant_playlist(const program_manifest& m, std::string_view query);
+
+// The rates of a program's I-frame playlist (write_iframe_playlist): `bandwidth` the peak of its
+// entries' (a key frame's bytes over the time until the next one), `average_bandwidth` all the key
+// frames' bytes over the program's duration, in bits/s. Zero when it has none (a program of
+// renditions, subtitles, no key frame index).
+struct iframe_rates {
+  uint64_t bandwidth = 0;
+  uint64_t average_bandwidth = 0;
+};
+iframe_rates iframe_rates_of(const program_manifest& m);
 
 // Writes the VOD playlist of a program: segment URIs are "segments/{n}.ts" ("segments/{n}.vtt"
 // for WebVTT) relative to the playlist, followed by `query` (e.g. "?token=...") when not empty.

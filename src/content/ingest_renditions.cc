@@ -5,6 +5,7 @@
 // transcoder makes (package_ladder, a ladder_result) is loaded the same way, by ingest_ladder.
 #include <algorithm>
 
+#include "api/hls.h"
 #include "content/fetch.h"
 #include "content/impl.h"
 #include "director/loader.h"
@@ -262,6 +263,15 @@ asio::awaitable<result<std::vector<api::program_manifest>>> content_manager::imp
   parent.availability = std::string(api::availability_inactive);
   parent.publish_at = format_rfc3339(p.publish_at);
   parent.renditions = p.renditions;
+  // Each video rendition's I-frame playlist, from the key frames the loader indexed: its rates go
+  // into the multivariant playlist's EXT-X-I-FRAME-STREAM-INF.
+  for (size_t i = 0; i < parent.renditions.size() && i < loaded.size(); ++i) {
+    if (parent.renditions[i].kind == api::rendition_kind::video) {
+      auto rates = api::iframe_rates_of(loaded[i]);
+      parent.renditions[i].iframe_bandwidth = rates.bandwidth;
+      parent.renditions[i].iframe_average_bandwidth = rates.average_bandwidth;
+    }
+  }
   auto registered = co_await register_parent(parent);
   if (!registered) {
     co_await remove_all_from_home(ids);
