@@ -4,7 +4,7 @@
 // logging in with its form; no fatal hls.js error, and the bytes come from the edge's engines.
 // abr.mjs: a ladder of three renditions on a throttled, then open link: down and up on segment
 // boundaries, no stall. tracks.mjs: two audio languages, both listed, the second selected and
-// played.
+// played; subtitles listed and shown.
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 #include <string>
 #include <vector>
@@ -186,23 +187,37 @@ TEST(Browser, TheLadderGoesDownAndUpOnSegmentBoundariesWithoutStalling) {
   EXPECT_EQ(num(report, "redirected"), num(report, "segments")) << text;
 }
 
-// A source with two audio tracks, English (the default) and French: two audio renditions that
-// hls.js lists with their languages; selecting French loads its fragments from the edge's engines
-// and playback goes on.
-TEST(Browser, TwoAudioLanguagesAreListedAndTheSecondPlays) {
+// A source with two audio tracks, English (the default) and French, and English subtitles: two
+// audio renditions that hls.js lists with their languages, selecting French loads its fragments
+// from the edge's engines while playback goes on; the subtitle rendition is listed, and once
+// selected one of the source's cues is shown, its WebVTT segments from the engines.
+TEST(Browser, TwoAudioLanguagesAndSubtitlesAreSelectableAndShown) {
   grid_fixture g({{"home", 2}, {"edge", 2, 100}}, {}, true, true);
   temp_dir src;
-  auto mkv = src.path() / "two.mkv";
-  make_source(mkv, {"testsrc2=size=640x360:rate=25:d=20", "sine=f=440:d=20", "sine=f=880:d=20"},
-              "-map 0:v -map 1:a -map 2:a -c:v libx264 -preset ultrafast -c:a aac "
-              "-metadata:s:a:0 language=eng -metadata:s:a:1 language=fra "
-              "-disposition:a:0 default -disposition:a:1 0");
-  auto playlist = ingest_ladder(g, mkv, "two", "360p");
+  const std::vector<std::string> cues{"The first cue", "A second cue", "The third and last cue"};
+  auto srt = src.path() / "en.srt";
+  {
+    std::ofstream f(srt);
+    f << "1\n00:00:00,500 --> 00:00:06,000\n"
+      << cues[0] << "\n\n"
+      << "2\n00:00:06,500 --> 00:00:13,000\n"
+      << cues[1] << "\n\n"
+      << "3\n00:00:13,500 --> 00:00:19,500\n"
+      << cues[2] << "\n";
+  }
+  auto mp4 = src.path() / "tracks.mp4";
+  make_source(mp4, {"testsrc2=size=640x360:rate=25:d=20", "sine=f=440:d=20", "sine=f=880:d=20"},
+              "-i " + srt.string() +
+                  " -map 0:v -map 1:a -map 2:a -map 3:s -c:v libx264 -preset ultrafast -c:a aac "
+                  "-c:s mov_text -metadata:s:a:0 language=eng -metadata:s:a:1 language=fra "
+                  "-metadata:s:s:0 language=eng -disposition:a:0 default -disposition:a:1 0");
+  auto playlist = ingest_ladder(g, mp4, "tracks", "360p");
   ASSERT_FALSE(HasFailure());
 
-  auto report =
-      run_browser("tracks.mjs",
-                  {"--playlist", playlist, "--engines", edge_engines(g), "--audio", "eng,fra"}, g);
+  auto report = run_browser("tracks.mjs",
+                            {"--playlist", playlist, "--engines", edge_engines(g), "--audio",
+                             "eng,fra", "--subtitles", "eng"},
+                            g);
   ASSERT_TRUE(report.contains("audio_tracks")) << boost::json::serialize(report);
   auto text = boost::json::serialize(report);
   auto& tracks = report.at("audio_tracks").as_array();
@@ -217,6 +232,16 @@ TEST(Browser, TwoAudioLanguagesAreListedAndTheSecondPlays) {
   EXPECT_EQ(switched.back().at("id").as_int64(), tracks[1].at("id").as_int64()) << text;
   EXPECT_GT(num(report, "other_audio_segments"), 0) << text;
   EXPECT_GE(num(report, "advanced_after_switch"), num(report, "wall_after_switch") - 1.5) << text;
+  // The subtitles: listed, and a cue of the source on screen.
+  ASSERT_TRUE(report.contains("subtitle_tracks")) << text;
+  auto& subs = report.at("subtitle_tracks").as_array();
+  ASSERT_EQ(subs.size(), 1u) << text;
+  EXPECT_EQ(subs[0].at("lang").as_string(), "eng") << text;
+  ASSERT_TRUE(report.at("cue").is_string()) << text;
+  EXPECT_NE(std::find(cues.begin(), cues.end(), std::string(report.at("cue").as_string())),
+            cues.end())
+      << text;
+  EXPECT_GT(num(report, "subtitle_segments"), 0) << text;
 }
 
 }  // namespace
