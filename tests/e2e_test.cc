@@ -177,6 +177,8 @@ TEST(EndToEnd, UpRunsAGridFromAConfigUntilInterrupted) {
     auto t = read_file(out);
     return t && t->find("browser: " + director + "/watch/<id>\n") != std::string::npos;
   })) << read_file(out).value();
+  // No registry here: no dashboard to point at.
+  EXPECT_EQ(read_file(out).value().find("dashboard"), std::string::npos) << read_file(out).value();
   auto page = http_get(director + "/watch/anything");
   ASSERT_TRUE(page);
   EXPECT_EQ(page->status, 200u) << page->body;

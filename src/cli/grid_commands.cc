@@ -151,6 +151,10 @@ int run_up(const grid_options& o) {
         "admin --password admin --operator --grid {})\n",
         grid->auth->listen.url(), grid->auth->listen.url(), grid->auth->listen.url());
   }
+  if (grid->registry) {
+    std::cout << fmt::format("dashboard (operator login): {}/dashboard\n",
+                             grid->registry->listen.url());
+  }
   std::cout << fmt::format("logs: {}\n", g->log_dir().string()) << std::flush;
   while (!interrupted) {
     for (auto& gone : g->reap()) {
