@@ -216,16 +216,16 @@ TEST(Browser, TwoAudioLanguagesAndSubtitlesAreSelectableAndShown) {
 
   auto report = run_browser("tracks.mjs",
                             {"--playlist", playlist, "--engines", edge_engines(g), "--audio",
-                             "eng,fra", "--subtitles", "eng"},
+                             "en,fr", "--subtitles", "en"},
                             g);
   ASSERT_TRUE(report.contains("audio_tracks")) << boost::json::serialize(report);
   auto text = boost::json::serialize(report);
   auto& tracks = report.at("audio_tracks").as_array();
   ASSERT_EQ(tracks.size(), 2u) << text;
-  EXPECT_EQ(tracks[0].at("lang").as_string(), "eng") << text;
+  EXPECT_EQ(tracks[0].at("lang").as_string(), "en") << text;
   EXPECT_TRUE(tracks[0].at("default").as_bool()) << text;
-  EXPECT_EQ(tracks[1].at("lang").as_string(), "fra") << text;
-  EXPECT_EQ(report.at("audio_before"), boost::json::array{"audio-eng"}) << text;
+  EXPECT_EQ(tracks[1].at("lang").as_string(), "fr") << text;
+  EXPECT_EQ(report.at("audio_before"), boost::json::array{"audio-en"}) << text;
   // AUDIO_TRACK_SWITCHED to French, its fragments from the engines, and playback went on.
   auto& switched = report.at("audio_switched").as_array();
   ASSERT_FALSE(switched.empty()) << text;
@@ -236,7 +236,7 @@ TEST(Browser, TwoAudioLanguagesAndSubtitlesAreSelectableAndShown) {
   ASSERT_TRUE(report.contains("subtitle_tracks")) << text;
   auto& subs = report.at("subtitle_tracks").as_array();
   ASSERT_EQ(subs.size(), 1u) << text;
-  EXPECT_EQ(subs[0].at("lang").as_string(), "eng") << text;
+  EXPECT_EQ(subs[0].at("lang").as_string(), "en") << text;
   ASSERT_TRUE(report.at("cue").is_string()) << text;
   EXPECT_NE(std::find(cues.begin(), cues.end(), std::string(report.at("cue").as_string())),
             cues.end())

@@ -394,17 +394,17 @@ TEST(Renditions, EveryTrackOfTheSourcePlaysThroughTheDirector) {
                  "--renditions", "240p", "--grid", g.registry_url()},
                 300s);
   ASSERT_EQ(in.status, 0) << in.err << g.log_of("content");
-  EXPECT_NE(in.out.find("rendition tracks--subs-eng"), std::string::npos) << in.out;
+  EXPECT_NE(in.out.find("rendition tracks--subs-en"), std::string::npos) << in.out;
   EXPECT_EQ(in.out.find("not kept"), std::string::npos) << in.out;
 
   auto mv = http_get(playlist(g, "edge", "tracks"));
   ASSERT_EQ(mv->status, 200u) << mv->body;
-  EXPECT_NE(mv->body.find("#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",LANGUAGE=\"eng\","
+  EXPECT_NE(mv->body.find("#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",LANGUAGE=\"en\","
                           "NAME=\"English\",DEFAULT=YES,AUTOSELECT=YES,"
-                          "URI=\"../tracks--subs-eng/index.m3u8\""),
+                          "URI=\"../tracks--subs-en/index.m3u8\""),
             std::string::npos)
       << mv->body;
-  EXPECT_NE(mv->body.find("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",LANGUAGE=\"fra\""),
+  EXPECT_NE(mv->body.find("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",LANGUAGE=\"fr\""),
             std::string::npos)
       << mv->body;
   EXPECT_NE(mv->body.find("AUDIO=\"audio\",SUBTITLES=\"subs\"\n../tracks--240p/index.m3u8"),
@@ -412,7 +412,7 @@ TEST(Renditions, EveryTrackOfTheSourcePlaysThroughTheDirector) {
       << mv->body;
 
   // The subtitles' playlist: WebVTT segment URIs, the video's durations.
-  auto subs = http_get(playlist(g, "edge", "tracks--subs-eng"));
+  auto subs = http_get(playlist(g, "edge", "tracks--subs-en"));
   ASSERT_EQ(subs->status, 200u) << subs->body;
   EXPECT_NE(subs->body.find("\nsegments/0.vtt\n"), std::string::npos) << subs->body;
   auto video = http_get(playlist(g, "edge", "tracks--240p"));
@@ -428,11 +428,11 @@ TEST(Renditions, EveryTrackOfTheSourcePlaysThroughTheDirector) {
   // A segment: the director's 302 to an engine, which answers text/vtt.
   auto segment = [&](size_t n) {
     auto url =
-        fmt::format("{}/v1/programs/tracks--subs-eng/segments/{}.vtt", g.director_url("edge"), n);
+        fmt::format("{}/v1/programs/tracks--subs-en/segments/{}.vtt", g.director_url("edge"), n);
     auto r = http_get(url);
     EXPECT_EQ(r->status, 302u) << url << " " << r->body;
     auto location = r->header("Location");
-    EXPECT_NE(location.find(fmt::format("/v1/segments/tracks--subs-eng/{}.vtt", n)),
+    EXPECT_NE(location.find(fmt::format("/v1/segments/tracks--subs-en/{}.vtt", n)),
               std::string::npos)
         << location;
     auto at_engine = http_get(location);
@@ -450,13 +450,13 @@ TEST(Renditions, EveryTrackOfTheSourcePlaysThroughTheDirector) {
   EXPECT_EQ(first.find("Good night"), std::string::npos) << first;
   EXPECT_NE(last.find("00:00:04.500 --> 00:00:05.500\nGood night"), std::string::npos) << last;
   // Its segments are WebVTT only: the .ts URL of one is not there.
-  auto ts = http_get(g.director_url("edge") + "/v1/programs/tracks--subs-eng/segments/0.ts");
+  auto ts = http_get(g.director_url("edge") + "/v1/programs/tracks--subs-en/segments/0.ts");
   EXPECT_EQ(ts->status, 404u) << ts->body;
   // RTSP carries MPEG-TS: a subtitles rendition is refused with why.
   auto rtsp_port = g.config().find_station("edge")->director.listen.port;
   auto describe = raw_exchange(
       rtsp_port,
-      fmt::format("DESCRIBE rtsp://127.0.0.1:{}/v1/programs/tracks--subs-eng RTSP/1.0\r\nCSeq: "
+      fmt::format("DESCRIBE rtsp://127.0.0.1:{}/v1/programs/tracks--subs-en RTSP/1.0\r\nCSeq: "
                   "1\r\n\r\n",
                   rtsp_port),
       2s);

@@ -239,6 +239,7 @@ bool have_encoder(const std::string& name) {
 }
 
 // The case: an H.265 MKV whose second audio track is marked French.
+// "eng" and the bibliographic "fre" become RFC 5646's "en" and "fr" (names and LANGUAGE).
 TEST(Transcode, EveryAudioTrackIsARenditionWithItsLanguage) {
   temp_dir dir;
   std::string video = have_encoder("libx265") ? "libx265" : "libx264";
@@ -278,7 +279,7 @@ TEST(Transcode, EveryAudioTrackIsARenditionWithItsLanguage) {
                    "-metadata:s:a:0",
                    "language=eng",
                    "-metadata:s:a:1",
-                   "language=fra",
+                   "language=fre",
                    "-disposition:a:0",
                    "default",
                    "-disposition:a:1",
@@ -292,12 +293,12 @@ TEST(Transcode, EveryAudioTrackIsARenditionWithItsLanguage) {
   EXPECT_EQ(got->renditions[0].name, "180p");
   const auto& eng = got->renditions[1];
   const auto& fra = got->renditions[2];
-  EXPECT_EQ(eng.name, "audio-eng");
-  EXPECT_EQ(eng.language, "eng");
+  EXPECT_EQ(eng.name, "audio-en");
+  EXPECT_EQ(eng.language, "en");
   EXPECT_EQ(eng.title, "English");
   EXPECT_TRUE(eng.is_default);
-  EXPECT_EQ(fra.name, "audio-fra");
-  EXPECT_EQ(fra.language, "fra");
+  EXPECT_EQ(fra.name, "audio-fr");
+  EXPECT_EQ(fra.language, "fr");
   EXPECT_EQ(fra.title, "Français");
   EXPECT_FALSE(fra.is_default);
   // The default track is muxed into the video rendition, in stereo.
@@ -305,7 +306,7 @@ TEST(Transcode, EveryAudioTrackIsARenditionWithItsLanguage) {
   EXPECT_EQ(probe({"-select_streams", "a:0", "-show_entries", "stream=codec_name,channels", "-of",
                    "csv=p=0", seg.string()}),
             "aac,2");
-  auto fseg = o.out_dir / "audio-fra" / fra.media.segments[0].file;
+  auto fseg = o.out_dir / "audio-fr" / fra.media.segments[0].file;
   EXPECT_EQ(probe({"-show_entries", "stream=codec_type", "-of", "csv=p=0", fseg.string()}),
             "audio");
 }
@@ -355,7 +356,7 @@ TEST(Transcode, TheTrackMarkedDefaultComesFirstAndIsMuxedIntoTheVideo) {
   auto got = package_ladder(o, {});
   ASSERT_TRUE(got) << got.err().detail;
   ASSERT_EQ(got->renditions.size(), 3u);
-  EXPECT_EQ(got->renditions[1].name, "audio-fra");
+  EXPECT_EQ(got->renditions[1].name, "audio-fr");
   EXPECT_EQ(got->renditions[1].title, "VF");
   EXPECT_TRUE(got->renditions[1].is_default);
   EXPECT_EQ(got->renditions[2].name, "audio-2");
@@ -368,7 +369,7 @@ TEST(Transcode, TheTrackMarkedDefaultComesFirstAndIsMuxedIntoTheVideo) {
   };
   auto muxed = sizes(o.out_dir / "180p" / got->renditions[0].media.segments[0].file);
   EXPECT_FALSE(muxed.empty());
-  EXPECT_EQ(muxed, sizes(o.out_dir / "audio-fra" / got->renditions[1].media.segments[0].file));
+  EXPECT_EQ(muxed, sizes(o.out_dir / "audio-fr" / got->renditions[1].media.segments[0].file));
   EXPECT_NE(muxed, sizes(o.out_dir / "audio-2" / got->renditions[2].media.segments[0].file));
 }
 
@@ -464,14 +465,14 @@ TEST(Transcode, NamesTheTracksItDrops) {
   ASSERT_TRUE(got) << got.err().detail;
   ASSERT_EQ(got->renditions.size(), 2u);  // no audio: the video and the subrip track
   EXPECT_EQ(got->renditions[0].codecs.find(','), std::string::npos);
-  EXPECT_EQ(got->renditions[1].name, "subs-eng");
+  EXPECT_EQ(got->renditions[1].name, "subs-en");
   EXPECT_EQ(got->renditions[1].kind, rendition_kind::subtitles);
   ASSERT_EQ(got->dropped.size(), 1u);
-  EXPECT_NE(got->dropped[0].find("stream 2 (subtitle hdmv_pgs_subtitle, deu)"), std::string::npos)
+  EXPECT_NE(got->dropped[0].find("stream 2 (subtitle hdmv_pgs_subtitle, de)"), std::string::npos)
       << got->dropped[0];
   EXPECT_NE(got->dropped[0].find("bitmap subtitles"), std::string::npos) << got->dropped[0];
   EXPECT_FALSE(fs::exists(o.out_dir / "subs-deu"));
-  auto vtt = read_all(o.out_dir / "subs-eng" / got->renditions[1].media.segments[0].file);
+  auto vtt = read_all(o.out_dir / "subs-en" / got->renditions[1].media.segments[0].file);
   EXPECT_NE(vtt.find("00:00:00.500 --> 00:00:01.500\nHello\n"), std::string::npos) << vtt;
 }
 
@@ -532,11 +533,11 @@ TEST(Transcode, TextSubtitlesBecomeWebVttSegmentsAlignedWithTheVideo) {
   ASSERT_TRUE(got) << got.err().detail;
   EXPECT_TRUE(got->dropped.empty()) << got->dropped.front();
   const auto* video = find(*got, "180p");
-  const auto* subs = find(*got, "subs-fra");
-  ASSERT_TRUE(video && subs && find(*got, "audio-eng") && find(*got, "audio-fra"));
+  const auto* subs = find(*got, "subs-fr");
+  ASSERT_TRUE(video && subs && find(*got, "audio-en") && find(*got, "audio-fr"));
   EXPECT_EQ(&got->renditions.back(), subs);
   EXPECT_EQ(subs->kind, rendition_kind::subtitles);
-  EXPECT_EQ(subs->language, "fra");
+  EXPECT_EQ(subs->language, "fr");
   EXPECT_EQ(subs->title, "Français");
   EXPECT_GT(subs->bandwidth, 0u);
   ASSERT_EQ(video->media.segments.size(), 3u);
@@ -552,7 +553,7 @@ TEST(Transcode, TextSubtitlesBecomeWebVttSegmentsAlignedWithTheVideo) {
     auto& s = subs->media.segments[i];
     EXPECT_EQ(s.file, fmt::format("seg{:05d}.vtt", i));
     EXPECT_NEAR(s.duration, video->media.segments[i].duration, 1e-9) << i;
-    text.push_back(read_all(o.out_dir / "subs-fra" / s.file));
+    text.push_back(read_all(o.out_dir / "subs-fr" / s.file));
     EXPECT_EQ(text.back().rfind(
                   "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:" + first_pts + ",LOCAL:00:00:00.000\n", 0),
               0u)
@@ -633,8 +634,8 @@ TEST(Transcode, AnInterlacedMpeg2Ac3TransportStreamBecomesALadder) {
             "h264\naac");
   EXPECT_NEAR(duration_of(o.out_dir / "240p" / "index.m3u8"), 4.0, 2 * frame);
   EXPECT_EQ(got->renditions[1].name, "audio-1");
-  EXPECT_EQ(got->renditions[2].name, "audio-fra");
-  auto fseg = o.out_dir / "audio-fra" / got->renditions[2].media.segments[0].file;
+  EXPECT_EQ(got->renditions[2].name, "audio-fr");
+  auto fseg = o.out_dir / "audio-fr" / got->renditions[2].media.segments[0].file;
   EXPECT_EQ(probe({"-show_entries", "stream=codec_name,channels", "-of", "csv=p=0", fseg.string()}),
             "aac,2");
   EXPECT_TRUE(got->dropped.empty());

@@ -105,14 +105,14 @@ inline constexpr size_t max_renditions = 32;      // renditions of one program
 inline constexpr size_t max_rendition_name = 16;  // characters of a rendition's name
 
 struct rendition {
-  std::string name;  // "720p", "audio-fra": a valid name of at most 16 characters, without "--"
+  std::string name;  // "720p", "audio-fr": a valid name of at most 16 characters, without "--"
   rendition_kind kind = rendition_kind::video;
   uint64_t bandwidth = 0;          // bits/s, peak (BANDWIDTH); positive
   uint64_t average_bandwidth = 0;  // bits/s (AVERAGE-BANDWIDTH); 0: unknown
   std::string codecs;              // RFC 6381, e.g. "avc1.64001f,mp4a.40.2"; may be empty
   int width = 0, height = 0;       // video; 0: unknown
   double frame_rate = 0;           // video; 0: unknown
-  std::string language;            // audio, subtitles: BCP 47 ("fr", "fra", "en-US"); may be empty
+  std::string language;            // audio, subtitles: RFC 5646 ("fr", "en-US"); may be empty
   std::string title;               // EXT-X-MEDIA NAME; empty: the name
   bool is_default = false;         // EXT-X-MEDIA DEFAULT
   // Video: its I-frame playlist's (EXT-X-I-FRAME-STREAM-INF) BANDWIDTH, the key frames' peak rate

@@ -16,8 +16,8 @@ namespace vodgrid::content {
 enum class rendition_kind { video, audio, subtitles };
 
 struct rendition_info {
-  // Its folder within the output folder and the suffix of its program id: "720p", "audio-fra",
-  // "subs-eng". A valid name (base/ids.h) of at most 16 characters.
+  // Its folder within the output folder and the suffix of its program id: "720p", "audio-fr",
+  // "subs-en". A valid name (base/ids.h) of at most 16 characters.
   std::string name;
   rendition_kind kind = rendition_kind::video;
   uint64_t bandwidth = 0;  // bits/s: the largest segment's rate (EXT-X-STREAM-INF BANDWIDTH)
@@ -25,7 +25,7 @@ struct rendition_info {
   std::string codecs;              // RFC 6381, e.g. "avc1.64001f,mp4a.40.2"
   int width = 0, height = 0;       // video only
   double frame_rate = 0;           // video only
-  std::string language;            // BCP 47 or ISO 639-2 as the source states it; audio, subtitles
+  std::string language;            // RFC 5646 ("fr", from the source's "fra"); audio, subtitles
   std::string title;               // EXT-X-MEDIA NAME: "English", "Français", or the track's title
   bool is_default = false;         // EXT-X-MEDIA DEFAULT (the first audio and subtitle track)
   package_result media;            // the folder's segments: out_dir / name / "index.m3u8"

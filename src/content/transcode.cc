@@ -12,14 +12,29 @@
 
 namespace vodgrid::content {
 
-// The stream's language as a name part ("fra"), or empty when it states none (or "und").
+namespace {
+
+// ISO 639-2 codes (terminology and bibliographic) with a two-letter ISO 639-1 code, sorted.
+constexpr std::pair<std::string_view, std::string_view> two_letter_codes[] = {
+#include "languages.inc"
+};
+
+}  // namespace
+
+// The stream's language as an RFC 5646 tag ("fr" for "fra" or "fre"), as HLS's LANGUAGE requires
+// and as the rendition's name part; empty when it states none (or "und").
 std::string language_of(const AVStream* s) {
   std::string lang = stream_tag(s, "language");
   std::transform(lang.begin(), lang.end(), lang.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  bool letters = !lang.empty() && lang.size() <= 8 &&
+  bool letters = lang.size() >= 2 && lang.size() <= 8 &&
                  std::all_of(lang.begin(), lang.end(), [](char c) { return c >= 'a' && c <= 'z'; });
-  return letters && lang != "und" ? lang : "";
+  if (!letters || lang == "und") {
+    return "";
+  }
+  auto it = std::lower_bound(std::begin(two_letter_codes), std::end(two_letter_codes), lang,
+                             [](const auto& e, const std::string& k) { return e.first < k; });
+  return it != std::end(two_letter_codes) && it->first == lang ? std::string(it->second) : lang;
 }
 
 std::string stream_tag(const AVStream* s, const char* key) {

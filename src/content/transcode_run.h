@@ -34,7 +34,8 @@ std::string aac_codec_string(int profile);
 
 // A stream's metadata tag ("title"), or empty.
 std::string stream_tag(const AVStream* s, const char* key);
-// The stream's language as a name part ("fra"), or empty when it states none (or "und").
+// The stream's language as an RFC 5646 tag and name part ("fr" for "fra"), or empty when it states
+// none (or "und").
 std::string language_of(const AVStream* s);
 // A player's label for a track of `lang` with no title of its own ("Français"), else `lang`.
 std::string language_name(const std::string& lang);

@@ -5,8 +5,8 @@
 // a subtitle rendition of that language is listed, selected and a cue shown. Prints one JSON
 // report; exits 0 when every check passed, 1 with the failed checks on stderr, 2 on bad arguments.
 //
-//   node tracks.mjs --playlist URL --engines http://h:p,... --hls FILE --audio eng,fra
-//                   [--subtitles eng] [--chromium /usr/bin/chromium]
+//   node tracks.mjs --playlist URL --engines http://h:p,... --hls FILE --audio en,fr
+//                   [--subtitles en] [--chromium /usr/bin/chromium]
 import { blankPage, finish, launchChromium, longestStill, parseArgs, playerState,
          recordResponses, segmentsFromEngines, serveOtherOrigin, sleep, startPlayer,
          waitForPlayer } from './lib.mjs';
