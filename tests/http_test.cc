@@ -4,9 +4,11 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -615,6 +617,79 @@ TEST(HttpServerFile, KeepAliveContinuesAfterAFileReply) {
   auto second = raw.find("HTTP/1.1 200 OK\r\n", 1);
   ASSERT_NE(second, std::string::npos);
   EXPECT_EQ(body_of(raw.substr(0, second)), data.substr(10, 20));
+}
+
+// A file whose pages the kernel may drop: written, made durable (only clean pages are dropped),
+// then dropped from the page cache over [off, off + len) (len 0: to the end). False on tmpfs, whose
+// pages are the file itself.
+bool write_cold(const std::filesystem::path& p, const std::string& data, off_t off = 0,
+                off_t len = 0) {
+  std::ofstream(p, std::ios::binary) << data;
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  struct statfs fs {};
+  bool ok = fd >= 0 && ::fstatfs(fd, &fs) == 0 && fs.f_type != TMPFS_MAGIC && ::fsync(fd) == 0 &&
+            ::posix_fadvise(fd, off, len, POSIX_FADV_DONTNEED) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// Holds every read of a file into the page cache (set_file_load_hook) until released.
+struct held_loads {
+  std::promise<void> entered_p, release_p;
+  std::future<void> entered = entered_p.get_future();
+  std::shared_future<void> release = release_p.get_future().share();
+  std::atomic<bool> first{true};
+  held_loads() {
+    set_file_load_hook([this] {
+      if (first.exchange(false)) {
+        entered_p.set_value();
+      }
+      release.wait();
+    });
+  }
+  ~held_loads() { set_file_load_hook({}); }
+};
+
+TEST(HttpServerFile, AFileNotInThePageCacheIsReadOffTheLoopWhileOthersAreServed) {
+  server_harness h;
+  auto data = pattern_bytes(3 * 1024 * 1024 + 5);
+  if (!write_cold(h.state().file, data)) {
+    GTEST_SKIP() << "the test directory's filesystem keeps its pages";
+  }
+  uint64_t loads_before = file_loads_off_loop();
+  held_loads held;
+  auto cold = std::async(std::launch::async, [&] { return test::http_get(h.url("/file")); });
+  ASSERT_EQ(held.entered.wait_for(20s), std::future_status::ready) << "no read off the loop";
+  // The cold reply waits on its (held) disk read; the loop answers others meanwhile.
+  auto other = test::http_get(h.url("/echo?x=1"));
+  ASSERT_TRUE(other) << other.err().detail;
+  EXPECT_EQ(other->status, 200u);
+  EXPECT_EQ(cold.wait_for(0s), std::future_status::timeout);
+  held.release_p.set_value();
+  auto r = cold.get();
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_TRUE(r->body == data) << "body of " << r->body.size() << " bytes differs";
+  EXPECT_GE(file_loads_off_loop(), loads_before + 3);  // 1 MiB at a time
+}
+
+TEST(HttpServerFile, ASliceHalfInTheCacheIsSentExactlyAcrossTheBoundaries) {
+  server_harness h;
+  auto data = pattern_bytes(4 * 1024 * 1024);
+  // The middle dropped, the rest read back in: cached, cold, cached.
+  if (!write_cold(h.state().file, data, 1'500'000, 1'200'000)) {
+    GTEST_SKIP() << "the test directory's filesystem keeps its pages";
+  }
+  uint64_t loads_before = file_loads_off_loop();
+  auto r = test::http_get(h.url("/file?off=1000&len=4000000"));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_TRUE(r->body == data.substr(1000, 4'000'000)) << "got " << r->body.size() << " bytes";
+  EXPECT_GE(file_loads_off_loop(), loads_before + 1);
+  // Now all of it is in the cache: no read off the loop.
+  uint64_t loads_warm = file_loads_off_loop();
+  r = test::http_get(h.url("/file"));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_TRUE(r->body == data);
+  EXPECT_EQ(file_loads_off_loop(), loads_warm);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,14 +1,23 @@
 // Replies: errors as JSON, the head written by hand, small bodies in one send, files with
 // sendfile(2), growing bodies as they arrive.
 #include <sys/sendfile.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <span>
 
+#include <boost/asio/thread_pool.hpp>
+
+#include "net/run_on.h"
 #include "net/server_internal.h"
 
 namespace vodgrid::net {
@@ -73,19 +82,127 @@ reply json_reply(const json::value& v, http::status s) {
 
 namespace {
 
-// Sends a file slice with sendfile(2) on the non-blocking socket, waiting for writability when the
-// socket buffer is full; `deadline` is pushed back by `timeout` before each wait (sweep_loop cuts
-// the wait when it passes). Returns the error, or none when every byte is sent.
-asio::awaitable<boost::system::error_code> send_file(tcp::socket& sock, const file_slice& f,
-                                                     steady::time_point& deadline,
+// --- Files not in the page cache ----------------------------------------------------------------
+// sendfile(2) on a page-cache miss blocks the thread until the disk answers, and with it every
+// console of the loop. Before sending, the range is looked up with cachestat(2) (Linux 6.5, one
+// system call that counts the range's pages in the cache, no copy): resident, it goes with sendfile
+// from the loop as it always did; not, the range is read into the cache on disk_pool (a blocking
+// pread there, in chunks of load_chunk) and then sent from the loop. Chosen over io_uring, which
+// has no sendfile (a splice through a pipe per connection instead, and a ring per loop), and over
+// preadv2(RWF_NOWAIT), which can only tell by copying the bytes out: what nginx's `aio threads`
+// does, with the hot path left as it was.
+
+constexpr uint64_t load_chunk = 1 << 20;  // bytes read into the cache per trip to the pool
+constexpr int disk_threads = 16;          // reads waiting on the disk at once, process-wide
+
+std::atomic<uint64_t> loads_total{0};
+std::mutex hook_mu;
+std::function<void()> load_hook;  // guarded by hook_mu; tests only
+
+asio::thread_pool& disk_pool() {
+  static asio::thread_pool pool(disk_threads);
+  return pool;
+}
+
+struct cachestat_range {
+  uint64_t off;
+  uint64_t len;
+};
+struct cachestat_counts {
+  uint64_t nr_cache;
+  uint64_t nr_dirty;
+  uint64_t nr_writeback;
+  uint64_t nr_evicted;
+  uint64_t nr_recently_evicted;
+};
+#ifndef SYS_cachestat
+constexpr long sys_cachestat = 451;  // the same number on every architecture
+#else
+constexpr long sys_cachestat = SYS_cachestat;
+#endif
+
+// Whether every page of [off, off + len) is in the page cache. A kernel without cachestat, or a
+// file it does not know, answers yes: sendfile from the loop, as before.
+bool resident(int fd, uint64_t off, uint64_t len) {
+  static std::atomic<bool> unsupported{false};
+  if (len == 0 || unsupported.load(std::memory_order_relaxed)) {
+    return true;
+  }
+  static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  uint64_t first = off / page * page;
+  uint64_t pages = (off + len - first + page - 1) / page;
+  cachestat_range r{first, pages * page};
+  cachestat_counts c{};
+  if (::syscall(sys_cachestat, fd, &r, &c, 0) != 0) {
+    if (errno == ENOSYS) {
+      unsupported.store(true, std::memory_order_relaxed);
+    }
+    return true;
+  }
+  return c.nr_cache >= pages;
+}
+
+// On the pool: reads [off, off + len) so that its pages are in the cache (sequential reads also
+// start the kernel's readahead for what follows). Returns the errno of a failed read, or 0.
+int load_into_cache(int fd, uint64_t off, uint64_t len) {
+  {
+    std::function<void()> hook;
+    {
+      std::lock_guard lock(hook_mu);
+      hook = load_hook;
+    }
+    if (hook) {
+      hook();
+    }
+  }
+  thread_local std::unique_ptr<char[]> buf(new char[256 * 1024]);
+  while (len > 0) {
+    ssize_t n =
+        ::pread(fd, buf.get(), std::min<uint64_t>(len, 256 * 1024), static_cast<off_t>(off));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return n < 0 ? errno : 0;  // 0: the file is shorter; sendfile says so
+    }
+    off += static_cast<uint64_t>(n);
+    len -= static_cast<uint64_t>(n);
+  }
+  loads_total.fetch_add(1, std::memory_order_relaxed);
+  return 0;
+}
+
+// Sends [offset, offset + length) of `fd` with sendfile(2) on the non-blocking socket, waiting for
+// writability when the socket buffer is full; `deadline` is pushed back by `timeout` before each
+// wait (sweep_loop cuts the wait when it passes). Whatever is not in the page cache is first read
+// into it off the loop (above). Returns the error, or none when every byte is sent.
+asio::awaitable<boost::system::error_code> send_file(tcp::socket& sock, int fd, uint64_t offset,
+                                                     uint64_t length, steady::time_point& deadline,
                                                      std::chrono::milliseconds timeout,
                                                      uint64_t& sent) {
-  off_t off = static_cast<off_t>(f.offset);
-  uint64_t left = f.length;
-  while (left > 0) {
-    ssize_t n = ::sendfile(sock.native_handle(), f.fd, &off, std::min<uint64_t>(left, 1u << 30));
+  off_t off = static_cast<off_t>(offset);
+  uint64_t end = offset + length;
+  // Bytes before `ready` were found in the cache or read into it. The whole range is looked up
+  // once; a miss sends it chunk by chunk, each looked up (and read if need be) on its turn.
+  uint64_t ready = resident(fd, offset, length) ? end : offset;
+  while (static_cast<uint64_t>(off) < end) {
+    auto pos = static_cast<uint64_t>(off);
+    if (pos >= ready) {
+      uint64_t len = std::min(end - pos, load_chunk);
+      if (!resident(fd, pos, len)) {
+        deadline = steady::time_point::max();  // the disk's time, not the console's
+        auto err = co_await run_on(
+            disk_pool(), [fd, pos, len] { return result<int>(load_into_cache(fd, pos, len)); });
+        if (!err || *err != 0) {
+          co_return boost::system::error_code(err ? *err : EIO, boost::system::system_category());
+        }
+        deadline = steady::now() + timeout;
+      }
+      ready = pos + len;
+    }
+    ssize_t n =
+        ::sendfile(sock.native_handle(), fd, &off, std::min<uint64_t>(ready - pos, 1u << 30));
     if (n > 0) {
-      left -= static_cast<uint64_t>(n);
       sent += static_cast<uint64_t>(n);
       continue;
     }
@@ -114,6 +231,15 @@ void append_number(std::string& out, uint64_t v) {
 }
 
 }  // namespace
+
+uint64_t file_loads_off_loop() {
+  return loads_total.load(std::memory_order_relaxed);
+}
+
+void set_file_load_hook(std::function<void()> hook) {
+  std::lock_guard lock(hook_mu);
+  load_hook = std::move(hook);
+}
 
 // Writes `parts` (consumed as they are sent) with `flags`: at once if the socket takes them, else
 // waiting for writability, `deadline` pushed back by `timeout` before each wait.
@@ -223,7 +349,8 @@ asio::awaitable<bool> http_server::finish_reply(session& s, reply r, bool head) 
   }
   if (file) {
     uint64_t sent = 0;
-    auto fec = co_await send_file(*s.sock, *r.file, s.deadline, opts_.write_timeout, sent);
+    auto fec = co_await send_file(*s.sock, r.file->fd, r.file->offset, r.file->length, s.deadline,
+                                  opts_.write_timeout, sent);
     bytes_sent_->inc(static_cast<double>(sent));
     file_bytes_sent_->inc(static_cast<double>(sent));
     if (fec) {
