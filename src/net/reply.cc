@@ -87,12 +87,12 @@ namespace {
 // console of the loop. Before sending, the range is looked up with cachestat(2) (Linux 6.5, one
 // system call that counts the range's pages in the cache, no copy): resident, it goes with sendfile
 // from the loop as it always did; not, the range is read into the cache on disk_pool (a blocking
-// pread there, in chunks of load_chunk) and then sent from the loop. Chosen over io_uring, which
-// has no sendfile (a splice through a pipe per connection instead, and a ring per loop), and over
-// preadv2(RWF_NOWAIT), which can only tell by copying the bytes out: what nginx's `aio threads`
-// does, with the hot path left as it was.
+// pread there, in chunks of load_chunk, the descriptor's readahead off) and then sent from the
+// loop. Chosen over io_uring, which has no sendfile (a splice through a pipe per connection
+// instead, and a ring per loop), and over preadv2(RWF_NOWAIT), which can only tell by copying the
+// bytes out: what nginx's `aio threads` does, with the hot path left as it was.
 
-constexpr uint64_t load_chunk = 1 << 20;  // bytes read into the cache per trip to the pool
+constexpr uint64_t load_chunk = 2 << 20;  // bytes read into the cache per trip to the pool
 constexpr int disk_threads = 16;          // reads waiting on the disk at once, process-wide
 
 std::atomic<uint64_t> loads_total{0};
@@ -185,11 +185,18 @@ asio::awaitable<boost::system::error_code> send_file(tcp::socket& sock, int fd, 
   // Bytes before `ready` were found in the cache or read into it. The whole range is looked up
   // once; a miss sends it chunk by chunk, each looked up (and read if need be) on its turn.
   uint64_t ready = resident(fd, offset, length) ? end : offset;
+  bool random_set = false;
   while (static_cast<uint64_t>(off) < end) {
     auto pos = static_cast<uint64_t>(off);
     if (pos >= ready) {
       uint64_t len = std::min(end - pos, load_chunk);
       if (!resident(fd, pos, len)) {
+        if (!random_set) {
+          // The kernel's readahead would leave pages in flight that cachestat counts as cached,
+          // and sendfile would wait for them on the loop: the pool reads exactly what is sent.
+          ::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+          random_set = true;
+        }
         deadline = steady::time_point::max();  // the disk's time, not the console's
         auto err = co_await run_on(
             disk_pool(), [fd, pos, len] { return result<int>(load_into_cache(fd, pos, len)); });
