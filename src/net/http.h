@@ -35,8 +35,8 @@ using tcp = asio::ip::tcp;
 using request = http::request<http::string_body>;
 
 // A slice of an open file to send as the body; `owner` keeps the descriptor open until sent. What
-// is in the page cache goes with sendfile from the loop; what is not is first read into it on a
-// pool of disk threads (reply.cc), so that a cold disk never stalls the loop's other connections.
+// is in the page cache goes with sendfile from the loop; what is not, with sendfile on a pool of
+// disk threads (reply.cc), so that a cold disk never stalls the loop's other connections.
 struct file_slice {
   std::shared_ptr<void> owner;
   int fd = -1;
@@ -75,10 +75,10 @@ struct reply {
   bool close = false;                  // close the connection after this reply
 };
 
-// File bodies (and growing bodies' files) read into the page cache off the loop so far, in this
-// process: a count of page-cache misses met by replies.
+// sendfile calls made off the loop, on the disk threads, because their bytes were not in the page
+// cache: a count of page-cache misses met by the replies of this process.
 uint64_t file_loads_off_loop();
-// Tests only: called on a disk thread before each such read (e.g. to hold it, showing that the
+// Tests only: called on a disk thread before each such sendfile (e.g. to hold it, showing that the
 // loop serves others meanwhile); empty: none.
 void set_file_load_hook(std::function<void()> hook);
 

@@ -86,14 +86,18 @@ namespace {
 // sendfile(2) on a page-cache miss blocks the thread until the disk answers, and with it every
 // console of the loop. Before sending, the range is looked up with cachestat(2) (Linux 6.5, one
 // system call that counts the range's pages in the cache, no copy): resident, it goes with sendfile
-// from the loop as it always did; not, the range is read into the cache on disk_pool (a blocking
-// pread there, in chunks of load_chunk, the descriptor's readahead off) and then sent from the
-// loop. Chosen over io_uring, which has no sendfile (a splice through a pipe per connection
-// instead, and a ring per loop), and over preadv2(RWF_NOWAIT), which can only tell by copying the
-// bytes out: what nginx's `aio threads` does, with the hot path left as it was.
+// from the loop as it always did; not, that sendfile call (at most load_chunk bytes, and no more
+// than the non-blocking socket takes) is made on disk_pool instead, where it may wait on the disk,
+// while the coroutine and so the socket wait for it; then the loop looks again. Zero copy either
+// way, as nginx's `aio threads` with sendfile. Chosen over reading the range into the cache on the
+// pool (a copy to user space per byte: measured, its CPU starved the loop on a shared core), over
+// io_uring, which has no sendfile (a splice through a pipe per connection instead, and a ring per
+// loop), and over preadv2(RWF_NOWAIT), which can only tell by copying the bytes out. Pages of the
+// kernel's readahead count as cached while their read is in flight, so a sendfile from the loop
+// may wait for a read already under way, never for one not yet started.
 
-constexpr uint64_t load_chunk = 2 << 20;  // bytes read into the cache per trip to the pool
-constexpr int disk_threads = 16;          // reads waiting on the disk at once, process-wide
+constexpr uint64_t load_chunk = 2 << 20;  // bytes a sendfile on the pool may send at most
+constexpr int disk_threads = 32;  // sendfiles waiting on the disk at once, process-wide (nginx's)
 
 std::atomic<uint64_t> loads_total{0};
 std::mutex hook_mu;
@@ -142,9 +146,8 @@ bool resident(int fd, uint64_t off, uint64_t len) {
   return c.nr_cache >= pages;
 }
 
-// On the pool: reads [off, off + len) so that its pages are in the cache (sequential reads also
-// start the kernel's readahead for what follows). Returns the errno of a failed read, or 0.
-int load_into_cache(int fd, uint64_t off, uint64_t len) {
+// On the pool: one sendfile of up to `len` bytes from `off`. Returns the bytes sent, or -errno.
+int64_t sendfile_on_pool(int sock, int fd, uint64_t off, uint64_t len) {
   {
     std::function<void()> hook;
     {
@@ -155,72 +158,65 @@ int load_into_cache(int fd, uint64_t off, uint64_t len) {
       hook();
     }
   }
-  thread_local std::unique_ptr<char[]> buf(new char[256 * 1024]);
-  while (len > 0) {
-    ssize_t n =
-        ::pread(fd, buf.get(), std::min<uint64_t>(len, 256 * 1024), static_cast<off_t>(off));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return n < 0 ? errno : 0;  // 0: the file is shorter; sendfile says so
-    }
-    off += static_cast<uint64_t>(n);
-    len -= static_cast<uint64_t>(n);
-  }
   loads_total.fetch_add(1, std::memory_order_relaxed);
-  return 0;
+  for (;;) {
+    off_t o = static_cast<off_t>(off);
+    ssize_t n = ::sendfile(sock, fd, &o, len);
+    if (n >= 0) {
+      return n;
+    }
+    if (errno != EINTR) {
+      return -errno;
+    }
+  }
 }
 
 // Sends [offset, offset + length) of `fd` with sendfile(2) on the non-blocking socket, waiting for
 // writability when the socket buffer is full; `deadline` is pushed back by `timeout` before each
-// wait (sweep_loop cuts the wait when it passes). Whatever is not in the page cache is first read
-// into it off the loop (above). Returns the error, or none when every byte is sent.
+// wait (sweep_loop cuts the wait when it passes). What is not in the page cache is sent from the
+// pool (above). Returns the error, or none when every byte is sent.
 asio::awaitable<boost::system::error_code> send_file(tcp::socket& sock, int fd, uint64_t offset,
                                                      uint64_t length, steady::time_point& deadline,
                                                      std::chrono::milliseconds timeout,
                                                      uint64_t& sent) {
-  off_t off = static_cast<off_t>(offset);
+  uint64_t pos = offset;
   uint64_t end = offset + length;
-  // Bytes before `ready` were found in the cache or read into it. The whole range is looked up
-  // once; a miss sends it chunk by chunk, each looked up (and read if need be) on its turn.
+  // Bytes before `ready` were found in the cache. The whole range is looked up once; after a miss
+  // it goes chunk by chunk, each looked up on its turn.
   uint64_t ready = resident(fd, offset, length) ? end : offset;
-  bool random_set = false;
-  while (static_cast<uint64_t>(off) < end) {
-    auto pos = static_cast<uint64_t>(off);
-    if (pos >= ready) {
+  while (pos < end) {
+    int64_t n = 0;  // bytes sent, or -errno
+    if (pos >= ready && !resident(fd, pos, std::min(end - pos, load_chunk))) {
+      deadline = steady::time_point::max();  // the disk's time, not the console's
+      int sockfd = sock.native_handle();
       uint64_t len = std::min(end - pos, load_chunk);
-      if (!resident(fd, pos, len)) {
-        if (!random_set) {
-          // The kernel's readahead would leave pages in flight that cachestat counts as cached,
-          // and sendfile would wait for them on the loop: the pool reads exactly what is sent.
-          ::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
-          random_set = true;
-        }
-        deadline = steady::time_point::max();  // the disk's time, not the console's
-        auto err = co_await run_on(
-            disk_pool(), [fd, pos, len] { return result<int>(load_into_cache(fd, pos, len)); });
-        if (!err || *err != 0) {
-          co_return boost::system::error_code(err ? *err : EIO, boost::system::system_category());
-        }
-        deadline = steady::now() + timeout;
+      auto r = co_await run_on(disk_pool(), [sockfd, fd, pos, len] {
+        return result<int64_t>(sendfile_on_pool(sockfd, fd, pos, len));
+      });
+      deadline = steady::now() + timeout;
+      n = r ? *r : -EIO;
+    } else {
+      if (pos >= ready) {
+        ready = pos + std::min(end - pos, load_chunk);
       }
-      ready = pos + len;
+      off_t off = static_cast<off_t>(pos);
+      ssize_t k =
+          ::sendfile(sock.native_handle(), fd, &off, std::min<uint64_t>(ready - pos, 1u << 30));
+      n = k >= 0 ? k : -errno;
     }
-    ssize_t n =
-        ::sendfile(sock.native_handle(), fd, &off, std::min<uint64_t>(ready - pos, 1u << 30));
     if (n > 0) {
+      pos += static_cast<uint64_t>(n);
       sent += static_cast<uint64_t>(n);
       continue;
     }
     if (n == 0) {
       co_return make_error_code(asio::error::eof);  // the file is shorter than promised
     }
-    if (errno == EINTR) {
+    if (n == -EINTR) {
       continue;
     }
-    if (errno != EAGAIN) {
-      co_return boost::system::error_code(errno, boost::system::system_category());
+    if (n != -EAGAIN) {
+      co_return boost::system::error_code(static_cast<int>(-n), boost::system::system_category());
     }
     deadline = steady::now() + timeout;
     auto [wec] = co_await sock.async_wait(tcp::socket::wait_write, use_tuple);
