@@ -683,6 +683,100 @@ TEST_F(SegmentStore, ConcurrentPutsOfOneKeyWithTwoDigestsLetOneWin) {
   EXPECT_EQ(files_under(dir(0) / "seg").size() + files_under(dir(1) / "seg").size(), 1u);
 }
 
+// --- segments arriving over time (begin_put, commit) ---------------------------------------------
+
+TEST_F(SegmentStore, AnIncomingSegmentIsReadableAsWrittenAndHeldOnceCommitted) {
+  auto s = open_ok(opts(2));
+  ASSERT_TRUE(s);
+  std::string data = payload(300'000, 5);
+  auto in = s->begin_put(key_of("p", 3), data.size());
+  ASSERT_TRUE(in) << in.err().detail;
+  auto& f = *in;
+  // A temp file of the full size in one directory's tmp/, nothing held yet.
+  EXPECT_EQ(files_under(dir(0) / "tmp").size() + files_under(dir(1) / "tmp").size(), 1u);
+  ASSERT_TRUE(f->write(0, std::string_view(data).substr(0, 100'000)));
+  EXPECT_EQ(read_all(f->fd(), 100'000), data.substr(0, 100'000));  // behind the written offset
+  ASSERT_TRUE(f->write(100'000, std::string_view(data).substr(100'000)));
+  EXPECT_FALSE(s->find(key_of("p", 3)));
+  auto r = run(s->commit(f, sha256(data)));
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->size, data.size());
+  auto opened = s->open_segment(key_of("p", 3));
+  ASSERT_TRUE(opened);
+  EXPECT_EQ(read_all(opened->fd(), opened->size()), data);
+  EXPECT_EQ(read_all(f->fd(), data.size()), data);  // the descriptor is the held file's now
+  f.reset();                                        // committed: dropping it removes nothing
+  EXPECT_TRUE(s->find(key_of("p", 3)));
+  EXPECT_TRUE(files_under(dir(0) / "tmp").empty());
+  EXPECT_TRUE(files_under(dir(1) / "tmp").empty());
+  EXPECT_EQ(files_under(dir(0) / "seg").size() + files_under(dir(1) / "seg").size(), 1u);
+}
+
+TEST_F(SegmentStore, AnIncomingSegmentWithTheWrongBytesIsNotHeldAndLeavesNothing) {
+  auto s = open_ok(opts(1));
+  ASSERT_TRUE(s);
+  std::string data = payload(5000, 6);
+  auto in = s->begin_put(key_of("p", 4), data.size());
+  ASSERT_TRUE(in);
+  ASSERT_TRUE((*in)->write(0, data));
+  auto r = run(s->commit(*in, sha256("other bytes")));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::digest_mismatch);
+  EXPECT_FALSE(s->find(key_of("p", 4)));
+  in->reset();
+  EXPECT_TRUE(files_under(dir(0) / "tmp").empty());
+  EXPECT_TRUE(files_under(dir(0) / "seg").empty());
+}
+
+TEST_F(SegmentStore, AnIncomingSegmentRefusesWritesPastItsSizeAndTooLargeSizes) {
+  options o = opts(1);
+  o.max_segment_bytes = 10'000;
+  auto s = open_ok(o);
+  ASSERT_TRUE(s);
+  auto big = s->begin_put(key_of("p", 5), 10'001);
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.err().code, errc::too_large);
+  EXPECT_FALSE(s->begin_put(key_of("p", 5), 0));
+  auto in = s->begin_put(key_of("p", 5), 100);
+  ASSERT_TRUE(in);
+  auto st = (*in)->write(90, std::string(11, 'x'));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.err().code, errc::invalid_argument);
+  in->reset();  // dropped uncommitted: its temp file goes
+  EXPECT_TRUE(files_under(dir(0) / "tmp").empty());
+}
+
+TEST_F(SegmentStore, ACommitThatFailsToRenameLeavesNothing) {
+  auto ops = std::make_shared<fault_ops>();
+  ops->fail_rename = true;
+  auto s = open_ok(opts(1, ops));
+  ASSERT_TRUE(s);
+  std::string data = payload(2000, 7);
+  auto in = s->begin_put(key_of("p", 6), data.size());
+  ASSERT_TRUE(in);
+  ASSERT_TRUE((*in)->write(0, data));
+  auto r = run(s->commit(*in, sha256(data)));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::io_error);
+  EXPECT_TRUE(s->list().empty());
+  in->reset();
+  EXPECT_TRUE(files_under(dir(0) / "tmp").empty());
+  EXPECT_TRUE(files_under(dir(0) / "seg").empty());
+}
+
+TEST_F(SegmentStore, AnIncomingSegmentMayOutliveItsStore) {
+  auto s = open_ok(opts(1));
+  ASSERT_TRUE(s);
+  auto in = s->begin_put(key_of("p", 7), 1000);
+  ASSERT_TRUE(in);
+  std::shared_ptr<incoming_segment> kept = std::move(*in);
+  s.reset();
+  EXPECT_TRUE(kept->write(0, std::string(1000, 'y')));
+  EXPECT_EQ(read_all(kept->fd(), 1000), std::string(1000, 'y'));
+  kept.reset();
+  EXPECT_TRUE(files_under(dir(0) / "tmp").empty());
+}
+
 TEST_F(SegmentStore, OpenRejectsBadOptions) {
   options none;
   auto r = segment_store::open(none);

@@ -148,6 +148,7 @@ void engine_fields(V& v, C& e) {
   v.number("max_bytes_per_second", e.max_bytes_per_second);
   v.number("max_segment_bytes", e.max_segment_bytes, uint64_t{1024});
   v.number("max_disk_bytes", e.max_disk_bytes);
+  v.number("max_fills", e.max_fills, 1u);
 }
 
 // Reads the optional top-level table `key` with `fields`; absent: `out` stays empty.

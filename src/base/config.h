@@ -31,6 +31,9 @@ struct engine_config {
   // Bytes of segments the engine may hold; 0: as much as its filesystems take. Near the budget (or
   // a full filesystem) it evicts the least recently used copies the director allows.
   uint64_t max_disk_bytes = 0;
+  // Copies from other engines received at once; more wait their turn (never refused for it). Each
+  // holds a source connection, a file and a window of 64 KiB in memory.
+  uint32_t max_fills = 100;
 };
 
 struct director_config {

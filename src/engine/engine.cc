@@ -3,6 +3,8 @@
 // (segments), fill.cc (copies from other engines), push.cc (RTP push streams); room under the disk
 // budget in eviction.cc and the director link in heartbeat.cc. The shared state is
 // engine_daemon::impl (impl.h).
+#include <algorithm>
+
 #include "auth/guard.h"
 #include "engine/impl.h"
 
@@ -94,6 +96,7 @@ void engine_daemon::impl::on_stop() {
     f->failure = make_error(errc::unavailable, "the engine is stopping");
     f->ended = true;
     f->advanced();
+    f->admission.cancel();  // a copy waiting for its turn ends now
   }
 }
 
@@ -143,6 +146,13 @@ void engine_daemon::impl::register_metrics() {
                         "Consoles sent to another engine because this one was at max_streams");
   m.gauge_fn("vodgrid_engine_copies_in_progress", "Segments being received",
              [this] { return static_cast<double>(fills.size()); });
+  m.gauge_fn("vodgrid_engine_copies_running", "Copies receiving now (at most max_fills)",
+             [this] { return static_cast<double>(fills_running); });
+  m.gauge_fn(
+      "vodgrid_engine_copies_queued", "Copies waiting for one of the max_fills slots", [this] {
+        return static_cast<double>(
+            std::count_if(fills.begin(), fills.end(), [](auto& kv) { return kv.second->queued; }));
+      });
   bytes_sent = &m.counter("vodgrid_http_body_bytes_sent_total", "Reply body bytes sent");
   m.gauge_fn("vodgrid_engine_segments", "Segments held",
              [this] { return static_cast<double>(store->list().size()); });

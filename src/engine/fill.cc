@@ -97,12 +97,48 @@ result<std::shared_ptr<fill>> engine_daemon::impl::start_fill(const api::fetch_o
   return f;
 }
 
+// Waits for one of the max_fills slots: a copy's memory is small now, but each holds a connection
+// to a source, a file and a share of the disk's write bandwidth. Queued copies keep their place in
+// `fills`: orders and consoles for them join them and wait.
+asio::awaitable<void> engine_daemon::impl::admit(std::shared_ptr<fill> f) {
+  if (fills_running < self->max_fills && fill_queue.empty()) {
+    ++fills_running;
+    f->admitted = true;
+    co_return;
+  }
+  fill_queue.push_back(f);
+  f->queued = true;
+  while (!f->admitted && !stopping) {
+    co_await f->admission.async_wait(use_tuple);
+  }
+  f->queued = false;
+}
+
+// A copy ended: its slot goes to the first copy queued.
+void engine_daemon::impl::release_slot(fill& f) {
+  if (!f.admitted) {
+    return;
+  }
+  f.admitted = false;
+  --fills_running;
+  while (fills_running < self->max_fills && !fill_queue.empty()) {
+    auto next = std::move(fill_queue.front());
+    fill_queue.pop_front();
+    if (!next->ended) {
+      ++fills_running;
+      next->admitted = true;
+      next->admission.cancel();
+    }
+  }
+}
+
 // Receives a segment from the order's sources in turn; a transfer cut short resumes at the next
 // source with a range for the bytes still missing. Then the store checks and keeps it.
 asio::awaitable<void> engine_daemon::impl::run_fill(std::shared_ptr<fill> f) {
+  co_await admit(f);
   std::string last = "no source answered";
   for (auto& src : f->order.sources) {
-    if (stopping || (f->size > 0 && f->received == f->size)) {
+    if (stopping || f->local || (f->size > 0 && f->received == f->size)) {
       break;
     }
     last = co_await copy_from(f, src, std::move(last));
@@ -110,8 +146,19 @@ asio::awaitable<void> engine_daemon::impl::run_fill(std::shared_ptr<fill> f) {
   co_await finish_fill(f, std::move(last));
 }
 
-// One transfer from `src`, from the first byte still missing. Returns why it stopped short (what
-// run_fill reports if no later source completes the copy), or `last`, the reason so far.
+namespace {
+
+// Thrown from a piece handler to end a transfer whose bytes cannot be kept (the file could not be
+// written): the client offers no other way to leave a body mid-way. Caught in copy_from.
+struct unwritable {
+  error why;
+};
+
+}  // namespace
+
+// One transfer from `src`, from the first byte still missing, into the segment's file through the
+// client's window. Returns why it stopped short (what run_fill reports if no later source
+// completes the copy), or `last`, the reason so far.
 asio::awaitable<std::string> engine_daemon::impl::copy_from(std::shared_ptr<fill> f,
                                                             std::string src, std::string last) {
   const auto& key = f->order.key;
@@ -122,26 +169,41 @@ asio::awaitable<std::string> engine_daemon::impl::copy_from(std::shared_ptr<fill
     headers.emplace_back("Range", fmt::format("bytes={}-", base));
   }
   std::optional<std::string> refused;
-  net::http_client::body_sink sink;
-  sink.on_head = [&](const net::client_response& h) -> result<std::span<char>> {
+  net::http_client::piece_sink sink;
+  sink.on_head = [&](const net::client_response& h) {
     uint64_t total = announced_size(h.status, h.header("Content-Length"), h.header("Content-Range"),
                                     base, f->size);
     if (total == 0 || (f->size > 0 && total != f->size) || total > self->max_segment_bytes) {
       refused = fmt::format("{} answered {} ({} bytes) for {}", src, h.status, total, key.str());
-      return make_error(errc::protocol_error, *refused);
+      return false;
     }
-    if (f->size == 0) {
-      f->size = total;
-      f->data.resize(total);
+    f->size = total;
+    if (!f->file) {
+      auto made = store->begin_put(key, total);
+      if (!made) {
+        f->local = made.err();
+        refused = made.err().detail;
+        return false;
+      }
+      f->file = std::move(*made);
     }
-    return std::span<char>(f->data.data() + base, f->size - base);
+    return true;
   };
-  sink.on_data = [&](size_t n) {
-    f->received = base + n;
+  sink.on_piece = [&](std::string_view piece) {
+    if (auto st = f->file->write(f->received, piece); !st) {
+      throw unwritable{st.err()};
+    }
+    f->received += piece.size();
     f->servable = std::min(f->received, f->size - 1);  // the last byte waits for the digest
     f->advanced();
   };
-  auto res = co_await client->get_into(src, std::move(headers), std::move(sink));
+  result<net::client_response> res = make_error(errc::internal, "not sent");
+  try {
+    res = co_await client->get_pieces(src, std::move(headers), std::move(sink));
+  } catch (const unwritable& e) {
+    f->local = e.why;
+    res = e.why;
+  }
   if (!res) {
     last = fmt::format("{}: {}", src, res.err().detail);
   } else if (refused) {
@@ -154,12 +216,15 @@ asio::awaitable<std::string> engine_daemon::impl::copy_from(std::shared_ptr<fill
   co_return last;
 }
 
-// Hands a whole copy to the store (which checks the digest), wakes every console waiting on it,
-// and records the outcome for the next heartbeat.
+// Hands a whole copy to the store (which checks the digest and commits the file), wakes every
+// console waiting on it, and records the outcome for the next heartbeat.
 asio::awaitable<void> engine_daemon::impl::finish_fill(std::shared_ptr<fill> f, std::string last) {
   const auto& key = f->order.key;
-  if (f->size > 0 && f->received == f->size) {
-    auto put = co_await store->put(key, f->data, f->order.sha256);
+  release_slot(*f);
+  if (f->local) {
+    f->failure = f->local;
+  } else if (f->file && f->size > 0 && f->received == f->size) {
+    auto put = co_await store->commit(f->file, f->order.sha256);
     if (put) {
       f->servable = f->size;
     } else {

@@ -11,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -44,19 +45,22 @@ using steady = std::chrono::steady_clock;
 inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // A segment being copied from other engines and served to consoles while it arrives (cut-through,
-// claims 19-21). One per segment per engine: every order and console for it shares it. The bytes
-// stay in memory until the copy is whole, then go to the store, which checks the digest and makes
-// them durable; the last byte is held back from consoles until then, so that no console gets a
-// whole reply of a copy that turned out bad. Lives on the engine's io thread.
+// claims 19-21). One per segment per engine: every order and console for it shares it. The bytes go
+// to the segment's temp file in the store as they arrive (store::incoming_segment; the copy holds
+// only the client's window of them in memory), consoles read them from that file behind the
+// written offset, and the store checks the digest and commits the file when it is whole; the last
+// byte is held back from consoles until then, so that no console gets a whole reply of a copy that
+// turned out bad. At most max_fills copies run at once; the others wait their turn (queued), their
+// consoles with them. Lives on the engine's io thread.
 class fill final : public net::growing_body {
  public:
   fill(asio::any_io_executor ex, api::fetch_order o)
-      : order(std::move(o)), size(order.size), progress_(ex, steady::time_point::max()) {
-    if (size > 0) {
-      data.resize(size);
-    }
-  }
-  std::string_view available() const override { return {data.data(), servable}; }
+      : order(std::move(o)),
+        size(order.size),
+        admission(ex, steady::time_point::max()),
+        progress_(ex, steady::time_point::max()) {}
+  uint64_t available() const override { return servable; }
+  int fd() const override { return file ? file->fd() : -1; }
   asio::awaitable<void> wait_beyond(uint64_t have) override {
     while (servable <= have && !ended) {
       co_await progress_.async_wait(use_tuple);
@@ -65,14 +69,20 @@ class fill final : public net::growing_body {
   void advanced() { progress_.cancel(); }
 
   api::fetch_order order;
-  std::string data;       // `size` bytes once the size is known; never reallocated after that
-  uint64_t size = 0;      // 0 until the order or the first source tells
-  uint64_t received = 0;  // bytes written into `data`
-  uint64_t servable = 0;  // what consoles may have
+  std::shared_ptr<store::incoming_segment> file;  // made once the size is known
+  uint64_t size = 0;                              // 0 until the order or the first source tells
+  uint64_t received = 0;                          // bytes written into `file`
+  uint64_t servable = 0;                          // what consoles may have
   bool ended = false;
   std::optional<error> failure;  // set when it ended without a stored copy
+  std::optional<error> local;    // the file could not be made or written: no source can help
   std::string source;            // the URL in use, or the last one tried
   steady::time_point started = steady::now();
+  bool admitted = false;         // one of the max_fills running
+  bool queued = false;           // waiting for one
+  asio::steady_timer admission;  // never expires; cancelled when admitted or at stop
+  // The file mapped read-only for push streams (made on their first use; the pacer reads it).
+  std::shared_ptr<const void> mapping;
 
  private:
   asio::steady_timer progress_;  // never expires; cancelled to wake every waiter on a change
@@ -137,6 +147,8 @@ struct engine_daemon::impl : net::daemon_base {
 
   // Copies in progress (cut-through), and the copies that ended since the last heartbeat.
   std::unordered_map<segment_key, std::shared_ptr<fill>> fills;
+  uint32_t fills_running = 0;                    // admitted, at most self->max_fills
+  std::deque<std::shared_ptr<fill>> fill_queue;  // waiting for a slot, first come first served
   std::vector<api::copy_result> copies_done;
   // When each held segment was last asked for: the order of eviction (least recently used first).
   std::unordered_map<segment_key, steady::time_point> last_used;
@@ -215,6 +227,8 @@ struct engine_daemon::impl : net::daemon_base {
   asio::awaitable<std::string> copy_from(std::shared_ptr<fill> f, std::string src,
                                          std::string last);
   asio::awaitable<void> finish_fill(std::shared_ptr<fill> f, std::string last);
+  asio::awaitable<void> admit(std::shared_ptr<fill> f);
+  void release_slot(fill& f);
 
   // eviction.cc
   asio::awaitable<status> make_room(uint64_t bytes);

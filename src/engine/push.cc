@@ -281,25 +281,37 @@ result<push::segment_source> engine_daemon::impl::held_source(const segment_key&
   return src;
 }
 
-// A segment still arriving: its bytes as they come (the copy's buffer, kept by the source), its
-// `available` moved on by follow_fill, indexed as far as it has arrived.
+// A segment still arriving: its bytes as they come (its file in the store, mapped read-only: the
+// copy writes the same pages the pacer reads), its `available` moved on by follow_fill, indexed as
+// far as it has arrived.
 asio::awaitable<result<push::segment_source>> engine_daemon::impl::filling_source(
     std::shared_ptr<fill> f) {
   if (f->servable == 0) {
     co_await f->wait_beyond(0);
   }
-  if (f->failure || f->size == 0 || f->data.size() != f->size) {
+  if (f->failure || f->size == 0 || !f->file) {
     co_return make_error(errc::unavailable, "the copy of " + f->order.key.str() + " failed");
   }
+  if (!f->mapping) {
+    size_t n = f->size;
+    void* p = ::mmap(nullptr, n, PROT_READ, MAP_SHARED, f->file->fd(), 0);
+    if (p == MAP_FAILED) {
+      co_return make_error(errc::io_error,
+                           "mmap " + f->order.key.str() + ": " + std::strerror(errno));
+    }
+    f->mapping =
+        std::shared_ptr<const void>(p, [n](const void* q) { ::munmap(const_cast<void*>(q), n); });
+  }
+  const char* data = static_cast<const char*>(f->mapping.get());
   uint64_t have = f->servable / push::ts_packet_bytes * push::ts_packet_bytes;
   push::segment_source src;
-  src.index = ts_index_of(f->order.key, {f->data.data(), have}, false);
+  src.index = ts_index_of(f->order.key, {data, have}, false);
   if (!src.index) {
     co_return make_error(errc::invalid_argument, f->order.key.str() + " is not MPEG-TS");
   }
   auto available = std::make_shared<std::atomic<uint64_t>>(have);
-  src.owner = f;
-  src.data = f->data.data();
+  src.owner = f;  // and with it the mapping
+  src.data = data;
   src.size = f->size;
   src.available = available;
   tasks.spawn(follow_fill(f, available));
@@ -318,8 +330,8 @@ asio::awaitable<void> engine_daemon::impl::follow_fill(
   available->store(f->servable, std::memory_order_release);
   if (f->failure) {
     co_await push_failed_fill(f->order.key);
-  } else if (f->ended && f->servable == f->size) {
-    ts_index_of(f->order.key, f->data, true);
+  } else if (f->ended && f->servable == f->size && f->mapping) {
+    ts_index_of(f->order.key, {static_cast<const char*>(f->mapping.get()), f->size}, true);
   }
 }
 

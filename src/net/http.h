@@ -44,13 +44,15 @@ struct file_slice {
   uint64_t length = 0;
 };
 
-// A body still arriving while it is sent (cut-through: an engine streams a segment it is
-// receiving). Bytes [0, available().size()) may be sent; the view's data stays valid while the body
-// lives and only grows. Implementations belong to the server's executor.
+// A body still arriving while it is sent (cut-through: an engine streams a segment it is receiving
+// from the file it writes it to). Bytes [0, available()) of the file fd() may be sent (sendfile, as
+// file_slice); they never change once available, and the count only grows. The descriptor stays
+// open while the body lives. Implementations belong to the server's executor.
 class growing_body {
  public:
   virtual ~growing_body() = default;
-  virtual std::string_view available() const = 0;
+  virtual uint64_t available() const = 0;
+  virtual int fd() const = 0;  // meaningful once available() > 0
   // Completes once more than `have` bytes are available, or the body has failed (then available()
   // stays at `have` or below and the reply ends with its connection).
   virtual asio::awaitable<void> wait_beyond(uint64_t have) = 0;

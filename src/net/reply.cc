@@ -1,5 +1,6 @@
 // Replies: errors as JSON, the head written by hand, small bodies in one send, files with
-// sendfile(2), growing bodies as they arrive.
+// sendfile(2) (what is not in the page cache read into it off the loop), growing bodies from their
+// files as they arrive.
 #include <sys/sendfile.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -340,11 +341,10 @@ bool http_server::start_reply(session& s, const reply& r, bool head, bool keep_a
 // not be sent.
 asio::awaitable<bool> http_server::finish_reply(session& s, reply r, bool head) {
   bool file = r.file && !head;
-  int flags =
-      (file && r.file->length > 0) || (r.stream && !head && r.stream->length > 0 &&
-                                       r.stream->body->available().size() > r.stream->offset)
-          ? MSG_MORE
-          : 0;  // the head leaves with the file's start
+  int flags = (file && r.file->length > 0) || (r.stream && !head && r.stream->length > 0 &&
+                                               r.stream->body->available() > r.stream->offset)
+                  ? MSG_MORE
+                  : 0;  // the head leaves with the file's start
   std::array<asio::const_buffer, 2> rest{asio::buffer(s.head), asio::const_buffer()};
   auto ec = co_await write_rest(*s.sock, rest, 0, flags, s.deadline, opts_.write_timeout);
   if (ec) {
@@ -366,34 +366,36 @@ asio::awaitable<bool> http_server::finish_reply(session& s, reply r, bool head) 
   co_return true;
 }
 
-// Sends a slice of a growing body as its bytes arrive. While it waits for them the write deadline
-// is held off: how long a body takes to arrive is its producer's business (an engine's copy has its
-// own timeout), and the connection ends when the body fails.
+// Sends a slice of a growing body as its bytes arrive, from its file as file bodies go (what is not
+// in the page cache read into it off the loop). While it waits for them the write deadline is held
+// off: how long a body takes to arrive is its producer's business (an engine's copy has its own
+// timeout), and the connection ends when the body fails.
 asio::awaitable<bool> http_server::send_stream(session& s, const stream_slice& st) {
   uint64_t pos = st.offset;
   uint64_t end = st.offset + st.length;
   while (pos < end) {
-    auto have = st.body->available();
-    if (have.size() <= pos) {
+    uint64_t have = st.body->available();
+    if (have <= pos) {
       s.deadline = steady::time_point::max();
       co_await st.body->wait_beyond(pos);
       if (stopping_) {
         co_return false;
       }
       have = st.body->available();
-      if (have.size() <= pos) {
+      if (have <= pos) {
         co_return false;  // the body failed: the console sees a short reply and asks again
       }
+      s.deadline = steady::now() + opts_.write_timeout;
     }
-    size_t n = static_cast<size_t>(std::min<uint64_t>(end, have.size()) - pos);
-    std::array<asio::const_buffer, 2> part{asio::buffer(have.data() + pos, n),
-                                           asio::const_buffer()};
-    auto ec = co_await write_rest(*s.sock, part, 0, 0, s.deadline, opts_.write_timeout);
+    uint64_t n = std::min(end, have) - pos;
+    uint64_t sent = 0;
+    auto ec =
+        co_await send_file(*s.sock, st.body->fd(), pos, n, s.deadline, opts_.write_timeout, sent);
+    bytes_sent_->inc(static_cast<double>(sent));
+    stream_bytes_sent_->inc(static_cast<double>(sent));
     if (ec) {
       co_return false;
     }
-    bytes_sent_->inc(static_cast<double>(n));
-    stream_bytes_sent_->inc(static_cast<double>(n));
     pos += n;
   }
   co_return true;

@@ -63,7 +63,8 @@ struct segment_store::impl {
     // Guarded by impl::mu.
     uint64_t segments = 0;
     uint64_t used_bytes = 0;
-    uint64_t reserved_bytes = 0;  // puts in progress
+    // Puts in progress; shared with the incoming segments, which may outlive the store.
+    std::shared_ptr<std::atomic<uint64_t>> reserved = std::make_shared<std::atomic<uint64_t>>(0);
   };
 
   // While held, no other put or remove of the key runs; the index entry of the key cannot change.
@@ -87,20 +88,18 @@ struct segment_store::impl {
   // Bytes set aside on a directory by a put in progress, for the choice of directory.
   class reservation {
    public:
-    reservation(impl* p, uint32_t dir, uint64_t bytes) : p_(p), dir_(dir), bytes_(bytes) {}
-    reservation(reservation&& o) noexcept
-        : p_(std::exchange(o.p_, nullptr)), dir_(o.dir_), bytes_(o.bytes_) {}
+    reservation(std::shared_ptr<std::atomic<uint64_t>> r, uint64_t bytes)
+        : r_(std::move(r)), bytes_(bytes) {}
+    reservation(reservation&& o) noexcept : r_(std::move(o.r_)), bytes_(o.bytes_) {}
     reservation& operator=(reservation&&) = delete;
     ~reservation() {
-      if (p_ != nullptr) {
-        std::lock_guard lock(p_->mu);
-        p_->dirs[dir_]->reserved_bytes -= bytes_;
+      if (r_) {
+        r_->fetch_sub(bytes_);
       }
     }
 
    private:
-    impl* p_;
-    uint32_t dir_;
+    std::shared_ptr<std::atomic<uint64_t>> r_;
     uint64_t bytes_;
   };
 
@@ -144,11 +143,24 @@ struct segment_store::impl {
   // --- put and remove, on the worker of the directory (write.cc) ---------------------------------
 
   // Picks the directory for a new segment (choose_dir) and reserves `bytes` on it; the caller
-  // hands the bytes back through a `reservation`.
+  // hands the bytes back through a `reservation` (or an incoming_segment).
   uint32_t reserve_dir(uint64_t bytes);
   void discard(const std::filesystem::path& path);
   status make_program_dir(const data_dir& d, const std::filesystem::path& pdir);
   status write_durably(const segment_info& info, std::string_view data);
+  // fsync of the temp file `tmp`, the program directory, the rename into place, the directory's
+  // fsync; on a failure nothing is left under the final name (write_durably's second half).
+  status commit_durably(const segment_info& info, const std::filesystem::path& tmp);
+  // On the worker: the digest of the incoming file checked, then committed as put_on_worker does.
+  struct incoming_file {
+    const segment_key& key;
+    int fd;
+    uint64_t size;
+    uint32_t dir;
+    const std::filesystem::path& tmp;
+  };
+  result<segment_info> commit_on_worker(const incoming_file& in, const sha256_digest& expected,
+                                        const std::optional<segment_info>& held);
   result<segment_info> put_on_worker(const segment_key& key, std::string_view data,
                                      const sha256_digest& expected, uint32_t dir,
                                      const std::optional<segment_info>& held);

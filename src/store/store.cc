@@ -117,12 +117,91 @@ asio::awaitable<result<segment_info>> segment_store::put(segment_key key, std::s
     dir = held->dir;
   } else {
     dir = impl_->reserve_dir(data.size());
-    reserved.emplace(impl_.get(), dir, data.size());
+    reserved.emplace(impl_->dirs[dir]->reserved, data.size());
   }
 
   co_await asio::post(asio::bind_executor(impl_->worker_of(dir), asio::use_awaitable));
   result<segment_info> r = impl_->put_on_worker(key, data, expected, dir, held);
   reserved.reset();
+  guard.release();
+  if (r && !held) {
+    impl_->notify(*r, true);
+  }
+  co_await asio::post(asio::bind_executor(caller, asio::use_awaitable));
+  co_return r;
+}
+
+// --- segments arriving over time ----------------------------------------------------------------
+
+incoming_segment::~incoming_segment() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+  }
+  if (!committed_ && !tmp_.empty()) {
+    ::unlink(tmp_.c_str());  // best effort: open() empties tmp/ anyway
+  }
+  if (reserved_) {
+    reserved_->fetch_sub(size_);
+  }
+}
+
+status incoming_segment::write(uint64_t offset, std::string_view data) {
+  if (offset > size_ || data.size() > size_ - offset) {
+    return make_error(errc::invalid_argument, fmt::format("{}: {} bytes at {} pass its size {}",
+                                                          key_.str(), data.size(), offset, size_));
+  }
+  while (!data.empty()) {
+    ssize_t n = ::pwrite(fd_, data.data(), data.size(), static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return layout::sys_error("write", tmp_, n < 0 ? errno : ENOSPC);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+  }
+  return {};
+}
+
+result<std::shared_ptr<incoming_segment>> segment_store::begin_put(segment_key key, uint64_t size) {
+  if (size > impl_->opts.max_segment_bytes) {
+    return make_error(errc::too_large, fmt::format("{}: {} bytes, the limit is {}", key.str(), size,
+                                                   impl_->opts.max_segment_bytes));
+  }
+  if (size == 0) {
+    return make_error(errc::invalid_argument, key.str() + ": an empty segment");
+  }
+  std::shared_ptr<incoming_segment> in(new incoming_segment());
+  in->key_ = std::move(key);
+  in->dir_ = impl_->reserve_dir(size);
+  in->reserved_ = impl_->dirs[in->dir_]->reserved;
+  in->size_ = size;
+  in->tmp_ = impl_->dirs[in->dir_]->paths.tmp / (impl_->next_name() + ".tmp");
+  in->fd_ = ::open(in->tmp_.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
+  if (in->fd_ < 0) {
+    return layout::sys_error("create", in->tmp_, errno);
+  }
+  if (::ftruncate(in->fd_, static_cast<off_t>(size)) != 0) {
+    return layout::sys_error("truncate", in->tmp_, errno);
+  }
+  return in;
+}
+
+asio::awaitable<result<segment_info>> segment_store::commit(std::shared_ptr<incoming_segment> in,
+                                                            sha256_digest expected) {
+  auto caller = co_await asio::this_coro::executor;
+  impl::key_guard guard = co_await impl_->lock_key(in->key());
+  std::optional<segment_info> held = find(in->key());
+
+  co_await asio::post(asio::bind_executor(impl_->worker_of(in->dir_), asio::use_awaitable));
+  result<segment_info> r = impl_->commit_on_worker(
+      impl::incoming_file{in->key_, in->fd_, in->size_, in->dir_, in->tmp_}, expected, held);
+  if (r && !held) {
+    in->committed_ = true;  // renamed into place; its bytes now count as used, not reserved
+    in->reserved_->fetch_sub(in->size_);
+    in->reserved_.reset();
+  }
   guard.release();
   if (r && !held) {
     impl_->notify(*r, true);

@@ -4,6 +4,7 @@
 // fsync of the directory); a file left by a crash before the rename is never served.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -69,6 +70,37 @@ class segment_file {
   uint64_t size_ = 0;
 };
 
+// A segment written as it arrives (an engine's copy from another engine): a temp file in the data
+// directory chosen for it, sized at once (sparse), its bytes written in order by its one writer and
+// readable behind the written offset through fd() (sendfile, a read-only mapping). Nothing is held
+// until segment_store::commit; dropped uncommitted, the temp file goes with it. It needs nothing of
+// the store once made: it may outlive it (an engine's last cut-through reply).
+// Threading: one writer thread; fd() may be read from any.
+class incoming_segment {
+ public:
+  incoming_segment(const incoming_segment&) = delete;
+  incoming_segment& operator=(const incoming_segment&) = delete;
+  ~incoming_segment();
+  const segment_key& key() const { return key_; }
+  uint64_t size() const { return size_; }
+  int fd() const { return fd_; }  // read-write, the file's full size from the start
+  // Writes `data` at `offset` (pwrite, into the page cache; it blocks only when the kernel
+  // throttles writers of dirty pages). Errors: invalid_argument past the size, no_space, io_error.
+  status write(uint64_t offset, std::string_view data);
+
+ private:
+  friend class segment_store;
+  incoming_segment() = default;
+  segment_key key_;
+  uint64_t size_ = 0;
+  int fd_ = -1;
+  uint32_t dir_ = 0;
+  std::filesystem::path tmp_;
+  bool committed_ = false;  // renamed into place: not the temp file's to remove any more
+  // The bytes set aside on the directory for its choice, handed back at commit or destruction.
+  std::shared_ptr<std::atomic<uint64_t>> reserved_;
+};
+
 struct dir_stats {
   std::filesystem::path path;
   uint64_t segments = 0;
@@ -109,6 +141,14 @@ class segment_store {
   // Errors: too_large, digest_mismatch, conflict, no_space, io_error (nothing is held then).
   boost::asio::awaitable<result<segment_info>> put(segment_key key, std::string data,
                                                    sha256_digest expected);
+  // Starts a segment that arrives over time: its temp file, `size` bytes, on the directory put()
+  // would choose. Errors: too_large, invalid_argument (size 0), no_space, io_error.
+  result<std::shared_ptr<incoming_segment>> begin_put(segment_key key, uint64_t size);
+  // Makes a whole incoming segment held as put() does (digest checked by reading the file back on
+  // the directory's worker, fsync, rename, directory fsync; held already: as put() answers). The
+  // segment's fd stays valid, now the held file's. Errors: as put()'s.
+  boost::asio::awaitable<result<segment_info>> commit(std::shared_ptr<incoming_segment> in,
+                                                      sha256_digest expected);
   // Removes a held segment (errc::not_found if not held). An io_error from the directory fsync
   // after the unlink still leaves the segment removed (the listener has been told).
   boost::asio::awaitable<status> remove(segment_key key);

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <exception>
 
@@ -53,10 +54,10 @@ uint32_t segment_store::impl::reserve_dir(uint64_t bytes) {
   std::vector<dir_load> loads;
   for (size_t i = 0; i < dirs.size(); ++i) {
     const data_dir& d = *dirs[i];
-    loads.push_back(dir_load{d.device, space[i].free_bytes, d.used_bytes, d.reserved_bytes});
+    loads.push_back(dir_load{d.device, space[i].free_bytes, d.used_bytes, d.reserved->load()});
   }
   size_t best = choose_dir(loads);
-  dirs[best]->reserved_bytes += bytes;
+  dirs[best]->reserved->fetch_add(bytes);
   return static_cast<uint32_t>(best);
 }
 
@@ -85,14 +86,20 @@ status segment_store::impl::make_program_dir(const data_dir& d, const fs::path& 
 // Temp file, fsync, rename into place, fsync of the directory. On any failure nothing is left
 // under the final name, and the temp file is removed.
 status segment_store::impl::write_durably(const segment_info& info, std::string_view data) {
+  fs::path tmp = dirs[info.dir]->paths.tmp / (next_name() + ".tmp");
+  status st = ops->write_file(tmp, data);
+  if (!st) {
+    discard(tmp);
+    return st;
+  }
+  return commit_durably(info, tmp);
+}
+
+status segment_store::impl::commit_durably(const segment_info& info, const fs::path& tmp) {
   const data_dir& d = *dirs[info.dir];
-  fs::path tmp = d.paths.tmp / (next_name() + ".tmp");
   fs::path pdir = layout::program_dir(d.paths, info.key.program);
   fs::path final_path = path_of(info);
-  status st = ops->write_file(tmp, data);
-  if (st) {
-    st = ops->fsync_file(tmp);
-  }
+  status st = ops->fsync_file(tmp);
   if (st) {
     st = make_program_dir(d, pdir);
   }
@@ -137,6 +144,59 @@ result<segment_info> segment_store::impl::put_on_worker(const segment_key& key,
   index.emplace(key, info);
   dirs[dir]->segments += 1;
   dirs[dir]->used_bytes += info.size;
+  return info;
+}
+
+namespace {
+
+// The SHA-256 of the first `size` bytes of `fd`, read back (from the page cache, mostly).
+result<sha256_digest> hash_fd(int fd, uint64_t size, const fs::path& path) {
+  sha256_hasher hasher;
+  std::string buf(1 << 20, '\0');
+  uint64_t off = 0;
+  while (off < size) {
+    ssize_t n = ::pread(fd, buf.data(), std::min<uint64_t>(buf.size(), size - off),
+                        static_cast<off_t>(off));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return layout::sys_error("read", path, n < 0 ? errno : EIO);
+    }
+    hasher.update(std::string_view(buf.data(), static_cast<size_t>(n)));
+    off += static_cast<uint64_t>(n);
+  }
+  return hasher.finish();
+}
+
+}  // namespace
+
+result<segment_info> segment_store::impl::commit_on_worker(
+    const incoming_file& in, const sha256_digest& expected,
+    const std::optional<segment_info>& held) {
+  const segment_key& key = in.key;
+  VODGRID_TRY(sha256_digest actual, hash_fd(in.fd, in.size, in.tmp));
+  if (actual != expected) {
+    return make_error(errc::digest_mismatch, key.str() + ": sha256 is " + to_hex(actual) +
+                                                 ", expected " + to_hex(expected));
+  }
+  if (held) {
+    if (held->sha256 == expected) {
+      return *held;
+    }
+    return make_error(errc::conflict,
+                      key.str() + " is already held with sha256 " + to_hex(held->sha256));
+  }
+  segment_info info{key, in.size, expected, in.dir};
+  if (status st = commit_durably(info, in.tmp); !st) {
+    logger->warn("commit {} into {} failed: {}", key.str(), dirs[in.dir]->paths.root.string(),
+                 st.err().detail);
+    return st.err();
+  }
+  std::lock_guard lock(mu);
+  index.emplace(key, info);
+  dirs[in.dir]->segments += 1;
+  dirs[in.dir]->used_bytes += info.size;
   return info;
 }
 

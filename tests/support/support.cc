@@ -316,6 +316,7 @@ station_fixture::station_fixture(options o) {
     }
     e.max_streams = o.max_streams;
     e.max_disk_bytes = o.max_disk_bytes;
+    e.max_fills = o.max_fills;
     s.engines.push_back(e);
   }
   grid_.stations.push_back(s);

@@ -78,6 +78,7 @@ class station_fixture {
     int dirs_per_engine = 2;
     uint32_t max_streams = 1000;
     uint64_t max_disk_bytes = 0;
+    uint32_t max_fills = 100;
     uint32_t hot_load_percent = 80;
     uint32_t replica_idle_seconds = 300;
     int heartbeat_interval_ms = 100;
@@ -99,6 +100,7 @@ class station_fixture {
   }
   std::string engine_url(int i) const;
   std::string engine_name(int i) const;
+  pid_t engine_pid(int i) const { return engines_.at(static_cast<size_t>(i)).pid(); }
   // SIGKILL (or another signal) to engine i; restart it later with start_engine.
   void kill_engine(int i, int sig = 9);
   void start_engine(int i);
