@@ -185,6 +185,7 @@ TEST(FillLimit, CopiesBeyondMaxFillsQueueAndAllComplete) {
   EXPECT_EQ(metric(st.engine_url(0), "vodgrid_engine_copies_queued"), 0);
 }
 
+#ifdef VODGRID_RSS_TEST
 // The engine's peak resident memory (VmHWM), in bytes.
 uint64_t peak_rss(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/status", pid));
@@ -197,7 +198,6 @@ uint64_t peak_rss(pid_t pid) {
   return 0;
 }
 
-#ifdef VODGRID_RSS_TEST
 // Four 24 MiB copies at once, each read cut-through by two consoles: the engine's peak resident
 // memory grows by far less than one of them (the old copies held each segment whole: 96 MiB).
 TEST(FillMemory, FourLargeCopiesAtOnceKeepTheEngineSmall) {
