@@ -547,3 +547,78 @@ TEST(Rfc3339, RefusesYearsPastWhatTheClockHolds) {
 
 }  // namespace
 }  // namespace vodgrid
+
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "base/fs.h"
+
+namespace vodgrid {
+namespace {
+
+unsigned mode_of(const std::filesystem::path& p) {
+  struct stat st {};
+  EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+  return st.st_mode & 07777;
+}
+
+// A folder of its own under the system's temporary folder, removed at the end.
+struct scratch {
+  std::filesystem::path path = std::filesystem::temp_directory_path() /
+                               ("vodgrid-fs-" + std::to_string(::getpid()) + "-" +
+                                ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  scratch() { std::filesystem::create_directories(path); }
+  ~scratch() { std::filesystem::remove_all(path); }
+};
+
+TEST(SecretFiles, AreMade0600InA0700FolderWhateverTheUmask) {
+  scratch s;
+  mode_t old = ::umask(022);
+  auto dir = s.path / "a" / "b";
+  ASSERT_TRUE(write_secret_durably(dir / "secret", "x\n"));
+  EXPECT_EQ(mode_of(dir), 0700u);
+  EXPECT_EQ(mode_of(dir / "secret"), 0600u);
+  EXPECT_EQ(*read_file(dir / "secret"), "x\n");
+  // A folder that exists with group and others' bits is tightened; a file made for a database is
+  // 0600 and one that exists is left as it is.
+  auto open = s.path / "open";
+  std::filesystem::create_directories(open);
+  ::chmod(open.c_str(), 0755);
+  ASSERT_TRUE(make_private_dir(open));
+  EXPECT_EQ(mode_of(open), 0700u);
+  ASSERT_TRUE(create_private_file(open / "db"));
+  EXPECT_EQ(mode_of(open / "db"), 0600u);
+  ASSERT_TRUE(write_file_durably(open / "db", "kept"));
+  ::chmod((open / "db").c_str(), 0640);
+  ASSERT_TRUE(create_private_file(open / "db"));
+  EXPECT_EQ(*read_file(open / "db"), "kept");
+  // A sticky folder (as /tmp) is shared: left alone.
+  auto shared = s.path / "shared";
+  std::filesystem::create_directories(shared);
+  ::chmod(shared.c_str(), 01777);
+  ASSERT_TRUE(make_private_dir(shared));
+  EXPECT_EQ(mode_of(shared), 01777u);
+  ::umask(old);
+}
+
+TEST(SecretFiles, OneReadableByGroupOrOthersIsRefusedWithItsName) {
+  scratch s;
+  auto f = s.path / "auth.secret";
+  ASSERT_TRUE(write_secret_durably(f, "x"));
+  EXPECT_TRUE(check_private_file(f));
+  for (unsigned mode : {0644u, 0640u, 0604u, 0620u}) {
+    ::chmod(f.c_str(), mode);
+    auto st = check_private_file(f);
+    ASSERT_FALSE(st) << std::oct << mode;
+    EXPECT_EQ(st.err().code, errc::forbidden);
+    EXPECT_NE(st.err().detail.find(f.string()), std::string::npos) << st.err().detail;
+    EXPECT_EQ(st.err().detail.find('\n'), std::string::npos) << st.err().detail;
+  }
+  ::chmod(f.c_str(), 0400);
+  EXPECT_TRUE(check_private_file(f));
+  EXPECT_EQ(check_private_file(s.path / "none").err().code, errc::not_found);
+}
+
+}  // namespace
+}  // namespace vodgrid

@@ -1,6 +1,7 @@
 #include "base/fs.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -31,9 +32,9 @@ status fsync_path(const std::filesystem::path& p, int flags) {
   return {};
 }
 
-}  // namespace
-
-status write_file_durably(const std::filesystem::path& path, std::string_view content) {
+// The temp file, write, fsync, rename and directory fsync of write_file_durably and
+// write_secret_durably. `secret`: the file is 0600 before the first byte is written.
+status write_durably(const std::filesystem::path& path, std::string_view content, bool secret) {
   std::error_code ec;
   std::filesystem::create_directories(path.parent_path(), ec);
   if (ec) {
@@ -42,9 +43,16 @@ status write_file_durably(const std::filesystem::path& path, std::string_view co
   }
   auto tmp = path;
   tmp += fmt::format(".tmp.{}", ::getpid());
-  int fd = ::open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+  int fd = ::open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, secret ? 0600 : 0644);
   if (fd < 0) {
     return sys_error("create", tmp);
+  }
+  // An old temp file of the same name keeps its mode through O_CREAT: set it.
+  if (secret && ::fchmod(fd, 0600) != 0) {
+    auto e = sys_error("chmod", tmp);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return e;
   }
   size_t off = 0;
   while (off < content.size()) {
@@ -73,6 +81,75 @@ status write_file_durably(const std::filesystem::path& path, std::string_view co
     return e;
   }
   return fsync_path(path.parent_path(), O_RDONLY | O_DIRECTORY);
+}
+
+}  // namespace
+
+status write_file_durably(const std::filesystem::path& path, std::string_view content) {
+  return write_durably(path, content, false);
+}
+
+status make_private_dir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return make_error(errc::io_error, fmt::format("create {}: {}", dir.string(), ec.message()));
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    return sys_error("stat", dir);
+  }
+  // A shared folder (another owner's, or a sticky one like /tmp) is left alone: the files' own
+  // 0600 protects them there, and its other users need it as it is.
+  if (st.st_uid != ::geteuid() || (st.st_mode & S_ISVTX) != 0 || (st.st_mode & 077) == 0) {
+    return {};
+  }
+  if (::chmod(dir.c_str(), 0700) != 0) {
+    return sys_error("chmod", dir);
+  }
+  return {};
+}
+
+status write_secret_durably(const std::filesystem::path& path, std::string_view content) {
+  if (!path.parent_path().empty()) {
+    VODGRID_TRY(make_private_dir(path.parent_path()));
+  }
+  return write_durably(path, content, true);
+}
+
+status create_private_file(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST) {
+      return {};
+    }
+    return sys_error("create", path);
+  }
+  // O_CREAT's mode passes through the umask, which only removes bits: 0600 stays 0600 or less.
+  int rc = ::fchmod(fd, 0600);
+  auto e = rc != 0 ? sys_error("chmod", path) : error{};
+  ::close(fd);
+  if (rc != 0) {
+    return e;
+  }
+  return {};
+}
+
+status check_private_file(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) {
+      return make_error(errc::not_found, fmt::format("{} does not exist", path.string()));
+    }
+    return sys_error("stat", path);
+  }
+  if ((st.st_mode & 077) != 0) {
+    return make_error(errc::forbidden,
+                      fmt::format("{} holds a secret but has mode {:04o}: group and others must "
+                                  "have no access (chmod 600 {})",
+                                  path.string(), st.st_mode & 07777, path.string()));
+  }
+  return {};
 }
 
 result<std::string> read_file(const std::filesystem::path& path, uint64_t max_bytes) {
