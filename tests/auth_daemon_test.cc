@@ -16,6 +16,8 @@
 
 #include "api/api.h"
 #include "auth/client.h"
+#include "auth/sealed.h"
+#include "auth/store.h"
 #include "auth/verifier.h"
 #include "base/fs.h"
 #include "db/db.h"
@@ -48,9 +50,12 @@ class AuthDaemonTest : public ::testing::Test {
   virtual bool postgresql() const { return false; }
 
   void SetUp() override {
-    std::string db_url = postgresql() ? test::fresh_postgres_schema("auth")
-                                      : "sqlite://" + (dir_.path() / "auth.db").string();
-    grid_.auth = auth_config{{"127.0.0.1", free_port()}, db_url, true};
+    db_url_ = postgresql() ? test::fresh_postgres_schema("auth")
+                           : "sqlite://" + (dir_.path() / "auth.db").string();
+    grid_.auth = auth_config{{"127.0.0.1", free_port()}, db_url_, true};
+    if (postgresql()) {
+      grid_.auth->key_file = dir_.path() / "keys" / "auth.key";
+    }
     station_config s;
     s.name = *station_id::parse("home");
     s.home = true;
@@ -149,6 +154,7 @@ class AuthDaemonTest : public ::testing::Test {
   std::string accounts() { return call(verb::get, "/v1/accounts", {}, admin()).body; }
 
   temp_dir dir_;
+  std::string db_url_;
   grid_config grid_;
   std::filesystem::path config_file_;
   child_process proc_;
@@ -393,6 +399,63 @@ TEST_F(AuthDaemonTest, AnUnknownKidWithTheAuthServerDownIsUnavailableNotForbidde
   EXPECT_FALSE(out);
   EXPECT_EQ(out.why, auth::token_error::keys_unavailable);
   EXPECT_EQ(out.as_error().code, errc::unavailable) << out.as_error().detail;
+}
+
+// A database made before keys were sealed: its plaintext seeds and station keys are sealed at the
+// first start with a key file, and keep signing and verifying as before.
+void plaintext_keys_are_sealed(AuthDaemonTest& t) {
+  auto engine_secret = std::string(43, 'e');
+  auto r = t.call(verb::put, "/v1/accounts/engines/e1",
+                  json::serialize(json::object{{"password", engine_secret}, {"station", "st"}}),
+                  t.admin());
+  ASSERT_EQ(r.status, 200u) << r.body;
+  auto station_key = t.login("engine", "e1", engine_secret).obj.at("station_key");
+  auto old_token = t.token("viewer", "demo", "demo");
+  auto keys_before = http_get(t.url() + "/v1/keys")->body;
+  t.stop();
+  {
+    // Unseal every key in place, as an older vodgrid stored them.
+    auto store = auth::auth_store::open(t.db_url_);
+    ASSERT_TRUE(store) << store.err().detail;
+    auto key_file =
+        t.grid_.auth->key_file.empty() ? t.dir_.path() / "auth.key" : t.grid_.auth->key_file;
+    auto sealer = auth::key_sealer::load(key_file);
+    ASSERT_TRUE(sealer) << sealer.err().detail;
+    auto& c = (*store)->connection();
+    for (auto [table, id, col, ctx] :
+         {std::tuple{"auth_keys", "kid", "seed", "auth_keys/"},
+          std::tuple{"auth_station_keys", "station", "secret", "auth_station_keys/"}}) {
+      auto rows = c.query(fmt::format("SELECT {}, {} FROM {}", id, col, table));
+      ASSERT_TRUE(rows && !rows->empty());
+      for (auto& row : *rows) {
+        auto plain = sealer->open(row.bytes(1), ctx + row.text(0));
+        ASSERT_TRUE(plain) << plain.err().detail;
+        ASSERT_TRUE(c.exec(fmt::format("UPDATE {} SET {} = $1 WHERE {} = $2", table, col, id),
+                           {db::blob{*plain}, row.text(0)}));
+      }
+    }
+    ASSERT_TRUE((*store)->has_sealed_keys());
+    EXPECT_FALSE(*(*store)->has_sealed_keys());
+  }
+  t.start();
+  EXPECT_NE(t.log().find("sealed 2 plaintext keys"), std::string::npos) << t.log();
+  EXPECT_EQ(http_get(t.url() + "/v1/keys")->body, keys_before);
+  EXPECT_TRUE(t.verifier_ptr()->verify(old_token, need(auth::token_kind::viewer)));
+  EXPECT_EQ(t.login("engine", "e1", engine_secret).obj.at("station_key"), station_key);
+  auto store = auth::auth_store::open(t.db_url_);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(*(*store)->has_sealed_keys());
+  auto seeds = (*store)->connection().query("SELECT seed FROM auth_keys");
+  ASSERT_TRUE(seeds);
+  for (auto& row : *seeds) {
+    EXPECT_TRUE(auth::key_sealer::is_sealed(row.bytes(0)));
+  }
+}
+TEST_F(AuthDaemonTest, PlaintextKeysOfAnOlderDatabaseAreSealedAtStart) {
+  plaintext_keys_are_sealed(*this);
+}
+TEST_F(AuthDaemonPgTest, PlaintextKeysOfAnOlderDatabaseAreSealedAtStart) {
+  plaintext_keys_are_sealed(*this);
 }
 
 TEST_F(AuthDaemonTest, SecretFileIsMadeOnceAndKept) {

@@ -44,6 +44,9 @@ class AuthGrid : public ::testing::Test {
     ASSERT_EQ(in.status, 0) << in.err;
     auto store = auth::auth_store::open("sqlite://" + (st_->data() / "auth.db").string());
     ASSERT_TRUE(store) << store.err().detail;
+    auto sealer = auth::key_sealer::load(st_->data() / "auth.key");
+    ASSERT_TRUE(sealer) << sealer.err().detail;
+    (*store)->set_sealer(std::make_shared<const auth::key_sealer>(std::move(*sealer)));
     auto keys = (*store)->load_keys();
     ASSERT_TRUE(keys && !keys->empty());
     auto& newest = keys->back();

@@ -148,6 +148,9 @@ std::filesystem::path secret_file(const std::filesystem::path& dir) {
 
 result<std::string> read_or_create_secret(const std::filesystem::path& dir) {
   auto path = secret_file(dir);
+  if (auto st = check_private_file(path); !st && st.err().code != errc::not_found) {
+    return st.err();
+  }
   auto have = read_file(path, 4096);
   if (have) {
     std::string s = *have;
@@ -167,12 +170,9 @@ result<std::string> read_or_create_secret(const std::filesystem::path& dir) {
     return make_error(errc::internal, "no random bytes for a secret");
   }
   std::string secret = base64url_encode(raw);
-  if (auto st = write_file_durably(path, secret + "\n"); !st) {
+  if (auto st = write_secret_durably(path, secret + "\n"); !st) {
     return st.err();
   }
-  std::error_code ec;
-  std::filesystem::permissions(
-      path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write, ec);
   return secret;
 }
 

@@ -45,7 +45,8 @@ boost::asio::awaitable<result<login_reply>> renew(net::http_client& client, std:
 
 // An engine's (or director's) secret as the local grid keeps it: `<dir>/auth.secret`, 0600.
 std::filesystem::path secret_file(const std::filesystem::path& dir);
-// Reads the secret in `dir`, or makes a random one (43 base64url characters) and writes it durably.
+// Reads the secret in `dir`, or makes a random one (43 base64url characters) and writes it durably
+// (0600 in a 0700 folder). errc::forbidden when the file is readable by group or others.
 result<std::string> read_or_create_secret(const std::filesystem::path& dir);
 
 }  // namespace vodgrid::auth

@@ -6,13 +6,18 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <atomic>
 #include <iostream>
 #include <optional>
 
+#include <fmt/format.h>
+
 #include "auth/client.h"
 #include "auth/keys.h"
+#include "auth/sealed.h"
 #include "auth/store.h"
 #include "auth/verifier.h"
+#include "base/fs.h"
 #include "base/log.h"
 #include "net/daemon.h"
 #include "net/http.h"
@@ -63,6 +68,68 @@ result<std::string> string_field(const json::object& o, std::string_view key, si
 const std::string& dummy_hash(password_cost cost) {
   static const std::string h = *hash_password("vodgrid-no-such-account", cost);
   return h;
+}
+
+// The file of a sqlite: database URL (as db::open reads it); empty for any other database.
+std::filesystem::path sqlite_file(std::string_view url) {
+  if (!url.starts_with("sqlite:") || url == "sqlite::memory:") {
+    return {};
+  }
+  url.remove_prefix(7);
+  if (url.starts_with("//")) {
+    url.remove_prefix(2);
+  }
+  return std::filesystem::path(url);
+}
+
+// A SQLite auth database is made 0600 in a 0700 folder before SQLite opens it (its -wal and -shm
+// take the database's mode), and refused when group or others may read it or its journal files.
+status protect_database_file(const std::filesystem::path& file) {
+  if (file.has_parent_path()) {
+    VODGRID_TRY(make_private_dir(file.parent_path()));
+  }
+  VODGRID_TRY(create_private_file(file));
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    auto f = file;
+    f += suffix;
+    if (auto st = check_private_file(f); !st && st.err().code != errc::not_found) {
+      return st;
+    }
+  }
+  return {};
+}
+
+// The key-encryption key: read from its file, or made when the database holds no sealed key yet
+// (a missing file is never replaced while sealed keys need the old one).
+result<std::shared_ptr<const key_sealer>> load_sealer(auth_store& store,
+                                                      const std::filesystem::path& file) {
+  auto k = key_sealer::load(file);
+  if (!k && k.err().code == errc::not_found) {
+    VODGRID_TRY(auto sealed, store.has_sealed_keys());
+    if (sealed) {
+      return make_error(errc::not_found, "the auth database's keys are sealed with the key in " +
+                                             file.string() + ", which is missing: restore it");
+    }
+    k = key_sealer::create(file);
+  }
+  if (!k) {
+    return k.err();
+  }
+  return std::make_shared<const key_sealer>(std::move(*k));
+}
+
+// [auth].key_file, or auth.key beside a SQLite database.
+result<std::filesystem::path> key_file_of(const auth_config& cfg) {
+  if (!cfg.key_file.empty()) {
+    return cfg.key_file;
+  }
+  auto db = sqlite_file(cfg.database);
+  if (db.empty()) {
+    return make_error(errc::invalid_argument,
+                      "[auth]: a PostgreSQL database needs 'key_file' (the key that seals its "
+                      "signing keys, kept apart from the database)");
+  }
+  return db.parent_path() / "auth.key";
 }
 
 }  // namespace
@@ -195,11 +262,22 @@ status auth_daemon::start() {
   }
   auto& cfg = *d.grid.auth;
   d.issuer = cfg.listen.url();
+  VODGRID_TRY(auto key_file, key_file_of(cfg));
+  if (auto file = sqlite_file(cfg.database); !file.empty()) {
+    VODGRID_TRY(protect_database_file(file));
+  }
   auto store = auth_store::open(cfg.database);
   if (!store) {
     return store.err();
   }
   d.store = std::move(*store);
+  VODGRID_TRY(auto sealer, load_sealer(*d.store, key_file));
+  d.store->set_sealer(std::move(sealer));
+  VODGRID_TRY(auto migrated, d.store->seal_plaintext_keys());
+  if (migrated > 0) {
+    d.logger->info("auth: sealed {} plaintext keys of the database with {}", migrated,
+                   key_file.string());
+  }
   d.keys = std::make_unique<keyring>(d.retire_after());
   auto entries = d.store->load_keys();
   if (!entries) {

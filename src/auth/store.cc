@@ -76,6 +76,14 @@ result<account> decode_row(const db::row& r) {
   return a;
 }
 
+// What a sealed value is bound to: its table and row.
+std::string seed_context(const std::string& kid) {
+  return "auth_keys/" + kid;
+}
+std::string station_context(std::string_view station) {
+  return "auth_station_keys/" + std::string(station);
+}
+
 std::vector<db::value> params_of(const account& a) {
   return {std::string(to_string(a.kind)), a.name, a.hash, encode_programs(a), a.station};
 }
@@ -193,9 +201,77 @@ result<std::vector<key_entry>> auth_store::load_keys() {
   }
   std::vector<key_entry> out;
   for (auto& r : *rows) {
-    out.push_back(key_entry{r.text(0), r.bytes(1), r.i64(2), r.i64(3)});
+    VODGRID_TRY(auto seed, opened(r.bytes(1), seed_context(r.text(0))));
+    out.push_back(key_entry{r.text(0), std::move(seed), r.i64(2), r.i64(3)});
   }
   return out;
+}
+
+result<std::string> auth_store::opened(const std::string& stored,
+                                       const std::string& context) const {
+  if (!key_sealer::is_sealed(stored)) {
+    if (sealer_) {
+      return make_error(errc::internal, "auth database: " + context + " is not sealed");
+    }
+    return stored;
+  }
+  if (!sealer_) {
+    return make_error(errc::forbidden,
+                      "auth database: " + context + " is sealed and no key file was given");
+  }
+  auto plain = sealer_->open(stored, context);
+  if (!plain) {
+    return make_error(errc::forbidden, "auth database: " + context +
+                                           " does not open with the key file (the database's "
+                                           "key-encryption key is another one)");
+  }
+  return plain;
+}
+
+std::string auth_store::sealed(std::string_view plain, const std::string& context) const {
+  return sealer_ ? sealer_->seal(plain, context) : std::string(plain);
+}
+
+result<bool> auth_store::has_sealed_keys() {
+  for (const char* sql : {"SELECT seed FROM auth_keys", "SELECT secret FROM auth_station_keys"}) {
+    VODGRID_TRY(auto rows, c_->query(sql));
+    for (auto& r : rows) {
+      if (key_sealer::is_sealed(r.bytes(0))) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+result<size_t> auth_store::seal_plaintext_keys() {
+  size_t n = 0;
+  auto st = db::in_transaction(*c_, [&]() -> status {
+    n = 0;
+    VODGRID_TRY(auto keys, c_->query("SELECT kid, seed FROM auth_keys"));
+    for (auto& r : keys) {
+      if (!key_sealer::is_sealed(r.bytes(1))) {
+        auto s = sealer_->seal(r.bytes(1), seed_context(r.text(0)));
+        VODGRID_TRY(
+            c_->exec("UPDATE auth_keys SET seed = $1 WHERE kid = $2", {db::blob{s}, r.text(0)}));
+        ++n;
+      }
+    }
+    VODGRID_TRY(auto stations, c_->query("SELECT station, secret FROM auth_station_keys"));
+    for (auto& r : stations) {
+      if (!key_sealer::is_sealed(r.bytes(1))) {
+        auto s = sealer_->seal(r.bytes(1), station_context(r.text(0)));
+        VODGRID_TRY(c_->exec("UPDATE auth_station_keys SET secret = $1 WHERE station = $2",
+                             {db::blob{s}, r.text(0)}));
+        ++n;
+      }
+    }
+    return {};
+  });
+  if (!st) {
+    return st.err();
+  }
+  return n;
 }
 
 status auth_store::save_keys(const std::vector<key_entry>& changed,
@@ -205,7 +281,7 @@ status auth_store::save_keys(const std::vector<key_entry>& changed,
       auto r = c_->exec(
           "INSERT INTO auth_keys (kid, seed, created_at, signing_until) VALUES ($1, $2, $3, $4) "
           "ON CONFLICT (kid) DO UPDATE SET signing_until = excluded.signing_until",
-          {e.kid, db::blob{e.seed}, e.created_at, e.signing_until});
+          {e.kid, db::blob{sealed(e.seed, seed_context(e.kid))}, e.created_at, e.signing_until});
       if (!r) {
         return r.err();
       }
@@ -224,7 +300,7 @@ result<std::string> auth_store::station_key(std::string_view station) {
   auto ins = c_->exec(
       "INSERT INTO auth_station_keys (station, secret) VALUES ($1, $2) ON CONFLICT (station) DO "
       "NOTHING",
-      {std::string(station), db::blob{new_station_key()}});
+      {std::string(station), db::blob{sealed(new_station_key(), station_context(station))}});
   if (!ins) {
     return ins.err();
   }
@@ -236,7 +312,7 @@ result<std::string> auth_store::station_key(std::string_view station) {
   if (rows->empty()) {
     return make_error(errc::internal, "station key vanished");
   }
-  return rows->front().bytes(0);
+  return opened(rows->front().bytes(0), station_context(station));
 }
 
 }  // namespace vodgrid::auth

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "auth/keys.h"
+#include "auth/sealed.h"
 #include "auth/token.h"
 #include "base/result.h"
 #include "db/db.h"
@@ -49,10 +50,25 @@ class auth_store {
   // The station's URL-signing key, made on first use.
   result<std::string> station_key(std::string_view station);
 
+  // Secrets at rest (issue 17): once set, every signing-key seed and station key written is sealed
+  // with `s`, and sealed ones read are opened with it (errc::forbidden: another key-encryption
+  // key). Without one (tests of older databases) they are read and written as they are.
+  void set_sealer(std::shared_ptr<const key_sealer> s) { sealer_ = std::move(s); }
+  // Whether any stored key is sealed: a missing key file must then not be replaced by a new one.
+  result<bool> has_sealed_keys();
+  // Seals, in one transaction, the plaintext keys a database made before sealing holds; returns
+  // how many. Precondition: a sealer.
+  result<size_t> seal_plaintext_keys();
+
   db::connection& connection() { return *c_; }
 
  private:
+  // A stored key's bytes, opened with the sealer when sealed.
+  result<std::string> opened(const std::string& stored, const std::string& context) const;
+  std::string sealed(std::string_view plain, const std::string& context) const;
+
   std::unique_ptr<db::connection> c_;
+  std::shared_ptr<const key_sealer> sealer_;
 };
 
 }  // namespace vodgrid::auth

@@ -106,6 +106,7 @@ template <class V, class C>
 void auth_fields(V& v, C& a) {
   v.listen("listen", a.listen);
   v.text("database", a.database, true, "sqlite:///path or postgresql://...");
+  v.path("key_file", a.key_file);
   v.flag("demo_accounts", a.demo_accounts);
 }
 

@@ -77,6 +77,10 @@ struct auth_config {
   // Creates the accounts demo/demo (subscriber) and admin/admin (operator) at start. Set by the
   // embedded default only; the parser refuses it unless every daemon of the grid is on loopback.
   bool demo_accounts = false;
+  // The key-encryption key that seals the signing keys in the database (0600; made at first start
+  // when the database holds no sealed key). Empty: auth.key beside a SQLite database; a
+  // PostgreSQL database needs it (kept off the database's host and out of its backups).
+  std::filesystem::path key_file;
 };
 
 // The content manager with its content engine (claims 2, 11).

@@ -9,7 +9,10 @@
 #include <csignal>
 #include <iostream>
 
+#include "auth/client.h"
 #include "auth/daemon.h"
+#include "auth/guard.h"
+#include "base/fs.h"
 #include "base/log.h"
 #include "cli/commands.h"
 #include "content/manager.h"
@@ -56,6 +59,39 @@ result<grid_config> load_config(const std::filesystem::path& config, std::string
   return grid;
 }
 
+// A daemon's auth.secret readable by group or others stops it before it opens anything (issue 17),
+// with the one line of the refusal; true when it may start.
+bool secret_is_private(const grid_config& grid, std::string_view role, const std::string& name) {
+  if (!grid.auth) {
+    return true;
+  }
+  auto accounts = auth::service_accounts(grid);
+  if (!accounts) {
+    return true;  // the daemon's own start says why
+  }
+  std::filesystem::path dir;
+  if (role == "engine") {
+    auto* e = grid.find_engine(name);
+    dir = e && !e->data_dirs.empty() ? e->data_dirs.front() : dir;
+  } else if (role == "director") {
+    auto* s = grid.find_station(name);
+    dir = s ? s->director.data_dir : dir;
+  } else {
+    for (auto& a : *accounts) {
+      dir = a.name == role ? a.secret_dir : dir;
+    }
+  }
+  if (dir.empty()) {
+    return true;
+  }
+  auto st = check_private_file(auth::secret_file(dir));
+  if (!st && st.err().code != errc::not_found) {
+    std::cerr << "vodgrid " << role << " " << name << ": " << st.err().detail << "\n";
+    return false;
+  }
+  return true;
+}
+
 template <class Daemon, class Id>
 int run_daemon(const std::filesystem::path& config, const std::string& name,
                std::string_view role) {
@@ -67,6 +103,9 @@ int run_daemon(const std::filesystem::path& config, const std::string& name,
   if (!id) {
     std::cerr << "vodgrid " << role << ": bad name '" << name << "'\n";
     return 2;
+  }
+  if (!secret_is_private(*grid, role, name)) {
+    return 1;
   }
   log::init(grid->log_level, name, grid->log_format);
   asio::io_context io(1);
@@ -89,6 +128,9 @@ int run_registry(const std::filesystem::path& config) {
   if (!grid) {
     return 2;
   }
+  if (!secret_is_private(*grid, "registry", "registry")) {
+    return 1;
+  }
   log::init(grid->log_level, "registry", grid->log_format);
   asio::io_context io(1);
   registry::registry_daemon d(io, *grid);
@@ -110,6 +152,9 @@ int run_content(const std::filesystem::path& config) {
   auto grid = load_config(config, "content");
   if (!grid) {
     return 2;
+  }
+  if (!secret_is_private(*grid, "content", "content")) {
+    return 1;
   }
   log::init(grid->log_level, "content", grid->log_format);
   asio::io_context io(1);

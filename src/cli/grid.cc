@@ -299,7 +299,8 @@ result<local_grid> local_grid::start(const grid_config& grid, const std::filesys
                       fmt::format("cannot create {}: {}", g.logs_.string(), ec.message()));
   }
   auto config = abs / "grid.toml";
-  if (auto st = write_file_durably(config, grid.to_toml()); !st) {
+  // 0600: a copy of --config may carry a database URL with its password.
+  if (auto st = write_secret_durably(config, grid.to_toml()); !st) {
     return st.err();
   }
   // Until it returns, a step that fails stops what was started.
