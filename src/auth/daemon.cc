@@ -63,6 +63,19 @@ result<std::string> string_field(const json::object& o, std::string_view key, si
   return std::string(v->as_string());
 }
 
+// A refusal that tells the client when to come back: Retry-After in whole seconds, and the same
+// in the JSON body.
+reply retry_later(http::status status, std::string_view code, std::string_view detail,
+                  std::chrono::seconds wait) {
+  auto r = net::json_reply(
+      json::object{{"error", code},
+                   {"detail", fmt::format("{}: retry in {} s", detail, wait.count())},
+                   {"retry_after", wait.count()}},
+      status);
+  r.headers.emplace_back("Retry-After", std::to_string(wait.count()));
+  return r;
+}
+
 // A hash that no password matches, verified when the account does not exist so that a login for
 // an unknown name costs as much as one for a known name.
 const std::string& dummy_hash(password_cost cost) {
@@ -145,8 +158,13 @@ struct auth_daemon::impl : net::daemon_base {
       std::make_shared<token_verifier>();
   std::string issuer;
 
+  login_throttle throttle{opts.throttle};   // any thread
+  std::atomic<uint32_t> pending_checks{0};  // password checks queued or running on db_pool
+
   net::metric_value* logins = nullptr;
   net::metric_value* refusals = nullptr;
+  net::metric_value* throttled = nullptr;
+  net::metric_value* shed = nullptr;
   net::metric_value* rotations = nullptr;
 
   impl(asio::io_context& i, grid_config g, auth_options o)
@@ -238,6 +256,9 @@ struct auth_daemon::impl : net::daemon_base {
   asio::awaitable<void> housekeeping_loop();
   void routes();
   asio::awaitable<reply> login(request_context& ctx, token_kind kind);
+  // On the database thread: the account's password checked, the token issued.
+  asio::awaitable<result<login_reply>> check_login(token_kind kind, std::string user,
+                                                   std::string password, std::string address);
   asio::awaitable<reply> renew(request_context& ctx);
   asio::awaitable<reply> get_keys(request_context& ctx);
   asio::awaitable<reply> rotate(request_context& ctx);
@@ -358,6 +379,10 @@ void auth_daemon::impl::routes() {
   logins = &m.counter("vodgrid_auth_logins_total", "Tokens issued by logins and renewals");
   refusals = &m.counter("vodgrid_auth_refusals_total", "Logins and operator calls refused");
   rotations = &m.counter("vodgrid_auth_key_rotations_total", "Signing keys rotated by operators");
+  throttled = &m.counter("vodgrid_auth_logins_throttled_total",
+                         "Logins refused (429) by the back-off of an account or address");
+  shed = &m.counter("vodgrid_auth_logins_shed_total",
+                    "Logins refused (503) because too many password checks were waiting");
 }
 
 asio::awaitable<reply> auth_daemon::impl::login(request_context& ctx, token_kind kind) {
@@ -387,10 +412,49 @@ asio::awaitable<reply> auth_daemon::impl::login(request_context& ctx, token_kind
       address = client_address(ctx);
     }
   }
+  // Throttled before any work: the account as submitted (whether it exists or not) and the
+  // client's address; then the bounded queue of password checks.
+  auto peer = client_address(ctx);
+  auto account_key = std::string(to_string(kind)) + "/" + *user;
+  if (auto wait = throttle.begin(account_key, peer)) {
+    throttled->inc();
+    co_return retry_later(http::status::too_many_requests, "too_many_requests",
+                          "too many failed logins for this account or address", *wait);
+  }
+  if (pending_checks.fetch_add(1) >= opts.max_pending_checks) {
+    pending_checks.fetch_sub(1);
+    throttle.finish(account_key, peer, login_throttle::outcome::error);
+    shed->inc();
+    co_return retry_later(http::status::service_unavailable, "unavailable",
+                          "too many logins are being checked", std::chrono::seconds(1));
+  }
+  auto r = co_await check_login(kind, *user, *password, address);
+  pending_checks.fetch_sub(1);
+  bool bad = !r && r.err().code == errc::unauthorized;
+  throttle.finish(account_key, peer,
+                  r     ? login_throttle::outcome::good
+                  : bad ? login_throttle::outcome::bad
+                        : login_throttle::outcome::error);
+  if (!r) {
+    refusals->inc();
+    logger->info("auth: {} login of '{}' from {} refused: {}", to_string(kind), *user, peer,
+                 r.err().detail);
+    co_return net::error_reply(r.err());
+  }
+  logins->inc();
+  net::reply rep;
+  rep.body = encode_login_reply(*r);
+  co_return rep;
+}
+
+asio::awaitable<result<login_reply>> auth_daemon::impl::check_login(token_kind kind,
+                                                                    std::string user,
+                                                                    std::string password,
+                                                                    std::string address) {
   auto cost = opts.cost;
   // A named lambda: GCC 12 mishandles a lambda temporary inside co_await.
-  auto job = [this, kind, cost, user = *user, password = *password,
-              address]() -> result<login_reply> {
+  auto job = [this, kind, cost, user = std::move(user), password = std::move(password),
+              address = std::move(address)]() -> result<login_reply> {
     auto a = store->find_account(kind, user);
     if (!a) {
       return a.err();
@@ -404,17 +468,7 @@ asio::awaitable<reply> auth_daemon::impl::login(request_context& ctx, token_kind
     }
     return issue(**a, address);
   };
-  auto r = co_await on_db(std::move(job));
-  if (!r) {
-    refusals->inc();
-    logger->info("auth: {} login of '{}' from {} refused: {}", to_string(kind), *user,
-                 client_address(ctx), r.err().detail);
-    co_return net::error_reply(r.err());
-  }
-  logins->inc();
-  net::reply rep;
-  rep.body = encode_login_reply(*r);
-  co_return rep;
+  co_return co_await on_db(std::move(job));
 }
 
 asio::awaitable<reply> auth_daemon::impl::renew(request_context& ctx) {

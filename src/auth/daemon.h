@@ -13,6 +13,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "auth/password.h"
+#include "auth/throttle.h"
 #include "base/config.h"
 #include "base/result.h"
 
@@ -25,6 +26,10 @@ struct auth_options {
   int64_t rotate_every = 7 * 86400;  // seconds between automatic key rotations
   std::chrono::milliseconds housekeeping{60'000};  // how often rotation and retirement are checked
   password_cost cost;                              // Argon2id cost of new password hashes
+  throttle_options throttle;                       // failed logins' back-off (issue 17)
+  // Password checks waiting for the hashing thread beyond which a login is refused at once (503,
+  // Retry-After) rather than answered late.
+  uint32_t max_pending_checks = 16;
 };
 
 class auth_daemon {
