@@ -93,6 +93,17 @@ int run_login(const login_cli_options& opts);
 result<std::string> login_token(const std::string& auth_url, const std::string& user,
                                 const std::string& password, bool operator_);
 
+// `vodgrid simulate` (simulate_command.cc): the grid at internet scale through the real decisions
+// (src/sim), with two baselines; a table, or JSON.
+struct simulate_cli_options {
+  uint64_t seed = 1;
+  uint32_t stations = 1000;
+  uint32_t programs = 100'000;
+  uint64_t sessions = 1'000'000;
+  bool json = false;
+};
+int run_simulate(const simulate_cli_options& opts);
+
 // Through the content manager at `content` (content_commands.cc): the ingest of any provider
 // source, waiting for it and showing its progress; the catalog.
 int run_content_ingest(const std::string& content, const ingest_options& o);

@@ -27,6 +27,7 @@ struct command_line {
   play_cli_options play;
   bool no_verify = false;
   login_cli_options login;
+  simulate_cli_options simulate;
 
   CLI::App* engine = nullptr;
   CLI::App* director = nullptr;
@@ -43,6 +44,7 @@ struct command_line {
   CLI::App* status = nullptr;
   CLI::App* play_cmd = nullptr;
   CLI::App* login_cmd = nullptr;
+  CLI::App* simulate_cmd = nullptr;
 };
 
 // engine, director, station, registry, auth, content.
@@ -212,6 +214,34 @@ void add_viewer_commands(CLI::App& app, command_line& c) {
                           "local grid)");
 }
 
+// simulate.
+void add_simulate_command(CLI::App& app, command_line& c) {
+  c.simulate_cmd = app.add_subcommand(
+      "simulate",
+      "Simulate a day of the grid at internet scale through its real cost, selection, placement "
+      "and eviction code, against two baselines");
+  auto& s = c.simulate;
+  c.simulate_cmd
+      ->add_option("--seed", s.seed,
+                   "Seed of the world and the viewers: same seed, same "
+                   "output")
+      ->capture_default_str();
+  c.simulate_cmd->add_option("--stations", s.stations, "Stations, the home included")
+      ->check(CLI::Range(2u, 5000u))
+      ->capture_default_str();
+  c.simulate_cmd->add_option("--programs", s.programs, "Programs in the catalog (Zipf popularity)")
+      ->check(CLI::Range(1u, 10'000'000u))
+      ->capture_default_str();
+  c.simulate_cmd->add_option("--sessions", s.sessions, "Viewer sessions over the simulated day")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{100'000'000}))
+      ->capture_default_str();
+  c.simulate_cmd->add_flag("--json", s.json, "Print the report as JSON");
+  c.simulate_cmd->footer(
+      "Runs the day three times: the grid's rules (sources ranked by the registry's cost model,\n"
+      "the most popular programs pre-positioned), pull only (no pre-positioning), and\n"
+      "nearest only (copies always from the nearest holder). See docs/scale.md.");
+}
+
 // Runs the subcommand that was given; returns its exit code.
 int dispatch(command_line& c) {
   if (*c.engine) {
@@ -255,6 +285,9 @@ int dispatch(command_line& c) {
   if (*c.status) {
     return run_status(c.grid_flag);
   }
+  if (*c.simulate_cmd) {
+    return run_simulate(c.simulate);
+  }
   if (*c.login_cmd) {
     return run_login(c.login);
   }
@@ -281,6 +314,7 @@ int main(int argc, char** argv) {
   add_grid_commands(app, c);
   add_operator_commands(app, c);
   add_viewer_commands(app, c);
+  add_simulate_command(app, c);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,695 @@
+// The simulated grid: console requests, copies between stations, placement, replicas of hot
+// segments and evictions, each decided by the function the daemons call (see grid.h).
+#include "sim/grid.h"
+
+#include <algorithm>
+#include <bit>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "engine/decisions.h"
+
+namespace vodgrid::sim {
+
+namespace {
+
+director::steady::time_point at(double seconds) {
+  return director::steady::time_point(std::chrono::duration_cast<director::steady::duration>(
+      std::chrono::duration<double>(seconds)));
+}
+
+double distance2(const station_spec& a, const station_spec& b) {
+  double dx = a.x_km - b.x_km, dy = a.y_km - b.y_km;
+  return dx * dx + dy * dy;
+}
+
+constexpr uint32_t no_engine = UINT32_MAX;
+// Holders past this many are found through the per-station orders rather than scanned.
+constexpr size_t scan_limit = 256;
+
+}  // namespace
+
+grid_sim::grid_sim(const options& o, const world& w)
+    : o_(o),
+      w_(w),
+      bytes_(static_cast<uint64_t>(o.segment_seconds * static_cast<double>(o.bits_per_second) / 8)),
+      packager_bytes_(static_cast<uint64_t>(o.packager_segment_seconds *
+                                            static_cast<double>(o.bits_per_second) / 8)),
+      lookups_per_segment_(static_cast<uint64_t>(
+          std::max(1.0, std::round(o.segment_seconds / o.packager_segment_seconds)))) {
+  stations_.resize(w.stations.size());
+  for (size_t i = 0; i < stations_.size(); ++i) {
+    auto& s = stations_[i];
+    auto& spec = w.stations[i];
+    s.spec = &spec;
+    s.inputs.name = spec.name;
+    s.inputs.home = spec.home;
+    s.inputs.x_km = spec.x_km;
+    s.inputs.y_km = spec.y_km;
+    s.inputs.uplink_bits_per_second = static_cast<uint64_t>(spec.uplink_bits_per_second);
+    s.first_engine = static_cast<uint32_t>(engines_.size());
+    for (uint32_t e = 0; e < o.engines; ++e) {
+      sim_engine en;
+      en.station = static_cast<uint16_t>(i);
+      en.entry.name = *engine_id::parse(fmt::format("{}-{}", spec.name, e + 1));
+      en.entry.epoch = 1;
+      en.entry.load.max_streams = o.max_streams;
+      // The home holds every program whole: it is not held to a budget here.
+      en.entry.load.max_disk_bytes = spec.home ? 0 : o.max_disk_bytes;
+      en.entry.load.total_bytes =
+          spec.home ? UINT64_MAX / 4 : o.max_disk_bytes + o.max_disk_bytes / 4;
+      en.entry.load.free_bytes = en.entry.load.total_bytes;
+      engines_.push_back(std::move(en));
+    }
+  }
+  holders_.resize(w.segment_count);
+  session_engine_.assign(w.sessions.size(), no_engine);
+  session_segment_.assign(w.sessions.size(), 0);
+  session_watched_.assign(w.sessions.size(), 0);
+  stamp_.assign(stations_.size(), 0);
+  uint16_t n = static_cast<uint16_t>(stations_.size());
+  nearest_.resize(n);
+  for (uint16_t i = 0; i < n; ++i) {
+    auto& list = nearest_[i];
+    for (uint16_t j = 0; j < n; ++j) {
+      if (j != i) {
+        list.push_back(j);
+      }
+    }
+    auto& me = w.stations[i];
+    std::stable_sort(list.begin(), list.end(), [&](uint16_t a, uint16_t b) {
+      return distance2(w.stations[a], me) < distance2(w.stations[b], me);
+    });
+  }
+  for (uint16_t i = 1; i < n; ++i) {
+    best_connected_.push_back(i);
+  }
+  std::stable_sort(best_connected_.begin(), best_connected_.end(), [&](uint16_t a, uint16_t b) {
+    return w.stations[a].uplink_bits_per_second > w.stations[b].uplink_bits_per_second;
+  });
+  if (o.preposition) {
+    prefetch_total_ =
+        uint64_t{std::min(o.prepositioned_programs, o.programs)} * o.prefetch_segments;
+  }
+}
+
+bool grid_sim::holds_whole(uint16_t station, uint32_t seg) const {
+  return holding_of(station, seg).whole != 0;
+}
+
+holding grid_sim::holding_of(uint16_t station, uint32_t seg) const {
+  auto& s = stations_[station];
+  if (s.spec->home) {
+    return {static_cast<uint16_t>((1u << o_.engines) - 1), 0};
+  }
+  auto it = s.holds.find(seg);
+  return it == s.holds.end() ? holding{} : it->second;
+}
+
+// --- Console requests -------------------------------------------------------------------------
+
+void grid_sim::arrive(uint32_t session, double now) {
+  ++sessions_now_;
+  out_.peak_sessions = std::max(out_.peak_sessions, sessions_now_);
+  auto& s = w_.sessions[session];
+  session_watched_[session] = 0;
+  auto t = serve(session, segment_of(s.program, 0), now);
+  if (t == tier::refused) {
+    --sessions_now_;
+    return;
+  }
+  events_.push({now + o_.segment_seconds, session, false});
+}
+
+void grid_sim::segment_end(uint32_t session, double now) {
+  auto& s = w_.sessions[session];
+  uint32_t e = session_engine_[session];
+  if (e != no_engine) {
+    auto& en = engines_[e];
+    --en.entry.load.active_streams;
+    --stations_[en.station].streams;
+    if (auto it = en.held.find(session_segment_[session]); it != en.held.end()) {
+      --it->second.streams;
+    }
+    sync_load(e);
+    session_engine_[session] = no_engine;
+  }
+  if (++session_watched_[session] >= s.segments) {
+    --sessions_now_;
+    return;
+  }
+  auto t = serve(session, segment_of(s.program, session_watched_[session]), now);
+  if (t == tier::refused) {
+    --sessions_now_;
+    return;
+  }
+  events_.push({now + o_.segment_seconds, session, false});
+}
+
+// What the director does with a console's request for `seg` (director/playback.cc, segment()):
+// an engine of the station by status and load; a replica when every holder is near its limits;
+// else a copy from the cheapest other station into an engine of ours that serves it as it
+// arrives, or, when none of ours can take it, an engine of that station.
+grid_sim::tier grid_sim::serve(uint32_t session, uint32_t seg, double now) {
+  uint16_t st = w_.sessions[session].station;
+  auto h = holding_of(st, seg);
+  tier result = tier::refused;
+  if (h.whole | h.filling) {
+    auto e = choose_console_engine(st, seg, h.whole);
+    if (!e && !h.whole) {
+      e = choose_console_engine(st, seg, h.filling);
+    }
+    if (e) {
+      // Claim 19 (choose_for_console): the chosen engine near its limits and so every other
+      // engine serving the segment: a replica before consoles have to wait for it.
+      auto near = [&](uint32_t g) {
+        return director::near_limits(engines_[g].entry, o_.hot_load_percent);
+      };
+      bool hot = near(*e);
+      for (uint32_t b = 0; hot && b < o_.engines; ++b) {
+        hot = !((h.whole | h.filling) >> b & 1) || near(stations_[st].first_engine + b);
+      }
+      if (hot && h.whole && local_copy(st, seg, false, now)) {
+        ++out_.replicas;
+      }
+      attach(session, *e, seg, now);
+      ++out_.requests.engine;
+      return tier::engine;
+    }
+    // Every holder at its limits (wait_for_replica): another engine receives a replica.
+    if (h.whole && local_copy(st, seg, false, now)) {
+      ++out_.replicas;
+      if (auto r = choose_console_engine(st, seg, holding_of(st, seg).whole)) {
+        attach(session, *r, seg, now);
+        ++out_.requests.station;
+        return tier::station;
+      }
+    }
+  }
+  // The fall back (fall_back): a copy from the cheapest other station.
+  auto src = pick_source(st, seg, now);
+  if (src) {
+    result = *src == 0 ? tier::home : tier::other;
+    auto recv = choose_receiver(st, seg, false);
+    if (recv && make_room(*recv, now) && start_copy(st, seg, *recv, *src, false, now)) {
+      attach(session, *recv, seg, now);
+    } else if (auto there = choose_console_engine(*src, seg, holding_of(*src, seg).whole)) {
+      // No engine of ours can take it: an engine of the source streams to the console.
+      attach(session, *there, seg, now);
+      out_.bytes_between_stations += bytes_;
+      out_.bytes_from_home += *src == 0 ? bytes_ : 0;
+      out_.bytes_over_slow_uplinks +=
+          stations_[*src].spec->uplink_bits_per_second < o_.slow_uplink_bits_per_second ? bytes_
+                                                                                        : 0;
+    } else {
+      result = tier::refused;
+    }
+  }
+  switch (result) {
+    case tier::home:
+      ++out_.requests.home;
+      break;
+    case tier::other:
+      ++out_.requests.other_station;
+      break;
+    default:
+      ++out_.requests.refused;
+      break;
+  }
+  return result;
+}
+
+// director::choose_engine among the station's engines in `mask`; its global index.
+std::optional<uint32_t> grid_sim::choose_console_engine(uint16_t station, uint32_t seg,
+                                                        uint16_t mask) {
+  (void)seg;
+  auto& s = stations_[station];
+  candidates_.clear();
+  for (uint32_t b = 0; b < o_.engines; ++b) {
+    if (mask >> b & 1) {
+      auto& l = engines_[s.first_engine + b].entry.load;
+      candidates_.push_back({director::engine_slot{b}, true, l.active_streams, l.max_streams,
+                             l.bytes_per_second, l.max_bytes_per_second});
+    }
+  }
+  auto chosen = director::choose_engine(candidates_, std::nullopt, s.rotation++);
+  if (!chosen) {
+    return std::nullopt;
+  }
+  return s.first_engine + director::index_of(*chosen);
+}
+
+void grid_sim::attach(uint32_t session, uint32_t engine, uint32_t seg, double now) {
+  auto& en = engines_[engine];
+  auto& st = stations_[en.station];
+  ++en.entry.load.active_streams;
+  en.peak_streams = std::max(en.peak_streams, en.entry.load.active_streams);
+  ++st.streams;
+  st.peak_streams = std::max(st.peak_streams, st.streams);
+  if (!st.spec->home) {
+    if (auto it = en.held.find(seg); it != en.held.end()) {
+      ++it->second.streams;
+      it->second.last_used = now;
+    }
+  }
+  session_engine_[session] = engine;
+  session_segment_[session] = seg;
+  sync_load(engine);
+}
+
+// --- Copies -----------------------------------------------------------------------------------
+
+// station_tables::choose_receiver over the station's engines: up, neither holding nor receiving
+// the segment, under its stream limit; one with room first, then director::rank_receiver's score,
+// then the fewer segments.
+std::optional<uint32_t> grid_sim::choose_receiver(uint16_t station, uint32_t seg, bool need_room) {
+  auto& s = stations_[station];
+  auto h = holding_of(station, seg);
+  std::optional<uint32_t> best;
+  director::receiver_rank best_rank;
+  size_t best_count = 0;
+  for (uint32_t b = 0; b < o_.engines; ++b) {
+    auto& e = engines_[s.first_engine + b];
+    if (((h.whole | h.filling) >> b & 1) ||
+        e.entry.load.active_streams >= e.entry.load.max_streams) {
+      continue;
+    }
+    auto r = director::rank_receiver(e.entry, bytes_);
+    if (need_room && !r.room) {
+      continue;
+    }
+    size_t count = e.held.size();
+    bool better =
+        !best || (r.room && !best_rank.room) ||
+        (r.room == best_rank.room &&
+         (r.score < best_rank.score || (r.score == best_rank.score && count < best_count)));
+    if (better) {
+      best = s.first_engine + b;
+      best_rank = r;
+      best_count = count;
+    }
+  }
+  return best;
+}
+
+// The engine's make_room (engine/eviction.cc): bytes_over_budget, the least recently used copies
+// offered by eviction_offer, the director allowing those held elsewhere. The engine also evicts
+// after its heartbeats, in the quiet; here that is room for a twentieth of its budget more.
+bool grid_sim::make_room(uint32_t engine, double now) {
+  auto& en = engines_[engine];
+  auto& l = en.entry.load;
+  auto space = [&] {
+    return engine::disk_space{l.used_bytes, l.total_bytes - l.used_bytes, l.total_bytes};
+  };
+  if (engine::bytes_over_budget(space(), bytes_, l.max_disk_bytes) == 0) {
+    return true;
+  }
+  uint64_t over =
+      engine::bytes_over_budget(space(), bytes_ + l.max_disk_bytes / 20, l.max_disk_bytes);
+  std::vector<engine::eviction_candidate> held;
+  held.reserve(en.held.size());
+  for (auto& [seg, c] : en.held) {
+    if (c.whole) {
+      auto p = static_cast<uint32_t>(
+          std::upper_bound(w_.first_segment.begin(), w_.first_segment.end(), seg) -
+          w_.first_segment.begin() - 1);
+      held.push_back({segment_key{*program_id::parse(fmt::format("p{}", p)),
+                                  segment_index{seg - w_.first_segment[p]}},
+                      bytes_, at(c.last_used), c.streams > 0});
+    }
+  }
+  auto offer = engine::eviction_offer(std::move(held), over);
+  uint64_t freed = 0;
+  uint16_t st = en.station;
+  uint32_t bit = engine - stations_[st].first_engine;
+  for (auto& key : offer) {
+    if (freed >= over) {
+      break;
+    }
+    uint32_t p = 0;
+    auto& name = key.program.str();
+    std::from_chars(name.data() + 1, name.data() + name.size(), p);
+    uint32_t seg = segment_of(p, key.index.v);
+    // The director allows it when another engine of ours holds it whole, else asks the registry
+    // whether another station does (the home always does).
+    if ((holding_of(st, seg).whole & ~(1u << bit)) == 0) {
+      registry_request(now, lookups_per_segment_);
+    }
+    evict(engine, seg, now);
+    freed += bytes_;
+  }
+  return engine::bytes_over_budget(space(), bytes_, l.max_disk_bytes) == 0;
+}
+
+void grid_sim::evict(uint32_t engine, uint32_t seg, double now) {
+  auto& en = engines_[engine];
+  en.held.erase(seg);
+  en.entry.load.used_bytes -= bytes_;
+  en.entry.load.free_bytes += bytes_;
+  ++out_.evictions;
+  set_holding(en.station, seg, engine, true, false);
+  location_report(en.station, now);
+}
+
+// The registry's candidates for a lookup, into scratch_: every holder (the home last) when there
+// are at most `candidates`; else the nearest half and the best connected half.
+void grid_sim::gather_candidates(uint16_t seeker, uint32_t seg) {
+  scratch_.clear();
+  ++stamp_now_;
+  auto add = [&](uint16_t i) {
+    if (i != seeker && stamp_[i] != stamp_now_) {
+      stamp_[i] = stamp_now_;
+      scratch_.push_back(stations_[i].inputs);
+    }
+  };
+  auto& hs = holders_[seg];
+  size_t half = o_.candidates / 2;
+  if (hs.size() + 1 <= o_.candidates) {
+    for (uint16_t h : hs) {
+      add(h);
+    }
+  } else if (hs.size() <= scan_limit) {
+    std::vector<std::pair<double, uint16_t>> by;
+    auto& me = *stations_[seeker].spec;
+    for (uint16_t h : hs) {
+      by.emplace_back(distance2(*stations_[h].spec, me), h);
+    }
+    std::partial_sort(by.begin(), by.begin() + static_cast<std::ptrdiff_t>(half), by.end());
+    for (size_t k = 0; k < half; ++k) {
+      add(by[k].second);
+    }
+    for (auto& [d, h] : by) {
+      d = -stations_[h].spec->uplink_bits_per_second;
+    }
+    std::partial_sort(by.begin(), by.begin() + static_cast<std::ptrdiff_t>(half), by.end());
+    for (size_t k = 0; k < half; ++k) {
+      add(by[k].second);
+    }
+  } else {
+    size_t n = 0;
+    for (uint16_t i : nearest_[seeker]) {
+      if (i != 0 && holds_whole(i, seg)) {
+        add(i);
+        if (++n == half) {
+          break;
+        }
+      }
+    }
+    n = 0;
+    for (uint16_t i : best_connected_) {
+      if (holds_whole(i, seg)) {
+        add(i);
+        if (++n == half) {
+          break;
+        }
+      }
+    }
+  }
+  add(0);
+}
+
+// The station a copy of `seg` to `seeker` comes from: the first the registry's ranking names
+// (registry/lookups.cc and cost_model::rank), or the nearest holder for the baseline.
+std::optional<uint16_t> grid_sim::pick_source(uint16_t seeker, uint32_t seg, double now) {
+  registry_request(now, lookups_per_segment_);  // the director asks per packager segment
+  if (o_.sources == source_policy::nearest) {
+    auto& me = *stations_[seeker].spec;
+    auto& hs = holders_[seg];
+    std::optional<uint16_t> best;
+    if (hs.size() <= scan_limit) {
+      double best_d = distance2(*stations_[0].spec, me);
+      best = seeker != 0 ? std::optional<uint16_t>(0) : std::nullopt;
+      for (uint16_t h : hs) {
+        double d = distance2(*stations_[h].spec, me);
+        if (h != seeker && (!best || d < best_d)) {
+          best = h;
+          best_d = d;
+        }
+      }
+    } else {
+      for (uint16_t i : nearest_[seeker]) {
+        if (holds_whole(i, seg)) {
+          best = i;
+          break;
+        }
+      }
+    }
+    return best;
+  }
+  gather_candidates(seeker, seg);
+  auto ranked = o_.costs.rank(scratch_, stations_[seeker].inputs, packager_bytes_);
+  if (ranked.empty()) {
+    return std::nullopt;
+  }
+  auto& name = ranked.front().first.name;
+  if (name == "home") {
+    return 0;
+  }
+  uint16_t i = 0;
+  std::from_chars(name.data() + 1, name.data() + name.size(), i);
+  return i;
+}
+
+// A copy from station `source` into engine `engine` of `seeker`: at the source's uplink shared
+// with the copies it is already sending (and the seeker's with those it receives), fixed at the
+// start, plus the round trips the cost model counts.
+bool grid_sim::start_copy(uint16_t seeker, uint32_t seg, uint32_t engine, uint16_t source,
+                          bool prefetch, double now) {
+  auto& src = stations_[source];
+  auto& dst = stations_[seeker];
+  // Links are taken as symmetric: the seeker's link also bounds what it receives.
+  double rate = std::min(src.spec->uplink_bits_per_second / (src.copies_out + 1),
+                         dst.spec->uplink_bits_per_second / (dst.copies_in + 1));
+  auto b = o_.costs.cost(src.inputs, stations_[seeker].inputs, packager_bytes_);
+  double seconds = static_cast<double>(bytes_) * 8 / rate + b.latency_seconds;
+  uint32_t id;
+  if (!free_copies_.empty()) {
+    id = free_copies_.back();
+    free_copies_.pop_back();
+  } else {
+    id = static_cast<uint32_t>(copies_.size());
+    copies_.emplace_back();
+  }
+  copies_[id] = {seg, source, seeker, engine, rate, now, prefetch};
+  ++src.copies_out;
+  ++dst.copies_in;
+  src.inputs.sending_bits_per_second += static_cast<uint64_t>(rate);
+  auto& en = engines_[engine];
+  en.held[seg] = held_copy{now, 0, false};
+  en.entry.load.used_bytes += bytes_;
+  en.entry.load.free_bytes -= bytes_;
+  set_holding(seeker, seg, engine, false, true);
+  location_report(seeker, now);
+  ++out_.copies_between_stations;
+  out_.bytes_between_stations += bytes_;
+  out_.bytes_from_home += source == 0 ? bytes_ : 0;
+  out_.bytes_over_slow_uplinks +=
+      src.spec->uplink_bits_per_second < o_.slow_uplink_bits_per_second ? bytes_ : 0;
+  copy_seconds_ += seconds;
+  events_.push({now + seconds, id, true});
+  return true;
+}
+
+void grid_sim::copy_done(uint32_t id, double now) {
+  auto c = copies_[id];
+  free_copies_.push_back(id);
+  auto& src = stations_[c.from];
+  --src.copies_out;
+  --stations_[c.to].copies_in;
+  auto rate = static_cast<uint64_t>(c.bits_per_second);
+  src.inputs.sending_bits_per_second -= std::min(rate, src.inputs.sending_bits_per_second);
+  // The measured throughput of copies from it (the directors' copy samples), smoothed.
+  double& measured = src.inputs.copy_bits_per_second;
+  measured = measured == 0 ? c.bits_per_second : 0.8 * measured + 0.2 * c.bits_per_second;
+  auto& en = engines_[c.engine];
+  en.held[c.segment].whole = true;
+  set_holding(c.to, c.segment, c.engine, false, false);
+  set_holding(c.to, c.segment, c.engine, true, true);
+  location_report(c.to, now);
+  place(c.to, c.segment, now);
+  if (c.prefetch) {
+    out_.prefetch_done_seconds = now;
+    --stations_[c.to].prefetch_workers;
+    prefetch(c.to, now);
+  }
+}
+
+// A copy between two engines of the station (a replica for load, or placement): from a whole copy
+// to the receiver choose_receiver names. Over the station's own network, which the model treats
+// as instant.
+bool grid_sim::local_copy(uint16_t station, uint32_t seg, bool need_room, double now) {
+  if (!holds_whole(station, seg)) {
+    return false;
+  }
+  auto recv = choose_receiver(station, seg, need_room);
+  if (!recv || (!need_room && !make_room(*recv, now))) {
+    return false;
+  }
+  auto& en = engines_[*recv];
+  en.held[seg] = held_copy{0, 0, true};
+  en.entry.load.used_bytes += bytes_;
+  en.entry.load.free_bytes -= bytes_;
+  set_holding(station, seg, *recv, true, true);
+  location_report(station, now);
+  out_.bytes_within_stations += bytes_;
+  return true;
+}
+
+// director/placement.cc: every segment the station holds on `copies` engines in rotation (no more
+// engines than it has), copied from within the station to engines with room.
+void grid_sim::place(uint16_t station, uint32_t seg, double now) {
+  auto h = holding_of(station, seg);
+  size_t want = std::min(o_.copies, o_.engines);
+  size_t have = static_cast<size_t>(std::popcount(static_cast<uint32_t>(h.whole | h.filling)));
+  while (have < want && local_copy(station, seg, true, now)) {
+    ++have;
+  }
+}
+
+// director/copies.cc distribute() and prefetch_worker(): the first `prefetch` segments of each
+// distributed program, in the distribution's order, by `parallel_copies` workers, each a copy
+// from the cheapest other station; a segment the station holds or receives is skipped.
+void grid_sim::prefetch(uint16_t station, double now) {
+  auto& s = stations_[station];
+  if (s.spec->home) {
+    return;
+  }
+  while (s.prefetch_workers < o_.parallel_copies && s.prefetch_next < prefetch_total_) {
+    uint32_t j = s.prefetch_next++;
+    uint32_t p = j / o_.prefetch_segments;
+    uint32_t i = j % o_.prefetch_segments;
+    if (i >= w_.program_segments[p]) {
+      continue;
+    }
+    uint32_t seg = segment_of(p, i);
+    auto h = holding_of(station, seg);
+    if (h.whole | h.filling) {
+      continue;
+    }
+    auto recv = choose_receiver(station, seg, false);
+    if (!recv || !make_room(*recv, now)) {
+      continue;
+    }
+    auto src = pick_source(station, seg, now);
+    if (src && start_copy(station, seg, *recv, *src, true, now)) {
+      ++s.prefetch_workers;
+      ++out_.prefetch_copies;
+    }
+  }
+}
+
+// --- Bookkeeping ------------------------------------------------------------------------------
+
+void grid_sim::set_holding(uint16_t station, uint32_t seg, uint32_t engine, bool whole, bool on) {
+  auto& s = stations_[station];
+  auto bit = static_cast<uint16_t>(1u << (engine - s.first_engine));
+  auto& h = s.holds[seg];
+  bool had = h.whole != 0;
+  auto& mask = whole ? h.whole : h.filling;
+  mask = on ? static_cast<uint16_t>(mask | bit) : static_cast<uint16_t>(mask & ~bit);
+  bool has = h.whole != 0;
+  if ((h.whole | h.filling) == 0) {
+    s.holds.erase(seg);
+  }
+  if (had != has) {  // the registry's holders: stations with a whole copy
+    auto& hs = holders_[seg];
+    if (has) {
+      hs.push_back(station);
+    } else {
+      std::erase(hs, station);
+    }
+  }
+}
+
+// The registry link reports changes every 250 ms: one request per station per slot with changes.
+void grid_sim::location_report(uint16_t station, double now) {
+  auto slot = static_cast<int64_t>(now * 4);
+  auto& s = stations_[station];
+  if (slot != s.last_report_slot) {
+    s.last_report_slot = slot;
+    registry_request(now);
+  }
+}
+
+void grid_sim::registry_request(double now, uint64_t n) {
+  auto second = static_cast<size_t>(std::max(now, 0.0));
+  if (second >= registry_per_second_.size()) {
+    registry_per_second_.resize(second + 3600, 0);
+  }
+  registry_per_second_[second] += static_cast<uint32_t>(n);
+  out_.registry_requests += n;
+}
+
+void grid_sim::sync_load(uint32_t engine) {
+  auto& en = engines_[engine];
+  en.entry.load.bytes_per_second = uint64_t{en.entry.load.active_streams} * o_.bits_per_second / 8;
+  auto& st = stations_[en.station];
+  st.inputs.load =
+      static_cast<double>(st.streams) / (static_cast<double>(o_.engines) * o_.max_streams);
+}
+
+outcome grid_sim::run() {
+  for (uint16_t i = 0; i < stations_.size(); ++i) {
+    prefetch(i, 0);
+  }
+  size_t next = 0;
+  auto& sessions = w_.sessions;
+  while (next < sessions.size() || !events_.empty()) {
+    if (next < sessions.size() && (events_.empty() || sessions[next].arrival <= events_.top().at)) {
+      arrive(static_cast<uint32_t>(next), sessions[next].arrival);
+      ++next;
+      continue;
+    }
+    auto ev = events_.top();
+    events_.pop();
+    if (ev.copy) {
+      copy_done(ev.id, ev.at);
+    } else {
+      segment_end(ev.id, ev.at);
+    }
+  }
+  out_.sessions = sessions.size();
+  out_.mean_copy_seconds = out_.copies_between_stations
+                               ? copy_seconds_ / static_cast<double>(out_.copies_between_stations)
+                               : 0;
+  out_.registry_mean_per_second = static_cast<double>(out_.registry_requests) / 86400;
+  for (auto v : registry_per_second_) {
+    out_.registry_peak_per_second = std::max<uint64_t>(out_.registry_peak_per_second, v);
+  }
+  const sim_engine* busiest = nullptr;
+  for (auto& e : engines_) {
+    if (!busiest || e.peak_streams > busiest->peak_streams) {
+      busiest = &e;
+    }
+  }
+  if (busiest) {
+    out_.busiest_engine = busiest->entry.name.str();
+    out_.busiest_engine_streams = busiest->peak_streams;
+  }
+  std::vector<uint32_t> peaks;
+  double disk_sum = 0;
+  for (auto& s : stations_) {
+    if (s.spec->home) {
+      continue;
+    }
+    peaks.push_back(s.peak_streams);
+    double disk = 0;
+    for (uint32_t b = 0; b < o_.engines; ++b) {
+      disk += static_cast<double>(engines_[s.first_engine + b].entry.load.used_bytes);
+    }
+    disk_sum += disk;
+    out_.max_station_disk_bytes = std::max(out_.max_station_disk_bytes, disk);
+  }
+  if (!peaks.empty()) {
+    std::sort(peaks.begin(), peaks.end());
+    out_.busiest_station_streams = peaks.back();
+    out_.p99_station_streams = peaks[std::min(peaks.size() - 1, peaks.size() * 99 / 100)];
+    out_.mean_station_disk_bytes = disk_sum / static_cast<double>(peaks.size());
+  }
+  return out_;
+}
+
+}  // namespace vodgrid::sim

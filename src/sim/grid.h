@@ -1,0 +1,143 @@
+// The simulated grid's state and the decisions it makes (private to src/sim): stations with their
+// engines and holdings, the registry's holders, copies in flight, and what each console request
+// does. Every choice is made by the project's own functions; this file keeps only the bookkeeping
+// the daemons keep in their tables and databases.
+#pragma once
+
+#include <boost/unordered/unordered_flat_map.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <queue>
+#include <vector>
+
+#include "director/tables.h"
+#include "registry/cost.h"
+#include "sim/sim.h"
+#include "sim/world.h"
+
+namespace vodgrid::sim {
+
+constexpr uint32_t max_engines = 16;  // engines of a station: a bit each in a holding's masks
+
+struct held_copy {
+  double last_used = 0;  // 0: never asked for (eviction offers it first)
+  uint32_t streams = 0;
+  bool whole = false;  // false: still arriving
+};
+
+struct sim_engine {
+  uint16_t station = 0;
+  uint32_t peak_streams = 0;
+  director::engine_entry entry;  // what the director's rules read: load, limits, disk
+  boost::unordered_flat_map<uint32_t, held_copy> held;
+};
+
+// Which engines of a station hold a segment whole, and which are receiving it.
+struct holding {
+  uint16_t whole = 0;
+  uint16_t filling = 0;
+};
+
+struct sim_station {
+  const station_spec* spec = nullptr;
+  registry::station_inputs inputs;  // what the registry knows of it: the cost model's input
+  uint32_t first_engine = 0;
+  uint32_t streams = 0;
+  uint32_t peak_streams = 0;
+  uint32_t copies_out = 0;  // copies it is sending
+  uint32_t copies_in = 0;   // copies it is receiving from other stations
+  uint64_t rotation = 0;    // choose_engine's tie breaker
+  boost::unordered_flat_map<uint32_t, holding> holds;
+  uint32_t prefetch_next = 0;  // position in the distribution's queue
+  uint32_t prefetch_workers = 0;
+  int64_t last_report_slot = -1;  // the registry link's last report, in 250 ms slots
+};
+
+struct copy_in_flight {
+  uint32_t segment = 0;
+  uint16_t from = 0, to = 0;
+  uint32_t engine = 0;  // the receiving engine (global index)
+  double bits_per_second = 0;
+  double started = 0;
+  bool prefetch = false;
+};
+
+struct event {
+  double at = 0;
+  uint32_t id = 0;
+  bool copy = false;  // copy `id` ends; else session `id`'s segment ends
+  bool operator>(const event& o) const {
+    return at != o.at ? at > o.at : (copy != o.copy ? copy < o.copy : id > o.id);
+  }
+};
+
+class grid_sim {
+ public:
+  grid_sim(const options& o, const world& w);
+  outcome run();
+
+ private:
+  enum class tier { engine, station, other, home, refused };
+
+  uint64_t segment_bytes() const { return bytes_; }
+  uint32_t segment_of(uint32_t program, uint32_t index) const {
+    return w_.first_segment[program] + index;
+  }
+  bool holds_whole(uint16_t station, uint32_t seg) const;
+  holding holding_of(uint16_t station, uint32_t seg) const;
+
+  // Console requests.
+  void arrive(uint32_t session, double now);
+  void segment_end(uint32_t session, double now);
+  tier serve(uint32_t session, uint32_t seg, double now);
+  std::optional<uint32_t> choose_console_engine(uint16_t station, uint32_t seg, uint16_t mask);
+  void attach(uint32_t session, uint32_t engine, uint32_t seg, double now);
+
+  // Copies.
+  std::optional<uint32_t> choose_receiver(uint16_t station, uint32_t seg, bool need_room);
+  bool make_room(uint32_t engine, double now);
+  void evict(uint32_t engine, uint32_t seg, double now);
+  std::optional<uint16_t> pick_source(uint16_t seeker, uint32_t seg, double now);
+  void gather_candidates(uint16_t seeker, uint32_t seg);
+  bool start_copy(uint16_t seeker, uint32_t seg, uint32_t engine, uint16_t source, bool prefetch,
+                  double now);
+  void copy_done(uint32_t id, double now);
+  bool local_copy(uint16_t station, uint32_t seg, bool need_room, double now);
+  void place(uint16_t station, uint32_t seg, double now);
+  void prefetch(uint16_t station, double now);
+
+  // Bookkeeping.
+  void set_holding(uint16_t station, uint32_t seg, uint32_t engine, bool whole, bool on);
+  void location_report(uint16_t station, double now);
+  void registry_request(double now, uint64_t n = 1);
+  void sync_load(uint32_t engine);
+
+  const options& o_;
+  const world& w_;
+  uint64_t bytes_;
+  uint64_t packager_bytes_;       // what the cost model prices: one packager segment
+  uint64_t lookups_per_segment_;  // the packager segments a simulated one stands for
+  std::vector<sim_station> stations_;
+  std::vector<sim_engine> engines_;
+  std::vector<std::vector<uint16_t>> holders_;  // per segment: stations other than the home
+  std::vector<copy_in_flight> copies_;
+  std::vector<uint32_t> free_copies_;
+  std::priority_queue<event, std::vector<event>, std::greater<>> events_;
+  std::vector<uint32_t> session_engine_;  // the engine streaming to each session, or none
+  std::vector<uint32_t> session_segment_;
+  std::vector<uint16_t> session_watched_;
+  std::vector<std::vector<uint16_t>> nearest_;  // per station: the others, nearest first
+  std::vector<uint16_t> best_connected_;        // stations by uplink, widest first
+  std::vector<uint32_t> registry_per_second_;
+  std::vector<uint32_t> stamp_;  // candidate dedup
+  uint32_t stamp_now_ = 0;
+  std::vector<registry::station_inputs> scratch_;
+  std::vector<director::candidate> candidates_;
+  uint64_t prefetch_total_ = 0;  // queue length of each station's distribution
+  uint64_t sessions_now_ = 0;
+  double copy_seconds_ = 0;
+  outcome out_;
+};
+
+}  // namespace vodgrid::sim
