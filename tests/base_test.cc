@@ -482,6 +482,19 @@ demo_accounts = true)",
                    "0.0.0.0:9002");
   ASSERT_FALSE(wide);
   EXPECT_NE(wide.err().detail.find("loopback"), std::string::npos);
+  // ...or on the benchmark range 198.18.0.0/15 of the multi-host tests, and only there.
+  auto demo_on = [&](std::string listen) {
+    return with(R"([auth]
+listen = "127.0.0.1:9005"
+database = "sqlite:///tmp/auth.db"
+demo_accounts = true)",
+                listen);
+  };
+  EXPECT_TRUE(demo_on("198.18.0.2:9002"));
+  EXPECT_TRUE(demo_on("198.19.255.254:9002"));
+  EXPECT_FALSE(demo_on("198.20.0.2:9002"));
+  EXPECT_FALSE(demo_on("198.17.255.255:9002"));
+  EXPECT_FALSE(demo_on("10.0.0.2:9002"));
   // A port used twice, a missing database.
   auto twice = with(R"([content]
 listen = "127.0.0.1:9001"

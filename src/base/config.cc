@@ -2,6 +2,9 @@
 // machinery of config_table.h, then the checks across tables.
 #include "base/config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -336,8 +339,10 @@ status check_grid(const grid_config& g, std::string_view origin) {
       return bad(origin, "a grid with [content] needs a station with home = true");
     }
   }
-  if (g.auth && g.auth->demo_accounts && !g.all_on_loopback()) {
-    return bad(origin, "[auth]: demo_accounts is for a grid on loopback only");
+  if (g.auth && g.auth->demo_accounts && !g.all_on_test_addresses()) {
+    return bad(origin,
+               "[auth]: demo_accounts is for a grid on loopback or 198.18.0.0/15 (test networks) "
+               "only");
   }
   return {};
 }
@@ -534,10 +539,14 @@ const station_config* grid_config::home_station() const {
   return nullptr;
 }
 
-bool grid_config::all_on_loopback() const {
+bool grid_config::all_on_test_addresses() const {
   auto loopback = [](const listen_address& a) {
-    return a.host == "127.0.0.1" || a.host == "localhost" || a.host == "::1" ||
-           a.host.starts_with("127.");
+    in_addr v4{};
+    if (::inet_pton(AF_INET, a.host.c_str(), &v4) == 1) {
+      uint32_t ip = ntohl(v4.s_addr);
+      return (ip >> 24) == 127 || (ip >> 17) == (0xC612'0000u >> 17);  // 127/8, 198.18.0.0/15
+    }
+    return a.host == "localhost" || a.host == "::1";
   };
   bool all = (!registry || loopback(registry->listen)) && (!auth || loopback(auth->listen)) &&
              (!content || loopback(content->listen));

@@ -75,7 +75,8 @@ struct auth_config {
   listen_address listen;
   std::string database;  // a db::open URL, as for the registry
   // Creates the accounts demo/demo (subscriber) and admin/admin (operator) at start. Set by the
-  // embedded default only; the parser refuses it unless every daemon of the grid is on loopback.
+  // embedded default only; the parser refuses it unless every daemon of the grid is on loopback or
+  // on a test network of this machine (grid_config::all_on_test_addresses).
   bool demo_accounts = false;
   // The key-encryption key that seals the signing keys in the database (0600; made at first start
   // when the database holds no sealed key). Empty: auth.key beside a SQLite database; a
@@ -152,7 +153,10 @@ struct grid_config {
   static grid_config embedded_default(const std::filesystem::path& data_dir, uint16_t base_port);
 
   const station_config* find_station(std::string_view name) const;
-  bool all_on_loopback() const;  // every daemon listens on a loopback address
+  // Every daemon listens on a loopback address or in 198.18.0.0/15, the range RFC 2544 reserves
+  // for benchmark networks, which the multi-host tests and scripts/netns-grid give their network
+  // namespaces: addresses no real network routes, where the demo accounts harm nobody.
+  bool all_on_test_addresses() const;
   const station_config* home_station() const;
   // The station an engine belongs to, or nullptr.
   const station_config* station_of_engine(std::string_view engine) const;
