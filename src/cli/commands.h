@@ -30,6 +30,9 @@ struct grid_options {
   std::filesystem::path config;  // empty: the embedded default
   std::filesystem::path data = "vodgrid-data";
   uint16_t base_port = 8700;
+  // `up --exec-prefix`: a command put before each daemon's, "{name}" standing for its host's name
+  // (local_grid::start); empty: none.
+  std::string exec_prefix;
 };
 int run_up(const grid_options& opts);
 

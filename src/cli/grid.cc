@@ -165,8 +165,18 @@ bool wait_healthy(const std::string& url, std::chrono::milliseconds timeout, std
 
 status local_grid::launch(const std::filesystem::path& config, std::string role, std::string name,
                           std::string url, std::vector<std::string> extra) {
-  std::vector<std::string> argv{
-      self_executable().string(), role, "--config", config.string(), "--name", name};
+  std::vector<std::string> argv;
+  for (auto word : exec_prefix_) {
+    for (auto at = word.find("{name}"); at != std::string::npos; at = word.find("{name}", at)) {
+      word.replace(at, 6, name);
+      at += name.size();
+    }
+    argv.push_back(std::move(word));
+  }
+  for (std::string a : {self_executable().string(), role, std::string("--config"), config.string(),
+                        std::string("--name"), name}) {
+    argv.push_back(std::move(a));
+  }
   argv.insert(argv.end(), extra.begin(), extra.end());
   auto log = logs_ / ((role == "station" ? "station-" : "") + name + ".log");
   auto p = child_process::spawn(argv, log);
@@ -287,9 +297,11 @@ status local_grid::await_all(std::chrono::milliseconds timeout) {
 }
 
 result<local_grid> local_grid::start(const grid_config& grid, const std::filesystem::path& data,
-                                     std::chrono::milliseconds timeout) {
+                                     std::chrono::milliseconds timeout,
+                                     std::vector<std::string> exec_prefix) {
   local_grid g;
   g.grid_ = grid;
+  g.exec_prefix_ = std::move(exec_prefix);
   std::error_code ec;
   auto abs = std::filesystem::absolute(data, ec);
   g.logs_ = abs / "logs";

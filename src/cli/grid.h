@@ -28,8 +28,14 @@ class local_grid {
   };
 
   // Writes the config to DATA/grid.toml, starts every daemon, waits up to `timeout` for health.
+  // `exec_prefix`: words run before each daemon's `vodgrid ROLE ...` (the first a path), "{name}"
+  // in a word replaced by the daemon's host name: "registry", "auth", "content" or the station's
+  // (its supervisor, director and engines share a host). scripts/netns-grid and the multi-host
+  // tests pass `ip netns exec PREFIX-{name}` to run each on its own network namespace. Empty: the
+  // daemons run as children of this process directly.
   static result<local_grid> start(const grid_config& grid, const std::filesystem::path& data,
-                                  std::chrono::milliseconds timeout);
+                                  std::chrono::milliseconds timeout,
+                                  std::vector<std::string> exec_prefix = {});
   local_grid(local_grid&&) = default;
   ~local_grid();
 
@@ -53,6 +59,7 @@ class local_grid {
   status await_all(std::chrono::milliseconds timeout);
   grid_config grid_;
   std::filesystem::path logs_;
+  std::vector<std::string> exec_prefix_;
   std::vector<daemon> daemons_;
 };
 

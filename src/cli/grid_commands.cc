@@ -1,6 +1,7 @@
 // The commands about a whole grid: up (a local grid until interrupted), demo (a local grid, the
 // sample program ingested and played), status (the stations and engines a grid URL reaches).
 #include <signal.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <boost/json/object.hpp>
@@ -8,6 +9,7 @@
 #include <csignal>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "base/process.h"
@@ -30,6 +32,29 @@ result<grid_config> grid_from(const grid_options& o) {
     return make_error(errc::invalid_argument, "--base-port must be within 1024..65000");
   }
   return grid_config::embedded_default(std::filesystem::absolute(o.data), o.base_port);
+}
+
+// --exec-prefix split into words at blanks, its command found on PATH as a shell would.
+result<std::vector<std::string>> exec_prefix_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) {
+    words.push_back(std::move(w));
+  }
+  if (words.empty() || words[0].find('/') != std::string::npos) {
+    return words;
+  }
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "/usr/sbin:/usr/bin:/sbin:/bin");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    auto candidate = std::filesystem::path(dir.empty() ? "." : dir) / words[0];
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      words[0] = candidate.string();
+      return words;
+    }
+  }
+  return make_error(errc::not_found,
+                    fmt::format("--exec-prefix: {} is not a command on PATH", words[0]));
 }
 
 volatile sig_atomic_t interrupted = 0;
@@ -120,9 +145,13 @@ int run_up(const grid_options& o) {
   if (!grid) {
     return fail("up", grid.err().detail);
   }
+  auto prefix = exec_prefix_words(o.exec_prefix);
+  if (!prefix) {
+    return fail("up", prefix.err().detail);
+  }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  auto g = local_grid::start(*grid, o.data, std::chrono::seconds(20));
+  auto g = local_grid::start(*grid, o.data, std::chrono::seconds(20), std::move(*prefix));
   if (!g) {
     return fail("up", g.err().detail);
   }
@@ -145,7 +174,8 @@ int run_up(const grid_options& o) {
   }
   if (grid->auth && grid->auth->demo_accounts) {
     std::cout << fmt::format(
-        "auth {}: subscriber demo/demo, operator admin/admin (demo accounts, loopback only)\n"
+        "auth {}: subscriber demo/demo, operator admin/admin (demo accounts, loopback and test "
+        "networks only)\n"
         "token: vodgrid login --user demo --password demo --grid {}\n"
         "operator token (ingest, publish, withdraw): export VODGRID_TOKEN=$(vodgrid login --user "
         "admin --password admin --operator --grid {})\n",
