@@ -15,7 +15,10 @@ pkgs=(
   systemd file iso-codes
   chromium
   prometheus
+  iproute2
 )
+# iproute2: ip and tc, the hosts and shaped links of the multi-host tests (tests/support/netns.h)
+# and scripts/netns-grid.
 # prometheus: promtool checks deploy/prometheus/ and prometheus_test runs its own server (free port,
 # storage in a temporary folder). Where systemd runs, the package also starts a system service on
 # :9090; the tests neither use nor disturb it.
