@@ -1,6 +1,7 @@
 // The Prometheus exposition of net::metrics_registry: histograms, computed families, escaping.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
 
 #include "net/metrics.h"
@@ -52,6 +53,28 @@ TEST(Metrics, ComputedFamiliesCarryTheirTypeAndEveryLabelledSeries) {
             std::string::npos)
       << text;
   EXPECT_NE(text.find("# TYPE t_one gauge\nt_one 1.5\n"), std::string::npos) << text;
+}
+
+// The value of the unlabelled series `name` in `text`, or -1.
+double series_value(const std::string& text, const std::string& name) {
+  auto at = text.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
+}
+
+TEST(Metrics, EveryRegistryExposesTheProcessCpuTimeAsPrometheusNamesIt) {
+  metrics_registry m;
+  volatile uint64_t x = 1;
+  for (uint64_t i = 0; i < 50'000'000; ++i) {  // tens of milliseconds of CPU
+    x = x * 6364136223846793005ull + i;
+  }
+  auto text = m.render();
+  EXPECT_NE(text.find("# TYPE process_cpu_seconds_total counter\n"), std::string::npos) << text;
+  double first = series_value(text, "process_cpu_seconds_total");
+  EXPECT_GT(first, 0.005) << text;
+  for (uint64_t i = 0; i < 50'000'000; ++i) {
+    x = x * 6364136223846793005ull + i;
+  }
+  EXPECT_GT(series_value(m.render(), "process_cpu_seconds_total"), first);
 }
 
 TEST(Metrics, LabelValuesAreEscaped) {
