@@ -6,8 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/json/parse.hpp>
 
@@ -22,6 +25,7 @@
 
 #include "api/api.h"
 #include "api/hls.h"
+#include "console/limits.h"
 #include "console/player.h"
 #include "net/client.h"
 #include "net/http.h"
@@ -51,6 +55,7 @@ struct station_state {
   api::program_manifest manifest;
   std::vector<std::string> segments;
   std::optional<size_t> corrupt;  // this segment is served with its last byte changed
+  std::map<size_t, std::chrono::milliseconds> delays;  // these segments answer this late
   std::atomic<uint64_t> redirects{0};
   std::atomic<uint64_t> segment_gets{0};
   std::atomic<uint64_t> bytes_sent{0};
@@ -58,8 +63,9 @@ struct station_state {
 
 class fake_station {
  public:
-  // `count` segments of `size` bytes, 4 s each, of program "film".
-  fake_station(size_t count, size_t size) {
+  // `count` segments of `size` bytes, `seconds` each, of program "film", served under any program
+  // id; the catalog lists "film" and "trailer".
+  fake_station(size_t count, size_t size, double seconds = 4) {
     st_->manifest.id = *program_id::parse("film");
     st_->manifest.title = "Film";
     st_->manifest.state = "ready";
@@ -67,7 +73,7 @@ class fake_station {
       st_->segments.push_back(segment_bytes(size, static_cast<uint32_t>(i)));
       api::segment_entry e;
       e.index.v = static_cast<uint32_t>(i);
-      e.duration = 4;
+      e.duration = seconds;
       e.size = size;
       e.sha256 = sha256(st_->segments.back());
       st_->manifest.segments.push_back(e);
@@ -80,6 +86,13 @@ class fake_station {
                      r.content_type = "application/vnd.apple.mpegurl";
                      r.body = api::write_vod_playlist(st->manifest, "");
                      co_return r;
+                   });
+    server_->route(http::verb::get, "/v1/programs",
+                   [](net::request_context&) -> asio::awaitable<net::reply> {
+                     co_return net::json_reply(boost::json::parse(
+                         R"({"programs":[{"id":"film","state":"ready","availability":"published"},
+                             {"id":"gone","state":"ready","availability":"withdrawn"},
+                             {"id":"trailer","state":"ready","availability":"published"}]})"));
                    });
     server_->route(http::verb::get, "/v1/programs/{}",
                    [st](net::request_context&) -> asio::awaitable<net::reply> {
@@ -100,6 +113,10 @@ class fake_station {
                        co_return net::error_reply(http::status::not_found, "not_found", "none");
                      }
                      ++st->segment_gets;
+                     if (auto d = st->delays.find(n->v); d != st->delays.end()) {
+                       asio::steady_timer t(co_await asio::this_coro::executor, d->second);
+                       co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+                     }
                      net::reply r;
                      r.content_type = "video/mp2t";
                      r.body = st->segments[n->v];
@@ -118,6 +135,7 @@ class fake_station {
   }
 
   std::string origin() const { return fmt::format("http://127.0.0.1:{}", port_); }
+  std::string host_port() const { return fmt::format("127.0.0.1:{}", port_); }
   std::string playlist() const { return origin() + "/v1/programs/film/index.m3u8"; }
   station_state& state() { return *st_; }
 
@@ -217,7 +235,21 @@ TEST(Console, ReportsOfThreadsMergeAsOne) {
   b.media_seconds = 8;
   b.engines = {{"http://e2", 1}, {"http://e3", 4}};
   b.errors = {"y"};
+  a.startup.add(0.1);
+  b.startup.add(0.3);
+  b.startup.add(0.2);
+  a.needed_bytes = 100;
+  b.needed_bytes = 50;
+  a.viewer_records.push_back({.viewer = 2});
+  b.viewer_records.push_back({.viewer = 1});
+  b.stations = {{"edge", 5}};
   a.merge(b);
+  EXPECT_EQ(a.startup.count(), 3u);
+  EXPECT_NEAR(a.startup.at(0.5), 0.2, 0.002);
+  EXPECT_EQ(a.needed_bytes, 150);
+  ASSERT_EQ(a.viewer_records.size(), 2u);
+  EXPECT_EQ(a.viewer_records[0].viewer, 1u);  // by viewer, whichever thread played it
+  EXPECT_EQ(a.stations, (std::map<std::string, uint64_t>{{"edge", 5}}));
   EXPECT_EQ(a.viewers, 3u);
   EXPECT_EQ(a.segments, 15u);
   EXPECT_EQ(a.segments_failed, 1u);
@@ -245,8 +277,16 @@ TEST(Console, TwoThreadsReportWhatTheServerSaw) {
   EXPECT_EQ(r.segments, s.state().segment_gets.load());
   EXPECT_EQ(r.segments, s.state().redirects.load());
   EXPECT_EQ(r.bytes, s.state().bytes_sent.load());
-  EXPECT_EQ(r.engines, (std::map<std::string, uint64_t>{{s.origin(), 7u * 4}}));
+  EXPECT_EQ(r.engines, (std::map<std::string, uint64_t>{{s.host_port(), 7u * 4}}));
+  EXPECT_EQ(r.stations, (std::map<std::string, uint64_t>{{s.host_port(), 7u * 4}}));
   EXPECT_EQ(r.media_seconds, 16);
+  EXPECT_EQ(r.ttfb.count(), 7u * 4);
+  EXPECT_EQ(r.startup.count(), 7u);
+  EXPECT_EQ(r.stall_seconds.at(1), 0);
+  // Measured around the play: the console's own CPU, and the "director"'s from its /metrics.
+  EXPECT_GE(r.limits.console_cpu, 0);
+  EXPECT_GE(r.limits.director_cpu, 0);
+  EXPECT_EQ(r.limits.verdict, "none (no stall, no failure)");
 }
 
 TEST(Console, PlayWithThreadsFromTheCommandLineReportsWhatTheServerSaw) {
@@ -275,6 +315,144 @@ TEST(Console, BadThreadCountsAreRefusedWithOneLine) {
       {test::vodgrid_binary(), "play", "rtsp://127.0.0.1:1/v1/programs/film", "--threads", "2"});
   EXPECT_NE(rtsp.status, 0);
   EXPECT_THAT(rtsp.err, HasSubstr("--threads is for http://"));
+}
+
+// Real time from here on (RESOURCE_LOCK realtime): a few short segments each.
+
+TEST(Console, ALateSegmentStallsAOneSegmentBufferButNotAThreeSegmentOne) {
+  fake_station s(4, 50'000, 1.0);
+  s.state().delays[3] = 1500ms;  // asked at 2 s with one segment of buffer, due at 3 s
+  play_options o;
+  o.url = s.playlist();
+  o.realtime = true;
+  o.buffer = 1;
+  auto r = play_here(o);
+  EXPECT_TRUE(r.ok()) << r.to_text();
+  EXPECT_EQ(r.stalls, 1u) << r.to_text();
+  EXPECT_EQ(r.viewers_stalled, 1u);
+  EXPECT_GT(r.stalled_seconds, 0.3) << r.to_text();
+  EXPECT_LT(r.stalled_seconds, 3) << r.to_text();
+  EXPECT_EQ(r.stall_seconds.count(), 1u);
+  EXPECT_EQ(r.startup.count(), 1u);
+  EXPECT_GE(r.seconds, 4.3);  // the viewer stays until it has watched the last segment
+  // With three segments ahead, segment 3 is asked for when segment 0 starts: 1.5 s late is early.
+  o.buffer = 3;
+  r = play_here(o);
+  EXPECT_TRUE(r.ok()) << r.to_text();
+  EXPECT_EQ(r.stalls, 0u) << r.to_text();
+  EXPECT_EQ(r.stalled_seconds, 0);
+  EXPECT_GE(r.ttfb.max(), 1.4);  // the late segment's first byte
+}
+
+// The decisions of a --model play's viewers, as its report lists them.
+struct decision {
+  std::string program;
+  double arrival, watch;
+  uint32_t seeks, pauses;
+  bool operator==(const decision&) const = default;
+};
+std::vector<decision> decisions(const play_report& r) {
+  std::vector<decision> out;
+  for (auto& v : r.viewer_records) {
+    out.push_back({v.program, v.arrival, v.watch_seconds, v.seeks, v.pauses});
+  }
+  return out;
+}
+
+TEST(Console, AModelPlayIsDecidedByItsSeedWhateverTheThreads) {
+  fake_station s(8, 20'000, 0.25);  // a 2 s program
+  play_options o;
+  o.url = s.origin();  // the director: the programs come from its catalog
+  o.viewers = 10;
+  o.threads = 1;
+  o.model.enabled = true;
+  o.model.arrival_rate = 20;
+  o.model.watch_mean_seconds = 1;
+  o.model.seeks_per_minute = 30;
+  o.model.pauses_per_minute = 30;
+  o.model.pause_mean_seconds = 0.2;
+  o.model.seed = 5;
+  auto a = play_on_threads(o);
+  EXPECT_TRUE(a.ok()) << a.to_text();
+  ASSERT_EQ(a.viewer_records.size(), 10u);
+  for (uint32_t v = 0; v < 10; ++v) {
+    EXPECT_EQ(a.viewer_records[v].viewer, v);
+    EXPECT_GE(a.viewer_records[v].startup, 0);
+  }
+  // The catalog's playable programs only; every viewer picked one.
+  uint64_t picked = 0;
+  for (auto& [p, n] : a.programs) {
+    EXPECT_TRUE(p == "film" || p == "trailer") << p;
+    picked += n;
+  }
+  EXPECT_EQ(picked, 10u);
+  EXPECT_EQ(a.segments, s.state().segment_gets.load());
+  EXPECT_EQ(a.startup.count(), 10u);
+  o.threads = 2;
+  auto b = play_on_threads(o);
+  EXPECT_TRUE(b.ok()) << b.to_text();
+  EXPECT_EQ(decisions(a), decisions(b));
+  o.model.seed = 6;
+  auto c = play_on_threads(o);
+  EXPECT_TRUE(c.ok()) << c.to_text();
+  EXPECT_NE(decisions(a), decisions(c));
+}
+
+TEST(Console, AModelPlayFromTheCommandLinePrintsItsWholeReportAsJson) {
+  fake_station s(4, 20'000, 0.25);
+  auto p = test::run({test::vodgrid_binary(), "play", s.origin(), "--model", "--programs",
+                      "film,trailer", "--viewers", "4", "--arrival-rate", "40", "--seed", "9",
+                      "--buffer", "2", "--json"});
+  ASSERT_EQ(p.status, 0) << p.out << p.err;
+  EXPECT_TRUE(p.err.empty()) << p.err;  // no progress line when stderr is not a terminal
+  auto r = boost::json::parse(p.out).as_object();
+  EXPECT_EQ(r.at("viewers").to_number<uint64_t>(), 4u);
+  EXPECT_EQ(r.at("viewer_records").as_array().size(), 4u);
+  EXPECT_EQ(r.at("startup").at("count").to_number<uint64_t>(), 4u);
+  for (auto* k : {"p50", "p95", "p99", "max"}) {
+    EXPECT_TRUE(r.at("ttfb").as_object().contains(k)) << k;
+  }
+  EXPECT_GT(r.at("bytes_per_second").at("achieved").to_number<double>(), 0);
+  EXPECT_GT(r.at("bytes_per_second").at("needed").to_number<double>(), 0);
+  EXPECT_EQ(r.at("engines").at(s.host_port()).to_number<uint64_t>(), s.state().segment_gets.load());
+  EXPECT_EQ(r.at("saturation").at("verdict").as_string(), "none (no stall, no failure)");
+}
+
+TEST(Console, BadModelKnobsAreRefusedWithOneLine) {
+  fake_station s(1, 1000);
+  std::vector<std::vector<std::string>> bad = {{"--buffer", "0"},
+                                               {"--model", "--zipf", "-1"},
+                                               {"--model", "--arrival-rate", "-3"},
+                                               {"--model", "--programs", "a b"},
+                                               {"--programs", "film"}};
+  for (auto& args : bad) {
+    std::vector<std::string> argv = {test::vodgrid_binary(), "play", s.playlist()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto p = test::run(argv);
+    EXPECT_NE(p.status, 0) << args[0];
+    EXPECT_THAT(p.err, HasSubstr(args[args.size() == 2 && args[0] != "--model" ? 0 : 1]));
+    EXPECT_EQ(std::count(p.err.begin(), p.err.end(), '\n'), 1) << p.err;
+  }
+  EXPECT_EQ(s.state().redirects.load(), 0u);  // nothing was played
+}
+
+TEST(Console, TheVerdictNamesTheSideThatWasSaturated) {
+  play_report r;
+  saturation sat;
+  EXPECT_EQ(saturation_verdict(r, sat), "none (no stall, no failure)");
+  r.stalls = 3;
+  r.seconds = 10;
+  r.bytes = 1e9;
+  r.needed_bytes = 2e9;
+  sat.console_cpu = 0.97;
+  EXPECT_THAT(saturation_verdict(r, sat), HasSubstr("console CPU"));
+  sat.console_cpu = 0.4;
+  sat.engine_cpu = {{"127.0.0.1:1", 0.2}, {"127.0.0.1:2", 0.95}};
+  EXPECT_THAT(saturation_verdict(r, sat), HasSubstr("engine CPU (127.0.0.1:2"));
+  sat.engine_cpu = {{"127.0.0.1:1", 0.2}};
+  EXPECT_THAT(saturation_verdict(r, sat), HasSubstr("bandwidth (100.0 MB/s achieved of 200.0"));
+  sat.machine_cpu = 0.99;
+  EXPECT_THAT(saturation_verdict(r, sat), HasSubstr("the machine's CPU"));
 }
 
 }  // namespace

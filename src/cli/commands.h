@@ -81,6 +81,10 @@ struct play_cli_options {
   // http:// only: the threads the viewers are spread over (1..console::max_play_threads); unset:
   // one per core.
   std::optional<uint32_t> threads;
+  // http:// only: real time, the segments kept ahead of the one playing.
+  uint32_t buffer = console::play_options{}.buffer;
+  console::model_options model;       // http:// only: --model and its knobs
+  std::vector<std::string> programs;  // --model: the programs picked from
 };
 int run_play(const play_cli_options& opts);
 

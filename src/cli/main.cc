@@ -188,7 +188,11 @@ void add_viewer_commands(CLI::App& app, command_line& c) {
   c.play_cmd->add_option("--token", c.play.token, "A viewer token (default: $VODGRID_TOKEN)");
   c.play_cmd->add_option("--viewers", c.play.viewers, "Concurrent viewers")->capture_default_str();
   c.play_cmd->add_flag("--realtime", c.play.realtime,
-                       "Fetch each segment when the previous one starts playing");
+                       "Pace as a player: keep --buffer segments ahead, count stalls");
+  c.play_cmd
+      ->add_option("--buffer", c.play.buffer,
+                   "Real time: segments a player keeps ahead of the one playing")
+      ->capture_default_str();
   c.play_cmd->add_flag("--no-verify", c.no_verify, "Do not check segments against their SHA-256");
   c.play_cmd->add_flag("--json", c.play.json, "Print the report as JSON");
   c.play_cmd
@@ -201,6 +205,34 @@ void add_viewer_commands(CLI::App& app, command_line& c) {
       ->add_option("--threads", c.play.threads,
                    "Threads the viewers are spread over (default: one per core; not for RTSP)")
       ->check(CLI::Range(1u, vodgrid::console::max_play_threads));
+  auto& m = c.play.model;
+  c.play_cmd->add_flag("--model", m.enabled,
+                       "Viewers that behave like people (real time): arrivals, Zipf program "
+                       "choice, exponential watch time, seeks and pauses");
+  c.play_cmd
+      ->add_option("--programs", c.play.programs,
+                   "--model: program ids by popularity, a,b,c (default: the catalog)")
+      ->delimiter(',');
+  c.play_cmd
+      ->add_option("--arrival-rate", m.arrival_rate,
+                   "--model: viewers per second (Poisson); 0: all at once")
+      ->capture_default_str();
+  c.play_cmd->add_option("--zipf", m.zipf_s, "--model: Zipf exponent of program popularity")
+      ->capture_default_str();
+  c.play_cmd
+      ->add_option("--watch-mean", m.watch_mean_seconds,
+                   "--model: mean watch time in seconds (exponential); 0: to the end")
+      ->capture_default_str();
+  c.play_cmd->add_option("--seeks", m.seeks_per_minute, "--model: seeks per minute watched")
+      ->capture_default_str();
+  c.play_cmd->add_option("--pauses", m.pauses_per_minute, "--model: pauses per minute watched")
+      ->capture_default_str();
+  c.play_cmd
+      ->add_option("--pause-mean", m.pause_mean_seconds,
+                   "--model: mean pause in seconds (exponential)")
+      ->capture_default_str();
+  c.play_cmd->add_option("--seed", m.seed, "--model: the seed that decides the whole run")
+      ->capture_default_str();
   c.play_cmd->add_option("--seek", c.play.seek, "RTSP: start this many seconds into the program")
       ->check(CLI::Range(0.0, 1e9));
   c.play_cmd->add_option("--scale", c.play.scale,

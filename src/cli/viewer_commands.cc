@@ -45,6 +45,9 @@ int run_play_rtsp(const play_cli_options& o) {
   if (o.threads) {
     return fail("play", "--threads is for http:// URLs: the RTSP console runs on one thread");
   }
+  if (o.model.enabled || !o.programs.empty()) {
+    return fail("play", "--model and --programs are for http:// URLs");
+  }
   console::rtsp_play_options po;
   po.url = o.url;
   po.token = o.token;
@@ -123,6 +126,9 @@ int run_play(const play_cli_options& o) {
   po.verify = o.verify;
   po.read_timeout = std::chrono::milliseconds(o.silence_ms);
   po.threads = o.threads.value_or(0);
+  po.buffer = o.buffer;
+  po.model = o.model;
+  po.programs = o.programs;
   if (auto why = console::invalid_options(po)) {
     return fail("play", *why);
   }

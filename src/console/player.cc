@@ -7,16 +7,24 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+
+#include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <cstdio>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include "api/api.h"
 #include "api/hls.h"
 #include "base/sha256.h"
+#include "console/limits.h"
 #include "net/client.h"
 #include "net/task_group.h"
 
@@ -28,91 +36,27 @@ namespace json = boost::json;
 using steady = std::chrono::steady_clock;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-std::string play_report::to_text() const {
-  std::string out = fmt::format(
-      "viewers {}  segments {}  failed {}  bytes {}  retries {}  stalls {} (longest {:.2f} s)  "
-      "digest mismatches {}  wall {:.2f} s  media {:.2f} s per viewer\n",
-      viewers, segments, segments_failed, bytes, retries, stalls, longest_stall, digest_mismatches,
-      seconds, media_seconds);
-  if (!renditions.empty()) {
-    out += "renditions:";
-    for (auto& r : renditions) {
-      out += " " + r;
-    }
-    out += "\n";
-  }
-  out += "engines:";
-  for (auto& [e, n] : engines) {
-    out += fmt::format(" {}={}", e, n);
-  }
-  out += "\n";
-  for (auto& e : errors) {
-    out += "error: " + e + "\n";
-  }
-  out += ok() ? "result: ok\n" : "result: FAILED\n";
-  return out;
-}
-
-json::value play_report::to_json() const {
-  json::object eng;
-  for (auto& [e, n] : engines) {
-    eng[e] = n;
-  }
-  json::array errs, rends;
-  for (auto& e : errors) {
-    errs.push_back(json::value(e));
-  }
-  for (auto& r : renditions) {
-    rends.push_back(json::value(r));
-  }
-  return json::object{{"viewers", viewers},
-                      {"segments", segments},
-                      {"segments_failed", segments_failed},
-                      {"bytes", bytes},
-                      {"retries", retries},
-                      {"stalls", stalls},
-                      {"longest_stall", longest_stall},
-                      {"digest_mismatches", digest_mismatches},
-                      {"seconds", seconds},
-                      {"media_seconds", media_seconds},
-                      {"engines", eng},
-                      {"renditions", rends},
-                      {"errors", errs},
-                      {"ok", ok()}};
-}
-
-void play_report::merge(const play_report& other) {
-  viewers += other.viewers;
-  segments += other.segments;
-  segments_failed += other.segments_failed;
-  bytes += other.bytes;
-  retries += other.retries;
-  stalls += other.stalls;
-  longest_stall = std::max(longest_stall, other.longest_stall);
-  digest_mismatches += other.digest_mismatches;
-  seconds = std::max(seconds, other.seconds);
-  media_seconds = std::max(media_seconds, other.media_seconds);
-  for (auto& [e, n] : other.engines) {
-    engines[e] += n;
-  }
-  for (auto& r : other.renditions) {
-    if (std::find(renditions.begin(), renditions.end(), r) == renditions.end()) {
-      renditions.push_back(r);
-    }
-  }
-  for (auto& e : other.errors) {
-    if (errors.size() < max_errors) {
-      errors.push_back(e);
-    }
-  }
-}
-
 std::optional<std::string> invalid_options(const play_options& o) {
   if (o.viewers < 1) {
     return "at least one viewer";
   }
   if (o.threads > max_play_threads) {
     return fmt::format("--threads must be within 1..{}", max_play_threads);
+  }
+  if (o.buffer < 1 || o.buffer > max_play_buffer) {
+    return fmt::format("--buffer must be within 1..{} segments", max_play_buffer);
+  }
+  if (o.model.enabled) {
+    if (auto why = invalid_model(o.model)) {
+      return why;
+    }
+    for (auto& p : o.programs) {
+      if (!program_id::parse(p)) {
+        return fmt::format("--programs: '{}' is not a program id", p);
+      }
+    }
+  } else if (!o.programs.empty()) {
+    return "--programs is for --model";
   }
   return std::nullopt;
 }
@@ -122,6 +66,7 @@ namespace {
 struct shared_state {
   play_options opts;
   play_report report;
+  std::vector<double> arrivals;  // --model: of every viewer of the play, by index
   // A rendition's playlist played (its path, without the query), once however many viewers.
   void played(const std::string& url) {
     auto name = url.substr(0, url.find('?'));
@@ -136,6 +81,12 @@ struct shared_state {
   void error(std::string e) {
     if (report.errors.size() < play_report::max_errors) {
       report.errors.push_back(std::move(e));
+    }
+  }
+  template <class F>
+  void progress(F f) {
+    if (opts.progress) {
+      f(*opts.progress);
     }
   }
 };
@@ -162,24 +113,47 @@ std::string manifest_url(const std::string& playlist_url) {
   return {};
 }
 
-asio::awaitable<void> sleep_for(steady::duration d) {
-  if (d <= steady::duration::zero()) {
+// "host:port" of a URL, or the URL itself when it is not one we read.
+std::string host_port(const std::string& url) {
+  auto u = net::parse_http_url(url);
+  return u ? fmt::format("{}:{}", u->host, u->port) : url;
+}
+
+double seconds_between(steady::time_point a, steady::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+steady::duration to_duration(double seconds) {
+  return std::chrono::duration_cast<steady::duration>(std::chrono::duration<double>(seconds));
+}
+
+asio::awaitable<void> sleep_until(steady::time_point t) {
+  if (t <= steady::now()) {
     co_return;
   }
-  asio::steady_timer t(co_await asio::this_coro::executor, d);
-  co_await t.async_wait(use_tuple);
+  asio::steady_timer timer(co_await asio::this_coro::executor, t);
+  co_await timer.async_wait(use_tuple);
+}
+
+asio::awaitable<void> sleep_for(steady::duration d) {
+  co_await sleep_until(steady::now() + d);
 }
 
 // The bytes of a segment's body a viewer holds at once (plus as much in the socket's read buffer).
 constexpr size_t piece_window = 64 * 1024;
 
+struct fetched {
+  uint64_t bytes = 0;  // 0: not delivered
+  double ttfb = 0;     // seconds from the first ask at the director to the engine's reply head
+};
+
 // One segment, through the director, retried until delivered and verified or attempts run out.
-// Returns the bytes delivered, 0 on failure.
-asio::awaitable<uint64_t> fetch_segment(net::http_client& client, std::shared_ptr<shared_state> st,
-                                        std::string director_url, const sha256_digest* expected,
-                                        size_t index) {
+asio::awaitable<fetched> fetch_segment(net::http_client& client, std::shared_ptr<shared_state> st,
+                                       std::string director_url, const sha256_digest* expected,
+                                       size_t index) {
   auto& rep = st->report;
   std::string last_error;
+  auto asked = steady::now();
   for (uint32_t attempt = 0; attempt < st->opts.max_attempts; ++attempt) {
     if (attempt > 0) {
       ++rep.retries;
@@ -203,16 +177,19 @@ asio::awaitable<uint64_t> fetch_segment(net::http_client& client, std::shared_pt
       last_error = "bad Location from the director";
       continue;
     }
-    auto engine = net::parse_http_url(*location);
-    auto from = engine ? engine->origin() : *location;
+    auto from = host_port(*location);
     // The body is hashed as it arrives and dropped: a viewer holds a window, never a segment.
     uint64_t got = 0;
     std::optional<sha256_hasher> hasher;
     if (expected) {
       hasher.emplace();
     }
+    steady::time_point head_at;
     net::http_client::piece_sink sink;
-    sink.on_head = [](const net::client_response& head) { return head.status == 200; };
+    sink.on_head = [&head_at](const net::client_response& head) {
+      head_at = steady::now();
+      return head.status == 200;
+    };
     sink.on_piece = [&got, &hasher](std::string_view piece) {
       got += piece.size();
       if (hasher) {
@@ -235,10 +212,11 @@ asio::awaitable<uint64_t> fetch_segment(net::http_client& client, std::shared_pt
       continue;
     }
     ++rep.engines[from];
-    co_return got;
+    ++rep.stations[host_port(director_url)];
+    co_return fetched{got, seconds_between(asked, head_at)};
   }
   st->error(fmt::format("segment {}: {}", index, last_error));
-  co_return 0;
+  co_return fetched{};
 }
 
 // A GET of the playlist or the manifest, asked again (as for a segment) while the director does not
@@ -283,10 +261,109 @@ asio::awaitable<std::optional<std::vector<sha256_digest>>> manifest_digests(
   co_return digests;
 }
 
-// One media playlist played through, each segment fetched and verified; the media seconds played.
-asio::awaitable<double> play_media(net::http_client& client, std::shared_ptr<shared_state> st,
-                                   std::string playlist_url, api::media_playlist pl) {
+// What one viewer saw while it played a series of steps.
+struct viewer_stats {
+  steady::time_point start;  // its arrival
+  std::optional<double> startup;
+  uint64_t stalls = 0;
+  double stalled = 0;
+  double paused = 0;
+  uint64_t bytes = 0;
+  double media_fetched = 0;  // seconds of the segments delivered, whole
+  steady::time_point first_play, end;
+};
+
+// When step j may be asked for, in real time: a seek's target once the viewer seeks (the end of
+// the step before and its pause), any other step once the step `buffer` before it starts playing.
+steady::time_point ask_at(const std::vector<play_step>& steps,
+                          const std::vector<steady::time_point>& play_at, size_t j,
+                          uint32_t buffer) {
+  if (j == 0) {
+    return {};
+  }
+  if (steps[j].seek) {
+    return play_at[j - 1] + to_duration(steps[j - 1].seconds + steps[j].pause_before);
+  }
+  return j >= buffer ? play_at[j - buffer] : steady::time_point{};
+}
+
+// The steps of one media playlist played (fetched, verified, paced in real time): each step's
+// playback start is when its segment arrived or when the step before ended, whichever is later.
+asio::awaitable<void> play_steps(net::http_client& client, std::shared_ptr<shared_state> st,
+                                 std::string playlist_url, const api::media_playlist& pl,
+                                 std::vector<sha256_digest> digests, std::vector<play_step> steps,
+                                 viewer_stats& vs) {
   auto& rep = st->report;
+  bool realtime = st->opts.realtime || st->opts.model.enabled;
+  std::vector<steady::time_point> play_at(steps.size());
+  for (size_t j = 0; j < steps.size(); ++j) {
+    auto& step = steps[j];
+    if (realtime) {
+      co_await sleep_until(ask_at(steps, play_at, j, st->opts.buffer));
+    }
+    auto& seg = pl.segments[step.segment];
+    auto seg_url = net::resolve_url(playlist_url, seg.uri);
+    fetched got;
+    if (seg_url) {
+      got = co_await fetch_segment(
+          client, st, *seg_url, digests.empty() ? nullptr : &digests[step.segment], step.segment);
+    } else {
+      st->error(fmt::format("segment {}: bad URI {}", step.segment, seg.uri));
+    }
+    auto now = steady::now();
+    if (got.bytes == 0) {
+      ++rep.segments_failed;
+      st->progress([](play_progress& p) { ++p.failed; });
+    } else {
+      ++rep.segments;
+      rep.bytes += got.bytes;
+      rep.ttfb.add(got.ttfb);
+      vs.bytes += got.bytes;
+      vs.media_fetched += seg.duration;
+      st->progress([&](play_progress& p) {
+        ++p.segments;
+        p.bytes += got.bytes;
+      });
+    }
+    if (j == 0) {
+      play_at[j] = now;
+      vs.first_play = now;
+      vs.startup = seconds_between(vs.start, now);
+      continue;
+    }
+    auto due = play_at[j - 1] + to_duration(steps[j - 1].seconds + step.pause_before);
+    vs.paused += step.pause_before;
+    play_at[j] = std::max(now, due);
+    if (realtime && now > due && !step.seek) {  // a seek's wait is the viewer's own doing
+      ++vs.stalls;
+      ++rep.stalls;
+      vs.stalled += seconds_between(due, now);
+      rep.longest_stall = std::max(rep.longest_stall, seconds_between(due, now));
+      st->progress([](play_progress& p) { ++p.stalls; });
+    }
+  }
+  vs.end = steps.empty() ? steady::now() : play_at.back() + to_duration(steps.back().seconds);
+  if (realtime) {
+    co_await sleep_until(vs.end);  // the viewer stays until it has watched what it meant to
+  } else {
+    vs.end = steady::now();
+  }
+}
+
+// Every segment once, in order: the steps of a viewer without a model.
+std::vector<play_step> straight_through(const api::media_playlist& pl) {
+  std::vector<play_step> steps(pl.segments.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    steps[i].segment = i;
+    steps[i].seconds = pl.segments[i].duration;
+  }
+  return steps;
+}
+
+// One media playlist played through (or as `record`'s plan says); the media seconds fetched.
+asio::awaitable<double> play_media(net::http_client& client, std::shared_ptr<shared_state> st,
+                                   std::string playlist_url, api::media_playlist pl,
+                                   viewer_stats& vs, viewer_record* record) {
   std::vector<sha256_digest> digests;
   if (st->opts.verify) {
     auto d = co_await manifest_digests(client, st, playlist_url, pl.segments.size());
@@ -297,49 +374,26 @@ asio::awaitable<double> play_media(net::http_client& client, std::shared_ptr<sha
     }
     digests = std::move(*d);
   }
-  double media = 0;
-  auto playback_start = steady::time_point{};
-  double buffered_until = 0;  // media time up to which segments have arrived
-  for (size_t i = 0; i < pl.segments.size(); ++i) {
-    auto& seg = pl.segments[i];
-    if (st->opts.realtime && i > 0) {
-      // Fetch segment i once segment i-1 starts playing: one segment of buffer, as a set-top box.
-      auto start_prev = playback_start +
-                        std::chrono::duration_cast<steady::duration>(std::chrono::duration<double>(
-                            buffered_until - pl.segments[i - 1].duration));
-      co_await sleep_for(start_prev - steady::now());
+  std::vector<play_step> steps;
+  if (record) {
+    std::vector<double> durations;
+    double total = 0;
+    for (auto& s : pl.segments) {
+      durations.push_back(s.duration);
+      total += s.duration;
     }
-    auto seg_url = net::resolve_url(playlist_url, seg.uri);
-    uint64_t got = 0;
-    if (seg_url) {
-      got =
-          co_await fetch_segment(client, st, *seg_url, st->opts.verify ? &digests[i] : nullptr, i);
-    } else {
-      st->error(fmt::format("segment {}: bad URI {}", i, seg.uri));
+    auto plan = plan_viewer(st->opts.model, record->viewer, total);
+    record->watch_seconds = plan.watch_seconds;
+    for (auto& e : plan.events) {
+      ++(e.what == viewer_event::kind::seek ? record->seeks : record->pauses);
     }
-    if (got == 0) {
-      ++rep.segments_failed;
-    } else {
-      ++rep.segments;
-      rep.bytes += got;
-    }
-    auto now = steady::now();
-    if (i == 0) {
-      playback_start = now;
-    } else if (st->opts.realtime) {
-      auto due = playback_start + std::chrono::duration_cast<steady::duration>(
-                                      std::chrono::duration<double>(buffered_until));
-      if (now > due) {
-        ++rep.stalls;
-        rep.longest_stall =
-            std::max(rep.longest_stall, std::chrono::duration<double>(now - due).count());
-        playback_start += now - due;  // playback waited for the segment
-      }
-    }
-    buffered_until += seg.duration;
-    media += seg.duration;
+    steps = schedule(plan, durations);
+  } else {
+    steps = straight_through(pl);
   }
-  co_return media;
+  double before = vs.media_fetched;
+  co_await play_steps(client, st, playlist_url, pl, std::move(digests), std::move(steps), vs);
+  co_return vs.media_fetched - before;
 }
 
 // A GET of a playlist that must answer 200; the error otherwise, for the report.
@@ -359,8 +413,7 @@ asio::awaitable<result<std::string>> get_playlist(net::http_client& client,
 
 // The variants of a multivariant playlist (flow 9), resolved: each, or the first (the top
 // rendition) alone.
-result<std::vector<std::string>> variant_urls(const play_options& opts,
-                                              const std::string& playlist_url,
+result<std::vector<std::string>> variant_urls(bool every_rendition, const std::string& playlist_url,
                                               const std::string& text) {
   VODGRID_TRY(auto mv, api::parse_multivariant_playlist(text));
   std::vector<std::string> out;
@@ -370,25 +423,27 @@ result<std::vector<std::string>> variant_urls(const play_options& opts,
       return make_error(errc::invalid_argument, "bad variant URI " + v.uri);
     }
     out.push_back(*url);
-    if (!opts.every_rendition) {
+    if (!every_rendition) {
       break;
     }
   }
   return out;
 }
 
-// A media playlist's text parsed and played; a multivariant one's renditions one after another.
+// A media playlist's text parsed and played; a multivariant one's renditions one after another
+// (a --model viewer: its first, the top rendition, alone).
 asio::awaitable<double> play_playlist(net::http_client& client, std::shared_ptr<shared_state> st,
-                                      std::string playlist_url, std::string text) {
+                                      std::string playlist_url, std::string text, viewer_stats& vs,
+                                      viewer_record* record) {
   if (!api::is_multivariant(text)) {
     auto pl = api::parse_media_playlist(text);
     if (!pl) {
       st->error("playlist: " + pl.err().detail);
       co_return 0;
     }
-    co_return co_await play_media(client, st, playlist_url, std::move(*pl));
+    co_return co_await play_media(client, st, playlist_url, std::move(*pl), vs, record);
   }
-  auto urls = variant_urls(st->opts, playlist_url, text);
+  auto urls = variant_urls(st->opts.every_rendition && record == nullptr, playlist_url, text);
   if (!urls) {
     st->error("playlist: " + urls.err().detail);
     co_return 0;
@@ -406,25 +461,112 @@ asio::awaitable<double> play_playlist(net::http_client& client, std::shared_ptr<
       continue;
     }
     st->played(url);
-    media += co_await play_media(client, st, url, std::move(*pl));
+    media += co_await play_media(client, st, url, std::move(*pl), vs, record);
   }
   co_return media;
 }
 
-asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st) {
+// The playlist URL of program `id` at the director that `url` names.
+std::string program_playlist(const std::string& url, const std::string& id) {
+  auto u = net::parse_http_url(url);
+  return (u ? u->origin() : url) + "/v1/programs/" + id + "/index.m3u8";
+}
+
+// The viewer's share of the play's figures, once it has ended.
+void account_viewer(shared_state& st, const viewer_stats& vs, viewer_record* record) {
+  auto& rep = st.report;
+  if (vs.startup) {
+    rep.startup.add(*vs.startup);
+    rep.stall_seconds.add(vs.stalled);
+    if (vs.media_fetched > 0) {  // its rendition's rate, while it played or stalled
+      double active = seconds_between(vs.first_play, vs.end) - vs.paused;
+      rep.needed_bytes += vs.bytes / vs.media_fetched * std::max(0.0, active);
+    }
+  }
+  rep.stalled_seconds += vs.stalled;
+  rep.viewers_stalled += vs.stalls > 0 ? 1 : 0;
+  if (record) {
+    record->startup = vs.startup.value_or(-1);
+    record->stalls = vs.stalls;
+    record->stalled_seconds = vs.stalled;
+    rep.seeks += record->seeks;
+    rep.pauses += record->pauses;
+    ++rep.programs[record->program];
+    rep.viewer_records.push_back(*record);
+  }
+}
+
+asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st, uint32_t viewer,
+                                 steady::time_point t0) {
   auto ex = co_await asio::this_coro::executor;
+  std::optional<viewer_record> record;
+  std::string url = st->opts.url;
+  if (st->opts.model.enabled) {
+    record.emplace();
+    record->viewer = viewer;
+    record->arrival = st->arrivals[viewer];
+    record->program =
+        st->opts.programs[pick_program(st->opts.model, viewer, st->opts.programs.size())];
+    url = program_playlist(url, record->program);
+    co_await sleep_until(t0 + to_duration(record->arrival));
+  }
+  st->progress([](play_progress& p) { ++p.viewers_playing; });
   net::client_options co;
   co.connect_timeout = std::chrono::seconds(2);
   co.request_timeout = st->opts.attempt_timeout;
   co.read_timeout = st->opts.read_timeout;
   net::http_client client(ex, co);
-  std::string playlist_url = with_token(st->opts.url, st->opts.token);
+  viewer_stats vs;
+  vs.start = steady::now();
+  std::string playlist_url = with_token(url, st->opts.token);
   auto text = co_await get_playlist(client, st, playlist_url);
   if (!text) {
     st->error(text.err().detail);
   } else {
-    st->report.media_seconds = co_await play_playlist(client, st, playlist_url, std::move(*text));
+    auto media = co_await play_playlist(client, st, playlist_url, std::move(*text), vs,
+                                        record ? &*record : nullptr);
+    st->report.media_seconds = std::max(st->report.media_seconds, media);
   }
+  account_viewer(*st, vs, record ? &*record : nullptr);
+  st->progress([](play_progress& p) {
+    --p.viewers_playing;
+    ++p.viewers_done;
+  });
+}
+
+// The catalog's programs a viewer may play (ready and published), in the director's order.
+asio::awaitable<result<std::vector<std::string>>> catalog(std::string url, std::string token) {
+  net::http_client client(co_await asio::this_coro::executor);
+  auto u = net::parse_http_url(url);
+  if (!u) {
+    co_return u.err();
+  }
+  auto res = co_await client.get(with_token(u->origin() + "/v1/programs", token));
+  if (!res) {
+    co_return make_error(errc::unavailable, "catalog: " + res.err().detail);
+  }
+  if (res->status != 200) {
+    co_return make_error(errc::unavailable,
+                         fmt::format("catalog: {} {}", res->status, res->body.substr(0, 200)));
+  }
+  std::vector<std::string> out;
+  try {
+    auto doc = json::parse(res->body);  // held: the loop reads into it
+    for (auto& p : doc.at("programs").as_array()) {
+      auto& o = p.as_object();
+      auto avail = o.if_contains("availability");
+      if (o.at("state").as_string() == "ready" &&
+          (!avail || avail->as_string() == api::availability_published)) {
+        out.push_back(std::string(o.at("id").as_string()));
+      }
+    }
+  } catch (const std::exception& e) {
+    co_return make_error(errc::unavailable, std::string("catalog: unreadable: ") + e.what());
+  }
+  if (out.empty()) {
+    co_return make_error(errc::not_found, "catalog: the director has no program ready to play");
+  }
+  co_return out;
 }
 
 }  // namespace
@@ -433,26 +575,112 @@ asio::awaitable<play_report> play(play_options opts) {
   auto ex = co_await asio::this_coro::executor;
   auto st = std::make_shared<shared_state>();
   st->opts = std::move(opts);
-  st->report.viewers = st->opts.viewers;
+  auto& o = st->opts;
+  st->report.viewers = o.viewers;
   auto t0 = steady::now();
+  if (o.model.enabled) {
+    if (o.programs.empty()) {
+      auto c = co_await catalog(o.url, o.token);
+      if (!c) {
+        st->error(c.err().detail);
+        co_return st->report;
+      }
+      o.programs = std::move(*c);
+    }
+    st->arrivals = arrival_times(o.model, std::max(o.all_viewers, o.viewers));
+  }
   net::task_group viewers(ex);
-  for (uint32_t v = 0; v < st->opts.viewers; ++v) {
-    viewers.spawn(run_viewer(st));
+  for (uint32_t v = 0; v < o.viewers; ++v) {
+    auto index = o.first_viewer + v * o.viewer_stride;
+    if (o.model.enabled && index >= st->arrivals.size()) {
+      break;  // play_on_threads's arithmetic says this cannot be
+    }
+    viewers.spawn(run_viewer(st, index, t0));
   }
   // Every viewer ends on its own (its attempts are bounded): the bound only says "never".
   if (auto left = co_await viewers.close(std::chrono::hours(24 * 365)); left > 0) {
     st->error(fmt::format("{} viewers did not finish", left));
   }
-  st->report.seconds = std::chrono::duration<double>(steady::now() - t0).count();
+  st->report.seconds = seconds_between(t0, steady::now());
   co_return st->report;
 }
 
+namespace {
+
+// The live one-line progress on stderr, every second until stopped; only on a terminal.
+class progress_line {
+ public:
+  progress_line(const play_progress& p, uint32_t viewers) {
+    if (!isatty(STDERR_FILENO)) {
+      return;
+    }
+    thread_ = std::thread([this, &p, viewers] {
+      auto t0 = steady::now();
+      std::unique_lock lock(mu_);
+      while (!cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; })) {
+        double t = seconds_between(t0, steady::now());
+        auto line = fmt::format(
+            "\r{:.0f} s  viewers {} playing, {} of {} done  segments {}  {:.1f} MB/s  stalls {}  "
+            "failed {}  ",
+            t, p.viewers_playing.load(), p.viewers_done.load(), viewers, p.segments.load(),
+            t > 0 ? p.bytes.load() / t / 1e6 : 0.0, p.stalls.load(), p.failed.load());
+        std::fputs(line.c_str(), stderr);
+      }
+      std::fputs("\r\033[K", stderr);  // the report follows on a clean line
+    });
+  }
+  ~progress_line() {
+    if (thread_.joinable()) {
+      {
+        std::lock_guard lock(mu_);
+        stop_ = true;
+      }
+      cv_.notify_one();
+      thread_.join();
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mu_
+  std::thread thread_;
+};
+
+// The catalog, asked once for every thread; the error as a report.
+std::optional<play_report> resolve_programs(play_options& opts) {
+  if (!opts.model.enabled || !opts.programs.empty()) {
+    return std::nullopt;
+  }
+  asio::io_context io;
+  auto f = asio::co_spawn(io, catalog(opts.url, opts.token), asio::use_future);
+  io.run();
+  auto c = f.get();
+  if (!c) {
+    play_report r;
+    r.viewers = opts.viewers;
+    r.errors.push_back(c.err().detail);
+    return r;
+  }
+  opts.programs = std::move(*c);
+  return std::nullopt;
+}
+
+}  // namespace
+
 play_report play_on_threads(play_options opts) {
+  if (auto failed = resolve_programs(opts)) {
+    return *failed;
+  }
   uint32_t threads = opts.threads;
   if (threads == 0) {
     threads = std::max(1u, std::thread::hardware_concurrency());
   }
   threads = std::clamp(threads, 1u, std::max(1u, opts.viewers));
+  play_progress progress;
+  limits_probe probe(opts.url);
+  std::optional<progress_line> line;
+  line.emplace(progress, opts.viewers);
   // Thread i plays viewers i, i + threads, ...: its share of the round-robin.
   std::vector<play_report> reports(threads);
   std::vector<std::thread> workers;
@@ -460,6 +688,10 @@ play_report play_on_threads(play_options opts) {
   for (uint32_t i = 0; i < threads; ++i) {
     play_options mine = opts;
     mine.viewers = opts.viewers / threads + (i < opts.viewers % threads ? 1 : 0);
+    mine.first_viewer = i;
+    mine.viewer_stride = threads;
+    mine.all_viewers = opts.viewers;
+    mine.progress = &progress;
     workers.emplace_back([mine, &out = reports[i]] {
       asio::io_context io;
       asio::co_spawn(io, play(mine), [&out](std::exception_ptr e, play_report r) {
@@ -475,12 +707,14 @@ play_report play_on_threads(play_options opts) {
   for (auto& w : workers) {
     w.join();
   }
+  line.reset();
   play_report all;
   for (auto& r : reports) {
     all.merge(r);
   }
   all.viewers = opts.viewers;
-  all.seconds = std::chrono::duration<double>(steady::now() - t0).count();
+  all.seconds = seconds_between(t0, steady::now());
+  probe.finish(all, threads);
   return all;
 }
 
