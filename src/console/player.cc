@@ -478,7 +478,8 @@ void account_viewer(shared_state& st, const viewer_stats& vs, viewer_record* rec
   if (vs.startup) {
     rep.startup.add(*vs.startup);
     rep.stall_seconds.add(vs.stalled);
-    if (vs.media_fetched > 0) {  // its rendition's rate, while it played or stalled
+    bool paced = st.opts.realtime || st.opts.model.enabled;
+    if (paced && vs.media_fetched > 0) {  // its rendition's rate, while it played or stalled
       double active = seconds_between(vs.first_play, vs.end) - vs.paused;
       rep.needed_bytes += vs.bytes / vs.media_fetched * std::max(0.0, active);
     }

@@ -122,9 +122,9 @@ struct play_report {
   quantiles startup;        // per viewer: from its arrival to its first segment's arrival
   quantiles ttfb;           // per segment: from asking the director to the engine's reply head
   quantiles stall_seconds;  // per viewer: seconds its playback waited for a segment
-  // Bytes the playing viewers needed: each viewer's rendition rate (its bytes over the media it
-  // fetched) times the seconds it was playing or stalled (not paused). Over `seconds`, the rate
-  // needed; bytes over `seconds`, the rate achieved.
+  // Real time only: bytes the playing viewers needed: each viewer's rendition rate (its bytes over
+  // the media it fetched) times the seconds it was playing or stalled (not paused). Over `seconds`,
+  // the rate needed; bytes over `seconds`, the rate achieved.
   double needed_bytes = 0;
   std::vector<viewer_record> viewer_records;  // --model only, by viewer
   saturation limits;                          // play_on_threads only

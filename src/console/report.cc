@@ -85,8 +85,8 @@ std::string play_report::to_text() const {
   if (ttfb.count() > 0) {
     out += seconds_text("ttfb", ttfb) + " per segment\n";
   }
-  out += fmt::format("rate achieved {:.1f} MB/s, needed {:.1f} MB/s\n", achieved_rate() / 1e6,
-                     needed_rate() / 1e6);
+  out += fmt::format("rate achieved {:.1f} MB/s", achieved_rate() / 1e6);
+  out += needed_bytes > 0 ? fmt::format(", needed {:.1f} MB/s\n", needed_rate() / 1e6) : "\n";
   if (!programs.empty()) {
     out += fmt::format("programs (viewers):{}  seeks {}  pauses {}\n", tally_text(programs), seeks,
                        pauses);
