@@ -277,7 +277,7 @@ TEST(Console, TwoThreadsReportWhatTheServerSaw) {
   EXPECT_EQ(r.segments, s.state().segment_gets.load());
   EXPECT_EQ(r.segments, s.state().redirects.load());
   EXPECT_EQ(r.bytes, s.state().bytes_sent.load());
-  EXPECT_EQ(r.engines, (std::map<std::string, uint64_t>{{s.host_port(), 7u * 4}}));
+  EXPECT_EQ(r.engines, (std::map<std::string, uint64_t>{{s.origin(), 7u * 4}}));
   EXPECT_EQ(r.stations, (std::map<std::string, uint64_t>{{s.host_port(), 7u * 4}}));
   EXPECT_EQ(r.media_seconds, 16);
   EXPECT_EQ(r.ttfb.count(), 7u * 4);
@@ -414,7 +414,7 @@ TEST(Console, AModelPlayFromTheCommandLinePrintsItsWholeReportAsJson) {
   }
   EXPECT_GT(r.at("bytes_per_second").at("achieved").to_number<double>(), 0);
   EXPECT_GT(r.at("bytes_per_second").at("needed").to_number<double>(), 0);
-  EXPECT_EQ(r.at("engines").at(s.host_port()).to_number<uint64_t>(), s.state().segment_gets.load());
+  EXPECT_EQ(r.at("engines").at(s.origin()).to_number<uint64_t>(), s.state().segment_gets.load());
   EXPECT_EQ(r.at("saturation").at("verdict").as_string(), "none (no stall, no failure)");
 }
 

@@ -119,6 +119,12 @@ std::string host_port(const std::string& url) {
   return u ? fmt::format("{}:{}", u->host, u->port) : url;
 }
 
+// "http://host:port" of a URL (an engine, as the report has always named it), or the URL itself.
+std::string origin_of(const std::string& url) {
+  auto u = net::parse_http_url(url);
+  return u ? u->origin() : url;
+}
+
 double seconds_between(steady::time_point a, steady::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
@@ -177,7 +183,7 @@ asio::awaitable<fetched> fetch_segment(net::http_client& client, std::shared_ptr
       last_error = "bad Location from the director";
       continue;
     }
-    auto from = host_port(*location);
+    auto from = origin_of(*location);  // the engine as `engines` in the report names it
     // The body is hashed as it arrives and dropped: a viewer holds a window, never a segment.
     uint64_t got = 0;
     std::optional<sha256_hasher> hasher;
