@@ -64,7 +64,7 @@ struct station_state {
 class fake_station {
  public:
   // `count` segments of `size` bytes, `seconds` each, of program "film", served under any program
-  // id; the catalog lists "film" and "trailer".
+  // id; the catalog lists "film" and "trailer" to play (and a withdrawn program and a rendition).
   fake_station(size_t count, size_t size, double seconds = 4) {
     st_->manifest.id = *program_id::parse("film");
     st_->manifest.title = "Film";
@@ -92,6 +92,7 @@ class fake_station {
                      co_return net::json_reply(boost::json::parse(
                          R"({"programs":[{"id":"film","state":"ready","availability":"published"},
                              {"id":"gone","state":"ready","availability":"withdrawn"},
+                             {"id":"film--360p","state":"ready","availability":"published"},
                              {"id":"trailer","state":"ready","availability":"published"}]})"));
                    });
     server_->route(http::verb::get, "/v1/programs/{}",

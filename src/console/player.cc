@@ -541,7 +541,8 @@ asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st, uint32_t view
   });
 }
 
-// The catalog's programs a viewer may play (ready and published), in the director's order.
+// The catalog's programs a viewer may play (ready and published, not one of a program's
+// renditions), in the director's order.
 asio::awaitable<result<std::vector<std::string>>> catalog(std::string url, std::string token) {
   net::http_client client(co_await asio::this_coro::executor);
   auto u = net::parse_http_url(url);
@@ -562,8 +563,11 @@ asio::awaitable<result<std::vector<std::string>>> catalog(std::string url, std::
     for (auto& p : doc.at("programs").as_array()) {
       auto& o = p.as_object();
       auto avail = o.if_contains("availability");
+      // A rendition ("film--360p") is listed as a program of its own; a viewer picks the program.
+      std::string_view id = o.at("id").as_string();
       if (o.at("state").as_string() == "ready" &&
-          (!avail || avail->as_string() == api::availability_published)) {
+          (!avail || avail->as_string() == api::availability_published) &&
+          id.find(api::rendition_separator) == std::string_view::npos) {
         out.push_back(std::string(o.at("id").as_string()));
       }
     }
