@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -20,6 +21,27 @@ namespace vodgrid {
 
 std::string listen_address::url() const {
   return fmt::format("http://{}:{}", host, port);
+}
+
+result<listen_address> listen_address::parse(std::string_view text) {
+  auto colon = text.rfind(':');
+  listen_address a;
+  unsigned port = 0;
+  if (colon != std::string_view::npos && colon > 0) {
+    a.host = std::string(text.substr(0, colon));
+    auto digits = text.substr(colon + 1);
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+    if (ec == std::errc() && end == digits.data() + digits.size() && port > 0 && port <= 65535) {
+      a.port = static_cast<uint16_t>(port);
+      return a;
+    }
+  }
+  return make_error(errc::invalid_argument,
+                    fmt::format("\"{}\" is not \"host:port\" with a port in 1..65535", text));
+}
+
+std::vector<std::string> registry_config::client_urls() const {
+  return urls.empty() ? std::vector<std::string>{listen.url()} : urls;
 }
 
 namespace config_detail {
@@ -101,6 +123,7 @@ void web_fields(V& v, C& w) {
 template <class V, class C>
 void registry_fields(V& v, C& r) {
   v.listen("listen", r.listen);
+  v.strings("urls", r.urls);
   v.text("database", r.database, true, "sqlite:///path or postgresql://...");
   v.path("secret_dir", r.secret_dir);
 }
@@ -118,6 +141,7 @@ void content_fields(V& v, C& c) {
   v.listen("listen", c.listen);
   v.text("database", c.database, true, "sqlite:///path or postgresql://...");
   v.path("work_dir", c.work_dir, true);
+  v.duration("publish_lease_ms", c.publish_lease, int64_t{300});
 }
 
 template <class V, class C>
@@ -319,6 +343,14 @@ status check_grid(const grid_config& g, std::string_view origin) {
   if (g.registry) {
     if (auto st = claim_port(g.registry->listen, "registry"); !st) {
       return st;
+    }
+    for (auto& u : g.registry->urls) {
+      // The shape only: whether anything answers there is the clients' to find out (and say).
+      if (!u.starts_with("http://") || u.size() <= 7 ||
+          u.find_first_of(" ,") != std::string::npos) {
+        return bad(origin,
+                   fmt::format("[registry] urls: \"{}\" is not an http://host:port URL", u));
+      }
     }
     auto homes = std::count_if(g.stations.begin(), g.stations.end(),
                                [](const station_config& s) { return s.home; });

@@ -18,6 +18,8 @@ struct listen_address {
   std::string host = "127.0.0.1";
   uint16_t port = 0;
   std::string url() const;  // "http://host:port"
+  // "host:port" (a command line's --listen); errc::invalid_argument with the reason otherwise.
+  static result<listen_address> parse(std::string_view text);
 };
 
 struct engine_config {
@@ -64,10 +66,17 @@ struct station_config {
 };
 
 struct registry_config {
-  listen_address listen;
-  std::string database;  // a db::open URL: sqlite:///path or postgresql://...
+  listen_address listen;  // each registry daemon's own with `vodgrid registry --listen`
+  std::string database;   // a db::open URL: sqlite:///path or postgresql://...
   // Where its auth.secret is, in a grid with [auth]; empty: the SQLite database's folder.
   std::filesystem::path secret_dir;
+  // The URLs directors, the content manager and the CLI reach the registry at, in order of
+  // preference: several registry daemons over one highly available database (docs/registry.md).
+  // Empty: listen's URL alone.
+  std::vector<std::string> urls;
+
+  // urls, or listen's URL when urls is empty.
+  std::vector<std::string> client_urls() const;
 };
 
 // The authentication server (claims 5, 23-25).
@@ -89,6 +98,10 @@ struct content_config {
   listen_address listen;
   std::string database;            // a db::open URL: the program catalog
   std::filesystem::path work_dir;  // downloads and packaging in progress
+  // The publish schedule runs on one content manager at a time, the holder of a lease in the
+  // catalog's database renewed every third of this; a standby takes over this long after the
+  // holder was last heard (docs/registry.md).
+  std::chrono::milliseconds publish_lease{15'000};
 };
 
 // The grid's timeouts and periods ([timing]; docs/configuration.md says what each bounds).

@@ -18,6 +18,7 @@
 #include "cli/sync.h"
 #include "director/loader.h"
 #include "net/client.h"
+#include "net/peer_list.h"
 
 namespace vodgrid::cli {
 
@@ -128,14 +129,48 @@ result<api::program_manifest> director_ingest(const ingest_options& o, bool quie
   return m;
 }
 
+namespace {
+
+// The first of a list of registry URLs that answers /healthz, tried in order through the same
+// net::peer_list the daemons fail over with.
+asio::awaitable<result<std::string>> first_answering(std::vector<std::string> urls) {
+  net::client_options co;
+  co.connect_timeout = std::chrono::seconds(2);
+  co.request_timeout = std::chrono::seconds(5);
+  co.read_timeout = std::chrono::seconds(5);
+  net::http_client client(co_await asio::this_coro::executor, co);
+  net::peer_list peers(std::move(urls), "registry");
+  auto r = co_await peers.get(client, "/healthz");
+  if (r && r->status == 200) {
+    co_return peers.current();
+  }
+  co_return make_error(errc::unavailable, r ? fmt::format("status {}", r->status) : r.err().detail);
+}
+
+}  // namespace
+
 std::string grid_url(const std::string& flag) {
-  if (!flag.empty()) {
-    return flag;
+  std::string given = flag;
+  if (given.empty()) {
+    const char* env = std::getenv("VODGRID_GRID");
+    given = env && *env ? env : "http://127.0.0.1:8700";
   }
-  if (const char* env = std::getenv("VODGRID_GRID"); env && *env) {
-    return env;
+  if (given.find(',') == std::string::npos) {
+    return given;
   }
-  return "http://127.0.0.1:8700";
+  // Several registry daemons (--grid a,b): the first that answers. None: one line and exit, since
+  // every command would fail the same way.
+  auto urls = net::peer_list::split(given);
+  if (!urls) {
+    std::exit(fail("--grid", urls.err().detail));
+  }
+  asio::io_context io;
+  auto url = run_sync(io, first_answering(*urls));
+  if (!url) {
+    std::exit(fail("--grid", fmt::format("no registry of {} answers (the last: {})", given,
+                                         url.err().detail)));
+  }
+  return *url;
 }
 
 std::string id_from_title(const std::string& title) {

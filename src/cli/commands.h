@@ -17,9 +17,13 @@ namespace vodgrid::cli {
 // Daemons: run until SIGINT/SIGTERM, then stop in two phases.
 int run_engine(const std::filesystem::path& config, const std::string& name);
 int run_director(const std::filesystem::path& config, const std::string& name);
-int run_registry(const std::filesystem::path& config);
+// `listen`, when not empty, replaces [registry].listen ("host:port"): one of several registry
+// daemons of a grid (docs/registry.md).
+int run_registry(const std::filesystem::path& config, const std::string& listen = {});
 int run_auth(const std::filesystem::path& config);
-int run_content(const std::filesystem::path& config);
+// `listen`, when not empty, replaces [content].listen: a standby content manager over the same
+// catalog (docs/registry.md).
+int run_content(const std::filesystem::path& config, const std::string& listen = {});
 // `vodgrid station`: supervises station `name`'s director and engines as child processes (the
 // blades) until SIGINT/SIGTERM (station.h); blade logs in `logs` (empty: beside the director's
 // data_dir).
@@ -119,6 +123,8 @@ result<boost::json::object> content_ingest(const std::string& content, const ing
                                            bool quiet);
 
 // The grid URL from --grid, else VODGRID_GRID, else the embedded grid's registry on this machine.
+// A list "a,b" (a registry's daemons) gives the first that answers /healthz; when none does, or an
+// entry is not an http:// URL, the command ends there with one line on stderr and exit 1.
 std::string grid_url(const std::string& flag);
 // A program id from a title: lowercase letters, digits and '-', at most 64.
 std::string id_from_title(const std::string& title);

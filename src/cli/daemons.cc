@@ -92,6 +92,21 @@ bool secret_is_private(const grid_config& grid, std::string_view role, const std
   return true;
 }
 
+// --listen HOST:PORT in place of the config's address (one of several alike daemons); false after
+// the line saying why it is not one.
+bool override_listen(listen_address& field, const std::string& flag, std::string_view role) {
+  if (flag.empty()) {
+    return true;
+  }
+  auto a = listen_address::parse(flag);
+  if (!a) {
+    std::cerr << "vodgrid " << role << ": --listen: " << a.err().detail << "\n";
+    return false;
+  }
+  field = *a;
+  return true;
+}
+
 template <class Daemon, class Id>
 int run_daemon(const std::filesystem::path& config, const std::string& name,
                std::string_view role) {
@@ -123,9 +138,17 @@ int run_director(const std::filesystem::path& config, const std::string& name) {
   return run_daemon<director::director_daemon, station_id>(config, name, "director");
 }
 
-int run_registry(const std::filesystem::path& config) {
+int run_registry(const std::filesystem::path& config, const std::string& listen) {
   auto grid = load_config(config, "registry");
   if (!grid) {
+    return 2;
+  }
+  if (!grid->registry) {
+    std::cerr << "vodgrid registry: " << config.string() << " has no [registry]\n";
+    return 2;
+  }
+  // One of several registry daemons over one database, each on its own address.
+  if (!override_listen(grid->registry->listen, listen, "registry")) {
     return 2;
   }
   if (!secret_is_private(*grid, "registry", "registry")) {
@@ -148,9 +171,17 @@ int run_auth(const std::filesystem::path& config) {
   return serve(d, io, "auth", "auth", grid->timing.drain);
 }
 
-int run_content(const std::filesystem::path& config) {
+int run_content(const std::filesystem::path& config, const std::string& listen) {
   auto grid = load_config(config, "content");
   if (!grid) {
+    return 2;
+  }
+  if (!grid->content) {
+    std::cerr << "vodgrid content: " << config.string() << " has no [content]\n";
+    return 2;
+  }
+  // A standby content manager over the same catalog (the publish lease, docs/registry.md).
+  if (!override_listen(grid->content->listen, listen, "content")) {
     return 2;
   }
   if (!secret_is_private(*grid, "content", "content")) {

@@ -17,6 +17,7 @@ using namespace vodgrid::cli;
 struct command_line {
   std::string config;
   std::string name;
+  std::string listen;  // vodgrid registry --listen
   std::filesystem::path logs;
   grid_options grid;
   demo_options demo;
@@ -84,7 +85,10 @@ void add_daemon_commands(CLI::App& app, command_line& c) {
   c.registry->add_option("--config", c.config, "The grid's TOML file")
       ->required()
       ->check(CLI::ExistingFile);
-  c.registry->add_option("--name", c.name, "Ignored: a grid has one registry");
+  c.registry->add_option("--name", c.name, "Ignored: the registry's daemons are alike");
+  c.registry->add_option("--listen", c.listen,
+                         "host:port to listen on instead of [registry].listen: one of several "
+                         "registry daemons over one database (docs/registry.md)");
   c.auth_cmd = app.add_subcommand("auth", "Run the authentication server daemon");
   c.auth_cmd->add_option("--config", c.config, "The grid's TOML file")
       ->required()
@@ -95,7 +99,10 @@ void add_daemon_commands(CLI::App& app, command_line& c) {
   c.content_cmd->add_option("--config", c.config, "The grid's TOML file")
       ->required()
       ->check(CLI::ExistingFile);
-  c.content_cmd->add_option("--name", c.name, "Ignored: a grid has one content manager");
+  c.content_cmd->add_option("--name", c.name, "Ignored: the content managers are alike");
+  c.content_cmd->add_option("--listen", c.listen,
+                            "host:port to listen on instead of [content].listen: a standby "
+                            "content manager over the same catalog (docs/registry.md)");
 }
 
 // up, demo.
@@ -156,8 +163,8 @@ void add_operator_commands(CLI::App& app, command_line& c) {
       ->check(CLI::Range(0u, 1'000'000u));
   c.ingest_cmd->add_option(
       "--grid", c.grid_flag,
-      "The registry's URL, or a lone station's director (default: $VODGRID_GRID "
-      "or the local grid)");
+      "The registry's URL (or a,b: its daemons, the first that answers), or a lone station's "
+      "director (default: $VODGRID_GRID or the local grid)");
 
   c.publish_cmd = app.add_subcommand("publish", "Publish a program now");
   c.publish_cmd->add_option("ID", c.program, "The program's id")->required();
@@ -170,10 +177,12 @@ void add_operator_commands(CLI::App& app, command_line& c) {
   c.withdraw_cmd->add_option("--token", c.op_token, "An operator token (default: $VODGRID_TOKEN)");
 
   c.programs = app.add_subcommand("programs", "List the programs of the grid");
-  c.programs->add_option("--grid", c.grid_flag, "The registry's URL, or a lone station's director");
+  c.programs->add_option("--grid", c.grid_flag,
+                         "The registry's URL (or a,b: its daemons), or a lone station's director");
   c.status = app.add_subcommand("status",
                                 "Show the stations and their engines: health, load, cost inputs");
-  c.status->add_option("--grid", c.grid_flag, "The registry's URL, or a lone station's director");
+  c.status->add_option("--grid", c.grid_flag,
+                       "The registry's URL (or a,b: its daemons), or a lone station's director");
 }
 
 // play, login.
@@ -289,13 +298,13 @@ int dispatch(command_line& c) {
     return run_station(c.config, c.name, c.logs);
   }
   if (*c.registry) {
-    return run_registry(c.config);
+    return run_registry(c.config, c.listen);
   }
   if (*c.auth_cmd) {
     return run_auth(c.config);
   }
   if (*c.content_cmd) {
-    return run_content(c.config);
+    return run_content(c.config, c.listen);
   }
   if (*c.publish_cmd) {
     return run_lifecycle("publish", c.program, c.grid_flag, c.op_token);

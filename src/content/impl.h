@@ -25,6 +25,7 @@
 #include "base/time.h"
 #include "content/catalog.h"
 #include "content/decisions.h"
+#include "content/lease.h"
 #include "content/manager.h"
 #include "content/packager.h"
 #include "content/renditions.h"
@@ -32,6 +33,7 @@
 #include "net/client.h"
 #include "net/daemon.h"
 #include "net/http.h"
+#include "net/peer_list.h"
 #include "net/run_on.h"
 
 namespace vodgrid::content {
@@ -69,6 +71,8 @@ struct content_manager::impl : net::daemon_base {
   grid_config grid;
   std::shared_ptr<spdlog::logger> logger = log::get("content");
   std::unique_ptr<net::http_client> client;
+  // The registry's daemons (grid.registry's client_urls), through `client`; set with a registry.
+  std::optional<net::peer_list> registry;
   std::unique_ptr<db::connection> conn;   // used on the database thread only
   std::unique_ptr<content::catalog> cat;  // on `conn`; used on the database thread only
   asio::thread_pool db_pool{1};           // the database thread: one statement at a time
@@ -80,7 +84,12 @@ struct content_manager::impl : net::daemon_base {
 
   std::mutex progress_mu;
   std::map<program_id, progress_info> progress;  // ingests in flight
+  // The publish schedule, armed only while this manager holds the publish lease (lease_loop).
   std::map<program_id, std::unique_ptr<asio::system_timer>> schedule;
+  std::optional<content::lease> publish_lease;  // set at start
+  bool leading = false;                         // holds the lease (as of its last renewal)
+  steady::time_point leading_until{};           // ... and may act on it until then
+  bool leads() const { return leading && steady::now() < leading_until; }
   std::map<program_id, pending_change> pending;
   asio::steady_timer push_wake;  // the push loop sleeps on it; cancelled by a change and at stop
   bool pushing = false;
@@ -135,6 +144,12 @@ struct content_manager::impl : net::daemon_base {
   // not acknowledged yet (they are told again until they do).
   asio::awaitable<reply> announce_and_reply(const program_entry& p);
   asio::awaitable<void> recover();
+  // Takes and renews the publish lease; recovers and arms the schedule when it is taken, disarms
+  // it when it is lost, gives it up at stop.
+  asio::awaitable<void> lease_loop();
+  // While leading: arms the publishes of programs made inactive by another content manager.
+  asio::awaitable<void> arm_schedule();
+  void disarm_schedule();
   void register_metrics();
   asio::awaitable<void> census_loop();
 

@@ -299,9 +299,8 @@ asio::awaitable<status> content_manager::impl::distribute(program_entry p,
   }
   api::distribution d{std::move(manifest), p.targets, p.prefetch};
   d.manifest.state.clear();
-  auto r = co_await client->send_json(  // (the manifest's id: `p` itself or one of its renditions)
-      http::verb::put,
-      fmt::format("{}/v1/programs/{}", grid.registry->listen.url(), d.manifest.id.str()),
+  auto r = co_await registry->send_json(  // (the manifest's id: `p` or one of its renditions)
+      *client, http::verb::put, fmt::format("/v1/programs/{}", d.manifest.id.str()),
       json::serialize(api::to_json(d)));
   if (!r || r->status != 200) {
     co_return make_error(errc::unavailable, fmt::format("the registry refused the distribution: {}",

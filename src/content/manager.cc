@@ -2,6 +2,8 @@
 // recovery of what a stop interrupted), the two-phase stop, the routes, and the handlers that
 // create, list, show, publish and withdraw programs. The ingest a creation starts is ingest.cc's;
 // the publish schedule and the pushes to the directors are publishing.cc's. State: impl.h.
+#include <unistd.h>
+
 #include "auth/client.h"
 #include "auth/guard.h"
 #include "content/impl.h"
@@ -89,6 +91,9 @@ status content_manager::start() {
   if (!cat) {
     return cat.err();
   }
+  if (auto st = lease::create_table(**conn); !st) {
+    return st;
+  }
   d.cat = std::move(*cat);
   d.conn = std::move(*conn);
   d.server = std::make_unique<net::http_server>(d.io.get_executor(), "content");
@@ -97,6 +102,9 @@ status content_manager::start() {
   co.request_timeout = d.grid.timing.exchange;
   co.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
+  if (d.grid.registry) {
+    d.registry.emplace(d.grid.registry->client_urls(), "registry");
+  }
   if (d.grid.auth) {
     d.auth = std::make_unique<auth::service_session>(d.io.get_executor(), d.grid.auth->listen.url(),
                                                      "content", d.grid.content->work_dir,
@@ -109,7 +117,14 @@ status content_manager::start() {
   if (auto st = d.listen(d.grid.content->listen.host, d.grid.content->listen.port); !st) {
     return st;
   }
-  d.tasks.spawn(d.recover());
+  // The same string across restarts at the same address: a manager restarted takes its lease back
+  // at once; two managers differ by host or port.
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  d.publish_lease.emplace("publish",
+                          fmt::format("{}@{}:{}", host, d.grid.content->listen.host, d.port),
+                          d.grid.content->publish_lease);
+  d.tasks.spawn(d.lease_loop());
   d.tasks.spawn(d.census_loop());
   d.logger->info("content manager: listening on {}:{}, catalog {}", d.grid.content->listen.host,
                  d.port, d.conn->kind() == db::dialect::sqlite ? "SQLite" : "PostgreSQL");
@@ -142,8 +157,10 @@ void content_manager::impl::routes() {
   route(V::post, "/v1/programs/{}/withdraw", &impl::withdraw);
   server->set_health([this] {
     std::lock_guard lock(progress_mu);
-    return json::object{
-        {"role", "content"}, {"ingesting", progress.size()}, {"scheduled", schedule.size()}};
+    return json::object{{"role", "content"},
+                        {"ingesting", progress.size()},
+                        {"scheduled", schedule.size()},
+                        {"publish_lease", leads()}};
   });
   register_metrics();
 }
@@ -166,6 +183,9 @@ void content_manager::impl::register_metrics() {
     }
     return out;
   });
+  m.gauge_fn("vodgrid_content_publish_lease_held",
+             "1 while this content manager holds the publish schedule's lease, else 0",
+             [this] { return leads() ? 1.0 : 0.0; });
   m.gauge_fn("vodgrid_content_publish_overdue",
              "Programs still inactive a minute after their publish time", [this] {
                std::lock_guard lock(census_mu);
@@ -381,7 +401,8 @@ asio::awaitable<reply> content_manager::impl::announce_and_reply(const program_e
   co_return net::json_reply(o);
 }
 
-// At start: finish what a stop interrupted.
+// When the publish lease is taken (at start, or from a manager gone): finish what a stop
+// interrupted, arm the schedule, push the states again.
 asio::awaitable<void> content_manager::impl::recover() {
   auto all = co_await on_db([&] { return cat->list(); });
   if (!all) {
@@ -394,6 +415,9 @@ asio::awaitable<void> content_manager::impl::recover() {
     }
     switch (p.state) {
       case program_state::ingesting: {
+        if (std::lock_guard lock(progress_mu); progress.contains(p.id)) {
+          break;  // running here (this manager held the lease before, lost it, took it back)
+        }
         std::error_code ec;
         fs::remove_all(grid.content->work_dir / p.id.str(), ec);
         // It and whatever of its renditions reached the home station.
@@ -416,6 +440,76 @@ asio::awaitable<void> content_manager::impl::recover() {
         break;
     }
   }
+}
+
+asio::awaitable<void> content_manager::impl::lease_loop() {
+  auto& l = *publish_lease;
+  bool said_standby = false;
+  while (true) {  // not `while (!co_await ...)`: GCC 12 miscompiles it
+    auto asked = steady::now();
+    auto held = co_await on_db([&] { return l.acquire(*conn); });
+    if (held && *held) {
+      // The database counts ttl from a moment after `asked`: acting until asked + ttl is safe.
+      leading_until = asked + l.ttl();
+      if (!leading) {
+        leading = true;
+        said_standby = false;
+        logger->info("content manager {}: holds the publish schedule (lease of {} ms)", l.holder(),
+                     l.ttl().count());
+        co_await recover();
+      } else {
+        co_await arm_schedule();
+      }
+    } else if (held) {
+      if (leading) {
+        logger->warn("content manager {}: another content manager took the publish schedule",
+                     l.holder());
+        disarm_schedule();
+      }
+      if (!said_standby) {
+        said_standby = true;
+        auto who = co_await on_db([&] { return lease::holder(*conn, "publish"); });
+        logger->info("content manager {}: standby; the publish schedule is held by {}", l.holder(),
+                     who && *who ? **who : std::string("another content manager"));
+      }
+    } else {
+      logger->warn("content manager {}: the publish lease could not be renewed: {}", l.holder(),
+                   held.err().detail);
+      if (leading && !leads()) {
+        logger->warn("content manager {}: the publish lease lapsed; publishes stop here",
+                     l.holder());
+        disarm_schedule();
+      }
+    }
+    if (co_await stop_requested.wait_for(l.ttl() / 3)) {
+      break;
+    }
+  }
+  if (leading) {
+    if (auto st = co_await on_db([&] { return l.release(*conn); }); st) {
+      logger->info("content manager {}: gave up the publish schedule", l.holder());
+    }
+  }
+}
+
+asio::awaitable<void> content_manager::impl::arm_schedule() {
+  auto all = co_await on_db([&] { return cat->list(); });
+  if (!all || !leads()) {
+    co_return;
+  }
+  for (auto& p : *all) {
+    if (p.state == program_state::inactive && !schedule.contains(p.id)) {
+      schedule_publish(p.id, p.publish_at);
+    }
+  }
+}
+
+void content_manager::impl::disarm_schedule() {
+  leading = false;
+  for (auto& [id, t] : schedule) {
+    t->cancel();
+  }
+  schedule.clear();
 }
 
 }  // namespace vodgrid::content

@@ -33,6 +33,9 @@ std::chrono::milliseconds push_retry_delay(int max_attempts) {
 }
 
 void content_manager::impl::schedule_publish(const program_id& id, wall_clock::time_point at) {
+  if (!leads()) {
+    return;  // the lease holder arms it (arm_schedule) within a third of the lease
+  }
   auto t = std::make_unique<asio::system_timer>(io, at);
   schedule[id] = std::move(t);
   tasks.spawn(publish_at_time(id));
@@ -52,6 +55,9 @@ asio::awaitable<void> content_manager::impl::publish_at_time(program_id id) {
     co_return;  // rescheduled or cancelled meanwhile
   }
   schedule.erase(id);
+  if (!leads()) {
+    co_return;  // the lease lapsed meanwhile: its new holder publishes
+  }
   auto st = co_await change(id, program_state::published, "at its publish time");
   if (!st) {
     logger->warn("program {}: not published at its time: {}", id.str(), st.err().detail);
@@ -94,9 +100,8 @@ asio::awaitable<std::set<std::string>> content_manager::impl::push_round(program
   auto c = found->second;  // changes may arrive while this round awaits
   std::string body = json::serialize(api::to_json(c.change));
   if (c.registry) {
-    auto r = co_await client->send_json(
-        http::verb::post,
-        fmt::format("{}/v1/programs/{}/availability", grid.registry->listen.url(), id.str()), body);
+    auto r = co_await registry->send_json(
+        *client, http::verb::post, fmt::format("/v1/programs/{}/availability", id.str()), body);
     if (r && (r->status == 200 || r->status == 404)) {
       c.registry = false;
     }

@@ -328,9 +328,9 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
 // The registry's sources of `key` other than this station, cheapest first.
 asio::awaitable<result<std::vector<api::source>>> director_daemon::impl::other_sources(
     const segment_key& key) {
-  auto res = co_await client->get(fmt::format("{}/v1/programs/{}/segments/{}/sources?for={}",
-                                              registry_url(), key.program.str(), key.index.v,
-                                              station->name.str()));
+  auto res = co_await registry->get(
+      *client, fmt::format("/v1/programs/{}/segments/{}/sources?for={}", key.program.str(),
+                           key.index.v, station->name.str()));
   if (!res) {
     co_return make_error(errc::unavailable, "registry: " + res.err().detail);
   }

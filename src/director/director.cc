@@ -47,6 +47,9 @@ status director_daemon::start() {
   // Orders to engines, reports to the registry, copies from other stations: with its token.
   co.bearer = [&d] { return d.auth ? d.auth->token() : std::string(); };
   d.client = std::make_unique<net::http_client>(d.io.get_executor(), co);
+  if (d.grid.registry) {
+    d.registry.emplace(d.grid.registry->client_urls(), "registry");
+  }
   // The order answers when the copy is whole, and the engine sends nothing until then.
   co.request_timeout = timing.order;
   co.read_timeout = timing.order;

@@ -35,6 +35,7 @@
 #include "net/client.h"
 #include "net/daemon.h"
 #include "net/http.h"
+#include "net/peer_list.h"
 
 namespace vodgrid::director {
 
@@ -105,6 +106,9 @@ struct director_daemon::impl : net::daemon_base {
   // Orders that engines answer at once, lookups at the registry and other directors: short
   // deadlines, so that a hung peer (a stopped process) costs a console seconds, not minutes.
   std::unique_ptr<net::http_client> client;
+  // The registry's daemons (grid.registry's client_urls), through `client`; set when the grid has a
+  // registry.
+  std::optional<net::peer_list> registry;
   // Copy orders that answer when the copy is done (pre-positioning, repair).
   std::unique_ptr<net::http_client> copy_client;
   // With [auth]: the keys that check viewers' tokens and the station key that signs redirects.
@@ -294,9 +298,6 @@ struct director_daemon::impl : net::daemon_base {
   // The engine of ours that should receive a copy of `key` (station_tables::choose_receiver).
   std::optional<engine_slot> choose_receiver(const segment_key& key,
                                              std::optional<engine_slot> exclude = std::nullopt);
-  std::string registry_url() const {
-    return grid.registry ? grid.registry->listen.url() : std::string();
-  }
   result<const api::program_manifest*> ready_program(const std::string& id) const;
   // ready_program, after learning a program this station does not know from the registry
   // (programs.cc). errc::unavailable: the registry could not be asked.

@@ -336,7 +336,7 @@ asio::awaitable<status> director_daemon::impl::learn_program(program_id id) {
 asio::awaitable<void> director_daemon::impl::look_up_program(program_id id,
                                                              std::shared_ptr<pending_lookup> p) {
   auto now = steady::now();
-  auto res = co_await client->get(fmt::format("{}/v1/programs/{}", registry_url(), id.str()));
+  auto res = co_await registry->get(*client, fmt::format("/v1/programs/{}", id.str()));
   if (!res) {
     p->outcome = make_error(errc::unavailable,
                             fmt::format("cannot learn program {}: the registry did not answer: {}",

@@ -2,6 +2,7 @@
 // samples (acknowledged a prefix at a time), and the one reconciliation after a start. While the
 // registry is down the station serves on and keeps its changes.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <boost/json/serialize.hpp>
 
 #include "director/impl.h"
@@ -30,9 +31,10 @@ asio::awaitable<bool> director_daemon::impl::send_report() {
   }
   r.changes = unreported;
   r.copies = copy_samples;
-  auto res = co_await client->send_json(
-      http::verb::post,
-      fmt::format("{}/v1/stations/{}/report", registry_url(), station->name.str()),
+  // Repeated on another registry daemon if this one is lost mid-report: a report states what is
+  // held (not what changed), so receiving it twice changes nothing.
+  auto res = co_await registry->send_json(
+      *client, http::verb::post, fmt::format("/v1/stations/{}/report", station->name.str()),
       json::serialize(api::to_json(r)));
   if (res && res->status == 200) {
     // Only what was sent is acknowledged; changes drained meanwhile stay for the next report.
@@ -62,8 +64,8 @@ asio::awaitable<bool> director_daemon::impl::send_report() {
 // director was down were never reported. For each program whose count at the registry differs
 // from what the engines hold, every segment's station-level state is reported again.
 asio::awaitable<void> director_daemon::impl::reconcile_with_registry() {
-  auto res = co_await client->get(
-      fmt::format("{}/v1/stations/{}/held", registry_url(), station->name.str()));
+  auto res =
+      co_await registry->get(*client, fmt::format("/v1/stations/{}/held", station->name.str()));
   if (!res || res->status != 200) {
     co_return;  // tried again after the next report
   }
@@ -106,15 +108,16 @@ asio::awaitable<void> director_daemon::impl::reconcile_with_registry() {
 asio::awaitable<void> director_daemon::impl::registry_loop() {
   bool was_ok = false;  // the registry may start after us: only a lost registry is worth a warning
   bool ever_ok = false;
+  bool warned_never = false;
   while (true) {  // not `while (!co_await ...)`: GCC 12 miscompiles it
     bool ok = true;
     if (!registered) {
       api::station_registration reg{station->name, station->director.listen.url(),
                                     station->home, station->x_km,
                                     station->y_km, station->uplink_bits_per_second};
-      auto res = co_await client->send_json(
-          http::verb::put, fmt::format("{}/v1/stations/{}", registry_url(), station->name.str()),
-          json::serialize(api::to_json(reg)));
+      auto res = co_await registry->send_json(*client, http::verb::put,
+                                              fmt::format("/v1/stations/{}", station->name.str()),
+                                              json::serialize(api::to_json(reg)));
       registered = res && res->status == 200;
       ok = registered;
     }
@@ -128,11 +131,19 @@ asio::awaitable<void> director_daemon::impl::registry_loop() {
     if (ok != was_ok && (ok || ever_ok)) {
       if (ok) {
         ever_ok = true;
-        logger->info("director {}: registry {} reached", station->name.str(), registry_url());
+        logger->info("director {}: registry {} reached", station->name.str(), registry->current());
       } else {
-        logger->warn("director {}: registry {} unreachable; serving on, changes kept",
-                     station->name.str(), registry_url());
+        logger->warn("director {}: registry unreachable at {}; serving on, changes kept",
+                     station->name.str(), fmt::join(registry->urls(), ", "));
       }
+    }
+    if (!ever_ok && !warned_never && steady::now() - started > std::chrono::seconds(10)) {
+      // A registry that starts after us is normal; one never heard of is a config to look at.
+      warned_never = true;
+      logger->warn(
+          "director {}: no registry answers at {} after 10 s; serving what this station "
+          "holds, changes kept",
+          station->name.str(), fmt::join(registry->urls(), ", "));
     }
     was_ok = ok;
     // Not a setting: a few hundred ms keeps the registry's view of our load and copies fresh for

@@ -435,14 +435,25 @@ std::string station_fixture::log_of(const std::string& name) const {
 }
 
 grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string database,
-                           bool with_content, bool with_auth) {
+                           bool with_content, bool with_auth, replicas rep) {
+  int registries = rep.registries;
   grid_.registry = registry_config{
       {"127.0.0.1", free_port()},
       database.empty() ? "sqlite://" + (dir_.path() / "registry.db").string() : database};
+  if (registries > 1) {
+    grid_.registry->urls.push_back(grid_.registry->listen.url());
+    for (int i = 2; i <= registries; ++i) {
+      grid_.registry->urls.push_back(fmt::format("http://127.0.0.1:{}", free_port()));
+    }
+  }
   if (with_content) {
     grid_.content = content_config{{"127.0.0.1", free_port()},
                                    "sqlite://" + (dir_.path() / "content.db").string(),
                                    dir_.path() / "content"};
+    grid_.content->publish_lease = rep.publish_lease;
+    for (int i = 2; i <= rep.content_managers; ++i) {
+      standby_content_ports_.push_back(free_port());
+    }
   }
   if (with_auth) {
     grid_.auth = test_auth(dir_.path());
@@ -482,6 +493,9 @@ grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string datab
     procs_["auth"] = start_auth(grid_, config_file_, dir_.path());
   }
   start("registry");
+  for (int i = 2; i <= registries; ++i) {
+    start(fmt::format("registry-{}", i));
+  }
   for (auto& s : grid_.stations) {
     start(s.name.str());
     for (auto& e : s.engines) {
@@ -538,6 +552,11 @@ std::vector<std::string> grid_fixture::engines_of(const std::string& station) co
 }
 
 std::vector<std::string> grid_fixture::argv_of(const std::string& name) const {
+  if (name.starts_with("registry-") || name.starts_with("content-")) {
+    auto url = url_of(name);
+    return {vodgrid_binary(), name.substr(0, name.find('-')), "--config", config_file_.string(),
+            "--listen",       url.substr(url.find("//") + 2)};
+  }
   std::string role = name == "registry" || name == "content" || name == "auth" ? name
                      : grid_.find_station(name)                                ? "director"
                                                                                : "engine";
@@ -560,17 +579,28 @@ void grid_fixture::start(const std::string& name) {
     throw std::runtime_error(p.err().detail);
   }
   procs_[name] = std::move(*p);
-  std::string url = name == "registry"         ? registry_url()
-                    : name == "content"        ? content_url()
-                    : name == "auth"           ? auth_url()
-                    : grid_.find_station(name) ? director_url(name)
-                                               : engine_url(name);
+  std::string url = url_of(name);
   if (!eventually([&] {
         auto r = http_get(url + "/healthz");
         return r && r->status == 200;
       })) {
     throw std::runtime_error(name + " did not start:\n" + log_of(name));
   }
+}
+
+std::string grid_fixture::url_of(const std::string& name) const {
+  if (name.starts_with("registry-")) {
+    return registry_url(std::stoul(name.substr(9)) - 1);
+  }
+  if (name.starts_with("content-")) {
+    return fmt::format("http://127.0.0.1:{}",
+                       standby_content_ports_.at(std::stoul(name.substr(8)) - 2));
+  }
+  return name == "registry"         ? registry_url()
+         : name == "content"        ? content_url()
+         : name == "auth"           ? auth_url()
+         : grid_.find_station(name) ? director_url(name)
+                                    : engine_url(name);
 }
 
 run_result grid_fixture::ingest(const std::string& source, const std::string& id,

@@ -119,6 +119,18 @@ class station_fixture {
   std::vector<child_process> engines_;
 };
 
+// grid_fixture's several alike daemons over one database (issue 18, item 3). (Outside the class:
+// GCC takes no default member initializers of a nested struct in a default argument.)
+struct grid_replicas {
+  // > 1: as many registry daemons, "registry", "registry-2", ... on their own ports (`vodgrid
+  // registry --listen`), every client given all their URLs in order.
+  int registries = 1;
+  // > 1 (with_content): standby content managers "content-2", ... (`vodgrid content --listen`),
+  // not started by the constructor.
+  int content_managers = 1;
+  std::chrono::milliseconds publish_lease{15'000};  // [content] publish_lease_ms
+};
+
 // A grid of real processes on free ports: a registry (SQLite unless `database` is given) and
 // stations, each a director and its engines. Station 0 is the home.
 class grid_fixture {
@@ -137,14 +149,19 @@ class grid_fixture {
   };
   // with_content: a content manager too (SQLite catalog), started last, named "content".
   // with_auth: an auth server (demo accounts), started first; every daemon provisioned.
+  using replicas = grid_replicas;
   explicit grid_fixture(std::vector<station_spec> stations, std::string database = {},
-                        bool with_content = false, bool with_auth = false);
+                        bool with_content = false, bool with_auth = false, replicas r = {});
   ~grid_fixture();
 
   const grid_config& config() const { return grid_; }
   const std::filesystem::path& data() const { return dir_.path(); }
   std::string registry_url() const { return grid_.registry->listen.url(); }
+  // The i-th registry daemon's URL (0: "registry", 1: "registry-2", ...).
+  std::string registry_url(size_t i) const { return grid_.registry->client_urls().at(i); }
   std::string content_url() const { return grid_.content->listen.url(); }
+  // "content" or "content-N"'s URL.
+  std::string content_url(const std::string& name) const { return url_of(name); }
   std::string auth_url() const { return grid_.auth->listen.url(); }
   std::string viewer_token() const { return login_token(auth_url(), "viewer", "demo", "demo"); }
   std::string operator_token() const {
@@ -164,7 +181,9 @@ class grid_fixture {
 
  private:
   std::vector<std::string> argv_of(const std::string& name) const;
+  std::string url_of(const std::string& name) const;
   temp_dir dir_;
+  std::vector<uint16_t> standby_content_ports_;  // content-2, content-3, ...
   grid_config grid_;
   std::filesystem::path config_file_;
   std::map<std::string, child_process> procs_;

@@ -1,0 +1,233 @@
+// Registry URL lists (issue 18, item 3): net::peer_list against real registry daemons (one killed,
+// one stopped, one answering 503), a director and the CLI failing over between two registry
+// daemons over one database, and a grid whose registries all stay silent.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <csignal>
+#include <fstream>
+
+#include "net/peer_list.h"
+#include "support/support.h"
+
+namespace vodgrid {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+// One request through `peers` on a private io_context.
+asio::awaitable<result<net::client_response>> ask_on(net::peer_list* peers, std::string path,
+                                                     std::chrono::milliseconds read_timeout) {
+  net::client_options co;
+  co.connect_timeout = 1s;
+  co.read_timeout = read_timeout;
+  co.request_timeout = 10s;
+  net::http_client client(co_await asio::this_coro::executor, co);
+  co_return co_await peers->get(client, std::move(path));
+}
+
+result<net::client_response> ask(net::peer_list& peers, std::string path,
+                                 std::chrono::milliseconds read_timeout = 3s) {
+  asio::io_context io;
+  auto f = asio::co_spawn(io, ask_on(&peers, std::move(path), read_timeout), asio::use_future);
+  io.run();
+  return f.get();
+}
+
+std::string dead_url() {
+  return fmt::format("http://127.0.0.1:{}", test::free_port());
+}
+
+struct two_registries : ::testing::Test {
+  test::grid_fixture grid{{{"home", 2}}, {}, false, false, {.registries = 2}};
+};
+
+TEST_F(two_registries, APeerListMovesToTheOtherDaemonWhenOneIsKilledAndStaysThere) {
+  net::peer_list peers({grid.registry_url(0), grid.registry_url(1)}, "registry");
+  auto r = ask(peers, "/healthz");
+  ASSERT_TRUE(r && r->status == 200);
+  EXPECT_EQ(peers.current(), grid.registry_url(0));
+
+  grid.kill("registry");
+  r = ask(peers, "/healthz");
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(peers.current(), grid.registry_url(1));
+
+  // Back, but the last good one is asked first (within the fail-back period).
+  grid.start("registry");
+  r = ask(peers, "/healthz");
+  ASSERT_TRUE(r && r->status == 200);
+  EXPECT_EQ(peers.current(), grid.registry_url(1));
+}
+
+TEST_F(two_registries, APeerListComesBackToTheFirstDaemonAfterItsFailBackPeriod) {
+  net::peer_list peers({grid.registry_url(0), grid.registry_url(1)}, "registry", 300ms);
+  grid.kill("registry");
+  ASSERT_TRUE(ask(peers, "/healthz"));
+  ASSERT_EQ(peers.current(), grid.registry_url(1));
+  // Still dead after the period: tried, left again.
+  std::this_thread::sleep_for(350ms);
+  ASSERT_TRUE(ask(peers, "/healthz"));
+  EXPECT_EQ(peers.current(), grid.registry_url(1));
+  grid.start("registry");
+  std::this_thread::sleep_for(350ms);
+  auto r = ask(peers, "/healthz");
+  ASSERT_TRUE(r && r->status == 200);
+  EXPECT_EQ(peers.current(), grid.registry_url(0));
+}
+
+TEST_F(two_registries, AHungDaemonIsLeftAfterTheReadTimeout) {
+  net::peer_list peers({grid.registry_url(0), grid.registry_url(1)}, "registry");
+  ASSERT_TRUE(ask(peers, "/healthz"));  // a pooled connection to the first
+  grid.signal("registry", SIGSTOP);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = ask(peers, "/healthz", 500ms);
+  auto took = std::chrono::steady_clock::now() - t0;
+  grid.signal("registry", SIGCONT);
+  ASSERT_TRUE(r) << r.err().detail;
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(peers.current(), grid.registry_url(1));
+  // A SIGSTOPped process's listening socket still accepts (the kernel completes the handshake):
+  // the read timeout, not the connect, is what gives it up.
+  EXPECT_LT(took, 3s);
+}
+
+TEST_F(two_registries, A503IsLeftForTheNextPeerAndA404IsAnAnswer) {
+  // A server that answers 503 to everything (a registry whose database is failing over).
+  test::temp_dir dir;
+  auto port = test::free_port();
+  auto script = dir.path() / "busy.py";
+  std::ofstream(script)
+      << "import http.server, sys\n"
+         "class H(http.server.BaseHTTPRequestHandler):\n"
+         "    def do_GET(self):\n"
+         "        self.send_response(503)\n"
+         "        self.send_header('Content-Length', '0')\n"
+         "        self.end_headers()\n"
+         "    def log_message(self, *a):\n"
+         "        pass\n"
+         "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n";
+  auto busy = child_process::spawn({"/usr/bin/python3", script.string(), std::to_string(port)});
+  ASSERT_TRUE(busy);
+  ASSERT_TRUE(test::eventually([&] { return test::port_is_listening(port); }));
+  std::string busy_url = fmt::format("http://127.0.0.1:{}", port);
+
+  net::peer_list peers({busy_url, grid.registry_url(0)}, "registry");
+  auto r = ask(peers, "/healthz");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(peers.current(), grid.registry_url(0));
+
+  net::peer_list answers({grid.registry_url(0), grid.registry_url(1)}, "registry");
+  r = ask(answers, "/v1/programs/no-such-program");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404u);
+  EXPECT_EQ(answers.current(), grid.registry_url(0));
+
+  // Nothing answers: the last peer's error.
+  net::peer_list none({busy_url, dead_url()}, "registry");
+  r = ask(none, "/healthz");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::unavailable);
+}
+
+TEST(PeerList, SplitsACommaListAndRefusesBadEntries) {
+  auto l = net::peer_list::split("http://a:1, http://b:2/");
+  ASSERT_TRUE(l);
+  EXPECT_EQ(*l, (std::vector<std::string>{"http://a:1", "http://b:2"}));
+  EXPECT_FALSE(net::peer_list::split("http://a:1,"));
+  EXPECT_FALSE(net::peer_list::split("http://a:1,ftp://b"));
+  EXPECT_FALSE(net::peer_list::split(""));
+}
+
+TEST(RegistryUrls, TheConfigKeepsTheListAndRefusesAUrlThatIsNotHttp) {
+  auto g = grid_config::embedded_default("/tmp/vodgrid-unused", 8700);
+  g.registry->urls = {"http://127.0.0.1:8700", "http://127.0.0.1:8800"};
+  auto parsed = grid_config::parse(g.to_toml());
+  ASSERT_TRUE(parsed) << parsed.err().detail;
+  EXPECT_EQ(parsed->registry->client_urls(), g.registry->urls);
+  g.registry->urls.clear();
+  parsed = grid_config::parse(g.to_toml());
+  ASSERT_TRUE(parsed) << parsed.err().detail;
+  EXPECT_EQ(parsed->registry->client_urls(), std::vector<std::string>{"http://127.0.0.1:8700"});
+  g.registry->urls = {"http://127.0.0.1:8700", "127.0.0.1:8800"};
+  parsed = grid_config::parse(g.to_toml());
+  ASSERT_FALSE(parsed);
+  EXPECT_NE(parsed.err().detail.find("\"127.0.0.1:8800\" is not an http://host:port URL"),
+            std::string::npos)
+      << parsed.err().detail;
+}
+
+// The whole chain: with the first registry daemon killed, the director registers and reports at
+// the second, and a program ingested through the CLI's list lands there with every location.
+TEST_F(two_registries, ADirectorAndTheCliUseTheOtherDaemonWhenOneIsKilled) {
+  grid.kill("registry");
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        auto r = test::http_get(grid.registry_url(1) + "/healthz");
+        return r && r->body.find("\"stations_up\":1") != std::string::npos;
+      },
+      10s))
+      << grid.log_of("home");
+  EXPECT_NE(grid.log_of("home").find("now using " + grid.registry_url(1)), std::string::npos)
+      << grid.log_of("home");
+
+  test::temp_dir src;
+  auto sample = test::make_sample(src.path(), 4, 1);
+  auto list = grid.registry_url(0) + "," + grid.registry_url(1);
+  auto in = test::run({test::vodgrid_binary(), "ingest", sample.string(), "--title", "Film", "--id",
+                       "film", "--grid", list});
+  ASSERT_EQ(in.status, 0) << in.err;
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        auto r = test::http_get(grid.registry_url(1) + "/v1/stations/home/held");
+        return r && r->status == 200 && r->body.find("\"film\":") != std::string::npos &&
+               r->body.find("\"film\":0") == std::string::npos;
+      },
+      10s))
+      << test::http_get(grid.registry_url(1) + "/v1/stations/home/held")->body;
+}
+
+// Bad input: every registry named is silent. The CLI says so in one line; the director serves on,
+// says where it looked, and catches up when one comes back.
+TEST_F(two_registries, WhenNoRegistryAnswersTheCliSaysSoAndTheDirectorServesOnAndCatchesUp) {
+  auto none = dead_url() + "," + dead_url();
+  auto r = test::run({test::vodgrid_binary(), "programs", "--grid", none});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("no registry of " + none + " answers"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  r = test::run({test::vodgrid_binary(), "programs", "--grid", dead_url() + ",registry:8700"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("is not an http:// URL"), std::string::npos) << r.err;
+
+  grid.kill("registry");
+  grid.kill("registry-2");
+  auto urls = grid.registry_url(0) + ", " + grid.registry_url(1);
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        return grid.log_of("home").find("registry unreachable at " + urls) != std::string::npos;
+      },
+      10s))
+      << grid.log_of("home");
+  auto h = test::http_get(grid.director_url("home") + "/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200u);
+
+  grid.start("registry-2");
+  EXPECT_TRUE(test::eventually(
+      [&] {
+        auto s = test::http_get(grid.registry_url(1) + "/healthz");
+        return s && s->body.find("\"stations_up\":1") != std::string::npos;
+      },
+      10s))
+      << grid.log_of("home");
+}
+
+}  // namespace
+}  // namespace vodgrid
