@@ -226,6 +226,14 @@ void netns_hosts::shape(const std::string& host, uint64_t mbit) {
         fmt::format("{}mbit", mbit), "burst", std::to_string(burst), "latency", "50ms"});
 }
 
+void netns_hosts::cut(const std::string& from, const std::string& to) {
+  must({"ip", "-n", netns(to), "route", "add", "blackhole", address(from) + "/32"});
+}
+
+void netns_hosts::mend(const std::string& from, const std::string& to) {
+  must({"ip", "-n", netns(to), "route", "del", "blackhole", address(from) + "/32"});
+}
+
 uint64_t netns_hosts::tx_bytes(const std::string& host) const {
   auto it = veths_.find(host);
   if (it == veths_.end()) {

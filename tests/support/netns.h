@@ -47,6 +47,13 @@ class netns_hosts {
   // Shapes the host's uplink, everything it sends (to the other hosts and to this process), with a
   // token bucket (tc tbf) at `mbit` Mbit/s; 0 removes the shaping. Throws if tc fails.
   void shape(const std::string& host, uint64_t mbit);
+  // A split network: `to` stops answering `from` (a route in `to`'s namespace sends whatever is
+  // for `from`'s address nowhere). From `from`, `to` falls silent: connections time out, as across
+  // a real partition; `to` sees its own connections to `from` fail at once. Everything else, this
+  // process (the viewers) included, still reaches both. mend() undoes it. No netfilter on these
+  // machines: a route is the tool there is.
+  void cut(const std::string& from, const std::string& to);
+  void mend(const std::string& from, const std::string& to);
   // Bytes the host has sent on its link so far (its veth's counter, read from this side).
   uint64_t tx_bytes(const std::string& host) const;
 
