@@ -16,7 +16,12 @@ pkgs=(
   chromium
   prometheus
   iproute2
+  patroni python3-etcd etcd-server etcd-client
 )
+# patroni, python3-etcd (its etcd client), etcd-server, etcd-client: the highly available registry
+# database of registry_ha_test and bench/registry_ha (tests/support/patroni.h starts its own cluster
+# as the user postgres in temporary folders; the packages' system services, where systemd starts
+# them, are neither used nor touched).
 # iproute2: ip and tc, the hosts and shaped links of the multi-host tests (tests/support/netns.h)
 # and scripts/netns-grid.
 # prometheus: promtool checks deploy/prometheus/ and prometheus_test runs its own server (free port,
