@@ -33,6 +33,9 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <boost/asio/executor_work_guard.hpp>
+
+#include "net/daemon.h"
 #include "net/http.h"
 #include "support/support.h"
 
@@ -160,11 +163,18 @@ asio::awaitable<void> answer_rtsp(foreign_connection& c) {
   co_await asio::async_write(c.sock, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
 }
 
-// A server on its own io_context thread, with a few routes.
+// A server on its own io_context thread, with a few routes; with VODGRID_THREADS=N, on N loops
+// (the Threads2 entries of ctest run every test so).
 class server_harness {
  public:
   explicit server_harness(server_options opts = short_timeouts()) {
     st_->file = dir_.path() / "data.bin";
+    std::vector<asio::any_io_executor> extra;
+    for (uint32_t i = 1; loop_count(1) && i < *loop_count(1); ++i) {
+      extra_.push_back(std::make_unique<asio::io_context>(1));
+      guards_.push_back(asio::make_work_guard(*extra_.back()));
+      extra.push_back(extra_.back()->get_executor());
+    }
     server_.emplace(io_.get_executor(), "test", opts);
     auto st = st_;
     server_->route(V::get, "/items/{}/{}.ts", [](request_context& c) { return echo_params(c); });
@@ -181,12 +191,15 @@ class server_harness {
     server_->route(V::get, "/slow", [st](request_context& c) { return slow(st, c); });
     server_->route(V::get, "/file", [st](request_context& c) { return serve_file(st, c); });
     server_->set_foreign_protocol("RTSP/1.0", [](foreign_connection& c) { return answer_rtsp(c); });
-    auto port = server_->listen("127.0.0.1", 0);
+    auto port = server_->listen("127.0.0.1", 0, extra);
     if (!port) {
       throw std::runtime_error(port.err().detail);
     }
     port_ = *port;
     thread_ = std::thread([this] { io_.run(); });
+    for (auto& l : extra_) {
+      extra_threads_.emplace_back([ctx = l.get()] { ctx->run(); });
+    }
   }
 
   ~server_harness() {
@@ -194,6 +207,14 @@ class server_harness {
       stop(0ms).wait();
     }
     thread_.join();
+    guards_.clear();
+    for (auto& l : extra_) {
+      l->stop();
+    }
+    for (auto& t : extra_threads_) {
+      t.join();
+    }
+    server_.reset();  // before the loops its acceptors belong to
   }
 
   static server_options short_timeouts() {
@@ -229,6 +250,9 @@ class server_harness {
   test::temp_dir dir_;
   std::shared_ptr<shared_state> st_ = std::make_shared<shared_state>();
   asio::io_context io_;
+  std::vector<std::unique_ptr<asio::io_context>> extra_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
+  std::vector<std::thread> extra_threads_;
   std::optional<http_server> server_;
   std::thread thread_;
   uint16_t port_ = 0;

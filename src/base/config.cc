@@ -153,6 +153,7 @@ void director_fields(V& v, C& d) {
   v.number("hot_load_percent", d.hot_load_percent, 1u, 100u);
   v.duration("replica_idle_seconds", d.replica_idle, int64_t{1});
   v.duration("repair_grace_seconds", d.repair_grace, int64_t{0});
+  v.threads("threads", d.threads);
 }
 
 template <class V, class C>
@@ -177,6 +178,7 @@ void engine_fields(V& v, C& e) {
   v.number("max_segment_bytes", e.max_segment_bytes, uint64_t{1024});
   v.number("max_disk_bytes", e.max_disk_bytes);
   v.number("max_fills", e.max_fills, 1u);
+  v.threads("threads", e.threads);
 }
 
 // Reads the optional top-level table `key` with `fields`; absent: `out` stays empty.

@@ -36,6 +36,9 @@ struct engine_config {
   // Copies from other engines received at once; more wait their turn (never refused for it). Each
   // holds a source connection, a file and a window of 64 KiB in memory.
   uint32_t max_fills = 100;
+  // Event loops serving its HTTP port (`threads = N` or "auto": one per core; 0 here means
+  // "auto"). VODGRID_THREADS overrides it (tests run the suite with 2).
+  uint32_t threads = 1;
 };
 
 struct director_config {
@@ -51,6 +54,8 @@ struct director_config {
   // An engine out of rotation this long has its segments copied again within the station until
   // every segment is back to `copies`; a shorter absence is waited out (it may come back).
   std::chrono::seconds repair_grace{30};
+  // Event loops serving its HTTP port, as an engine's `threads`.
+  uint32_t threads = 1;
 };
 
 struct station_config {

@@ -114,6 +114,23 @@ class table_reader {
       field = *a;
     }
   }
+  // A count of event loops: an integer 1..256, or "auto" (kept as 0: one per core).
+  void threads(std::string_view key, uint32_t& field) {
+    auto n = node(key);
+    if (!n) {
+      return;
+    }
+    if (auto s = n.value_exact<std::string>(); s && *s == "auto") {
+      field = 0;
+      return;
+    }
+    auto v = n.is_integer() ? n.value<int64_t>() : std::nullopt;
+    if (!v || *v < 1 || *v > 256) {
+      fail(fmt::format("'{}' must be an integer within 1..256 or \"auto\"", key));
+      return;
+    }
+    field = static_cast<uint32_t>(*v);
+  }
   void names(std::string_view key) { known_.push_back(key); }  // read by the caller itself
   // A check across fields, or of a value no method above reads.
   void fail(std::string msg) {
@@ -236,6 +253,13 @@ class table_writer {
   void listen(std::string_view key, const listen_address& a, bool required = true) {
     if (required || a.port != 0) {
       t_.insert(key, fmt::format("{}:{}", a.host, a.port));
+    }
+  }
+  void threads(std::string_view key, const uint32_t& v) {
+    if (v == 0) {
+      t_.insert(key, "auto");
+    } else {
+      t_.insert(key, static_cast<int64_t>(v));
     }
   }
   void names(std::string_view) {}

@@ -68,6 +68,11 @@ status engine_daemon::start() {
     return st;
   }
   d.routes();
+  auto loops = net::loop_count(d.self->threads);
+  if (!loops) {
+    return loops.err();
+  }
+  d.threads = *loops;
   if (auto st = d.listen(d.self->listen.host, d.self->listen.port); !st) {
     return st;
   }

@@ -1,24 +1,77 @@
 // daemon_base: listen and the two-phase stop.
 #include "net/daemon.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <charconv>
+#include <cstdlib>
 
 #include "base/log.h"
 
 namespace vodgrid::net {
 
+// VODGRID_THREADS, when set, applies to every daemon; the director and engine also read their
+// `threads` key (loop_count) before listen.
 daemon_base::daemon_base(asio::io_context& i)
-    : io(i), tasks(i.get_executor()), stop_requested(i.get_executor()) {}
+    : io(i),
+      tasks(i.get_executor()),
+      stop_requested(i.get_executor()),
+      threads(loop_count(1) ? *loop_count(1) : 1) {}
 
-daemon_base::~daemon_base() = default;
+result<uint32_t> loop_count(uint32_t configured) {
+  uint32_t n = configured;
+  if (const char* env = std::getenv("VODGRID_THREADS"); env && *env) {
+    std::string_view v(env);
+    if (v == "auto") {
+      n = 0;
+    } else {
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (ec != std::errc() || end != v.data() + v.size() || n < 1 || n > 256) {
+        return make_error(errc::invalid_argument,
+                          fmt::format("VODGRID_THREADS must be 1..256 or \"auto\", got \"{}\"", v));
+      }
+    }
+  }
+  if (n == 0) {
+    n = std::max(1u, std::thread::hardware_concurrency());
+  }
+  return n;
+}
+
+daemon_base::~daemon_base() {
+  join_loops();
+  server.reset();  // before the loops its acceptors and connections belong to
+}
 
 status daemon_base::listen(const std::string& host, uint16_t p) {
-  auto bound = server->listen(host, p);
+  std::vector<asio::any_io_executor> extra;
+  for (uint32_t i = 1; i < threads; ++i) {
+    loops_.push_back(std::make_unique<asio::io_context>(1));
+    loop_guards_.push_back(asio::make_work_guard(*loops_.back()));
+    extra.push_back(loops_.back()->get_executor());
+  }
+  auto bound = server->listen(host, p, extra);
   if (!bound) {
+    loop_guards_.clear();
     return bound.err();
+  }
+  for (auto& l : loops_) {
+    loop_threads_.emplace_back([ctx = l.get()] { ctx->run(); });
   }
   port = *bound;
   return {};
+}
+
+void daemon_base::join_loops() {
+  loop_guards_.clear();  // a loop ends once its connections and accept loop have
+  for (auto& l : loops_) {
+    l->stop();  // stop() has ended their work; a daemon destroyed without stop cuts it
+  }
+  for (auto& t : loop_threads_) {
+    t.join();
+  }
+  loop_threads_.clear();
 }
 
 asio::awaitable<size_t> daemon_base::stop(std::chrono::milliseconds drain) {
@@ -32,6 +85,7 @@ asio::awaitable<size_t> daemon_base::stop(std::chrono::milliseconds drain) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - std::chrono::steady_clock::now());
   size_t abandoned = co_await tasks.close(std::max(left, std::chrono::milliseconds(0)));
+  join_loops();  // the server has stopped: the further loops have nothing left
   if (abandoned > 0) {
     log::get("net")->info("{}: {} background tasks abandoned at the drain deadline",
                           server ? server->name() : std::string("daemon"), abandoned);

@@ -1,16 +1,23 @@
 // The skeleton every daemon shares: its io_context, its HTTP server and routes, the tasks it spawns
 // (counted by a task group), a "stop requested" event its loops sleep on, and a two-phase stop.
 // A daemon's impl derives from daemon_base and adds its own state; README.md shows the pattern.
-// Threading: everything here belongs to the io thread(s) of `io`.
+// Threading: everything here belongs to the thread running `io`, the home loop. With `threads` > 1,
+// listen() starts threads - 1 further loops, each on its own thread, that accept connections on the
+// same socket and serve them; their routes' handlers still run on the home loop unless a route is
+// marked loop_affinity::any (see net/http.h and docs/architecture.md).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include "base/result.h"
@@ -20,6 +27,11 @@
 
 namespace vodgrid::net {
 
+// The number of event loops a daemon runs: VODGRID_THREADS when set (a number, or "auto"),
+// else `configured` (0: "auto"); "auto" is one per core. An unparsable VODGRID_THREADS is an
+// error naming it.
+result<uint32_t> loop_count(uint32_t configured);
+
 class daemon_base {
  public:
   explicit daemon_base(asio::io_context& io);
@@ -27,8 +39,9 @@ class daemon_base {
   daemon_base(const daemon_base&) = delete;
   daemon_base& operator=(const daemon_base&) = delete;
 
-  // Binds `server` (made by the daemon's start, with its name and options) and starts accepting;
-  // sets `port` to the bound port (useful with port 0).
+  // Binds `server` (made by the daemon's start, with its name and options) and starts accepting
+  // on `threads` loops (the home loop and threads - 1 started here); sets `port` to the bound
+  // port (useful with port 0).
   status listen(const std::string& host, uint16_t port);
 
   // Two-phase stop: on_stop(), "stop requested" set and `stopping` true; then the server stops
@@ -45,16 +58,28 @@ class daemon_base {
   template <class D>
   void route(http::verb method, std::string pattern,
              asio::awaitable<reply> (D::*fn)(request_context&), uint64_t body_limit = 0,
-             audience who = audience::control) {
-    server->route(method, std::move(pattern), bind(fn), body_limit, who);
+             audience who = audience::control, loop_affinity where = loop_affinity::home) {
+    server->route(method, std::move(pattern), bind(fn), body_limit, who, where);
   }
 
+ private:
+  // The further loops and their threads (declared before `server`, which is destroyed first: its
+  // acceptors belong to these loops). Joined by stop(), else by the destructor.
+  std::vector<std::unique_ptr<asio::io_context>> loops_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> loop_guards_;
+  std::vector<std::thread> loop_threads_;
+  void join_loops();
+
+ public:
   asio::io_context& io;
   std::unique_ptr<http_server> server;  // made by the daemon's start
   task_group tasks;                     // every coroutine the daemon spawns besides the server's
   async_event stop_requested;           // set at the start of stop(); loops sleep on it
   bool stopping = false;                // stop() has begun
   uint16_t port = 0;                    // bound by listen()
+  // Event loops serving `server` (listen starts threads - 1 of them): VODGRID_THREADS or 1; a
+  // daemon with a `threads` key sets it before listen().
+  uint32_t threads = 1;
 
  protected:
   // The daemon's first step of stop, before the server stops accepting (e.g. end its auth

@@ -1,9 +1,12 @@
 // The HTTP/1.1 server every daemon runs: Beast with C++20 coroutines, a router, JSON errors, file
 // bodies sent with sendfile(2), deadlines and size limits on every read, and a two-phase stop.
-// Threading: a server and its handlers run on one executor (the daemon's io_context thread); daemon
-// state touched by handlers therefore needs no lock unless other threads touch it too.
+// Threading: a server runs on one or more event loops (listen's `extra`). The first, the "home"
+// loop (the executor given to the constructor), owns the daemon's state: a handler runs there
+// unless its route is marked loop_affinity::any, so daemon state touched by home handlers needs no
+// lock unless other threads touch it too. A connection stays on the loop that accepted it.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -13,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -142,6 +146,16 @@ struct cors_options {
   std::chrono::seconds max_age{600};  // how long a browser may reuse a preflight's answer
 };
 
+// Where a route's handler runs when its connection belongs to another loop than the home loop.
+enum class loop_affinity {
+  // On the home loop (the default): the connection's coroutine awaits the handler run there (two
+  // posts), so the handler may touch the daemon's state like any code of the home loop.
+  home,
+  // On the connection's own loop, with no hop: the handler touches only what is safe from any
+  // thread (atomics, snapshots published by the home loop, its own locals).
+  any,
+};
+
 struct server_options {
   std::chrono::milliseconds header_timeout{10'000};  // to receive a whole request header
   std::chrono::milliseconds body_timeout{60'000};    // to receive a request body
@@ -163,11 +177,16 @@ class http_server {
   // A pattern is a path whose parts may be "{}" or "{}<suffix>" (e.g. "{}.ts"), each capturing
   // a part (the suffix stripped). HEAD is routed to GET handlers; the body is then dropped.
   // `who`: see audience (a pattern may have a viewer GET and control PUT, DELETE...).
+  // `where`: see loop_affinity.
   void route(http::verb method, std::string pattern, handler h, uint64_t body_limit = 0,
-             audience who = audience::control);
+             audience who = audience::control, loop_affinity where = loop_affinity::home);
 
-  // Binds and starts accepting; returns the bound port (useful with port 0).
-  result<uint16_t> listen(const std::string& host, uint16_t port);
+  // Binds and starts accepting; returns the bound port (useful with port 0). `extra`: executors
+  // of further event loops (each run by its own thread) that accept on the same listening socket
+  // (not SO_REUSEPORT, which would let another process bind the port in silence) and serve the
+  // connections they accept. Called on the home loop's thread, before that loop runs.
+  result<uint16_t> listen(const std::string& host, uint16_t port,
+                          std::vector<asio::any_io_executor> extra = {});
 
   // Two-phase stop: stop accepting and let idle connections go, then wait up to `drain` for
   // requests in flight, then cut what remains. Completes when every connection is gone.
@@ -176,7 +195,9 @@ class http_server {
   metrics_registry& metrics() { return metrics_; }
   // Extra fields for /healthz (e.g. the daemon's role and name); called on each request.
   void set_health(std::function<boost::json::object()> fn) { health_ = std::move(fn); }
-  size_t connections() const { return sessions_.size(); }
+  size_t connections() const { return connections_.load(std::memory_order_relaxed); }
+  // Whether the calling thread runs the home loop (tests, assertions).
+  bool on_home_loop() const;
   // A connection whose first request line ends in " <version>" (e.g. "RTSP/1.0") goes to `h`. Such
   // connections count as idle at stop: they are cut at once.
   void set_foreign_protocol(std::string version, foreign_handler h) {
@@ -197,15 +218,37 @@ class http_server {
     handler h;
     uint64_t body_limit;
     audience who;
+    loop_affinity where;
     histogram* duration;  // vodgrid_http_request_duration_seconds of this route
     // No earlier route's pattern matches a path this one matches: when it matches, it is the
     // route, without looking at the others (a session tries its last route first).
     bool unshadowed = true;
   };
   struct session;
-  asio::awaitable<void> accept_loop();
-  asio::awaitable<void> sweep_loop();
-  asio::awaitable<void> run_session(tcp::socket sock);
+  // One event loop's share of the server: its acceptor (on the shared listening socket), the
+  // connections it serves and their deadline sweep. Touched only by that loop's thread, but for
+  // stop (posted there) and the atomics.
+  struct loop {
+    loop(asio::any_io_executor e, bool h) : ex(e), home(h), acceptor(e), sweep_timer(e) {}
+    asio::any_io_executor ex;
+    bool home;
+    tcp::acceptor acceptor;
+    std::list<session*> sessions;
+    std::atomic<size_t> count{0};       // sessions.size(), for stop on the home loop
+    std::atomic<bool> sweeping{false};  // sweep_loop runs (while there are sessions)
+    asio::steady_timer sweep_timer;
+  };
+  asio::awaitable<void> accept_loop(loop& l);
+  asio::awaitable<void> sweep_loop(loop& l);
+  asio::awaitable<void> run_session(loop& l, tcp::socket sock);
+  // Sends a reply's file or stream owner to the home loop to be released there (an owner may
+  // count a stream in the daemon's state); nothing for a connection of the home loop.
+  void release_on_home(session& s, reply& r);
+  // A connection of the foreign protocol accepted by another loop, moved to the home loop.
+  asio::awaitable<void> run_adopted(tcp::socket sock, std::string already_read);
+  // The handler of route `r` (or the built-in answer) for the request in `ctx`, on the loop the
+  // route's affinity asks for.
+  asio::awaitable<reply> handle(session& s, const route_entry* r, bool plain);
   // The steps of a request in run_session (server.cc).
   enum class header_pull { done, would_block, foreign };
   // Parses what the session's buffer holds, then reads what the socket has without blocking,
@@ -247,12 +290,11 @@ class http_server {
   asio::any_io_executor ex_;
   std::string name_;
   server_options opts_;
-  tcp::acceptor acceptor_;
+  std::vector<std::unique_ptr<loop>> loops_;    // [0]: the home loop
+  std::atomic<size_t> connections_{0};          // over every loop
+  std::atomic<std::thread::id> home_thread_{};  // the home loop's, once it runs accept_loop
   std::vector<route_entry> routes_;
-  std::list<session*> sessions_;
-  bool stopping_ = false;
-  bool sweeping_ = false;  // sweep_loop runs (while there are sessions)
-  asio::steady_timer sweep_timer_;
+  std::atomic<bool> stopping_{false};
   std::chrono::milliseconds sweep_tick_;
   metrics_registry metrics_;
   std::function<boost::json::object()> health_;

@@ -16,7 +16,9 @@
 #include <mutex>
 #include <span>
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "net/run_on.h"
 #include "net/server_internal.h"
@@ -341,14 +343,21 @@ bool http_server::start_reply(session& s, const reply& r, bool head, bool keep_a
 // not be sent.
 asio::awaitable<bool> http_server::finish_reply(session& s, reply r, bool head) {
   bool file = r.file && !head;
-  int flags = (file && r.file->length > 0) || (r.stream && !head && r.stream->length > 0 &&
-                                               r.stream->body->available() > r.stream->offset)
-                  ? MSG_MORE
-                  : 0;  // the head leaves with the file's start
+  // A growing body is the home loop's: another loop does not ask it (the head goes alone).
+  int flags =
+      (file && r.file->length > 0) || (r.stream && !head && r.stream->length > 0 && s.on->home &&
+                                       r.stream->body->available() > r.stream->offset)
+          ? MSG_MORE
+          : 0;  // the head leaves with the file's start
   std::array<asio::const_buffer, 2> rest{asio::buffer(s.head), asio::const_buffer()};
   auto ec = co_await write_rest(*s.sock, rest, 0, flags, s.deadline, opts_.write_timeout);
+  // A reply's owners go back to the home loop to be released (release_on_home).
+  auto done = [&](bool ok) {
+    release_on_home(s, r);
+    return ok;
+  };
   if (ec) {
-    co_return false;
+    co_return done(false);
   }
   if (file) {
     uint64_t sent = 0;
@@ -357,14 +366,46 @@ asio::awaitable<bool> http_server::finish_reply(session& s, reply r, bool head) 
     bytes_sent_->inc(static_cast<double>(sent));
     file_bytes_sent_->inc(static_cast<double>(sent));
     if (fec) {
-      co_return false;
+      co_return done(false);
     }
   }
   if (r.stream && !head) {
-    co_return co_await send_stream(s, *r.stream);
+    bool sent = co_await send_stream(s, *r.stream);
+    co_return done(sent);
   }
-  co_return true;
+  co_return done(true);
 }
+
+namespace {
+
+// What a connection of another loop needs of a growing body, read on the home loop (the body's).
+struct body_view {
+  uint64_t available = 0;
+  int fd = -1;
+};
+asio::awaitable<body_view> view_of(std::shared_ptr<growing_body> b,
+                                   std::optional<uint64_t> beyond) {
+  if (beyond) {
+    co_await b->wait_beyond(*beyond);
+  }
+  co_return body_view{b->available(), b->fd()};
+}
+
+// The body's state, once more than `beyond` bytes are available (or it failed) when given: asked
+// directly on the home loop, else on the home loop through `home`.
+asio::awaitable<body_view> look(bool on_home, asio::any_io_executor home,
+                                const std::shared_ptr<growing_body>& b,
+                                std::optional<uint64_t> beyond) {
+  if (on_home) {
+    if (beyond) {
+      co_await b->wait_beyond(*beyond);
+    }
+    co_return body_view{b->available(), b->fd()};
+  }
+  co_return co_await asio::co_spawn(home, view_of(b, beyond), asio::use_awaitable);
+}
+
+}  // namespace
 
 // Sends a slice of a growing body as its bytes arrive, from its file as file bodies go (what is not
 // in the page cache read into it off the loop). While it waits for them the write deadline is held
@@ -374,23 +415,21 @@ asio::awaitable<bool> http_server::send_stream(session& s, const stream_slice& s
   uint64_t pos = st.offset;
   uint64_t end = st.offset + st.length;
   while (pos < end) {
-    uint64_t have = st.body->available();
-    if (have <= pos) {
+    auto v = co_await look(s.on->home, ex_, st.body, std::nullopt);
+    if (v.available <= pos) {
       s.deadline = steady::time_point::max();
-      co_await st.body->wait_beyond(pos);
+      v = co_await look(s.on->home, ex_, st.body, pos);
       if (stopping_) {
         co_return false;
       }
-      have = st.body->available();
-      if (have <= pos) {
+      if (v.available <= pos) {
         co_return false;  // the body failed: the console sees a short reply and asks again
       }
       s.deadline = steady::now() + opts_.write_timeout;
     }
-    uint64_t n = std::min(end, have) - pos;
+    uint64_t n = std::min(end, v.available) - pos;
     uint64_t sent = 0;
-    auto ec =
-        co_await send_file(*s.sock, st.body->fd(), pos, n, s.deadline, opts_.write_timeout, sent);
+    auto ec = co_await send_file(*s.sock, v.fd, pos, n, s.deadline, opts_.write_timeout, sent);
     bytes_sent_->inc(static_cast<double>(sent));
     stream_bytes_sent_->inc(static_cast<double>(sent));
     if (ec) {

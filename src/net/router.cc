@@ -79,7 +79,7 @@ bool match_parts(const std::vector<Part>& parts, const split_view& path,
 }  // namespace
 
 void http_server::route(http::verb method, std::string pattern, handler h, uint64_t body_limit,
-                        audience who) {
+                        audience who, loop_affinity where) {
   std::vector<route_part> parts;
   auto split = split_path(pattern);
   if (split.size() > split_view::max_parts) {
@@ -125,8 +125,8 @@ void http_server::route(http::verb method, std::string pattern, handler h, uint6
       fmt::format("method=\"{}\",route=\"{}\"", std::string(http::to_string(method)),
                   label_value(pattern)));
   routes_.push_back(route_entry{method, std::move(parts), std::move(h),
-                                body_limit ? body_limit : opts_.default_body_limit, who, &duration,
-                                unshadowed});
+                                body_limit ? body_limit : opts_.default_body_limit, who, where,
+                                &duration, unshadowed});
 }
 
 const http_server::route_entry* http_server::match(http::verb method, std::string_view path,

@@ -7,7 +7,11 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstring>
+#include <thread>
 
 #include "base/log.h"
 #include "net/server_internal.h"
@@ -38,12 +42,8 @@ const char* http_server::framing_error(const http::request_header<>& h, bool chu
 }
 
 http_server::http_server(asio::any_io_executor ex, std::string name, server_options opts)
-    : ex_(ex),
-      name_(std::move(name)),
-      opts_(opts),
-      acceptor_(ex),
-      sweep_timer_(ex),
-      cors_any_(cors_any_lines(opts_.cors)) {
+    : ex_(ex), name_(std::move(name)), opts_(opts), cors_any_(cors_any_lines(opts_.cors)) {
+  loops_.push_back(std::make_unique<loop>(ex, true));
   auto shortest =
       std::min({opts_.header_timeout, opts_.body_timeout, opts_.idle_timeout, opts_.write_timeout});
   sweep_tick_ = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(5),
@@ -67,12 +67,18 @@ http_server::http_server(asio::any_io_executor ex, std::string name, server_opti
       &metrics_.counter("vodgrid_http_stream_bytes_sent_total",
                         "Reply body bytes sent as they arrived (segments still being received)");
   metrics_.gauge_fn("vodgrid_http_connections", "Open HTTP connections",
-                    [this] { return static_cast<double>(sessions_.size()); });
+                    [this] { return static_cast<double>(connections()); });
 }
 
 http_server::~http_server() = default;
 
-result<uint16_t> http_server::listen(const std::string& host, uint16_t port) {
+bool http_server::on_home_loop() const {
+  return std::this_thread::get_id() == home_thread_.load(std::memory_order_relaxed);
+}
+
+result<uint16_t> http_server::listen(const std::string& host, uint16_t port,
+                                     std::vector<asio::any_io_executor> extra) {
+  auto& acceptor_ = loops_[0]->acceptor;
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(host, ec);
   if (ec) {
@@ -93,42 +99,64 @@ result<uint16_t> http_server::listen(const std::string& host, uint16_t port) {
     return make_error(errc::unavailable,
                       fmt::format("cannot listen on {}:{}: {}", host, port, ec.message()));
   }
+  // Each further loop accepts on a duplicate of the listening descriptor: the same socket, so the
+  // kernel hands each connection to one of the loops waiting on it.
+  for (auto& e : extra) {
+    auto l = std::make_unique<loop>(e, false);
+    int fd = ::dup(acceptor_.native_handle());
+    if (fd < 0) {
+      return make_error(errc::unavailable,
+                        fmt::format("cannot share {}:{}: {}", host, port, std::strerror(errno)));
+    }
+    l->acceptor.assign(ep.protocol(), fd, ec);
+    if (ec) {
+      ::close(fd);
+      return make_error(errc::unavailable,
+                        fmt::format("cannot share {}:{}: {}", host, port, ec.message()));
+    }
+    loops_.push_back(std::move(l));
+  }
   uint16_t bound = acceptor_.local_endpoint().port();
-  asio::co_spawn(ex_, accept_loop(), asio::detached);
+  for (auto& l : loops_) {
+    asio::co_spawn(l->ex, accept_loop(*l), asio::detached);
+  }
   return bound;
 }
 
-asio::awaitable<void> http_server::accept_loop() {
+asio::awaitable<void> http_server::accept_loop(loop& l) {
+  if (l.home) {
+    home_thread_ = std::this_thread::get_id();
+  }
   auto logger = log::get("net");
   while (!stopping_) {
-    auto [ec, sock] = co_await acceptor_.async_accept(use_tuple);
+    auto [ec, sock] = co_await l.acceptor.async_accept(use_tuple);
     if (ec) {
-      if (stopping_ || ec == asio::error::operation_aborted || !acceptor_.is_open()) {
+      if (stopping_ || ec == asio::error::operation_aborted || !l.acceptor.is_open()) {
         break;
       }
       logger->warn("{}: accept failed: {}", name_, ec.message());
-      asio::steady_timer t(ex_, std::chrono::milliseconds(50));  // EMFILE and friends: back off
+      asio::steady_timer t(l.ex, std::chrono::milliseconds(50));  // EMFILE and friends: back off
       co_await t.async_wait(use_tuple);
       continue;
     }
-    if (sessions_.size() >= opts_.max_connections) {
+    if (connections() >= opts_.max_connections) {
       sock.close();
       continue;
     }
     sock.set_option(tcp::no_delay(true), ec);
-    asio::co_spawn(ex_, run_session(std::move(sock)), asio::detached);
+    asio::co_spawn(l.ex, run_session(l, std::move(sock)), asio::detached);
   }
 }
 
 // One timer for the deadlines of all connections, instead of a timer armed and cancelled around
 // every read and write (what beast::tcp_stream does, which with its composed operations cost more
 // than the rest of a redirect). Runs while there are sessions.
-asio::awaitable<void> http_server::sweep_loop() {
-  while (!sessions_.empty()) {
-    sweep_timer_.expires_after(sweep_tick_);
-    co_await sweep_timer_.async_wait(use_tuple);
+asio::awaitable<void> http_server::sweep_loop(loop& l) {
+  while (!l.sessions.empty()) {
+    l.sweep_timer.expires_after(sweep_tick_);
+    co_await l.sweep_timer.async_wait(use_tuple);
     auto now = steady::now();
-    for (auto* s : sessions_) {
+    for (auto* s : l.sessions) {
       if (s->deadline < now) {
         boost::system::error_code ec;
         s->sock->cancel(ec);
@@ -136,7 +164,7 @@ asio::awaitable<void> http_server::sweep_loop() {
       }
     }
   }
-  sweeping_ = false;
+  l.sweeping = false;
 }
 
 namespace {
@@ -287,14 +315,17 @@ asio::awaitable<bool> http_server::read_body(session& s, uint64_t limit, bool he
 // One connection: requests read, handled and answered in turn. The steps that await on the hot
 // path (the header read, the handler, the reply) stay inline here: a step of its own would be one
 // more coroutine frame per request. Long for that reason.
-asio::awaitable<void> http_server::run_session(tcp::socket sock) {
+asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
   session s;
   s.sock = &sock;
-  sessions_.push_back(&s);
-  auto self = std::prev(sessions_.end());
-  if (!sweeping_) {
-    sweeping_ = true;
-    asio::co_spawn(ex_, sweep_loop(), asio::detached);
+  s.on = &l;
+  l.sessions.push_back(&s);
+  l.count.fetch_add(1, std::memory_order_relaxed);
+  connections_.fetch_add(1, std::memory_order_relaxed);
+  auto self = std::prev(l.sessions.end());
+  if (!l.sweeping) {
+    l.sweeping = true;
+    asio::co_spawn(l.ex, sweep_loop(l), asio::detached);
   }
   boost::system::error_code ec;
   // Non-blocking for the synchronous sends and sendfile: one ioctl per connection, not per reply.
@@ -333,7 +364,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
       if (wait_first) {
         wait_first = false;
         if (plain_waits == 0) {
-          co_await asio::post(ex_, asio::use_awaitable);
+          co_await asio::post(l.ex, asio::use_awaitable);
           if (stopping_) {
             rec = asio::error::operation_aborted;  // idle, as if waiting: a stop cuts it
             break;
@@ -366,6 +397,25 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
         rec = w_ec;
         break;
       }
+    }
+    if (foreign && !l.home) {
+      // The foreign protocol's handler belongs to the home loop: the connection moves there.
+      auto proto = sock.local_endpoint(ec).protocol();
+      int fd = ec ? -1 : sock.release(ec);
+      if (fd >= 0) {
+        tcp::socket moved(ex_);
+        moved.assign(proto, fd, ec);
+        if (ec) {
+          ::close(fd);
+          break;
+        }
+        asio::co_spawn(
+            ex_,
+            run_adopted(std::move(moved),
+                        std::string(static_cast<const char*>(s.buf.data().data()), s.buf.size())),
+            asio::detached);
+      }
+      break;
     }
     if (foreign) {
       co_await run_foreign(s);
@@ -403,15 +453,19 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
     const route_entry* r = a.route;
     bool plain = r && !(get && (ctx.path == "/healthz" || ctx.path == "/metrics"));
     reply rep;
-    if (plain) {
+    if (plain && (l.home || r->where == loop_affinity::any)) {
       try {
         rep = co_await r->h(ctx);
       } catch (const std::exception& e) {
         log::get("net")->error("{}: handler for {} threw: {}", name_, ctx.path, e.what());
         rep = error_reply(http::status::internal_server_error, "internal", e.what());
       }
-    } else {
+    } else if (l.home) {
       rep = co_await builtin(ctx, r);
+    } else {
+      // The daemon's state is the home loop's: the handler (or /healthz, /metrics, whose
+      // computed values read it) runs there while this connection waits.
+      rep = co_await asio::co_spawn(ex_, builtin(ctx, r), asio::use_awaitable);
     }
     if (r && r->who == audience::viewer) {
       cors_lines(ctx.req, s.cors);
@@ -424,6 +478,7 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
         break;
       }
     }
+    release_on_home(s, rep);
     observe();
     if (!keep_alive) {
       break;
@@ -431,7 +486,61 @@ asio::awaitable<void> http_server::run_session(tcp::socket sock) {
   }
   sock.shutdown(tcp::socket::shutdown_send, ec);
   sock.close(ec);
-  sessions_.erase(self);
+  l.sessions.erase(self);
+  l.count.fetch_sub(1, std::memory_order_relaxed);
+  connections_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+asio::awaitable<void> http_server::run_adopted(tcp::socket sock, std::string already_read) {
+  auto& l = *loops_[0];
+  session s;
+  s.sock = &sock;
+  s.on = &l;
+  l.sessions.push_back(&s);
+  l.count.fetch_add(1, std::memory_order_relaxed);
+  connections_.fetch_add(1, std::memory_order_relaxed);
+  auto self = std::prev(l.sessions.end());
+  if (!l.sweeping) {
+    l.sweeping = true;
+    asio::co_spawn(l.ex, sweep_loop(l), asio::detached);
+  }
+  boost::system::error_code ec;
+  sock.non_blocking(true, ec);
+  s.ctx.remote = sock.remote_endpoint(ec);
+  auto room = s.buf.prepare(already_read.size());
+  std::memcpy(room.data(), already_read.data(), already_read.size());
+  s.buf.commit(already_read.size());
+  if (!stopping_) {
+    co_await run_foreign(s);
+  }
+  sock.shutdown(tcp::socket::shutdown_send, ec);
+  sock.close(ec);
+  l.sessions.erase(self);
+  l.count.fetch_sub(1, std::memory_order_relaxed);
+  connections_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void http_server::release_on_home(session& s, reply& r) {
+  if (s.on->home) {
+    return;
+  }
+  std::shared_ptr<void> file_owner, stream_owner;
+  std::shared_ptr<growing_body> body;
+  if (r.file) {
+    file_owner = std::move(r.file->owner);
+  }
+  if (r.stream) {
+    stream_owner = std::move(r.stream->owner);
+    body = std::move(r.stream->body);
+  }
+  if (file_owner || stream_owner || body) {
+    asio::post(ex_, [a = std::move(file_owner), b = std::move(stream_owner),
+                     c = std::move(body)]() mutable {
+      a.reset();
+      b.reset();
+      c.reset();
+    });
+  }
 }
 
 // The connection is the foreign protocol's from here; it counts as idle (cut at once at stop).
@@ -450,31 +559,50 @@ asio::awaitable<void> http_server::run_foreign(session& s) {
   }
 }
 
+// Runs on the home loop; what touches another loop's connections is posted to that loop, and the
+// waits read the loops' atomic counts.
 asio::awaitable<void> http_server::stop(std::chrono::milliseconds drain) {
   stopping_ = true;
-  boost::system::error_code ec;
-  acceptor_.close(ec);
-  for (auto* s : sessions_) {
-    if (!s->busy) {
-      s->sock->cancel(ec);
+  auto on_each = [this](auto f) {
+    for (auto& l : loops_) {
+      if (l->home) {
+        f(*l);
+      } else {
+        asio::post(l->ex, [f, lp = l.get()] { f(*lp); });
+      }
     }
-  }
+  };
+  on_each([](loop& l) {
+    boost::system::error_code ec;
+    l.acceptor.close(ec);
+    for (auto* s : l.sessions) {
+      if (!s->busy) {
+        s->sock->cancel(ec);
+      }
+    }
+  });
   asio::steady_timer t(ex_);
   auto deadline = std::chrono::steady_clock::now() + drain;
-  while (!sessions_.empty() && std::chrono::steady_clock::now() < deadline) {
+  while (connections() > 0 && std::chrono::steady_clock::now() < deadline) {
     t.expires_after(std::chrono::milliseconds(10));
     co_await t.async_wait(use_tuple);
   }
-  for (auto* s : sessions_) {
-    s->sock->cancel(ec);
-    s->sock->shutdown(tcp::socket::shutdown_both, ec);
-  }
-  while (!sessions_.empty()) {
+  on_each([](loop& l) {
+    boost::system::error_code ec;
+    for (auto* s : l.sessions) {
+      s->sock->cancel(ec);
+      s->sock->shutdown(tcp::socket::shutdown_both, ec);
+    }
+  });
+  while (connections() > 0) {
     t.expires_after(std::chrono::milliseconds(5));
     co_await t.async_wait(use_tuple);
   }
-  sweep_timer_.cancel();
-  while (sweeping_) {
+  on_each([](loop& l) { l.sweep_timer.cancel(); });
+  auto sweeping = [this] {
+    return std::any_of(loops_.begin(), loops_.end(), [](auto& l) { return l->sweeping.load(); });
+  };
+  while (sweeping()) {
     t.expires_after(std::chrono::milliseconds(5));
     co_await t.async_wait(use_tuple);
   }

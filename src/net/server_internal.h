@@ -23,6 +23,7 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 struct http_server::session {
   tcp::socket* sock = nullptr;
+  loop* on = nullptr;     // the loop serving the connection (its thread runs this coroutine)
   bool busy = false;      // a request is being handled; idle sessions are cut first at stop
   bool sniffing = false;  // the first request line is read before the parser sees it (foreign_)
   // When the socket operation in progress must have completed (checked by sweep_loop);
