@@ -12,6 +12,7 @@
 
 #include "auth/guard.h"
 #include "director/impl.h"
+#include "net/run_on.h"
 
 namespace vodgrid::director {
 
@@ -75,6 +76,11 @@ status director_daemon::start() {
   if (auto st = d.open_rtcp_sink(); !st) {
     return st;
   }
+  auto loops = net::loop_count(d.station->director.threads);
+  if (!loops) {
+    return loops.err();
+  }
+  d.threads = *loops;
   if (auto st = d.listen(d.station->director.listen.host, d.station->director.listen.port); !st) {
     return st;
   }
@@ -162,6 +168,10 @@ void director_daemon::impl::register_metrics() {
   preload_orders =
       &m.counter("vodgrid_director_preload_orders_total", "Preload orders sent to engines");
   heartbeats = &m.counter("vodgrid_director_heartbeats_total", "Engine heartbeats received");
+  heartbeats_decoded_off_loop = &m.counter(
+      "vodgrid_director_heartbeats_decoded_off_loop_total",
+      "Engine heartbeats large enough to be decoded on a thread of their own, off the loop "
+      "that answers consoles");
   replicas_made = &m.counter("vodgrid_director_replicas_total",
                              "Replicas of hot segments ordered (claim 19)", "event=\"made\"");
   replicas_dropped = &m.counter("vodgrid_director_replicas_total",
@@ -216,8 +226,23 @@ void director_daemon::impl::register_metrics() {
                                 "Programs learned from the registry on a console's request");
 }
 
+// A heartbeat this large (a whole inventory after a resync: ~40 bytes a segment) is decoded on
+// decode_pool rather than on the loop, which meanwhile answers redirects (issue 16, item 5); a
+// small one costs less to decode than the two posts.
+constexpr size_t decode_off_loop_bytes = 8 << 10;
+
 asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
-  auto hb = api::decode<api::heartbeat>(ctx.req.body());
+  result<api::heartbeat> hb = make_error(errc::internal, "not decoded");
+  if (ctx.req.body().size() > decode_off_loop_bytes) {
+    // The body stays the connection's while it waits for this reply.
+    auto job = [body = std::string_view(ctx.req.body())] {
+      return api::decode<api::heartbeat>(body);
+    };
+    hb = co_await net::run_on(decode_pool, std::move(job), errc::invalid_argument, "heartbeat: ");
+    heartbeats_decoded_off_loop->inc();
+  } else {
+    hb = api::decode<api::heartbeat>(ctx.req.body());
+  }
   if (!hb) {
     co_return net::error_reply(hb.err());
   }

@@ -9,6 +9,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <boost/asio/ip/udp.hpp>
@@ -167,6 +168,9 @@ struct director_daemon::impl : net::daemon_base {
   std::unordered_map<program_id, std::shared_ptr<pending_lookup>> lookups;
   std::unordered_map<program_id, steady::time_point> unknown_until;
 
+  // Large heartbeats are decoded here, off the loop (director.cc, heartbeat).
+  asio::thread_pool decode_pool{1};
+  net::metric_value* heartbeats_decoded_off_loop = nullptr;
   net::metric_value* redirects = nullptr;
   static constexpr const char* unavailable_help =
       "Segment requests answered 503 (no engine could serve them now), by reason";

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Fake engines for bench/director_heartbeats: each of N engines sends the director a full
+heartbeat once, then (with --rate) heartbeats with inventory changes at that rate until --seconds
+pass. Standard library only. Prints one line of counts at the end."""
+import argparse
+import http.client
+import json
+import sys
+import time
+
+
+def heartbeat(name, url, seq, full, added, removed):
+    key = lambda p, i: {"program": p, "index": i}
+    return json.dumps({
+        "engine": name, "url": url, "epoch": 1, "seq": seq, "full": full,
+        "load": {"active_streams": 0, "bytes_per_second": 0, "free_bytes": 1 << 40,
+                 "total_bytes": 1 << 41, "max_streams": 100000, "max_bytes_per_second": 0,
+                 "used_bytes": 0, "max_disk_bytes": 0},
+        "added": [dict(key(p, i), size=100000, sha256="0" * 64) for p, i in added],
+        "removed": [key(p, i) for p, i in removed], "filling": [], "copies": []})
+
+
+def main():
+    a = argparse.ArgumentParser()
+    a.add_argument("--director", required=True)  # host:port
+    a.add_argument("--engines", required=True)   # name=url,name=url...
+    a.add_argument("--program", required=True)
+    a.add_argument("--segments", type=int, required=True)
+    a.add_argument("--holders", type=int, default=2)  # the first engines hold the program
+    a.add_argument("--rate", type=float, default=0)   # heartbeats per second per engine
+    a.add_argument("--changes", type=int, default=50)  # keys added and removed per heartbeat
+    a.add_argument("--filler", type=int, default=2000)  # other segments each engine holds
+    a.add_argument("--seconds", type=float, default=0)
+    o = a.parse_args()
+    engines = [e.split("=", 1) for e in o.engines.split(",")]
+    host, port = o.director.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    state = {}
+    sent = resyncs = 0
+
+    def send(name, url, full, added, removed):
+        nonlocal sent, resyncs, conn
+        st = state[name]
+        st["seq"] += 1
+        body = heartbeat(name, url, st["seq"], full, added, removed)
+        for attempt in range(2):
+            try:
+                conn.request("POST", f"/v1/engines/{name}/heartbeat", body,
+                             {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                reply = r.read()
+                break
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        else:
+            sys.exit(f"heartbeats.py: the director did not answer {name}'s heartbeat")
+        if r.status != 200:
+            sys.exit(f"heartbeats.py: {name}: {r.status} {reply[:200]!r}")
+        sent += 1
+        if json.loads(reply).get("resync"):
+            resyncs += 1
+            st["seq"] = 0
+            st["resync"] = True
+
+    for n, (name, url) in enumerate(engines):
+        state[name] = {"seq": 0, "next": 0, "resync": False}
+        inv = [(f"filler-{name}", i) for i in range(o.filler)]
+        if n < o.holders:
+            inv += [(o.program, i) for i in range(o.segments)]
+        state[name]["inv"] = inv
+        send(name, url, True, inv, [])
+    if o.rate > 0:
+        period = 1.0 / o.rate
+        t0 = time.monotonic()
+        nxt = t0
+        k = 0
+        while time.monotonic() - t0 < o.seconds:
+            for name, url in engines:
+                st = state[name]
+                if st["resync"]:
+                    st["resync"] = False
+                    send(name, url, True, st["inv"], [])
+                    continue
+                # Changes: the oldest filler keys go, as many new ones arrive.
+                gone = [x for x in st["inv"] if x[0].startswith("filler-")][: o.changes]
+                base = o.filler + k * o.changes
+                new = [(f"filler-{name}", base + i) for i in range(o.changes)]
+                g = set(gone)
+                st["inv"] = [x for x in st["inv"] if x not in g] + new
+                send(name, url, False, new, gone)
+            k += 1
+            nxt += period
+            time.sleep(max(0.0, nxt - time.monotonic()))
+    print(f"heartbeats sent={sent} resyncs={resyncs}")
+
+
+if __name__ == "__main__":
+    main()
