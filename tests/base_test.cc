@@ -130,6 +130,34 @@ data_dirs = ["/tmp/e1"]
   EXPECT_NE(bad.err().detail.find("supervisor"), std::string::npos) << bad.err().detail;
 }
 
+TEST(GridConfig, ThreadsIsACountOrAutoAndSurvivesTheRoundTrip) {
+  auto with = [](std::string director, std::string engine) {
+    return "[[station]]\nname = \"s\"\ndirector = { listen = \"127.0.0.1:9000\", data_dir = "
+           "\"/tmp/s\", copies = 1" +
+           director + " }\n[[station.engine]]\nname = \"e1\"\nlisten = \"127.0.0.1:9001\"\n" +
+           "data_dirs = [\"/tmp/e1\"]\n" + engine;
+  };
+  auto none = grid_config::parse(with("", ""));
+  ASSERT_TRUE(none) << none.err().detail;
+  EXPECT_EQ(none->stations[0].director.threads, 1u);
+  EXPECT_EQ(none->stations[0].engines[0].threads, 1u);
+  auto set = grid_config::parse(with(", threads = \"auto\"", "threads = 4\n"));
+  ASSERT_TRUE(set) << set.err().detail;
+  EXPECT_EQ(set->stations[0].director.threads, 0u);  // auto
+  EXPECT_EQ(set->stations[0].engines[0].threads, 4u);
+  auto again = grid_config::parse(set->to_toml());
+  ASSERT_TRUE(again) << again.err().detail;
+  EXPECT_EQ(again->stations[0].director.threads, 0u);
+  EXPECT_EQ(again->stations[0].engines[0].threads, 4u);
+  for (std::string bad : {"threads = 0\n", "threads = \"many\"\n", "threads = 257\n"}) {
+    auto r = grid_config::parse(with("", bad));
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.err().detail.find("'threads' must be an integer within 1..256 or \"auto\""),
+              std::string::npos)
+        << r.err().detail;
+  }
+}
+
 TEST(GridConfig, AnUnknownKeyIsAnErrorNamingTheFileTheTableAndTheKey) {
   std::string station = R"([[station]]
 name = "s"
