@@ -14,7 +14,7 @@ def heartbeat(name, url, seq, full, added, removed):
     return json.dumps({
         "engine": name, "url": url, "epoch": 1, "seq": seq, "full": full,
         "load": {"active_streams": 0, "bytes_per_second": 0, "free_bytes": 1 << 40,
-                 "total_bytes": 1 << 41, "max_streams": 100000, "max_bytes_per_second": 0,
+                 "total_bytes": 1 << 41, "max_streams": 2000000000, "max_bytes_per_second": 0,
                  "used_bytes": 0, "max_disk_bytes": 0},
         "added": [dict(key(p, i), size=100000, sha256="0" * 64) for p, i in added],
         "removed": [key(p, i) for p, i in removed], "filling": [], "copies": []})
