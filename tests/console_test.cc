@@ -14,10 +14,15 @@
 #include <boost/asio/use_future.hpp>
 #include <boost/json/parse.hpp>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -27,6 +32,7 @@
 #include "api/hls.h"
 #include "console/limits.h"
 #include "console/player.h"
+#include "console/segment_reader.h"
 #include "net/client.h"
 #include "net/http.h"
 #include "support/support.h"
@@ -54,7 +60,8 @@ std::string segment_bytes(size_t n, uint32_t seed) {
 struct station_state {
   api::program_manifest manifest;
   std::vector<std::string> segments;
-  std::optional<size_t> corrupt;  // this segment is served with its last byte changed
+  std::optional<size_t> corrupt;              // this segment is served with one byte changed:
+  size_t corrupt_offset = std::string::npos;  // this one (npos: its last)
   std::map<size_t, std::chrono::milliseconds> delays;  // these segments answer this late
   std::atomic<uint64_t> redirects{0};
   std::atomic<uint64_t> segment_gets{0};
@@ -122,7 +129,9 @@ class fake_station {
                      r.content_type = "video/mp2t";
                      r.body = st->segments[n->v];
                      if (st->corrupt == n->v) {
-                       r.body.back() = static_cast<char>(r.body.back() ^ 0x01);
+                       char& c = st->corrupt_offset < r.body.size() ? r.body[st->corrupt_offset]
+                                                                    : r.body.back();
+                       c = static_cast<char>(c ^ 0x01);
                      }
                      st->bytes_sent += r.body.size();
                      co_return r;
@@ -204,6 +213,21 @@ TEST(Console, ACorruptSegmentIsCaughtWhileItStreams) {
   EXPECT_THAT(r.errors.front(), HasSubstr("does not match its SHA-256"));
 }
 
+TEST(Console, ACorruptByteInTheMiddleOfALargeSegmentIsCaught) {
+  fake_station s(3, 3'000'000);  // many reads of the console's buffer each
+  s.state().corrupt = 1;
+  s.state().corrupt_offset = 1'500'001;
+  play_options o;
+  o.url = s.playlist();
+  o.max_attempts = 2;
+  auto r = play_here(o);
+  EXPECT_EQ(r.digest_mismatches, 2u) << r.to_text();
+  EXPECT_EQ(r.segments, 2u) << r.to_text();
+  EXPECT_EQ(r.bytes, 2u * 3'000'000) << r.to_text();
+  ASSERT_FALSE(r.errors.empty());
+  EXPECT_THAT(r.errors.front(), HasSubstr("segment 1 from " + s.origin() + " does not match"));
+}
+
 TEST(Console, WithoutVerificationTheCorruptSegmentPasses) {
   fake_station s(3, 700'000);
   s.state().corrupt = 1;
@@ -214,6 +238,211 @@ TEST(Console, WithoutVerificationTheCorruptSegmentPasses) {
   EXPECT_TRUE(r.ok()) << r.to_text();
   EXPECT_EQ(r.segments, 3u);
   EXPECT_EQ(r.digest_mismatches, 0u);
+}
+
+// A server that answers every request with the bytes `answer` gives for it (the requests counted
+// from 1, over all connections), then keeps the connection, closes it, or holds it silent.
+struct raw_answer {
+  std::string bytes;
+  enum class then { keep, close, hang } after = then::keep;
+};
+class raw_server {
+ public:
+  explicit raw_server(std::function<raw_answer(int request)> answer) : answer_(std::move(answer)) {
+    listen_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(listen_, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(listen_, 8) != 0 ||
+        ::getsockname(listen_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      throw std::runtime_error("raw_server: cannot listen");
+    }
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~raw_server() {
+    stopping_ = true;
+    ::shutdown(listen_, SHUT_RDWR);  // wakes accept()
+    {
+      std::lock_guard lock(mu_);
+      if (conn_ >= 0) {
+        ::shutdown(conn_, SHUT_RDWR);  // wakes a read()
+      }
+    }
+    thread_.join();
+    ::close(listen_);
+  }
+  std::string url(const std::string& path) const {
+    return fmt::format("http://127.0.0.1:{}{}", port_, path);
+  }
+  int connections() const { return connections_; }
+
+ private:
+  void serve() {
+    int request = 0;
+    while (!stopping_) {
+      int fd = ::accept(listen_, nullptr, nullptr);
+      if (fd < 0) {
+        return;
+      }
+      ++connections_;
+      {
+        std::lock_guard lock(mu_);
+        conn_ = fd;
+      }
+      std::string in;
+      char buf[4096];
+      bool open = true;
+      while (open && !stopping_) {
+        auto end = in.find("\r\n\r\n");
+        if (end == std::string::npos) {
+          ssize_t n = ::read(fd, buf, sizeof buf);
+          if (n <= 0) {
+            break;
+          }
+          in.append(buf, static_cast<size_t>(n));
+          continue;
+        }
+        in.erase(0, end + 4);
+        auto a = answer_(++request);
+        for (size_t off = 0; off < a.bytes.size();) {
+          ssize_t n = ::send(fd, a.bytes.data() + off, a.bytes.size() - off, MSG_NOSIGNAL);
+          if (n <= 0) {
+            break;
+          }
+          off += static_cast<size_t>(n);
+        }
+        if (a.after == raw_answer::then::close) {
+          open = false;
+        } else if (a.after == raw_answer::then::hang) {
+          while (::read(fd, buf, sizeof buf) > 0) {  // until the client or the test gives up
+          }
+          open = false;
+        }
+      }
+      {
+        std::lock_guard lock(mu_);
+        conn_ = -1;
+      }
+      ::close(fd);
+    }
+  }
+  std::function<raw_answer(int)> answer_;
+  int listen_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> connections_{0};
+  std::mutex mu_;
+  int conn_ = -1;  // the connection being served, guarded by mu_
+  std::thread thread_;
+};
+
+struct read_outcome {
+  result<unsigned> status;
+  std::string body;
+  std::vector<size_t> pieces;  // their sizes
+};
+
+// GETs `urls` in turn through one segment_reader with a buffer of `buffer` bytes.
+std::vector<read_outcome> read_with_reader(std::vector<std::string> urls, size_t buffer,
+                                           segment_reader_options ro = {}) {
+  asio::io_context io;
+  std::vector<char> mem(buffer);
+  std::vector<read_outcome> out;
+  auto run = [&]() -> asio::awaitable<void> {
+    segment_reader reader(co_await asio::this_coro::executor, ro, mem);
+    for (auto& u : urls) {
+      read_outcome o;
+      o.status = co_await reader.get(
+          u, [](unsigned) { return true; },
+          [&o](std::string_view p) {
+            o.body.append(p);
+            o.pieces.push_back(p.size());
+          });
+      out.push_back(std::move(o));
+    }
+  };
+  auto f = asio::co_spawn(io, run(), asio::use_future);
+  io.run();
+  f.get();
+  return out;
+}
+
+TEST(ConsoleReader, ABodyOfKnownLengthComesWholeInPiecesOfTheBufferOverOneConnection) {
+  auto body = segment_bytes(1'000'000, 7);
+  raw_server srv([&](int) {
+    return raw_answer{fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.size()) +
+                      body};
+  });
+  auto out = read_with_reader({srv.url("/a.ts"), srv.url("/b.ts")}, 16 * 1024);
+  ASSERT_EQ(out.size(), 2u);
+  for (auto& o : out) {
+    ASSERT_TRUE(o.status) << o.status.err().detail;
+    EXPECT_EQ(*o.status, 200u);
+    EXPECT_EQ(o.body, body);
+    // The first piece came with the head; every other is one read into the 16 KiB buffer.
+    ASSERT_GT(o.pieces.size(), 2u);
+    EXPECT_LE(*std::max_element(o.pieces.begin() + 1, o.pieces.end()), 16u * 1024);
+  }
+  EXPECT_EQ(srv.connections(), 1);  // kept alive between the two
+}
+
+TEST(ConsoleReader, AChunkedBodyComesWhole) {
+  auto body = segment_bytes(300'000, 9);
+  raw_server srv([&](int) {
+    std::string r = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (size_t off = 0; off < body.size(); off += 70'000) {
+      auto piece = body.substr(off, 70'000);
+      r += fmt::format("{:x}\r\n", piece.size()) + piece + "\r\n";
+    }
+    return raw_answer{r + "0\r\n\r\n"};
+  });
+  auto out = read_with_reader({srv.url("/a.ts"), srv.url("/b.ts")}, read_buffer_bytes);
+  ASSERT_EQ(out.size(), 2u);
+  for (auto& o : out) {
+    ASSERT_TRUE(o.status) << o.status.err().detail;
+    EXPECT_EQ(o.body, body);
+  }
+  EXPECT_EQ(srv.connections(), 1);
+}
+
+TEST(ConsoleReader, ABodyCutShortIsAnErrorAndTheNextGetConnectsAgain) {
+  auto body = segment_bytes(1000, 3);
+  raw_server srv([&](int request) {
+    if (request == 1) {
+      return raw_answer{"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + body.substr(0, 500),
+                        raw_answer::then::close};
+    }
+    return raw_answer{"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + body};
+  });
+  auto out = read_with_reader({srv.url("/a.ts"), srv.url("/a.ts")}, read_buffer_bytes);
+  ASSERT_EQ(out.size(), 2u);
+  ASSERT_FALSE(out[0].status);
+  EXPECT_EQ(out[0].status.err().code, errc::unavailable);
+  EXPECT_THAT(out[0].status.err().detail, HasSubstr("after 500 bytes"));
+  EXPECT_EQ(out[0].body, body.substr(0, 500));
+  ASSERT_TRUE(out[1].status) << out[1].status.err().detail;
+  EXPECT_EQ(out[1].body, body);
+  EXPECT_EQ(srv.connections(), 2);
+}
+
+TEST(ConsoleReader, APeerThatFallsSilentMidBodyTimesOut) {
+  raw_server srv([&](int) {
+    return raw_answer{"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + std::string(4000, 'x'),
+                      raw_answer::then::hang};
+  });
+  segment_reader_options ro;
+  ro.read_timeout = 300ms;
+  auto t0 = std::chrono::steady_clock::now();
+  auto out = read_with_reader({srv.url("/a.ts")}, read_buffer_bytes, ro);
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_FALSE(out[0].status);
+  EXPECT_EQ(out[0].status.err().code, errc::timeout);
+  EXPECT_EQ(out[0].body.size(), 4000u);
+  EXPECT_GE(took, 300ms);
+  EXPECT_LT(took, 3s);
 }
 
 TEST(Console, ReportsOfThreadsMergeAsOne) {

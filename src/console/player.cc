@@ -25,6 +25,7 @@
 #include "api/hls.h"
 #include "base/sha256.h"
 #include "console/limits.h"
+#include "console/segment_reader.h"
 #include "net/client.h"
 #include "net/task_group.h"
 
@@ -65,6 +66,8 @@ namespace {
 
 struct shared_state {
   play_options opts;
+  // Where every viewer of this play (one thread) reads segment bodies into: see segment_reader.
+  std::vector<char> read_buffer = std::vector<char>(read_buffer_bytes);
   play_report report;
   std::vector<double> arrivals;  // --model: of every viewer of the play, by index
   // A rendition's playlist played (its path, without the query), once however many viewers.
@@ -145,18 +148,15 @@ asio::awaitable<void> sleep_for(steady::duration d) {
   co_await sleep_until(steady::now() + d);
 }
 
-// The bytes of a segment's body a viewer holds at once (plus as much in the socket's read buffer).
-constexpr size_t piece_window = 64 * 1024;
-
 struct fetched {
   uint64_t bytes = 0;  // 0: not delivered
   double ttfb = 0;     // seconds from the first ask at the director to the engine's reply head
 };
 
 // One segment, through the director, retried until delivered and verified or attempts run out.
-asio::awaitable<fetched> fetch_segment(net::http_client& client, std::shared_ptr<shared_state> st,
-                                       std::string director_url, const sha256_digest* expected,
-                                       size_t index) {
+asio::awaitable<fetched> fetch_segment(net::http_client& client, segment_reader& reader,
+                                       std::shared_ptr<shared_state> st, std::string director_url,
+                                       const sha256_digest* expected, size_t index) {
   auto& rep = st->report;
   std::string last_error;
   auto asked = steady::now();
@@ -184,32 +184,31 @@ asio::awaitable<fetched> fetch_segment(net::http_client& client, std::shared_ptr
       continue;
     }
     auto from = origin_of(*location);  // the engine as `engines` in the report names it
-    // The body is hashed as it arrives and dropped: a viewer holds a window, never a segment.
+    // The body is hashed as it arrives and dropped: a viewer holds no segment, only the thread's
+    // read buffer while a piece is hashed.
     uint64_t got = 0;
     std::optional<sha256_hasher> hasher;
     if (expected) {
       hasher.emplace();
     }
     steady::time_point head_at;
-    net::http_client::piece_sink sink;
-    sink.on_head = [&head_at](const net::client_response& head) {
+    auto on_head = [&head_at](unsigned status) {
       head_at = steady::now();
-      return head.status == 200;
+      return status == 200;
     };
-    sink.on_piece = [&got, &hasher](std::string_view piece) {
+    auto on_piece = [&got, &hasher](std::string_view piece) {
       got += piece.size();
       if (hasher) {
         hasher->update(piece);
       }
     };
-    sink.window = piece_window;
-    auto res = co_await client.get_pieces(*location, {}, std::move(sink));
+    auto res = co_await reader.get(*location, on_head, on_piece);
     if (!res) {
       last_error = fmt::format("engine {}: {}", from, res.err().detail);
       continue;
     }
-    if (res->status != 200) {
-      last_error = fmt::format("engine {} answered {} for segment {}", from, res->status, index);
+    if (*res != 200) {
+      last_error = fmt::format("engine {} answered {} for segment {}", from, *res, index);
       continue;
     }
     if (hasher && hasher->finish() != *expected) {
@@ -295,10 +294,10 @@ steady::time_point ask_at(const std::vector<play_step>& steps,
 
 // The steps of one media playlist played (fetched, verified, paced in real time): each step's
 // playback start is when its segment arrived or when the step before ended, whichever is later.
-asio::awaitable<void> play_steps(net::http_client& client, std::shared_ptr<shared_state> st,
-                                 std::string playlist_url, const api::media_playlist& pl,
-                                 std::vector<sha256_digest> digests, std::vector<play_step> steps,
-                                 viewer_stats& vs) {
+asio::awaitable<void> play_steps(net::http_client& client, segment_reader& reader,
+                                 std::shared_ptr<shared_state> st, std::string playlist_url,
+                                 const api::media_playlist& pl, std::vector<sha256_digest> digests,
+                                 std::vector<play_step> steps, viewer_stats& vs) {
   auto& rep = st->report;
   bool realtime = st->opts.realtime || st->opts.model.enabled;
   std::vector<steady::time_point> play_at(steps.size());
@@ -311,8 +310,9 @@ asio::awaitable<void> play_steps(net::http_client& client, std::shared_ptr<share
     auto seg_url = net::resolve_url(playlist_url, seg.uri);
     fetched got;
     if (seg_url) {
-      got = co_await fetch_segment(
-          client, st, *seg_url, digests.empty() ? nullptr : &digests[step.segment], step.segment);
+      got =
+          co_await fetch_segment(client, reader, st, *seg_url,
+                                 digests.empty() ? nullptr : &digests[step.segment], step.segment);
     } else {
       st->error(fmt::format("segment {}: bad URI {}", step.segment, seg.uri));
     }
@@ -367,9 +367,10 @@ std::vector<play_step> straight_through(const api::media_playlist& pl) {
 }
 
 // One media playlist played through (or as `record`'s plan says); the media seconds fetched.
-asio::awaitable<double> play_media(net::http_client& client, std::shared_ptr<shared_state> st,
-                                   std::string playlist_url, api::media_playlist pl,
-                                   viewer_stats& vs, viewer_record* record) {
+asio::awaitable<double> play_media(net::http_client& client, segment_reader& reader,
+                                   std::shared_ptr<shared_state> st, std::string playlist_url,
+                                   api::media_playlist pl, viewer_stats& vs,
+                                   viewer_record* record) {
   std::vector<sha256_digest> digests;
   if (st->opts.verify) {
     auto d = co_await manifest_digests(client, st, playlist_url, pl.segments.size());
@@ -398,7 +399,8 @@ asio::awaitable<double> play_media(net::http_client& client, std::shared_ptr<sha
     steps = straight_through(pl);
   }
   double before = vs.media_fetched;
-  co_await play_steps(client, st, playlist_url, pl, std::move(digests), std::move(steps), vs);
+  co_await play_steps(client, reader, st, playlist_url, pl, std::move(digests), std::move(steps),
+                      vs);
   co_return vs.media_fetched - before;
 }
 
@@ -438,16 +440,16 @@ result<std::vector<std::string>> variant_urls(bool every_rendition, const std::s
 
 // A media playlist's text parsed and played; a multivariant one's renditions one after another
 // (a --model viewer: its first, the top rendition, alone).
-asio::awaitable<double> play_playlist(net::http_client& client, std::shared_ptr<shared_state> st,
-                                      std::string playlist_url, std::string text, viewer_stats& vs,
-                                      viewer_record* record) {
+asio::awaitable<double> play_playlist(net::http_client& client, segment_reader& reader,
+                                      std::shared_ptr<shared_state> st, std::string playlist_url,
+                                      std::string text, viewer_stats& vs, viewer_record* record) {
   if (!api::is_multivariant(text)) {
     auto pl = api::parse_media_playlist(text);
     if (!pl) {
       st->error("playlist: " + pl.err().detail);
       co_return 0;
     }
-    co_return co_await play_media(client, st, playlist_url, std::move(*pl), vs, record);
+    co_return co_await play_media(client, reader, st, playlist_url, std::move(*pl), vs, record);
   }
   auto urls = variant_urls(st->opts.every_rendition && record == nullptr, playlist_url, text);
   if (!urls) {
@@ -467,7 +469,7 @@ asio::awaitable<double> play_playlist(net::http_client& client, std::shared_ptr<
       continue;
     }
     st->played(url);
-    media += co_await play_media(client, st, url, std::move(*pl), vs, record);
+    media += co_await play_media(client, reader, st, url, std::move(*pl), vs, record);
   }
   co_return media;
 }
@@ -523,6 +525,12 @@ asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st, uint32_t view
   co.request_timeout = st->opts.attempt_timeout;
   co.read_timeout = st->opts.read_timeout;
   net::http_client client(ex, co);
+  segment_reader_options ro;
+  ro.connect_timeout = co.connect_timeout;
+  ro.exchange_timeout = st->opts.attempt_timeout;
+  ro.read_timeout = st->opts.read_timeout;
+  ro.max_body = co.max_body;
+  segment_reader reader(ex, ro, st->read_buffer);
   viewer_stats vs;
   vs.start = steady::now();
   std::string playlist_url = with_token(url, st->opts.token);
@@ -530,7 +538,7 @@ asio::awaitable<void> run_viewer(std::shared_ptr<shared_state> st, uint32_t view
   if (!text) {
     st->error(text.err().detail);
   } else {
-    auto media = co_await play_playlist(client, st, playlist_url, std::move(*text), vs,
+    auto media = co_await play_playlist(client, reader, st, playlist_url, std::move(*text), vs,
                                         record ? &*record : nullptr);
     st->report.media_seconds = std::max(st->report.media_seconds, media);
   }

@@ -2,8 +2,8 @@
 // per-segment redirects, SHA-256 check of every segment, optional real-time pacing — for one or
 // many concurrent viewers, and reports what happened. A multivariant playlist's renditions are
 // played one after the other (or its top one alone). It is also vodgrid's load generator: a
-// segment's body is hashed as it arrives and never held whole (a viewer costs a 64 KiB window, not
-// a segment), and the viewers may be spread over every core.
+// segment's body is hashed as it arrives and never held whole (the viewers of a thread share one
+// 256 KiB read buffer, segment_reader.h), and the viewers may be spread over every core.
 #pragma once
 
 #include <atomic>
