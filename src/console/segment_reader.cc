@@ -236,6 +236,7 @@ asio::awaitable<result<unsigned>> segment_reader::get(
         left -= take;
         got += take;
       }
+      c->buf.shrink_to_fit();  // empty now: a viewer holds no memory of its own while it reads
       uint64_t since_yield = 0;
       while (left > 0) {
         boost::system::error_code ec;
