@@ -343,8 +343,9 @@ TEST(AuthGridCopies, AStationCopiesFromAnotherWithItsEngineTokens) {
   }));
   auto play = run({vodgrid_binary(), "play", url, "--token", g.viewer_token()});
   EXPECT_EQ(play.status, 0) << play.out << play.err << g.log_of("edge");
-  auto held = http_get(g.engine_url("edge-1") + "/v1/segments");
-  auto held2 = http_get(g.engine_url("edge-2") + "/v1/segments");
+  net::http_client::header_list op{{"Authorization", "Bearer " + g.operator_token()}};
+  auto held = http_get(g.engine_url("edge-1") + "/v1/segments", op);
+  auto held2 = http_get(g.engine_url("edge-2") + "/v1/segments", op);
   ASSERT_TRUE(held && held2);
   EXPECT_NE((held->body + held2->body).find("\"film\""), std::string::npos)
       << "the edge should hold copies: " << held->body << held2->body;
@@ -373,7 +374,10 @@ TEST(AuthGridControl, ControlEndpointsRefuseViewersAndStrangers) {
     auto in = run(argv);
     EXPECT_EQ(in.status, 1);
     EXPECT_NE(in.err.find("token"), std::string::npos) << in.err;
-    EXPECT_EQ(http_get(g.director_url("home") + "/v1/programs/film")->status, 404u);
+    EXPECT_EQ(http_get(g.director_url("home") + "/v1/programs/film",
+                       {{"Authorization", "Bearer " + g.operator_token()}})
+                  ->status,
+              404u);
   }
   struct call {
     http_ns::verb verb;
@@ -425,7 +429,8 @@ TEST(AuthGridControl, ControlEndpointsRefuseViewersAndStrangers) {
   auto in = g.ingest(src.path().string(), "film", "edge");
   ASSERT_EQ(in.status, 0) << in.err << g.log_of("home");
   EXPECT_TRUE(eventually([&] {
-    auto r = http_get(g.director_url("edge") + "/v1/programs/film");
+    auto r = http_get(g.director_url("edge") + "/v1/programs/film",
+                      {{"Authorization", "Bearer " + g.operator_token()}});
     return r && r->status == 200;
   }));
 }

@@ -4,6 +4,7 @@
 #include <boost/json/parse.hpp>
 
 #include "base/base64url.h"
+#include "base/cidr.h"
 #include "base/config.h"
 #include "base/ids.h"
 #include "base/log.h"
@@ -344,6 +345,57 @@ TEST(GridConfig, WebOriginsAndRootAreReadCheckedAndRoundTrip) {
     ASSERT_FALSE(r) << c.text;
     EXPECT_EQ(r.err().detail, c.want);
   }
+}
+
+TEST(AddressRange, MatchesItsPrefixOnlyAndTakesMappedIpv4AsIpv4) {
+  namespace ip = boost::asio::ip;
+  auto lo = address_range::parse("127.0.0.0/8");
+  ASSERT_TRUE(lo) << lo.err().detail;
+  EXPECT_TRUE(lo->contains(ip::make_address("127.0.0.1")));
+  EXPECT_TRUE(lo->contains(ip::make_address("127.255.3.4")));
+  EXPECT_TRUE(lo->contains(ip::make_address("::ffff:127.0.0.1"))) << "a dual-stack socket's view";
+  EXPECT_FALSE(lo->contains(ip::make_address("128.0.0.1")));
+  EXPECT_FALSE(lo->contains(ip::make_address("::1")));
+  auto test_net = address_range::parse("198.18.0.0/15");
+  ASSERT_TRUE(test_net);
+  EXPECT_TRUE(test_net->contains(ip::make_address("198.19.255.1")));
+  EXPECT_FALSE(test_net->contains(ip::make_address("198.20.0.1")));
+  auto v6 = address_range::parse("::1/128");
+  ASSERT_TRUE(v6);
+  EXPECT_TRUE(v6->contains(ip::make_address("::1")));
+  EXPECT_FALSE(v6->contains(ip::make_address("::2")));
+  auto one = address_range::parse("10.1.2.3");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->str(), "10.1.2.3/32");
+  auto all = address_range::parse("0.0.0.0/0");
+  ASSERT_TRUE(all);
+  EXPECT_TRUE(all->contains(ip::make_address("8.8.8.8")));
+  for (std::string bad :
+       {"10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/8x", "localhost/8", "", "::1/129"}) {
+    auto r = address_range::parse(bad);
+    EXPECT_FALSE(r) << bad;
+    if (!r) {
+      EXPECT_NE(r.err().detail.find("bad address range '" + bad + "'"), std::string::npos)
+          << r.err().detail;
+    }
+  }
+}
+
+TEST(GridConfig, MetricsFromIsLoopbackByDefaultCheckedAndRoundTrips) {
+  auto station = one_station();
+  auto d = grid_config::parse(station);
+  ASSERT_TRUE(d) << d.err().detail;
+  EXPECT_EQ(d->metrics_from, (std::vector<std::string>{"127.0.0.0/8", "::1/128"}));
+  auto g = grid_config::parse("[grid]\nmetrics_from = [\"10.0.0.0/8\", \"::1/128\"]\n" + station);
+  ASSERT_TRUE(g) << g.err().detail;
+  auto again = grid_config::parse(g->to_toml());
+  ASSERT_TRUE(again) << again.err().detail;
+  EXPECT_EQ(again->metrics_ranges().size(), 2u);
+  EXPECT_TRUE(again->metrics_ranges()[0].contains(boost::asio::ip::make_address("10.9.8.7")));
+  auto bad = grid_config::parse("[grid]\nmetrics_from = [\"10.0.0.1/8\"]\n" + station);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.err().detail.find("metrics_from"), std::string::npos) << bad.err().detail;
+  EXPECT_NE(bad.err().detail.find("host bits"), std::string::npos) << bad.err().detail;
 }
 
 TEST(GridConfig, AValueOfTheWrongKindOrOutOfBoundsSaysWhich) {

@@ -86,7 +86,7 @@ probed probe(const std::string& what) {
 }
 
 json::object content_program(grid_fixture& g, const std::string& id) {
-  auto r = http_get(g.content_url() + "/v1/programs/" + id);
+  auto r = http_get(g.content_url() + "/v1/programs/" + id, g.operator_headers());
   if (!r || r->status != 200) {
     return {};
   }
@@ -111,11 +111,11 @@ run_result ingest(grid_fixture& g, const std::string& source, const std::string&
 // No station holds anything of the program: no director knows it, no engine has a segment of it.
 void expect_nothing_left(grid_fixture& g, const std::string& id) {
   for (auto& s : g.config().stations) {
-    auto r = http_get(s.director.listen.url() + "/v1/programs/" + id);
+    auto r = http_get(s.director.listen.url() + "/v1/programs/" + id, g.operator_headers());
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 404u) << s.name.str() << " knows " << id;
     for (auto& e : s.engines) {
-      auto inv = http_get(e.listen.url() + "/v1/segments");
+      auto inv = http_get(e.listen.url() + "/v1/segments", g.operator_headers());
       ASSERT_TRUE(inv);
       EXPECT_EQ(inv->body.find("\"" + id + "\""), std::string::npos) << e.name.str();
     }
@@ -421,7 +421,7 @@ TEST(ContentAuth, IngestPublishAndWithdrawNeedAnOperatorToken) {
                      {{"Authorization", "Bearer " + g.viewer_token()}});
   ASSERT_TRUE(direct);
   EXPECT_EQ(direct->status, 403u) << direct->body;
-  EXPECT_EQ(http_get(g.content_url() + "/v1/programs/film")->status, 404u);
+  EXPECT_EQ(http_get(g.content_url() + "/v1/programs/film", g.operator_headers())->status, 404u);
   // The operator's token does it; a viewer can then play it, and cannot withdraw it.
   auto op = g.operator_token();
   auto in = ingest(g, mp4.string(), "film", {"--token", op});

@@ -27,8 +27,9 @@ namespace json = boost::json;
 std::set<std::string> holders_at(const grid_fixture& g, const std::string& program, size_t n,
                                  const std::string& station) {
   std::set<std::string> out;
-  auto r = http_get(
-      fmt::format("{}/v1/programs/{}/segments/{}/locations", g.registry_url(), program, n));
+  auto r =
+      http_get(fmt::format("{}/v1/programs/{}/segments/{}/locations", g.registry_url(), program, n),
+               g.operator_headers());
   if (!r || r->status != 200) {
     return out;
   }

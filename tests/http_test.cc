@@ -343,6 +343,32 @@ TEST(HttpServerRouting, UnknownPathIs404WithJsonErrorBody) {
   EXPECT_FALSE(o.at("detail").as_string().empty());
 }
 
+TEST(HttpServerBuiltins, MetricsAnswerOnlyTheConfiguredAddressesAndHealthzEveryone) {
+  auto ranges = parse_ranges({"10.0.0.0/8"});
+  ASSERT_TRUE(ranges);
+  auto opts = server_harness::short_timeouts();
+  opts.metrics_from = *ranges;  // not this test's 127.0.0.1
+  server_harness h(opts);
+  auto refused = test::http_get(h.url("/metrics"));
+  ASSERT_TRUE(refused) << refused.err().detail;
+  EXPECT_EQ(refused->status, 403u);
+  auto o = json::parse(refused->body).as_object();
+  EXPECT_EQ(o.at("error").as_string(), "forbidden");
+  EXPECT_NE(o.at("detail").as_string().find("127.0.0.1"), std::string::npos) << refused->body;
+  EXPECT_EQ(refused->body.find("vodgrid_http"), std::string::npos) << "no metric leaked";
+  auto health = test::http_get(h.url("/healthz"));
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200u);
+
+  auto loopback = server_harness::short_timeouts();
+  loopback.metrics_from = parse_ranges({"127.0.0.0/8", "::1/128"}).value();
+  server_harness local(loopback);
+  auto ok = test::http_get(local.url("/metrics"));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200u);
+  EXPECT_NE(ok->body.find("vodgrid_http_requests_total"), std::string::npos);
+}
+
 TEST(HttpServerRouting, KnownPathWithWrongMethodIs405) {
   server_harness h;
   auto r = test::http(V::delete_, h.url("/items/abc/1.ts"));

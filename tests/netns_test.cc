@@ -25,9 +25,14 @@ std::string streamhash(const std::string& input) {
   return r.out;
 }
 
-// The registry's JSON at `path`, or an empty object.
-boost::json::object registry_get(const std::string& registry, const std::string& path) {
-  auto r = http_get(registry + path);
+// The registry's JSON at `path`, or an empty object; `token`: an operator's in a grid with tokens.
+boost::json::object registry_get(const std::string& registry, const std::string& path,
+                                 const std::string& token = {}) {
+  net::http_client::header_list h;
+  if (!token.empty()) {
+    h.emplace_back("Authorization", "Bearer " + token);
+  }
+  auto r = http_get(registry + path, h);
   if (!r || r->status != 200) {
     return {};
   }
@@ -35,9 +40,9 @@ boost::json::object registry_get(const std::string& registry, const std::string&
 }
 
 // Segments of `program` the registry records at `station`.
-int64_t held_at(const std::string& registry, const std::string& program,
-                const std::string& station) {
-  auto o = registry_get(registry, "/v1/programs/" + program);
+int64_t held_at(const std::string& registry, const std::string& program, const std::string& station,
+                const std::string& token = {}) {
+  auto o = registry_get(registry, "/v1/programs/" + program, token);
   auto* held = o.if_contains("held");
   if (!held || !held->is_object() || !held->as_object().contains(station)) {
     return 0;
@@ -46,9 +51,10 @@ int64_t held_at(const std::string& registry, const std::string& program,
 }
 
 // The sizes of the segments of `program`, from the registry's manifest.
-std::vector<uint64_t> segment_sizes(const std::string& registry, const std::string& program) {
+std::vector<uint64_t> segment_sizes(const std::string& registry, const std::string& program,
+                                    const std::string& token = {}) {
   std::vector<uint64_t> sizes;
-  auto o = registry_get(registry, "/v1/programs/" + program);
+  auto o = registry_get(registry, "/v1/programs/" + program, token);
   if (auto* segs = o.if_contains("segments"); segs && segs->is_array()) {
     for (auto& s : segs->as_array()) {
       sizes.push_back(s.at("size").to_number<uint64_t>());
@@ -79,11 +85,11 @@ TEST(MultiHost, TheEmbeddedGridOnFiveHostsPlaysAtTheEdgeWhatItCopiedOverAShapedL
                  "--grid", g.registry_url(), "--remux", "--segment-seconds", "1", "--prefetch", "0",
                  "--token", op});
   ASSERT_EQ(in.status, 0) << in.err << g.log_of("content");
-  auto sizes = segment_sizes(g.registry_url(), "film");
+  auto sizes = segment_sizes(g.registry_url(), "film", op);
   auto n = static_cast<int64_t>(sizes.size());
   ASSERT_GE(n, 5);
-  ASSERT_TRUE(eventually([&] { return held_at(g.registry_url(), "film", "home") == n; }, 30s));
-  EXPECT_EQ(held_at(g.registry_url(), "film", "edge"), 0);
+  ASSERT_TRUE(eventually([&] { return held_at(g.registry_url(), "film", "home", op) == n; }, 30s));
+  EXPECT_EQ(held_at(g.registry_url(), "film", "edge", op), 0);
 
   uint64_t home_before = g.hosts().tx_bytes("home");
   auto viewer = login_token(g.auth_url(), "viewer", "demo", "demo");
@@ -93,7 +99,7 @@ TEST(MultiHost, TheEmbeddedGridOnFiveHostsPlaysAtTheEdgeWhatItCopiedOverAShapedL
   ASSERT_FALSE(from_source.empty());
   EXPECT_EQ(via_edge, from_source) << g.log_of("edge");
   // Every segment crossed the home's link, once.
-  EXPECT_TRUE(eventually([&] { return held_at(g.registry_url(), "film", "edge") == n; }, 20s));
+  EXPECT_TRUE(eventually([&] { return held_at(g.registry_url(), "film", "edge", op) == n; }, 20s));
   uint64_t sent = g.hosts().tx_bytes("home") - home_before;
   uint64_t program = 0;
   for (auto b : sizes) {

@@ -120,7 +120,11 @@ TEST(Renditions, AMultivariantSourcePlaysEveryRenditionAtTheEdgeAndWithdrawsWhol
 
   // The catalog: both renditions, the larger first, measured (the source states the same
   // BANDWIDTH for both: ffmpeg's guess).
-  auto p = json::parse(http_get(g.content_url() + "/v1/programs/film")->body).as_object();
+  auto op = g.operator_token();
+  auto p = json::parse(
+               http_get(g.content_url() + "/v1/programs/film", {{"Authorization", "Bearer " + op}})
+                   ->body)
+               .as_object();
   ASSERT_TRUE(p.contains("renditions")) << json::serialize(p);
   auto& rs = p.at("renditions").as_array();
   ASSERT_EQ(rs.size(), 2u);
@@ -132,7 +136,7 @@ TEST(Renditions, AMultivariantSourcePlaysEveryRenditionAtTheEdgeAndWithdrawsWhol
             rs[1].at("average_bandwidth").to_number<uint64_t>());
   EXPECT_GE(rs[0].at("bandwidth").to_number<uint64_t>(),
             rs[0].at("average_bandwidth").to_number<uint64_t>());
-  auto list = run({vodgrid_binary(), "programs", "--grid", g.registry_url()});
+  auto list = run({vodgrid_binary(), "programs", "--grid", g.registry_url(), "--token", op});
   EXPECT_NE(list.out.find("rendition film--180p"), std::string::npos) << list.out;
 
   // A viewer entitled to the program (and nothing else) plays its renditions at the edge.

@@ -121,7 +121,9 @@ TEST_F(WebStation, ControlEndpointsRefuseOtherOriginsAndChangeNothing) {
   ASSERT_TRUE(del);
   EXPECT_EQ(del->status, 403u) << del->body;
   EXPECT_EQ(del->header("Access-Control-Allow-Origin"), "");
-  EXPECT_EQ(http_get(director("/v1/programs/movie"))->status, 200u) << "still there";
+  EXPECT_EQ(http_get(director("/v1/programs/movie"), {{"Authorization", "Bearer " + op}})->status,
+            200u)
+      << "still there";
   auto seg = engine_url_of(2);
   auto put =
       http(V::put, seg.substr(0, seg.find('?')), "x", other({{"Sec-Fetch-Site", "cross-site"}}));
@@ -140,10 +142,14 @@ TEST_F(WebStation, ControlEndpointsRefuseOtherOriginsAndChangeNothing) {
     EXPECT_EQ(pre->status, 405u) << url;
     EXPECT_EQ(pre->header("Access-Control-Allow-Origin"), "") << url;
   }
-  // The same requests from the director's own pages, and from players, are served.
+  // The same requests from the director's own pages, and from players, are served (with a
+  // viewer's token: docs/protocol.md, "Who may read what").
   std::string self = "http://" + st_->director_url().substr(7);
-  EXPECT_EQ(http_get(director("/v1/programs/movie"), {{"Origin", self}})->status, 200u);
-  EXPECT_EQ(http_get(director("/v1/programs/movie"))->status, 200u);
+  net::http_client::header_list viewer{{"Authorization", "Bearer " + token_}};
+  auto from_self = viewer;
+  from_self.emplace_back("Origin", self);
+  EXPECT_EQ(http_get(director("/v1/programs/movie"), from_self)->status, 200u);
+  EXPECT_EQ(http_get(director("/v1/programs/movie"), viewer)->status, 200u);
 }
 
 TEST_F(WebStation, TheWatchPageAndItsFilesAreServed) {

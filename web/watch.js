@@ -69,6 +69,7 @@
     state.loggedIn = true;
     $('password').value = '';
     $('login').hidden = true;
+    showTitle();
     start();
   }
 
@@ -186,9 +187,14 @@
     }
   }
 
+  // The manifest, like the playlist, is read with the viewer's token (docs/protocol.md, "Who may
+  // read what"): in a grid with tokens, no title until the login.
   async function showTitle() {
+    const t = token();
     try {
-      const res = await fetch(`/v1/programs/${encodeURIComponent(program)}`);
+      const res = await fetch(`/v1/programs/${encodeURIComponent(program)}`, {
+        headers: t ? { Authorization: `Bearer ${t}` } : {},
+      });
       const m = res.ok ? await res.json() : null;
       if (m && m.title) {
         $('title').textContent = m.title;

@@ -327,7 +327,9 @@ status auth_daemon::start() {
     std::cout << "demo accounts: subscriber demo/demo (all programs), operator admin/admin"
               << std::endl;
   }
-  d.server = std::make_unique<net::http_server>(d.io.get_executor(), "auth");
+  net::server_options sopts;
+  sopts.metrics_from = d.grid.metrics_ranges();
+  d.server = std::make_unique<net::http_server>(d.io.get_executor(), "auth", sopts);
   d.routes();
   if (auto st = d.listen(cfg.listen.host, cfg.listen.port); !st) {
     return st;

@@ -15,6 +15,7 @@
 
 #include <toml++/toml.h>
 
+#include "base/cidr.h"
 #include "base/config_table.h"
 
 namespace vodgrid {
@@ -93,6 +94,7 @@ void grid_fields(V& v, C& g) {
   v.duration("heartbeat_timeout_ms", g.heartbeat_timeout, int64_t{20});
   v.text("log_level", g.log_level);
   v.text("log_format", g.log_format);
+  v.strings("metrics_from", g.metrics_from);
 }
 
 template <class V, class C>
@@ -404,6 +406,9 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
     if (g.log_format != "text" && g.log_format != "json") {
       r.fail("'log_format' must be \"text\" or \"json\"");
     }
+    if (auto ranges = parse_ranges(g.metrics_from); !ranges) {
+      r.fail("'metrics_from': " + ranges.err().detail);
+    }
     if (auto st = r.finish(); !st) {
       return st.err();
     }
@@ -571,6 +576,16 @@ const station_config* grid_config::home_station() const {
     }
   }
   return nullptr;
+}
+
+std::vector<address_range> grid_config::metrics_ranges() const {
+  std::vector<address_range> out;
+  for (auto& t : metrics_from) {
+    if (auto r = address_range::parse(t)) {
+      out.push_back(*r);
+    }
+  }
+  return out;
 }
 
 bool grid_config::all_on_test_addresses() const {

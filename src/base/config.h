@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "base/cidr.h"
 #include "base/ids.h"
 #include "base/result.h"
 
@@ -156,6 +157,8 @@ struct grid_config {
   std::chrono::milliseconds heartbeat_timeout{1500};  // an engine silent this long leaves rotation
   std::string log_level = "info";
   std::string log_format = "text";  // "json": one JSON object per line, for journald and shippers
+  // Client addresses (CIDR) whose requests for a daemon's /metrics are answered; others get 403.
+  std::vector<std::string> metrics_from{"127.0.0.0/8", "::1/128"};
   timing_config timing;
   web_config web;
 
@@ -171,6 +174,8 @@ struct grid_config {
   static grid_config embedded_default(const std::filesystem::path& data_dir, uint16_t base_port);
 
   const station_config* find_station(std::string_view name) const;
+  // metrics_from parsed (validated by parse; an entry that is not a range is left out).
+  std::vector<address_range> metrics_ranges() const;
   // Every daemon listens on a loopback address or in 198.18.0.0/15, the range RFC 2544 reserves
   // for benchmark networks, which the multi-host tests and scripts/netns-grid give their network
   // namespaces: addresses no real network routes, where the demo accounts harm nobody.

@@ -74,7 +74,7 @@ result<api::program_manifest> director_ingest(const ingest_options& o, bool quie
   }
   std::string director_url = grid;
   if (*role == "registry") {
-    auto home = home_director(grid);
+    auto home = home_director(grid, token_from(o.token));
     if (!home) {
       return home.err();
     }
@@ -215,7 +215,7 @@ int run_ingest(const ingest_options& o) {
   }
   std::cout << fmt::format("program {} ready: {} segments, {:.1f} s\n", m->id.str(),
                            m->segments.size(), m->duration());
-  auto stations = fetch_object(grid_url(o.grid) + "/v1/stations");
+  auto stations = fetch_object(grid_url(o.grid) + "/v1/stations", token_from(o.token));
   if (stations) {
     for (auto& s : stations->at("stations").as_array()) {
       std::cout << fmt::format("viewer URL ({}): {}/v1/programs/{}/index.m3u8\n",
@@ -229,15 +229,15 @@ int run_ingest(const ingest_options& o) {
   return 0;
 }
 
-int run_programs(const std::string& grid) {
+int run_programs(const std::string& grid, const std::string& token) {
   auto content = content_url(grid_url(grid));
   if (!content) {
     return fail("programs", content.err().detail);
   }
   if (*content) {
-    return run_content_programs(**content);
+    return run_content_programs(**content, token);
   }
-  auto o = fetch_object(grid_url(grid) + "/v1/programs");
+  auto o = fetch_object(grid_url(grid) + "/v1/programs", token);
   if (!o) {
     return fail("programs", o.err().detail);
   }

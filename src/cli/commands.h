@@ -63,11 +63,11 @@ struct ingest_options {
   bool remux = false;
 };
 int run_ingest(const ingest_options& opts);
-int run_programs(const std::string& grid);
+int run_programs(const std::string& grid, const std::string& token);
 // `vodgrid publish ID` / `vodgrid withdraw ID` (verb "publish" or "withdraw").
 int run_lifecycle(const std::string& verb, const std::string& id, const std::string& grid,
                   const std::string& token);
-int run_status(const std::string& grid);
+int run_status(const std::string& grid, const std::string& token);
 
 struct play_cli_options {
   std::string url;
@@ -118,7 +118,7 @@ int run_simulate(const simulate_cli_options& opts);
 // Through the content manager at `content` (content_commands.cc): the ingest of any provider
 // source, waiting for it and showing its progress; the catalog.
 int run_content_ingest(const std::string& content, const ingest_options& o);
-int run_content_programs(const std::string& content);
+int run_content_programs(const std::string& content, const std::string& token);
 result<boost::json::object> content_ingest(const std::string& content, const ingest_options& o,
                                            bool quiet);
 

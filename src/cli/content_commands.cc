@@ -185,7 +185,7 @@ result<json::object> content_ingest(const std::string& content, const ingest_opt
   int publish_polls = 0;
   for (;;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    auto p = fetch_object(url);
+    auto p = fetch_object(url, token_from(o.token));
     if (!p) {
       bar.end();
       return p.err();
@@ -227,7 +227,8 @@ int run_content_ingest(const std::string& content, const ingest_options& o) {
     std::cout << fmt::format(", publishes at {}", str(*p, "publish_at"));
   }
   std::cout << "\n" << renditions_text(*p);
-  if (auto g = fetch_object(grid_url(o.grid) + "/v1/grid")) {
+  if (auto g = fetch_object(grid_url(o.grid) + "/v1/grid", token_from(o.token));
+      g && g->contains("stations")) {
     for (auto& s : g->at("stations").as_array()) {
       std::cout << fmt::format("viewer URL ({}): {}/v1/programs/{}/index.m3u8\n",
                                std::string(s.at("name").as_string()),
@@ -237,8 +238,8 @@ int run_content_ingest(const std::string& content, const ingest_options& o) {
   return 0;
 }
 
-int run_content_programs(const std::string& content) {
-  auto o = fetch_object(content + "/v1/programs");
+int run_content_programs(const std::string& content, const std::string& token) {
+  auto o = fetch_object(content + "/v1/programs", token);
   if (!o) {
     return fail("programs", o.err().detail);
   }

@@ -214,17 +214,18 @@ status load_demo(const grid_config& grid, const std::filesystem::path& data,
   in.id = "demo";
   in.segment_seconds = 2;  // six segments: hand-offs between engines to watch
   in.remux = true;         // one program whose segments the demo plays and reports
+  if (grid.auth) {
+    // The operator's token for the content manager and the reads (the embedded grid's demo
+    // account).
+    auto t = login_token(grid.auth->listen.url(), "admin", "admin", true);
+    if (!t) {
+      return make_error(t.err().code, "login as admin: " + t.err().detail);
+    }
+    in.token = *t;
+  }
   if (grid.content) {
     auto content = grid.content->listen.url();
-    if (grid.auth) {
-      // The operator's token for the content manager (the embedded grid's demo account).
-      auto t = login_token(grid.auth->listen.url(), "admin", "admin", true);
-      if (!t) {
-        return make_error(t.err().code, "login as admin: " + t.err().detail);
-      }
-      in.token = *t;
-    }
-    auto existing = fetch_object(content + "/v1/programs/demo");
+    auto existing = fetch_object(content + "/v1/programs/demo", in.token);
     std::string state = existing && existing->contains("state")
                             ? std::string(existing->at("state").as_string())
                             : std::string();
@@ -244,7 +245,7 @@ status load_demo(const grid_config& grid, const std::filesystem::path& data,
                                p->at("duration").to_number<double>());
     }
   } else {
-    auto existing = fetch_object(director + "/v1/programs/demo");
+    auto existing = fetch_object(director + "/v1/programs/demo", in.token);
     if (!existing || !existing->contains("state") || existing->at("state").as_string() != "ready") {
       // A program left 'loading' by an interrupted run is simply loaded again.
       in.grid = grid.registry ? grid.registry->listen.url() : director;
@@ -259,7 +260,7 @@ status load_demo(const grid_config& grid, const std::filesystem::path& data,
   }
   // The viewing station learns of the program (and of its publication) a moment later.
   for (int i = 0; i < 200; ++i) {
-    auto p = fetch_object(director + "/v1/programs/demo");
+    auto p = fetch_object(director + "/v1/programs/demo", in.token);
     if (p && p->contains("state") && p->at("state").as_string() == "ready" &&
         (!p->contains("availability") || p->at("availability").as_string() == "published")) {
       break;
@@ -350,21 +351,21 @@ void print_engines(const json::object& o, const std::string& director) {
 
 }  // namespace
 
-int run_status(const std::string& grid) {
+int run_status(const std::string& grid, const std::string& token) {
   auto url = grid_url(grid);
   auto role = role_of(url);
   if (!role) {
     return fail("status", role.err().detail);
   }
   if (*role != "registry") {
-    auto o = fetch_object(url + "/v1/engines");
+    auto o = fetch_object(url + "/v1/engines", token);
     if (!o) {
       return fail("status", o.err().detail);
     }
     print_engines(*o, url);
     return 0;
   }
-  auto st = fetch_object(url + "/v1/stations");
+  auto st = fetch_object(url + "/v1/stations", token);
   if (!st) {
     return fail("status", st.err().detail);
   }
@@ -387,7 +388,7 @@ int run_status(const std::string& grid) {
   for (auto& s : st->at("stations").as_array()) {
     std::string director(s.at("director_url").as_string());
     std::cout << "\n";
-    auto o = fetch_object(director + "/v1/engines");
+    auto o = fetch_object(director + "/v1/engines", token);
     if (!o) {
       std::cout << fmt::format("station {}: {}\n", std::string(s.at("name").as_string()),
                                o.err().detail);

@@ -179,10 +179,13 @@ void add_operator_commands(CLI::App& app, command_line& c) {
   c.programs = app.add_subcommand("programs", "List the programs of the grid");
   c.programs->add_option("--grid", c.grid_flag,
                          "The registry's URL (or a,b: its daemons), or a lone station's director");
+  c.programs->add_option("--token", c.op_token,
+                         "A token (default: $VODGRID_TOKEN); a viewer's lists what it may play");
   c.status = app.add_subcommand("status",
                                 "Show the stations and their engines: health, load, cost inputs");
   c.status->add_option("--grid", c.grid_flag,
                        "The registry's URL (or a,b: its daemons), or a lone station's director");
+  c.status->add_option("--token", c.op_token, "An operator token (default: $VODGRID_TOKEN)");
 }
 
 // play, login.
@@ -324,10 +327,10 @@ int dispatch(command_line& c) {
     return run_ingest(c.ingest);
   }
   if (*c.programs) {
-    return run_programs(c.grid_flag);
+    return run_programs(c.grid_flag, c.op_token);
   }
   if (*c.status) {
-    return run_status(c.grid_flag);
+    return run_status(c.grid_flag, c.op_token);
   }
   if (*c.simulate_cmd) {
     return run_simulate(c.simulate);

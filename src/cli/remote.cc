@@ -22,11 +22,10 @@ asio::awaitable<result<net::client_response>> exchange(http::verb v, std::string
   net::client_options co;
   co.request_timeout = std::chrono::seconds(30);
   net::http_client client(co_await asio::this_coro::executor, co);
-  if (v == http::verb::get) {
-    co_return co_await client.get(std::move(url));
-  }
   net::http_client::header_list headers;
-  headers.emplace_back("Content-Type", "application/json");
+  if (v != http::verb::get) {
+    headers.emplace_back("Content-Type", "application/json");
+  }
   if (!token.empty()) {
     headers.emplace_back("Authorization", "Bearer " + token);
   }
@@ -54,11 +53,21 @@ errc errc_of(unsigned status) {
 
 }  // namespace
 
-result<json::object> fetch_object(const std::string& url) {
+result<json::object> fetch_object(const std::string& url, const std::string& token) {
   asio::io_context io;
-  auto r = run_sync(io, exchange(http::verb::get, url, {}, {}));
+  auto r = run_sync(io, exchange(http::verb::get, url, {}, token_from(token)));
   if (!r) {
     return r.err();
+  }
+  if (r->status == 401 || r->status == 403) {
+    auto o = api::parse_object(r->body);
+    auto* d = o ? o->if_contains("detail") : nullptr;
+    std::string why = d && d->is_string() ? std::string(d->as_string()) : r->body;
+    return make_error(errc_of(r->status),
+                      fmt::format("{} refused ({}): {}: {}", url, r->status, why,
+                                  r->status == 401 ? "give a token (vodgrid login; --token or "
+                                                     "VODGRID_TOKEN)"
+                                                   : "this needs another token (an operator's?)"));
   }
   if (r->status != 200) {
     return make_error(errc::unavailable,
@@ -141,8 +150,8 @@ result<std::optional<std::string>> auth_url(const std::string& grid) {
   return service_url(grid, "auth");
 }
 
-result<std::string> home_director(const std::string& registry) {
-  auto o = fetch_object(registry + "/v1/stations");
+result<std::string> home_director(const std::string& registry, const std::string& token) {
+  auto o = fetch_object(registry + "/v1/stations", token);
   if (!o) {
     return o.err();
   }

@@ -11,9 +11,11 @@
 
 namespace vodgrid::cli {
 
-// GET url; the body as a JSON object if the answer is 200, else errc::unavailable with the
-// status and body (or the transport's error).
-result<boost::json::object> fetch_object(const std::string& url);
+// GET url with `token` as `Authorization: Bearer` (empty: $VODGRID_TOKEN, if set: reads of a grid
+// with an auth server need one); the body as a JSON object if the answer is 200. A refusal for the
+// token (401, 403) is errc::unauthorized / forbidden with the server's reason and what to do;
+// another status errc::unavailable with the status and body (or the transport's error).
+result<boost::json::object> fetch_object(const std::string& url, const std::string& token = {});
 // POST (or PUT) a JSON body; the answer's status and JSON object. A JSON error body's "detail"
 // becomes the error's detail, with the status's errc. `token`, when not empty, goes as
 // `Authorization: Bearer` (an operator's, for the content manager's changes).
@@ -30,7 +32,7 @@ result<std::optional<std::string>> content_url(const std::string& grid);
 // The auth server's URL: the grid URL itself if it is one, the registry's [auth] if the grid URL is
 // a registry; nothing for a grid without tokens.
 result<std::optional<std::string>> auth_url(const std::string& grid);
-// The home station's director, from the registry.
-result<std::string> home_director(const std::string& registry);
+// The home station's director, from the registry (its stations: an operator's `token`).
+result<std::string> home_director(const std::string& registry, const std::string& token = {});
 
 }  // namespace vodgrid::cli

@@ -103,6 +103,14 @@ down_reason exit_reason(const child_process& p) {
 
 }  // namespace
 
+namespace {
+net::server_options server_options_of(const grid_config& grid) {
+  net::server_options o;
+  o.metrics_from = grid.metrics_ranges();
+  return o;
+}
+}  // namespace
+
 struct station_supervisor::impl {
   impl(asio::io_context& io_, grid_config grid_, std::filesystem::path config_file_,
        station_id name_, supervisor_options opts_)
@@ -111,7 +119,7 @@ struct station_supervisor::impl {
         config_file(std::move(config_file_)),
         name(std::move(name_)),
         opts(std::move(opts_)),
-        server(io.get_executor(), "station " + name.str()),
+        server(io.get_executor(), "station " + name.str(), server_options_of(grid)),
         sigchld(io, SIGCHLD),
         tasks(io.get_executor()) {}
 

@@ -96,7 +96,9 @@ status content_manager::start() {
   }
   d.cat = std::move(*cat);
   d.conn = std::move(*conn);
-  d.server = std::make_unique<net::http_server>(d.io.get_executor(), "content");
+  net::server_options sopts;
+  sopts.metrics_from = d.grid.metrics_ranges();
+  d.server = std::make_unique<net::http_server>(d.io.get_executor(), "content", sopts);
   net::client_options co;
   // Control requests to the directors and the registry (pushes, distribution, removals).
   co.request_timeout = d.grid.timing.exchange;
@@ -151,8 +153,14 @@ void content_manager::impl::on_stop() {
 void content_manager::impl::routes() {
   using V = http::verb;
   route(V::post, "/v1/programs", &impl::create, 64 << 10);
-  route(V::get, "/v1/programs", &impl::list);
-  route(V::get, "/v1/programs/{}", &impl::get);
+  // Reads (docs/protocol.md, "Who may read what"): any token; a viewer's sees only the published
+  // programs it is entitled to, without their source, stations or errors.
+  auto read = [this](std::string pattern, asio::awaitable<reply> (impl::*fn)(request_context&)) {
+    server->route(V::get, std::move(pattern),
+                  auth::guarded_read(auth.get(), auth::readers::viewers, bind(fn)));
+  };
+  read("/v1/programs", &impl::list);
+  read("/v1/programs/{}", &impl::get);
   route(V::post, "/v1/programs/{}/publish", &impl::publish);
   route(V::post, "/v1/programs/{}/withdraw", &impl::withdraw);
   server->set_health([this] {
@@ -265,19 +273,38 @@ asio::awaitable<reply> content_manager::impl::create(request_context& ctx) {
   co_return net::json_reply(to_json(p, false), http::status::accepted);
 }
 
-asio::awaitable<reply> content_manager::impl::list(request_context&) {
+namespace {
+
+// What a viewer's token is shown of a program: not where it came from (the source path on the
+// server), its stations or its errors.
+json::object viewer_view(json::object o) {
+  for (auto* k : {"source", "stations", "error", "dropped"}) {
+    o.erase(k);
+  }
+  return o;
+}
+
+}  // namespace
+
+asio::awaitable<reply> content_manager::impl::list(request_context& ctx) {
+  auto who = co_await auth::reader_of(ctx, auth.get());
   auto all = co_await on_db([&] { return cat->list(); });
   if (!all) {
     co_return net::error_reply(all.err());
   }
   json::array a;
   for (auto& p : *all) {
-    a.push_back(to_json(p, false));
+    if (who.sees_all()) {
+      a.push_back(to_json(p, false));
+    } else if (who.may_see(p.id, to_string(p.state))) {
+      a.push_back(viewer_view(to_json(p, false)));
+    }
   }
   co_return net::json_reply(json::object{{"programs", a}});
 }
 
 asio::awaitable<reply> content_manager::impl::get(request_context& ctx) {
+  auto who = co_await auth::reader_of(ctx, auth.get());
   auto id = program_id::parse(ctx.params[0]);
   if (!id) {
     co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
@@ -286,8 +313,12 @@ asio::awaitable<reply> content_manager::impl::get(request_context& ctx) {
   if (!p) {
     co_return net::error_reply(p.err());
   }
-  if (!*p) {
+  // A viewer's token: a program it may not see is as unknown.
+  if (!*p || !who.may_see((*p)->id, to_string((*p)->state))) {
     co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+  }
+  if (!who.sees_all()) {
+    co_return net::json_reply(viewer_view(to_json(**p, true)));
   }
   auto hist = co_await on_db([&] { return cat->history(*id); });
   auto o = to_json(**p, true);

@@ -37,6 +37,7 @@ status director_daemon::start() {
   }
   net::server_options sopts;
   sopts.cors.allowed_origins = d.grid.web.allow_origins;
+  sopts.metrics_from = d.grid.metrics_ranges();
   d.server = std::make_unique<net::http_server>(d.io.get_executor(),
                                                 "director " + d.station->name.str(), sopts);
   const timing_config& timing = d.grid.timing;
@@ -114,11 +115,18 @@ void director_daemon::impl::routes() {
                   limit);
   };
   const std::vector<K> service{K::engine, K::operator_};
+  // Reads (docs/protocol.md, "Who may read what"): the engine table for operators and the grid's
+  // daemons; programs for any token, a viewer's seeing only what it may play.
+  using R = auth::readers;
+  auto read = [this](std::string pattern, asio::awaitable<reply> (impl::*fn)(request_context&),
+                     R who) {
+    server->route(V::get, std::move(pattern), auth::guarded_read(auth.get(), who, bind(fn)));
+  };
   guarded(V::post, "/v1/engines/{}/heartbeat", &impl::heartbeat, 512ull << 20, {K::engine});
-  route(V::get, "/v1/engines", &impl::list_engines);
+  read("/v1/engines", &impl::list_engines, R::operators);
   guarded(V::post, "/v1/programs", &impl::create_program, 256ull << 20, service);
-  route(V::get, "/v1/programs", &impl::list_programs);
-  route(V::get, "/v1/programs/{}", &impl::get_program);
+  read("/v1/programs", &impl::list_programs, R::viewers);
+  read("/v1/programs/{}", &impl::get_program, R::viewers);
   guarded(V::delete_, "/v1/programs/{}", &impl::delete_program, 0, service);
   guarded(V::post, "/v1/programs/{}/commit", &impl::commit_program, 0, service);
   // What consoles and web pages read (CORS, net::audience): playlists, redirects, the watch page.

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <boost/json/serialize.hpp>
 
+#include "auth/guard.h"
 #include "base/fs.h"
 #include "director/impl.h"
 
@@ -188,9 +189,15 @@ asio::awaitable<reply> director_daemon::impl::delete_program(request_context& ct
   co_return r;
 }
 
-asio::awaitable<reply> director_daemon::impl::list_programs(request_context&) {
+// A viewer's token lists only the published programs it is entitled to (docs/protocol.md, "Who may
+// read what").
+asio::awaitable<reply> director_daemon::impl::list_programs(request_context& ctx) {
+  auto who = co_await auth::reader_of(ctx, auth.get());
   json::array a;
   for (auto& [id, m] : catalog) {
+    if (!who.may_see(id, m.availability)) {
+      continue;
+    }
     a.push_back(json::object{{"id", id.str()},
                              {"title", m.title},
                              {"state", m.state},
@@ -213,7 +220,9 @@ asio::awaitable<reply> director_daemon::impl::get_program(request_context& ctx) 
     }
     it = catalog.find(*id);
   }
-  if (it == catalog.end()) {
+  // A viewer's token: only a published program it is entitled to (another is as unknown).
+  auto who = co_await auth::reader_of(ctx, auth.get());
+  if (it == catalog.end() || !who.may_see(it->first, it->second.availability)) {
     co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
   }
   co_return net::json_reply(api::to_json(it->second));

@@ -43,6 +43,7 @@ status engine_daemon::start() {
 
   net::server_options sopts;
   sopts.cors.allowed_origins = d.grid.web.allow_origins;
+  sopts.metrics_from = d.grid.metrics_ranges();
   sopts.cors.allow_null = true;  // a page of a third origin arrives here through a redirect
   d.server = std::make_unique<net::http_server>(d.io.get_executor(), "engine " + d.self->name.str(),
                                                 sopts);
@@ -119,7 +120,10 @@ void engine_daemon::impl::routes() {
   };
   server->route(V::put, seg, guarded(&impl::put_segment), self->max_segment_bytes);
   server->route(V::delete_, seg, guarded(&impl::delete_segment));
-  route(V::get, "/v1/segments", &impl::list_segments);
+  // What the engine holds: for operators and the grid's daemons (docs/protocol.md).
+  server->route(
+      V::get, "/v1/segments",
+      auth::guarded_read(auth.get(), auth::readers::operators, bind(&impl::list_segments)));
   server->route(V::post, "/v1/orders/fetch", guarded(&impl::fetch));
   server->route(V::post, "/v1/orders/preload", guarded(&impl::preload));
   server->route(V::post, "/v1/push/streams", guarded(&impl::push_start));

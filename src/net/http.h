@@ -27,6 +27,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/json/value.hpp>
 
+#include "base/cidr.h"
 #include "base/result.h"
 #include "net/metrics.h"
 
@@ -165,6 +166,9 @@ struct server_options {
   uint64_t default_body_limit = 1 << 20;             // routes may raise it
   uint32_t max_connections = 10'000;                 // beyond: accepted then closed at once
   cors_options cors;                                 // for the routes of audience::viewer
+  // Client addresses whose GET /metrics is answered ([grid] metrics_from); others get 403 with a
+  // JSON reason (an empty list: none). Unset: every client (a server of no grid, as tests make).
+  std::optional<std::vector<address_range>> metrics_from;
 };
 // The timeouts are checked by one timer per server that ticks at a quarter of the shortest of
 // them (between 5 ms and 1 s), so each may run over by up to one tick.

@@ -180,6 +180,12 @@ asio::awaitable<reply> http_server::builtin(request_context& ctx, const route_en
     co_return json_reply(o);
   }
   if (get && ctx.path == "/metrics") {
+    if (opts_.metrics_from && !any_contains(*opts_.metrics_from, ctx.remote.address())) {
+      co_return error_reply(http::status::forbidden, "forbidden",
+                            fmt::format("/metrics is not open to {} (the grid's [grid] "
+                                        "metrics_from does not list it)",
+                                        ctx.remote.address().to_string()));
+    }
     reply rep;
     rep.content_type = "text/plain; version=0.0.4";
     rep.body = metrics_.render();

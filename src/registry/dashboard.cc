@@ -55,6 +55,8 @@ status registry_daemon::impl::open_dashboard() {
   co.request_timeout = poll_deadline;
   co.read_timeout = poll_deadline;
   co.max_body = 4 << 20;
+  // The directors' engine tables are for operators and the grid's daemons: the registry's token.
+  co.bearer = [this] { return auth ? auth->token() : std::string(); };
   dash.client = std::make_unique<net::http_client>(io.get_executor(), co);
   net::client_options lo;
   lo.connect_timeout = grid.timing.connect;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "auth/guard.h"
 #include "registry/impl.h"
 
 namespace vodgrid::registry {
@@ -164,7 +165,10 @@ asio::awaitable<reply> registry_daemon::impl::put_program(request_context& ctx) 
   co_return net::json_reply(json::object{{"program", d->manifest.id.str()}, {"targets", *told}});
 }
 
-asio::awaitable<reply> registry_daemon::impl::list_programs(request_context&) {
+// A viewer's token lists only the published programs it is entitled to, without their targets
+// (docs/protocol.md, "Who may read what").
+asio::awaitable<reply> registry_daemon::impl::list_programs(request_context& ctx) {
+  auto who = co_await auth::reader_of(ctx, auth.get());
   auto progs = co_await on_db([&] { return db->programs(); });
   if (!progs) {
     co_return net::error_reply(progs.err());
@@ -172,21 +176,24 @@ asio::awaitable<reply> registry_daemon::impl::list_programs(request_context&) {
   json::array a;
   for (auto& p : *progs) {
     auto m = api::decode<api::program_manifest>(p.manifest_json);
-    if (!m) {
+    if (!m || !who.may_see(p.id, m->availability)) {
       continue;
     }
     json::array targets;
     for (auto& t : p.targets) {
       targets.push_back(json::value(t));
     }
-    a.push_back(json::object{{"id", p.id.str()},
-                             {"title", m->title},
-                             {"availability", m->availability},
-                             {"publish_at", m->publish_at},
-                             {"segments", m->segments.size()},
-                             {"renditions", m->renditions.size()},
-                             {"duration", m->duration()},
-                             {"targets", targets}});
+    json::object o{{"id", p.id.str()},
+                   {"title", m->title},
+                   {"availability", m->availability},
+                   {"publish_at", m->publish_at},
+                   {"segments", m->segments.size()},
+                   {"renditions", m->renditions.size()},
+                   {"duration", m->duration()}};
+    if (who.sees_all()) {
+      o["targets"] = std::move(targets);
+    }
+    a.push_back(std::move(o));
   }
   co_return net::json_reply(json::object{{"programs", a}});
 }
@@ -208,16 +215,26 @@ asio::awaitable<result<program_record>> registry_daemon::impl::stored_program(
   co_return std::move(**p);
 }
 
+// A viewer's token: the manifest of a published program it is entitled to (404 for another, as
+// for one that does not exist), without where it is held.
 asio::awaitable<reply> registry_daemon::impl::get_program(request_context& ctx) {
+  auto who = co_await auth::reader_of(ctx, auth.get());
   auto p = co_await stored_program(ctx.params[0]);
   if (!p) {
     co_return net::error_reply(p.err());
   }
-  auto counts = co_await on_db([&] { return db->counts(p->id); });
   auto m = api::parse_object(p->manifest_json);
   if (!m) {
     co_return net::error_reply(m.err());
   }
+  if (!who.sees_all()) {
+    auto* a = m->if_contains("availability");
+    if (!a || !a->is_string() || !who.may_see(p->id, a->as_string())) {
+      co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
+    }
+    co_return net::json_reply(*m);
+  }
+  auto counts = co_await on_db([&] { return db->counts(p->id); });
   json::object held;
   if (counts) {
     for (auto& [station, n] : *counts) {

@@ -25,7 +25,9 @@ status registry_daemon::start() {
     return db.err();
   }
   d.db = std::move(*db);
-  d.server = std::make_unique<net::http_server>(d.io.get_executor(), "registry");
+  net::server_options sopts;
+  sopts.metrics_from = d.grid.metrics_ranges();
+  d.server = std::make_unique<net::http_server>(d.io.get_executor(), "registry", sopts);
   net::client_options co;
   co.connect_timeout = d.grid.timing.connect;
   co.read_timeout = d.grid.timing.silence;
@@ -76,19 +78,27 @@ void registry_daemon::impl::routes() {
     server->route(v, std::move(pattern), auth::guarded(auth.get(), std::move(kinds), bind(fn)),
                   limit);
   };
+  // Reads (docs/protocol.md, "Who may read what"): the layout and locations for operators and the
+  // grid's daemons; programs for any token, a viewer's seeing only what it may play.
+  using R = auth::readers;
+  auto read = [this](std::string pattern, asio::awaitable<reply> (impl::*fn)(request_context&),
+                     R who) {
+    server->route(V::get, std::move(pattern), auth::guarded_read(auth.get(), who, bind(fn)));
+  };
   guarded(V::put, "/v1/stations/{}", &impl::put_station, 0, {K::engine});
   guarded(V::post, "/v1/stations/{}/report", &impl::report, 256ull << 20, {K::engine});
-  route(V::get, "/v1/stations", &impl::list_stations);
-  route(V::get, "/v1/stations/{}/held", &impl::station_held);
+  read("/v1/stations", &impl::list_stations, R::operators);
+  read("/v1/stations/{}/held", &impl::station_held, R::operators);
   guarded(V::put, "/v1/programs/{}", &impl::put_program, 256ull << 20, {K::engine, K::operator_});
-  route(V::get, "/v1/programs", &impl::list_programs);
-  route(V::get, "/v1/programs/{}", &impl::get_program);
-  route(V::get, "/v1/programs/{}/segments/{}/sources", &impl::sources);
-  route(V::get, "/v1/programs/{}/segments/{}/locations", &impl::locations);
+  read("/v1/programs", &impl::list_programs, R::viewers);
+  read("/v1/programs/{}", &impl::get_program, R::viewers);
+  read("/v1/programs/{}/segments/{}/sources", &impl::sources, R::operators);
+  read("/v1/programs/{}/segments/{}/locations", &impl::locations, R::operators);
   guarded(V::post, "/v1/programs/{}/availability", &impl::set_availability, 0,
           {K::engine, K::operator_});
+  // Open: where auth is (a client logs in from it); the stations for a token (grid_info).
   route(V::get, "/v1/grid", &impl::grid_info);
-  // Prometheus service discovery, open like /metrics (docs/operations.md).
+  // Prometheus service discovery, open to the addresses /metrics is (docs/operations.md).
   route(V::get, "/v1/prometheus/targets", &impl::prometheus_targets);
   // The operator's dashboard (dashboard.cc): control routes, for pages of this origin only. The
   // page and its files are open (they hold no data); the state needs an operator's token, which

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "auth/guard.h"
 #include "registry/discovery.h"
 #include "registry/impl.h"
 
@@ -220,10 +221,15 @@ asio::awaitable<reply> registry_daemon::impl::station_held(request_context& ctx)
 
 // GET /v1/grid: where the grid's services are, for the client commands that know only the
 // registry's URL (DESIGN.md: --grid).
-asio::awaitable<reply> registry_daemon::impl::grid_info(request_context&) {
+// Without a token (a client about to log in): the services only; the stations for any token.
+asio::awaitable<reply> registry_daemon::impl::grid_info(request_context& ctx) {
   json::object o{{"registry", grid.registry->listen.url()}};
   o["auth"] = grid.auth ? json::value(grid.auth->listen.url()) : json::value(nullptr);
   o["content"] = grid.content ? json::value(grid.content->listen.url()) : json::value(nullptr);
+  auto who = co_await auth::reader_of(ctx, auth.get());
+  if (who.anonymous) {
+    co_return net::json_reply(o);
+  }
   json::array stations;
   for (auto& s : grid.stations) {
     stations.push_back(json::object{
@@ -233,7 +239,13 @@ asio::awaitable<reply> registry_daemon::impl::grid_info(request_context&) {
   co_return net::json_reply(o);
 }
 
-asio::awaitable<reply> registry_daemon::impl::prometheus_targets(request_context&) {
+asio::awaitable<reply> registry_daemon::impl::prometheus_targets(request_context& ctx) {
+  if (auto ranges = grid.metrics_ranges(); !any_contains(ranges, ctx.remote.address())) {
+    co_return net::error_reply(make_error(
+        errc::forbidden, fmt::format("/v1/prometheus/targets is not open to {} (the grid's [grid] "
+                                     "metrics_from does not list it)",
+                                     ctx.remote.address().to_string())));
+  }
   co_return net::json_reply(registry::prometheus_targets(grid));
 }
 

@@ -279,6 +279,9 @@ netns_grid::netns_grid(const std::function<grid_config(const std::filesystem::pa
       e.listen.host = at;
     }
   }
+  // The hosts' network may read every daemon's /metrics (the registry's dashboard polls the
+  // engines' from its own host; a Prometheus there would too).
+  grid_.metrics_from.push_back("198.18.0.0/15");
   auto config = dir_.path() / "netns-grid.toml";
   if (auto st = write_file_durably(config, grid_.to_toml()); !st) {
     throw std::runtime_error(st.err().detail);

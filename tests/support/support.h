@@ -98,6 +98,17 @@ class station_fixture {
   std::string operator_token() const {
     return login_token(auth_url(), "operator", "admin", "admin");
   }
+  // For reads of the layout and programs (docs/protocol.md, "Who may read what"): an operator's
+  // token as Bearer (logged in once) when the grid has tokens; nothing otherwise.
+  net::http_client::header_list operator_headers() const {
+    if (!grid_.auth) {
+      return {};
+    }
+    if (op_token_.empty()) {
+      op_token_ = operator_token();
+    }
+    return {{"Authorization", "Bearer " + op_token_}};
+  }
   std::string engine_url(int i) const;
   std::string engine_name(int i) const;
   pid_t engine_pid(int i) const { return engines_.at(static_cast<size_t>(i)).pid(); }
@@ -114,6 +125,7 @@ class station_fixture {
   temp_dir dir_;
   grid_config grid_;
   std::filesystem::path config_file_;
+  mutable std::string op_token_;
   child_process director_;
   child_process auth_;
   std::vector<child_process> engines_;
@@ -167,6 +179,17 @@ class grid_fixture {
   std::string operator_token() const {
     return login_token(auth_url(), "operator", "admin", "admin");
   }
+  // For reads of the layout and programs (docs/protocol.md, "Who may read what"): an operator's
+  // token as Bearer (logged in once) when the grid has tokens; nothing otherwise.
+  net::http_client::header_list operator_headers() const {
+    if (!grid_.auth) {
+      return {};
+    }
+    if (op_token_.empty()) {
+      op_token_ = operator_token();
+    }
+    return {{"Authorization", "Bearer " + op_token_}};
+  }
   std::string director_url(const std::string& station) const;
   std::string engine_url(const std::string& engine) const;
   std::vector<std::string> engines_of(const std::string& station) const;
@@ -187,6 +210,7 @@ class grid_fixture {
   grid_config grid_;
   std::filesystem::path config_file_;
   std::map<std::string, child_process> procs_;
+  mutable std::string op_token_;
 };
 
 // Blocking HTTP on a private io_context.
