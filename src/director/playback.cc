@@ -184,6 +184,15 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   if (!m) {
     co_return refuse_segment("program", m.err());
   }
+  // The token before anything about the program's segments is told.
+  auto entitlement = api::entitlement_of((*m)->id);
+  if (auth && !auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &entitlement,
+                                       ctx.remote.address(), auth::unix_now())) {
+    auth::requirement req{auth::token_kind::viewer, entitlement, auth::client_address(ctx)};
+    if (auto refusal = co_await token_refusal(ctx, std::move(req))) {
+      co_return std::move(*refusal);
+    }
+  }
   auto idx = segment_index::parse(ctx.params[1]);
   auto format = (*m)->format;
   auto ext = api::segment_extension(format);
@@ -192,14 +201,6 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
         make_error(errc::not_found,
                    fmt::format("program {} has no segment {} (its segments are segments/{{n}}{})",
                                ctx.params[0], ctx.path.substr(ctx.path.rfind('/') + 1), ext)));
-  }
-  auto entitlement = api::entitlement_of((*m)->id);
-  if (auth && !auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &entitlement,
-                                       ctx.remote.address(), auth::unix_now())) {
-    auth::requirement req{auth::token_kind::viewer, entitlement, auth::client_address(ctx)};
-    if (auto refusal = co_await token_refusal(ctx, std::move(req))) {
-      co_return std::move(*refusal);
-    }
   }
   auto now = steady::now();
   segment_key key{(*m)->id, *idx};
