@@ -116,7 +116,9 @@ class reads : public ::testing::Test {
     auto secret = read_file(auth::secret_file(engine.data_dirs.at(0)));
     ASSERT_TRUE(secret);
     auto r = http(boost::beast::http::verb::post, grid_->auth->listen.url() + "/v1/login/engine",
-                  fmt::format(R"({{"name":"{}","secret":"{}"}})", engine.name.str(), trim(*secret)),
+                  json::serialize(json::object{
+                      {"name", engine.name.str()},
+                      {"secret", secret->substr(0, secret->find_last_not_of(" \n") + 1)}}),
                   {{"Content-Type", "application/json"}});
     ASSERT_TRUE(r && r->status == 200) << (r ? r->body : r.err().detail);
     peer_ = auth::decode_login_reply(r->body)->token;
