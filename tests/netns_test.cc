@@ -266,8 +266,9 @@ TEST(MultiHost, CopiesMoveOffALinkWhoseMeasuredSpeedFalls) {
 }
 
 // Whether the registry counts `station` up (heard within its station_silence).
-bool registry_says_up(const std::string& registry, const std::string& station) {
-  auto o = registry_get(registry, "/v1/stations");
+bool registry_says_up(const std::string& registry, const std::string& station,
+                      const std::string& token) {
+  auto o = registry_get(registry, "/v1/stations", token);
   auto* list = o.if_contains("stations");
   if (!list || !list->is_array()) {
     return false;
@@ -311,14 +312,14 @@ TEST(MultiHost, AStationCutOffFromTheRegistryServesWhatItHoldsAndCatchesUp) {
                  "--grid", g.registry_url(), "--remux", "--segment-seconds", "1", "--prefetch", "0",
                  "--token", op});
   ASSERT_EQ(in.status, 0) << in.err << g.log_of("content");
-  auto n = static_cast<int64_t>(segment_sizes(g.registry_url(), "film").size());
+  auto n = static_cast<int64_t>(segment_sizes(g.registry_url(), "film", op).size());
   ASSERT_GE(n, 6);
   auto viewer = login_token(g.auth_url(), "viewer", "demo", "demo");
   auto edge = g.director_url("edge");
   for (int i = 0; i < 3; ++i) {
     ASSERT_EQ(get_segment(edge, i, viewer), 200u) << i;
   }
-  ASSERT_TRUE(eventually([&] { return held_at(g.registry_url(), "film", "edge") == 3; }, 20s));
+  ASSERT_TRUE(eventually([&] { return held_at(g.registry_url(), "film", "edge", op) == 3; }, 20s));
 
   g.hosts().cut("edge", "registry");
   // Past the registry's station_silence: the registry counts the edge down; its viewers, who
@@ -330,7 +331,7 @@ TEST(MultiHost, AStationCutOffFromTheRegistryServesWhatItHoldsAndCatchesUp) {
     }
     std::this_thread::sleep_for(500ms);
   }
-  EXPECT_FALSE(registry_says_up(g.registry_url(), "edge"));
+  EXPECT_FALSE(registry_says_up(g.registry_url(), "edge", op));
   EXPECT_TRUE(eventually(
       [&] { return g.log_of("edge").find("registry unreachable") != std::string::npos; }, 10s))
       << g.log_of("edge");
@@ -343,18 +344,18 @@ TEST(MultiHost, AStationCutOffFromTheRegistryServesWhatItHoldsAndCatchesUp) {
   std::cout << "a miss during the split: " << miss << "\n";
 
   g.hosts().mend("edge", "registry");
-  EXPECT_TRUE(eventually([&] { return registry_says_up(g.registry_url(), "edge"); }, 15s))
+  EXPECT_TRUE(eventually([&] { return registry_says_up(g.registry_url(), "edge", op); }, 15s))
       << g.log_of("edge");
   // What it holds now (the copy of segment 3 made during the split, if it was) reaches the
   // registry; then the rest plays as ever.
   int64_t held_now = miss == 200 ? 4 : 3;
   EXPECT_TRUE(
-      eventually([&] { return held_at(g.registry_url(), "film", "edge") == held_now; }, 15s))
-      << held_at(g.registry_url(), "film", "edge");
+      eventually([&] { return held_at(g.registry_url(), "film", "edge", op) == held_now; }, 15s))
+      << held_at(g.registry_url(), "film", "edge", op);
   for (int i = 3; i < n; ++i) {
     EXPECT_EQ(get_segment(edge, i, viewer), 200u) << i;
   }
-  EXPECT_TRUE(eventually([&] { return held_at(g.registry_url(), "film", "edge") == n; }, 20s));
+  EXPECT_TRUE(eventually([&] { return held_at(g.registry_url(), "film", "edge", op) == n; }, 20s));
   EXPECT_NE(g.log_of("edge").find("reached"), std::string::npos) << g.log_of("edge");
 }
 
