@@ -694,9 +694,9 @@ TEST_F(SegmentStore, AnIncomingSegmentIsReadableAsWrittenAndHeldOnceCommitted) {
   auto& f = *in;
   // A temp file of the full size in one directory's tmp/, nothing held yet.
   EXPECT_EQ(files_under(dir(0) / "tmp").size() + files_under(dir(1) / "tmp").size(), 1u);
-  ASSERT_TRUE(f->write(0, std::string_view(data).substr(0, 100'000)));
+  ASSERT_TRUE(f->append(std::string_view(data).substr(0, 100'000)));
   EXPECT_EQ(read_all(f->fd(), 100'000), data.substr(0, 100'000));  // behind the written offset
-  ASSERT_TRUE(f->write(100'000, std::string_view(data).substr(100'000)));
+  ASSERT_TRUE(f->append(std::string_view(data).substr(100'000)));
   EXPECT_FALSE(s->find(key_of("p", 3)));
   auto r = run(s->commit(f, sha256(data)));
   ASSERT_TRUE(r) << r.err().detail;
@@ -718,7 +718,7 @@ TEST_F(SegmentStore, AnIncomingSegmentWithTheWrongBytesIsNotHeldAndLeavesNothing
   std::string data = payload(5000, 6);
   auto in = s->begin_put(key_of("p", 4), data.size());
   ASSERT_TRUE(in);
-  ASSERT_TRUE((*in)->write(0, data));
+  ASSERT_TRUE((*in)->append(data));
   auto r = run(s->commit(*in, sha256("other bytes")));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.err().code, errc::digest_mismatch);
@@ -739,11 +739,34 @@ TEST_F(SegmentStore, AnIncomingSegmentRefusesWritesPastItsSizeAndTooLargeSizes) 
   EXPECT_FALSE(s->begin_put(key_of("p", 5), 0));
   auto in = s->begin_put(key_of("p", 5), 100);
   ASSERT_TRUE(in);
-  auto st = (*in)->write(90, std::string(11, 'x'));
+  ASSERT_TRUE((*in)->append(std::string(90, 'x')));
+  auto st = (*in)->append(std::string(11, 'x'));
   ASSERT_FALSE(st);
   EXPECT_EQ(st.err().code, errc::invalid_argument);
-  in->reset();  // dropped uncommitted: its temp file goes
+  EXPECT_EQ((*in)->written(), 90u);  // nothing of the refused piece was written
+  in->reset();                       // dropped uncommitted: its temp file goes
   EXPECT_TRUE(files_under(dir(0) / "tmp").empty());
+}
+
+TEST_F(SegmentStore, AnIncomingSegmentIsNotCommittedBeforeItsLastByte) {
+  auto s = open_ok(opts(1));
+  ASSERT_TRUE(s);
+  std::string data = payload(4000, 8);
+  auto in = s->begin_put(key_of("p", 8), data.size());
+  ASSERT_TRUE(in);
+  ASSERT_TRUE((*in)->append(std::string_view(data).substr(0, 3999)));
+  // The file's last byte is a zero of the sparse file: a digest of the file would not match
+  // either, but the refusal must say why, and the segment must not be held.
+  auto r = run(s->commit(*in, sha256(data)));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::invalid_argument);
+  EXPECT_NE(r.err().detail.find("3999 of 4000"), std::string::npos) << r.err().detail;
+  EXPECT_FALSE(s->find(key_of("p", 8)));
+  // The last byte arrives: the same segment commits.
+  ASSERT_TRUE((*in)->append(std::string_view(data).substr(3999)));
+  auto done = run(s->commit(*in, sha256(data)));
+  ASSERT_TRUE(done) << done.err().detail;
+  EXPECT_TRUE(s->find(key_of("p", 8)));
 }
 
 TEST_F(SegmentStore, ACommitThatFailsToRenameLeavesNothing) {
@@ -754,7 +777,7 @@ TEST_F(SegmentStore, ACommitThatFailsToRenameLeavesNothing) {
   std::string data = payload(2000, 7);
   auto in = s->begin_put(key_of("p", 6), data.size());
   ASSERT_TRUE(in);
-  ASSERT_TRUE((*in)->write(0, data));
+  ASSERT_TRUE((*in)->append(data));
   auto r = run(s->commit(*in, sha256(data)));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.err().code, errc::io_error);
@@ -771,7 +794,7 @@ TEST_F(SegmentStore, AnIncomingSegmentMayOutliveItsStore) {
   ASSERT_TRUE(in);
   std::shared_ptr<incoming_segment> kept = std::move(*in);
   s.reset();
-  EXPECT_TRUE(kept->write(0, std::string(1000, 'y')));
+  EXPECT_TRUE(kept->append(std::string(1000, 'y')));
   EXPECT_EQ(read_all(kept->fd(), 1000), std::string(1000, 'y'));
   kept.reset();
   EXPECT_TRUE(files_under(dir(0) / "tmp").empty());

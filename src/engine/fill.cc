@@ -190,7 +190,7 @@ asio::awaitable<std::string> engine_daemon::impl::copy_from(std::shared_ptr<fill
     return true;
   };
   sink.on_piece = [&](std::string_view piece) {
-    if (auto st = f->file->write(f->received, piece); !st) {
+    if (auto st = f->file->append(piece); !st) {
       throw unwritable{st.err()};
     }
     f->received += piece.size();

@@ -151,19 +151,28 @@ struct segment_store::impl {
   // fsync of the temp file `tmp`, the program directory, the rename into place, the directory's
   // fsync; on a failure nothing is left under the final name (write_durably's second half).
   status commit_durably(const segment_info& info, const std::filesystem::path& tmp);
-  // On the worker: the digest of the incoming file checked, then committed as put_on_worker does.
+  // On the worker: the digest `actual` of the bytes checked against `expected`, then the data
+  // written (put) or the incoming file committed, the index told. Held already: as put() answers.
   struct incoming_file {
     const segment_key& key;
-    int fd;
     uint64_t size;
     uint32_t dir;
     const std::filesystem::path& tmp;
   };
-  result<segment_info> commit_on_worker(const incoming_file& in, const sha256_digest& expected,
+  result<segment_info> commit_on_worker(const incoming_file& in, const sha256_digest& actual,
+                                        const sha256_digest& expected,
                                         const std::optional<segment_info>& held);
   result<segment_info> put_on_worker(const segment_key& key, std::string_view data,
                                      const sha256_digest& expected, uint32_t dir,
                                      const std::optional<segment_info>& held);
+  // What put and commit share: nullopt when the bytes are to be held, else the answer (the held
+  // info again, or digest_mismatch / conflict).
+  static std::optional<result<segment_info>> check_arrival(const segment_key& key,
+                                                           const sha256_digest& actual,
+                                                           const sha256_digest& expected,
+                                                           const std::optional<segment_info>& held);
+  // Records a segment made durable on disk in the index and its directory's counts.
+  void index_held(const segment_info& info);
   std::pair<status, bool> remove_on_worker(const segment_info& info);
   // Tells the listener, if any, that `info` was added or removed.
   void notify(const segment_info& info, bool added);

@@ -145,21 +145,27 @@ incoming_segment::~incoming_segment() {
   }
 }
 
-status incoming_segment::write(uint64_t offset, std::string_view data) {
-  if (offset > size_ || data.size() > size_ - offset) {
-    return make_error(errc::invalid_argument, fmt::format("{}: {} bytes at {} pass its size {}",
-                                                          key_.str(), data.size(), offset, size_));
+status incoming_segment::append(std::string_view data) {
+  if (failed_) {
+    return make_error(errc::invalid_argument, key_.str() + ": an earlier write failed");
   }
+  if (data.size() > size_ - written_) {
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: {} bytes at {} pass its size {}", key_.str(), data.size(),
+                                  written_, size_));
+  }
+  hasher_.update(data);
   while (!data.empty()) {
-    ssize_t n = ::pwrite(fd_, data.data(), data.size(), static_cast<off_t>(offset));
+    ssize_t n = ::pwrite(fd_, data.data(), data.size(), static_cast<off_t>(written_));
     if (n < 0 && errno == EINTR) {
       continue;
     }
     if (n <= 0) {
+      failed_ = true;
       return layout::sys_error("write", tmp_, n < 0 ? errno : ENOSPC);
     }
     data.remove_prefix(static_cast<size_t>(n));
-    offset += static_cast<uint64_t>(n);
+    written_ += static_cast<uint64_t>(n);
   }
   return {};
 }
@@ -190,13 +196,22 @@ result<std::shared_ptr<incoming_segment>> segment_store::begin_put(segment_key k
 
 asio::awaitable<result<segment_info>> segment_store::commit(std::shared_ptr<incoming_segment> in,
                                                             sha256_digest expected) {
+  if (in->failed_ || in->written_ != in->size_) {
+    co_return make_error(errc::invalid_argument,
+                         fmt::format("{}: {} of {} bytes written{}", in->key_.str(), in->written_,
+                                     in->size_, in->failed_ ? ", the last write failed" : ""));
+  }
+  if (!in->digest_) {
+    in->digest_ = in->hasher_.finish();
+  }
+  sha256_digest actual = *in->digest_;
   auto caller = co_await asio::this_coro::executor;
   impl::key_guard guard = co_await impl_->lock_key(in->key());
   std::optional<segment_info> held = find(in->key());
 
   co_await asio::post(asio::bind_executor(impl_->worker_of(in->dir_), asio::use_awaitable));
   result<segment_info> r = impl_->commit_on_worker(
-      impl::incoming_file{in->key_, in->fd_, in->size_, in->dir_, in->tmp_}, expected, held);
+      impl::incoming_file{in->key_, in->size_, in->dir_, in->tmp_}, actual, expected, held);
   if (r && !held) {
     in->committed_ = true;  // renamed into place; its bytes now count as used, not reserved
     in->reserved_->fetch_sub(in->size_);

@@ -71,9 +71,10 @@ class segment_file {
 };
 
 // A segment written as it arrives (an engine's copy from another engine): a temp file in the data
-// directory chosen for it, sized at once (sparse), its bytes written in order by its one writer and
-// readable behind the written offset through fd() (sendfile, a read-only mapping). Nothing is held
-// until segment_store::commit; dropped uncommitted, the temp file goes with it. It needs nothing of
+// directory chosen for it, sized at once (sparse), its bytes appended in order by its one writer,
+// hashed as they are appended, and readable behind the written offset through fd() (sendfile, a
+// read-only mapping). Nothing is held until segment_store::commit; dropped uncommitted, the temp
+// file goes with it. It needs nothing of
 // the store once made: it may outlive it (an engine's last cut-through reply).
 // Threading: one writer thread; fd() may be read from any.
 class incoming_segment {
@@ -84,15 +85,21 @@ class incoming_segment {
   const segment_key& key() const { return key_; }
   uint64_t size() const { return size_; }
   int fd() const { return fd_; }  // read-write, the file's full size from the start
-  // Writes `data` at `offset` (pwrite, into the page cache; it blocks only when the kernel
-  // throttles writers of dirty pages). Errors: invalid_argument past the size, no_space, io_error.
-  status write(uint64_t offset, std::string_view data);
+  uint64_t written() const { return written_; }
+  // Writes `data` at written() and hashes it (pwrite, into the page cache; it blocks only when the
+  // kernel throttles writers of dirty pages). Errors: invalid_argument past the size, no_space,
+  // io_error (the segment cannot be committed after one).
+  status append(std::string_view data);
 
  private:
   friend class segment_store;
   incoming_segment() = default;
   segment_key key_;
   uint64_t size_ = 0;
+  uint64_t written_ = 0;
+  sha256_hasher hasher_;                 // of the bytes appended so far: commit needs no read back
+  std::optional<sha256_digest> digest_;  // the hasher's, once finished (at the first commit)
+  bool failed_ = false;                  // an append failed part way: the file's bytes are unknown
   int fd_ = -1;
   uint32_t dir_ = 0;
   std::filesystem::path tmp_;
@@ -144,9 +151,10 @@ class segment_store {
   // Starts a segment that arrives over time: its temp file, `size` bytes, on the directory put()
   // would choose. Errors: too_large, invalid_argument (size 0), no_space, io_error.
   result<std::shared_ptr<incoming_segment>> begin_put(segment_key key, uint64_t size);
-  // Makes a whole incoming segment held as put() does (digest checked by reading the file back on
-  // the directory's worker, fsync, rename, directory fsync; held already: as put() answers). The
-  // segment's fd stays valid, now the held file's. Errors: as put()'s.
+  // Makes a whole incoming segment held as put() does (the digest of the appended bytes checked,
+  // then on the directory's worker fsync, rename, directory fsync; held already: as put()
+  // answers). The segment's fd stays valid, now the held file's. Errors: as put()'s, and
+  // invalid_argument for a segment not wholly appended or whose last append failed.
   boost::asio::awaitable<result<segment_info>> commit(std::shared_ptr<incoming_segment> in,
                                                       sha256_digest expected);
   // Removes a held segment (errc::not_found if not held). An io_error from the directory fsync

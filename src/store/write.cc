@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <exception>
 
@@ -118,11 +117,9 @@ status segment_store::impl::commit_durably(const segment_info& info, const fs::p
   return {};
 }
 
-result<segment_info> segment_store::impl::put_on_worker(const segment_key& key,
-                                                        std::string_view data,
-                                                        const sha256_digest& expected, uint32_t dir,
-                                                        const std::optional<segment_info>& held) {
-  sha256_digest actual = sha256(data);
+std::optional<result<segment_info>> segment_store::impl::check_arrival(
+    const segment_key& key, const sha256_digest& actual, const sha256_digest& expected,
+    const std::optional<segment_info>& held) {
   if (actual != expected) {
     return make_error(errc::digest_mismatch, key.str() + ": sha256 is " + to_hex(actual) +
                                                  ", expected " + to_hex(expected));
@@ -133,6 +130,23 @@ result<segment_info> segment_store::impl::put_on_worker(const segment_key& key,
     }
     return make_error(errc::conflict,
                       key.str() + " is already held with sha256 " + to_hex(held->sha256));
+  }
+  return std::nullopt;
+}
+
+void segment_store::impl::index_held(const segment_info& info) {
+  std::lock_guard lock(mu);
+  index.emplace(info.key, info);
+  dirs[info.dir]->segments += 1;
+  dirs[info.dir]->used_bytes += info.size;
+}
+
+result<segment_info> segment_store::impl::put_on_worker(const segment_key& key,
+                                                        std::string_view data,
+                                                        const sha256_digest& expected, uint32_t dir,
+                                                        const std::optional<segment_info>& held) {
+  if (auto answer = check_arrival(key, sha256(data), expected, held)) {
+    return *answer;
   }
   segment_info info{key, data.size(), expected, dir};
   if (status st = write_durably(info, data); !st) {
@@ -140,63 +154,23 @@ result<segment_info> segment_store::impl::put_on_worker(const segment_key& key,
                  st.err().detail);
     return st.err();
   }
-  std::lock_guard lock(mu);
-  index.emplace(key, info);
-  dirs[dir]->segments += 1;
-  dirs[dir]->used_bytes += info.size;
+  index_held(info);
   return info;
 }
 
-namespace {
-
-// The SHA-256 of the first `size` bytes of `fd`, read back (from the page cache, mostly).
-result<sha256_digest> hash_fd(int fd, uint64_t size, const fs::path& path) {
-  sha256_hasher hasher;
-  std::string buf(1 << 20, '\0');
-  uint64_t off = 0;
-  while (off < size) {
-    ssize_t n = ::pread(fd, buf.data(), std::min<uint64_t>(buf.size(), size - off),
-                        static_cast<off_t>(off));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return layout::sys_error("read", path, n < 0 ? errno : EIO);
-    }
-    hasher.update(std::string_view(buf.data(), static_cast<size_t>(n)));
-    off += static_cast<uint64_t>(n);
-  }
-  return hasher.finish();
-}
-
-}  // namespace
-
 result<segment_info> segment_store::impl::commit_on_worker(
-    const incoming_file& in, const sha256_digest& expected,
+    const incoming_file& in, const sha256_digest& actual, const sha256_digest& expected,
     const std::optional<segment_info>& held) {
-  const segment_key& key = in.key;
-  VODGRID_TRY(sha256_digest actual, hash_fd(in.fd, in.size, in.tmp));
-  if (actual != expected) {
-    return make_error(errc::digest_mismatch, key.str() + ": sha256 is " + to_hex(actual) +
-                                                 ", expected " + to_hex(expected));
+  if (auto answer = check_arrival(in.key, actual, expected, held)) {
+    return *answer;
   }
-  if (held) {
-    if (held->sha256 == expected) {
-      return *held;
-    }
-    return make_error(errc::conflict,
-                      key.str() + " is already held with sha256 " + to_hex(held->sha256));
-  }
-  segment_info info{key, in.size, expected, in.dir};
+  segment_info info{in.key, in.size, expected, in.dir};
   if (status st = commit_durably(info, in.tmp); !st) {
-    logger->warn("commit {} into {} failed: {}", key.str(), dirs[in.dir]->paths.root.string(),
+    logger->warn("commit {} into {} failed: {}", in.key.str(), dirs[in.dir]->paths.root.string(),
                  st.err().detail);
     return st.err();
   }
-  std::lock_guard lock(mu);
-  index.emplace(key, info);
-  dirs[in.dir]->segments += 1;
-  dirs[in.dir]->used_bytes += info.size;
+  index_held(info);
   return info;
 }
 
