@@ -27,17 +27,29 @@ cost_breakdown cost_model::cost(const station_inputs& src, const station_inputs&
   return b;
 }
 
-std::vector<std::pair<station_inputs, cost_breakdown>> cost_model::rank(
+std::vector<std::pair<size_t, cost_breakdown>> cost_model::rank_positions(
     const std::vector<station_inputs>& sources, const station_inputs& seeker,
     uint64_t segment_bytes) const {
-  std::vector<std::pair<station_inputs, cost_breakdown>> out;
-  for (auto& s : sources) {
+  std::vector<std::pair<size_t, cost_breakdown>> out;
+  out.reserve(sources.size());
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const station_inputs& s = sources[i];
     if (s.up && s.name != seeker.name) {
-      out.emplace_back(s, cost(s, seeker, segment_bytes));
+      out.emplace_back(i, cost(s, seeker, segment_bytes));
     }
   }
   std::stable_sort(out.begin(), out.end(),
                    [](auto& a, auto& b) { return a.second.cost < b.second.cost; });
+  return out;
+}
+
+std::vector<std::pair<station_inputs, cost_breakdown>> cost_model::rank(
+    const std::vector<station_inputs>& sources, const station_inputs& seeker,
+    uint64_t segment_bytes) const {
+  std::vector<std::pair<station_inputs, cost_breakdown>> out;
+  for (auto& [i, b] : rank_positions(sources, seeker, segment_bytes)) {
+    out.emplace_back(sources[i], b);
+  }
   return out;
 }
 

@@ -41,8 +41,12 @@ struct cost_model {
 
   cost_breakdown cost(const station_inputs& source, const station_inputs& seeker,
                       uint64_t segment_bytes) const;
-  // Sources ordered cheapest first; stations that are down are left out.
+  // Sources ordered cheapest first; stations that are down (and the seeker) are left out.
   std::vector<std::pair<station_inputs, cost_breakdown>> rank(
+      const std::vector<station_inputs>& sources, const station_inputs& seeker,
+      uint64_t segment_bytes) const;
+  // The same order as positions in `sources`, with nothing copied (the simulation ranks millions).
+  std::vector<std::pair<size_t, cost_breakdown>> rank_positions(
       const std::vector<station_inputs>& sources, const station_inputs& seeker,
       uint64_t segment_bytes) const;
 };

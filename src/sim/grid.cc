@@ -66,6 +66,12 @@ grid_sim::grid_sim(const options& o, const world& w)
     }
   }
   holders_.resize(w.segment_count);
+  program_of_.resize(w.segment_count);
+  for (uint32_t p = 0; p < w.first_segment.size(); ++p) {
+    uint32_t end = p + 1 < w.first_segment.size() ? w.first_segment[p + 1] : w.segment_count;
+    std::fill(program_of_.begin() + w.first_segment[p], program_of_.begin() + end, p);
+    program_ids_.push_back(*program_id::parse(fmt::format("p{}", p)));
+  }
   session_engine_.assign(w.sessions.size(), no_engine);
   session_segment_.assign(w.sessions.size(), 0);
   session_watched_.assign(w.sessions.size(), 0);
@@ -98,6 +104,10 @@ grid_sim::grid_sim(const options& o, const world& w)
 
 bool grid_sim::holds_whole(uint16_t station, uint32_t seg) const {
   return holding_of(station, seg).whole != 0;
+}
+
+grid_sim::dense_test grid_sim::whole_holders(uint32_t seg) const {
+  return dense_test{dense_holders_.at(seg).data()};
 }
 
 holding grid_sim::holding_of(uint16_t station, uint32_t seg) const {
@@ -313,11 +323,8 @@ bool grid_sim::make_room(uint32_t engine, double now) {
   held.reserve(en.held.size());
   for (auto& [seg, c] : en.held) {
     if (c.whole) {
-      auto p = static_cast<uint32_t>(
-          std::upper_bound(w_.first_segment.begin(), w_.first_segment.end(), seg) -
-          w_.first_segment.begin() - 1);
-      held.push_back({segment_key{*program_id::parse(fmt::format("p{}", p)),
-                                  segment_index{seg - w_.first_segment[p]}},
+      uint32_t p = program_of_[seg];
+      held.push_back({segment_key{program_ids_[p], segment_index{seg - w_.first_segment[p]}},
                       bytes_, at(c.last_used), c.streams > 0});
     }
   }
@@ -358,11 +365,13 @@ void grid_sim::evict(uint32_t engine, uint32_t seg, double now) {
 // are at most `candidates`; else the nearest half and the best connected half.
 void grid_sim::gather_candidates(uint16_t seeker, uint32_t seg) {
   scratch_.clear();
+  scratch_ids_.clear();
   ++stamp_now_;
   auto add = [&](uint16_t i) {
     if (i != seeker && stamp_[i] != stamp_now_) {
       stamp_[i] = stamp_now_;
       scratch_.push_back(stations_[i].inputs);
+      scratch_ids_.push_back(i);
     }
   };
   auto& hs = holders_[seg];
@@ -389,9 +398,10 @@ void grid_sim::gather_candidates(uint16_t seeker, uint32_t seg) {
       add(by[k].second);
     }
   } else {
+    auto whole = whole_holders(seg);
     size_t n = 0;
     for (uint16_t i : nearest_[seeker]) {
-      if (i != 0 && holds_whole(i, seg)) {
+      if (i != 0 && whole(i)) {
         add(i);
         if (++n == half) {
           break;
@@ -400,7 +410,7 @@ void grid_sim::gather_candidates(uint16_t seeker, uint32_t seg) {
     }
     n = 0;
     for (uint16_t i : best_connected_) {
-      if (holds_whole(i, seg)) {
+      if (whole(i)) {
         add(i);
         if (++n == half) {
           break;
@@ -430,8 +440,9 @@ std::optional<uint16_t> grid_sim::pick_source(uint16_t seeker, uint32_t seg, dou
         }
       }
     } else {
+      auto whole = whole_holders(seg);
       for (uint16_t i : nearest_[seeker]) {
-        if (holds_whole(i, seg)) {
+        if (whole(i)) {
           best = i;
           break;
         }
@@ -440,17 +451,11 @@ std::optional<uint16_t> grid_sim::pick_source(uint16_t seeker, uint32_t seg, dou
     return best;
   }
   gather_candidates(seeker, seg);
-  auto ranked = o_.costs.rank(scratch_, stations_[seeker].inputs, packager_bytes_);
+  auto ranked = o_.costs.rank_positions(scratch_, stations_[seeker].inputs, packager_bytes_);
   if (ranked.empty()) {
     return std::nullopt;
   }
-  auto& name = ranked.front().first.name;
-  if (name == "home") {
-    return 0;
-  }
-  uint16_t i = 0;
-  std::from_chars(name.data() + 1, name.data() + name.size(), i);
-  return i;
+  return scratch_ids_[ranked.front().first];
 }
 
 // A copy from station `source` into engine `engine` of `seeker`: at the source's uplink shared
@@ -600,6 +605,18 @@ void grid_sim::set_holding(uint16_t station, uint32_t seg, uint32_t engine, bool
       hs.push_back(station);
     } else {
       std::erase(hs, station);
+    }
+    auto dense = dense_holders_.find(seg);
+    if (dense != dense_holders_.end()) {
+      uint64_t b = uint64_t{1} << (station & 63);
+      dense->second[station >> 6] =
+          has ? dense->second[station >> 6] | b : dense->second[station >> 6] & ~b;
+    } else if (hs.size() > scan_limit) {
+      auto& bits = dense_holders_[seg];
+      bits.assign((stations_.size() + 63) / 64, 0);
+      for (uint16_t h : hs) {
+        bits[h >> 6] |= uint64_t{1} << (h & 63);
+      }
     }
   }
 }

@@ -85,6 +85,14 @@ class grid_sim {
     return w_.first_segment[program] + index;
   }
   bool holds_whole(uint16_t station, uint32_t seg) const;
+  // holds_whole for a segment of more than scan_limit holders, by a bit per station.
+  struct dense_test {
+    const uint64_t* bits;
+    bool operator()(uint16_t station) const {
+      return station == 0 || ((bits[station >> 6] >> (station & 63)) & 1) != 0;
+    }
+  };
+  dense_test whole_holders(uint32_t seg) const;
   holding holding_of(uint16_t station, uint32_t seg) const;
 
   // Console requests.
@@ -121,6 +129,10 @@ class grid_sim {
   std::vector<sim_station> stations_;
   std::vector<sim_engine> engines_;
   std::vector<std::vector<uint16_t>> holders_;  // per segment: stations other than the home
+  // The same as a bit per station, for each segment that has had more than scan_limit holders:
+  // the registry's scans of the nearest and best connected stations test these, not each
+  // station's table (a cache miss each).
+  boost::unordered_flat_map<uint32_t, std::vector<uint64_t>> dense_holders_;
   std::vector<copy_in_flight> copies_;
   std::vector<uint32_t> free_copies_;
   std::priority_queue<event, std::vector<event>, std::greater<>> events_;
@@ -132,7 +144,10 @@ class grid_sim {
   std::vector<uint32_t> registry_per_second_;
   std::vector<uint32_t> stamp_;  // candidate dedup
   uint32_t stamp_now_ = 0;
-  std::vector<registry::station_inputs> scratch_;
+  std::vector<registry::station_inputs> scratch_;  // a lookup's candidates, for the ranking
+  std::vector<uint16_t> scratch_ids_;              // and their stations
+  std::vector<uint32_t> program_of_;               // per segment: its program
+  std::vector<program_id> program_ids_;            // per program: its name, made once
   std::vector<director::candidate> candidates_;
   uint64_t prefetch_total_ = 0;  // queue length of each station's distribution
   uint64_t sessions_now_ = 0;
