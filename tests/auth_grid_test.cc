@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <memory>
@@ -341,8 +342,18 @@ TEST(AuthGridCopies, AStationCopiesFromAnotherWithItsEngineTokens) {
     auto r = http_get(url + "?token=" + g.viewer_token());
     return r && r->status == 200;
   }));
-  auto play = run({vodgrid_binary(), "play", url, "--token", g.viewer_token()});
+  auto play = run({vodgrid_binary(), "play", url, "--token", g.viewer_token(), "--json"});
   EXPECT_EQ(play.status, 0) << play.out << play.err << g.log_of("edge");
+  // A viewer's token cannot list the director's engines, yet the report measures the CPU of every
+  // engine the play met (sampled from its first redirect there).
+  auto report = boost::json::parse(play.out).as_object();
+  auto& engine_cpu = report.at("saturation").at("engine_cpu").as_object();
+  ASSERT_FALSE(report.at("engines").as_object().empty()) << play.out;
+  for (auto& [origin, segments] : report.at("engines").as_object()) {
+    std::string hp(origin);
+    hp = hp.substr(hp.find("://") + 3);
+    EXPECT_TRUE(engine_cpu.contains(hp)) << hp << " unmeasured: " << play.out;
+  }
   net::http_client::header_list op{{"Authorization", "Bearer " + g.operator_token()}};
   auto held = http_get(g.engine_url("edge-1") + "/v1/segments", op);
   auto held2 = http_get(g.engine_url("edge-2") + "/v1/segments", op);

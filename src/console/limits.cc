@@ -96,27 +96,21 @@ limits_probe::limits_probe(const std::string& director_url) {
   auto u = net::parse_http_url(director_url);
   if (u) {
     director_ = host_port(*u);
-    engine_urls_[director_] = u->origin();
+    if (auto body = get_body(u->origin() + "/metrics")) {
+      if (auto c = process_cpu(*body)) {
+        before_[director_] = sample{*c, steady::now()};
+      }
+    }
+    origins_[director_] = u->origin();
+    // Its station's name (an operator's grid, or one without tokens: a viewer is refused).
     if (auto body = get_body(u->origin() + "/v1/engines")) {
       try {
         auto o = json::parse(*body).as_object();
         if (auto s = o.if_contains("station"); s && s->is_string()) {
           station_ = std::string(s->as_string());
         }
-        for (auto& e : o.at("engines").as_array()) {
-          if (auto eu = net::parse_http_url(std::string(e.at("url").as_string()))) {
-            engine_urls_[host_port(*eu)] = eu->origin();
-          }
-        }
       } catch (const std::exception&) {
-        // Not a director we can read: its engines stay unmeasured.
-      }
-    }
-  }
-  for (auto& [hp, origin] : engine_urls_) {
-    if (auto body = get_body(origin + "/metrics")) {
-      if (auto c = process_cpu(*body)) {
-        cpu_before_[hp] = *c;
+        // Not a director we can read: the station keeps the director's address for a name.
       }
     }
   }
@@ -125,12 +119,66 @@ limits_probe::limits_probe(const std::string& director_url) {
   }
   getrusage(RUSAGE_SELF, &self_before_);
   t0_ = steady::now();
+  sampler_ = std::thread([this] { sample_engines(); });
+}
+
+limits_probe::~limits_probe() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  if (sampler_.joinable()) {
+    sampler_.join();
+  }
+}
+
+void limits_probe::saw_engine(const std::string& origin) {
+  auto u = net::parse_http_url(origin);
+  if (!u) {
+    return;
+  }
+  std::string hp = host_port(*u);
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ || !origins_.emplace(hp, u->origin()).second) {
+      return;
+    }
+    pending_.push_back(hp);
+  }
+  wake_.notify_one();
+}
+
+void limits_probe::sample_engines() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    wake_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+    if (pending_.empty()) {
+      return;  // stopping, and every engine seen has been sampled
+    }
+    std::string hp = std::move(pending_.front());
+    pending_.pop_front();
+    std::string origin = origins_[hp];
+    lock.unlock();
+    auto body = get_body(origin + "/metrics");
+    auto c = body ? process_cpu(*body) : std::nullopt;
+    lock.lock();
+    if (c) {
+      before_[hp] = sample{*c, steady::now()};
+    }
+  }
 }
 
 void limits_probe::finish(play_report& report, uint32_t threads) {
   double wall = std::chrono::duration<double>(steady::now() - t0_).count();
   rusage self_after{};
   getrusage(RUSAGE_SELF, &self_after);
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  sampler_.join();  // after the engines met last have been sampled
   auto& s = report.limits;
   // The console's threads can be busy at most on as many cores as there are.
   double usable = std::min<double>(threads, std::max(1u, std::thread::hardware_concurrency()));
@@ -140,13 +188,14 @@ void limits_probe::finish(play_report& report, uint32_t threads) {
   if (auto m = machine_jiffies(); m && machine_before_ && m->second > machine_before_->total) {
     s.machine_cpu = (m->first - machine_before_->busy) / (m->second - machine_before_->total);
   }
-  for (auto& [hp, before] : cpu_before_) {
-    auto body = get_body(engine_urls_[hp] + "/metrics");
+  for (auto& [hp, before] : before_) {
+    auto body = get_body(origins_[hp] + "/metrics");
     auto after = body ? process_cpu(*body) : std::nullopt;
-    if (!after || wall <= 0) {
+    double seconds = std::chrono::duration<double>(steady::now() - before.at).count();
+    if (!after || seconds <= 0) {
       continue;
     }
-    double cores = (*after - before) / wall;
+    double cores = (*after - before.cpu_seconds) / seconds;
     if (hp == director_) {
       s.director_cpu = cores;
     } else {

@@ -216,7 +216,11 @@ asio::awaitable<fetched> fetch_segment(net::http_client& client, segment_reader&
       last_error = fmt::format("segment {} from {} does not match its SHA-256", index, from);
       continue;
     }
-    ++rep.engines[from];
+    auto [seen, first] = rep.engines.try_emplace(from, 0);
+    ++seen->second;
+    if (first && st->opts.engine_seen) {
+      st->opts.engine_seen(from);
+    }
     ++rep.stations[host_port(director_url)];
     co_return fetched{got, seconds_between(asked, head_at)};
   }
@@ -711,6 +715,7 @@ play_report play_on_threads(play_options opts) {
     mine.viewer_stride = threads;
     mine.all_viewers = opts.viewers;
     mine.progress = &progress;
+    mine.engine_seen = [&probe](const std::string& origin) { probe.saw_engine(origin); };
     workers.emplace_back([mine, &out = reports[i]] {
       asio::io_context io;
       asio::co_spawn(io, play(mine), [&out](std::exception_ptr e, play_report r) {

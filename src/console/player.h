@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -71,6 +72,9 @@ struct play_options {
   uint32_t all_viewers = 0;
   // Counters for a live progress line; owned by the caller, outliving the play. May be null.
   play_progress* progress = nullptr;
+  // Called with an engine's origin the first time this play()'s viewers got a segment from it
+  // (play_on_threads: its CPU is sampled from then on). May be empty.
+  std::function<void(const std::string& origin)> engine_seen;
 };
 // Why `o` cannot be played (a line for the operator), or nothing.
 std::optional<std::string> invalid_options(const play_options& o);
