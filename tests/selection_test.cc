@@ -117,6 +117,20 @@ TEST(StationTables, AGapOrANewEpochAsksForTheWholeInventory) {
   EXPECT_EQ(t.holders(key(1)).size(), 1u);
 }
 
+// A large full heartbeat is decoded off the loop: a newer one may be applied before it.
+TEST(StationTables, AnOlderFullInventoryAppliedLateChangesNothing) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  t.apply(beat("a", 1, 1, true, {0, 1}), now);
+  EXPECT_FALSE(t.apply(beat("a", 1, 3, true, {1}), now).resync);     // 0 evicted meanwhile
+  EXPECT_FALSE(t.apply(beat("a", 1, 2, true, {0, 1}), now).resync);  // the older one, late
+  EXPECT_TRUE(t.holders(key(0)).empty());
+  EXPECT_EQ(t.holders(key(1)).size(), 1u);
+  // The sequence goes on from the newer one.
+  EXPECT_FALSE(t.apply(beat("a", 1, 4, false, {2}), now).resync);
+  EXPECT_EQ(t.holders(key(2)).size(), 1u);
+}
+
 TEST(StationTables, ASilentEngineLeavesRotationAndReturns) {
   station_tables t(1000ms);
   auto now = steady::now();

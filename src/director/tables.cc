@@ -150,12 +150,18 @@ size_t station_tables::present_copies(const segment_key& key, steady::time_point
 
 api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::time_point now) {
   auto idx = find_engine(hb.engine.str());
+  bool known = idx.has_value();
   if (!idx) {
     idx = engine_slot{static_cast<uint32_t>(engines_.size())};
     engines_.push_back(std::make_unique<engine_entry>());
     engines_.back()->name = hb.engine;
   }
   engine_entry& e = engine_mut(*idx);
+  if (known && hb.full && e.epoch == hb.epoch && hb.seq <= e.seq) {
+    // An inventory older than one applied (a large one decoded off the loop while the engine,
+    // its request timed out, sent a newer one): it would bring back what the newer one dropped.
+    return {};
+  }
   bool continues = e.epoch == hb.epoch && hb.seq == e.seq + 1;
   if (!hb.full && !continues) {
     return {true};
