@@ -344,6 +344,22 @@ TEST_F(reads, AViewersListingsLackTheEmbargoedProgramAndTheSourcePaths) {
   EXPECT_EQ(v->body.find("\"source\""), std::string::npos) << v->body;
 }
 
+// Playback tells a console without the right to a program nothing of it: an embargoed program,
+// an unknown one and a published one are refused alike, before the catalog is asked (not "it
+// publishes at ...", not "no such program").
+TEST_F(reads, PlaybackRefusesAConsoleWithoutATokenBeforeTellingAnythingOfTheProgram) {
+  for (std::string id : {"secret", "nosuch", "film"}) {
+    for (std::string path : {"/index.m3u8", "/segments/0.ts"}) {
+      auto r = http_get(director("home") + "/v1/programs/" + id + path);
+      ASSERT_TRUE(r) << id << path;
+      EXPECT_EQ(r->status, 401u) << id << path << " " << r->body;
+      EXPECT_EQ(r->body.find("publish"), std::string::npos) << id << path << " " << r->body;
+      EXPECT_EQ(r->body.find("no such"), std::string::npos) << id << path << " " << r->body;
+      EXPECT_EQ(r->body.find("2030"), std::string::npos) << id << path << " " << r->body;
+    }
+  }
+}
+
 TEST_F(reads, TheGridsLayoutNeedsATokenButWhereToLogInDoesNot) {
   auto none = http_get(grid_->registry->listen.url() + "/v1/grid");
   ASSERT_TRUE(none && none->status == 200);

@@ -44,18 +44,21 @@ asio::awaitable<reply> director_daemon::impl::iframe_playlist(request_context& c
 asio::awaitable<reply> director_daemon::impl::playlist_reply(
     request_context& ctx,
     result<std::string> (*write)(const api::program_manifest&, std::string_view)) {
+  if (auth) {
+    // Claim 23: a viewer token entitled to the program, bound (if it says so) to this client.
+    // A rendition plays with a token for its program (flow 9). Checked first: nothing about the
+    // program (whether it exists, when it publishes) is told to a console without that right.
+    if (auto id = program_id::parse(ctx.params[0])) {
+      auth::requirement req{auth::token_kind::viewer, api::entitlement_of(*id),
+                            auth::client_address(ctx)};
+      if (auto refusal = co_await token_refusal(ctx, std::move(req))) {
+        co_return std::move(*refusal);
+      }
+    }
+  }
   auto m = co_await find_program(ctx.params[0]);
   if (!m) {
     co_return unavailable_reply(m.err());
-  }
-  if (auth) {
-    // Claim 23: a viewer token entitled to the program, bound (if it says so) to this client.
-    // A rendition plays with a token for its program (flow 9).
-    auth::requirement req{auth::token_kind::viewer, api::entitlement_of((*m)->id),
-                          auth::client_address(ctx)};
-    if (auto refusal = co_await token_refusal(ctx, std::move(req))) {
-      co_return std::move(*refusal);
-    }
   }
   // Whatever query the console used (a token) is carried to each segment URI.
   std::string query;
@@ -177,21 +180,24 @@ reply director_daemon::impl::refuse_segment(std::string_view reason, const error
 // (signed with auth), else to an engine of another station; 503 + Retry-After when no station can
 // serve it.
 asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
+  // The token before anything about the program is told (whether it exists, when it publishes,
+  // its segments).
+  if (auto id = program_id::parse(ctx.params[0]); auth && id) {
+    auto entitlement = api::entitlement_of(*id);
+    if (!auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &entitlement,
+                                 ctx.remote.address(), auth::unix_now())) {
+      auth::requirement req{auth::token_kind::viewer, entitlement, auth::client_address(ctx)};
+      if (auto refusal = co_await token_refusal(ctx, std::move(req))) {
+        co_return std::move(*refusal);
+      }
+    }
+  }
   auto m = ready_program(ctx.params[0]);
   if (!m && grid.registry && m.err().code == errc::not_found) {
     m = co_await find_program(ctx.params[0]);  // a program this station has not heard of yet
   }
   if (!m) {
     co_return refuse_segment("program", m.err());
-  }
-  // The token before anything about the program's segments is told.
-  auto entitlement = api::entitlement_of((*m)->id);
-  if (auth && !auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &entitlement,
-                                       ctx.remote.address(), auth::unix_now())) {
-    auth::requirement req{auth::token_kind::viewer, entitlement, auth::client_address(ctx)};
-    if (auto refusal = co_await token_refusal(ctx, std::move(req))) {
-      co_return std::move(*refusal);
-    }
   }
   auto idx = segment_index::parse(ctx.params[1]);
   auto format = (*m)->format;

@@ -199,6 +199,16 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_answer(push::rt
 // The program of a request and the viewer's right to it: the manifest, or the refusal.
 asio::awaitable<result<const api::program_manifest*>> director_daemon::impl::rtsp_program(
     rtsp_target& t, std::optional<push::rtsp_response>& refused) {
+  if (auth) {
+    // The token first: nothing about the program (whether it exists, when it publishes) is told
+    // to a console without the right to it. A rendition plays with its program's entitlement.
+    auth::requirement req{auth::token_kind::viewer, api::entitlement_of(t.program),
+                          auth::client_address(t.ctx)};
+    if (auto no = co_await token_refusal(t.ctx, std::move(req))) {
+      refused = refusal(*no);
+      co_return make_error(errc::unauthorized, "refused");
+    }
+  }
   auto m = co_await find_program(t.program.str());
   if (m && !(*m)->renditions.empty()) {
     // A program of several renditions: RTSP plays one stream, its top video rendition (video
@@ -214,19 +224,6 @@ asio::awaitable<result<const api::program_manifest*>> director_daemon::impl::rts
   if (!m) {
     refused = refusal(m.err());
     co_return m.err();
-  }
-  if (auth) {
-    auth::requirement req{auth::token_kind::viewer, api::entitlement_of(t.program),
-                          auth::client_address(t.ctx)};
-    if (auto no = co_await token_refusal(t.ctx, std::move(req))) {
-      refused = refusal(*no);
-      co_return make_error(errc::unauthorized, "refused");
-    }
-    m = ready_program(t.program.str());  // the catalog may have changed meanwhile
-    if (!m) {
-      refused = refusal(m.err());
-      co_return m.err();
-    }
   }
   co_return m;
 }
