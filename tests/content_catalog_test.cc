@@ -151,6 +151,12 @@ TEST_P(Catalog, TheLifecycleAllowsOnlyItsTransitionsAndRecordsEach) {
   EXPECT_FALSE(cat_->change_state(id, program_state::inactive, t0 + 2h));
   EXPECT_FALSE(cat_->change_state(id, program_state::failed, t0 + 2h));
   ASSERT_TRUE(cat_->change_state(id, program_state::withdrawn, t0 + 3h, "by the operator"));
+  // A publish timer (only from inactive) does not bring a withdrawn program back; an operator does.
+  auto timer = cat_->change_state(id, program_state::published, t0 + 4h, "at its publish time",
+                                  program_state::inactive);
+  ASSERT_FALSE(timer);
+  EXPECT_EQ(timer.err().code, errc::conflict);
+  EXPECT_NE(timer.err().detail.find("withdrawn"), std::string::npos) << timer.err().detail;
   ASSERT_TRUE(cat_->change_state(id, program_state::published, t0 + 4h));
   auto h = cat_->history(id);
   ASSERT_TRUE(h);

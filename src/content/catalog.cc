@@ -264,7 +264,7 @@ status catalog::create(const program_entry& p) {
 }
 
 status catalog::change_state(const program_id& id, program_state to, wall_clock::time_point at,
-                             std::string detail) {
+                             std::string detail, std::optional<program_state> only_from) {
   return db::in_transaction(conn_, [&]() -> status {
     auto old =
         conn_.query("SELECT state FROM content_programs WHERE id = $1 FOR UPDATE", {id.str()});
@@ -275,7 +275,7 @@ status catalog::change_state(const program_id& id, program_state to, wall_clock:
       return make_error(errc::not_found, "no such program: " + id.str());
     }
     auto from = parse_state(old->front().text(0));
-    if (!from || !can_change(*from, to)) {
+    if (!from || !can_change(*from, to) || (only_from && *from != *only_from)) {
       return make_error(errc::conflict, fmt::format("program {} is {}: it cannot become {}",
                                                     id.str(), old->front().text(0), to_string(to)));
     }

@@ -73,9 +73,11 @@ class catalog {
   // failed program is replaced).
   status create(const program_entry& p);
   // Moves a program to `to` at `at`, recording the change; errc::conflict if the lifecycle does
-  // not allow it (the reason names both states), errc::not_found for an unknown id.
+  // not allow it (the reason names both states) or, given `only_from`, if the program is in
+  // another state (checked in the same transaction), errc::not_found for an unknown id.
   status change_state(const program_id& id, program_state to, wall_clock::time_point at,
-                      std::string detail = {});
+                      std::string detail = {},
+                      std::optional<program_state> only_from = std::nullopt);
   // Records what the packager found, the segment list, the renditions and the tracks dropped
   // (state unchanged).
   status set_packaged(const program_entry& p);

@@ -58,7 +58,13 @@ asio::awaitable<void> content_manager::impl::publish_at_time(program_id id) {
   if (!leads()) {
     co_return;  // the lease lapsed meanwhile: its new holder publishes
   }
-  auto st = co_await change(id, program_state::published, "at its publish time");
+  // Only a program still waiting for its time: one withdrawn meanwhile (through another content
+  // manager, which cannot cancel this timer) stays withdrawn.
+  auto now = wall_clock::now();
+  auto st = co_await on_db([&] {
+    return cat->change_state(id, program_state::published, now, "at its publish time",
+                             program_state::inactive);
+  });
   if (!st) {
     logger->warn("program {}: not published at its time: {}", id.str(), st.err().detail);
     co_return;
