@@ -96,6 +96,13 @@ bool pg_accepts_writes(const std::string& conninfo) {
   return ok;
 }
 
+bool pg_connects(const std::string& conninfo) {
+  PGconn* c = PQconnectdb(conninfo.c_str());
+  bool ok = PQstatus(c) == CONNECTION_OK;
+  PQfinish(c);
+  return ok;
+}
+
 std::string pg_exec(const std::string& conninfo, const std::string& sql) {
   PGconn* c = PQconnectdb(conninfo.c_str());
   std::string failure;
@@ -172,6 +179,24 @@ patroni_cluster::patroni_cluster(options o) : opts_(o) {
               "CREATE DATABASE vodgrid");
   if (!failure.empty()) {
     throw std::runtime_error("CREATE DATABASE vodgrid: " + failure);
+  }
+  // Every member has the database before anyone connects: given a list of hosts, libpq stops at
+  // the first that refuses a session once started ("database does not exist" on a standby that
+  // has not replayed the CREATE DATABASE yet) rather than trying the next, the primary.
+  bool everywhere = eventually(
+      [&] {
+        for (auto& m : members_) {
+          auto info = fmt::format(
+              "host=127.0.0.1 port={} user=postgres dbname=vodgrid connect_timeout=2", m.pg);
+          if (!pg_connects(info)) {
+            return false;
+          }
+        }
+        return true;
+      },
+      120s);
+  if (!everywhere) {
+    throw std::runtime_error("the vodgrid database did not reach every member:\n" + all_logs());
   }
 }
 
