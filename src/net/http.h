@@ -240,6 +240,9 @@ class http_server {
     std::list<session*> sessions;
     std::atomic<size_t> count{0};       // sessions.size(), for stop on the home loop
     std::atomic<bool> sweeping{false};  // sweep_loop runs (while there are sessions)
+    // Its acceptor is open: stop() returns only once every loop has closed its own (a duplicate
+    // left open would take connections into its backlog after stop, where they would hang).
+    std::atomic<bool> listening{false};
     asio::steady_timer sweep_timer;
   };
   asio::awaitable<void> accept_loop(loop& l);

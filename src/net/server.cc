@@ -118,6 +118,7 @@ result<uint16_t> http_server::listen(const std::string& host, uint16_t port,
   }
   uint16_t bound = acceptor_.local_endpoint().port();
   for (auto& l : loops_) {
+    l->listening = true;
     asio::co_spawn(l->ex, accept_loop(*l), asio::detached);
   }
   return bound;
@@ -575,6 +576,7 @@ asio::awaitable<void> http_server::stop(std::chrono::milliseconds drain) {
   on_each([](loop& l) {
     boost::system::error_code ec;
     l.acceptor.close(ec);
+    l.listening = false;
     for (auto* s : l.sessions) {
       if (!s->busy) {
         s->sock->cancel(ec);
@@ -602,7 +604,10 @@ asio::awaitable<void> http_server::stop(std::chrono::milliseconds drain) {
   auto sweeping = [this] {
     return std::any_of(loops_.begin(), loops_.end(), [](auto& l) { return l->sweeping.load(); });
   };
-  while (sweeping()) {
+  auto listening = [this] {
+    return std::any_of(loops_.begin(), loops_.end(), [](auto& l) { return l->listening.load(); });
+  };
+  while (sweeping() || listening()) {
     t.expires_after(std::chrono::milliseconds(5));
     co_await t.async_wait(use_tuple);
   }
