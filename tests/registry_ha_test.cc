@@ -52,7 +52,8 @@ class RegistryHa : public ::testing::Test {
     if (!r || r->status != 200) {
       return -1;
     }
-    auto* n = json::parse(r->body).at("programs").as_object().if_contains("film");
+    auto v = json::parse(r->body);  // kept: if_contains points into it
+    auto* n = v.at("programs").as_object().if_contains("film");
     return n ? n->to_number<int64_t>() : 0;
   }
 
