@@ -1,6 +1,7 @@
-// A real PostgreSQL server for tests: a fresh cluster (initdb) in a temporary folder, listening on
-// 127.0.0.1 at a free port with trust authentication and fsync on. PostgreSQL refuses to run as
-// root, so under root (CI) it runs as the system user `vodgrid-test`, created on first use.
+// A real PostgreSQL server for tests: a fresh cluster (a copy of one that initdb made once on this
+// machine, see cluster_template) in a temporary folder, listening on 127.0.0.1 at a free port with
+// trust authentication and fsync on. PostgreSQL refuses to run as root, so under root (CI) it runs
+// as the system user `vodgrid-test`, created on first use.
 #pragma once
 
 #include <csignal>
@@ -19,7 +20,7 @@ class postgres_server {
   // Starts the server and creates the database `vodgrid`; throws std::runtime_error (with the
   // server's log) if it cannot.
   postgres_server();
-  ~postgres_server();  // stops the server and removes its folder
+  ~postgres_server();  // stops the server (immediate shutdown) and removes its folder
   postgres_server(const postgres_server&) = delete;
   postgres_server& operator=(const postgres_server&) = delete;
 
@@ -42,6 +43,7 @@ class postgres_server {
   // Starts the postmaster; false (with the reason in log()) if it exited before accepting
   // connections.
   bool start();
+  std::filesystem::path cluster_template() const;
   std::vector<std::string> as_server_user(std::vector<std::string> argv) const;
 
   temp_dir dir_;
