@@ -367,11 +367,22 @@ TEST(AddressRange, MatchesItsPrefixOnlyAndTakesMappedIpv4AsIpv4) {
   auto one = address_range::parse("10.1.2.3");
   ASSERT_TRUE(one);
   EXPECT_EQ(one->str(), "10.1.2.3/32");
+  auto mapped = address_range::parse("::ffff:10.0.0.0/104");
+  ASSERT_TRUE(mapped) << mapped.err().detail;
+  EXPECT_EQ(mapped->str(), "10.0.0.0/8") << "an IPv4 range written as IPv6 is that IPv4 range";
+  EXPECT_TRUE(mapped->contains(ip::make_address("10.9.8.7")));
+  EXPECT_TRUE(mapped->contains(ip::make_address("::ffff:10.9.8.7")));
+  EXPECT_FALSE(mapped->contains(ip::make_address("11.0.0.1")));
+  EXPECT_EQ(address_range::parse("::ffff:127.0.0.1")->str(), "127.0.0.1/32");
+  auto short_mapped = address_range::parse("::ffff:0.0.0.0/95");
+  ASSERT_FALSE(short_mapped);
+  EXPECT_NE(short_mapped.err().detail.find("96 to 128"), std::string::npos)
+      << short_mapped.err().detail;
   auto all = address_range::parse("0.0.0.0/0");
   ASSERT_TRUE(all);
   EXPECT_TRUE(all->contains(ip::make_address("8.8.8.8")));
-  for (std::string bad :
-       {"10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/8x", "localhost/8", "", "::1/129"}) {
+  for (std::string bad : {"10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/8x", "localhost/8",
+                          "", "::1/129", "::ffff:10.0.0.1/104", "::ffff:10.0.0.0/129"}) {
     auto r = address_range::parse(bad);
     EXPECT_FALSE(r) << bad;
     if (!r) {

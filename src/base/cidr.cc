@@ -58,8 +58,11 @@ result<address_range> address_range::parse(std::string_view text) {
   if (ec) {
     return bad("not an IP address");
   }
+  // An IPv4 range written as IPv6 (::ffff:10.0.0.0/104) counts its prefix over the 128 bits; it is
+  // kept as the IPv4 range it means (10.0.0.0/8), which contains() compares addresses with.
+  bool mapped = a.is_v6() && a.to_v6().is_v4_mapped();
   a = unmapped(a);
-  unsigned max = a.is_v4() ? 32 : 128;
+  unsigned max = a.is_v4() && !mapped ? 32 : 128;
   unsigned prefix = max;
   if (slash != std::string_view::npos) {
     auto p = text.substr(slash + 1);
@@ -67,6 +70,12 @@ result<address_range> address_range::parse(std::string_view text) {
     if (p.empty() || err != std::errc() || end != p.data() + p.size() || prefix > max) {
       return bad(fmt::format("the prefix length must be 0 to {}", max));
     }
+  }
+  if (mapped) {
+    if (prefix < 96) {
+      return bad("an IPv4-mapped range's prefix length must be 96 to 128 (its IPv4 part)");
+    }
+    prefix -= 96;
   }
   if (!host_bits_clear(a, prefix)) {
     return bad("host bits are set");
