@@ -34,27 +34,6 @@ double body_bytes_sent(const std::string& engine_url) {
   return std::regex_search(r->body, m, re) ? std::stod(m[1]) : -1;
 }
 
-// A base port whose default grid ports (registry base, auth base+1, content base+2, home
-// base+10..12 and its station supervisor base+19, edge base+20..23 and its supervisor base+29) are
-// all free right now, and claimed for this process (base+20 is the free_port it starts from).
-uint16_t free_base_port() {
-  for (;;) {
-    uint16_t p = free_port();
-    if (p < 2000 || p > 60000) {
-      continue;
-    }
-    auto base = static_cast<uint16_t>(p - 20);
-    bool all = true;
-    for (int off : {0, 1, 2, 10, 11, 12, 19, 21, 22, 23, 29}) {
-      auto q = static_cast<uint16_t>(base + off);
-      all = all && port_is_free(q) && claim_port(q);
-    }
-    if (all) {
-      return base;
-    }
-  }
-}
-
 TEST(EndToEnd, FfmpegReadsExactlyTheSourcePacketsThroughTheDirector) {
   station_fixture st;
   temp_dir src;

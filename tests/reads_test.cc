@@ -24,25 +24,6 @@ namespace {
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
-// A base port whose default grid ports are all free right now, and claimed for this process.
-uint16_t free_base_port() {
-  for (;;) {
-    uint16_t p = free_port();
-    if (p < 2000 || p > 60000) {
-      continue;
-    }
-    auto base = static_cast<uint16_t>(p - 20);
-    bool all = true;
-    for (int off : {0, 1, 2, 10, 11, 12, 19, 21, 22, 23, 29}) {
-      auto q = static_cast<uint16_t>(base + off);
-      all = all && port_is_free(q) && claim_port(q);
-    }
-    if (all) {
-      return base;
-    }
-  }
-}
-
 // One row of the table: which daemon, the path (with {placeholders}), who may call it.
 struct read_row {
   std::string daemon;

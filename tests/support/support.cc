@@ -104,6 +104,24 @@ bool claim_port(uint16_t port) {
   return true;
 }
 
+uint16_t free_base_port() {
+  for (;;) {
+    uint16_t p = free_port();
+    if (p < 2000 || p > 60000) {
+      continue;
+    }
+    auto base = static_cast<uint16_t>(p - 20);  // base+20 is the free port found
+    bool all = true;
+    for (int off : {0, 1, 2, 10, 11, 12, 19, 21, 22, 23, 29}) {
+      auto q = static_cast<uint16_t>(base + off);
+      all = all && port_is_free(q) && claim_port(q);
+    }
+    if (all) {
+      return base;
+    }
+  }
+}
+
 uint16_t free_port() {
   // Ports are handed out from a random starting point so that tests running in parallel rarely
   // contend for the same lock file.

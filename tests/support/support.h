@@ -33,6 +33,10 @@ bool port_is_free(uint16_t port);
 bool port_is_listening(uint16_t port);
 // Reserves `port` for this process: no other test process, and no later call here, hands it out.
 bool claim_port(uint16_t port);
+// A base port for `vodgrid up --base-port` whose default grid ports (registry base, auth base+1,
+// content base+2, home base+10..12 and its supervisor base+19, edge base+20..23 and its supervisor
+// base+29) are all free right now, and claimed for this process.
+uint16_t free_base_port();
 
 // A fresh folder, removed when the object goes (unless VODGRID_KEEP_TEST_DATA is set).
 class temp_dir {
