@@ -161,9 +161,24 @@ TEST(StationTables, ConsolesSentSinceTheLastHeartbeatCountAsLoad) {
   }
   EXPECT_EQ(hits["a"], 2);
   EXPECT_EQ(hits["b"], 2);
-  EXPECT_FALSE(t.choose(key(0), now));   // both at their limit until they report
-  t.apply(beat("a", 1, 2, false), now);  // a reports 0 active streams
-  EXPECT_EQ(t.engine(*t.choose(key(0), now)).name.str(), "a");
+  EXPECT_FALSE(t.choose(key(0), now));  // both at their limit until they report
+  // a reports 0 active streams, written once its consoles have connected (a heartbeat within 50 ms
+  // of them would not count them yet).
+  auto later = now + 100ms;
+  t.apply(beat("a", 1, 2, false), later);
+  auto e = t.choose(key(0), later);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(t.engine(*e).name.str(), "a");
+}
+
+TEST(StationTables, ConsolesSentJustBeforeAHeartbeatStillCount) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  t.apply(beat("a", 1, 1, true, {0}), now);  // max_streams = 2
+  ASSERT_TRUE(t.choose(key(0), now));
+  ASSERT_TRUE(t.choose(key(0), now));
+  t.apply(beat("a", 1, 2, false), now + 10ms);  // written before they connected
+  EXPECT_FALSE(t.choose(key(0), now + 10ms));
 }
 
 // Placement (issue 10): a copy goes to the engine with the least load and share of space in use,

@@ -12,11 +12,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -1181,6 +1183,170 @@ TEST_F(StationHeartbeatBadInput, HostileEngineNameInThePathIsRefused) {
     EXPECT_TRUE(r->status == 400u || r->status == 403u || r->status == 404u) << r->status;
   }
   expect_engine_table_untouched();
+}
+
+// Issue 16, item 1: the redirect runs on the connection's loop, reading what the director's home
+// loop publishes. Consoles on new connections (spread over the director's two loops) while
+// heartbeats move every segment from engine to engine: each redirect must name an engine that held
+// the segment at some moment while the redirect was in flight. Tables stale or torn on another
+// loop would name an engine that gave the segment up long before, or one that never held it.
+TEST(StationThreads, RedirectsOnTwoLoopsNameOnlyHoldersWhileHeartbeatsMoveSegments) {
+  opts o;
+  o.engines = 4;
+  o.copies = 1;
+  o.start_engines = false;          // this test speaks for the engines
+  o.director_threads = 2;           // (VODGRID_THREADS, when set, says the same or more)
+  o.heartbeat_timeout_ms = 30'000;  // every engine up all along, however busy the machine
+  station_fixture st(o);
+  using clock = std::chrono::steady_clock;
+  const auto& engines = st.config().stations.at(0).engines;
+  const size_t n_engines = engines.size();
+  const program_id film = *program_id::parse("film");
+  constexpr uint32_t n_segments = 8;
+
+  // When each engine holds each segment: from before the heartbeat adding it was sent until the
+  // reply to the one removing it came back.
+  struct holding {
+    size_t engine;
+    uint32_t segment;
+    clock::time_point from;
+    std::optional<clock::time_point> until;
+  };
+  std::mutex mu;
+  std::vector<holding> held;
+  std::vector<uint64_t> seq(n_engines, 0);
+  auto beat = [&](size_t e, std::optional<uint32_t> add, std::optional<uint32_t> remove) {
+    api::heartbeat hb;
+    hb.engine = engines[e].name;
+    hb.url = engines[e].listen.url();
+    hb.epoch = 1;
+    hb.seq = ++seq[e];
+    hb.full = hb.seq == 1;
+    hb.load.max_streams = 1'000'000;  // never near its limits: no replicas
+    hb.load.free_bytes = hb.load.total_bytes = 1ull << 40;
+    if (add) {
+      hb.added.push_back({{film, segment_index{*add}}, 1000, {}});
+      std::lock_guard lock(mu);
+      held.push_back({e, *add, clock::now(), std::nullopt});
+    }
+    if (remove) {
+      hb.removed.push_back({film, segment_index{*remove}});
+    }
+    auto r =
+        http(V::post,
+             fmt::format("{}/v1/engines/{}/heartbeat", st.director_url(), engines[e].name.str()),
+             json::serialize(api::to_json(hb)));
+    if (remove) {
+      std::lock_guard lock(mu);
+      for (auto& h : held) {
+        if (h.engine == e && h.segment == *remove && !h.until) {
+          h.until = clock::now();
+        }
+      }
+    }
+    return r && r->status == 200 && r->body.find("true") == std::string::npos;
+  };
+  // Segment i starts at engine i mod 4.
+  for (size_t e = 0; e < n_engines; ++e) {
+    ASSERT_TRUE(beat(e, std::nullopt, std::nullopt));
+  }
+  for (uint32_t i = 0; i < n_segments; ++i) {
+    ASSERT_TRUE(beat(i % n_engines, i, std::nullopt));
+  }
+  api::program_manifest m;
+  m.id = film;
+  m.title = "film";
+  for (uint32_t i = 0; i < n_segments; ++i) {
+    api::segment_entry s;
+    s.index = segment_index{i};
+    s.duration = 2;
+    s.size = 1000;
+    m.segments.push_back(s);
+  }
+  auto created =
+      http(V::post, st.director_url() + "/v1/programs", json::serialize(api::to_json(m)));
+  ASSERT_TRUE(created);
+  ASSERT_EQ(created->status, 201u) << created->body;
+  auto committed = http(V::post, st.director_url() + "/v1/programs/film/commit", "");
+  ASSERT_TRUE(committed);
+  ASSERT_EQ(committed->status, 200u) << committed->body;
+
+  // The mover: round after round, each segment to the next engine (the new holder told first, so
+  // that some engine holds it at every moment).
+  std::atomic<bool> done{false};
+  std::atomic<int> moves{0};
+  std::atomic<bool> beats_ok{true};
+  std::thread mover([&] {
+    for (uint32_t round = 1; !done; ++round) {
+      for (uint32_t i = 0; i < n_segments && !done; ++i) {
+        size_t from = (i + round - 1) % n_engines;
+        size_t to = (i + round) % n_engines;
+        if (!beat(to, i, std::nullopt) || !beat(from, std::nullopt, i)) {
+          beats_ok = false;
+        }
+        ++moves;
+      }
+    }
+  });
+  struct redirect {
+    uint32_t segment;
+    unsigned status;
+    std::string location;
+    clock::time_point sent, answered;
+  };
+  std::vector<std::vector<redirect>> seen(6);
+  std::vector<std::thread> consoles;
+  auto until = clock::now() + 4s;
+  for (size_t c = 0; c < seen.size(); ++c) {
+    consoles.emplace_back([&, c] {
+      std::mt19937 rng(static_cast<uint32_t>(c));
+      while (clock::now() < until) {
+        uint32_t i = rng() % n_segments;
+        auto sent = clock::now();
+        // A new connection each time: the kernel hands them to either loop.
+        auto r = http_get(fmt::format("{}/v1/programs/film/segments/{}.ts", st.director_url(), i));
+        auto answered = clock::now();
+        seen[c].push_back({i, r ? r->status : 0u, r ? r->header("Location") : "", sent, answered});
+      }
+    });
+  }
+  for (auto& t : consoles) {
+    t.join();
+  }
+  done = true;
+  mover.join();
+  EXPECT_TRUE(beats_ok);
+  EXPECT_GT(moves.load(), 50);
+
+  size_t total = 0;
+  size_t wrong = 0;
+  std::string first_wrong;
+  for (auto& list : seen) {
+    for (auto& r : list) {
+      ++total;
+      std::optional<size_t> engine;
+      for (size_t e = 0; e < n_engines; ++e) {
+        if (r.location ==
+            fmt::format("{}/v1/segments/film/{}.ts", engines[e].listen.url(), r.segment)) {
+          engine = e;
+        }
+      }
+      bool ok = r.status == 302 && engine;
+      if (ok) {
+        ok = std::any_of(held.begin(), held.end(), [&](const holding& h) {
+          return h.engine == *engine && h.segment == r.segment && h.from <= r.answered &&
+                 (!h.until || *h.until >= r.sent);
+        });
+      }
+      if (!ok && ++wrong == 1) {
+        first_wrong = fmt::format("segment {}: {} {}", r.segment, r.status, r.location);
+      }
+    }
+  }
+  EXPECT_GT(total, 500u);
+  EXPECT_EQ(wrong, 0u) << "of " << total << " redirects; the first: " << first_wrong;
+  EXPECT_EQ(metric(st.director_url(), "vodgrid_director_redirects_total"),
+            static_cast<double>(total));
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // The background loop of a service session: keys, login, renewal.
 #include "auth/session.h"
 
+#include <atomic>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -38,7 +40,7 @@ struct service_session::state {
   std::string token;
   int64_t renew_at = 0;  // unix seconds
   int64_t expires_at = 0;
-  std::unique_ptr<url_signer> signer;
+  std::atomic<std::shared_ptr<const url_signer>> signer;  // read from any thread
   bool stopping = false;
   std::shared_ptr<spdlog::logger> logger = log::get("auth");
 };
@@ -65,7 +67,10 @@ key_fetcher& service_session::keys() const {
   return st_->fetcher;
 }
 const url_signer* service_session::signer() const {
-  return st_->signer.get();
+  return st_->signer.load().get();  // kept alive by the state until a renewal on this executor
+}
+std::shared_ptr<const url_signer> service_session::shared_signer() const {
+  return st_->signer.load();
 }
 const std::string& service_session::token() const {
   return st_->token;
@@ -109,7 +114,7 @@ asio::awaitable<bool> step(std::shared_ptr<service_session::state> st) {
       st->expires_at = got->expires_at;
       st->renew_at = now + std::max<int64_t>((got->expires_at - now) / 2, 1);
       if (!got->station_key.empty()) {
-        st->signer = std::make_unique<url_signer>(std::move(got->station_key));
+        st->signer.store(std::make_shared<const url_signer>(std::move(got->station_key)));
       }
       if (first) {
         st->logger->info("{}: logged in at {} as {} (station {})", st->who, st->auth_url, st->name,

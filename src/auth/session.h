@@ -3,7 +3,8 @@
 // half-life, logged in again when renewal fails) and its station's URL-signing key. Directors and
 // engines keep one each; none of it blocks start: until the auth server answers, `signer()` and
 // `token()` are empty and the daemon refuses what needs them.
-// Threading: lives on one executor (a daemon's io_context); not thread-safe.
+// Threading: lives on one executor (a daemon's io_context); not thread-safe, but for verifier()
+// (thread-safe itself) and shared_signer(), which any thread may call.
 #pragma once
 
 #include <filesystem>
@@ -34,8 +35,12 @@ class service_session {
 
   token_verifier& verifier() const;
   key_fetcher& keys() const;
-  // The station's URL signer; null until the first login.
+  // The station's URL signer; null until the first login. On the session's executor: a renewal
+  // replaces it.
   const url_signer* signer() const;
+  // The same from any thread (a director's redirect on another loop, issue 16): kept alive by the
+  // caller while it signs, whatever a renewal does meanwhile.
+  std::shared_ptr<const url_signer> shared_signer() const;
   // The current engine token; empty until the first login.
   const std::string& token() const;
 

@@ -159,6 +159,7 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::replicate(
   auto got = co_await order_fetch(*target, key, std::move(sources), false);
   if (got) {
     replicas[{key, *got}] = steady::now();
+    replicas_changed();
     replicas_made->inc();
     logger->info("director {}: {} is hot; engine {} receives a replica", station->name.str(),
                  key.str(), tables.engine(*got).name.str());

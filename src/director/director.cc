@@ -135,8 +135,11 @@ void director_daemon::impl::routes() {
   };
   viewer("/v1/programs/{}/index.m3u8", &impl::playlist);
   viewer("/v1/programs/{}/iframes.m3u8", &impl::iframe_playlist);
-  viewer("/v1/programs/{}/segments/{}.ts", &impl::segment);
-  viewer("/v1/programs/{}/segments/{}.vtt", &impl::segment);  // subtitles (api::segment_format)
+  // The redirect runs on the connection's loop (issue 16; playback.cc, redirect_now).
+  for (const char* ext : {"ts", "vtt"}) {  // .vtt: subtitles (api::segment_format)
+    route(V::get, fmt::format("/v1/programs/{{}}/segments/{{}}.{}", ext), &impl::segment, 0,
+          net::audience::viewer, net::loop_affinity::any);
+  }
   viewer("/watch/{}", &impl::watch_page);
   viewer("/web/{}", &impl::web_file);
   // The watch page's login (web.cc): a control endpoint, for pages of this origin only.
@@ -307,7 +310,7 @@ asio::awaitable<reply> director_daemon::impl::list_engines(request_context&) {
          std::chrono::duration_cast<std::chrono::milliseconds>(now - e.last_seen).count()},
         {"segments", e.held.size()},
         {"filling", e.filling.size()},  // copies arriving (cut-through)
-        {"assigned", e.assigned},
+        {"assigned", e.assigned_now()},
         {"load", api::to_json(e.load)}});
   }
   // The hottest segments, for operators: requests decayed over about a minute (hot.h).

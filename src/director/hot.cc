@@ -12,6 +12,7 @@ double hot_segments::decayed(const count& c, clock::time_point now) const {
 }
 
 void hot_segments::record(const segment_key& key, clock::time_point now) {
+  std::lock_guard lock(mu_);
   auto& c = counts_[key];
   c.value = decayed(c, now) + 1;
   c.at = now;
@@ -42,6 +43,7 @@ void hot_segments::prune(clock::time_point now) {
 
 std::vector<hot_segments::entry> hot_segments::top(size_t n, clock::time_point now) const {
   std::vector<entry> all;
+  std::lock_guard lock(mu_);
   for (auto& [key, c] : counts_) {
     double v = decayed(c, now);
     if (v >= 0.5) {

@@ -1,10 +1,12 @@
 // The station's hottest segments: console requests per segment, counted with an exponential decay
 // so that the count reads as "requests in about the last minute". For operators (GET /v1/engines,
-// the registry's dashboard); selection does not read it. No I/O; owned by the director's io thread.
+// the registry's dashboard); selection does not read it. No I/O; thread-safe (one mutex): the
+// redirect records on any loop.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -29,7 +31,10 @@ class hot_segments {
   };
   // The `n` segments with the most decayed requests at `now`, most first; below 0.5 left out.
   std::vector<entry> top(size_t n, clock::time_point now) const;
-  size_t size() const { return counts_.size(); }
+  size_t size() const {
+    std::lock_guard lock(mu_);
+    return counts_.size();
+  }
 
  private:
   struct count {
@@ -41,6 +46,7 @@ class hot_segments {
 
   std::chrono::seconds tau_;
   size_t max_entries_;
+  mutable std::mutex mu_;  // guards counts_
   std::unordered_map<segment_key, count> counts_;
 };
 

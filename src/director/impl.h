@@ -8,12 +8,14 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <boost/asio/ip/udp.hpp>
 
+#include <atomic>
 #include <deque>
 #include <map>
 #include <memory>
@@ -120,9 +122,33 @@ struct director_daemon::impl : net::daemon_base {
   std::filesystem::path web_root;
   station_tables tables;
   std::map<program_id, api::program_manifest> catalog;
-  hot_segments hot;  // console requests per segment, for operators (GET /v1/engines)
-  // Engine told to preload a segment, and until when that hint holds (claim 16).
-  std::unordered_map<segment_key, std::pair<engine_slot, steady::time_point>> preloaded;
+  hot_segments hot;  // console requests per segment, for operators (GET /v1/engines); any loop
+  // The programs consoles may play now (ready_program's), for the redirect on any loop (issue 16):
+  // published by the home loop with each save of the catalog, read by every loop.
+  using ready_programs =
+      std::unordered_map<std::string, std::shared_ptr<const api::program_manifest>>;
+  std::atomic<std::shared_ptr<const ready_programs>> ready_view{
+      std::make_shared<const ready_programs>()};
+  void publish_programs();
+  // replicas.size(), for the redirect on any loop: while there are none, it need not tell the home
+  // loop that a console went to one.
+  std::atomic<size_t> replica_count{0};
+  void replicas_changed() { replica_count.store(replicas.size(), std::memory_order_relaxed); }
+  // Work of the redirect that changes the home loop's state (a replica, a preload order), posted
+  // there from another loop (run at once on the home loop); dropped once the daemon is gone.
+  std::shared_ptr<int> alive = std::make_shared<int>(0);
+  template <class F>
+  void at_home(F f) {
+    if (server->on_home_loop()) {
+      f();
+    } else {
+      asio::post(io, [w = std::weak_ptr<int>(alive), f = std::move(f)]() mutable {
+        if (w.lock()) {
+          f();
+        }
+      });
+    }
+  }
 
   // The link to the registry (when the grid has one): registration, reports, copies.
   bool registered = false;
@@ -234,7 +260,17 @@ struct director_daemon::impl : net::daemon_base {
   asio::awaitable<reply> playlist_reply(request_context& ctx,
                                         result<std::string> (*write)(const api::program_manifest&,
                                                                      std::string_view));
+  // The segment redirect, on the connection's loop (issue 16): redirect_now answers from what the
+  // home loop publishes (the ready programs, the tables' views, the signer) when it can; nullopt:
+  // the home loop must (a program to learn, keys to fetch, no engine to choose: a replica, a copy,
+  // another station), and segment_at_home does, skipping what redirect_now has done.
   asio::awaitable<reply> segment(request_context& ctx);
+  struct redirect_progress {
+    bool token_checked = false;
+    bool recorded = false;  // hot.record
+  };
+  std::optional<reply> redirect_now(request_context& ctx, redirect_progress& done);
+  asio::awaitable<reply> segment_at_home(request_context& ctx, redirect_progress done);
   // The watch page (web.cc): the page, its static files (hls.js among them), the viewer's login.
   status open_web_root();
   asio::awaitable<reply> watch_page(request_context& ctx);
@@ -287,6 +323,8 @@ struct director_daemon::impl : net::daemon_base {
   // string cost more than the rest of the redirect handler.
   std::string segment_url(engine_slot engine, const segment_key& key, std::string_view query = {},
                           api::segment_format format = api::segment_format::mpegts) const;
+  static std::string segment_url_at(std::string_view engine_url, const segment_key& key,
+                                    std::string_view query, api::segment_format format);
   // Claim 23: `url`, a segment at `engine`, with a short-lived signature of its path (the engine is
   // shown that, not the viewer's token). errc::unavailable: not yet logged in at auth.
   result<std::string> signed_url(std::string url, engine_slot engine) const;

@@ -37,6 +37,7 @@ asio::awaitable<reply> director_daemon::impl::evictions(request_context& ctx) {
                    ? it->second.segments[key.index.v].size
                    : 0;
       replicas.erase({key, *e});
+      replicas_changed();
       evictions_allowed->inc();
     } else {
       evictions_refused->inc();
@@ -87,6 +88,7 @@ asio::awaitable<void> director_daemon::impl::maintenance_loop() {
       }
       it = replicas.erase(it);
     }
+    replicas_changed();
     plan_placement(now);
   }
 }

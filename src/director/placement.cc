@@ -138,6 +138,7 @@ asio::awaitable<void> director_daemon::impl::drop_copy(segment_key key, engine_s
   } else if (res && res->status == 409) {
     if (replica) {
       replicas.try_emplace({key, engine}, steady::now());  // streamed: judged again later
+      replicas_changed();
     }
   } else if (!res || res->status != 404) {
     logger->warn("director {}: deleting {} at engine {} failed: {}", station->name.str(), key.str(),

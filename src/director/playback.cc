@@ -4,6 +4,7 @@
 // it (claim 14); the preload order to the engine of the next segment (claim 16); viewer tokens and
 // signed redirects (claim 23).
 #include <fmt/format.h>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "api/hls.h"
@@ -90,7 +91,12 @@ asio::awaitable<void> director_daemon::impl::send_preload(std::string url,
 std::string director_daemon::impl::segment_url(engine_slot engine, const segment_key& key,
                                                std::string_view query,
                                                api::segment_format format) const {
-  auto& url = tables.engine(engine).url;
+  return segment_url_at(tables.engine(engine).url, key, query, format);
+}
+
+std::string director_daemon::impl::segment_url_at(std::string_view url, const segment_key& key,
+                                                  std::string_view query,
+                                                  api::segment_format format) {
   std::string out;
   out.reserve(url.size() + key.program.str().size() + query.size() + 32);
   out += url;
@@ -107,16 +113,24 @@ std::string director_daemon::impl::segment_url(engine_slot engine, const segment
 // and the clocks' skew. Not a setting: it is part of claim 23's "short-lived".
 constexpr int64_t signature_lifetime_seconds = 30;
 
-result<std::string> director_daemon::impl::signed_url(std::string url, engine_slot engine) const {
-  if (!auth->signer()) {
+namespace {
+
+// `url` (an engine's URL `base` and a path) signed for the engine with the station key.
+result<std::string> sign_at(const auth::url_signer* signer, std::string url, size_t base) {
+  if (!signer) {
     return make_error(errc::unavailable, "not yet logged in at auth");
   }
-  auto sig =
-      auth->signer()->sign_query(std::string_view(url).substr(tables.engine(engine).url.size()),
-                                 auth::unix_now() + signature_lifetime_seconds);
+  auto sig = signer->sign_query(std::string_view(url).substr(base),
+                                auth::unix_now() + signature_lifetime_seconds);
   url += '?';
   url += sig;
   return url;
+}
+
+}  // namespace
+
+result<std::string> director_daemon::impl::signed_url(std::string url, engine_slot engine) const {
+  return sign_at(auth->signer(), std::move(url), tables.engine(engine).url.size());
 }
 
 result<std::string> director_daemon::impl::console_location(engine_slot engine,
@@ -134,11 +148,8 @@ result<std::string> director_daemon::impl::console_location(engine_slot engine,
 // segment, a replica is ordered before consoles have to wait for it (claim 19).
 std::optional<engine_slot> director_daemon::impl::choose_for_console(const segment_key& key,
                                                                      steady::time_point now) {
-  std::optional<engine_slot> hint;
-  if (auto p = preloaded.find(key); p != preloaded.end() && p->second.second > now) {
-    hint = p->second.first;  // kept until it expires: every console of this segment may use it
-  }
-  auto chosen = tables.choose(key, now, hint);
+  // The hint is kept until it expires: every console of this segment may use it.
+  auto chosen = tables.choose(key, now, tables.hint(key, now));
   if (chosen && near_limits(tables.engine(*chosen), station->director.hot_load_percent) &&
       !replicas_in_flight.contains(key) &&
       tables.hot(key, now, station->director.hot_load_percent)) {
@@ -178,11 +189,131 @@ reply director_daemon::impl::refuse_segment(std::string_view reason, const error
 
 // GET /v1/programs/{id}/segments/{n}.ts (.vtt for WebVTT segments): a 302 to an engine of ours
 // (signed with auth), else to an engine of another station; 503 + Retry-After when no station can
-// serve it.
+// serve it. Runs on the connection's loop (issue 16): redirect_now, else the home loop.
 asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
+  redirect_progress done;
+  if (auto r = redirect_now(ctx, done)) {
+    co_return std::move(*r);
+  }
+  if (server->on_home_loop()) {
+    co_return co_await segment_at_home(ctx, done);
+  }
+  co_return co_await asio::co_spawn(io.get_executor(), segment_at_home(ctx, done),
+                                    asio::use_awaitable);
+}
+
+// The redirect from what the home loop publishes, on any loop: the token (token_verifier is
+// thread-safe; verifying with the public keys is pure), the ready programs, the tables' views, the
+// station key's signer. What changes the home loop's state goes there by post (at_home): a
+// replica's last use, a replica when the segment is hot, the preload order.
+std::optional<reply> director_daemon::impl::redirect_now(request_context& ctx,
+                                                         redirect_progress& done) {
   // The token before anything about the program is told (whether it exists, when it publishes,
   // its segments).
   if (auto id = program_id::parse(ctx.params[0]); auth && id) {
+    auto entitlement = api::entitlement_of(*id);
+    auto token = auth::token_of(ctx);
+    if (!auth->verifier().allows(token, auth::token_kind::viewer, &entitlement,
+                                 ctx.remote.address(), auth::unix_now())) {
+      auth::requirement req{auth::token_kind::viewer, entitlement, auth::client_address(ctx)};
+      auto out = auth->verifier().verify(token, req);
+      if (!out && out.why == auth::token_error::unknown_key) {
+        return std::nullopt;  // the keys are fetched at home
+      }
+      if (!out) {
+        return unavailable_reply(out.as_error());
+      }
+    }
+  }
+  done.token_checked = true;
+  auto programs = ready_view.load();
+  auto p = programs->find(ctx.params[0]);
+  if (p == programs->end()) {
+    return std::nullopt;  // not ready here: learnt from the registry, or refused, at home
+  }
+  const std::shared_ptr<const api::program_manifest>& m = p->second;
+  auto idx = segment_index::parse(ctx.params[1]);
+  auto format = m->format;
+  auto ext = api::segment_extension(format);
+  if (!idx || idx->v >= m->segments.size() || !ctx.path.ends_with(ext)) {
+    return net::error_reply(
+        make_error(errc::not_found,
+                   fmt::format("program {} has no segment {} (its segments are segments/{{n}}{})",
+                               ctx.params[0], ctx.path.substr(ctx.path.rfind('/') + 1), ext)));
+  }
+  std::shared_ptr<const auth::url_signer> signer;
+  if (auth) {
+    signer = auth->shared_signer();
+    if (!signer) {
+      return std::nullopt;  // not yet logged in at auth: refused, and counted, at home
+    }
+  }
+  auto now = steady::now();
+  segment_key key{m->id, *idx};
+  hot.record(key, now);
+  done.recorded = true;
+  auto engines = tables.published_engines();
+  std::optional<engine_slot> chosen;
+  {
+    auto seg = tables.published(key);
+    std::optional<engine_slot> hint;
+    if (seg.seg && seg.seg->hint && seg.seg->hint_until > now) {
+      hint = seg.seg->hint;
+    }
+    chosen = tables.choose_on(*engines, seg.seg, now, hint);
+  }
+  if (!chosen) {
+    return std::nullopt;  // a replica, a copy or another station: at home
+  }
+  const engine_view& e = (*engines)[index_of(*chosen)];
+  uint32_t hot_percent = station->director.hot_load_percent;
+  if (near_limits(e, hot_percent)) {
+    // Claim 19: every holder near its limits orders a replica before consoles wait for it.
+    at_home([this, key, hot_percent] {
+      if (!replicas_in_flight.contains(key) && tables.hot(key, steady::now(), hot_percent)) {
+        start_replica(key);
+      }
+    });
+  }
+  if (replica_count.load(std::memory_order_relaxed) > 0) {
+    at_home([this, key, engine = *chosen, now] {
+      if (auto rep = replicas.find({key, engine}); rep != replicas.end()) {
+        rep->second = std::max(rep->second, now);
+      }
+    });
+  }
+  std::string_view query;  // passed on as it came, with its '?'
+  if (auto q = ctx.req.target().find('?'); q != std::string_view::npos) {
+    query = ctx.req.target().substr(q);
+  }
+  auto location = signer
+                      ? sign_at(signer.get(), segment_url_at(e.url, key, {}, format), e.url.size())
+                      : result<std::string>(segment_url_at(e.url, key, query, format));
+  if (!location) {
+    return unavailable_reply(location.err());  // (not reached: the signer is there)
+  }
+  auto r = redirect_reply(std::move(*location));
+  redirects->inc();
+  if (ctx.req.method() == http::verb::get && key.index.v + 1 < m->segments.size()) {
+    // Claim 16: the preload order, unless the next segment's hint holds (most consoles).
+    segment_key next{key.program, segment_index{key.index.v + 1}};
+    auto seg = tables.published(next);
+    if (seg.seg) {
+      auto h = seg.seg->hint;
+      bool fresh = h && seg.seg->hint_until > now && index_of(*h) < engines->size() &&
+                   tables.is_up((*engines)[index_of(*h)], now);
+      if (!fresh) {
+        at_home([this, m, key, now] { preload_next(*m, key, now); });
+      }
+    }
+  }
+  return r;
+}
+
+// The redirect on the home loop, for what redirect_now leaves to it.
+asio::awaitable<reply> director_daemon::impl::segment_at_home(request_context& ctx,
+                                                              redirect_progress done) {
+  if (auto id = program_id::parse(ctx.params[0]); auth && id && !done.token_checked) {
     auto entitlement = api::entitlement_of(*id);
     if (!auth->verifier().allows(auth::token_of(ctx), auth::token_kind::viewer, &entitlement,
                                  ctx.remote.address(), auth::unix_now())) {
@@ -210,7 +341,9 @@ asio::awaitable<reply> director_daemon::impl::segment(request_context& ctx) {
   }
   auto now = steady::now();
   segment_key key{(*m)->id, *idx};
-  hot.record(key, now);
+  if (!done.recorded) {
+    hot.record(key, now);
+  }
   auto chosen = choose_for_console(key, now);
   if (!chosen && tables.up_holders(key, now) > 0) {
     chosen = co_await wait_for_replica(key);
@@ -279,14 +412,8 @@ void director_daemon::impl::preload_next(const api::program_manifest& m, const s
   }
   auto ttl = std::chrono::duration_cast<steady::duration>(
       std::chrono::duration<double>(m.segments[key.index.v].duration * 2 + 1));
-  if (preloaded.size() > 100'000) {  // hints of consoles that went away
-    std::erase_if(preloaded, [now](const auto& kv) { return kv.second.second <= now; });
-  }
-  auto sent = preloaded.find(next);
-  bool fresh = sent != preloaded.end() && sent->second.second > now &&
-               tables.is_up(tables.engine(sent->second.first), now);
-  if (!fresh) {
-    preloaded[next] = {*n, now + ttl};
+  if (!tables.hint_fresh(next, now)) {
+    tables.set_hint(next, *n, now + ttl);
     preload_orders->inc();
     tasks.spawn(
         send_preload(tables.engine(*n).url + "/v1/orders/preload", api::preload_order{next}));

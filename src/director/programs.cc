@@ -39,15 +39,33 @@ status director_daemon::impl::load_catalog() {
     }
     catalog[m->id] = std::move(*m);
   }
+  publish_programs();
   return {};
 }
 
+// Every change of the catalog is saved, so the ready programs are published with each save that
+// succeeds (a change whose save failed is undone, and was never published). Each ready manifest is
+// copied, as the save serializes each.
 status director_daemon::impl::save_catalog() {
   json::array progs;
   for (auto& [id, m] : catalog) {
     progs.push_back(api::to_json(m));
   }
-  return write_file_durably(catalog_path(), json::serialize(json::object{{"programs", progs}}));
+  auto st = write_file_durably(catalog_path(), json::serialize(json::object{{"programs", progs}}));
+  if (st) {
+    publish_programs();
+  }
+  return st;
+}
+
+void director_daemon::impl::publish_programs() {
+  auto view = std::make_shared<ready_programs>();
+  for (auto& [id, m] : catalog) {
+    if (auto r = ready_program(id.str())) {
+      view->emplace(id.str(), std::make_shared<const api::program_manifest>(**r));
+    }
+  }
+  ready_view.store(std::move(view));
 }
 
 asio::awaitable<reply> director_daemon::impl::create_program(request_context& ctx) {

@@ -116,7 +116,7 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::push_engine_for(
   auto usable = [&](engine_slot x) {
     auto& en = tables.engine(x);
     return tables.is_up(en, now) && std::find(tried.begin(), tried.end(), x) == tried.end() &&
-           (whole || en.load.active_streams + en.assigned < en.load.max_streams);
+           (whole || en.load.active_streams + en.assigned_now() < en.load.max_streams);
   };
   for (auto* list : {&tables.holders(key), whole ? nullptr : &tables.filling(key)}) {
     for (size_t i = 0; !e && list && i < list->size(); ++i) {

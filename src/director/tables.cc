@@ -6,7 +6,63 @@
 
 namespace vodgrid::director {
 
+uint64_t sent_counter::bucket_of(steady::time_point t) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  return static_cast<uint64_t>(ms / bucket_ms) & ((uint64_t{1} << (64 - count_bits)) - 1);
+}
+
+void sent_counter::add(steady::time_point now) {
+  total_.fetch_add(1, std::memory_order_relaxed);
+  uint64_t b = bucket_of(now);
+  auto& slot = recent_[b % buckets];
+  uint64_t v = slot.load(std::memory_order_relaxed);
+  while (true) {
+    uint64_t at = v >> count_bits;
+    uint64_t next;
+    if (at == b) {
+      next = v + 1;
+    } else if (at < b) {
+      next = b << count_bits | 1;  // the slot's bucket has passed: it starts again
+    } else {
+      return;  // another thread's later clock took the slot: the total counts this one
+    }
+    if (slot.compare_exchange_weak(v, next, std::memory_order_relaxed)) {
+      return;
+    }
+  }
+}
+
+uint32_t sent_counter::since(steady::time_point from, steady::time_point now) const {
+  uint64_t lo = bucket_of(from);
+  uint64_t hi = bucket_of(now);
+  uint64_t n = 0;
+  for (auto& slot : recent_) {
+    uint64_t v = slot.load(std::memory_order_relaxed);
+    uint64_t at = v >> count_bits;
+    if (at >= lo && at <= hi) {
+      n += v & ((uint64_t{1} << count_bits) - 1);
+    }
+  }
+  return static_cast<uint32_t>(n);
+}
+
+// The published tables (tables.h): the engine views and the segment shards. Written by the home
+// loop only; read by any.
+struct station_tables::published_state {
+  std::atomic<std::shared_ptr<const engine_views>> engines{std::make_shared<const engine_views>()};
+  std::array<std::atomic<std::shared_ptr<const shard>>, shard_count> shards;
+};
+
+station_tables::station_tables(std::chrono::milliseconds heartbeat_timeout)
+    : timeout_(heartbeat_timeout), published_(std::make_unique<published_state>()) {}
+
+station_tables::~station_tables() = default;
+
 namespace {
+
+size_t shard_of(const segment_key& key, size_t n) {
+  return std::hash<segment_key>{}(key) % n;
+}
 
 bool qualifies(const candidate& c) {
   if (!c.up || c.max_streams == 0 || c.streams >= c.max_streams) {
@@ -54,9 +110,16 @@ std::optional<engine_slot> choose_engine(const std::vector<candidate>& holders,
 }
 
 bool near_limits(const engine_entry& e, uint32_t percent) {
-  return (e.load.active_streams + e.assigned) * 100ull >= uint64_t{e.load.max_streams} * percent ||
+  return (e.load.active_streams + e.assigned_now()) * 100ull >=
+             uint64_t{e.load.max_streams} * percent ||
          (e.load.max_bytes_per_second > 0 &&
           e.load.bytes_per_second * 100 >= e.load.max_bytes_per_second * percent);
+}
+
+bool near_limits(const engine_view& e, uint32_t percent) {
+  return (e.active_streams + e.assigned_now()) * 100ull >= uint64_t{e.max_streams} * percent ||
+         (e.max_bytes_per_second > 0 &&
+          e.bytes_per_second * 100 >= e.max_bytes_per_second * percent);
 }
 
 receiver_rank rank_receiver(const engine_entry& e, uint64_t bytes) {
@@ -70,7 +133,7 @@ receiver_rank rank_receiver(const engine_entry& e, uint64_t bytes) {
   r.room = e.load.max_disk_bytes == 0 ? used + bytes <= e.load.used_bytes + e.load.free_bytes
                                       : used + bytes <= e.load.max_disk_bytes;
   double space = capacity > 0 ? static_cast<double>(used) / capacity : 1.0;
-  double streams = static_cast<double>(e.load.active_streams + e.assigned) /
+  double streams = static_cast<double>(e.load.active_streams + e.assigned_now()) /
                    std::max<uint32_t>(e.load.max_streams, 1);
   r.score = streams + space;
   return r;
@@ -86,7 +149,7 @@ std::optional<engine_slot> station_tables::choose_receiver(const segment_key& ke
   for (engine_slot i : all_engines()) {
     auto& e = engine(i);
     if (i == exclude || !is_up(e, now) || e.held.contains(key) || e.filling.contains(key) ||
-        e.load.active_streams + e.assigned >= e.load.max_streams) {
+        e.load.active_streams + e.assigned_now() >= e.load.max_streams) {
       continue;
     }
     auto r = rank_receiver(e, bytes);
@@ -155,6 +218,7 @@ api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::tim
     idx = engine_slot{static_cast<uint32_t>(engines_.size())};
     engines_.push_back(std::make_unique<engine_entry>());
     engines_.back()->name = hb.engine;
+    publish_engines();  // before a shard may name it
   }
   engine_entry& e = engine_mut(*idx);
   if (known && hb.full && e.epoch == hb.epoch && hb.seq <= e.seq) {
@@ -173,11 +237,12 @@ api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::tim
   e.load = hb.load;
   e.pending_bytes = 0;  // what was ordered before it is in its used bytes, or still arriving
   // A console sent within the last moment may not have reached the engine when it wrote this.
+  // (The total first: a console sent in between counts twice until the next heartbeat, rather
+  // than not at all.)
   constexpr auto in_flight = std::chrono::milliseconds(50);
-  while (!e.recent.empty() && now - e.recent.front() > in_flight) {
-    e.recent.pop_front();
-  }
-  e.assigned = static_cast<uint32_t>(e.recent.size());
+  e.sent_base = e.sent->total();
+  e.assigned = e.sent->since(now - in_flight, now);
+  publish_engines();
   if (hb.full) {
     auto old = e.held;
     for (auto& k : old) {
@@ -206,11 +271,105 @@ api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::tim
       add_filling(*idx, k);
     }
   }
+  publish();
   return {false};
+}
+
+void station_tables::publish_engines() {
+  auto v = std::make_shared<engine_views>();
+  v->reserve(engines_.size());
+  for (auto& e : engines_) {
+    v->push_back(engine_view{e->url, e->epoch != 0, e->last_seen, e->load.active_streams,
+                             e->load.max_streams, e->load.bytes_per_second,
+                             e->load.max_bytes_per_second, e->assigned, e->sent_base, e->sent});
+  }
+  published_->engines.store(std::move(v));
+}
+
+std::shared_ptr<const engine_views> station_tables::published_engines() const {
+  return published_->engines.load();
+}
+
+void station_tables::publish() {
+  if (dirty_.empty()) {
+    return;
+  }
+  // By shard, so that each shard is copied once however many of its segments changed.
+  std::vector<std::pair<size_t, size_t>> order;  // (shard, position in dirty_)
+  order.reserve(dirty_.size());
+  for (size_t i = 0; i < dirty_.size(); ++i) {
+    order.emplace_back(shard_of(dirty_[i], shard_count), i);
+  }
+  std::sort(order.begin(), order.end());
+  for (size_t i = 0; i < order.size();) {
+    size_t s = order[i].first;
+    auto old = published_->shards[s].load();
+    auto next = old ? std::make_shared<shard>(*old) : std::make_shared<shard>();
+    for (; i < order.size() && order[i].first == s; ++i) {
+      const segment_key& k = dirty_[order[i].second];
+      auto l = locations_.find(k);
+      auto f = filling_.find(k);
+      auto h = hints_.find(k);
+      if (l == locations_.end() && f == filling_.end() && h == hints_.end()) {
+        next->erase(k);
+        continue;
+      }
+      segment_view& v = (*next)[k];
+      v.whole = l == locations_.end() ? std::vector<engine_slot>{} : l->second;
+      v.filling = f == filling_.end() ? std::vector<engine_slot>{} : f->second;
+      v.hint = h == hints_.end() ? std::nullopt : std::optional<engine_slot>(h->second.engine);
+      v.hint_until = h == hints_.end() ? steady::time_point{} : h->second.until;
+    }
+    published_->shards[s].store(next->empty() ? nullptr : std::shared_ptr<const shard>(next));
+  }
+  dirty_.clear();
+}
+
+station_tables::segment_ref station_tables::published(const segment_key& key) const {
+  segment_ref r;
+  r.owner = published_->shards[shard_of(key, shard_count)].load();
+  if (r.owner) {
+    auto it = r.owner->find(key);
+    r.seg = it == r.owner->end() ? nullptr : &it->second;
+  }
+  return r;
+}
+
+void station_tables::set_hint(const segment_key& key, engine_slot engine,
+                              steady::time_point until) {
+  if (hints_.size() > 100'000) {  // hints of consoles that went away
+    auto now = steady::now();
+    for (auto it = hints_.begin(); it != hints_.end();) {
+      if (it->second.until <= now) {
+        dirty_.push_back(it->first);
+        it = hints_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  hints_[key] = hint_entry{engine, until};
+  dirty_.push_back(key);
+  publish();
+}
+
+std::optional<engine_slot> station_tables::hint(const segment_key& key,
+                                                steady::time_point now) const {
+  auto it = hints_.find(key);
+  if (it == hints_.end() || it->second.until <= now) {
+    return std::nullopt;
+  }
+  return it->second.engine;
+}
+
+bool station_tables::hint_fresh(const segment_key& key, steady::time_point now) const {
+  auto h = hint(key, now);
+  return h && is_up(engine(*h), now);
 }
 
 void station_tables::add_filling(engine_slot engine, const segment_key& key) {
   if (engine_mut(engine).filling.insert(key).second) {
+    dirty_.push_back(key);
     filling_[key].push_back(engine);
     note_engine_change(engine, key, true, true);
   }
@@ -220,6 +379,7 @@ void station_tables::remove_filling(engine_slot engine, const segment_key& key) 
   if (engine_mut(engine).filling.erase(key) == 0) {
     return;
   }
+  dirty_.push_back(key);
   note_engine_change(engine, key, true, false);
   auto it = filling_.find(key);
   if (it != filling_.end()) {
@@ -276,6 +436,7 @@ std::vector<engine_slot> station_tables::sources_by_load(const segment_key& key,
 void station_tables::add_location(engine_slot engine, const segment_key& key) {
   remove_filling(engine, key);  // a whole copy is no longer arriving
   if (engine_mut(engine).held.insert(key).second) {
+    dirty_.push_back(key);
     note_engine_change(engine, key, false, true);
     auto& l = locations_[key];
     l.push_back(engine);
@@ -304,6 +465,7 @@ void station_tables::remove_location(engine_slot engine, const segment_key& key)
   if (engine_mut(engine).held.erase(key) == 0) {
     return;
   }
+  dirty_.push_back(key);
   note_engine_change(engine, key, false, false);
   auto it = locations_.find(key);
   if (it == locations_.end()) {
@@ -329,7 +491,7 @@ const std::vector<candidate>& station_tables::candidates(const segment_key& key,
   out.clear();
   for (engine_slot i : kind == copy_kind::filling ? filling(key) : holders(key)) {
     const engine_entry& e = engine(i);
-    out.push_back(candidate{i, is_up(e, now), e.load.active_streams + e.assigned,
+    out.push_back(candidate{i, is_up(e, now), e.load.active_streams + e.assigned_now(),
                             e.load.max_streams, e.load.bytes_per_second,
                             e.load.max_bytes_per_second});
   }
@@ -337,29 +499,47 @@ const std::vector<candidate>& station_tables::candidates(const segment_key& key,
 }
 
 std::optional<engine_slot> station_tables::choose(const segment_key& key, steady::time_point now,
-                                                  std::optional<engine_slot> preferred) {
-  auto c = choose_engine(candidates(key, now), preferred, rotation_++);
-  if (!c && filling_.contains(key)) {
-    c = choose_engine(candidates(key, now, copy_kind::filling), std::nullopt, rotation_);
+                                                  std::optional<engine_slot> preferred) const {
+  auto seg = published(key);
+  auto ev = published_engines();
+  return choose_on(*ev, seg.seg, now, preferred);
+}
+
+std::optional<engine_slot> station_tables::choose_on(const engine_views& ev,
+                                                     const segment_view* seg,
+                                                     steady::time_point now,
+                                                     std::optional<engine_slot> preferred) const {
+  if (!seg) {
+    return std::nullopt;
+  }
+  thread_local std::vector<candidate> scratch;  // not allocated per console
+  auto fill = [&](const std::vector<engine_slot>& slots) -> const std::vector<candidate>& {
+    scratch.clear();
+    for (engine_slot i : slots) {
+      if (index_of(i) >= ev.size()) {
+        continue;  // (not possible: the engines are published before a shard names one)
+      }
+      const engine_view& e = ev[index_of(i)];
+      scratch.push_back(candidate{i, is_up(e, now), e.active_streams + e.assigned_now(),
+                                  e.max_streams, e.bytes_per_second, e.max_bytes_per_second});
+    }
+    return scratch;
+  };
+  uint64_t rotation = rotation_.fetch_add(1, std::memory_order_relaxed);
+  auto c = choose_engine(fill(seg->whole), preferred, rotation);
+  if (!c && !seg->filling.empty()) {
+    c = choose_engine(fill(seg->filling), std::nullopt, rotation + 1);
   }
   if (c) {
-    note_sent(*c, now);
+    ev[index_of(*c)].sent->add(now);
   }
   return c;
 }
 
-void station_tables::note_sent(engine_slot engine, steady::time_point now) {
-  auto& e = engine_mut(engine);
-  ++e.assigned;
-  e.recent.push_back(now);
-  if (e.recent.size() > 4096) {
-    e.recent.pop_front();  // far more than any heartbeat's worth; the count is an estimate
-  }
-}
-
 std::optional<engine_slot> station_tables::peek(const segment_key& key,
                                                 steady::time_point now) const {
-  return choose_engine(candidates(key, now), std::nullopt, rotation_);
+  return choose_engine(candidates(key, now), std::nullopt,
+                       rotation_.load(std::memory_order_relaxed));
 }
 
 std::optional<engine_slot> station_tables::least_loaded(const segment_key& key,

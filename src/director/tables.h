@@ -1,11 +1,14 @@
 // The director's view of its station: the engine table (status and load from heartbeats) and the
 // segment location table (which engines hold which segment), and the choice of an engine for a
-// console (claim 18: by status and load). No I/O; the daemon owns one instance on its io thread.
+// console (claim 18: by status and load). No I/O; the daemon owns one instance on its io thread
+// (the home loop), which also publishes what a console's choice reads for the other loops (issue
+// 16).
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -35,6 +38,28 @@ inline size_t index_of(engine_slot s) {
 // (an engine serves a segment while it receives it).
 enum class copy_kind { whole, filling };
 
+// Consoles sent to one engine, counted from any loop with atomics (issue 16): every console sent
+// (`total`) and, in 16 ms buckets, those of the last moment, so that a heartbeat's apply can tell
+// which consoles the engine may not have counted yet. Shared by the home loop's engine_entry and
+// the engine views it publishes.
+class sent_counter {
+ public:
+  void add(steady::time_point now);  // one console sent at `now`
+  // `n` consoles counted as sent without being recent (note_full): gone at the next heartbeat.
+  void add_extra(uint64_t n) { total_.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t total() const { return total_.load(std::memory_order_relaxed); }
+  // Consoles sent from `from` to `now` (to the bucket: up to 16 ms earlier), at most 128 ms back.
+  uint32_t since(steady::time_point from, steady::time_point now) const;
+
+ private:
+  static constexpr int64_t bucket_ms = 16;
+  static constexpr size_t buckets = 8;
+  static constexpr int count_bits = 24;  // each bucket: its number << count_bits | its count
+  static uint64_t bucket_of(steady::time_point t);
+  std::atomic<uint64_t> total_{0};
+  std::array<std::atomic<uint64_t>, buckets> recent_{};
+};
+
 struct engine_entry {
   engine_id name;
   std::string url;
@@ -42,16 +67,48 @@ struct engine_entry {
   uint64_t seq = 0;
   steady::time_point last_seen{};
   api::engine_load load;
-  // Consoles sent to this engine that its last heartbeat may not count yet: those since it, and
-  // those sent just before it (still connecting when the engine wrote it).
+  // Consoles sent to this engine that its last heartbeat may not count: those sent just before it
+  // (still connecting when the engine wrote it); assigned_now() adds those sent since.
   uint32_t assigned = 0;
-  std::deque<steady::time_point> recent;  // when each of the last consoles was sent
+  uint64_t sent_base = 0;  // sent->total() at the last heartbeat
+  std::shared_ptr<sent_counter> sent = std::make_shared<sent_counter>();
+  uint32_t assigned_now() const {
+    return assigned + static_cast<uint32_t>(sent->total() - sent_base);
+  }
   std::unordered_set<segment_key> held;
   std::unordered_set<segment_key> filling;  // segments it is receiving (and serving meanwhile)
   // Bytes of copies ordered to it since its last heartbeat, which `load.used_bytes` does not count
   // yet: copies ordered in one burst are spread, not all sent to the engine that looked emptiest
   // (copies still arriving at a heartbeat count through `filling`).
   uint64_t pending_bytes = 0;
+};
+
+// What a loop other than the home one reads of an engine to send it a console: a copy of its
+// engine_entry made at its last heartbeat (the console counts are the shared atomics).
+struct engine_view {
+  std::string url;
+  bool known = false;  // it has sent a heartbeat (epoch != 0)
+  steady::time_point last_seen{};
+  uint32_t active_streams = 0;
+  uint32_t max_streams = 0;
+  uint64_t bytes_per_second = 0;
+  uint64_t max_bytes_per_second = 0;
+  uint32_t assigned = 0;
+  uint64_t sent_base = 0;
+  std::shared_ptr<sent_counter> sent;
+  uint32_t assigned_now() const {
+    return assigned + static_cast<uint32_t>(sent->total() - sent_base);
+  }
+};
+using engine_views = std::vector<engine_view>;  // by slot
+
+// What a loop other than the home one reads of a segment: its holders, the engines receiving it,
+// and the engine told to preload it while that hint holds (claim 16).
+struct segment_view {
+  std::vector<engine_slot> whole;
+  std::vector<engine_slot> filling;
+  std::optional<engine_slot> hint;
+  steady::time_point hint_until{};
 };
 
 // What selection needs to know of one holder.
@@ -78,6 +135,7 @@ std::optional<engine_slot> choose_engine(const std::vector<candidate>& holders,
 // consoles assigned since its heartbeat). The engine chosen for a console being so is the cheap
 // first test of a hot segment, made on every redirect (claim 19).
 bool near_limits(const engine_entry& e, uint32_t percent);
+bool near_limits(const engine_view& e, uint32_t percent);
 
 // How an engine ranks as the receiver of a copy (claim 18's placement): the lower the better.
 // Its stream load and the share of its space in use count alike, so that copies spread over the
@@ -90,8 +148,8 @@ receiver_rank rank_receiver(const engine_entry& e, uint64_t bytes);
 
 class station_tables {
  public:
-  explicit station_tables(std::chrono::milliseconds heartbeat_timeout)
-      : timeout_(heartbeat_timeout) {}
+  explicit station_tables(std::chrono::milliseconds heartbeat_timeout);
+  ~station_tables();
 
   // Applies a heartbeat. Returns resync=true when the director cannot apply changes (unknown
   // engine, new epoch, missed sequence number): the engine then sends its whole inventory.
@@ -102,9 +160,35 @@ class station_tables {
   }
   // Chooses an engine for segment `key` and counts the console against it: a holder of the whole
   // segment, else one receiving it (it serves while it receives). nullopt: none qualifies (none up,
-  // or all at their limits).
+  // or all at their limits). Reads only what is published (below): the same on every loop.
   std::optional<engine_slot> choose(const segment_key& key, steady::time_point now,
-                                    std::optional<engine_slot> preferred = std::nullopt);
+                                    std::optional<engine_slot> preferred = std::nullopt) const;
+
+  // What the home loop publishes for the other loops (issue 16, docs/architecture.md "Every core"),
+  // thread-safe to read: the engine views, swapped whole at each heartbeat, and the segments'
+  // entries in shards, each shard copied and swapped with the changes of one call of a mutator
+  // (apply, note_*, end_filling, set_hint), so that a heartbeat copies the few shards it touches,
+  // never the whole table. A reader keeps what it loaded alive for as long as it reads it.
+  std::shared_ptr<const engine_views> published_engines() const;
+  using shard = std::unordered_map<segment_key, segment_view>;
+  struct segment_ref {
+    std::shared_ptr<const shard> owner;
+    const segment_view* seg = nullptr;  // null: no engine holds or receives it, and no hint
+  };
+  segment_ref published(const segment_key& key) const;
+  // choose() on views the caller loaded (a reader on another loop loads them once per request).
+  std::optional<engine_slot> choose_on(const engine_views& ev, const segment_view* seg,
+                                       steady::time_point now,
+                                       std::optional<engine_slot> preferred) const;
+  bool is_up(const engine_view& e, steady::time_point now) const {
+    return e.known && now - e.last_seen <= timeout_;
+  }
+  // The engine told to preload `key` (claim 16) until `until`; the hint is published with it.
+  void set_hint(const segment_key& key, engine_slot engine, steady::time_point until);
+  // The hint of `key` when it holds at `now`.
+  std::optional<engine_slot> hint(const segment_key& key, steady::time_point now) const;
+  // Whether the hint of `key` still holds at `now` and names an engine that is up.
+  bool hint_fresh(const segment_key& key, steady::time_point now) const;
   // Whether every up engine holding or receiving `key` is at `percent` of its limits (and there is
   // at least one): the segment is hot (claim 19).
   bool hot(const segment_key& key, steady::time_point now, uint32_t percent) const;
@@ -182,21 +266,35 @@ class station_tables {
     p -= std::min(p, bytes);
   }
   // Records a copy an engine has just reported done, before its heartbeat says so.
-  void note_copy(engine_slot engine, const segment_key& key) { add_location(engine, key); }
+  void note_copy(engine_slot engine, const segment_key& key) {
+    add_location(engine, key);
+    publish();
+  }
   // Records a copy an engine has just accepted to receive, before its heartbeat says so.
-  void note_filling(engine_slot engine, const segment_key& key) { add_filling(engine, key); }
+  void note_filling(engine_slot engine, const segment_key& key) {
+    add_filling(engine, key);
+    publish();
+  }
   // Forgets a copy an engine is allowed to evict, before its heartbeat says so.
-  void note_removal(engine_slot engine, const segment_key& key) { remove_location(engine, key); }
+  void note_removal(engine_slot engine, const segment_key& key) {
+    remove_location(engine, key);
+    publish();
+  }
   // Forgets a copy that an engine reported failed, before its heartbeat says so.
-  void end_filling(engine_slot engine, const segment_key& key) { remove_filling(engine, key); }
-  // Counts a console just sent to an engine, until a heartbeat written after it arrived.
-  void note_sent(engine_slot engine, steady::time_point now);
+  void end_filling(engine_slot engine, const segment_key& key) {
+    remove_filling(engine, key);
+    publish();
+  }
+  // Counts a console just sent to an engine, until a heartbeat written after it arrived. Any
+  // thread.
+  void note_sent(engine_slot e, steady::time_point now) const { engine(e).sent->add(now); }
   // Records that an engine refused a console at its stream limit: it counts as full until its
   // next heartbeat.
   void note_full(engine_slot engine) {
     auto& e = engine_mut(engine);
-    if (e.load.active_streams + e.assigned < e.load.max_streams) {
-      e.assigned = e.load.max_streams - e.load.active_streams;
+    uint32_t a = e.assigned_now();
+    if (e.load.active_streams + a < e.load.max_streams) {
+      e.sent->add_extra(e.load.max_streams - e.load.active_streams - a);
     }
   }
   // Changes since the last call, for the registry: station-level ones (a segment gaining its first
@@ -212,16 +310,30 @@ class station_tables {
   void add_filling(engine_slot engine, const segment_key& key);
   void remove_filling(engine_slot engine, const segment_key& key);
   void note_engine_change(engine_slot engine, const segment_key& key, bool filling, bool held);
+  // Publishes the shards of the segments changed since the last call (dirty_).
+  void publish();
+  void publish_engines();
+
+  static constexpr size_t shard_count = 1024;
+  struct published_state;  // tables.cc: the atomics the other loops read
 
   std::chrono::milliseconds timeout_;
   std::vector<std::unique_ptr<engine_entry>> engines_;
   std::unordered_map<segment_key, std::vector<engine_slot>> locations_;
   std::unordered_map<segment_key, std::vector<engine_slot>> filling_;
-  uint64_t rotation_ = 0;
+  struct hint_entry {
+    engine_slot engine{};
+    steady::time_point until{};
+  };
+  std::unordered_map<segment_key, hint_entry> hints_;
+  std::vector<segment_key> dirty_;  // changed since the last publish()
+  std::unique_ptr<published_state> published_;
   std::unordered_map<segment_key, bool> changes_;  // the last word on each segment since a drain
   // The same per (segment, engine, receiving or whole).
   std::map<std::tuple<segment_key, engine_slot, bool>, bool> engine_changes_;
   mutable std::vector<candidate> scratch_;  // candidates(): reused, not allocated per console
+  // Below everything else: written by every loop.
+  alignas(64) mutable std::atomic<uint64_t> rotation_{0};
 };
 
 }  // namespace vodgrid::director

@@ -325,6 +325,7 @@ station_fixture::station_fixture(options o) {
   s.director.copies = static_cast<uint32_t>(o.copies);
   s.director.hot_load_percent = o.hot_load_percent;
   s.director.replica_idle = std::chrono::seconds(o.replica_idle_seconds);
+  s.director.threads = o.director_threads;
   for (int i = 0; i < o.engines; ++i) {
     engine_config e;
     e.name = *engine_id::parse(fmt::format("e{}", i));
@@ -353,14 +354,15 @@ station_fixture::station_fixture(options o) {
   }
   start_director();
   engines_.resize(static_cast<size_t>(o.engines));
-  for (int i = 0; i < o.engines; ++i) {
+  for (int i = 0; o.start_engines && i < o.engines; ++i) {
     start_engine(i);
   }
-  // Ready once the director sees every engine up.
+  // Ready once the director sees every engine up (without engines: once it answers).
   bool ok = eventually(
       [&] {
         auto r = http_get(director_url() + "/healthz");
-        return r && r->body.find(fmt::format("\"engines_up\":{}", o.engines)) != std::string::npos;
+        return r && r->body.find(fmt::format("\"engines_up\":{}",
+                                             o.start_engines ? o.engines : 0)) != std::string::npos;
       },
       std::chrono::seconds(20));
   if (!ok) {

@@ -89,6 +89,9 @@ class station_fixture {
     int heartbeat_timeout_ms = 1000;
     bool with_auth = false;  // an auth server (demo accounts) and tokens on
     int rtsp_session_timeout_ms = 60'000;
+    // False: the engines are in the config but not started; the test speaks for them (heartbeats).
+    bool start_engines = true;
+    uint32_t director_threads = 1;  // the director's `threads` (VODGRID_THREADS overrides it)
   };
   station_fixture() : station_fixture(options{}) {}
   explicit station_fixture(options o);
