@@ -131,6 +131,45 @@ TEST(StationTables, AnOlderFullInventoryAppliedLateChangesNothing) {
   EXPECT_EQ(t.holders(key(2)).size(), 1u);
 }
 
+// Issue 16, item 5: a whole inventory applied in slices, each published. A segment the engine
+// keeps is never without it between slices (a console there would be sent to another station);
+// the end is what applying it at once gives.
+TEST(StationTables, AWholeInventoryInSlicesNeverLosesASegmentItKeeps) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  std::vector<uint32_t> first;
+  std::vector<uint32_t> second;
+  for (uint32_t i = 0; i < 3000; ++i) {
+    first.push_back(i);
+    second.push_back(i + 1000);
+  }
+  t.apply(beat("a", 1, 1, true, first), now);
+  station_tables::apply_job job;
+  EXPECT_FALSE(t.begin_apply(beat("a", 2, 1, true, second), now, job).resync);
+  int slices = 0;
+  while (!t.apply_slice(job, 0us)) {  // a slice every 32 changes
+    ++slices;
+    for (uint32_t i = 1000; i < 3000; i += 7) {
+      auto s = t.published(key(i));
+      ASSERT_TRUE(s.seg && s.seg->whole == std::vector<engine_slot>{slot(0)})
+          << "segment " << i << " after slice " << slices;
+    }
+  }
+  EXPECT_GT(slices, 100);
+  for (uint32_t i : {0u, 500u, 999u}) {
+    EXPECT_TRUE(t.holders(key(i)).empty()) << i;
+    EXPECT_FALSE(t.published(key(i)).seg) << i;
+  }
+  for (uint32_t i : {1000u, 2999u, 3000u, 3999u}) {
+    EXPECT_EQ(t.holders(key(i)), std::vector<engine_slot>{slot(0)}) << i;
+    auto s = t.published(key(i));
+    ASSERT_TRUE(s.seg) << i;
+    EXPECT_EQ(s.seg->whole, std::vector<engine_slot>{slot(0)}) << i;
+  }
+  EXPECT_EQ(t.engine(slot(0)).held.size(), 3000u);
+  EXPECT_EQ(t.location_count(), 3000u);
+}
+
 TEST(StationTables, ASilentEngineLeavesRotationAndReturns) {
   station_tables t(1000ms);
   auto now = steady::now();

@@ -179,6 +179,10 @@ void director_daemon::impl::register_metrics() {
   preload_orders =
       &m.counter("vodgrid_director_preload_orders_total", "Preload orders sent to engines");
   heartbeats = &m.counter("vodgrid_director_heartbeats_total", "Engine heartbeats received");
+  heartbeat_slices = &m.counter(
+      "vodgrid_director_heartbeat_slices_total",
+      "Times applying a heartbeat gave the loop back to other work before going on (a heartbeat "
+      "applied in one piece counts none)");
   heartbeats_decoded_off_loop = &m.counter(
       "vodgrid_director_heartbeats_decoded_off_loop_total",
       "Engine heartbeats large enough to be decoded on a thread of their own, off the loop "
@@ -275,9 +279,19 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
   }
   auto before = tables.find_engine(hb->engine.str());
   bool was_up = before && tables.is_up(tables.engine(*before), steady::now());
-  auto rep = tables.apply(*hb, steady::now());
+  auto copies = std::move(hb->copies);
+  auto engine = hb->engine;
+  // Issue 16, item 5: applied in slices of about apply_slice_us, each published, the loop free
+  // for other work (its consoles among them) in between. One heartbeat at a time.
+  auto applying = co_await apply_mu.lock();
+  station_tables::apply_job job;
+  auto rep = tables.begin_apply(std::move(*hb), steady::now(), job);
+  while (!tables.apply_slice(job, std::chrono::microseconds(apply_slice_us))) {
+    heartbeat_slices->inc();
+    co_await asio::post(io.get_executor(), asio::use_awaitable);
+  }
   heartbeats->inc();
-  for (auto& c : hb->copies) {
+  for (auto& c : copies) {
     // Claim 20, copy done: a copy from another station is a sample of its throughput.
     auto u = net::parse_http_url(c.source);
     auto from = u ? station_of_origin.find(u->origin()) : station_of_origin.end();
@@ -286,13 +300,13 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
     }
     if (!c.ok) {
       logger->warn("director {}: engine {} failed to copy {}: {}", station->name.str(),
-                   hb->engine.str(), c.key.str(), c.error);
+                   engine.str(), c.key.str(), c.error);
     }
   }
   if (!was_up && !rep.resync) {
+    auto& e = tables.engine(*tables.find_engine(engine.str()));
     logger->info("director {}: engine {} up at {} with {} segments", station->name.str(),
-                 hb->engine.str(), hb->url,
-                 tables.engine(*tables.find_engine(hb->engine.str())).held.size());
+                 engine.str(), e.url, e.held.size());
   }
   co_return net::json_reply(api::to_json(rep));
 }

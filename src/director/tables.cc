@@ -211,7 +211,17 @@ size_t station_tables::present_copies(const segment_key& key, steady::time_point
   return n;
 }
 
-api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::time_point now) {
+api::heartbeat_reply station_tables::apply(api::heartbeat hb, steady::time_point now) {
+  apply_job job;
+  auto rep = begin_apply(std::move(hb), now, job);
+  while (!apply_slice(job, std::chrono::microseconds::max())) {
+  }
+  return rep;
+}
+
+api::heartbeat_reply station_tables::begin_apply(api::heartbeat hb, steady::time_point now,
+                                                 apply_job& job) {
+  job.done = true;
   auto idx = find_engine(hb.engine.str());
   bool known = idx.has_value();
   if (!idx) {
@@ -243,17 +253,76 @@ api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::tim
   e.sent_base = e.sent->total();
   e.assigned = e.sent->since(now - in_flight, now);
   publish_engines();
-  if (hb.full) {
-    auto old = e.held;
-    for (auto& k : old) {
-      remove_location(*idx, k);
+  job.engine = *idx;
+  job.hb = std::move(hb);
+  job.done = false;
+  if (job.hb.full) {
+    job.now_held.reserve(job.hb.added.size());
+  }
+  return {false};
+}
+
+// Stages: 0 the removed list, 1 the added list, 2 (a whole inventory) the copies it no longer
+// names, 3 the copies arriving (the engine's whole list, short).
+bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budget) {
+  if (job.done) {
+    return true;
+  }
+  auto start = steady::now();
+  auto out_of_time = [&, n = size_t{0}]() mutable {
+    return ++n % 32 == 0 && steady::now() - start >= budget;  // the clock read every 32 changes
+  };
+  engine_entry& e = engine_mut(job.engine);
+  auto& hb = job.hb;
+  if (job.stage == 0) {
+    for (; job.pos < hb.removed.size(); ++job.pos) {
+      if (out_of_time()) {
+        publish();
+        return false;
+      }
+      remove_location(job.engine, hb.removed[job.pos]);
+    }
+    job.stage = 1;
+    job.pos = 0;
+  }
+  if (job.stage == 1) {
+    for (; job.pos < hb.added.size(); ++job.pos) {
+      if (out_of_time()) {
+        publish();
+        return false;
+      }
+      add_location(job.engine, hb.added[job.pos].key);
+      if (hb.full) {
+        job.now_held.insert(hb.added[job.pos].key);
+      }
+    }
+    job.stage = 2;
+    job.pos = 0;
+    if (hb.full) {
+      // What it held and no longer names: the old set becomes the job's list (a move, however
+      // large), the inventory's set the engine's.
+      auto old = std::move(e.held);
+      e.held = std::move(job.now_held);
+      job.stale.reserve(old.size() > e.held.size() ? old.size() - e.held.size() : 0);
+      for (auto it = old.begin(); it != old.end();) {
+        auto node = old.extract(it++);
+        if (!e.held.contains(node.value())) {
+          job.stale.push_back(std::move(node.value()));
+        }
+      }
     }
   }
-  for (auto& k : hb.removed) {
-    remove_location(*idx, k);
-  }
-  for (auto& s : hb.added) {
-    add_location(*idx, s.key);
+  if (job.stage == 2) {
+    for (; job.pos < job.stale.size(); ++job.pos) {
+      if (out_of_time()) {
+        publish();
+        return false;
+      }
+      if (!e.held.contains(job.stale[job.pos])) {  // (unless a copy was noted meanwhile)
+        forget_location(job.engine, job.stale[job.pos]);
+      }
+    }
+    job.stage = 3;
   }
   // `filling` is the engine's whole list: copies it no longer names have ended.
   std::unordered_set<segment_key> now_filling(hb.filling.begin(), hb.filling.end());
@@ -264,15 +333,16 @@ api::heartbeat_reply station_tables::apply(const api::heartbeat& hb, steady::tim
     }
   }
   for (auto& k : ended) {
-    remove_filling(*idx, k);
+    remove_filling(job.engine, k);
   }
   for (auto& k : hb.filling) {
     if (!e.held.contains(k)) {
-      add_filling(*idx, k);
+      add_filling(job.engine, k);
     }
   }
   publish();
-  return {false};
+  job.done = true;
+  return true;
 }
 
 void station_tables::publish_engines() {
@@ -439,6 +509,9 @@ void station_tables::add_location(engine_slot engine, const segment_key& key) {
     dirty_.push_back(key);
     note_engine_change(engine, key, false, true);
     auto& l = locations_[key];
+    if (std::find(l.begin(), l.end(), engine) != l.end()) {
+      return;  // (held again while a whole inventory's slices were forgetting it)
+    }
     l.push_back(engine);
     if (l.size() == 1) {
       changes_[key] = true;
@@ -465,6 +538,10 @@ void station_tables::remove_location(engine_slot engine, const segment_key& key)
   if (engine_mut(engine).held.erase(key) == 0) {
     return;
   }
+  forget_location(engine, key);
+}
+
+void station_tables::forget_location(engine_slot engine, const segment_key& key) {
   dirty_.push_back(key);
   note_engine_change(engine, key, false, false);
   auto it = locations_.find(key);

@@ -153,7 +153,25 @@ class station_tables {
 
   // Applies a heartbeat. Returns resync=true when the director cannot apply changes (unknown
   // engine, new epoch, missed sequence number): the engine then sends its whole inventory.
-  api::heartbeat_reply apply(const api::heartbeat& hb, steady::time_point now);
+  api::heartbeat_reply apply(api::heartbeat hb, steady::time_point now);
+
+  // The same in slices (issue 16, item 5: a whole inventory of 100k segments must not hold the
+  // home loop for long): begin_apply applies the engine's status and load and answers as apply
+  // would; apply_slice then makes the segment changes for about `budget` and says whether it is
+  // done, each slice published. A whole inventory adds what it names before it drops what it no
+  // longer names, so that between slices a segment it keeps never looks lost. One heartbeat at a
+  // time (the caller serializes them); other changes may come between slices.
+  struct apply_job {
+    engine_slot engine{};
+    api::heartbeat hb;
+    int stage = 0;
+    size_t pos = 0;
+    std::unordered_set<segment_key> now_held;  // a whole inventory's, as its slices add it
+    std::vector<segment_key> stale;            // what it no longer names (stage 2)
+    bool done = false;
+  };
+  api::heartbeat_reply begin_apply(api::heartbeat hb, steady::time_point now, apply_job& job);
+  bool apply_slice(apply_job& job, std::chrono::microseconds budget);
 
   bool is_up(const engine_entry& e, steady::time_point now) const {
     return e.epoch != 0 && now - e.last_seen <= timeout_;
@@ -307,6 +325,8 @@ class station_tables {
                                            copy_kind kind = copy_kind::whole) const;
   void add_location(engine_slot engine, const segment_key& key);
   void remove_location(engine_slot engine, const segment_key& key);
+  // remove_location for a key already gone from the engine's `held` (a whole inventory's swap).
+  void forget_location(engine_slot engine, const segment_key& key);
   void add_filling(engine_slot engine, const segment_key& key);
   void remove_filling(engine_slot engine, const segment_key& key);
   void note_engine_change(engine_slot engine, const segment_key& key, bool filling, bool held);
@@ -314,7 +334,8 @@ class station_tables {
   void publish();
   void publish_engines();
 
-  static constexpr size_t shard_count = 1024;
+  // About 6 segments a shard at 100k: publishing a change copies a shard of a few entries.
+  static constexpr size_t shard_count = 16384;
   struct published_state;  // tables.cc: the atomics the other loops read
 
   std::chrono::milliseconds timeout_;
