@@ -6,9 +6,11 @@
 // lock unless other threads touch it too. A connection stays on the loop that accepted it.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <list>
 #include <map>
@@ -26,6 +28,11 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/json/value.hpp>
+#include <boost/system/error_code.hpp>
+
+namespace boost::asio::ssl {
+class context;
+}
 
 #include "base/cidr.h"
 #include "base/result.h"
@@ -170,6 +177,13 @@ struct server_options {
   // JSON reason (an empty list: none). Unset: every client (a server of no grid, as tests make).
   std::optional<std::vector<address_range>> metrics_from;
 };
+
+// A server's `tls = { cert = "...", key = "..." }` (net/tls.h checks and loads them).
+struct tls_files {
+  std::filesystem::path cert;  // PEM: the certificate, then any intermediates
+  std::filesystem::path key;  // PEM private key: a secret, refused when group or others may read it
+};
+
 // The timeouts are checked by one timer per server that ticks at a quarter of the shortest of
 // them (between 5 ms and 1 s), so each may run over by up to one tick.
 
@@ -210,6 +224,15 @@ class http_server {
   }
   const std::string& name() const { return name_; }
 
+  // TLS on the port (net/tls.h): every connection is TLS from its first byte, its handshake done
+  // within header_timeout; a plain-HTTP request, garbage or a handshake cut short is refused and
+  // logged (at most one line a second). Before listen; an error (one line) changes nothing.
+  status set_tls(tls_files f);
+  // Loads the files again (SIGHUP): new connections get the new certificate, open ones keep theirs.
+  // On an error the certificate in use stays.
+  status reload_tls();
+  bool tls() const { return tls_files_.has_value(); }
+
  private:
   // One part of a route pattern: a literal, or a capture `{}` followed by `text` (its suffix).
   struct route_part {
@@ -248,6 +271,16 @@ class http_server {
   asio::awaitable<void> accept_loop(loop& l);
   asio::awaitable<void> sweep_loop(loop& l);
   asio::awaitable<void> run_session(loop& l, tcp::socket sock);
+  // TLS (server.cc, reply.cc): the handshake (false: refused, logged); the header read through
+  // the TLS stream (the error, as pull_header's `rec`); writes of `parts`; a file slice read in
+  // bounded chunks and written through TLS (no sendfile over TLS without kernel TLS).
+  asio::awaitable<bool> handshake(session& s);
+  asio::awaitable<boost::system::error_code> pull_header_tls(session& s) const;
+  asio::awaitable<boost::system::error_code> write_out(session& s,
+                                                       std::array<asio::const_buffer, 2> parts,
+                                                       int flags);
+  asio::awaitable<boost::system::error_code> send_file_tls(session& s, int fd, uint64_t offset,
+                                                           uint64_t length, uint64_t& sent);
   // Sends a reply's file or stream owner to the home loop to be released there (an owner may
   // count a stream in the daemon's state); nothing for a connection of the home loop.
   void release_on_home(session& s, reply& r);
@@ -316,6 +349,14 @@ class http_server {
   metric_value* bytes_sent_ = nullptr;
   metric_value* file_bytes_sent_ = nullptr;
   metric_value* stream_bytes_sent_ = nullptr;
+  std::optional<tls_files> tls_files_;
+  // The context new connections take; each keeps the one it took (a reload swaps this one).
+  std::atomic<std::shared_ptr<asio::ssl::context>> tls_ctx_;
+  metric_value* tls_full_ = nullptr;  // handshakes by result
+  metric_value* tls_resumed_ = nullptr;
+  metric_value* tls_failed_ = nullptr;
+  std::atomic<int64_t> tls_logged_at_{0};  // steady seconds of the last refusal logged
+  std::atomic<uint64_t> tls_unlogged_{0};  // refusals not logged since (one line a second)
 };
 
 }  // namespace vodgrid::net

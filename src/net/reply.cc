@@ -19,6 +19,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 
 #include "net/run_on.h"
 #include "net/server_internal.h"
@@ -315,6 +316,14 @@ bool http_server::start_reply(session& s, const reply& r, bool head, bool keep_a
   if ((r.file || r.stream) && !head) {
     return false;  // finish_reply sends the head and the file or stream
   }
+  if (s.tls) {
+    // Through TLS nothing goes without awaiting: finish_reply sends the head with the body.
+    if (!head) {
+      h += r.body;
+      bytes_sent_->inc(static_cast<double>(r.body.size()));
+    }
+    return false;
+  }
   std::array<asio::const_buffer, 2> parts{asio::buffer(h),
                                           head ? asio::const_buffer() : asio::buffer(r.body)};
   size_t total = parts[0].size() + parts[1].size();
@@ -350,7 +359,7 @@ asio::awaitable<bool> http_server::finish_reply(session& s, reply r, bool head) 
           ? MSG_MORE
           : 0;  // the head leaves with the file's start
   std::array<asio::const_buffer, 2> rest{asio::buffer(s.head), asio::const_buffer()};
-  auto ec = co_await write_rest(*s.sock, rest, 0, flags, s.deadline, opts_.write_timeout);
+  auto ec = co_await write_out(s, rest, flags);
   // A reply's owners go back to the home loop to be released (release_on_home).
   auto done = [&](bool ok) {
     release_on_home(s, r);
@@ -361,8 +370,9 @@ asio::awaitable<bool> http_server::finish_reply(session& s, reply r, bool head) 
   }
   if (file) {
     uint64_t sent = 0;
-    auto fec = co_await send_file(*s.sock, r.file->fd, r.file->offset, r.file->length, s.deadline,
-                                  opts_.write_timeout, sent);
+    auto fec = s.tls ? co_await send_file_tls(s, r.file->fd, r.file->offset, r.file->length, sent)
+                     : co_await send_file(*s.sock, r.file->fd, r.file->offset, r.file->length,
+                                          s.deadline, opts_.write_timeout, sent);
     bytes_sent_->inc(static_cast<double>(sent));
     file_bytes_sent_->inc(static_cast<double>(sent));
     if (fec) {
@@ -429,7 +439,12 @@ asio::awaitable<bool> http_server::send_stream(session& s, const stream_slice& s
     }
     uint64_t n = std::min(end, v.available) - pos;
     uint64_t sent = 0;
-    auto ec = co_await send_file(*s.sock, v.fd, pos, n, s.deadline, opts_.write_timeout, sent);
+    boost::system::error_code ec;
+    if (s.tls) {
+      ec = co_await send_file_tls(s, v.fd, pos, n, sent);
+    } else {
+      ec = co_await send_file(*s.sock, v.fd, pos, n, s.deadline, opts_.write_timeout, sent);
+    }
     bytes_sent_->inc(static_cast<double>(sent));
     stream_bytes_sent_->inc(static_cast<double>(sent));
     if (ec) {
@@ -438,6 +453,68 @@ asio::awaitable<bool> http_server::send_stream(session& s, const stream_slice& s
     pos += n;
   }
   co_return true;
+}
+
+// A plain connection's writes go straight to the socket (write_rest); a TLS connection's through
+// its stream, whose write completes once OpenSSL has handed every record to the socket.
+asio::awaitable<boost::system::error_code> http_server::write_out(
+    session& s, std::array<asio::const_buffer, 2> parts, int flags) {
+  if (!s.tls) {
+    co_return co_await write_rest(*s.sock, parts, 0, flags, s.deadline, opts_.write_timeout);
+  }
+  s.deadline = steady::now() + opts_.write_timeout;
+  auto [ec, n] = co_await asio::async_write(*s.tls, parts, use_tuple);
+  co_return ec;
+}
+
+// Without kernel TLS, sendfile cannot encrypt: the slice is read into a buffer of the connection
+// (tls_chunk bytes at a time, so that a segment never sits whole in memory) and written through
+// the stream, each chunk with its own write deadline. A chunk not in the page cache is read on the
+// disk threads, as send_file's sendfile would be, so that a cold disk never stalls the loop.
+asio::awaitable<boost::system::error_code> http_server::send_file_tls(session& s, int fd,
+                                                                      uint64_t offset,
+                                                                      uint64_t length,
+                                                                      uint64_t& sent) {
+  constexpr size_t tls_chunk = 64 * 1024;
+  std::unique_ptr<char[]> chunk(new char[tls_chunk]);
+  uint64_t pos = offset;
+  uint64_t end = offset + length;
+  while (pos < end) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(end - pos, tls_chunk));
+    char* into = chunk.get();
+    auto read = [fd, into, want, pos]() -> int64_t {
+      for (;;) {
+        ssize_t k = ::pread(fd, into, want, static_cast<off_t>(pos));
+        if (k >= 0 || errno != EINTR) {
+          return k >= 0 ? k : -errno;
+        }
+      }
+    };
+    int64_t n = 0;
+    if (resident(fd, pos, want)) {
+      n = read();
+    } else {
+      s.deadline = steady::time_point::max();  // the disk's time, not the console's
+      loads_total.fetch_add(1, std::memory_order_relaxed);
+      auto r = co_await run_on(disk_pool(), [&read] { return result<int64_t>(read()); });
+      n = r ? *r : -EIO;
+    }
+    if (n == 0) {
+      co_return make_error_code(asio::error::eof);  // the file is shorter than promised
+    }
+    if (n < 0) {
+      co_return boost::system::error_code(static_cast<int>(-n), boost::system::system_category());
+    }
+    s.deadline = steady::now() + opts_.write_timeout;
+    auto [ec, w] =
+        co_await asio::async_write(*s.tls, asio::buffer(into, static_cast<size_t>(n)), use_tuple);
+    sent += w;
+    if (ec) {
+      co_return ec;
+    }
+    pos += static_cast<uint64_t>(n);
+  }
+  co_return boost::system::error_code{};
 }
 
 // Writes one reply; false if the connection must end.

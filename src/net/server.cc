@@ -1,8 +1,10 @@
 // The HTTP server: the accept loop, one coroutine per connection reading requests and calling
 // their handlers, the deadline sweep and the two-phase stop.
+#include <openssl/ssl.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
@@ -16,6 +18,7 @@
 #include "base/log.h"
 #include "net/server_internal.h"
 #include "net/target.h"
+#include "net/tls.h"
 
 namespace vodgrid::net {
 
@@ -71,6 +74,37 @@ http_server::http_server(asio::any_io_executor ex, std::string name, server_opti
 }
 
 http_server::~http_server() = default;
+
+status http_server::set_tls(tls_files f) {
+  auto ctx = make_server_context(f);
+  if (!ctx) {
+    return ctx.err();
+  }
+  tls_files_ = std::move(f);
+  tls_ctx_.store(std::move(*ctx));
+  if (!tls_full_) {
+    auto handshakes = [this](const char* labels) {
+      return &metrics_.counter("vodgrid_tls_handshakes_total",
+                               "TLS handshakes of the server's connections, by result", labels);
+    };
+    tls_full_ = handshakes("result=\"full\"");
+    tls_resumed_ = handshakes("result=\"resumed\"");
+    tls_failed_ = handshakes("result=\"failed\"");
+  }
+  return {};
+}
+
+status http_server::reload_tls() {
+  if (!tls_files_) {
+    return {};
+  }
+  auto ctx = make_server_context(*tls_files_);
+  if (!ctx) {
+    return ctx.err();
+  }
+  tls_ctx_.store(std::move(*ctx));
+  return {};
+}
 
 bool http_server::on_home_loop() const {
   return std::this_thread::get_id() == home_thread_.load(std::memory_order_relaxed);
@@ -252,6 +286,69 @@ http_server::header_pull http_server::pull_header(session& s, boost::system::err
   }
 }
 
+// pull_header through TLS: the stream's reads complete from what OpenSSL holds decrypted before
+// they wait for the socket, so there is no non-blocking step to take first.
+asio::awaitable<boost::system::error_code> http_server::pull_header_tls(session& s) const {
+  boost::system::error_code rec;
+  while (true) {
+    if (s.buf.size() > 0) {
+      size_t used = s.parser->put(s.buf.data(), rec);
+      s.buf.consume(used);
+      if (rec != http::error::need_more) {
+        co_return rec;
+      }
+      rec = {};
+    }
+    auto [ec, n] = co_await s.tls->async_read_some(s.buf.prepare(4096), use_tuple);
+    if (ec) {
+      // A peer that closes without TLS's close_notify (stream_truncated) has closed all the same.
+      if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+        co_return s.parser->got_some() ? http::error::partial_message : http::error::end_of_stream;
+      }
+      co_return ec;
+    }
+    s.buf.commit(n);
+  }
+}
+
+// The TLS handshake of a new connection, within header_timeout (the sweep cuts it). A refusal (a
+// plain-HTTP request, garbage, a handshake cut short or too slow) is logged, at most one line a
+// second with the count of those not logged, so that a flood of them cannot fill the log.
+asio::awaitable<bool> http_server::handshake(session& s) {
+  s.tls_ctx = tls_ctx_.load();
+  s.tls = std::make_unique<tls_stream>(*s.sock, *s.tls_ctx);
+  s.deadline = steady::now() + opts_.header_timeout;
+  auto [ec] = co_await s.tls->async_handshake(asio::ssl::stream_base::server, use_tuple);
+  s.deadline = steady::time_point::max();
+  if (!ec) {
+    (SSL_session_reused(s.tls->native_handle()) ? tls_resumed_ : tls_full_)->inc();
+    co_return true;
+  }
+  tls_failed_->inc();
+  if (stopping_) {
+    co_return false;
+  }
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(steady::now().time_since_epoch());
+  auto last = tls_logged_at_.load(std::memory_order_relaxed);
+  if (now.count() > last &&
+      tls_logged_at_.compare_exchange_strong(last, now.count(), std::memory_order_relaxed)) {
+    std::string why = ec == asio::error::operation_aborted ? "not finished in time"
+                      : ec == asio::error::eof             ? "the client closed the connection"
+                                                           : ec.message();
+    if (ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_HTTP_REQUEST &&
+        ec.category() == asio::error::get_ssl_category()) {
+      why = "a plain-HTTP request on a TLS port";
+    }
+    auto skipped = tls_unlogged_.exchange(0, std::memory_order_relaxed);
+    log::get("net")->warn(
+        "{}: TLS handshake from {} refused: {}{}", name_, s.ctx.remote.address().to_string(), why,
+        skipped ? fmt::format(" ({} more refused since the last line)", skipped) : std::string());
+  } else {
+    tls_unlogged_.fetch_add(1, std::memory_order_relaxed);
+  }
+  co_return false;
+}
+
 // The route of a request whose header is read, its body limit, or the reply refusing it.
 http_server::admission http_server::admit(session& s, size_t& last_route) const {
   auto& hdr = s.parser->get();
@@ -289,13 +386,18 @@ asio::awaitable<bool> http_server::read_body(session& s, uint64_t limit, bool he
     s.deadline = steady::now() + opts_.write_timeout;
     std::array<asio::const_buffer, 2> cont{
         asio::buffer(std::string_view("HTTP/1.1 100 Continue\r\n\r\n")), {}};
-    auto cec = co_await write_rest(*s.sock, cont, 0, 0, s.deadline, opts_.write_timeout);
+    auto cec = co_await write_out(s, cont, 0);
     if (cec) {
       co_return false;
     }
   }
   s.deadline = steady::now() + opts_.body_timeout;
-  auto [bec, bn] = co_await http::async_read(*s.sock, s.buf, *s.parser, use_tuple);
+  boost::system::error_code bec;
+  if (s.tls) {
+    std::tie(bec, std::ignore) = co_await http::async_read(*s.tls, s.buf, *s.parser, use_tuple);
+  } else {
+    std::tie(bec, std::ignore) = co_await http::async_read(*s.sock, s.buf, *s.parser, use_tuple);
+  }
   s.deadline = steady::time_point::max();
   if (bec == http::error::body_limit) {
     co_await write_reply(s, too_large(limit), head, false);
@@ -333,6 +435,13 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
   sock.non_blocking(true, ec);
   request_context& ctx = s.ctx;
   ctx.remote = sock.remote_endpoint(ec);
+  bool tls_up = false;  // a TLS handshake completed: a close_notify ends the connection
+  if (tls_files_ && !ec) {
+    tls_up = co_await handshake(s);
+    if (!tls_up) {
+      ec = asio::error::connection_refused;  // no request is read
+    }
+  }
 
   bool first = true;
   // Whether to look for the next request after the other ready connections have been served,
@@ -347,7 +456,7 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
     s.parser->body_limit(boost::none);  // the route's limit is set once the header names the route
     s.deadline = steady::now() + (first ? opts_.header_timeout : opts_.idle_timeout);
     bool wait_first = !first && s.buf.size() == 0;
-    s.sniffing = first && foreign_ != nullptr;
+    s.sniffing = first && foreign_ != nullptr && !s.tls;
     first = false;
     boost::system::error_code rec;
     // Right after a reply the next request has seldom arrived yet. async_read_some would read at
@@ -361,7 +470,10 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
     // Measured: director/nginx 0.99 -> 1.03 (medians of the alternated runs, docs/performance.md).
     bool deferred = false;
     bool foreign = false;
-    while (true) {
+    if (s.tls) {
+      rec = co_await pull_header_tls(s);
+    }
+    while (!s.tls) {
       if (wait_first) {
         wait_first = false;
         if (plain_waits == 0) {
@@ -484,6 +596,11 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
     if (!keep_alive) {
       break;
     }
+  }
+  if (tls_up && !stopping_) {
+    // Best effort, without waiting: the close_notify goes if the socket takes it; the peer's is
+    // not awaited (the stream's read finds the socket empty and ends).
+    s.tls->shutdown(ec);
   }
   sock.shutdown(tcp::socket::shutdown_send, ec);
   sock.close(ec);

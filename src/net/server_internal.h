@@ -5,6 +5,7 @@
 #include <array>
 #include <chrono>
 #include <list>
+#include <memory>
 #include <string>
 
 #include <optional>
@@ -13,6 +14,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/parser.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include "net/http.h"
 
@@ -21,8 +23,14 @@ namespace vodgrid::net {
 using steady = std::chrono::steady_clock;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
+using tls_stream = boost::beast::ssl_stream<tcp::socket&>;
+
 struct http_server::session {
   tcp::socket* sock = nullptr;
+  // On a TLS port: the stream over `sock` every read and write goes through, and the context it
+  // took (kept while it lives, whatever a reload swaps in); null on a plain port.
+  std::unique_ptr<tls_stream> tls;
+  std::shared_ptr<asio::ssl::context> tls_ctx;
   loop* on = nullptr;     // the loop serving the connection (its thread runs this coroutine)
   bool busy = false;      // a request is being handled; idle sessions are cut first at stop
   bool sniffing = false;  // the first request line is read before the parser sees it (foreign_)

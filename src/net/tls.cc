@@ -1,0 +1,99 @@
+#include "net/tls.h"
+
+// Asio's SSL part, compiled here once (BOOST_ASIO_SEPARATE_COMPILATION; base/asio_impl.cc has the
+// rest): only vodgrid_net links OpenSSL's libssl.
+#include <boost/asio/ssl/impl/src.hpp>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <fmt/format.h>
+
+#include "base/fs.h"
+
+namespace vodgrid::net {
+
+namespace ssl = boost::asio::ssl;
+
+const char* const tls12_ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+namespace {
+
+// OpenSSL's reason for the last failure (its error queue emptied), "" if none.
+std::string openssl_reason() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    if (const char* r = ERR_reason_error_string(e)) {
+      out = r;  // the last: the most specific of the chain OpenSSL kept
+    }
+  }
+  return out;
+}
+
+error tls_error(std::string detail) {
+  return error{errc::invalid_argument, "tls: " + std::move(detail)};
+}
+
+}  // namespace
+
+result<std::shared_ptr<ssl::context>> make_server_context(const tls_files& f) {
+  if (f.cert.empty() || f.key.empty()) {
+    return tls_error("needs both 'cert' and 'key'");
+  }
+  // The key is a secret: the same rule as every secret file of the grid (base/fs.h).
+  if (auto st = check_private_file(f.key); !st) {
+    return tls_error(fmt::format("key {}", st.err().detail));
+  }
+  auto cert = read_file(f.cert, 1 << 20);
+  if (!cert) {
+    return tls_error(fmt::format("certificate {}", cert.err().detail));
+  }
+  auto key = read_file(f.key, 1 << 20);
+  if (!key) {
+    return tls_error(fmt::format("key {}", key.err().detail));
+  }
+  ERR_clear_error();
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  SSL_CTX* c = ctx->native_handle();
+  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+  SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION);
+  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  if (SSL_CTX_set_cipher_list(c, tls12_ciphers) != 1) {
+    return tls_error("the cipher list is refused: " + openssl_reason());
+  }
+  boost::system::error_code ec;
+  ctx->use_certificate_chain(boost::asio::buffer(*cert), ec);
+  if (ec) {
+    return tls_error(fmt::format("{} is not a PEM certificate: {}", f.cert.string(), ec.message()));
+  }
+  // Parsed apart from its use, so that "not a key" and "not this certificate's key" are told apart.
+  BIO* bio = BIO_new_mem_buf(key->data(), static_cast<int>(key->size()));
+  EVP_PKEY* pkey = bio ? PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr) : nullptr;
+  BIO_free(bio);
+  if (!pkey) {
+    return tls_error(
+        fmt::format("{} is not a PEM private key: {}", f.key.string(), openssl_reason()));
+  }
+  int used = SSL_CTX_use_PrivateKey(c, pkey);
+  EVP_PKEY_free(pkey);
+  if (used != 1 || SSL_CTX_check_private_key(c) != 1) {
+    ERR_clear_error();
+    return tls_error(
+        fmt::format("the key {} is not the certificate {}'s", f.key.string(), f.cert.string()));
+  }
+  X509* x = SSL_CTX_get0_certificate(c);
+  if (X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
+    return tls_error(fmt::format("the certificate {} has expired", f.cert.string()));
+  }
+  if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
+    return tls_error(fmt::format("the certificate {} is not valid yet", f.cert.string()));
+  }
+  ERR_clear_error();
+  return ctx;
+}
+
+}  // namespace vodgrid::net

@@ -1,0 +1,357 @@
+// TLS on net::http_server (issue 17, item 1): certificates checked at start with one line, files
+// and bodies through TLS read by curl trusting a test CA, a certificate swapped by a reload while
+// a connection made before keeps going, and a plain-HTTP request, garbage and a stalled handshake
+// refused without harm. The server runs on two event loops, as a daemon with `threads = 2`.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+#include <openssl/x509.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/json/serialize.hpp>
+
+#include "net/http.h"
+#include "net/tls.h"
+#include "support/support.h"
+
+namespace vodgrid::net {
+namespace {
+
+namespace fs = std::filesystem;
+namespace ssl = asio::ssl;
+using namespace std::chrono_literals;
+using V = http::verb;
+
+// A CA, two leaves it signed for 127.0.0.1 (CN leaf1, leaf2) and an expired one (CN old), made
+// with the openssl command; keys 0600.
+constexpr const char* make_certs = R"(set -e
+q() { "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; }
+q openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+  -out ca.crt -days 3 -subj /CN=vodgrid-test-ca
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > san.cnf
+for n in leaf1 leaf2; do
+  q openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $n.key -out $n.csr \
+    -subj /CN=$n
+  q openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -set_serial 0x$(openssl rand -hex 8) \
+    -days 2 -extfile san.cnf -out $n.crt
+done
+printf '[ca]\ndefault_ca=d\n[d]\ndatabase=index.txt\nnew_certs_dir=.\nserial=serial\n' > ca.cnf
+printf 'default_md=sha256\npolicy=p\n[p]\ncommonName=supplied\n' >> ca.cnf
+: > index.txt; echo 01 > serial
+q openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout old.key -out old.csr \
+  -subj /CN=old
+q openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in old.csr -out old.crt \
+  -startdate 20200101000000Z -enddate 20200102000000Z -notext
+chmod 600 *.key
+)";
+
+class Tls : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    certs_ = new test::temp_dir();
+    auto r =
+        test::run({"/bin/bash", "-c", fmt::format("cd '{}' && {}", dir().string(), make_certs)});
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  static void TearDownTestSuite() {
+    delete certs_;
+    certs_ = nullptr;
+  }
+  static const fs::path& dir() { return certs_->path(); }
+  static tls_files leaf(const std::string& n) {
+    return {dir() / (n + ".crt"), dir() / (n + ".key")};
+  }
+  static test::temp_dir* certs_;
+};
+test::temp_dir* Tls::certs_ = nullptr;
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string pattern_bytes(size_t n) {
+  std::string s(n, '\0');
+  uint32_t x = 4242;
+  for (char& c : s) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+// An HTTPS server on two loops: GET /file (a 3 MB file body), GET /echo (JSON), POST /upload.
+class tls_harness {
+ public:
+  explicit tls_harness(tls_files f, server_options opts = {}) : file_(dir_.path() / "data.bin") {
+    std::ofstream(file_, std::ios::binary) << pattern_bytes(3 << 20);
+    extra_guard_.emplace(asio::make_work_guard(extra_));
+    server_.emplace(io_.get_executor(), "tlstest", opts);
+    auto file = file_;
+    server_->route(V::get, "/file", [file](request_context&) -> asio::awaitable<reply> {
+      int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+      reply r;
+      r.content_type = "application/octet-stream";
+      r.file = file_slice{std::shared_ptr<void>(nullptr, [fd](void*) { ::close(fd); }), fd, 0,
+                          fs::file_size(file)};
+      co_return r;
+    });
+    server_->route(V::get, "/echo", [](request_context& c) -> asio::awaitable<reply> {
+      co_return json_reply(boost::json::object{{"path", c.path}});
+    });
+    server_->route(
+        V::post, "/upload",
+        [](request_context& c) -> asio::awaitable<reply> {
+          co_return json_reply(boost::json::object{{"received", c.req.body().size()}});
+        },
+        4 << 20);
+    auto st = server_->set_tls(std::move(f));
+    if (!st) {
+      throw std::runtime_error(st.err().detail);
+    }
+    auto port = server_->listen("127.0.0.1", 0, {extra_.get_executor()});
+    if (!port) {
+      throw std::runtime_error(port.err().detail);
+    }
+    port_ = *port;
+    threads_.emplace_back([this] { io_.run(); });
+    threads_.emplace_back([this] { extra_.run(); });
+  }
+  ~tls_harness() {
+    asio::co_spawn(io_, server_->stop(0ms), asio::use_future).get();
+    extra_guard_.reset();
+    for (auto& t : threads_) {
+      t.join();
+    }
+    server_.reset();
+  }
+  status reload() {
+    return asio::co_spawn(
+               io_, [this]() -> asio::awaitable<status> { co_return server_->reload_tls(); },
+               asio::use_future)
+        .get();
+  }
+  uint16_t port() const { return port_; }
+  std::string url(const std::string& t) const {
+    return fmt::format("https://127.0.0.1:{}{}", port_, t);
+  }
+  const fs::path& file() const { return file_; }
+  // A metric's value read through HTTPS with the test CA (0 if absent).
+  double metric(const fs::path& ca, const std::string& line_start) {
+    auto r = test::run({"/usr/bin/curl", "-sS", "--cacert", ca.string(), url("/metrics")});
+    std::istringstream in(r.out);
+    for (std::string l; std::getline(in, l);) {
+      if (l.starts_with(line_start + " ")) {
+        return std::stod(l.substr(line_start.size() + 1));
+      }
+    }
+    return 0;
+  }
+
+ private:
+  test::temp_dir dir_;
+  fs::path file_;
+  asio::io_context io_;
+  asio::io_context extra_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> extra_guard_;
+  std::optional<http_server> server_;
+  std::vector<std::thread> threads_;
+  uint16_t port_ = 0;
+};
+
+// A blocking TLS client trusting `ca`: one connection, requests on it in turn.
+class tls_client {
+ public:
+  tls_client(uint16_t port, const fs::path& ca) : ctx_(ssl::context::tls_client), s_(io_, ctx_) {
+    ctx_.load_verify_file(ca.string());
+    ctx_.set_verify_mode(ssl::verify_peer);
+    s_.next_layer().connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    s_.handshake(ssl::stream_base::client);
+  }
+  // The common name of the server's certificate.
+  std::string peer_cn() {
+    X509* x = SSL_get0_peer_certificate(s_.native_handle());
+    char cn[256] = {};
+    X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn);
+    return cn;
+  }
+  // GET `target` on this connection; the whole response (head and body, Content-Length framed).
+  std::string get(const std::string& target) {
+    asio::write(s_, asio::buffer("GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+    std::string in;
+    char buf[4096];
+    while (true) {
+      auto end = in.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        std::smatch m;
+        std::string head = in.substr(0, end);
+        if (std::regex_search(head, m, std::regex("Content-Length: (\\d+)")) &&
+            in.size() >= end + 4 + std::stoul(m[1])) {
+          return in;
+        }
+      }
+      boost::system::error_code ec;
+      size_t n = s_.read_some(asio::buffer(buf), ec);
+      if (ec) {
+        return in;
+      }
+      in.append(buf, n);
+    }
+  }
+
+ private:
+  asio::io_context io_;
+  ssl::context ctx_;
+  ssl::stream<tcp::socket> s_;
+};
+
+TEST_F(Tls, RefusesBadFilesAtStartWithOneLine) {
+  auto one_line = [](const tls_files& f, const std::string& expect) {
+    asio::io_context io;
+    http_server s(io.get_executor(), "t");
+    auto st = s.set_tls(f);
+    ASSERT_FALSE(st) << expect;
+    EXPECT_NE(st.err().detail.find(expect), std::string::npos) << st.err().detail;
+    EXPECT_EQ(st.err().detail.find('\n'), std::string::npos) << st.err().detail;
+    EXPECT_FALSE(s.tls());
+  };
+  one_line({dir() / "leaf1.crt", dir() / "missing.key"}, "missing.key does not exist");
+  one_line({dir() / "missing.crt", dir() / "leaf1.key"}, "missing.crt does not exist");
+  one_line({dir() / "leaf1.crt", dir() / "leaf2.key"}, "is not the certificate");
+  one_line(leaf("old"), "has expired");
+  one_line({dir() / "leaf1.key", dir() / "leaf1.key"}, "is not a PEM certificate");
+  one_line({dir() / "leaf1.crt", dir() / "san.cnf"}, "group and others must have no access");
+  fs::copy_file(dir() / "leaf1.key", dir() / "open.key", fs::copy_options::overwrite_existing);
+  ::chmod((dir() / "open.key").c_str(), 0640);
+  one_line({dir() / "leaf1.crt", dir() / "open.key"}, "open.key holds a secret but has mode 0640");
+  ::chmod((dir() / "open.key").c_str(), 0600);
+  std::ofstream(dir() / "open.key", std::ios::trunc) << "not a key\n";
+  one_line({dir() / "leaf1.crt", dir() / "open.key"}, "is not a PEM private key");
+
+  asio::io_context io;
+  http_server s(io.get_executor(), "t");
+  EXPECT_TRUE(s.set_tls(leaf("leaf1")));
+  EXPECT_TRUE(s.tls());
+}
+
+TEST_F(Tls, CurlTrustingTheCaReadsFilesJsonAndUploads) {
+  tls_harness h(leaf("leaf1"));
+  auto ca = (dir() / "ca.crt").string();
+  auto out = h.file().parent_path() / "got.bin";
+  // Two requests on one connection (curl reuses it): the file, then JSON.
+  auto r = test::run({"/usr/bin/curl", "-sS", "--fail", "--cacert", ca, "-o", out.string(),
+                      h.url("/file"), "-o", (out.string() + ".json"), h.url("/echo")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(pattern_bytes(3 << 20) == read_file(out)) << "the file differs";
+  EXPECT_EQ(read_file(out.string() + ".json"), "{\"path\":\"/echo\"}\n");
+  EXPECT_EQ(h.metric(dir() / "ca.crt", "vodgrid_tls_handshakes_total{result=\"full\"}"), 2);
+
+  // A body read through TLS, with the 100 Continue curl asks for.
+  std::ofstream(out, std::ios::binary | std::ios::trunc) << pattern_bytes(1536 * 1024);
+  r = test::run({"/usr/bin/curl", "-sS", "--fail", "--cacert", ca, "-H", "Expect: 100-continue",
+                 "--data-binary", "@" + out.string(), h.url("/upload")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "{\"received\":1572864}\n");
+
+  // A client that does not trust the CA refuses the server; one for another name too.
+  r = test::run({"/usr/bin/curl", "-sS", h.url("/echo")});
+  EXPECT_NE(r.status, 0);
+  r = test::run({"/usr/bin/curl", "-sS", "--cacert", ca, "--resolve",
+                 fmt::format("other.example:{}:127.0.0.1", h.port()),
+                 fmt::format("https://other.example:{}/echo", h.port())});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("other.example"), std::string::npos) << r.err;
+}
+
+TEST_F(Tls, OnlyTls12And13) {
+  tls_harness h(leaf("leaf1"));
+  auto ca = (dir() / "ca.crt").string();
+  auto r = test::run(
+      {"/usr/bin/curl", "-sS", "--cacert", ca, "--tlsv1.1", "--tls-max", "1.1", h.url("/echo")});
+  EXPECT_NE(r.status, 0) << "TLS 1.1 must be refused";
+  for (const char* v : {"1.2", "1.3"}) {
+    r = test::run({"/usr/bin/curl", "-sS", "--fail", "--cacert", ca, std::string("--tlsv") + v,
+                   "--tls-max", v, h.url("/echo")});
+    EXPECT_EQ(r.status, 0) << v << ": " << r.err;
+  }
+}
+
+TEST_F(Tls, ReloadServesTheNewCertificateWhileAConnectionMadeBeforeGoesOn) {
+  // The files the server reads, replaced in place as an operator renewing would.
+  test::temp_dir live;
+  tls_files f{live.path() / "server.crt", live.path() / "server.key"};
+  fs::copy_file(dir() / "leaf1.crt", f.cert);
+  fs::copy_file(dir() / "leaf1.key", f.key);
+  tls_harness h(f);
+  auto ca = dir() / "ca.crt";
+  tls_client before(h.port(), ca);
+  EXPECT_EQ(before.peer_cn(), "leaf1");
+  EXPECT_EQ(test::status_of(before.get("/echo")), 200);
+
+  // A broken renewal changes nothing: the reload fails with its reason, leaf1 stays.
+  fs::copy_file(dir() / "leaf2.crt", f.cert, fs::copy_options::overwrite_existing);
+  auto st = h.reload();
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.err().detail.find("is not the certificate"), std::string::npos);
+  EXPECT_EQ(tls_client(h.port(), ca).peer_cn(), "leaf1");
+
+  fs::copy_file(dir() / "leaf2.key", f.key, fs::copy_options::overwrite_existing);
+  ASSERT_TRUE(h.reload());
+  for (int i = 0; i < 4; ++i) {  // on either loop
+    EXPECT_EQ(tls_client(h.port(), ca).peer_cn(), "leaf2");
+  }
+  auto again = before.get("/file");
+  EXPECT_EQ(test::status_of(again), 200);
+  EXPECT_EQ(again.size() - again.find("\r\n\r\n") - 4, 3u << 20);
+  EXPECT_EQ(before.peer_cn(), "leaf1");
+}
+
+// Whether the server closed a connection that sent `bytes` within `within`, without answering
+// anything that looks like HTTP.
+void expect_refused(uint16_t port, const std::string& bytes, std::chrono::milliseconds within) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto got = test::raw_exchange(port, bytes, within + 3s);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, within + 2s) << "not closed by the server";
+  EXPECT_EQ(got.find("HTTP/1.1 200"), std::string::npos) << got;
+}
+
+TEST_F(Tls, PlainHttpGarbageAndAStalledHandshakeAreRefusedAndTheServerGoesOn) {
+  server_options o;
+  o.header_timeout = 500ms;
+  tls_harness h(leaf("leaf1"), o);
+  auto ca = (dir() / "ca.crt").string();
+  expect_refused(h.port(), "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", 1s);
+  expect_refused(h.port(), pattern_bytes(3000), 1s);
+  // A TLS record header announcing a ClientHello that never comes: the deadline ends it.
+  expect_refused(h.port(), std::string("\x16\x03\x01\x02\x00\x01", 6), 1s);
+  expect_refused(h.port(), "", 1s);  // connects, says nothing
+  EXPECT_EQ(h.metric(dir() / "ca.crt", "vodgrid_tls_handshakes_total{result=\"failed\"}"), 4);
+  auto r = test::run({"/usr/bin/curl", "-sS", "--fail", "--cacert", ca, h.url("/echo")});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "{\"path\":\"/echo\"}\n");
+}
+
+}  // namespace
+}  // namespace vodgrid::net
