@@ -270,7 +270,10 @@ bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budge
   }
   auto start = steady::now();
   auto out_of_time = [&, n = size_t{0}]() mutable {
-    return ++n % 32 == 0 && steady::now() - start >= budget;  // the clock read every 32 changes
+    // The clock read every 32 changes; compared in microseconds, since converting the budget to
+    // the clock's nanoseconds would overflow for apply()'s microseconds::max().
+    return ++n % 32 == 0 &&
+           std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - start) >= budget;
   };
   engine_entry& e = engine_mut(job.engine);
   auto& hb = job.hb;
