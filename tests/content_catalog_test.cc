@@ -46,7 +46,7 @@ class Catalog : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(Catalog, ARecordRoundTrips) {
-  ASSERT_TRUE(cat_->create(film()));
+  ASSERT_TRUE(cat_->create(film(), "here"));
   auto got = cat_->get(*program_id::parse("film"));
   ASSERT_TRUE(got && *got);
   auto& p = **got;
@@ -64,7 +64,7 @@ TEST_P(Catalog, ARecordRoundTrips) {
 
 TEST_P(Catalog, PackagingResultsAndSegmentsAreKept) {
   auto p = film();
-  ASSERT_TRUE(cat_->create(p));
+  ASSERT_TRUE(cat_->create(p, "here"));
   p.duration = 12.5;
   p.video_codec = "h264";
   p.audio_codec = "aac";
@@ -105,7 +105,7 @@ TEST_P(Catalog, PackagingResultsAndSegmentsAreKept) {
 
 TEST_P(Catalog, RenditionsAndDroppedTracksAreKeptAndGoWithAFailedRecord) {
   auto p = film();
-  ASSERT_TRUE(cat_->create(p));
+  ASSERT_TRUE(cat_->create(p, "here"));
   api::rendition hi{"360p", api::rendition_kind::video, 900'000, 700'000, "avc1.64001e", 640, 360,
                     25};
   api::rendition fra{"audio-fra", api::rendition_kind::audio, 128'000, 120'000, "mp4a.40.2"};
@@ -124,14 +124,14 @@ TEST_P(Catalog, RenditionsAndDroppedTracksAreKeptAndGoWithAFailedRecord) {
   ASSERT_EQ(all->size(), 1u);
   EXPECT_EQ(all->front().renditions, p.renditions);
   // A program without renditions lists none.
-  ASSERT_TRUE(cat_->create(film("plain")));
+  ASSERT_TRUE(cat_->create(film("plain"), "here"));
   auto plain = cat_->get(*program_id::parse("plain"));
   ASSERT_TRUE(plain && *plain);
   EXPECT_TRUE((*plain)->renditions.empty());
   EXPECT_TRUE((*plain)->dropped.empty());
   // Ingested again after a failure, the program starts without the old list.
   ASSERT_TRUE(cat_->change_state(p.id, program_state::failed, t0, "broken"));
-  ASSERT_TRUE(cat_->create(film()));
+  ASSERT_TRUE(cat_->create(film(), "here"));
   auto again = cat_->get(p.id);
   ASSERT_TRUE(again && *again);
   EXPECT_TRUE((*again)->renditions.empty());
@@ -140,7 +140,7 @@ TEST_P(Catalog, RenditionsAndDroppedTracksAreKeptAndGoWithAFailedRecord) {
 
 TEST_P(Catalog, TheLifecycleAllowsOnlyItsTransitionsAndRecordsEach) {
   auto id = *program_id::parse("film");
-  ASSERT_TRUE(cat_->create(film()));
+  ASSERT_TRUE(cat_->create(film(), "here"));
   // Not straight to published: it must be in place first.
   auto early = cat_->change_state(id, program_state::published, t0 + 1min);
   ASSERT_FALSE(early);
@@ -179,8 +179,8 @@ TEST_P(Catalog, TheLifecycleAllowsOnlyItsTransitionsAndRecordsEach) {
 
 TEST_P(Catalog, ADuplicateIdIsRefusedUnlessTheFirstFailed) {
   auto id = *program_id::parse("film");
-  ASSERT_TRUE(cat_->create(film()));
-  auto dup = cat_->create(film());
+  ASSERT_TRUE(cat_->create(film(), "here"));
+  auto dup = cat_->create(film(), "here");
   ASSERT_FALSE(dup);
   EXPECT_EQ(dup.err().code, errc::conflict);
   EXPECT_NE(dup.err().detail.find("already exists"), std::string::npos);
@@ -189,7 +189,7 @@ TEST_P(Catalog, ADuplicateIdIsRefusedUnlessTheFirstFailed) {
   // A failed program's id can be ingested again; its history goes on.
   auto again = film();
   again.source = "/srv/film-fixed.mp4";
-  ASSERT_TRUE(cat_->create(again));
+  ASSERT_TRUE(cat_->create(again, "here"));
   auto got = cat_->get(id);
   EXPECT_EQ((*got)->state, program_state::ingesting);
   EXPECT_EQ((*got)->source, "/srv/film-fixed.mp4");

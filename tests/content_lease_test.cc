@@ -5,10 +5,14 @@
 #include <fmt/format.h>
 
 #include <csignal>
+#include <latch>
+#include <thread>
 
 #include "base/time.h"
+#include "content/catalog.h"
 #include "content/lease.h"
 #include "db/db.h"
+#include "support/orders.h"
 #include "support/postgres.h"
 #include "support/support.h"
 
@@ -54,6 +58,102 @@ TEST(ContentLease, OneHolderAtATimeUntilItLapsesOnPostgresql) {
   auto c = db::open(test::fresh_postgres_schema("lease"));
   ASSERT_TRUE(c) << c.err().detail;
   one_holder_at_a_time(**c);
+}
+
+// Several content managers over one catalog (issue 18): an ingest is orphaned only once its owner's
+// heartbeat is stale; a live owner's renewals keep all of its ingests, and an ingest that ended is
+// nobody's to recover.
+void orphans_by_heartbeat(db::connection& c) {
+  auto opened = content::catalog::open(c);
+  ASSERT_TRUE(opened) << opened.err().detail;
+  auto& cat_ = *opened;
+  using content::program_state;
+  const auto t0 = *parse_rfc3339("2026-11-25T20:00:00Z");
+  auto film = [&](std::string id) {
+    content::program_entry p;
+    p.id = *program_id::parse(id);
+    p.title = "A film";
+    p.source = "/srv/film.mp4";
+    p.created_at = t0;
+    p.publish_at = t0 + 1h;
+    return p;
+  };
+  ASSERT_TRUE(cat_->create(film("live"), "a#1"));
+  ASSERT_TRUE(cat_->create(film("dead"), "b#1"));
+  ASSERT_TRUE(cat_->create(film("done"), "a#1"));
+  ASSERT_TRUE(cat_->change_state(*program_id::parse("done"), program_state::inactive, t0));
+  auto ids = [](const vodgrid::result<std::vector<program_id>>& r) {
+    std::vector<std::string> out;
+    for (auto& id : *r) {
+      out.push_back(id.str());
+    }
+    return out;
+  };
+  auto fresh = cat_->orphaned_ingests(10s);
+  ASSERT_TRUE(fresh) << fresh.err().detail;
+  EXPECT_TRUE(fresh->empty());
+  for (int i = 0; i < 4; ++i) {  // a renews, b is gone
+    std::this_thread::sleep_for(500ms);
+    ASSERT_TRUE(cat_->heartbeat("a#1"));
+  }
+  auto stale = cat_->orphaned_ingests(1200ms);
+  ASSERT_TRUE(stale) << stale.err().detail;
+  EXPECT_EQ(ids(stale), std::vector<std::string>{"dead"});
+  // Failed, it is no longer an ingest; ingested again by another, it is that one's.
+  ASSERT_TRUE(cat_->change_state(*program_id::parse("dead"), program_state::failed, t0, "gone"));
+  EXPECT_TRUE(cat_->orphaned_ingests(1200ms)->empty());
+  ASSERT_TRUE(cat_->create(film("dead"), "a#1"));
+  EXPECT_TRUE(cat_->orphaned_ingests(1200ms)->empty());
+  // The owner gone too: everything it ran is orphaned.
+  std::this_thread::sleep_for(1300ms);
+  EXPECT_EQ(ids(cat_->orphaned_ingests(1200ms)), (std::vector<std::string>{"dead", "live"}));
+}
+
+TEST(ContentLease, AnIngestIsOrphanedOnlyOnceItsOwnersHeartbeatIsStaleOnSqlite) {
+  test::temp_dir dir;
+  auto c = db::open("sqlite://" + (dir.path() / "content.db").string());
+  ASSERT_TRUE(c);
+  orphans_by_heartbeat(**c);
+}
+
+TEST(ContentLease, AnIngestIsOrphanedOnlyOnceItsOwnersHeartbeatIsStaleOnPostgresql) {
+  auto c = db::open(test::fresh_postgres_schema("ingests"));
+  ASSERT_TRUE(c) << c.err().detail;
+  orphans_by_heartbeat(**c);
+}
+
+// Two or more content managers starting at once over one PostgreSQL catalog: every one creates the
+// tables or finds them (CREATE TABLE IF NOT EXISTS alone races in the server's catalog).
+TEST(ContentLease, ManagersCreatingTheTablesAtOnceOnPostgresqlAllSucceed) {
+  constexpr int managers = 6;
+  for (int round = 0; round < 8; ++round) {
+    auto url = test::fresh_postgres_schema("race");
+    std::vector<std::unique_ptr<db::connection>> conns;
+    for (int i = 0; i < managers; ++i) {
+      auto c = db::open(url);
+      ASSERT_TRUE(c) << c.err().detail;
+      conns.push_back(std::move(*c));
+    }
+    std::latch go(managers);
+    std::vector<std::string> errors(managers);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < managers; ++i) {
+      threads.emplace_back([&, i] {
+        go.arrive_and_wait();
+        auto cat = content::catalog::open(*conns[i]);
+        auto st = cat ? content::lease::create_table(*conns[i]) : status{cat.err()};
+        if (!st) {
+          errors[i] = st.err().detail;
+        }
+      });
+    }
+    for (auto& t : threads) {
+      t.join();
+    }
+    for (auto& e : errors) {
+      EXPECT_EQ(e, "") << "round " << round;
+    }
+  }
 }
 
 double publishes(const std::string& url) {
@@ -125,6 +225,91 @@ TEST(ContentLease, OnlyTheHolderPublishesAndAStandbyTakesOverWhenItIsKilled) {
   std::this_thread::sleep_for(lease);
   EXPECT_FALSE(holds_lease(first));
   EXPECT_TRUE(holds_lease(standby));
+}
+
+// An ingest runs on the manager that took it, whichever holds the lease: a holder restarted (which
+// takes its lease back at once) leaves the other manager's live ingest alone; an ingest whose
+// manager died is failed by the holder once that manager's heartbeat lapses.
+TEST(ContentLease, TheHolderFailsOnlyTheIngestsOfAManagerGone) {
+  constexpr auto lease = 1500ms;
+  test::grid_fixture g({{"home", 2}}, {}, true, false,
+                       {.content_managers = 2, .publish_lease = lease});
+  g.start("content-2");
+  auto first = g.content_url(), second = g.content_url("content-2");
+  ASSERT_TRUE(test::eventually([&] { return holds_lease(first); }));
+  test::temp_dir src;
+  auto sample = test::make_sample(src.path(), 3, 1);
+  uintmax_t size = 0;  // the playlist and its segments
+  for (auto& f : std::filesystem::directory_iterator(src.path())) {
+    size += f.file_size();
+  }
+  // Downloaded in about 8 s.
+  test::slow_source provider(src.path(), {"--rate", std::to_string(size / 8 + 1)});
+  auto start_ingest = [&](const std::string& id) {
+    auto body = fmt::format(R"({{"id":"{}","title":"{}","source":"{}"}})", id, id,
+                            provider.url(sample.filename().string()));
+    auto r = test::http(boost::beast::http::verb::post, second + "/v1/programs", body);
+    ASSERT_TRUE(r && r->status == 202) << (r ? r->body : r.err().detail);
+  };
+  start_ingest("live");
+  ASSERT_TRUE(test::eventually([&] { return provider.requests(sample.filename().string()) > 0; }));
+  g.kill("content", SIGKILL);
+  g.start("content");
+  ASSERT_TRUE(test::eventually([&] { return holds_lease(first); }, 5s));
+  std::this_thread::sleep_for(lease);  // rounds of the holder: the ingest is not its to fail
+  EXPECT_EQ(state_of(first, "live"), "ingesting") << g.log_of("content");
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        auto s = state_of(second, "live");
+        return s != "ingesting" && !s.empty();
+      },
+      60s))
+      << state_of(second, "live") << g.log_of("content-2");
+  EXPECT_NE(state_of(second, "live"), "failed") << g.log_of("content") << g.log_of("content-2");
+
+  // The ingesting manager killed mid-download: its ingest is failed by the holder once its
+  // heartbeat is older than the lease.
+  start_ingest("orphan");
+  ASSERT_TRUE(test::eventually([&] { return provider.requests(sample.filename().string()) > 1; }));
+  g.kill("content-2", SIGKILL);
+  auto killed = std::chrono::steady_clock::now();
+  ASSERT_TRUE(test::eventually([&] { return state_of(first, "orphan") == "failed"; }, 10s))
+      << g.log_of("content");
+  EXPECT_LT(std::chrono::steady_clock::now() - killed, lease + lease / 3 + 2s);
+}
+
+// A change one manager still pushes to a station that is away, changed again through the other
+// manager, which then dies: the first pushes what the catalog says when the station returns, not
+// what it queued.
+TEST(ContentLease, AManagerPushesTheCatalogsStateNotTheOneItQueued) {
+  test::grid_fixture g({{"home", 2}, {"edge", 2}}, {}, true, false,
+                       {.content_managers = 2, .publish_lease = 1500ms});
+  g.start("content-2");
+  auto first = g.content_url(), second = g.content_url("content-2");
+  test::temp_dir src;
+  auto sample = test::make_sample(src.path(), 3, 1);
+  ASSERT_EQ(ingest_at(first, sample.string(), "film", wall_clock::now()).status, 0);
+  auto edge_playlist = g.director_url("edge") + "/v1/programs/film/index.m3u8";
+  auto answers = [](const std::string& url) {
+    auto r = test::http_get(url);
+    return r && r->status == 200;
+  };
+  ASSERT_TRUE(test::eventually([&] { return answers(edge_playlist); }, 15s));
+  auto post = [](const std::string& url) {
+    auto r = test::http(boost::beast::http::verb::post, url);
+    return r ? r->status : 0u;
+  };
+  g.kill("edge", SIGKILL);
+  ASSERT_EQ(post(first + "/v1/programs/film/withdraw"), 200u);  // the first queues "withdrawn"
+  ASSERT_EQ(post(second + "/v1/programs/film/publish"), 200u);  // the catalog: published
+  g.kill("content-2", SIGKILL);
+  g.start("edge");
+  ASSERT_TRUE(test::eventually([&] { return answers(g.director_url("edge") + "/healthz"); }, 15s));
+  // The first's next round reaches the edge (its pauses grow to 5 s).
+  std::this_thread::sleep_for(7s);
+  auto r = test::http_get(edge_playlist);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u) << r->body << g.log_of("content");
 }
 
 // A clean stop gives the lease up: the standby need not wait for it to lapse.

@@ -4,6 +4,8 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include "content/lease.h"
+
 namespace vodgrid::content {
 
 namespace {
@@ -40,6 +42,11 @@ CREATE TABLE IF NOT EXISTS content_renditions (
   program TEXT PRIMARY KEY,
   renditions TEXT NOT NULL,
   dropped TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS content_ingests (
+  program TEXT PRIMARY KEY,
+  owner TEXT NOT NULL,
+  heartbeat_ms BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS content_history (
   program TEXT NOT NULL,
@@ -224,13 +231,13 @@ bool can_change(program_state from, program_state to) {
 }
 
 result<std::unique_ptr<catalog>> catalog::open(db::connection& conn) {
-  if (auto st = conn.exec_script(schema); !st) {
+  if (auto st = create_schema(conn, schema); !st) {
     return st.err();
   }
   return std::unique_ptr<catalog>(new catalog(conn));
 }
 
-status catalog::create(const program_entry& p) {
+status catalog::create(const program_entry& p, const std::string& owner) {
   return db::in_transaction(conn_, [&]() -> status {
     auto old =
         conn_.query("SELECT state FROM content_programs WHERE id = $1 FOR UPDATE", {p.id.str()});
@@ -259,6 +266,16 @@ status catalog::create(const program_entry& p) {
     if (!r) {
       return r.err();
     }
+    auto o = conn_.exec(
+        fmt::format(
+            "INSERT INTO content_ingests (program, owner, heartbeat_ms) VALUES ($1, $2, {}) "
+            "ON CONFLICT (program) DO UPDATE SET owner = excluded.owner, "
+            "heartbeat_ms = excluded.heartbeat_ms",
+            db_now_ms(conn_.kind())),
+        {p.id.str(), owner});
+    if (!o) {
+      return o.err();
+    }
     return record_change(conn_, p.id, program_state::ingesting, p.created_at, p.source);
   });
 }
@@ -286,8 +303,40 @@ status catalog::change_state(const program_id& id, program_state to, wall_clock:
     if (!r) {
       return r.err();
     }
+    if (*from == program_state::ingesting) {
+      if (auto d = conn_.exec("DELETE FROM content_ingests WHERE program = $1", {id.str()}); !d) {
+        return d.err();
+      }
+    }
     return record_change(conn_, id, to, at, detail);
   });
+}
+
+status catalog::heartbeat(const std::string& owner) {
+  auto r = conn_.exec(fmt::format("UPDATE content_ingests SET heartbeat_ms = {} WHERE owner = $1",
+                                  db_now_ms(conn_.kind())),
+                      {owner});
+  return r ? status{} : status{r.err()};
+}
+
+result<std::vector<program_id>> catalog::orphaned_ingests(std::chrono::milliseconds stale) {
+  // A program ingesting without a row here was created before owners were recorded: orphaned too.
+  auto rows = conn_.query(
+      fmt::format("SELECT id FROM content_programs p WHERE state = 'ingesting' AND NOT EXISTS "
+                  "(SELECT 1 FROM content_ingests i WHERE i.program = p.id AND "
+                  "i.heartbeat_ms >= {} - $1) ORDER BY id",
+                  db_now_ms(conn_.kind())),
+      {static_cast<int64_t>(stale.count())});
+  if (!rows) {
+    return rows.err();
+  }
+  std::vector<program_id> out;
+  for (auto& r : *rows) {
+    if (auto id = program_id::parse(r.text(0))) {
+      out.push_back(*id);
+    }
+  }
+  return out;
 }
 
 status catalog::set_packaged(const program_entry& p) {
@@ -340,7 +389,7 @@ status catalog::set_publish_at(const program_id& id, wall_clock::time_point t) {
   return *r == 0 ? status{make_error(errc::not_found, "no such program: " + id.str())} : status{};
 }
 
-result<std::optional<program_entry>> catalog::get(const program_id& id) {
+result<std::optional<program_entry>> catalog::find(const program_id& id) {
   auto rows = conn_.query(fmt::format("SELECT {} FROM content_programs WHERE id = $1", columns),
                           {id.str()});
   if (!rows) {
@@ -352,6 +401,14 @@ result<std::optional<program_entry>> catalog::get(const program_id& id) {
   auto p = record_of(rows->front());
   if (!p) {
     return p.err();
+  }
+  return std::optional<program_entry>(std::move(*p));
+}
+
+result<std::optional<program_entry>> catalog::get(const program_id& id) {
+  auto p = find(id);
+  if (!p || !*p) {
+    return p;
   }
   auto segs = conn_.query(
       "SELECT idx, duration, size, sha256 FROM content_segments WHERE program = $1 ORDER BY idx",
@@ -369,9 +426,9 @@ result<std::optional<program_entry>> catalog::get(const program_id& id) {
       return make_error(errc::io_error, "a segment row of " + id.str() + " has a bad digest");
     }
     std::copy(b.begin(), b.end(), e.sha256.begin());
-    p->segments.push_back(e);
+    (*p)->segments.push_back(e);
   }
-  return std::optional<program_entry>(std::move(*p));
+  return p;
 }
 
 result<std::vector<program_entry>> catalog::list() {

@@ -69,9 +69,10 @@ class catalog {
   // database thread).
   static result<std::unique_ptr<catalog>> open(db::connection& conn);
 
-  // A new program in state ingesting. errc::conflict if the id exists in any state but failed (a
-  // failed program is replaced).
-  status create(const program_entry& p);
+  // A new program in state ingesting, its ingest run by `owner` (one content manager's run: see
+  // heartbeat). errc::conflict if the id exists in any state but failed (a failed program is
+  // replaced).
+  status create(const program_entry& p, const std::string& owner);
   // Moves a program to `to` at `at`, recording the change; errc::conflict if the lifecycle does
   // not allow it (the reason names both states) or, given `only_from`, if the program is in
   // another state (checked in the same transaction), errc::not_found for an unknown id.
@@ -82,9 +83,16 @@ class catalog {
   // (state unchanged).
   status set_packaged(const program_entry& p);
   status set_publish_at(const program_id& id, wall_clock::time_point t);
+  // Several content managers over one catalog (docs/registry.md): each ingesting program records
+  // its owner and a heartbeat by the database's clock, which the owner renews for all of its
+  // ingests at once while it runs. The ingests whose owner's heartbeat is older than `stale` (or
+  // that have none) were left by a manager gone: only those may be failed by another.
+  status heartbeat(const std::string& owner);
+  result<std::vector<program_id>> orphaned_ingests(std::chrono::milliseconds stale);
 
-  result<std::optional<program_entry>> get(const program_id& id);  // with its segments
-  result<std::vector<program_entry>> list();                       // without segments
+  result<std::optional<program_entry>> get(const program_id& id);   // with its segments
+  result<std::optional<program_entry>> find(const program_id& id);  // without
+  result<std::vector<program_entry>> list();                        // without segments
   result<std::vector<state_change>> history(const program_id& id);
 
  private:

@@ -87,8 +87,11 @@ struct content_manager::impl : net::daemon_base {
   // The publish schedule, armed only while this manager holds the publish lease (lease_loop).
   std::map<program_id, std::unique_ptr<asio::system_timer>> schedule;
   std::optional<content::lease> publish_lease;  // set at start
-  bool leading = false;                         // holds the lease (as of its last renewal)
-  steady::time_point leading_until{};           // ... and may act on it until then
+  // This run of this manager, owner of the ingests it starts (catalog::heartbeat): the lease's
+  // holder and a number of this start, so that a restarted manager's former ingests are orphaned.
+  std::string ingest_owner;
+  bool leading = false;                // holds the lease (as of its last renewal)
+  steady::time_point leading_until{};  // ... and may act on it until then
   bool leads() const { return leading && steady::now() < leading_until; }
   std::map<program_id, pending_change> pending;
   asio::steady_timer push_wake;  // the push loop sleeps on it; cancelled by a change and at stop
@@ -144,6 +147,9 @@ struct content_manager::impl : net::daemon_base {
   // not acknowledged yet (they are told again until they do).
   asio::awaitable<reply> announce_and_reply(const program_entry& p);
   asio::awaitable<void> recover();
+  // While leading: fails the ingests whose owner's heartbeat went stale (a manager gone) and that
+  // do not run here, removing what they loaded into the home station.
+  asio::awaitable<void> recover_orphaned_ingests();
   // Takes and renews the publish lease; recovers and arms the schedule when it is taken, disarms
   // it when it is lost, gives it up at stop.
   asio::awaitable<void> lease_loop();
@@ -200,6 +206,10 @@ struct content_manager::impl : net::daemon_base {
   void announce(const program_entry& p);
   asio::awaitable<void> push_loop();
   asio::awaitable<std::set<std::string>> push_round(program_id id);
+  // Makes a pending change the catalog's current state of the program (another content manager,
+  // or this one, may have changed it since the change was queued): a push never says what the
+  // catalog no longer says.
+  asio::awaitable<void> refresh_change(program_id id);
 };
 
 }  // namespace vodgrid::content

@@ -6,28 +6,37 @@
 
 namespace vodgrid::content {
 
-namespace {
-
-std::string_view now_ms(db::dialect d) {
+std::string_view db_now_ms(db::dialect d) {
   return d == db::dialect::postgresql
              ? "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
              : "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 }
 
-}  // namespace
+status create_schema(db::connection& c, std::string_view script) {
+  return db::in_transaction(c, [&]() -> status {
+    if (c.kind() == db::dialect::postgresql) {
+      // One key for every content schema: they are created once per catalog, so nothing waits.
+      if (auto r = c.exec("SELECT pg_advisory_xact_lock(hashtext('vodgrid content schema'))"); !r) {
+        return r.err();
+      }
+    }
+    return c.exec_script(script);
+  });
+}
 
 lease::lease(std::string name, std::string holder, std::chrono::milliseconds ttl)
     : name_(std::move(name)), holder_(std::move(holder)), ttl_(ttl) {}
 
 status lease::create_table(db::connection& c) {
-  return c.exec_script(
+  return create_schema(
+      c,
       "CREATE TABLE IF NOT EXISTS content_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, "
       "expires_ms BIGINT NOT NULL)");
 }
 
 result<bool> lease::acquire(db::connection& c) const {
   // One statement: taken when free, lapsed or ours; else the row stays and nothing changes.
-  auto now = now_ms(c.kind());
+  auto now = db_now_ms(c.kind());
   auto n = c.exec(fmt::format("INSERT INTO content_leases (name, holder, expires_ms) "
                               "VALUES ($1, $2, {0} + $3) "
                               "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
@@ -53,7 +62,7 @@ status lease::release(db::connection& c) const {
 result<std::optional<std::string>> lease::holder(db::connection& c, const std::string& name) {
   auto rows = c.query(fmt::format("SELECT holder FROM content_leases WHERE name = $1 AND "
                                   "expires_ms >= {}",
-                                  now_ms(c.kind())),
+                                  db_now_ms(c.kind())),
                       {name});
   if (!rows) {
     return rows.err();

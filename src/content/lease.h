@@ -14,6 +14,16 @@
 
 namespace vodgrid::content {
 
+// The database's now in milliseconds since the epoch, as an SQL expression of its dialect: the one
+// clock that several content managers share (leases, ingest heartbeats).
+std::string_view db_now_ms(db::dialect d);
+
+// Runs a schema script (CREATE TABLE IF NOT EXISTS ...) in one transaction. On PostgreSQL under a
+// transaction-scoped advisory lock: two managers starting at once would otherwise race in the
+// server's catalog (IF NOT EXISTS is checked before the insert into pg_type, so the second fails
+// with a unique violation instead of finding the table).
+status create_schema(db::connection& c, std::string_view script);
+
 class lease {
  public:
   // `name`: which lease ("publish"); `holder`: who asks, the same string across its restarts (a

@@ -4,6 +4,8 @@
 // the publish schedule and the pushes to the directors are publishing.cc's. State: impl.h.
 #include <unistd.h>
 
+#include <random>
+
 #include "auth/client.h"
 #include "auth/guard.h"
 #include "content/impl.h"
@@ -126,6 +128,8 @@ status content_manager::start() {
   d.publish_lease.emplace("publish",
                           fmt::format("{}@{}:{}", host, d.grid.content->listen.host, d.port),
                           d.grid.content->publish_lease);
+  std::random_device rd;
+  d.ingest_owner = fmt::format("{}#{:08x}{:08x}", d.publish_lease->holder(), rd(), rd());
   d.tasks.spawn(d.lease_loop());
   d.tasks.spawn(d.census_loop());
   d.logger->info("content manager: listening on {}:{}, catalog {}", d.grid.content->listen.host,
@@ -261,7 +265,7 @@ asio::awaitable<reply> content_manager::impl::create(request_context& ctx) {
           make_error(errc::conflict, fmt::format("program {} is being ingested", p.id.str())));
     }
   }
-  auto created = co_await on_db([&] { return cat->create(p); });
+  auto created = co_await on_db([&] { return cat->create(p, ingest_owner); });
   if (!created) {
     co_return net::error_reply(created.err());
   }
@@ -435,6 +439,7 @@ asio::awaitable<reply> content_manager::impl::announce_and_reply(const program_e
 // When the publish lease is taken (at start, or from a manager gone): finish what a stop
 // interrupted, arm the schedule, push the states again.
 asio::awaitable<void> content_manager::impl::recover() {
+  co_await recover_orphaned_ingests();
   auto all = co_await on_db([&] { return cat->list(); });
   if (!all) {
     logger->error("content manager: cannot read the catalog: {}", all.err().detail);
@@ -445,20 +450,8 @@ asio::awaitable<void> content_manager::impl::recover() {
       break;  // the next start recovers the rest
     }
     switch (p.state) {
-      case program_state::ingesting: {
-        if (std::lock_guard lock(progress_mu); progress.contains(p.id)) {
-          break;  // running here (this manager held the lease before, lost it, took it back)
-        }
-        std::error_code ec;
-        fs::remove_all(grid.content->work_dir / p.id.str(), ec);
-        // It and whatever of its renditions reached the home station.
-        std::vector<program_id> loaded{p.id};
-        for (auto& r : p.renditions) {
-          loaded.push_back(*api::rendition_id(p.id, r.name));
-        }
-        co_await fail(p.id, "the content manager stopped during the ingest", loaded);
-        break;
-      }
+      case program_state::ingesting:
+        break;  // recover_orphaned_ingests: only those whose manager is gone
       case program_state::inactive:
         schedule_publish(p.id, p.publish_at);
         announce(p);
@@ -473,11 +466,57 @@ asio::awaitable<void> content_manager::impl::recover() {
   }
 }
 
+asio::awaitable<void> content_manager::impl::recover_orphaned_ingests() {
+  auto stale = co_await on_db([&] { return cat->orphaned_ingests(publish_lease->ttl()); });
+  if (!stale) {
+    logger->error("content manager: cannot read the catalog: {}", stale.err().detail);
+    co_return;
+  }
+  for (auto& id : *stale) {
+    if (stopping || !leads()) {
+      break;  // the next holder recovers the rest
+    }
+    if (std::lock_guard lock(progress_mu); progress.contains(id)) {
+      continue;  // running here (an owner whose heartbeat could not be written for a while)
+    }
+    auto p = co_await on_db([&] { return cat->get(id); });
+    if (!p || !*p) {
+      continue;
+    }
+    // Failed first, only if still ingesting (checked in the transaction), and only then removed
+    // from the home station: an owner that finished meanwhile keeps its program.
+    std::string reason = "the content manager stopped during the ingest";
+    auto now = wall_clock::now();
+    auto st = co_await on_db([&] {
+      return cat->change_state(id, program_state::failed, now, reason, program_state::ingesting);
+    });
+    if (!st) {
+      continue;
+    }
+    failures->inc();
+    logger->warn("program {}: failed: {} (its owner's heartbeat lapsed)", id.str(), reason);
+    std::error_code ec;
+    fs::remove_all(grid.content->work_dir / id.str(), ec);
+    // It and whatever of its renditions reached the home station.
+    std::vector<program_id> loaded{id};
+    for (auto& r : (*p)->renditions) {
+      loaded.push_back(*api::rendition_id(id, r.name));
+    }
+    co_await remove_all_from_home(std::move(loaded));
+  }
+}
+
 asio::awaitable<void> content_manager::impl::lease_loop() {
   auto& l = *publish_lease;
   bool said_standby = false;
   while (true) {  // not `while (!co_await ...)`: GCC 12 miscompiles it
     auto asked = steady::now();
+    // This run's ingests stay its own while it renews them: a third of the lease, the lease the
+    // staleness (catalog::orphaned_ingests).
+    if (auto st = co_await on_db([&] { return cat->heartbeat(ingest_owner); }); !st) {
+      logger->warn("content manager {}: the ingests' heartbeat could not be written: {}",
+                   l.holder(), st.err().detail);
+    }
     auto held = co_await on_db([&] { return l.acquire(*conn); });
     if (held && *held) {
       // The database counts ttl from a moment after `asked`: acting until asked + ttl is safe.
@@ -489,6 +528,7 @@ asio::awaitable<void> content_manager::impl::lease_loop() {
                      l.ttl().count());
         co_await recover();
       } else {
+        co_await recover_orphaned_ingests();
         co_await arm_schedule();
       }
     } else if (held) {

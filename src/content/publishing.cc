@@ -99,6 +99,10 @@ void content_manager::impl::announce(const program_entry& p) {
 // One attempt to tell the registry and every director still missing a program's change; what
 // fails stays pending for the next round. Returns the stations still to tell.
 asio::awaitable<std::set<std::string>> content_manager::impl::push_round(program_id id) {
+  if (pending.find(id) == pending.end()) {
+    co_return std::set<std::string>{};
+  }
+  co_await refresh_change(id);
   auto found = pending.find(id);
   if (found == pending.end()) {
     co_return std::set<std::string>{};
@@ -131,6 +135,9 @@ asio::awaitable<std::set<std::string>> content_manager::impl::push_round(program
     }
   }
   ++c.attempts;
+  // Changed in the catalog meanwhile (by another content manager too): the stations just told
+  // the old state are told the new one in the next round.
+  co_await refresh_change(id);
   auto cur = pending.find(id);
   if (cur != pending.end() && cur->second.change.availability == c.change.availability &&
       cur->second.change.publish_at == c.change.publish_at) {
@@ -141,6 +148,22 @@ asio::awaitable<std::set<std::string>> content_manager::impl::push_round(program
     }
   }
   co_return c.stations;
+}
+
+asio::awaitable<void> content_manager::impl::refresh_change(program_id id) {
+  auto program = api::parent_of(id).value_or(id);  // a rendition follows its program
+  auto p = co_await on_db([&] { return cat->find(program); });
+  if (!p || !*p) {
+    co_return;  // unreadable now: pushed as it was; gone: nothing newer to say
+  }
+  auto fresh = change_for(**p, grid);
+  auto cur = pending.find(id);
+  if (cur != pending.end() && (cur->second.change.availability != fresh.change.availability ||
+                               cur->second.change.publish_at != fresh.change.publish_at)) {
+    logger->info("program {}: now {} in the catalog; pushing that instead", id.str(),
+                 fresh.change.availability);
+    cur->second = std::move(fresh);
+  }
 }
 
 asio::awaitable<void> content_manager::impl::push_loop() {
