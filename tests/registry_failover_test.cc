@@ -5,8 +5,10 @@
 
 #include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
+#include <boost/json/parse.hpp>
 
 #include <csignal>
 #include <fstream>
@@ -98,6 +100,47 @@ TEST_F(two_registries, AHungDaemonIsLeftAfterTheReadTimeout) {
   EXPECT_LT(took, 3s);
 }
 
+// Requests sent at once while the first daemon hangs, past the fail-back period: one probes it and
+// waits for its read timeout; the others go to the daemon in use and answer at once.
+TEST_F(two_registries, OnlyOneRequestProbesAHungFirstDaemon) {
+  net::peer_list peers({grid.registry_url(0), grid.registry_url(1)}, "registry", 300ms);
+  grid.signal("registry", SIGSTOP);
+  ASSERT_TRUE(ask(peers, "/healthz", 500ms));
+  ASSERT_EQ(peers.current(), grid.registry_url(1));
+  std::this_thread::sleep_for(350ms);
+  constexpr int requests = 5;
+  std::vector<std::chrono::steady_clock::duration> took(requests);
+  std::vector<unsigned> status(requests);
+  {
+    asio::io_context io;
+    net::client_options co;
+    co.connect_timeout = 1s;
+    co.read_timeout = 1500ms;
+    net::http_client client(io.get_executor(), co);
+    for (int i = 0; i < requests; ++i) {
+      asio::co_spawn(
+          io,
+          [](net::peer_list* peers, net::http_client* client,
+             std::chrono::steady_clock::duration* took, unsigned* status) -> asio::awaitable<void> {
+            auto t0 = std::chrono::steady_clock::now();
+            auto r = co_await peers->get(*client, "/healthz");
+            *took = std::chrono::steady_clock::now() - t0;
+            *status = r ? r->status : 0;
+          }(&peers, &client, &took[i], &status[i]),
+          asio::detached);
+    }
+    io.run();
+  }
+  grid.signal("registry", SIGCONT);
+  int slow = 0;
+  for (int i = 0; i < requests; ++i) {
+    EXPECT_EQ(status[i], 200u) << i;
+    slow += took[i] >= 1s ? 1 : 0;
+  }
+  EXPECT_EQ(slow, 1);  // the probe, which then asked the other daemon
+  EXPECT_EQ(peers.current(), grid.registry_url(1));
+}
+
 TEST_F(two_registries, A503IsLeftForTheNextPeerAndA404IsAnAnswer) {
   // A server that answers 503 to everything (a registry whose database is failing over).
   test::temp_dir dir;
@@ -135,6 +178,19 @@ TEST_F(two_registries, A503IsLeftForTheNextPeerAndA404IsAnAnswer) {
   r = ask(none, "/healthz");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.err().code, errc::unavailable);
+}
+
+// GET /v1/grid names every registry daemon of the grid, whichever answers.
+TEST_F(two_registries, TheGridNamesEveryRegistryDaemon) {
+  for (size_t i = 0; i < 2; ++i) {
+    auto r = test::http_get(grid.registry_url(i) + "/v1/grid");
+    ASSERT_TRUE(r && r->status == 200) << (r ? r->body : r.err().detail);
+    auto o = boost::json::parse(r->body).as_object();
+    EXPECT_EQ(o.at("registry"), boost::json::value(grid.registry_url(i))) << r->body;
+    EXPECT_EQ(o.at("registries"), (boost::json::array{boost::json::value(grid.registry_url(0)),
+                                                      boost::json::value(grid.registry_url(1))}))
+        << r->body;
+  }
 }
 
 TEST(PeerList, SplitsACommaListAndRefusesBadEntries) {

@@ -45,25 +45,50 @@ boost::asio::awaitable<result<client_response>> peer_list::request(
     http_client& client, http::verb method, std::string path, std::string body,
     http_client::header_list headers) {
   auto now = std::chrono::steady_clock::now();
+  // Once a fail_back away from the first URL, one request (the probe) tries it first; the others
+  // keep using the peer that answers, so that a first URL that hangs costs one request a timeout,
+  // not every request sent while the probe waits.
   bool probing = false;
-  if (current_ != 0 && now - left_first_ >= fail_back_) {
-    current_ = 0;  // the preferred peer again, if it answers (tried once a fail_back)
-    left_first_ = now;
+  if (current_ != 0 && !probe_in_flight_ && now - left_first_ >= fail_back_) {
     probing = true;
+    probe_in_flight_ = true;
+    left_first_ = now;
   }
-  size_t first = current_;
+  struct probe_end {  // on every way out, a destroyed coroutine's too
+    peer_list* self;
+    bool probing;
+    ~probe_end() {
+      if (probing) {
+        self->probe_in_flight_ = false;
+      }
+    }
+  } end{this, probing};
+  // The order tried: the probe's first URL, then the current peer, then the rest in turn.
+  std::vector<size_t> order;
+  if (probing) {
+    order.push_back(0);
+  }
+  for (size_t n = 0; n < urls_.size(); ++n) {
+    size_t i = (current_ + n) % urls_.size();
+    if (!probing || i != 0) {
+      order.push_back(i);
+    }
+  }
+  size_t first = current_;  // the peer in use when the request began
   result<client_response> r = make_error(errc::unavailable, "no peer");
   std::string first_failure;
-  for (size_t n = 0; n < urls_.size(); ++n) {
-    size_t i = (first + n) % urls_.size();
+  for (size_t n = 0; n < order.size(); ++n) {
+    size_t i = order[n];
     r = co_await client.request(method, urls_[i] + path, body, headers);
     if (!worth_another_peer(r)) {
-      // Requests run concurrently: only the one that moves current_ off where it started says so
-      // (another may have moved it meanwhile).
-      if (i != first && current_ == first) {
-        auto level = probing ? spdlog::level::debug : spdlog::level::warn;
-        log::get("net")->log(level, "{} {} failed ({}); now using {}", what_, urls_[first],
-                             first_failure, urls_[i]);
+      if (probing && i == 0) {
+        log::get("net")->info("{} {} answers again; using it", what_, urls_[0]);
+        current_ = 0;
+      } else if (i != first && current_ == first) {
+        // Requests run concurrently: only the one that moves current_ off where it started says
+        // so (another may have moved it meanwhile).
+        log::get("net")->warn("{} {} failed ({}); now using {}", what_, urls_[first], first_failure,
+                              urls_[i]);
         current_ = i;
         left_first_ = now;
       } else if (i == current_ && i != last_answered_) {
@@ -72,7 +97,7 @@ boost::asio::awaitable<result<client_response>> peer_list::request(
       last_answered_ = i;
       co_return r;
     }
-    if (n == 0) {
+    if (n == 0 || (probing && n == 1)) {
       first_failure = reason_of(r);
     }
     log::get("net")->debug("{} {}: {} {}", what_, urls_[i], path, reason_of(r));

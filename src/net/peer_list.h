@@ -26,9 +26,11 @@ class peer_list {
   // One exchange of `path` (with its query) at the peers, the last good one first. A peer that
   // cannot be reached, times out, breaks the connection or answers 5xx is left for the next; the
   // first other answer (2xx, 3xx, 4xx) is returned and its peer becomes the one tried first.
-  // Once every `fail_back` away from the first URL, the first is tried first again, so that all
-  // clients come back to one peer after it returns (the registry's daemons keep the stations'
-  // load in memory: clients spread over two daemons would each see half the grid up).
+  // Once every `fail_back` away from the first URL, one request (the probe) tries the first URL
+  // first again, while the others keep to the peer that answers; the probe answered there, every
+  // request goes there. So all clients come back to one peer after it returns (the registry's
+  // daemons keep the stations' load in memory: clients spread over two daemons would each see
+  // half the grid up), and a first URL that hangs costs one request its timeout per fail_back.
   // Every peer failing: the last peer's result. Callers send only requests that may be repeated
   // (every request to the registry is: a report states what is held, not what changed).
   boost::asio::awaitable<result<client_response>> request(http_client& client,
@@ -57,6 +59,7 @@ class peer_list {
   std::chrono::milliseconds fail_back_;
   size_t current_ = 0;
   size_t last_answered_ = 0;
+  bool probe_in_flight_ = false;  // a request is trying the first URL again (see request)
   std::chrono::steady_clock::time_point left_first_{};  // when current_ last moved off, or back
 };
 

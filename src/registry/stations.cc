@@ -223,7 +223,13 @@ asio::awaitable<reply> registry_daemon::impl::station_held(request_context& ctx)
 // registry's URL (DESIGN.md: --grid).
 // Without a token (a client about to log in): the services only; the stations for any token.
 asio::awaitable<reply> registry_daemon::impl::grid_info(request_context& ctx) {
-  json::object o{{"registry", grid.registry->listen.url()}};
+  // "registry": this daemon; "registries": every daemon of the registry the grid names (its
+  // [registry] urls), for a client to fail over between.
+  json::array registries;
+  for (auto& u : grid.registry->client_urls()) {
+    registries.push_back(json::value(u));
+  }
+  json::object o{{"registry", grid.registry->listen.url()}, {"registries", std::move(registries)}};
   o["auth"] = grid.auth ? json::value(grid.auth->listen.url()) : json::value(nullptr);
   o["content"] = grid.content ? json::value(grid.content->listen.url()) : json::value(nullptr);
   auto who = co_await auth::reader_of(ctx, auth.get());
