@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <boost/json/parse.hpp>
 
+#include <fstream>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -171,6 +172,60 @@ TEST(Status, ShowsEachStationsCostInputsAndEngines) {
   }
   EXPECT_EQ(at_home, 8u) << r.out;
   EXPECT_GE(at_a, 4u) << r.out;
+}
+
+// `vodgrid programs --grid REGISTRY` on a grid without a content manager: the registry's listing,
+// each program's availability (it printed "vodgrid: out of range", asking for a "state" the
+// registry does not give).
+TEST(Programs, AGridWithoutAContentManagerListsTheRegistrysPrograms) {
+  grid_fixture g({{"home", 2}});
+  temp_dir src;
+  make_sample(src.path(), 3, 1);
+  ASSERT_EQ(g.ingest(src.path().string(), "film").status, 0);
+  auto r = run({vodgrid_binary(), "programs", "--grid", g.registry_url()});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"((^|\n)film\s+published\s+3\s+3\.0\s+)")))
+      << r.out;
+}
+
+// An answer lacking a field the command needs: one line naming the field and the answer.
+TEST(Programs, AnAnswerLackingAFieldIsOneLineNamingIt) {
+  temp_dir dir;
+  auto port = free_port();
+  auto url = fmt::format("http://127.0.0.1:{}", port);
+  auto script = dir.path() / "registry.py";
+  std::ofstream(script)
+      << "import http.server, sys\n"
+         "ANSWERS = {'/healthz': '{\"role\":\"registry\"}',\n"
+         "           '/v1/grid': '{\"registry\":\""
+      << url
+      << "\",\"content\":null}',\n"
+         "           '/v1/programs': '{\"programs\":[{\"id\":\"film\",\"title\":\"A\"}]}',\n"
+         "           '/v1/stations': '{\"stations\":[{\"name\":\"home\"}]}'}\n"
+         "class H(http.server.BaseHTTPRequestHandler):\n"
+         "    def do_GET(self):\n"
+         "        body = ANSWERS.get(self.path.split('?')[0], '{}').encode()\n"
+         "        self.send_response(200)\n"
+         "        self.send_header('Content-Type', 'application/json')\n"
+         "        self.send_header('Content-Length', str(len(body)))\n"
+         "        self.end_headers()\n"
+         "        self.wfile.write(body)\n"
+         "    def log_message(self, *a):\n"
+         "        pass\n"
+         "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n";
+  auto fake = child_process::spawn({"/usr/bin/python3", script.string(), std::to_string(port)});
+  ASSERT_TRUE(fake);
+  ASSERT_TRUE(eventually([&] { return port_is_listening(port); }));
+  auto programs = run({vodgrid_binary(), "programs", "--grid", url});
+  EXPECT_EQ(programs.status, 1);
+  EXPECT_EQ(programs.err,
+            "vodgrid programs: a program of the registry's /v1/programs has no \"availability\" "
+            "(text)\n")
+      << programs.out;
+  EXPECT_EQ(programs.out, "");
+  auto status = run({vodgrid_binary(), "status", "--grid", url});
+  EXPECT_EQ(status.status, 1);
+  EXPECT_NE(status.err.find("has no \"home\" (true or false)"), std::string::npos) << status.err;
 }
 
 // Prometheus HTTP service discovery: the registry lists every daemon of the grid with its role and

@@ -217,11 +217,19 @@ int run_ingest(const ingest_options& o) {
                            m->segments.size(), m->duration());
   auto stations = fetch_object(grid_url(o.grid) + "/v1/stations", token_from(o.token));
   if (stations) {
-    for (auto& s : stations->at("stations").as_array()) {
-      std::cout << fmt::format("viewer URL ({}): {}/v1/programs/{}/index.m3u8\n",
-                               std::string(s.at("name").as_string()),
-                               std::string(s.at("director_url").as_string()), m->id.str());
+    answer_reader answer(*stations, "the registry's /v1/stations");
+    std::string urls;
+    for (auto& s : answer.array("stations")) {
+      auto so = answer.element(s, "a station of the registry's /v1/stations");
+      auto name = so.text("name");
+      auto director = so.text("director_url");
+      urls += fmt::format("viewer URL ({}): {}/v1/programs/{}/index.m3u8\n", name, director,
+                          m->id.str());
     }
+    if (auto st = answer.error(); !st) {
+      return fail("ingest", st.err().detail);
+    }
+    std::cout << urls;
   } else {
     std::cout << fmt::format("viewer URL: {}/v1/programs/{}/index.m3u8\n", grid_url(o.grid),
                              m->id.str());
@@ -237,19 +245,30 @@ int run_programs(const std::string& grid, const std::string& token) {
   if (*content) {
     return run_content_programs(**content, token);
   }
+  // No content manager: the registry's view (each program's availability, not its lifecycle).
   auto o = fetch_object(grid_url(grid) + "/v1/programs", token);
   if (!o) {
     return fail("programs", o.err().detail);
   }
-  std::cout << fmt::format("{:<24} {:<8} {:>8} {:>10}  {}\n", "ID", "STATE", "SEGMENTS", "SECONDS",
-                           "TITLE");
-  for (auto& p : o->at("programs").as_array()) {
-    auto& po = p.as_object();
-    std::cout << fmt::format(
-        "{:<24} {:<8} {:>8} {:>10.1f}  {}\n", std::string(po.at("id").as_string()),
-        std::string(po.at("state").as_string()), po.at("segments").to_number<uint64_t>(),
-        po.at("duration").to_number<double>(), std::string(po.at("title").as_string()));
+  answer_reader answer(*o, "the registry's /v1/programs");
+  std::string out = fmt::format("{:<24} {:<10} {:>8} {:>10}  {}\n", "ID", "AVAILABLE", "SEGMENTS",
+                                "SECONDS", "TITLE");
+  for (auto& p : answer.array("programs")) {
+    // Read in order (not as format's arguments, whose order is unspecified): the first missing
+    // field is the one named.
+    auto po = answer.element(p, "a program of the registry's /v1/programs");
+    auto id = po.text("id");
+    auto availability = po.text("availability");
+    auto segments = static_cast<uint64_t>(po.number("segments"));
+    auto duration = po.number("duration");
+    auto title = po.text("title");
+    out += fmt::format("{:<24} {:<10} {:>8} {:>10.1f}  {}\n", id, availability, segments, duration,
+                       title);
   }
+  if (auto st = answer.error(); !st) {
+    return fail("programs", st.err().detail);
+  }
+  std::cout << out;
   return 0;
 }
 

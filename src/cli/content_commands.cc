@@ -146,6 +146,9 @@ std::string renditions_text(const json::object& p) {
   std::string out;
   if (auto* rs = p.if_contains("renditions"); rs && rs->is_array()) {
     for (auto& r : rs->as_array()) {
+      if (!r.is_object()) {
+        continue;
+      }
       auto& ro = r.as_object();
       std::string what = str(ro, "kind");
       if (what == "video") {
@@ -229,11 +232,18 @@ int run_content_ingest(const std::string& content, const ingest_options& o) {
   std::cout << "\n" << renditions_text(*p);
   if (auto g = fetch_object(grid_url(o.grid) + "/v1/grid", token_from(o.token));
       g && g->contains("stations")) {
-    for (auto& s : g->at("stations").as_array()) {
-      std::cout << fmt::format("viewer URL ({}): {}/v1/programs/{}/index.m3u8\n",
-                               std::string(s.at("name").as_string()),
-                               std::string(s.at("director_url").as_string()), id);
+    answer_reader answer(*g, "the registry's /v1/grid");
+    std::string urls;
+    for (auto& s : answer.array("stations")) {
+      auto so = answer.element(s, "a station of the registry's /v1/grid");
+      auto name = so.text("name");
+      auto director = so.text("director_url");
+      urls += fmt::format("viewer URL ({}): {}/v1/programs/{}/index.m3u8\n", name, director, id);
     }
+    if (auto st = answer.error(); !st) {
+      return fail("ingest", st.err().detail);
+    }
+    std::cout << urls;
   }
   return 0;
 }
@@ -243,16 +253,29 @@ int run_content_programs(const std::string& content, const std::string& token) {
   if (!o) {
     return fail("programs", o.err().detail);
   }
-  std::cout << fmt::format("{:<24} {:<10} {:>8} {:>9}  {:<20}  {}\n", "ID", "STATE", "SEGMENTS",
-                           "SECONDS", "PUBLISH AT", "TITLE");
-  for (auto& p : o->at("programs").as_array()) {
+  answer_reader answer(*o, "the content manager's /v1/programs");
+  std::string out = fmt::format("{:<24} {:<10} {:>8} {:>9}  {:<20}  {}\n", "ID", "STATE",
+                                "SEGMENTS", "SECONDS", "PUBLISH AT", "TITLE");
+  for (auto& p : answer.array("programs")) {
+    // What every program has is required; what only some have (an error, renditions) is not.
+    auto program = answer.element(p, "a program of the content manager's /v1/programs");
+    auto id = program.text("id");
+    auto state = program.text("state");
+    auto title = program.text("title");
+    if (!p.is_object()) {
+      break;
+    }
     auto& po = p.as_object();
-    std::cout << fmt::format("{:<24} {:<10} {:>8} {:>9.1f}  {:<20}  {}{}\n", str(po, "id"),
-                             str(po, "state"), static_cast<uint64_t>(num(po, "segments")),
-                             num(po, "duration"), str(po, "publish_at"), str(po, "title"),
-                             str(po, "error").empty() ? "" : "  (" + str(po, "error") + ")");
-    std::cout << renditions_text(po);
+    out += fmt::format("{:<24} {:<10} {:>8} {:>9.1f}  {:<20}  {}{}\n", id, state,
+                       static_cast<uint64_t>(num(po, "segments")), num(po, "duration"),
+                       str(po, "publish_at"), title,
+                       str(po, "error").empty() ? "" : "  (" + str(po, "error") + ")");
+    out += renditions_text(po);
   }
+  if (auto st = answer.error(); !st) {
+    return fail("programs", st.err().detail);
+  }
+  std::cout << out;
   return 0;
 }
 

@@ -321,32 +321,43 @@ int run_demo(const demo_options& o) {
 
 namespace {
 
-void print_engines(const json::object& o, const std::string& director) {
-  std::cout << fmt::format("station {} (director {})\n", std::string(o.at("station").as_string()),
-                           director);
-  std::cout << fmt::format("{:<16} {:<5} {:>9} {:>8} {:>12} {:>12}  {}\n", "ENGINE", "UP",
-                           "SEGMENTS", "STREAMS", "BYTES/S", "FREE GB", "URL");
-  for (auto& e : o.at("engines").as_array()) {
-    auto& eo = e.as_object();
-    auto& load = eo.at("load").as_object();
-    std::cout << fmt::format(
-        "{:<16} {:<5} {:>9} {:>4}/{:<4} {:>12} {:>12.1f}  {}\n",
-        std::string(eo.at("name").as_string()), eo.at("up").as_bool() ? "yes" : "NO",
-        eo.at("segments").to_number<uint64_t>(), load.at("active_streams").to_number<uint64_t>(),
-        load.at("max_streams").to_number<uint64_t>(),
-        load.at("bytes_per_second").to_number<uint64_t>(),
-        load.at("free_bytes").to_number<double>() / 1e9, std::string(eo.at("url").as_string()));
+// The station's engines as `vodgrid status` shows them; an answer lacking a field is an error.
+result<std::string> engines_text(const json::object& o, const std::string& director) {
+  answer_reader answer(o, fmt::format("the director {}'s /v1/engines", director));
+  std::string out = fmt::format("station {} (director {})\n", answer.text("station"), director);
+  out += fmt::format("{:<16} {:<5} {:>9} {:>8} {:>12} {:>12}  {}\n", "ENGINE", "UP", "SEGMENTS",
+                     "STREAMS", "BYTES/S", "FREE GB", "URL");
+  for (auto& e : answer.array("engines")) {
+    // Each field read in order (format's arguments have none): the first missing is named.
+    auto eo =
+        answer.element(e, fmt::format("an engine of the director {}'s /v1/engines", director));
+    auto name = eo.text("name");
+    bool up = eo.flag("up");
+    auto segments = static_cast<uint64_t>(eo.number("segments"));
+    auto load = eo.object("load");
+    auto streams = static_cast<uint64_t>(load.number("active_streams"));
+    auto max_streams = static_cast<uint64_t>(load.number("max_streams"));
+    auto bytes_per_second = static_cast<uint64_t>(load.number("bytes_per_second"));
+    auto free_gb = load.number("free_bytes") / 1e9;
+    auto engine_url = eo.text("url");
+    out += fmt::format("{:<16} {:<5} {:>9} {:>4}/{:<4} {:>12} {:>12.1f}  {}\n", name,
+                       up ? "yes" : "NO", segments, streams, max_streams, bytes_per_second, free_gb,
+                       engine_url);
   }
   // Placement (issue 10): segments short of their copies on engines in rotation, and the copies
   // in flight to restore them.
   if (auto* under = o.if_contains("under_replicated"); under && under->is_number()) {
     auto n = under->to_number<uint64_t>();
-    auto repairing = o.at("repairs_in_flight").to_number<uint64_t>();
-    auto copies = o.at("copies").to_number<uint64_t>();
-    std::cout << (n == 0 ? fmt::format("placement: every segment has its {} copies\n", copies)
-                         : fmt::format("placement: {} segments below {} copies, {} being copied\n",
-                                       n, copies, repairing));
+    auto repairing = static_cast<uint64_t>(answer.number("repairs_in_flight"));
+    auto copies = static_cast<uint64_t>(answer.number("copies"));
+    out += n == 0 ? fmt::format("placement: every segment has its {} copies\n", copies)
+                  : fmt::format("placement: {} segments below {} copies, {} being copied\n", n,
+                                copies, repairing);
   }
+  if (auto st = answer.error(); !st) {
+    return st.err();
+  }
+  return out;
 }
 
 }  // namespace
@@ -362,39 +373,51 @@ int run_status(const std::string& grid, const std::string& token) {
     if (!o) {
       return fail("status", o.err().detail);
     }
-    print_engines(*o, url);
+    auto text = engines_text(*o, url);
+    if (!text) {
+      return fail("status", text.err().detail);
+    }
+    std::cout << *text;
     return 0;
   }
   auto st = fetch_object(url + "/v1/stations", token);
   if (!st) {
     return fail("status", st.err().detail);
   }
-  std::cout << fmt::format("registry {}\n", url);
-  std::cout << fmt::format("{:<12} {:<5} {:<5} {:>9} {:>12} {:>12} {:>6} {:>13}  {}\n", "STATION",
-                           "HOME", "UP", "X,Y KM", "UPLINK MB/S", "SENDING MB/S", "LOAD",
-                           "COPY MB/S", "DIRECTOR");
-  for (auto& s : st->at("stations").as_array()) {
-    auto& so = s.as_object();
-    std::cout << fmt::format(
-        "{:<12} {:<5} {:<5} {:>4.0f},{:<4.0f} {:>12.1f} {:>12.1f} {:>6.2f} {:>13.1f}  {}\n",
-        std::string(so.at("name").as_string()), so.at("home").as_bool() ? "yes" : "",
-        so.at("up").as_bool() ? "yes" : "NO", so.at("x_km").to_number<double>(),
-        so.at("y_km").to_number<double>(),
-        so.at("uplink_bits_per_second").to_number<double>() / 8e6,
-        so.at("sending_bits_per_second").to_number<double>() / 8e6,
-        so.at("load").to_number<double>(), so.at("copy_bits_per_second").to_number<double>() / 8e6,
-        std::string(so.at("director_url").as_string()));
+  answer_reader answer(*st, "the registry's /v1/stations");
+  std::string out = fmt::format("registry {}\n", url);
+  out +=
+      fmt::format("{:<12} {:<5} {:<5} {:>9} {:>12} {:>12} {:>6} {:>13}  {}\n", "STATION", "HOME",
+                  "UP", "X,Y KM", "UPLINK MB/S", "SENDING MB/S", "LOAD", "COPY MB/S", "DIRECTOR");
+  std::vector<std::pair<std::string, std::string>> directors;  // station, director URL
+  for (auto& s : answer.array("stations")) {
+    auto so = answer.element(s, "a station of the registry's /v1/stations");
+    auto name = so.text("name");
+    bool home = so.flag("home"), up = so.flag("up");
+    auto x = so.number("x_km"), y = so.number("y_km");
+    auto uplink = so.number("uplink_bits_per_second") / 8e6;
+    auto sending = so.number("sending_bits_per_second") / 8e6;
+    auto load = so.number("load");
+    auto copy = so.number("copy_bits_per_second") / 8e6;
+    auto director = so.text("director_url");
+    out += fmt::format(
+        "{:<12} {:<5} {:<5} {:>4.0f},{:<4.0f} {:>12.1f} {:>12.1f} {:>6.2f} {:>13.1f}  {}\n", name,
+        home ? "yes" : "", up ? "yes" : "NO", x, y, uplink, sending, load, copy, director);
+    directors.emplace_back(name, director);
   }
-  for (auto& s : st->at("stations").as_array()) {
-    std::string director(s.at("director_url").as_string());
+  if (auto ok = answer.error(); !ok) {
+    return fail("status", ok.err().detail);
+  }
+  std::cout << out;
+  for (auto& [name, director] : directors) {
     std::cout << "\n";
     auto o = fetch_object(director + "/v1/engines", token);
-    if (!o) {
-      std::cout << fmt::format("station {}: {}\n", std::string(s.at("name").as_string()),
-                               o.err().detail);
+    auto text = o ? engines_text(*o, director) : result<std::string>(o.err());
+    if (!text) {
+      std::cout << fmt::format("station {}: {}\n", name, text.err().detail);
       continue;
     }
-    print_engines(*o, director);
+    std::cout << *text;
   }
   return 0;
 }

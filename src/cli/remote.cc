@@ -164,4 +164,77 @@ result<std::string> home_director(const std::string& registry, const std::string
   return make_error(errc::unavailable, "the home station has not registered with the registry yet");
 }
 
+namespace {
+
+const json::object& no_object() {
+  static const json::object empty;
+  return empty;
+}
+
+}  // namespace
+
+answer_reader::answer_reader(const json::object& o, std::string what)
+    : answer_reader(o, std::move(what), std::make_shared<std::string>()) {}
+
+answer_reader::answer_reader(const json::object& o, std::string what,
+                             std::shared_ptr<std::string> first)
+    : o_(o), what_(std::move(what)), first_(std::move(first)) {}
+
+const json::value* answer_reader::find(std::string_view key, std::string_view type, bool ok_type) {
+  auto* v = o_.if_contains(key);
+  if (v && ok_type) {
+    return v;
+  }
+  if (first_->empty()) {
+    *first_ = fmt::format("{} has {} \"{}\" ({})", what_, v ? "a bad" : "no", key, type);
+  }
+  return nullptr;
+}
+
+std::string answer_reader::text(std::string_view key) {
+  auto* v = o_.if_contains(key);
+  auto* f = find(key, "text", v && v->is_string());
+  return f ? std::string(f->as_string()) : std::string();
+}
+
+double answer_reader::number(std::string_view key) {
+  auto* v = o_.if_contains(key);
+  auto* f = find(key, "a number", v && v->is_number());
+  return f ? f->to_number<double>() : 0;
+}
+
+bool answer_reader::flag(std::string_view key) {
+  auto* v = o_.if_contains(key);
+  auto* f = find(key, "true or false", v && v->is_bool());
+  return f && f->as_bool();
+}
+
+const json::array& answer_reader::array(std::string_view key) {
+  static const json::array empty;
+  auto* v = o_.if_contains(key);
+  auto* f = find(key, "a list", v && v->is_array());
+  return f ? f->as_array() : empty;
+}
+
+answer_reader answer_reader::object(std::string_view key) {
+  auto* v = o_.if_contains(key);
+  auto* f = find(key, "an object", v && v->is_object());
+  return answer_reader(f ? f->as_object() : no_object(), fmt::format("{}'s \"{}\"", what_, key),
+                       first_);
+}
+
+answer_reader answer_reader::element(const json::value& v, std::string what) {
+  if (!v.is_object() && first_->empty()) {
+    *first_ = fmt::format("{} is not an object", what);
+  }
+  return answer_reader(v.is_object() ? v.as_object() : no_object(), std::move(what), first_);
+}
+
+status answer_reader::error() const {
+  if (first_->empty()) {
+    return {};
+  }
+  return make_error(errc::protocol_error, *first_);
+}
+
 }  // namespace vodgrid::cli

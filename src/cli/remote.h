@@ -4,8 +4,10 @@
 
 #include <boost/json/object.hpp>
 
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "base/result.h"
 
@@ -21,6 +23,33 @@ result<boost::json::object> fetch_object(const std::string& url, const std::stri
 // `Authorization: Bearer` (an operator's, for the content manager's changes).
 result<boost::json::object> send_object(const std::string& method, const std::string& url,
                                         const std::string& body, const std::string& token = {});
+// Reads the fields of a daemon's JSON answer, so that an answer lacking a field the command needs
+// (a daemon of another version, another daemon than expected) is one clear line, never an
+// exception's "out of range". The first field missing or of another type is kept as the error,
+// naming the field and the answer ("a program of the registry's /v1/programs has no \"state\"
+// (text)"); what it returns meanwhile is empty or zero. Read what is needed, then check error().
+class answer_reader {
+ public:
+  answer_reader(const boost::json::object& o, std::string what);
+  std::string text(std::string_view key);
+  double number(std::string_view key);
+  bool flag(std::string_view key);
+  const boost::json::array& array(std::string_view key);
+  // The object `key`, or an element of an array, read on with the same error.
+  answer_reader object(std::string_view key);
+  answer_reader element(const boost::json::value& v, std::string what);
+  // errc::protocol_error for the first field missing.
+  status error() const;
+
+ private:
+  answer_reader(const boost::json::object& o, std::string what, std::shared_ptr<std::string> first);
+  const boost::json::value* find(std::string_view key, std::string_view type, bool ok_type);
+
+  const boost::json::object& o_;
+  std::string what_;
+  std::shared_ptr<std::string> first_;  // shared with the readers of its parts
+};
+
 // --token if given, else $VODGRID_TOKEN, else empty.
 std::string token_from(const std::string& flag);
 
