@@ -127,6 +127,18 @@ bool answers_200(uint16_t port, std::string_view path) {
 }  // namespace
 
 patroni_cluster::patroni_cluster(options o) : opts_(o) {
+  try {
+    start(o);
+  } catch (...) {
+    // No destructor runs for an object whose constructor throws: what was started is stopped
+    // here (else the postmasters, children of Patroni, would outlive the test and its folder).
+    // The folder is named for whoever reads the error.
+    stop_all();
+    throw;
+  }
+}
+
+void patroni_cluster::start(const options& o) {
   static std::atomic<int> clusters{0};
   scope_ = fmt::format("vg{}x{}", ::getpid(), clusters++);
   if (::geteuid() == 0) {
@@ -176,9 +188,10 @@ patroni_cluster::patroni_cluster(options o) : opts_(o) {
   auto failure =
       pg_exec(fmt::format("host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=5",
                           members_[static_cast<size_t>(primary)].pg),
-              "CREATE DATABASE vodgrid");
+              fmt::format("CREATE DATABASE {}", o.database));
   if (!failure.empty()) {
-    throw std::runtime_error("CREATE DATABASE vodgrid: " + failure);
+    throw std::runtime_error(fmt::format("CREATE DATABASE {} (cluster in {}): {}", o.database,
+                                         dir_.path().string(), failure));
   }
   // Every member has the database before anyone connects: given a list of hosts, libpq stops at
   // the first that refuses a session once started ("database does not exist" on a standby that
@@ -187,7 +200,7 @@ patroni_cluster::patroni_cluster(options o) : opts_(o) {
       [&] {
         for (auto& m : members_) {
           auto info = fmt::format(
-              "host=127.0.0.1 port={} user=postgres dbname=vodgrid connect_timeout=2", m.pg);
+              "host=127.0.0.1 port={} user=postgres dbname={} connect_timeout=2", m.pg, o.database);
           if (!pg_connects(info)) {
             return false;
           }
@@ -201,6 +214,10 @@ patroni_cluster::patroni_cluster(options o) : opts_(o) {
 }
 
 patroni_cluster::~patroni_cluster() {
+  stop_all();
+}
+
+void patroni_cluster::stop_all() {
   // Patroni first (else it would start PostgreSQL again), then each PostgreSQL, then etcd.
   for (auto& m : members_) {
     m.patroni.signal(SIGKILL);

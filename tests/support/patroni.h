@@ -27,11 +27,12 @@ class patroni_cluster {
     int ttl_seconds = 10;  // the leader key's lifetime: how long a dead leader keeps it
     int loop_wait_seconds = 1;
     int retry_timeout_seconds = 3;
-    bool synchronous = true;  // synchronous_mode
+    bool synchronous = true;           // synchronous_mode
+    std::string database = "vodgrid";  // created once a primary accepts writes (an SQL name)
   };
   // Starts etcd, then Patroni, waits for a leader that accepts writes and (synchronous) a
   // synchronous standby, and creates the database `vodgrid`; throws std::runtime_error with the
-  // logs if it cannot within a few minutes.
+  // logs if it cannot within a few minutes, having stopped every process it started.
   patroni_cluster() : patroni_cluster(options{}) {}
   explicit patroni_cluster(options o);
   ~patroni_cluster();
@@ -67,6 +68,8 @@ class patroni_cluster {
     std::filesystem::path dir;
     child_process etcd, patroni;
   };
+  void start(const options& o);  // the constructor's work, which may throw
+  void stop_all();               // SIGKILL of every process started, waited for
   std::vector<std::string> as_postgres(std::vector<std::string> argv) const;
   void start_etcd(int i);
   void start_patroni(int i);

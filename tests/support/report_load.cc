@@ -43,10 +43,16 @@ report_load::~report_load() {
 }
 
 void report_load::stop() {
-  stop_ = true;
-  if (thread_.joinable()) {
-    thread_.join();
+  if (!thread_.joinable()) {
+    return;
   }
+  auto stopped = steady::now();
+  stop_ = true;
+  thread_.join();
+  // An outage still going on when the load stops is an outage too (up to the stop).
+  std::lock_guard lock(mu_);
+  longest_gap_ = std::max(longest_gap_, stopped - last_ack_);
+  stopped_ = true;
 }
 
 void report_load::run() {
@@ -143,7 +149,8 @@ std::vector<double> report_load::latencies_ms() const {
 
 std::chrono::milliseconds report_load::longest_gap() const {
   std::lock_guard lock(mu_);
-  return std::chrono::duration_cast<std::chrono::milliseconds>(longest_gap_);
+  auto gap = stopped_ ? longest_gap_ : std::max(longest_gap_, steady::now() - last_ack_);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(gap);
 }
 
 }  // namespace vodgrid::test

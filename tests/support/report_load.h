@@ -42,7 +42,8 @@ class report_load {
   uint64_t failed() const;        // attempts that were not (errors, 5xx, 409s)
   // Latencies of acknowledged reports, in ms, in order (copied).
   std::vector<double> latencies_ms() const;
-  // The longest time without any acknowledgement since the start (a failover's write outage).
+  // The longest time without any acknowledgement since the start (a failover's write outage),
+  // one still going on included (until now, or until stop()).
   std::chrono::milliseconds longest_gap() const;
 
  private:
@@ -54,6 +55,7 @@ class report_load {
   uint64_t failed_ = 0;
   std::chrono::steady_clock::time_point last_ack_;
   std::chrono::steady_clock::duration longest_gap_{};
+  bool stopped_ = false;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
