@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 
@@ -21,7 +20,8 @@ director::steady::time_point at(double seconds) {
       std::chrono::duration<double>(seconds)));
 }
 
-double distance2(const station_spec& a, const station_spec& b) {
+template <class A, class B>
+double distance2(const A& a, const B& b) {
   double dx = a.x_km - b.x_km, dy = a.y_km - b.y_km;
   return dx * dx + dy * dy;
 }
@@ -41,9 +41,12 @@ grid_sim::grid_sim(const options& o, const world& w)
       lookups_per_segment_(static_cast<uint64_t>(
           std::max(1.0, std::round(o.segment_seconds / o.packager_segment_seconds)))) {
   stations_.resize(w.stations.size());
+  places_.resize(w.stations.size());
+  any_program_ = *program_id::parse("p");
   for (size_t i = 0; i < stations_.size(); ++i) {
     auto& s = stations_[i];
     auto& spec = w.stations[i];
+    places_[i] = {spec.x_km, spec.y_km, spec.uplink_bits_per_second};
     s.spec = &spec;
     s.inputs.name = spec.name;
     s.inputs.home = spec.home;
@@ -66,12 +69,6 @@ grid_sim::grid_sim(const options& o, const world& w)
     }
   }
   holders_.resize(w.segment_count);
-  program_of_.resize(w.segment_count);
-  for (uint32_t p = 0; p < w.first_segment.size(); ++p) {
-    uint32_t end = p + 1 < w.first_segment.size() ? w.first_segment[p + 1] : w.segment_count;
-    std::fill(program_of_.begin() + w.first_segment[p], program_of_.begin() + end, p);
-    program_ids_.push_back(*program_id::parse(fmt::format("p{}", p)));
-  }
   session_engine_.assign(w.sessions.size(), no_engine);
   session_segment_.assign(w.sessions.size(), 0);
   session_watched_.assign(w.sessions.size(), 0);
@@ -319,16 +316,19 @@ bool grid_sim::make_room(uint32_t engine, double now) {
   }
   uint64_t over =
       engine::bytes_over_budget(space(), bytes_ + l.max_disk_bytes / 20, l.max_disk_bytes);
-  std::vector<engine::eviction_candidate> held;
-  held.reserve(en.held.size());
+  // Each candidate's key names the simulation's global segment number in its index, under one
+  // program name: eviction_offer orders by last use alone and returns the keys it offers, so the
+  // offer is the same, without looking up a program and copying its name per candidate (three
+  // cache misses each, over every copy an engine holds, at every pass).
+  eviction_scratch_.clear();
+  eviction_scratch_.reserve(en.held.size());
   for (auto& [seg, c] : en.held) {
     if (c.whole) {
-      uint32_t p = program_of_[seg];
-      held.push_back({segment_key{program_ids_[p], segment_index{seg - w_.first_segment[p]}},
-                      bytes_, at(c.last_used), c.streams > 0});
+      eviction_scratch_.push_back(
+          {segment_key{any_program_, segment_index{seg}}, bytes_, at(c.last_used), c.streams > 0});
     }
   }
-  auto offer = engine::eviction_offer(std::move(held), over);
+  auto offer = engine::eviction_offer(std::move(eviction_scratch_), over);
   uint64_t freed = 0;
   uint16_t st = en.station;
   uint32_t bit = engine - stations_[st].first_engine;
@@ -336,10 +336,7 @@ bool grid_sim::make_room(uint32_t engine, double now) {
     if (freed >= over) {
       break;
     }
-    uint32_t p = 0;
-    auto& name = key.program.str();
-    std::from_chars(name.data() + 1, name.data() + name.size(), p);
-    uint32_t seg = segment_of(p, key.index.v);
+    uint32_t seg = key.index.v;
     // The director allows it when another engine of ours holds it whole, else asks the registry
     // whether another station does (the home always does).
     if ((holding_of(st, seg).whole & ~(1u << bit)) == 0) {
@@ -381,19 +378,27 @@ void grid_sim::gather_candidates(uint16_t seeker, uint32_t seg) {
       add(h);
     }
   } else if (hs.size() <= scan_limit) {
-    std::vector<std::pair<double, uint16_t>> by;
-    auto& me = *stations_[seeker].spec;
+    auto& by = by_scratch_;
+    by.clear();
+    auto me = places_[seeker];
     for (uint16_t h : hs) {
-      by.emplace_back(distance2(*stations_[h].spec, me), h);
+      by.emplace_back(distance2(places_[h], me), h);
     }
-    std::partial_sort(by.begin(), by.begin() + static_cast<std::ptrdiff_t>(half), by.end());
+    // The `half` smallest in order: (key, station) pairs are distinct, so any way of finding them
+    // gives the same list; a selection and a sort of the few is cheaper than a partial sort.
+    auto smallest = [&] {
+      auto mid = by.begin() + static_cast<std::ptrdiff_t>(half);
+      std::nth_element(by.begin(), mid, by.end());
+      std::sort(by.begin(), mid);
+    };
+    smallest();
     for (size_t k = 0; k < half; ++k) {
       add(by[k].second);
     }
     for (auto& [d, h] : by) {
-      d = -stations_[h].spec->uplink_bits_per_second;
+      d = -places_[h].uplink_bits_per_second;
     }
-    std::partial_sort(by.begin(), by.begin() + static_cast<std::ptrdiff_t>(half), by.end());
+    smallest();
     for (size_t k = 0; k < half; ++k) {
       add(by[k].second);
     }
@@ -426,14 +431,14 @@ void grid_sim::gather_candidates(uint16_t seeker, uint32_t seg) {
 std::optional<uint16_t> grid_sim::pick_source(uint16_t seeker, uint32_t seg, double now) {
   registry_request(now, lookups_per_segment_);  // the director asks per packager segment
   if (o_.sources == source_policy::nearest) {
-    auto& me = *stations_[seeker].spec;
+    auto me = places_[seeker];
     auto& hs = holders_[seg];
     std::optional<uint16_t> best;
     if (hs.size() <= scan_limit) {
-      double best_d = distance2(*stations_[0].spec, me);
+      double best_d = distance2(places_[0], me);
       best = seeker != 0 ? std::optional<uint16_t>(0) : std::nullopt;
       for (uint16_t h : hs) {
-        double d = distance2(*stations_[h].spec, me);
+        double d = distance2(places_[h], me);
         if (h != seeker && (!best || d < best_d)) {
           best = h;
           best_d = d;

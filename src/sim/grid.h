@@ -4,14 +4,15 @@
 // the daemons keep in their tables and databases.
 #pragma once
 
+#include <boost/heap/d_ary_heap.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
 
 #include <cstdint>
 #include <optional>
-#include <queue>
 #include <vector>
 
 #include "director/tables.h"
+#include "engine/decisions.h"
 #include "registry/cost.h"
 #include "sim/sim.h"
 #include "sim/world.h"
@@ -135,10 +136,23 @@ class grid_sim {
   boost::unordered_flat_map<uint32_t, std::vector<uint64_t>> dense_holders_;
   std::vector<copy_in_flight> copies_;
   std::vector<uint32_t> free_copies_;
-  std::priority_queue<event, std::vector<event>, std::greater<>> events_;
+  // A 4-ary heap: the same order as any priority queue (events are totally ordered), with half
+  // the levels of a binary heap, each a likely cache miss in a queue of tens of thousands.
+  boost::heap::d_ary_heap<event, boost::heap::arity<4>, boost::heap::compare<std::greater<>>>
+      events_;
   std::vector<uint32_t> session_engine_;  // the engine streaming to each session, or none
   std::vector<uint32_t> session_segment_;
   std::vector<uint16_t> session_watched_;
+  // Per station what distance and uplink comparisons read, packed (the specs are wide and
+  // scattered): a lookup compares hundreds of holders.
+  struct station_place {
+    double x_km = 0, y_km = 0;
+    double uplink_bits_per_second = 0;
+  };
+  std::vector<station_place> places_;
+  std::vector<std::pair<double, uint16_t>> by_scratch_;       // gather_candidates' orders
+  std::vector<engine::eviction_candidate> eviction_scratch_;  // make_room's candidates
+  program_id any_program_;  // the program every eviction candidate's key names (make_room)
   std::vector<std::vector<uint16_t>> nearest_;  // per station: the others, nearest first
   std::vector<uint16_t> best_connected_;        // stations by uplink, widest first
   std::vector<uint32_t> registry_per_second_;
@@ -146,8 +160,6 @@ class grid_sim {
   uint32_t stamp_now_ = 0;
   std::vector<registry::station_inputs> scratch_;  // a lookup's candidates, for the ranking
   std::vector<uint16_t> scratch_ids_;              // and their stations
-  std::vector<uint32_t> program_of_;               // per segment: its program
-  std::vector<program_id> program_ids_;            // per program: its name, made once
   std::vector<director::candidate> candidates_;
   uint64_t prefetch_total_ = 0;  // queue length of each station's distribution
   uint64_t sessions_now_ = 0;

@@ -112,6 +112,7 @@ struct outcome {
   double max_station_disk_bytes = 0;  // the most bytes a station held at the end
   double mean_station_disk_bytes = 0;
   double wall_seconds = 0;
+  double cpu_seconds = 0;  // of the thread that ran it
 };
 
 // One simulated day under `o`. Deterministic for given options (seed included).
