@@ -270,7 +270,10 @@ struct auth_daemon::impl : net::daemon_base {
 auth_daemon::auth_daemon(asio::io_context& io, grid_config grid, auth_options opts)
     : impl_(std::make_unique<impl>(io, std::move(grid), opts)) {}
 
-auth_daemon::~auth_daemon() = default;
+// Its further loops end before its state goes (net::daemon_base::end_loops).
+auth_daemon::~auth_daemon() {
+  impl_->end_loops();
+}
 
 uint16_t auth_daemon::port() const {
   return impl_->port;

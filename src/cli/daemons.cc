@@ -18,6 +18,7 @@
 #include "content/manager.h"
 #include "director/director.h"
 #include "engine/engine.h"
+#include "net/daemon.h"
 #include "registry/registry.h"
 
 namespace vodgrid::cli {
@@ -50,8 +51,14 @@ int serve(Daemon& d, asio::io_context& io, std::string_view role, const std::str
   return 0;
 }
 
+// Also refuses an invalid VODGRID_THREADS, the same way for every daemon and before any of them
+// opens anything (daemon_base::listen would refuse it too, later).
 result<grid_config> load_config(const std::filesystem::path& config, std::string_view role) {
   std::signal(SIGPIPE, SIG_IGN);
+  if (auto loops = net::loop_count(1); !loops) {
+    std::cerr << "vodgrid " << role << ": " << loops.err().detail << "\n";
+    return loops.err();
+  }
   auto grid = grid_config::load(config);
   if (!grid) {
     std::cerr << "vodgrid " << role << ": " << grid.err().detail << "\n";

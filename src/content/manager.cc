@@ -65,7 +65,10 @@ json::object to_json(const program_entry& p, bool full) {
 content_manager::content_manager(asio::io_context& io, grid_config grid)
     : impl_(std::make_unique<impl>(io, std::move(grid))) {}
 
-content_manager::~content_manager() = default;
+// Its further loops end before its state goes (net::daemon_base::end_loops).
+content_manager::~content_manager() {
+  impl_->end_loops();
+}
 
 uint16_t content_manager::port() const {
   return impl_->port;

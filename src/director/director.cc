@@ -21,7 +21,10 @@ director_daemon::director_daemon(asio::io_context& io, grid_config grid, station
   impl_->station = impl_->grid.find_station(station.str());
 }
 
-director_daemon::~director_daemon() = default;
+// Its further loops end before its state goes (net::daemon_base::end_loops).
+director_daemon::~director_daemon() {
+  impl_->end_loops();
+}
 
 uint16_t director_daemon::port() const {
   return impl_->port;

@@ -16,7 +16,10 @@ engine_daemon::engine_daemon(asio::io_context& io, grid_config grid, engine_id n
   impl_->station = impl_->grid.station_of_engine(name.str());
 }
 
-engine_daemon::~engine_daemon() = default;
+// Its further loops end before its state goes (net::daemon_base::end_loops).
+engine_daemon::~engine_daemon() {
+  impl_->end_loops();
+}
 
 uint16_t engine_daemon::port() const {
   return impl_->port;
@@ -69,11 +72,7 @@ status engine_daemon::start() {
     return st;
   }
   d.routes();
-  auto loops = net::loop_count(d.self->threads);
-  if (!loops) {
-    return loops.err();
-  }
-  d.threads = *loops;
+  d.threads = d.self->threads;  // listen() applies VODGRID_THREADS
   if (auto st = d.listen(d.self->listen.host, d.self->listen.port); !st) {
     return st;
   }

@@ -11,13 +11,8 @@
 
 namespace vodgrid::net {
 
-// VODGRID_THREADS, when set, applies to every daemon; the director and engine also read their
-// `threads` key (loop_count) before listen.
 daemon_base::daemon_base(asio::io_context& i)
-    : io(i),
-      tasks(i.get_executor()),
-      stop_requested(i.get_executor()),
-      threads(loop_count(1) ? *loop_count(1) : 1) {}
+    : io(i), tasks(i.get_executor()), stop_requested(i.get_executor()) {}
 
 result<uint32_t> loop_count(uint32_t configured) {
   uint32_t n = configured;
@@ -44,7 +39,13 @@ daemon_base::~daemon_base() {
   server.reset();  // before the loops its acceptors and connections belong to
 }
 
+// VODGRID_THREADS, when set, applies to every daemon alike (loop_count).
 status daemon_base::listen(const std::string& host, uint16_t p) {
+  auto n = loop_count(threads);
+  if (!n) {
+    return n.err();
+  }
+  threads = *n;
   std::vector<asio::any_io_executor> extra;
   for (uint32_t i = 1; i < threads; ++i) {
     loops_.push_back(std::make_unique<asio::io_context>(1));
@@ -72,6 +73,17 @@ void daemon_base::join_loops() {
     t.join();
   }
   loop_threads_.clear();
+}
+
+void daemon_base::end_loops() {
+  join_loops();
+  if (loops_.empty()) {
+    return;
+  }
+  if (server) {
+    server->forget_further_loops();
+  }
+  loops_.clear();  // destroys the coroutines left on them (a daemon never stopped)
 }
 
 asio::awaitable<size_t> daemon_base::stop(std::chrono::milliseconds drain) {

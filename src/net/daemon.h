@@ -38,10 +38,16 @@ class daemon_base {
   virtual ~daemon_base();
   daemon_base(const daemon_base&) = delete;
   daemon_base& operator=(const daemon_base&) = delete;
+  // Ends the further loops (their threads joined, what their connections still hold destroyed).
+  // The public daemon's destructor calls it before its impl goes: a daemon destroyed without
+  // stop() must not have loops running its routes, or releasing what their connections hold,
+  // while its derived state is being destroyed (~daemon_base would be too late).
+  void end_loops();
 
   // Binds `server` (made by the daemon's start, with its name and options) and starts accepting
-  // on `threads` loops (the home loop and threads - 1 started here); sets `port` to the bound
-  // port (useful with port 0).
+  // on loop_count(threads) loops (the home loop and the others started here), setting `threads` to
+  // that count; sets `port` to the bound port (useful with port 0). An invalid VODGRID_THREADS is
+  // an error naming it, for every daemon alike.
   status listen(const std::string& host, uint16_t port);
 
   // Two-phase stop: on_stop(), "stop requested" set and `stopping` true; then the server stops
@@ -77,8 +83,8 @@ class daemon_base {
   async_event stop_requested;           // set at the start of stop(); loops sleep on it
   bool stopping = false;                // stop() has begun
   uint16_t port = 0;                    // bound by listen()
-  // Event loops serving `server` (listen starts threads - 1 of them): VODGRID_THREADS or 1; a
-  // daemon with a `threads` key sets it before listen().
+  // Event loops serving `server`: before listen(), the configured count (0: "auto"; a daemon
+  // with a `threads` key sets it), which VODGRID_THREADS overrides; after, the count running.
   uint32_t threads = 1;
 
  protected:

@@ -210,6 +210,10 @@ class http_server {
   // requests in flight, then cut what remains. Completes when every connection is gone.
   asio::awaitable<void> stop(std::chrono::milliseconds drain);
 
+  // For a daemon destroyed without stop(), once the further loops' threads have ended: drops
+  // their share of the server (acceptors, sweep timers), which must go before their io_contexts.
+  void forget_further_loops() { loops_.resize(1); }
+
   metrics_registry& metrics() { return metrics_; }
   // Extra fields for /healthz (e.g. the daemon's role and name); called on each request.
   void set_health(std::function<boost::json::object()> fn) { health_ = std::move(fn); }
@@ -281,6 +285,12 @@ class http_server {
                                                        int flags);
   asio::awaitable<boost::system::error_code> send_file_tls(session& s, int fd, uint64_t offset,
                                                            uint64_t length, uint64_t& sent);
+  // Puts a connection on loop `l` (its list, for the sweep and stop; its count) and starts the
+  // loop's sweep if idle. `counted`: connections_ counts it already (moved from another loop).
+  void enlist(loop& l, session& s, bool counted);
+  // Takes a connection off its loop; `moving`: connections_ keeps counting it for the loop it
+  // moves to, whose enlist takes the count over.
+  void delist(session& s, bool moving);
   // Sends a reply's file or stream owner to the home loop to be released there (an owner may
   // count a stream in the daemon's state); nothing for a connection of the home loop.
   void release_on_home(session& s, reply& r);

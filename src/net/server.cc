@@ -112,45 +112,55 @@ bool http_server::on_home_loop() const {
 
 result<uint16_t> http_server::listen(const std::string& host, uint16_t port,
                                      std::vector<asio::any_io_executor> extra) {
-  auto& acceptor_ = loops_[0]->acceptor;
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(host, ec);
   if (ec) {
     return make_error(errc::invalid_argument, fmt::format("bad listen address {}", host));
   }
   tcp::endpoint ep(addr, port);
-  acceptor_.open(ep.protocol(), ec);
+  tcp::acceptor opener(ex_);
+  opener.open(ep.protocol(), ec);
   if (!ec) {
-    acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    opener.set_option(asio::socket_base::reuse_address(true), ec);
   }
   if (!ec) {
-    acceptor_.bind(ep, ec);
+    opener.bind(ep, ec);
   }
   if (!ec) {
-    acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    opener.listen(asio::socket_base::max_listen_connections, ec);
   }
+  uint16_t bound = ec ? 0 : opener.local_endpoint(ec).port();
+  // Out of the home loop's epoll (release() deletes its entry), for every loop, the home loop
+  // included, accepts on a duplicate of its own: an acceptor Asio opened itself is not deleted
+  // from epoll when closed, and while a duplicate keeps the socket open its stale entry would still
+  // report connections to the home loop for a descriptor it no longer has. One assigned from a
+  // duplicate is (Asio's possible_dup).
+  int listening = ec ? -1 : opener.release(ec);
   if (ec) {
     return make_error(errc::unavailable,
                       fmt::format("cannot listen on {}:{}: {}", host, port, ec.message()));
   }
-  // Each further loop accepts on a duplicate of the listening descriptor: the same socket, so the
-  // kernel hands each connection to one of the loops waiting on it.
   for (auto& e : extra) {
-    auto l = std::make_unique<loop>(e, false);
-    int fd = ::dup(acceptor_.native_handle());
-    if (fd < 0) {
-      return make_error(errc::unavailable,
-                        fmt::format("cannot share {}:{}: {}", host, port, std::strerror(errno)));
-    }
-    l->acceptor.assign(ep.protocol(), fd, ec);
-    if (ec) {
-      ::close(fd);
-      return make_error(errc::unavailable,
-                        fmt::format("cannot share {}:{}: {}", host, port, ec.message()));
-    }
-    loops_.push_back(std::move(l));
+    loops_.push_back(std::make_unique<loop>(e, false));
   }
-  uint16_t bound = acceptor_.local_endpoint().port();
+  // Each loop accepts on a duplicate of the listening descriptor: the same socket, so the kernel
+  // hands each connection to one of the loops waiting on it.
+  for (auto& l : loops_) {
+    int fd = ::dup(listening);
+    if (fd < 0) {
+      ec.assign(errno, boost::system::system_category());
+    } else if (l->acceptor.assign(ep.protocol(), fd, ec); ec) {
+      ::close(fd);
+    }
+    if (ec) {
+      auto why = fmt::format("cannot share {}:{}: {}", host, port, ec.message());
+      ::close(listening);
+      loops_.resize(1);
+      loops_[0]->acceptor.close(ec);
+      return make_error(errc::unavailable, why);
+    }
+  }
+  ::close(listening);
   for (auto& l : loops_) {
     l->listening = true;
     asio::co_spawn(l->ex, accept_loop(*l), asio::detached);
@@ -421,15 +431,8 @@ asio::awaitable<bool> http_server::read_body(session& s, uint64_t limit, bool he
 asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
   session s;
   s.sock = &sock;
-  s.on = &l;
-  l.sessions.push_back(&s);
-  l.count.fetch_add(1, std::memory_order_relaxed);
-  connections_.fetch_add(1, std::memory_order_relaxed);
-  auto self = std::prev(l.sessions.end());
-  if (!l.sweeping) {
-    l.sweeping = true;
-    asio::co_spawn(l.ex, sweep_loop(l), asio::detached);
-  }
+  enlist(l, s, false);
+  bool moved_home = false;
   boost::system::error_code ec;
   // Non-blocking for the synchronous sends and sendfile: one ioctl per connection, not per reply.
   sock.non_blocking(true, ec);
@@ -513,6 +516,8 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
     }
     if (foreign && !l.home) {
       // The foreign protocol's handler belongs to the home loop: the connection moves there.
+      // It stays counted in connections_ on its way (run_adopted takes the count over), so that
+      // stop() cannot end while it is between the loops.
       auto proto = sock.local_endpoint(ec).protocol();
       int fd = ec ? -1 : sock.release(ec);
       if (fd >= 0) {
@@ -522,6 +527,7 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
           ::close(fd);
           break;
         }
+        moved_home = true;
         asio::co_spawn(
             ex_,
             run_adopted(std::move(moved),
@@ -604,24 +610,35 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
   }
   sock.shutdown(tcp::socket::shutdown_send, ec);
   sock.close(ec);
-  l.sessions.erase(self);
-  l.count.fetch_sub(1, std::memory_order_relaxed);
-  connections_.fetch_sub(1, std::memory_order_relaxed);
+  delist(s, moved_home);
 }
 
-asio::awaitable<void> http_server::run_adopted(tcp::socket sock, std::string already_read) {
-  auto& l = *loops_[0];
-  session s;
-  s.sock = &sock;
+void http_server::enlist(loop& l, session& s, bool counted) {
   s.on = &l;
-  l.sessions.push_back(&s);
+  l.sessions.push_front(&s);
+  s.self = l.sessions.begin();
   l.count.fetch_add(1, std::memory_order_relaxed);
-  connections_.fetch_add(1, std::memory_order_relaxed);
-  auto self = std::prev(l.sessions.end());
+  if (!counted) {
+    connections_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (!l.sweeping) {
     l.sweeping = true;
     asio::co_spawn(l.ex, sweep_loop(l), asio::detached);
   }
+}
+
+void http_server::delist(session& s, bool moving) {
+  s.on->sessions.erase(s.self);
+  s.on->count.fetch_sub(1, std::memory_order_relaxed);
+  if (!moving) {
+    connections_.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+asio::awaitable<void> http_server::run_adopted(tcp::socket sock, std::string already_read) {
+  session s;
+  s.sock = &sock;
+  enlist(*loops_[0], s, true);
   boost::system::error_code ec;
   sock.non_blocking(true, ec);
   s.ctx.remote = sock.remote_endpoint(ec);
@@ -633,9 +650,7 @@ asio::awaitable<void> http_server::run_adopted(tcp::socket sock, std::string alr
   }
   sock.shutdown(tcp::socket::shutdown_send, ec);
   sock.close(ec);
-  l.sessions.erase(self);
-  l.count.fetch_sub(1, std::memory_order_relaxed);
-  connections_.fetch_sub(1, std::memory_order_relaxed);
+  delist(s, false);
 }
 
 void http_server::release_on_home(session& s, reply& r) {

@@ -31,7 +31,8 @@ struct http_server::session {
   // took (kept while it lives, whatever a reload swaps in); null on a plain port.
   std::unique_ptr<tls_stream> tls;
   std::shared_ptr<asio::ssl::context> tls_ctx;
-  loop* on = nullptr;     // the loop serving the connection (its thread runs this coroutine)
+  loop* on = nullptr;  // the loop serving the connection (its thread runs this coroutine)
+  std::list<session*>::iterator self;  // its place in on->sessions (enlist)
   bool busy = false;      // a request is being handled; idle sessions are cut first at stop
   bool sniffing = false;  // the first request line is read before the parser sees it (foreign_)
   // When the socket operation in progress must have completed (checked by sweep_loop);

@@ -9,7 +9,10 @@ namespace vodgrid::registry {
 registry_daemon::registry_daemon(asio::io_context& io, grid_config grid)
     : impl_(std::make_unique<impl>(io, std::move(grid))) {}
 
-registry_daemon::~registry_daemon() = default;
+// Its further loops end before its state goes (net::daemon_base::end_loops).
+registry_daemon::~registry_daemon() {
+  impl_->end_loops();
+}
 
 uint16_t registry_daemon::port() const {
   return impl_->port;
