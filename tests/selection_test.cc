@@ -170,6 +170,92 @@ TEST(StationTables, AWholeInventoryInSlicesNeverLosesASegmentItKeeps) {
   EXPECT_EQ(t.location_count(), 3000u);
 }
 
+// A restarted engine that lost part of its disk: while its whole inventory is applied in slices,
+// it is never up and listed for a segment it no longer holds (consoles would get 404s, and
+// maintenance would count its lost copy as an up holder); it is up once that is so.
+TEST(StationTables, ARestartedEngineIsNeverUpAndListedForASegmentItLost) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  std::vector<uint32_t> first;
+  std::vector<uint32_t> second;
+  for (uint32_t i = 0; i < 3000; ++i) {
+    first.push_back(i);
+    if (i >= 1000) {
+      second.push_back(i);
+    }
+  }
+  for (uint32_t i = 3000; i < 4000; ++i) {
+    second.push_back(i);
+  }
+  t.apply(beat("a", 1, 1, true, first), now);
+  station_tables::apply_job job;
+  EXPECT_FALSE(t.begin_apply(beat("a", 2, 1, true, second), now, job).resync);
+  int slices = 0;
+  int slices_up = 0;
+  auto check = [&] {
+    auto& e = t.engine(slot(0));
+    bool up = t.is_up(e, now);
+    EXPECT_EQ(t.published_engines()->at(0).last_seen, e.last_seen);
+    if (!up) {
+      return;
+    }
+    ++slices_up;
+    for (uint32_t i = 0; i < 1000; i += 7) {
+      ASSERT_TRUE(t.holders(key(i)).empty()) << "segment " << i << " after slice " << slices;
+      ASSERT_FALSE(t.published(key(i)).seg) << "segment " << i << " after slice " << slices;
+    }
+  };
+  check();
+  while (!t.apply_slice(job, 0us)) {
+    ++slices;
+    check();
+  }
+  check();
+  EXPECT_GT(slices, 100);
+  EXPECT_GT(slices_up, 1);  // back in rotation before the segments it gained are all listed
+  EXPECT_TRUE(t.is_up(t.engine(slot(0)), now));
+  EXPECT_EQ(t.engine(slot(0)).held.size(), 3000u);
+  EXPECT_EQ(t.location_count(), 3000u);
+  EXPECT_EQ(t.holders(key(3999)), std::vector<engine_slot>{slot(0)});
+}
+
+// A copy or a removal noted between the slices of a whole inventory (written before it) stays as
+// noted, and the engine's set and the locations agree: the next inventory naming the segment again
+// lists the engine for it.
+TEST(StationTables, CopiesAndRemovalsNotedBetweenSlicesStayAndTheTablesAgree) {
+  station_tables t(1000ms);
+  auto now = steady::now();
+  std::vector<uint32_t> all;
+  for (uint32_t i = 0; i < 3000; ++i) {
+    all.push_back(i);
+  }
+  t.apply(beat("a", 1, 1, true, all), now);
+  station_tables::apply_job job;
+  EXPECT_FALSE(t.begin_apply(beat("a", 1, 2, true, all), now, job).resync);
+  int slices = 0;
+  while (!t.apply_slice(job, 0us)) {
+    if (++slices == 20) {
+      t.note_removal(slot(0), key(2999));  // eviction granted
+      t.note_copy(slot(0), key(5000));     // copy done
+    }
+  }
+  ASSERT_GE(slices, 20);
+  auto agree = [&](uint32_t i) {
+    bool held = t.engine(slot(0)).held.contains(key(i));
+    bool listed = t.holders(key(i)) == std::vector<engine_slot>{slot(0)};
+    EXPECT_EQ(held, listed) << "segment " << i;
+    return held && listed;
+  };
+  EXPECT_FALSE(agree(2999));
+  EXPECT_TRUE(agree(5000));
+  EXPECT_TRUE(agree(0));
+  t.apply(beat("a", 1, 3, true, all), now);
+  EXPECT_TRUE(agree(2999));
+  EXPECT_FALSE(agree(5000));
+  EXPECT_EQ(t.engine(slot(0)).held.size(), 3000u);
+  EXPECT_EQ(t.location_count(), 3000u);
+}
+
 TEST(StationTables, ASilentEngineLeavesRotationAndReturns) {
   station_tables t(1000ms);
   auto now = steady::now();

@@ -240,10 +240,16 @@ api::heartbeat_reply station_tables::begin_apply(api::heartbeat hb, steady::time
   if (!hb.full && !continues) {
     return {true};
   }
+  // A whole inventory from an engine that was down or restarted: it stays out of rotation until
+  // the copies it no longer names are dropped (stage 2), so that it is never sent consoles, nor
+  // counted as a holder, for a segment it lost meanwhile.
+  bool returning = hb.full && (!known || e.epoch != hb.epoch || !is_up(e, now));
   e.url = hb.url;
   e.epoch = hb.epoch;
   e.seq = hb.seq;
-  e.last_seen = now;
+  e.last_seen = returning ? steady::time_point{} : now;
+  job.seen = now;
+  job.returning = returning;
   e.load = hb.load;
   e.pending_bytes = 0;  // what was ordered before it is in its used bytes, or still arriving
   // A console sent within the last moment may not have reached the engine when it wrote this.
@@ -256,14 +262,13 @@ api::heartbeat_reply station_tables::begin_apply(api::heartbeat hb, steady::time
   job.engine = *idx;
   job.hb = std::move(hb);
   job.done = false;
-  if (job.hb.full) {
-    job.now_held.reserve(job.hb.added.size());
-  }
+  e.applying = true;
+  e.noted.clear();
   return {false};
 }
 
-// Stages: 0 the removed list, 1 the added list, 2 (a whole inventory) the copies it no longer
-// names, 3 the copies arriving (the engine's whole list, short).
+// Stages: 0 the removed list; for a whole inventory, 1 its keys as a set and 2 the copies it no
+// longer names; 3 the added list; 4 the copies arriving (the engine's whole list, short).
 bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budget) {
   if (job.done) {
     return true;
@@ -277,55 +282,82 @@ bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budge
   };
   engine_entry& e = engine_mut(job.engine);
   auto& hb = job.hb;
+  auto noted = [&](const segment_key& k, bool held) {
+    auto it = e.noted.find(k);
+    return it != e.noted.end() && it->second == held;
+  };
   if (job.stage == 0) {
     for (; job.pos < hb.removed.size(); ++job.pos) {
       if (out_of_time()) {
         publish();
         return false;
       }
-      remove_location(job.engine, hb.removed[job.pos]);
+      if (!noted(hb.removed[job.pos], true)) {
+        remove_location(job.engine, hb.removed[job.pos]);
+      }
     }
-    job.stage = 1;
+    job.stage = hb.full ? 1 : 3;
     job.pos = 0;
+    if (hb.full) {
+      job.now_held.reserve(hb.added.size());
+    }
   }
   if (job.stage == 1) {
+    for (; job.pos < hb.added.size(); ++job.pos) {
+      if (out_of_time()) {
+        return false;  // (nothing changed yet)
+      }
+      job.now_held.insert(hb.added[job.pos].key);
+    }
+    job.stage = 2;
+    job.pos = 0;
+    job.buckets = e.held.bucket_count();
+  }
+  if (job.stage == 2) {
+    // The engine's set is walked a bucket at a time: erasing keeps the buckets, but a copy noted
+    // between slices may rehash them, and then the walk starts over (what it forgot is gone).
+    if (e.held.bucket_count() != job.buckets) {
+      job.buckets = e.held.bucket_count();
+      job.pos = 0;
+    }
+    for (size_t n = 1; job.pos < job.buckets; ++job.pos, ++n) {
+      if (n % 32 == 0 &&
+          std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - start) >= budget) {
+        publish();
+        return false;
+      }
+      job.stale.clear();
+      for (auto it = e.held.begin(job.pos); it != e.held.end(job.pos); ++it) {
+        if (!job.now_held.contains(*it) && !noted(*it, true)) {
+          job.stale.push_back(*it);
+        }
+      }
+      for (auto& k : job.stale) {
+        remove_location(job.engine, k);
+      }
+    }
+    job.stage = 3;
+    job.pos = 0;
+    job.now_held = {};
+    job.stale = {};
+  }
+  if (job.stage == 3 && job.returning) {
+    job.returning = false;
+    e.last_seen = job.seen;  // what it is listed for it holds: back in rotation
+    publish_engines();
+  }
+  if (job.stage == 3) {
+    // (A segment a whole inventory keeps is already held: add_location leaves it.)
     for (; job.pos < hb.added.size(); ++job.pos) {
       if (out_of_time()) {
         publish();
         return false;
       }
-      add_location(job.engine, hb.added[job.pos].key);
-      if (hb.full) {
-        job.now_held.insert(hb.added[job.pos].key);
+      if (!noted(hb.added[job.pos].key, false)) {
+        add_location(job.engine, hb.added[job.pos].key);
       }
     }
-    job.stage = 2;
-    job.pos = 0;
-    if (hb.full) {
-      // What it held and no longer names: the old set becomes the job's list (a move, however
-      // large), the inventory's set the engine's.
-      auto old = std::move(e.held);
-      e.held = std::move(job.now_held);
-      job.stale.reserve(old.size() > e.held.size() ? old.size() - e.held.size() : 0);
-      for (auto it = old.begin(); it != old.end();) {
-        auto node = old.extract(it++);
-        if (!e.held.contains(node.value())) {
-          job.stale.push_back(std::move(node.value()));
-        }
-      }
-    }
-  }
-  if (job.stage == 2) {
-    for (; job.pos < job.stale.size(); ++job.pos) {
-      if (out_of_time()) {
-        publish();
-        return false;
-      }
-      if (!e.held.contains(job.stale[job.pos])) {  // (unless a copy was noted meanwhile)
-        forget_location(job.engine, job.stale[job.pos]);
-      }
-    }
-    job.stage = 3;
+    job.stage = 4;
   }
   // `filling` is the engine's whole list: copies it no longer names have ended.
   std::unordered_set<segment_key> now_filling(hb.filling.begin(), hb.filling.end());
@@ -344,6 +376,8 @@ bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budge
     }
   }
   publish();
+  e.applying = false;
+  e.noted.clear();
   job.done = true;
   return true;
 }

@@ -77,6 +77,10 @@ struct engine_entry {
   }
   std::unordered_set<segment_key> held;
   std::unordered_set<segment_key> filling;  // segments it is receiving (and serving meanwhile)
+  // While one of its heartbeats is applied in slices: the copies (true) and removals (false) noted
+  // since it began, newer than the heartbeat, which its slices then leave as noted.
+  bool applying = false;
+  std::unordered_map<segment_key, bool> noted;
   // Bytes of copies ordered to it since its last heartbeat, which `load.used_bytes` does not count
   // yet: copies ordered in one burst are spread, not all sent to the engine that looked emptiest
   // (copies still arriving at a heartbeat count through `filling`).
@@ -158,17 +162,24 @@ class station_tables {
   // The same in slices (issue 16, item 5: a whole inventory of 100k segments must not hold the
   // home loop for long): begin_apply applies the engine's status and load and answers as apply
   // would; apply_slice then makes the segment changes for about `budget` and says whether it is
-  // done, each slice published. A whole inventory adds what it names before it drops what it no
-  // longer names, so that between slices a segment it keeps never looks lost. One heartbeat at a
-  // time (the caller serializes them); other changes may come between slices.
+  // done, each slice published. A whole inventory first drops what it no longer names, then adds
+  // what it names and was not listed; a segment it keeps is never touched, so between slices the
+  // engine is never listed for a segment it lacks (a restarted engine that lost part of its disk)
+  // and a kept segment never looks lost. The engine's `held` and the locations change together,
+  // and copies and removals noted between slices stay as noted. One heartbeat of an engine at a
+  // time (the caller serializes them); other changes, other engines' heartbeats among them, may
+  // come between slices.
   struct apply_job {
     engine_slot engine{};
     api::heartbeat hb;
     int stage = 0;
     size_t pos = 0;
-    std::unordered_set<segment_key> now_held;  // a whole inventory's, as its slices add it
-    std::vector<segment_key> stale;            // what it no longer names (stage 2)
+    std::unordered_set<segment_key> now_held;  // a whole inventory's keys (stage 1)
+    size_t buckets = 0;                        // the engine's held.bucket_count() (stage 2)
+    std::vector<segment_key> stale;            // scratch: one bucket's keys it no longer names
     bool done = false;
+    steady::time_point seen{};  // the heartbeat's arrival
+    bool returning = false;     // out of rotation until stage 3
   };
   api::heartbeat_reply begin_apply(api::heartbeat hb, steady::time_point now, apply_job& job);
   bool apply_slice(apply_job& job, std::chrono::microseconds budget);
@@ -286,6 +297,7 @@ class station_tables {
   // Records a copy an engine has just reported done, before its heartbeat says so.
   void note_copy(engine_slot engine, const segment_key& key) {
     add_location(engine, key);
+    note_during_apply(engine, key, true);
     publish();
   }
   // Records a copy an engine has just accepted to receive, before its heartbeat says so.
@@ -296,6 +308,7 @@ class station_tables {
   // Forgets a copy an engine is allowed to evict, before its heartbeat says so.
   void note_removal(engine_slot engine, const segment_key& key) {
     remove_location(engine, key);
+    note_during_apply(engine, key, false);
     publish();
   }
   // Forgets a copy that an engine reported failed, before its heartbeat says so.
@@ -324,8 +337,12 @@ class station_tables {
   const std::vector<candidate>& candidates(const segment_key& key, steady::time_point now,
                                            copy_kind kind = copy_kind::whole) const;
   void add_location(engine_slot engine, const segment_key& key);
+  void note_during_apply(engine_slot engine, const segment_key& key, bool held) {
+    if (auto& e = engine_mut(engine); e.applying) {
+      e.noted[key] = held;
+    }
+  }
   void remove_location(engine_slot engine, const segment_key& key);
-  // remove_location for a key already gone from the engine's `held` (a whole inventory's swap).
   void forget_location(engine_slot engine, const segment_key& key);
   void add_filling(engine_slot engine, const segment_key& key);
   void remove_filling(engine_slot engine, const segment_key& key);
