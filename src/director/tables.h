@@ -316,8 +316,8 @@ class station_tables {
     remove_filling(engine, key);
     publish();
   }
-  // Counts a console just sent to an engine, until a heartbeat written after it arrived. Any
-  // thread.
+  // Counts a console just sent to an engine, until a heartbeat written after it arrived. Home loop
+  // only (engines_ may grow); other loops count on their engine_view's `sent`.
   void note_sent(engine_slot e, steady::time_point now) const { engine(e).sent->add(now); }
   // Records that an engine refused a console at its stream limit: it counts as full until its
   // next heartbeat.
