@@ -348,6 +348,10 @@ asio::awaitable<reply> director_daemon::impl::segment_at_home(request_context& c
   if (!chosen && tables.up_holders(key, now) > 0) {
     chosen = co_await wait_for_replica(key);
     now = steady::now();
+    m = ready_program(ctx.params[0]);  // the catalog may have changed while we waited
+    if (!m) {
+      co_return net::error_reply(m.err());
+    }
   }
   std::string elsewhere;  // an engine of another station, when none of ours can serve or receive
   if (!chosen && grid.registry) {
