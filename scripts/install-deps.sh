@@ -10,7 +10,7 @@ pkgs=(
   libavformat-dev libavcodec-dev libavutil-dev libavfilter-dev libswscale-dev libswresample-dev
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  ffmpeg curl python3 procps util-linux
+  ffmpeg curl openssl python3 procps util-linux
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   systemd file iso-codes
   chromium
@@ -22,6 +22,7 @@ pkgs=(
 # database of registry_ha_test and bench/registry_ha (tests/support/patroni.h starts its own cluster
 # as the user postgres in temporary folders; the packages' system services, where systemd starts
 # them, are neither used nor touched).
+# openssl: the command tls_test makes its CA and certificates with (libssl-dev does not bring it).
 # iproute2: ip and tc, the hosts and shaped links of the multi-host tests (tests/support/netns.h)
 # and scripts/netns-grid.
 # prometheus: promtool checks deploy/prometheus/ and prometheus_test runs its own server (free port,
