@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(
-  build-essential cmake ninja-build ccache pkg-config clang-format clang-14 libclang-rt-14-dev
+  build-essential cmake ninja-build ccache lld pkg-config clang-format clang-14 libclang-rt-14-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libssl-dev libsodium-dev libsqlite3-dev libpq-dev postgresql libcurl4-openssl-dev
   libavformat-dev libavcodec-dev libavutil-dev libavfilter-dev libswscale-dev libswresample-dev
@@ -22,6 +22,7 @@ pkgs=(
 # database of registry_ha_test and bench/registry_ha (tests/support/patroni.h starts its own cluster
 # as the user postgres in temporary folders; the packages' system services, where systemd starts
 # them, are neither used nor touched).
+# lld: the linker of both builds (CMakeLists.txt): it links a test binary in a quarter of GNU ld's time.
 # openssl: the command tls_test makes its CA and certificates with (libssl-dev does not bring it).
 # iproute2: ip and tc, the hosts and shaped links of the multi-host tests (tests/support/netns.h)
 # and scripts/netns-grid.
