@@ -261,6 +261,8 @@ TEST(Renditions, ATranscodedLadderPlaysEveryRenditionAtTheEdge) {
   ASSERT_EQ(in.status, 0) << in.err << g.log_of("content");
   EXPECT_NE(in.out.find("rendition ladder--360p"), std::string::npos) << in.out;
   EXPECT_NE(in.out.find("rendition ladder--240p"), std::string::npos) << in.out;
+  // The parent's own segment list is empty: it is told as its renditions, not as "0 segments".
+  EXPECT_NE(in.out.find(": 3 renditions, "), std::string::npos) << in.out;
   auto mv = http_get(playlist(g, "edge", "ladder"));
   ASSERT_EQ(mv->status, 200u) << mv->body;
   EXPECT_NE(mv->body.find("RESOLUTION=640x360"), std::string::npos) << mv->body;

@@ -142,6 +142,16 @@ result<api::ingest_request> ingest_request_of(const ingest_options& o) {
 }
 
 // The renditions of a program of several (flow 9), one line each, and the tracks not kept.
+// What a program is made of, as `vodgrid ingest` and `vodgrid programs` say it: its segments, or
+// for a multivariant program (whose own segment list is empty) how many renditions it has.
+std::string parts_text(const json::object& p) {
+  if (auto* rs = p.if_contains("renditions"); rs && rs->is_array() && !rs->as_array().empty()) {
+    auto n = rs->as_array().size();
+    return fmt::format("{} rendition{}", n, n == 1 ? "" : "s");
+  }
+  return fmt::format("{} segments", static_cast<uint64_t>(num(p, "segments")));
+}
+
 std::string renditions_text(const json::object& p) {
   std::string out;
   if (auto* rs = p.if_contains("renditions"); rs && rs->is_array()) {
@@ -221,10 +231,9 @@ int run_content_ingest(const std::string& content, const ingest_options& o) {
     return fail("ingest", p.err().detail);
   }
   std::string id = str(*p, "id");
-  std::cout << fmt::format("program {} {}: {} segments, {:.1f} s, {} {}x{}{}", id, str(*p, "state"),
-                           static_cast<uint64_t>(num(*p, "segments")), num(*p, "duration"),
-                           str(*p, "video_codec"), static_cast<int>(num(*p, "width")),
-                           static_cast<int>(num(*p, "height")),
+  std::cout << fmt::format("program {} {}: {}, {:.1f} s, {} {}x{}{}", id, str(*p, "state"),
+                           parts_text(*p), num(*p, "duration"), str(*p, "video_codec"),
+                           static_cast<int>(num(*p, "width")), static_cast<int>(num(*p, "height")),
                            str(*p, "audio_codec").empty() ? "" : " + " + str(*p, "audio_codec"));
   if (str(*p, "state") == "inactive") {
     std::cout << fmt::format(", publishes at {}", str(*p, "publish_at"));
@@ -254,7 +263,7 @@ int run_content_programs(const std::string& content, const std::string& token) {
     return fail("programs", o.err().detail);
   }
   answer_reader answer(*o, "the content manager's /v1/programs");
-  std::string out = fmt::format("{:<24} {:<10} {:>8} {:>9}  {:<20}  {}\n", "ID", "STATE",
+  std::string out = fmt::format("{:<24} {:<10} {:>13} {:>9}  {:<24}  {}\n", "ID", "STATE",
                                 "SEGMENTS", "SECONDS", "PUBLISH AT", "TITLE");
   for (auto& p : answer.array("programs")) {
     // What every program has is required; what only some have (an error, renditions) is not.
@@ -266,8 +275,9 @@ int run_content_programs(const std::string& content, const std::string& token) {
       break;
     }
     auto& po = p.as_object();
-    out += fmt::format("{:<24} {:<10} {:>8} {:>9.1f}  {:<20}  {}{}\n", id, state,
-                       static_cast<uint64_t>(num(po, "segments")), num(po, "duration"),
+    auto parts = parts_text(po);
+    out += fmt::format("{:<24} {:<10} {:>13} {:>9.1f}  {:<24}  {}{}\n", id, state,
+                       parts.substr(0, parts.find(" segments")), num(po, "duration"),
                        str(po, "publish_at"), title,
                        str(po, "error").empty() ? "" : "  (" + str(po, "error") + ")");
     out += renditions_text(po);
