@@ -1,6 +1,9 @@
 // Unit tests of base: names, segment indices, the grid configuration.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include <boost/json/parse.hpp>
 
 #include "base/base64url.h"
@@ -8,6 +11,8 @@
 #include "base/config.h"
 #include "base/ids.h"
 #include "base/log.h"
+#include "base/snapshot.h"
+#include "base/thread_slot.h"
 
 namespace vodgrid {
 namespace {
@@ -722,6 +727,75 @@ TEST(SecretFiles, OneReadableByGroupOrOthersIsRefusedWithItsName) {
   ::chmod(f.c_str(), 0400);
   EXPECT_TRUE(check_private_file(f));
   EXPECT_EQ(check_private_file(s.path / "none").err().code, errc::not_found);
+}
+
+// snapshot<T> (issue 16): a thread reads its cached copy until a newer value is stored, then the
+// newer one; a value it read stays alive while its pin does, whatever is stored meanwhile.
+TEST(Snapshot, ReadsTheLatestValueAndKeepsWhatWasReadAlive) {
+  snapshot<std::string> s(std::make_shared<const std::string>("one"));
+  snapshot_pin pin;
+  const std::string* a = s.read(pin);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(*a, "one");
+  EXPECT_EQ(s.read(pin), a);  // the cached copy
+  s.store(std::make_shared<const std::string>("two"));
+  const std::string* b = s.read(pin);
+  EXPECT_EQ(*b, "two");
+  EXPECT_EQ(*a, "one");  // still alive: the pin holds it
+  s.store(nullptr);
+  EXPECT_EQ(s.read(pin), nullptr);
+  // Two snapshots are told apart in a thread's cache.
+  snapshot<std::string> t(std::make_shared<const std::string>("other"));
+  EXPECT_EQ(*t.read(pin), "other");
+  EXPECT_EQ(s.read(pin), nullptr);
+}
+
+// One thread stores 1, 2, ... while two read: a reader never sees a value go back, and sees the
+// last one at the end.
+TEST(Snapshot, ReadersOnTwoThreadsSeeEveryStoreInOrder) {
+  snapshot<uint64_t> s(std::make_shared<const uint64_t>(0));
+  constexpr uint64_t last = 20000;
+  std::atomic<bool> done{false};
+  std::atomic<int> backwards{0};
+  auto reader = [&] {
+    uint64_t seen = 0;
+    while (true) {
+      bool end = done.load();
+      snapshot_pin pin;
+      uint64_t v = *s.read(pin);
+      if (v < seen) {
+        ++backwards;
+      }
+      seen = v;
+      if (end) {
+        EXPECT_EQ(v, last);
+        return;
+      }
+    }
+  };
+  std::thread a(reader);
+  std::thread b(reader);
+  for (uint64_t i = 1; i <= last; ++i) {
+    s.store(std::make_shared<const uint64_t>(i));
+  }
+  done = true;
+  a.join();
+  b.join();
+  EXPECT_EQ(backwards.load(), 0);
+}
+
+// thread_slot(): a number per thread, the one a server sets for its loops.
+TEST(ThreadSlot, IsStablePerThreadAndSettable) {
+  size_t mine = thread_slot();
+  EXPECT_EQ(thread_slot(), mine);
+  size_t other = mine;
+  std::thread([&] { other = thread_slot(); }).join();
+  EXPECT_NE(other, mine);
+  std::thread([&] {
+    set_thread_slot(1);
+    other = thread_slot();
+  }).join();
+  EXPECT_EQ(other, 1u);
 }
 
 }  // namespace

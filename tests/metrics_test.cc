@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "net/metrics.h"
 
@@ -30,6 +32,42 @@ TEST(Metrics, AHistogramRendersCumulativeBucketsItsSumAndItsCount) {
   EXPECT_NE(text.find("t_seconds_count 1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("t_seconds_bucket{le=\"0.00025\"} 1\n"), std::string::npos) << text;
   EXPECT_EQ(text.find("# TYPE t_seconds histogram"), text.rfind("# TYPE t_seconds histogram"));
+}
+
+// Counters and histograms count in the calling thread's slot (issue 16): what several threads
+// count at once, and a gauge set after counting, read back exactly.
+TEST(Metrics, CountsFromSeveralThreadsAtOnceAddUpExactly) {
+  metrics_registry m;
+  auto& c = m.counter("t_total", "A test");
+  auto& h = m.histogram_of("t_seconds", "A test", "", {0.25, 1});
+  auto count = [&](size_t slot) {
+    set_thread_slot(slot);
+    for (int i = 0; i < 20000; ++i) {
+      c.inc();
+      h.observe(i % 2 ? 0.125 : 2.0);  // exact in binary
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t slot : {0, 1, 2, 5}) {  // 5: shares a slot with 1
+    threads.emplace_back(count, slot);
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(c.get(), 80000);
+  auto text = m.render();
+  EXPECT_NE(text.find("t_total 80000\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("t_seconds_bucket{le=\"0.25\"} 40000\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("t_seconds_bucket{le=\"+Inf\"} 80000\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("t_seconds_sum 85000\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("t_seconds_count 80000\n"), std::string::npos) << text;
+  auto& g = m.gauge("t_gauge", "A test");
+  std::thread([&] {
+    set_thread_slot(3);
+    g.inc(7);
+  }).join();
+  g.set(2);
+  EXPECT_EQ(g.get(), 2);
 }
 
 TEST(Metrics, ComputedFamiliesCarryTheirTypeAndEveryLabelledSeries) {

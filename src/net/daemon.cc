@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "base/log.h"
+#include "base/thread_slot.h"
 
 namespace vodgrid::net {
 
@@ -57,8 +58,11 @@ status daemon_base::listen(const std::string& host, uint16_t p) {
     loop_guards_.clear();
     return bound.err();
   }
-  for (auto& l : loops_) {
-    loop_threads_.emplace_back([ctx = l.get()] { ctx->run(); });
+  for (size_t i = 0; i < loops_.size(); ++i) {
+    loop_threads_.emplace_back([ctx = loops_[i].get(), slot = i + 1] {
+      set_thread_slot(slot);  // the home loop is 0 (http_server::accept_loop)
+      ctx->run();
+    });
   }
   port = *bound;
   return {};

@@ -9,11 +9,12 @@ namespace vodgrid::net {
 
 histogram::histogram(std::vector<double> bounds)
     : bounds_(std::move(bounds)),
-      counts_(std::make_unique<std::atomic<uint64_t>[]>(bounds_.size() + 1)) {}
+      lines_((bounds_.size() + 1 + 7) / 8),
+      counts_(std::make_unique<line[]>(slot_count * lines_)) {}
 
 void histogram::observe(double v) {
   size_t i = std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin();
-  counts_[i].fetch_add(1, std::memory_order_relaxed);
+  count(thread_slot() % slot_count, i).fetch_add(1, std::memory_order_relaxed);
   sum_.inc(v);
 }
 
@@ -21,7 +22,9 @@ std::vector<uint64_t> histogram::cumulative() const {
   std::vector<uint64_t> out(bounds_.size() + 1);
   uint64_t run = 0;
   for (size_t i = 0; i < out.size(); ++i) {
-    run += counts_[i].load(std::memory_order_relaxed);
+    for (size_t s = 0; s < slot_count; ++s) {
+      run += count(s, i).load(std::memory_order_relaxed);
+    }
     out[i] = run;
   }
   return out;

@@ -3,6 +3,7 @@
 // fits an Asio daemon without its own HTTP server.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -13,24 +14,46 @@
 #include <string_view>
 #include <vector>
 
+#include "base/thread_slot.h"
+
 namespace vodgrid::net {
 
+// A counter or gauge, thread-safe. inc() adds to the calling thread's slot (base/thread_slot.h:
+// an event loop's own), so that loops counting every request never write a cache line another
+// loop writes; get() adds the slots up when scraped. set() (a gauge, one writer) starts over.
 class metric_value {
  public:
   void inc(double by = 1) {
-    double cur = v_.load(std::memory_order_relaxed);
-    while (!v_.compare_exchange_weak(cur, cur + by, std::memory_order_relaxed)) {
+    auto& v = slots_[thread_slot() % slot_count].v;
+    double cur = v.load(std::memory_order_relaxed);
+    while (!v.compare_exchange_weak(cur, cur + by, std::memory_order_relaxed)) {
     }
   }
-  void set(double v) { v_.store(v, std::memory_order_relaxed); }
-  double get() const { return v_.load(std::memory_order_relaxed); }
+  void set(double v) {
+    for (size_t i = 1; i < slot_count; ++i) {
+      slots_[i].v.store(0, std::memory_order_relaxed);
+    }
+    slots_[0].v.store(v, std::memory_order_relaxed);
+  }
+  double get() const {
+    double sum = 0;
+    for (auto& s : slots_) {
+      sum += s.v.load(std::memory_order_relaxed);
+    }
+    return sum;
+  }
 
  private:
-  std::atomic<double> v_{0};
+  static constexpr size_t slot_count = 4;
+  struct alignas(64) slot {
+    std::atomic<double> v{0};
+  };
+  std::array<slot, slot_count> slots_;
 };
 
 // A Prometheus histogram: counts of observations at or below each bound (rendered cumulative,
-// with +Inf), their sum and their count. Lock-free: observe() is on every request's path.
+// with +Inf), their sum and their count. Lock-free: observe() is on every request's path, and
+// counts in the calling thread's slot as metric_value does.
 class histogram {
  public:
   explicit histogram(std::vector<double> bounds);
@@ -41,8 +64,16 @@ class histogram {
   const std::vector<double>& bounds() const { return bounds_; }
 
  private:
+  static constexpr size_t slot_count = 4;
   std::vector<double> bounds_;
-  std::unique_ptr<std::atomic<uint64_t>[]> counts_;  // one per bound, then +Inf
+  struct alignas(64) line {
+    std::atomic<uint64_t> c[8];
+  };
+  size_t lines_;                    // cache lines per slot: one count per bound, then +Inf
+  std::unique_ptr<line[]> counts_;  // slot_count * lines_
+  std::atomic<uint64_t>& count(size_t slot, size_t i) const {
+    return counts_[slot * lines_ + i / 8].c[i % 8];
+  }
   metric_value sum_;
 };
 

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "base/thread_slot.h"
 #include "net/server_internal.h"
 #include "net/target.h"
 #include "net/tls.h"
@@ -171,6 +172,7 @@ result<uint16_t> http_server::listen(const std::string& host, uint16_t port,
 asio::awaitable<void> http_server::accept_loop(loop& l) {
   if (l.home) {
     home_thread_ = std::this_thread::get_id();
+    set_thread_slot(0);  // the further loops' threads are numbered by daemon_base
   }
   auto logger = log::get("net");
   while (!stopping_) {
