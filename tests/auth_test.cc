@@ -1,6 +1,9 @@
 // Tokens, the keyring's rotation, the verifier's checks and cache, URL signatures and password
 // hashing: forged, expired, tampered, wrong-kind, wrong-program and wrong-address tokens are
 // refused with the right reason.
+#include <atomic>
+#include <thread>
+
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -159,6 +162,51 @@ TEST_F(AuthTest, VerifiedTokensAreCachedAndForgottenWhenKeysChange) {
   v.set_keys({});
   EXPECT_EQ(v.cached(), 0u);
   EXPECT_EQ(v.verify(text, need(token_kind::viewer), t0 + 1).why, token_error::unknown_key);
+}
+
+// allows() answers from a copy of its own on each thread (issue 16): two threads asking at once
+// each get every answer right, and a change of keys reaches a thread's copy.
+TEST_F(AuthTest, AllowsFromTwoThreadsAtOnceAndForgetsWhenKeysChange) {
+  auto news = *program_id::parse("news");
+  auto film = *program_id::parse("film");
+  auto ip = boost::asio::ip::make_address("127.0.0.1");
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 8; ++i) {  // several tokens, so that the threads' copies are replaced too
+    auto c = viewer_claims({"news"});
+    c.issued_at = t0 + i;
+    tokens.push_back(key.issue(c));
+    ASSERT_TRUE(v.verify(tokens.back(), need(token_kind::viewer, "news"), t0 + 60));
+  }
+  std::atomic<int> allowed{0};
+  std::atomic<int> wrong{0};
+  auto ask = [&] {
+    for (int round = 0; round < 2000; ++round) {
+      for (auto& t : tokens) {
+        allowed += v.allows(t, token_kind::viewer, &news, ip, t0 + 60) ? 1 : 0;
+        wrong += v.allows(t, token_kind::viewer, &film, ip, t0 + 60) ? 1 : 0;
+      }
+    }
+  };
+  std::thread a(ask);
+  std::thread b(ask);
+  a.join();
+  b.join();
+  EXPECT_EQ(allowed.load(), 2 * 2000 * 8);
+  EXPECT_EQ(wrong.load(), 0);
+
+  // This thread has its copies now; a thread that has not gets the same answers.
+  ASSERT_TRUE(v.allows(tokens[0], token_kind::viewer, &news, ip, t0 + 60));
+  auto other = signing_key::generate("k2");
+  v.set_keys({other.public_part()});  // k1 retired: its tokens are refused, even remembered
+  EXPECT_FALSE(v.allows(tokens[0], token_kind::viewer, &news, ip, t0 + 60));
+  bool on_other = true;
+  std::thread c([&] { on_other = v.allows(tokens[1], token_kind::viewer, &news, ip, t0 + 60); });
+  c.join();
+  EXPECT_FALSE(on_other);
+  // Another verifier's remembered tokens are its own, though a thread has met the same text.
+  token_verifier fresh;
+  fresh.set_keys({key.public_part()});
+  EXPECT_FALSE(fresh.allows(tokens[2], token_kind::viewer, &news, ip, t0 + 60));
 }
 
 TEST_F(AuthTest, CacheStaysBounded) {

@@ -40,7 +40,7 @@ struct service_session::state {
   std::string token;
   int64_t renew_at = 0;  // unix seconds
   int64_t expires_at = 0;
-  std::atomic<std::shared_ptr<const url_signer>> signer;  // read from any thread
+  snapshot<url_signer> signer;  // read from any thread
   bool stopping = false;
   std::shared_ptr<spdlog::logger> logger = log::get("auth");
 };
@@ -71,6 +71,9 @@ const url_signer* service_session::signer() const {
 }
 std::shared_ptr<const url_signer> service_session::shared_signer() const {
   return st_->signer.load();
+}
+const url_signer* service_session::signer(snapshot_pin& pin) const {
+  return st_->signer.read(pin);
 }
 const std::string& service_session::token() const {
   return st_->token;

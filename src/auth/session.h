@@ -15,6 +15,7 @@
 
 #include "auth/url_signer.h"
 #include "auth/verifier.h"
+#include "base/snapshot.h"
 
 namespace vodgrid::auth {
 
@@ -41,6 +42,9 @@ class service_session {
   // The same from any thread (a director's redirect on another loop, issue 16): kept alive by the
   // caller while it signs, whatever a renewal does meanwhile.
   std::shared_ptr<const url_signer> shared_signer() const;
+  // The same from any thread without touching a shared cache line (base/snapshot.h): valid while
+  // `pin` lives.
+  const url_signer* signer(snapshot_pin& pin) const;
   // The current engine token; empty until the first login.
   const std::string& token() const;
 

@@ -1,6 +1,9 @@
 // The verifier: cache lookup, else parse + Ed25519 check; then the per-request checks.
 #include "auth/verifier.h"
 
+#include <array>
+#include <atomic>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -65,6 +68,7 @@ void token_verifier::set_keys(std::vector<public_key> keys) {
   if (m != keys_) {
     keys_ = std::move(m);
     cache_.clear();  // a retired key's tokens must not survive in the cache
+    keys_version_.fetch_add(1, std::memory_order_release);  // nor in a thread's copy
   }
 }
 
@@ -187,29 +191,66 @@ verify_outcome token_verifier::verify(std::string_view token, const requirement&
   return check_claims(t->body, req, now);
 }
 
+// A thread's copies of the shared cache's entries (allows()), direct-mapped by the token's hash:
+// a console's requests meet its token here without taking the verifier's mutex, which every loop
+// of a director would otherwise take on every redirect.
+struct local_cache {
+  struct slot {
+    uint64_t owner = 0;  // the verifier's id_; 0: empty
+    uint64_t keys_version = 0;
+    std::string token;
+    token_verifier::cache_entry entry;
+  };
+  static constexpr size_t slots = 64;
+  static slot& of(size_t hash) {
+    thread_local std::array<slot, slots> cache;
+    return cache[hash % slots];
+  }
+};
+
+namespace {
+std::atomic<uint64_t> next_verifier_id{1};
+}  // namespace
+
+token_verifier::token_verifier(verifier_options opts)
+    : opts_(opts), id_(next_verifier_id.fetch_add(1, std::memory_order_relaxed)) {}
+
 bool token_verifier::allows(std::string_view token, token_kind kind, const program_id* program,
                             const boost::asio::ip::address& client, int64_t now) const {
   if (token.empty()) {
     return false;
   }
-  std::lock_guard lock(mu_);
-  auto it = cache_.find(token);
-  if (it == cache_.end()) {
-    return false;
+  // The version is read before the shared cache: a copy is never older than the keys it is
+  // tagged with (set_keys clears the cache, then bumps the version, under the mutex).
+  uint64_t version = keys_version_.load(std::memory_order_acquire);
+  auto& slot = local_cache::of(token_hash{}(token));
+  if (slot.owner != id_ || slot.keys_version != version || slot.token != token) {
+    slot.owner = 0;  // empty until whole
+    {
+      std::lock_guard lock(mu_);
+      auto it = cache_.find(token);
+      if (it == cache_.end()) {
+        return false;
+      }
+      slot.entry = it->second;
+    }
+    slot.token.assign(token);
+    slot.keys_version = version;
+    slot.owner = id_;
   }
-  const claims& c = it->second.body;
+  const claims& c = slot.entry.body;
   if (!(now < c.expires_at && c.issued_at <= now + opts_.clock_skew && c.kind == kind &&
         (!program || c.entitled_to(*program)))) {
     return false;
   }
-  if (!it->second.bound) {
+  if (!slot.entry.bound) {
     return true;
   }
   if (client.is_v6() && client.to_v6().is_v4_mapped()) {
-    return *it->second.bound ==
+    return *slot.entry.bound ==
            boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, client.to_v6());
   }
-  return *it->second.bound == client;
+  return *slot.entry.bound == client;
 }
 
 result<std::vector<public_key>> decode_keys(std::string_view body) {

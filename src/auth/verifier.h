@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -69,10 +70,12 @@ struct verifier_options {
   int64_t clock_skew = 30;         // seconds a token's iat may lie in our future
 };
 
-// Thread-safe (one mutex); every daemon thread may share one verifier.
+// Thread-safe (one mutex); every daemon thread may share one verifier. allows() reads a small cache
+// of this thread's own first (a copy of what the shared cache remembers, dropped when the keys
+// change), so that the loops of a director do not meet at the mutex on every redirect.
 class token_verifier {
  public:
-  explicit token_verifier(verifier_options opts = {}) : opts_(opts) {}
+  explicit token_verifier(verifier_options opts = {});
 
   // Replaces the trusted keys. Tokens of a key no longer listed are refused from now on, even if
   // remembered.
@@ -87,8 +90,8 @@ class token_verifier {
   // The hot path of a director or engine: true when `token` is remembered as verified and meets
   // the requirement (kind, `program` when not null, the address it is bound to if any) at `now`.
   // `client`: the peer's address as the socket has it (IPv4-mapped IPv6 is taken as the IPv4
-  // address), compared in binary. Allocates nothing. False says nothing more: call verify() for
-  // the outcome and its reason.
+  // address), compared in binary. Allocates nothing once this thread has met the token. False
+  // says nothing more: call verify() for the outcome and its reason.
   bool allows(std::string_view token, token_kind kind, const program_id* program,
               const boost::asio::ip::address& client, int64_t now) const;
 
@@ -110,9 +113,14 @@ class token_verifier {
     std::optional<boost::asio::ip::address> bound;
   };
   verify_outcome check_claims(const claims& c, const requirement& req, int64_t now) const;
+  friend struct local_cache;  // verifier.cc: the threads' copies
 
   verifier_options opts_;
-  mutable std::mutex mu_;                              // guards keys_ and cache_
+  const uint64_t id_;  // tells this verifier's entries in a thread's cache from another's
+  // Bumped whenever the keys change (under mu_): a thread's copies of an older value are stale.
+  // On a line of its own, read by every allows(), written only then.
+  alignas(64) std::atomic<uint64_t> keys_version_{0};
+  alignas(64) mutable std::mutex mu_;                  // guards keys_ and cache_
   std::unordered_map<std::string, std::string> keys_;  // kid → raw public key
   mutable std::unordered_map<std::string, cache_entry, token_hash, std::equal_to<>> cache_;
 };
