@@ -1,4 +1,6 @@
 // The director's hottest segments (director/hot.h): decayed request counts, the top, the bound.
+#include <thread>
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -56,6 +58,31 @@ TEST(HotSegments, TheTableStaysWithinItsBound) {
   EXPECT_LE(h.size(), 101u);
   // The latest requests are the ones kept.
   EXPECT_EQ(h.top(1, t + 1s)[0].key, key("film", 999));
+}
+
+// The redirect records on every loop (issue 16): two threads at once, each into its own shard;
+// top() counts every request, those of a segment both recorded added up.
+TEST(HotSegments, TwoThreadsRecordingAtOnceAreCountedExactly) {
+  hot_segments h(std::chrono::hours(1000));  // no decay to speak of over the test
+  auto t = hot_segments::clock::now();
+  auto record = [&](uint32_t own) {
+    for (int i = 0; i < 5000; ++i) {
+      h.record(key("film", 0), t);    // both threads
+      h.record(key("film", own), t);  // this thread only
+    }
+  };
+  std::thread a(record, 1);
+  std::thread b(record, 2);
+  a.join();
+  b.join();
+  auto top = h.top(5, t);
+  ASSERT_EQ(top.size(), 3u);
+  EXPECT_EQ(top[0].key, key("film", 0));
+  EXPECT_DOUBLE_EQ(top[0].requests, 10000);
+  EXPECT_EQ(top[1].key, key("film", 1));
+  EXPECT_DOUBLE_EQ(top[1].requests, 5000);
+  EXPECT_EQ(top[2].key, key("film", 2));
+  EXPECT_DOUBLE_EQ(top[2].requests, 5000);
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "base/thread_slot.h"
+
 namespace vodgrid::director {
 
 double hot_segments::decayed(const count& c, clock::time_point now) const {
@@ -12,40 +14,55 @@ double hot_segments::decayed(const count& c, clock::time_point now) const {
 }
 
 void hot_segments::record(const segment_key& key, clock::time_point now) {
-  std::lock_guard lock(mu_);
-  auto& c = counts_[key];
+  auto& s = shards_[thread_slot() % shard_count];
+  std::lock_guard lock(s.mu);
+  auto& c = s.counts[key];
   c.value = decayed(c, now) + 1;
   c.at = now;
-  if (counts_.size() > max_entries_) {
-    prune(now);
+  if (s.counts.size() > max_entries_) {
+    prune(s.counts, now);  // to at most half the bound: amortized O(1) per request
   }
 }
 
+size_t hot_segments::size() const {
+  size_t n = 0;
+  for (auto& s : shards_) {
+    std::lock_guard lock(s.mu);
+    n += s.counts.size();
+  }
+  return n;
+}
+
 // Drops what has cooled below one request; if that is not enough, the colder half.
-void hot_segments::prune(clock::time_point now) {
-  std::erase_if(counts_, [&](auto& kv) { return decayed(kv.second, now) < 1; });
-  if (counts_.size() <= max_entries_ / 2) {
+void hot_segments::prune(std::unordered_map<segment_key, count>& counts, clock::time_point now) {
+  std::erase_if(counts, [&](auto& kv) { return decayed(kv.second, now) < 1; });
+  if (counts.size() <= max_entries_ / 2) {
     return;
   }
   std::vector<double> values;
-  values.reserve(counts_.size());
-  for (auto& [key, c] : counts_) {
+  values.reserve(counts.size());
+  for (auto& [key, c] : counts) {
     values.push_back(decayed(c, now));
   }
   auto mid = values.begin() + static_cast<std::ptrdiff_t>(values.size() / 2);
   std::nth_element(values.begin(), mid, values.end());
   double median = *mid;
-  std::erase_if(counts_, [&](auto& kv) { return decayed(kv.second, now) < median; });
-  if (counts_.size() > max_entries_) {  // all alike: the bound holds all the same
-    std::erase_if(counts_, [&](auto& kv) { return decayed(kv.second, now) <= median; });
+  std::erase_if(counts, [&](auto& kv) { return decayed(kv.second, now) < median; });
+  if (counts.size() > max_entries_) {  // all alike: the bound holds all the same
+    std::erase_if(counts, [&](auto& kv) { return decayed(kv.second, now) <= median; });
   }
 }
 
 std::vector<hot_segments::entry> hot_segments::top(size_t n, clock::time_point now) const {
+  std::unordered_map<segment_key, double> sum;
+  for (auto& s : shards_) {
+    std::lock_guard lock(s.mu);
+    for (auto& [key, c] : s.counts) {
+      sum[key] += decayed(c, now);
+    }
+  }
   std::vector<entry> all;
-  std::lock_guard lock(mu_);
-  for (auto& [key, c] : counts_) {
-    double v = decayed(c, now);
+  for (auto& [key, v] : sum) {
     if (v >= 0.5) {
       all.push_back({key, v});
     }

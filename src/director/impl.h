@@ -127,8 +127,7 @@ struct director_daemon::impl : net::daemon_base {
   // published by the home loop with each save of the catalog, read by every loop.
   using ready_programs =
       std::unordered_map<std::string, std::shared_ptr<const api::program_manifest>>;
-  std::atomic<std::shared_ptr<const ready_programs>> ready_view{
-      std::make_shared<const ready_programs>()};
+  snapshot<ready_programs> ready_view{std::make_shared<const ready_programs>()};
   void publish_programs();
   // replicas.size(), for the redirect on any loop: while there are none, it need not tell the home
   // loop that a console went to one.

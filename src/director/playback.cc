@@ -226,7 +226,10 @@ std::optional<reply> director_daemon::impl::redirect_now(request_context& ctx,
     }
   }
   done.token_checked = true;
-  auto programs = ready_view.load();
+  // What this loop reads of the home loop's state, through its snapshots (base/snapshot.h): no
+  // shared cache line written unless the home loop published something since.
+  snapshot_pin pin;
+  const ready_programs* programs = ready_view.read(pin);
   auto p = programs->find(ctx.params[0]);
   if (p == programs->end()) {
     return std::nullopt;  // not ready here: learnt from the registry, or refused, at home
@@ -241,9 +244,9 @@ std::optional<reply> director_daemon::impl::redirect_now(request_context& ctx,
                    fmt::format("program {} has no segment {} (its segments are segments/{{n}}{})",
                                ctx.params[0], ctx.path.substr(ctx.path.rfind('/') + 1), ext)));
   }
-  std::shared_ptr<const auth::url_signer> signer;
+  const auth::url_signer* signer = nullptr;
   if (auth) {
-    signer = auth->shared_signer();
+    signer = auth->signer(pin);
     if (!signer) {
       return std::nullopt;  // not yet logged in at auth: refused, and counted, at home
     }
@@ -252,15 +255,15 @@ std::optional<reply> director_daemon::impl::redirect_now(request_context& ctx,
   segment_key key{m->id, *idx};
   hot.record(key, now);
   done.recorded = true;
-  auto engines = tables.published_engines();
+  const engine_views* engines = tables.published_engines(pin);
   std::optional<engine_slot> chosen;
   {
-    auto seg = tables.published(key);
+    const segment_view* seg = tables.published(key, pin);
     std::optional<engine_slot> hint;
-    if (seg.seg && seg.seg->hint && seg.seg->hint_until > now) {
-      hint = seg.seg->hint;
+    if (seg && seg->hint && seg->hint_until > now) {
+      hint = seg->hint;
     }
-    chosen = tables.choose_on(*engines, seg.seg, now, hint);
+    chosen = tables.choose_on(*engines, seg, now, hint);
   }
   if (!chosen) {
     return std::nullopt;  // a replica, a copy or another station: at home
@@ -286,9 +289,8 @@ std::optional<reply> director_daemon::impl::redirect_now(request_context& ctx,
   if (auto q = ctx.req.target().find('?'); q != std::string_view::npos) {
     query = ctx.req.target().substr(q);
   }
-  auto location = signer
-                      ? sign_at(signer.get(), segment_url_at(e.url, key, {}, format), e.url.size())
-                      : result<std::string>(segment_url_at(e.url, key, query, format));
+  auto location = signer ? sign_at(signer, segment_url_at(e.url, key, {}, format), e.url.size())
+                         : result<std::string>(segment_url_at(e.url, key, query, format));
   if (!location) {
     return unavailable_reply(location.err());  // (not reached: the signer is there)
   }
@@ -297,10 +299,10 @@ std::optional<reply> director_daemon::impl::redirect_now(request_context& ctx,
   if (ctx.req.method() == http::verb::get && key.index.v + 1 < m->segments.size()) {
     // Claim 16: the preload order, unless the next segment's hint holds (most consoles).
     segment_key next{key.program, segment_index{key.index.v + 1}};
-    auto seg = tables.published(next);
-    if (seg.seg) {
-      auto h = seg.seg->hint;
-      bool fresh = h && seg.seg->hint_until > now && index_of(*h) < engines->size() &&
+    const segment_view* seg = tables.published(next, pin);
+    if (seg) {
+      auto h = seg->hint;
+      bool fresh = h && seg->hint_until > now && index_of(*h) < engines->size() &&
                    tables.is_up((*engines)[index_of(*h)], now);
       if (!fresh) {
         at_home([this, m, key, now] { preload_next(*m, key, now); });

@@ -49,8 +49,8 @@ uint32_t sent_counter::since(steady::time_point from, steady::time_point now) co
 // The published tables (tables.h): the engine views and the segment shards. Written by the home
 // loop only; read by any.
 struct station_tables::published_state {
-  std::atomic<std::shared_ptr<const engine_views>> engines{std::make_shared<const engine_views>()};
-  std::array<std::atomic<std::shared_ptr<const shard>>, shard_count> shards;
+  snapshot<engine_views> engines{std::make_shared<const engine_views>()};
+  std::array<snapshot<shard>, shard_count> shards;
 };
 
 station_tables::station_tables(std::chrono::milliseconds heartbeat_timeout)
@@ -430,6 +430,19 @@ void station_tables::publish() {
     published_->shards[s].store(next->empty() ? nullptr : std::shared_ptr<const shard>(next));
   }
   dirty_.clear();
+}
+
+const engine_views* station_tables::published_engines(snapshot_pin& pin) const {
+  return published_->engines.read(pin);
+}
+
+const segment_view* station_tables::published(const segment_key& key, snapshot_pin& pin) const {
+  const shard* s = published_->shards[shard_of(key, shard_count)].read(pin);
+  if (!s) {
+    return nullptr;
+  }
+  auto it = s->find(key);
+  return it == s->end() ? nullptr : &it->second;
 }
 
 station_tables::segment_ref station_tables::published(const segment_key& key) const {
