@@ -291,6 +291,9 @@ TEST(Api, ReportChangesCarryTheEngineAndFilling) {
   EXPECT_NE(body.find(R"({"program":"p","index":3,"held":true})"), std::string::npos) << body;
   auto back = decode<station_report>(body);
   ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->seq, 0u);  // unnumbered
+  r.seq = 1'765'000'000'000'000;
+  EXPECT_EQ(decode<station_report>(json::serialize(to_json(r)))->seq, r.seq);
   ASSERT_EQ(back->changes.size(), 3u);
   EXPECT_FALSE(back->changes[0].engine);
   EXPECT_FALSE(back->changes[0].filling);

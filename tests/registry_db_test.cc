@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <csignal>
+#include <optional>
 #include <stdexcept>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -186,6 +188,57 @@ TEST_P(LocationDb, HoldersListExactlyTheStationsHoldingTheIndex) {
   EXPECT_EQ(holders(key("movie", 100'000)), names{});
   EXPECT_EQ(holders(key("other", 0)), (names{"c"}));
   EXPECT_EQ(holders(key("unknown", 0)), names{});
+}
+
+// A report repeated on another registry daemon after a timeout, committed late by the stalled one
+// (issue 18): older than one applied, it changes nothing; each station numbers its own reports.
+TEST_P(LocationDb, AReportOlderThanOneAppliedChangesNothing) {
+  EXPECT_TRUE(must(db_->apply_report(sid("a"), 100, {held("movie", 5)})).applied);
+  EXPECT_TRUE(
+      must(db_->apply_report(sid("a"), 101, {held("movie", 5, false), held("movie", 6)})).applied);
+  auto stalled = reopen();  // the other daemon's connection
+  auto late = must(stalled->apply_report(sid("a"), 100, {held("movie", 5)}));
+  EXPECT_FALSE(late.applied);
+  EXPECT_EQ(late.last_seq, 101u);
+  auto repeat = must(stalled->apply_report(sid("a"), 101, {held("movie", 7)}));
+  EXPECT_FALSE(repeat.applied);
+  EXPECT_EQ(repeat.last_seq, 101u);
+  EXPECT_EQ(holders(key("movie", 5)), names{});
+  EXPECT_EQ(holders(key("movie", 6)), (names{"a"}));
+  EXPECT_EQ(holders(key("movie", 7)), names{});
+  EXPECT_TRUE(must(stalled->apply_report(sid("b"), 7, {held("movie", 5)})).applied);
+  EXPECT_EQ(holders(key("movie", 5)), (names{"b"}));
+  must(db_->apply(sid("a"), {held("movie", 8)}));  // unnumbered: applied as it comes
+  EXPECT_TRUE(must(db_->apply_report(sid("a"), 102, {held("movie", 5)})).applied);
+  EXPECT_EQ(holders(key("movie", 5)), (names{"a", "b"}));
+  EXPECT_EQ(holders(key("movie", 8)), (names{"a"}));
+  // The seq is in the database: a registry restarted (a new connection) still refuses an old one.
+  auto restarted = reopen();
+  EXPECT_FALSE(must(restarted->apply_report(sid("a"), 101, {held("movie", 9)})).applied);
+  EXPECT_EQ(holders(key("movie", 9)), names{});
+}
+
+// Two registry daemons applying reports of one station at once (a director's report repeated on
+// the second while the first still works on it, then a newer one): whatever the interleaving, the
+// newer report's changes stand.
+TEST_P(LocationDb, ReportsRacingOnTwoConnectionsKeepTheNewer) {
+  auto other = reopen();
+  for (uint32_t i = 0; i < 30; ++i) {
+    uint64_t seq = 10 * (i + 1);
+    std::optional<result<location_db::report_outcome>> older_done;
+    std::thread older([&] {
+      older_done =
+          other->apply_report(sid("a"), seq, {held("race", i, false), held("race", i + 100)});
+    });
+    auto newer = db_->apply_report(sid("a"), seq + 1, {held("race", i)});
+    older.join();
+    ASSERT_TRUE(newer) << newer.err().detail;
+    ASSERT_TRUE(*older_done) << older_done->err().detail;
+    EXPECT_TRUE(newer->applied);
+    // The older one was applied first, or refused after the newer.
+    EXPECT_TRUE((*older_done)->applied || (*older_done)->last_seq == seq + 1) << "report " << i;
+    EXPECT_EQ(holders(key("race", i)), (names{"a"})) << "report " << i;
+  }
 }
 
 TEST_P(LocationDb, NotHeldRemoves) {

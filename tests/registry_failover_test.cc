@@ -1,6 +1,7 @@
 // Registry URL lists (issue 18, item 3): net::peer_list against real registry daemons (one killed,
 // one stopped, one answering 503), a director and the CLI failing over between two registry
-// daemons over one database, and a grid whose registries all stay silent.
+// daemons over one database, a grid whose registries all stay silent, and reports committed out of
+// order (on both database backends).
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -9,11 +10,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <csignal>
 #include <fstream>
 
 #include "net/peer_list.h"
+#include "support/postgres.h"
 #include "support/support.h"
 
 namespace vodgrid {
@@ -283,6 +286,111 @@ TEST_F(two_registries, WhenNoRegistryAnswersTheCliSaysSoAndTheDirectorServesOnAn
       },
       10s))
       << grid.log_of("home");
+}
+
+// Two registry daemons over one database, of each kind the registry runs on, and one station.
+class TwoRegistriesOn : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    std::string db = GetParam() == "postgresql" ? test::fresh_postgres_schema("seq") : "";
+    grid_ = std::make_unique<test::grid_fixture>(
+        std::vector<test::grid_fixture::station_spec>{{"home", 2}}, db, false, false,
+        test::grid_replicas{.registries = 2});
+  }
+
+  // Segments of `program` the registry behind daemon `i` records the home station holding whole;
+  // -1 if it did not answer.
+  int64_t held(size_t i, const std::string& program) {
+    auto r = test::http_get(grid_->registry_url(i) + "/v1/stations/home/held");
+    if (!r || r->status != 200) {
+      return -1;
+    }
+    auto v = boost::json::parse(r->body);
+    auto* n = v.as_object().at("programs").as_object().if_contains(program);
+    return n ? n->to_number<int64_t>() : 0;
+  }
+
+  // A report of the home station with `seq`, saying `program`'s segments [0, n) are held or not.
+  result<net::client_response> report(size_t i, uint64_t seq, const std::string& program, int n,
+                                      bool held) {
+    boost::json::array changes;
+    for (int k = 0; k < n; ++k) {
+      changes.push_back(boost::json::object{{"program", program}, {"index", k}, {"held", held}});
+    }
+    boost::json::object body{
+        {"seq", seq},      {"load", 0},          {"sending_bits_per_second", 0},
+        {"engines_up", 2}, {"changes", changes}, {"copies", boost::json::array{}}};
+    return test::http(boost::beast::http::verb::post,
+                      grid_->registry_url(i) + "/v1/stations/home/report",
+                      boost::json::serialize(body));
+  }
+
+  std::unique_ptr<test::grid_fixture> grid_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, TwoRegistriesOn, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
+
+// A director's report repeated on the other daemon after a timeout may be committed late by the
+// stalled one, after newer reports: it changes nothing. A report numbered above the director's
+// clock (a former run whose clock was ahead) leaves a restarted director numbering above it, so
+// that its reports are still applied.
+TEST_P(TwoRegistriesOn, AReportOlderThanOneAppliedChangesNothingAndARestartedDirectorCatchesUp) {
+  auto& g = *grid_;
+  test::temp_dir src;
+  auto sample = test::make_sample(src.path(), 4, 1);
+  auto in = test::run({test::vodgrid_binary(), "ingest", sample.string(), "--title", "Film", "--id",
+                       "film", "--grid", g.registry_url(0) + "," + g.registry_url(1)});
+  ASSERT_EQ(in.status, 0) << in.err;
+  ASSERT_TRUE(test::eventually([&] { return held(0, "film") == 4; }, 10s)) << held(0, "film");
+  // The other daemon must know the station before it takes its reports (as after a failover).
+  auto& st = g.config().stations.at(0);
+  auto reg = boost::json::serialize(
+      boost::json::object{{"name", "home"},
+                          {"director_url", g.director_url("home")},
+                          {"home", true},
+                          {"x_km", st.x_km},
+                          {"y_km", st.y_km},
+                          {"uplink_bits_per_second", st.uplink_bits_per_second}});
+  auto put =
+      test::http(boost::beast::http::verb::put, g.registry_url(1) + "/v1/stations/home", reg);
+  ASSERT_TRUE(put && put->status == 200) << (put ? put->body : put.err().detail);
+
+  // Committed late by the second daemon: a report older than those the director made since.
+  auto late = report(1, 1, "film", 4, false);
+  ASSERT_TRUE(late) << late.err().detail;
+  EXPECT_EQ(late->status, 200u) << late->body;
+  auto o = boost::json::parse(late->body).as_object();
+  EXPECT_EQ(o.at("recorded").to_number<int64_t>(), 0) << late->body;
+  EXPECT_TRUE(o.at("stale").as_bool()) << late->body;
+  EXPECT_GT(o.at("seq").to_number<uint64_t>(), 1u) << late->body;
+  EXPECT_EQ(held(0, "film"), 4);
+  EXPECT_EQ(held(1, "film"), 4);
+
+  // Numbered an hour ahead of the director's clock: newer, applied.
+  auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  auto ahead = static_cast<uint64_t>(now_us) + 3'600'000'000;
+  auto newer = report(1, ahead, "film", 1, false);
+  ASSERT_TRUE(newer && newer->status == 200) << (newer ? newer->body : newer.err().detail);
+  EXPECT_EQ(boost::json::parse(newer->body).as_object().at("recorded").to_number<int64_t>(), 1)
+      << newer->body;
+  EXPECT_EQ(held(0, "film"), 3);
+
+  // Restarted, the director numbers by its clock, below `ahead`: told so, it numbers above, and
+  // its catch-up (it holds the film whole) is applied.
+  g.kill("home");
+  g.start("home");
+  EXPECT_TRUE(test::eventually([&] { return held(0, "film") == 4; }, 20s))
+      << held(0, "film") << "\n"
+      << g.log_of("home");
+  EXPECT_NE(g.log_of("home").find("numbering above it"), std::string::npos) << g.log_of("home");
+  // Later changes are applied too: a report the director would make is newer than `ahead`.
+  auto older_again = report(1, ahead, "film", 4, false);
+  ASSERT_TRUE(older_again) << older_again.err().detail;
+  EXPECT_NE(older_again->body.find("\"stale\":true"), std::string::npos) << older_again->body;
+  EXPECT_EQ(held(1, "film"), 4);
 }
 
 }  // namespace

@@ -596,11 +596,15 @@ json::value to_json(const station_report& v) {
     copies.push_back(
         json::object{{"source", c.source.str()}, {"bytes", c.bytes}, {"seconds", c.seconds}});
   }
-  return json::object{{"load", v.load},
-                      {"sending_bits_per_second", v.sending_bits_per_second},
-                      {"engines_up", v.engines_up},
-                      {"changes", changes},
-                      {"copies", copies}};
+  json::object o{{"load", v.load},
+                 {"sending_bits_per_second", v.sending_bits_per_second},
+                 {"engines_up", v.engines_up},
+                 {"changes", changes},
+                 {"copies", copies}};
+  if (v.seq > 0) {
+    o["seq"] = v.seq;
+  }
+  return o;
 }
 
 json::value to_json(const distribution& v) {
@@ -657,6 +661,7 @@ template <>
 result<station_report> from_json<station_report>(const json::object& o) {
   field_reader r(o, "station_report");
   station_report v;
+  r.u64("seq", v.seq, need::optional);
   r.number("load", v.load, 0, 1e6);
   r.u64("sending_bits_per_second", v.sending_bits_per_second, need::optional);
   uint64_t engines_up = 0;

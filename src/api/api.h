@@ -240,6 +240,10 @@ struct copy_sample {
 
 // POST /v1/stations/{name}/report (director → registry): load, location changes, copy samples.
 struct station_report {
+  // Numbers the station's reports, rising across its director's restarts (the wall clock in
+  // microseconds, or one more than the last): the registry applies a report only above the last it
+  // applied, so that one committed late by a stalled registry daemon changes nothing. 0: none.
+  uint64_t seq = 0;
   double load = 0;  // streams in use over stream capacity
   uint64_t sending_bits_per_second = 0;
   uint32_t engines_up = 0;

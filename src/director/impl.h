@@ -155,6 +155,7 @@ struct director_daemon::impl : net::daemon_base {
   net::async_mutex report_mu{io.get_executor()};
   std::vector<api::location_change> unreported;  // changes not yet acknowledged by the registry
   std::vector<api::copy_sample> copy_samples;
+  uint64_t report_seq = 0;  // the last report's api::station_report::seq
   struct pending_copy {
     explicit pending_copy(asio::io_context& io) : done(io, steady::time_point::max()) {}
     asio::steady_timer done;       // cancelled when the copy ends; waiters wait on it

@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 #include <boost/json/serialize.hpp>
 
+#include "base/time.h"
 #include "director/impl.h"
 
 namespace vodgrid::director {
@@ -31,11 +32,37 @@ asio::awaitable<bool> director_daemon::impl::send_report() {
   }
   r.changes = unreported;
   r.copies = copy_samples;
+  // Rising across restarts: the wall clock in microseconds, or one more than the last.
+  auto us =
+      std::chrono::duration_cast<std::chrono::microseconds>(wall_clock::now().time_since_epoch())
+          .count();
+  report_seq = std::max(report_seq + 1, static_cast<uint64_t>(std::max<int64_t>(us, 0)));
+  r.seq = report_seq;
   // Repeated on another registry daemon if this one is lost mid-report: a report states what is
-  // held (not what changed), so receiving it twice changes nothing.
-  auto res = co_await registry->send_json(
-      *client, http::verb::post, fmt::format("/v1/stations/{}/report", station->name.str()),
-      json::serialize(api::to_json(r)));
+  // held (not what changed), so receiving it twice changes nothing, and its seq keeps the stalled
+  // daemon from committing it late over a newer one.
+  auto path = fmt::format("/v1/stations/{}/report", station->name.str());
+  auto res = co_await registry->send_json(*client, http::verb::post, path,
+                                          json::serialize(api::to_json(r)));
+  if (res && res->status == 200) {
+    // Stale: this very report was applied already (a repeat after a lost answer), or one numbered
+    // above it was: then this director's clock went back across a restart, and the report is sent
+    // again above the registry's last, once (the next one goes above it anyway).
+    auto o = api::parse_object(res->body);
+    auto* stale = o ? o->if_contains("seq") : nullptr;
+    boost::system::error_code ec;
+    uint64_t last = stale && o->if_contains("stale") ? stale->to_number<uint64_t>(ec) : 0;
+    if (!ec && last > r.seq) {
+      logger->warn(
+          "director {}: the registry has applied report {}, above this one ({}); "
+          "numbering above it",
+          station->name.str(), last, r.seq);
+      report_seq = last + 1;
+      r.seq = report_seq;
+      res = co_await registry->send_json(*client, http::verb::post, path,
+                                         json::serialize(api::to_json(r)));
+    }
+  }
   if (res && res->status == 200) {
     // Only what was sent is acknowledged; changes drained meanwhile stay for the next report.
     unreported.erase(unreported.begin(),

@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS engine_holdings (
   filling BLOB NOT NULL,
   PRIMARY KEY (program, station, engine)
 );
+CREATE TABLE IF NOT EXISTS report_seqs (
+  station TEXT PRIMARY KEY,
+  seq BIGINT NOT NULL
+);
 )";
 
 std::string join(const std::vector<std::string>& v) {
@@ -214,22 +218,49 @@ result<std::pair<std::vector<program_record>, uint64_t>> location_db::program_pa
 }
 
 status location_db::apply(const station_id& station, const std::vector<location_change>& changes) {
+  auto r = apply_report(station, 0, changes);
+  return r ? status{} : status{r.err()};
+}
+
+auto location_db::apply_report(const station_id& station, uint64_t seq,
+                               const std::vector<location_change>& changes)
+    -> result<report_outcome> {
   // Group by program, keeping the order within each: one read-modify-write of the station's rows
   // of each program. Station and engine rows are independent, so the order between them is moot.
   std::map<program_id, std::vector<const location_change*>> by_program;
   for (auto& c : changes) {
     by_program[c.key.program].push_back(&c);
   }
-  return db::in_transaction(*db_, [&]() -> status {
-    for (auto& [program, list] : by_program) {
-      if (auto st = apply_station(program, station, list); !st) {
-        return st;
+  return db::in_transaction(*db_, [&]() -> result<report_outcome> {
+    if (seq > 0) {
+      // Taken only above the station's last: on PostgreSQL the upsert locks the row, so two
+      // registry daemons applying reports of one station at once take turns, and the second
+      // compares with what the first committed.
+      auto n = db_->exec(
+          "INSERT INTO report_seqs (station, seq) VALUES ($1, $2) ON CONFLICT (station) DO "
+          "UPDATE SET seq = excluded.seq WHERE report_seqs.seq < excluded.seq",
+          {station.str(), static_cast<int64_t>(seq)});
+      if (!n) {
+        return n.err();
       }
-      if (auto st = apply_engines(program, station, list); !st) {
-        return st;
+      if (*n == 0) {  // older than (or the same as) one applied: changes nothing
+        auto last = db_->query("SELECT seq FROM report_seqs WHERE station = $1", {station.str()});
+        if (!last) {
+          return last.err();
+        }
+        return report_outcome{false,
+                              last->empty() ? seq : static_cast<uint64_t>((*last)[0].i64(0))};
       }
     }
-    return {};
+    for (auto& [program, list] : by_program) {
+      if (auto st = apply_station(program, station, list); !st) {
+        return st.err();
+      }
+      if (auto st = apply_engines(program, station, list); !st) {
+        return st.err();
+      }
+    }
+    return report_outcome{};
   });
 }
 

@@ -83,6 +83,18 @@ class location_db {
   // Station-level changes move the station index (holders, counts); engine changes move only the
   // per-engine rows. An engine's whole-segment change, held or not, also ends its filling of it.
   status apply(const station_id& station, const std::vector<location_change>& changes);
+  // A station's report numbered `seq` (api::station_report::seq, rising across its director's
+  // restarts): applied as apply() does, with the seq recorded in the same transaction, only if
+  // seq is above every one applied for the station. An older or repeated one changes nothing
+  // (applied false) and gets the station's last applied seq: a report repeated on another registry
+  // daemon after a timeout may otherwise be committed late by the stalled one, over newer reports.
+  // seq 0 (a director that numbers none): applied as it comes.
+  struct report_outcome {
+    bool applied = true;
+    uint64_t last_seq = 0;  // the station's last applied seq, when not applied
+  };
+  result<report_outcome> apply_report(const station_id& station, uint64_t seq,
+                                      const std::vector<location_change>& changes);
   // Stations holding the segment whole (the station index; filling copies are never here).
   result<std::vector<std::string>> holders(const segment_key& key);
   // Every station holding the segment whole or with an engine holding or receiving it, by name.

@@ -77,7 +77,7 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
   if (!r) {
     co_return net::error_reply(r.err());
   }
-  if (!r->changes.empty()) {
+  if (!r->changes.empty()) {  // (one without changes writes nothing: no seq to check)
     auto& list = r->changes;
     for (auto& c : list) {
       // A station speaks only for its own engines: the config says which those are.
@@ -89,11 +89,11 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
                                    c.engine->str(), name->str(), c.key.str())));
       }
     }
-    auto st = co_await on_db([&]() -> status {
+    auto st = co_await on_db([&]() -> result<location_db::report_outcome> {
       if (auto checked = check_indices(list); !checked) {
-        return checked;
+        return checked.err();
       }
-      return db->apply(*name, list);
+      return db->apply_report(*name, r->seq, list);
     });
     if (!st) {
       if (st.err().code == errc::invalid_argument) {
@@ -103,6 +103,14 @@ asio::awaitable<reply> registry_daemon::impl::report(request_context& ctx) {
                       st.err().detail);
       }
       co_return net::error_reply(st.err());
+    }
+    if (!st->applied) {
+      // Answered (it was, or will never be, applied): a daemon that stalled commits it late. The
+      // last seq applied lets a director whose clock went back across a restart number above it.
+      logger->info("registry: report {} of {} is older than one applied ({}); it changes nothing",
+                   r->seq, name->str(), st->last_seq);
+      co_return net::json_reply(
+          json::object{{"recorded", 0}, {"stale", true}, {"seq", st->last_seq}});
     }
     changes->inc(static_cast<double>(list.size()));
   }
