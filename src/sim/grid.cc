@@ -69,9 +69,14 @@ grid_sim::grid_sim(const options& o, const world& w)
     }
   }
   holders_.resize(w.segment_count);
-  session_engine_.assign(w.sessions.size(), no_engine);
-  session_segment_.assign(w.sessions.size(), 0);
-  session_watched_.assign(w.sessions.size(), 0);
+  sessions_.resize(w.sessions.size());
+  for (size_t i = 0; i < w.sessions.size(); ++i) {
+    auto& spec = w.sessions[i];
+    auto& s = sessions_[i];
+    s.first_segment = w.first_segment[spec.program];
+    s.station = spec.station;
+    s.segments = spec.segments;
+  }
   stamp_.assign(stations_.size(), 0);
   uint16_t n = static_cast<uint16_t>(stations_.size());
   nearest_.resize(n);
@@ -121,39 +126,49 @@ holding grid_sim::holding_of(uint16_t station, uint32_t seg) const {
 void grid_sim::arrive(uint32_t session, double now) {
   ++sessions_now_;
   out_.peak_sessions = std::max(out_.peak_sessions, sessions_now_);
-  auto& s = w_.sessions[session];
-  session_watched_[session] = 0;
-  auto t = serve(session, segment_of(s.program, 0), now);
+  auto& s = sessions_[session];
+  s.watched = 0;
+  auto t = serve(session, s.first_segment, now);
   if (t == tier::refused) {
     --sessions_now_;
     return;
   }
-  events_.push({now + o_.segment_seconds, session, false});
+  segment_end_at(session, now + o_.segment_seconds);
+}
+
+// In the queue of segment ends, in event order: at its back but for a tie of times.
+void grid_sim::segment_end_at(uint32_t session, double at) {
+  event ev{at, session, false};
+  auto it = ends_.end();
+  while (it != ends_.begin() && *std::prev(it) > ev) {
+    --it;
+  }
+  ends_.insert(it, ev);
 }
 
 void grid_sim::segment_end(uint32_t session, double now) {
-  auto& s = w_.sessions[session];
-  uint32_t e = session_engine_[session];
+  auto& s = sessions_[session];
+  uint32_t e = s.engine;
   if (e != no_engine) {
     auto& en = engines_[e];
     --en.entry.load.active_streams;
     --stations_[en.station].streams;
-    if (auto it = en.held.find(session_segment_[session]); it != en.held.end()) {
+    if (auto it = en.held.find(s.segment); it != en.held.end()) {
       --it->second.streams;
     }
     sync_load(e);
-    session_engine_[session] = no_engine;
+    s.engine = no_engine;
   }
-  if (++session_watched_[session] >= s.segments) {
+  if (++s.watched >= s.segments) {
     --sessions_now_;
     return;
   }
-  auto t = serve(session, segment_of(s.program, session_watched_[session]), now);
+  auto t = serve(session, s.first_segment + s.watched, now);
   if (t == tier::refused) {
     --sessions_now_;
     return;
   }
-  events_.push({now + o_.segment_seconds, session, false});
+  segment_end_at(session, now + o_.segment_seconds);
 }
 
 // What the director does with a console's request for `seg` (director/playback.cc, segment()):
@@ -161,7 +176,7 @@ void grid_sim::segment_end(uint32_t session, double now) {
 // else a copy from the cheapest other station into an engine of ours that serves it as it
 // arrives, or, when none of ours can take it, an engine of that station.
 grid_sim::tier grid_sim::serve(uint32_t session, uint32_t seg, double now) {
-  uint16_t st = w_.sessions[session].station;
+  uint16_t st = sessions_[session].station;
   auto h = holding_of(st, seg);
   tier result = tier::refused;
   if (h.whole | h.filling) {
@@ -259,11 +274,16 @@ void grid_sim::attach(uint32_t session, uint32_t engine, uint32_t seg, double no
   if (!st.spec->home) {
     if (auto it = en.held.find(seg); it != en.held.end()) {
       ++it->second.streams;
-      it->second.last_used = now;
+      if (it->second.last_used != now) {
+        it->second.last_used = now;
+        if (it->second.whole) {
+          used(en, seg, now);
+        }
+      }
     }
   }
-  session_engine_[session] = engine;
-  session_segment_[session] = seg;
+  sessions_[session].engine = engine;
+  sessions_[session].segment = seg;
   sync_load(engine);
 }
 
@@ -316,18 +336,7 @@ bool grid_sim::make_room(uint32_t engine, double now) {
   }
   uint64_t over =
       engine::bytes_over_budget(space(), bytes_ + l.max_disk_bytes / 20, l.max_disk_bytes);
-  // Each candidate's key names the simulation's global segment number in its index, under one
-  // program name: eviction_offer orders by last use alone and returns the keys it offers, so the
-  // offer is the same, without looking up a program and copying its name per candidate (three
-  // cache misses each, over every copy an engine holds, at every pass).
-  eviction_scratch_.clear();
-  eviction_scratch_.reserve(en.held.size());
-  for (auto& [seg, c] : en.held) {
-    if (c.whole) {
-      eviction_scratch_.push_back(
-          {segment_key{any_program_, segment_index{seg}}, bytes_, at(c.last_used), c.streams > 0});
-    }
-  }
+  gather_eviction_candidates(en, over);
   auto offer = engine::eviction_offer(std::move(eviction_scratch_), over);
   uint64_t freed = 0;
   uint16_t st = en.station;
@@ -346,6 +355,72 @@ bool grid_sim::make_room(uint32_t engine, double now) {
     freed += bytes_;
   }
   return engine::bytes_over_budget(space(), bytes_, l.max_disk_bytes) == 0;
+}
+
+// eviction_offer's candidates, into eviction_scratch_: the engine's whole copies, oldest use first,
+// until those not being streamed come to four times `over` and 16 MiB more. eviction_offer offers
+// the oldest of those not being streamed, about twice `over` (and 16 MiB): so its offer is the one
+// it would make of every copy held but for the order among copies of one last use, whose order
+// its sort leaves open anyway. Reading the few oldest from the engine's uses rather than every copy
+// it holds (thousands, sorted at each pass) is what keeps eviction cheap at this scale.
+//
+// Each candidate's key names the simulation's global segment number in its index, under one
+// program name: eviction_offer orders by last use alone and returns the keys it offers, so the
+// offer is the same, without looking up a program and copying its name per candidate.
+void grid_sim::gather_eviction_candidates(sim_engine& en, uint64_t over) {
+  uint64_t want = 4 * over + (16u << 20);
+  uint64_t gathered = 0;
+  uint32_t pass = ++en.passes;
+  eviction_scratch_.clear();
+  for (auto* q : {&en.never_used, &en.uses}) {
+    // The uses walked past their time (or repeated) go as they are met: each is walked once.
+    size_t kept = 0, next = 0;
+    for (; next < q->size() && gathered < want; ++next) {
+      auto [t, seg] = (*q)[next];
+      auto it = en.held.find(seg);
+      if (it == en.held.end() || it->second.last_used != t || !it->second.whole ||
+          it->second.gathered == pass) {
+        continue;  // gone (or gone and arriving again), used since, or met already
+      }
+      it->second.gathered = pass;
+      (*q)[kept++] = (*q)[next];
+      bool streaming = it->second.streams > 0;
+      eviction_scratch_.push_back(
+          {segment_key{any_program_, segment_index{seg}}, bytes_, at(t), streaming});
+      gathered += streaming ? 0 : bytes_;
+    }
+    q->erase(q->begin() + static_cast<std::ptrdiff_t>(kept),
+             q->begin() + static_cast<std::ptrdiff_t>(next));
+  }
+}
+
+// A whole copy of `seg` on the engine last used at `when` (0: never asked for): used now, or
+// just arrived (then its last use, when a console was served as it arrived, may be older than
+// others' and goes in its place). Copies still arriving are in neither queue: an engine filling
+// up with copies from slow links would otherwise be walked through them at every pass. The uses
+// past their time are dropped once they outnumber the copies held twice over.
+void grid_sim::used(sim_engine& en, uint32_t seg, double when) {
+  auto& q = when == 0 ? en.never_used : en.uses;
+  if (q.empty() || q.back().first <= when) {
+    q.push_back({when, seg});
+  } else {
+    q.insert(std::upper_bound(q.begin(), q.end(), when,
+                              [](double t, const use& u) { return t < u.first; }),
+             use{when, seg});
+  }
+  if (q.size() <= 2 * en.held.size() + 1024) {
+    return;
+  }
+  uint32_t pass = ++en.passes;
+  std::erase_if(q, [&](const use& u) {
+    auto it = en.held.find(u.second);
+    if (it == en.held.end() || it->second.last_used != u.first || !it->second.whole ||
+        it->second.gathered == pass) {
+      return true;
+    }
+    it->second.gathered = pass;
+    return false;
+  });
 }
 
 void grid_sim::evict(uint32_t engine, uint32_t seg, double now) {
@@ -515,7 +590,9 @@ void grid_sim::copy_done(uint32_t id, double now) {
   double& measured = src.inputs.copy_bits_per_second;
   measured = measured == 0 ? c.bits_per_second : 0.8 * measured + 0.2 * c.bits_per_second;
   auto& en = engines_[c.engine];
-  en.held[c.segment].whole = true;
+  auto& arrived = en.held[c.segment];
+  arrived.whole = true;
+  used(en, c.segment, arrived.last_used);
   set_holding(c.to, c.segment, c.engine, false, false);
   set_holding(c.to, c.segment, c.engine, true, true);
   location_report(c.to, now);
@@ -540,6 +617,7 @@ bool grid_sim::local_copy(uint16_t station, uint32_t seg, bool need_room, double
   }
   auto& en = engines_[*recv];
   en.held[seg] = held_copy{0, 0, true};
+  used(en, seg, 0);
   en.entry.load.used_bytes += bytes_;
   en.entry.load.free_bytes -= bytes_;
   set_holding(station, seg, *recv, true, true);
@@ -659,14 +737,21 @@ outcome grid_sim::run() {
   }
   size_t next = 0;
   auto& sessions = w_.sessions;
-  while (next < sessions.size() || !events_.empty()) {
-    if (next < sessions.size() && (events_.empty() || sessions[next].arrival <= events_.top().at)) {
+  while (next < sessions.size() || !events_.empty() || !ends_.empty()) {
+    // The earliest event: of the segment ends' front and the copy ends' top.
+    bool end_first = !ends_.empty() && (events_.empty() || events_.top() > ends_.front());
+    const event* top = end_first ? &ends_.front() : events_.empty() ? nullptr : &events_.top();
+    if (next < sessions.size() && (!top || sessions[next].arrival <= top->at)) {
       arrive(static_cast<uint32_t>(next), sessions[next].arrival);
       ++next;
       continue;
     }
-    auto ev = events_.top();
-    events_.pop();
+    auto ev = *top;
+    if (end_first) {
+      ends_.pop_front();
+    } else {
+      events_.pop();
+    }
     if (ev.copy) {
       copy_done(ev.id, ev.at);
     } else {

@@ -8,6 +8,7 @@
 #include <boost/unordered/unordered_flat_map.hpp>
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <vector>
 
@@ -24,14 +25,23 @@ constexpr uint32_t max_engines = 16;  // engines of a station: a bit each in a h
 struct held_copy {
   double last_used = 0;  // 0: never asked for (eviction offers it first)
   uint32_t streams = 0;
-  bool whole = false;  // false: still arriving
+  bool whole = false;     // false: still arriving
+  uint32_t gathered = 0;  // the make_room pass that last took it as a candidate
 };
+
+// A copy's last use as it happened: (last_used, segment). Stale once the copy is used again or
+// gone; make_room tells by its held_copy.
+using use = std::pair<double, uint32_t>;
 
 struct sim_engine {
   uint16_t station = 0;
   uint32_t peak_streams = 0;
   director::engine_entry entry;  // what the director's rules read: load, limits, disk
   boost::unordered_flat_map<uint32_t, held_copy> held;
+  // Its whole copies' uses, oldest first: never asked for, then the others by last use (the
+  // simulated clock only goes on). make_room reads the oldest from here rather than every copy.
+  std::deque<use> never_used, uses;
+  uint32_t passes = 0;  // make_room passes
 };
 
 // Which engines of a station hold a segment whole, and which are receiving it.
@@ -62,6 +72,17 @@ struct copy_in_flight {
   double bits_per_second = 0;
   double started = 0;
   bool prefetch = false;
+};
+
+// A viewer session while it plays: what each of its segment ends reads, in one place (one cache
+// miss per segment rather than one per array).
+struct sim_session {
+  uint32_t engine = UINT32_MAX;  // the engine streaming to it, or none
+  uint32_t first_segment = 0;    // its program's first segment's global number
+  uint32_t segment = 0;          // the segment streaming
+  uint16_t station = 0;
+  uint16_t watched = 0;
+  uint16_t segments = 1;  // how many it watches
 };
 
 struct event {
@@ -98,6 +119,7 @@ class grid_sim {
 
   // Console requests.
   void arrive(uint32_t session, double now);
+  void segment_end_at(uint32_t session, double at);
   void segment_end(uint32_t session, double now);
   tier serve(uint32_t session, uint32_t seg, double now);
   std::optional<uint32_t> choose_console_engine(uint16_t station, uint32_t seg, uint16_t mask);
@@ -106,6 +128,8 @@ class grid_sim {
   // Copies.
   std::optional<uint32_t> choose_receiver(uint16_t station, uint32_t seg, bool need_room);
   bool make_room(uint32_t engine, double now);
+  void used(sim_engine& en, uint32_t seg, double when);
+  void gather_eviction_candidates(sim_engine& en, uint64_t over);
   void evict(uint32_t engine, uint32_t seg, double now);
   std::optional<uint16_t> pick_source(uint16_t seeker, uint32_t seg, double now);
   void gather_candidates(uint16_t seeker, uint32_t seg);
@@ -136,13 +160,15 @@ class grid_sim {
   boost::unordered_flat_map<uint32_t, std::vector<uint64_t>> dense_holders_;
   std::vector<copy_in_flight> copies_;
   std::vector<uint32_t> free_copies_;
-  // A 4-ary heap: the same order as any priority queue (events are totally ordered), with half
-  // the levels of a binary heap, each a likely cache miss in a queue of tens of thousands.
+  // Copy ends wait in a 4-ary heap: the same order as any priority queue (events are totally
+  // ordered), with half the levels of a binary one, each a likely cache miss in a queue of tens of
+  // thousands. Segment ends, the most of the events, come at a fixed time after the present, so in
+  // order: they wait in a queue kept sorted (by event order), and the next event is the earlier of
+  // the two fronts, the order the one heap of both gave.
   boost::heap::d_ary_heap<event, boost::heap::arity<4>, boost::heap::compare<std::greater<>>>
       events_;
-  std::vector<uint32_t> session_engine_;  // the engine streaming to each session, or none
-  std::vector<uint32_t> session_segment_;
-  std::vector<uint16_t> session_watched_;
+  std::deque<event> ends_;
+  std::vector<sim_session> sessions_;
   // Per station what distance and uplink comparisons read, packed (the specs are wide and
   // scattered): a lookup compares hundreds of holders.
   struct station_place {
