@@ -108,9 +108,11 @@ void engine_daemon::impl::on_stop() {
 void engine_daemon::impl::routes() {
   using V = http::verb;
   std::string seg = "/v1/segments/{}/{}.ts";
-  route(V::get, seg, &impl::get_segment, 0, net::audience::viewer);
+  // Served by the loop that reads the request when the segment is held (get_segment).
+  route(V::get, seg, &impl::get_segment, 0, net::audience::viewer, net::loop_affinity::any);
   // The same segments as subtitles (WebVTT, api::segment_format): answered as text/vtt.
-  route(V::get, "/v1/segments/{}/{}.vtt", &impl::get_segment, 0, net::audience::viewer);
+  route(V::get, "/v1/segments/{}/{}.vtt", &impl::get_segment, 0, net::audience::viewer,
+        net::loop_affinity::any);
   // What changes the store or orders work: the director's, a loader's (operator) or another
   // engine's token when the grid has an auth server (DESIGN.md flow 7).
   auto guarded = [this](asio::awaitable<reply> (impl::*fn)(request_context&)) {
@@ -137,11 +139,11 @@ void engine_daemon::impl::register_metrics() {
                         {"name", self->name.str()},
                         {"station", station->name.str()},
                         {"segments", store->list().size()},
-                        {"active_streams", *active_streams}};
+                        {"active_streams", usage->active.load()}};
   });
   auto& m = server->metrics();
   m.gauge_fn("vodgrid_engine_active_streams", "Segment streams in flight",
-             [this] { return static_cast<double>(*active_streams); });
+             [this] { return static_cast<double>(usage->active); });
   fetches_ok = &m.counter("vodgrid_engine_fetches_total", "Segment copies from other engines",
                           "result=\"ok\"");
   fetches_failed = &m.counter("vodgrid_engine_fetches_total", "Segment copies from other engines",
@@ -169,6 +171,9 @@ void engine_daemon::impl::register_metrics() {
   const char* requests = "Console requests for a segment: hit from a whole local copy, or miss";
   segment_hits = &m.counter("vodgrid_engine_segment_requests_total", requests, "result=\"hit\"");
   segment_misses = &m.counter("vodgrid_engine_segment_requests_total", requests, "result=\"miss\"");
+  served_off_home = &m.counter(
+      "vodgrid_engine_segments_served_off_home_total",
+      "Replies of held segments sent by a further event loop, without the home loop (threads > 1)");
   fill_seconds = &m.histogram_of("vodgrid_engine_fill_duration_seconds",
                                  "Time to receive a whole copy of a segment", {},
                                  {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120});

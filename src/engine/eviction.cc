@@ -84,13 +84,7 @@ uint64_t engine_daemon::impl::bytes_over(uint64_t bytes) const {
 
 // Offers the director the segments that could go to free `over` bytes; the ones it allows.
 asio::awaitable<std::vector<segment_key>> engine_daemon::impl::evictions_allowed(uint64_t over) {
-  std::vector<eviction_candidate> held;
-  for (auto& s : store->list()) {
-    auto it = last_used.find(s.key);
-    // Segments never asked for count as oldest.
-    held.push_back({s.key, s.size, it == last_used.end() ? steady::time_point{} : it->second,
-                    streaming(s.key)});
-  }
+  auto held = usage->candidates(store->list());
   api::eviction_request offer{over, eviction_offer(std::move(held), over)};
   auto res = co_await client->send_json(
       http::verb::post,
@@ -118,12 +112,12 @@ asio::awaitable<void> engine_daemon::impl::evict(std::vector<segment_key> allowe
     auto info = store->find(key);
     // Streams hold the file open: an unlinked file still serves them, but the rule is to leave a
     // segment being streamed alone, and the director does not know every stream.
-    if (!info || streaming(key)) {
+    if (!info || usage->streaming(key)) {
       continue;
     }
     if (auto st = co_await store->remove(key); st) {
       freed += info->size;
-      last_used.erase(key);
+      usage->forget(key);
       evictions->inc();
       logger->info("{}: evicted {} ({} bytes)", self->name.str(), key.str(), info->size);
     }

@@ -50,7 +50,7 @@ asio::awaitable<bool> engine_daemon::impl::beat() {
   auto now = steady::now();
   double secs = std::chrono::duration<double>(now - last_beat).count();
   last_beat = now;
-  hb.load.active_streams = *active_streams;
+  hb.load.active_streams = usage->active;
   double bytes_now = bytes_sent->get();
   hb.load.bytes_per_second =
       secs > 0 ? static_cast<uint64_t>((bytes_now - last_bytes_sent) / secs) : 0;

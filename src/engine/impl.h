@@ -27,6 +27,7 @@
 #include "auth/session.h"
 #include "base/config.h"
 #include "base/log.h"
+#include "engine/decisions.h"
 #include "engine/engine.h"
 #include "net/client.h"
 #include "net/daemon.h"
@@ -90,6 +91,79 @@ class fill final : public net::growing_body {
 
 using key_counts = std::unordered_map<segment_key, uint32_t>;
 
+// The streams in flight and when each held segment was last asked for. Written by segment GETs on
+// every loop (their route is loop_affinity::any, issue 16), by the server releasing their bodies
+// (home loop) and by push streams (home loop); read on the home loop by eviction, heartbeats,
+// metrics and DELETE ?if_idle. The counts are atomic; the maps are behind `mu_`, held for one
+// lookup or update at a time (never across an await).
+class segment_usage {
+ public:
+  // Console streams in flight, HTTP replies and push streams: what max_streams limits.
+  std::atomic<uint32_t> active{0};
+  // Replies to other engines' copies: exempt from max_streams.
+  std::atomic<uint32_t> copies{0};
+
+  // A stream of `key` starts (a console's, or with `copy` another engine's): counted in all and
+  // per segment until stream_ended. Returns the count it is counted in, itself included.
+  uint32_t stream_started(const segment_key& key, bool copy) {
+    {
+      std::lock_guard lock(mu_);
+      ++by_key_[key];
+    }
+    return (copy ? copies : active).fetch_add(1) + 1;
+  }
+  void stream_ended(const segment_key& key, bool copy) {
+    --(copy ? copies : active);
+    std::lock_guard lock(mu_);
+    drop(key);
+  }
+  // A push stream moves on to another segment (its next): it is counted there, not in `from`.
+  void stream_moved(const segment_key& from, const segment_key& to) {
+    std::lock_guard lock(mu_);
+    drop(from);
+    ++by_key_[to];
+  }
+  // Whether a stream of `key` is in flight: a segment being streamed is never evicted.
+  bool streaming(const segment_key& key) const {
+    std::lock_guard lock(mu_);
+    return by_key_.contains(key);
+  }
+  // `key`, a held segment, is asked for now (the order of eviction: least recently used first).
+  void used(const segment_key& key, steady::time_point t) {
+    std::lock_guard lock(mu_);
+    last_used_[key] = t;
+  }
+  void forget(const segment_key& key) {
+    std::lock_guard lock(mu_);
+    last_used_.erase(key);
+  }
+  // The held segments as eviction sees them, in one hold of the lock.
+  std::vector<eviction_candidate> candidates(const std::vector<store::segment_info>& held) const {
+    std::vector<eviction_candidate> out;
+    out.reserve(held.size());
+    std::lock_guard lock(mu_);
+    for (auto& s : held) {
+      auto it = last_used_.find(s.key);
+      // Segments never asked for count as oldest.
+      out.push_back({s.key, s.size, it == last_used_.end() ? steady::time_point{} : it->second,
+                     by_key_.contains(s.key)});
+    }
+    return out;
+  }
+
+ private:
+  void drop(const segment_key& key) {
+    if (auto it = by_key_.find(key); it != by_key_.end() && --it->second == 0) {
+      by_key_.erase(it);
+    }
+  }
+  mutable std::mutex mu_;
+  key_counts by_key_;                                              // guarded by mu_
+  std::unordered_map<segment_key, steady::time_point> last_used_;  // guarded by mu_
+};
+
+struct stream_guard;  // serving.cc: a segment reply's stream count and open file
+
 // One push stream of this engine (DESIGN.md flow 8) as the io thread knows it; the pacer holds its
 // bytes and its timing. It counts as one of the engine's streams (max_streams) while it exists.
 struct push_stream {
@@ -108,12 +182,15 @@ struct push_stream {
                              // pacer sends the rest of the segment and drops it
   int64_t leaves_at_ns = 0;  // handed off: when the next engine's first datagram is due
   bool swapping = false;     // a swap to an engine holding the whole segment is in flight
-  segment_key counted;       // the key it counts for in streams_by_key (its last queued)
+  segment_key counted;       // the key it counts for in `usage` (its last queued)
 };
 
-// Threading: every member is owned by the io thread (coroutines touch them only between awaits),
-// except `changes`, which store workers write under `changes_mu`. The io_context, server, task
-// group (copies, heartbeats), `stopping` and `port` come from net::daemon_base.
+// Threading: every member is owned by the io thread, the home loop (coroutines touch them only
+// between awaits), except `changes`, which store workers write under `changes_mu`, and what the
+// segment GETs of every loop use (held_segment): `usage` (thread-safe), the store (thread-safe),
+// `auth`'s shared_signer(), the metrics (atomic), and what start() sets and nothing changes after
+// (`self`, `station`, `store`, `auth`, the metric pointers). The io_context, server, task group
+// (copies, heartbeats), `stopping` and `port` come from net::daemon_base.
 struct engine_daemon::impl : net::daemon_base {
   grid_config grid;
   const engine_config* self = nullptr;
@@ -126,13 +203,10 @@ struct engine_daemon::impl : net::daemon_base {
   // The heartbeat loop sleeps on it; cancelled to beat now (a change, a copy) and at stop.
   asio::steady_timer heartbeat_timer{io};
 
-  // Streams in flight: incremented when a segment reply starts, decremented when its file slice is
-  // released by the server (after the last byte or a failure).
-  std::shared_ptr<uint32_t> active_streams = std::make_shared<uint32_t>(0);
-  std::shared_ptr<uint32_t> copy_streams = std::make_shared<uint32_t>(0);  // to other engines
-  // The same per segment: a segment being streamed is never evicted.
-  std::shared_ptr<key_counts> streams_by_key = std::make_shared<key_counts>();
-  bool streaming(const segment_key& k) const { return streams_by_key->contains(k); }
+  // Streams in flight (counted when a segment reply starts, until the server releases its body
+  // after the last byte or a failure) and when each segment was last asked for. Shared with the
+  // replies' guards.
+  std::shared_ptr<segment_usage> usage = std::make_shared<segment_usage>();
 
   // Inventory changes since the last heartbeat the director acknowledged. Written by store workers.
   // Only the last event per segment counts: a store then a delete within one interval is a delete.
@@ -150,8 +224,6 @@ struct engine_daemon::impl : net::daemon_base {
   uint32_t fills_running = 0;                    // admitted, at most self->max_fills
   std::deque<std::shared_ptr<fill>> fill_queue;  // waiting for a slot, first come first served
   std::vector<api::copy_result> copies_done;
-  // When each held segment was last asked for: the order of eviction (least recently used first).
-  std::unordered_map<segment_key, steady::time_point> last_used;
   bool evicting = false;
 
   net::metric_value* fetches_ok = nullptr;
@@ -161,6 +233,8 @@ struct engine_daemon::impl : net::daemon_base {
   // still arriving, or not here at all).
   net::metric_value* segment_hits = nullptr;
   net::metric_value* segment_misses = nullptr;
+  // Replies of held segments sent by a further loop, with no hop to the home loop (threads > 1).
+  net::metric_value* served_off_home = nullptr;
   net::histogram* fill_seconds = nullptr;  // whole copies received
   net::metric_value* handoffs = nullptr;
   net::metric_value* fetches_failed = nullptr;
@@ -205,7 +279,16 @@ struct engine_daemon::impl : net::daemon_base {
   void register_disk_metrics(net::metrics_registry& m);
 
   // serving.cc
+  // On any loop: the held segment (held_segment), else the home loop's answer (segment_at_home).
   asio::awaitable<reply> get_segment(request_context& ctx);
+  // The answer any loop gives alone, thread-safe: a held segment asked for with a valid signature
+  // (or none needed), under the stream limit. nullopt: the home loop answers (a copy with an
+  // engine token, the limit reached, a segment arriving or missing).
+  std::optional<reply> held_segment(request_context& ctx);
+  asio::awaitable<reply> segment_at_home(request_context& ctx);
+  // The reply sending the held segment whose stream `guard` counts and whose file it holds, or a
+  // 416; thread-safe.
+  reply serve_held(request_context& ctx, std::shared_ptr<stream_guard> guard);
   // The reply refusing an unsigned segment request, or nullopt when it may pass.
   asio::awaitable<std::optional<reply>> segment_refusal(request_context& ctx, error why);
   asio::awaitable<reply> put_segment(request_context& ctx);

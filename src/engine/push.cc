@@ -205,11 +205,8 @@ void engine_daemon::impl::register_push_metrics() {
 }
 
 void engine_daemon::impl::count_push(push_stream& p, const segment_key& key) {
-  if (auto it = streams_by_key->find(p.counted); it != streams_by_key->end() && --it->second == 0) {
-    streams_by_key->erase(it);
-  }
+  usage->stream_moved(p.counted, key);
   p.counted = key;
-  ++(*streams_by_key)[key];
 }
 
 void engine_daemon::impl::forget_push(const std::string& sid) {
@@ -217,11 +214,7 @@ void engine_daemon::impl::forget_push(const std::string& sid) {
   if (it == pushes.end()) {
     return;
   }
-  auto k = streams_by_key->find(it->second.counted);
-  if (k != streams_by_key->end() && --k->second == 0) {
-    streams_by_key->erase(k);
-  }
-  --*active_streams;
+  usage->stream_ended(it->second.counted, false);
   pushes.erase(it);
 }
 
@@ -277,7 +270,7 @@ result<push::segment_source> engine_daemon::impl::held_source(const segment_key&
   if (!src.index) {
     return make_error(errc::invalid_argument, key.str() + " is not MPEG-TS");
   }
-  last_used[key] = steady::now();
+  usage->used(key, steady::now());
   return src;
 }
 
@@ -410,7 +403,7 @@ asio::awaitable<reply> engine_daemon::impl::push_start(request_context& ctx) {
   }
   // A swap back from an engine we are swapping to is an exchange: it takes no new place.
   bool exchange = order->swap && order->from && swapping_to.contains(order->from->str());
-  if (!exchange && at_stream_limit(false, *active_streams, self->max_streams) &&
+  if (!exchange && at_stream_limit(false, usage->active, self->max_streams) &&
       !(order->swap && co_await push_swap_back(*order))) {
     auto r = net::error_reply(
         make_error(errc::unavailable, fmt::format("engine {} is at its limit of {} streams",
@@ -454,7 +447,7 @@ asio::awaitable<reply> engine_daemon::impl::start_pushing(api::push_order order,
   p.order = order;
   p.segments[order.key] = {order.npt_start, order.duration};
   p.sought = growing && play.offset > 0;
-  ++*active_streams;
+  ++usage->active;
   count_push(p, order.key);
   logger->info("{}: session {} streams {} from byte {} to {}:{} at scale {}{}", self->name.str(),
                order.session, order.key.str(), play.offset, order.console_host, order.rtp_port,

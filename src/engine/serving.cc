@@ -1,6 +1,8 @@
 // Segment requests: GET/HEAD of a held segment (ranges, sendfile, the stream limit and its 307
 // handoff), of a segment arriving (cut-through), PUT, DELETE, the inventory and preload orders; and
 // the URL signature or engine token a GET needs when the grid has an auth server.
+#include <boost/asio/co_spawn.hpp>
+
 #include "auth/client.h"
 #include "engine/decisions.h"
 #include "engine/impl.h"
@@ -20,6 +22,32 @@ bool at_stream_limit(bool copy, uint32_t active_streams, uint32_t max_streams) {
   return !copy && active_streams >= max_streams;
 }
 
+// Counts a stream, in all and per segment, until the server lets go of its body (on the home
+// loop) or the request gives it up (on its own loop).
+struct stream_count {
+  std::shared_ptr<segment_usage> usage;
+  bool copy;
+  segment_key key;
+  uint32_t counted_in;  // the streams counted with it (this one included) when it started
+  stream_count(std::shared_ptr<segment_usage> u, bool c, segment_key s)
+      : usage(std::move(u)), copy(c), key(std::move(s)) {
+    counted_in = usage->stream_started(key, copy);
+  }
+  stream_count(const stream_count&) = delete;
+  stream_count& operator=(const stream_count&) = delete;
+  ~stream_count() { usage->stream_ended(key, copy); }
+};
+
+// Counts a stream and then holds its segment file open, until the server releases the slice.
+// Counted before the file is opened: eviction and DELETE ?if_idle (home loop), which check the
+// count, never remove a segment that a GET on another loop is opening.
+struct stream_guard {
+  stream_count count;
+  std::optional<store::segment_file> file;
+  stream_guard(std::shared_ptr<segment_usage> u, bool copy, segment_key s)
+      : count(std::move(u), copy, std::move(s)) {}
+};
+
 namespace {
 
 result<segment_key> key_from(const request_context& ctx) {
@@ -37,35 +65,6 @@ const char* content_type_of(const request_context& ctx) {
   return api::segment_content_type(ctx.path.ends_with(".vtt") ? api::segment_format::webvtt
                                                               : api::segment_format::mpegts);
 }
-
-// Counts a stream, in all and per segment, until the server lets go of its body.
-struct stream_count {
-  std::shared_ptr<uint32_t> active;
-  std::shared_ptr<key_counts> by_key;
-  segment_key key;
-  stream_count(std::shared_ptr<uint32_t> a, std::shared_ptr<key_counts> k, segment_key s)
-      : active(std::move(a)), by_key(std::move(k)), key(std::move(s)) {
-    ++*active;
-    ++(*by_key)[key];
-  }
-  stream_count(const stream_count&) = delete;
-  stream_count& operator=(const stream_count&) = delete;
-  ~stream_count() {
-    --*active;
-    if (auto it = by_key->find(key); it != by_key->end() && --it->second == 0) {
-      by_key->erase(it);
-    }
-  }
-};
-
-// Holds a segment file open and counts the stream until the server releases the slice.
-struct stream_guard {
-  store::segment_file file;
-  stream_count count;
-  stream_guard(store::segment_file f, std::shared_ptr<uint32_t> a, std::shared_ptr<key_counts> k,
-               segment_key s)
-      : file(std::move(f)), count(std::move(a), std::move(k), std::move(s)) {}
-};
 
 }  // namespace
 
@@ -146,7 +145,55 @@ reply moved_to(const std::string& url, const request_context& ctx) {
 
 }  // namespace
 
+// The route is loop_affinity::any (issue 16): a held segment is sent by the loop that read the
+// request, with no hop (held_segment); the rest (a copy with an engine token, the stream limit and
+// its handoff, a segment arriving or missing, no signer yet) is the home loop's, which answers the
+// request from the start.
 asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
+  if (auto r = held_segment(ctx)) {
+    co_return std::move(*r);
+  }
+  if (server->on_home_loop()) {
+    co_return co_await segment_at_home(ctx);
+  }
+  co_return co_await asio::co_spawn(io, segment_at_home(ctx), asio::use_awaitable);
+}
+
+// What it touches is safe from any thread: the URL signer (a shared_ptr the session swaps; the
+// check is one HMAC with per-thread state), the store (one mutex), `usage`, the metrics (atomic),
+// and `self`, set at start.
+std::optional<reply> engine_daemon::impl::held_segment(request_context& ctx) {
+  // A copy by another engine is exempt from the console stream limit: it is what relieves it.
+  bool copy = !ctx.req[api::copy_header].empty();
+  if (auth) {
+    // Unsigned (another engine's copy shows an engine token instead), badly signed, or not yet
+    // logged in at auth: the home loop checks, refuses and logs in.
+    auto signer = auth->shared_signer();
+    if (!signer || !signer->verify(ctx.req.target(), auth::unix_now())) {
+      return std::nullopt;
+    }
+    copy = false;
+  }
+  auto key = key_from(ctx);
+  if (!key) {
+    return net::error_reply(key.err());
+  }
+  auto guard = std::make_shared<stream_guard>(usage, copy, *key);
+  if (!copy && guard->count.counted_in > self->max_streams) {
+    return std::nullopt;  // at the limit: uncounted, and handed off at home
+  }
+  auto file = store->open_segment(*key);
+  if (!file) {
+    return std::nullopt;  // arriving, or not here
+  }
+  guard->file.emplace(std::move(*file));
+  if (!server->on_home_loop()) {
+    served_off_home->inc();
+  }
+  return serve_held(ctx, std::move(guard));
+}
+
+asio::awaitable<reply> engine_daemon::impl::segment_at_home(request_context& ctx) {
   // A copy by another engine is exempt from the console stream limit: it is what relieves it.
   bool copy = !ctx.req[api::copy_header].empty();
   if (auth) {
@@ -165,7 +212,7 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
   if (!key) {
     co_return net::error_reply(key.err());
   }
-  if (at_stream_limit(copy, *active_streams, self->max_streams)) {
+  if (at_stream_limit(copy, usage->active, self->max_streams)) {
     // The director counts consoles between heartbeats by estimate; one sent here beyond the limit
     // is handed to another engine (which the director may have receive a replica), not refused.
     if (auto url = co_await engine_elsewhere(*key, false, true, true)) {
@@ -177,33 +224,42 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
     r.headers.emplace_back("Retry-After", "1");
     co_return r;
   }
+  auto guard = std::make_shared<stream_guard>(usage, copy, *key);
   auto file = store->open_segment(*key);
+  if (file) {
+    guard->file.emplace(std::move(*file));
+    co_return serve_held(ctx, std::move(guard));
+  }
+  guard.reset();
   if (!copy) {
-    (file ? segment_hits : segment_misses)->inc();
+    segment_misses->inc();
   }
-  if (!file) {
-    auto f = fills.find(*key);
-    if (file.err().code == errc::not_found && f != fills.end()) {
-      co_return co_await serve_filling(ctx, f->second, *key, copy);
-    }
-    co_return net::error_reply(file.err());
+  auto f = fills.find(*key);
+  if (file.err().code == errc::not_found && f != fills.end()) {
+    co_return co_await serve_filling(ctx, f->second, *key, copy);
   }
-  last_used[*key] = steady::now();
-  auto info = store->find(*key);
-  uint64_t size = file->size();
+  co_return net::error_reply(file.err());
+}
+
+// A held segment's reply, its stream counted and its file open in `guard`; thread-safe.
+reply engine_daemon::impl::serve_held(request_context& ctx, std::shared_ptr<stream_guard> guard) {
+  const segment_key& key = guard->count.key;
+  if (!guard->count.copy) {
+    segment_hits->inc();
+  }
+  usage->used(key, steady::now());
+  auto info = store->find(key);
+  uint64_t size = guard->file->size();
   reply r;
   segment_headers(r, info ? to_hex(info->sha256) : std::string());
   r.content_type = content_type_of(ctx);
   net::byte_range range;
   if (auto refused = apply_range(ctx, r, size, range)) {
-    co_return std::move(*refused);
+    return std::move(*refused);
   }
-  auto guard =
-      std::make_shared<stream_guard>(std::move(*file), copy ? copy_streams : active_streams,
-                                     streams_by_key, *key);  // a copy takes no console's place
-  int fd = guard->file.fd();
-  r.file = net::file_slice{guard, fd, range.first, range.length};
-  co_return r;
+  int fd = guard->file->fd();
+  r.file = net::file_slice{std::move(guard), fd, range.first, range.length};
+  return r;
 }
 
 // A console or engine asking for a segment this engine is receiving: it gets the bytes as they
@@ -213,9 +269,8 @@ asio::awaitable<reply> engine_daemon::impl::get_segment(request_context& ctx) {
 asio::awaitable<reply> engine_daemon::impl::serve_filling(request_context& ctx,
                                                           std::shared_ptr<fill> f,
                                                           const segment_key& key, bool copy) {
-  last_used[key] = steady::now();
-  auto counted =
-      std::make_shared<stream_count>(copy ? copy_streams : active_streams, streams_by_key, key);
+  usage->used(key, steady::now());
+  auto counted = std::make_shared<stream_count>(usage, copy, key);
   if (f->servable == 0) {
     co_await f->wait_beyond(0);
   }
@@ -304,7 +359,7 @@ asio::awaitable<reply> engine_daemon::impl::delete_segment(request_context& ctx)
   if (!key) {
     co_return net::error_reply(key.err());
   }
-  if (ctx.query_param("if_idle") == "1" && (streaming(*key) || fills.contains(*key))) {
+  if (ctx.query_param("if_idle") == "1" && (usage->streaming(*key) || fills.contains(*key))) {
     // The director dropping an idle replica: not while viewers stream it.
     co_return net::error_reply(
         make_error(errc::conflict, key->str() + " is being streamed or received here"));
