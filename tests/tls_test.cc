@@ -32,6 +32,8 @@
 #include <boost/asio/write.hpp>
 #include <boost/json/serialize.hpp>
 
+#include "base/process.h"
+#include "net/client.h"
 #include "net/http.h"
 #include "net/tls.h"
 #include "support/support.h"
@@ -44,8 +46,8 @@ namespace ssl = asio::ssl;
 using namespace std::chrono_literals;
 using V = http::verb;
 
-// A CA, two leaves it signed for 127.0.0.1 (CN leaf1, leaf2) and an expired one (CN old), made
-// with the openssl command; keys 0600.
+// A CA, two leaves it signed for 127.0.0.1 (CN leaf1, leaf2), one for elsewhere.example only and
+// an expired one (CN old), made with the openssl command; keys 0600.
 constexpr const char* make_certs = R"(set -e
 q() { "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; }
 q openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
@@ -57,13 +59,18 @@ for n in leaf1 leaf2; do
   q openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -set_serial 0x$(openssl rand -hex 8) \
     -days 2 -extfile san.cnf -out $n.crt
 done
+printf 'subjectAltName=DNS:elsewhere.example\n' > elsewhere.cnf
+q openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout elsewhere.key \
+  -out elsewhere.csr -subj /CN=elsewhere
+q openssl x509 -req -in elsewhere.csr -CA ca.crt -CAkey ca.key -set_serial 0x$(openssl rand -hex 8) \
+  -days 2 -extfile elsewhere.cnf -out elsewhere.crt
 printf '[ca]\ndefault_ca=d\n[d]\ndatabase=index.txt\nnew_certs_dir=.\nserial=serial\n' > ca.cnf
 printf 'default_md=sha256\npolicy=p\n[p]\ncommonName=supplied\n' >> ca.cnf
 : > index.txt; echo 01 > serial
 q openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout old.key -out old.csr \
   -subj /CN=old
 q openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in old.csr -out old.crt \
-  -startdate 20200101000000Z -enddate 20200102000000Z -notext
+  -extfile san.cnf -startdate 20200101000000Z -enddate 20200102000000Z -notext
 chmod 600 *.key
 )";
 
@@ -351,6 +358,126 @@ TEST_F(Tls, PlainHttpGarbageAndAStalledHandshakeAreRefusedAndTheServerGoesOn) {
   auto r = test::run({"/usr/bin/curl", "-sS", "--fail", "--cacert", ca, h.url("/echo")});
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "{\"path\":\"/echo\"}\n");
+}
+
+// The client (issue 17, item 3). One exchange, or several in turn, on a client of its own loop.
+template <class Fn>
+auto on_client(client_options o, Fn fn) {
+  asio::io_context io;
+  http_client c(io.get_executor(), o);
+  auto f = asio::co_spawn(io, fn(c), asio::use_future);
+  io.run();
+  return f.get();
+}
+
+client_options trusting(const fs::path& ca) {
+  client_options o;
+  o.tls_ca = ca;
+  o.connect_timeout = 3s;
+  return o;
+}
+
+TEST_F(Tls, ClientTrustingTheCaExchangesOverOneConnection) {
+  tls_harness h(leaf("leaf1"));
+  struct got {
+    result<client_response> echo, upload, into, pieces;
+    std::string body;
+    uint64_t piece_bytes = 0;
+  };
+  auto g = on_client(trusting(dir() / "ca.crt"), [&](http_client& c) -> asio::awaitable<got> {
+    got out;
+    out.echo = co_await c.get(h.url("/echo"));
+    out.upload = co_await c.request(V::post, h.url("/upload"), pattern_bytes(100'000));
+    out.body.resize(3 << 20);
+    out.into = co_await c.get_into(
+        h.url("/file"), {},
+        {[&](const client_response&) -> result<std::span<char>> { return std::span(out.body); },
+         [](size_t) {}});
+    out.pieces = co_await c.get_pieces(h.url("/file"), {},
+                                       {[](const client_response&) { return true; },
+                                        [&](std::string_view p) { out.piece_bytes += p.size(); }});
+    co_return out;
+  });
+  ASSERT_TRUE(g.echo) << g.echo.err().detail;
+  EXPECT_EQ(g.echo->status, 200u);
+  EXPECT_EQ(g.echo->body, "{\"path\":\"/echo\"}\n");
+  ASSERT_TRUE(g.upload) << g.upload.err().detail;
+  EXPECT_EQ(g.upload->body, "{\"received\":100000}\n");
+  ASSERT_TRUE(g.into) << g.into.err().detail;
+  EXPECT_TRUE(g.body == pattern_bytes(3 << 20)) << "the file differs";
+  ASSERT_TRUE(g.pieces) << g.pieces.err().detail;
+  EXPECT_EQ(g.piece_bytes, 3u << 20);
+  // One handshake for the four exchanges (kept alive), and curl's for reading the metric.
+  EXPECT_EQ(h.metric(dir() / "ca.crt", "vodgrid_tls_handshakes_total{result=\"full\"}"), 2);
+}
+
+// The refusal of `url` by a client with `o`: its one-line reason.
+std::string refusal(client_options o, const std::string& url) {
+  auto r =
+      on_client(std::move(o), [url](http_client& c) -> asio::awaitable<result<client_response>> {
+        co_return co_await c.get(url);
+      });
+  EXPECT_FALSE(r) << url << " answered " << (r ? r->status : 0);
+  std::string why = r ? std::string() : r.err().detail;
+  EXPECT_EQ(why.find('\n'), std::string::npos) << why;
+  return why;
+}
+
+TEST_F(Tls, ClientRefusesAPeerItCannotVerifyWithTheReason) {
+  tls_harness h(leaf("leaf1"));
+  auto url = h.url("/echo");
+  // Without the CA (the system's trust store): an unknown issuer, named with the peer.
+  auto why = refusal(client_options{}, url);
+  EXPECT_NE(why.find(fmt::format("tls: peer https://127.0.0.1:{} refused", h.port())),
+            std::string::npos)
+      << why;
+  EXPECT_NE(why.find("unable to get local issuer certificate"), std::string::npos) << why;
+  // A CA file that is not there: said so, no connection made.
+  why = refusal(trusting(dir() / "missing-ca.pem"), url);
+  EXPECT_NE(why.find("missing-ca.pem does not exist"), std::string::npos) << why;
+  why = refusal(trusting(dir() / "san.cnf"), url);
+  EXPECT_NE(why.find("holds no PEM certificate"), std::string::npos) << why;
+
+  // A certificate of the CA for another name: refused by address and by name.
+  tls_harness other(leaf("elsewhere"));
+  why = refusal(trusting(dir() / "ca.crt"), other.url("/echo"));
+  EXPECT_NE(why.find("IP address mismatch"), std::string::npos) << why;
+  why = refusal(trusting(dir() / "ca.crt"), fmt::format("https://localhost:{}/echo", other.port()));
+  EXPECT_NE(why.find("hostname mismatch"), std::string::npos) << why;
+
+  // The server is unharmed, and the client with the CA still gets through.
+  auto ok = on_client(trusting(dir() / "ca.crt"),
+                      [url](http_client& c) -> asio::awaitable<result<client_response>> {
+                        co_return co_await c.get(url);
+                      });
+  ASSERT_TRUE(ok) << ok.err().detail;
+  EXPECT_EQ(ok->status, 200u);
+}
+
+TEST_F(Tls, ClientRefusesAPeerWithAnExpiredCertificate) {
+  // vodgrid's server refuses to start with it: openssl's test server plays the peer.
+  uint16_t port = test::free_port();
+  auto p = child_process::spawn({"/usr/bin/openssl", "s_server", "-quiet", "-www", "-accept",
+                                 std::to_string(port), "-cert", (dir() / "old.crt").string(),
+                                 "-key", (dir() / "old.key").string()});
+  ASSERT_TRUE(p) << p.err().detail;
+  ASSERT_TRUE(test::eventually([&] { return test::port_is_listening(port); }));
+  auto why = refusal(trusting(dir() / "ca.crt"), fmt::format("https://127.0.0.1:{}/", port));
+  EXPECT_NE(why.find("certificate has expired"), std::string::npos) << why;
+  p->stop(1s);
+}
+
+TEST(ClientUrls, HttpsUrlsParse) {
+  auto u = parse_http_url("https://example.com/a?b=1");
+  ASSERT_TRUE(u);
+  EXPECT_TRUE(u->tls);
+  EXPECT_EQ(u->port, 443);
+  EXPECT_EQ(u->origin(), "https://example.com:443");
+  u = parse_http_url("http://127.0.0.1:81/");
+  ASSERT_TRUE(u);
+  EXPECT_FALSE(u->tls);
+  EXPECT_EQ(u->origin(), "http://127.0.0.1:81");
+  EXPECT_FALSE(parse_http_url("ftp://example.com/"));
 }
 
 }  // namespace

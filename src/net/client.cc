@@ -11,10 +11,17 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url.hpp>
 
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include <algorithm>
+
+#include "base/log.h"
+#include "net/tls.h"
 
 namespace vodgrid::net {
 
@@ -30,7 +37,7 @@ std::string client_response::header(std::string_view name) const {
 }
 
 std::string parsed_url::origin() const {
-  return fmt::format("http://{}:{}", host, port);
+  return fmt::format("{}://{}:{}", tls ? "https" : "http", host, port);
 }
 
 result<parsed_url> parse_http_url(std::string_view url) {
@@ -38,11 +45,13 @@ result<parsed_url> parse_http_url(std::string_view url) {
   if (!u) {
     return make_error(errc::invalid_argument, fmt::format("not a URL: {}", url));
   }
-  if (u->scheme() != "http") {
+  if (u->scheme() != "http" && u->scheme() != "https") {
     return make_error(errc::invalid_argument,
-                      fmt::format("only http:// URLs are supported, got {}", url));
+                      fmt::format("only http:// and https:// URLs are supported, got {}", url));
   }
   parsed_url p;
+  p.tls = u->scheme() == "https";
+  p.port = p.tls ? 443 : 80;
   p.host = std::string(u->host_address());
   if (p.host.empty()) {
     return make_error(errc::invalid_argument, fmt::format("no host in {}", url));
@@ -77,22 +86,71 @@ result<std::string> resolve_url(std::string_view base, std::string_view ref) {
   return std::string(out.buffer());
 }
 
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
+// One connection to a peer: plain, or TLS over TCP. The exchange code is the same for both; only
+// the reads and writes branch (write_request, read_some), on Beast's operations of either stream.
+// (Not in an unnamed namespace: http_client::pool and open_reply hold it.)
+struct client_connection {
+  std::unique_ptr<beast::tcp_stream> plain;
+  std::unique_ptr<tls_stream> tls;
+  beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+};
+
+namespace {
+
+template <class Request>
+asio::awaitable<std::pair<boost::system::error_code, size_t>> write_request(client_connection& c,
+                                                                            Request& req) {
+  if (c.tls) {
+    auto [ec, n] = co_await http::async_write(*c.tls, req, use_tuple);
+    co_return std::pair{ec, n};
+  }
+  auto [ec, n] = co_await http::async_write(*c.plain, req, use_tuple);
+  co_return std::pair{ec, n};
+}
+
+template <class Parser>
+asio::awaitable<std::pair<boost::system::error_code, size_t>> read_some(client_connection& c,
+                                                                        beast::flat_buffer& buf,
+                                                                        Parser& parser) {
+  if (c.tls) {
+    auto [ec, n] = co_await http::async_read_some(*c.tls, buf, parser, use_tuple);
+    co_return std::pair{ec, n};
+  }
+  auto [ec, n] = co_await http::async_read_some(*c.plain, buf, parser, use_tuple);
+  co_return std::pair{ec, n};
+}
+
+// The peer closed the connection (a keep-alive one it timed out, say): over TLS, a close without
+// close_notify is OpenSSL's "stream truncated".
+bool closed_by_peer(const boost::system::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
+         ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+}
+
+}  // namespace
+
 // The idle keep-alive connections per origin, and how an exchange gets and returns one.
 struct http_client::pool {
   struct idle_stream {
-    std::unique_ptr<beast::tcp_stream> stream;
+    std::unique_ptr<client_connection> stream;
     std::chrono::steady_clock::time_point since;
   };
   pool(asio::any_io_executor e, const client_options& o) : ex(std::move(e)), opts(o) {}
   http::request<http::string_body> make_request(http::verb method, const parsed_url& pu,
                                                 std::string body, const header_list& headers) const;
-  asio::awaitable<result<std::unique_ptr<beast::tcp_stream>>> connect(const parsed_url& pu,
+  asio::awaitable<result<std::unique_ptr<client_connection>>> connect(const parsed_url& pu,
                                                                       bool fresh, bool& pooled);
-  void keep(const parsed_url& pu, std::unique_ptr<beast::tcp_stream> stream);
+  asio::awaitable<status> handshake(const parsed_url& pu, client_connection& c);
+  void keep(const parsed_url& pu, std::unique_ptr<client_connection> stream);
 
   asio::any_io_executor ex;
   const client_options& opts;
   std::map<std::string, std::vector<idle_stream>> idle;
+  // When a refusal of each TLS peer was last logged: one line per peer per 10 s, however many
+  // exchanges (heartbeats, copies) it refuses.
+  std::map<std::string, std::chrono::steady_clock::time_point> tls_logged;
 };
 
 namespace {
@@ -100,7 +158,9 @@ namespace {
 constexpr auto max_idle_age = std::chrono::seconds(20);
 }  // namespace
 
-http_client::http_client(asio::any_io_executor ex, client_options opts)
+http_client::http_client(asio::any_io_executor ex) : http_client(std::move(ex), client_options{}) {}
+
+http_client::http_client(asio::any_io_executor ex, const client_options& opts)
     : ex_(ex), opts_(opts), pool_(std::make_unique<pool>(ex, opts_)) {}
 
 http_client::~http_client() = default;
@@ -135,7 +195,7 @@ http::request<http::string_body> http_client::pool::make_request(http::verb meth
 
 // A pooled keep-alive stream to the URL's origin (unless `fresh`), or a new connection. `pooled`
 // tells the caller whether a transport failure is worth one retry on a fresh connection.
-asio::awaitable<result<std::unique_ptr<beast::tcp_stream>>> http_client::pool::connect(
+asio::awaitable<result<std::unique_ptr<client_connection>>> http_client::pool::connect(
     const parsed_url& pu, bool fresh, bool& pooled) {
   auto& idle = this->idle[pu.origin()];
   std::erase_if(idle, [](const pool::idle_stream& s) {
@@ -174,13 +234,61 @@ asio::awaitable<result<std::unique_ptr<beast::tcp_stream>>> http_client::pool::c
   }
   boost::system::error_code ec;
   stream->socket().set_option(tcp::no_delay(true), ec);
-  co_return stream;
+  auto c = std::make_unique<client_connection>();
+  if (!pu.tls) {
+    c->plain = std::move(stream);
+    co_return c;
+  }
+  auto ctx = client_context(opts.tls_ca.empty() ? default_tls_ca() : opts.tls_ca);
+  if (!ctx) {
+    co_return ctx.err();
+  }
+  c->tls = std::make_unique<tls_stream>(std::move(*stream), **ctx);
+  if (auto st = co_await handshake(pu, *c); !st) {
+    co_return st.err();
+  }
+  co_return c;
 }
 
-void http_client::pool::keep(const parsed_url& pu, std::unique_ptr<beast::tcp_stream> stream) {
+// The TLS handshake of a new connection, the peer's certificate checked against the CA and the
+// URL's host (an address: the certificate's IP entries; a name: its DNS entries, sent as SNI).
+asio::awaitable<status> http_client::pool::handshake(const parsed_url& pu, client_connection& c) {
+  SSL* ssl = c.tls->native_handle();
+  boost::system::error_code aec;
+  asio::ip::make_address(pu.host, aec);
+  if (!aec) {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), pu.host.c_str());
+  } else {
+    SSL_set_tlsext_host_name(ssl, pu.host.c_str());
+    SSL_set1_host(ssl, pu.host.c_str());
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  }
+  c.tcp().expires_after(opts.connect_timeout);
+  auto [ec] = co_await c.tls->async_handshake(asio::ssl::stream_base::client, use_tuple);
+  if (!ec) {
+    co_return status{};
+  }
+  // The verification's own reason ("unable to get local issuer certificate", "hostname
+  // mismatch", "certificate has expired") says more than the handshake's error.
+  long v = SSL_get_verify_result(ssl);
+  std::string why = v != X509_V_OK
+                        ? fmt::format("certificate refused: {}", X509_verify_cert_error_string(v))
+                    : ec == beast::error::timeout ? std::string("handshake timed out")
+                                                  : "handshake failed: " + ec.message();
+  auto msg = fmt::format("tls: peer {} refused: {}", pu.origin(), why);
+  auto now = std::chrono::steady_clock::now();
+  auto [at, first] = tls_logged.try_emplace(pu.origin(), now);
+  if (first || now - at->second >= std::chrono::seconds(10)) {
+    at->second = now;
+    log::get("net")->warn("{}", msg);
+  }
+  co_return make_error(ec == beast::error::timeout ? errc::timeout : errc::unavailable, msg);
+}
+
+void http_client::pool::keep(const parsed_url& pu, std::unique_ptr<client_connection> stream) {
   auto& idle = this->idle[pu.origin()];
   if (idle.size() < opts.max_idle_per_host) {
-    stream->expires_never();
+    stream->tcp().expires_never();
     idle.push_back({std::move(stream), std::chrono::steady_clock::now()});
   }
 }
@@ -194,8 +302,7 @@ errc read_error_code(const boost::system::error_code& rec) {
   if (rec == http::error::body_limit) {
     return errc::too_large;
   }
-  if (rec == http::error::end_of_stream || rec == http::error::partial_message ||
-      rec == asio::error::connection_reset || rec == asio::error::eof) {
+  if (closed_by_peer(rec) || rec == http::error::partial_message) {
     return errc::unavailable;
   }
   return errc::protocol_error;
@@ -215,12 +322,12 @@ steady::time_point step_deadline(steady::time_point deadline,
 // request_timeout. Returns the error and the bytes the parser took.
 template <class Parser>
 asio::awaitable<std::pair<boost::system::error_code, size_t>> read_until(
-    beast::tcp_stream& stream, beast::flat_buffer& buf, Parser& parser, bool head_only,
+    client_connection& stream, beast::flat_buffer& buf, Parser& parser, bool head_only,
     steady::time_point deadline, std::chrono::milliseconds read_timeout) {
   size_t total = 0;
   while (!(head_only ? parser.is_header_done() : parser.is_done())) {
-    stream.expires_at(step_deadline(deadline, read_timeout));
-    auto [ec, n] = co_await http::async_read_some(stream, buf, parser, use_tuple);
+    stream.tcp().expires_at(step_deadline(deadline, read_timeout));
+    auto [ec, n] = co_await read_some(stream, buf, parser);
     total += n;
     if (ec) {
       co_return std::pair{ec, total};
@@ -258,8 +365,8 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     // The request is written within the exchange's deadline (a large upload takes its time; a
     // small one fits in the socket's buffer, so a hung peer is noticed by the read deadline).
     auto deadline = std::chrono::steady_clock::now() + opts_.request_timeout;
-    (*stream)->expires_at(deadline);
-    auto [wec, wn] = co_await http::async_write(**stream, req, use_tuple);
+    (*stream)->tcp().expires_at(deadline);
+    auto [wec, wn] = co_await write_request(**stream, req);
     if (wec) {
       if (pooled) {
         pool_->idle[pu->origin()].clear();  // the peer closed idle connections: its others too
@@ -279,8 +386,7 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     auto [rec, rn] =
         co_await read_until(**stream, buf, parser, false, deadline, opts_.read_timeout);
     if (rec) {
-      if (pooled && rn == 0 &&
-          (rec == http::error::end_of_stream || rec == asio::error::connection_reset)) {
+      if (pooled && rn == 0 && closed_by_peer(rec)) {
         pool_->idle[pu->origin()].clear();
         continue;
       }
@@ -301,7 +407,7 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
 
 struct http_client::open_reply {
   parsed_url pu;
-  std::unique_ptr<beast::tcp_stream> stream;
+  std::unique_ptr<client_connection> stream;
   beast::flat_buffer buf;
   http::response_parser<http::buffer_body> parser;
   steady::time_point deadline;
@@ -326,8 +432,8 @@ asio::awaitable<result<std::unique_ptr<http_client::open_reply>>> http_client::o
     r->stream = std::move(*stream);
     auto& st = *r->stream;
     r->deadline = steady::now() + opts_.request_timeout;
-    st.expires_at(r->deadline);
-    auto [wec, wn] = co_await http::async_write(st, req, use_tuple);
+    st.tcp().expires_at(r->deadline);
+    auto [wec, wn] = co_await write_request(st, req);
     if (wec) {
       if (pooled) {
         pool_->idle[pu->origin()].clear();
@@ -341,8 +447,7 @@ asio::awaitable<result<std::unique_ptr<http_client::open_reply>>> http_client::o
     auto [hec, hn] =
         co_await read_until(st, r->buf, r->parser, true, r->deadline, opts_.read_timeout);
     if (hec) {
-      if (pooled && hn == 0 &&
-          (hec == http::error::end_of_stream || hec == asio::error::connection_reset)) {
+      if (pooled && hn == 0 && closed_by_peer(hec)) {
         pool_->idle[pu->origin()].clear();
         continue;
       }
@@ -365,8 +470,8 @@ asio::awaitable<std::pair<boost::system::error_code, size_t>> read_body_some(
   body.data = data;
   body.size = size;
   // read_some: back after each read from the socket, so the caller sees every step.
-  r.stream->expires_at(step_deadline(r.deadline, read_timeout));
-  auto [ec, n] = co_await http::async_read_some(*r.stream, r.buf, r.parser, use_tuple);
+  r.stream->tcp().expires_at(step_deadline(r.deadline, read_timeout));
+  auto [ec, n] = co_await read_some(*r.stream, r.buf, r.parser);
   size_t got = size - r.parser.get().body().size;
   if (ec == http::error::need_buffer) {
     ec = {};  // the place given is full: the caller gives more

@@ -1,11 +1,13 @@
 // The HTTP/1.1 client daemons and consoles use to talk to each other: keep-alive connections pooled
 // per host, a deadline on every exchange, a size limit on every reply, no redirect following (the
-// console wants to see the director's 302s).
+// console wants to see the director's 302s). https:// URLs go over TLS 1.2/1.3, the peer verified
+// against `client_options::tls_ca` (else the system's trust store) and the URL's host.
 // Threading: one client belongs to one executor; do not share it across threads.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -36,6 +38,11 @@ struct client_options {
   // When set and it returns a token, every request without an Authorization header of its own
   // carries "Authorization: Bearer <token>": how a daemon presents its service token.
   std::function<std::string()> bearer;
+  // The CA (PEM) an https:// peer's certificate must chain to ([tls] ca); empty: the system's
+  // trust store (OpenSSL's default paths, which SSL_CERT_FILE overrides). A peer that fails the
+  // check (unknown issuer, another host's name, expired) is refused with errc::unavailable and one
+  // log line naming it and the reason.
+  std::filesystem::path tls_ca;
 };
 
 struct client_response {
@@ -49,16 +56,22 @@ struct parsed_url {
   std::string host;
   uint16_t port = 80;
   std::string target;          // path and query, at least "/"
-  std::string origin() const;  // "http://host:port"
+  bool tls = false;            // https://
+  std::string origin() const;  // "http://host:port" or "https://host:port"
 };
-// Only http:// URLs with an explicit or default port; errc::invalid_argument otherwise.
+// http:// and https:// URLs with an explicit or default port (80, 443); errc::invalid_argument
+// otherwise.
 result<parsed_url> parse_http_url(std::string_view url);
 // Resolves `ref` (absolute, absolute-path or relative) against `base`, as a browser would.
 result<std::string> resolve_url(std::string_view base, std::string_view ref);
 
 class http_client {
  public:
-  explicit http_client(boost::asio::any_io_executor ex, client_options opts = {});
+  // The options by reference, and no default argument: callers write `http_client c(co_await
+  // this_coro::executor, opts)`, and GCC 12 copies a temporary of such a full-expression into the
+  // coroutine frame bit by bit, which breaks a std::string's (a path's) pointer to its own buffer.
+  explicit http_client(boost::asio::any_io_executor ex);
+  http_client(boost::asio::any_io_executor ex, const client_options& opts);
   ~http_client();
   http_client(const http_client&) = delete;
   http_client& operator=(const http_client&) = delete;

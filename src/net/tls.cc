@@ -11,6 +11,9 @@
 
 #include <fmt/format.h>
 
+#include <map>
+#include <mutex>
+
 #include "base/fs.h"
 
 namespace vodgrid::net {
@@ -94,6 +97,80 @@ result<std::shared_ptr<ssl::context>> make_server_context(const tls_files& f) {
   }
   ERR_clear_error();
   return ctx;
+}
+
+result<std::shared_ptr<ssl::context>> make_client_context(const std::filesystem::path& ca) {
+  ERR_clear_error();
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  SSL_CTX* c = ctx->native_handle();
+  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+  SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION);
+  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  if (SSL_CTX_set_cipher_list(c, tls12_ciphers) != 1) {
+    return tls_error("the cipher list is refused: " + openssl_reason());
+  }
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
+  if (ca.empty()) {
+    if (SSL_CTX_set_default_verify_paths(c) != 1) {
+      return tls_error("the system's trust store cannot be loaded: " + openssl_reason());
+    }
+    ERR_clear_error();
+    return ctx;
+  }
+  auto pem = read_file(ca, 16 << 20);
+  if (!pem) {
+    return tls_error(fmt::format("ca {}", pem.err().detail));
+  }
+  // Every certificate of the file, so that a bundle (several CAs) works as a single one.
+  BIO* bio = BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size()));
+  X509_STORE* store = SSL_CTX_get_cert_store(c);
+  int added = 0;
+  while (bio) {
+    X509* x = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    if (!x) {
+      break;
+    }
+    if (X509_STORE_add_cert(store, x) == 1) {
+      ++added;
+    }
+    X509_free(x);
+  }
+  BIO_free(bio);
+  ERR_clear_error();  // the end of the file reads as an error
+  if (added == 0) {
+    return tls_error(fmt::format("ca {} holds no PEM certificate", ca.string()));
+  }
+  return ctx;
+}
+
+namespace {
+std::mutex default_ca_mu;
+std::filesystem::path default_ca;  // guarded by default_ca_mu
+}  // namespace
+
+void set_default_tls_ca(std::filesystem::path ca) {
+  std::lock_guard lock(default_ca_mu);
+  default_ca = std::move(ca);
+}
+
+std::filesystem::path default_tls_ca() {
+  std::lock_guard lock(default_ca_mu);
+  return default_ca;
+}
+
+result<std::shared_ptr<ssl::context>> client_context(const std::filesystem::path& ca) {
+  static std::mutex mu;
+  static std::map<std::filesystem::path, std::shared_ptr<ssl::context>> made;
+  std::lock_guard lock(mu);
+  if (auto it = made.find(ca); it != made.end()) {
+    return it->second;
+  }
+  auto ctx = make_client_context(ca);
+  if (!ctx) {
+    return ctx.err();
+  }
+  made.emplace(ca, *ctx);
+  return *ctx;
 }
 
 }  // namespace vodgrid::net
