@@ -334,7 +334,7 @@ status auth_daemon::start() {
   sopts.metrics_from = d.grid.metrics_ranges();
   d.server = std::make_unique<net::http_server>(d.io.get_executor(), "auth", sopts);
   d.routes();
-  if (auto st = d.listen(cfg.listen.host, cfg.listen.port); !st) {
+  if (auto st = d.listen(cfg.listen); !st) {
     return st;
   }
   d.tasks.spawn(d.housekeeping_loop());

@@ -21,7 +21,7 @@
 namespace vodgrid {
 
 std::string listen_address::url() const {
-  return fmt::format("http://{}:{}", host, port);
+  return fmt::format("{}://{}:{}", tls() ? "https" : "http", host, port);
 }
 
 result<listen_address> listen_address::parse(std::string_view text) {
@@ -123,8 +123,14 @@ void web_fields(V& v, C& w) {
 }
 
 template <class V, class C>
+void tls_fields(V& v, C& t) {
+  v.path("ca", t.ca);
+}
+
+template <class V, class C>
 void registry_fields(V& v, C& r) {
   v.listen("listen", r.listen);
+  v.tls("tls", r.listen);
   v.strings("urls", r.urls);
   v.text("database", r.database, true, "sqlite:///path or postgresql://...");
   v.path("secret_dir", r.secret_dir);
@@ -133,6 +139,7 @@ void registry_fields(V& v, C& r) {
 template <class V, class C>
 void auth_fields(V& v, C& a) {
   v.listen("listen", a.listen);
+  v.tls("tls", a.listen);
   v.text("database", a.database, true, "sqlite:///path or postgresql://...");
   v.path("key_file", a.key_file);
   v.flag("demo_accounts", a.demo_accounts);
@@ -141,6 +148,7 @@ void auth_fields(V& v, C& a) {
 template <class V, class C>
 void content_fields(V& v, C& c) {
   v.listen("listen", c.listen);
+  v.tls("tls", c.listen);
   v.text("database", c.database, true, "sqlite:///path or postgresql://...");
   v.path("work_dir", c.work_dir, true);
   v.duration("publish_lease_ms", c.publish_lease, int64_t{300});
@@ -149,6 +157,7 @@ void content_fields(V& v, C& c) {
 template <class V, class C>
 void director_fields(V& v, C& d) {
   v.listen("listen", d.listen);
+  v.tls("tls", d.listen);
   v.path("data_dir", d.data_dir, true);
   v.number("copies", d.copies, 1u);
   v.number("parallel_copies", d.parallel_copies, 1u, 256u);
@@ -175,6 +184,7 @@ void engine_fields(V& v, C& e) {
   v.names("name");
   v.names("data_dirs");
   v.listen("listen", e.listen);
+  v.tls("tls", e.listen);
   v.number("max_streams", e.max_streams, 1u);
   v.number("max_bytes_per_second", e.max_bytes_per_second);
   v.number("max_segment_bytes", e.max_segment_bytes, uint64_t{1024});
@@ -350,10 +360,11 @@ status check_grid(const grid_config& g, std::string_view origin) {
     }
     for (auto& u : g.registry->urls) {
       // The shape only: whether anything answers there is the clients' to find out (and say).
-      if (!u.starts_with("http://") || u.size() <= 7 ||
-          u.find_first_of(" ,") != std::string::npos) {
+      bool scheme =
+          (u.starts_with("http://") && u.size() > 7) || (u.starts_with("https://") && u.size() > 8);
+      if (!scheme || u.find_first_of(" ,") != std::string::npos) {
         return bad(origin,
-                   fmt::format("[registry] urls: \"{}\" is not an http://host:port URL", u));
+                   fmt::format("[registry] urls: \"{}\" is not an http(s)://host:port URL", u));
       }
     }
     auto homes = std::count_if(g.stations.begin(), g.stations.end(),
@@ -394,7 +405,7 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
   }
   grid_config g;
   table_reader top(root, origin, "the top level");
-  for (auto key : {"grid", "timing", "web", "registry", "auth", "content", "station"}) {
+  for (auto key : {"grid", "timing", "web", "tls", "registry", "auth", "content", "station"}) {
     top.names(key);
   }
   if (auto st = top.finish(); !st) {
@@ -427,6 +438,13 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
       return st.err();
     }
     if (auto st = check_origins(g.web.allow_origins, origin); !st) {
+      return st.err();
+    }
+  }
+  if (auto tls = root["tls"].as_table()) {
+    table_reader r(*tls, origin, "[tls]");
+    tls_fields(r, g.tls);
+    if (auto st = r.finish(); !st) {
       return st.err();
     }
   }
@@ -484,6 +502,9 @@ std::string grid_config::to_toml() const {
   root.insert("timing",
               table([](table_writer& w, const timing_config& t) { timing_fields(w, t); }, timing));
   root.insert("web", table([](table_writer& w, const web_config& c) { web_fields(w, c); }, web));
+  if (!tls.ca.empty()) {
+    root.insert("tls", table([](table_writer& w, const tls_config& t) { tls_fields(w, t); }, tls));
+  }
   if (registry) {
     root.insert(
         "registry",

@@ -18,7 +18,12 @@ namespace vodgrid {
 struct listen_address {
   std::string host = "127.0.0.1";
   uint16_t port = 0;
-  std::string url() const;  // "http://host:port"
+  // The daemon's `tls = { cert = "...", key = "..." }` (net/tls.h loads them): set, the port serves
+  // TLS only and url() names https://, so every URL the grid makes for this daemon follows.
+  std::filesystem::path tls_cert;  // PEM: the certificate, then any intermediates
+  std::filesystem::path tls_key;   // PEM private key, 0600
+  bool tls() const { return !tls_cert.empty(); }
+  std::string url() const;  // "http://host:port", or "https://host:port" with tls
   // "host:port" (a command line's --listen); errc::invalid_argument with the reason otherwise.
   static result<listen_address> parse(std::string_view text);
 };
@@ -148,6 +153,13 @@ struct web_config {
   std::filesystem::path root;
 };
 
+// TLS between the grid's daemons and toward it ([tls]; docs/configuration.md).
+struct tls_config {
+  // The CA (PEM, one or more certificates) every daemon and the CLI verify https:// peers
+  // against; empty: the system's trust store (OpenSSL's default paths, SSL_CERT_FILE).
+  std::filesystem::path ca;
+};
+
 struct grid_config {
   std::vector<station_config> stations;
   std::optional<registry_config> registry;            // none: stations stand alone
@@ -161,6 +173,7 @@ struct grid_config {
   std::vector<std::string> metrics_from{"127.0.0.0/8", "::1/128"};
   timing_config timing;
   web_config web;
+  tls_config tls;
 
   // Parses and validates (unique names, ports set, at least one data dir per engine).
   static result<grid_config> parse(std::string_view toml_text, std::string_view origin = "config");

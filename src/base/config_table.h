@@ -114,6 +114,27 @@ class table_reader {
       field = *a;
     }
   }
+  // A daemon's `tls = { cert = "...", key = "..." }`, both needed, into its listen address. The
+  // files are read (and checked) by the daemon at start, not here: the CLI parses configs whose
+  // files live on other hosts.
+  void tls(std::string_view key, listen_address& field) {
+    auto n = node(key);
+    if (!n) {
+      return;
+    }
+    auto* t = n.as_table();
+    auto cert = t ? (*t)["cert"].value_exact<std::string>() : std::nullopt;
+    auto pkey = t ? (*t)["key"].value_exact<std::string>() : std::nullopt;
+    bool only_those = t && std::all_of(t->begin(), t->end(), [](const auto& kv) {
+                        return kv.first.str() == "cert" || kv.first.str() == "key";
+                      });
+    if (!cert || !pkey || cert->empty() || pkey->empty() || !only_those) {
+      fail(fmt::format("'{}' must be {{ cert = \"cert.pem\", key = \"key.pem\" }}", key));
+      return;
+    }
+    field.tls_cert = *cert;
+    field.tls_key = *pkey;
+  }
   // A count of event loops: an integer 1..256, or "auto" (kept as 0: one per core).
   void threads(std::string_view key, uint32_t& field) {
     auto n = node(key);
@@ -253,6 +274,15 @@ class table_writer {
   void listen(std::string_view key, const listen_address& a, bool required = true) {
     if (required || a.port != 0) {
       t_.insert(key, fmt::format("{}:{}", a.host, a.port));
+    }
+  }
+  void tls(std::string_view key, const listen_address& a) {
+    if (a.tls()) {
+      toml::table t;
+      t.insert("cert", a.tls_cert.string());
+      t.insert("key", a.tls_key.string());
+      t.is_inline(true);
+      t_.insert(key, std::move(t));
     }
   }
   void threads(std::string_view key, const uint32_t& v) {

@@ -19,6 +19,7 @@
 #include "director/director.h"
 #include "engine/engine.h"
 #include "net/daemon.h"
+#include "net/tls.h"
 #include "registry/registry.h"
 
 namespace vodgrid::cli {
@@ -62,7 +63,9 @@ result<grid_config> load_config(const std::filesystem::path& config, std::string
   auto grid = grid_config::load(config);
   if (!grid) {
     std::cerr << "vodgrid " << role << ": " << grid.err().detail << "\n";
+    return grid;
   }
+  net::set_default_tls_ca(grid->tls.ca);  // every client of the daemon verifies peers with it
   return grid;
 }
 
@@ -110,7 +113,8 @@ bool override_listen(listen_address& field, const std::string& flag, std::string
     std::cerr << "vodgrid " << role << ": --listen: " << a.err().detail << "\n";
     return false;
   }
-  field = *a;
+  field.host = a->host;  // the config's tls, if any, stays
+  field.port = a->port;
   return true;
 }
 

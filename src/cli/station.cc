@@ -29,6 +29,7 @@
 #include "net/client.h"
 #include "net/http.h"
 #include "net/task_group.h"
+#include "net/tls.h"
 
 namespace vodgrid::cli {
 
@@ -505,6 +506,11 @@ int run_station(const std::filesystem::path& config, const std::string& name,
     std::cerr << "vodgrid station: " << grid.err().detail << "\n";
     return 2;
   }
+  net::set_default_tls_ca(grid->tls.ca);
+  // `systemctl kill -s HUP` reaches every process of the unit: the daemons with TLS reload their
+  // certificates (their own handler); the supervisor, and the blades without TLS (inheriting the
+  // disposition), ignore it.
+  std::signal(SIGHUP, SIG_IGN);
   auto id = station_id::parse(name);
   if (!id || !grid->find_station(name)) {
     std::cerr << fmt::format("vodgrid station: no station '{}' in {}\n", name, config.string());

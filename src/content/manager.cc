@@ -121,7 +121,7 @@ status content_manager::start() {
     }
   }
   d.routes();
-  if (auto st = d.listen(d.grid.content->listen.host, d.grid.content->listen.port); !st) {
+  if (auto st = d.listen(d.grid.content->listen); !st) {
     return st;
   }
   // The same string across restarts at the same address: a manager restarted takes its lease back

@@ -85,7 +85,7 @@ status director_daemon::start() {
     return loops.err();
   }
   d.threads = *loops;
-  if (auto st = d.listen(d.station->director.listen.host, d.station->director.listen.port); !st) {
+  if (auto st = d.listen(d.station->director.listen); !st) {
     return st;
   }
   if (d.grid.registry) {

@@ -73,7 +73,7 @@ status engine_daemon::start() {
   }
   d.routes();
   d.threads = d.self->threads;  // listen() applies VODGRID_THREADS
-  if (auto st = d.listen(d.self->listen.host, d.self->listen.port); !st) {
+  if (auto st = d.listen(d.self->listen); !st) {
     return st;
   }
   d.tasks.spawn(d.heartbeat_loop());

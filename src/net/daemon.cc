@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <csignal>
 #include <cstdlib>
 
 #include "base/log.h"
@@ -68,6 +69,38 @@ status daemon_base::listen(const std::string& host, uint16_t p) {
   return {};
 }
 
+status daemon_base::listen(const listen_address& at) {
+  if (at.tls()) {
+    if (auto st = server->set_tls(tls_files{at.tls_cert, at.tls_key}); !st) {
+      return st;
+    }
+  }
+  if (auto st = listen(at.host, at.port); !st) {
+    return st;
+  }
+  if (at.tls()) {
+    hup_ = std::make_unique<asio::signal_set>(io, SIGHUP);
+    wait_hup();
+  }
+  return {};
+}
+
+void daemon_base::wait_hup() {
+  hup_->async_wait([this](const boost::system::error_code& ec, int) {
+    if (ec || stopping) {
+      return;  // cancelled by stop (or the daemon destroyed): `this` may be gone
+    }
+    auto logger = log::get("net");
+    if (auto st = server->reload_tls(); !st) {
+      logger->error("{}: SIGHUP: the certificate in use stays: {}", server->name(),
+                    st.err().detail);
+    } else {
+      logger->info("{}: SIGHUP: certificate reloaded", server->name());
+    }
+    wait_hup();
+  });
+}
+
 void daemon_base::join_loops() {
   loop_guards_.clear();  // a loop ends once its connections and accept loop have
   for (auto& l : loops_) {
@@ -93,6 +126,10 @@ void daemon_base::end_loops() {
 asio::awaitable<size_t> daemon_base::stop(std::chrono::milliseconds drain) {
   auto deadline = std::chrono::steady_clock::now() + drain;
   stopping = true;
+  if (hup_) {
+    boost::system::error_code ec;
+    hup_->cancel(ec);
+  }
   on_stop();
   stop_requested.set();
   if (server) {

@@ -19,7 +19,9 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 
+#include "base/config.h"
 #include "base/result.h"
 #include "net/async_event.h"
 #include "net/http.h"
@@ -49,6 +51,11 @@ class daemon_base {
   // that count; sets `port` to the bound port (useful with port 0). An invalid VODGRID_THREADS is
   // an error naming it, for every daemon alike.
   status listen(const std::string& host, uint16_t port);
+  // The same at a config's address; with its `tls` set, the port serves TLS only (set_tls: a
+  // missing, unreadable, mismatched or expired certificate is the error) and SIGHUP reloads the
+  // certificate and key (reload_tls: open connections keep theirs; a bad file keeps the old one,
+  // logged) until stop.
+  status listen(const listen_address& at);
 
   // Two-phase stop: on_stop(), "stop requested" set and `stopping` true; then the server stops
   // accepting and drains its requests for up to `drain`; then the task group is closed with what
@@ -75,6 +82,8 @@ class daemon_base {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> loop_guards_;
   std::vector<std::thread> loop_threads_;
   void join_loops();
+  std::unique_ptr<asio::signal_set> hup_;  // SIGHUP: reload the certificate (TLS only)
+  void wait_hup();
 
  public:
   asio::io_context& io;

@@ -56,7 +56,7 @@ status registry_daemon::start() {
     return st;
   }
   d.routes();
-  if (auto st = d.listen(d.grid.registry->listen.host, d.grid.registry->listen.port); !st) {
+  if (auto st = d.listen(d.grid.registry->listen); !st) {
     return st;
   }
   d.logger->info("registry: listening on {}:{}, database {}", d.grid.registry->listen.host, d.port,
