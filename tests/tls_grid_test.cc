@@ -12,6 +12,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -21,6 +22,7 @@
 
 #include "base/fs.h"
 #include "base/process.h"
+#include "cli/local_tls.h"
 #include "net/tls.h"
 #include "support/support.h"
 
@@ -254,6 +256,57 @@ TEST(TlsGrid, SighupRenewsTheDirectorsCertificateAndBadPeersAreRefused) {
       run({vodgrid_binary(), "engine", "--config", st.config_.string(), "--name", "e1"}, 20s);
   EXPECT_NE(refused.status, 0);
   EXPECT_NE(refused.err.find("has expired"), std::string::npos) << refused.err;
+}
+
+// `vodgrid up --tls`'s CA and certificates (item 4), made with OpenSSL's C API.
+TEST(LocalCa, CertificatesForEveryDaemonThatItsServersLoadAndOpensslVerifies) {
+  temp_dir data;
+  auto grid = grid_config::embedded_default(data.path(), 8700);
+  auto dir = data.path() / "tls";
+  ASSERT_TRUE(cli::make_local_tls(grid, dir));
+  EXPECT_EQ(grid.tls.ca, dir / "ca.crt");
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  std::vector<const listen_address*> all{&grid.registry->listen, &grid.auth->listen,
+                                         &grid.content->listen};
+  for (auto& s : grid.stations) {
+    all.push_back(&s.director.listen);
+    for (auto& e : s.engines) {
+      all.push_back(&e.listen);
+    }
+  }
+  ASSERT_EQ(all.size(), 3u + 2 + 2 + 3);
+  std::map<fs::path, std::string> made;
+  for (auto* a : all) {
+    ASSERT_TRUE(a->tls()) << a->url();
+    EXPECT_EQ(a->url().rfind("https://127.0.0.1:", 0), 0u);
+    ASSERT_EQ(::stat(a->tls_key.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << a->tls_key;
+    auto ctx = net::make_server_context({a->tls_cert, a->tls_key});
+    EXPECT_TRUE(ctx) << (ctx ? "" : ctx.err().detail);
+    auto v = run({"/usr/bin/openssl", "verify", "-CAfile", grid.tls.ca.string(), "-verify_ip",
+                  "127.0.0.1", "-purpose", "sslserver", a->tls_cert.string()});
+    EXPECT_EQ(v.status, 0) << v.out << v.err;
+    made[a->tls_cert] = *read_file(a->tls_cert);
+  }
+  ASSERT_EQ(::stat((dir / "ca.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // The config written for the daemons names them, and reads back.
+  auto back = grid_config::parse(grid.to_toml());
+  ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->tls.ca, grid.tls.ca);
+  EXPECT_EQ(back->stations[1].engines[2].listen.tls_key,
+            grid.stations[1].engines[2].listen.tls_key);
+
+  // A second `up --tls` keeps the CA (what trusts it still does) and the certificates.
+  auto ca = *read_file(dir / "ca.crt");
+  auto again = grid_config::embedded_default(data.path(), 8700);
+  ASSERT_TRUE(cli::make_local_tls(again, dir));
+  EXPECT_EQ(*read_file(dir / "ca.crt"), ca);
+  for (auto& [path, text] : made) {
+    EXPECT_EQ(*read_file(path), text) << path;
+  }
 }
 
 }  // namespace

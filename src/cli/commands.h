@@ -37,6 +37,9 @@ struct grid_options {
   // `up --exec-prefix`: a command put before each daemon's, "{name}" standing for its host's name
   // (local_grid::start); empty: none.
   std::string exec_prefix;
+  // `up --tls`: every daemon of the embedded grid on HTTPS, with a local CA and certificates made
+  // under DATA/tls (cli/local_tls.h).
+  bool tls = false;
 };
 int run_up(const grid_options& opts);
 

@@ -16,7 +16,9 @@
 #include "cli/commands.h"
 #include "cli/commands_impl.h"
 #include "cli/grid.h"
+#include "cli/local_tls.h"
 #include "cli/remote.h"
+#include "net/tls.h"
 
 namespace vodgrid::cli {
 
@@ -26,7 +28,11 @@ namespace {
 
 result<grid_config> grid_from(const grid_options& o) {
   if (!o.config.empty()) {
-    return grid_config::load(o.config);
+    auto g = grid_config::load(o.config);
+    if (g) {
+      net::set_default_tls_ca(g->tls.ca);
+    }
+    return g;
   }
   if (o.base_port < 1024 || o.base_port > 65000) {
     return make_error(errc::invalid_argument, "--base-port must be within 1024..65000");
@@ -145,6 +151,17 @@ int run_up(const grid_options& o) {
   if (!grid) {
     return fail("up", grid.err().detail);
   }
+  if (o.tls) {
+    if (!o.config.empty()) {
+      return fail("up",
+                  "--tls makes certificates for the embedded grid; a --config grid names "
+                  "its own (tls = { cert, key } and [tls] ca, docs/configuration.md)");
+    }
+    if (auto st = make_local_tls(*grid, std::filesystem::absolute(o.data) / "tls"); !st) {
+      return fail("up", st.err().detail);
+    }
+    net::set_default_tls_ca(grid->tls.ca);  // up's own readiness checks
+  }
   auto prefix = exec_prefix_words(o.exec_prefix);
   if (!prefix) {
     return fail("up", prefix.err().detail);
@@ -166,11 +183,14 @@ int run_up(const grid_options& o) {
       std::cout << "  supervisor " << s.supervisor.url();
     }
     std::cout << "\n";
+    // No RTSP on a TLS port (net/README.md).
+    std::string rtsp = s.director.listen.tls()
+                           ? std::string()
+                           : fmt::format("  rtsp://{}:{}/v1/programs/<id>", s.director.listen.host,
+                                         s.director.listen.port);
     std::cout << fmt::format(
-        "viewer URLs: {}/v1/programs/<id>/index.m3u8  rtsp://{}:{}/v1/programs/<id>  "
-        "browser: {}/watch/<id>\n",
-        s.director.listen.url(), s.director.listen.host, s.director.listen.port,
-        s.director.listen.url());
+        "viewer URLs: {}/v1/programs/<id>/index.m3u8{}  browser: {}/watch/<id>\n",
+        s.director.listen.url(), rtsp, s.director.listen.url());
   }
   if (grid->auth && grid->auth->demo_accounts) {
     std::cout << fmt::format(
@@ -184,6 +204,15 @@ int run_up(const grid_options& o) {
   if (grid->registry) {
     std::cout << fmt::format("dashboard (operator login): {}/dashboard\n",
                              grid->registry->listen.url());
+  }
+  if (o.tls) {
+    auto& edge = grid->stations.back().director.listen;
+    std::cout << fmt::format(
+        "TLS: every daemon on HTTPS; the CA: {ca}\n"
+        "  curl --cacert {ca} {url}/healthz\n"
+        "  ffplay -ca_file {ca} -tls_verify 1 {url}/v1/programs/<id>/index.m3u8\n"
+        "  the vodgrid CLI: export SSL_CERT_FILE={ca}\n",
+        fmt::arg("ca", grid->tls.ca.string()), fmt::arg("url", edge.url()));
   }
   std::cout << fmt::format("logs: {}\n", g->log_dir().string()) << std::flush;
   while (!interrupted) {

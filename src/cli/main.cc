@@ -120,6 +120,9 @@ void add_grid_commands(CLI::App& app, command_line& c) {
   c.up->add_option("--exec-prefix", c.grid.exec_prefix,
                    "A command to start each daemon with, {name} its host's name (registry, auth, "
                    "content or its station's): scripts/netns-grid gives `ip netns exec NS-{name}`");
+  c.up->add_flag("--tls", c.grid.tls,
+                 "Every daemon on HTTPS: a local CA and certificates under DATA/tls (the "
+                 "embedded grid only)");
   c.demo_cmd = app.add_subcommand("demo", "Run the grid, ingest a sample, play it, report, exit");
   add_grid(c.demo_cmd);
   c.demo_cmd->add_option("--viewers", c.demo.viewers, "Concurrent viewers")->capture_default_str();
