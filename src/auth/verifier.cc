@@ -1,9 +1,6 @@
 // The verifier: cache lookup, else parse + Ed25519 check; then the per-request checks.
 #include "auth/verifier.h"
 
-#include <array>
-#include <atomic>
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -64,16 +61,20 @@ void token_verifier::set_keys(std::vector<public_key> keys) {
   for (auto& k : keys) {
     m[k.kid] = k.raw;
   }
-  std::lock_guard lock(mu_);
+  std::lock_guard lock(keys_mu_);
   if (m != keys_) {
     keys_ = std::move(m);
-    cache_.clear();  // a retired key's tokens must not survive in the cache
-    keys_version_.fetch_add(1, std::memory_order_release);  // nor in a thread's copy
+    // A retired key's tokens must not survive in the cache: every shard is cleared before the
+    // keys' lock is released, so no verify() may add one of them meanwhile.
+    for (size_t i = 0; i < shard_count_; ++i) {
+      std::lock_guard shard_lock(shards_[i].mu);
+      shards_[i].cache.clear();
+    }
   }
 }
 
 std::vector<public_key> token_verifier::keys() const {
-  std::lock_guard lock(mu_);
+  std::lock_guard lock(keys_mu_);
   std::vector<public_key> out;
   for (auto& [kid, raw] : keys_) {
     out.push_back(public_key{kid, raw});
@@ -82,13 +83,17 @@ std::vector<public_key> token_verifier::keys() const {
 }
 
 bool token_verifier::knows(std::string_view kid) const {
-  std::lock_guard lock(mu_);
+  std::lock_guard lock(keys_mu_);
   return keys_.count(std::string(kid)) > 0;
 }
 
 size_t token_verifier::cached() const {
-  std::lock_guard lock(mu_);
-  return cache_.size();
+  size_t n = 0;
+  for (size_t i = 0; i < shard_count_; ++i) {
+    std::lock_guard lock(shards_[i].mu);
+    n += shards_[i].cache.size();
+  }
+  return n;
 }
 
 verify_outcome token_verifier::check_claims(const claims& c, const requirement& req,
@@ -143,10 +148,11 @@ verify_outcome token_verifier::verify(std::string_view token, const requirement&
   if (token.empty()) {
     return verify_outcome{std::nullopt, token_error::missing, "no token given"};
   }
+  shard& sh = shard_of(token);
   {
-    std::lock_guard lock(mu_);
-    auto it = cache_.find(token);
-    if (it != cache_.end()) {
+    std::lock_guard lock(sh.mu);
+    auto it = sh.cache.find(token);
+    if (it != sh.cache.end()) {
       return check_claims(it->second.body, req, now);
     }
   }
@@ -156,7 +162,7 @@ verify_outcome token_verifier::verify(std::string_view token, const requirement&
   }
   std::string raw;
   {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(keys_mu_);
     auto k = keys_.find(t->kid);
     if (k == keys_.end()) {
       return verify_outcome{std::nullopt, token_error::unknown_key, "no key " + t->kid};
@@ -166,91 +172,75 @@ verify_outcome token_verifier::verify(std::string_view token, const requirement&
   if (!verify_signature(raw, t->signing_input, t->signature)) {
     return verify_outcome{std::nullopt, token_error::bad_signature, "signature does not verify"};
   }
-  if (now < t->body.expires_at) {
-    std::lock_guard lock(mu_);
-    if (keys_.count(t->kid) > 0) {  // the keys may have changed while we checked
-      if (cache_.size() >= opts_.cache_entries) {
-        std::erase_if(cache_, [now](const auto& kv) { return now >= kv.second.body.expires_at; });
-        if (cache_.size() >= opts_.cache_entries) {
-          cache_.clear();  // all alive: forgetting them costs one signature check each
+  if (now < t->body.expires_at && per_shard_ > 0) {
+    std::lock_guard keys_lock(keys_mu_);
+    // The keys may have changed while we checked (a retired kid, or the same kid with another key).
+    if (auto k = keys_.find(t->kid); k != keys_.end() && k->second == raw) {
+      std::lock_guard lock(sh.mu);
+      if (sh.cache.size() >= per_shard_) {
+        std::erase_if(sh.cache, [now](const auto& kv) { return now >= kv.second.body.expires_at; });
+        if (sh.cache.size() >= per_shard_) {
+          sh.cache.clear();  // all alive: forgetting them costs one signature check each
         }
       }
-      if (opts_.cache_entries > 0) {
-        cache_entry e{t->body, std::nullopt};
-        if (!e.body.address.empty()) {
-          boost::system::error_code ec;
-          e.bound = boost::asio::ip::make_address(e.body.address, ec);
-          if (ec) {
-            e.bound = boost::asio::ip::address();  // 0.0.0.0, no peer's (parse_token checked it)
-          }
+      cache_entry e{t->body, std::nullopt};
+      if (!e.body.address.empty()) {
+        boost::system::error_code ec;
+        e.bound = boost::asio::ip::make_address(e.body.address, ec);
+        if (ec) {
+          e.bound = boost::asio::ip::address();  // 0.0.0.0, no peer's (parse_token checked it)
         }
-        cache_.emplace(std::string(token), std::move(e));
       }
+      sh.cache.emplace(std::string(token), std::move(e));
     }
   }
   return check_claims(t->body, req, now);
 }
 
-// A thread's copies of the shared cache's entries (allows()), direct-mapped by the token's hash:
-// a console's requests meet its token here without taking the verifier's mutex, which every loop
-// of a director would otherwise take on every redirect.
-struct local_cache {
-  struct slot {
-    uint64_t owner = 0;  // the verifier's id_; 0: empty
-    uint64_t keys_version = 0;
-    std::string token;
-    token_verifier::cache_entry entry;
-  };
-  static constexpr size_t slots = 64;
-  static slot& of(size_t hash) {
-    thread_local std::array<slot, slots> cache;
-    return cache[hash % slots];
-  }
-};
-
 namespace {
-std::atomic<uint64_t> next_verifier_id{1};
+// Shards of the remembered tokens: enough that the loops of a director (a few, up to the cores)
+// seldom take the same lock at once; fewer when the cache is smaller, so that the bound holds.
+constexpr size_t max_shards = 32;
 }  // namespace
 
 token_verifier::token_verifier(verifier_options opts)
-    : opts_(opts), id_(next_verifier_id.fetch_add(1, std::memory_order_relaxed)) {}
+    : opts_(opts),
+      shard_count_(std::clamp<size_t>(opts.cache_entries, 1, max_shards)),
+      shards_(std::make_unique<shard[]>(shard_count_)) {
+  per_shard_ = opts_.cache_entries / shard_count_;
+}
+
+token_verifier::shard& token_verifier::shard_of(std::string_view token) const {
+  // The hash's high bits (mixed), so that a shard's map, which buckets by the same hash modulo a
+  // prime, does not see only the tokens of a few residues.
+  uint64_t h = static_cast<uint64_t>(token_hash{}(token)) * 0x9E3779B97F4A7C15ull;
+  return shards_[(h >> 32) % shard_count_];
+}
 
 bool token_verifier::allows(std::string_view token, token_kind kind, const program_id* program,
                             const boost::asio::ip::address& client, int64_t now) const {
   if (token.empty()) {
     return false;
   }
-  // The version is read before the shared cache: a copy is never older than the keys it is
-  // tagged with (set_keys clears the cache, then bumps the version, under the mutex).
-  uint64_t version = keys_version_.load(std::memory_order_acquire);
-  auto& slot = local_cache::of(token_hash{}(token));
-  if (slot.owner != id_ || slot.keys_version != version || slot.token != token) {
-    slot.owner = 0;  // empty until whole
-    {
-      std::lock_guard lock(mu_);
-      auto it = cache_.find(token);
-      if (it == cache_.end()) {
-        return false;
-      }
-      slot.entry = it->second;
-    }
-    slot.token.assign(token);
-    slot.keys_version = version;
-    slot.owner = id_;
+  shard& sh = shard_of(token);
+  std::lock_guard lock(sh.mu);
+  auto it = sh.cache.find(token);
+  if (it == sh.cache.end()) {
+    return false;
   }
-  const claims& c = slot.entry.body;
+  const cache_entry& e = it->second;
+  const claims& c = e.body;
   if (!(now < c.expires_at && c.issued_at <= now + opts_.clock_skew && c.kind == kind &&
         (!program || c.entitled_to(*program)))) {
     return false;
   }
-  if (!slot.entry.bound) {
+  if (!e.bound) {
     return true;
   }
   if (client.is_v6() && client.to_v6().is_v4_mapped()) {
-    return *slot.entry.bound ==
-           boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, client.to_v6());
+    return *e.bound == boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, client.to_v6());
   }
-  return *slot.entry.bound == client;
+  return *e.bound == client;
 }
 
 result<std::vector<public_key>> decode_keys(std::string_view body) {

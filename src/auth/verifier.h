@@ -70,9 +70,9 @@ struct verifier_options {
   int64_t clock_skew = 30;         // seconds a token's iat may lie in our future
 };
 
-// Thread-safe (one mutex); every daemon thread may share one verifier. allows() reads a small cache
-// of this thread's own first (a copy of what the shared cache remembers, dropped when the keys
-// change), so that the loops of a director do not meet at the mutex on every redirect.
+// Thread-safe; every daemon thread may share one verifier. The remembered tokens are in shards by
+// the token's hash, each behind its own mutex, so that the loops of a director asking allows() on
+// every redirect rarely meet at one lock (issue 16).
 class token_verifier {
  public:
   explicit token_verifier(verifier_options opts = {});
@@ -90,7 +90,7 @@ class token_verifier {
   // The hot path of a director or engine: true when `token` is remembered as verified and meets
   // the requirement (kind, `program` when not null, the address it is bound to if any) at `now`.
   // `client`: the peer's address as the socket has it (IPv4-mapped IPv6 is taken as the IPv4
-  // address), compared in binary. Allocates nothing once this thread has met the token. False
+  // address), compared in binary. Takes one shard's lock; allocates nothing. False
   // says nothing more: call verify() for the outcome and its reason.
   bool allows(std::string_view token, token_kind kind, const program_id* program,
               const boost::asio::ip::address& client, int64_t now) const;
@@ -113,16 +113,22 @@ class token_verifier {
     std::optional<boost::asio::ip::address> bound;
   };
   verify_outcome check_claims(const claims& c, const requirement& req, int64_t now) const;
-  friend struct local_cache;  // verifier.cc: the threads' copies
+  using cache_map = std::unordered_map<std::string, cache_entry, token_hash, std::equal_to<>>;
+  // One part of the remembered tokens, on cache lines of its own. Lock order: keys_mu_, then a
+  // shard's mu (set_keys clears every shard, and verify() adds a token, holding keys_mu_, so
+  // that a token of a key just retired cannot be added after the shards were cleared).
+  struct alignas(64) shard {
+    std::mutex mu;
+    cache_map cache;  // guarded by mu
+  };
+  shard& shard_of(std::string_view token) const;
 
   verifier_options opts_;
-  const uint64_t id_;  // tells this verifier's entries in a thread's cache from another's
-  // Bumped whenever the keys change (under mu_): a thread's copies of an older value are stale.
-  // On a line of its own, read by every allows(), written only then.
-  alignas(64) std::atomic<uint64_t> keys_version_{0};
-  alignas(64) mutable std::mutex mu_;                  // guards keys_ and cache_
+  size_t per_shard_ = 0;  // entries a shard may hold: opts_.cache_entries / shard_count_
+  size_t shard_count_ = 1;
+  mutable std::mutex keys_mu_;                         // guards keys_
   std::unordered_map<std::string, std::string> keys_;  // kid → raw public key
-  mutable std::unordered_map<std::string, cache_entry, token_hash, std::equal_to<>> cache_;
+  std::unique_ptr<shard[]> shards_;
 };
 
 // Unix seconds now (system clock).
