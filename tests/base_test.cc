@@ -784,6 +784,35 @@ TEST(Snapshot, ReadersOnTwoThreadsSeeEveryStoreInOrder) {
   EXPECT_EQ(backwards.load(), 0);
 }
 
+// A second pin on a thread that has one is refused (snapshot.h: a read under it could free what
+// the first pin's reads returned); one after the other is fine, on any thread.
+TEST(SnapshotDeathTest, ANestedPinIsRefused) {
+#ifdef NDEBUG
+  GTEST_SKIP() << "asserted in Debug and ASan builds only";
+#else
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  snapshot<std::string> s(std::make_shared<const std::string>("one"));
+  {
+    snapshot_pin pin;
+    EXPECT_EQ(*s.read(pin), "one");
+  }
+  snapshot_pin again;
+  EXPECT_EQ(*s.read(again), "one");
+  EXPECT_DEATH(
+      {
+        snapshot_pin nested;
+        (void)s.read(nested);
+      },
+      "alive on this thread already");
+  std::string other;
+  std::thread([&] {
+    snapshot_pin its_own;
+    other = *s.read(its_own);
+  }).join();
+  EXPECT_EQ(other, "one");
+#endif
+}
+
 // thread_slot(): a number per thread, the one a server sets for its loops.
 TEST(ThreadSlot, IsStablePerThreadAndSettable) {
   size_t mine = thread_slot();

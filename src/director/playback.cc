@@ -258,7 +258,8 @@ std::optional<reply> director_daemon::impl::redirect_now(request_context& ctx,
   const engine_views* engines = tables.published_engines(pin);
   std::optional<engine_slot> chosen;
   {
-    const segment_view* seg = tables.published(key, pin);
+    auto ref = tables.published(key);
+    const segment_view* seg = ref.seg;
     std::optional<engine_slot> hint;
     if (seg && seg->hint && seg->hint_until > now) {
       hint = seg->hint;
@@ -269,10 +270,35 @@ std::optional<reply> director_daemon::impl::redirect_now(request_context& ctx,
     return std::nullopt;  // a replica, a copy or another station: at home
   }
   const engine_view& e = (*engines)[index_of(*chosen)];
-  uint32_t hot_percent = station->director.hot_load_percent;
-  if (near_limits(e, hot_percent)) {
+  // What the pin's values give is read before any at_home, which on the home loop runs inline:
+  // what it runs must not be able to end them under us (base/snapshot.h, snapshot_pin).
+  std::string_view query;  // passed on as it came, with its '?'
+  if (auto q = ctx.req.target().find('?'); q != std::string_view::npos) {
+    query = ctx.req.target().substr(q);
+  }
+  auto location = signer ? sign_at(signer, segment_url_at(e.url, key, {}, format), e.url.size())
+                         : result<std::string>(segment_url_at(e.url, key, query, format));
+  if (!location) {
+    return unavailable_reply(location.err());  // (not reached: the signer is there)
+  }
+  bool hot_holder = near_limits(e, station->director.hot_load_percent);
+  bool preload = false;
+  if (ctx.req.method() == http::verb::get && key.index.v + 1 < m->segments.size()) {
+    // Claim 16: the preload order, unless the next segment's hint holds (most consoles).
+    auto ref = tables.published(segment_key{key.program, segment_index{key.index.v + 1}});
+    if (const segment_view* seg = ref.seg) {
+      auto h = seg->hint;
+      preload = !(h && seg->hint_until > now && index_of(*h) < engines->size() &&
+                  tables.is_up((*engines)[index_of(*h)], now));
+    }
+  }
+  // Nothing read through `pin` is used from here on: at_home may run its work inline.
+  if (preload) {
+    at_home([this, m, key, now] { preload_next(*m, key, now); });
+  }
+  if (hot_holder) {
     // Claim 19: every holder near its limits orders a replica before consoles wait for it.
-    at_home([this, key, hot_percent] {
+    at_home([this, key, hot_percent = station->director.hot_load_percent] {
       if (!replicas_in_flight.contains(key) && tables.hot(key, steady::now(), hot_percent)) {
         start_replica(key);
       }
@@ -285,31 +311,8 @@ std::optional<reply> director_daemon::impl::redirect_now(request_context& ctx,
       }
     });
   }
-  std::string_view query;  // passed on as it came, with its '?'
-  if (auto q = ctx.req.target().find('?'); q != std::string_view::npos) {
-    query = ctx.req.target().substr(q);
-  }
-  auto location = signer ? sign_at(signer, segment_url_at(e.url, key, {}, format), e.url.size())
-                         : result<std::string>(segment_url_at(e.url, key, query, format));
-  if (!location) {
-    return unavailable_reply(location.err());  // (not reached: the signer is there)
-  }
-  auto r = redirect_reply(std::move(*location));
   redirects->inc();
-  if (ctx.req.method() == http::verb::get && key.index.v + 1 < m->segments.size()) {
-    // Claim 16: the preload order, unless the next segment's hint holds (most consoles).
-    segment_key next{key.program, segment_index{key.index.v + 1}};
-    const segment_view* seg = tables.published(next, pin);
-    if (seg) {
-      auto h = seg->hint;
-      bool fresh = h && seg->hint_until > now && index_of(*h) < engines->size() &&
-                   tables.is_up((*engines)[index_of(*h)], now);
-      if (!fresh) {
-        at_home([this, m, key, now] { preload_next(*m, key, now); });
-      }
-    }
-  }
-  return r;
+  return redirect_reply(std::move(*location));
 }
 
 // The redirect on the home loop, for what redirect_now leaves to it.

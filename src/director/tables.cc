@@ -50,7 +50,14 @@ uint32_t sent_counter::since(steady::time_point from, steady::time_point now) co
 // loop only; read by any.
 struct station_tables::published_state {
   snapshot<engine_views> engines{std::make_shared<const engine_views>()};
-  std::array<snapshot<shard>, shard_count> shards;
+  // Plain atomics, not snapshots: a thread's snapshot cache (base/snapshot.h, 1024 slots) would
+  // be evicted on nearly every read by 16384 shards read at random, and one big enough to hold
+  // them would cost each loop megabytes. The load's read-modify-writes are spread over 16384
+  // lines, one per shard, so two loops meet only on the same shard at the same moment.
+  struct alignas(64) shard_slot {
+    std::atomic<std::shared_ptr<const shard>> value;
+  };
+  std::array<shard_slot, shard_count> shards;
 };
 
 station_tables::station_tables(std::chrono::milliseconds heartbeat_timeout)
@@ -410,7 +417,7 @@ void station_tables::publish() {
   std::sort(order.begin(), order.end());
   for (size_t i = 0; i < order.size();) {
     size_t s = order[i].first;
-    auto old = published_->shards[s].load();
+    auto old = published_->shards[s].value.load();
     auto next = old ? std::make_shared<shard>(*old) : std::make_shared<shard>();
     for (; i < order.size() && order[i].first == s; ++i) {
       const segment_key& k = dirty_[order[i].second];
@@ -427,7 +434,7 @@ void station_tables::publish() {
       v.hint = h == hints_.end() ? std::nullopt : std::optional<engine_slot>(h->second.engine);
       v.hint_until = h == hints_.end() ? steady::time_point{} : h->second.until;
     }
-    published_->shards[s].store(next->empty() ? nullptr : std::shared_ptr<const shard>(next));
+    published_->shards[s].value.store(next->empty() ? nullptr : std::shared_ptr<const shard>(next));
   }
   dirty_.clear();
 }
@@ -436,18 +443,9 @@ const engine_views* station_tables::published_engines(snapshot_pin& pin) const {
   return published_->engines.read(pin);
 }
 
-const segment_view* station_tables::published(const segment_key& key, snapshot_pin& pin) const {
-  const shard* s = published_->shards[shard_of(key, shard_count)].read(pin);
-  if (!s) {
-    return nullptr;
-  }
-  auto it = s->find(key);
-  return it == s->end() ? nullptr : &it->second;
-}
-
 station_tables::segment_ref station_tables::published(const segment_key& key) const {
   segment_ref r;
-  r.owner = published_->shards[shard_of(key, shard_count)].load();
+  r.owner = published_->shards[shard_of(key, shard_count)].value.load();
   if (r.owner) {
     auto it = r.owner->find(key);
     r.seg = it == r.owner->end() ? nullptr : &it->second;

@@ -206,10 +206,10 @@ class station_tables {
     const segment_view* seg = nullptr;  // null: no engine holds or receives it, and no hint
   };
   segment_ref published(const segment_key& key) const;
-  // The same for the redirect on any loop, through this thread's snapshots (base/snapshot.h),
-  // which touch no shared cache line for writing: valid while `pin` lives.
+  // The engine views for the redirect on any loop, through this thread's snapshot
+  // (base/snapshot.h), which touches no shared cache line for writing: valid while `pin` lives.
+  // (A segment's shard is loaded with published(key): see published_state in tables.cc.)
   const engine_views* published_engines(snapshot_pin& pin) const;
-  const segment_view* published(const segment_key& key, snapshot_pin& pin) const;
   // choose() on views the caller loaded (a reader on another loop loads them once per request).
   std::optional<engine_slot> choose_on(const engine_views& ev, const segment_view* seg,
                                        steady::time_point now,
