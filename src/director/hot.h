@@ -1,9 +1,9 @@
 // The station's hottest segments: console requests per segment, counted with an exponential decay
 // so that the count reads as "requests in about the last minute". For operators (GET /v1/engines,
 // the registry's dashboard); selection does not read it. No I/O; thread-safe: the redirect records
-// on any loop, each thread into a shard of its own (base/thread_slot.h) with its own mutex, so
-// that loops never wait for one another; top() adds the shards up (a decayed count is a sum of
-// decayed requests, so the shards' sum is the count of the whole).
+// on any loop into the shard of its thread slot (base/thread_slot.h, modulo 8) with its own mutex,
+// so that up to 8 loops never wait for one another; top() adds the shards up (a decayed count is
+// a sum of decayed requests, so the shards' sum is the count of the whole).
 #pragma once
 
 #include <array>
@@ -21,7 +21,7 @@ class hot_segments {
  public:
   using clock = std::chrono::steady_clock;
   // `tau`: the decay's time constant; `max_entries`: past it, the coldest entries of a shard are
-  // dropped (at most `max_entries` per recording thread; one thread: the table's bound).
+  // dropped (at most `max_entries` per shard, of 8: the table holds up to 8 × that with 8 loops).
   explicit hot_segments(std::chrono::seconds tau = std::chrono::seconds(60),
                         size_t max_entries = 4096)
       : tau_(tau), max_entries_(max_entries) {}

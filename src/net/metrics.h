@@ -18,9 +18,11 @@
 
 namespace vodgrid::net {
 
-// A counter or gauge, thread-safe. inc() adds to the calling thread's slot (base/thread_slot.h:
-// an event loop's own), so that loops counting every request never write a cache line another
-// loop writes; get() adds the slots up when scraped. set() (a gauge, one writer) starts over.
+// A counter or gauge, thread-safe. inc() adds to the calling thread's slot (base/thread_slot.h,
+// modulo slot_count): loops 0-3 of a server count every request without writing a cache line
+// another loop writes; with more loops, loop n shares a slot (still atomic) with loop n+4. get()
+// adds the slots up when scraped. set() starts over: only for a series nobody inc()s (a gauge of
+// one writer), since a set() on one thread and an inc() on another may lose either.
 class metric_value {
  public:
   void inc(double by = 1) {
