@@ -98,6 +98,17 @@ grid_sim::grid_sim(const options& o, const world& w)
   std::stable_sort(best_connected_.begin(), best_connected_.end(), [&](uint16_t a, uint16_t b) {
     return w.stations[a].uplink_bits_per_second > w.stations[b].uplink_bits_per_second;
   });
+  by_uplink_rank_.resize(n);
+  for (uint16_t i = 0; i < n; ++i) {
+    by_uplink_rank_[i] = i;
+  }
+  std::stable_sort(by_uplink_rank_.begin(), by_uplink_rank_.end(), [&](uint16_t a, uint16_t b) {
+    return w.stations[a].uplink_bits_per_second > w.stations[b].uplink_bits_per_second;
+  });
+  uplink_rank_.resize(n);
+  for (uint16_t k = 0; k < n; ++k) {
+    uplink_rank_[by_uplink_rank_[k]] = k;
+  }
   if (o.preposition) {
     prefetch_total_ =
         uint64_t{std::min(o.prepositioned_programs, o.programs)} * o.prefetch_segments;
@@ -109,7 +120,7 @@ bool grid_sim::holds_whole(uint16_t station, uint32_t seg) const {
 }
 
 grid_sim::dense_test grid_sim::whole_holders(uint32_t seg) const {
-  return dense_test{dense_holders_.at(seg).data()};
+  return dense_test{dense_holders_[holders_[seg].dense - 1].data()};
 }
 
 holding grid_sim::holding_of(uint16_t station, uint32_t seg) const {
@@ -446,7 +457,7 @@ void grid_sim::gather_candidates(uint16_t seeker, uint32_t seg) {
       scratch_ids_.push_back(i);
     }
   };
-  auto& hs = holders_[seg];
+  auto& hs = holders_[seg].stations;
   size_t half = o_.candidates / 2;
   if (hs.size() + 1 <= o_.candidates) {
     for (uint16_t h : hs) {
@@ -470,12 +481,18 @@ void grid_sim::gather_candidates(uint16_t seeker, uint32_t seg) {
     for (size_t k = 0; k < half; ++k) {
       add(by[k].second);
     }
-    for (auto& [d, h] : by) {
-      d = -places_[h].uplink_bits_per_second;
+    // The best connected: the smallest places in the order by uplink, the same order as
+    // (-uplink, station) pairs.
+    auto& ranks = rank_scratch_;
+    ranks.clear();
+    for (uint16_t h : hs) {
+      ranks.push_back(uplink_rank_[h]);
     }
-    smallest();
+    auto mid = ranks.begin() + static_cast<std::ptrdiff_t>(half);
+    std::nth_element(ranks.begin(), mid, ranks.end());
+    std::sort(ranks.begin(), mid);
     for (size_t k = 0; k < half; ++k) {
-      add(by[k].second);
+      add(by_uplink_rank_[ranks[k]]);
     }
   } else {
     auto whole = whole_holders(seg);
@@ -507,7 +524,7 @@ std::optional<uint16_t> grid_sim::pick_source(uint16_t seeker, uint32_t seg, dou
   registry_request(now, lookups_per_segment_);  // the director asks per packager segment
   if (o_.sources == source_policy::nearest) {
     auto me = places_[seeker];
-    auto& hs = holders_[seg];
+    auto& hs = holders_[seg].stations;
     std::optional<uint16_t> best;
     if (hs.size() <= scan_limit) {
       double best_d = distance2(places_[0], me);
@@ -593,8 +610,7 @@ void grid_sim::copy_done(uint32_t id, double now) {
   auto& arrived = en.held[c.segment];
   arrived.whole = true;
   used(en, c.segment, arrived.last_used);
-  set_holding(c.to, c.segment, c.engine, false, false);
-  set_holding(c.to, c.segment, c.engine, true, true);
+  arrived_whole(c.to, c.segment, c.engine);
   location_report(c.to, now);
   place(c.to, c.segment, now);
   if (c.prefetch) {
@@ -682,24 +698,42 @@ void grid_sim::set_holding(uint16_t station, uint32_t seg, uint32_t engine, bool
   if ((h.whole | h.filling) == 0) {
     s.holds.erase(seg);
   }
-  if (had != has) {  // the registry's holders: stations with a whole copy
-    auto& hs = holders_[seg];
-    if (has) {
-      hs.push_back(station);
-    } else {
-      std::erase(hs, station);
-    }
-    auto dense = dense_holders_.find(seg);
-    if (dense != dense_holders_.end()) {
-      uint64_t b = uint64_t{1} << (station & 63);
-      dense->second[station >> 6] =
-          has ? dense->second[station >> 6] | b : dense->second[station >> 6] & ~b;
-    } else if (hs.size() > scan_limit) {
-      auto& bits = dense_holders_[seg];
-      bits.assign((stations_.size() + 63) / 64, 0);
-      for (uint16_t h : hs) {
-        bits[h >> 6] |= uint64_t{1} << (h & 63);
-      }
+  if (had != has) {
+    whole_holder_changed(station, seg, has);
+  }
+}
+
+// set_holding(filling, off) then (whole, on), in one look-up: the engine's copy has arrived.
+void grid_sim::arrived_whole(uint16_t station, uint32_t seg, uint32_t engine) {
+  auto& s = stations_[station];
+  auto bit = static_cast<uint16_t>(1u << (engine - s.first_engine));
+  auto& h = s.holds[seg];
+  bool had = h.whole != 0;
+  h.filling = static_cast<uint16_t>(h.filling & ~bit);
+  h.whole = static_cast<uint16_t>(h.whole | bit);
+  if (!had) {
+    whole_holder_changed(station, seg, true);
+  }
+}
+
+// The registry's holders: stations with a whole copy.
+void grid_sim::whole_holder_changed(uint16_t station, uint32_t seg, bool has) {
+  auto& sh = holders_[seg];
+  auto& hs = sh.stations;
+  if (has) {
+    hs.push_back(station);
+  } else {
+    std::erase(hs, station);
+  }
+  if (sh.dense != 0) {
+    auto& word = dense_holders_[sh.dense - 1][station >> 6];
+    uint64_t b = uint64_t{1} << (station & 63);
+    word = has ? word | b : word & ~b;
+  } else if (hs.size() > scan_limit) {
+    auto& bits = dense_holders_.emplace_back((stations_.size() + 63) / 64, 0);
+    sh.dense = static_cast<uint32_t>(dense_holders_.size());
+    for (uint16_t h : hs) {
+      bits[h >> 6] |= uint64_t{1} << (h & 63);
     }
   }
 }

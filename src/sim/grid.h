@@ -142,6 +142,8 @@ class grid_sim {
 
   // Bookkeeping.
   void set_holding(uint16_t station, uint32_t seg, uint32_t engine, bool whole, bool on);
+  void arrived_whole(uint16_t station, uint32_t seg, uint32_t engine);
+  void whole_holder_changed(uint16_t station, uint32_t seg, bool has);
   void location_report(uint16_t station, double now);
   void registry_request(double now, uint64_t n = 1);
   void sync_load(uint32_t engine);
@@ -153,11 +155,16 @@ class grid_sim {
   uint64_t lookups_per_segment_;  // the packager segments a simulated one stands for
   std::vector<sim_station> stations_;
   std::vector<sim_engine> engines_;
-  std::vector<std::vector<uint16_t>> holders_;  // per segment: stations other than the home
-  // The same as a bit per station, for each segment that has had more than scan_limit holders:
-  // the registry's scans of the nearest and best connected stations test these, not each
-  // station's table (a cache miss each).
-  boost::unordered_flat_map<uint32_t, std::vector<uint64_t>> dense_holders_;
+  // Per segment: the stations other than the home that hold it whole, and, once it has had more
+  // than scan_limit of them, 1 + the index of the same as a bit per station in dense_holders_
+  // (0: none): the registry's scans of the nearest and best connected stations test these, not
+  // each station's table (a cache miss each). Side by side, one cache line for both.
+  struct segment_holders {
+    std::vector<uint16_t> stations;
+    uint32_t dense = 0;
+  };
+  std::vector<segment_holders> holders_;
+  std::vector<std::vector<uint64_t>> dense_holders_;
   std::vector<copy_in_flight> copies_;
   std::vector<uint32_t> free_copies_;
   // Copy ends wait in a 4-ary heap: the same order as any priority queue (events are totally
@@ -181,6 +188,10 @@ class grid_sim {
   program_id any_program_;  // the program every eviction candidate's key names (make_room)
   std::vector<std::vector<uint16_t>> nearest_;  // per station: the others, nearest first
   std::vector<uint16_t> best_connected_;        // stations by uplink, widest first
+  // Every station's place in the order by uplink (widest first, ties to the lower index): the
+  // best connected of a few holders are the smallest of these, compared as integers.
+  std::vector<uint16_t> uplink_rank_, by_uplink_rank_;
+  std::vector<uint16_t> rank_scratch_;
   std::vector<uint32_t> registry_per_second_;
   std::vector<uint32_t> stamp_;  // candidate dedup
   uint32_t stamp_now_ = 0;
