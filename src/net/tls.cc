@@ -41,6 +41,21 @@ error tls_error(std::string detail) {
   return error{errc::invalid_argument, "tls: " + std::move(detail)};
 }
 
+// A context of either side that speaks only TLS 1.2 and 1.3, with the modern cipher list, no
+// renegotiation and no compression: what servers and clients have in common.
+result<std::shared_ptr<ssl::context>> modern_context(ssl::context::method method) {
+  ERR_clear_error();
+  auto ctx = std::make_shared<ssl::context>(method);
+  SSL_CTX* c = ctx->native_handle();
+  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+  SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION);
+  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  if (SSL_CTX_set_cipher_list(c, tls12_ciphers) != 1) {
+    return tls_error("the cipher list is refused: " + openssl_reason());
+  }
+  return ctx;
+}
+
 }  // namespace
 
 result<std::shared_ptr<ssl::context>> make_server_context(const tls_files& f) {
@@ -59,15 +74,12 @@ result<std::shared_ptr<ssl::context>> make_server_context(const tls_files& f) {
   if (!key) {
     return tls_error(fmt::format("key {}", key.err().detail));
   }
-  ERR_clear_error();
-  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
-  SSL_CTX* c = ctx->native_handle();
-  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
-  SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION);
-  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-  if (SSL_CTX_set_cipher_list(c, tls12_ciphers) != 1) {
-    return tls_error("the cipher list is refused: " + openssl_reason());
+  auto made = modern_context(ssl::context::tls_server);
+  if (!made) {
+    return made;
   }
+  auto ctx = *made;
+  SSL_CTX* c = ctx->native_handle();
   boost::system::error_code ec;
   ctx->use_certificate_chain(boost::asio::buffer(*cert), ec);
   if (ec) {
@@ -100,15 +112,12 @@ result<std::shared_ptr<ssl::context>> make_server_context(const tls_files& f) {
 }
 
 result<std::shared_ptr<ssl::context>> make_client_context(const std::filesystem::path& ca) {
-  ERR_clear_error();
-  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-  SSL_CTX* c = ctx->native_handle();
-  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
-  SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION);
-  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-  if (SSL_CTX_set_cipher_list(c, tls12_ciphers) != 1) {
-    return tls_error("the cipher list is refused: " + openssl_reason());
+  auto made = modern_context(ssl::context::tls_client);
+  if (!made) {
+    return made;
   }
+  auto ctx = *made;
+  SSL_CTX* c = ctx->native_handle();
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
   if (ca.empty()) {
     if (SSL_CTX_set_default_verify_paths(c) != 1) {
