@@ -218,7 +218,7 @@ TEST(RegistryUrls, TheConfigKeepsTheListAndRefusesAUrlThatIsNotHttp) {
   g.registry->urls = {"http://127.0.0.1:8700", "127.0.0.1:8800"};
   parsed = grid_config::parse(g.to_toml());
   ASSERT_FALSE(parsed);
-  EXPECT_NE(parsed.err().detail.find("\"127.0.0.1:8800\" is not an http://host:port URL"),
+  EXPECT_NE(parsed.err().detail.find("\"127.0.0.1:8800\" is not an http(s)://host:port URL"),
             std::string::npos)
       << parsed.err().detail;
 }
