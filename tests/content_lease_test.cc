@@ -207,7 +207,10 @@ TEST(ContentLease, OnlyTheHolderPublishesAndAStandbyTakesOverWhenItIsKilled) {
   EXPECT_EQ(publishes(first), 1);
   EXPECT_EQ(publishes(standby), 0);
 
-  // Due 3 s from now; the holder dies at once: the standby publishes it after the lease lapses.
+  // Due 3 s from now; the holder dies: the standby publishes it after the lease lapses. The holder
+  // is stopped before the ingest, so that however long the ingest takes (over 3 s under ASan on a
+  // busy machine), the holder cannot publish it before it is killed.
+  g.signal("content", SIGSTOP);
   in = ingest_at(standby, sample.string(), "later", wall_clock::now() + 3s);
   ASSERT_EQ(in.status, 0) << in.err;
   auto killed = std::chrono::steady_clock::now();
