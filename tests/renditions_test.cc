@@ -468,6 +468,30 @@ TEST(Renditions, EveryTrackOfTheSourcePlaysThroughTheDirector) {
       2s);
   EXPECT_NE(describe.find("RTSP/1.0 404"), std::string::npos) << describe;
   EXPECT_NE(describe.find("MPEG-TS only"), std::string::npos) << describe;
+
+  // A rendition follows its program, whatever the station was told of the rendition itself: the
+  // content manager's changes reach each separately, and a console that read the multivariant
+  // playlist must find every rendition it names.
+  auto set = [&](const std::string& id, std::string body) {
+    auto r = http(boost::beast::http::verb::post,
+                  g.director_url("edge") + "/v1/programs/" + id + "/availability", body);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200u) << r->body;
+  };
+  set("tracks--subs-en", R"({"availability":"inactive","publish_at":"2030-01-01T00:00:00Z"})");
+  EXPECT_EQ(http_get(playlist(g, "edge", "tracks--subs-en"))->status, 200u);
+  set("tracks", R"({"availability":"withdrawn"})");
+  for (auto* id : {"tracks--subs-en", "tracks--240p"}) {
+    auto r = http_get(playlist(g, "edge", id));
+    EXPECT_EQ(r->status, 404u) << id;
+    EXPECT_NE(r->body.find("program tracks has been withdrawn"), std::string::npos) << r->body;
+  }
+  // Published again: its renditions with it, in the director's own record of each too.
+  set("tracks", R"({"availability":"published"})");
+  EXPECT_EQ(http_get(playlist(g, "edge", "tracks--subs-en"))->status, 200u);
+  auto rec = http_get(g.director_url("edge") + "/v1/programs/tracks--subs-en");
+  ASSERT_EQ(rec->status, 200u) << rec->body;
+  EXPECT_EQ(json::parse(rec->body).at("availability").as_string(), "published") << rec->body;
 }
 
 }  // namespace

@@ -272,18 +272,41 @@ asio::awaitable<reply> director_daemon::impl::set_availability(request_context& 
   if (it == catalog.end()) {
     co_return net::error_reply(make_error(errc::not_found, "no such program: " + ctx.params[0]));
   }
-  auto& m = it->second;
-  if (m.availability != c->availability || m.publish_at != c->publish_at) {
-    auto before = m;
-    m.availability = c->availability;
-    m.publish_at = c->publish_at;
+  // Its renditions follow it (flow 9) in the same save: a console that reads the multivariant
+  // playlist of a program just published finds every rendition it names published too, not only
+  // once the content manager's push of each rendition arrives.
+  std::vector<api::program_manifest*> changed;
+  auto follows = [&](api::program_manifest& m) {
+    if (m.availability != c->availability || m.publish_at != c->publish_at) {
+      changed.push_back(&m);
+    }
+  };
+  follows(it->second);
+  for (auto& r : it->second.renditions) {
+    if (auto rid = api::rendition_id(it->second.id, r.name)) {
+      if (auto ri = catalog.find(*rid); ri != catalog.end()) {
+        follows(ri->second);
+      }
+    }
+  }
+  if (!changed.empty()) {
+    std::vector<api::program_manifest> before;
+    for (auto* m : changed) {
+      before.push_back(*m);
+      m->availability = c->availability;
+      m->publish_at = c->publish_at;
+    }
     if (auto st = save_catalog(); !st) {
-      m = std::move(before);
+      for (size_t i = 0; i < changed.size(); ++i) {
+        *changed[i] = std::move(before[i]);
+      }
       co_return net::error_reply(st.err());
     }
-    logger->info("director {}: program {} {}", station->name.str(), m.id.str(), m.availability);
+    for (auto* m : changed) {
+      logger->info("director {}: program {} {}", station->name.str(), m->id.str(), m->availability);
+    }
   }
-  co_return net::json_reply(api::to_json(m));
+  co_return net::json_reply(api::to_json(it->second));
 }
 
 result<const api::program_manifest*> director_daemon::impl::ready_program(
@@ -297,18 +320,18 @@ result<const api::program_manifest*> director_daemon::impl::ready_program(
     return make_error(errc::not_found,
                       fmt::format("program {} is not ready ({})", raw, it->second.state));
   }
-  // A rendition follows its program (flow 9): withdrawn or not yet published with it, whatever
-  // this station was told of the rendition itself, and the viewer is told of the program. A
-  // program this station does not know leaves the rendition to its own availability (the content
-  // manager sets both).
+  // A rendition follows its program (flow 9): published, withdrawn or waiting with it, whatever
+  // this station was told of the rendition itself (a change reaches each separately), and the
+  // viewer is told of the program. A program this station does not know leaves the rendition to
+  // its own availability (the content manager sets both the same).
+  const api::program_manifest* decides = &it->second;
   if (auto parent = api::parent_of(*id)) {
-    auto p = catalog.find(*parent);
-    if (p != catalog.end() && p->second.availability != api::availability_published) {
-      return make_error(errc::not_found, unavailable_reason(p->second));
+    if (auto p = catalog.find(*parent); p != catalog.end()) {
+      decides = &p->second;
     }
   }
-  if (it->second.availability != api::availability_published) {
-    return make_error(errc::not_found, unavailable_reason(it->second));
+  if (decides->availability != api::availability_published) {
+    return make_error(errc::not_found, unavailable_reason(*decides));
   }
   return &it->second;
 }
