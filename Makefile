@@ -54,11 +54,10 @@ test-fuzz: deps
 fuzz: deps
 	@BUILD_JOBS=$(BUILD_JOBS) bash fuzz/run.sh $(FUZZ_SECONDS)
 
-test: check-format
-	@$(MAKE) --no-print-directory test-release
-	@$(MAKE) --no-print-directory test-asan
-	@$(MAKE) --no-print-directory test-fuzz
-	@echo "make test: release, asan and fuzz suites passed"
+# The three suites in turn, the ASan build beside the release tests and the fuzz build beside the
+# ASan tests, at nice 19 (scripts/test-all.sh says why).
+test: check-format build
+	@bash scripts/test-all.sh $(BUILD_JOBS) $(FUZZ_TEST_SECONDS)
 
 bench: build deps-bench
 	@bash bench/run_all.sh

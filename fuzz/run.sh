@@ -2,7 +2,9 @@
 # Builds the libFuzzer targets with clang into build/fuzz and runs each for SECONDS (default 60).
 # The seed corpora in fuzz/corpus/<target> are read, never written: new inputs go to
 # build/fuzz/corpus/<target>, crashes to build/fuzz/artifacts/. Exits non-zero on the first crash.
+# --build-only builds and runs nothing (`make test` builds beside the ASan tests).
 #   fuzz/run.sh [SECONDS] [TARGET...]
+#   fuzz/run.sh --build-only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
@@ -12,6 +14,9 @@ targets=("$@")
 cxx="${FUZZ_CXX:-$(command -v clang++-14 || command -v clang++)}"
 
 cmake -S fuzz -B build/fuzz -G Ninja -DCMAKE_CXX_COMPILER="$cxx" >/dev/null
+if [ "$seconds" = "--build-only" ]; then
+  exec cmake --build build/fuzz -j "${BUILD_JOBS:-$(nproc)}"
+fi
 cmake --build build/fuzz -j "${BUILD_JOBS:-$(nproc)}" >/dev/null
 
 mkdir -p build/fuzz/artifacts
