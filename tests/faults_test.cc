@@ -277,6 +277,38 @@ TEST(Faults, AnEngineStoppedForFifteenSecondsUnderThirtyRealTimeViewersCostsNoSe
   EXPECT_TRUE(eventually([&] { return health_number(g.director_url("edge"), "engines_up") == 3; }));
 }
 
+// A stopped engine (SIGSTOP, a host starved) is up until the heartbeat timeout, and a console sent
+// there waits on it: ffmpeg, which does not retry a segment, lost one that way over HTTPS when the
+// supervisor killed the engine. Once it has missed two heartbeats (0.2 s here; out of rotation
+// after 1 s), the director sends every console to the other holder of each segment.
+TEST(Faults, AStoppedEngineGetsNoConsoleOnceTwoHeartbeatsLate) {
+  grid_fixture g(home_and_edge());
+  constexpr int seconds = 6;
+  temp_dir src;
+  auto pl = make_sample(src.path(), seconds, 1);
+  ASSERT_EQ(g.ingest(pl.string(), "film", "edge").status, 0);
+  ASSERT_TRUE(eventually([&] { return placed(g, "film", seconds, "edge", 2); }, 30s));
+  auto victim = busiest_engine(g, "film", seconds, "edge");
+  auto victim_url = g.engine_url(victim);
+  g.signal(victim, SIGSTOP);
+  std::this_thread::sleep_for(300ms);
+  for (int n = 0; n < seconds; ++n) {
+    auto r = http_get(fmt::format("{}/v1/programs/film/segments/{}.ts", g.director_url("edge"), n));
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 302u) << r->body;
+    EXPECT_EQ(r->header("Location").rfind(victim_url, 0), std::string::npos)
+        << "segment " << n << " sent to the stopped engine";
+  }
+  // ffmpeg through the edge reads every packet; it would wait on the stopped engine forever, so
+  // it gives up a read after 5 s and the hash tells.
+  auto r = run({"/usr/bin/ffmpeg", "-nostdin", "-v", "error", "-rw_timeout", "5000000", "-i",
+                playlist(g, "edge", "film"), "-map", "0", "-c", "copy", "-f", "streamhash", "-"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, streamhash(pl.string()));
+  g.signal(victim, SIGCONT);
+  EXPECT_TRUE(eventually([&] { return health_number(g.director_url("edge"), "engines_up") == 3; }));
+}
+
 TEST(Faults, AProgramIngestedForTheHomeOnlyPlaysAtTheEdge) {
   grid_fixture g({{.name = "home", .engines = 2}, {.name = "edge", .engines = 3, .x_km = 500}}, {},
                  /*with_content=*/true);

@@ -45,6 +45,24 @@ TEST(ChooseEngine, PrefersThePreloadedEngineWhenNearlyAsLight) {
   EXPECT_EQ(choose_engine({c(0, 2), c(1, 10)}, slot(1), 0), slot(0));
 }
 
+TEST(ChooseEngine, ALateEngineServesOnlyWhenNoPunctualOneQualifies) {
+  auto late = [](uint32_t e, uint32_t streams) {
+    auto x = c(e, streams);
+    x.punctual = false;
+    return x;
+  };
+  // The lighter engine is late: the punctual one, whatever the rotation or the preload hint.
+  for (uint64_t r = 0; r < 4; ++r) {
+    EXPECT_EQ(choose_engine({late(0, 0), c(1, 8)}, std::nullopt, r), slot(1)) << r;
+    EXPECT_EQ(choose_engine({late(0, 0), c(1, 8)}, slot(0), r), slot(1)) << r;
+  }
+  // The punctual one at its limit (or down): the late one rather than none.
+  EXPECT_EQ(choose_engine({late(0, 3), c(1, 10)}, std::nullopt, 0), slot(0));
+  EXPECT_EQ(choose_engine({late(0, 3), c(1, 0, 10, false)}, std::nullopt, 0), slot(0));
+  // Among late ones, the least loaded as ever.
+  EXPECT_EQ(choose_engine({late(0, 5), late(1, 2)}, std::nullopt, 0), slot(1));
+}
+
 TEST(ChooseEngine, RotationSharesTiesAcrossEngines) {
   std::map<engine_slot, int> hits;
   for (uint64_t r = 0; r < 9; ++r) {
@@ -77,7 +95,7 @@ segment_key key(uint32_t i) {
 }
 
 TEST(StationTables, HeartbeatsBuildTheLocationTable) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   EXPECT_FALSE(t.apply(beat("a", 1, 1, true, {0, 1}), now).resync);
   EXPECT_FALSE(t.apply(beat("b", 9, 1, true, {1}), now).resync);
@@ -90,7 +108,7 @@ TEST(StationTables, HeartbeatsBuildTheLocationTable) {
 
 // An engine's slot is given at its first heartbeat and kept when it restarts (a new epoch).
 TEST(StationTables, AnEngineKeepsTheSlotOfItsFirstHeartbeat) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   t.apply(beat("a", 1, 1, true), now);
   t.apply(beat("b", 1, 1, true), now);
@@ -104,7 +122,7 @@ TEST(StationTables, AnEngineKeepsTheSlotOfItsFirstHeartbeat) {
 }
 
 TEST(StationTables, AGapOrANewEpochAsksForTheWholeInventory) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   EXPECT_TRUE(t.apply(beat("a", 1, 5, false, {0}), now).resync);  // never heard of it
   t.apply(beat("a", 1, 1, true, {0}), now);
@@ -119,7 +137,7 @@ TEST(StationTables, AGapOrANewEpochAsksForTheWholeInventory) {
 
 // A large full heartbeat is decoded off the loop: a newer one may be applied before it.
 TEST(StationTables, AnOlderFullInventoryAppliedLateChangesNothing) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   t.apply(beat("a", 1, 1, true, {0, 1}), now);
   EXPECT_FALSE(t.apply(beat("a", 1, 3, true, {1}), now).resync);     // 0 evicted meanwhile
@@ -135,7 +153,7 @@ TEST(StationTables, AnOlderFullInventoryAppliedLateChangesNothing) {
 // keeps is never without it between slices (a console there would be sent to another station);
 // the end is what applying it at once gives.
 TEST(StationTables, AWholeInventoryInSlicesNeverLosesASegmentItKeeps) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   std::vector<uint32_t> first;
   std::vector<uint32_t> second;
@@ -174,7 +192,7 @@ TEST(StationTables, AWholeInventoryInSlicesNeverLosesASegmentItKeeps) {
 // it is never up and listed for a segment it no longer holds (consoles would get 404s, and
 // maintenance would count its lost copy as an up holder); it is up once that is so.
 TEST(StationTables, ARestartedEngineIsNeverUpAndListedForASegmentItLost) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   std::vector<uint32_t> first;
   std::vector<uint32_t> second;
@@ -223,7 +241,7 @@ TEST(StationTables, ARestartedEngineIsNeverUpAndListedForASegmentItLost) {
 // noted, and the engine's set and the locations agree: the next inventory naming the segment again
 // lists the engine for it.
 TEST(StationTables, CopiesAndRemovalsNotedBetweenSlicesStayAndTheTablesAgree) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   std::vector<uint32_t> all;
   for (uint32_t i = 0; i < 3000; ++i) {
@@ -257,7 +275,7 @@ TEST(StationTables, CopiesAndRemovalsNotedBetweenSlicesStayAndTheTablesAgree) {
 }
 
 TEST(StationTables, ASilentEngineLeavesRotationAndReturns) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   t.apply(beat("a", 1, 1, true, {0}), now);
   t.apply(beat("b", 1, 1, true, {0}), now);
@@ -273,8 +291,40 @@ TEST(StationTables, ASilentEngineLeavesRotationAndReturns) {
   EXPECT_EQ(t.up_holders(key(0), later), 2u);
 }
 
+// A stopped engine stays up until the heartbeat timeout, but a console sent to it would wait: once
+// it has missed two heartbeats, the consoles go to a punctual holder.
+TEST(StationTables, AnEngineTwoHeartbeatsLateIsPassedOverWhileAPunctualOneHolds) {
+  station_tables t(1000ms, 250ms);
+  auto now = steady::now();
+  t.apply(beat("a", 1, 1, true, {0, 1}), now);
+  t.apply(beat("b", 1, 1, true, {0}), now);
+  auto later = now + 600ms;  // a stopped beating at `now`
+  t.apply(beat("b", 1, 2, false), later);
+  EXPECT_EQ(t.up_holders(key(0), later), 2u);  // still up: not yet a lost copy
+  for (int i = 0; i < 2; ++i) {                // b's limit (max_streams = 2)
+    auto e = t.choose(key(0), later);
+    ASSERT_TRUE(e) << i;
+    EXPECT_EQ(t.engine(*e).name.str(), "b") << i;
+  }
+  // Segment 1 only a holds: late, it still serves rather than none.
+  auto e = t.choose(key(1), later);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(t.engine(*e).name.str(), "a");
+  // Within two intervals of its last heartbeat an engine is punctual: both share the work.
+  std::map<std::string, int> hits;
+  t.apply(beat("a", 1, 2, false), later + 100ms);
+  t.apply(beat("b", 1, 3, false), later + 100ms);
+  for (int i = 0; i < 2; ++i) {
+    auto e = t.choose(key(0), later + 550ms);
+    ASSERT_TRUE(e) << i;
+    ++hits[t.engine(*e).name.str()];
+  }
+  EXPECT_EQ(hits["a"], 1);
+  EXPECT_EQ(hits["b"], 1);
+}
+
 TEST(StationTables, ConsolesSentSinceTheLastHeartbeatCountAsLoad) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   t.apply(beat("a", 1, 1, true, {0}), now);  // max_streams = 2
   t.apply(beat("b", 1, 1, true, {0}), now);
@@ -297,7 +347,7 @@ TEST(StationTables, ConsolesSentSinceTheLastHeartbeatCountAsLoad) {
 }
 
 TEST(StationTables, ConsolesSentJustBeforeAHeartbeatStillCount) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   t.apply(beat("a", 1, 1, true, {0}), now);  // max_streams = 2
   ASSERT_TRUE(t.choose(key(0), now));
@@ -319,7 +369,7 @@ api::heartbeat space_beat(std::string name, uint64_t seq, uint64_t used, uint64_
 }
 
 TEST(StationTables, ACopyGoesToTheEngineWithTheMostRoomAndTheLeastLoad) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   // One filesystem (the same free bytes for all); a holds the most, c streams the most.
   t.apply(space_beat("a", 1, 600, 1000), now);
@@ -338,7 +388,7 @@ TEST(StationTables, ACopyGoesToTheEngineWithTheMostRoomAndTheLeastLoad) {
 }
 
 TEST(StationTables, CopiesOrderedBetweenHeartbeatsAreSpreadOverTheEngines) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   for (auto name : {"a", "b", "c"}) {
     t.apply(space_beat(name, 1, 0, 1'000'000), now);
@@ -356,7 +406,7 @@ TEST(StationTables, CopiesOrderedBetweenHeartbeatsAreSpreadOverTheEngines) {
 }
 
 TEST(StationTables, AnEngineWithoutRoomIsNoReceiverWhenRoomIsNeeded) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   t.apply(space_beat("a", 1, 990, 5), now);
   EXPECT_FALSE(t.choose_receiver(key(0), 10, now, std::nullopt, true));
@@ -365,7 +415,7 @@ TEST(StationTables, AnEngineWithoutRoomIsNoReceiverWhenRoomIsNeeded) {
 }
 
 TEST(StationTables, AnEngineGoneLessThanTheGraceStillCountsAsACopy) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   t.apply(beat("a", 1, 1, true, {0}), now);
   t.apply(beat("b", 1, 1, true, {0}), now);
@@ -391,7 +441,7 @@ api::heartbeat load_beat(std::string name, std::vector<uint32_t> held, uint32_t 
 }
 
 TEST(StationTables, TheHolderNamedIsTheLeastLoadedUpAndUnderItsLimits) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   t.apply(load_beat("a", {0}, 5), now);
   t.apply(load_beat("b", {0}, 2), now);
@@ -410,7 +460,7 @@ TEST(StationTables, TheHolderNamedIsTheLeastLoadedUpAndUnderItsLimits) {
 }
 
 TEST(StationTables, TheHolderNamedFollowsTheConsoleChoiceRule) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   t.apply(load_beat("a", {0}, 3), now);
   t.apply(load_beat("b", {0}, 3), now);
@@ -424,7 +474,7 @@ TEST(StationTables, TheHolderNamedFollowsTheConsoleChoiceRule) {
 }
 
 TEST(StationTables, AnEngineReceivingASegmentIsNamedOnlyAmongThoseReceivingIt) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   t.apply(load_beat("a", {0}, 1), now);
   t.apply(load_beat("b", {}, 4), now);
@@ -441,7 +491,7 @@ TEST(StationTables, AnEngineReceivingASegmentIsNamedOnlyAmongThoseReceivingIt) {
 // A new program's placement: `copies` consecutive engines from the segment's position, the copies
 // already in the station first.
 TEST(StationTables, SegmentsOfANewProgramAreSpreadOverConsecutiveEngines) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   for (auto n : {"a", "b", "c"}) {
     t.apply(load_beat(n, {}, 0), now);
@@ -455,7 +505,7 @@ TEST(StationTables, SegmentsOfANewProgramAreSpreadOverConsecutiveEngines) {
 }
 
 TEST(StationTables, ACopyAlreadyHeldCountsTowardsTheSpreadUnlessItsEngineIsDown) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   t.apply(load_beat("a", {}, 0), now);
   t.apply(load_beat("b", {}, 0), now);
@@ -475,7 +525,7 @@ TEST(StationTables, ACopyAlreadyHeldCountsTowardsTheSpreadUnlessItsEngineIsDown)
 
 // An engine that came back leaves more copies than the placement: one is dropped.
 TEST(StationTables, TheSurplusCopyDroppedIsTheOneWithTheLeastRoomAndTheMostLoad) {
-  station_tables t(1000ms);
+  station_tables t(1000ms, 250ms);
   auto now = steady::now();
   auto held = [](std::string n, uint64_t used, uint32_t streams) {
     auto hb = space_beat(std::move(n), 1, used, 1000, streams);

@@ -231,7 +231,9 @@ struct director_daemon::impl : net::daemon_base {
   net::metric_value* rtsp_errors = nullptr;
 
   impl(asio::io_context& i, grid_config g)
-      : daemon_base(i), grid(std::move(g)), tables(grid.heartbeat_timeout) {}
+      : daemon_base(i),
+        grid(std::move(g)),
+        tables(grid.heartbeat_timeout, grid.heartbeat_interval) {}
 
   void on_stop() override {
     if (auth) {

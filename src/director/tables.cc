@@ -60,8 +60,11 @@ struct station_tables::published_state {
   std::array<shard_slot, shard_count> shards;
 };
 
-station_tables::station_tables(std::chrono::milliseconds heartbeat_timeout)
-    : timeout_(heartbeat_timeout), published_(std::make_unique<published_state>()) {}
+station_tables::station_tables(std::chrono::milliseconds heartbeat_timeout,
+                               std::chrono::milliseconds heartbeat_interval)
+    : timeout_(heartbeat_timeout),
+      late_(2 * heartbeat_interval),
+      published_(std::make_unique<published_state>()) {}
 
 station_tables::~station_tables() = default;
 
@@ -91,29 +94,41 @@ double load_of(const candidate& c) {
 
 std::optional<engine_slot> choose_engine(const std::vector<candidate>& holders,
                                          std::optional<engine_slot> preferred, uint64_t rotation) {
-  std::optional<engine_slot> best;
-  double best_load = 0;
-  size_t n = holders.size();
-  for (size_t k = 0; k < n; ++k) {
-    const candidate& c = holders[(k + rotation) % n];
-    if (!qualifies(c)) {
-      continue;
-    }
-    double l = load_of(c);
-    if (!best || l < best_load) {
-      best = c.engine;
-      best_load = l;
-    }
-  }
-  if (best && preferred) {
-    for (auto& c : holders) {
-      if (c.engine == *preferred && qualifies(c) &&
-          load_of(c) <= best_load + 1.0 / std::max<uint32_t>(c.max_streams, 1)) {
-        return c.engine;
+  // A late engine may be stopped: a console sent there waits until it is killed or resumes, and a
+  // player that does not retry loses the segment. So the punctual holders first; the late ones
+  // only when none of those qualifies (better a late engine than a 503).
+  for (bool punctual_only : {true, false}) {
+    auto eligible = [&](const candidate& c) {
+      return qualifies(c) && (c.punctual || !punctual_only);
+    };
+    std::optional<engine_slot> best;
+    double best_load = 0;
+    size_t n = holders.size();
+    for (size_t k = 0; k < n; ++k) {
+      const candidate& c = holders[(k + rotation) % n];
+      if (!eligible(c)) {
+        continue;
+      }
+      double l = load_of(c);
+      if (!best || l < best_load) {
+        best = c.engine;
+        best_load = l;
       }
     }
+    if (!best) {
+      continue;
+    }
+    if (preferred) {
+      for (auto& c : holders) {
+        if (c.engine == *preferred && eligible(c) &&
+            load_of(c) <= best_load + 1.0 / std::max<uint32_t>(c.max_streams, 1)) {
+          return c.engine;
+        }
+      }
+    }
+    return best;
   }
-  return best;
+  return std::nullopt;
 }
 
 bool near_limits(const engine_entry& e, uint32_t percent) {
@@ -618,7 +633,7 @@ const std::vector<candidate>& station_tables::candidates(const segment_key& key,
     const engine_entry& e = engine(i);
     out.push_back(candidate{i, is_up(e, now), e.load.active_streams + e.assigned_now(),
                             e.load.max_streams, e.load.bytes_per_second,
-                            e.load.max_bytes_per_second});
+                            e.load.max_bytes_per_second, is_punctual(e.last_seen, now)});
   }
   return out;
 }
@@ -646,7 +661,8 @@ std::optional<engine_slot> station_tables::choose_on(const engine_views& ev,
       }
       const engine_view& e = ev[index_of(i)];
       scratch.push_back(candidate{i, is_up(e, now), e.active_streams + e.assigned_now(),
-                                  e.max_streams, e.bytes_per_second, e.max_bytes_per_second});
+                                  e.max_streams, e.bytes_per_second, e.max_bytes_per_second,
+                                  is_punctual(e.last_seen, now)});
     }
     return scratch;
   };

@@ -124,15 +124,19 @@ struct candidate {
   uint32_t max_streams = 0;
   uint64_t bytes_per_second = 0;
   uint64_t max_bytes_per_second = 0;  // 0: unlimited
+  // Its last heartbeat within two intervals. One that is late (stopped, its host starved) is up
+  // until the heartbeat timeout but may not answer: passed over while a punctual holder qualifies.
+  bool punctual = true;
 };
 
 // An engine's load relative to its limits: the larger of streams and bandwidth, 1 at a limit.
 double load_of(const candidate& c);
 
 // Picks the engine for a console among the holders of a segment: up, under its stream and
-// bandwidth limits, least loaded relative to its limit. `preferred` (an engine told to preload the
-// segment) wins when it qualifies and its load is within one stream of the best. Ties go to the
-// lowest `rotation`-shifted position, so equal engines share the work. nullopt when none qualifies.
+// bandwidth limits, punctual if any such is, least loaded relative to its limit. `preferred` (an
+// engine told to preload the segment) wins when it qualifies and its load is within one stream of
+// the best. Ties go to the lowest `rotation`-shifted position, so equal engines share the work.
+// nullopt when none qualifies.
 std::optional<engine_slot> choose_engine(const std::vector<candidate>& holders,
                                          std::optional<engine_slot> preferred, uint64_t rotation);
 
@@ -153,7 +157,10 @@ receiver_rank rank_receiver(const engine_entry& e, uint64_t bytes);
 
 class station_tables {
  public:
-  explicit station_tables(std::chrono::milliseconds heartbeat_timeout);
+  // Engines beat every `heartbeat_interval` (one silent for two is late: candidate::punctual) and
+  // leave rotation after `heartbeat_timeout` of silence.
+  station_tables(std::chrono::milliseconds heartbeat_timeout,
+                 std::chrono::milliseconds heartbeat_interval);
   ~station_tables();
 
   // Applies a heartbeat. Returns resync=true when the director cannot apply changes (unknown
@@ -216,6 +223,9 @@ class station_tables {
                                        std::optional<engine_slot> preferred) const;
   bool is_up(const engine_view& e, steady::time_point now) const {
     return e.known && now - e.last_seen <= timeout_;
+  }
+  bool is_punctual(steady::time_point last_seen, steady::time_point now) const {
+    return now - last_seen <= late_;
   }
   // The engine told to preload `key` (claim 16) until `until`; the hint is published with it.
   void set_hint(const segment_key& key, engine_slot engine, steady::time_point until);
@@ -361,6 +371,7 @@ class station_tables {
   struct published_state;  // tables.cc: the atomics the other loops read
 
   std::chrono::milliseconds timeout_;
+  std::chrono::milliseconds late_;  // two heartbeat intervals
   std::vector<std::unique_ptr<engine_entry>> engines_;
   std::unordered_map<segment_key, std::vector<engine_slot>> locations_;
   std::unordered_map<segment_key, std::vector<engine_slot>> filling_;
