@@ -285,8 +285,13 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
   auto copies = std::move(hb->copies);
   auto engine = hb->engine;
   // Issue 16, item 5: applied in slices of about apply_slice_us, each published, the loop free
-  // for other work (its consoles among them) in between. One heartbeat at a time.
-  auto applying = co_await apply_mu.lock();
+  // for other work (its consoles among them, other engines' heartbeats) in between. One heartbeat
+  // of an engine at a time.
+  auto& mu = apply_mu[engine.str()];
+  if (!mu) {
+    mu = std::make_unique<net::async_mutex>(io.get_executor());
+  }
+  auto applying = co_await mu->lock();
   station_tables::apply_job job;
   auto rep = tables.begin_apply(std::move(*hb), steady::now(), job);
   while (!tables.apply_slice(job, std::chrono::microseconds(apply_slice_us))) {

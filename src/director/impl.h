@@ -196,8 +196,10 @@ struct director_daemon::impl : net::daemon_base {
 
   // Large heartbeats are decoded here, off the loop (director.cc, heartbeat).
   asio::thread_pool decode_pool{1};
-  // Heartbeats are applied one at a time, in slices of this long (issue 16, item 5).
-  net::async_mutex apply_mu{io.get_executor()};
+  // An engine's heartbeats are applied one at a time, in slices of this long (issue 16, item 5);
+  // different engines' interleave, so that a large inventory delays no other engine's heartbeat.
+  // By engine name, home loop only.
+  std::unordered_map<std::string, std::unique_ptr<net::async_mutex>> apply_mu;
   static constexpr int64_t apply_slice_us = 200;
   net::metric_value* heartbeat_slices = nullptr;
   net::metric_value* heartbeats_decoded_off_loop = nullptr;
