@@ -258,6 +258,103 @@ TEST(TlsGrid, SighupRenewsTheDirectorsCertificateAndBadPeersAreRefused) {
   EXPECT_NE(refused.err.find("has expired"), std::string::npos) << refused.err;
 }
 
+// A client command against an https:// grid whose CA it was not given says so once: its own line,
+// not also the net layer's warning (a daemon's log line) before it.
+TEST(TlsGrid, LoginWithoutTheCaFailsWithOneLine) {
+  tls_station st;
+  auto login = [&](std::vector<std::string> env) {
+    std::vector<std::string> argv{"/usr/bin/env", "-u", "SSL_CERT_FILE", "-u", "SSL_CERT_DIR"};
+    argv.insert(argv.end(), env.begin(), env.end());
+    for (auto a : {vodgrid_binary(), std::string("login"), std::string("--user"),
+                   std::string("demo"), std::string("--password"), std::string("demo"),
+                   std::string("--grid"), st.director_url()}) {
+      argv.push_back(a);
+    }
+    return run(argv);
+  };
+  auto r = login({});
+  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.err.rfind("vodgrid login: ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("certificate refused: unable to get local issuer certificate"),
+            std::string::npos)
+      << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  // Given the CA, the same command reaches the director (this station has no auth server).
+  r = login({"SSL_CERT_FILE=" + st.ca().string()});
+  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.err, "vodgrid login: this grid has no auth server: no token is needed\n");
+}
+
+// A malformed `tls` anywhere in the grid's TOML (a daemon's table, [tls] ca) stops the daemon
+// before it opens anything: one line on stderr naming the table (the daemon) and the key, exit !=
+// 0, its port never listening, its data folder never made.
+TEST(TlsConfig, AMalformedTlsStopsTheDaemonWithOneLineNamingTheDaemonAndTheKey) {
+  temp_dir dir;
+  auto cfg = dir.path() / "grid.toml";
+  auto d = dir.path().string();
+  ASSERT_EQ(run({"/bin/bash", "-c", fmt::format("cd '{}' && {}", d, make_certs)}).status, 0);
+  auto director_port = free_port();
+  auto engine_port = free_port();
+  // The grid with `top` before the station, `director` in the director's table and `engine`
+  // in the engine's.
+  auto grid = [&](const std::string& top, const std::string& director, const std::string& engine) {
+    return fmt::format(
+        "{}\n[[station]]\nname = \"s\"\ndirector = {{ listen = \"127.0.0.1:{}\", "
+        "data_dir = \"{}/director\", copies = 1{} }}\n[[station.engine]]\nname = \"e1\"\n"
+        "listen = \"127.0.0.1:{}\"\ndata_dirs = [\"{}/e1\"]\n{}\n",
+        top, director_port, d, director.empty() ? "" : ", " + director, engine_port, d, engine);
+  };
+  auto good = fmt::format("{{ cert = \"{0}/leaf1.crt\", key = \"{0}/leaf1.key\" }}", d);
+  struct bad_case {
+    std::string role, toml, want;
+  } cases[] = {
+      {"engine", grid("", "", "tls = \"x\""),
+       "[[station.engine]] e1: 'tls' must be a table { cert = \"cert.pem\", key = \"key.pem\" }"},
+      {"engine", grid("", "", fmt::format("tls = {{ cert = \"{}/leaf1.crt\" }}", d)),
+       "[[station.engine]] e1: 'tls' needs 'key' (a PEM file's path)"},
+      {"engine", grid("", "", "tls = { cert = \"a.crt\", key = \"a.key\", ca = \"ca.crt\" }"),
+       "[[station.engine]] e1: 'tls': unknown key 'ca' (it takes cert and key)"},
+      {"engine", grid("", "", "tls = { cert = 1, key = \"a.key\" }"),
+       "[[station.engine]] e1: 'tls.cert' must be a non-empty string (a PEM file's path)"},
+      {"engine", grid("", "", "tls = { cert = \"a.crt\", key = \"\" }"),
+       "[[station.engine]] e1: 'tls.key' must be a non-empty string (a PEM file's path)"},
+      {"director", grid("", "tls = { cert = \"a.crt\", kye = \"a.key\" }", ""),
+       "station s director: 'tls': unknown key 'kye' (did you mean 'key'?)"},
+      {"director", grid("", "tls = [\"a.crt\", \"a.key\"]", ""),
+       "station s director: 'tls' must be a table { cert = \"cert.pem\", key = \"key.pem\" }"},
+      {"engine", grid("tls = \"ca.crt\"", "", "tls = " + good),
+       "the top level: 'tls' must be a table ([tls])"},
+      {"engine", grid("[tls]\nca = 5", "", "tls = " + good), "[tls]: 'ca' must be a string"},
+      {"engine", grid("[tls]\ncafile = \"ca.crt\"", "", "tls = " + good),
+       "[tls]: unknown key 'cafile' (did you mean 'ca'?)"},
+      {"engine", grid(fmt::format("[tls]\nca = \"{}\"", d), "", "tls = " + good),
+       fmt::format("[tls] 'ca': {} is a directory, not a PEM file", d)},
+      {"director", grid(fmt::format("[tls]\nca = \"{}/none.crt\"", d), "", ""),
+       fmt::format("[tls] 'ca': {}/none.crt does not exist", d)},
+      {"director", grid(fmt::format("[tls]\nca = \"{}/leaf1.key\"", d), "", ""),
+       fmt::format("[tls] 'ca': {}/leaf1.key holds no PEM certificate", d)},
+  };
+  for (auto& c : cases) {
+    ASSERT_TRUE(write_file_durably(cfg, c.toml));
+    auto name = c.role == "engine" ? "e1" : "s";
+    auto r = run({vodgrid_binary(), c.role, "--config", cfg.string(), "--name", name}, 20s);
+    SCOPED_TRACE(c.toml);
+    EXPECT_NE(r.status, 0);
+    EXPECT_EQ(r.err, fmt::format("vodgrid {}: {}: {}\n", c.role, cfg.string(), c.want));
+    EXPECT_FALSE(port_is_listening(c.role == "engine" ? engine_port : director_port));
+    EXPECT_FALSE(fs::exists(dir.path() / (c.role == "engine" ? "e1" : "director")));
+  }
+  // A whole station (its supervisor) refuses the same way, before any blade starts.
+  ASSERT_TRUE(write_file_durably(cfg, grid(fmt::format("[tls]\nca = \"{}\"", d), "", "")));
+  auto r = run({vodgrid_binary(), "station", "--config", cfg.string(), "--name", "s"}, 20s);
+  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.err, fmt::format("vodgrid station: {}: [tls] 'ca': {} is a directory, not a PEM "
+                               "file\n",
+                               cfg.string(), d));
+  EXPECT_FALSE(fs::exists(dir.path() / "e1"));
+}
+
 // `vodgrid up --tls`'s CA and certificates (item 4), made with OpenSSL's C API.
 TEST(LocalCa, CertificatesForEveryDaemonThatItsServersLoadAndOpensslVerifies) {
   temp_dir data;

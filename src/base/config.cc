@@ -408,6 +408,11 @@ result<grid_config> grid_config::parse(std::string_view text, std::string_view o
   for (auto key : {"grid", "timing", "web", "tls", "registry", "auth", "content", "station"}) {
     top.names(key);
   }
+  for (auto key : {"grid", "timing", "web", "tls", "registry", "auth", "content"}) {
+    if (auto n = root[key]; n && !n.is_table()) {
+      top.fail(fmt::format("'{}' must be a table ([{}])", key, key));
+    }
+  }
   if (auto st = top.finish(); !st) {
     return st.err();
   }

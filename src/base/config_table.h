@@ -116,24 +116,44 @@ class table_reader {
   }
   // A daemon's `tls = { cert = "...", key = "..." }`, both needed, into its listen address. The
   // files are read (and checked) by the daemon at start, not here: the CLI parses configs whose
-  // files live on other hosts.
+  // files live on other hosts. Each fault is named: not a table, a key missing, empty or not a
+  // string, a key of another name.
   void tls(std::string_view key, listen_address& field) {
     auto n = node(key);
     if (!n) {
       return;
     }
     auto* t = n.as_table();
-    auto cert = t ? (*t)["cert"].value_exact<std::string>() : std::nullopt;
-    auto pkey = t ? (*t)["key"].value_exact<std::string>() : std::nullopt;
-    bool only_those = t && std::all_of(t->begin(), t->end(), [](const auto& kv) {
-                        return kv.first.str() == "cert" || kv.first.str() == "key";
-                      });
-    if (!cert || !pkey || cert->empty() || pkey->empty() || !only_those) {
-      fail(fmt::format("'{}' must be {{ cert = \"cert.pem\", key = \"key.pem\" }}", key));
+    if (!t) {
+      fail(fmt::format("'{}' must be a table {{ cert = \"cert.pem\", key = \"key.pem\" }}", key));
       return;
     }
-    field.tls_cert = *cert;
-    field.tls_key = *pkey;
+    for (auto& [k, v] : *t) {
+      if (k.str() != "cert" && k.str() != "key") {
+        auto near = nearest_key(k.str(), {"cert", "key"});
+        fail(fmt::format("'{}': unknown key '{}'{}", key, k.str(),
+                         near.empty() ? std::string(" (it takes cert and key)")
+                                      : fmt::format(" (did you mean '{}'?)", near)));
+        return;
+      }
+    }
+    std::string files[2];
+    const char* names[2] = {"cert", "key"};
+    for (int i = 0; i < 2; ++i) {
+      auto v = (*t)[names[i]];
+      auto s = v.value_exact<std::string>();
+      if (!v) {
+        fail(fmt::format("'{}' needs '{}' (a PEM file's path)", key, names[i]));
+      } else if (!s || s->empty()) {
+        fail(fmt::format("'{}.{}' must be a non-empty string (a PEM file's path)", key, names[i]));
+      } else {
+        files[i] = *s;
+        continue;
+      }
+      return;
+    }
+    field.tls_cert = files[0];
+    field.tls_key = files[1];
   }
   // A count of event loops: an integer 1..256, or "auto" (kept as 0: one per core).
   void threads(std::string_view key, uint32_t& field) {

@@ -15,6 +15,7 @@
 #include "base/fs.h"
 #include "base/log.h"
 #include "cli/commands.h"
+#include "cli/commands_impl.h"
 #include "content/manager.h"
 #include "director/director.h"
 #include "engine/engine.h"
@@ -25,6 +26,28 @@
 namespace vodgrid::cli {
 
 namespace asio = boost::asio;
+
+status use_grid_ca(const grid_config& grid, const std::filesystem::path& config) {
+  net::set_default_tls_ca(grid.tls.ca);
+  if (grid.tls.ca.empty()) {
+    return {};
+  }
+  std::error_code ec;
+  if (std::filesystem::is_directory(grid.tls.ca, ec)) {
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: [tls] 'ca': {} is a directory, not a PEM file",
+                                  config.string(), grid.tls.ca.string()));
+  }
+  auto ctx = net::client_context(grid.tls.ca);
+  if (!ctx) {
+    std::string_view why = ctx.err().detail;
+    for (std::string_view head : {"tls: ", "ca "}) {  // "tls: ca FILE does not exist"
+      why.remove_prefix(why.starts_with(head) ? head.size() : 0);
+    }
+    return make_error(ctx.err().code, fmt::format("{}: [tls] 'ca': {}", config.string(), why));
+  }
+  return {};
+}
 
 namespace {
 
@@ -65,7 +88,10 @@ result<grid_config> load_config(const std::filesystem::path& config, std::string
     std::cerr << "vodgrid " << role << ": " << grid.err().detail << "\n";
     return grid;
   }
-  net::set_default_tls_ca(grid->tls.ca);  // every client of the daemon verifies peers with it
+  if (auto st = use_grid_ca(*grid, config); !st) {  // every client of the daemon verifies with it
+    std::cerr << "vodgrid " << role << ": " << st.err().detail << "\n";
+    return st.err();
+  }
   return grid;
 }
 

@@ -30,7 +30,9 @@ result<grid_config> grid_from(const grid_options& o) {
   if (!o.config.empty()) {
     auto g = grid_config::load(o.config);
     if (g) {
-      net::set_default_tls_ca(g->tls.ca);
+      if (auto st = use_grid_ca(*g, o.config); !st) {
+        return st.err();
+      }
     }
     return g;
   }

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <string>
 
+#include "base/log.h"
 #include "cli/commands.h"
 
 namespace {
@@ -294,6 +295,14 @@ void add_simulate_command(CLI::App& app, command_line& c) {
 
 // Runs the subcommand that was given; returns its exit code.
 int dispatch(command_line& c) {
+  // A client command (login, play, ingest, ...) says its failure in its own one line; the net
+  // layer's warnings (a TLS peer refused, a peer list moving on) are written for a daemon's log and
+  // would say it twice. Daemons, stations, `up`, `demo` and `simulate` keep their logs.
+  bool runs_daemons = *c.engine || *c.director || *c.station || *c.registry || *c.auth_cmd ||
+                      *c.content_cmd || *c.up || *c.demo_cmd || *c.simulate_cmd;
+  if (!runs_daemons) {
+    vodgrid::log::init("error", "vodgrid");
+  }
   if (*c.engine) {
     return run_engine(c.config, c.name);
   }

@@ -26,6 +26,7 @@
 #include "base/log.h"
 #include "base/process.h"
 #include "cli/commands.h"
+#include "cli/commands_impl.h"
 #include "net/client.h"
 #include "net/http.h"
 #include "net/task_group.h"
@@ -506,7 +507,10 @@ int run_station(const std::filesystem::path& config, const std::string& name,
     std::cerr << "vodgrid station: " << grid.err().detail << "\n";
     return 2;
   }
-  net::set_default_tls_ca(grid->tls.ca);
+  if (auto st = use_grid_ca(*grid, config); !st) {
+    std::cerr << "vodgrid station: " << st.err().detail << "\n";
+    return 2;
+  }
   // `systemctl kill -s HUP` reaches every process of the unit: the daemons with TLS reload their
   // certificates (their own handler); the supervisor, and the blades without TLS (inheriting the
   // disposition), ignore it.
