@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <boost/json/parse.hpp>
 
 #include "base/fs.h"
 #include "base/process.h"
@@ -256,6 +257,91 @@ TEST(TlsGrid, SighupRenewsTheDirectorsCertificateAndBadPeersAreRefused) {
       run({vodgrid_binary(), "engine", "--config", st.config_.string(), "--name", "e1"}, 20s);
   EXPECT_NE(refused.status, 0);
   EXPECT_NE(refused.err.find("has expired"), std::string::npos) << refused.err;
+}
+
+// The TLS handshakes an engine has answered so far (full and resumed); -1 if it did not answer.
+double handshakes(const std::string& engine_url) {
+  auto r = http_get(engine_url + "/metrics");
+  if (!r) {
+    return -1;
+  }
+  double n = 0;
+  std::regex re("vodgrid_tls_handshakes_total\\{result=\"(full|resumed)\"\\} ([0-9.e+]+)");
+  for (std::sregex_iterator it(r->body.begin(), r->body.end(), re), end; it != end; ++it) {
+    n += std::stod((*it)[2]);
+  }
+  return n;
+}
+
+// `vodgrid play` over HTTPS (issue 17): the playlist and the 302s from the director, each segment
+// from the engine it names, every certificate verified against the CA given with --ca; a viewer
+// keeps one connection per engine (no handshake per segment). With the wrong CA, or a --ca that is
+// no CA: refused with one line, before any viewer plays.
+TEST(TlsGrid, ThePlayConsoleReadsEverySegmentOverHttpsAndRefusesAnUntrustedGrid) {
+  tls_station st;
+  temp_dir src;
+  make_sample(src.path(), 12, 1);
+  auto in = st.ingest(src.path().string(), "movie");
+  ASSERT_EQ(in.status, 0) << in.err << st.log_of("st");
+  auto playlist = st.director_url() + "/v1/programs/movie/index.m3u8";
+  std::vector<std::string> engines;
+  double before = 0;
+  for (auto& e : st.grid_.stations[0].engines) {
+    engines.push_back(e.listen.url());
+    before += handshakes(e.listen.url());
+  }
+  constexpr int viewers = 4;
+  auto play =
+      run({"/usr/bin/env", "-u", "SSL_CERT_FILE", vodgrid_binary(), "play", playlist, "--ca",
+           st.ca().string(), "--viewers", std::to_string(viewers), "--threads", "1", "--json"});
+  ASSERT_EQ(play.status, 0) << play.err << play.out;
+  auto report = boost::json::parse(play.out).as_object();
+  auto segments = report.at("segments").to_number<int64_t>();
+  EXPECT_EQ(segments, viewers * 12) << play.out;
+  EXPECT_EQ(report.at("segments_failed").to_number<int64_t>(), 0) << play.out;
+  EXPECT_EQ(report.at("digest_mismatches").to_number<int64_t>(), 0) << play.out;
+  EXPECT_EQ(report.at("retries").to_number<int64_t>(), 0) << play.out;
+  // Every segment came from an engine over https://, which the report names.
+  int64_t from_engines = 0;
+  for (auto& [origin, n] : report.at("engines").as_object()) {
+    EXPECT_NE(std::find(engines.begin(), engines.end(), std::string(origin)), engines.end())
+        << origin;
+    from_engines += n.to_number<int64_t>();
+  }
+  EXPECT_EQ(from_engines, segments);
+  // A viewer's connection to an engine is kept for its next segments there: at most one
+  // handshake per viewer and engine, rather than one per segment. Besides: the director's
+  // connections for its preload orders (up to one per viewer in flight and engine), the console's
+  // two reads of each engine's /metrics, and this test's own second reads.
+  double after = 0;
+  for (auto& e : engines) {
+    after += handshakes(e);
+  }
+  EXPECT_GT(after - before, 0);
+  EXPECT_LE(after - before, viewers * 2 + viewers * 2 + 2 * 2 + 2) << "segments: " << segments;
+
+  // The CA of another grid: one line, no report.
+  auto wrong = run({"/usr/bin/env", "-u", "SSL_CERT_FILE", vodgrid_binary(), "play", playlist,
+                    "--ca", (st.certs() / "rogue-ca.crt").string(), "--viewers", "2"});
+  EXPECT_NE(wrong.status, 0);
+  EXPECT_EQ(wrong.err, fmt::format("vodgrid play: tls: peer {} refused: certificate refused: "
+                                   "unable to get local issuer certificate\n",
+                                   st.director_url()));
+  EXPECT_TRUE(wrong.out.empty()) << wrong.out;
+  // No CA at all (the system's trust store does not know the test CA): the same.
+  auto none = run({"/usr/bin/env", "-u", "SSL_CERT_FILE", vodgrid_binary(), "play", playlist});
+  EXPECT_NE(none.status, 0);
+  EXPECT_EQ(std::count(none.err.begin(), none.err.end(), '\n'), 1) << none.err;
+  EXPECT_NE(none.err.find("certificate refused"), std::string::npos) << none.err;
+  // A --ca that is not a CA file.
+  auto notca = run({vodgrid_binary(), "play", playlist, "--ca", st.certs().string()});
+  EXPECT_NE(notca.status, 0);
+  EXPECT_EQ(std::count(notca.err.begin(), notca.err.end(), '\n'), 1) << notca.err;
+  EXPECT_EQ(notca.err.rfind("vodgrid play: --ca: ", 0), 0u) << notca.err;
+  // SSL_CERT_FILE, as OpenSSL honours it, stands for --ca.
+  auto env = run(
+      {"/usr/bin/env", "SSL_CERT_FILE=" + st.ca().string(), vodgrid_binary(), "play", playlist});
+  EXPECT_EQ(env.status, 0) << env.err << env.out;
 }
 
 // A client command against an https:// grid whose CA it was not given says so once: its own line,

@@ -92,6 +92,9 @@ struct play_cli_options {
   uint32_t buffer = console::play_options{}.buffer;
   console::model_options model;       // http:// only: --model and its knobs
   std::vector<std::string> programs;  // --model: the programs picked from
+  // https:// (director or engines): the CA (PEM) their certificates must chain to; empty: the
+  // system's trust store (OpenSSL's default paths, which SSL_CERT_FILE overrides).
+  std::filesystem::path ca;
 };
 int run_play(const play_cli_options& opts);
 

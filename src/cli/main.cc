@@ -210,6 +210,9 @@ void add_viewer_commands(CLI::App& app, command_line& c) {
                    "Real time: segments a player keeps ahead of the one playing")
       ->capture_default_str();
   c.play_cmd->add_flag("--no-verify", c.no_verify, "Do not check segments against their SHA-256");
+  c.play_cmd->add_option("--ca", c.play.ca,
+                         "https://: the CA (PEM) the director's and engines' certificates must "
+                         "chain to (default: the system's trust store; SSL_CERT_FILE)");
   c.play_cmd->add_flag("--json", c.play.json, "Print the report as JSON");
   c.play_cmd
       ->add_option("--silence-ms", c.play.silence_ms,

@@ -12,6 +12,7 @@
 #include "cli/sync.h"
 #include "console/rtsp_player.h"
 #include "net/client.h"
+#include "net/tls.h"
 
 namespace vodgrid::cli {
 
@@ -65,6 +66,21 @@ int run_play_rtsp(const play_cli_options& o) {
                       "datagrams were lost or segments failed their SHA-256");
 }
 
+// One GET of `url`, its transport's error if any (the status does not matter).
+status reach(const std::string& url) {
+  asio::io_context io;
+  auto r = run_sync(io, [](std::string u) -> asio::awaitable<result<net::client_response>> {
+    net::client_options co;
+    co.request_timeout = std::chrono::seconds(10);
+    net::http_client client(co_await asio::this_coro::executor, co);
+    co_return co_await client.get(std::move(u));
+  }(url));
+  if (!r) {
+    return r.err();
+  }
+  return {};
+}
+
 }  // namespace
 
 console::play_report play_blocking(console::play_options o) {
@@ -110,13 +126,30 @@ int run_play(const play_cli_options& o) {
     return fail("play", "--viewers must be within 1..10000");
   }
   if (o.url.starts_with("rtsp://")) {
+    if (!o.ca.empty()) {
+      return fail("play", "--ca is for http(s):// URLs");
+    }
     return run_play_rtsp(o);
   }
   if (o.seek || o.scale || !o.save.empty()) {
     return fail("play", "--seek, --scale and --save are for rtsp:// URLs");
   }
-  if (auto u = net::parse_http_url(o.url); !u) {
+  auto u = net::parse_http_url(o.url);
+  if (!u) {
     return fail("play", u.err().detail);
+  }
+  if (!o.ca.empty()) {
+    if (auto ctx = net::client_context(o.ca); !ctx) {
+      return fail("play", "--ca: " + ctx.err().detail);
+    }
+    net::set_default_tls_ca(o.ca);  // every client of the console: playlists, 302s, segments
+  }
+  if (u->tls) {
+    // A director whose certificate is not trusted refuses every viewer alike: one line now, not
+    // a report of every viewer's attempts.
+    if (auto st = reach(u->origin() + "/healthz"); !st) {
+      return fail("play", st.err().detail);
+    }
   }
   console::play_options po;
   po.url = o.url;

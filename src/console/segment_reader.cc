@@ -4,6 +4,8 @@
 // here the parser reads only the head, and a body of known length goes from the socket into one
 // buffer per thread, up to 256 KiB a read, and is hashed from there (docs/performance.md,
 // "Console"). A body without a length (chunked, or up to the close) is left to the parser.
+// Over TLS the same path reads through OpenSSL (Asio's ssl::stream over the socket, its
+// synchronous read_some on the non-blocking socket: would_block when a record is still incomplete).
 #include "console/segment_reader.h"
 
 #include <fmt/format.h>
@@ -11,6 +13,8 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -21,10 +25,15 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include <algorithm>
+#include <tuple>
 #include <vector>
 
 #include "net/client.h"
+#include "net/tls.h"
 
 namespace vodgrid::console {
 
@@ -32,12 +41,15 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using tcp = asio::ip::tcp;
+using tls_stream = asio::ssl::stream<tcp::socket&>;
 using steady = std::chrono::steady_clock;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 // Servers close idle keep-alive connections (vodgrid's after 60 s): reuse only younger ones.
 constexpr auto max_idle_age = std::chrono::seconds(20);
+// TLS sessions remembered per reader (one per engine seen; a viewer sees a station's few).
+constexpr size_t max_sessions = 16;
 // A body read without a pause is handed back to the loop after this many bytes, so that one
 // viewer whose bytes keep coming does not hold the other viewers of its thread.
 constexpr uint64_t bytes_between_yields = 1 << 20;
@@ -46,9 +58,19 @@ constexpr uint64_t bytes_between_yields = 1 << 20;
 struct segment_reader::connection {
   explicit connection(asio::any_io_executor ex) : sock(ex) {}
   tcp::socket sock;
-  beast::flat_buffer buf;  // the head, and whatever of the body came with it
+  std::unique_ptr<tls_stream> tls;  // https://: over `sock` (declared after it: destroyed first)
+  beast::flat_buffer buf;           // the head, and whatever of the body came with it
   std::string origin;
   steady::time_point since;  // kept idle since
+};
+
+// An origin's TLS session (OpenSSL counts its references; this holds one).
+struct segment_reader::session_ref {
+  explicit session_ref(SSL_SESSION* s) : session(s) {}
+  ~session_ref() { SSL_SESSION_free(session); }
+  session_ref(const session_ref&) = delete;
+  session_ref& operator=(const session_ref&) = delete;
+  SSL_SESSION* session;
 };
 
 // The deadlines of the exchange under way, without a timer per read: the timer wakes when the
@@ -116,7 +138,7 @@ errc error_code_of(const boost::system::error_code& ec, bool timed_out) {
   }
   if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
       ec == asio::error::connection_reset || ec == asio::error::eof ||
-      ec == asio::error::broken_pipe) {
+      ec == asio::error::broken_pipe || ec == asio::ssl::error::stream_truncated) {
     return errc::unavailable;
   }
   return errc::protocol_error;
@@ -125,7 +147,7 @@ errc error_code_of(const boost::system::error_code& ec, bool timed_out) {
 }  // namespace
 
 asio::awaitable<result<std::unique_ptr<segment_reader::connection>>> segment_reader::connect(
-    std::string origin, std::string host, uint16_t port) {
+    std::string origin, std::string host, uint16_t port, bool tls) {
   auto c = std::make_unique<connection>(ex_);
   c->origin = std::move(origin);
   std::vector<tcp::endpoint> eps;
@@ -156,7 +178,86 @@ asio::awaitable<result<std::unique_ptr<segment_reader::connection>>> segment_rea
   boost::system::error_code ec;
   c->sock.set_option(tcp::no_delay(true), ec);
   c->sock.non_blocking(true, ec);  // the body is read by hand: a read says when it would block
+  if (tls) {
+    auto ctx = net::client_context(opts_.tls_ca.empty() ? net::default_tls_ca() : opts_.tls_ca);
+    if (!ctx) {
+      co_return ctx.err();
+    }
+    c->tls = std::make_unique<tls_stream>(c->sock, **ctx);
+    if (auto st = co_await handshake(*c, host); !st) {
+      co_return st.err();
+    }
+  }
   co_return c;
+}
+
+// The TLS handshake of a new connection, as net::http_client's (the certificate checked against
+// the CA and the URL's host: an address against its IP names, a name against its DNS names, also
+// sent as SNI), offering the origin's last session so that the engine may resume it.
+asio::awaitable<status> segment_reader::handshake(connection& c, const std::string& host) {
+  SSL* ssl = c.tls->native_handle();
+  boost::system::error_code aec;
+  asio::ip::make_address(host, aec);
+  if (!aec) {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str());
+  } else {
+    SSL_set_tlsext_host_name(ssl, host.c_str());
+    SSL_set1_host(ssl, host.c_str());
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  }
+  if (auto it = sessions_.find(c.origin); it != sessions_.end()) {
+    SSL_set_session(ssl, it->second->session);
+  }
+  watchdog::start(watchdog_, c.sock, steady::now() + opts_.connect_timeout, opts_.connect_timeout);
+  auto [ec] = co_await c.tls->async_handshake(asio::ssl::stream_base::client, use_tuple);
+  bool timed_out = watchdog_->fired;
+  watchdog_->stop();
+  if (!ec && !timed_out) {
+    co_return status{};
+  }
+  long v = SSL_get_verify_result(ssl);
+  std::string why = v != X509_V_OK
+                        ? fmt::format("certificate refused: {}", X509_verify_cert_error_string(v))
+                    : timed_out ? std::string("handshake timed out")
+                                : "handshake failed: " + ec.message();
+  co_return make_error(timed_out ? errc::timeout : errc::unavailable,
+                       fmt::format("tls: peer {} refused: {}", c.origin, why));
+}
+
+std::unique_ptr<segment_reader::connection> segment_reader::take_idle(const std::string& origin) {
+  auto now = steady::now();
+  std::erase_if(idle_, [now](const auto& c) { return now - c->since >= max_idle_age; });
+  for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+    if ((*it)->origin == origin) {
+      auto c = std::move(*it);
+      idle_.erase(it);
+      return c;
+    }
+  }
+  return nullptr;
+}
+
+void segment_reader::keep_idle(std::unique_ptr<connection> c) {
+  c->since = steady::now();
+  size_t cap = 1;
+  if (c->tls) {
+    cap = std::max<size_t>(opts_.max_idle_tls, 1);
+    // The session as it stands after an exchange (TLS 1.3 sends its tickets after the handshake).
+    if (SSL_SESSION* s = SSL_get1_session(c->tls->native_handle())) {
+      if (SSL_SESSION_is_resumable(s)) {
+        if (sessions_.size() >= max_sessions && !sessions_.contains(c->origin)) {
+          sessions_.erase(sessions_.begin());
+        }
+        sessions_[c->origin] = std::make_shared<session_ref>(s);
+      } else {
+        SSL_SESSION_free(s);
+      }
+    }
+  }
+  idle_.push_back(std::move(c));
+  while (idle_.size() > cap) {
+    idle_.erase(idle_.begin());
+  }
 }
 
 asio::awaitable<result<unsigned>> segment_reader::get(
@@ -166,26 +267,18 @@ asio::awaitable<result<unsigned>> segment_reader::get(
   if (!pu) {
     co_return pu.err();
   }
-  if (pu->tls) {
-    // The console's own reader (a socket read by hand) has no TLS yet (issue 17).
-    co_return make_error(errc::invalid_argument,
-                         fmt::format("GET {}: the console reads segments over http:// only", url));
-  }
   http::request<http::empty_body> req{http::verb::get, pu->target, 11};
   req.set(http::field::host, fmt::format("{}:{}", pu->host, pu->port));
   req.set(http::field::user_agent, "vodgrid");
   auto exchange_deadline = steady::now() + opts_.exchange_timeout;
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::unique_ptr<connection> c;
-    bool pooled = false;
-    if (attempt == 0 && idle_ && idle_->origin == pu->origin() &&
-        steady::now() - idle_->since < max_idle_age) {
-      c = std::move(idle_);
-      pooled = true;
+    if (attempt == 0) {
+      c = take_idle(pu->origin());
     }
-    idle_.reset();
+    bool pooled = c != nullptr;
     if (!c) {
-      auto fresh = co_await connect(pu->origin(), pu->host, pu->port);
+      auto fresh = co_await connect(pu->origin(), pu->host, pu->port, pu->tls);
       if (!fresh) {
         co_return fresh.err();
       }
@@ -200,7 +293,13 @@ asio::awaitable<result<unsigned>> segment_reader::get(
                         fmt::format("GET {}: {} after {} bytes", url,
                                     timed_out ? "timed out" : ec.message(), got));
     };
-    auto [wec, wn] = co_await http::async_write(c->sock, req, use_tuple);
+    // (Each stream's call on its own line: no co_await inside a conditional expression, GCC 12.)
+    boost::system::error_code wec;
+    if (c->tls) {
+      std::tie(wec, std::ignore) = co_await http::async_write(*c->tls, req, use_tuple);
+    } else {
+      std::tie(wec, std::ignore) = co_await http::async_write(c->sock, req, use_tuple);
+    }
     if (wec || w.fired) {
       if (pooled && !w.fired) {
         w.stop();
@@ -211,7 +310,13 @@ asio::awaitable<result<unsigned>> segment_reader::get(
     http::response_parser<http::empty_body> head;
     head.body_limit(opts_.max_body);
     head.header_limit(64 * 1024);
-    auto [hec, hn] = co_await http::async_read_header(c->sock, c->buf, head, use_tuple);
+    boost::system::error_code hec;
+    size_t hn = 0;
+    if (c->tls) {
+      std::tie(hec, hn) = co_await http::async_read_header(*c->tls, c->buf, head, use_tuple);
+    } else {
+      std::tie(hec, hn) = co_await http::async_read_header(c->sock, c->buf, head, use_tuple);
+    }
     if (hec || w.fired) {
       if (pooled && !w.fired && hn == 0 &&
           (hec == http::error::end_of_stream || hec == asio::error::connection_reset)) {
@@ -245,10 +350,10 @@ asio::awaitable<result<unsigned>> segment_reader::get(
       uint64_t since_yield = 0;
       while (left > 0) {
         boost::system::error_code ec;
-        size_t n = c->sock.read_some(
-            asio::buffer(buffer_.data(),
-                         static_cast<size_t>(std::min<uint64_t>(buffer_.size(), left))),
-            ec);
+        auto into = asio::buffer(buffer_.data(),
+                                 static_cast<size_t>(std::min<uint64_t>(buffer_.size(), left)));
+        // TLS: a record at a time (up to 16 KiB); would_block when the next is not whole yet.
+        size_t n = c->tls ? c->tls->read_some(into, ec) : c->sock.read_some(into, ec);
         if (ec == asio::error::would_block || ec == asio::error::try_again) {
           since_yield = 0;
           auto [rec] = co_await c->sock.async_wait(tcp::socket::wait_read, use_tuple);
@@ -281,7 +386,14 @@ asio::awaitable<result<unsigned>> segment_reader::get(
       while (!body.is_done()) {
         body.get().body().data = window.data();
         body.get().body().size = window.size();
-        auto [rec, rn] = co_await http::async_read_some(c->sock, c->buf, body, use_tuple);
+        boost::system::error_code rec;
+        if (c->tls) {
+          std::tie(rec, std::ignore) =
+              co_await http::async_read_some(*c->tls, c->buf, body, use_tuple);
+        } else {
+          std::tie(rec, std::ignore) =
+              co_await http::async_read_some(c->sock, c->buf, body, use_tuple);
+        }
         size_t n = window.size() - body.get().body().size;
         if (n > 0) {
           w.last = steady::now();
@@ -299,8 +411,7 @@ asio::awaitable<result<unsigned>> segment_reader::get(
     }
     w.stop();
     if (keep_alive && c->buf.size() == 0) {
-      c->since = steady::now();
-      idle_ = std::move(c);
+      keep_idle(std::move(c));
     }
     co_return status;
   }
