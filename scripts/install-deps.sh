@@ -13,7 +13,7 @@ pkgs=(
   ffmpeg curl openssl python3 procps util-linux
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   systemd file iso-codes
-  chromium
+  chromium libnss3-tools
   prometheus
   iproute2
   patroni python3-etcd etcd-server etcd-client
@@ -26,6 +26,8 @@ pkgs=(
 # openssl: the command tls_test makes its CA and certificates with (libssl-dev does not bring it).
 # iproute2: ip and tc, the hosts and shaped links of the multi-host tests (tests/support/netns.h)
 # and scripts/netns-grid.
+# libnss3-tools: certutil, which puts a test CA in a temporary NSS database that the browser test's
+# Chromium trusts (tests/browser/lib.mjs, the hls.js test over HTTPS).
 # prometheus: promtool checks deploy/prometheus/ and prometheus_test runs its own server (free port,
 # storage in a temporary folder). Where systemd runs, the package also starts a system service on
 # :9090; the tests neither use nor disturb it.

@@ -2,6 +2,8 @@
 // puppeteer-core: tests/browser/*.mjs) plays programs through the edge director with hls.js on a
 // page of another origin. play.mjs: a program for 10 s, then on the director's watch page after
 // logging in with its form; no fatal hls.js error, and the bytes come from the edge's engines.
+// The same over HTTPS (issue 17): the grid's every daemon and the page of another origin on HTTPS,
+// Chromium trusting the test CA through an NSS database (certutil), every URL loaded https://.
 // abr.mjs: a ladder of three renditions on a throttled, then open link: down and up on segment
 // boundaries, no stall. tracks.mjs: two audio languages, both listed, the second selected and
 // played; subtitles listed and shown.
@@ -33,8 +35,9 @@ double body_bytes_sent(const std::string& url) {
   return r && std::regex_search(r->body, m, re) ? std::stod(m[1]) : -1;
 }
 
-TEST(Browser, ChromiumPlaysThroughTheEdgeFromAnotherOriginAndOnTheWatchPage) {
-  grid_fixture g({{"home", 2}, {"edge", 2, 100}}, {}, false, true);
+// play.mjs against the edge of a grid (over HTTPS when `tls`), asserting what its report says.
+void play_through_the_edge(bool tls) {
+  grid_fixture g({{"home", 2}, {"edge", 2, 100}}, {}, false, true, {}, tls);
   temp_dir src;
   make_sample(src.path(), 16, 2);
   auto in = g.ingest(src.path().string(), "film", "edge");
@@ -53,11 +56,29 @@ TEST(Browser, ChromiumPlaysThroughTheEdgeFromAnotherOriginAndOnTheWatchPage) {
     before += body_bytes_sent(g.engine_url(e));
   }
 
-  auto r = run({"/usr/bin/env", "node", VODGRID_BROWSER_DIR "/play.mjs", "--playlist", playlist,
-                "--watch", edge + "/watch/film", "--engines", engines, "--hls",
-                VODGRID_WEB_DIR "/node_modules/hls.js/dist/hls.min.js", "--user", "demo",
-                "--password", "demo", "--seconds", "10"},
-               std::chrono::seconds(150));
+  std::vector<std::string> argv{"/usr/bin/env",
+                                "node",
+                                VODGRID_BROWSER_DIR "/play.mjs",
+                                "--playlist",
+                                playlist,
+                                "--watch",
+                                edge + "/watch/film",
+                                "--engines",
+                                engines,
+                                "--hls",
+                                VODGRID_WEB_DIR "/node_modules/hls.js/dist/hls.min.js",
+                                "--user",
+                                "demo",
+                                "--password",
+                                "demo",
+                                "--seconds",
+                                "10"};
+  if (tls) {
+    ASSERT_EQ(edge.rfind("https://", 0), 0u);
+    argv.insert(argv.end(), {"--ca", g.ca().string(), "--cert", g.leaf_cert().string(), "--key",
+                             g.leaf_key().string()});
+  }
+  auto r = run(argv, std::chrono::seconds(150));
   ASSERT_EQ(r.status, 0) << "play.mjs: " << r.err << "\n" << r.out << "\n" << g.log_of("edge");
   auto report = boost::json::parse(r.out).as_object();
   auto& other = report.at("other_origin").as_object();
@@ -67,6 +88,16 @@ TEST(Browser, ChromiumPlaysThroughTheEdgeFromAnotherOriginAndOnTheWatchPage) {
   EXPECT_TRUE(watch.at("loggedIn").as_bool()) << r.out;
   EXPECT_GT(other.at("segments").as_int64(), 0) << r.out;
   EXPECT_GT(watch.at("segments").as_int64(), 0) << r.out;
+  EXPECT_EQ(report.at("failed").as_array().size(), 0u) << r.out;  // with --ca: every URL https
+  if (tls) {
+    EXPECT_EQ(other.at("page").as_string().subview().rfind("https://localhost:", 0), 0u) << r.out;
+    for (auto* o : {&other, &watch}) {
+      EXPECT_GT(o->at("https").to_number<double>(), 0) << r.out;  // responses, each https://
+      for (auto& e : o->at("engines").as_array()) {
+        EXPECT_EQ(e.as_string().subview().rfind("https://127.0.0.1:", 0), 0u) << r.out;
+      }
+    }
+  }
 
   // The segments' bytes came from the edge's engines (the home's only fill them).
   double after = 0;
@@ -76,6 +107,14 @@ TEST(Browser, ChromiumPlaysThroughTheEdgeFromAnotherOriginAndOnTheWatchPage) {
   double played = other.at("bytes").to_number<double>() + watch.at("bytes").to_number<double>();
   EXPECT_GT(played, 0) << r.out;
   EXPECT_GE(after - before, played) << r.out;
+}
+
+TEST(Browser, ChromiumPlaysThroughTheEdgeFromAnotherOriginAndOnTheWatchPage) {
+  play_through_the_edge(false);
+}
+
+TEST(Browser, ChromiumPlaysWithThePageAndTheMediaOnHttpsTrustingTheGridsCa) {
+  play_through_the_edge(true);
 }
 
 // Makes `out` with ffmpeg from lavfi sources: `inputs` are -i arguments, `extra` what follows

@@ -1,8 +1,10 @@
 // What the browser scripts share (play.mjs, abr.mjs, tracks.mjs, startup.mjs): their options,
 // Debian's chromium launched headless with puppeteer-core, a page of another origin served by
-// node's http module, and the record of every response a page received.
+// node's http (or https) module, and the record of every response a page received.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
@@ -31,13 +33,25 @@ export function parseArgs(argv, defaults, required) {
   return a;
 }
 
-// Headless chromium with a fresh profile; close() also removes the profile.
-export async function launchChromium(executablePath) {
+// Headless chromium with a fresh profile; close() also removes the profile. `ca` (a PEM file):
+// a CA Chromium trusts for servers, as an operator's machine would: put with certutil into the
+// NSS database of a temporary HOME (Chromium on Linux reads $HOME/.pki/nssdb), never by
+// --ignore-certificate-errors, so that the test sees the certificate chains verified.
+export async function launchChromium(executablePath, ca) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'vodgrid-chromium-'));
+  const env = { ...process.env };
+  if (ca) {
+    env.HOME = path.join(profile, 'home');
+    const nssdb = `sql:${path.join(env.HOME, '.pki', 'nssdb')}`;
+    fs.mkdirSync(path.join(env.HOME, '.pki', 'nssdb'), { recursive: true });
+    execFileSync('certutil', ['-N', '-d', nssdb, '--empty-password']);
+    execFileSync('certutil', ['-A', '-d', nssdb, '-n', 'vodgrid test CA', '-t', 'C,,', '-i', ca]);
+  }
   const browser = await puppeteer.launch({
     executablePath,
+    env,
     headless: true, // --headless
-    userDataDir: profile,
+    userDataDir: path.join(profile, 'chromium'),
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
            '--disable-background-networking', '--disable-component-update', '--disable-sync',
            '--autoplay-policy=no-user-gesture-required'],
@@ -58,10 +72,11 @@ export const blankPage = `<!doctype html><html><head><meta charset="utf-8"><titl
 
 // Serves hls.js at /hls.min.js and `pages` ({"/": html, ...}, the query ignored) on 127.0.0.1 at a
 // free port. Open it as http://localhost:PORT/: "localhost" against the grid's "127.0.0.1" is
-// another origin and another site.
-export function serveOtherOrigin(hlsFile, pages) {
+// another origin and another site. `tls` ({ cert, key }: PEM files for localhost): over HTTPS,
+// https://localhost:PORT/.
+export function serveOtherOrigin(hlsFile, pages, tls) {
   const js = fs.readFileSync(hlsFile);
-  const server = http.createServer((req, res) => {
+  const serve = (req, res) => {
     const p = req.url.split('?')[0];
     if (p === '/hls.min.js') {
       res.writeHead(200, { 'Content-Type': 'text/javascript' });
@@ -73,7 +88,10 @@ export function serveOtherOrigin(hlsFile, pages) {
       res.writeHead(404);
       res.end();
     }
-  });
+  };
+  const server = tls
+    ? https.createServer({ cert: fs.readFileSync(tls.cert), key: fs.readFileSync(tls.key) }, serve)
+    : http.createServer(serve);
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 

@@ -2,16 +2,22 @@
 // tests/browser_test.cc asks: first from a page of another origin (served here by node's http
 // module) with hls.js through the director's playlist and redirects, then through the director's
 // watch page, logging in with its form. Prints one JSON report; exits 0 when every check passed,
-// 1 with the failed checks on stderr, 2 on bad arguments.
+// 1 with the failed checks on stderr, 2 on bad arguments. With --ca (the grid on HTTPS, issue 17):
+// Chromium trusts that CA, the page of another origin is served over HTTPS too (--cert and --key,
+// a certificate for localhost), and every response either page received must be an https:// one.
 //
 //   node play.mjs --playlist URL --watch URL --engines http://h:p,... --hls FILE
 //                 [--user U --password P] [--seconds 10] [--chromium /usr/bin/chromium]
+//                 [--ca CA.pem --cert localhost.pem --key localhost.key]
 import { finish, launchChromium, parseArgs as parseOptions, recordResponses, segmentsFromEngines,
          serveOtherOrigin, sleep } from './lib.mjs';
 
 function parseArgs(argv) {
-  const a = parseOptions(argv, { seconds: 10, user: '', password: '' },
+  const a = parseOptions(argv, { seconds: 10, user: '', password: '', ca: '', cert: '', key: '' },
                          ['playlist', 'watch', 'engines', 'hls']);
+  if (a.ca && (!a.cert || !a.key)) {
+    throw new Error('--ca needs --cert and --key (the page of another origin is served over HTTPS)');
+  }
   a.seconds = Number(a.seconds);
   a.engines = a.engines.split(',').map((u) => new URL(u).origin);
   return a;
@@ -58,6 +64,21 @@ async function playFor(page, seconds, checks, label) {
   return { advanced, state: st };
 }
 
+// With --ca: every response a page received from the network came over https:// (mixed content
+// would be blocked anyway; the grid must not have named any). data: and blob: URLs (the player's
+// icons, the MediaSource) are the page's own, not fetched.
+function checkAllHttps(seen, a, label, checks) {
+  if (!a.ca) {
+    return;
+  }
+  const fetched = seen.filter((r) => !/^(data|blob):/.test(r.url));
+  const plain = fetched.filter((r) => !r.url.startsWith('https://')).map((r) => r.url);
+  if (plain.length > 0 || fetched.length === 0) {
+    checks.push(`${label}: not every response came over https: ${JSON.stringify(plain.slice(0, 8))}`);
+  }
+  return fetched.length;
+}
+
 function checkSegments(seen, engines, label, checks) {
   const fromEngines = segmentsFromEngines(seen, engines);
   const bytes = fromEngines.reduce((n, r) => n + r.bytes, 0);
@@ -81,16 +102,18 @@ function checkSegments(seen, engines, label, checks) {
 }
 
 async function otherOrigin(browser, a, checks) {
-  const server = await serveOtherOrigin(a.hls, { '/': otherPage });
+  const server = await serveOtherOrigin(a.hls, { '/': otherPage },
+                                        a.ca ? { cert: a.cert, key: a.key } : undefined);
   const port = server.address().port;
   try {
     const page = await browser.newPage();
     const seen = recordResponses(page);
     // "localhost" against the director's "127.0.0.1": another origin and another site.
-    const pageUrl = `http://localhost:${port}/?src=${encodeURIComponent(a.playlist)}`;
+    const pageUrl = `${a.ca ? 'https' : 'http'}://localhost:${port}/?src=${encodeURIComponent(a.playlist)}`;
     await page.goto(pageUrl, { waitUntil: 'load' });
     const play = await playFor(page, a.seconds, checks, 'other origin');
     const segs = checkSegments(seen, a.engines, 'other origin', checks);
+    const https = checkAllHttps(seen, a, 'other origin', checks);
     // A control endpoint of the same director, from this page: the browser must not get it.
     const control = new URL('/v1/engines', a.playlist).href;
     const controlRead = await page.evaluate(async (u) => {
@@ -105,7 +128,7 @@ async function otherOrigin(browser, a, checks) {
       checks.push(`other origin: the page could read the control endpoint ${control} (${controlRead})`);
     }
     await page.close();
-    return { page: pageUrl, advanced: play.advanced, levels: play.state?.levels,
+    return { page: pageUrl, https, advanced: play.advanced, levels: play.state?.levels,
              errors: play.state?.errors, ...segs, control: controlRead };
   } finally {
     server.close();
@@ -146,8 +169,9 @@ async function watchPage(browser, a, checks) {
     checks.push(`watch page: the rendition or bitrate is not shown: ${JSON.stringify(shown)}`);
   }
   const segs = checkSegments(seen, a.engines, 'watch page', checks);
+  const https = checkAllHttps(seen, a, 'watch page', checks);
   await page.close();
-  return { loggedIn, advanced: play.advanced, shown, player: play.state?.player,
+  return { loggedIn, https, advanced: play.advanced, shown, player: play.state?.player,
            stalls: play.state?.stalls, errors: play.state?.errors, ...segs };
 }
 
@@ -159,7 +183,7 @@ async function main() {
     console.error(`play.mjs: ${e.message}`);
     process.exit(2);
   }
-  const chromium = await launchChromium(a.chromium);
+  const chromium = await launchChromium(a.chromium, a.ca);
   const browser = chromium.browser;
   const checks = [];
   const report = {};

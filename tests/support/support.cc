@@ -27,6 +27,7 @@
 #include "auth/client.h"
 #include "auth/guard.h"
 #include "base/fs.h"
+#include "net/tls.h"
 
 #ifndef VODGRID_BINARY
 #define VODGRID_BINARY "vodgrid"
@@ -454,9 +455,35 @@ std::string station_fixture::log_of(const std::string& name) const {
   return t ? *t : std::string();
 }
 
+namespace {
+
+// A CA and one certificate of it for 127.0.0.1 and localhost, in `dir` (keys 0600).
+void make_test_certs(const std::filesystem::path& dir) {
+  constexpr const char* script = R"(set -e
+q() { "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; }
+key="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+q openssl req -x509 $key -keyout ca.key -out ca.crt -days 3 -subj /CN=vodgrid-test-ca
+q openssl req $key -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > leaf.cnf
+q openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -set_serial 0x$(openssl rand -hex 8) \
+  -days 2 -extfile leaf.cnf -out leaf.crt
+chmod 600 ca.key leaf.key
+)";
+  std::filesystem::create_directories(dir);
+  auto r = run({"/bin/bash", "-c", fmt::format("cd '{}' && {}", dir.string(), script)});
+  if (r.status != 0) {
+    throw std::runtime_error("test certificates: " + r.err);
+  }
+}
+
+}  // namespace
+
 grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string database,
-                           bool with_content, bool with_auth, replicas rep) {
+                           bool with_content, bool with_auth, replicas rep, bool tls) {
   int registries = rep.registries;
+  if (tls && (registries > 1 || rep.content_managers > 1)) {
+    throw std::invalid_argument("grid_fixture: tls with one registry and one content manager");
+  }
   grid_.registry = registry_config{
       {"127.0.0.1", free_port()},
       database.empty() ? "sqlite://" + (dir_.path() / "registry.db").string() : database};
@@ -504,6 +531,28 @@ grid_fixture::grid_fixture(std::vector<station_spec> stations, std::string datab
       s.engines.push_back(ec);
     }
     grid_.stations.push_back(s);
+  }
+  if (tls) {
+    make_test_certs(dir_.path() / "tls");
+    grid_.tls.ca = dir_.path() / "tls" / "ca.crt";
+    auto serve_tls = [&](listen_address& a) {
+      a.tls_cert = leaf_cert();
+      a.tls_key = leaf_key();
+    };
+    serve_tls(grid_.registry->listen);
+    if (grid_.content) {
+      serve_tls(grid_.content->listen);
+    }
+    if (grid_.auth) {
+      serve_tls(grid_.auth->listen);
+    }
+    for (auto& s : grid_.stations) {
+      serve_tls(s.director.listen);
+      for (auto& e : s.engines) {
+        serve_tls(e.listen);
+      }
+    }
+    net::set_default_tls_ca(grid_.tls.ca);  // this process's http() reads the daemons
   }
   config_file_ = dir_.path() / "grid.toml";
   if (!write_file_durably(config_file_, grid_.to_toml())) {
@@ -629,6 +678,10 @@ run_result grid_fixture::ingest(const std::string& source, const std::string& id
   // the source's (renditions_test ingests ladders on its own).
   std::vector<std::string> argv{vodgrid_binary(), "ingest", source,   "--title",      "Test " + id,
                                 "--id",           id,       "--grid", registry_url(), "--remux"};
+  if (!ca().empty()) {
+    // A CLI command given only --grid trusts a private CA through OpenSSL's SSL_CERT_FILE.
+    argv.insert(argv.begin(), {"/usr/bin/env", "SSL_CERT_FILE=" + ca().string()});
+  }
   if (!stations.empty()) {
     argv.push_back("--stations");
     argv.push_back(stations);

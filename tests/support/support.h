@@ -169,12 +169,21 @@ class grid_fixture {
   // with_content: a content manager too (SQLite catalog), started last, named "content".
   // with_auth: an auth server (demo accounts), started first; every daemon provisioned.
   using replicas = grid_replicas;
+  // tls: every daemon serves HTTPS with one certificate (127.0.0.1 and localhost) of a test CA
+  // (ca()), [tls] ca names it, and this process's clients and `ingest` trust it (not with
+  // several registries or content managers).
   explicit grid_fixture(std::vector<station_spec> stations, std::string database = {},
-                        bool with_content = false, bool with_auth = false, replicas r = {});
+                        bool with_content = false, bool with_auth = false, replicas r = {},
+                        bool tls = false);
   ~grid_fixture();
 
   const grid_config& config() const { return grid_; }
   const std::filesystem::path& data() const { return dir_.path(); }
+  // tls: the CA (PEM), and the certificate and key every daemon serves (for 127.0.0.1 and
+  // localhost), e.g. for a test's own HTTPS server.
+  const std::filesystem::path& ca() const { return grid_.tls.ca; }
+  std::filesystem::path leaf_cert() const { return dir_.path() / "tls" / "leaf.crt"; }
+  std::filesystem::path leaf_key() const { return dir_.path() / "tls" / "leaf.key"; }
   std::string registry_url() const { return grid_.registry->listen.url(); }
   // The i-th registry daemon's URL (0: "registry", 1: "registry-2", ...).
   std::string registry_url(size_t i) const { return grid_.registry->client_urls().at(i); }
