@@ -1,6 +1,10 @@
 // Unit tests pinning the choices of the registry's cost model (claim 15).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <string>
+#include <vector>
+
 #include "registry/cost.h"
 
 namespace vodgrid::registry {
@@ -72,6 +76,36 @@ TEST(CostModel, BreakdownAddsUp) {
   EXPECT_NEAR(b.latency_seconds, 4 * 2 * 3000 / 200000.0, 1e-12);
   EXPECT_DOUBLE_EQ(b.load_factor, 2);
   EXPECT_NEAR(b.cost, (b.transfer_seconds + b.latency_seconds) * 2, 1e-12);
+}
+
+TEST(CostModel, CheapestIsTheFirstOfTheRanking) {
+  // Sources with equal costs (ties go to the first given), NaN loads (last), stations down and the
+  // seeker itself: cheapest names the source rank_positions puts first, with the same breakdown.
+  std::vector<station_inputs> sources;
+  for (int i = 0; i < 40; ++i) {
+    auto s = st("s" + std::to_string(i), (i * 37) % 5 * 1000.0, i % 3 == 0 ? 100 : 1000,
+                i % 7 == 0 ? std::nan("") : (i % 4) * 0.2);
+    s.up = i % 11 != 5;
+    s.home = i == 3;
+    sources.push_back(s);
+  }
+  auto seeker = sources[9];
+  cost_model m;
+  for (size_t n = 0; n <= sources.size(); ++n) {
+    std::vector<station_inputs> first(sources.begin(), sources.begin() + n);
+    auto ranked = m.rank_positions(first, seeker, two_mb);
+    auto best = m.cheapest(
+        n, [&](size_t i) -> const station_inputs& { return first[i]; }, seeker, two_mb);
+    ASSERT_EQ(best.has_value(), !ranked.empty()) << n;
+    if (best) {
+      EXPECT_EQ(best->first, ranked.front().first) << n;
+      double a = best->second.cost, b = ranked.front().second.cost;
+      EXPECT_TRUE(a == b || (std::isnan(a) && std::isnan(b))) << n;
+    }
+  }
+  // All down, or only the seeker: none.
+  EXPECT_FALSE(m.cheapest(
+      1, [&](size_t) -> const station_inputs& { return seeker; }, seeker, two_mb));
 }
 
 }  // namespace

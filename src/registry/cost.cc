@@ -39,12 +39,9 @@ std::vector<std::pair<size_t, cost_breakdown>> cost_model::rank_positions(
     }
   }
   // Cheapest first, ties in the order given: a sort by (cost, position) is that stable order
-  // without stable_sort's temporary buffer (a malloc per lookup; the simulation ranks millions).
-  // A NaN cost (a NaN load) goes last: std::sort needs a strict weak order.
-  auto key = [](double c) { return std::isnan(c) ? HUGE_VAL : c; };
-  std::sort(out.begin(), out.end(), [&](auto& a, auto& b) {
-    double x = key(a.second.cost), y = key(b.second.cost);
-    return x != y ? x < y : a.first < b.first;
+  // without stable_sort's temporary buffer (a malloc per lookup).
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) {
+    return ranks_before(a.second.cost, a.first, b.second.cost, b.first);
   });
   return out;
 }

@@ -4,6 +4,7 @@
 // docs/registry.md with worked examples.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -49,6 +50,32 @@ struct cost_model {
   std::vector<std::pair<size_t, cost_breakdown>> rank_positions(
       const std::vector<station_inputs>& sources, const station_inputs& seeker,
       uint64_t segment_bytes) const;
+  // The source rank would put first, and its cost, without ranking the rest or copying a source:
+  // the simulation needs only the first, millions of times. `source(i)` gives the i-th of `n`
+  // sources' inputs (a const reference). nullopt: none is up but the seeker.
+  template <class Source>
+  std::optional<std::pair<size_t, cost_breakdown>> cheapest(size_t n, Source&& source,
+                                                            const station_inputs& seeker,
+                                                            uint64_t segment_bytes) const {
+    std::optional<std::pair<size_t, cost_breakdown>> best;
+    for (size_t i = 0; i < n; ++i) {
+      const station_inputs& s = source(i);
+      if (s.up && s.name != seeker.name) {
+        auto b = cost(s, seeker, segment_bytes);
+        if (!best || ranks_before(b.cost, i, best->second.cost, best->first)) {
+          best.emplace(i, b);
+        }
+      }
+    }
+    return best;
+  }
+  // The ranking's order: cheapest first, ties in the order given (position), a NaN cost (a NaN
+  // load) last, so that it is a strict weak order.
+  static bool ranks_before(double cost_a, size_t position_a, double cost_b, size_t position_b) {
+    double x = std::isnan(cost_a) ? HUGE_VAL : cost_a;
+    double y = std::isnan(cost_b) ? HUGE_VAL : cost_b;
+    return x != y ? x < y : position_a < position_b;
+  }
 };
 
 }  // namespace vodgrid::registry

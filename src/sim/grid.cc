@@ -41,6 +41,7 @@ grid_sim::grid_sim(const options& o, const world& w)
       lookups_per_segment_(static_cast<uint64_t>(
           std::max(1.0, std::round(o.segment_seconds / o.packager_segment_seconds)))) {
   stations_.resize(w.stations.size());
+  inputs_.resize(w.stations.size());
   places_.resize(w.stations.size());
   any_program_ = *program_id::parse("p");
   for (size_t i = 0; i < stations_.size(); ++i) {
@@ -48,17 +49,19 @@ grid_sim::grid_sim(const options& o, const world& w)
     auto& spec = w.stations[i];
     places_[i] = {spec.x_km, spec.y_km, spec.uplink_bits_per_second};
     s.spec = &spec;
-    s.inputs.name = spec.name;
-    s.inputs.home = spec.home;
-    s.inputs.x_km = spec.x_km;
-    s.inputs.y_km = spec.y_km;
-    s.inputs.uplink_bits_per_second = static_cast<uint64_t>(spec.uplink_bits_per_second);
+    auto& in = inputs_[i];
+    in.name = spec.name;
+    in.home = spec.home;
+    in.x_km = spec.x_km;
+    in.y_km = spec.y_km;
+    in.uplink_bits_per_second = static_cast<uint64_t>(spec.uplink_bits_per_second);
     s.first_engine = static_cast<uint32_t>(engines_.size());
     for (uint32_t e = 0; e < o.engines; ++e) {
       sim_engine en;
       en.station = static_cast<uint16_t>(i);
       en.entry.name = *engine_id::parse(fmt::format("{}-{}", spec.name, e + 1));
       en.entry.epoch = 1;
+      en.entry.sent = no_consoles_sent_;
       en.entry.load.max_streams = o.max_streams;
       // The home holds every program whole: it is not held to a budget here.
       en.entry.load.max_disk_bytes = spec.home ? 0 : o.max_disk_bytes;
@@ -444,16 +447,14 @@ void grid_sim::evict(uint32_t engine, uint32_t seg, double now) {
   location_report(en.station, now);
 }
 
-// The registry's candidates for a lookup, into scratch_: every holder (the home last) when there
+// The registry's candidates for a lookup, into scratch_ids_: every holder (the home last) when there
 // are at most `candidates`; else the nearest half and the best connected half.
 void grid_sim::gather_candidates(uint16_t seeker, uint32_t seg) {
-  scratch_.clear();
   scratch_ids_.clear();
   ++stamp_now_;
   auto add = [&](uint16_t i) {
     if (i != seeker && stamp_[i] != stamp_now_) {
       stamp_[i] = stamp_now_;
-      scratch_.push_back(stations_[i].inputs);
       scratch_ids_.push_back(i);
     }
   };
@@ -548,11 +549,14 @@ std::optional<uint16_t> grid_sim::pick_source(uint16_t seeker, uint32_t seg, dou
     return best;
   }
   gather_candidates(seeker, seg);
-  auto ranked = o_.costs.rank_positions(scratch_, stations_[seeker].inputs, packager_bytes_);
-  if (ranked.empty()) {
+  auto best = o_.costs.cheapest(
+      scratch_ids_.size(),
+      [&](size_t k) -> const registry::station_inputs& { return inputs_[scratch_ids_[k]]; },
+      inputs_[seeker], packager_bytes_);
+  if (!best) {
     return std::nullopt;
   }
-  return scratch_ids_[ranked.front().first];
+  return scratch_ids_[best->first];
 }
 
 // A copy from station `source` into engine `engine` of `seeker`: at the source's uplink shared
@@ -565,7 +569,7 @@ bool grid_sim::start_copy(uint16_t seeker, uint32_t seg, uint32_t engine, uint16
   // Links are taken as symmetric: the seeker's link also bounds what it receives.
   double rate = std::min(src.spec->uplink_bits_per_second / (src.copies_out + 1),
                          dst.spec->uplink_bits_per_second / (dst.copies_in + 1));
-  auto b = o_.costs.cost(src.inputs, stations_[seeker].inputs, packager_bytes_);
+  auto b = o_.costs.cost(inputs_[source], inputs_[seeker], packager_bytes_);
   double seconds = static_cast<double>(bytes_) * 8 / rate + b.latency_seconds;
   uint32_t id;
   if (!free_copies_.empty()) {
@@ -578,7 +582,7 @@ bool grid_sim::start_copy(uint16_t seeker, uint32_t seg, uint32_t engine, uint16
   copies_[id] = {seg, source, seeker, engine, rate, now, prefetch};
   ++src.copies_out;
   ++dst.copies_in;
-  src.inputs.sending_bits_per_second += static_cast<uint64_t>(rate);
+  inputs_[source].sending_bits_per_second += static_cast<uint64_t>(rate);
   auto& en = engines_[engine];
   en.held[seg] = held_copy{now, 0, false};
   en.entry.load.used_bytes += bytes_;
@@ -602,9 +606,10 @@ void grid_sim::copy_done(uint32_t id, double now) {
   --src.copies_out;
   --stations_[c.to].copies_in;
   auto rate = static_cast<uint64_t>(c.bits_per_second);
-  src.inputs.sending_bits_per_second -= std::min(rate, src.inputs.sending_bits_per_second);
+  auto& in = inputs_[c.from];
+  in.sending_bits_per_second -= std::min(rate, in.sending_bits_per_second);
   // The measured throughput of copies from it (the directors' copy samples), smoothed.
-  double& measured = src.inputs.copy_bits_per_second;
+  double& measured = in.copy_bits_per_second;
   measured = measured == 0 ? c.bits_per_second : 0.8 * measured + 0.2 * c.bits_per_second;
   auto& en = engines_[c.engine];
   auto& arrived = en.held[c.segment];
@@ -761,7 +766,7 @@ void grid_sim::sync_load(uint32_t engine) {
   auto& en = engines_[engine];
   en.entry.load.bytes_per_second = uint64_t{en.entry.load.active_streams} * o_.bits_per_second / 8;
   auto& st = stations_[en.station];
-  st.inputs.load =
+  inputs_[en.station].load =
       static_cast<double>(st.streams) / (static_cast<double>(o_.engines) * o_.max_streams);
 }
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -52,7 +53,6 @@ struct holding {
 
 struct sim_station {
   const station_spec* spec = nullptr;
-  registry::station_inputs inputs;  // what the registry knows of it: the cost model's input
   uint32_t first_engine = 0;
   uint32_t streams = 0;
   uint32_t peak_streams = 0;
@@ -154,6 +154,14 @@ class grid_sim {
   uint64_t packager_bytes_;       // what the cost model prices: one packager segment
   uint64_t lookups_per_segment_;  // the packager segments a simulated one stands for
   std::vector<sim_station> stations_;
+  // Per station what the registry knows of it, the cost model's input: apart from the stations'
+  // other state, so that a lookup's ranking reads a hundred kilobytes that stay in the cache, not
+  // a line of each station's record.
+  std::vector<registry::station_inputs> inputs_;
+  // The consoles sent to each engine since its heartbeat, which the director's rules read
+  // (assigned_now): never any here, so one counter for every engine, which stays in the cache.
+  std::shared_ptr<director::sent_counter> no_consoles_sent_ =
+      std::make_shared<director::sent_counter>();
   std::vector<sim_engine> engines_;
   // Per segment: the stations other than the home that hold it whole, and, once it has had more
   // than scan_limit of them, 1 + the index of the same as a bit per station in dense_holders_
@@ -195,8 +203,7 @@ class grid_sim {
   std::vector<uint32_t> registry_per_second_;
   std::vector<uint32_t> stamp_;  // candidate dedup
   uint32_t stamp_now_ = 0;
-  std::vector<registry::station_inputs> scratch_;  // a lookup's candidates, for the ranking
-  std::vector<uint16_t> scratch_ids_;              // and their stations
+  std::vector<uint16_t> scratch_ids_;  // a lookup's candidates, for the ranking
   std::vector<director::candidate> candidates_;
   uint64_t prefetch_total_ = 0;  // queue length of each station's distribution
   uint64_t sessions_now_ = 0;
