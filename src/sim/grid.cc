@@ -129,7 +129,7 @@ grid_sim::dense_test grid_sim::whole_holders(uint32_t seg) const {
 holding grid_sim::holding_of(uint16_t station, uint32_t seg) const {
   auto& s = stations_[station];
   if (s.spec->home) {
-    return {static_cast<uint16_t>((1u << o_.engines) - 1), 0};
+    return {static_cast<uint16_t>((1u << o_.engines) - 1), 0, no_copies};
   }
   auto it = s.holds.find(seg);
   return it == s.holds.end() ? holding{} : it->second;
@@ -166,12 +166,14 @@ void grid_sim::segment_end(uint32_t session, double now) {
   if (e != no_engine) {
     auto& en = engines_[e];
     --en.entry.load.active_streams;
-    --stations_[en.station].streams;
-    if (auto it = en.held.find(s.segment); it != en.held.end()) {
-      --it->second.streams;
+    auto& st = stations_[en.station];
+    --st.streams;
+    if (s.copy != no_copies) {
+      --st.copies[s.copy].streams;  // streamed, so not evicted: still the same copy
     }
     sync_load(e);
     s.engine = no_engine;
+    s.copy = no_copies;
   }
   if (++s.watched >= s.segments) {
     --sessions_now_;
@@ -285,19 +287,25 @@ void grid_sim::attach(uint32_t session, uint32_t engine, uint32_t seg, double no
   en.peak_streams = std::max(en.peak_streams, en.entry.load.active_streams);
   ++st.streams;
   st.peak_streams = std::max(st.peak_streams, st.streams);
+  uint32_t place = no_copies;
   if (!st.spec->home) {
-    if (auto it = en.held.find(seg); it != en.held.end()) {
-      ++it->second.streams;
-      if (it->second.last_used != now) {
-        it->second.last_used = now;
-        if (it->second.whole) {
-          used(en, seg, now);
+    // The caller has just looked the holding up: this look-up finds it in the cache.
+    auto h = holding_of(en.station, seg);
+    uint32_t bit = engine - st.first_engine;
+    if (((h.whole | h.filling) >> bit & 1) != 0) {
+      place = h.copies + bit;
+      auto& c = st.copies[place];
+      ++c.streams;
+      if (c.last_used != now) {
+        c.last_used = now;
+        if ((h.whole >> bit & 1) != 0) {
+          used(engine, seg, now);
         }
       }
     }
   }
   sessions_[session].engine = engine;
-  sessions_[session].segment = seg;
+  sessions_[session].copy = place;
   sync_load(engine);
 }
 
@@ -322,7 +330,7 @@ std::optional<uint32_t> grid_sim::choose_receiver(uint16_t station, uint32_t seg
     if (need_room && !r.room) {
       continue;
     }
-    size_t count = e.held.size();
+    size_t count = e.held;
     bool better =
         !best || (r.room && !best_rank.room) ||
         (r.room == best_rank.room &&
@@ -350,7 +358,7 @@ bool grid_sim::make_room(uint32_t engine, double now) {
   }
   uint64_t over =
       engine::bytes_over_budget(space(), bytes_ + l.max_disk_bytes / 20, l.max_disk_bytes);
-  gather_eviction_candidates(en, over);
+  gather_eviction_candidates(engine, over);
   auto offer = engine::eviction_offer(std::move(eviction_scratch_), over);
   uint64_t freed = 0;
   uint16_t st = en.station;
@@ -381,7 +389,8 @@ bool grid_sim::make_room(uint32_t engine, double now) {
 // Each candidate's key names the simulation's global segment number in its index, under one
 // program name: eviction_offer orders by last use alone and returns the keys it offers, so the
 // offer is the same, without looking up a program and copying its name per candidate.
-void grid_sim::gather_eviction_candidates(sim_engine& en, uint64_t over) {
+void grid_sim::gather_eviction_candidates(uint32_t engine, uint64_t over) {
+  auto& en = engines_[engine];
   uint64_t want = 4 * over + (16u << 20);
   uint64_t gathered = 0;
   uint32_t pass = ++en.passes;
@@ -391,14 +400,13 @@ void grid_sim::gather_eviction_candidates(sim_engine& en, uint64_t over) {
     size_t kept = 0, next = 0;
     for (; next < q->size() && gathered < want; ++next) {
       auto [t, seg] = (*q)[next];
-      auto it = en.held.find(seg);
-      if (it == en.held.end() || it->second.last_used != t || !it->second.whole ||
-          it->second.gathered == pass) {
+      auto* c = whole_copy(engine, seg);
+      if (!c || c->last_used != t || c->gathered == pass) {
         continue;  // gone (or gone and arriving again), used since, or met already
       }
-      it->second.gathered = pass;
+      c->gathered = pass;
       (*q)[kept++] = (*q)[next];
-      bool streaming = it->second.streams > 0;
+      bool streaming = c->streams > 0;
       eviction_scratch_.push_back(
           {segment_key{any_program_, segment_index{seg}}, bytes_, at(t), streaming});
       gathered += streaming ? 0 : bytes_;
@@ -413,7 +421,8 @@ void grid_sim::gather_eviction_candidates(sim_engine& en, uint64_t over) {
 // others' and goes in its place). Copies still arriving are in neither queue: an engine filling
 // up with copies from slow links would otherwise be walked through them at every pass. The uses
 // past their time are dropped once they outnumber the copies held twice over.
-void grid_sim::used(sim_engine& en, uint32_t seg, double when) {
+void grid_sim::used(uint32_t engine, uint32_t seg, double when) {
+  auto& en = engines_[engine];
   auto& q = when == 0 ? en.never_used : en.uses;
   if (q.empty() || q.back().first <= when) {
     q.push_back({when, seg});
@@ -422,24 +431,22 @@ void grid_sim::used(sim_engine& en, uint32_t seg, double when) {
                               [](double t, const use& u) { return t < u.first; }),
              use{when, seg});
   }
-  if (q.size() <= 2 * en.held.size() + 1024) {
+  if (q.size() <= 2 * size_t{en.held} + 1024) {
     return;
   }
   uint32_t pass = ++en.passes;
   std::erase_if(q, [&](const use& u) {
-    auto it = en.held.find(u.second);
-    if (it == en.held.end() || it->second.last_used != u.first || !it->second.whole ||
-        it->second.gathered == pass) {
+    auto* c = whole_copy(engine, u.second);
+    if (!c || c->last_used != u.first || c->gathered == pass) {
       return true;
     }
-    it->second.gathered = pass;
+    c->gathered = pass;
     return false;
   });
 }
 
 void grid_sim::evict(uint32_t engine, uint32_t seg, double now) {
   auto& en = engines_[engine];
-  en.held.erase(seg);
   en.entry.load.used_bytes -= bytes_;
   en.entry.load.free_bytes += bytes_;
   ++out_.evictions;
@@ -447,8 +454,8 @@ void grid_sim::evict(uint32_t engine, uint32_t seg, double now) {
   location_report(en.station, now);
 }
 
-// The registry's candidates for a lookup, into scratch_ids_: every holder (the home last) when there
-// are at most `candidates`; else the nearest half and the best connected half.
+// The registry's candidates for a lookup, into scratch_ids_: every holder (the home last) when
+// there are at most `candidates`; else the nearest half and the best connected half.
 void grid_sim::gather_candidates(uint16_t seeker, uint32_t seg) {
   scratch_ids_.clear();
   ++stamp_now_;
@@ -584,10 +591,9 @@ bool grid_sim::start_copy(uint16_t seeker, uint32_t seg, uint32_t engine, uint16
   ++dst.copies_in;
   inputs_[source].sending_bits_per_second += static_cast<uint64_t>(rate);
   auto& en = engines_[engine];
-  en.held[seg] = held_copy{now, 0, false};
+  set_holding(seeker, seg, engine, false, true)->last_used = now;
   en.entry.load.used_bytes += bytes_;
   en.entry.load.free_bytes -= bytes_;
-  set_holding(seeker, seg, engine, false, true);
   location_report(seeker, now);
   ++out_.copies_between_stations;
   out_.bytes_between_stations += bytes_;
@@ -611,11 +617,8 @@ void grid_sim::copy_done(uint32_t id, double now) {
   // The measured throughput of copies from it (the directors' copy samples), smoothed.
   double& measured = in.copy_bits_per_second;
   measured = measured == 0 ? c.bits_per_second : 0.8 * measured + 0.2 * c.bits_per_second;
-  auto& en = engines_[c.engine];
-  auto& arrived = en.held[c.segment];
-  arrived.whole = true;
-  used(en, c.segment, arrived.last_used);
-  arrived_whole(c.to, c.segment, c.engine);
+  auto& arrived = arrived_whole(c.to, c.segment, c.engine);
+  used(c.engine, c.segment, arrived.last_used);
   location_report(c.to, now);
   place(c.to, c.segment, now);
   if (c.prefetch) {
@@ -637,11 +640,10 @@ bool grid_sim::local_copy(uint16_t station, uint32_t seg, bool need_room, double
     return false;
   }
   auto& en = engines_[*recv];
-  en.held[seg] = held_copy{0, 0, true};
-  used(en, seg, 0);
+  set_holding(station, seg, *recv, true, true);
+  used(*recv, seg, 0);
   en.entry.load.used_bytes += bytes_;
   en.entry.load.free_bytes -= bytes_;
-  set_holding(station, seg, *recv, true, true);
   location_report(station, now);
   out_.bytes_within_stations += bytes_;
   return true;
@@ -692,33 +694,72 @@ void grid_sim::prefetch(uint16_t station, double now) {
 
 // --- Bookkeeping ------------------------------------------------------------------------------
 
-void grid_sim::set_holding(uint16_t station, uint32_t seg, uint32_t engine, bool whole, bool on) {
+held_copy* grid_sim::set_holding(uint16_t station, uint32_t seg, uint32_t engine, bool whole,
+                                 bool on) {
   auto& s = stations_[station];
-  auto bit = static_cast<uint16_t>(1u << (engine - s.first_engine));
+  uint32_t b = engine - s.first_engine;
+  auto bit = static_cast<uint16_t>(1u << b);
   auto& h = s.holds[seg];
+  if (h.copies == no_copies) {
+    // A place for the segment's copies: one left by a segment no longer held, else a new one.
+    if (!s.free_copies.empty()) {
+      h.copies = s.free_copies.back();
+      s.free_copies.pop_back();
+    } else {
+      h.copies = static_cast<uint32_t>(s.copies.size());
+      s.copies.resize(s.copies.size() + o_.engines);
+    }
+  }
   bool had = h.whole != 0;
+  bool held_before = ((h.whole | h.filling) & bit) != 0;
   auto& mask = whole ? h.whole : h.filling;
   mask = on ? static_cast<uint16_t>(mask | bit) : static_cast<uint16_t>(mask & ~bit);
   bool has = h.whole != 0;
+  bool held_after = ((h.whole | h.filling) & bit) != 0;
+  auto& count = engines_[engine].held;
+  count = count + (held_after ? 1 : 0) - (held_before ? 1 : 0);
+  held_copy* c = nullptr;
+  if (on) {
+    c = &s.copies[h.copies + b];
+    *c = held_copy{};
+  }
   if ((h.whole | h.filling) == 0) {
+    s.free_copies.push_back(h.copies);
     s.holds.erase(seg);
   }
   if (had != has) {
     whole_holder_changed(station, seg, has);
   }
+  return c;
 }
 
-// set_holding(filling, off) then (whole, on), in one look-up: the engine's copy has arrived.
-void grid_sim::arrived_whole(uint16_t station, uint32_t seg, uint32_t engine) {
+// set_holding(filling, off) then (whole, on), in one look-up: the engine's copy has arrived. Its
+// held_copy as it was while it arrived.
+held_copy& grid_sim::arrived_whole(uint16_t station, uint32_t seg, uint32_t engine) {
   auto& s = stations_[station];
-  auto bit = static_cast<uint16_t>(1u << (engine - s.first_engine));
+  uint32_t b = engine - s.first_engine;
+  auto bit = static_cast<uint16_t>(1u << b);
   auto& h = s.holds[seg];
   bool had = h.whole != 0;
   h.filling = static_cast<uint16_t>(h.filling & ~bit);
   h.whole = static_cast<uint16_t>(h.whole | bit);
+  auto& c = s.copies[h.copies + b];
   if (!had) {
     whole_holder_changed(station, seg, true);
   }
+  return c;
+}
+
+// The engine's whole copy of `seg`, or null (none, or still arriving).
+held_copy* grid_sim::whole_copy(uint32_t engine, uint32_t seg) {
+  auto& en = engines_[engine];
+  auto& s = stations_[en.station];
+  uint32_t b = engine - s.first_engine;
+  auto it = s.holds.find(seg);
+  if (it == s.holds.end() || (it->second.whole >> b & 1) == 0) {
+    return nullptr;
+  }
+  return &s.copies[it->second.copies + b];
 }
 
 // The registry's holders: stations with a whole copy.

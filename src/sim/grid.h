@@ -23,10 +23,10 @@ namespace vodgrid::sim {
 
 constexpr uint32_t max_engines = 16;  // engines of a station: a bit each in a holding's masks
 
+// One engine's copy of a segment (whole or still arriving: the station's holding says which).
 struct held_copy {
   double last_used = 0;  // 0: never asked for (eviction offers it first)
   uint32_t streams = 0;
-  bool whole = false;     // false: still arriving
   uint32_t gathered = 0;  // the make_room pass that last took it as a candidate
 };
 
@@ -38,17 +38,21 @@ struct sim_engine {
   uint16_t station = 0;
   uint32_t peak_streams = 0;
   director::engine_entry entry;  // what the director's rules read: load, limits, disk
-  boost::unordered_flat_map<uint32_t, held_copy> held;
+  uint32_t held = 0;             // copies it holds or receives
   // Its whole copies' uses, oldest first: never asked for, then the others by last use (the
   // simulated clock only goes on). make_room reads the oldest from here rather than every copy.
   std::deque<use> never_used, uses;
   uint32_t passes = 0;  // make_room passes
 };
 
-// Which engines of a station hold a segment whole, and which are receiving it.
+constexpr uint32_t no_copies = UINT32_MAX;
+
+// Which engines of a station hold a segment whole, which are receiving it, and where their copies
+// are: `copies` + (engine's bit) in the station's copies.
 struct holding {
   uint16_t whole = 0;
   uint16_t filling = 0;
+  uint32_t copies = no_copies;
 };
 
 struct sim_station {
@@ -60,6 +64,11 @@ struct sim_station {
   uint32_t copies_in = 0;   // copies it is receiving from other stations
   uint64_t rotation = 0;    // choose_engine's tie breaker
   boost::unordered_flat_map<uint32_t, holding> holds;
+  // The copies of each segment it holds, one per engine, in the same place: the holding names
+  // them, and a console's session keeps its copy's place (no look-up when its segment ends).
+  // Places of segments no longer held are reused.
+  std::vector<held_copy> copies;
+  std::vector<uint32_t> free_copies;
   uint32_t prefetch_next = 0;  // position in the distribution's queue
   uint32_t prefetch_workers = 0;
   int64_t last_report_slot = -1;  // the registry link's last report, in 250 ms slots
@@ -79,7 +88,7 @@ struct copy_in_flight {
 struct sim_session {
   uint32_t engine = UINT32_MAX;  // the engine streaming to it, or none
   uint32_t first_segment = 0;    // its program's first segment's global number
-  uint32_t segment = 0;          // the segment streaming
+  uint32_t copy = no_copies;     // the copy streaming, in its station's copies (none at the home)
   uint16_t station = 0;
   uint16_t watched = 0;
   uint16_t segments = 1;  // how many it watches
@@ -124,12 +133,13 @@ class grid_sim {
   tier serve(uint32_t session, uint32_t seg, double now);
   std::optional<uint32_t> choose_console_engine(uint16_t station, uint32_t seg, uint16_t mask);
   void attach(uint32_t session, uint32_t engine, uint32_t seg, double now);
+  held_copy* whole_copy(uint32_t engine, uint32_t seg);
 
   // Copies.
   std::optional<uint32_t> choose_receiver(uint16_t station, uint32_t seg, bool need_room);
   bool make_room(uint32_t engine, double now);
-  void used(sim_engine& en, uint32_t seg, double when);
-  void gather_eviction_candidates(sim_engine& en, uint64_t over);
+  void used(uint32_t engine, uint32_t seg, double when);
+  void gather_eviction_candidates(uint32_t engine, uint64_t over);
   void evict(uint32_t engine, uint32_t seg, double now);
   std::optional<uint16_t> pick_source(uint16_t seeker, uint32_t seg, double now);
   void gather_candidates(uint16_t seeker, uint32_t seg);
@@ -141,8 +151,9 @@ class grid_sim {
   void prefetch(uint16_t station, double now);
 
   // Bookkeeping.
-  void set_holding(uint16_t station, uint32_t seg, uint32_t engine, bool whole, bool on);
-  void arrived_whole(uint16_t station, uint32_t seg, uint32_t engine);
+  // The engine's copy of `seg` turned on or off (whole, or arriving); on: its held_copy, reset.
+  held_copy* set_holding(uint16_t station, uint32_t seg, uint32_t engine, bool whole, bool on);
+  held_copy& arrived_whole(uint16_t station, uint32_t seg, uint32_t engine);
   void whole_holder_changed(uint16_t station, uint32_t seg, bool has);
   void location_report(uint16_t station, double now);
   void registry_request(double now, uint64_t n = 1);
