@@ -427,9 +427,23 @@ void grid_sim::used(uint32_t engine, uint32_t seg, double when) {
   if (q.empty() || q.back().first <= when) {
     q.push_back({when, seg});
   } else {
-    q.insert(std::upper_bound(q.begin(), q.end(), when,
-                              [](double t, const use& u) { return t < u.first; }),
-             use{when, seg});
+    // After every use up to `when`: std::upper_bound's place, searched from the back in doubling
+    // steps, since an arriving copy's last use is minutes old, near the back of thousands.
+    size_t hi = q.size() - 1;  // q[hi] is later than `when`
+    size_t lo = 0;
+    for (size_t step = 1; hi > 0; step *= 2) {
+      size_t probe = hi > step ? hi - step : 0;
+      if (q[probe].first <= when) {
+        lo = probe + 1;
+        break;
+      }
+      hi = probe;
+    }
+    auto first = q.begin() + static_cast<std::ptrdiff_t>(lo);
+    auto last = q.begin() + static_cast<std::ptrdiff_t>(hi);
+    q.insert(
+        std::upper_bound(first, last, when, [](double t, const use& u) { return t < u.first; }),
+        use{when, seg});
   }
   if (q.size() <= 2 * size_t{en.held} + 1024) {
     return;

@@ -41,7 +41,9 @@ struct sim_engine {
   uint32_t held = 0;             // copies it holds or receives
   // Its whole copies' uses, oldest first: never asked for, then the others by last use (the
   // simulated clock only goes on). make_room reads the oldest from here rather than every copy.
-  std::deque<use> never_used, uses;
+  // Vectors: the uses are appended, or inserted near the back, and read from the front once a
+  // make_room pass (which then drops what it walked past, a move of the rest).
+  std::vector<use> never_used, uses;
   uint32_t passes = 0;  // make_room passes
 };
 
