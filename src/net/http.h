@@ -164,6 +164,8 @@ enum class loop_affinity {
   any,
 };
 
+class ticket_keyring;  // net/tls.h
+
 struct server_options {
   std::chrono::milliseconds header_timeout{10'000};  // to receive a whole request header
   std::chrono::milliseconds body_timeout{60'000};    // to receive a request body
@@ -176,6 +178,10 @@ struct server_options {
   // Client addresses whose GET /metrics is answered ([grid] metrics_from); others get 403 with a
   // JSON reason (an empty list: none). Unset: every client (a server of no grid, as tests make).
   std::optional<std::vector<address_range>> metrics_from;
+  // With TLS: the session-ticket keys its contexts make and accept tickets with (net/tls.h), shared
+  // with other servers (a station's director and engines) so that a session made with one resumes
+  // on another; kept across reload_tls. Unset: OpenSSL's own keys, made per context.
+  std::shared_ptr<ticket_keyring> tickets;
 };
 
 // A server's `tls = { cert = "...", key = "..." }` (net/tls.h checks and loads them).

@@ -77,7 +77,7 @@ http_server::http_server(asio::any_io_executor ex, std::string name, server_opti
 http_server::~http_server() = default;
 
 status http_server::set_tls(tls_files f) {
-  auto ctx = make_server_context(f);
+  auto ctx = make_server_context(f, opts_.tickets);
   if (!ctx) {
     return ctx.err();
   }
@@ -91,6 +91,16 @@ status http_server::set_tls(tls_files f) {
     tls_full_ = handshakes("result=\"full\"");
     tls_resumed_ = handshakes("result=\"resumed\"");
     tls_failed_ = handshakes("result=\"failed\"");
+    if (auto ring = opts_.tickets) {
+      metrics_.gauge_fn("vodgrid_tls_ticket_keys",
+                        "Session-ticket keys the server accepts tickets of (shared by its station)",
+                        [ring] { return static_cast<double>(ring->get()->keys.size()); });
+      metrics_.counters_fn("vodgrid_tls_ticket_key_changes_total",
+                           "Times the session-ticket key that new tickets are made with changed",
+                           [ring]() -> metrics_registry::labelled_values {
+                             return {{"", static_cast<double>(ring->changes())}};
+                           });
+    }
   }
   return {};
 }
@@ -99,7 +109,7 @@ status http_server::reload_tls() {
   if (!tls_files_) {
     return {};
   }
-  auto ctx = make_server_context(*tls_files_);
+  auto ctx = make_server_context(*tls_files_, opts_.tickets);  // the same keys: sessions go on
   if (!ctx) {
     return ctx.err();
   }

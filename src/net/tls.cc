@@ -4,15 +4,22 @@
 // rest): only vodgrid_net links OpenSSL's libssl.
 #include <boost/asio/ssl/impl/src.hpp>
 
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 
 #include "base/fs.h"
 
@@ -56,9 +63,115 @@ result<std::shared_ptr<ssl::context>> modern_context(ssl::context::method method
   return ctx;
 }
 
+// The ticket_keyring a server context makes its tickets with: an owning pointer in the context's
+// own ex_data slot (Asio keeps its verify callback in the app data), freed with the context.
+void free_ring(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  delete static_cast<std::shared_ptr<ticket_keyring>*>(ptr);
+}
+
+int ring_slot() {
+  static const int slot = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_ring);
+  return slot;
+}
+
+// OpenSSL's session-ticket callback (SSL_CTX_set_tlsext_ticket_key_evp_cb(3)): with `enc`, set up
+// a new ticket with the key in use (0: none, no ticket is sent); else find the ticket's key by
+// name (0: unknown, a full handshake) and ask for a renewal (2) when it is not the one in use.
+int ticket_key_cb(SSL* s, unsigned char name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
+                  EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac, int enc) {
+  auto* ring = static_cast<std::shared_ptr<ticket_keyring>*>(
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(s), ring_slot()));
+  if (!ring || !*ring) {
+    return 0;
+  }
+  auto now = (*ring)->get();  // held until the keys are copied into the contexts
+  const ticket_key* key = nullptr;
+  size_t at = 0;
+  if (enc) {
+    if (now->keys.empty()) {
+      return 0;  // no keys yet (an engine before its director's): full handshakes
+    }
+    key = &now->keys[now->in_use];
+    if (RAND_bytes(iv, 16) != 1) {
+      return -1;
+    }
+    std::memcpy(name, key->name.data(), key->name.size());
+  } else {
+    for (; at < now->keys.size(); ++at) {
+      if (std::memcmp(name, now->keys[at].name.data(), 16) == 0) {
+        key = &now->keys[at];
+        break;
+      }
+    }
+    if (!key) {
+      return 0;
+    }
+  }
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_octet_string(
+          OSSL_MAC_PARAM_KEY, const_cast<unsigned char*>(key->hmac.data()), key->hmac.size()),
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
+      OSSL_PARAM_construct_end()};
+  if (EVP_MAC_CTX_set_params(mac, params) != 1 ||
+      EVP_CipherInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key->aes.data(), iv, enc) != 1) {
+    return -1;
+  }
+  return enc || at <= now->in_use ? 1 : 2;
+}
+
 }  // namespace
 
-result<std::shared_ptr<ssl::context>> make_server_context(const tls_files& f) {
+ticket_key ticket_key::random() {
+  ticket_key k;
+  if (RAND_bytes(k.name.data(), static_cast<int>(k.name.size())) != 1 ||
+      RAND_bytes(k.aes.data(), static_cast<int>(k.aes.size())) != 1 ||
+      RAND_bytes(k.hmac.data(), static_cast<int>(k.hmac.size())) != 1) {
+    throw std::runtime_error("tls: OpenSSL's random generator failed");  // a broken invariant
+  }
+  return k;
+}
+
+std::string ticket_key::bytes() const {
+  std::string out;
+  out.append(reinterpret_cast<const char*>(name.data()), name.size());
+  out.append(reinterpret_cast<const char*>(aes.data()), aes.size());
+  out.append(reinterpret_cast<const char*>(hmac.data()), hmac.size());
+  return out;
+}
+
+std::optional<ticket_key> ticket_key::from_bytes(std::string_view b) {
+  ticket_key k;
+  if (b.size() != k.name.size() + k.aes.size() + k.hmac.size()) {
+    return std::nullopt;
+  }
+  std::memcpy(k.name.data(), b.data(), k.name.size());
+  std::memcpy(k.aes.data(), b.data() + k.name.size(), k.aes.size());
+  std::memcpy(k.hmac.data(), b.data() + k.name.size() + k.aes.size(), k.hmac.size());
+  return k;
+}
+
+ticket_keyring::snapshot::~snapshot() {
+  if (!keys.empty()) {
+    OPENSSL_cleanse(keys.data(), keys.size() * sizeof(ticket_key));
+  }
+}
+
+void ticket_keyring::set(std::vector<ticket_key> newest_first, size_t in_use) {
+  auto next = std::make_shared<snapshot>();
+  next->keys = std::move(newest_first);
+  next->in_use = next->keys.empty() ? 0 : std::min(in_use, next->keys.size() - 1);
+  bool changed = !next->keys.empty();
+  auto before = now_.exchange(next);
+  if (changed && !before->keys.empty()) {
+    changed = before->keys[before->in_use].name != next->keys[next->in_use].name;
+  }
+  if (changed) {
+    changes_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+result<std::shared_ptr<ssl::context>> make_server_context(const tls_files& f,
+                                                          std::shared_ptr<ticket_keyring> tickets) {
   if (f.cert.empty() || f.key.empty()) {
     return tls_error("needs both 'cert' and 'key'");
   }
@@ -106,6 +219,14 @@ result<std::shared_ptr<ssl::context>> make_server_context(const tls_files& f) {
   }
   if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
     return tls_error(fmt::format("the certificate {} is not valid yet", f.cert.string()));
+  }
+  if (tickets) {
+    auto* owner = new std::shared_ptr<ticket_keyring>(std::move(tickets));
+    if (SSL_CTX_set_ex_data(c, ring_slot(), owner) != 1) {
+      delete owner;
+      return tls_error("the session-ticket keys cannot be attached: " + openssl_reason());
+    }
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(c, ticket_key_cb);
   }
   ERR_clear_error();
   return ctx;
