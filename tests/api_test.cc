@@ -47,6 +47,33 @@ TEST(Api, HeartbeatRoundTrips) {
   EXPECT_EQ(back->removed[0].program.str(), "q");
 }
 
+TEST(Api, HeartbeatReplyCarriesTicketKeysOnlyWhenGivenAndChecksThem) {
+  heartbeat_reply rep;
+  EXPECT_EQ(json::serialize(to_json(rep)), R"({"resync":false})");
+  rep.ticket_keys = {std::string(80, '\x01'), std::string(80, '\xfe')};
+  rep.ticket_key_in_use = 1;
+  auto back = decode<heartbeat_reply>(json::serialize(to_json(rep)));
+  ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->ticket_keys, rep.ticket_keys);
+  EXPECT_EQ(back->ticket_key_in_use, 1u);
+
+  std::string key = R"(")" + std::string(107, 'A') + R"(")";  // base64url of 80 bytes: 107 chars
+  auto reason = [](std::string body) { return reason_of(decode<heartbeat_reply>(body)); };
+  EXPECT_EQ(reason(R"({"resync":true,"ticket_keys":[)" + key + "]}"), "");
+  EXPECT_NE(reason(R"({"ticket_keys":["AAAA"]})").find("ticket_keys[0]: must be 80 bytes"),
+            std::string::npos)
+      << reason(R"({"ticket_keys":["AAAA"]})");
+  EXPECT_NE(reason(R"({"ticket_keys":["not base64!"]})").find("ticket_keys[0]"), std::string::npos);
+  EXPECT_NE(
+      reason(R"({"ticket_keys":[)" + key + R"(],"ticket_key_in_use":1})").find("ticket_key_in_use"),
+      std::string::npos);
+  std::string nine = "[" + key;
+  for (int i = 1; i < 9; ++i) {
+    nine += "," + key;
+  }
+  EXPECT_NE(reason(R"({"ticket_keys":)" + nine + "]}").find("ticket_keys"), std::string::npos);
+}
+
 TEST(Api, ManifestRoundTripsAndChecksOrder) {
   program_manifest m;
   m.id = *program_id::parse("movie");

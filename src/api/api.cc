@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "api/field_reader.h"
+#include "base/base64url.h"
 
 namespace vodgrid::api {
 
@@ -149,7 +150,16 @@ json::value to_json(const heartbeat& v) {
 }
 
 json::value to_json(const heartbeat_reply& v) {
-  return json::object{{"resync", v.resync}};
+  json::object o{{"resync", v.resync}};
+  if (!v.ticket_keys.empty()) {
+    json::array keys;
+    for (auto& k : v.ticket_keys) {
+      keys.emplace_back(base64url_encode(k));
+    }
+    o["ticket_keys"] = std::move(keys);
+    o["ticket_key_in_use"] = v.ticket_key_in_use;
+  }
+  return o;
 }
 
 namespace {
@@ -207,7 +217,27 @@ result<heartbeat_reply> from_json<heartbeat_reply>(const json::object& o) {
   field_reader r(o, "heartbeat_reply");
   heartbeat_reply v;
   r.flag("resync", v.resync);
-  return r.done(v);
+  r.elements(
+      "ticket_keys", max_ticket_keys,
+      [&v](field_reader& e) {
+        std::string text;
+        e.string("", text, 2 * ticket_key_bytes);
+        if (!e.ok()) {
+          return;
+        }
+        auto bytes = base64url_decode(text);
+        if (!bytes || bytes->size() != ticket_key_bytes) {
+          e.fail("", fmt::format("must be {} bytes in base64url", ticket_key_bytes));
+          return;
+        }
+        v.ticket_keys.push_back(std::move(*bytes));
+      },
+      need::optional);
+  r.u32("ticket_key_in_use", v.ticket_key_in_use, need::optional);
+  if (r.ok() && !v.ticket_keys.empty() && v.ticket_key_in_use >= v.ticket_keys.size()) {
+    r.fail("ticket_key_in_use", "must name one of ticket_keys");
+  }
+  return r.done(std::move(v));
 }
 
 // --- Programs and their placement (loader → director). ---

@@ -68,9 +68,16 @@ struct heartbeat {
   std::vector<segment_key> filling;  // every segment it is receiving now (not a change list)
   std::vector<copy_result> copies;
 };
-// The director's answer: resync asks for a full heartbeat next.
+// The director's answer: resync asks for a full heartbeat next. `ticket_keys` (issue 17, item 2):
+// the station's session-ticket keys, newest first, each its 80 bytes (net::ticket_key: name, AES
+// key, HMAC key; base64url on the wire), tickets made with ticket_keys[ticket_key_in_use]. Sent
+// only over TLS to an engine of the station (grid_config::shares_ticket_keys); empty otherwise.
+inline constexpr size_t ticket_key_bytes = 80;
+inline constexpr size_t max_ticket_keys = 8;
 struct heartbeat_reply {
   bool resync = false;
+  std::vector<std::string> ticket_keys;
+  uint32_t ticket_key_in_use = 0;
 };
 
 // A random access point of a segment (its video key frame), for I-frame playlists: the bytes from

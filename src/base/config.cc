@@ -114,6 +114,7 @@ void timing_fields(V& v, C& t) {
   v.duration("push_report_ms", t.push_report, int64_t{10});
   v.duration("push_silence_ms", t.push_silence, int64_t{20});
   v.duration("rtsp_session_timeout_ms", t.rtsp_session_timeout, int64_t{1'000});
+  v.duration("ticket_key_period_ms", t.ticket_key_period, int64_t{1'000});
 }
 
 template <class V, class C>

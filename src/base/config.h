@@ -140,6 +140,9 @@ struct timing_config {
   std::chrono::milliseconds push_report{500};
   std::chrono::milliseconds push_silence{1'300};
   std::chrono::milliseconds rtsp_session_timeout{60'000};
+  // TLS session tickets (issue 17): a director serving TLS makes a new ticket key this often; its
+  // station's servers accept tickets of the key in use and the two before it.
+  std::chrono::milliseconds ticket_key_period{3'600'000};
 };
 
 // What browsers get ([web]; docs/configuration.md): the cross-origin rules of the viewer endpoints
@@ -194,6 +197,12 @@ struct grid_config {
   // namespaces: addresses no real network routes, where the demo accounts harm nobody.
   bool all_on_test_addresses() const;
   const station_config* home_station() const;
+  // Whether station `s`'s director hands session-ticket keys to its engines (issue 17, item 2):
+  // only over TLS (its director serves TLS) and only to its own engines, which an auth server's
+  // tokens tell from anyone else; otherwise each engine keeps OpenSSL's own per-process tickets.
+  bool shares_ticket_keys(const station_config& s) const {
+    return s.director.listen.tls() && auth.has_value();
+  }
   // The station an engine belongs to, or nullptr.
   const station_config* station_of_engine(std::string_view engine) const;
   const engine_config* find_engine(std::string_view name) const;

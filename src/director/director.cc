@@ -41,6 +41,13 @@ status director_daemon::start() {
   net::server_options sopts;
   sopts.cors.allowed_origins = d.grid.web.allow_origins;
   sopts.metrics_from = d.grid.metrics_ranges();
+  if (d.station->director.listen.tls()) {
+    d.tickets = std::make_shared<net::ticket_keyring>();
+    d.rotate_ticket_keys();  // twice: a key in use and the next one
+    d.rotate_ticket_keys();
+    d.next_ticket_key = steady::now() + d.grid.timing.ticket_key_period;
+    sopts.tickets = d.tickets;
+  }
   d.server = std::make_unique<net::http_server>(d.io.get_executor(),
                                                 "director " + d.station->name.str(), sopts);
   const timing_config& timing = d.grid.timing;
@@ -280,6 +287,7 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
         errc::forbidden,
         fmt::format("engine {} is not in station {}", hb->engine.str(), station->name.str())));
   }
+  bool with_keys = co_await takes_ticket_keys(ctx, hb->engine);
   auto before = tables.find_engine(hb->engine.str());
   bool was_up = before && tables.is_up(tables.engine(*before), steady::now());
   auto copies = std::move(hb->copies);
@@ -311,12 +319,58 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
                    engine.str(), c.key.str(), c.error);
     }
   }
+  if (with_keys) {
+    add_ticket_keys(rep);
+  }
   if (!was_up && !rep.resync) {
     auto& e = tables.engine(*tables.find_engine(engine.str()));
     logger->info("director {}: engine {} up at {} with {} segments", station->name.str(),
                  engine.str(), e.url, e.held.size());
   }
   co_return net::json_reply(api::to_json(rep));
+}
+
+// The key in use, the next one (made a period before it is used, so that every engine has it by
+// then and reads the tickets the others make with it) and the older ones still accepted.
+constexpr size_t ticket_keys_before = 2;
+
+void director_daemon::impl::rotate_ticket_keys() {
+  auto keys = tickets->get()->keys;
+  keys.insert(keys.begin(), net::ticket_key::random());
+  keys.resize(std::min(keys.size(), 2 + ticket_keys_before));
+  tickets->set(std::move(keys), 1);
+}
+
+void director_daemon::impl::rotate_ticket_keys_when_due(steady::time_point now) {
+  if (tickets && now >= next_ticket_key) {
+    rotate_ticket_keys();
+    next_ticket_key = now + grid.timing.ticket_key_period;
+  }
+}
+
+// Keys that decrypt viewers' sessions: only over TLS (the director's port serves nothing else, and
+// the engine verified its certificate against the grid's CA), only to the engine that the token
+// names, of this station (the guard checked that it is an engine's token of the grid's auth
+// server; without one, anybody could call himself an engine: no keys are shared). The alternative,
+// keys wrapped under the station's URL-signing key, would add a cipher of our own for no gain: an
+// engine that shares keys reaches a director that serves TLS.
+asio::awaitable<bool> director_daemon::impl::takes_ticket_keys(const request_context& ctx,
+                                                               const engine_id& engine) {
+  if (!tickets || !grid.shares_ticket_keys(*station)) {
+    co_return false;
+  }
+  auto who = co_await auth::reader_of(ctx, auth.get());
+  co_return who.token&& who.token->kind == auth::token_kind::engine&& who.token->station ==
+          station->name.str() &&
+      who.token->subject == engine.str();
+}
+
+void director_daemon::impl::add_ticket_keys(api::heartbeat_reply& rep) const {
+  auto now = tickets->get();
+  for (auto& k : now->keys) {
+    rep.ticket_keys.push_back(k.bytes());
+  }
+  rep.ticket_key_in_use = static_cast<uint32_t>(now->in_use);
 }
 
 asio::awaitable<reply> director_daemon::impl::list_engines(request_context&) {

@@ -39,6 +39,7 @@
 #include "net/daemon.h"
 #include "net/http.h"
 #include "net/peer_list.h"
+#include "net/tls.h"
 
 namespace vodgrid::director {
 
@@ -116,6 +117,11 @@ struct director_daemon::impl : net::daemon_base {
   std::unique_ptr<net::http_client> copy_client;
   // With [auth]: the keys that check viewers' tokens and the station key that signs redirects.
   std::unique_ptr<auth::service_session> auth;
+  // With TLS: the station's session-ticket keys (issue 17, item 2), made here at random, rotated by
+  // maintenance_loop, used by the director's own port and handed to its engines with each heartbeat
+  // reply (grid_config::shares_ticket_keys). In memory only. Thread-safe (net/tls.h).
+  std::shared_ptr<net::ticket_keyring> tickets;
+  steady::time_point next_ticket_key;  // when rotate_ticket_keys is due (home loop)
   // The watch page's logins, relayed to the auth server (web.cc): without the director's token.
   std::unique_ptr<net::http_client> login_client;
   // Where the watch page's files are (web.cc, web_root); empty: not found, the page is a 503.
@@ -255,6 +261,15 @@ struct director_daemon::impl : net::daemon_base {
   void routes();
   void register_metrics();
   asio::awaitable<reply> heartbeat(request_context& ctx);
+  // A new ticket key made (the next one), the one made last period put in use, the oldest
+  // dropped: the ring holds the next key, the one in use and ticket_keys_before older ones.
+  void rotate_ticket_keys();
+  // Called by maintenance_loop (every 500 ms at most): a rotation every ticket_key_period.
+  void rotate_ticket_keys_when_due(steady::time_point now);
+  // Whether the heartbeat `ctx` of `engine` gets the station's ticket keys in its reply: only when
+  // they are shared, to a token of that engine of this station (the request came over TLS).
+  asio::awaitable<bool> takes_ticket_keys(const request_context& ctx, const engine_id& engine);
+  void add_ticket_keys(api::heartbeat_reply& rep) const;
   asio::awaitable<reply> list_engines(request_context& ctx);
   asio::awaitable<reply> create_program(request_context& ctx);
   asio::awaitable<reply> commit_program(request_context& ctx);

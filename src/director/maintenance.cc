@@ -65,7 +65,7 @@ asio::awaitable<bool> director_daemon::impl::held_elsewhere(const segment_key& k
 
 // Deletes replicas made for load once no console has been sent to them for replica_idle, keeping
 // the station's placement (`copies` whole copies) of the segment, and runs the placement scan when
-// it is due.
+// it is due, and the rotation of the session-ticket keys.
 asio::awaitable<void> director_daemon::impl::maintenance_loop() {
   while (true) {  // not `while (!co_await ...)`: GCC 12 miscompiles it
     // Not a setting of its own: fine enough for replica_idle (whole seconds), and no coarser than
@@ -90,6 +90,7 @@ asio::awaitable<void> director_daemon::impl::maintenance_loop() {
     }
     replicas_changed();
     plan_placement(now);
+    rotate_ticket_keys_when_due(now);
   }
 }
 

@@ -48,6 +48,10 @@ status engine_daemon::start() {
   sopts.cors.allowed_origins = d.grid.web.allow_origins;
   sopts.metrics_from = d.grid.metrics_ranges();
   sopts.cors.allow_null = true;  // a page of a third origin arrives here through a redirect
+  if (d.self->listen.tls() && d.grid.shares_ticket_keys(*d.station)) {
+    d.tickets = std::make_shared<net::ticket_keyring>();
+    sopts.tickets = d.tickets;
+  }
   d.server = std::make_unique<net::http_server>(d.io.get_executor(), "engine " + d.self->name.str(),
                                                 sopts);
   net::client_options copts;

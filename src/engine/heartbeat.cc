@@ -74,6 +74,9 @@ asio::awaitable<bool> engine_daemon::impl::beat() {
   if (ok) {
     auto rep = api::decode<api::heartbeat_reply>(res->body);
     need_full = !rep || rep->resync;
+    if (rep && tickets) {
+      take_ticket_keys(*rep);
+    }
   } else {
     // Whether the director applied it is unknown: the next heartbeat carries everything.
     need_full = true;
@@ -81,6 +84,17 @@ asio::awaitable<bool> engine_daemon::impl::beat() {
     copies_done.insert(copies_done.begin(), hb.copies.begin(), hb.copies.end());
   }
   co_return ok;
+}
+
+// The station's session-ticket keys, from a reply that came over TLS (the director's URL is https
+// when keys are shared) from the director verified against the grid's CA. A reply without keys
+// (the director stopped sharing them) leaves none: full handshakes rather than stale keys.
+void engine_daemon::impl::take_ticket_keys(const api::heartbeat_reply& rep) {
+  std::vector<net::ticket_key> keys;
+  for (auto& b : rep.ticket_keys) {
+    keys.push_back(*net::ticket_key::from_bytes(b));  // 80 bytes: the decoder checked
+  }
+  tickets->set(std::move(keys), rep.ticket_key_in_use);
 }
 
 asio::awaitable<void> engine_daemon::impl::heartbeat_loop() {

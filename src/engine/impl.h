@@ -32,6 +32,7 @@
 #include "net/client.h"
 #include "net/daemon.h"
 #include "net/http.h"
+#include "net/tls.h"
 #include "push/pacer.h"
 #include "store/store.h"
 
@@ -200,6 +201,10 @@ struct engine_daemon::impl : net::daemon_base {
   // With [auth]: the station key that checks the director's signatures, the keys that check other
   // engines' tokens, and our own engine token for copies.
   std::unique_ptr<auth::service_session> auth;
+  // When its station shares session-ticket keys (grid_config::shares_ticket_keys, issue 17): the
+  // keys its port makes and reads tickets with, as its director's last heartbeat reply gave them
+  // (none before it: full handshakes). Null: OpenSSL's own keys. Thread-safe (net/tls.h).
+  std::shared_ptr<net::ticket_keyring> tickets;
   // The heartbeat loop sleeps on it; cancelled to beat now (a change, a copy) and at stop.
   asio::steady_timer heartbeat_timer{io};
 
@@ -322,6 +327,7 @@ struct engine_daemon::impl : net::daemon_base {
   // heartbeat.cc
   asio::awaitable<void> heartbeat_loop();
   asio::awaitable<bool> beat();
+  void take_ticket_keys(const api::heartbeat_reply& rep);
   void on_store_change(const store::segment_info& s, bool was_added);
 
   // push.cc

@@ -1,0 +1,251 @@
+// Session tickets that follow the console (issue 17, item 2), with real processes: a grid with an
+// auth server and two stations on HTTPS, `st` (director and engines e0, e1, e2) and `other`
+// (director and engine o0). A TLS session made with one engine of `st` (`openssl s_client
+// -sess_out`) resumes on its other engines and its director (`-sess_in` says "Reused"), for TLS 1.3
+// and 1.2, and the engines' metrics count one full handshake and the resumptions; `other`'s engine
+// does not resume it. After a rotation of the keys a ticket still resumes, and once its key has
+// left the ring it no longer does.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "base/fs.h"
+#include "base/process.h"
+#include "net/tls.h"
+#include "support/support.h"
+
+namespace vodgrid::test {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+// A CA and one leaf for 127.0.0.1 that every daemon serves; keys 0600.
+constexpr const char* make_certs = R"(set -e
+q() { "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; }
+key() { echo "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"; }
+q openssl req -x509 $(key) -keyout ca.key -out ca.crt -days 3 -subj /CN=vodgrid-test-ca
+printf 'subjectAltName=IP:127.0.0.1\n' > san.cnf
+q openssl req $(key) -keyout leaf.key -out leaf.csr -subj /CN=leaf
+q openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -set_serial 0x$(openssl rand -hex 8) \
+  -days 2 -extfile san.cnf -out leaf.crt
+chmod 600 *.key
+)";
+
+class ticket_grid {
+ public:
+  explicit ticket_grid(std::chrono::milliseconds ticket_key_period = 3'600'000ms) {
+    auto r =
+        run({"/bin/bash", "-c", fmt::format("cd '{}' && {}", dir_.path().string(), make_certs)});
+    if (r.status != 0) {
+      throw std::runtime_error("certificates: " + r.err);
+    }
+    add_station("st", {"e0", "e1", "e2"});
+    add_station("other", {"o0"});
+    grid_.auth = auth_config{
+        {"127.0.0.1", free_port()}, "sqlite://" + (dir_.path() / "auth.db").string(), true};
+    grid_.heartbeat_interval = 100ms;
+    grid_.heartbeat_timeout = 1000ms;
+    grid_.timing.ticket_key_period = ticket_key_period;
+    grid_.tls.ca = ca();
+    if (!write_file_durably(config_, grid_.to_toml())) {
+      throw std::runtime_error("cannot write the config");
+    }
+    net::set_default_tls_ca(ca());  // this process's metric reads go over HTTPS
+    procs_.push_back(spawn("auth", "auth"));
+    if (!eventually([&] {
+          auto h = http_get(grid_.auth->listen.url() + "/healthz");
+          return h && h->status == 200;
+        })) {
+      throw std::runtime_error("auth did not start:\n" + log_of("auth"));
+    }
+    provision_engines(grid_, login_token(grid_.auth->listen.url(), "operator", "admin", "admin"));
+    for (auto& s : grid_.stations) {
+      procs_.push_back(spawn("director", s.name.str()));
+      for (auto& e : s.engines) {
+        procs_.push_back(spawn("engine", e.name.str()));
+      }
+    }
+    // Up once every engine holds its station's ticket keys (its first heartbeat answered).
+    for (auto& s : grid_.stations) {
+      for (auto& e : s.engines) {
+        if (!eventually([&] { return metric(e.listen.url(), "vodgrid_tls_ticket_keys") > 0; },
+                        20s)) {
+          throw std::runtime_error(fmt::format("engine {} has no ticket keys:\n{}{}", e.name.str(),
+                                               log_of(e.name.str()), log_of(s.name.str())));
+        }
+      }
+    }
+  }
+  ~ticket_grid() {
+    for (auto it = procs_.rbegin(); it != procs_.rend(); ++it) {
+      it->stop(5s);
+    }
+  }
+
+  const engine_config& engine(const std::string& name) const { return *grid_.find_engine(name); }
+  uint16_t port_of(const std::string& name) const {
+    if (auto* s = grid_.find_station(name)) {
+      return s->director.listen.port;
+    }
+    return engine(name).listen.port;
+  }
+  std::string url_of(const std::string& name) const {
+    if (auto* s = grid_.find_station(name)) {
+      return s->director.listen.url();
+    }
+    return engine(name).listen.url();
+  }
+  fs::path ca() const { return dir_.path() / "ca.crt"; }
+  fs::path file(const std::string& name) const { return dir_.path() / name; }
+  std::string log_of(const std::string& name) const {
+    auto t = read_file(dir_.path() / (name + ".log"));
+    return t ? *t : std::string();
+  }
+
+ private:
+  void add_station(const std::string& name, const std::vector<std::string>& engines) {
+    auto cert = dir_.path() / "leaf.crt";
+    auto key = dir_.path() / "leaf.key";
+    station_config s;
+    s.name = *station_id::parse(name);
+    s.director.listen = {"127.0.0.1", free_port(), cert, key};
+    s.director.data_dir = dir_.path() / name;
+    s.director.copies = 1;
+    for (auto& n : engines) {
+      engine_config e;
+      e.name = *engine_id::parse(n);
+      e.listen = {"127.0.0.1", free_port(), cert, key};
+      e.data_dirs = {dir_.path() / n / "d0"};
+      s.engines.push_back(e);
+    }
+    grid_.stations.push_back(s);
+  }
+  child_process spawn(const std::string& role, const std::string& name) {
+    auto p =
+        child_process::spawn({vodgrid_binary(), role, "--config", config_.string(), "--name", name},
+                             dir_.path() / (name + ".log"));
+    if (!p) {
+      throw std::runtime_error(p.err().detail);
+    }
+    return std::move(*p);
+  }
+
+  temp_dir dir_;
+  fs::path config_ = dir_.path() / "grid.toml";
+  grid_config grid_;
+  std::vector<child_process> procs_;
+};
+
+// One TLS connection by `openssl s_client` (`proto`: -tls1_3 or -tls1_2) to 127.0.0.1:port, the
+// certificate verified against the CA, a GET /healthz sent and read to the end (a TLS 1.3 server
+// sends its tickets after the handshake). `sess`: -sess_out FILE or -sess_in FILE. Returns "New" or
+// "Reused", else what went wrong.
+std::string s_client(const ticket_grid& g, uint16_t port, const std::string& proto,
+                     const std::string& sess, const fs::path& file) {
+  auto r = run({"/bin/bash", "-c",
+                fmt::format("printf 'GET /healthz HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: "
+                            "close\\r\\n\\r\\n' | timeout 20 openssl s_client -connect "
+                            "127.0.0.1:{} -CAfile '{}' -verify_return_error {} {} '{}' -ign_eof",
+                            port, g.ca().string(), proto, sess, file.string())});
+  auto verdict = r.out.find(", TLSv1.");
+  if (r.status != 0 || verdict == std::string::npos || r.out.find("\"ok\"") == std::string::npos) {
+    return fmt::format("failed ({}): {}{}", r.status, r.out, r.err);
+  }
+  auto line = r.out.rfind('\n', verdict);
+  auto first = r.out.substr(line == std::string::npos ? 0 : line + 1, verdict - line - 1);
+  return first;
+}
+
+// An engine's handshakes: {full, resumed}, from one read of its /metrics, which is itself one full
+// handshake (this process's client keeps no session), counted in the reply.
+std::pair<double, double> handshakes(const std::string& url) {
+  auto r = http_get(url + "/metrics");
+  if (!r) {
+    return {-1, -1};
+  }
+  auto value = [&](const char* result) {
+    std::smatch m;
+    std::regex re(
+        fmt::format(R"(vodgrid_tls_handshakes_total\{{result="{}"\}} ([0-9.e+]+))", result));
+    return std::regex_search(r->body, m, re) ? std::stod(m[1]) : 0.0;
+  };
+  return {value("full"), value("resumed")};
+}
+
+TEST(TlsTickets, ASessionMadeWithOneEngineResumesOnTheOthersOfItsStationOnly) {
+  ticket_grid g;
+  for (std::string proto : {"-tls1_3", "-tls1_2"}) {
+    SCOPED_TRACE(proto);
+    auto sess = g.file("sess" + proto + ".pem");
+    std::vector<std::string> engines{"e0", "e1", "e2"};
+    std::vector<std::pair<double, double>> before;
+    for (auto& e : engines) {
+      before.push_back(handshakes(g.url_of(e)));
+    }
+    EXPECT_EQ(s_client(g, g.port_of("e0"), proto, "-sess_out", sess), "New");
+    EXPECT_EQ(s_client(g, g.port_of("e1"), proto, "-sess_in", sess), "Reused");
+    EXPECT_EQ(s_client(g, g.port_of("e2"), proto, "-sess_in", sess), "Reused");
+    // The director's own port shares the keys: a console's session with it goes on at the engines.
+    EXPECT_EQ(s_client(g, g.port_of("st"), proto, "-sess_in", sess), "Reused");
+    // Another station's keys are its own.
+    EXPECT_EQ(s_client(g, g.port_of("o0"), proto, "-sess_in", sess), "New");
+    EXPECT_EQ(s_client(g, g.port_of("other"), proto, "-sess_in", sess), "New");
+
+    // One full handshake (e0) and two resumed (e1, e2); the reads add one full each.
+    double full = 0, resumed = 0;
+    for (size_t i = 0; i < engines.size(); ++i) {
+      auto [f, r] = handshakes(g.url_of(engines[i]));
+      full += f - before[i].first - 1;
+      resumed += r - before[i].second;
+    }
+    EXPECT_EQ(full, 1);
+    EXPECT_EQ(resumed, 2);
+  }
+}
+
+// The key changes of engine e0 and e1 (vodgrid_tls_ticket_key_changes_total), when they agree.
+std::optional<double> key_changes(const ticket_grid& g) {
+  auto a = metric(g.url_of("e0"), "vodgrid_tls_ticket_key_changes_total");
+  auto b = metric(g.url_of("e1"), "vodgrid_tls_ticket_key_changes_total");
+  if (a != b || a < 0) {
+    return std::nullopt;
+  }
+  return a;
+}
+
+TEST(TlsTickets, ATicketResumesAfterARotationUntilItsKeyLeavesTheRing) {
+  // A new key every 2 s; the ring accepts the one in use and the two before it.
+  ticket_grid g(2000ms);
+  for (std::string proto : {"-tls1_3", "-tls1_2"}) {
+    SCOPED_TRACE(proto);
+    auto sess = g.file("rot" + proto + ".pem");
+    // A ticket made while both engines use the same key, known to be that one.
+    std::optional<double> made;
+    for (int i = 0; i < 20 && !made; ++i) {
+      auto n0 = key_changes(g);
+      ASSERT_EQ(s_client(g, g.port_of("e0"), proto, "-sess_out", sess), "New");
+      if (n0 && key_changes(g) == n0) {
+        made = n0;
+      }
+    }
+    ASSERT_TRUE(made);
+    // One rotation later the ticket's key is no longer in use: e1 resumes the session (and
+    // renews the ticket, which -sess_in does not keep).
+    ASSERT_TRUE(eventually([&] { return key_changes(g) >= *made + 1; }, 10s));
+    EXPECT_EQ(s_client(g, g.port_of("e1"), proto, "-sess_in", sess), "Reused");
+    // Three rotations later it has left the ring: a full handshake.
+    ASSERT_TRUE(eventually([&] { return key_changes(g) >= *made + 3; }, 15s));
+    EXPECT_EQ(s_client(g, g.port_of("e1"), proto, "-sess_in", sess), "New");
+    EXPECT_EQ(s_client(g, g.port_of("e0"), proto, "-sess_in", sess), "New");
+  }
+}
+
+}  // namespace
+}  // namespace vodgrid::test
