@@ -1,5 +1,6 @@
 # Helpers shared by the benchmark scripts in bench/ (sourced, not run). Bash only; the tools are
-# nginx, wrk, iperf3, taskset, curl, ss (scripts/install-deps.sh --bench installs them).
+# nginx, wrk, iperf3, taskset, curl, ss, and openssl for the TLS ones (scripts/install-deps.sh --bench
+# installs them).
 #
 # Knobs (environment):
 #   VODGRID        the vodgrid binary (default: build/release/src/cli/vodgrid)
@@ -108,15 +109,54 @@ free_port() {
   die "no free port found in 20000-32767"
 }
 
+# Options every curl of a script takes (e.g. "--cacert DIR/ca.crt" for https URLs; see make_tls).
+CURL_TLS=()
+
 # wait_http URL [SECONDS] [LOG]: waits until URL answers 2xx.
 wait_http() {
   local url="$1" secs="${2:-15}" log="${3:-}" i
   for i in $(seq 1 $((secs * 10))); do
-    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    curl "${CURL_TLS[@]}" -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
     sleep 0.1
   done
   [ -n "$log" ] && [ -f "$log" ] && tail -20 "$log" >&2
   die "$url did not answer within ${secs}s"
+}
+
+# --- TLS ------------------------------------------------------------------------------------
+
+# make_tls DIR: a CA (DIR/ca.crt) and a leaf for 127.0.0.1 signed by it (DIR/leaf.crt, DIR/leaf.key,
+# 0600), ECDSA P-256 as tests/tls_grid_test.cc makes them; sets CURL_TLS to trust the CA.
+make_tls() {
+  local d="$1" key="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+  mkdir -p "$d"
+  (
+    cd "$d" && umask 077 &&
+      openssl req -x509 $key -keyout ca.key -out ca.crt -days 3 -subj /CN=vodgrid-bench-ca &&
+      openssl req $key -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1 &&
+      printf 'subjectAltName=IP:127.0.0.1\n' >san.cnf &&
+      openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 8)" \
+        -days 2 -extfile san.cnf -out leaf.crt
+  ) >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; die "openssl could not make the certificates"; }
+  CURL_TLS=(--cacert "$d/ca.crt")
+}
+
+# The TLS 1.2 cipher list of the engine (net::tls12_ciphers in src/net/tls.cc), for nginx.
+tls12_ciphers() {
+  local c
+  c="$(sed -n '/tls12_ciphers =/,/;/p' "$REPO_DIR/src/net/tls.cc" | grep -o '"[^"]*"' | tr -d '"\n')"
+  [ -n "$c" ] || die "no tls12_ciphers in src/net/tls.cc"
+  echo "$c"
+}
+
+# The kernel's TLS (kTLS): "yes" when the tls upper-layer protocol is available.
+ktls_note() {
+  if grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null; then
+    echo "kTLS: available on this kernel, but neither server here uses it (both encrypt in user space)"
+  else
+    echo "kTLS: not on this kernel (tcp_available_ulp: $(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null));" \
+      "both servers encrypt in user space and cannot use sendfile"
+  fi
 }
 
 # --- nginx -----------------------------------------------------------------------------------
