@@ -59,10 +59,12 @@ TEST(EndToEnd, FfmpegReadsExactlyTheSourcePacketsThroughTheDirector) {
 
 TEST(EndToEnd, EveryViewerFinishesWhenAnEngineIsKilledMidStream) {
   station_fixture::options o;
-  o.copies =
-      3;  // every engine holds every segment: the dead one is chosen until it leaves rotation
-  o.heartbeat_interval_ms = 250;
-  o.heartbeat_timeout_ms = 1500;
+  // Every engine holds every segment: the dead one is chosen (about a third of the time) until it
+  // has missed two heartbeats, 1 to 2 s after the kill here, so that twenty viewers playing in real
+  // time feel it (a shorter interval would pass it over before any of them asked).
+  o.copies = 3;
+  o.heartbeat_interval_ms = 1000;
+  o.heartbeat_timeout_ms = 3000;
   station_fixture st(o);
   temp_dir src;
   make_sample(src.path(), 8, 1);
