@@ -4,23 +4,38 @@
 --   BENCH_COUNT     how many indices (0 .. BENCH_COUNT-1)
 --   BENCH_RANGE     0: whole objects; else the length of each Range (aligned slices of the object)
 --   BENCH_SIZE      the object's size in bytes (for ranges)
+--   BENCH_QUERIES   optional: query strings separated by spaces (e.g. one viewer token each); every
+--                   request appends one drawn at random, as many viewers would send theirs
 -- done() prints one line "WRK_RESULT key=value ..." that bench/lib.sh parses.
 local fmt = os.getenv("BENCH_PATH_FMT") or "/%d"
 local count = tonumber(os.getenv("BENCH_COUNT") or "1")
 local range = tonumber(os.getenv("BENCH_RANGE") or "0")
 local size = tonumber(os.getenv("BENCH_SIZE") or "0")
+local queries = {}
+for q in string.gmatch(os.getenv("BENCH_QUERIES") or "", "%S+") do
+  queries[#queries + 1] = q
+end
 local reqs = {}
 
 init = function(args)
   math.randomseed(20240601)
   for i = 0, count - 1 do
-    local path = string.format(fmt, i)
-    if range > 0 then
-      for off = 0, size - range, range do
-        reqs[#reqs + 1] = wrk.format("GET", path, { ["Range"] = string.format("bytes=%d-%d", off, off + range - 1) })
-      end
+    local paths = {}
+    if #queries == 0 then
+      paths[1] = string.format(fmt, i)
     else
-      reqs[#reqs + 1] = wrk.format("GET", path)
+      for _, q in ipairs(queries) do
+        paths[#paths + 1] = string.format(fmt, i) .. "?" .. q
+      end
+    end
+    for _, path in ipairs(paths) do
+      if range > 0 then
+        for off = 0, size - range, range do
+          reqs[#reqs + 1] = wrk.format("GET", path, { ["Range"] = string.format("bytes=%d-%d", off, off + range - 1) })
+        end
+      else
+        reqs[#reqs + 1] = wrk.format("GET", path)
+      end
     end
   end
 end
