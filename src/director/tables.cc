@@ -63,7 +63,9 @@ struct station_tables::published_state {
 station_tables::station_tables(std::chrono::milliseconds heartbeat_timeout,
                                std::chrono::milliseconds heartbeat_interval)
     : timeout_(heartbeat_timeout),
-      late_(2 * heartbeat_interval),
+      // Two heartbeats, and no less than half a second, so that a busy host's scheduling delays
+      // do not move consoles off an engine that is only a little behind.
+      late_(std::max(2 * heartbeat_interval, std::chrono::milliseconds(500))),
       published_(std::make_unique<published_state>()) {}
 
 station_tables::~station_tables() = default;

@@ -124,8 +124,9 @@ struct candidate {
   uint32_t max_streams = 0;
   uint64_t bytes_per_second = 0;
   uint64_t max_bytes_per_second = 0;  // 0: unlimited
-  // Its last heartbeat within two intervals. One that is late (stopped, its host starved) is up
-  // until the heartbeat timeout but may not answer: passed over while a punctual holder qualifies.
+  // Its last heartbeat within two intervals (at least 0.5 s). One that is late (stopped, its host
+  // starved) is up until the heartbeat timeout but may not answer: passed over while a punctual
+  // holder qualifies.
   bool punctual = true;
 };
 
@@ -157,8 +158,8 @@ receiver_rank rank_receiver(const engine_entry& e, uint64_t bytes);
 
 class station_tables {
  public:
-  // Engines beat every `heartbeat_interval` (one silent for two is late: candidate::punctual) and
-  // leave rotation after `heartbeat_timeout` of silence.
+  // Engines beat every `heartbeat_interval` (one silent for two, and for at least 0.5 s, is late:
+  // candidate::punctual) and leave rotation after `heartbeat_timeout` of silence.
   station_tables(std::chrono::milliseconds heartbeat_timeout,
                  std::chrono::milliseconds heartbeat_interval);
   ~station_tables();
@@ -371,7 +372,7 @@ class station_tables {
   struct published_state;  // tables.cc: the atomics the other loops read
 
   std::chrono::milliseconds timeout_;
-  std::chrono::milliseconds late_;  // two heartbeat intervals
+  std::chrono::milliseconds late_;  // two heartbeat intervals, at least 0.5 s
   std::vector<std::unique_ptr<engine_entry>> engines_;
   std::unordered_map<segment_key, std::vector<engine_slot>> locations_;
   std::unordered_map<segment_key, std::vector<engine_slot>> filling_;
