@@ -360,9 +360,13 @@ asio::awaitable<bool> director_daemon::impl::takes_ticket_keys(const request_con
     co_return false;
   }
   auto who = co_await auth::reader_of(ctx, auth.get());
-  co_return who.token&& who.token->kind == auth::token_kind::engine&& who.token->station ==
-          station->name.str() &&
-      who.token->subject == engine.str();
+  if (!who.token) {
+    co_return false;
+  }
+  const auto& t = *who.token;
+  bool its_own = t.kind == auth::token_kind::engine && t.station == station->name.str() &&
+                 t.subject == engine.str();
+  co_return its_own;
 }
 
 void director_daemon::impl::add_ticket_keys(api::heartbeat_reply& rep) const {
