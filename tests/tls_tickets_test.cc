@@ -18,6 +18,7 @@
 
 #include "base/fs.h"
 #include "base/process.h"
+#include "cli/local_tls.h"
 #include "net/tls.h"
 #include "support/support.h"
 
@@ -27,26 +28,9 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-// A CA and one leaf for 127.0.0.1 that every daemon serves; keys 0600.
-constexpr const char* make_certs = R"(set -e
-q() { "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; }
-key() { echo "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"; }
-q openssl req -x509 $(key) -keyout ca.key -out ca.crt -days 3 -subj /CN=vodgrid-test-ca
-printf 'subjectAltName=IP:127.0.0.1\n' > san.cnf
-q openssl req $(key) -keyout leaf.key -out leaf.csr -subj /CN=leaf
-q openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -set_serial 0x$(openssl rand -hex 8) \
-  -days 2 -extfile san.cnf -out leaf.crt
-chmod 600 *.key
-)";
-
 class ticket_grid {
  public:
   explicit ticket_grid(std::chrono::milliseconds ticket_key_period = 3'600'000ms) {
-    auto r =
-        run({"/bin/bash", "-c", fmt::format("cd '{}' && {}", dir_.path().string(), make_certs)});
-    if (r.status != 0) {
-      throw std::runtime_error("certificates: " + r.err);
-    }
     add_station("st", {"e0", "e1", "e2"});
     add_station("other", {"o0"});
     grid_.auth = auth_config{
@@ -54,7 +38,10 @@ class ticket_grid {
     grid_.heartbeat_interval = 100ms;
     grid_.heartbeat_timeout = 1000ms;
     grid_.timing.ticket_key_period = ticket_key_period;
-    grid_.tls.ca = ca();
+    // Every daemon on HTTPS with a certificate of a local CA, as `vodgrid up --tls` makes them.
+    if (auto st = cli::make_local_tls(grid_, dir_.path() / "tls"); !st) {
+      throw std::runtime_error("certificates: " + st.err().detail);
+    }
     if (!write_file_durably(config_, grid_.to_toml())) {
       throw std::runtime_error("cannot write the config");
     }
@@ -103,7 +90,7 @@ class ticket_grid {
     }
     return engine(name).listen.url();
   }
-  fs::path ca() const { return dir_.path() / "ca.crt"; }
+  fs::path ca() const { return grid_.tls.ca; }
   fs::path file(const std::string& name) const { return dir_.path() / name; }
   std::string log_of(const std::string& name) const {
     auto t = read_file(dir_.path() / (name + ".log"));
@@ -112,17 +99,15 @@ class ticket_grid {
 
  private:
   void add_station(const std::string& name, const std::vector<std::string>& engines) {
-    auto cert = dir_.path() / "leaf.crt";
-    auto key = dir_.path() / "leaf.key";
     station_config s;
     s.name = *station_id::parse(name);
-    s.director.listen = {"127.0.0.1", free_port(), cert, key};
+    s.director.listen = {"127.0.0.1", free_port()};
     s.director.data_dir = dir_.path() / name;
     s.director.copies = 1;
     for (auto& n : engines) {
       engine_config e;
       e.name = *engine_id::parse(n);
-      e.listen = {"127.0.0.1", free_port(), cert, key};
+      e.listen = {"127.0.0.1", free_port()};
       e.data_dirs = {dir_.path() / n / "d0"};
       s.engines.push_back(e);
     }
