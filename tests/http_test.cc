@@ -151,8 +151,7 @@ asio::awaitable<void> answer_rtsp(foreign_connection& c) {
   char buf[1024];
   while (in.find("\r\n\r\n") == std::string::npos) {
     c.set_deadline(std::chrono::steady_clock::now() + 2s);
-    auto [ec, n] =
-        co_await c.sock.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] = co_await c.stream.read_some(asio::buffer(buf));
     if (ec) {
       co_return;
     }
@@ -160,7 +159,7 @@ asio::awaitable<void> answer_rtsp(foreign_connection& c) {
   }
   std::string out =
       "RTSP/1.0 200 OK\r\nCSeq: 1\r\nX-Line: " + in.substr(0, in.find("\r\n")) + "\r\n\r\n";
-  co_await asio::async_write(c.sock, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+  co_await c.stream.write(asio::buffer(out));
 }
 
 // A server on its own io_context thread, with a few routes; with VODGRID_THREADS=N, on N loops

@@ -59,7 +59,7 @@ asio::awaitable<reply> record(std::shared_ptr<seen> s, bool any) {
 // A foreign protocol's handler (a director's RTSP): answers with the loop it runs on, then ends.
 asio::awaitable<void> answer_foreign(foreign_connection& c, http_server* server) {
   std::string answer = fmt::format("RTSP/1.0 200 OK\r\nX-Home: {}\r\n\r\n", server->on_home_loop());
-  co_await asio::async_write(c.sock, asio::buffer(answer), asio::as_tuple(asio::use_awaitable));
+  co_await c.stream.write(asio::buffer(answer));
 }
 
 // Blocks a loop's thread until released (or 10 s).

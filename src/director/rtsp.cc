@@ -4,7 +4,6 @@
 // segment at that position to stream to the console (claims 16, 18); PAUSE and TEARDOWN reach the
 // engine streaming it (claim 17). Viewer tokens as for HTTP (claim 23).
 #include <fmt/format.h>
-#include <boost/asio/write.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 
@@ -115,7 +114,7 @@ asio::awaitable<void> director_daemon::impl::rtsp_connection(net::foreign_connec
     auto p = push::parse_request(in, req);
     if (p.state == push::parse_state::need_more) {
       c.set_deadline(steady::now() + idle);
-      auto [ec, n] = co_await c.sock.async_read_some(asio::buffer(buf), use_tuple);
+      auto [ec, n] = co_await c.stream.read_some(asio::buffer(buf));
       c.set_deadline(steady::time_point::max());
       if (ec || n == 0) {
         break;
@@ -135,7 +134,7 @@ asio::awaitable<void> director_daemon::impl::rtsp_connection(net::foreign_connec
     resp.cseq = req.cseq;
     auto text = push::write_response(resp);
     c.set_deadline(steady::now() + rtsp_write_timeout);
-    auto [wec, wn] = co_await asio::async_write(c.sock, asio::buffer(text), use_tuple);
+    auto [wec, wn] = co_await c.stream.write(asio::buffer(text));
     c.set_deadline(steady::time_point::max());
     if (wec || bad) {
       break;

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -119,11 +120,25 @@ struct request_context {
 // once.
 using handler = std::function<asio::awaitable<reply>(request_context&)>;
 
+// The bytes of a foreign connection: the socket itself, or on a TLS port the TLS stream over it
+// (the foreign protocol then travels inside TLS: RTSPS). Called from the handler's coroutine; one
+// read and one write may be in flight at once, never two of the same kind.
+class foreign_stream {
+ public:
+  using io_result = std::tuple<boost::system::error_code, size_t>;
+  virtual ~foreign_stream() = default;
+  // At least one byte into `b`, or an error (eof when the peer closed).
+  virtual asio::awaitable<io_result> read_some(asio::mutable_buffer b) = 0;
+  // All of `b`, or an error.
+  virtual asio::awaitable<io_result> write(asio::const_buffer b) = 0;
+};
+
 // A connection of another protocol that shares the port (RTSP 1.0 on a director's, DESIGN.md flow
 // 8), handed over by the server: it belongs to the handler until the handler completes, then the
-// server closes it. Valid while the handler runs.
+// server closes it. Valid while the handler runs, which runs on the home loop.
 struct foreign_connection {
-  tcp::socket& sock;  // non-blocking
+  foreign_stream& stream;
+  bool tls = false;  // the port serves TLS: `stream` is encrypted (rtsps://)
   tcp::endpoint remote;
   std::string already_read;  // the bytes the server read to tell the protocol: the first request's
   // The server's deadline sweep cancels the socket's operations once `t` passes (max: never). The

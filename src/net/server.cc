@@ -5,6 +5,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
@@ -688,11 +689,31 @@ void http_server::release_on_home(session& s, reply& r) {
   }
 }
 
+namespace {
+
+// A foreign connection's bytes straight from its socket (non-blocking: Asio's operations wait).
+class plain_foreign_stream final : public foreign_stream {
+ public:
+  explicit plain_foreign_stream(tcp::socket& sock) : sock_(sock) {}
+  asio::awaitable<io_result> read_some(asio::mutable_buffer b) override {
+    co_return co_await sock_.async_read_some(b, use_tuple);
+  }
+  asio::awaitable<io_result> write(asio::const_buffer b) override {
+    co_return co_await asio::async_write(sock_, b, use_tuple);
+  }
+
+ private:
+  tcp::socket& sock_;
+};
+
+}  // namespace
+
 // The connection is the foreign protocol's from here; it counts as idle (cut at once at stop).
 asio::awaitable<void> http_server::run_foreign(session& s) {
   s.busy = false;
   s.deadline = steady::time_point::max();
-  foreign_connection c{*s.sock, s.ctx.remote,
+  plain_foreign_stream plain(*s.sock);
+  foreign_connection c{plain, false, s.ctx.remote,
                        std::string(static_cast<const char*>(s.buf.data().data()), s.buf.size()),
                        [&s](steady::time_point t) { s.deadline = t; }};
   s.buf.consume(s.buf.size());
