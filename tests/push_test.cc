@@ -1024,6 +1024,55 @@ TEST(RtspMessage, TransportWeCannotServeIsRefused) {
   }
 }
 
+// RTSPS (issue 17): RTP interleaved in the connection, the only kind taken with
+// lower_transport::tcp.
+TEST(RtspMessage, InterleavedTransportOverTcpOnly) {
+  using lt = lower_transport;
+  auto t = parse_transport(
+      "RTP/AVP;unicast;client_port=5000-5001, RTP/AVP/TCP;unicast;interleaved=4-5;mode=play",
+      lt::tcp);
+  ASSERT_TRUE(t) << t.err().detail;
+  EXPECT_TRUE(t->interleaved);
+  EXPECT_EQ(t->channel_rtp, 4);
+  EXPECT_EQ(t->channel_rtcp, 5);
+  EXPECT_EQ(write_transport(*t, 0, 0, 0xab12), "RTP/AVP/TCP;unicast;interleaved=4-5;ssrc=0000AB12");
+  auto bare = parse_transport("RTP/AVP/TCP;unicast", lt::tcp);  // the server picks 0-1
+  ASSERT_TRUE(bare);
+  EXPECT_EQ(bare->channel_rtp, 0);
+  EXPECT_EQ(bare->channel_rtcp, 1);
+  auto one = parse_transport("RTP/AVP/TCP;interleaved=7", lt::tcp);
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->channel_rtcp, 8);
+  for (std::string_view h :
+       {"RTP/AVP;unicast;client_port=5000-5001", "RTP/AVP/TCP;interleaved=3-3",
+        "RTP/AVP/TCP;interleaved=256-257", "RTP/AVP/TCP;interleaved=255",
+        "RTP/AVP/TCP;multicast;interleaved=0-1", "RTP/AVP/TCP;interleaved=0-1;mode=record", ""}) {
+    auto no = parse_transport(h, lt::tcp);
+    EXPECT_FALSE(no) << h;
+    if (!no) {
+      EXPECT_NE(no.err().detail.find("RTP/AVP/TCP;interleaved"), std::string::npos);
+    }
+  }
+}
+
+TEST(RtspMessage, InterleavedFramesAreTakenOffTheFront) {
+  EXPECT_FALSE(interleaved_frame("OPTIONS * RTSP/1.0\r\n"));
+  EXPECT_FALSE(interleaved_frame(""));
+  auto part = interleaved_frame(std::string_view("$\x01\x00", 3));
+  ASSERT_TRUE(part);
+  EXPECT_EQ(part->size, 0u);
+  std::string whole(
+      "$\x01\x00\x03"
+      "abcOPTIONS",
+      14);
+  auto f = interleaved_frame(whole);
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->channel, 1);
+  EXPECT_EQ(f->size, 7u);  // then "OPTIONS" is a request's start
+  auto head = interleaved_header(9, 0x1234);
+  EXPECT_EQ(head, (std::array<uint8_t, 4>{'$', 9, 0x12, 0x34}));
+}
+
 TEST(RtspMessage, RangeForms) {
   struct want {
     std::string_view header;

@@ -499,8 +499,9 @@ std::string_view reason_phrase(int status) {
   return "Unknown";
 }
 
-result<transport_spec> parse_transport(std::string_view header) {
+result<transport_spec> parse_transport(std::string_view header, lower_transport lower) {
   size_t start = 0;
+  const bool tcp = lower == lower_transport::tcp;
   // Each comma-separated transport-spec in turn (RFC 2326 12.39); the first we can serve wins.
   for (int n = 0; start <= header.size() && n < 64; ++n) {
     size_t comma = header.find(',', start);
@@ -510,11 +511,16 @@ result<transport_spec> parse_transport(std::string_view header) {
     const std::string_view spec = trim(header.substr(start, comma - start));
     start = comma + 1;
     std::string_view protocol = spec.substr(0, spec.find(';'));
-    if (!iequals(protocol, "RTP/AVP") && !iequals(protocol, "RTP/AVP/UDP")) {
-      continue;  // RTP/AVP/TCP (interleaved) or something else
+    if (tcp ? !iequals(protocol, "RTP/AVP/TCP")
+            : !iequals(protocol, "RTP/AVP") && !iequals(protocol, "RTP/AVP/UDP")) {
+      continue;  // another lower transport, or something else
     }
     bool usable = true;
     std::optional<transport_spec> t;
+    if (tcp) {
+      t = transport_spec{};
+      t->interleaved = true;
+    }
     std::string_view params = spec.substr(protocol.size());
     while (usable && !params.empty()) {
       params.remove_prefix(1);  // the ';'
@@ -523,12 +529,27 @@ result<transport_spec> parse_transport(std::string_view header) {
       const std::string_view name = p.substr(0, p.find('='));
       const std::string_view value =
           p.find('=') == std::string_view::npos ? std::string_view() : p.substr(p.find('=') + 1);
-      if (iequals(name, "multicast") || iequals(name, "interleaved")) {
+      if (iequals(name, "multicast") || (!tcp && iequals(name, "interleaved"))) {
         usable = false;
       } else if (iequals(name, "mode")) {
         const std::string_view m = trim(value);
         usable = iequals(m, "play") || iequals(m, "\"play\"");
-      } else if (iequals(name, "client_port")) {
+      } else if (tcp && iequals(name, "interleaved")) {
+        const auto dash = value.find('-');
+        const auto a = parse_uint<uint8_t>(value.substr(0, dash), 254);
+        std::optional<uint8_t> b;
+        if (dash == std::string_view::npos) {
+          b = a ? std::optional<uint8_t>(*a + 1) : std::nullopt;
+        } else {
+          b = parse_uint<uint8_t>(value.substr(dash + 1), 255);
+        }
+        if (!a || !b || *a == *b) {
+          usable = false;
+        } else {
+          t->channel_rtp = *a;
+          t->channel_rtcp = *b;
+        }
+      } else if (!tcp && iequals(name, "client_port")) {
         const auto dash = value.find('-');
         const auto a = parse_uint<uint16_t>(value.substr(0, dash), 65535);
         std::optional<uint16_t> b;
@@ -553,18 +574,45 @@ result<transport_spec> parse_transport(std::string_view header) {
         }
       }
     }
-    if (usable && t && t->client_rtp != 0) {
+    if (usable && t && (t->interleaved || t->client_rtp != 0)) {
       return std::move(*t);
     }
   }
   return make_error(errc::invalid_argument,
-                    "no transport is RTP/AVP over unicast UDP with client_port=a-b");
+                    tcp ? "no transport is RTP/AVP/TCP;interleaved=a-b: over RTSPS, RTP travels "
+                          "only inside the TLS connection"
+                        : "no transport is RTP/AVP over unicast UDP with client_port=a-b");
 }
 
 std::string write_transport(const transport_spec& t, uint16_t server_rtp, uint16_t server_rtcp,
                             uint32_t ssrc) {
+  if (t.interleaved) {
+    return fmt::format("RTP/AVP/TCP;unicast;interleaved={}-{};ssrc={:08X}", t.channel_rtp,
+                       t.channel_rtcp, ssrc);
+  }
   return fmt::format("RTP/AVP;unicast;client_port={}-{};server_port={}-{};ssrc={:08X}",
                      t.client_rtp, t.client_rtcp, server_rtp, server_rtcp, ssrc);
+}
+
+std::optional<interleaved_frame_at> interleaved_frame(std::string_view in) {
+  if (in.empty() || in.front() != '$') {
+    return std::nullopt;
+  }
+  interleaved_frame_at f;
+  if (in.size() < 4) {
+    return f;
+  }
+  f.channel = static_cast<uint8_t>(in[1]);
+  size_t length =
+      static_cast<size_t>(static_cast<uint8_t>(in[2])) << 8 | static_cast<uint8_t>(in[3]);
+  if (in.size() >= 4 + length) {
+    f.size = 4 + length;
+  }
+  return f;
+}
+
+std::array<uint8_t, 4> interleaved_header(uint8_t channel, uint16_t length) {
+  return {'$', channel, static_cast<uint8_t>(length >> 8), static_cast<uint8_t>(length & 0xff)};
 }
 
 namespace {

@@ -5,6 +5,7 @@
 // parses RTSP (live555's parser is tied to its own event loop and server classes).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -54,11 +55,22 @@ struct parse_outcome {
 };
 
 // One request from the front of `in`. need_more: `in` holds a prefix of a valid request (and is
-// still under the limits). A line may end in CRLF or LF. Interleaved binary data ('$') is bad (we
-// stream over UDP only).
+// still under the limits). A line may end in CRLF or LF. Interleaved binary data ('$') is bad: the
+// caller takes such frames off first (interleaved_frame).
 parse_outcome parse_request(std::string_view in, rtsp_request& out, const rtsp_limits& lim = {});
 // One response, for the console's client.
 parse_outcome parse_response(std::string_view in, rtsp_response& out, const rtsp_limits& lim = {});
+
+// An interleaved frame at the front of `in` (RFC 2326 10.12: '$', a channel, a 16-bit length, the
+// data): its channel and size in all (4 + length) once whole; nullopt when `in` does not start with
+// '$' or holds only part of the frame (need_more then).
+struct interleaved_frame_at {
+  uint8_t channel = 0;
+  size_t size = 0;  // 0: not whole yet
+};
+std::optional<interleaved_frame_at> interleaved_frame(std::string_view in);
+// The 4 bytes that go before `length` bytes of data on `channel`.
+std::array<uint8_t, 4> interleaved_header(uint8_t channel, uint16_t length);
 
 // Text of a message: status line or request line, CSeq, the headers, Content-Length when there is
 // a body, the body.
@@ -66,16 +78,23 @@ std::string write_response(const rtsp_response& r);
 std::string write_request(const rtsp_request& r);
 std::string_view reason_phrase(int status);
 
-// The first transport of a Transport header we can serve: RTP/AVP or RTP/AVP/UDP, unicast, with
-// client_port=a-b (b = a + 1 when only a is given). errc::invalid_argument (→ 461 Unsupported
-// Transport) when none is.
+// The first transport of a Transport header we can serve, of the kinds `lower` allows: RTP/AVP or
+// RTP/AVP/UDP, unicast, with client_port=a-b (b = a + 1 when only a is given); or RTP/AVP/TCP with
+// interleaved=a-b (RFC 2326 10.12: RTP and RTCP inside the RTSP connection; 0-1 when not given).
+// errc::invalid_argument (→ 461 Unsupported Transport) when none is.
+enum class lower_transport { udp, tcp };
 struct transport_spec {
+  bool interleaved = false;  // RTP/AVP/TCP: the channels below, not the ports
   uint16_t client_rtp = 0;
   uint16_t client_rtcp = 0;
+  uint8_t channel_rtp = 0;
+  uint8_t channel_rtcp = 1;
   std::string destination;  // "destination=" when given (we refuse any but the requester's)
 };
-result<transport_spec> parse_transport(std::string_view header);
-// "RTP/AVP;unicast;client_port=a-b;server_port=c-d;ssrc=XXXXXXXX" (8 hex digits).
+result<transport_spec> parse_transport(std::string_view header,
+                                       lower_transport lower = lower_transport::udp);
+// UDP: "RTP/AVP;unicast;client_port=a-b;server_port=c-d;ssrc=XXXXXXXX" (8 hex digits);
+// interleaved: "RTP/AVP/TCP;unicast;interleaved=a-b;ssrc=XXXXXXXX".
 std::string write_transport(const transport_spec& t, uint16_t server_rtp, uint16_t server_rtcp,
                             uint32_t ssrc);
 
