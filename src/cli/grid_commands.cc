@@ -185,11 +185,10 @@ int run_up(const grid_options& o) {
       std::cout << "  supervisor " << s.supervisor.url();
     }
     std::cout << "\n";
-    // No RTSP on a TLS port (net/README.md).
-    std::string rtsp = s.director.listen.tls()
-                           ? std::string()
-                           : fmt::format("  rtsp://{}:{}/v1/programs/<id>", s.director.listen.host,
-                                         s.director.listen.port);
+    // On a TLS port RTSP goes inside TLS: rtsps:// (docs/push.md).
+    std::string rtsp =
+        fmt::format("  {}://{}:{}/v1/programs/<id>", s.director.listen.tls() ? "rtsps" : "rtsp",
+                    s.director.listen.host, s.director.listen.port);
     std::cout << fmt::format(
         "viewer URLs: {}/v1/programs/<id>/index.m3u8{}  browser: {}/watch/<id>\n",
         s.director.listen.url(), rtsp, s.director.listen.url());
@@ -213,8 +212,10 @@ int run_up(const grid_options& o) {
         "TLS: every daemon on HTTPS; the CA: {ca}\n"
         "  curl --cacert {ca} {url}/healthz\n"
         "  ffplay -ca_file {ca} -tls_verify 1 {url}/v1/programs/<id>/index.m3u8\n"
+        "  ffplay -ca_file {ca} -tls_verify 1 rtsps://{host}:{port}/v1/programs/<id>\n"
         "  the vodgrid CLI: export SSL_CERT_FILE={ca}\n",
-        fmt::arg("ca", grid->tls.ca.string()), fmt::arg("url", edge.url()));
+        fmt::arg("ca", grid->tls.ca.string()), fmt::arg("url", edge.url()),
+        fmt::arg("host", edge.host), fmt::arg("port", edge.port));
   }
   std::cout << fmt::format("logs: {}\n", g->log_dir().string()) << std::flush;
   while (!interrupted) {

@@ -93,6 +93,10 @@ struct rtsp_target {
 };
 result<rtsp_target> parse_rtsp_target(const push::rtsp_request& req, const tcp_endpoint& peer);
 
+// One console's RTSP connection as its requests see it (rtsp.cc): over TLS (RTSPS) or not, and
+// the interleaved sessions it carries.
+struct rtsp_link;
+
 // Where a session's stream starts (push.cc, plan_start).
 struct stream_start {
   segment_key key;
@@ -397,11 +401,13 @@ struct director_daemon::impl : net::daemon_base {
 
   // rtsp.cc
   asio::awaitable<void> rtsp_connection(net::foreign_connection& c);
-  asio::awaitable<push::rtsp_response> rtsp_answer(push::rtsp_request req, tcp_endpoint peer);
+  asio::awaitable<push::rtsp_response> rtsp_answer(push::rtsp_request req, tcp_endpoint peer,
+                                                   rtsp_link& link);
   asio::awaitable<result<const api::program_manifest*>> rtsp_program(
       rtsp_target& t, std::optional<push::rtsp_response>& refused);
   asio::awaitable<push::rtsp_response> rtsp_describe(push::rtsp_request req, tcp_endpoint peer);
-  asio::awaitable<push::rtsp_response> rtsp_setup(push::rtsp_request req, tcp_endpoint peer);
+  asio::awaitable<push::rtsp_response> rtsp_setup(push::rtsp_request req, tcp_endpoint peer,
+                                                  rtsp_link& link);
   asio::awaitable<push::rtsp_response> rtsp_play(push::rtsp_request req, std::string sid);
   asio::awaitable<push::rtsp_response> rtsp_pause(std::string sid);
   asio::awaitable<push::rtsp_response> rtsp_teardown(std::string sid);

@@ -161,9 +161,18 @@ asio::awaitable<result<api::push_position>> director_daemon::impl::start_stream(
       co_return make_error(errc::not_found, "the session ended");
     }
     auto& s = it->second;
-    api::push_order o{sid,         st.key,   st.npt_start,          st.duration,
-                      st.offset,   st.seek,  s.console.to_string(), s.rtp_port,
-                      s.rtcp_port, st.state, std::nullopt,          false};
+    api::push_order o{sid,
+                      st.key,
+                      st.npt_start,
+                      st.duration,
+                      st.offset,
+                      st.seek,
+                      s.stream_host.to_string(),
+                      s.rtp_port,
+                      s.rtcp_port,
+                      st.state,
+                      std::nullopt,
+                      false};
     auto url = tables.engine(*e).url;
     // The engine may ask what comes next (a short segment) before its reply is read here: it is
     // the session's engine-to-be from now on.

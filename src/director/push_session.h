@@ -21,8 +21,12 @@ struct push_session {
   std::string id;
   program_id program;
   boost::asio::ip::address console;  // the RTSP connection's peer: streams go nowhere else
+  // Where the engines send RTP and RTCP: the console's ports; for an interleaved session (RTSPS),
+  // the director's relay pair, which puts each datagram into the console's TLS connection.
+  boost::asio::ip::address stream_host;
   uint16_t rtp_port = 0;
   uint16_t rtcp_port = 0;
+  bool interleaved = false;
   api::push_state state;  // ssrc, rtp_base; seq and scale as of the last position
   phase now = phase::ready;
   // The engine streaming the session, and the one it was told to hand it to next (a report from

@@ -4,11 +4,15 @@
 // segment at that position to stream to the console (claims 16, 18); PAUSE and TEARDOWN reach the
 // engine streaming it (claim 17). Viewer tokens as for HTTP (claim 23).
 #include <fmt/format.h>
+#include <boost/algorithm/string/case_conv.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 
 #include <openssl/rand.h>
 
+#include <deque>
+#include <list>
 #include <random>
 
 #include "auth/client.h"
@@ -73,8 +77,10 @@ std::string random_session_id() {
 // a token check reads (the query, an Authorization header, the peer).
 result<rtsp_target> parse_rtsp_target(const push::rtsp_request& req, const tcp_endpoint& peer) {
   auto u = boost::urls::parse_uri(req.uri);
-  if (!u || !(u->scheme() == "rtsp" || u->scheme() == "RTSP") || !u->has_authority()) {
-    return make_error(errc::invalid_argument, "the request URI must be rtsp://HOST/v1/programs/ID");
+  auto scheme = u ? boost::algorithm::to_lower_copy(std::string(u->scheme())) : std::string();
+  if (!u || !(scheme == "rtsp" || scheme == "rtsps") || !u->has_authority()) {
+    return make_error(errc::invalid_argument,
+                      "the request URI must be rtsp://HOST/v1/programs/ID (or rtsps://)");
   }
   std::vector<std::string> parts;
   for (auto seg : u->segments()) {
@@ -90,8 +96,8 @@ result<rtsp_target> parse_rtsp_target(const push::rtsp_request& req, const tcp_e
   }
   rtsp_target t;
   t.program = *program_id::parse(parts[2]);
-  t.base =
-      fmt::format("rtsp://{}/v1/programs/{}", std::string_view(u->encoded_authority()), parts[2]);
+  t.base = fmt::format("{}://{}/v1/programs/{}", scheme, std::string_view(u->encoded_authority()),
+                       parts[2]);
   if (u->has_query()) {
     t.query = "?" + std::string(u->encoded_query());
   }
@@ -105,14 +111,165 @@ result<rtsp_target> parse_rtsp_target(const push::rtsp_request& req, const tcp_e
   return t;
 }
 
+// An interleaved session's relay (RTSPS): the UDP pair the engines stream to, each datagram put
+// into the console's connection on its channel. Only datagrams of the session's SSRC pass: the
+// ports are open to anyone who can reach the director, and the SSRC is known only to the console,
+// the director and the engines.
+struct rtsp_relay {
+  std::string session;
+  uint32_t ssrc = 0;
+  uint8_t channel_rtp = 0;
+  uint8_t channel_rtcp = 1;
+  asio::ip::udp::socket rtp;
+  asio::ip::udp::socket rtcp;
+  bool started = false;
+  rtsp_relay(asio::any_io_executor ex) : rtp(ex), rtcp(ex) {}
+};
+
+// What goes out on the connection: responses and interleaved frames, in order, sent by one writer
+// coroutine (a TLS stream takes one write at a time, and frames arrive while a request is
+// answered). A console that does not read its connection loses frames past `frames_limit`
+// bytes queued, never responses.
+struct rtsp_link {
+  static constexpr size_t frames_limit = 2 << 20;
+  net::foreign_connection& c;
+  asio::steady_timer wake;
+  std::deque<std::string> queue;
+  size_t queued = 0;
+  bool closing = false;
+  bool broken = false;
+  std::list<rtsp_relay> relays;
+  // While a request is answered, frames wait here and follow its answer: a PLAY's first RTP
+  // arrives before its reply is written, and clients skip data that comes before the reply they
+  // wait for (ffmpeg's ff_rtsp_read_reply does).
+  bool answering = false;
+  std::vector<std::string> held;
+  size_t running = 0;  // coroutines of the connection still running (writer, relays)
+  asio::steady_timer all_done;
+
+  rtsp_link(net::foreign_connection& conn, asio::any_io_executor ex)
+      : c(conn), wake(ex), all_done(ex) {}
+
+  void put(std::string bytes) {
+    queued += bytes.size();
+    queue.push_back(std::move(bytes));
+    wake.cancel();
+  }
+
+  asio::awaitable<void> write_loop() {
+    std::string batch;
+    while (!broken) {
+      if (queue.empty()) {
+        if (closing) {
+          break;
+        }
+        wake.expires_at(steady::time_point::max());
+        co_await wake.async_wait(use_tuple);
+        continue;
+      }
+      batch.clear();
+      while (!queue.empty() && batch.size() < 64 * 1024) {  // one TLS write for what waits
+        batch += queue.front();
+        queued -= queue.front().size();
+        queue.pop_front();
+      }
+      auto [ec, n] = co_await c.stream.write(asio::buffer(batch));
+      broken = broken || ec;
+    }
+  }
+
+  asio::awaitable<void> relay_loop(asio::ip::udp::socket& sock, uint8_t channel, uint32_t ssrc,
+                                   bool rtcp) {
+    std::array<uint8_t, 2048> buf{};
+    while (!closing && !broken) {
+      auto [ec, n] = co_await sock.async_receive(asio::buffer(buf), use_tuple);
+      if (ec == asio::error::operation_aborted || !sock.is_open()) {
+        break;
+      }
+      size_t at = rtcp ? 4 : 8;  // the sender's SSRC in an RTCP packet, the SSRC in RTP
+      if (ec || n < at + 4 || n > 0xffff) {
+        continue;
+      }
+      uint32_t from = uint32_t{buf[at]} << 24 | uint32_t{buf[at + 1]} << 16 |
+                      uint32_t{buf[at + 2]} << 8 | uint32_t{buf[at + 3]};
+      if (from != ssrc || queued > frames_limit) {
+        continue;
+      }
+      auto head = push::interleaved_header(channel, static_cast<uint16_t>(n));
+      std::string frame(reinterpret_cast<const char*>(head.data()), head.size());
+      frame.append(reinterpret_cast<const char*>(buf.data()), n);
+      if (answering) {
+        queued += frame.size();
+        held.push_back(std::move(frame));
+      } else {
+        put(std::move(frame));
+      }
+    }
+  }
+
+  void answered(std::string response) {
+    answering = false;
+    put(std::move(response));
+    for (auto& f : held) {
+      queued -= f.size();
+      put(std::move(f));
+    }
+    held.clear();
+  }
+
+  void spawn(asio::any_io_executor ex, asio::awaitable<void> task) {
+    ++running;
+    asio::co_spawn(ex, std::move(task), [this](std::exception_ptr) {
+      if (--running == 0) {
+        all_done.cancel();
+      }
+    });
+  }
+};
+
+namespace {
+
+// A UDP socket on `host`'s first free port.
+result<asio::ip::udp::socket> open_udp(asio::any_io_executor ex, const asio::ip::address& host) {
+  asio::ip::udp::socket sock(ex);
+  boost::system::error_code ec;
+  sock.open(host.is_v6() ? asio::ip::udp::v6() : asio::ip::udp::v4(), ec);
+  if (!ec) {
+    sock.bind({host, 0}, ec);
+  }
+  if (ec) {
+    return make_error(errc::unavailable, "cannot bind a UDP port for the relay: " + ec.message());
+  }
+  return sock;
+}
+
+}  // namespace
+
 asio::awaitable<void> director_daemon::impl::rtsp_connection(net::foreign_connection& c) {
   std::string in = std::move(c.already_read);
   std::array<char, 4096> buf{};
   auto idle = grid.timing.rtsp_session_timeout + std::chrono::seconds(10);
-  while (!stopping) {
+  auto ex = co_await asio::this_coro::executor;
+  rtsp_link link(c, ex);
+  link.spawn(ex, link.write_loop());
+  while (!stopping && !link.broken) {
+    auto frame = push::interleaved_frame(in);
     push::rtsp_request req;
-    auto p = push::parse_request(in, req);
-    if (p.state == push::parse_state::need_more) {
+    push::parse_outcome p;
+    if (!frame) {
+      p = push::parse_request(in, req);
+    } else if (frame->size > 0) {
+      // The console's RTCP (receiver reports) inside the connection: a keep-alive of its session.
+      for (auto& r : link.relays) {
+        auto it = push_sessions.find(r.session);
+        if (it != push_sessions.end() && frame->channel == r.channel_rtcp) {
+          it->second.touched = steady::now();
+        }
+      }
+      in.erase(0, frame->size);
+      continue;
+    }
+    if (frame || p.state == push::parse_state::need_more) {
       c.set_deadline(steady::now() + idle);
       auto [ec, n] = co_await c.stream.read_some(asio::buffer(buf));
       c.set_deadline(steady::time_point::max());
@@ -129,21 +286,50 @@ asio::awaitable<void> director_daemon::impl::rtsp_connection(net::foreign_connec
       resp = refusal(p.status, "bad_request", p.why);
     } else {
       in.erase(0, p.consumed);
-      resp = co_await rtsp_answer(std::move(req), c.remote);
+      link.answering = true;
+      resp = co_await rtsp_answer(std::move(req), c.remote, link);
     }
     resp.cseq = req.cseq;
-    auto text = push::write_response(resp);
-    c.set_deadline(steady::now() + rtsp_write_timeout);
-    auto [wec, wn] = co_await c.stream.write(asio::buffer(text));
-    c.set_deadline(steady::time_point::max());
-    if (wec || bad) {
-      break;
+    link.answered(push::write_response(resp));
+    for (auto& r : link.relays) {
+      if (!r.started) {
+        r.started = true;
+        link.spawn(ex, link.relay_loop(r.rtp, r.channel_rtp, r.ssrc, false));
+        link.spawn(ex, link.relay_loop(r.rtcp, r.channel_rtcp, r.ssrc, true));
+      }
+    }
+    if (bad || link.queued > rtsp_link::frames_limit * 2) {
+      break;  // a console that sends requests and reads no answers is cut off
     }
   }
+  // The interleaved sessions end with their connection: their streams have nowhere else to go.
+  for (auto& r : link.relays) {
+    if (auto it = push_sessions.find(r.session); it != push_sessions.end()) {
+      if (it->second.now == push_session::phase::playing && !stopping) {
+        co_await stop_stream(r.session);
+      }
+      end_session(r.session);
+    }
+  }
+  // The answers queued go out (a refusal before the connection closes), within the write timeout.
+  link.closing = true;
+  for (auto& r : link.relays) {
+    boost::system::error_code ec;
+    r.rtp.close(ec);
+    r.rtcp.close(ec);
+  }
+  link.wake.cancel();
+  c.set_deadline(steady::now() + rtsp_write_timeout);
+  while (link.running > 0) {
+    link.all_done.expires_at(steady::time_point::max());
+    co_await link.all_done.async_wait(use_tuple);
+  }
+  c.set_deadline(steady::time_point::max());
 }
 
 asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_answer(push::rtsp_request req,
-                                                                        tcp_endpoint peer) {
+                                                                        tcp_endpoint peer,
+                                                                        rtsp_link& link) {
   auto console = canonical(peer.address());
   auto sid = std::string(push::session_id(req.header("Session")));
   push_session* s = nullptr;
@@ -163,7 +349,7 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_answer(push::rt
   } else if (m == "DESCRIBE") {
     r = co_await rtsp_describe(std::move(req), peer);
   } else if (m == "SETUP") {
-    r = co_await rtsp_setup(std::move(req), peer);
+    r = co_await rtsp_setup(std::move(req), peer, link);
   } else if (m == "PLAY" || m == "PAUSE" || m == "TEARDOWN") {
     if (!s) {
       rtsp_errors->inc();
@@ -252,7 +438,8 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_describe(push::
 }
 
 asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_setup(push::rtsp_request req,
-                                                                       tcp_endpoint peer) {
+                                                                       tcp_endpoint peer,
+                                                                       rtsp_link& link) {
   auto t = parse_rtsp_target(req, peer);
   if (!t) {
     co_return refusal(t.err());
@@ -261,7 +448,10 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_setup(push::rts
     co_return refusal(459, "aggregate_operation_not_allowed",
                       "a session has one stream: SETUP without a Session makes a new one");
   }
-  auto tr = push::parse_transport(req.header("Transport"));
+  // Over RTSPS the stream goes inside the TLS connection (interleaved), never in the clear over
+  // UDP: what ffmpeg (rtsps:// implies -rtsp_transport tcp) and GStreamer's rtspsrc ask for.
+  auto tr = push::parse_transport(req.header("Transport"), link.c.tls ? push::lower_transport::tcp
+                                                                      : push::lower_transport::udp);
   if (!tr) {
     co_return refusal(461, "unsupported_transport", tr.err().detail);
   }
@@ -275,7 +465,7 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_setup(push::rts
                             tr->destination + ")");
     }
   }
-  if (tr->client_rtp < 1024 || tr->client_rtcp < 1024) {
+  if (!tr->interleaved && (tr->client_rtp < 1024 || tr->client_rtcp < 1024)) {
     co_return refusal(461, "unsupported_transport",
                       fmt::format("client_port {}-{} is out of range: 1024-65535", tr->client_rtp,
                                   tr->client_rtcp));
@@ -294,9 +484,36 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_setup(push::rts
   } while (push_sessions.contains(s.id));
   s.program = t->program;
   s.console = console;
+  s.stream_host = console;
   s.rtp_port = tr->client_rtp;
   s.rtcp_port = tr->client_rtcp;
   s.state.ssrc = static_cast<uint32_t>(push_rng());
+  if (tr->interleaved) {
+    boost::system::error_code ec;
+    auto host = asio::ip::make_address(station->director.listen.host, ec);
+    if (ec || host.is_unspecified()) {
+      host = asio::ip::address_v4::loopback();  // engines of this host reach the relay there
+    }
+    auto rtp = open_udp(io.get_executor(), host);
+    if (!rtp) {
+      co_return refusal(453, "not_enough_bandwidth", rtp.err().detail);
+    }
+    auto rtcp = open_udp(io.get_executor(), host);
+    if (!rtcp) {
+      co_return refusal(453, "not_enough_bandwidth", rtcp.err().detail);
+    }
+    auto& r = link.relays.emplace_back(io.get_executor());
+    r.rtp = std::move(*rtp);
+    r.rtcp = std::move(*rtcp);
+    r.session = s.id;
+    r.ssrc = s.state.ssrc;
+    r.channel_rtp = tr->channel_rtp;
+    r.channel_rtcp = tr->channel_rtcp;
+    s.interleaved = true;
+    s.stream_host = host;
+    s.rtp_port = r.rtp.local_endpoint(ec).port();
+    s.rtcp_port = r.rtcp.local_endpoint(ec).port();
+  }
   s.state.seq = static_cast<uint16_t>(push_rng());
   s.state.rtp_base = static_cast<uint32_t>(push_rng());
   s.touched = steady::now();
@@ -308,8 +525,11 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_setup(push::rts
       fmt::format("{};timeout={}", s.id,
                   std::max<int64_t>(1, grid.timing.rtsp_session_timeout.count() / 1000)));
   push_by_ssrc[s.state.ssrc] = s.id;
-  logger->info("director {}: RTSP session {} for {} to {}:{}", station->name.str(), s.id,
-               s.program.str(), console.to_string(), s.rtp_port);
+  logger->info("director {}: RTSP session {} for {} to {}{}", station->name.str(), s.id,
+               s.program.str(), console.to_string(),
+               s.interleaved ? fmt::format(" inside its {} connection (relay port {})",
+                                           link.c.tls ? "TLS" : "TCP", s.rtp_port)
+                             : fmt::format(":{}", s.rtp_port));
   push_sessions.emplace(s.id, std::move(s));
   co_return r;
 }

@@ -300,7 +300,7 @@ class http_server {
   // the TLS stream (the error, as pull_header's `rec`); writes of `parts`; a file slice read in
   // bounded chunks and written through TLS (no sendfile over TLS without kernel TLS).
   asio::awaitable<bool> handshake(session& s);
-  asio::awaitable<boost::system::error_code> pull_header_tls(session& s) const;
+  asio::awaitable<boost::system::error_code> pull_header_tls(session& s, bool& foreign) const;
   asio::awaitable<boost::system::error_code> write_out(session& s,
                                                        std::array<asio::const_buffer, 2> parts,
                                                        int flags);

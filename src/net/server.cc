@@ -310,11 +310,22 @@ http_server::header_pull http_server::pull_header(session& s, boost::system::err
 }
 
 // pull_header through TLS: the stream's reads complete from what OpenSSL holds decrypted before
-// they wait for the socket, so there is no non-blocking step to take first.
-asio::awaitable<boost::system::error_code> http_server::pull_header_tls(session& s) const {
+// they wait for the socket, so there is no non-blocking step to take first. The first request line
+// is sniffed inside TLS as pull_header does on a plain port (RTSPS); `foreign` says it was foreign.
+asio::awaitable<boost::system::error_code> http_server::pull_header_tls(session& s,
+                                                                        bool& foreign) const {
   boost::system::error_code rec;
   while (true) {
-    if (s.buf.size() > 0) {
+    bool undecided = false;
+    if (s.sniffing && s.buf.size() > 0) {
+      auto is = sniff(s);
+      if (is && *is) {
+        foreign = true;
+        co_return rec;
+      }
+      undecided = !is;
+    }
+    if (s.buf.size() > 0 && !undecided) {
       size_t used = s.parser->put(s.buf.data(), rec);
       s.buf.consume(used);
       if (rec != http::error::need_more) {
@@ -472,7 +483,7 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
     s.parser->body_limit(boost::none);  // the route's limit is set once the header names the route
     s.deadline = steady::now() + (first ? opts_.header_timeout : opts_.idle_timeout);
     bool wait_first = !first && s.buf.size() == 0;
-    s.sniffing = first && foreign_ != nullptr && !s.tls;
+    s.sniffing = first && foreign_ != nullptr;
     first = false;
     boost::system::error_code rec;
     // Right after a reply the next request has seldom arrived yet. async_read_some would read at
@@ -487,7 +498,7 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
     bool deferred = false;
     bool foreign = false;
     if (s.tls) {
-      rec = co_await pull_header_tls(s);
+      rec = co_await pull_header_tls(s, foreign);
     }
     while (!s.tls) {
       if (wait_first) {
@@ -527,8 +538,10 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
         break;
       }
     }
-    if (foreign && !l.home) {
+    if (foreign && !l.home && !s.tls) {
       // The foreign protocol's handler belongs to the home loop: the connection moves there.
+      // (A TLS connection cannot move: its stream's state is this loop's. It stays, and its
+      // handler runs on the home loop, its reads and writes posted back here: run_foreign.)
       // It stays counted in connections_ on its way (run_adopted takes the count over), so that
       // stop() cannot end while it is between the loops.
       auto proto = sock.local_endpoint(ec).protocol();
@@ -706,19 +719,70 @@ class plain_foreign_stream final : public foreign_stream {
   tcp::socket& sock_;
 };
 
+// ... through the connection's TLS stream (RTSPS). The handler runs on the home loop; when the
+// connection is another loop's, each operation runs there (the stream's state is that loop's).
+class tls_foreign_stream final : public foreign_stream {
+ public:
+  tls_foreign_stream(tls_stream& tls, asio::any_io_executor ex, bool hop)
+      : tls_(tls), ex_(std::move(ex)), hop_(hop) {}
+  asio::awaitable<io_result> read_some(asio::mutable_buffer b) override {
+    if (!hop_) {
+      co_return co_await tls_.async_read_some(b, use_tuple);
+    }
+    co_return co_await asio::co_spawn(
+        ex_, [this, b]() -> asio::awaitable<io_result> { co_return co_await read_here(b); },
+        use_awaitable);
+  }
+  asio::awaitable<io_result> write(asio::const_buffer b) override {
+    if (!hop_) {
+      co_return co_await asio::async_write(tls_, b, use_tuple);
+    }
+    co_return co_await asio::co_spawn(
+        ex_, [this, b]() -> asio::awaitable<io_result> { co_return co_await write_here(b); },
+        use_awaitable);
+  }
+
+ private:
+  asio::awaitable<io_result> read_here(asio::mutable_buffer b) {
+    co_return co_await tls_.async_read_some(b, use_tuple);
+  }
+  asio::awaitable<io_result> write_here(asio::const_buffer b) {
+    co_return co_await asio::async_write(tls_, b, use_tuple);
+  }
+  tls_stream& tls_;
+  asio::any_io_executor ex_;  // the connection's loop
+  bool hop_;                  // that loop is not the home loop
+};
+
 }  // namespace
 
 // The connection is the foreign protocol's from here; it counts as idle (cut at once at stop).
 asio::awaitable<void> http_server::run_foreign(session& s) {
   s.busy = false;
   s.deadline = steady::time_point::max();
+  bool hop = !s.on->home;  // a TLS connection of another loop (plain ones moved home)
   plain_foreign_stream plain(*s.sock);
-  foreign_connection c{plain, false, s.ctx.remote,
-                       std::string(static_cast<const char*>(s.buf.data().data()), s.buf.size()),
-                       [&s](steady::time_point t) { s.deadline = t; }};
+  std::optional<tls_foreign_stream> tls;
+  if (s.tls) {
+    tls.emplace(*s.tls, s.on->ex, hop);
+  }
+  auto set_deadline = [&s, hop](steady::time_point t) {
+    if (hop) {
+      asio::post(s.on->ex, [&s, t] { s.deadline = t; });  // the sweep reads it on that loop
+    } else {
+      s.deadline = t;
+    }
+  };
+  foreign_connection c{
+      tls ? static_cast<foreign_stream&>(*tls) : plain, s.tls != nullptr, s.ctx.remote,
+      std::string(static_cast<const char*>(s.buf.data().data()), s.buf.size()), set_deadline};
   s.buf.consume(s.buf.size());
   try {
-    co_await foreign_(c);
+    if (hop) {
+      co_await asio::co_spawn(ex_, foreign_(c), use_awaitable);
+    } else {
+      co_await foreign_(c);
+    }
   } catch (const std::exception& e) {
     log::get("net")->error("{}: {} connection handler threw: {}", name_, foreign_version_,
                            e.what());
