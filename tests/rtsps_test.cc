@@ -1,11 +1,11 @@
 // RTSP inside TLS (issue 17, item 1): a director serving HTTPS takes RTSP on the same port inside
 // TLS (rtsps://), and the stream goes inside that connection (interleaved RTP), never in the clear.
 // A station of real processes on HTTPS with certificates of a local CA (as `vodgrid up --tls`
-// makes them) and two engines holding alternate segments: ffmpeg reads exactly the source's packets
-// across the engines' hand-offs; openssl s_client, verifying the director against the CA, speaks
-// RTSP inside TLS; a UDP SETUP over RTSPS
-// gets 461; plain RTSP on the TLS port and garbage inside TLS are refused while the director goes
-// on. These play in real time (RESOURCE_LOCK realtime).
+// makes them) and two engines holding alternate segments: ffmpeg reads exactly the source's
+// packets across the engines' hand-offs; GStreamer's rtspsrc plays rtsps://; openssl s_client,
+// verifying the director against the CA, speaks RTSP inside TLS: a UDP SETUP gets 461; plain RTSP
+// on the TLS port and garbage inside TLS are refused while the director goes on. These play in
+// real time (RESOURCE_LOCK realtime).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -173,6 +173,32 @@ TEST(Rtsps, FfmpegReadsExactlyTheSourcePacketsInsideTlsAcrossHandOffs) {
   // The connection closed, its session ended.
   EXPECT_TRUE(
       eventually([&] { return metric(st.director_url(), "vodgrid_director_rtsp_sessions") == 0; }));
+}
+
+// GStreamer's rtspsrc asks for TCP interleaving on its own for rtsps://. gst-launch cannot give it
+// the test's CA (tls-database is an object, and GIO's GnuTLS store is the system's): it refuses the
+// director with the default validation, and plays to the end with validation off.
+TEST(Rtsps, GstreamerPlaysRtspsToTheEndAndRefusesAnUntrustedDirector) {
+  rtsps_station st;
+  temp_dir src;
+  make_sample(src.path(), 5, 1);
+  ASSERT_EQ(st.ingest(src.path().string(), "movie").status, 0) << st.log_of("st");
+  auto gst = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv{"/usr/bin/gst-launch-1.0", "-q", "rtspsrc",
+                                  "location=" + st.rtsps_url("movie")};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    for (const char* a : {"!", "rtpmp2tdepay", "!", "tsdemux", "!", "fakesink"}) {
+      argv.emplace_back(a);
+    }
+    return run(argv, std::chrono::seconds(60));
+  };
+  auto untrusted = gst({});
+  EXPECT_NE(untrusted.status, 0) << untrusted.out << untrusted.err;
+  EXPECT_EQ(metric(st.director_url(), "vodgrid_director_push_plays_total"), 0);
+  auto r = gst({"tls-validation-flags=0"});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_GE(metric(st.director_url(), "vodgrid_director_push_handoffs_total"), 2);
+  EXPECT_NE(st.log_of("st").find("inside its TLS connection"), std::string::npos);
 }
 
 TEST(Rtsps, UdpOverRtspsPlainRtspOnTheTlsPortAndGarbageAreRefused) {
