@@ -1,10 +1,16 @@
-// The keyed states are copied into a per-thread context for each MAC (EVP_MD_CTX_copy_ex): OpenSSL
-// 3's one-shot HMAC() fetches the digest, allocates its contexts and hashes both key blocks on
-// every call, several times the cost of the MAC itself.
+// The keyed states are plain SHA256_CTX structures, copied onto the stack for each MAC. OpenSSL 3
+// deprecates this low-level API for EVP, but through EVP each copy (EVP_MD_CTX_copy_ex) frees and
+// allocates a provider context, two per MAC, and the one-shot HMAC() fetches the digest, allocates
+// its contexts and hashes both key blocks on every call: at the director's rate (a signed redirect
+// per request) EVP's copies cost more than the two SHA-256 blocks themselves (profile,
+// docs/performance.md). The block function is the same (the CPU's SHA extensions where there are
+// any); tests/auth_test.cc checks the MACs against OpenSSL's HMAC().
+#define OPENSSL_SUPPRESS_DEPRECATED  // SHA256_Init/Update/Final: see above
 #include "auth/hmac.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <new>
@@ -25,15 +31,12 @@ void check(int ok, const char* what) {
 
 }  // namespace
 
-void hmac_sha256::ctx_free::operator()(evp_md_ctx_st* c) const {
-  EVP_MD_CTX_free(c);
+void hmac_sha256::ctx_free::operator()(SHA256state_st* c) const {
+  OPENSSL_cleanse(c, sizeof(SHA256_CTX));
+  delete c;
 }
 
-hmac_sha256::hmac_sha256(std::string_view key)
-    : inner_(EVP_MD_CTX_new()), outer_(EVP_MD_CTX_new()) {
-  if (!inner_ || !outer_) {
-    throw std::bad_alloc();
-  }
+hmac_sha256::hmac_sha256(std::string_view key) : inner_(new SHA256_CTX), outer_(new SHA256_CTX) {
   std::array<unsigned char, block_bytes> k{};
   if (key.size() > block_bytes) {
     check(EVP_Digest(key.data(), key.size(), k.data(), nullptr, EVP_sha256(), nullptr),
@@ -42,12 +45,12 @@ hmac_sha256::hmac_sha256(std::string_view key)
     std::copy(key.begin(), key.end(), k.begin());
   }
   std::array<unsigned char, block_bytes> pad;
-  auto keyed = [&](EVP_MD_CTX* c, unsigned char x) {
+  auto keyed = [&](SHA256_CTX* c, unsigned char x) {
     for (size_t i = 0; i < block_bytes; ++i) {
       pad[i] = k[i] ^ x;
     }
-    check(EVP_DigestInit_ex2(c, EVP_sha256(), nullptr), "EVP_DigestInit_ex2");
-    check(EVP_DigestUpdate(c, pad.data(), pad.size()), "EVP_DigestUpdate");
+    check(SHA256_Init(c), "SHA256_Init");
+    check(SHA256_Update(c, pad.data(), pad.size()), "SHA256_Update");
   };
   keyed(inner_.get(), 0x36);
   keyed(outer_.get(), 0x5c);
@@ -56,21 +59,16 @@ hmac_sha256::hmac_sha256(std::string_view key)
 }
 
 hmac_sha256::digest hmac_sha256::mac(std::initializer_list<std::string_view> parts) const {
-  thread_local ctx_ptr work(EVP_MD_CTX_new());
-  if (!work) {
-    throw std::bad_alloc();
-  }
-  EVP_MD_CTX* c = work.get();
+  SHA256_CTX c = *inner_;
   digest inner;
-  check(EVP_MD_CTX_copy_ex(c, inner_.get()), "EVP_MD_CTX_copy_ex");
   for (auto p : parts) {
-    check(EVP_DigestUpdate(c, p.data(), p.size()), "EVP_DigestUpdate");
+    SHA256_Update(&c, p.data(), p.size());
   }
-  check(EVP_DigestFinal_ex(c, inner.data(), nullptr), "EVP_DigestFinal_ex");
+  SHA256_Final(inner.data(), &c);
   digest out;
-  check(EVP_MD_CTX_copy_ex(c, outer_.get()), "EVP_MD_CTX_copy_ex");
-  check(EVP_DigestUpdate(c, inner.data(), inner.size()), "EVP_DigestUpdate");
-  check(EVP_DigestFinal_ex(c, out.data(), nullptr), "EVP_DigestFinal_ex");
+  c = *outer_;
+  SHA256_Update(&c, inner.data(), inner.size());
+  SHA256_Final(out.data(), &c);
   return out;
 }
 

@@ -9,7 +9,7 @@
 #include <memory>
 #include <string_view>
 
-struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX, opaque here
+struct SHA256state_st;  // OpenSSL's SHA256_CTX, opaque here
 
 namespace vodgrid::auth {
 
@@ -21,15 +21,15 @@ class hmac_sha256 {
   // `key`: any length; one longer than SHA-256's 64-byte block is hashed first (RFC 2104).
   explicit hmac_sha256(std::string_view key);
 
-  // The MAC of the concatenation of `parts`. Const and thread-safe: the working state is per
-  // thread.
+  // The MAC of the concatenation of `parts`. Const and thread-safe: the working state is on the
+  // stack; allocates nothing.
   digest mac(std::initializer_list<std::string_view> parts) const;
 
  private:
   struct ctx_free {
-    void operator()(evp_md_ctx_st* c) const;
+    void operator()(SHA256state_st* c) const;
   };
-  using ctx_ptr = std::unique_ptr<evp_md_ctx_st, ctx_free>;
+  using ctx_ptr = std::unique_ptr<SHA256state_st, ctx_free>;
   ctx_ptr inner_;  // SHA-256 after the block (key ^ ipad)
   ctx_ptr outer_;  // SHA-256 after the block (key ^ opad)
 };
