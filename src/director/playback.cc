@@ -116,12 +116,14 @@ constexpr int64_t signature_lifetime_seconds = 30;
 namespace {
 
 // `url` (an engine's URL `base` and a path) signed for the engine with the station key.
-result<std::string> sign_at(const auth::url_signer* signer, std::string url, size_t base) {
+// `now`: unix seconds, when the caller has read the clock already.
+result<std::string> sign_at(const auth::url_signer* signer, std::string url, size_t base,
+                            int64_t now = auth::unix_now()) {
   if (!signer) {
     return make_error(errc::unavailable, "not yet logged in at auth");
   }
-  auto sig = signer->sign_query(std::string_view(url).substr(base),
-                                auth::unix_now() + signature_lifetime_seconds);
+  auto sig =
+      signer->sign_query(std::string_view(url).substr(base), now + signature_lifetime_seconds);
   url += '?';
   url += sig;
   return url;
@@ -210,11 +212,12 @@ std::optional<reply> director_daemon::impl::redirect_now(request_context& ctx,
                                                          redirect_progress& done) {
   // The token before anything about the program is told (whether it exists, when it publishes,
   // its segments).
+  int64_t unix_now = auth ? auth::unix_now() : 0;  // one clock read for the token and the signature
   if (auto id = program_id::parse(ctx.params[0]); auth && id) {
     auto entitlement = api::entitlement_of(*id);
     auto token = auth::token_of(ctx);
     if (!auth->verifier().allows(token, auth::token_kind::viewer, &entitlement,
-                                 ctx.remote.address(), auth::unix_now())) {
+                                 ctx.remote.address(), unix_now)) {
       auth::requirement req{auth::token_kind::viewer, entitlement, auth::client_address(ctx)};
       auto out = auth->verifier().verify(token, req);
       if (!out && out.why == auth::token_error::unknown_key) {
@@ -276,8 +279,9 @@ std::optional<reply> director_daemon::impl::redirect_now(request_context& ctx,
   if (auto q = ctx.req.target().find('?'); q != std::string_view::npos) {
     query = ctx.req.target().substr(q);
   }
-  auto location = signer ? sign_at(signer, segment_url_at(e.url, key, {}, format), e.url.size())
-                         : result<std::string>(segment_url_at(e.url, key, query, format));
+  auto location =
+      signer ? sign_at(signer, segment_url_at(e.url, key, {}, format), e.url.size(), unix_now)
+             : result<std::string>(segment_url_at(e.url, key, query, format));
   if (!location) {
     return unavailable_reply(location.err());  // (not reached: the signer is there)
   }

@@ -475,13 +475,15 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
   // rather than ask epoll for it at once: see below.
   int plain_waits = 0;
   size_t last_route = SIZE_MAX;  // a console mostly asks for the same kind of thing again
+  steady::time_point replied;    // when the last reply was sent (observe())
   while (!stopping_ && !ec) {
     s.busy = false;
     s.cors.clear();
     s.parser.emplace();
     s.parser->header_limit(opts_.header_limit);
     s.parser->body_limit(boost::none);  // the route's limit is set once the header names the route
-    s.deadline = steady::now() + (first ? opts_.header_timeout : opts_.idle_timeout);
+    // After a reply, the time observe() took as it ended: no clock read between them.
+    s.deadline = (first ? steady::now() + opts_.header_timeout : replied + opts_.idle_timeout);
     bool wait_first = !first && s.buf.size() == 0;
     s.sniffing = first && foreign_ != nullptr;
     first = false;
@@ -582,7 +584,8 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
                      : s.ctx.path == "/metrics" ? metrics_duration_
                                                 : unmatched_duration_;
     auto observe = [&] {
-      duration->observe(std::chrono::duration<double>(steady::now() - began).count());
+      replied = steady::now();
+      duration->observe(std::chrono::duration<double>(replied - began).count());
     };
     if (a.refusal) {
       co_await write_reply(s, std::move(*a.refusal), head, false);
@@ -616,8 +619,10 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
       cors_lines(ctx.req, s.cors);
     }
     keep_alive = keep_alive && !rep.close && !stopping_;
-    s.deadline = steady::now() + opts_.write_timeout;
+    // start_reply does not wait (a reply the socket takes at once, the usual case, needs no
+    // deadline nor the clock read that sets it); finish_reply may.
     if (!start_reply(s, rep, head, keep_alive)) {
+      s.deadline = steady::now() + opts_.write_timeout;
       bool sent = co_await finish_reply(s, std::move(rep), head);
       if (!sent) {
         break;
