@@ -4,7 +4,9 @@
 // refused without harm. The server runs on two event loops, as a daemon with `threads = 2`.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <iterator>
 #include <memory>
@@ -22,6 +25,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
@@ -146,8 +150,13 @@ class tls_harness {
     threads_.emplace_back([this] { io_.run(); });
     threads_.emplace_back([this] { extra_.run(); });
   }
-  ~tls_harness() {
-    asio::co_spawn(io_, server_->stop(0ms), asio::use_future).get();
+  ~tls_harness() { stop(0ms); }
+  // Stops the server (idle connections cut, those answering given `drain`) and its loops; once.
+  void stop(std::chrono::milliseconds drain) {
+    if (!server_) {
+      return;
+    }
+    asio::co_spawn(io_, server_->stop(drain), asio::use_future).get();
     extra_guard_.reset();
     for (auto& t : threads_) {
       t.join();
@@ -333,6 +342,151 @@ TEST_F(Tls, ReloadServesTheNewCertificateWhileAConnectionMadeBeforeGoesOn) {
   EXPECT_EQ(test::status_of(again), 200);
   EXPECT_EQ(again.size() - again.find("\r\n\r\n") - 4, 3u << 20);
   EXPECT_EQ(before.peer_cn(), "leaf1");
+}
+
+// How a TLS connection ended, as a plain OpenSSL client sees it (issue 17, close_notify): what
+// was read, and SSL_get_error of the read that ended it: SSL_ERROR_ZERO_RETURN when the server
+// sent close_notify, SSL_ERROR_SSL (unexpected EOF) when it only closed the socket.
+struct tls_ending {
+  std::string read;
+  int end = -1;                        // SSL_get_error of the last SSL_read
+  bool resumed = false;                // the handshake resumed the session offered
+  std::chrono::milliseconds after{0};  // from the request sent to the end
+  SSL_SESSION* session = nullptr;      // the connection's session (owned by the caller)
+};
+
+// One connection by OpenSSL's blocking API to 127.0.0.1:port, trusting `ca`, offering `offer`:
+// `request` sent (if any), then read until the server ends the connection (10 s at most);
+// `once_answered` is called when the answer's head has come.
+tls_ending end_of_connection(uint16_t port, const fs::path& ca, const std::string& request,
+                             SSL_SESSION* offer = nullptr,
+                             const std::function<void()>& once_answered = {}) {
+  tls_ending e;
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  SSL* ssl = nullptr;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    if (offer) {
+      SSL_set_session(ssl, offer);
+    }
+    if (SSL_connect(ssl) == 1) {
+      e.resumed = SSL_session_reused(ssl) == 1;
+      auto t0 = std::chrono::steady_clock::now();
+      if (request.empty() || SSL_write(ssl, request.data(), static_cast<int>(request.size())) > 0) {
+        char buf[4096];
+        bool called = false;
+        while (true) {
+          int n = SSL_read(ssl, buf, sizeof buf);
+          if (n <= 0) {
+            e.end = SSL_get_error(ssl, n);
+            break;
+          }
+          e.read.append(buf, static_cast<size_t>(n));
+          if (once_answered && !called && e.read.find("\r\n\r\n") != std::string::npos) {
+            called = true;
+            once_answered();
+          }
+        }
+      }
+      e.after = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - t0);
+      e.session = SSL_get1_session(ssl);
+    }
+  }
+  if (ssl) {
+    if (e.end == SSL_ERROR_ZERO_RETURN) {
+      SSL_shutdown(ssl);  // ours in return: a clean close on both sides keeps the session
+    }
+    SSL_free(ssl);
+  }
+  ::close(fd);
+  SSL_CTX_free(ctx);
+  return e;
+}
+
+TEST_F(Tls, ServerSendsCloseNotifyAfterConnectionCloseSoTheSessionResumes) {
+  tls_harness h(leaf("leaf1"));
+  auto ca = dir() / "ca.crt";
+  for (const char* proto : {"-tls1_3", "-tls1_2"}) {
+    // openssl s_client, the session saved after an answer with Connection: close, then offered.
+    test::temp_dir t;
+    auto sess = t.path() / "sess.pem";
+    auto s_client = [&](const char* inout) {
+      auto r = test::run(
+          {"/bin/bash", "-c",
+           fmt::format(
+               "printf 'GET /echo HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' "
+               "| timeout 20 openssl s_client -connect 127.0.0.1:{} -CAfile '{}' "
+               "-verify_return_error {} {} '{}' -ign_eof",
+               h.port(), ca.string(), proto, inout, sess.string())});
+      EXPECT_NE(r.out.find("{\"path\":\"/echo\"}"), std::string::npos) << r.out << r.err;
+      auto verdict = r.out.find(", TLSv1.");
+      auto line = r.out.rfind('\n', verdict);
+      return verdict == std::string::npos ? r.out + r.err
+                                          : r.out.substr(line + 1, verdict - line - 1);
+    };
+    EXPECT_EQ(s_client("-sess_out"), "New") << proto;
+    EXPECT_EQ(s_client("-sess_in"), "Reused") << proto;
+  }
+  // OpenSSL's own API: the answer ends in close_notify (not an unexpected EOF), and the session
+  // resumes on the next connection.
+  auto first =
+      end_of_connection(h.port(), ca, "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(first.end, SSL_ERROR_ZERO_RETURN) << first.read;
+  EXPECT_NE(first.read.find("{\"path\":\"/echo\"}"), std::string::npos) << first.read;
+  ASSERT_NE(first.session, nullptr);
+  EXPECT_TRUE(SSL_SESSION_is_resumable(first.session));
+  auto second = end_of_connection(
+      h.port(), ca, "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", first.session);
+  EXPECT_TRUE(second.resumed);
+  EXPECT_EQ(second.end, SSL_ERROR_ZERO_RETURN);
+  // A body longer than the socket's buffers to a client that pauses before reading it: the
+  // reply's end fills the buffer, and the close_notify must wait for room rather than be dropped.
+  auto paused =
+      end_of_connection(h.port(), ca, "GET /file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        second.session, [] { std::this_thread::sleep_for(300ms); });
+  EXPECT_EQ(paused.end, SSL_ERROR_ZERO_RETURN);
+  EXPECT_EQ(paused.read.size() - paused.read.find("\r\n\r\n") - 4, 3u << 20);
+  EXPECT_TRUE(paused.resumed);
+  for (auto* s : {first.session, second.session, paused.session}) {
+    SSL_SESSION_free(s);
+  }
+}
+
+TEST_F(Tls, ServerSendsCloseNotifyAtTheIdleTimeoutADeadlineAndStop) {
+  server_options o;
+  o.idle_timeout = 300ms;
+  o.header_timeout = 300ms;
+  tls_harness h(leaf("leaf1"), o);
+  auto ca = dir() / "ca.crt";
+  // Idle after an answer kept alive: the idle timeout ends it with close_notify.
+  auto idle = end_of_connection(h.port(), ca, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(idle.end, SSL_ERROR_ZERO_RETURN) << idle.read;
+  EXPECT_NE(idle.read.find("{\"path\":\"/echo\"}"), std::string::npos) << idle.read;
+  EXPECT_LT(idle.after, 3s);
+  // A request's head not finished in time: cut at its deadline, with close_notify too.
+  auto slow = end_of_connection(h.port(), ca, "GET /echo HTTP/1.1\r\nHost: x\r\n");
+  EXPECT_EQ(slow.end, SSL_ERROR_ZERO_RETURN) << slow.read;
+  EXPECT_EQ(slow.read, "");
+  EXPECT_LT(slow.after, 3s);
+  // A connection idle when the server stops (with time to drain: a stop without cuts at once).
+  auto stopped = end_of_connection(h.port(), ca, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", nullptr,
+                                   [&] { h.stop(2s); });
+  EXPECT_EQ(stopped.end, SSL_ERROR_ZERO_RETURN) << stopped.read;
+  EXPECT_LT(stopped.after, 3s);
+  for (auto* s : {idle.session, slow.session, stopped.session}) {
+    SSL_SESSION_free(s);
+  }
 }
 
 // Whether the server closed a connection that sent `bytes` within `within`, without answering

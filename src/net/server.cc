@@ -634,10 +634,21 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
       break;
     }
   }
-  if (tls_up && !stopping_) {
-    // Best effort, without waiting: the close_notify goes if the socket takes it; the peer's is
-    // not awaited (the stream's read finds the socket empty and ends).
-    s.tls->shutdown(ec);
+  if (tls_up) {
+    // Every end of a TLS connection after its handshake (Connection: close, the idle timeout, a
+    // deadline, a refusal, stop) sends TLS's close_notify: without it OpenSSL's clients (curl,
+    // openssl s_client, ffmpeg) see an unexpected EOF and drop the session instead of resuming
+    // it. The write waits for room in the socket (a reply's end may have filled it) for a second
+    // at most, which the sweep enforces, so that a peer that does not read cannot hold the
+    // connection. The peer's own close_notify is not awaited (RFC 8446 §6.1 does not ask for
+    // it): marked as received, SSL_shutdown is complete once ours is written.
+    constexpr std::chrono::milliseconds close_notify_bound{1'000};
+    SSL* ssl = s.tls->native_handle();
+    SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_RECEIVED_SHUTDOWN);
+    s.busy = false;  // a stop cuts it at once
+    s.deadline = steady::now() + std::min(opts_.write_timeout, close_notify_bound);
+    co_await s.tls->async_shutdown(use_tuple);
+    s.deadline = steady::time_point::max();
   }
   sock.shutdown(tcp::socket::shutdown_send, ec);
   sock.close(ec);
