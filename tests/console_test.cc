@@ -9,9 +9,12 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/json/parse.hpp>
 
 #include <netinet/in.h>
@@ -20,6 +23,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -443,6 +447,111 @@ TEST(ConsoleReader, APeerThatFallsSilentMidBodyTimesOut) {
   EXPECT_EQ(out[0].body.size(), 4000u);
   EXPECT_GE(took, 300ms);
   EXPECT_LT(took, 3s);
+}
+
+// A TLS server that answers one request per connection, keep-alive by its head, then closes the
+// socket without TLS's close_notify, as a server that ends idle connections abruptly does.
+// Self-signed for 127.0.0.1 (the certificate is its own CA).
+class tls_closing_server {
+ public:
+  tls_closing_server() : ctx_(asio::ssl::context::tls_server) {
+    auto r = test::run(
+        {"/bin/bash", "-c",
+         fmt::format("cd '{}' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+                     "-nodes -keyout key.pem -out cert.pem -days 2 -subj /CN=t "
+                     "-addext subjectAltName=IP:127.0.0.1 2>&1 && chmod 600 key.pem",
+                     dir_.path().string())});
+    if (r.status != 0) {
+      throw std::runtime_error("certificate: " + r.out + r.err);
+    }
+    ctx_.use_certificate_chain_file((dir_.path() / "cert.pem").string());
+    ctx_.use_private_key_file((dir_.path() / "key.pem").string(), asio::ssl::context::pem);
+    acceptor_.open(asio::ip::tcp::v4());
+    acceptor_.bind({asio::ip::make_address("127.0.0.1"), 0});
+    acceptor_.listen();
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~tls_closing_server() {
+    stopping_ = true;
+    ::shutdown(acceptor_.native_handle(), SHUT_RDWR);  // wakes accept()
+    thread_.join();
+  }
+  std::string url(const std::string& path) const {
+    return fmt::format("https://127.0.0.1:{}{}", acceptor_.local_endpoint().port(), path);
+  }
+  std::filesystem::path ca() const { return dir_.path() / "cert.pem"; }
+  int connections() const { return connections_; }
+  const std::string body = segment_bytes(50'000, 5);
+
+ private:
+  void serve() {
+    while (!stopping_) {
+      boost::system::error_code ec;
+      asio::ip::tcp::socket sock(io_);
+      acceptor_.accept(sock, ec);
+      if (ec || stopping_) {
+        return;
+      }
+      ++connections_;
+      asio::ssl::stream<asio::ip::tcp::socket&> tls(sock, ctx_);
+      tls.handshake(asio::ssl::stream_base::server, ec);
+      std::string in;
+      char buf[4096];
+      while (!ec && in.find("\r\n\r\n") == std::string::npos) {
+        in.append(buf, tls.read_some(asio::buffer(buf), ec));
+      }
+      if (!ec) {
+        asio::write(
+            tls,
+            asio::buffer(fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.size()) +
+                         body),
+            ec);
+      }
+      sock.close(ec);  // no close_notify
+    }
+  }
+  test::temp_dir dir_;
+  asio::io_context io_;
+  asio::ssl::context ctx_;
+  asio::ip::tcp::acceptor acceptor_{io_};
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> connections_{0};
+  std::thread thread_;
+};
+
+// A kept TLS connection that its server closed while idle without close_notify (the reader's
+// next read on it: stream_truncated) is found dead on first use and the GET goes on a fresh
+// connection to the same server, as over plain HTTP, rather than failing the segment.
+TEST(ConsoleReader, AKeptTlsConnectionClosedWithoutCloseNotifyIsReplacedOnFirstUse) {
+  tls_closing_server srv;
+  asio::io_context io;
+  std::vector<char> mem(read_buffer_bytes);
+  segment_reader_options ro;
+  ro.tls_ca = srv.ca();
+  std::vector<result<unsigned>> got;
+  std::vector<std::string> bodies;
+  auto run = [&]() -> asio::awaitable<void> {
+    segment_reader reader(co_await asio::this_coro::executor, ro, mem);
+    for (int i = 0; i < 3; ++i) {
+      std::string body;
+      got.push_back(co_await reader.get(
+          srv.url("/a.ts"), [](unsigned) { return true; },
+          [&body](std::string_view p) { body.append(p); }));
+      bodies.push_back(std::move(body));
+      asio::steady_timer t(co_await asio::this_coro::executor, 200ms);  // the server closes
+      co_await t.async_wait(asio::use_awaitable);
+    }
+  };
+  auto f = asio::co_spawn(io, run(), asio::use_future);
+  io.run();
+  f.get();
+  ASSERT_EQ(got.size(), 3u);
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_TRUE(got[i]) << i << ": " << got[i].err().detail;
+    EXPECT_EQ(*got[i], 200u);
+    EXPECT_EQ(bodies[i], srv.body) << i;
+  }
+  EXPECT_EQ(srv.connections(), 3);
 }
 
 TEST(Console, ReportsOfThreadsMergeAsOne) {

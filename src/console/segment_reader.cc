@@ -144,6 +144,14 @@ errc error_code_of(const boost::system::error_code& ec, bool timed_out) {
   return errc::protocol_error;
 }
 
+// How a kept connection that its server closed while it was idle ends its first exchange: the
+// end of the stream (over TLS after the server's close_notify), a reset, or over TLS from a
+// server that sent no close_notify, stream_truncated (OpenSSL's unexpected EOF).
+bool closed_while_idle(const boost::system::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
+         ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+}
+
 }  // namespace
 
 asio::awaitable<result<std::unique_ptr<segment_reader::connection>>> segment_reader::connect(
@@ -318,8 +326,7 @@ asio::awaitable<result<unsigned>> segment_reader::get(
       std::tie(hec, hn) = co_await http::async_read_header(c->sock, c->buf, head, use_tuple);
     }
     if (hec || w.fired) {
-      if (pooled && !w.fired && hn == 0 &&
-          (hec == http::error::end_of_stream || hec == asio::error::connection_reset)) {
+      if (pooled && !w.fired && hn == 0 && closed_while_idle(hec)) {
         w.stop();
         continue;
       }
