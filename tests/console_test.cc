@@ -640,6 +640,37 @@ TEST(Console, PlayWithThreadsFromTheCommandLineReportsWhatTheServerSaw) {
   EXPECT_EQ(report.at("bytes").to_number<uint64_t>(), s.state().bytes_sent.load());
 }
 
+// A director that cannot be reached (nothing listens on its port) is asked as often over https://
+// as over http:// (play_options::max_attempts), and the play ends with the same one line, the
+// scheme aside, and an exit status that says it failed.
+TEST(Console, AnUnreachableDirectorIsRetriedAlikeOverHttpAndHttps) {
+  uint16_t port = test::free_port();
+  std::map<std::string, std::pair<std::string, uint64_t>> seen;  // scheme: last line, retries
+  for (std::string scheme : {"http", "https"}) {
+    auto url = fmt::format("{}://127.0.0.1:{}/v1/programs/film/index.m3u8", scheme, port);
+    auto p = test::run({test::vodgrid_binary(), "play", url, "--json"});
+    EXPECT_NE(p.status, 0) << scheme;
+    auto err = p.err;
+    while (!err.empty() && err.back() == '\n') {
+      err.pop_back();
+    }
+    auto last = err.substr(err.rfind('\n') == std::string::npos ? 0 : err.rfind('\n') + 1);
+    EXPECT_THAT(last, HasSubstr(fmt::format("cannot connect to {}://127.0.0.1:{}", scheme, port)))
+        << scheme << ": " << p.err;
+    auto shape = last;
+    shape.replace(shape.find(scheme + "://"), scheme.size(), "SCHEME");
+    uint64_t retries = 0;
+    try {
+      retries = boost::json::parse(p.out).as_object().at("retries").to_number<uint64_t>();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << scheme << ": no JSON report: " << p.out << p.err;
+    }
+    seen[scheme] = {shape, retries};
+  }
+  EXPECT_EQ(seen["http"].second, play_options{}.max_attempts - 1);
+  EXPECT_EQ(seen["https"], seen["http"]);
+}
+
 TEST(Console, BadThreadCountsAreRefusedWithOneLine) {
   fake_station s(1, 1000);
   for (std::string bad : {"0", "257", "two", "-1"}) {

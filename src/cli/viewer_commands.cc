@@ -146,8 +146,9 @@ int run_play(const play_cli_options& o) {
   }
   if (u->tls) {
     // A director whose certificate is not trusted refuses every viewer alike: one line now, not
-    // a report of every viewer's attempts.
-    if (auto st = reach(u->origin() + "/healthz"); !st) {
+    // a report of every viewer's attempts. A director not reached at all (refused, timed out) is
+    // left to the play, which asks again as over http:// (play_options::max_attempts).
+    if (auto st = reach(u->origin() + "/healthz"); !st && st.err().detail.starts_with("tls: ")) {
       return fail("play", st.err().detail);
     }
   }
