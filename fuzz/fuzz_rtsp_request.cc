@@ -63,6 +63,12 @@ void values(std::string_view v) {
   if (auto t = push::parse_transport(v)) {
     check(t->client_rtp != 0 && t->client_rtcp != 0 && t->client_rtp != t->client_rtcp);
   }
+  if (auto t = push::parse_transport(v, push::lower_transport::tcp)) {
+    check(t->interleaved && t->channel_rtp != t->channel_rtcp);
+  }
+  if (auto f = push::interleaved_frame(v)) {
+    check(v.front() == '$' && f->size <= v.size() && (f->size == 0 || f->size >= 4));
+  }
   if (auto r = push::parse_range(v)) {
     if (r->start) {
       check(std::isfinite(*r->start) && *r->start >= 0);

@@ -246,6 +246,12 @@ TEST(Rtsps, UdpOverRtspsPlainRtspOnTheTlsPortAndGarbageAreRefused) {
   EXPECT_EQ(health->status, 200);
   auto options = st.tls_exchange("OPTIONS " + url + " RTSP/1.0\r\nCSeq: 9\r\n\r\n");
   EXPECT_EQ(rtsp_status(options), 200) << options;
+  // The console does not play rtsps:// yet: one line saying what to use.
+  auto play = run({vodgrid_binary(), "play", url});
+  EXPECT_NE(play.status, 0);
+  EXPECT_EQ(play.err,
+            "vodgrid play: rtsps:// is not played by the console yet: use the https:// playlist of "
+            "the program, or ffmpeg/ffplay for rtsps://\n");
 }
 
 }  // namespace

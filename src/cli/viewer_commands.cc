@@ -125,6 +125,13 @@ int run_play(const play_cli_options& o) {
   if (o.viewers < 1 || o.viewers > 10000) {
     return fail("play", "--viewers must be within 1..10000");
   }
+  if (o.url.starts_with("rtsps://")) {
+    // The console's RTSP client receives RTP over UDP only; over RTSPS the stream is interleaved
+    // in the TLS connection (docs/push.md).
+    return fail("play",
+                "rtsps:// is not played by the console yet: use the https:// playlist of the "
+                "program, or ffmpeg/ffplay for rtsps://");
+  }
   if (o.url.starts_with("rtsp://")) {
     if (!o.ca.empty()) {
       return fail("play", "--ca is for http(s):// URLs");
