@@ -5,16 +5,9 @@
 
 #include <stdexcept>
 
-namespace vodgrid::auth {
+#include "auth/sodium.h"
 
-namespace {
-void init_sodium() {
-  static const bool ok = sodium_init() >= 0;
-  if (!ok) {
-    throw std::runtime_error("libsodium could not initialise");
-  }
-}
-}  // namespace
+namespace vodgrid::auth {
 
 result<std::string> hash_password(std::string_view password, password_cost cost) {
   init_sodium();

@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 
+#include "auth/sodium.h"
 #include "base/base64url.h"
 #include "base/fs.h"
 
@@ -19,13 +20,6 @@ constexpr size_t tag_bytes = crypto_aead_xchacha20poly1305_ietf_ABYTES;
 
 const unsigned char* bytes(std::string_view s) {
   return reinterpret_cast<const unsigned char*>(s.data());
-}
-
-void init_sodium() {
-  static const bool ok = sodium_init() >= 0;
-  if (!ok) {
-    throw std::runtime_error("libsodium could not initialise");
-  }
 }
 
 }  // namespace

@@ -31,14 +31,15 @@
 #include "net/http.h"
 #include "net/task_group.h"
 #include "net/tls.h"
+#include "net/use_tuple.h"
 
 namespace vodgrid::cli {
 
 namespace asio = boost::asio;
 namespace json = boost::json;
 using steady = std::chrono::steady_clock;
+using net::use_tuple;
 using std::chrono::milliseconds;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 

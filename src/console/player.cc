@@ -28,6 +28,7 @@
 #include "console/segment_reader.h"
 #include "net/client.h"
 #include "net/task_group.h"
+#include "net/use_tuple.h"
 
 namespace vodgrid::console {
 
@@ -35,7 +36,7 @@ namespace asio = boost::asio;
 namespace http = boost::beast::http;
 namespace json = boost::json;
 using steady = std::chrono::steady_clock;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using net::use_tuple;
 
 std::optional<std::string> invalid_options(const play_options& o) {
   if (o.viewers < 1) {

@@ -33,6 +33,7 @@
 #include "net/async_event.h"
 #include "net/client.h"
 #include "net/task_group.h"
+#include "net/use_tuple.h"
 #include "push/rtsp.h"
 
 namespace vodgrid::console {
@@ -43,7 +44,7 @@ namespace json = boost::json;
 using tcp = asio::ip::tcp;
 using udp = asio::ip::udp;
 using steady = std::chrono::steady_clock;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using net::use_tuple;
 
 std::string rtsp_report::to_text() const {
   std::string out = fmt::format(

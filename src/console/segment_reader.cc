@@ -34,6 +34,7 @@
 
 #include "net/client.h"
 #include "net/tls.h"
+#include "net/use_tuple.h"
 
 namespace vodgrid::console {
 
@@ -43,7 +44,7 @@ namespace http = boost::beast::http;
 using tcp = asio::ip::tcp;
 using tls_stream = asio::ssl::stream<tcp::socket&>;
 using steady = std::chrono::steady_clock;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using net::use_tuple;
 
 namespace {
 // Servers close idle keep-alive connections (vodgrid's after 60 s): reuse only younger ones.

@@ -35,6 +35,7 @@
 #include "net/http.h"
 #include "net/peer_list.h"
 #include "net/run_on.h"
+#include "net/use_tuple.h"
 
 namespace vodgrid::content {
 
@@ -44,7 +45,7 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 using net::reply;
 using net::request_context;
-inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using net::use_tuple;
 using steady = std::chrono::steady_clock;
 
 // What an ingest is doing, for GET /v1/programs/{id} and the progress bar of `vodgrid ingest`.

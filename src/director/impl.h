@@ -40,6 +40,7 @@
 #include "net/http.h"
 #include "net/peer_list.h"
 #include "net/tls.h"
+#include "net/use_tuple.h"
 
 namespace vodgrid::director {
 
@@ -48,7 +49,7 @@ namespace http = boost::beast::http;
 namespace json = boost::json;
 using net::reply;
 using net::request_context;
-inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using net::use_tuple;
 using tcp_endpoint = asio::ip::tcp::endpoint;
 
 // The 302 that sends a console to an engine.

@@ -33,6 +33,7 @@
 #include "net/daemon.h"
 #include "net/http.h"
 #include "net/tls.h"
+#include "net/use_tuple.h"
 #include "push/pacer.h"
 #include "store/store.h"
 
@@ -44,7 +45,7 @@ namespace json = boost::json;
 using net::reply;
 using net::request_context;
 using steady = std::chrono::steady_clock;
-inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using net::use_tuple;
 
 // A segment being copied from other engines and served to consoles while it arrives (cut-through,
 // claims 19-21). One per segment per engine: every order and console for it shares it. The bytes go

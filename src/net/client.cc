@@ -22,6 +22,7 @@
 
 #include "base/log.h"
 #include "net/tls.h"
+#include "net/use_tuple.h"
 
 namespace vodgrid::net {
 
@@ -29,7 +30,6 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 std::string client_response::header(std::string_view name) const {
   auto it = headers.find(name);
@@ -86,14 +86,14 @@ result<std::string> resolve_url(std::string_view base, std::string_view ref) {
   return std::string(out.buffer());
 }
 
-using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+using client_tls_stream = beast::ssl_stream<beast::tcp_stream>;
 
 // One connection to a peer: plain, or TLS over TCP. The exchange code is the same for both; only
 // the reads and writes branch (write_request, read_some), on Beast's operations of either stream.
 // (Not in an unnamed namespace: http_client::pool and open_reply hold it.)
 struct client_connection {
   std::unique_ptr<beast::tcp_stream> plain;
-  std::unique_ptr<tls_stream> tls;
+  std::unique_ptr<client_tls_stream> tls;
   beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
 };
 
@@ -243,7 +243,7 @@ asio::awaitable<result<std::unique_ptr<client_connection>>> http_client::pool::c
   if (!ctx) {
     co_return ctx.err();
   }
-  c->tls = std::make_unique<tls_stream>(std::move(*stream), **ctx);
+  c->tls = std::make_unique<client_tls_stream>(std::move(*stream), **ctx);
   if (auto st = co_await handshake(pu, *c); !st) {
     co_return st.err();
   }

@@ -17,11 +17,11 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 #include "net/http.h"
+#include "net/use_tuple.h"
 
 namespace vodgrid::net {
 
 using steady = std::chrono::steady_clock;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 using tls_stream = boost::beast::ssl_stream<tcp::socket&>;
 
