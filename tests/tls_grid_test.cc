@@ -372,6 +372,66 @@ TEST(TlsGrid, LoginWithoutTheCaFailsWithOneLine) {
   EXPECT_EQ(r.err, "vodgrid login: this grid has no auth server: no token is needed\n");
 }
 
+// `vodgrid up --tls` as a newcomer uses it: the commands it prints, pasted into a shell as they
+// are (the operator's login, then the TLS lines: the CLI's CA, curl, the viewer's login, ffplay
+// over https:// and rtsps://), each works once a program is ingested. ffplay is run as ffmpeg
+// reading two seconds into nothing.
+TEST(TlsGrid, TheCommandsUpTlsPrintsWorkAsPrinted) {
+  temp_dir d;
+  auto base = free_base_port();
+  auto out = d.path() / "up.out";
+  auto up = child_process::spawn(
+      {"/bin/sh", "-c",
+       fmt::format("exec '{}' up --tls --data '{}' --base-port {} > '{}' 2>&1", vodgrid_binary(),
+                   (d.path() / "data").string(), base, out.string())});
+  ASSERT_TRUE(up);
+  auto printed = [&] {
+    auto t = read_file(out);
+    return t ? *t : std::string();
+  };
+  ASSERT_TRUE(eventually([&] { return printed().find("\nlogs: ") != std::string::npos; }, 90s))
+      << printed();
+  auto sample = make_sample(d.path() / "src", 4, 1);
+
+  // The printed lines, with the program's id for <id> and the binary for `vodgrid`.
+  std::vector<std::string> operator_login, tls_lines;
+  std::istringstream lines(printed());
+  bool in_tls = false;
+  for (std::string line; std::getline(lines, line);) {
+    line = std::regex_replace(line, std::regex(R"(\bvodgrid )"), "'" + vodgrid_binary() + "' ");
+    line = std::regex_replace(line, std::regex("<id>"), "film");
+    if (auto at = line.find("export VODGRID_TOKEN="); at != std::string::npos) {
+      operator_login.push_back(line.substr(at));
+    }
+    if (line.starts_with("TLS: ")) {
+      in_tls = true;
+    } else if (in_tls && line.starts_with("  ")) {
+      // ffplay ARGS "URL" [# comment] -> ffmpeg ARGS -i "URL" for two seconds
+      tls_lines.push_back(
+          std::regex_replace(line, std::regex(R"(^  ffplay (.*)("[^"]+")(.*)$)"),
+                             "  ffmpeg -v error -nostdin $1-i $2 -t 2 -f null - $3"));
+    } else {
+      in_tls = false;
+    }
+  }
+  ASSERT_EQ(operator_login.size(), 1u) << printed();
+  ASSERT_EQ(tls_lines.size(), 5u) << printed();  // export, curl, login, ffplay https, rtsps
+  std::string script = "set -e\n" + tls_lines[0] + "\n" + operator_login[0] + "\n";
+  script += fmt::format(
+      "'{}' ingest '{}' --title film --id film --remux --grid https://127.0.0.1:{}"
+      " > /dev/null\n",
+      vodgrid_binary(), sample.string(), base);
+  for (size_t i = 1; i < tls_lines.size(); ++i) {
+    script += tls_lines[i] + "\n";
+  }
+  script += "echo every-command-worked\n";
+  auto r = run({"/bin/sh", "-c", script}, 180s);
+  EXPECT_EQ(r.status, 0) << script << r.out << r.err;
+  EXPECT_NE(r.out.find("every-command-worked"), std::string::npos) << script << r.out << r.err;
+  up->signal(SIGINT);
+  EXPECT_TRUE(up->wait(30s).has_value());
+}
+
 // A malformed `tls` anywhere in the grid's TOML (a daemon's table, [tls] ca) stops the daemon
 // before it opens anything: one line on stderr naming the table (the daemon) and the key, exit !=
 // 0, its port never listening, its data folder never made.

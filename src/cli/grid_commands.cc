@@ -208,14 +208,24 @@ int run_up(const grid_options& o) {
   }
   if (o.tls) {
     auto& edge = grid->stations.back().director.listen;
+    // Lines a newcomer pastes into a shell as they are (tests/tls_grid_test.cc runs them).
+    std::string login, token;
+    if (grid->auth && grid->auth->demo_accounts) {
+      login = fmt::format("  T=$(vodgrid login --user demo --password demo --grid {})\n",
+                          grid->auth->listen.url());
+      token = "?token=$T";
+    }
     std::cout << fmt::format(
         "TLS: every daemon on HTTPS; the CA: {ca}\n"
+        "  export SSL_CERT_FILE={ca}    # the vodgrid CLI trusts it\n"
         "  curl --cacert {ca} {url}/healthz\n"
-        "  ffplay -ca_file {ca} -tls_verify 1 {url}/v1/programs/<id>/index.m3u8\n"
-        "  ffplay -ca_file {ca} -tls_verify 1 rtsps://{host}:{port}/v1/programs/<id>\n"
-        "  the vodgrid CLI: export SSL_CERT_FILE={ca}\n",
+        "{login}"
+        "  ffplay -ca_file {ca} -tls_verify 1 \"{url}/v1/programs/<id>/index.m3u8{token}\"\n"
+        "  ffplay \"rtsps://{host}:{port}/v1/programs/<id>{token}\"    # ffmpeg does not check "
+        "an rtsps:// certificate (docs/push.md)\n",
         fmt::arg("ca", grid->tls.ca.string()), fmt::arg("url", edge.url()),
-        fmt::arg("host", edge.host), fmt::arg("port", edge.port));
+        fmt::arg("host", edge.host), fmt::arg("port", edge.port), fmt::arg("login", login),
+        fmt::arg("token", token));
   }
   std::cout << fmt::format("logs: {}\n", g->log_dir().string()) << std::flush;
   while (!interrupted) {
