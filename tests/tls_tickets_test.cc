@@ -15,10 +15,14 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
 
 #include "base/fs.h"
 #include "base/process.h"
 #include "cli/local_tls.h"
+#include "console/segment_reader.h"
 #include "net/tls.h"
 #include "support/support.h"
 
@@ -194,6 +198,44 @@ TEST(TlsTickets, ASessionMadeWithOneEngineResumesOnTheOthersOfItsStationOnly) {
     EXPECT_EQ(full, 1);
     EXPECT_EQ(resumed, 2);
   }
+}
+
+// The play console's reader, as a viewer the director sends from engine to engine: its first
+// connection to the station (e0) is a full handshake, and e1 and e2, never met before, resume that
+// session (the reader offers the last session it made to a new origin); another station's engine
+// answers it with a full handshake.
+TEST(TlsTickets, TheConsoleMakesOneFullHandshakeForAStationsEngines) {
+  ticket_grid g;
+  std::vector<std::string> engines{"e0", "e1", "e2", "o0"};
+  std::vector<std::pair<double, double>> before;
+  for (auto& e : engines) {
+    before.push_back(handshakes(g.url_of(e)));
+  }
+  boost::asio::io_context io;
+  std::vector<char> mem(64 * 1024);
+  console::segment_reader_options ro;
+  ro.tls_ca = g.ca();
+  std::vector<std::string> got;
+  auto play = [&]() -> boost::asio::awaitable<void> {
+    console::segment_reader reader(co_await boost::asio::this_coro::executor, ro, mem);
+    for (auto& e : engines) {
+      auto r = co_await reader.get(
+          g.url_of(e) + "/healthz", [](unsigned) { return true; }, [](std::string_view) {});
+      got.push_back(r ? std::to_string(*r) : r.err().detail);
+    }
+  };
+  auto f = boost::asio::co_spawn(io, play(), boost::asio::use_future);
+  io.run();
+  f.get();
+  EXPECT_EQ(got, std::vector<std::string>(engines.size(), "200"));
+  // Each engine's counts since `before`, less the full handshake of the metrics read itself.
+  std::vector<std::pair<double, double>> made;
+  for (size_t i = 0; i < engines.size(); ++i) {
+    auto [f, r] = handshakes(g.url_of(engines[i]));
+    made.emplace_back(f - before[i].first - 1, r - before[i].second);
+  }
+  using counts = std::pair<double, double>;  // {full, resumed}
+  EXPECT_EQ(made, (std::vector<counts>{{1, 0}, {0, 1}, {0, 1}, {1, 0}}));
 }
 
 // How many times engine `e` has changed the key it makes tickets with (its own count: an engine

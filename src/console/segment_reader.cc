@@ -214,8 +214,12 @@ asio::awaitable<status> segment_reader::handshake(connection& c, const std::stri
     SSL_set1_host(ssl, host.c_str());
     SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
   }
-  if (auto it = sessions_.find(c.origin); it != sessions_.end()) {
-    SSL_set_session(ssl, it->second->session);
+  // The origin's own session, else the last one made with any: the engines of a station share
+  // their ticket keys (and their director's), so a session of one resumes on the next engine the
+  // director names; an engine of another station answers it with a full handshake.
+  auto it = sessions_.find(c.origin);
+  if (auto& offer = it != sessions_.end() ? it->second : last_session_) {
+    SSL_set_session(ssl, offer->session);
   }
   watchdog::start(watchdog_, c.sock, steady::now() + opts_.connect_timeout, opts_.connect_timeout);
   auto [ec] = co_await c.tls->async_handshake(asio::ssl::stream_base::client, use_tuple);
@@ -257,7 +261,8 @@ void segment_reader::keep_idle(std::unique_ptr<connection> c) {
         if (sessions_.size() >= max_sessions && !sessions_.contains(c->origin)) {
           sessions_.erase(sessions_.begin());
         }
-        sessions_[c->origin] = std::make_shared<session_ref>(s);
+        last_session_ = std::make_shared<session_ref>(s);
+        sessions_[c->origin] = last_session_;
       } else {
         SSL_SESSION_free(s);
       }

@@ -43,7 +43,8 @@ struct segment_reader_options {
 // One viewer's reader. It keeps the connection of its last complete exchange (keep-alive) and
 // reuses it for the next GET to the same origin; over TLS, one per origin (max_idle_tls), and the
 // TLS session of each origin, offered again (resumed: no full handshake) when a connection to it
-// must be made afresh.
+// must be made afresh; a new origin is offered the last session made, which the engines of the
+// station that made it resume (they share ticket keys): one full handshake per station.
 // Threading: the reader and every reader sharing its buffer run on one thread (the play's
 // io_context). The buffer is written only between a wake-up and the next suspension, and each
 // piece is handed to `on_piece` before the reader suspends again, so readers of one thread may
@@ -83,6 +84,7 @@ class segment_reader {
   // origin (https://).
   std::vector<std::unique_ptr<connection>> idle_;
   std::map<std::string, std::shared_ptr<session_ref>> sessions_;  // by origin: TLS sessions
+  std::shared_ptr<session_ref> last_session_;  // the most recent of them, offered to a new origin
   std::shared_ptr<watchdog> watchdog_;
 };
 
