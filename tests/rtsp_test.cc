@@ -133,32 +133,10 @@ station_fixture::options two_engines_one_copy() {
   return o;
 }
 
-// Each packet ffmpeg demuxes from `input_args` as "stream,size,md5" (framemd5 without the
-// timestamps, which RTP rebases), in order.
-std::vector<std::string> packets_of(const std::vector<std::string>& input_args) {
-  std::vector<std::string> argv{"/usr/bin/ffmpeg", "-nostdin", "-v", "error"};
-  argv.insert(argv.end(), input_args.begin(), input_args.end());
-  for (const char* a : {"-map", "0", "-c", "copy", "-f", "framemd5", "-"}) {
-    argv.emplace_back(a);
-  }
-  auto r = run(argv, std::chrono::seconds(90));
-  EXPECT_EQ(r.status, 0) << r.err;
-  std::vector<std::string> out;
-  std::istringstream in(r.out);
-  std::string line;
-  std::regex row("^ *([0-9]+), *-?[0-9]+, *-?[0-9]+, *[0-9]+, *([0-9]+), *([0-9a-f]{32})");
-  for (std::smatch m; std::getline(in, line);) {
-    if (std::regex_search(line, m, row)) {
-      out.push_back(fmt::format("{},{},{}", m[1].str(), m[2].str(), m[3].str()));
-    }
-  }
-  return out;
-}
-
 TEST(Rtsp, FfmpegReceivesExactlyTheSourcePacketsAcrossHandOffs) {
   pushed_program p(two_engines_one_copy());
-  auto via_rtsp = packets_of({"-rtsp_transport", "udp", "-i", p.url()});
-  auto from_source = packets_of({"-i", p.playlist.string()});
+  auto via_rtsp = ffmpeg_packets({"-rtsp_transport", "udp", "-i", p.url()});
+  auto from_source = ffmpeg_packets({"-i", p.playlist.string()});
   ASSERT_GT(from_source.size(), 100u);
   // Per stream, in order (the two streams' interleaving depends on when the demuxer completes each
   // PES). ffmpeg's RTP MPEG-TS demuxer (rtpdec_mpegts.c) never flushes the PES it holds when the

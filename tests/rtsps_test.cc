@@ -11,7 +11,6 @@
 #include <chrono>
 #include <filesystem>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -113,28 +112,6 @@ class rtsps_station {
   std::vector<child_process> procs_;
 };
 
-// Each packet ffmpeg demuxes from `input_args` as "stream,size,md5" (framemd5 without the
-// timestamps, which RTP rebases), in order (as tests/rtsp_test.cc reads them).
-std::vector<std::string> packets_of(const std::vector<std::string>& input_args) {
-  std::vector<std::string> argv{"/usr/bin/ffmpeg", "-nostdin", "-v", "error"};
-  argv.insert(argv.end(), input_args.begin(), input_args.end());
-  for (const char* a : {"-map", "0", "-c", "copy", "-f", "framemd5", "-"}) {
-    argv.emplace_back(a);
-  }
-  auto r = run(argv, std::chrono::seconds(90));
-  EXPECT_EQ(r.status, 0) << r.err;
-  std::vector<std::string> out;
-  std::istringstream in(r.out);
-  std::string line;
-  std::regex row("^ *([0-9]+), *-?[0-9]+, *-?[0-9]+, *[0-9]+, *([0-9]+), *([0-9a-f]{32})");
-  for (std::smatch m; std::getline(in, line);) {
-    if (std::regex_search(line, m, row)) {
-      out.push_back(fmt::format("{},{},{}", m[1].str(), m[2].str(), m[3].str()));
-    }
-  }
-  return out;
-}
-
 std::vector<std::string> of_stream(const std::vector<std::string>& all, const std::string& prefix) {
   std::vector<std::string> out;
   std::copy_if(all.begin(), all.end(), std::back_inserter(out),
@@ -158,8 +135,8 @@ TEST(Rtsps, FfmpegReadsExactlyTheSourcePacketsInsideTlsAcrossHandOffs) {
   ASSERT_EQ(in.status, 0) << in.err << st.log_of("st");
   // ffmpeg 5.1's RTSP demuxer takes no -ca_file/-tls_verify (its TLS connection gets no options):
   // it does not verify the director; tls_exchange's openssl s_client does, in the other test.
-  auto via_rtsps = packets_of({"-rtsp_transport", "tcp", "-i", st.rtsps_url("movie")});
-  auto from_source = packets_of({"-i", playlist.string()});
+  auto via_rtsps = ffmpeg_packets({"-rtsp_transport", "tcp", "-i", st.rtsps_url("movie")});
+  auto from_source = ffmpeg_packets({"-i", playlist.string()});
   ASSERT_GT(from_source.size(), 100u);
   // As over UDP (tests/rtsp_test.cc): ffmpeg's RTP MPEG-TS demuxer keeps the last video frame.
   auto video = of_stream(from_source, "0,");

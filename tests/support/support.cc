@@ -197,6 +197,28 @@ run_result run(const std::vector<std::string>& argv, std::chrono::milliseconds t
   return r;
 }
 
+std::vector<std::string> ffmpeg_packets(const std::vector<std::string>& input_args) {
+  std::vector<std::string> argv{"/usr/bin/ffmpeg", "-nostdin", "-v", "error"};
+  argv.insert(argv.end(), input_args.begin(), input_args.end());
+  for (const char* a : {"-map", "0", "-c", "copy", "-f", "framemd5", "-"}) {
+    argv.emplace_back(a);
+  }
+  auto r = run(argv, std::chrono::seconds(90));
+  if (r.status != 0) {
+    throw std::runtime_error(fmt::format("ffmpeg exited {}: {}", r.status, r.err));
+  }
+  std::vector<std::string> out;
+  std::istringstream in(r.out);
+  std::string line;
+  std::regex row("^ *([0-9]+), *-?[0-9]+, *-?[0-9]+, *[0-9]+, *([0-9]+), *([0-9a-f]{32})");
+  for (std::smatch m; std::getline(in, line);) {
+    if (std::regex_search(line, m, row)) {
+      out.push_back(fmt::format("{},{},{}", m[1].str(), m[2].str(), m[3].str()));
+    }
+  }
+  return out;
+}
+
 std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds,
                                   int segment_seconds) {
   std::filesystem::create_directories(dir);

@@ -66,6 +66,10 @@ run_result run(const std::vector<std::string>& argv,
 std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds = 8,
                                   int segment_seconds = 1);
 
+// Each packet ffmpeg demuxes from `input_args` (its options before and including `-i URL`) as
+// "stream,size,md5": framemd5 without the timestamps, which RTP rebases. In order.
+std::vector<std::string> ffmpeg_packets(const std::vector<std::string>& input_args);
+
 // Tokens from a grid's auth server (demo_accounts: demo/demo, admin/admin); throws on failure.
 std::string login_token(const std::string& auth_url, const std::string& kind,
                         const std::string& user, const std::string& password);
