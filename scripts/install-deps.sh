@@ -12,6 +12,7 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   ffmpeg curl openssl python3 procps util-linux
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  glib-networking
   systemd file iso-codes
   chromium libnss3-tools
   prometheus
@@ -26,6 +27,8 @@ pkgs=(
 # openssl: the command tls_test makes its CA and certificates with (libssl-dev does not bring it).
 # iproute2: ip and tc, the hosts and shaped links of the multi-host tests (tests/support/netns.h)
 # and scripts/netns-grid.
+# glib-networking: GLib's TLS, which GStreamer's rtspsrc needs for rtsps:// (tests/rtsps_test.cc;
+# today also pulled in by gstreamer1.0-plugins-good through libsoup, but the test needs it itself).
 # libnss3-tools: certutil, which puts a test CA in a temporary NSS database that the browser test's
 # Chromium trusts (tests/browser/lib.mjs, the hls.js test over HTTPS).
 # prometheus: promtool checks deploy/prometheus/ and prometheus_test runs its own server (free port,
