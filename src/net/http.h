@@ -338,6 +338,7 @@ class http_server {
   };
   admission admit(session& s, size_t& last_route) const;
   asio::awaitable<bool> read_body(session& s, uint64_t limit, bool head);
+  asio::awaitable<boost::system::error_code> read_body_tls(session& s);
   // `last`: the index of the route the session matched before, tried first; updated.
   const route_entry* match(http::verb method, std::string_view path,
                            std::vector<std::string>& params, size_t& last) const;

@@ -463,7 +463,7 @@ asio::awaitable<boost::system::error_code> http_server::write_out(
     co_return co_await write_rest(*s.sock, parts, 0, flags, s.deadline, opts_.write_timeout);
   }
   s.deadline = steady::now() + opts_.write_timeout;
-  auto [ec, n] = co_await asio::async_write(*s.tls, parts, use_tuple);
+  auto [ec, n] = co_await s.tls->write(parts);
   co_return ec;
 }
 
@@ -506,8 +506,7 @@ asio::awaitable<boost::system::error_code> http_server::send_file_tls(session& s
       co_return boost::system::error_code(static_cast<int>(-n), boost::system::system_category());
     }
     s.deadline = steady::now() + opts_.write_timeout;
-    auto [ec, w] =
-        co_await asio::async_write(*s.tls, asio::buffer(into, static_cast<size_t>(n)), use_tuple);
+    auto [ec, w] = co_await s.tls->write(asio::buffer(into, static_cast<size_t>(n)));
     sent += w;
     if (ec) {
       co_return ec;

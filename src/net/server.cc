@@ -333,7 +333,7 @@ asio::awaitable<boost::system::error_code> http_server::pull_header_tls(session&
       }
       rec = {};
     }
-    auto [ec, n] = co_await s.tls->async_read_some(s.buf.prepare(4096), use_tuple);
+    auto [ec, n] = co_await s.tls->read_some(s.buf.prepare(4096));
     if (ec) {
       // A peer that closes without TLS's close_notify (stream_truncated) has closed all the same.
       if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
@@ -350,9 +350,9 @@ asio::awaitable<boost::system::error_code> http_server::pull_header_tls(session&
 // second with the count of those not logged, so that a flood of them cannot fill the log.
 asio::awaitable<bool> http_server::handshake(session& s) {
   s.tls_ctx = tls_ctx_.load();
-  s.tls = std::make_unique<tls_stream>(*s.sock, *s.tls_ctx);
+  s.tls = std::make_unique<tls_conn>(*s.sock, s.tls_ctx->native_handle());
   s.deadline = steady::now() + opts_.header_timeout;
-  auto [ec] = co_await s.tls->async_handshake(asio::ssl::stream_base::server, use_tuple);
+  auto ec = co_await s.tls->handshake();
   s.deadline = steady::time_point::max();
   if (!ec) {
     (SSL_session_reused(s.tls->native_handle()) ? tls_resumed_ : tls_full_)->inc();
@@ -367,8 +367,9 @@ asio::awaitable<bool> http_server::handshake(session& s) {
   if (now.count() > last &&
       tls_logged_at_.compare_exchange_strong(last, now.count(), std::memory_order_relaxed)) {
     std::string why = ec == asio::error::operation_aborted ? "not finished in time"
-                      : ec == asio::error::eof             ? "the client closed the connection"
-                                                           : ec.message();
+                      : ec == asio::error::eof || ec == asio::ssl::error::stream_truncated
+                          ? "the client closed the connection"
+                          : ec.message();
     if (ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_HTTP_REQUEST &&
         ec.category() == asio::error::get_ssl_category()) {
       why = "a plain-HTTP request on a TLS port";
@@ -412,6 +413,36 @@ http_server::admission http_server::admit(session& s, size_t& last_route) const 
   return a;
 }
 
+// http::async_read through TLS: what is read handed to the parser until the message is complete.
+asio::awaitable<boost::system::error_code> http_server::read_body_tls(session& s) {
+  boost::system::error_code ec;
+  while (!s.parser->is_done()) {
+    if (s.buf.size() > 0) {
+      size_t used = s.parser->put(s.buf.data(), ec);
+      s.buf.consume(used);
+      if (ec == http::error::need_more) {
+        ec = {};
+      }
+      if (ec) {
+        co_return ec;
+      }
+      if (used > 0) {
+        continue;
+      }
+    }
+    auto [rec, n] = co_await s.tls->read_some(s.buf.prepare(64 * 1024));
+    if (rec == asio::error::eof || rec == asio::ssl::error::stream_truncated) {
+      s.parser->put_eof(ec);  // a request's body ends by its length: cut short
+      co_return ec ? ec : http::error::partial_message;
+    }
+    if (rec) {
+      co_return rec;
+    }
+    s.buf.commit(n);
+  }
+  co_return ec;
+}
+
 // Reads the body of an admitted request, answering "100 Continue" first when asked. False if the
 // connection must end (a refusal, if any, is sent).
 asio::awaitable<bool> http_server::read_body(session& s, uint64_t limit, bool head) {
@@ -428,7 +459,7 @@ asio::awaitable<bool> http_server::read_body(session& s, uint64_t limit, bool he
   s.deadline = steady::now() + opts_.body_timeout;
   boost::system::error_code bec;
   if (s.tls) {
-    std::tie(bec, std::ignore) = co_await http::async_read(*s.tls, s.buf, *s.parser, use_tuple);
+    bec = co_await read_body_tls(s);
   } else {
     std::tie(bec, std::ignore) = co_await http::async_read(*s.sock, s.buf, *s.parser, use_tuple);
   }
@@ -647,7 +678,7 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
     SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_RECEIVED_SHUTDOWN);
     s.busy = false;  // a stop cuts it at once
     s.deadline = steady::now() + std::min(opts_.write_timeout, close_notify_bound);
-    co_await s.tls->async_shutdown(use_tuple);
+    co_await s.tls->shutdown();
     s.deadline = steady::time_point::max();
   }
   sock.shutdown(tcp::socket::shutdown_send, ec);
@@ -739,11 +770,11 @@ class plain_foreign_stream final : public foreign_stream {
 // connection is another loop's, each operation runs there (the stream's state is that loop's).
 class tls_foreign_stream final : public foreign_stream {
  public:
-  tls_foreign_stream(tls_stream& tls, asio::any_io_executor ex, bool hop)
+  tls_foreign_stream(tls_conn& tls, asio::any_io_executor ex, bool hop)
       : tls_(tls), ex_(std::move(ex)), hop_(hop) {}
   asio::awaitable<io_result> read_some(asio::mutable_buffer b) override {
     if (!hop_) {
-      co_return co_await tls_.async_read_some(b, use_tuple);
+      co_return co_await tls_.read_some(b);
     }
     co_return co_await asio::co_spawn(
         ex_, [this, b]() -> asio::awaitable<io_result> { co_return co_await read_here(b); },
@@ -751,7 +782,7 @@ class tls_foreign_stream final : public foreign_stream {
   }
   asio::awaitable<io_result> write(asio::const_buffer b) override {
     if (!hop_) {
-      co_return co_await asio::async_write(tls_, b, use_tuple);
+      co_return co_await tls_.write(b);
     }
     co_return co_await asio::co_spawn(
         ex_, [this, b]() -> asio::awaitable<io_result> { co_return co_await write_here(b); },
@@ -760,12 +791,10 @@ class tls_foreign_stream final : public foreign_stream {
 
  private:
   asio::awaitable<io_result> read_here(asio::mutable_buffer b) {
-    co_return co_await tls_.async_read_some(b, use_tuple);
+    co_return co_await tls_.read_some(b);
   }
-  asio::awaitable<io_result> write_here(asio::const_buffer b) {
-    co_return co_await asio::async_write(tls_, b, use_tuple);
-  }
-  tls_stream& tls_;
+  asio::awaitable<io_result> write_here(asio::const_buffer b) { co_return co_await tls_.write(b); }
+  tls_conn& tls_;
   asio::any_io_executor ex_;  // the connection's loop
   bool hop_;                  // that loop is not the home loop
 };

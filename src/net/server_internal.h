@@ -14,22 +14,20 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/parser.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include "net/http.h"
+#include "net/tls_conn.h"
 #include "net/use_tuple.h"
 
 namespace vodgrid::net {
 
 using steady = std::chrono::steady_clock;
 
-using tls_stream = boost::beast::ssl_stream<tcp::socket&>;
-
 struct http_server::session {
   tcp::socket* sock = nullptr;
-  // On a TLS port: the stream over `sock` every read and write goes through, and the context it
-  // took (kept while it lives, whatever a reload swaps in); null on a plain port.
-  std::unique_ptr<tls_stream> tls;
+  // On a TLS port: the TLS over `sock` every read and write goes through (tls_conn.h), and the
+  // context it took (kept while it lives, whatever a reload swaps in); null on a plain port.
+  std::unique_ptr<tls_conn> tls;
   std::shared_ptr<asio::ssl::context> tls_ctx;
   loop* on = nullptr;  // the loop serving the connection (its thread runs this coroutine)
   std::list<session*>::iterator self;  // its place in on->sessions (enlist)
