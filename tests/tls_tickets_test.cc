@@ -23,6 +23,7 @@
 #include "base/process.h"
 #include "cli/local_tls.h"
 #include "console/segment_reader.h"
+#include "net/client.h"
 #include "net/tls.h"
 #include "support/support.h"
 
@@ -236,6 +237,78 @@ TEST(TlsTickets, TheConsoleMakesOneFullHandshakeForAStationsEngines) {
   }
   using counts = std::pair<double, double>;  // {full, resumed}
   EXPECT_EQ(made, (std::vector<counts>{{1, 0}, {0, 1}, {0, 1}, {1, 0}}));
+}
+
+// A connection dropped from the reader's idle ones (here it keeps one) leaves its session good: the
+// viewer sent back to e0 after e1 resumes with e0's session, and to e1 again with e1's.
+TEST(TlsTickets, AConsolesSessionOutlivesItsDroppedConnection) {
+  ticket_grid g;
+  std::vector<std::string> engines{"e0", "e1"};
+  std::vector<std::pair<double, double>> before;
+  for (auto& e : engines) {
+    before.push_back(handshakes(g.url_of(e)));
+  }
+  boost::asio::io_context io;
+  std::vector<char> mem(64 * 1024);
+  console::segment_reader_options ro;
+  ro.tls_ca = g.ca();
+  ro.max_idle_tls = 1;
+  std::vector<std::string> got;
+  auto play = [&]() -> boost::asio::awaitable<void> {
+    console::segment_reader reader(co_await boost::asio::this_coro::executor, ro, mem);
+    for (auto& e : {"e0", "e1", "e0", "e1"}) {
+      auto r = co_await reader.get(
+          g.url_of(e) + "/healthz", [](unsigned) { return true; }, [](std::string_view) {});
+      got.push_back(r ? std::to_string(*r) : r.err().detail);
+    }
+  };
+  auto f = boost::asio::co_spawn(io, play(), boost::asio::use_future);
+  io.run();
+  f.get();
+  EXPECT_EQ(got, std::vector<std::string>(4, "200"));
+  std::vector<std::pair<double, double>> made;
+  for (size_t i = 0; i < engines.size(); ++i) {
+    auto [f, r] = handshakes(g.url_of(engines[i]));
+    made.emplace_back(f - before[i].first - 1, r - before[i].second);
+  }
+  using counts = std::pair<double, double>;  // {full, resumed}
+  EXPECT_EQ(made, (std::vector<counts>{{1, 1}, {0, 2}}));
+}
+
+// A daemon's or a console's client (net::http_client) offers an origin the session it made there
+// on its next connection: here every GET is a new connection (nothing kept idle), the first a full
+// handshake and the next two resumed; a client of its own makes a full one again.
+TEST(TlsTickets, AClientResumesItsSessionWithAnOriginOnItsNextConnection) {
+  ticket_grid g;
+  auto before = handshakes(g.url_of("e0"));
+  boost::asio::io_context io;
+  net::client_options co;
+  co.tls_ca = g.ca();
+  co.max_idle_per_host = 0;
+  std::vector<std::string> got;
+  auto gets = [&](int n) -> boost::asio::awaitable<void> {
+    net::http_client client(co_await boost::asio::this_coro::executor, co);
+    for (int i = 0; i < n; ++i) {
+      auto r = co_await client.get(g.url_of("e0") + "/healthz");
+      got.push_back(r ? std::to_string(r->status) : r.err().detail);
+    }
+  };
+  auto f = boost::asio::co_spawn(io, gets(3), boost::asio::use_future);
+  io.run();
+  f.get();
+  auto after = handshakes(g.url_of("e0"));
+  EXPECT_EQ(got, std::vector<std::string>(3, "200"));
+  // Less the full handshake of the metrics read itself.
+  EXPECT_EQ(after.first - before.first - 1, 1);
+  EXPECT_EQ(after.second - before.second, 2);
+
+  io.restart();
+  auto again = boost::asio::co_spawn(io, gets(1), boost::asio::use_future);
+  io.run();
+  again.get();
+  auto last = handshakes(g.url_of("e0"));
+  EXPECT_EQ(last.first - after.first - 1, 1);  // a new client knows no session
+  EXPECT_EQ(last.second - after.second, 0);
 }
 
 // How many times engine `e` has changed the key it makes tickets with (its own count: an engine

@@ -58,6 +58,13 @@ constexpr uint64_t bytes_between_yields = 1 << 20;
 
 struct segment_reader::connection {
   explicit connection(asio::any_io_executor ex) : sock(ex) {}
+  ~connection() {
+    if (tls) {
+      net::keep_session_at_free(tls->native_handle());  // sessions_ offers it again
+    }
+  }
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
   tcp::socket sock;
   std::unique_ptr<tls_stream> tls;  // https://: over `sock` (declared after it: destroyed first)
   beast::flat_buffer buf;           // the head, and whatever of the body came with it

@@ -92,6 +92,14 @@ using client_tls_stream = beast::ssl_stream<beast::tcp_stream>;
 // the reads and writes branch (write_request, read_some), on Beast's operations of either stream.
 // (Not in an unnamed namespace: http_client::pool and open_reply hold it.)
 struct client_connection {
+  client_connection() = default;
+  client_connection(const client_connection&) = delete;
+  client_connection& operator=(const client_connection&) = delete;
+  ~client_connection() {
+    if (tls) {
+      keep_session_at_free(tls->native_handle());  // the pool offers it to the next connection
+    }
+  }
   std::unique_ptr<beast::tcp_stream> plain;
   std::unique_ptr<client_tls_stream> tls;
   beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
@@ -143,11 +151,21 @@ struct http_client::pool {
   asio::awaitable<result<std::unique_ptr<client_connection>>> connect(const parsed_url& pu,
                                                                       bool fresh, bool& pooled);
   asio::awaitable<status> handshake(const parsed_url& pu, client_connection& c);
-  void keep(const parsed_url& pu, std::unique_ptr<client_connection> stream);
+  // An exchange read to its end: its TLS session remembered, the connection kept if the reply
+  // allows it.
+  void finished(const parsed_url& pu, std::unique_ptr<client_connection> stream, bool keep_alive);
 
+  struct session_free {
+    void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
+  };
   asio::any_io_executor ex;
   const client_options& opts;
   std::map<std::string, std::vector<idle_stream>> idle;
+  // The last resumable TLS session of each https:// origin, offered by its next new connection:
+  // a resumed handshake (no certificate chain, no signature), as a daemon reconnecting to a peer
+  // or a console sampling an engine twice would otherwise make a full one each time. Only to the
+  // origin that made it, whose certificate was checked then.
+  std::map<std::string, std::unique_ptr<SSL_SESSION, session_free>> sessions;
   // When a refusal of each TLS peer was last logged: one line per peer per 10 s, however many
   // exchanges (heartbeats, copies) it refuses.
   std::map<std::string, std::chrono::steady_clock::time_point> tls_logged;
@@ -156,6 +174,8 @@ struct http_client::pool {
 namespace {
 // Servers close idle keep-alive connections (vodgrid's after 60 s): reuse only younger ones.
 constexpr auto max_idle_age = std::chrono::seconds(20);
+// TLS sessions remembered per client (a few KB each).
+constexpr size_t max_sessions = 1024;
 }  // namespace
 
 http_client::http_client(asio::any_io_executor ex) : http_client(std::move(ex), client_options{}) {}
@@ -254,6 +274,9 @@ asio::awaitable<result<std::unique_ptr<client_connection>>> http_client::pool::c
 // URL's host (an address: the certificate's IP entries; a name: its DNS entries, sent as SNI).
 asio::awaitable<status> http_client::pool::handshake(const parsed_url& pu, client_connection& c) {
   SSL* ssl = c.tls->native_handle();
+  if (auto it = sessions.find(pu.origin()); it != sessions.end()) {
+    SSL_set_session(ssl, it->second.get());
+  }
   boost::system::error_code aec;
   asio::ip::make_address(pu.host, aec);
   if (!aec) {
@@ -275,6 +298,7 @@ asio::awaitable<status> http_client::pool::handshake(const parsed_url& pu, clien
                         ? fmt::format("certificate refused: {}", X509_verify_cert_error_string(v))
                     : ec == beast::error::timeout ? std::string("handshake timed out")
                                                   : "handshake failed: " + ec.message();
+  sessions.erase(pu.origin());  // a peer that refuses it is offered no stale session again
   auto msg = fmt::format("tls: peer {} refused: {}", pu.origin(), why);
   auto now = std::chrono::steady_clock::now();
   auto [at, first] = tls_logged.try_emplace(pu.origin(), now);
@@ -285,7 +309,24 @@ asio::awaitable<status> http_client::pool::handshake(const parsed_url& pu, clien
   co_return make_error(ec == beast::error::timeout ? errc::timeout : errc::unavailable, msg);
 }
 
-void http_client::pool::keep(const parsed_url& pu, std::unique_ptr<client_connection> stream) {
+void http_client::pool::finished(const parsed_url& pu, std::unique_ptr<client_connection> stream,
+                                 bool keep_alive) {
+  if (stream->tls) {
+    // TLS 1.3 sends its tickets after the handshake: the session is resumable only once a reply
+    // has been read, which is why it is taken here and not after the handshake.
+    SSL_SESSION* s = SSL_get1_session(stream->tls->native_handle());
+    if (s != nullptr && SSL_SESSION_is_resumable(s) == 1) {
+      if (sessions.size() >= max_sessions && !sessions.contains(pu.origin())) {
+        sessions.erase(sessions.begin());  // bounded: a client meeting ever new origins
+      }
+      sessions[pu.origin()].reset(s);
+    } else if (s != nullptr) {
+      SSL_SESSION_free(s);
+    }
+  }
+  if (!keep_alive) {
+    return;
+  }
   auto& idle = this->idle[pu.origin()];
   if (idle.size() < opts.max_idle_per_host) {
     stream->tcp().expires_never();
@@ -397,9 +438,7 @@ asio::awaitable<result<client_response>> http_client::request(http::verb method,
     auto res = parser.release();
     client_response out = head_of(res);
     out.body = std::move(res.body());
-    if (res.keep_alive()) {
-      pool_->keep(*pu, std::move(*stream));
-    }
+    pool_->finished(*pu, std::move(*stream), res.keep_alive());
     co_return out;
   }
   co_return make_error(errc::unavailable, fmt::format("{}: connection closed by peer", url));
@@ -514,9 +553,7 @@ asio::awaitable<result<client_response>> http_client::get_into(std::string url, 
                            fmt::format("GET {}: {} after {} bytes", url, rec.message(), filled));
     }
   }
-  if (reply.parser.get().keep_alive()) {
-    pool_->keep(reply.pu, std::move(reply.stream));
-  }
+  pool_->finished(reply.pu, std::move(reply.stream), reply.parser.get().keep_alive());
   co_return std::move(reply.head);
 }
 
@@ -549,9 +586,7 @@ asio::awaitable<result<client_response>> http_client::get_pieces(std::string url
                            fmt::format("GET {}: {} after {} bytes", url, rec.message(), total));
     }
   }
-  if (reply.parser.get().keep_alive()) {
-    pool_->keep(reply.pu, std::move(reply.stream));
-  }
+  pool_->finished(reply.pu, std::move(reply.stream), reply.parser.get().keep_alive());
   co_return std::move(reply.head);
 }
 

@@ -303,4 +303,8 @@ result<std::shared_ptr<ssl::context>> client_context(const std::filesystem::path
   return *ctx;
 }
 
+void keep_session_at_free(SSL* ssl) {
+  SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_SENT_SHUTDOWN);
+}
+
 }  // namespace vodgrid::net

@@ -80,6 +80,13 @@ result<std::shared_ptr<boost::asio::ssl::context>> make_client_context(
 // the same one rather than parsing the CA per client.
 result<std::shared_ptr<boost::asio::ssl::context>> client_context(const std::filesystem::path& ca);
 
+// For a client's TLS connection about to be freed without a close_notify sent (a kept connection
+// dropped, one whose reply said Connection: close): SSL_free voids the session of a connection
+// that was not shut down (OpenSSL marks it not resumable, a guard against truncation), which
+// would throw away the ticket that the client's next connection to the peer offers. The ticket
+// is the peer's promise, not the connection's: it stays good however the connection ends.
+void keep_session_at_free(SSL* ssl);
+
 // The CA of the clients whose client_options::tls_ca is empty: the grid's [tls] ca, set once by
 // each `vodgrid` command that loads the grid's config (its daemons, `up`, `station`), before any
 // client runs. Empty (the default): the system's trust store.
