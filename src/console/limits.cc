@@ -50,28 +50,6 @@ std::optional<double> process_cpu(const std::string& text) {
   return std::nullopt;
 }
 
-// GET `url` on a private io_context, with a short deadline; the body of a 200, or nothing.
-std::optional<std::string> get_body(const std::string& url) {
-  asio::io_context io;
-  auto f = asio::co_spawn(
-      io,
-      [](std::string u) -> asio::awaitable<std::optional<std::string>> {
-        net::client_options co;
-        co.connect_timeout = std::chrono::seconds(2);
-        co.request_timeout = std::chrono::seconds(2);
-        co.read_timeout = std::chrono::seconds(2);
-        net::http_client client(co_await asio::this_coro::executor, co);
-        auto r = co_await client.get(u);
-        if (!r || r->status != 200) {
-          co_return std::nullopt;
-        }
-        co_return std::move(r->body);
-      }(url),
-      asio::use_future);
-  io.run();
-  return f.get();
-}
-
 // /proc/stat's first line: every core's jiffies; busy is all but idle and iowait.
 std::optional<std::pair<double, double>> machine_jiffies() {
   std::ifstream in("/proc/stat");
@@ -92,7 +70,34 @@ std::optional<std::pair<double, double>> machine_jiffies() {
 
 }  // namespace
 
-limits_probe::limits_probe(const std::string& director_url) {
+struct limits_probe::fetcher {
+  fetcher() {
+    opts.connect_timeout = std::chrono::seconds(2);
+    opts.request_timeout = std::chrono::seconds(2);
+    opts.read_timeout = std::chrono::seconds(2);
+  }
+  asio::io_context io;
+  net::client_options opts;
+  net::http_client client{io.get_executor(), opts};
+};
+
+std::optional<std::string> limits_probe::get_body(const std::string& url) {
+  auto f = asio::co_spawn(
+      fetch_->io,
+      [](net::http_client& client, std::string u) -> asio::awaitable<std::optional<std::string>> {
+        auto r = co_await client.get(std::move(u));
+        if (!r || r->status != 200) {
+          co_return std::nullopt;
+        }
+        co_return std::move(r->body);
+      }(fetch_->client, url),
+      asio::use_future);
+  fetch_->io.restart();
+  fetch_->io.run();
+  return f.get();
+}
+
+limits_probe::limits_probe(const std::string& director_url) : fetch_(std::make_unique<fetcher>()) {
   auto u = net::parse_http_url(director_url);
   if (u) {
     director_ = host_port(*u);

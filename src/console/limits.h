@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -45,6 +46,15 @@ class limits_probe {
     std::chrono::steady_clock::time_point at;
   };
   void sample_engines();  // the sampler thread: origins from pending_ until stopping_
+  // GET `url` with a short deadline: the body of a 200, or nothing. Used by one thread at a time
+  // (the constructor's, the sampler, then finish's after the sampler is joined).
+  std::optional<std::string> get_body(const std::string& url);
+
+  // One client for every sample, so that a daemon's second sample reuses the first one's
+  // connection or resumes its TLS session rather than making a full handshake (which the engines
+  // would count as the play's).
+  struct fetcher;
+  std::unique_ptr<fetcher> fetch_;
   std::string director_;  // host:port
   std::string station_;   // its name, when the director said
   std::chrono::steady_clock::time_point t0_;
