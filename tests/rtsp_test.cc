@@ -94,14 +94,6 @@ class rtsp_connection {
   std::string in_;
 };
 
-int rtsp_status(const std::string& response) {
-  std::smatch m;
-  if (std::regex_search(response, m, std::regex("^RTSP/1\\.0 ([0-9]{3}) "))) {
-    return std::stoi(m[1]);
-  }
-  return 0;
-}
-
 std::string header(const std::string& response, const std::string& name) {
   std::smatch m;
   if (std::regex_search(response, m,

@@ -119,14 +119,6 @@ std::vector<std::string> of_stream(const std::vector<std::string>& all, const st
   return out;
 }
 
-int rtsp_status(const std::string& response) {
-  std::smatch m;
-  if (std::regex_search(response, m, std::regex("^RTSP/1\\.0 ([0-9]{3}) "))) {
-    return std::stoi(m[1]);
-  }
-  return 0;
-}
-
 TEST(Rtsps, FfmpegReadsExactlyTheSourcePacketsInsideTlsAcrossHandOffs) {
   rtsps_station st;
   temp_dir src;

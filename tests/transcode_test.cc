@@ -21,6 +21,8 @@
 
 namespace vodgrid::content {
 namespace {
+// Its own namespace: the unity build compiles it with packager_test.cc (tests/CMakeLists.txt).
+namespace transcode_test {
 
 namespace fs = std::filesystem;
 using test::run;
@@ -784,5 +786,6 @@ TEST(Ladder, DefaultsFromTheSourceHeightNeverAbove) {
   EXPECT_LT(rung_for_height(576).max_bitrate, rung_for_height(720).max_bitrate);
 }
 
+}  // namespace transcode_test
 }  // namespace
 }  // namespace vodgrid::content

@@ -197,6 +197,14 @@ run_result run(const std::vector<std::string>& argv, std::chrono::milliseconds t
   return r;
 }
 
+int rtsp_status(const std::string& response) {
+  std::smatch m;
+  if (std::regex_search(response, m, std::regex("^RTSP/1\\.0 ([0-9]{3}) "))) {
+    return std::stoi(m[1]);
+  }
+  return 0;
+}
+
 std::vector<std::string> ffmpeg_packets(const std::vector<std::string>& input_args) {
   std::vector<std::string> argv{"/usr/bin/ffmpeg", "-nostdin", "-v", "error"};
   argv.insert(argv.end(), input_args.begin(), input_args.end());

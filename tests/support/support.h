@@ -70,6 +70,9 @@ std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds 
 // "stream,size,md5": framemd5 without the timestamps, which RTP rebases. In order.
 std::vector<std::string> ffmpeg_packets(const std::vector<std::string>& input_args);
 
+// The status code of an RTSP response ("RTSP/1.0 200 OK..."), 0 if it is not one.
+int rtsp_status(const std::string& response);
+
 // Tokens from a grid's auth server (demo_accounts: demo/demo, admin/admin); throws on failure.
 std::string login_token(const std::string& auth_url, const std::string& kind,
                         const std::string& user, const std::string& password);
