@@ -430,6 +430,82 @@ TEST(HttpServerKeepAlive, TwoPipelinedRequestsOnOneConnectionAreBothAnswered) {
   EXPECT_LT(first, second);  // answered in order
 }
 
+// Reads from `fd` until `end` has arrived, the peer closed, or 5 s passed.
+std::string read_until(int fd, const std::string& end) {
+  std::string got;
+  char buf[4096];
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (got.find(end) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) {
+      continue;
+    }
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      break;
+    }
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
+
+// The server waits for a drained socket's next bytes without reading it again first (read_drained,
+// net/read_ready.h): requests whose pieces arrive after pauses, each after the server found the
+// socket empty, and requests after idle pauses, are all read whole and answered in turn.
+TEST(HttpServerKeepAlive, RequestsArrivingInPiecesAfterPausesAreEachAnswered) {
+  server_harness h;
+  int fd = test::connect_loopback(h.port());
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < 6; ++i) {
+    std::string req = fmt::format("GET /echo?n={}&pad={} HTTP/1.1\r\nHost: x\r\n\r\n", i,
+                                  std::string(static_cast<size_t>(i) * 700, 'p'));
+    // Cut in three at different places each time: in the request line, the query, the header.
+    std::vector<size_t> cuts{static_cast<size_t>(3 + i), req.size() / 2, req.size() - 2};
+    size_t from = 0;
+    for (size_t cut : cuts) {
+      std::this_thread::sleep_for(20ms);  // the server has read what came and waits
+      ASSERT_EQ(::send(fd, req.data() + from, cut - from, MSG_NOSIGNAL),
+                static_cast<ssize_t>(cut - from));
+      from = cut;
+    }
+    std::this_thread::sleep_for(20ms);
+    ASSERT_EQ(::send(fd, req.data() + from, req.size() - from, MSG_NOSIGNAL),
+              static_cast<ssize_t>(req.size() - from));
+    auto got = read_until(fd, "\"/echo\"}");
+    EXPECT_EQ(test::status_of(got), 200) << i << ": " << got;
+    EXPECT_NE(got.find(fmt::format("\"n\":\"{}\"", i)), std::string::npos) << i << ": " << got;
+    EXPECT_EQ(count_of(got, "HTTP/1.1"), 1) << i << ": " << got;
+  }
+  ::close(fd);
+}
+
+// A connection silent in the middle of a header is cut at the header timeout, one silent after a
+// reply at the idle timeout, both without a reply (the sweep cancels the read the server waits in).
+TEST(HttpServerKeepAlive, SilentConnectionsAreClosedAtTheHeaderAndIdleTimeouts) {
+  auto o = server_harness::short_timeouts();
+  o.header_timeout = 300ms;
+  o.idle_timeout = 300ms;
+  server_harness h(o);
+  int half = test::connect_loopback(h.port());
+  int idle = test::connect_loopback(h.port());
+  ASSERT_GE(half, 0);
+  ASSERT_GE(idle, 0);
+  std::string part = "GET /echo HTTP/1.1\r\nHo";
+  ASSERT_EQ(::send(half, part.data(), part.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(part.size()));
+  std::string req = "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(idle, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  auto answered = read_until(idle, "\"/echo\"}");
+  EXPECT_EQ(test::status_of(answered), 200) << answered;
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(read_until(half, "never sent"), "");  // read_until returns at the server's close
+  EXPECT_EQ(read_until(idle, "never sent"), "");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s);  // not our own 5 s bound
+  EXPECT_TRUE(test::eventually([&] { return h.connections() == 0; }, 5s));
+  ::close(half);
+  ::close(idle);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Malformed requests: 4xx and the connection closed, nothing handled
 
