@@ -102,7 +102,7 @@ result<rtsp_target> parse_rtsp_target(const push::rtsp_request& req, const tcp_e
     t.query = "?" + std::string(u->encoded_query());
   }
   for (auto p : u->params()) {
-    t.ctx.query.emplace_back(p.key, p.has_value ? p.value : std::string());
+    t.ctx.add_query(p.key, p.has_value ? p.value : std::string());
   }
   t.ctx.remote = peer;
   if (auto a = req.header("Authorization"); !a.empty()) {

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <list>
@@ -110,10 +111,16 @@ struct request_context {
   tcp::endpoint remote;
   std::string path;                 // the target without its query
   std::vector<std::string> params;  // captured `{}` parts of the route pattern, in order
-  // Decoded query parameters in their order, repeats included.
-  std::vector<std::pair<std::string, std::string>> query;
+  // Decoded query parameters in their order, repeats included: views into req's target when
+  // nothing needed decoding (the usual case, no copy), else into `decoded`.
+  std::vector<std::pair<std::string_view, std::string_view>> query;
+  // The keys and values `query` points to when they had to be decoded (or were added); a deque,
+  // so that adding one moves none of the others.
+  std::deque<std::string> decoded;
   // The value of the last query parameter named `k`, or "" if there is none.
   std::string_view query_param(std::string_view k) const;
+  // Adds a parameter, copied into `decoded`.
+  void add_query(std::string_view k, std::string_view v);
 };
 
 // Handlers are called with a context owned by the connection's coroutine, which awaits them at

@@ -16,11 +16,14 @@ struct request_context;
 // the path itself.
 bool plain_path(std::string_view path);
 
-// Splits a query made only of unreserved characters, '=' and '&' into `out` (assigned in place:
-// the strings keep their capacity). False, and `out` untouched, for any other query.
-bool split_plain_query(std::string_view q, std::vector<std::pair<std::string, std::string>>& out);
+// Splits a query made only of unreserved characters, '=' and '&' into `out`: views into `q`. False,
+// and `out` untouched, for any other query.
+bool split_plain_query(std::string_view q,
+                       std::vector<std::pair<std::string_view, std::string_view>>& out);
 
 // Sets ctx.path and ctx.query from an origin-form request target. False if it is malformed.
+// ctx.query's views point into `target` (a plain query) or ctx.decoded: `target` must outlive
+// them (the server's is the target of ctx.req, which keeps it in place when moved).
 bool parse_target(std::string_view target, request_context& ctx);
 
 }  // namespace vodgrid::net
