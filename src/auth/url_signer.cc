@@ -63,16 +63,29 @@ hmac_sha256::digest url_signer::mac(std::string_view path, std::string_view exp)
   return hmac_.mac({path, "\n", exp});
 }
 
-std::string url_signer::sign_query(std::string_view path, int64_t expires_at) const {
+// sign_query into `buf`; returns its end.
+char* url_signer::put_query(char* buf, std::string_view path, int64_t expires_at) const {
   constexpr std::string_view exp_key = "vg_exp=", sig_key = "&vg_sig=";
-  char buf[exp_key.size() + 20 + sig_key.size() + (hmac_sha256::digest_bytes * 4 + 2) / 3];
+  static_assert(query_max ==
+                exp_key.size() + 20 + sig_key.size() + (hmac_sha256::digest_bytes * 4 + 2) / 3);
   char* p = std::copy(exp_key.begin(), exp_key.end(), buf);
   char* exp = p;
   p = std::to_chars(p, p + 20, expires_at).ptr;
   auto m = mac(path, std::string_view(exp, size_t(p - exp)));
   p = std::copy(sig_key.begin(), sig_key.end(), p);
-  p = put_base64url(p, m);
-  return std::string(buf, p);
+  return put_base64url(p, m);
+}
+
+std::string url_signer::sign_query(std::string_view path, int64_t expires_at) const {
+  char buf[query_max];
+  return std::string(buf, put_query(buf, path, expires_at));
+}
+
+void url_signer::append_signed_query(std::string& url, size_t path_from, int64_t expires_at) const {
+  char buf[query_max];
+  char* end = put_query(buf, std::string_view(url).substr(path_from), expires_at);
+  url += '?';
+  url.append(buf, end);
 }
 
 std::string url_signer::sign(std::string_view path, int64_t expires_at) const {

@@ -26,6 +26,11 @@ class url_signer {
 
   // The query string (without '?') that signs `path` until unix time `expires_at`.
   std::string sign_query(std::string_view path, int64_t expires_at) const;
+  // The longest sign_query.
+  static constexpr size_t query_max = 7 + 20 + 8 + (hmac_sha256::digest_bytes * 4 + 2) / 3;
+  // Appends '?' and sign_query(url.substr(path_from), expires_at) to `url`: with room reserved
+  // (query_max + 1), no string is allocated (the director's redirect, every request).
+  void append_signed_query(std::string& url, size_t path_from, int64_t expires_at) const;
   // path + "?" + sign_query(path, expires_at).
   std::string sign(std::string_view path, int64_t expires_at) const;
 
@@ -36,6 +41,7 @@ class url_signer {
 
  private:
   hmac_sha256::digest mac(std::string_view path, std::string_view exp) const;
+  char* put_query(char* buf, std::string_view path, int64_t expires_at) const;
   hmac_sha256 hmac_;
 };
 

@@ -9,6 +9,7 @@
 
 #include "api/hls.h"
 #include "auth/client.h"
+#include "auth/url_signer.h"
 #include "director/impl.h"
 
 namespace vodgrid::director {
@@ -98,7 +99,9 @@ std::string director_daemon::impl::segment_url_at(std::string_view url, const se
                                                   std::string_view query,
                                                   api::segment_format format) {
   std::string out;
-  out.reserve(url.size() + key.program.str().size() + query.size() + 32);
+  // Room for a signature too (sign_at): one allocation a redirect.
+  out.reserve(url.size() + key.program.str().size() + query.size() + 32 + 1 +
+              auth::url_signer::query_max);
   out += url;
   out += "/v1/segments/";
   out += key.program.str();
@@ -122,10 +125,7 @@ result<std::string> sign_at(const auth::url_signer* signer, std::string url, siz
   if (!signer) {
     return make_error(errc::unavailable, "not yet logged in at auth");
   }
-  auto sig =
-      signer->sign_query(std::string_view(url).substr(base), now + signature_lifetime_seconds);
-  url += '?';
-  url += sig;
+  signer->append_signed_query(url, base, now + signature_lifetime_seconds);
   return url;
 }
 
