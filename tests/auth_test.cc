@@ -2,6 +2,7 @@
 // hashing: forged, expired, tampered, wrong-kind, wrong-program and wrong-address tokens are
 // refused with the right reason.
 #include <atomic>
+#include <limits>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -389,6 +390,25 @@ TEST(UrlSigner, SignatureIsHmacSha256OfPathAndExpiry) {
   url_signer s(std::string(32, 'k'));
   EXPECT_EQ(s.sign_query("/v1/segments/news/3.ts", t0 + 30),
             "vg_exp=1800000030&vg_sig=oSYO5bh5iDlCk_Q1rCyUrQ42tT-cPmYTEmIb1wnH7ZY");
+}
+
+// The director's form: the signature appended to an engine URL, only its path signed, within the
+// room reserved for it (no reallocation).
+TEST(UrlSigner, AppendedSignatureSignsThePathAfterTheBaseInTheRoomReserved) {
+  url_signer s(std::string(32, 'k'));
+  std::string base = "http://127.0.0.1:8081";
+  std::string url = base + "/v1/segments/news/3.ts";
+  url.reserve(url.size() + 1 + url_signer::query_max);
+  const char* room = url.data();
+  s.append_signed_query(url, base.size(), t0 + 30);
+  EXPECT_EQ(url, base +
+                     "/v1/segments/news/3.ts?vg_exp=1800000030&vg_sig=oSYO5bh5iDlCk_Q1rCyUrQ42tT-"
+                     "cPmYTEmIb1wnH7ZY");
+  EXPECT_EQ(url.data(), room);
+  EXPECT_TRUE(s.verify(std::string_view(url).substr(base.size()), t0));
+  std::string longest = "/p";  // the longest expiry: query_max is enough
+  s.append_signed_query(longest, 0, std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(longest.size(), 2 + 1 + url_signer::query_max);
 }
 
 TEST(UrlSigner, SignedPathVerifiesUntilItExpires) {
