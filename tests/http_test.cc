@@ -449,9 +449,8 @@ std::string read_until(int fd, const std::string& end) {
   return got;
 }
 
-// The server waits for a drained socket's next bytes without reading it again first (read_drained,
-// net/read_ready.h): requests whose pieces arrive after pauses, each after the server found the
-// socket empty, and requests after idle pauses, are all read whole and answered in turn.
+// Requests whose pieces arrive after pauses, each after the server found the socket empty and
+// waits for its next bytes, are all read whole and answered in turn.
 TEST(HttpServerKeepAlive, RequestsArrivingInPiecesAfterPausesAreEachAnswered) {
   server_harness h;
   int fd = test::connect_loopback(h.port());

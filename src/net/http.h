@@ -331,9 +331,8 @@ class http_server {
   enum class header_pull { done, would_block, foreign };
   // Parses what the session's buffer holds, then reads what the socket has without blocking,
   // until the header is complete or malformed or the read fails (done; `rec` says which) or the
-  // socket is empty (would_block: drained, remembered by read_drained, so that the caller's
-  // async_read_some waits without a system call), or the first request line is of the foreign
-  // protocol (foreign). `got_bytes` is set when something was read.
+  // socket is empty (would_block), or the first request line is of the foreign protocol (foreign).
+  // `got_bytes` is set when something was read.
   header_pull pull_header(session& s, boost::system::error_code& rec, bool& got_bytes) const;
   // With a foreign protocol, on a connection's first request: whether its first line (once read)
   // is of that protocol; nullopt: the line is not complete yet.

@@ -18,7 +18,6 @@
 
 #include "base/log.h"
 #include "base/thread_slot.h"
-#include "net/read_ready.h"
 #include "net/server_internal.h"
 #include "net/target.h"
 #include "net/tls.h"
@@ -292,18 +291,10 @@ http_server::header_pull http_server::pull_header(session& s, boost::system::err
       }
       rec = {};
     }
-    if (!read_ready(*s.sock)) {
-      return header_pull::would_block;  // drained by the last read, and nothing came since
-    }
     boost::system::error_code r_ec;
-    constexpr size_t room = 4096;
-    size_t n = s.sock->read_some(s.buf.prepare(room), r_ec);  // non-blocking
+    size_t n = s.sock->read_some(s.buf.prepare(4096), r_ec);  // non-blocking
     if (r_ec == asio::error::would_block || r_ec == asio::error::try_again) {
-      read_drained(*s.sock);
       return header_pull::would_block;
-    }
-    if (!r_ec && n < room) {
-      read_drained(*s.sock);  // a short read took all there was: the next one would get EAGAIN
     }
     if (r_ec) {
       if (r_ec == asio::error::eof) {
@@ -528,17 +519,15 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
     s.sniffing = first && foreign_ != nullptr;
     first = false;
     boost::system::error_code rec;
-    // Right after a reply the next request has seldom arrived yet: a read at once would mostly
-    // get EAGAIN, a system call per request that nginx does not make (it remembers that a short
-    // read drained the socket and waits for the next edge). So under load the read is deferred
-    // until the connections that are ready now have been served; by then the console has mostly
-    // sent its next request, and the read finds it. When it does not, the next two requests of
-    // the connection are read at once (a connection at low rate gains nothing). Measured:
-    // director/nginx 0.99 -> 1.03 (medians of the alternated runs, docs/performance.md). As in
-    // nginx, a read that drained the socket (EAGAIN, or short) is remembered (read_ready.h): the
-    // next read is skipped until the reactor sees the socket readable again, and the wait costs
-    // no system call (async_wait would cost an epoll_ctl, a plain async_read_some a recvfrom
-    // returning EAGAIN).
+    // Right after a reply the next request has seldom arrived yet. async_read_some would read at
+    // once (Boost 1.81's epoll_reactor reads speculatively until a read returns 0 bytes) and mostly
+    // get EAGAIN; async_wait costs an epoll_ctl instead (measured cheaper, docs/performance.md).
+    // Both are a system call per request that nginx does not make: it remembers that a short read
+    // drained the socket and waits for the next edge. Asio keeps no such state, so under load the
+    // read is deferred until the connections that are ready now have been served; by then the
+    // console has mostly sent its next request, and the read finds it. When it does not, the
+    // next two requests of the connection wait at once (a connection at low rate gains nothing).
+    // Measured: director/nginx 0.99 -> 1.03 (medians of the alternated runs, docs/performance.md).
     bool deferred = false;
     bool foreign = false;
     if (s.tls) {
@@ -555,7 +544,12 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
           }
           deferred = true;
         } else {
-          --plain_waits;  // read at once
+          --plain_waits;
+          auto [w_ec] = co_await sock.async_wait(tcp::socket::wait_read, use_tuple);
+          if (w_ec) {
+            rec = w_ec;
+            break;
+          }
         }
       }
       bool got_bytes = false;
@@ -571,15 +565,11 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
         plain_waits = 2;  // the deferral did not pay
       }
       deferred = false;
-      // pull_header's last read drained the socket (read_drained): no read before the next edge.
-      auto [r_ec, n] = co_await sock.async_read_some(s.buf.prepare(4096), use_tuple);
-      if (r_ec) {
-        rec = r_ec != asio::error::eof ? r_ec
-              : s.parser->got_some()   ? http::error::partial_message
-                                       : http::error::end_of_stream;
+      auto [w_ec] = co_await sock.async_wait(tcp::socket::wait_read, use_tuple);
+      if (w_ec) {
+        rec = w_ec;
         break;
       }
-      s.buf.commit(n);
     }
     if (foreign && !l.home && !s.tls) {
       // The foreign protocol's handler belongs to the home loop: the connection moves there.
