@@ -59,8 +59,11 @@ def main():
             sys.exit(f"heartbeats.py: {name}: {r.status} {reply[:200]!r}")
         sent += 1
         if json.loads(reply).get("resync"):
+            # As the engine does (src/engine/heartbeat.cc): the next beat is a whole inventory,
+            # its sequence number still the next one. Starting again at 1 in the same epoch made
+            # the director drop that inventory as older than one applied, and answer every delta
+            # after it with another resync.
             resyncs += 1
-            st["seq"] = 0
             st["resync"] = True
 
     for n, (name, url) in enumerate(engines):
