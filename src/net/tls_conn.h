@@ -61,8 +61,6 @@ class tls_conn {
   enum class next { done, wait_read, wait_write, failed };
   // What to do after an OpenSSL call that returned `ret` (<= 0); sets `ec` when failed.
   next after(int ret, boost::system::error_code& ec);
-  // Waits for the socket as `n` says; false with `ec` set when the wait failed.
-  boost::asio::awaitable<bool> wait(next n, boost::system::error_code& ec);
   boost::asio::awaitable<io_result> write_one(const char* data, size_t size);
 
   boost::asio::ip::tcp::socket& sock_;
