@@ -562,5 +562,16 @@ TEST(Api, IngestRequestRefusesWhatTheContentManagerRefuses) {
             "ingest_request.stations[1]: must be a string");
 }
 
+TEST(HeartbeatMark, RoundTripsAndRefusesAnythingElse) {
+  auto m = parse_heartbeat_mark(to_header({18446744073709551615ull, 42}));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->epoch, 18446744073709551615ull);
+  EXPECT_EQ(m->seq, 42u);
+  for (std::string_view bad : {"", "/", "1/", "/2", "1-2", "1/2/3", "a/2", "1/2 ", "-1/2",
+                               "18446744073709551616/1", " 1/2"}) {
+    EXPECT_FALSE(parse_heartbeat_mark(bad)) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace vodgrid::api

@@ -274,6 +274,53 @@ TEST(StationTables, CopiesAndRemovalsNotedBetweenSlicesStayAndTheTablesAgree) {
   EXPECT_EQ(t.location_count(), 3000u);
 }
 
+// An engine wrote heartbeat 2 and took an order (a copy arriving, another done) before the
+// director applied it: heartbeat 2 reaches the director after the order's answer, naming neither.
+// The director keeps both, and a console sent meanwhile goes to the engine, not elsewhere (the
+// Eviction.EvictionsReachTheRegistry failure of stop 28); heartbeat 3 is what the engine says then.
+TEST(StationTables, AHeartbeatWrittenBeforeAnOrderLeavesWhatTheOrdersAnswerNoted) {
+  station_tables t(1000ms, 250ms);
+  auto now = steady::now();
+  t.apply(beat("a", 7, 1, true, {0}), now);
+  t.note_filling(slot(0), key(1), api::heartbeat_mark{7, 2});
+  t.note_copy(slot(0), key(2), api::heartbeat_mark{7, 2});
+  t.apply(beat("a", 7, 2, false), now);
+  EXPECT_EQ(t.filling(key(1)), std::vector<engine_slot>{slot(0)});
+  EXPECT_EQ(t.choose(key(1), now), slot(0));
+  EXPECT_EQ(t.holders(key(2)), std::vector<engine_slot>{slot(0)});
+  // A whole inventory written before the order does not drop the copy either.
+  t.note_copy(slot(0), key(3), api::heartbeat_mark{7, 3});
+  t.apply(beat("a", 7, 3, true, {0, 2}), now);
+  EXPECT_EQ(t.holders(key(3)), std::vector<engine_slot>{slot(0)});
+  // Heartbeat 4 was written after the answers: the copy of 1 has ended (failed), 3 was evicted.
+  t.apply(beat("a", 7, 4, false, {}, {3}), now);
+  EXPECT_TRUE(t.filling(key(1)).empty());
+  EXPECT_EQ(t.choose(key(1), now), std::nullopt);
+  EXPECT_TRUE(t.holders(key(3)).empty());
+  EXPECT_EQ(t.holders(key(2)), std::vector<engine_slot>{slot(0)});
+  EXPECT_TRUE(t.engine(slot(0)).noted.empty());
+}
+
+// An answer older than a heartbeat already applied changes nothing: that heartbeat said what
+// became of the order (here the copy had ended before heartbeat 3 was written). So does a mark of
+// another epoch noted outside an apply: the engine's next heartbeats decide.
+TEST(StationTables, AnOrdersAnswerOlderThanAnAppliedHeartbeatChangesNothing) {
+  station_tables t(1000ms, 250ms);
+  auto now = steady::now();
+  t.apply(beat("a", 7, 1, true, {0}), now);
+  t.apply(beat("a", 7, 2, false), now);
+  t.apply(beat("a", 7, 3, false), now);
+  t.note_filling(slot(0), key(1), api::heartbeat_mark{7, 2});
+  EXPECT_TRUE(t.filling(key(1)).empty());
+  t.note_copy(slot(0), key(4), api::heartbeat_mark{7, 1});
+  EXPECT_TRUE(t.holders(key(4)).empty());
+  t.note_filling(slot(0), key(5), api::heartbeat_mark{8, 1});  // restarted since: no note
+  EXPECT_EQ(t.filling(key(5)), std::vector<engine_slot>{slot(0)});
+  t.apply(beat("a", 7, 4, false), now);
+  EXPECT_TRUE(t.filling(key(5)).empty());
+  EXPECT_TRUE(t.engine(slot(0)).noted.empty());
+}
+
 TEST(StationTables, ASilentEngineLeavesRotationAndReturns) {
   station_tables t(1000ms, 250ms);
   auto now = steady::now();

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <limits>
 
 #include "api/field_reader.h"
@@ -60,6 +61,26 @@ double program_manifest::duration() const {
     d += s.duration;
   }
   return d;
+}
+
+std::string to_header(const heartbeat_mark& m) {
+  return fmt::format("{}/{}", m.epoch, m.seq);
+}
+
+std::optional<heartbeat_mark> parse_heartbeat_mark(std::string_view v) {
+  heartbeat_mark m;
+  auto slash = v.find('/');
+  if (slash == std::string_view::npos) {
+    return std::nullopt;
+  }
+  auto number = [](std::string_view d, uint64_t& out) {
+    auto [end, ec] = std::from_chars(d.data(), d.data() + d.size(), out);
+    return !d.empty() && ec == std::errc() && end == d.data() + d.size();
+  };
+  if (!number(v.substr(0, slash), m.epoch) || !number(v.substr(slash + 1), m.seq)) {
+    return std::nullopt;
+  }
+  return m;
 }
 
 std::string_view segment_extension(segment_format f) {

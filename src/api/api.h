@@ -25,6 +25,16 @@ inline constexpr const char* sha256_header = "X-Vodgrid-Sha256";
 inline constexpr const char* engine_header = "X-Vodgrid-Engine";
 // HTTP header on an engine's GET of a segment from another engine (a copy): names the receiver.
 inline constexpr const char* copy_header = "X-Vodgrid-Copy";
+// HTTP header on an engine's answer to a fetch order: "<epoch>/<seq>", the last heartbeat it had
+// written when it answered. A heartbeat up to that one cannot know what the order changed; one may
+// still be on its way to the director (station_tables' notes).
+inline constexpr const char* heartbeat_header = "X-Vodgrid-Heartbeat";
+struct heartbeat_mark {
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+};
+std::string to_header(const heartbeat_mark& m);
+std::optional<heartbeat_mark> parse_heartbeat_mark(std::string_view v);
 
 struct segment_ref {  // one held segment copy
   segment_key key;

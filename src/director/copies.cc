@@ -37,10 +37,11 @@ asio::awaitable<result<engine_slot>> director_daemon::impl::order_fetch(
                                                         tables.engine(target).name.str(), key.str(),
                                                         f ? f->body : f.err().detail));
   }
+  auto mark = api::parse_heartbeat_mark(f->header(api::heartbeat_header));
   if (f->status == 202) {
-    tables.note_filling(target, key);
+    tables.note_filling(target, key, mark);
   } else {
-    tables.note_copy(target, key);
+    tables.note_copy(target, key, mark);
   }
   co_return target;
 }

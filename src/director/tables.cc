@@ -268,6 +268,11 @@ api::heartbeat_reply station_tables::begin_apply(api::heartbeat hb, steady::time
   // the copies it no longer names are dropped (stage 2), so that it is never sent consoles, nor
   // counted as a holder, for a segment it lost meanwhile.
   bool returning = hb.full && (!known || e.epoch != hb.epoch || !is_up(e, now));
+  if (e.epoch != hb.epoch) {
+    e.noted.clear();  // a restarted engine: what it lists is all there is
+  } else {
+    std::erase_if(e.noted, [&](auto& n) { return n.second.through < hb.seq; });
+  }
   e.url = hb.url;
   e.epoch = hb.epoch;
   e.seq = hb.seq;
@@ -287,7 +292,6 @@ api::heartbeat_reply station_tables::begin_apply(api::heartbeat hb, steady::time
   job.hb = std::move(hb);
   job.done = false;
   e.applying = true;
-  e.noted.clear();
   return {false};
 }
 
@@ -306,17 +310,19 @@ bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budge
   };
   engine_entry& e = engine_mut(job.engine);
   auto& hb = job.hb;
-  auto noted = [&](const segment_key& k, bool held) {
+  // (Every note left is one this heartbeat may not know of: begin_apply dropped the older ones.)
+  auto noted = [&](const segment_key& k, engine_entry::note_kind kind) {
     auto it = e.noted.find(k);
-    return it != e.noted.end() && it->second == held;
+    return it != e.noted.end() && it->second.kind == kind;
   };
+  using enum engine_entry::note_kind;
   if (job.stage == 0) {
     for (; job.pos < hb.removed.size(); ++job.pos) {
       if (out_of_time()) {
         publish();
         return false;
       }
-      if (!noted(hb.removed[job.pos], true)) {
+      if (!noted(hb.removed[job.pos], held)) {
         remove_location(job.engine, hb.removed[job.pos]);
       }
     }
@@ -352,7 +358,7 @@ bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budge
       }
       job.stale.clear();
       for (auto it = e.held.begin(job.pos); it != e.held.end(job.pos); ++it) {
-        if (!job.now_held.contains(*it) && !noted(*it, true)) {
+        if (!job.now_held.contains(*it) && !noted(*it, held)) {
           job.stale.push_back(*it);
         }
       }
@@ -377,17 +383,18 @@ bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budge
         publish();
         return false;
       }
-      if (!noted(hb.added[job.pos].key, false)) {
+      if (!noted(hb.added[job.pos].key, removed)) {
         add_location(job.engine, hb.added[job.pos].key);
       }
     }
     job.stage = 4;
   }
-  // `filling` is the engine's whole list: copies it no longer names have ended.
+  // `filling` is the engine's whole list: copies it no longer names have ended, but for those it
+  // took after writing this heartbeat.
   std::unordered_set<segment_key> now_filling(hb.filling.begin(), hb.filling.end());
   std::vector<segment_key> ended;
   for (auto& k : e.filling) {
-    if (!now_filling.contains(k)) {
+    if (!now_filling.contains(k) && !noted(k, filling)) {
       ended.push_back(k);
     }
   }
@@ -401,7 +408,7 @@ bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budge
   }
   publish();
   e.applying = false;
-  e.noted.clear();
+  std::erase_if(e.noted, [&](auto& n) { return n.second.through <= hb.seq; });
   job.done = true;
   return true;
 }
@@ -500,6 +507,20 @@ std::optional<engine_slot> station_tables::hint(const segment_key& key,
 bool station_tables::hint_fresh(const segment_key& key, steady::time_point now) const {
   auto h = hint(key, now);
   return h && is_up(engine(*h), now);
+}
+
+bool station_tables::note(engine_slot engine, const segment_key& key, engine_entry::note_kind kind,
+                          std::optional<api::heartbeat_mark> mark) {
+  engine_entry& e = engine_mut(engine);
+  if (mark && mark->epoch == e.epoch) {
+    if (mark->seq < e.seq) {
+      return false;
+    }
+    e.noted[key] = {kind, mark->seq};
+  } else if (e.applying) {
+    e.noted[key] = {kind, e.seq};
+  }
+  return true;
 }
 
 void station_tables::add_filling(engine_slot engine, const segment_key& key) {

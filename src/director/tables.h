@@ -78,10 +78,19 @@ struct engine_entry {
   }
   std::unordered_set<segment_key> held;
   std::unordered_set<segment_key> filling;  // segments it is receiving (and serving meanwhile)
-  // While one of its heartbeats is applied in slices: the copies (true) and removals (false) noted
-  // since it began, newer than the heartbeat, which its slices then leave as noted.
+  // Changes the director noted before this engine's heartbeats said so: a copy held, one removed,
+  // one arriving, each with the last of its heartbeats that may not know of it (`through`, a seq);
+  // those heartbeats leave the segment as noted. A note made from the engine's answer to an order
+  // has the heartbeat mark of that answer (a heartbeat written before the engine took the order
+  // may reach us after the answer); one without (an eviction allowed here) holds against the
+  // heartbeat being applied, if any, whose slices began before it.
+  enum class note_kind : uint8_t { held, removed, filling };
+  struct change_note {
+    note_kind kind;
+    uint64_t through;
+  };
   bool applying = false;
-  std::unordered_map<segment_key, bool> noted;
+  std::unordered_map<segment_key, change_note> noted;
   // Bytes of copies ordered to it since its last heartbeat, which `load.used_bytes` does not count
   // yet: copies ordered in one burst are spread, not all sent to the engine that looked emptiest
   // (copies still arriving at a heartbeat count through `filling`).
@@ -310,21 +319,27 @@ class station_tables {
     auto& p = engine_mut(engine).pending_bytes;
     p -= std::min(p, bytes);
   }
-  // Records a copy an engine has just reported done, before its heartbeat says so.
-  void note_copy(engine_slot engine, const segment_key& key) {
-    add_location(engine, key);
-    note_during_apply(engine, key, true);
-    publish();
+  // Records a copy an engine has just reported done, before its heartbeat says so. `mark`: the
+  // engine's last heartbeat when it answered (api::heartbeat_header), if it said.
+  void note_copy(engine_slot engine, const segment_key& key,
+                 std::optional<api::heartbeat_mark> mark = std::nullopt) {
+    if (note(engine, key, engine_entry::note_kind::held, mark)) {
+      add_location(engine, key);
+      publish();
+    }
   }
   // Records a copy an engine has just accepted to receive, before its heartbeat says so.
-  void note_filling(engine_slot engine, const segment_key& key) {
-    add_filling(engine, key);
-    publish();
+  void note_filling(engine_slot engine, const segment_key& key,
+                    std::optional<api::heartbeat_mark> mark = std::nullopt) {
+    if (note(engine, key, engine_entry::note_kind::filling, mark)) {
+      add_filling(engine, key);
+      publish();
+    }
   }
   // Forgets a copy an engine is allowed to evict, before its heartbeat says so.
   void note_removal(engine_slot engine, const segment_key& key) {
+    note(engine, key, engine_entry::note_kind::removed, std::nullopt);
     remove_location(engine, key);
-    note_during_apply(engine, key, false);
     publish();
   }
   // Forgets a copy that an engine reported failed, before its heartbeat says so.
@@ -353,11 +368,11 @@ class station_tables {
   const std::vector<candidate>& candidates(const segment_key& key, steady::time_point now,
                                            copy_kind kind = copy_kind::whole) const;
   void add_location(engine_slot engine, const segment_key& key);
-  void note_during_apply(engine_slot engine, const segment_key& key, bool held) {
-    if (auto& e = engine_mut(engine); e.applying) {
-      e.noted[key] = held;
-    }
-  }
+  // Keeps a change against the heartbeats that may not know of it (engine_entry::noted). False:
+  // a heartbeat written after `mark` has been applied (or is being applied), which says what became
+  // of it: the change is not made.
+  bool note(engine_slot engine, const segment_key& key, engine_entry::note_kind kind,
+            std::optional<api::heartbeat_mark> mark);
   void remove_location(engine_slot engine, const segment_key& key);
   void forget_location(engine_slot engine, const segment_key& key);
   void add_filling(engine_slot engine, const segment_key& key);

@@ -31,8 +31,19 @@ uint64_t announced_size(unsigned status, std::string_view content_length,
 }
 
 // POST /v1/orders/fetch: copy a segment from other engines (claims 12, 19). Orders for a segment
-// already arriving share its copy: one upstream transfer per segment per engine.
+// already arriving share its copy: one upstream transfer per segment per engine. An answer that
+// took the order carries the engine's last heartbeat (api::heartbeat_header): the director keeps
+// what it notes from the answer against heartbeats written before it.
 asio::awaitable<reply> engine_daemon::impl::fetch(request_context& ctx) {
+  auto r = co_await take_fetch(ctx);
+  if (http::to_status_class(r.status) == http::status_class::successful) {
+    // Written after the copy was in `fills` (or held): every later heartbeat names it.
+    r.headers.emplace_back(api::heartbeat_header, api::to_header({epoch, seq}));
+  }
+  co_return r;
+}
+
+asio::awaitable<reply> engine_daemon::impl::take_fetch(request_context& ctx) {
   auto order = api::decode<api::fetch_order>(ctx.req.body());
   if (!order) {
     co_return net::error_reply(order.err());
