@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
@@ -401,6 +403,38 @@ station_fixture::station_fixture(options o) {
   }
 }
 
+void print_logs_if_failed(const std::filesystem::path& dir) {
+  if (!testing::Test::HasFailure()) {
+    return;
+  }
+  constexpr size_t lines_per_log = 60;
+  std::vector<std::filesystem::path> logs;
+  std::error_code ec;
+  for (auto& f : std::filesystem::directory_iterator(dir, ec)) {
+    if (f.path().extension() == ".log") {
+      logs.push_back(f.path());
+    }
+  }
+  std::sort(logs.begin(), logs.end());
+  for (auto& log : logs) {
+    auto text = read_file(log);
+    if (!text) {
+      continue;
+    }
+    size_t from = text->size();
+    for (size_t n = 0; n <= lines_per_log && from > 0; ++n) {
+      from = text->rfind('\n', from - 1);
+      if (from == std::string::npos) {
+        from = 0;
+        break;
+      }
+    }
+    std::string_view tail = std::string_view(*text).substr(from == 0 ? 0 : from + 1);
+    fmt::print(stderr, "==== {} (its last {} lines; the test failed) ====\n{}",
+               log.filename().string(), lines_per_log, tail);
+  }
+}
+
 station_fixture::~station_fixture() {
   for (auto& e : engines_) {
     e.signal(SIGTERM);
@@ -414,6 +448,7 @@ station_fixture::~station_fixture() {
     auth_.signal(SIGTERM);
     auth_.stop(std::chrono::seconds(5));
   }
+  print_logs_if_failed(dir_.path());
 }
 
 std::string station_fixture::director_url() const {
@@ -632,6 +667,7 @@ grid_fixture::~grid_fixture() {
   for (auto& [name, p] : procs_) {
     p.stop(std::chrono::seconds(5));
   }
+  print_logs_if_failed(dir_.path());
 }
 
 std::string grid_fixture::director_url(const std::string& station) const {

@@ -159,6 +159,11 @@ struct grid_replicas {
 
 // A grid of real processes on free ports: a registry (SQLite unless `database` is given) and
 // stations, each a director and its engines. Station 0 is the home.
+// When the running test has failed: the last lines of every daemon's log in `dir` (the fixtures'
+// *.log), on stderr, so that a failure in CI shows what the daemons did. The fixtures call it as
+// they stop.
+void print_logs_if_failed(const std::filesystem::path& dir);
+
 class grid_fixture {
  public:
   struct station_spec {
