@@ -106,6 +106,40 @@ TEST(StationTables, HeartbeatsBuildTheLocationTable) {
   EXPECT_EQ(t.holders(key(2)).size(), 1u);
 }
 
+// The changes reported to the registry are kept until drained; a director without a registry
+// keeps none (nothing would drain them), and its tables change all the same.
+TEST(StationTables, ChangesAreKeptForTheRegistryOnlyWhileAsked) {
+  station_tables t(1000ms, 250ms);
+  auto now = steady::now();
+  t.apply(beat("a", 1, 1, true, {0, 1}), now);
+  auto first = t.drain_changes();
+  ASSERT_EQ(first.size(), 4u);  // segments 0 and 1: the station's first copy, and engine a's
+  for (auto& c : first) {
+    EXPECT_TRUE(c.held);
+    EXPECT_FALSE(c.filling);
+  }
+  EXPECT_TRUE(t.drain_changes().empty());
+
+  t.keep_changes(false);
+  t.apply(beat("a", 1, 2, false, {2}, {0}), now);
+  t.note_copy(slot(0), key(3));
+  t.note_removal(slot(0), key(1));
+  EXPECT_TRUE(t.drain_changes().empty());
+  EXPECT_TRUE(t.holders(key(0)).empty());
+  EXPECT_TRUE(t.holders(key(1)).empty());
+  EXPECT_EQ(t.holders(key(2)), std::vector<engine_slot>{slot(0)});
+  EXPECT_EQ(t.holders(key(3)), std::vector<engine_slot>{slot(0)});
+
+  t.keep_changes(true);  // from now on only
+  t.apply(beat("a", 1, 3, false, {5}), now);
+  auto later = t.drain_changes();
+  ASSERT_EQ(later.size(), 2u);
+  for (auto& c : later) {
+    EXPECT_EQ(c.key, key(5));
+    EXPECT_TRUE(c.held);
+  }
+}
+
 // An engine's slot is given at its first heartbeat and kept when it restarts (a new epoch).
 TEST(StationTables, AnEngineKeepsTheSlotOfItsFirstHeartbeat) {
   station_tables t(1000ms, 250ms);

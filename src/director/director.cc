@@ -97,6 +97,8 @@ status director_daemon::start() {
   }
   if (d.grid.registry) {
     d.tasks.spawn(d.registry_loop());
+  } else {
+    d.tables.keep_changes(false);  // no one reports them
   }
   d.tasks.spawn(d.maintenance_loop());
   d.tasks.spawn(d.push_sweep_loop());

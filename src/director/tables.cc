@@ -548,7 +548,9 @@ void station_tables::remove_filling(engine_slot engine, const segment_key& key) 
 
 void station_tables::note_engine_change(engine_slot engine, const segment_key& key, bool filling,
                                         bool held) {
-  engine_changes_[{key, engine, filling}] = held;
+  if (keep_changes_) {
+    engine_changes_[{key, engine, filling}] = held;
+  }
 }
 
 const std::vector<engine_slot>& station_tables::filling(const segment_key& key) const {
@@ -599,7 +601,7 @@ void station_tables::add_location(engine_slot engine, const segment_key& key) {
       return;  // (held again while a whole inventory's slices were forgetting it)
     }
     l.push_back(engine);
-    if (l.size() == 1) {
+    if (l.size() == 1 && keep_changes_) {
       changes_[key] = true;
     }
   }
@@ -637,7 +639,9 @@ void station_tables::forget_location(engine_slot engine, const segment_key& key)
   std::erase(it->second, engine);
   if (it->second.empty()) {
     locations_.erase(it);
-    changes_[key] = false;
+    if (keep_changes_) {
+      changes_[key] = false;
+    }
   }
 }
 

@@ -362,6 +362,16 @@ class station_tables {
   // Changes since the last call, for the registry: station-level ones (a segment gaining its first
   // whole copy in the station, or losing its last) and each engine's (holding, receiving).
   std::vector<api::location_change> drain_changes();
+  // Whether changes are kept for drain_changes (by default they are). A director without a
+  // registry never drains them: kept, they grew with every segment that ever came or went, and
+  // with them the cost of each heartbeat's change (an ordered map's insert).
+  void keep_changes(bool on) {
+    keep_changes_ = on;
+    if (!on) {
+      changes_.clear();
+      engine_changes_.clear();
+    }
+  }
 
  private:
   // The holders of `key` as candidates, in scratch_ (valid until the next call).
@@ -401,6 +411,7 @@ class station_tables {
   std::unordered_map<segment_key, bool> changes_;  // the last word on each segment since a drain
   // The same per (segment, engine, receiving or whole).
   std::map<std::tuple<segment_key, engine_slot, bool>, bool> engine_changes_;
+  bool keep_changes_ = true;
   mutable std::vector<candidate> scratch_;  // candidates(): reused, not allocated per console
   // Below everything else: written by every loop.
   alignas(64) mutable std::atomic<uint64_t> rotation_{0};
