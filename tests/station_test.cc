@@ -1392,7 +1392,9 @@ TEST(StationThreads, AHeartbeatDoesNotWaitForAnotherEnginesLargeInventory) {
   ASSERT_TRUE(post(0, make(0, 0)));
   ASSERT_TRUE(post(1, make(1, 0)));
   const std::string slices = "vodgrid_director_heartbeat_slices_total";
+  const std::string pieces = "vodgrid_director_heartbeat_hold_seconds_count";
   double before = metric(st.director_url(), slices);
+  double pieces_before = metric(st.director_url(), pieces);
   // Thousands of slices either way; under ASan (several times slower) a tenth, so that the large
   // one's own request stays within the client's deadline with the suite running beside it.
 #if defined(__SANITIZE_ADDRESS__)
@@ -1420,6 +1422,9 @@ TEST(StationThreads, AHeartbeatDoesNotWaitForAnotherEnginesLargeInventory) {
   EXPECT_TRUE(large_ok);
   EXPECT_TRUE(small_ok) << "the large inventory was applied before its slices were seen";
   EXPECT_TRUE(small_first) << "engine 1's heartbeat waited for engine 0's inventory";
+  // Each heartbeat's pieces are timed: one more than the slices it gave the loop back after.
+  EXPECT_EQ(metric(st.director_url(), pieces) - pieces_before,
+            metric(st.director_url(), slices) - before + 2);
 }
 
 }  // namespace

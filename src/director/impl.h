@@ -213,6 +213,7 @@ struct director_daemon::impl : net::daemon_base {
   std::unordered_map<std::string, std::unique_ptr<net::async_mutex>> apply_mu;
   static constexpr int64_t apply_slice_us = 200;
   net::metric_value* heartbeat_slices = nullptr;
+  net::histogram* heartbeat_hold = nullptr;
   net::metric_value* heartbeats_decoded_off_loop = nullptr;
   net::metric_value* redirects = nullptr;
   static constexpr const char* unavailable_help =
