@@ -319,7 +319,10 @@ TEST(CutThrough, ConsolesWaitingOnAFailedCopyAreSentElsewhere) {
   EXPECT_EQ(moved.load(), 5);
   EXPECT_EQ(good.load(), 5);
   EXPECT_EQ(listed(st.engine_url(1)).count("film/2"), 0u);
-  EXPECT_EQ(http_get(st.engine_url(1) + "/v1/segments/film/2.ts")->status, 404u);
+  // A console asking again is sent to the holder at once (StaleView below).
+  auto again = http_get(st.engine_url(1) + "/v1/segments/film/2.ts");
+  EXPECT_EQ(again->status, 307u);
+  EXPECT_EQ(again->header("Location"), st.engine_url(0) + "/v1/segments/film/2.ts");
   EXPECT_EQ(metric(st.engine_url(1), "vodgrid_engine_fetches_total\\{result=\"failed\"\\}"), 1);
 }
 
@@ -357,6 +360,56 @@ TEST(Seek, ARangePastTheFilledPartIsRedirectedToAWholeCopy) {
   EXPECT_EQ(there->status, 206u);
   EXPECT_EQ(there->body, data.substr(from));
   EXPECT_EQ(src.requests("seg.ts"), 1);
+}
+
+// A console sent to an engine that does not hold the segment (the director's view was older than
+// an eviction, a drop or a lost file) goes on to an engine that does, and the director no longer
+// names the first for it; a segment no engine holds is still a 404 at an engine, and another
+// engine's copy is told 404 at once (it tries its next source).
+TEST(StaleView, AConsoleAtAnEngineThatLacksTheSegmentIsSentToOneThatHoldsIt) {
+  station_fixture st(station_fixture::options{.engines = 3, .copies = 1});
+  std::string x = ts_bytes(1000, 40);
+  for (int e : {0, 1}) {
+    ASSERT_EQ(put_segment(st.engine_url(e), "film/0.ts", x)->status, 201u);
+  }
+  auto named = [&] {
+    std::set<std::string> out;
+    for (int i = 0; i < 8; ++i) {
+      auto r = http_get(st.director_url() + "/v1/programs/film/segments/0/holder");
+      if (r && r->status == 200) {
+        out.insert(boost::json::parse(r->body).at("engine").as_string().c_str());
+      }
+    }
+    return out;
+  };
+  ASSERT_TRUE(eventually([&] { return named().size() == 2; }));
+  // Engine 2 never had it: a console asking it goes to a holder, with its query.
+  auto r = http_get(st.engine_url(2) + "/v1/segments/film/0.ts?t=1");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 307u) << r->body;
+  auto location = r->header("Location");
+  EXPECT_TRUE(location == st.engine_url(0) + "/v1/segments/film/0.ts?t=1" ||
+              location == st.engine_url(1) + "/v1/segments/film/0.ts?t=1")
+      << location;
+  EXPECT_TRUE(get_following(st.engine_url(2) + "/v1/segments/film/0.ts")->body == x);
+  EXPECT_EQ(http_get(st.engine_url(2) + "/v1/segments/film/1.ts")->status, 404u);
+  EXPECT_EQ(
+      http_get(st.engine_url(2) + "/v1/segments/film/0.ts", {{api::copy_header, "e0"}})->status,
+      404u);
+  // Engine 0 loses its file behind its store's back: its heartbeats still list the segment. The
+  // first console sent there goes on to engine 1, and from then on the director names engine 1.
+  size_t removed = 0;
+  for (auto& f : fs::recursive_directory_iterator(st.data() / st.engine_name(0))) {
+    if (f.is_regular_file() && f.file_size() == x.size()) {
+      removed += fs::remove(f.path()) ? 1 : 0;
+    }
+  }
+  ASSERT_EQ(removed, 1u);
+  r = http_get(st.engine_url(0) + "/v1/segments/film/0.ts");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 307u) << r->body;
+  EXPECT_EQ(r->header("Location"), st.engine_url(1) + "/v1/segments/film/0.ts");
+  EXPECT_EQ(named(), std::set<std::string>{st.engine_name(1)});
 }
 
 // (d) An engine at its disk budget evicts the least recently used copies that exist elsewhere and

@@ -71,7 +71,10 @@ TEST(Orders, ACopyThatDoesNotMatchItsDigestIsNotKept) {
                 fetch_body("film", 0, ts_bytes(10, 'b'), source));
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 422u) << r->body;
-  EXPECT_EQ(http_get(st.engine_url(1) + "/v1/segments/film/0.ts")->status, 404u);
+  // (Asked as a copy: a console would be sent on to engine 0.)
+  EXPECT_EQ(
+      http_get(st.engine_url(1) + "/v1/segments/film/0.ts", {{api::copy_header, "e0"}})->status,
+      404u);
 }
 
 TEST(Orders, ACopyFromADeadOrMissingSourceFailsCleanly) {

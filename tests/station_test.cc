@@ -920,7 +920,8 @@ TEST(StationDirector, MetricsShowRouteDurationsHitsMissesBytesAndDiskPerDirector
     EXPECT_EQ(used_total, static_cast<double>(held));
   }
   EXPECT_EQ(served_total, static_cast<double>(bytes));  // segments only: no JSON, no /metrics
-  // A segment asked of the engine that lacks it is a miss (and a 404), not a hit.
+  // A segment asked of the engine that lacks it is a miss (the console is sent on to the
+  // holder), not a hit.
   auto red = ask_segment(st, "movie", 0);
   int holder = engine_of(st, 2, red.location);
   ASSERT_GE(holder, 0);
@@ -928,7 +929,8 @@ TEST(StationDirector, MetricsShowRouteDurationsHitsMissesBytesAndDiskPerDirector
   double hits_before = metric(other, hits);
   auto g = http_get(seg_url(other, "movie", "0"));
   ASSERT_TRUE(g);
-  EXPECT_EQ(g->status, 404u);
+  EXPECT_EQ(g->status, 307u);
+  EXPECT_EQ(g->header("Location"), seg_url(st.engine_url(holder), "movie", "0"));
   EXPECT_EQ(metric(other, misses), 1);
   EXPECT_EQ(metric(other, hits), hits_before);
   // A path no route takes is timed as unmatched.

@@ -254,6 +254,8 @@ asio::awaitable<reply> director_daemon::impl::distribute(request_context& ctx) {
 // holding it whole; ?exclude=<engine>: not that one (its copy failed, or it is the asker);
 // ?supply=1: if none can serve it, have one receive it (a replica, or a copy from another station);
 // ?excluded_full=1: the excluded engine refused a console at its stream limit (its copy is fine);
+// ?excluded_lacks=1: a console was sent to the excluded engine, which does not hold the segment
+// (our view of it was older than an eviction or a drop): its copy is forgotten;
 // ?console=1: the URL is for a console another station's director sends here (signed, with auth).
 asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   auto id = program_id::parse(ctx.params[0]);
@@ -265,13 +267,16 @@ asio::awaitable<reply> director_daemon::impl::holder(request_context& ctx) {
   segment_key key{*id, *idx};
   bool whole = ctx.query_param("whole") == "1";
   bool supply = ctx.query_param("supply") == "1";  // none can serve it: have one receive it
-  bool exclude_full = ctx.query_param("excluded_full") == "1";  // `exclude` refused a console
+  bool exclude_full = ctx.query_param("excluded_full") == "1";    // `exclude` refused a console
+  bool exclude_lacks = ctx.query_param("excluded_lacks") == "1";  // `exclude` does not hold it
   bool console = ctx.query_param("console") == "1";  // for a console of another station: signed
   std::optional<engine_slot> exclude;
   if (auto ex = ctx.query_param("exclude"); !ex.empty()) {
     exclude = tables.find_engine(ex);
     if (exclude && exclude_full) {
       tables.note_full(*exclude);  // it refused a console: no more go there until it says so
+    } else if (exclude && exclude_lacks && tables.engine(*exclude).held.contains(key)) {
+      tables.note_removal(*exclude, key);  // no console goes there for it until it lists it
     } else if (exclude && tables.engine(*exclude).filling.count(key) && supply) {
       tables.end_filling(*exclude, key);  // its copy failed: no console goes there for it
     }

@@ -303,10 +303,17 @@ struct engine_daemon::impl : net::daemon_base {
   asio::awaitable<reply> preload(request_context& ctx);
   asio::awaitable<reply> serve_filling(request_context& ctx, std::shared_ptr<fill> f,
                                        const segment_key& key, bool copy);
-  asio::awaitable<std::optional<std::string>> engine_elsewhere(const segment_key& key, bool whole,
-                                                               bool supply, bool at_limit = false);
-  asio::awaitable<reply> send_elsewhere(request_context& ctx, const segment_key& key, bool whole,
-                                        bool supply, std::string_view why);
+  // Why a console is sent to another engine of the station (what engine_elsewhere asks).
+  enum class elsewhere {
+    at_limit,     // this engine is at its stream limit: any engine, one receiving a replica if none
+    copy_failed,  // the copy it waited on failed: any engine, one receiving a copy if none
+    seek_ahead,   // a range past what has arrived: only a whole copy
+    not_held,     // the director's view was older than an eviction or a drop: as copy_failed
+  };
+  asio::awaitable<std::optional<std::string>> engine_elsewhere(const segment_key& key,
+                                                               elsewhere why);
+  asio::awaitable<reply> send_elsewhere(request_context& ctx, const segment_key& key,
+                                        std::string_view why);
   void segment_headers(reply& r, std::string digest) const;
 
   // fill.cc

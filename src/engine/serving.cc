@@ -215,7 +215,7 @@ asio::awaitable<reply> engine_daemon::impl::segment_at_home(request_context& ctx
   if (at_stream_limit(copy, usage->active, self->max_streams)) {
     // The director counts consoles between heartbeats by estimate; one sent here beyond the limit
     // is handed to another engine (which the director may have receive a replica), not refused.
-    if (auto url = co_await engine_elsewhere(*key, false, true, true)) {
+    if (auto url = co_await engine_elsewhere(*key, elsewhere::at_limit)) {
       handoffs->inc();
       co_return moved_to(*url, ctx);
     }
@@ -237,6 +237,15 @@ asio::awaitable<reply> engine_daemon::impl::segment_at_home(request_context& ctx
   auto f = fills.find(*key);
   if (file.err().code == errc::not_found && f != fills.end()) {
     co_return co_await serve_filling(ctx, f->second, *key, copy);
+  }
+  if (file.err().code == errc::not_found && !copy) {
+    // A console the director sent here on a view older than an eviction or a drop (a heartbeat
+    // written before it reached the director after it): another engine of the station, which the
+    // director names, forgetting this engine's copy. (A copy by another engine tries its next
+    // source instead.)
+    if (auto url = co_await engine_elsewhere(*key, elsewhere::not_held)) {
+      co_return moved_to(*url, ctx);
+    }
   }
   co_return net::error_reply(file.err());
 }
@@ -275,7 +284,7 @@ asio::awaitable<reply> engine_daemon::impl::serve_filling(request_context& ctx,
     co_await f->wait_beyond(0);
   }
   if (f->failure) {
-    co_return co_await send_elsewhere(ctx, key, false, true, f->failure->detail);
+    co_return co_await send_elsewhere(ctx, key, f->failure->detail);
   }
   reply r;
   segment_headers(r, to_hex(f->order.sha256));
@@ -285,7 +294,7 @@ asio::awaitable<reply> engine_daemon::impl::serve_filling(request_context& ctx,
     co_return std::move(*refused);
   }
   if (range.first > f->received && !f->ended) {
-    if (auto url = co_await engine_elsewhere(key, true, false)) {
+    if (auto url = co_await engine_elsewhere(key, elsewhere::seek_ahead)) {
       co_return moved_to(*url, ctx);
     }
   }
@@ -294,15 +303,28 @@ asio::awaitable<reply> engine_daemon::impl::serve_filling(request_context& ctx,
   co_return r;
 }
 
-// Asks the director for another engine of the station that holds the segment (whole: only a
-// complete copy; supply: have one receive it if none holds it; at_limit: this engine is at its
-// stream limit). Its URL, or nullopt.
+// Asks the director for another engine of the station for the segment, as `why` needs (the
+// holder endpoint's query, docs/protocol.md). Its URL, or nullopt.
 asio::awaitable<std::optional<std::string>> engine_daemon::impl::engine_elsewhere(
-    const segment_key& key, bool whole, bool supply, bool at_limit) {
-  auto url = fmt::format("{}/v1/programs/{}/segments/{}/holder?exclude={}{}{}{}",
+    const segment_key& key, elsewhere why) {
+  std::string_view query;
+  switch (why) {
+    case elsewhere::at_limit:
+      query = "&supply=1&excluded_full=1";
+      break;
+    case elsewhere::copy_failed:
+      query = "&supply=1";
+      break;
+    case elsewhere::seek_ahead:
+      query = "&whole=1";
+      break;
+    case elsewhere::not_held:
+      query = "&supply=1&excluded_lacks=1";
+      break;
+  }
+  auto url = fmt::format("{}/v1/programs/{}/segments/{}/holder?exclude={}{}",
                          station->director.listen.url(), key.program.str(), key.index.v,
-                         self->name.str(), whole ? "&whole=1" : "", supply ? "&supply=1" : "",
-                         at_limit ? "&excluded_full=1" : "");
+                         self->name.str(), query);
   auto res = co_await client->get(url);
   if (!res || res->status != 200) {
     co_return std::nullopt;
@@ -315,9 +337,9 @@ asio::awaitable<std::optional<std::string>> engine_daemon::impl::engine_elsewher
 }
 
 asio::awaitable<reply> engine_daemon::impl::send_elsewhere(request_context& ctx,
-                                                           const segment_key& key, bool whole,
-                                                           bool supply, std::string_view why) {
-  if (auto url = co_await engine_elsewhere(key, whole, supply)) {
+                                                           const segment_key& key,
+                                                           std::string_view why) {
+  if (auto url = co_await engine_elsewhere(key, elsewhere::copy_failed)) {
     co_return moved_to(*url, ctx);
   }
   auto r = net::error_reply(make_error(
