@@ -324,12 +324,34 @@ TEST(Rtsp, AKilledEnginesSessionResumesOnAnotherHolderWithinTwoSeconds) {
       5s));
   std::this_thread::sleep_for(2500ms);
   ASSERT_TRUE(player->running());
-  // Whichever engine streams now (the stream may have moved) dies.
-  for (int i = 0; i < 2; ++i) {
-    if (metric(p.st.engine_url(i), "vodgrid_engine_push_streams") == 1) {
-      streaming = i;
+  // The engine that has the session now dies. Not "an engine streaming": a hand-off comes 250 ms
+  // before the boundary, and until the boundary the old engine still sends the rest of its segment
+  // (and counts the stream) while the new one has the session; killed then, the old one would take
+  // the datagrams it had yet to send with it, which nobody resumes, and the session would need no
+  // resuming. The session is where it started, moved on by every hand-off: the engine whose
+  // hand-offs in (plus the start) outnumber its hand-offs out, the same on two reads 100 ms apart.
+  const int started_at = streaming;
+  auto owner = [&] {
+    int which = -1;
+    for (int i = 0; i < 2; ++i) {
+      auto handoffs = [&](const char* dir) {
+        return metric(p.st.engine_url(i),
+                      fmt::format("vodgrid_engine_push_handoffs_total\\{{dir=\"{}\"\\}}", dir));
+      };
+      if ((i == started_at ? 1 : 0) + handoffs("in") - handoffs("out") == 1) {
+        which = which == -1 ? i : -2;
+      }
     }
-  }
+    return which;
+  };
+  ASSERT_TRUE(eventually(
+      [&] {
+        int first = owner();
+        std::this_thread::sleep_for(100ms);
+        streaming = owner();
+        return first >= 0 && streaming == first;
+      },
+      5s));
   p.st.kill_engine(streaming, SIGKILL);
   auto status = player->wait(std::chrono::seconds(60));
   ASSERT_TRUE(status);
