@@ -318,7 +318,7 @@ struct engine_daemon::impl : net::daemon_base {
 
   // fill.cc
   asio::awaitable<reply> fetch(request_context& ctx);
-  asio::awaitable<reply> take_fetch(request_context& ctx);  // fetch, but for its heartbeat mark
+  asio::awaitable<reply> take_fetch(request_context& ctx);  // the order itself; fetch stamps it
   result<std::shared_ptr<fill>> start_fill(const api::fetch_order& order);
   asio::awaitable<void> run_fill(std::shared_ptr<fill> f);
   asio::awaitable<std::string> copy_from(std::shared_ptr<fill> f, std::string src,
