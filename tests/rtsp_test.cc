@@ -127,9 +127,11 @@ station_fixture::options two_engines_one_copy() {
 
 TEST(Rtsp, FfmpegReceivesExactlyTheSourcePacketsAcrossHandOffs) {
   pushed_program p(two_engines_one_copy());
-  auto via_rtsp = ffmpeg_packets({"-rtsp_transport", "udp", "-i", p.url()});
+  std::string log;
+  auto via_rtsp = ffmpeg_packets({"-rtsp_transport", "udp", "-i", p.url()}, &log);
   auto from_source = ffmpeg_packets({"-i", p.playlist.string()});
   ASSERT_GT(from_source.size(), 100u);
+  SCOPED_TRACE("ffmpeg's warnings over RTSP:\n" + log);
   // Per stream, in order (the two streams' interleaving depends on when the demuxer completes each
   // PES). ffmpeg's RTP MPEG-TS demuxer (rtpdec_mpegts.c) never flushes the PES it holds when the
   // stream ends, and video PES packets carry no length: the last video frame of any RTP/MP2T

@@ -207,8 +207,9 @@ int rtsp_status(const std::string& response) {
   return 0;
 }
 
-std::vector<std::string> ffmpeg_packets(const std::vector<std::string>& input_args) {
-  std::vector<std::string> argv{"/usr/bin/ffmpeg", "-nostdin", "-v", "error"};
+std::vector<std::string> ffmpeg_packets(const std::vector<std::string>& input_args,
+                                        std::string* log) {
+  std::vector<std::string> argv{"/usr/bin/ffmpeg", "-nostdin", "-v", log ? "warning" : "error"};
   argv.insert(argv.end(), input_args.begin(), input_args.end());
   for (const char* a : {"-map", "0", "-c", "copy", "-f", "framemd5", "-"}) {
     argv.emplace_back(a);
@@ -216,6 +217,9 @@ std::vector<std::string> ffmpeg_packets(const std::vector<std::string>& input_ar
   auto r = run(argv, std::chrono::seconds(90));
   if (r.status != 0) {
     throw std::runtime_error(fmt::format("ffmpeg exited {}: {}", r.status, r.err));
+  }
+  if (log) {
+    *log = r.err;
   }
   std::vector<std::string> out;
   std::istringstream in(r.out);

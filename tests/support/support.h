@@ -67,8 +67,10 @@ std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds 
                                   int segment_seconds = 1);
 
 // Each packet ffmpeg demuxes from `input_args` (its options before and including `-i URL`) as
-// "stream,size,md5": framemd5 without the timestamps, which RTP rebases. In order.
-std::vector<std::string> ffmpeg_packets(const std::vector<std::string>& input_args);
+// "stream,size,md5": framemd5 without the timestamps, which RTP rebases. In order. With `log`,
+// ffmpeg runs at `-v warning` and its stderr goes there (what a demuxer dropped, and why).
+std::vector<std::string> ffmpeg_packets(const std::vector<std::string>& input_args,
+                                        std::string* log = nullptr);
 
 // The status code of an RTSP response ("RTSP/1.0 200 OK..."), 0 if it is not one.
 int rtsp_status(const std::string& response);
