@@ -56,9 +56,8 @@ using tcp_endpoint = asio::ip::tcp::endpoint;
 inline reply redirect_reply(std::string location) {
   reply r;
   r.status = http::status::found;
-  r.headers.reserve(2);
-  r.headers.emplace_back("Location", std::move(location));
-  r.headers.emplace_back("Cache-Control", "no-store");
+  r.location = std::move(location);
+  r.no_store = true;
   r.body = "{}\n";
   return r;
 }

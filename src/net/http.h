@@ -86,6 +86,10 @@ struct reply {
   // Written as given; not Server, Content-Type, Content-Length or Connection, which the server
   // sets.
   std::vector<std::pair<std::string, std::string>> headers;
+  // A redirect's target, when not empty: a Location line before `headers` (a 302 needs no
+  // allocation for `headers`).
+  std::string location;
+  bool no_store = false;               // a "Cache-Control: no-store" line before `headers`
   std::optional<file_slice> file;      // when set, the body is this file slice (sendfile)
   std::optional<stream_slice> stream;  // when set, the body is this slice of a growing body
   bool close = false;                  // close the connection after this reply

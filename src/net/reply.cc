@@ -303,6 +303,14 @@ bool http_server::start_reply(session& s, const reply& r, bool head, bool keep_a
   h += "\r\nServer: vodgrid\r\nContent-Type: "sv;
   h += r.content_type;
   h += "\r\n"sv;
+  if (!r.location.empty()) {
+    h += "Location: "sv;
+    h += r.location;
+    h += "\r\n"sv;
+  }
+  if (r.no_store) {
+    h += "Cache-Control: no-store\r\n"sv;
+  }
   for (auto& [k, v] : r.headers) {
     h += k;
     h += ": "sv;
