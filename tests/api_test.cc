@@ -35,6 +35,11 @@ TEST(Api, HeartbeatRoundTrips) {
   hb.removed.push_back({*program_id::parse("q"), segment_index{1}});
   auto back = decode<heartbeat>(json::serialize(to_json(hb)));
   ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_FALSE(back->load.consoles);  // an engine that does not count them (an older version)
+  hb.load.consoles = 12345;
+  back = decode<heartbeat>(json::serialize(to_json(hb)));
+  ASSERT_TRUE(back) << back.err().detail;
+  EXPECT_EQ(back->load.consoles, 12345u);
   EXPECT_EQ(back->engine.str(), "e1");
   EXPECT_EQ(back->epoch, 42u);
   EXPECT_EQ(back->seq, 7u);

@@ -464,6 +464,43 @@ api::heartbeat space_beat(std::string name, uint64_t seq, uint64_t used, uint64_
   return hb;
 }
 
+// A console slow to connect (a busy host) still counts at its engine until the engine reports it
+// arrived, however many heartbeats that takes; otherwise the director sends more consoles to an
+// engine already full, which hands them on, by the same view, to another full one.
+api::heartbeat counted_beat(uint64_t seq, uint64_t consoles, uint32_t active = 0) {
+  auto hb = space_beat("a", seq, 0, 1'000'000, active);
+  hb.added.push_back({key(0), 1, {}});  // (again after the first: no change)
+  hb.load.max_streams = 2;
+  hb.load.consoles = consoles;
+  return hb;
+}
+
+TEST(StationTables, ConsolesOnTheirWayCountUntilTheEngineReportsThem) {
+  station_tables t(10s, 250ms);
+  auto now = steady::now();
+  t.apply(counted_beat(1, 0), now);  // max_streams = 2
+  ASSERT_TRUE(t.choose(key(0), now));
+  ASSERT_TRUE(t.choose(key(0), now));
+  t.apply(counted_beat(2, 0), now + 300ms);  // neither has connected yet
+  EXPECT_FALSE(t.choose(key(0), now + 300ms));
+  t.apply(counted_beat(3, 1, 1), now + 400ms);  // one streams, one is still on its way
+  EXPECT_FALSE(t.choose(key(0), now + 400ms));
+  t.apply(counted_beat(4, 2, 1), now + 500ms);  // both came; one has ended
+  ASSERT_TRUE(t.choose(key(0), now + 500ms));
+  EXPECT_FALSE(t.choose(key(0), now + 500ms));
+  // The last one sent never comes (its player gave up): it counts for two seconds, no longer.
+  t.apply(counted_beat(5, 2, 1), now + 1s);
+  EXPECT_FALSE(t.choose(key(0), now + 1s));
+  t.apply(counted_beat(6, 2, 1), now + 3100ms);
+  ASSERT_TRUE(t.choose(key(0), now + 3100ms));
+  // Two consoles straight to the engine, not sent by the director, hide none it sends.
+  t.apply(counted_beat(7, 5, 0), now + 3200ms);  // the one sent at 3.1 s came, and two more
+  ASSERT_TRUE(t.choose(key(0), now + 3200ms));
+  t.apply(counted_beat(8, 5, 0), now + 3500ms);  // the one sent at 3.2 s is on its way
+  ASSERT_TRUE(t.choose(key(0), now + 3500ms));
+  EXPECT_FALSE(t.choose(key(0), now + 3500ms));
+}
+
 TEST(StationTables, ACopyGoesToTheEngineWithTheMostRoomAndTheLeastLoad) {
   station_tables t(1000ms, 250ms);
   auto now = steady::now();

@@ -134,11 +134,15 @@ json::value to_json(const segment_ref& v) {
 }
 
 json::value to_json(const engine_load& v) {
-  return json::object{
+  json::object o{
       {"active_streams", v.active_streams}, {"bytes_per_second", v.bytes_per_second},
       {"free_bytes", v.free_bytes},         {"total_bytes", v.total_bytes},
       {"max_streams", v.max_streams},       {"max_bytes_per_second", v.max_bytes_per_second},
       {"used_bytes", v.used_bytes},         {"max_disk_bytes", v.max_disk_bytes}};
+  if (v.consoles) {
+    o["consoles"] = *v.consoles;
+  }
+  return o;
 }
 
 json::value to_json(const heartbeat& v) {
@@ -200,6 +204,10 @@ void read(field_reader& r, engine_load& v) {
   r.u64("max_bytes_per_second", v.max_bytes_per_second, need::optional);
   r.u64("used_bytes", v.used_bytes, need::optional);
   r.u64("max_disk_bytes", v.max_disk_bytes, need::optional);
+  if (r.find("consoles", need::optional)) {
+    v.consoles.emplace();
+    r.u64("consoles", *v.consoles);
+  }
 }
 
 void read(field_reader& r, copy_result& v) {

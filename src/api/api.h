@@ -51,6 +51,11 @@ struct engine_load {
   uint64_t max_bytes_per_second = 0;  // 0: unlimited
   uint64_t used_bytes = 0;            // segment bytes held
   uint64_t max_disk_bytes = 0;        // the engine's disk budget for segments; 0: the filesystems'
+  // Console requests for segments it has received since it started (served, handed on or
+  // refused), counted when each is decided: the director tells from it which of the consoles it
+  // sent are still on their way (director/tables.h, consoles_in_flight). nullopt: an engine that
+  // does not say.
+  std::optional<uint64_t> consoles;
 };
 
 // A copy from other engines that ended since the last heartbeat (claim 20: "copy done").

@@ -3,6 +3,7 @@
 #include "director/tables.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace vodgrid::director {
 
@@ -44,6 +45,45 @@ uint32_t sent_counter::since(steady::time_point from, steady::time_point now) co
     }
   }
   return static_cast<uint32_t>(n);
+}
+
+// A console the director sends to an engine is counted as the engine's load from the redirect
+// until the engine's heartbeat shows it arrived. Counting only those sent within 50 ms of a
+// heartbeat, as before, forgot every console that took longer to connect: on a busy host (ASan,
+// a loaded machine) the director then sent more consoles to engines already full, and each
+// handed them on, by the same stale view, to another full one, past the 5 redirects a player
+// follows. The engine counts the consoles it receives (api::engine_load::consoles), the
+// director those it sends (sent_counter::total); their difference, less the drift, is what is on
+// its way. Drift: a console that reached the engine without the director (a request straight to
+// it) is absorbed at once (never below 0); one that never came (a player that gave up) once it
+// was sent more than `console_wait` ago. An engine that does not count its consoles (an older
+// version), and each engine's first heartbeat of an epoch, get the older estimate.
+uint32_t consoles_in_flight(engine_entry& e, const api::engine_load& load, bool restarted,
+                            steady::time_point now) {
+  constexpr auto console_wait = std::chrono::seconds(2);
+  constexpr auto just_sent = std::chrono::milliseconds(50);
+  uint64_t sent = e.sent_base;
+  // The consoles sent since a heartbeat at least console_wait ago (all, if none is that old: the
+  // entry itself is younger), counting at most those still on their way.
+  e.sent_marks.emplace_back(now, sent);
+  while (e.sent_marks.size() > 1 && e.sent_marks[1].first <= now - console_wait) {
+    e.sent_marks.pop_front();
+  }
+  auto& oldest = e.sent_marks.front();
+  auto recent =
+      static_cast<int64_t>(oldest.first <= now - console_wait ? sent - oldest.second : sent);
+  uint32_t estimate = e.sent->since(now - just_sent, now);
+  if (!load.consoles || restarted) {
+    e.phantom = 0;
+    e.console_drift = static_cast<int64_t>(sent) - static_cast<int64_t>(load.consoles.value_or(0)) -
+                      static_cast<int64_t>(estimate);
+    return estimate;
+  }
+  e.console_drift += static_cast<int64_t>(std::exchange(e.phantom, 0));
+  int64_t raw = static_cast<int64_t>(sent) - static_cast<int64_t>(*load.consoles) - e.console_drift;
+  int64_t on_way = std::clamp<int64_t>(raw, 0, recent);
+  e.console_drift += raw - on_way;
+  return static_cast<uint32_t>(on_way);
 }
 
 // The published tables (tables.h): the engine views and the segment shards. Written by the home
@@ -268,6 +308,7 @@ api::heartbeat_reply station_tables::begin_apply(api::heartbeat hb, steady::time
   // the copies it no longer names are dropped (stage 2), so that it is never sent consoles, nor
   // counted as a holder, for a segment it lost meanwhile.
   bool returning = hb.full && (!known || e.epoch != hb.epoch || !is_up(e, now));
+  bool restarted = !known || e.epoch != hb.epoch;
   if (e.epoch != hb.epoch) {
     e.noted.clear();  // a restarted engine: what it lists is all there is
   } else {
@@ -281,12 +322,10 @@ api::heartbeat_reply station_tables::begin_apply(api::heartbeat hb, steady::time
   job.returning = returning;
   e.load = hb.load;
   e.pending_bytes = 0;  // what was ordered before it is in its used bytes, or still arriving
-  // A console sent within the last moment may not have reached the engine when it wrote this.
-  // (The total first: a console sent in between counts twice until the next heartbeat, rather
-  // than not at all.)
-  constexpr auto in_flight = std::chrono::milliseconds(50);
+  // The consoles sent that had not reached the engine when it wrote this. (The total first: a
+  // console sent in between counts twice until the next heartbeat, rather than not at all.)
   e.sent_base = e.sent->total();
-  e.assigned = e.sent->since(now - in_flight, now);
+  e.assigned = consoles_in_flight(e, hb.load, restarted, now);
   publish_engines();
   job.engine = *idx;
   job.hb = std::move(hb);

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -76,6 +77,13 @@ struct engine_entry {
   uint32_t assigned_now() const {
     return assigned + static_cast<uint32_t>(sent->total() - sent_base);
   }
+  // What consoles_in_flight keeps between heartbeats: how far sent->total() is from the engine's
+  // count of consoles received beyond those on their way (consoles that reached it without the
+  // director make it smaller, consoles that never came larger); sent->total() at the heartbeats of
+  // the last few seconds; and the consoles note_full counted that no console stands for.
+  int64_t console_drift = 0;
+  std::deque<std::pair<steady::time_point, uint64_t>> sent_marks;
+  uint64_t phantom = 0;
   std::unordered_set<segment_key> held;
   std::unordered_set<segment_key> filling;  // segments it is receiving (and serving meanwhile)
   // Changes the director noted before this engine's heartbeats said so: a copy held, one removed,
@@ -96,6 +104,14 @@ struct engine_entry {
   // (copies still arriving at a heartbeat count through `filling`).
   uint64_t pending_bytes = 0;
 };
+
+// The consoles sent to `e` that a heartbeat with `load`, applied at `now`, does not count: sent
+// (e.sent_base, just read) and not yet received by the engine (load.consoles), however long they
+// take to get there on a busy host. Sets what it keeps in `e` (console_drift, sent_marks, phantom).
+// `restarted`: the engine's first heartbeat here or its first of a new epoch (its count starts
+// again).
+uint32_t consoles_in_flight(engine_entry& e, const api::engine_load& load, bool restarted,
+                            steady::time_point now);
 
 // What a loop other than the home one reads of an engine to send it a console: a copy of its
 // engine_entry made at its last heartbeat (the console counts are the shared atomics).
@@ -356,7 +372,9 @@ class station_tables {
     auto& e = engine_mut(engine);
     uint32_t a = e.assigned_now();
     if (e.load.active_streams + a < e.load.max_streams) {
-      e.sent->add_extra(e.load.max_streams - e.load.active_streams - a);
+      uint32_t n = e.load.max_streams - e.load.active_streams - a;
+      e.sent->add_extra(n);
+      e.phantom += n;
     }
   }
   // Changes since the last call, for the registry: station-level ones (a segment gaining its first

@@ -50,6 +50,7 @@ asio::awaitable<bool> engine_daemon::impl::beat() {
   auto now = steady::now();
   double secs = std::chrono::duration<double>(now - last_beat).count();
   last_beat = now;
+  hb.load.consoles = usage->consoles.load();  // before `active`: segment_usage::consoles
   hb.load.active_streams = usage->active;
   double bytes_now = bytes_sent->get();
   hb.load.bytes_per_second =

@@ -104,6 +104,11 @@ class segment_usage {
   std::atomic<uint32_t> active{0};
   // Replies to other engines' copies: exempt from max_streams.
   std::atomic<uint32_t> copies{0};
+  // Console requests for segments decided since start (served, handed on or refused), reported
+  // with every heartbeat (api::engine_load::consoles). Counted after the stream the request
+  // starts, if any, and read by the heartbeat before `active`: a request between the two reads
+  // counts twice for that heartbeat, never not at all.
+  std::atomic<uint64_t> consoles{0};
 
   // A stream of `key` starts (a console's, or with `copy` another engine's): counted in all and
   // per segment until stream_ended. Returns the count it is counted in, itself included.

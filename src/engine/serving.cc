@@ -187,6 +187,9 @@ std::optional<reply> engine_daemon::impl::held_segment(request_context& ctx) {
     return std::nullopt;  // arriving, or not here
   }
   guard->file.emplace(std::move(*file));
+  if (!copy) {
+    ++usage->consoles;  // after its stream (stream_guard): segment_usage::consoles
+  }
   if (!server->on_home_loop()) {
     served_off_home->inc();
   }
@@ -212,9 +215,16 @@ asio::awaitable<reply> engine_daemon::impl::segment_at_home(request_context& ctx
   if (!key) {
     co_return net::error_reply(key.err());
   }
+  if (!copy) {
+    // Decided below with no suspension before its stream is counted, if it gets one: on this loop
+    // (the heartbeat's) no beat reads the count without the stream.
+    ++usage->consoles;
+  }
   if (at_stream_limit(copy, usage->active, self->max_streams)) {
-    // The director counts consoles between heartbeats by estimate; one sent here beyond the limit
-    // is handed to another engine (which the director may have receive a replica), not refused.
+    // The director counts the consoles it sent here until a heartbeat reports them arrived, but
+    // not those that came otherwise (straight here, a push stream) since the last one: one sent
+    // here beyond the limit is handed to another engine (which the director may have receive a
+    // replica), not refused.
     if (auto url = co_await engine_elsewhere(*key, elsewhere::at_limit)) {
       handoffs->inc();
       co_return moved_to(*url, ctx);
