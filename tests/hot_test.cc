@@ -98,9 +98,11 @@ struct slow_reply {
   int status = 0;
   std::string body;  // or what went wrong, when status is 0
   std::string url;
+  std::vector<std::string> went;  // the redirects' Locations, in order (as a player, at most 5)
 };
 
 slow_reply slow_get(std::string url, size_t bytes_per_10ms, std::latch* together = nullptr) {
+  std::vector<std::string> went;
   for (int hops = 0; hops < 5; ++hops) {
     auto u = net::parse_http_url(url);
     if (!u) {
@@ -159,14 +161,15 @@ slow_reply slow_get(std::string url, size_t bytes_per_10ms, std::latch* together
         return {status, "a redirect without Location", url};
       }
       url = m[1];
+      went.push_back(url);
       continue;
     }
-    return {status, got.substr(head_end + 4), url};
+    return {status, got.substr(head_end + 4), url, std::move(went)};
   }
   if (together) {
     together->count_down();
   }
-  return {0, "too many redirects", url};
+  return {0, "too many redirects", url, std::move(went)};
 }
 
 // Ingests a program `id` of one 4-second segment `data` into the grid.
@@ -737,8 +740,11 @@ TEST(HotSegment, AnEngineAtItsStreamLimitHandsTheConsoleOn) {
 }
 
 // (b) Claims 19, 20: one program gets ten times the viewers one engine allows. No console is
-// refused; replicas appear at other engines and the registry learns of them; when the viewers are
-// gone the replicas beyond the station's placement are deleted, and the registry learns that too.
+// refused, nor handed from engine to engine more than twice (a player follows only a few
+// redirects): the director counts the consoles it sent until the engines report them arrived,
+// however slowly they connect. Replicas appear at other engines and the registry learns of them;
+// when the viewers are gone the replicas beyond the station's placement are deleted, and the
+// registry learns that too.
 TEST(HotSegment, TenTimesTheViewersOneEngineAllowsAreAllServedFromReplicas) {
   constexpr int viewers = 20, per_engine = 2;
   grid_fixture g(
@@ -767,6 +773,10 @@ TEST(HotSegment, TenTimesTheViewersOneEngineAllowsAreAllServedFromReplicas) {
       auto s = slow_get(r->header("Location"), 65536, &streaming);
       if (s.status != 200 || sha256(s.body) != sha256(data)) {
         problems[i] = fmt::format("engine: {} with {} bytes", s.status, s.body.size());
+      }
+      if (s.went.size() > 2) {
+        problems[i] += fmt::format(" handed on {} times: {} then {}", s.went.size(),
+                                   r->header("Location"), fmt::join(s.went, ", "));
       }
       std::lock_guard lock(mu);
       served_by.insert(s.url.substr(0, s.url.find("/v1/")));
