@@ -199,7 +199,7 @@ TEST(StationTables, AWholeInventoryInSlicesNeverLosesASegmentItKeeps) {
   station_tables::apply_job job;
   EXPECT_FALSE(t.begin_apply(beat("a", 2, 1, true, second), now, job).resync);
   int slices = 0;
-  while (!t.apply_slice(job, 0us)) {  // a slice every 32 changes
+  while (!t.apply_slice(job, 0us)) {  // a slice a change (every 8 steps without one)
     ++slices;
     for (uint32_t i = 1000; i < 3000; i += 7) {
       auto s = t.published(key(i));
@@ -306,6 +306,90 @@ TEST(StationTables, CopiesAndRemovalsNotedBetweenSlicesStayAndTheTablesAgree) {
   EXPECT_FALSE(agree(5000));
   EXPECT_EQ(t.engine(slot(0)).held.size(), 3000u);
   EXPECT_EQ(t.location_count(), 3000u);
+}
+
+// Issue 16, item 5: a slice's budget counts the publication of its changes (each copies the
+// shard of the segment it changed), not only the changes: with a publication fixed at 1 µs a
+// segment, a slice of 8 µs publishes at most 8 shards, for a delta and for a whole inventory
+// alike, and the tables end as applying the heartbeats at once would leave them.
+TEST(StationTables, ASliceCountsThePublicationOfItsChangesInItsBudget) {
+  station_tables t(1000ms, 250ms);
+  auto now = steady::now();
+  std::vector<uint32_t> first;
+  std::vector<uint32_t> added;
+  std::vector<uint32_t> removed;
+  std::vector<uint32_t> whole;
+  for (uint32_t i = 0; i < 3000; ++i) {
+    first.push_back(i);
+    whole.push_back(i + 2000);
+  }
+  for (uint32_t i = 0; i < 1000; ++i) {
+    added.push_back(3000 + i);
+    removed.push_back(i);
+  }
+  t.apply(beat("a", 1, 1, true, first), now);
+  t.fix_publish_cost(1us);
+  auto in_slices = [&](api::heartbeat hb) {
+    station_tables::apply_job job;
+    EXPECT_FALSE(t.begin_apply(std::move(hb), now, job).resync);
+    int slices = 0;
+    bool done = false;
+    while (!done) {
+      uint64_t before = t.shards_published();
+      done = t.apply_slice(job, 8us);
+      ++slices;
+      EXPECT_LE(t.shards_published() - before, 8u) << "slice " << slices;
+    }
+    return slices;
+  };
+  EXPECT_GE(in_slices(beat("a", 1, 2, false, added, removed)), 2000 / 8);
+  EXPECT_TRUE(t.holders(key(999)).empty());
+  EXPECT_EQ(t.holders(key(1000)), std::vector<engine_slot>{slot(0)});
+  EXPECT_EQ(t.holders(key(3999)), std::vector<engine_slot>{slot(0)});
+  // Keeps 2000-3999, drops 1000-1999, adds 4000-4999.
+  EXPECT_GE(in_slices(beat("a", 1, 3, true, whole)), 2000 / 8);
+  EXPECT_TRUE(t.holders(key(1999)).empty());
+  EXPECT_FALSE(t.published(key(1999)).seg);
+  EXPECT_EQ(t.holders(key(2000)), std::vector<engine_slot>{slot(0)});
+  auto s = t.published(key(4999));
+  ASSERT_TRUE(s.seg);
+  EXPECT_EQ(s.seg->whole, std::vector<engine_slot>{slot(0)});
+  EXPECT_EQ(t.engine(slot(0)).held.size(), 3000u);
+  EXPECT_EQ(t.location_count(), 3000u);
+}
+
+// Copies arriving (the engine's whole `filling` list) are applied in slices too: those it no
+// longer names end, the new ones begin, within the same budget.
+TEST(StationTables, CopiesArrivingAreAppliedInSlicesWithinTheBudget) {
+  station_tables t(1000ms, 250ms);
+  auto now = steady::now();
+  auto hb = beat("a", 1, 1, true, {});
+  for (uint32_t i = 0; i < 500; ++i) {
+    hb.filling.push_back(key(i));
+  }
+  t.apply(std::move(hb), now);
+  EXPECT_EQ(t.filling(key(0)), std::vector<engine_slot>{slot(0)});
+  t.fix_publish_cost(1us);
+  hb = beat("a", 1, 2, false);
+  for (uint32_t i = 250; i < 750; ++i) {
+    hb.filling.push_back(key(i));
+  }
+  station_tables::apply_job job;
+  t.begin_apply(std::move(hb), now, job);
+  int slices = 0;
+  bool done = false;
+  while (!done) {
+    uint64_t before = t.shards_published();
+    done = t.apply_slice(job, 4us);
+    ++slices;
+    EXPECT_LE(t.shards_published() - before, 4u) << "slice " << slices;
+  }
+  EXPECT_GE(slices, 500 / 4);
+  EXPECT_TRUE(t.filling(key(249)).empty());
+  EXPECT_FALSE(t.published(key(249)).seg);
+  EXPECT_EQ(t.filling(key(250)), std::vector<engine_slot>{slot(0)});
+  EXPECT_EQ(t.filling(key(749)), std::vector<engine_slot>{slot(0)});
+  EXPECT_EQ(t.engine(slot(0)).filling.size(), 500u);
 }
 
 // An engine wrote heartbeat 2 and took an order (a copy arriving, another done) before the

@@ -299,9 +299,9 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
   bool was_up = before && tables.is_up(tables.engine(*before), steady::now());
   auto copies = std::move(hb->copies);
   auto engine = hb->engine;
-  // Issue 16, item 5: applied in slices of about apply_slice_us, each published, the loop free
-  // for other work (its consoles among them, other engines' heartbeats) in between. One heartbeat
-  // of an engine at a time.
+  // Issue 16, item 5: applied in slices of about apply_slice_us, their publication counted, the
+  // loop free for other work (its consoles among them, other engines' heartbeats) in between. One
+  // heartbeat of an engine at a time.
   auto& mu = apply_mu[engine.str()];
   if (!mu) {
     mu = std::make_unique<net::async_mutex>(io.get_executor());
@@ -318,7 +318,11 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
   }
   heartbeat_hold->observe(std::chrono::duration<double>(steady::now() - piece).count());
   heartbeats->inc();
+  size_t n = 0;
   for (auto& c : copies) {
+    if (++n % 64 == 0) {  // (a long list, each failure logged, in pieces too)
+      co_await asio::post(io.get_executor(), asio::use_awaitable);
+    }
     // Claim 20, copy done: a copy from another station is a sample of its throughput.
     auto u = net::parse_http_url(c.source);
     auto from = u ? station_of_origin.find(u->origin()) : station_of_origin.end();

@@ -210,8 +210,8 @@ struct director_daemon::impl : net::daemon_base {
   // different engines' interleave, so that a large inventory delays no other engine's heartbeat.
   // By engine name, home loop only.
   std::unordered_map<std::string, std::unique_ptr<net::async_mutex>> apply_mu;
-  // A slice's changes; publishing the shards they touched costs more (a few µs a segment), so a
-  // slice holds the loop for about 100 µs (32 changes, the fewest apply_slice makes).
+  // A slice: its changes with their publication (the copies of the shards they touched, about
+  // 1-2 µs a segment changed), so about a dozen changes of a delta a slice.
   static constexpr int64_t apply_slice_us = 25;
   net::metric_value* heartbeat_slices = nullptr;
   net::histogram* heartbeat_hold = nullptr;

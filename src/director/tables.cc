@@ -3,6 +3,7 @@
 #include "director/tables.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 namespace vodgrid::director {
@@ -335,17 +336,40 @@ api::heartbeat_reply station_tables::begin_apply(api::heartbeat hb, steady::time
 }
 
 // Stages: 0 the removed list; for a whole inventory, 1 its keys as a set and 2 the copies it no
-// longer names; 3 the added list; 4 the copies arriving (the engine's whole list, short).
+// longer names; 3 the added list; then the copies arriving (`filling`, the engine's whole list,
+// short but not bounded): 4 its keys as a set, 5 the copies that ended, 6 those that began; 7 the
+// heartbeat's lists freed. Every step counts against the budget, and so does the publication of
+// what the slice changed.
 bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budget) {
   if (job.done) {
     return true;
   }
   auto start = steady::now();
-  auto out_of_time = [&, n = size_t{0}]() mutable {
-    // The clock read every 32 changes; compared in microseconds, since converting the budget to
-    // the clock's nanoseconds would overflow for apply()'s microseconds::max().
-    return ++n % 32 == 0 &&
-           std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - start) >= budget;
+  // In nanoseconds, saturated (apply() passes microseconds::max()).
+  const int64_t budget_ns = budget.count() >= std::numeric_limits<int64_t>::max() / 1000
+                                ? std::numeric_limits<int64_t>::max()
+                                : budget.count() * 1000;
+  int64_t elapsed_ns = 0;
+  size_t steps = 0;
+  // Whether the slice ends before its next step: when the time it has run (the clock read every
+  // 8 steps) and the publication of what it changed (publish_cost_ a segment, checked at every
+  // step that follows a change) reach the budget. At least one step a slice.
+  auto out_of_time = [&] {
+    if (steps++ == 0) {
+      return false;
+    }
+    if (steps % 8 == 0) {
+      elapsed_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - start).count();
+    } else if (dirty_.empty()) {
+      return false;
+    }
+    auto publishing = static_cast<int64_t>(dirty_.size()) * publish_cost_.count();
+    return elapsed_ns + publishing >= budget_ns;
+  };
+  auto pause = [&] {
+    publish();
+    return false;
   };
   engine_entry& e = engine_mut(job.engine);
   auto& hb = job.hb;
@@ -355,11 +379,90 @@ bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budge
     return it != e.noted.end() && it->second.kind == kind;
   };
   using enum engine_entry::note_kind;
+  // Puts the keys of a whole list (from job.pos) into job.keys. False: out of time.
+  auto take_keys = [&](auto& list, auto key_of) {
+    for (; job.pos < list.size(); ++job.pos) {
+      if (out_of_time()) {
+        return false;
+      }
+      job.keys.insert(key_of(list[job.pos]));
+    }
+    job.pos = 0;
+    job.buckets = 0;
+    return true;
+  };
+  // Drops from the engine's set `have` (its held or its arriving copies) what job.keys does not
+  // name and no note of `kind` keeps, a step a segment. The set is walked a bucket at a time, each
+  // bucket's keys to drop kept in job.stale (and checked against the notes again when dropped):
+  // erasing keeps the buckets, but a change noted between slices may rehash them, and then the
+  // walk starts over (what it dropped is gone).
+  auto drop_unnamed = [&](std::unordered_set<segment_key>& have, engine_entry::note_kind kind,
+                          auto drop) {
+    if (have.bucket_count() != job.buckets) {
+      job.buckets = have.bucket_count();
+      job.pos = 0;
+    }
+    if (job.pos == 0 && have.size() < 32) {
+      // A few keys (the copies arriving, as a rule) in what may be many buckets (the set never
+      // shrinks them): looked at in one step, through its list rather than its buckets.
+      for (auto& k : have) {
+        if (!job.keys.contains(k) && !noted(k, kind)) {
+          job.stale.push_back(k);
+        }
+      }
+      job.pos = job.buckets;
+    }
+    while (true) {
+      while (!job.stale.empty()) {
+        if (out_of_time()) {
+          return false;
+        }
+        if (!noted(job.stale.back(), kind)) {
+          drop(job.stale.back());  // (nothing if it is no longer there)
+        }
+        job.stale.pop_back();
+      }
+      if (job.pos == job.buckets) {
+        break;
+      }
+      if (out_of_time()) {
+        return false;
+      }
+      for (auto it = have.begin(job.pos); it != have.end(job.pos); ++it) {
+        if (!job.keys.contains(*it) && !noted(*it, kind)) {
+          job.stale.push_back(*it);
+        }
+      }
+      ++job.pos;
+    }
+    job.pos = 0;
+    return true;
+  };
+  // Frees job.keys a key at a time (a set of 100k keys freed at once holds the loop for ms).
+  auto free_keys = [&] {
+    while (!job.keys.empty()) {
+      if (out_of_time()) {
+        return false;
+      }
+      job.keys.erase(job.keys.begin());
+    }
+    job.keys = std::unordered_set<segment_key>();  // (its buckets too)
+    return true;
+  };
+  // The same for one of the heartbeat's lists.
+  auto free_list = [&](auto& list) {
+    while (!list.empty()) {
+      if (out_of_time()) {
+        return false;
+      }
+      list.pop_back();
+    }
+    return true;
+  };
   if (job.stage == 0) {
     for (; job.pos < hb.removed.size(); ++job.pos) {
       if (out_of_time()) {
-        publish();
-        return false;
+        return pause();
       }
       if (!noted(hb.removed[job.pos], held)) {
         remove_location(job.engine, hb.removed[job.pos]);
@@ -368,83 +471,79 @@ bool station_tables::apply_slice(apply_job& job, std::chrono::microseconds budge
     job.stage = hb.full ? 1 : 3;
     job.pos = 0;
     if (hb.full) {
-      job.now_held.reserve(hb.added.size());
+      job.keys.reserve(hb.added.size());
     }
   }
   if (job.stage == 1) {
-    for (; job.pos < hb.added.size(); ++job.pos) {
-      if (out_of_time()) {
-        return false;  // (nothing changed yet)
-      }
-      job.now_held.insert(hb.added[job.pos].key);
+    if (!take_keys(
+            hb.added, [](const api::segment_ref& r) -> auto& { return r.key; })) {
+      return pause();
     }
     job.stage = 2;
-    job.pos = 0;
-    job.buckets = e.held.bucket_count();
   }
   if (job.stage == 2) {
-    // The engine's set is walked a bucket at a time: erasing keeps the buckets, but a copy noted
-    // between slices may rehash them, and then the walk starts over (what it forgot is gone).
-    if (e.held.bucket_count() != job.buckets) {
-      job.buckets = e.held.bucket_count();
-      job.pos = 0;
-    }
-    for (size_t n = 1; job.pos < job.buckets; ++job.pos, ++n) {
-      if (n % 32 == 0 &&
-          std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - start) >= budget) {
-        publish();
-        return false;
-      }
-      job.stale.clear();
-      for (auto it = e.held.begin(job.pos); it != e.held.end(job.pos); ++it) {
-        if (!job.now_held.contains(*it) && !noted(*it, held)) {
-          job.stale.push_back(*it);
-        }
-      }
-      for (auto& k : job.stale) {
-        remove_location(job.engine, k);
-      }
+    if (!drop_unnamed(e.held, held,
+                      [&](const segment_key& k) { remove_location(job.engine, k); })) {
+      return pause();
     }
     job.stage = 3;
-    job.pos = 0;
-    job.now_held = {};
-    job.stale = {};
-  }
-  if (job.stage == 3 && job.returning) {
-    job.returning = false;
-    e.last_seen = job.seen;  // what it is listed for it holds: back in rotation
-    publish_engines();
   }
   if (job.stage == 3) {
+    if (!free_keys()) {
+      return pause();
+    }
+    if (job.returning) {
+      job.returning = false;
+      e.last_seen = job.seen;  // what it is listed for it holds: back in rotation
+      publish_engines();
+    }
     // (A segment a whole inventory keeps is already held: add_location leaves it.)
     for (; job.pos < hb.added.size(); ++job.pos) {
       if (out_of_time()) {
-        publish();
-        return false;
+        return pause();
       }
       if (!noted(hb.added[job.pos].key, removed)) {
         add_location(job.engine, hb.added[job.pos].key);
       }
     }
     job.stage = 4;
+    job.pos = 0;
   }
   // `filling` is the engine's whole list: copies it no longer names have ended, but for those it
   // took after writing this heartbeat.
-  std::unordered_set<segment_key> now_filling(hb.filling.begin(), hb.filling.end());
-  std::vector<segment_key> ended;
-  for (auto& k : e.filling) {
-    if (!now_filling.contains(k) && !noted(k, filling)) {
-      ended.push_back(k);
+  if (job.stage == 4) {
+    if (!take_keys(
+            hb.filling, [](const segment_key& k) -> auto& { return k; })) {
+      return pause();
     }
+    job.stage = 5;
   }
-  for (auto& k : ended) {
-    remove_filling(job.engine, k);
-  }
-  for (auto& k : hb.filling) {
-    if (!e.held.contains(k)) {
-      add_filling(job.engine, k);
+  if (job.stage == 5) {
+    if (!drop_unnamed(e.filling, filling,
+                      [&](const segment_key& k) { remove_filling(job.engine, k); })) {
+      return pause();
     }
+    job.stage = 6;
   }
+  if (job.stage == 6) {
+    if (!free_keys()) {
+      return pause();
+    }
+    for (; job.pos < hb.filling.size(); ++job.pos) {
+      if (out_of_time()) {
+        return pause();
+      }
+      if (!e.held.contains(hb.filling[job.pos])) {
+        add_filling(job.engine, hb.filling[job.pos]);
+      }
+    }
+    job.stage = 7;
+    job.pos = 0;
+  }
+  if (!free_list(hb.added) || !free_list(hb.removed) || !free_list(hb.filling)) {
+    return pause();
+  }
+  job.stale = {};
   publish();
   e.applying = false;
   std::erase_if(e.noted, [&](auto& n) { return n.second.through <= hb.seq; });
@@ -471,6 +570,7 @@ void station_tables::publish() {
   if (dirty_.empty()) {
     return;
   }
+  auto start = measure_publish_ ? steady::now() : steady::time_point{};
   // By shard, so that each shard is copied once however many of its segments changed.
   std::vector<std::pair<size_t, size_t>> order;  // (shard, position in dirty_)
   order.reserve(dirty_.size());
@@ -479,6 +579,7 @@ void station_tables::publish() {
   }
   std::sort(order.begin(), order.end());
   for (size_t i = 0; i < order.size();) {
+    ++shards_published_;
     size_t s = order[i].first;
     auto old = published_->shards[s].value.load();
     auto next = old ? std::make_shared<shard>(*old) : std::make_shared<shard>();
@@ -498,6 +599,13 @@ void station_tables::publish() {
       v.hint_until = h == hints_.end() ? steady::time_point{} : h->second.until;
     }
     published_->shards[s].value.store(next->empty() ? nullptr : std::shared_ptr<const shard>(next));
+  }
+  if (measure_publish_) {
+    // A moving average per segment changed, each sample at most 50 µs (a publication preempted by
+    // the scheduler would otherwise shorten the slices after it for long).
+    auto per = std::min<std::chrono::nanoseconds>((steady::now() - start) / dirty_.size(),
+                                                  std::chrono::microseconds(50));
+    publish_cost_ += (per - publish_cost_) / 8;
   }
   dirty_.clear();
 }

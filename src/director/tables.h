@@ -195,8 +195,12 @@ class station_tables {
 
   // The same in slices (issue 16, item 5: a whole inventory of 100k segments must not hold the
   // home loop for long): begin_apply applies the engine's status and load and answers as apply
-  // would; apply_slice then makes the segment changes for about `budget` and says whether it is
-  // done, each slice published. A whole inventory first drops what it no longer names, then adds
+  // would; apply_slice then makes the segment changes and publishes them, within about `budget`
+  // counting the publication (the copies of the shards its changes touched, estimated from the
+  // publications measured so far: publish_cost), and says whether it is done. Every step of the
+  // apply is in slices: the changes, the sets built to compare a whole list (the inventory, the
+  // copies arriving) with what the engine had, and the freeing of those sets and lists. A slice
+  // makes at least one step. A whole inventory first drops what it no longer names, then adds
   // what it names and was not listed; a segment it keeps is never touched, so between slices the
   // engine is never listed for a segment it lacks (a restarted engine that lost part of its disk)
   // and a kept segment never looks lost. The engine's `held` and the locations change together,
@@ -208,9 +212,10 @@ class station_tables {
     api::heartbeat hb;
     int stage = 0;
     size_t pos = 0;
-    std::unordered_set<segment_key> now_held;  // a whole inventory's keys (stage 1)
-    size_t buckets = 0;                        // the engine's held.bucket_count() (stage 2)
-    std::vector<segment_key> stale;            // scratch: one bucket's keys it no longer names
+    // A whole list's keys as a set: the inventory's (stages 1-2), the copies arriving (4-5).
+    std::unordered_set<segment_key> keys;
+    size_t buckets = 0;              // the bucket count of the engine's set being walked
+    std::vector<segment_key> stale;  // a bucket's keys the list no longer names, to drop
     bool done = false;
     steady::time_point seen{};  // the heartbeat's arrival
     bool returning = false;     // out of rotation until stage 3
@@ -377,6 +382,15 @@ class station_tables {
       e.phantom += n;
     }
   }
+  // What publishing costs per segment changed (the copy of its shard), which a slice counts in
+  // its budget: measured at each publication (a moving average) unless fixed here (tests).
+  std::chrono::nanoseconds publish_cost() const { return publish_cost_; }
+  void fix_publish_cost(std::chrono::nanoseconds per_segment) {
+    publish_cost_ = per_segment;
+    measure_publish_ = false;
+  }
+  // Shards copied and published since the start.
+  uint64_t shards_published() const { return shards_published_; }
   // Changes since the last call, for the registry: station-level ones (a segment gaining its first
   // whole copy in the station, or losing its last) and each engine's (holding, receiving).
   std::vector<api::location_change> drain_changes();
@@ -424,7 +438,10 @@ class station_tables {
     steady::time_point until{};
   };
   std::unordered_map<segment_key, hint_entry> hints_;
-  std::vector<segment_key> dirty_;  // changed since the last publish()
+  std::vector<segment_key> dirty_;               // changed since the last publish()
+  std::chrono::nanoseconds publish_cost_{2000};  // per dirty_ entry (a first guess, then measured)
+  bool measure_publish_ = true;
+  uint64_t shards_published_ = 0;
   std::unique_ptr<published_state> published_;
   std::unordered_map<segment_key, bool> changes_;  // the last word on each segment since a drain
   // The same per (segment, engine, receiving or whole).
