@@ -197,8 +197,9 @@ void director_daemon::impl::register_metrics() {
       "applied in one piece counts none)");
   heartbeat_hold = &m.histogram_of(
       "vodgrid_director_heartbeat_hold_seconds",
-      "How long applying a heartbeat held the home loop in one piece (its start, or a slice with "
-      "its publication), which every console's redirect on that loop waited for",
+      "How long decoding or applying a heartbeat held the home loop in one piece (the decoding "
+      "of one small enough to be decoded on the loop, the apply's start, or a slice with its "
+      "publication), which every console's redirect on that loop waited for",
       "", {25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3});
   heartbeats_decoded_off_loop = &m.counter(
       "vodgrid_director_heartbeats_decoded_off_loop_total",
@@ -273,7 +274,9 @@ asio::awaitable<reply> director_daemon::impl::heartbeat(request_context& ctx) {
     hb = co_await net::run_on(decode_pool, std::move(job), errc::invalid_argument, "heartbeat: ");
     heartbeats_decoded_off_loop->inc();
   } else {
+    auto piece = steady::now();
     hb = api::decode<api::heartbeat>(ctx.req.body());
+    heartbeat_hold->observe(std::chrono::duration<double>(steady::now() - piece).count());
   }
   if (!hb) {
     co_return net::error_reply(hb.err());
