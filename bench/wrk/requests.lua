@@ -6,6 +6,10 @@
 --   BENCH_SIZE      the object's size in bytes (for ranges)
 --   BENCH_QUERIES   optional: query strings separated by spaces (e.g. one viewer token each); every
 --                   request appends one drawn at random, as many viewers would send theirs
+--   BENCH_DELAY_MS  optional: each connection waits this many ms after a response before its
+--                   next request (wrk's delay(); its latency counts from the request's sending),
+--                   so that the load stays below what the server can take: a latency then is
+--                   the server's delay, not a queue behind the requests of the other connections
 -- done() prints one line "WRK_RESULT key=value ..." that bench/lib.sh parses.
 local fmt = os.getenv("BENCH_PATH_FMT") or "/%d"
 local count = tonumber(os.getenv("BENCH_COUNT") or "1")
@@ -37,6 +41,13 @@ init = function(args)
         reqs[#reqs + 1] = wrk.format("GET", path)
       end
     end
+  end
+end
+
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+if delay_ms > 0 then
+  delay = function()
+    return delay_ms
   end
 end
 
