@@ -308,7 +308,7 @@ class http_server {
   asio::awaitable<void> sweep_loop(loop& l);
   asio::awaitable<void> run_session(loop& l, tcp::socket sock);
   // TLS (server.cc, reply.cc): the handshake (false: refused, logged); the header read through
-  // the TLS stream (the error, as parse_buffered's `rec`); writes of `parts`; a file slice read in
+  // the TLS stream (the error, as pull_header's `rec`); writes of `parts`; a file slice read in
   // bounded chunks and written through TLS (no sendfile over TLS without kernel TLS).
   asio::awaitable<bool> handshake(session& s);
   asio::awaitable<boost::system::error_code> pull_header_tls(session& s, bool& foreign) const;
@@ -332,11 +332,12 @@ class http_server {
   // route's affinity asks for.
   asio::awaitable<reply> handle(session& s, const route_entry* r, bool plain);
   // The steps of a request in run_session (server.cc).
-  enum class header_pull { done, need_more, foreign };
-  // Parses what the session's buffer holds: the header is complete or malformed (done; `rec` says
-  // which), more is needed (need_more), or the first request line is of the foreign protocol
-  // (foreign). Reads nothing.
-  header_pull parse_buffered(session& s, boost::system::error_code& rec) const;
+  enum class header_pull { done, would_block, foreign };
+  // Parses what the session's buffer holds, then reads what the socket has without blocking,
+  // until the header is complete or malformed or the read fails (done; `rec` says which) or the
+  // socket is empty (would_block), or the first request line is of the foreign protocol (foreign).
+  // `got_bytes` is set when something was read.
+  header_pull pull_header(session& s, boost::system::error_code& rec, bool& got_bytes) const;
   // With a foreign protocol, on a connection's first request: whether its first line (once read)
   // is of that protocol; nullopt: the line is not complete yet.
   std::optional<bool> sniff(session& s) const;

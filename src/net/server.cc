@@ -272,30 +272,46 @@ std::optional<bool> http_server::sniff(session& s) const {
   return line.ends_with(foreign_version_);
 }
 
-http_server::header_pull http_server::parse_buffered(session& s,
-                                                     boost::system::error_code& rec) const {
-  bool undecided = false;
-  if (s.sniffing && s.buf.size() > 0) {
-    auto foreign = sniff(s);
-    if (foreign && *foreign) {
-      return header_pull::foreign;
+http_server::header_pull http_server::pull_header(session& s, boost::system::error_code& rec,
+                                                  bool& got_bytes) const {
+  while (true) {
+    bool undecided = false;
+    if (s.sniffing && s.buf.size() > 0) {
+      auto foreign = sniff(s);
+      if (foreign && *foreign) {
+        return header_pull::foreign;
+      }
+      undecided = !foreign;
     }
-    undecided = !foreign;
-  }
-  if (s.buf.size() > 0 && !undecided) {
-    size_t used = s.parser->put(s.buf.data(), rec);
-    s.buf.consume(used);
-    if (rec != http::error::need_more) {
-      return header_pull::done;  // the header is complete, or malformed
+    if (s.buf.size() > 0 && !undecided) {
+      size_t used = s.parser->put(s.buf.data(), rec);
+      s.buf.consume(used);
+      if (rec != http::error::need_more) {
+        return header_pull::done;  // the header is complete, or malformed
+      }
+      rec = {};
     }
-    rec = {};
+    boost::system::error_code r_ec;
+    size_t n = s.sock->read_some(s.buf.prepare(4096), r_ec);  // non-blocking
+    if (r_ec == asio::error::would_block || r_ec == asio::error::try_again) {
+      return header_pull::would_block;
+    }
+    if (r_ec) {
+      if (r_ec == asio::error::eof) {
+        rec = s.parser->got_some() ? http::error::partial_message : http::error::end_of_stream;
+      } else {
+        rec = r_ec;
+      }
+      return header_pull::done;
+    }
+    s.buf.commit(n);
+    got_bytes = true;
   }
-  return header_pull::need_more;
 }
 
-// The header read through TLS: the stream's reads complete from what OpenSSL holds decrypted before
+// pull_header through TLS: the stream's reads complete from what OpenSSL holds decrypted before
 // they wait for the socket, so there is no non-blocking step to take first. The first request line
-// is sniffed inside TLS as on a plain port (RTSPS); `foreign` says it was foreign.
+// is sniffed inside TLS as pull_header does on a plain port (RTSPS); `foreign` says it was foreign.
 asio::awaitable<boost::system::error_code> http_server::pull_header_tls(session& s,
                                                                         bool& foreign) const {
   boost::system::error_code rec;
@@ -486,6 +502,9 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
   }
 
   bool first = true;
+  // Whether to look for the next request after the other ready connections have been served,
+  // rather than ask epoll for it at once: see below.
+  int plain_waits = 0;
   size_t last_route = SIZE_MAX;  // a console mostly asks for the same kind of thing again
   steady::time_point replied;    // when the last reply was sent (observe())
   while (!stopping_ && !ec) {
@@ -496,25 +515,45 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
     s.parser->body_limit(boost::none);  // the route's limit is set once the header names the route
     // After a reply, the time observe() took as it ended: no clock read between them.
     s.deadline = (first ? steady::now() + opts_.header_timeout : replied + opts_.idle_timeout);
-    bool defer = !first && s.buf.size() == 0;
+    bool wait_first = !first && s.buf.size() == 0;
     s.sniffing = first && foreign_ != nullptr;
     first = false;
     boost::system::error_code rec;
+    // Right after a reply the next request has seldom arrived yet. async_read_some would read at
+    // once (Boost 1.81's epoll_reactor reads speculatively until a read returns 0 bytes) and mostly
+    // get EAGAIN; async_wait costs an epoll_ctl instead (measured cheaper, docs/performance.md).
+    // Both are a system call per request that nginx does not make: it remembers that a short read
+    // drained the socket and waits for the next edge. Asio keeps no such state, so under load the
+    // read is deferred until the connections that are ready now have been served; by then the
+    // console has mostly sent its next request, and the read finds it. When it does not, the
+    // next two requests of the connection wait at once (a connection at low rate gains nothing).
+    // Measured: director/nginx 0.99 -> 1.03 (medians of the alternated runs, docs/performance.md).
+    bool deferred = false;
     bool foreign = false;
     if (s.tls) {
       rec = co_await pull_header_tls(s, foreign);
     }
-    // Every read is an async_read_some into the connection's buffer. Boost 1.81's epoll_reactor
-    // tries it at once (a recvfrom), and when that finds nothing queues it for the descriptor's
-    // next edge (registered once, edge-triggered) with no further system call: one recvfrom a
-    // request when the request is there, two when it is not. An async_wait would re-arm the
-    // descriptor with an epoll_ctl each time, after a synchronous read that found nothing
-    // (docs/performance.md, "The director's system calls and instructions per redirect"). nginx
-    // makes one call: it remembers that a short read drained the socket, which Asio does not.
-    // Right after a reply the next request has seldom arrived, so the read is deferred until the
-    // connections that are ready now have been served; by then the console has mostly sent it.
     while (!s.tls) {
-      auto pulled = parse_buffered(s, rec);
+      if (wait_first) {
+        wait_first = false;
+        if (plain_waits == 0) {
+          co_await asio::post(l.ex, asio::use_awaitable);
+          if (stopping_) {
+            rec = asio::error::operation_aborted;  // idle, as if waiting: a stop cuts it
+            break;
+          }
+          deferred = true;
+        } else {
+          --plain_waits;
+          auto [w_ec] = co_await sock.async_wait(tcp::socket::wait_read, use_tuple);
+          if (w_ec) {
+            rec = w_ec;
+            break;
+          }
+        }
+      }
+      bool got_bytes = false;
+      auto pulled = pull_header(s, rec, got_bytes);
       if (pulled == header_pull::foreign) {
         foreign = true;
         break;
@@ -522,24 +561,15 @@ asio::awaitable<void> http_server::run_session(loop& l, tcp::socket sock) {
       if (pulled == header_pull::done) {
         break;
       }
-      if (defer) {
-        defer = false;
-        co_await asio::post(l.ex, asio::use_awaitable);
-        if (stopping_) {
-          rec = asio::error::operation_aborted;  // idle, as if waiting: a stop cuts it
-          break;
-        }
+      if (deferred && !got_bytes) {
+        plain_waits = 2;  // the deferral did not pay
       }
-      auto [r_ec, n] = co_await sock.async_read_some(s.buf.prepare(4096), use_tuple);
-      if (r_ec) {
-        if (r_ec == asio::error::eof) {
-          rec = s.parser->got_some() ? http::error::partial_message : http::error::end_of_stream;
-        } else {
-          rec = r_ec;
-        }
+      deferred = false;
+      auto [w_ec] = co_await sock.async_wait(tcp::socket::wait_read, use_tuple);
+      if (w_ec) {
+        rec = w_ec;
         break;
       }
-      s.buf.commit(n);
     }
     if (foreign && !l.home && !s.tls) {
       // The foreign protocol's handler belongs to the home loop: the connection moves there.
