@@ -142,11 +142,25 @@ TEST(Rtsp, FfmpegReceivesExactlyTheSourcePacketsAcrossHandOffs) {
                  [&](const std::string& s) { return s.starts_with(prefix); });
     return out;
   };
+  // Where a received stream departs from the source's: its first and last packets that differ.
+  auto differ = [](const std::vector<std::string>& got, const std::vector<std::string>& want) {
+    size_t head = 0, tail = 0;
+    while (head < got.size() && head < want.size() && got[head] == want[head]) {
+      ++head;
+    }
+    while (tail < got.size() - head && tail < want.size() - head &&
+           got[got.size() - 1 - tail] == want[want.size() - 1 - tail]) {
+      ++tail;
+    }
+    return fmt::format("{} packets received of {}: the same for the first {} and the last {}",
+                       got.size(), want.size(), head, tail);
+  };
   auto video = of_stream(from_source, "0,");
   ASSERT_GT(video.size(), 50u);
   video.pop_back();
-  EXPECT_EQ(of_stream(via_rtsp, "0,"), video);
-  EXPECT_EQ(of_stream(via_rtsp, "1,"), of_stream(from_source, "1,"));
+  auto audio = of_stream(from_source, "1,");
+  EXPECT_EQ(of_stream(via_rtsp, "0,"), video) << differ(of_stream(via_rtsp, "0,"), video);
+  EXPECT_EQ(of_stream(via_rtsp, "1,"), audio) << differ(of_stream(via_rtsp, "1,"), audio);
   EXPECT_EQ(via_rtsp.size(), from_source.size() - 1);
   EXPECT_GE(p.director_metric("vodgrid_director_push_handoffs_total"), 2);
   EXPECT_GE(p.director_metric("vodgrid_director_push_plays_total"), 1);
