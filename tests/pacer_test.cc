@@ -388,6 +388,45 @@ TEST(Pacer, SeqsAreContiguousAcrossAnAppendAndTheStreamEnds) {
   EXPECT_TRUE(has_bye(rtcp.got().back().bytes));  // the program ended: the console is told
 }
 
+// A console that reads late finds the last datagrams and the BYE waiting together, and FFmpeg
+// reads the RTCP socket first: the BYE comes bye_delay after the last datagram, never before it.
+// Here RTP and RTCP go to one socket, which shows their order.
+TEST(Pacer, TheByeComesItsDelayAfterTheLastDatagram) {
+  auto a = plain_segment(12);  // 0.48 s
+  receiver both;
+  event_log log;
+  pacer* self = nullptr;
+  auto o = quick();
+  o.bye_delay = 300ms;
+  pacer pc(o, [&](stream_event e) {
+    if (e.kind == event_kind::next_wanted) {
+      EXPECT_TRUE(self->program_ends(e.at.session));
+    }
+    log.add(std::move(e));
+  });
+  self = &pc;
+  ASSERT_TRUE(pc.start());
+  ASSERT_TRUE(pc.add(spec_to(both, both, play(a, 0, 0))));
+  ASSERT_TRUE(log.wait(event_kind::ended));
+  size_t n = datagrams_of(a.bytes.size());
+  ASSERT_GE(both.wait_for(n + 2), n + 2);  // with the first sender report and the BYE's
+  auto got = both.got();
+  // Everything before the BYE: the datagrams and the first sender report.
+  ASSERT_TRUE(has_bye(got.back().bytes));
+  size_t rtp = 0;
+  int64_t last_rtp_at = 0;
+  for (size_t i = 0; i + 1 < got.size(); ++i) {
+    EXPECT_FALSE(has_bye(got[i].bytes)) << i;
+    if (static_cast<uint8_t>(got[i].bytes[1]) < 200) {  // RTCP's packet types are 200-204
+      ++rtp;
+      last_rtp_at = got[i].at;
+    }
+  }
+  EXPECT_EQ(rtp, n);
+  EXPECT_GE(got.back().at - last_rtp_at,
+            std::chrono::duration_cast<std::chrono::nanoseconds>(o.bye_delay / 2).count());
+}
+
 TEST(Pacer, AStreamResumedAtAReportedPositionSendsIdenticalDatagrams) {
   auto s = plain_segment();
   receiver whole, cut, rtcp;

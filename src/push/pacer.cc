@@ -301,6 +301,7 @@ struct stream {
   bool hand_off = false;
   bool handoff_told = false;
   bool program_ends = false;  // a BYE at the end
+  int64_t bye_at = 0;         // when the BYE is due (set when the last datagram has gone)
   uint64_t tail_serial = 1;   // counts appends: next_wanted comes once per tail
   uint64_t asked_serial = 0;
   bool waiting = false;  // for bytes still arriving
@@ -581,6 +582,12 @@ std::optional<int64_t> pacer::impl::service(stream& s, int64_t now,
     }
     if (!s.hand_off) {
       if (s.program_ends) {
+        if (s.bye_at == 0) {
+          s.bye_at = now + std::chrono::nanoseconds(opts.bye_delay).count();
+        }
+        if (now < s.bye_at) {
+          return std::min(wake_at, s.bye_at);  // (a sender report may come due meanwhile)
+        }
         send_report(s, now, true);
       }
       events.push_back({event_kind::ended, position(s)});
@@ -705,8 +712,12 @@ void pacer::impl::starve(stream& s, std::vector<stream_event>& events) {
   }
 }
 
-// A sender report (with `bye`, and an RTCP BYE: RFC 3550 6.6, the compound packet's last).
+// A sender report (with `bye`, and an RTCP BYE: RFC 3550 6.6, the compound packet's last). The
+// batch goes first: a BYE must not overtake the stream's last datagrams.
 void pacer::impl::send_report(stream& s, int64_t now, bool bye) {
+  if (bye) {
+    flush();
+  }
   double npt =
       s.state.origin_npt + static_cast<double>(now - s.state.origin_unix_ns) / 1e9 * s.state.scale;
   auto sr = rtcp_sender_report(s.state.ssrc, ntp_time(now), rtp_timestamp(s.state, npt),
@@ -942,6 +953,7 @@ status pacer::append(const std::string& session, segment_play next) {
     return st;
   }
   s->queue.push_back(make_queued(std::move(next)));
+  s->bye_at = 0;  // not the end after all
   ++s->tail_serial;
   d.schedule(*s, 0);
   d.kick();

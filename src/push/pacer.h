@@ -101,6 +101,11 @@ struct stream_event {
 struct pacer_options {
   std::chrono::milliseconds next_lead{2'000};
   std::chrono::milliseconds handoff_lead{250};
+  // How long after a program's last datagram its RTCP BYE goes. A console that reads its sockets
+  // late finds both the last datagrams and the BYE waiting, and FFmpeg's RTP reader takes the
+  // RTCP socket's first (libavformat/rtpproto.c, rtp_read): a BYE right behind the data would end
+  // the stream with its last datagrams unread.
+  std::chrono::milliseconds bye_delay{1'000};
   std::chrono::milliseconds rtcp_interval{5'000};
   std::string cname = "vodgrid";
   uint32_t batch = 64;                  // datagrams per sendmmsg(2)
@@ -139,8 +144,9 @@ class pacer {
   // After its queued segments the stream leaves this engine: handoff_due comes handoff_lead before
   // the end, and no `ended` event after it.
   status hand_off(const std::string& session);
-  // The program ends with the stream's queued segments (in the direction of its scale): after the
-  // last datagram an RTCP BYE tells the console, then `ended` comes. errc::not_found: no stream.
+  // The program ends with the stream's queued segments (in the direction of its scale): bye_delay
+  // after the last datagram an RTCP BYE tells the console, then `ended` comes. errc::not_found: no
+  // stream.
   status program_ends(const std::string& session);
   // Stops a stream at once: where it stopped, nullopt when there is no such stream.
   std::optional<stream_position> stop(const std::string& session);
