@@ -67,6 +67,7 @@ class rtsps_station {
     for (auto it = procs_.rbegin(); it != procs_.rend(); ++it) {
       it->stop(5s);
     }
+    print_logs_if_failed(dir_.path());
   }
   std::string director_url() const { return grid_.stations[0].director.listen.url(); }
   uint16_t port() const { return grid_.stations[0].director.listen.port; }
