@@ -135,10 +135,9 @@ reply moved_to(const std::string& url, const request_context& ctx) {
   auto q = t.find('?');
   reply moved;
   moved.status = http::status::temporary_redirect;
-  moved.headers.emplace_back(
-      "Location",
-      url + std::string(q == std::string_view::npos ? std::string_view() : t.substr(q)));
-  moved.headers.emplace_back("Cache-Control", "no-store");
+  moved.location =
+      url + std::string(q == std::string_view::npos ? std::string_view() : t.substr(q));
+  moved.no_store = true;
   moved.body = "{}\n";
   return moved;
 }
