@@ -1055,6 +1055,40 @@ TEST(RtspMessage, InterleavedTransportOverTcpOnly) {
   }
 }
 
+// A plain RTSP connection takes either kind: the first in the console's order that can be served.
+TEST(RtspMessage, APlainConnectionTakesUdpOrInterleavedInTheConsolesOrder) {
+  using lt = lower_transport;
+  auto tcp_first = parse_transport(
+      "RTP/AVP;multicast;client_port=5000-5001, RTP/AVP/TCP;unicast;interleaved=2-3, "
+      "RTP/AVP;unicast;client_port=5002-5003",
+      lt::any);
+  ASSERT_TRUE(tcp_first) << tcp_first.err().detail;
+  EXPECT_TRUE(tcp_first->interleaved);
+  EXPECT_EQ(tcp_first->channel_rtp, 2);
+  EXPECT_EQ(tcp_first->channel_rtcp, 3);
+  auto udp_first = parse_transport(
+      "RTP/AVP/TCP;interleaved=3-3, RTP/AVP/UDP;unicast;client_port=5002-5003, "
+      "RTP/AVP/TCP;unicast;interleaved=0-1",
+      lt::any);
+  ASSERT_TRUE(udp_first) << udp_first.err().detail;
+  EXPECT_FALSE(udp_first->interleaved);
+  EXPECT_EQ(udp_first->client_rtp, 5002);
+  // What neither kind can serve is refused, naming both.
+  for (std::string_view h :
+       {"RTP/AVP;multicast;client_port=5000-5001", "RTP/AVP/TCP;interleaved=3-3",
+        "RTP/AVP;unicast;interleaved=0-1", "RTP/AVP/TCP;multicast;interleaved=0-1", ""}) {
+    auto no = parse_transport(h, lt::any);
+    EXPECT_FALSE(no) << h;
+    if (!no) {
+      EXPECT_NE(no.err().detail.find("client_port=a-b, or RTP/AVP/TCP;interleaved=a-b"),
+                std::string::npos)
+          << no.err().detail;
+    }
+  }
+  // The default (udp) still refuses the interleaved kind.
+  EXPECT_FALSE(parse_transport("RTP/AVP/TCP;unicast;interleaved=0-1"));
+}
+
 TEST(RtspMessage, InterleavedFramesAreTakenOffTheFront) {
   EXPECT_FALSE(interleaved_frame("OPTIONS * RTSP/1.0\r\n"));
   EXPECT_FALSE(interleaved_frame(""));

@@ -449,9 +449,12 @@ asio::awaitable<push::rtsp_response> director_daemon::impl::rtsp_setup(push::rts
                       "a session has one stream: SETUP without a Session makes a new one");
   }
   // Over RTSPS the stream goes inside the TLS connection (interleaved), never in the clear over
-  // UDP: what ffmpeg (rtsps:// implies -rtsp_transport tcp) and GStreamer's rtspsrc ask for.
+  // UDP: what ffmpeg (rtsps:// implies -rtsp_transport tcp) and GStreamer's rtspsrc ask for. On a
+  // plain connection the console chooses: UDP from the engines, or inside the connection through
+  // the director's relay (a console behind NAT; one whose RTP stack takes a source's datagrams
+  // from one address only, as GStreamer's does: the engines of a hand-off send from several).
   auto tr = push::parse_transport(req.header("Transport"), link.c.tls ? push::lower_transport::tcp
-                                                                      : push::lower_transport::udp);
+                                                                      : push::lower_transport::any);
   if (!tr) {
     co_return refusal(461, "unsupported_transport", tr.err().detail);
   }

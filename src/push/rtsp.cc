@@ -501,7 +501,8 @@ std::string_view reason_phrase(int status) {
 
 result<transport_spec> parse_transport(std::string_view header, lower_transport lower) {
   size_t start = 0;
-  const bool tcp = lower == lower_transport::tcp;
+  const bool udp_ok = lower != lower_transport::tcp;
+  const bool tcp_ok = lower != lower_transport::udp;
   // Each comma-separated transport-spec in turn (RFC 2326 12.39); the first we can serve wins.
   for (int n = 0; start <= header.size() && n < 64; ++n) {
     size_t comma = header.find(',', start);
@@ -511,9 +512,10 @@ result<transport_spec> parse_transport(std::string_view header, lower_transport 
     const std::string_view spec = trim(header.substr(start, comma - start));
     start = comma + 1;
     std::string_view protocol = spec.substr(0, spec.find(';'));
-    if (tcp ? !iequals(protocol, "RTP/AVP/TCP")
-            : !iequals(protocol, "RTP/AVP") && !iequals(protocol, "RTP/AVP/UDP")) {
-      continue;  // another lower transport, or something else
+    const bool tcp = iequals(protocol, "RTP/AVP/TCP");
+    const bool udp = iequals(protocol, "RTP/AVP") || iequals(protocol, "RTP/AVP/UDP");
+    if (!(tcp && tcp_ok) && !(udp && udp_ok)) {
+      continue;  // a lower transport not taken here, or something else
     }
     bool usable = true;
     std::optional<transport_spec> t;
@@ -578,10 +580,15 @@ result<transport_spec> parse_transport(std::string_view header, lower_transport 
       return std::move(*t);
     }
   }
+  if (!udp_ok) {
+    return make_error(errc::invalid_argument,
+                      "no transport is RTP/AVP/TCP;interleaved=a-b: over RTSPS, RTP travels only "
+                      "inside the TLS connection");
+  }
   return make_error(errc::invalid_argument,
-                    tcp ? "no transport is RTP/AVP/TCP;interleaved=a-b: over RTSPS, RTP travels "
-                          "only inside the TLS connection"
-                        : "no transport is RTP/AVP over unicast UDP with client_port=a-b");
+                    tcp_ok ? "no transport is RTP/AVP over unicast UDP with client_port=a-b, or "
+                             "RTP/AVP/TCP;interleaved=a-b"
+                           : "no transport is RTP/AVP over unicast UDP with client_port=a-b");
 }
 
 std::string write_transport(const transport_spec& t, uint16_t server_rtp, uint16_t server_rtcp,

@@ -78,11 +78,12 @@ std::string write_response(const rtsp_response& r);
 std::string write_request(const rtsp_request& r);
 std::string_view reason_phrase(int status);
 
-// The first transport of a Transport header we can serve, of the kinds `lower` allows: RTP/AVP or
-// RTP/AVP/UDP, unicast, with client_port=a-b (b = a + 1 when only a is given); or RTP/AVP/TCP with
-// interleaved=a-b (RFC 2326 10.12: RTP and RTCP inside the RTSP connection; 0-1 when not given).
-// errc::invalid_argument (→ 461 Unsupported Transport) when none is.
-enum class lower_transport { udp, tcp };
+// The first transport of a Transport header we can serve, in the console's order, of the kinds
+// `lower` allows: RTP/AVP or RTP/AVP/UDP, unicast, with client_port=a-b (b = a + 1 when only a is
+// given); or RTP/AVP/TCP with interleaved=a-b (RFC 2326 10.12: RTP and RTCP inside the RTSP
+// connection; 0-1 when not given). `any` takes either (a plain RTSP connection), `tcp` only the
+// interleaved kind (RTSPS). errc::invalid_argument (→ 461 Unsupported Transport) when none is.
+enum class lower_transport { udp, tcp, any };
 struct transport_spec {
   bool interleaved = false;  // RTP/AVP/TCP: the channels below, not the ports
   uint16_t client_rtp = 0;
