@@ -233,6 +233,52 @@ std::vector<std::string> ffmpeg_packets(const std::vector<std::string>& input_ar
   return out;
 }
 
+std::string segments_of(const std::filesystem::path& playlist) {
+  auto text = read_file(playlist);
+  if (!text) {
+    throw std::runtime_error(text.err().detail);
+  }
+  std::string all;
+  std::istringstream lines(*text);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line[0] != '#') {
+      auto seg = read_file(playlist.parent_path() / line);
+      if (!seg) {
+        throw std::runtime_error(seg.err().detail);
+      }
+      all += *seg;
+    }
+  }
+  return all;
+}
+
+gst_play gst_play_rtsp(const std::string& url, const std::vector<std::string>& extra,
+                       const std::filesystem::path& work_dir) {
+  auto received = work_dir / "gst-received.ts";
+  std::filesystem::remove(received);
+  std::vector<std::string> argv{"/usr/bin/gst-launch-1.0", "rtspsrc", "location=" + url};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  for (const char* a : {"!", "rtpmp2tdepay", "!", "filesink"}) {
+    argv.emplace_back(a);
+  }
+  argv.push_back("location=" + received.string());
+  gst_play p;
+  p.run = run(argv, std::chrono::seconds(60));
+  p.ended = p.run.out.find("Got EOS from element \"pipeline0\"") != std::string::npos;
+  static const std::regex teardown(
+      "ERROR: from element /GstPipeline:pipeline0/GstRTSPSrc:rtspsrc0: Could not write to "
+      "resource\\.\nAdditional debug info:\n[^\n]*gst_rtspsrc_(try_send|pause) \\(\\): "
+      "[^\n]*\nCould not send message\\. \\(Received end-of-file\\)\n");
+  p.unexpected = p.ended ? std::regex_replace(p.run.err, teardown, "") : p.run.err;
+  if (p.run.status != 0 && p.run.err.empty()) {
+    p.unexpected = fmt::format("gst-launch exited {} with nothing on stderr", p.run.status);
+  }
+  if (auto ts = read_file(received)) {
+    p.ts = std::move(*ts);
+  }
+  return p;
+}
+
 std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds,
                                   int segment_seconds) {
   std::filesystem::create_directories(dir);

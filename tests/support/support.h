@@ -72,6 +72,28 @@ std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds 
 std::vector<std::string> ffmpeg_packets(const std::vector<std::string>& input_args,
                                         std::string* log = nullptr);
 
+// The bytes of an HLS playlist's segments, in its order: the MPEG-TS a push of it carries.
+std::string segments_of(const std::filesystem::path& playlist);
+
+// A play of `url` by GStreamer: `gst-launch-1.0 rtspsrc location=URL EXTRA... ! rtpmp2tdepay !
+// filesink`. `ts` is the MPEG-TS received; `ended` says gst-launch saw the end of stream;
+// `unexpected` is what it printed on stderr besides its own teardown race (below), empty if
+// nothing. GStreamer 1.22 fails its own teardown now and then: at the end of stream gst-launch
+// sets the pipeline to NULL, rtspsrc queues a PAUSE and then a CLOSE, and the CLOSE cancels the
+// connection while the PAUSE is being written; a cancelled write that wrote nothing is reported as
+// end-of-file (gstrtspconnection.c, writev_bytes), and gst-launch exits 1 with "Could not send
+// message. (Received end-of-file)" from gst_rtspsrc_pause, 23 µs after the PAUSE began, before
+// any byte of it left (GST_DEBUG=rtspsrc:5). Seen over UDP (2 runs of 30 under load) and inside
+// TLS (3 of 48 with -q, most runs without). So a play is judged by its bytes and its end.
+struct gst_play {
+  run_result run;
+  bool ended = false;
+  std::string unexpected;
+  std::string ts;
+};
+gst_play gst_play_rtsp(const std::string& url, const std::vector<std::string>& extra,
+                       const std::filesystem::path& work_dir);
+
 // The status code of an RTSP response ("RTSP/1.0 200 OK..."), 0 if it is not one.
 int rtsp_status(const std::string& response);
 
