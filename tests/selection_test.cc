@@ -585,6 +585,79 @@ TEST(StationTables, ConsolesOnTheirWayCountUntilTheEngineReportsThem) {
   EXPECT_FALSE(t.choose(key(0), now + 3500ms));
 }
 
+// The ledger's rule (console_ledger in tables.h): sent = received + unmatched + in flight, in
+// flight between 0 and the consoles sent since the last heartbeat at least 2 s old. The engine's
+// heartbeats come every 250 ms from t0, its first (`restarted`: its first here).
+TEST(ConsoleLedger, AConsoleSentCountsUntilTheEngineReceivesIt) {
+  console_ledger l;
+  auto t0 = steady::now();
+  EXPECT_EQ(l.on_heartbeat(0, 0, true, 0, t0), 0u);
+  EXPECT_EQ(l.on_heartbeat(1, 0, false, 0, t0 + 250ms), 1u);  // sent, on its way
+  EXPECT_EQ(l.on_heartbeat(1, 0, false, 0, t0 + 500ms), 1u);  // however slowly
+  EXPECT_EQ(l.on_heartbeat(1, 1, false, 0, t0 + 750ms), 0u);  // received
+  EXPECT_EQ(l.on_heartbeat(3, 2, false, 0, t0 + 1s), 1u);     // two more sent, one received
+}
+
+TEST(ConsoleLedger, AConsoleNeverReceivedCountsForTwoSecondsAndHidesNoLaterOne) {
+  console_ledger l;
+  auto t0 = steady::now();
+  l.on_heartbeat(0, 0, true, 0, t0);
+  EXPECT_EQ(l.on_heartbeat(1, 0, false, 0, t0 + 250ms), 1u);   // sent after t0
+  EXPECT_EQ(l.on_heartbeat(1, 0, false, 0, t0 + 2s), 1u);      // t0 is 2 s old: it may still come
+  EXPECT_EQ(l.on_heartbeat(1, 0, false, 0, t0 + 2250ms), 0u);  // sent before 250 ms: never comes
+  EXPECT_EQ(l.on_heartbeat(2, 0, false, 0, t0 + 2500ms), 1u);  // the next one sent counts
+}
+
+TEST(ConsoleLedger, ARestartedEngineCountsOnlyTheConsolesJustSentThenReconcilesAgain) {
+  console_ledger l;
+  auto t0 = steady::now();
+  l.on_heartbeat(0, 0, true, 0, t0);
+  EXPECT_EQ(l.on_heartbeat(10, 10, false, 0, t0 + 250ms), 0u);
+  // A new epoch: the engine's count starts again at 0, the director's goes on.
+  EXPECT_EQ(l.on_heartbeat(11, 0, true, 1, t0 + 500ms), 1u);
+  EXPECT_EQ(l.on_heartbeat(12, 1, false, 0, t0 + 750ms), 1u);  // that one came, one more sent
+  EXPECT_EQ(l.on_heartbeat(12, 2, false, 0, t0 + 1s), 0u);
+}
+
+TEST(ConsoleLedger, AnEngineThatDoesNotCountItsConsolesGetsThoseJustSent) {
+  console_ledger l;
+  auto t0 = steady::now();
+  EXPECT_EQ(l.on_heartbeat(0, std::nullopt, true, 0, t0), 0u);
+  EXPECT_EQ(l.on_heartbeat(5, std::nullopt, false, 2, t0 + 250ms), 2u);
+  EXPECT_EQ(l.on_heartbeat(9, std::nullopt, false, 0, t0 + 500ms), 0u);
+}
+
+TEST(ConsoleLedger, ConsolesReceivedWithoutTheDirectorHideNoneItSends) {
+  console_ledger l;
+  auto t0 = steady::now();
+  l.on_heartbeat(0, 0, true, 0, t0);
+  EXPECT_EQ(l.on_heartbeat(1, 3, false, 0, t0 + 250ms), 0u);  // the one sent and two straight to it
+  EXPECT_EQ(l.on_heartbeat(2, 3, false, 0, t0 + 500ms), 1u);
+}
+
+// An engine's count that goes down in an epoch (it cannot, but a director must not trust that):
+// no more are in flight than were sent lately, and for no longer than they may take to come.
+TEST(ConsoleLedger, AnEngineCountGoingBackwardsHoldsNoMoreThanTheConsolesSentLately) {
+  console_ledger l;
+  auto t0 = steady::now();
+  l.on_heartbeat(0, 0, true, 0, t0);
+  EXPECT_EQ(l.on_heartbeat(10, 10, false, 0, t0 + 250ms), 0u);
+  EXPECT_EQ(l.on_heartbeat(10, 10, false, 0, t0 + 3s), 0u);
+  EXPECT_EQ(l.on_heartbeat(11, 4, false, 0, t0 + 3250ms), 1u);  // one sent since 3 s, 6 "lost"
+  EXPECT_EQ(l.on_heartbeat(11, 4, false, 0, t0 + 5500ms), 0u);  // it never came either
+  EXPECT_EQ(l.on_heartbeat(12, 4, false, 0, t0 + 5750ms), 1u);  // the next one sent counts
+}
+
+// note_full counts an engine full until its next heartbeat by consoles no console stands for.
+TEST(ConsoleLedger, PhantomsAreNeverInFlightAfterTheNextHeartbeat) {
+  console_ledger l;
+  auto t0 = steady::now();
+  l.on_heartbeat(0, 0, true, 0, t0);
+  l.add_phantoms(2);  // (and sent_counter::add_extra(2))
+  EXPECT_EQ(l.on_heartbeat(2, 0, false, 0, t0 + 250ms), 0u);
+  EXPECT_EQ(l.on_heartbeat(3, 0, false, 0, t0 + 500ms), 1u);
+}
+
 TEST(StationTables, ACopyGoesToTheEngineWithTheMostRoomAndTheLeastLoad) {
   station_tables t(1000ms, 250ms);
   auto now = steady::now();

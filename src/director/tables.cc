@@ -53,38 +53,40 @@ uint32_t sent_counter::since(steady::time_point from, steady::time_point now) co
 // heartbeat, as before, forgot every console that took longer to connect: on a busy host (ASan,
 // a loaded machine) the director then sent more consoles to engines already full, and each
 // handed them on, by the same stale view, to another full one, past the 5 redirects a player
-// follows. The engine counts the consoles it receives (api::engine_load::consoles), the
-// director those it sends (sent_counter::total); their difference, less the drift, is what is on
-// its way. Drift: a console that reached the engine without the director (a request straight to
-// it) is absorbed at once (never below 0); one that never came (a player that gave up) once it
-// was sent more than `console_wait` ago. An engine that does not count its consoles (an older
-// version), and each engine's first heartbeat of an epoch, get the older estimate.
+// follows. So the two counters are reconciled (console_ledger in tables.h states the equation):
+// what the director sent less what the engine received, less the unmatched, is on its way. An
+// engine that does not count its consoles (an older version), and each engine's first heartbeat
+// of an epoch, get the older estimate.
+uint32_t console_ledger::on_heartbeat(uint64_t sent, std::optional<uint64_t> received,
+                                      bool restarted, uint32_t just_sent, steady::time_point now) {
+  // The most still in flight: the consoles sent since the last heartbeat at least console_wait ago
+  // (all, if none is that old: the ledger itself is younger).
+  sent_marks_.push_back({now, sent});
+  while (sent_marks_.size() > 1 && sent_marks_[1].at <= now - console_wait) {
+    sent_marks_.pop_front();
+  }
+  auto& oldest = sent_marks_.front();
+  auto recent = static_cast<int64_t>(oldest.at <= now - console_wait ? sent - oldest.sent : sent);
+  if (!received || restarted) {
+    phantoms_ = 0;
+    unmatched_ = static_cast<int64_t>(sent) - static_cast<int64_t>(received.value_or(0)) -
+                 static_cast<int64_t>(just_sent);
+    return just_sent;
+  }
+  unmatched_ += static_cast<int64_t>(std::exchange(phantoms_, 0));
+  // What the equation leaves in flight with `unmatched` as it was; beyond the bounds, the
+  // difference is unmatched: received without the director below 0, never received above.
+  int64_t unaccounted = static_cast<int64_t>(sent) - static_cast<int64_t>(*received) - unmatched_;
+  int64_t in_flight = std::clamp<int64_t>(unaccounted, 0, recent);
+  unmatched_ += unaccounted - in_flight;
+  return static_cast<uint32_t>(in_flight);
+}
+
 uint32_t consoles_in_flight(engine_entry& e, const api::engine_load& load, bool restarted,
                             steady::time_point now) {
-  constexpr auto console_wait = std::chrono::seconds(2);
   constexpr auto just_sent = std::chrono::milliseconds(50);
-  uint64_t sent = e.sent_base;
-  // The consoles sent since a heartbeat at least console_wait ago (all, if none is that old: the
-  // entry itself is younger), counting at most those still on their way.
-  e.sent_marks.emplace_back(now, sent);
-  while (e.sent_marks.size() > 1 && e.sent_marks[1].first <= now - console_wait) {
-    e.sent_marks.pop_front();
-  }
-  auto& oldest = e.sent_marks.front();
-  auto recent =
-      static_cast<int64_t>(oldest.first <= now - console_wait ? sent - oldest.second : sent);
-  uint32_t estimate = e.sent->since(now - just_sent, now);
-  if (!load.consoles || restarted) {
-    e.phantom = 0;
-    e.console_drift = static_cast<int64_t>(sent) - static_cast<int64_t>(load.consoles.value_or(0)) -
-                      static_cast<int64_t>(estimate);
-    return estimate;
-  }
-  e.console_drift += static_cast<int64_t>(std::exchange(e.phantom, 0));
-  int64_t raw = static_cast<int64_t>(sent) - static_cast<int64_t>(*load.consoles) - e.console_drift;
-  int64_t on_way = std::clamp<int64_t>(raw, 0, recent);
-  e.console_drift += raw - on_way;
-  return static_cast<uint32_t>(on_way);
+  return e.consoles.on_heartbeat(e.sent_base, load.consoles, restarted,
+                                 e.sent->since(now - just_sent, now), now);
 }
 
 // The published tables (tables.h): the engine views and the segment shards. Written by the home

@@ -62,6 +62,51 @@ class sent_counter {
   std::array<std::atomic<uint64_t>, buckets> recent_{};
 };
 
+// The consoles sent to one engine that it has not counted yet (consoles_in_flight), reckoned at
+// each of its heartbeats from two counters that never meet: `sent`, the director's count of the
+// consoles it sent there (sent_counter::total), and `received`, the engine's count of the consoles
+// it received (api::engine_load::consoles). After every heartbeat:
+//
+//   sent = received + unmatched + in flight,   0 <= in flight <= sent - sent 2 s ago
+//
+// where "sent 2 s ago" is `sent` at the last heartbeat at least console_wait old (0 before there is
+// one), and `unmatched` the consoles only one side counts: received without the director (a request
+// straight to the engine) lower it, as soon as they are seen (in flight is never below 0); sent and
+// never received (a player that gave up; a console note_full counted that no console stands for)
+// raise it, once they are older than console_wait (2 s). A heartbeat without `received` (an engine
+// that does not count its consoles) or of a restarted engine (its count starts again) cannot be
+// reconciled: in flight is then the consoles sent just before it, and `unmatched` is set so that
+// the equation holds from there.
+class console_ledger {
+ public:
+  // At the heartbeat applied at `now`: the consoles sent that the engine has not received.
+  // `sent`: the director's count, read as the heartbeat is applied; `received`: the engine's, if it
+  // counts them; `restarted`: its first heartbeat here or of a new epoch; `just_sent`: the consoles
+  // sent just before `now` (the estimate when the counters cannot be reconciled).
+  uint32_t on_heartbeat(uint64_t sent, std::optional<uint64_t> received, bool restarted,
+                        uint32_t just_sent, steady::time_point now);
+  // `n` consoles added to `sent` (sent_counter::add_extra) that no console stands for.
+  void add_phantoms(uint64_t n) { phantoms_ += n; }
+
+  // A console sent longer ago than this and not received is taken never to come.
+  static constexpr std::chrono::seconds console_wait{2};
+
+ private:
+  struct sent_mark {
+    steady::time_point at;
+    uint64_t sent;
+  };
+  // The consoles counted as sent that the engine will never count, less those it counted that the
+  // director never sent: `sent - received - in flight` at the last heartbeat.
+  int64_t unmatched_ = 0;
+  // `sent` at each heartbeat of the last console_wait and the one before them: the consoles sent
+  // since the oldest are the most that can still be in flight.
+  std::deque<sent_mark> sent_marks_;
+  // Consoles added to `sent` since the last heartbeat that no console stands for (note_full): the
+  // next heartbeat counts them as unmatched at once.
+  uint64_t phantoms_ = 0;
+};
+
 struct engine_entry {
   engine_id name;
   std::string url;
@@ -77,13 +122,7 @@ struct engine_entry {
   uint32_t assigned_now() const {
     return assigned + static_cast<uint32_t>(sent->total() - sent_base);
   }
-  // What consoles_in_flight keeps between heartbeats: how far sent->total() is from the engine's
-  // count of consoles received beyond those on their way (consoles that reached it without the
-  // director make it smaller, consoles that never came larger); sent->total() at the heartbeats of
-  // the last few seconds; and the consoles note_full counted that no console stands for.
-  int64_t console_drift = 0;
-  std::deque<std::pair<steady::time_point, uint64_t>> sent_marks;
-  uint64_t phantom = 0;
+  console_ledger consoles;  // what consoles_in_flight keeps between heartbeats
   std::unordered_set<segment_key> held;
   std::unordered_set<segment_key> filling;  // segments it is receiving (and serving meanwhile)
   // Changes the director noted before this engine's heartbeats said so: a copy held, one removed,
@@ -107,9 +146,8 @@ struct engine_entry {
 
 // The consoles sent to `e` that a heartbeat with `load`, applied at `now`, does not count: sent
 // (e.sent_base, just read) and not yet received by the engine (load.consoles), however long they
-// take to get there on a busy host. Sets what it keeps in `e` (console_drift, sent_marks, phantom).
-// `restarted`: the engine's first heartbeat here or its first of a new epoch (its count starts
-// again).
+// take to get there on a busy host (console_ledger, kept in e.consoles). `restarted`: the engine's
+// first heartbeat here or its first of a new epoch (its count starts again).
 uint32_t consoles_in_flight(engine_entry& e, const api::engine_load& load, bool restarted,
                             steady::time_point now);
 
@@ -379,7 +417,7 @@ class station_tables {
     if (e.load.active_streams + a < e.load.max_streams) {
       uint32_t n = e.load.max_streams - e.load.active_streams - a;
       e.sent->add_extra(n);
-      e.phantom += n;
+      e.consoles.add_phantoms(n);
     }
   }
   // What publishing costs per segment changed (the copy of its shard), which a slice counts in
