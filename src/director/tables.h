@@ -232,31 +232,48 @@ class station_tables {
   api::heartbeat_reply apply(api::heartbeat hb, steady::time_point now);
 
   // The same in slices (issue 16, item 5: a whole inventory of 100k segments must not hold the
-  // home loop for long): begin_apply applies the engine's status and load and answers as apply
-  // would; apply_slice then makes the segment changes and publishes them, within about `budget`
-  // counting the publication (the copies of the shards its changes touched, estimated from the
-  // publications measured so far: publish_cost), and says whether it is done. Every step of the
-  // apply is in slices: the changes, the sets built to compare a whole list (the inventory, the
-  // copies arriving) with what the engine had, and the freeing of those sets and lists. A slice
-  // makes at least one step. A whole inventory first drops what it no longer names, then adds
-  // what it names and was not listed; a segment it keeps is never touched, so between slices the
-  // engine is never listed for a segment it lacks (a restarted engine that lost part of its disk)
-  // and a kept segment never looks lost. The engine's `held` and the locations change together,
-  // and copies and removals noted between slices stay as noted. One heartbeat of an engine at a
-  // time (the caller serializes them); other changes, other engines' heartbeats among them, may
-  // come between slices.
+  // home loop for long; apply.cc): begin_apply applies the engine's status and load and answers as
+  // apply would; apply_slice then makes the segment changes and publishes them, within about
+  // `budget` counting the publication (the copies of the shards its changes touched, estimated
+  // from the publications measured so far: publish_cost), and says whether it is done. Every step
+  // of the apply is in slices: the changes, the sets built to compare a whole list (the inventory,
+  // the copies arriving) with what the engine had, and the freeing of those sets and lists. A slice
+  // makes at least one step. A whole inventory first drops what it no longer names, then adds what
+  // it names and was not listed; a segment it keeps is never touched, so between slices the engine
+  // is never listed for a segment it lacks (a restarted engine that lost part of its disk) and a
+  // kept segment never looks lost. The engine's `held` and the locations change together, and
+  // copies and removals noted between slices stay as noted. One heartbeat of an engine at a time
+  // (the caller serializes them); other changes, other engines' heartbeats among them, may come
+  // between slices.
+  //
+  // Where an apply resumes at its next slice, in the order of the stages (apply.cc says what each
+  // does and where it may stop).
+  enum class apply_stage : uint8_t {
+    removed,            // the removed list applied
+    inventory_keys,     // a whole inventory: its keys as a set (job.keys)
+    inventory_dropped,  // the copies it no longer names dropped
+    inventory_freed,    // that set freed; a returning engine back in rotation
+    added,              // the added list applied
+    filling_keys,       // the copies arriving (the engine's whole list): their keys as a set
+    filling_ended,      // those it no longer names ended
+    filling_freed,      // that set freed
+    filling_begun,      // the new ones begun
+    lists_freed,        // the heartbeat's lists freed, the apply's end
+    done,
+  };
+  // An apply between slices: everything a slice leaves for the next.
   struct apply_job {
     engine_slot engine{};
     api::heartbeat hb;
-    int stage = 0;
-    size_t pos = 0;
-    // A whole list's keys as a set: the inventory's (stages 1-2), the copies arriving (4-5).
+    apply_stage stage = apply_stage::done;  // where the next slice starts
+    size_t pos = 0;  // in the stage's list, or the bucket of the engine's set being walked
+    // A whole list's keys as a set: the inventory's (inventory_keys to inventory_freed), the copies
+    // arriving (filling_keys to filling_freed).
     std::unordered_set<segment_key> keys;
     size_t buckets = 0;              // the bucket count of the engine's set being walked
     std::vector<segment_key> stale;  // a bucket's keys the list no longer names, to drop
-    bool done = false;
-    steady::time_point seen{};  // the heartbeat's arrival
-    bool returning = false;     // out of rotation until stage 3
+    steady::time_point seen{};       // the heartbeat's arrival
+    bool returning = false;          // out of rotation until inventory_freed
   };
   api::heartbeat_reply begin_apply(api::heartbeat hb, steady::time_point now, apply_job& job);
   bool apply_slice(apply_job& job, std::chrono::microseconds budget);
@@ -458,6 +475,7 @@ class station_tables {
   void add_filling(engine_slot engine, const segment_key& key);
   void remove_filling(engine_slot engine, const segment_key& key);
   void note_engine_change(engine_slot engine, const segment_key& key, bool filling, bool held);
+  class heartbeat_slice;  // apply.cc: one slice of apply_slice
   // Publishes the shards of the segments changed since the last call (dirty_).
   void publish();
   void publish_engines();
