@@ -148,10 +148,11 @@ verify_outcome token_verifier::verify(std::string_view token, const requirement&
   if (token.empty()) {
     return verify_outcome{std::nullopt, token_error::missing, "no token given"};
   }
-  shard& sh = shard_of(token);
+  hashed_token key{token, hash_of(token)};
+  shard& sh = shard_of(key.hash);
   {
     std::lock_guard lock(sh.mu);
-    auto it = sh.cache.find(token);
+    auto it = sh.cache.find(key);
     if (it != sh.cache.end()) {
       return check_claims(it->second.body, req, now);
     }
@@ -210,10 +211,10 @@ token_verifier::token_verifier(verifier_options opts)
   per_shard_ = opts_.cache_entries / shard_count_;
 }
 
-token_verifier::shard& token_verifier::shard_of(std::string_view token) const {
+token_verifier::shard& token_verifier::shard_of(size_t hash) const {
   // The hash's high bits (mixed), so that a shard's map, which buckets by the same hash modulo a
   // prime, does not see only the tokens of a few residues.
-  uint64_t h = static_cast<uint64_t>(token_hash{}(token)) * 0x9E3779B97F4A7C15ull;
+  uint64_t h = static_cast<uint64_t>(hash) * 0x9E3779B97F4A7C15ull;
   return shards_[(h >> 32) % shard_count_];
 }
 
@@ -222,9 +223,10 @@ bool token_verifier::allows(std::string_view token, token_kind kind, const progr
   if (token.empty()) {
     return false;
   }
-  shard& sh = shard_of(token);
+  hashed_token key{token, hash_of(token)};
+  shard& sh = shard_of(key.hash);
   std::lock_guard lock(sh.mu);
-  auto it = sh.cache.find(token);
+  auto it = sh.cache.find(key);
   if (it == sh.cache.end()) {
     return false;
   }

@@ -101,11 +101,25 @@ class token_verifier {
   // Hashes a token's last 32 characters, part of its Ed25519 signature: distinct tokens that
   // verified, all the cache holds, differ there; hashing the whole text (~300 characters) would
   // cost the director's hot path several times as much.
+  static size_t hash_of(std::string_view s) {
+    return std::hash<std::string_view>{}(s.substr(s.size() - std::min<size_t>(s.size(), 32)));
+  }
+  // A token with its hash, taken once for both its shard and the shard's map (the map's lookup
+  // takes the hash given instead of hashing again: C++20's heterogeneous lookup).
+  struct hashed_token {
+    std::string_view text;
+    size_t hash;
+  };
   struct token_hash {
     using is_transparent = void;
-    size_t operator()(std::string_view s) const {
-      return std::hash<std::string_view>{}(s.substr(s.size() - std::min<size_t>(s.size(), 32)));
-    }
+    size_t operator()(std::string_view s) const { return hash_of(s); }
+    size_t operator()(const hashed_token& t) const { return t.hash; }
+  };
+  struct token_equal {
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const { return a == b; }
+    bool operator()(const hashed_token& a, std::string_view b) const { return a.text == b; }
+    bool operator()(std::string_view a, const hashed_token& b) const { return a == b.text; }
   };
   struct cache_entry {
     claims body;
@@ -113,7 +127,7 @@ class token_verifier {
     std::optional<boost::asio::ip::address> bound;
   };
   verify_outcome check_claims(const claims& c, const requirement& req, int64_t now) const;
-  using cache_map = std::unordered_map<std::string, cache_entry, token_hash, std::equal_to<>>;
+  using cache_map = std::unordered_map<std::string, cache_entry, token_hash, token_equal>;
   // One part of the remembered tokens, on cache lines of its own. Lock order: keys_mu_, then a
   // shard's mu (set_keys clears every shard, and verify() adds a token, holding keys_mu_, so
   // that a token of a key just retired cannot be added after the shards were cleared).
@@ -121,7 +135,7 @@ class token_verifier {
     std::mutex mu;
     cache_map cache;  // guarded by mu
   };
-  shard& shard_of(std::string_view token) const;
+  shard& shard_of(size_t hash) const;
 
   verifier_options opts_;
   size_t per_shard_ = 0;  // entries a shard may hold: opts_.cache_entries / shard_count_
