@@ -20,6 +20,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/read_until.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/asio/write.hpp>
 
@@ -199,6 +200,32 @@ TEST(Loops, EveryHomeRouteCallRunsOnTheHomeLoopWhicheverLoopAccepted) {
   EXPECT_EQ(s.where().home_calls, 40);
   EXPECT_EQ(s.where().home_calls_off_home, 0);
   EXPECT_EQ(s.where().any_calls, 40);
+}
+
+TEST(Loops, ConnectionsAcceptedTogetherAreSpreadOverTheLoops) {
+  two_loops s;
+  // The home loop cannot accept now: the other loop accepts all twenty, and used to serve them
+  // all (it takes every connection pending when it wakes); each now goes to the loop with fewer.
+  s.block_home();
+  asio::io_context io;
+  std::vector<asio::ip::tcp::socket> conns;
+  for (int i = 0; i < 20; ++i) {
+    conns.emplace_back(io);
+    conns.back().connect({asio::ip::make_address("127.0.0.1"), s.port()});
+  }
+  ASSERT_TRUE(test::eventually([&] { return s.server().connections() == 20; }, 3s));
+  s.release_home();
+  int on_home = 0;
+  for (auto& c : conns) {
+    asio::write(c, asio::buffer(std::string_view("GET /any HTTP/1.1\r\nHost: x\r\n\r\n")));
+    std::string raw;
+    asio::read_until(c, asio::dynamic_buffer(raw), "}");
+    ASSERT_EQ(test::status_of(raw), 200) << raw;
+    on_home += raw.find("\"home\":true") != std::string::npos ? 1 : 0;
+  }
+  EXPECT_GE(on_home, 8);
+  EXPECT_LE(on_home, 12);
+  EXPECT_EQ(s.where().any_calls, 20);
 }
 
 uint32_t count_or_zero(uint32_t configured) {

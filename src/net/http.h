@@ -297,7 +297,11 @@ class http_server {
     bool home;
     tcp::acceptor acceptor;
     std::list<session*> sessions;
-    std::atomic<size_t> count{0};       // sessions.size(), for stop on the home loop
+    std::atomic<size_t> count{0};  // sessions.size(), for stop on the home loop
+    // Connections the acceptors gave this loop that have not ended (least_busy): counted when
+    // accepted, before the loop's own thread has started them, so that a burst of connections
+    // accepted by one loop is spread over all of them.
+    std::atomic<size_t> assigned{0};
     std::atomic<bool> sweeping{false};  // sweep_loop runs (while there are sessions)
     // Its acceptor is open: stop() returns only once every loop has closed its own (a duplicate
     // left open would take connections into its backlog after stop, where they would hang).
@@ -305,6 +309,9 @@ class http_server {
     asio::steady_timer sweep_timer;
   };
   asio::awaitable<void> accept_loop(loop& l);
+  // The loop the next connection that `l` accepts goes to: the one with the fewest (assigned),
+  // if it has at least two fewer than `l`; else `l`.
+  loop& least_busy(loop& l);
   asio::awaitable<void> sweep_loop(loop& l);
   asio::awaitable<void> run_session(loop& l, tcp::socket sock);
   // TLS (server.cc, reply.cc): the handshake (false: refused, logged); the header read through
