@@ -279,6 +279,24 @@ gst_play gst_play_rtsp(const std::string& url, const std::vector<std::string>& e
   return p;
 }
 
+::testing::AssertionResult played_whole(const gst_play& play,
+                                        const std::filesystem::path& playlist) {
+  if (!play.ended) {
+    return ::testing::AssertionFailure() << "gst-launch saw no end of stream\n"
+                                         << play.run.out << play.run.err;
+  }
+  if (!play.unexpected.empty()) {
+    return ::testing::AssertionFailure() << "gst-launch: " << play.unexpected << play.run.out;
+  }
+  auto want = segments_of(playlist);
+  if (play.ts != want) {
+    return ::testing::AssertionFailure()
+           << "the MPEG-TS received (" << play.ts.size()
+           << " bytes) differs from the source's segments (" << want.size() << " bytes)";
+  }
+  return ::testing::AssertionSuccess();
+}
+
 std::filesystem::path make_sample(const std::filesystem::path& dir, int seconds,
                                   int segment_seconds) {
   std::filesystem::create_directories(dir);

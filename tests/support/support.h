@@ -2,6 +2,8 @@
 // program made by the real ffmpeg, and raw and HTTP exchanges with a server.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -93,6 +95,10 @@ struct gst_play {
 };
 gst_play gst_play_rtsp(const std::string& url, const std::vector<std::string>& extra,
                        const std::filesystem::path& work_dir);
+// Success when the play reached its end with no error but GStreamer's teardown race and received
+// exactly the MPEG-TS of `playlist`'s segments; else what went wrong (for EXPECT_TRUE).
+::testing::AssertionResult played_whole(const gst_play& play,
+                                        const std::filesystem::path& playlist);
 
 // The status code of an RTSP response ("RTSP/1.0 200 OK..."), 0 if it is not one.
 int rtsp_status(const std::string& response);
